@@ -1,0 +1,1 @@
+//! Rust gRPC client for d-engine.
