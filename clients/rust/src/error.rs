@@ -1,0 +1,104 @@
+//! The client error type: values a caller can act on.
+
+/// Machine-readable error class (mirrors `dengine.v1.ErrorCode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    NotLeader,
+    NoLeader,
+    InvalidArgument,
+    Overloaded,
+    Timeout,
+    ShuttingDown,
+    Storage,
+    ChangeInProgress,
+    Compacted,
+    Unauthenticated,
+    PermissionDenied,
+    UnknownNode,
+    /// Transport failure (connection refused, reset...).
+    Unavailable,
+    /// Anything else the server reported.
+    Internal,
+}
+
+/// Errors returned by every d-engine client operation.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// This node is not the leader; retry on `leader_addr` (client address) if known.
+    #[error("not leader (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    /// No leader is known (election in progress); retry after a short backoff.
+    #[error("no leader available: {0}")]
+    NoLeader(String),
+    /// A request field is invalid; not retryable.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The node is overloaded; back off and retry.
+    #[error("overloaded, retry later: {0}")]
+    Overloaded(String),
+    /// The operation did not complete in time; a write's outcome is unknown.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The engine is stopping or stopped.
+    #[error("shutting down: {0}")]
+    ShuttingDown(String),
+    /// A storage failure (e.g. disk full); the node refuses writes.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A membership or leadership change is in progress.
+    #[error("change in progress: {0}")]
+    ChangeInProgress(String),
+    /// A watch's start revision is no longer in the history.
+    #[error("compacted: {0}")]
+    Compacted(String),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("unknown node: {0}")]
+    UnknownNode(String),
+    /// The server could not be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::NotLeader { .. } => ErrorCode::NotLeader,
+            Error::NoLeader(_) => ErrorCode::NoLeader,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::Overloaded(_) => ErrorCode::Overloaded,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::ShuttingDown(_) => ErrorCode::ShuttingDown,
+            Error::Storage(_) => ErrorCode::Storage,
+            Error::ChangeInProgress(_) => ErrorCode::ChangeInProgress,
+            Error::Compacted(_) => ErrorCode::Compacted,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Error::UnknownNode(_) => ErrorCode::UnknownNode,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// True if retrying the same request (after backoff or on another node)
+    /// may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::NotLeader
+                | ErrorCode::NoLeader
+                | ErrorCode::Overloaded
+                | ErrorCode::Unavailable
+                | ErrorCode::ChangeInProgress
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
