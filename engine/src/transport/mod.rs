@@ -1,0 +1,62 @@
+//! Peer transport: how Raft messages and snapshots travel between nodes.
+//!
+//! The runtime talks to peers only through [`Transport`] (outbound) and
+//! [`PeerInbox`] (inbound), so tests can swap the tonic implementation for
+//! another one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use d_engine_core::{Message, NodeId, SnapshotMeta, Term};
+
+/// Why a snapshot transfer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError(pub String);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Outbound side, owned by the runtime.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `msg` for `msg.to`. Never blocks. If the peer's queue is full
+    /// or its stream is down the message is dropped (Raft tolerates loss)
+    /// and the drop is reported through [`PeerInbox::unreachable`].
+    fn send(&self, msg: Message);
+
+    /// Streams the snapshot file at `path` to `to` in chunks, resuming from
+    /// the receiver's acknowledged offset after a broken stream. Resolves
+    /// once the receiver has staged and verified the whole file (it then
+    /// hands an `InstallSnapshot` message to its core).
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        path: PathBuf,
+    ) -> BoxFuture<'static, Result<(), TransportError>>;
+
+    /// Replaces the set of peers (id → peer address) after a membership change.
+    fn set_peers(&self, peers: BTreeMap<NodeId, String>);
+}
+
+/// Inbound side: what a transport server hands to the local node.
+pub trait PeerInbox: Send + Sync + 'static {
+    /// A Raft message arrived from a peer.
+    fn deliver(&self, msg: Message);
+    /// Messages to `peer` are being dropped (stream broken / queue full).
+    fn unreachable(&self, peer: NodeId);
+    /// Directory where incoming snapshot files are staged.
+    fn snapshot_staging_dir(&self) -> PathBuf;
+    /// A snapshot for `meta` from `from` (sent in `term`) is fully staged at
+    /// `path` and its checksum verified.
+    fn snapshot_staged(&self, from: NodeId, term: Term, meta: SnapshotMeta, path: PathBuf);
+}
