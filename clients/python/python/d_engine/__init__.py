@@ -1,0 +1,64 @@
+"""d-engine for Python: a client for standalone d-engine servers (sync and
+asyncio) and, when the native extension is built, the engine itself
+in-process (``EmbeddedEngine``).
+
+    import d_engine as dengine
+    client = dengine.Client("127.0.0.1:9083")
+    client.put(b"key", b"value")
+"""
+
+from ._aio import AsyncClient, AsyncWatch
+from ._client import Client, Watch
+from ._codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from ._errors import (
+    ChangeInProgress,
+    ClientClosed,
+    Compacted,
+    Error,
+    InvalidArgument,
+    NoLeader,
+    NotLeader,
+    Overloaded,
+    PermissionDenied,
+    ShuttingDown,
+    StorageError,
+    Timeout,
+    Unauthenticated,
+    Unavailable,
+    UnknownNode,
+    WatchCanceled,
+)
+from ._routing import RetryPolicy
+from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+
+__all__ = [
+    "AsyncClient",
+    "AsyncWatch",
+    "CasResult",
+    "ChangeInProgress",
+    "Client",
+    "ClientClosed",
+    "Compacted",
+    "Consistency",
+    "Error",
+    "InvalidArgument",
+    "KeyValue",
+    "LeaderInfo",
+    "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
+    "Member",
+    "NoLeader",
+    "NotLeader",
+    "Overloaded",
+    "PermissionDenied",
+    "RetryPolicy",
+    "ShuttingDown",
+    "StorageError",
+    "Timeout",
+    "Unauthenticated",
+    "Unavailable",
+    "UnknownNode",
+    "Watch",
+    "WatchCanceled",
+    "WatchEvent",
+]

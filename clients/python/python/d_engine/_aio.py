@@ -1,0 +1,219 @@
+"""The asyncio gRPC client (``grpc.aio``), mirroring :class:`d_engine.Client`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+
+import grpc
+import grpc.aio
+
+from . import _codec as codec
+from ._client import _cas_request, _limit, _needs_leader
+from ._codec import BytesLike, Endpoints
+from ._errors import ClientClosed, WatchCanceled
+from ._proto import client_pb2 as pb
+from ._proto import client_pb2_grpc as rpc
+from ._routing import Attempts, RetryPolicy, Router, new_client_id
+from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+
+T = TypeVar("T")
+_MAX_MSG = 8 << 20
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.aio.Channel):
+        self.channel = channel
+        self.kv = rpc.KvStub(channel)
+        self.cluster = rpc.ClusterStub(channel)
+
+
+class AsyncClient:
+    """asyncio client of a d-engine cluster; same behaviour and method names
+    as :class:`d_engine.Client`, with every method a coroutine and watches
+    consumed with ``async for``. Use ``async with`` or ``await close()``."""
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        timeout: float = 5.0,
+        retry: Optional[RetryPolicy] = None,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+    ):
+        self._router = Router(codec.parse_endpoints(endpoints))
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+        self._credentials = credentials
+        self._channels: Dict[str, _Stubs] = {}
+        self._closed = False
+        self._client_id = new_client_id()
+        self._seq = itertools.count(1)
+
+    async def close(self) -> None:
+        self._closed = True
+        channels, self._channels = self._channels, {}
+        for s in channels.values():
+            await s.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None) -> int:
+        req = pb.PutRequest(
+            key=codec.check_key(key),
+            value=codec.check_value(value),
+            ttl_ms=codec.ttl_ms(ttl),
+            write_id=self._write_id(),
+        )
+        return (await self._call(lambda s, t: s.kv.Put(req, timeout=t), True)).revision
+
+    async def get(
+        self, key: BytesLike, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
+    ) -> Optional[KeyValue]:
+        req = pb.GetRequest(key=codec.check_key(key), consistency=codec.consistency_pb(consistency))
+        return codec.opt_kv(await self._call(lambda s, t: s.kv.Get(req, timeout=t), _needs_leader(consistency)))
+
+    async def get_multi(
+        self, keys: Sequence[BytesLike], consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
+    ) -> List[Optional[KeyValue]]:
+        if isinstance(keys, (str, bytes)):
+            raise TypeError("keys must be a list of keys, not a single key")
+        req = pb.GetMultiRequest(keys=[codec.check_key(k) for k in keys], consistency=codec.consistency_pb(consistency))
+        resp = await self._call(lambda s, t: s.kv.GetMulti(req, timeout=t), _needs_leader(consistency))
+        return [codec.opt_kv(r) for r in resp.results]
+
+    async def delete(self, key: BytesLike) -> bool:
+        req = pb.DeleteRequest(key=codec.check_key(key), write_id=self._write_id())
+        return (await self._call(lambda s, t: s.kv.Delete(req, timeout=t), True)).deleted
+
+    async def compare_and_swap(
+        self,
+        key: BytesLike,
+        expected: Optional[BytesLike],
+        new_value: Optional[BytesLike],
+        ttl: Optional[float] = None,
+    ) -> CasResult:
+        req = _cas_request(key, expected, new_value, ttl, self._write_id())
+        return codec.cas_from_pb(await self._call(lambda s, t: s.kv.CompareAndSwap(req, timeout=t), True))
+
+    async def scan_prefix(
+        self, prefix: BytesLike, limit: int = 0, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
+    ) -> List[KeyValue]:
+        req = pb.ScanPrefixRequest(
+            prefix=codec.check_prefix(prefix), limit=_limit(limit), consistency=codec.consistency_pb(consistency)
+        )
+        resp = await self._call(lambda s, t: s.kv.ScanPrefix(req, timeout=t), _needs_leader(consistency))
+        return [codec.kv_from_pb(kv) for kv in resp.kvs]
+
+    async def watch(self, key: BytesLike, start_revision: int = 0) -> AsyncWatch:
+        return await self._watch(codec.check_key(key), False, start_revision)
+
+    async def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> AsyncWatch:
+        return await self._watch(codec.check_prefix(prefix), True, start_revision)
+
+    async def members(self) -> List[Member]:
+        resp = await self._call(lambda s, t: s.cluster.Members(pb.MembersRequest(), timeout=t), False)
+        return [codec.member_from_pb(m) for m in resp.members]
+
+    async def leader(self) -> LeaderInfo:
+        resp = await self._call(lambda s, t: s.cluster.Leader(pb.LeaderRequest(), timeout=t), False)
+        return codec.leader_from_pb(resp)
+
+    def _write_id(self) -> pb.WriteId:
+        return pb.WriteId(client_id=self._client_id, seq=next(self._seq))
+
+    def _stubs(self, target: str) -> _Stubs:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        stubs = self._channels.get(target)
+        if stubs is None:
+            opts = [("grpc.max_receive_message_length", _MAX_MSG), ("grpc.max_send_message_length", _MAX_MSG)]
+            if self._credentials is not None:
+                ch = grpc.aio.secure_channel(target, self._credentials, options=opts)
+            else:
+                ch = grpc.aio.insecure_channel(target, options=opts)
+            stubs = self._channels[target] = _Stubs(ch)
+        return stubs
+
+    async def _call(self, fn: Callable[[_Stubs, float], Awaitable[T]], need_leader: bool) -> T:
+        attempts = Attempts(self._retry)
+        while True:
+            target = self._router.target(need_leader)
+            try:
+                result = await fn(self._stubs(target), max(0.001, min(self._timeout, attempts.remaining())))
+            except grpc.RpcError as e:
+                err = codec.error_from_rpc(e, target)
+                self._router.failed(target, err)
+                delay = attempts.next_delay(err)
+                if delay is None:
+                    raise attempts.final_error() from None
+                await asyncio.sleep(delay)
+                continue
+            self._router.succeeded(target, need_leader)
+            return result
+
+    async def _watch(self, key: bytes, prefix: bool, start_revision: int) -> AsyncWatch:
+        req = pb.WatchRequest(key=key, prefix=prefix, start_revision=int(start_revision))
+
+        async def open_stream(stubs: _Stubs, timeout: float) -> AsyncWatch:
+            call = stubs.kv.Watch(req)
+            first = await call.read()
+            if first is grpc.aio.EOF:
+                raise WatchCanceled("the server closed the watch stream")
+            if first.canceled:
+                call.cancel()
+                raise WatchCanceled(first.cancel_reason or "watch refused")
+            return AsyncWatch(call, first)
+
+        return await self._call(open_stream, False)
+
+
+class AsyncWatch:
+    """``async for event in watch``; ends with ``WatchCanceled`` (server's
+    reason) or a transport error; ``cancel()`` ends it quietly."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall, created: pb.WatchResponse):
+        self._call = call
+        self._pending: List[WatchEvent] = [codec.event_from_pb(e) for e in created.events]
+        self._cancelled = False
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while not self._pending:
+            if self._cancelled:
+                raise StopAsyncIteration
+            try:
+                resp = await self._call.read()
+            except asyncio.CancelledError:
+                if self._cancelled:
+                    raise StopAsyncIteration from None
+                raise
+            except grpc.RpcError as e:
+                if self._cancelled:
+                    raise StopAsyncIteration from None
+                raise codec.error_from_rpc(e, "watch") from None
+            if resp is grpc.aio.EOF:
+                if self._cancelled:
+                    raise StopAsyncIteration
+                raise WatchCanceled("the server closed the watch stream")
+            if resp.canceled:
+                raise WatchCanceled(resp.cancel_reason or "canceled by the server")
+            self._pending.extend(codec.event_from_pb(e) for e in resp.events)
+        return self._pending.pop(0)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()

@@ -1,0 +1,151 @@
+"""Client behaviour that needs no d-engine server: argument checking,
+endpoint parsing, error decoding, and NotLeader redirects + exactly-once
+write ids against two scripted in-process gRPC servers."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+import d_engine as dengine
+from d_engine._codec import parse_endpoints
+from d_engine._proto import client_pb2 as pb
+from d_engine._proto import client_pb2_grpc as rpc
+
+
+def test_endpoints_accept_common_forms():
+    assert parse_endpoints("127.0.0.1:9083") == ["127.0.0.1:9083"]
+    assert parse_endpoints("http://localhost:9083") == ["localhost:9083"]
+    assert parse_endpoints(["a:1", "b:2"]) == ["a:1", "b:2"]
+    assert parse_endpoints("a:1,b:2") == ["a:1", "b:2"]
+
+
+@pytest.mark.parametrize("bad", ["", "nope", "host:", "host:99999", "a:b:c", 9083, [1]])
+def test_malformed_endpoints_are_rejected_with_a_clear_error(bad):
+    with pytest.raises(dengine.InvalidArgument, match="endpoint"):
+        dengine.Client(bad)
+
+
+def test_bad_keys_and_values_fail_before_any_network_call():
+    c = dengine.Client("127.0.0.1:1")
+    with pytest.raises(TypeError, match="key must be bytes or str, not int"):
+        c.put(1, b"v")
+    with pytest.raises(dengine.InvalidArgument, match="must not be empty"):
+        c.put(b"", b"v")
+    with pytest.raises(dengine.InvalidArgument, match="limit is 4096"):
+        c.get(b"k" * 4097)
+    with pytest.raises(dengine.InvalidArgument, match="1 MiB"):
+        c.put(b"k", b"v" * ((1 << 20) + 1))
+    with pytest.raises(dengine.InvalidArgument, match="unknown consistency"):
+        c.get(b"k", consistency="strong")
+    with pytest.raises(dengine.InvalidArgument, match="ttl"):
+        c.put(b"k", b"v", ttl=-1)
+    c.close()
+    with pytest.raises(dengine.ClientClosed):
+        c.put(b"k", b"v")
+
+
+def _not_leader_status(leader_id: int, leader_addr: str) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason="NOT_LEADER", domain="d-engine", metadata={"leader_id": str(leader_id), "leader_addr": leader_addr}
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    st = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="not the leader", details=[detail])
+
+    class _S(grpc.Status):
+        code = grpc.StatusCode.UNAVAILABLE
+        details = st.message
+        trailing_metadata = (("grpc-status-details-bin", st.SerializeToString()),)
+
+    return _S()
+
+
+class _ScriptedKv(rpc.KvServicer):
+    """Follower: always NOT_LEADER pointing at `leader_addr`; leader: stores puts,
+    failing the first `fail_first` attempts with UNAVAILABLE."""
+
+    def __init__(self, leader_addr: str | None, fail_first: int = 0):
+        self.leader_addr = leader_addr
+        self.fail_first = fail_first
+        self.write_ids: list[tuple[int, int]] = []
+        self.store: dict[bytes, bytes] = {}
+
+    def Put(self, request, context):
+        self.write_ids.append((request.write_id.client_id, request.write_id.seq))
+        if self.leader_addr is not None:
+            context.abort_with_status(_not_leader_status(1, self.leader_addr))
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "leader busy")
+        self.store[request.key] = request.value
+        return pb.PutResponse(revision=len(self.store))
+
+    def Get(self, request, context):
+        if self.leader_addr is not None:
+            context.abort_with_status(_not_leader_status(1, self.leader_addr))
+        if request.key in self.store:
+            return pb.GetResponse(kv=pb.KeyValue(key=request.key, value=self.store[request.key], version=1))
+        return pb.GetResponse()
+
+
+def _serve(servicer):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    rpc.add_KvServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_follows_not_leader_hint_and_reuses_write_id_across_retries():
+    leader = _ScriptedKv(None, fail_first=2)
+    leader_srv, leader_addr = _serve(leader)
+    follower = _ScriptedKv(leader_addr)
+    follower_srv, follower_addr = _serve(follower)
+    try:
+        with dengine.Client([follower_addr], retry=dengine.RetryPolicy(deadline=5.0)) as c:
+            assert c.put(b"k", "v") == 1
+            assert c.get("k").value == b"v"
+            assert c.get(b"missing") is None
+        # one logical write: the follower saw it once, the leader three times, all with one id
+        ids = set(follower.write_ids) | set(leader.write_ids)
+        assert len(ids) == 1 and len(leader.write_ids) == 3
+    finally:
+        leader_srv.stop(0)
+        follower_srv.stop(0)
+
+
+def test_not_leader_details_are_decoded():
+    follower_srv, follower_addr = _serve(_ScriptedKv("10.9.9.9:1"))
+    try:
+        with dengine.Client(follower_addr, retry=dengine.RetryPolicy(deadline=0.0)) as c:
+            with pytest.raises(dengine.NotLeader) as info:
+                c.put(b"k", b"v")
+        assert info.value.leader_id == 1 and info.value.leader_addr == "10.9.9.9:1"
+        assert info.value.retryable
+    finally:
+        follower_srv.stop(0)
+
+
+def test_unreachable_endpoint_gives_unavailable_within_the_deadline():
+    c = dengine.Client("127.0.0.1:1", timeout=0.2, retry=dengine.RetryPolicy(deadline=0.5))
+    with pytest.raises(dengine.Unavailable):
+        c.put(b"k", b"v")
+
+
+async def test_async_client_follows_redirects():
+    leader = _ScriptedKv(None, fail_first=1)
+    leader_srv, leader_addr = _serve(leader)
+    follower_srv, follower_addr = _serve(_ScriptedKv(leader_addr))
+    try:
+        async with dengine.AsyncClient(follower_addr) as c:
+            assert await c.put("k", b"v") == 1
+            kv = await c.get(b"k")
+            assert kv is not None and kv.value == b"v"
+    finally:
+        leader_srv.stop(0)
+        follower_srv.stop(0)
