@@ -1,1 +1,732 @@
-//! TODO
+//! Node configuration: one TOML file, every key optional with a default.
+//!
+//! With nothing configured a node runs as a single-node cluster (node id 1)
+//! storing its data in `./d-engine-data`, serving peers on 127.0.0.1:9081 and
+//! clients on 127.0.0.1:9083. `docs/config.md` documents every key; this
+//! module is the source of truth for defaults and allowed ranges, and
+//! [`Config::validate`] names the key and the range in every error.
+//!
+//! ```toml
+//! node_id = 1
+//! cluster_id = "d-engine"
+//! data_dir = "./d-engine-data"
+//! peer_addr = "127.0.0.1:9081"
+//! client_addr = "127.0.0.1:9083"
+//!
+//! [[members]]
+//! id = 1
+//! peer_addr = "127.0.0.1:9081"
+//! client_addr = "127.0.0.1:9083"
+//!
+//! [raft]
+//! tick_ms = 10
+//! election_timeout_ms = 150
+//!
+//! [durability]
+//! mode = "fsync"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Hard upper bound for keys, fixed by the storage format.
+pub const MAX_KEY_BYTES: usize = d_engine_storage::command::MAX_KEY_BYTES;
+/// Hard upper bound for values, fixed by the storage format.
+pub const MAX_VALUE_BYTES: usize = d_engine_storage::command::MAX_VALUE_BYTES;
+/// Default client API port.
+pub const DEFAULT_CLIENT_PORT: u16 = 9083;
+/// Default peer (Raft) port.
+pub const DEFAULT_PEER_PORT: u16 = 9081;
+
+/// A configuration problem: names the key, what is wrong and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `raft.election_timeout_ms` (empty for whole-file errors).
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "invalid configuration: {}", self.message)
+        } else {
+            write!(f, "invalid configuration key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Node id, >= 1, unique.
+    pub id: u64,
+    /// Address peers reach this node's Raft service on (`host:port`).
+    pub peer_addr: String,
+    /// Address clients reach this node's client API on (`host:port`); may be empty.
+    #[serde(default)]
+    pub client_addr: String,
+}
+
+/// Complete node configuration. See `docs/config.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (>= 1). Default 1.
+    pub node_id: u64,
+    /// Name of the cluster; stored in the data dir, which refuses to open
+    /// under another cluster id. Default "d-engine".
+    pub cluster_id: String,
+    /// Where the WAL, hard state, state machine and snapshots live.
+    /// Default "./d-engine-data".
+    pub data_dir: PathBuf,
+    /// Listen address of the peer (Raft) gRPC service. Default 127.0.0.1:9081.
+    pub peer_addr: String,
+    /// Listen address of the client gRPC API; empty disables it (embedded
+    /// only). Default 127.0.0.1:9083.
+    pub client_addr: String,
+    /// Initial voters of a brand-new cluster. Empty: a single-node cluster of
+    /// this node. Ignored once the data dir holds a membership.
+    pub members: Vec<MemberConfig>,
+    /// Start as a learner that waits to be added to an existing cluster
+    /// (the initial membership is then empty). Default false.
+    pub join: bool,
+    pub raft: RaftConfig,
+    pub batching: BatchingConfig,
+    pub durability: DurabilityConfig,
+    pub limits: LimitsConfig,
+    pub queues: QueueConfig,
+    pub snapshot: SnapshotConfig,
+    pub watch: WatchConfig,
+    pub ttl: TtlConfig,
+    pub embedded: EmbeddedConfig,
+}
+
+/// Timing of elections and heartbeats and replication windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Length of one logical tick. Default 10; 1..=1000.
+    pub tick_ms: u64,
+    /// Base election timeout; each election waits a random time in
+    /// `[t, 2t)`. Default 150; at least 3 ticks and > heartbeat_interval_ms.
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat interval. Default 30; at least one tick.
+    pub heartbeat_interval_ms: u64,
+    /// Lease = election timeout minus this margin (covers clock-rate drift
+    /// between nodes). Default 30; < election_timeout_ms.
+    pub lease_drift_margin_ms: u64,
+    /// Pre-vote before elections (prevents a rejoining node from disrupting
+    /// a healthy leader). Default true.
+    pub pre_vote: bool,
+    /// A leader that cannot hear a quorum within an election timeout steps
+    /// down. Default true. Required for lease reads to be safe.
+    pub check_quorum: bool,
+    /// AppendEntries in flight per follower. Default 64; 1..=4096.
+    pub max_inflight_msgs: usize,
+    /// Entries per AppendEntries. Default 4096; 1..=1,000,000.
+    pub max_entries_per_msg: usize,
+    /// Payload bytes per AppendEntries. Default 4 MiB; 4 KiB..=64 MiB.
+    pub max_bytes_per_msg: usize,
+}
+
+/// Group commit of proposals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most commands coalesced into one proposal batch. Default 4096; 1..=100,000.
+    pub max_batch_entries: usize,
+    /// Most command bytes coalesced into one proposal batch. Default 4 MiB;
+    /// at least max_value_bytes + 64 KiB, at most 256 MiB.
+    pub max_batch_bytes: usize,
+}
+
+/// When a write counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// fdatasync before an entry counts toward a commit (default; nothing
+    /// acknowledged is lost whatever fails).
+    Fsync,
+    /// Count entries once written to the OS; fdatasync every `interval_ms`.
+    /// A power loss on a majority within the window can lose acknowledged
+    /// writes. See `docs/config.md`.
+    Periodic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DurabilityConfig {
+    /// "fsync" (default) or "periodic".
+    pub mode: DurabilityMode,
+    /// Sync interval in `periodic` mode. Default 10; 1..=60000.
+    pub interval_ms: u64,
+    /// WAL segment size in bytes. Default 64 MiB; 4 KiB..=1 GiB.
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest key. Default and maximum 4096; 1..=4096.
+    pub max_key_bytes: usize,
+    /// Largest value. Default and maximum 1 MiB (1048576); 0..=1048576.
+    pub max_value_bytes: usize,
+    /// Largest gRPC request/response message. Default 4 MiB; at least
+    /// max_key_bytes + max_value_bytes + 4 KiB, at most 256 MiB.
+    pub max_request_bytes: usize,
+    /// Most pairs one scan returns (a request's limit 0 means this). Default 10000; 1..=1,000,000.
+    pub max_scan_limit: u32,
+    /// Most keys in one get_multi. Default 1000; 1..=100,000.
+    pub max_get_multi_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests waiting for the consensus loop (proposals, reads, admin).
+    /// Full → `Overloaded`. Default 8192; 16..=1,048,576.
+    pub input_capacity: usize,
+    /// Proposals accepted but not yet applied. Beyond this, new writes get
+    /// `Overloaded`. Default 65536; 16..=4,194,304.
+    pub max_pending_proposals: usize,
+    /// Linearizable reads waiting for their read index. Default 65536; 16..=4,194,304.
+    pub max_pending_reads: usize,
+    /// Messages from peers waiting for the consensus loop. Full → the
+    /// message is dropped (Raft retransmits). Default 16384; 16..=1,048,576.
+    pub peer_inbox_capacity: usize,
+    /// How long a client write or read waits before `Timeout`. Default 10000; 10..=600000.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Take a snapshot (and compact the WAL) after this many applied
+    /// entries; 0 disables automatic snapshots. Default 100000.
+    pub threshold_entries: u64,
+    /// Snapshot transfer chunk size. Default 1 MiB; 4 KiB..=64 MiB.
+    pub chunk_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Events buffered per watcher; a watcher that falls this far behind is
+    /// cancelled with a reason. Default 1024; 1..=1,048,576.
+    pub buffer: usize,
+    /// Recent events kept in memory for `start_revision`. Default 10000; 0..=10,000,000.
+    pub history: usize,
+    /// Most concurrent watchers per node. Default 10000; 1..=1,000,000.
+    pub max_watchers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtlConfig {
+    /// How often the leader proposes an Expire command. Default 1000; 10..=3,600,000.
+    pub expire_interval_ms: u64,
+}
+
+/// Behaviour of the embedded client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// When the local node is not the leader, forward writes and
+    /// linearizable/lease reads to the leader's client API over gRPC
+    /// (otherwise return NotLeader). Default true.
+    pub forward_to_leader: bool,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            forward_to_leader: true,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            cluster_id: "d-engine".into(),
+            data_dir: PathBuf::from("./d-engine-data"),
+            peer_addr: format!("127.0.0.1:{DEFAULT_PEER_PORT}"),
+            client_addr: format!("127.0.0.1:{DEFAULT_CLIENT_PORT}"),
+            members: Vec::new(),
+            join: false,
+            raft: RaftConfig::default(),
+            batching: BatchingConfig::default(),
+            durability: DurabilityConfig::default(),
+            limits: LimitsConfig::default(),
+            queues: QueueConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            watch: WatchConfig::default(),
+            ttl: TtlConfig::default(),
+            embedded: EmbeddedConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick_ms: 10,
+            election_timeout_ms: 150,
+            heartbeat_interval_ms: 30,
+            lease_drift_margin_ms: 30,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 64,
+            max_entries_per_msg: 4096,
+            max_bytes_per_msg: 4 << 20,
+        }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_entries: 4096,
+            max_batch_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            mode: DurabilityMode::Fsync,
+            interval_ms: 10,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_key_bytes: MAX_KEY_BYTES,
+            max_value_bytes: MAX_VALUE_BYTES,
+            max_request_bytes: 4 << 20,
+            max_scan_limit: 10_000,
+            max_get_multi_keys: 1000,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            input_capacity: 8192,
+            max_pending_proposals: 65536,
+            max_pending_reads: 65536,
+            peer_inbox_capacity: 16384,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            threshold_entries: 100_000,
+            chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            buffer: 1024,
+            history: 10_000,
+            max_watchers: 10_000,
+        }
+    }
+}
+
+impl Default for TtlConfig {
+    fn default() -> Self {
+        TtlConfig {
+            expire_interval_ms: 1000,
+        }
+    }
+}
+
+fn range<T: PartialOrd + fmt::Display + Copy>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(
+            key,
+            format!("value {v} is out of range; allowed {lo}..={hi}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
+    // host:port where host may be a name; the port must parse.
+    let ok = match addr.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    };
+    if !ok {
+        return Err(ConfigError::new(
+            key,
+            format!("`{addr}` is not a host:port address (e.g. 127.0.0.1:9083)"),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// A single-node configuration storing its data in `data_dir`.
+    pub fn single_node(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Parses TOML text and validates it. Unknown keys are errors.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            // toml reports unknown keys as "unknown field `x`, expected ..."
+            ConfigError::new("", msg.trim().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file. A relative `data_dir` stays relative
+    /// to the process's working directory.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )
+        })?;
+        Self::from_toml_str(&text).map_err(|mut e| {
+            e.message = format!("{} (in {})", e.message, path.display());
+            e
+        })
+    }
+
+    /// Serialises back to TOML (every key, with its current value).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+
+    /// The initial members, defaulting to this node alone.
+    pub fn initial_members(&self) -> Vec<MemberConfig> {
+        if self.members.is_empty() {
+            if self.join {
+                return Vec::new();
+            }
+            return vec![MemberConfig {
+                id: self.node_id,
+                peer_addr: self.peer_addr.clone(),
+                client_addr: self.client_addr.clone(),
+            }];
+        }
+        self.members.clone()
+    }
+
+    /// One tick.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.raft.tick_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.queues.request_timeout_ms)
+    }
+
+    fn ticks(&self, ms: u64) -> u64 {
+        ms.div_ceil(self.raft.tick_ms).max(1)
+    }
+
+    /// The consensus core's configuration derived from this one.
+    pub fn core_config(&self) -> d_engine_core::Config {
+        let mut c = d_engine_core::Config::new(self.node_id);
+        c.election_ticks = self.ticks(self.raft.election_timeout_ms);
+        c.heartbeat_ticks = self.ticks(self.raft.heartbeat_interval_ms);
+        c.lease_drift_margin_ticks = self.raft.lease_drift_margin_ms.div_ceil(self.raft.tick_ms);
+        c.pre_vote = self.raft.pre_vote;
+        c.check_quorum = self.raft.check_quorum;
+        c.max_inflight_msgs = self.raft.max_inflight_msgs;
+        c.max_entries_per_msg = self.raft.max_entries_per_msg;
+        c.max_bytes_per_msg = self.raft.max_bytes_per_msg;
+        c.snapshot_threshold = self.snapshot.threshold_entries;
+        c
+    }
+
+    /// Checks every key; the error names the key and the allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::new(
+                "node_id",
+                "must be >= 1 (0 is reserved); allowed 1..=18446744073709551615",
+            ));
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
+            return Err(ConfigError::new(
+                "cluster_id",
+                "must be 1..=128 bytes long",
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        check_addr("peer_addr", &self.peer_addr)?;
+        if !self.client_addr.is_empty() {
+            check_addr("client_addr", &self.client_addr)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if m.id == 0 {
+                return Err(ConfigError::new(
+                    format!("members[{i}].id"),
+                    "must be >= 1 (0 is reserved)",
+                ));
+            }
+            if !seen.insert(m.id) {
+                return Err(ConfigError::new(
+                    format!("members[{i}].id"),
+                    format!("node id {} is listed twice", m.id),
+                ));
+            }
+            check_addr(&format!("members[{i}].peer_addr"), &m.peer_addr)?;
+            if !m.client_addr.is_empty() {
+                check_addr(&format!("members[{i}].client_addr"), &m.client_addr)?;
+            }
+        }
+        if !self.members.is_empty() && !self.join && !seen.contains(&self.node_id) {
+            return Err(ConfigError::new(
+                "members",
+                format!(
+                    "node_id {} is not one of the members {:?}; add it, or set join = true to \
+                     join an existing cluster as a learner",
+                    self.node_id,
+                    seen.iter().collect::<Vec<_>>()
+                ),
+            ));
+        }
+        let r = &self.raft;
+        range("raft.tick_ms", r.tick_ms, 1, 1000)?;
+        range(
+            "raft.heartbeat_interval_ms",
+            r.heartbeat_interval_ms,
+            r.tick_ms,
+            600_000,
+        )?;
+        range(
+            "raft.election_timeout_ms",
+            r.election_timeout_ms,
+            (3 * r.tick_ms).max(r.heartbeat_interval_ms + 1),
+            600_000,
+        )?;
+        if self.ticks(r.election_timeout_ms) <= self.ticks(r.heartbeat_interval_ms) {
+            return Err(ConfigError::new(
+                "raft.election_timeout_ms",
+                format!(
+                    "must span more ticks than raft.heartbeat_interval_ms ({} ms) at tick_ms = {}",
+                    r.heartbeat_interval_ms, r.tick_ms
+                ),
+            ));
+        }
+        range(
+            "raft.lease_drift_margin_ms",
+            r.lease_drift_margin_ms,
+            0,
+            r.election_timeout_ms.saturating_sub(r.tick_ms),
+        )?;
+        range("raft.max_inflight_msgs", r.max_inflight_msgs, 1, 4096)?;
+        range("raft.max_entries_per_msg", r.max_entries_per_msg, 1, 1_000_000)?;
+        range("raft.max_bytes_per_msg", r.max_bytes_per_msg, 4096, 64 << 20)?;
+
+        let l = &self.limits;
+        range("limits.max_key_bytes", l.max_key_bytes, 1, MAX_KEY_BYTES)?;
+        range("limits.max_value_bytes", l.max_value_bytes, 0, MAX_VALUE_BYTES)?;
+        range(
+            "limits.max_request_bytes",
+            l.max_request_bytes,
+            l.max_key_bytes + l.max_value_bytes + 4096,
+            256 << 20,
+        )?;
+        range("limits.max_scan_limit", l.max_scan_limit, 1, 1_000_000)?;
+        range("limits.max_get_multi_keys", l.max_get_multi_keys, 1, 100_000)?;
+
+        let b = &self.batching;
+        range("batching.max_batch_entries", b.max_batch_entries, 1, 100_000)?;
+        range(
+            "batching.max_batch_bytes",
+            b.max_batch_bytes,
+            l.max_value_bytes + l.max_key_bytes + (64 << 10),
+            256 << 20,
+        )?;
+
+        let d = &self.durability;
+        if d.mode == DurabilityMode::Periodic {
+            range("durability.interval_ms", d.interval_ms, 1, 60_000)?;
+        }
+        range("durability.segment_bytes", d.segment_bytes, 4096, 1 << 30)?;
+
+        let q = &self.queues;
+        range("queues.input_capacity", q.input_capacity, 16, 1 << 20)?;
+        range("queues.max_pending_proposals", q.max_pending_proposals, 16, 1 << 22)?;
+        range("queues.max_pending_reads", q.max_pending_reads, 16, 1 << 22)?;
+        range("queues.peer_inbox_capacity", q.peer_inbox_capacity, 16, 1 << 20)?;
+        range("queues.request_timeout_ms", q.request_timeout_ms, 10, 600_000)?;
+
+        range("snapshot.chunk_bytes", self.snapshot.chunk_bytes, 4096, 64 << 20)?;
+        range("watch.buffer", self.watch.buffer, 1, 1 << 20)?;
+        range("watch.history", self.watch.history, 0, 10_000_000)?;
+        range("watch.max_watchers", self.watch.max_watchers, 1, 1_000_000)?;
+        range(
+            "ttl.expire_interval_ms",
+            self.ttl.expire_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        Ok(())
+    }
+
+    /// Resolves `peer_addr` to a socket address to bind.
+    pub fn peer_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        resolve("peer_addr", &self.peer_addr)
+    }
+
+    /// Resolves `client_addr`; `None` when the client API is disabled.
+    pub fn client_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.client_addr.is_empty() {
+            return Ok(None);
+        }
+        resolve("client_addr", &self.client_addr).map(Some)
+    }
+}
+
+fn resolve(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| ConfigError::new(key, format!("cannot resolve `{addr}`: {e}")))?
+        .next()
+        .ok_or_else(|| ConfigError::new(key, format!("`{addr}` resolves to no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_single_node() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.client_addr, "127.0.0.1:9083");
+        let m = c.initial_members();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].id, 1);
+        c.core_config().validate().unwrap();
+    }
+
+    #[test]
+    fn empty_toml_is_default() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn roundtrip_toml() {
+        let c = Config::default();
+        let back = Config::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+            node_id = 2
+            cluster_id = "prod"
+            data_dir = "/tmp/x"
+            peer_addr = "127.0.0.1:7002"
+            client_addr = "127.0.0.1:8002"
+            [[members]]
+            id = 1
+            peer_addr = "127.0.0.1:7001"
+            client_addr = "127.0.0.1:8001"
+            [[members]]
+            id = 2
+            peer_addr = "127.0.0.1:7002"
+            [raft]
+            tick_ms = 5
+            election_timeout_ms = 500
+            [durability]
+            mode = "periodic"
+            interval_ms = 20
+        "#;
+        let c = Config::from_toml_str(text).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(c.durability.mode, DurabilityMode::Periodic);
+        assert_eq!(c.core_config().election_ticks, 100);
+        assert_eq!(c.core_config().heartbeat_ticks, 6);
+    }
+
+    #[test]
+    fn errors_name_key_and_range() {
+        let e = Config::from_toml_str("[raft]\ntick_ms = 0").unwrap_err();
+        assert_eq!(e.key, "raft.tick_ms");
+        assert!(e.to_string().contains("1..=1000"), "{e}");
+
+        let e = Config::from_toml_str("[limits]\nmax_key_bytes = 5000").unwrap_err();
+        assert_eq!(e.key, "limits.max_key_bytes");
+        assert!(e.to_string().contains("1..=4096"), "{e}");
+
+        let e = Config::from_toml_str("node_id = 0").unwrap_err();
+        assert_eq!(e.key, "node_id");
+
+        let e = Config::from_toml_str("bogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+
+        let e = Config::from_toml_str("[durability]\nmode = \"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+
+        let e = Config::from_toml_str(
+            "node_id = 3\n[[members]]\nid = 1\npeer_addr = \"127.0.0.1:1\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "members");
+
+        let e = Config::from_toml_str("peer_addr = \"nope\"").unwrap_err();
+        assert_eq!(e.key, "peer_addr");
+
+        let e = Config::from_toml_str(
+            "[raft]\nelection_timeout_ms = 20\nheartbeat_interval_ms = 30",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "raft.election_timeout_ms");
+    }
+}

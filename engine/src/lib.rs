@@ -3,6 +3,12 @@
 //! A strongly consistent, replicated key-value and coordination engine on
 //! Raft. Use it embedded ([`EmbeddedEngine`]) or talk to a standalone
 //! `d-engine-server` with the gRPC [`Client`]; both implement [`KvClient`].
+//!
+//! - [`config`]: the node configuration (TOML, `docs/config.md`).
+//! - [`runtime`]: the node runtime and its [`runtime::NodeHandle`].
+//! - [`embedded`]: [`EmbeddedEngine`] / [`EmbeddedClient`].
+//! - [`transport`]: the peer transport (tonic) behind a trait.
+//! - [`service`]: the client gRPC services over a node handle.
 
 pub mod config;
 pub mod embedded;
@@ -10,5 +16,8 @@ pub mod runtime;
 pub mod service;
 pub mod transport;
 
+pub use config::Config;
 pub use d_engine_client::*;
 pub use d_engine_core as core;
+pub use embedded::{EmbeddedClient, EmbeddedEngine, EngineBuilder};
+pub use runtime::{NodeHandle, StartError};

@@ -1,1 +1,6 @@
 //! Test support shared by the cross-crate tests.
+//!
+//! [`sim`] is the seeded, deterministic whole-cluster simulator for the Raft
+//! core (`d-engine-core`); see `docs/simulation.md`.
+
+pub mod sim;

@@ -7,11 +7,22 @@
 //! back, following the contract in `docs/raft-core.md`.
 
 mod config;
+mod election;
+mod log;
+mod membership;
 mod node;
+mod progress;
+mod read;
 mod ready;
+mod replication;
+mod rng;
+mod snapshot;
 mod types;
 
 pub use config::{Config, ConfigError};
 pub use node::{RaftNode, RestoreState};
 pub use ready::{ReadReady, ReadRefused, Ready};
 pub use types::*;
+
+#[cfg(test)]
+mod tests;

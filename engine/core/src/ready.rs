@@ -19,15 +19,18 @@ pub struct ReadRefused {
 
 /// Everything the host must do after feeding inputs to the core.
 ///
-/// Host contract, in this order (see `docs/raft-core.md`):
-/// 1. If `snapshot_to_install` is set: install it atomically, then call
+/// Host contract, in this order (the full text, with what must be durable
+/// before which message, is in `docs/raft-core.md`):
+/// 1. If `snapshot_to_install` is set: install it atomically (replacing the
+///    state machine and discarding the whole log), then call
 ///    [`crate::RaftNode::snapshot_installed`].
 /// 2. Make `hard_state` durable (synchronously) if set.
 /// 3. Start persisting `entries` (the first entry's index replaces the log
 ///    from that index on); report durability later with
 ///    [`crate::RaftNode::log_persisted`]. Persisting may run in parallel with 4.
 /// 4. Send `messages` (only after step 2 is durable).
-/// 5. Apply `committed` in order, exactly once each.
+/// 5. Apply `committed` in order, exactly once each (they are committed and
+///    durable locally).
 /// 6. Serve `reads` once the applied index reaches each `read_index`.
 /// 7. Create a snapshot when `create_snapshot` is set, then call
 ///    [`crate::RaftNode::snapshot_created`]; stream a snapshot for each id in

@@ -153,8 +153,17 @@ pub enum MessageBody {
         heartbeat_seq: u64,
     },
     /// `success`: the follower's log matches up to `match_index`, and that
-    /// prefix is durable on the follower. On failure, `conflict_index` /
-    /// `conflict_term` let the leader skip a whole term at once.
+    /// prefix is durable on the follower. On failure, `match_index` echoes
+    /// the rejected `prev_log_index` (so the leader can drop stale
+    /// rejections), and `conflict_index` / `conflict_term` let the leader skip
+    /// a whole term at once: `conflict_term = None` means the follower's log
+    /// ends before `prev_log_index` and `conflict_index` is its last index + 1;
+    /// otherwise `conflict_term` is the follower's term at `prev_log_index`
+    /// and `conflict_index` the first index of that term in its log.
+    /// `match_index = 0, conflict_index = 0` means "I cannot start from
+    /// index 1, send me a snapshot" (a node that does not know the bootstrap
+    /// membership). A rejection with a higher `term` (and all fields 0) tells
+    /// a stale leader to step down.
     AppendEntriesResponse {
         success: bool,
         match_index: Index,

@@ -3,6 +3,25 @@
 //! The runtime talks to peers only through [`Transport`] (outbound) and
 //! [`PeerInbox`] (inbound), so tests can swap the tonic implementation for
 //! another one.
+//!
+//! The gRPC implementation lives in the `tonic_*` modules:
+//! [`TonicTransport`] (outbound: one long-lived stream per peer, chunked
+//! snapshot sending with resume) and [`RaftService`] / [`serve_peers`]
+//! (inbound: validates the caller's cluster id and node id, hands messages
+//! to a [`PeerInbox`], stages snapshots). [`tonic_convert`] maps core
+//! messages to and from `dengine.v1.RaftMessage`.
+
+pub mod tonic_client;
+pub mod tonic_common;
+pub mod tonic_convert;
+pub mod tonic_server;
+pub mod tonic_snapshot;
+#[cfg(test)]
+mod tonic_tests;
+
+pub use tonic_client::TonicTransport;
+pub use tonic_common::{PeerDirectory, TransportOptions};
+pub use tonic_server::{serve_peers, RaftService};
 
 use std::collections::BTreeMap;
 use std::future::Future;

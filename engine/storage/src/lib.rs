@@ -1,10 +1,14 @@
 //! Durable storage for a d-engine node.
 //!
+//! - [`data_dir`]: the node's data directory: identity check and exclusive lock.
 //! - [`wal`]: the Raft log as segmented, checksummed, group-committed files.
 //! - [`hard_state`]: term / vote / commit, replaced atomically.
+//! - [`command`]: application commands carried in log entries, and their limits.
 //! - [`sm`]: the key-value state machine (sled) behind the `StateMachine` trait.
 //! - [`snapshot`]: point-in-time snapshot files, chunked transfer and atomic install.
 
+pub mod data_dir;
+pub mod command;
 pub mod hard_state;
 pub mod sm;
 pub mod snapshot;

@@ -1,1 +1,252 @@
-//! TODO
+//! The replicated key-value state machine.
+//!
+//! # Host contract
+//!
+//! - The Raft log is the source of truth. [`StateMachine::apply`] writes each
+//!   batch atomically (keys, values, TTL deadlines, applied index, membership,
+//!   dedup table) but does **not** make it durable: the sled implementation
+//!   never calls `flush` per write, so a crash may lose recently applied
+//!   batches. On restart the host opens the state machine (see
+//!   [`open_or_rebuild`]) and re-applies every committed log entry after
+//!   [`StateMachine::applied_index`]. Entries at or below the applied index
+//!   are skipped by `apply`, so replaying an overlapping range is harmless.
+//! - The log may only be compacted up to the index of a snapshot that is
+//!   durable on disk (a file written by [`crate::snapshot::SnapshotStore`]).
+//!   If the state machine is behind that snapshot, missing or unreadable,
+//!   [`open_or_rebuild`] restores it from the snapshot first.
+//! - Entries must be applied in log order, each exactly once; a gap is an
+//!   error ([`SmError::Gap`]).
+//! - Reads (`get`, `scan_prefix`) may run concurrently with `apply` from other
+//!   threads; they see whole batches, never part of one.
+
+pub mod conformance;
+pub mod dedup;
+pub mod mem;
+pub mod record;
+pub mod sled_sm;
+pub mod wire;
+
+mod apply;
+mod sled_snapshot;
+
+pub use mem::MemStateMachine;
+pub use sled_sm::{
+    open_or_rebuild, ApplyStats, OpenOutcome, Opened, SledOptions, SledStateMachine,
+};
+
+use bytes::Bytes;
+use d_engine_core::{Index, Membership, SnapshotMeta, Term};
+use std::fmt;
+use std::path::Path;
+
+use crate::snapshot::SnapshotError;
+
+/// A key and its current value with its revision metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Bytes,
+    pub value: Bytes,
+    /// Log index of the entry that created this incarnation of the key.
+    pub create_revision: Index,
+    /// Log index of the entry that last changed it.
+    pub mod_revision: Index,
+    /// Number of writes since creation (1 after the creating write).
+    pub version: u64,
+    /// Absolute unix-ms deadline after which the key is expired, if any.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl KeyValue {
+    /// Whether the key is expired at `now_ms` (deadline `<= now_ms`).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        matches!(self.expires_at_ms, Some(d) if d <= now_ms)
+    }
+}
+
+/// The outcome of applying one entry, returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyResult {
+    /// A leader's no-op entry.
+    Noop,
+    /// A membership change was applied; the new membership is in `membership()`.
+    MembershipChanged,
+    /// `prev_revision`: mod revision of the value it replaced, if any.
+    Put { prev_revision: Option<Index> },
+    /// Whether the key existed.
+    Delete { existed: bool },
+    /// `current`: the key after the operation (on success) or the value that
+    /// failed the comparison (on failure); `None` if absent.
+    CompareAndSwap {
+        succeeded: bool,
+        current: Option<KeyValue>,
+    },
+    /// Number of keys removed.
+    Expire { expired: u64 },
+    /// The command could not be decoded or broke a limit; nothing changed.
+    Rejected { reason: String },
+    /// A retry of a client write whose result is no longer remembered (older
+    /// than the dedup window); it was NOT applied again.
+    DuplicateExpired { client_id: u64, seq: u64 },
+}
+
+/// What a changed key looks like to a watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEventKind {
+    Put,
+    Delete,
+}
+
+/// One key change, in log order. `revision` is the log index of the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: WatchEventKind,
+    pub key: Bytes,
+    pub revision: Index,
+    /// The new key-value (for `Put`), `None` for `Delete`.
+    pub kv: Option<KeyValue>,
+    /// The key-value before the change, if it existed.
+    pub prev: Option<KeyValue>,
+}
+
+/// One applied entry: its result and the key changes it made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub index: Index,
+    pub term: Term,
+    pub result: ApplyResult,
+    /// Key changes for watchers, in the order they happened (empty for a
+    /// deduplicated retry).
+    pub events: Vec<WatchEvent>,
+}
+
+/// A record inside a snapshot image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotRecord {
+    Kv(KeyValue),
+    /// The dedup session of one client.
+    Client {
+        client_id: u64,
+        session: dedup::ClientSession,
+    },
+}
+
+/// A point-in-time image of a state machine, produced while applies go on.
+pub trait SnapshotSource: Send {
+    /// Describes the image: applied index/term and membership at that point.
+    fn meta(&self) -> &SnapshotMeta;
+    /// The next record, or `None` when the image is complete.
+    fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError>;
+}
+
+/// Errors from the state machine. All are "stop and look" errors for the
+/// host except where noted.
+#[derive(Debug)]
+pub enum SmError {
+    /// `apply` was given entries that do not follow `applied_index()`.
+    Gap {
+        applied: Index,
+        got: Index,
+    },
+    /// The sled database failed.
+    Sled(String),
+    /// Stored state could not be decoded (names what and where).
+    Corrupt(String),
+    /// The data directory is missing or unreadable; rebuild from a snapshot.
+    Unreadable(String),
+    /// A snapshot build is already running (only one at a time).
+    SnapshotInProgress,
+    /// A running snapshot build was cancelled (e.g. a snapshot was installed).
+    SnapshotCancelled,
+    /// A snapshot file problem.
+    Snapshot(SnapshotError),
+    /// A previous failure left the in-memory state uncertain; reopen.
+    Poisoned,
+    Io(std::io::Error),
+}
+
+impl fmt::Display for SmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SmError::Gap { applied, got } => write!(
+                f,
+                "apply out of order: applied index is {applied}, next entry has index {got} (expected {})",
+                applied + 1
+            ),
+            SmError::Sled(e) => write!(f, "state machine database error: {e}"),
+            SmError::Corrupt(e) => write!(f, "state machine data is corrupt: {e}"),
+            SmError::Unreadable(e) => write!(
+                f,
+                "state machine directory is missing or unreadable ({e}); it must be rebuilt from the latest snapshot plus the log"
+            ),
+            SmError::SnapshotInProgress => write!(f, "a snapshot build is already in progress"),
+            SmError::SnapshotCancelled => write!(f, "snapshot build cancelled: the state machine was replaced"),
+            SmError::Snapshot(e) => write!(f, "{e}"),
+            SmError::Poisoned => write!(
+                f,
+                "state machine stopped after an earlier storage failure; restart the node"
+            ),
+            SmError::Io(e) => write!(f, "state machine I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SmError {}
+
+impl From<sled::Error> for SmError {
+    fn from(e: sled::Error) -> Self {
+        SmError::Sled(e.to_string())
+    }
+}
+impl From<std::io::Error> for SmError {
+    fn from(e: std::io::Error) -> Self {
+        SmError::Io(e)
+    }
+}
+impl From<SnapshotError> for SmError {
+    fn from(e: SnapshotError) -> Self {
+        SmError::Snapshot(e)
+    }
+}
+
+/// The state machine the runtime drives. Implementations: [`SledStateMachine`]
+/// (durable via the log, see the module docs) and [`MemStateMachine`] (tests
+/// and the simulator).
+pub trait StateMachine: Send + Sync {
+    /// Applies committed entries in order, atomically as one batch. Entries at
+    /// or below `applied_index()` are skipped. `Noop` and `Config` entries
+    /// advance the applied index; `Config` entries update the membership.
+    fn apply(&self, entries: &[d_engine_core::Entry]) -> Result<Vec<Applied>, SmError>;
+
+    /// The live value of `key`, hiding keys whose deadline is `<= now_ms`.
+    fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError>;
+
+    /// Like `get` but also returns expired, not yet reaped keys.
+    fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError>;
+
+    /// Up to `limit` live keys starting with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<KeyValue>, SmError>;
+
+    /// Index of the last applied entry (0 if none).
+    fn applied_index(&self) -> Index;
+
+    /// Term of the last applied entry (0 if none).
+    fn applied_term(&self) -> Term;
+
+    /// Membership as of the last applied `Config` entry or installed snapshot
+    /// (empty if none: the host then uses its initial membership).
+    fn membership(&self) -> Membership;
+
+    /// Starts a point-in-time image at the current applied index. Applies may
+    /// continue while the returned source is drained (on another thread).
+    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError>;
+
+    /// Atomically replaces the whole state with the snapshot file at `path`
+    /// (verified first). A crash at any point leaves either the old or the new
+    /// state. Returns the snapshot's meta.
+    fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError>;
+}

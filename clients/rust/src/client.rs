@@ -1,0 +1,141 @@
+//! `Client`: the handle to a d-engine cluster over gRPC.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::admin::GrpcAdmin;
+use crate::builder::{ClientBuilder, ClientConfig, EndpointHook};
+use crate::cluster::GrpcCluster;
+use crate::endpoint::normalize_endpoints;
+use crate::error::{Error, Result};
+use crate::grpc_kv::GrpcKv;
+use crate::router::Inner;
+
+/// A connection to a d-engine cluster. Cheap to clone (one shared set of
+/// connections, leader cache and write sessions); use it from any number
+/// of tasks.
+///
+/// - [`Client::kv`]: key-value operations and watches (implements
+///   [`crate::KvClient`], like the embedded client).
+/// - [`Client::cluster`]: members and leader.
+/// - [`Client::admin`]: membership changes, leadership transfer, snapshots.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.inner.endpoints)
+            .field("leader", &self.inner.cached_leader())
+            .field("client_ids", &self.inner.sessions.client_ids())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Same as [`ClientBuilder::new`].
+    pub fn builder<I, S>(endpoints: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder::new(endpoints)
+    }
+
+    pub(crate) async fn connect(
+        raw: Vec<String>,
+        cfg: ClientConfig,
+        hook: Option<EndpointHook>,
+    ) -> Result<Client> {
+        let (endpoints, scheme) = normalize_endpoints(&raw)?;
+        let lazy = cfg.lazy;
+        let inner = Inner::new(cfg, endpoints, scheme, hook)?;
+        // Fail early on a bad endpoint hook, for every endpoint.
+        for e in &inner.endpoints {
+            inner.channel(e)?;
+        }
+        let client = Client {
+            inner: Arc::new(inner),
+        };
+        if !lazy {
+            client.probe().await?;
+        }
+        Ok(client)
+    }
+
+    /// Succeeds once any endpoint answers `Cluster.Leader` (caching the
+    /// leader if it names one) within `connect_timeout`.
+    async fn probe(&self) -> Result<()> {
+        let deadline = Instant::now() + self.inner.cfg.connect_timeout;
+        match self.inner.discover(deadline).await {
+            Ok(_) | Err(Error::NoLeader(_)) => Ok(()),
+            Err(Error::Unavailable(m)) | Err(Error::Timeout(m)) => {
+                Err(Error::Unavailable(format!(
+                    "cannot reach any of {:?} within {:?}: {m}",
+                    self.inner.endpoints, self.inner.cfg.connect_timeout
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Key-value operations and watches.
+    pub fn kv(&self) -> GrpcKv {
+        GrpcKv {
+            client: self.clone(),
+        }
+    }
+
+    /// Cluster information (members, leader).
+    pub fn cluster(&self) -> GrpcCluster {
+        GrpcCluster {
+            client: self.clone(),
+        }
+    }
+
+    /// Cluster administration.
+    pub fn admin(&self) -> GrpcAdmin {
+        GrpcAdmin {
+            client: self.clone(),
+        }
+    }
+
+    /// The configured endpoints, normalized (`scheme://host:port`).
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    /// The client ids this client's writes carry (one per write session).
+    pub fn client_ids(&self) -> Vec<u64> {
+        self.inner.sessions.client_ids()
+    }
+
+    /// The leader address the client currently sends writes to, if known.
+    pub fn cached_leader(&self) -> Option<String> {
+        self.inner.cached_leader()
+    }
+
+    /// Forgets the cached leader and asks the endpoints again; returns the
+    /// leader's normalized address.
+    pub async fn refresh_leader(&self) -> Result<String> {
+        self.inner.set_leader(None);
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        self.inner.discover(deadline).await.map(|(addr, _)| addr)
+    }
+
+    /// The cached channel to one node (normalized like an endpoint), for
+    /// calling `d_engine_proto` services directly.
+    pub fn channel(&self, addr: &str) -> Result<Channel> {
+        let addr = self.inner.normalize(addr)?;
+        self.inner.channel(&addr)
+    }
+}

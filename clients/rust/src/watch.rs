@@ -1,0 +1,227 @@
+//! Watches over gRPC: open (consuming the server's `created` message),
+//! forward events into the caller's [`WatchStream`], resume after a broken
+//! stream, and turn a server-side cancellation into a final `Err`.
+//!
+//! Delivery contract: events arrive in revision order, each at most once.
+//! After a transport failure, leader change or node shutdown the watch is
+//! re-opened (within the retry policy and request timeout) from the
+//! revision after the last delivered event, so nothing is skipped as long
+//! as the server still holds that history (otherwise the final error is
+//! `Compacted`). A watch the server cancels (`canceled` + reason) yields
+//! one `Err` and then `None`. Dropping the stream ends the watch.
+
+use std::sync::Arc;
+
+use d_engine_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+use crate::convert;
+use crate::error::{Error, ErrorCode, Result};
+use crate::kv::WatchStream;
+use crate::router::{Inner, Retry, Route};
+
+/// The error a server cancellation becomes. A reason that starts with an
+/// `ErrorCode` name (`"OVERLOADED: watcher too slow"`) maps to that class;
+/// otherwise the class is inferred from keywords (compact, shut/stop,
+/// slow/lag/overload/full), and anything else is `Internal`. The message
+/// always quotes the reason.
+pub fn cancel_error(reason: &str) -> Error {
+    let reason = reason.trim();
+    let msg = if reason.is_empty() {
+        "watch canceled by the server (no reason given)".to_string()
+    } else {
+        format!("watch canceled by the server: {reason}")
+    };
+    let head = reason
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    if let Some(code) = pb::ErrorCode::from_str_name(head) {
+        return match code {
+            pb::ErrorCode::NoLeader => Error::NoLeader(msg),
+            pb::ErrorCode::InvalidArgument => Error::InvalidArgument(msg),
+            pb::ErrorCode::Overloaded => Error::Overloaded(msg),
+            pb::ErrorCode::Timeout => Error::Timeout(msg),
+            pb::ErrorCode::ShuttingDown => Error::ShuttingDown(msg),
+            pb::ErrorCode::Storage => Error::Storage(msg),
+            pb::ErrorCode::ChangeInProgress => Error::ChangeInProgress(msg),
+            pb::ErrorCode::Compacted => Error::Compacted(msg),
+            pb::ErrorCode::Unauthenticated => Error::Unauthenticated(msg),
+            pb::ErrorCode::PermissionDenied => Error::PermissionDenied(msg),
+            pb::ErrorCode::UnknownNode => Error::UnknownNode(msg),
+            // A cancellation carries no leader hint.
+            pb::ErrorCode::NotLeader => Error::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            },
+            pb::ErrorCode::Unspecified => Error::Internal(msg),
+        };
+    }
+    let lower = reason.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if has(&["compact"]) {
+        Error::Compacted(msg)
+    } else if has(&["shut", "stopp"]) {
+        Error::ShuttingDown(msg)
+    } else if has(&["slow", "lag", "overload", "full", "behind"]) {
+        Error::Overloaded(msg)
+    } else {
+        Error::Internal(msg)
+    }
+}
+
+/// Errors after which a broken watch is re-opened.
+fn resumable(e: &Error) -> bool {
+    e.is_retryable() || matches!(e.code(), ErrorCode::ShuttingDown | ErrorCode::Timeout)
+}
+
+/// Opens the watch on the leader (following redirects and retrying like
+/// any read) and waits for its `created` message. Returns the stream and
+/// the store revision the server reported at creation (0 if none).
+async fn establish(
+    inner: &Inner,
+    req: &pb::WatchRequest,
+) -> Result<(Streaming<pb::WatchResponse>, u64)> {
+    inner
+        .execute(
+            "watch",
+            Route::Leader,
+            Retry::Safe,
+            |ch, _attempt_budget| {
+                let mut rpc = inner.kv_rpc(ch);
+                // No grpc-timeout: it would end the stream; the attempt budget
+                // bounds only the wait for `created`.
+                let req = tonic::Request::new(req.clone());
+                async move {
+                    let mut stream = rpc.watch(req).await?.into_inner();
+                    match stream.message().await? {
+                        Some(first) if first.canceled => Err(cancel_error(&first.cancel_reason)),
+                        Some(first) if first.created => {
+                            Ok((stream, first.header.map_or(0, |h| h.revision)))
+                        }
+                        Some(_) => Err(Error::Internal(
+                            "watch stream did not start with a `created` message".into(),
+                        )),
+                        None => Err(Error::Unavailable(
+                            "watch stream closed before it was created".into(),
+                        )),
+                    }
+                }
+            },
+        )
+        .await
+}
+
+/// Opens a watch and spawns the task that feeds the returned stream.
+pub(crate) async fn open(inner: Arc<Inner>, mut req: pb::WatchRequest) -> Result<WatchStream> {
+    let (stream, created_rev) = establish(&inner, &req).await?;
+    let (tx, rx) = mpsc::channel(inner.cfg.watch_buffer);
+    // First revision not yet delivered.
+    let next = if req.start_revision > 0 {
+        req.start_revision
+    } else if created_rev > 0 {
+        created_rev + 1
+    } else {
+        0
+    };
+    req.start_revision = next;
+    tokio::spawn(forward(inner, req, stream, tx));
+    Ok(rx)
+}
+
+/// Feeds `tx` until the caller drops it, the server cancels, or a broken
+/// stream cannot be re-opened. `req.start_revision` tracks the first
+/// revision not yet delivered.
+async fn forward(
+    inner: Arc<Inner>,
+    mut req: pb::WatchRequest,
+    mut stream: Streaming<pb::WatchResponse>,
+    tx: mpsc::Sender<Result<crate::types::WatchEvent>>,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = tx.closed() => return,
+            m = stream.message() => m,
+        };
+        let broken = match msg {
+            Ok(Some(resp)) => {
+                if resp.canceled {
+                    let _ = tx.send(Err(cancel_error(&resp.cancel_reason))).await;
+                    return;
+                }
+                for ev in resp.events {
+                    match convert::watch_event(ev) {
+                        Ok(e) => {
+                            let rev = e.kv.mod_revision;
+                            if req.start_revision > 0 && rev < req.start_revision {
+                                continue; // already delivered before a resume
+                            }
+                            req.start_revision = rev + 1;
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            Ok(None) => Error::Unavailable("watch stream ended without a cancel message".into()),
+            Err(st) => Error::from(st),
+        };
+        if !inner.cfg.watch_resume || !resumable(&broken) {
+            let _ = tx.send(Err(broken)).await;
+            return;
+        }
+        tracing::debug!(error = %broken, from = req.start_revision, "re-opening watch");
+        let reopened = tokio::select! {
+            _ = tx.closed() => return,
+            r = establish(&inner, &req) => r,
+        };
+        match reopened {
+            Ok((s, created_rev)) => {
+                stream = s;
+                if req.start_revision == 0 && created_rev > 0 {
+                    req.start_revision = created_rev + 1;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_reasons_map_to_classes() {
+        let c = |r: &str| cancel_error(r).code();
+        assert_eq!(c("OVERLOADED: watcher too slow"), ErrorCode::Overloaded);
+        assert_eq!(c("COMPACTED: revision 5 compacted"), ErrorCode::Compacted);
+        assert_eq!(c("SHUTTING_DOWN"), ErrorCode::ShuttingDown);
+        assert_eq!(
+            c("watcher too slow: 1024 events behind"),
+            ErrorCode::Overloaded
+        );
+        assert_eq!(c("history compacted"), ErrorCode::Compacted);
+        assert_eq!(c("node shutting down"), ErrorCode::ShuttingDown);
+        assert_eq!(c("???"), ErrorCode::Internal);
+        assert_eq!(c(""), ErrorCode::Internal);
+        assert_eq!(c("NOT_LEADER: lost leadership"), ErrorCode::NotLeader);
+        assert_eq!(c("ERROR_CODE_UNSPECIFIED"), ErrorCode::Internal);
+        let e = cancel_error("slow consumer");
+        assert!(
+            e.to_string()
+                .contains("watch canceled by the server: slow consumer"),
+            "{e}"
+        );
+    }
+}

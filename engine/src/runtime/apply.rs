@@ -1,0 +1,299 @@
+//! The apply thread: applies committed entries, completes waiters.
+//!
+//! Contract:
+//! - committed entries arrive in log order and are applied exactly once
+//!   (the state machine skips entries at or below its applied index);
+//! - a proposal registered at `(index, term)` succeeds iff the entry applied
+//!   at `index` has that `term`; if another entry lands there, the proposal
+//!   fails with a retryable NotLeader/NoLeader error (it was not applied);
+//! - a read registered at `read_index` is released once the applied index
+//!   reaches it;
+//! - watch events are published after each applied batch, in log order;
+//! - snapshots are begun here (so their point in time is exactly the applied
+//!   index) and written by a separate builder thread while applies go on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use d_engine_client::Error;
+use d_engine_core::{Entry, Index, SnapshotMeta, Term};
+use d_engine_storage::snapshot::SnapshotStore;
+use tokio::sync::watch;
+
+use super::handle::ProposeOutcome;
+use super::shared::{Input, ProposalWaiter, ReadWaiter, Shared};
+
+pub(crate) enum ApplyTask {
+    Register(Vec<(Index, Term, ProposalWaiter)>),
+    Apply(Vec<Entry>),
+    ReadAt {
+        index: Index,
+        waiters: Vec<ReadWaiter>,
+    },
+    Install {
+        path: PathBuf,
+        done: std_mpsc::Sender<Result<SnapshotMeta, String>>,
+    },
+    BeginSnapshot {
+        store: SnapshotStore,
+    },
+    Shutdown,
+}
+
+struct Applier {
+    shared: Arc<Shared>,
+    applied_tx: watch::Sender<u64>,
+    waiters: BTreeMap<Index, (Term, ProposalWaiter)>,
+    reads: BTreeMap<Index, Vec<ReadWaiter>>,
+}
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    applied_tx: watch::Sender<u64>,
+) -> std::io::Result<(std_mpsc::Sender<ApplyTask>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std_mpsc::channel::<ApplyTask>();
+    let id = shared.id;
+    let h = std::thread::Builder::new()
+        .name(format!("dengine-apply-{id}"))
+        .spawn(move || {
+            let mut a = Applier {
+                shared,
+                applied_tx,
+                waiters: BTreeMap::new(),
+                reads: BTreeMap::new(),
+            };
+            a.run(&rx);
+        })?;
+    Ok((tx, h))
+}
+
+impl Applier {
+    fn run(&mut self, rx: &std_mpsc::Receiver<ApplyTask>) {
+        let mut tasks = Vec::new();
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut failed: Option<String> = None;
+        while let Ok(t) = rx.recv() {
+            tasks.push(t);
+            while let Ok(t) = rx.try_recv() {
+                tasks.push(t);
+            }
+            for t in tasks.drain(..) {
+                if let ApplyTask::Apply(mut entries) = t {
+                    if batch.is_empty() {
+                        batch = entries;
+                    } else {
+                        batch.append(&mut entries);
+                    }
+                    continue;
+                }
+                if !batch.is_empty() && failed.is_none() {
+                    failed = self.apply(std::mem::take(&mut batch)).err();
+                }
+                batch.clear();
+                match t {
+                    ApplyTask::Apply(_) => unreachable!(),
+                    ApplyTask::Register(list) => self.register(list),
+                    ApplyTask::ReadAt { index, waiters } => self.read_at(index, waiters),
+                    ApplyTask::Install { path, done } => {
+                        let _ = done.send(self.install(&path));
+                    }
+                    ApplyTask::BeginSnapshot { store } => self.begin_snapshot(store),
+                    ApplyTask::Shutdown => {
+                        self.fail_all();
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() && failed.is_none() {
+                failed = self.apply(std::mem::take(&mut batch)).err();
+            }
+            batch.clear();
+            if let Some(e) = failed.take() {
+                tracing::error!(error = %e, "state machine failed; stopping the node");
+                self.shared.send_internal(Input::Fatal(e));
+                self.fail_all();
+                // Drain until shutdown so senders never block.
+                for t in rx.iter() {
+                    match t {
+                        ApplyTask::Install { done, .. } => {
+                            let _ = done.send(Err("state machine stopped".into()));
+                        }
+                        ApplyTask::Shutdown => return,
+                        _ => {}
+                    }
+                }
+                return;
+            }
+        }
+        self.fail_all();
+    }
+
+    fn register(&mut self, list: Vec<(Index, Term, ProposalWaiter)>) {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        for (index, term, w) in list {
+            if index <= applied {
+                // Cannot happen for a fresh proposal; be explicit if it does.
+                w.complete(Err(Error::Internal(format!(
+                    "proposal registered at index {index} at or below the applied index {applied}"
+                ))));
+                continue;
+            }
+            if let Some((_, old)) = self.waiters.insert(index, (term, w)) {
+                old.complete(Err(self.not_committed(index)));
+            }
+        }
+    }
+
+    fn not_committed(&self, index: Index) -> Error {
+        let leader = self.shared.published.leader.load(Ordering::Acquire);
+        match self.shared.not_leader(Some(leader)) {
+            Error::NotLeader {
+                leader_id,
+                leader_addr,
+            } => Error::NotLeader {
+                leader_id,
+                leader_addr,
+            },
+            _ => Error::NoLeader(format!(
+                "the write at index {index} was not committed: leadership changed before it \
+                 was replicated; it was not applied and is safe to retry"
+            )),
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        let results = self
+            .shared
+            .sm
+            .apply(&entries)
+            .map_err(|e| format!("applying entries {}..: {e}", entries[0].index))?;
+        drop(entries);
+        let mut any_events = false;
+        for a in &results {
+            if !a.events.is_empty() {
+                any_events = true;
+                break;
+            }
+        }
+        if any_events {
+            let events: Vec<_> = results.iter().flat_map(|a| a.events.iter().cloned()).collect();
+            self.shared.hub.publish(&events);
+        }
+        let applied = self.shared.sm.applied_index();
+        self.shared.applied.store(applied, Ordering::Release);
+        for a in results {
+            if let Some((term, w)) = self.waiters.remove(&a.index) {
+                if term == a.term {
+                    w.complete(Ok(ProposeOutcome {
+                        index: a.index,
+                        term: a.term,
+                        result: a.result,
+                    }));
+                } else {
+                    w.complete(Err(self.not_committed(a.index)));
+                }
+            }
+        }
+        // Waiters whose index was passed without a matching result (the
+        // entry was skipped or replaced).
+        while let Some(entry) = self.waiters.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            let (index, (_, w)) = entry.remove_entry();
+            w.complete(Err(self.not_committed(index)));
+        }
+        self.release_reads(applied);
+        self.applied_tx.send_replace(applied);
+        Ok(())
+    }
+
+    fn release_reads(&mut self, applied: Index) {
+        while let Some(entry) = self.reads.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for w in entry.remove() {
+                w.complete(Ok(applied));
+            }
+        }
+    }
+
+    fn read_at(&mut self, index: Index, waiters: Vec<ReadWaiter>) {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if index <= applied {
+            for w in waiters {
+                w.complete(Ok(applied));
+            }
+        } else {
+            self.reads.entry(index).or_default().extend(waiters);
+        }
+    }
+
+    fn install(&mut self, path: &std::path::Path) -> Result<SnapshotMeta, String> {
+        let meta = self
+            .shared
+            .sm
+            .install_snapshot(path)
+            .map_err(|e| format!("installing snapshot {}: {e}", path.display()))?;
+        let applied = self.shared.sm.applied_index();
+        self.shared.applied.store(applied, Ordering::Release);
+        self.shared.hub.reset(applied);
+        while let Some(entry) = self.waiters.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            let (index, (_, w)) = entry.remove_entry();
+            w.complete(Err(Error::Timeout(format!(
+                "a snapshot replaced the log up to index {}; the outcome of the write at \
+                 index {index} is unknown (retry with the same write id to make it safe)",
+                meta.last_index
+            ))));
+        }
+        self.release_reads(applied);
+        self.applied_tx.send_replace(applied);
+        Ok(meta)
+    }
+
+    fn begin_snapshot(&mut self, store: SnapshotStore) {
+        let input = self.shared.input.clone();
+        let mut source = match self.shared.sm.begin_snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = input.send(Input::SnapshotCreated {
+                    result: Err(format!("starting a snapshot: {e}")),
+                });
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("dengine-snapshot-{}", self.shared.id))
+            .spawn(move || {
+                let result = store
+                    .create(&mut *source)
+                    .map(|info| (info.meta, info.path))
+                    .map_err(|e| format!("writing a snapshot: {e}"));
+                let _ = input.send(Input::SnapshotCreated { result });
+            });
+        if let Err(e) = spawned {
+            self.shared.send_internal(Input::SnapshotCreated {
+                result: Err(format!("spawning the snapshot thread: {e}")),
+            });
+        }
+    }
+
+    fn fail_all(&mut self) {
+        let e = || Error::ShuttingDown("the node stopped before the request completed".into());
+        for (_, (_, w)) in std::mem::take(&mut self.waiters) {
+            w.complete(Err(e()));
+        }
+        for (_, ws) in std::mem::take(&mut self.reads) {
+            for w in ws {
+                w.complete(Err(e()));
+            }
+        }
+    }
+}

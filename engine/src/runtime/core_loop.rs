@@ -1,0 +1,580 @@
+//! The consensus loop: one dedicated thread that owns the [`RaftNode`].
+//!
+//! Each iteration: wait for an input or the next tick; drain every waiting
+//! input (coalescing proposals into one `propose` batch and linearizable
+//! reads into one ReadIndex request); catch up on ticks; then execute the
+//! core's `Ready` in contract order:
+//!
+//! 1. install a received snapshot (synchronously: state machine, then WAL reset);
+//! 2. persist a changed term/vote synchronously (a commit-only change is
+//!    deferred: it is an optimisation, a node may restart with a lower commit);
+//! 3. hand new entries to the WAL thread (it reports `log_persisted` after
+//!    its group-commit fsync);
+//! 4. send messages — so followers receive entries while the leader's own
+//!    fsync is still running;
+//! 5. hand committed entries to the apply thread;
+//! 6. hand read indexes to the apply thread (released once applied);
+//! 7. start snapshot builds and transfers.
+//!
+//! After each iteration it publishes role, term, leader, commit and the lease
+//! deadline for the off-loop read paths.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use d_engine_client::{Error, LeaderInfo};
+use d_engine_core::{
+    Index, Membership, Message, MessageBody, RaftNode, ReadConsistency, ReadId, Role,
+    SnapshotMeta,
+};
+use d_engine_storage::command::{Command, Op};
+use d_engine_storage::data_dir::DataDir;
+use d_engine_storage::hard_state::HardStateStore;
+use d_engine_storage::snapshot::SnapshotStore;
+use tokio::sync::oneshot;
+
+use super::apply::ApplyTask;
+use super::shared::*;
+use super::wal_thread::WalTask;
+use crate::transport::Transport;
+
+/// Most inputs handled before the loop executes a `Ready` (bounds latency).
+const MAX_DRAIN: usize = 16 * 1024;
+
+pub(crate) struct CoreLoop {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) core: RaftNode,
+    pub(crate) rx: std_mpsc::Receiver<Input>,
+    pub(crate) wal_tx: std_mpsc::Sender<WalTask>,
+    pub(crate) apply_tx: std_mpsc::Sender<ApplyTask>,
+    pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) hard_state: HardStateStore,
+    pub(crate) snapshots: SnapshotStore,
+    pub(crate) latest_snapshot: Option<(SnapshotMeta, PathBuf)>,
+    pub(crate) _data_dir: DataDir,
+
+    pub(crate) staged: HashMap<Index, PathBuf>,
+    pub(crate) snapshot_building: bool,
+    pub(crate) snapshot_waiters: Vec<oneshot::Sender<Result<u64, Error>>>,
+
+    pub(crate) next_read_id: ReadId,
+    pub(crate) read_batches: HashMap<ReadId, Vec<ReadWaiter>>,
+
+    /// Ticks: the core's tick `k` is never processed before real time
+    /// `epoch + (k - tick_offset) * tick` (catch-up, never early), which
+    /// makes the published lease deadline conservative.
+    pub(crate) tick: Duration,
+    pub(crate) ticks_done: u64,
+    pub(crate) tick_offset: u64,
+
+    pub(crate) next_expire: Instant,
+    pub(crate) last_committed_term: u64,
+    pub(crate) last_commit_sent: Index,
+    pub(crate) last_membership: Option<Membership>,
+    pub(crate) last_leader: (u64, u64),
+
+    // Per-iteration batches (kept to reuse their allocations).
+    pub(crate) batch: Vec<Bytes>,
+    pub(crate) batch_bytes: usize,
+    pub(crate) batch_waiters: Vec<Option<ProposalWaiter>>,
+    pub(crate) reads: Vec<ReadWaiter>,
+}
+
+impl CoreLoop {
+    /// Runs until shutdown or a fatal error; always leaves the node stopped.
+    pub(crate) fn run(mut self) {
+        let shared = self.shared.clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = self.main_loop();
+            self.stop(r.err());
+        }));
+        if result.is_err() {
+            *shared.failure.lock().expect("poisoned") =
+                Some("the consensus loop panicked (see the log)".into());
+            shared.state.store(STATE_FAILED, Ordering::Release);
+            shared.hub.close_all("the node failed");
+            shared.stopped_tx.send_replace(true);
+        }
+    }
+
+    /// Before the first input: a lone voter elects itself at once instead of
+    /// waiting a randomized election timeout (nobody else can compete).
+    pub(crate) fn fast_single_node_election(&mut self) -> Result<(), String> {
+        let st = self.core.status();
+        let voters: Vec<_> = st.membership.voters().collect();
+        if voters != [self.shared.id] {
+            return Ok(());
+        }
+        let cfg = self.shared.config.core_config();
+        for _ in 0..(4 * cfg.election_ticks) {
+            self.core.tick();
+            self.ticks_done += 1;
+            self.tick_offset += 1;
+            self.process_ready()?;
+            if self.core.status().role == Role::Leader {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn main_loop(&mut self) -> Result<(), String> {
+        self.fast_single_node_election()?;
+        self.publish();
+        loop {
+            let next_tick =
+                self.shared.epoch + self.tick * ((self.ticks_done - self.tick_offset + 1) as u32);
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let mut stop = false;
+            match self.rx.recv_timeout(timeout) {
+                Ok(i) => stop |= self.handle(i)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let mut n = 0;
+            while n < MAX_DRAIN && !stop {
+                match self.rx.try_recv() {
+                    Ok(i) => stop |= self.handle(i)?,
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            if stop {
+                return Ok(());
+            }
+            self.catch_up_ticks();
+            self.maybe_expire();
+            self.flush_proposals();
+            self.flush_reads();
+            self.process_ready()?;
+            self.publish();
+        }
+    }
+
+    fn catch_up_ticks(&mut self) {
+        let elapsed = self.shared.epoch.elapsed();
+        let due = (elapsed.as_nanos() / self.tick.as_nanos().max(1)) as u64 + self.tick_offset;
+        while self.ticks_done < due {
+            self.core.tick();
+            self.ticks_done += 1;
+        }
+    }
+
+    /// Handles one input; returns true to stop.
+    fn handle(&mut self, input: Input) -> Result<bool, String> {
+        if input.is_client() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        match input {
+            Input::Propose { cmd, waiter } => {
+                self.batch_bytes += cmd.len();
+                self.batch.push(cmd);
+                self.batch_waiters.push(Some(waiter));
+                let b = &self.shared.config.batching;
+                if self.batch.len() >= b.max_batch_entries || self.batch_bytes >= b.max_batch_bytes
+                {
+                    self.flush_proposals();
+                }
+            }
+            Input::Read { waiter } => self.reads.push(waiter),
+            Input::ConfChange { change, waiter } => {
+                self.flush_proposals();
+                match self.core.propose_conf_change(change) {
+                    Ok((index, term)) => {
+                        let _ = self
+                            .apply_tx
+                            .send(ApplyTask::Register(vec![(index, term, waiter)]));
+                    }
+                    Err(e) => waiter.complete(Err(self.shared.map_propose_error(e))),
+                }
+            }
+            Input::Transfer { to, tx } => {
+                let r = self
+                    .core
+                    .transfer_leadership(to)
+                    .map_err(|e| self.shared.map_propose_error(e));
+                let _ = tx.send(r);
+            }
+            Input::Snapshot { tx } => self.request_snapshot(Some(tx)),
+            Input::Peer(msg) => {
+                self.shared.peer_queued.fetch_sub(1, Ordering::AcqRel);
+                self.core.step(msg);
+            }
+            Input::Unreachable(peer) => {
+                self.shared.peer_queued.fetch_sub(1, Ordering::AcqRel);
+                self.core.report_unreachable(peer);
+            }
+            Input::SnapshotStaged {
+                from,
+                term,
+                meta,
+                path,
+            } => {
+                if let Some(old) = self.staged.insert(meta.last_index, path.clone()) {
+                    if old != path {
+                        let _ = std::fs::remove_file(old);
+                    }
+                }
+                self.core.step(Message {
+                    from,
+                    to: self.shared.id,
+                    term,
+                    body: MessageBody::InstallSnapshot { meta },
+                });
+            }
+            Input::Persisted { index, term } => self.core.log_persisted(index, term),
+            Input::SnapshotCreated { result } => self.snapshot_created(result),
+            Input::SnapshotSendFailed(to) => self.core.snapshot_send_failed(to),
+            Input::Fatal(e) => return Err(e),
+            Input::Shutdown => return Ok(true),
+        }
+        Ok(false)
+    }
+
+    fn flush_proposals(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let cmds = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let n = cmds.len() as u64;
+        match self.core.propose(cmds) {
+            Ok((first, term)) => {
+                let list: Vec<_> = self
+                    .batch_waiters
+                    .drain(..)
+                    .enumerate()
+                    .filter_map(|(i, w)| w.map(|w| (first + i as u64, term, w)))
+                    .collect();
+                debug_assert!(list.len() as u64 <= n);
+                if !list.is_empty() {
+                    let _ = self.apply_tx.send(ApplyTask::Register(list));
+                }
+            }
+            Err(e) => {
+                let err = self.shared.map_propose_error(e);
+                for w in self.batch_waiters.drain(..).flatten() {
+                    w.complete(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn flush_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.read_batches
+            .insert(id, std::mem::take(&mut self.reads));
+        self.core.read(id, ReadConsistency::Linearizable);
+    }
+
+    /// The leader periodically proposes `Expire { now }` so keys whose TTL
+    /// passed are removed on every replica at the same log position.
+    fn maybe_expire(&mut self) {
+        let now = Instant::now();
+        if now < self.next_expire {
+            return;
+        }
+        self.next_expire =
+            now + Duration::from_millis(self.shared.config.ttl.expire_interval_ms);
+        if !self.shared.published.leader_ready.load(Ordering::Acquire) {
+            return;
+        }
+        let cmd = Command::new(Op::Expire { now_ms: now_ms() }).encode();
+        self.batch_bytes += cmd.len();
+        self.batch.push(cmd);
+        self.batch_waiters.push(None);
+    }
+
+    fn request_snapshot(&mut self, tx: Option<oneshot::Sender<Result<u64, Error>>>) {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if !self.snapshot_building {
+            if let Some((meta, _)) = &self.latest_snapshot {
+                if meta.last_index >= applied {
+                    // Nothing applied since the latest snapshot.
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Ok(meta.last_index));
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = tx {
+            self.snapshot_waiters.push(tx);
+        }
+        if !self.snapshot_building {
+            self.snapshot_building = true;
+            let _ = self.apply_tx.send(ApplyTask::BeginSnapshot {
+                store: self.snapshots.clone(),
+            });
+        }
+    }
+
+    fn snapshot_created(&mut self, result: Result<(SnapshotMeta, PathBuf), String>) {
+        self.snapshot_building = false;
+        match result {
+            Ok((meta, path)) => {
+                tracing::info!(index = meta.last_index, path = %path.display(), "snapshot created");
+                let index = meta.last_index;
+                let newer = self
+                    .latest_snapshot
+                    .as_ref()
+                    .is_none_or(|(m, _)| m.last_index < index);
+                if newer {
+                    self.core.snapshot_created(meta.clone());
+                    let _ = self.wal_tx.send(WalTask::Compact(index));
+                    self.latest_snapshot = Some((meta, path));
+                    self.shared
+                        .published
+                        .snapshot_index
+                        .store(index, Ordering::Release);
+                }
+                for tx in self.snapshot_waiters.drain(..) {
+                    let _ = tx.send(Ok(index));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot failed");
+                for tx in self.snapshot_waiters.drain(..) {
+                    let _ = tx.send(Err(Error::Storage(e.clone())));
+                }
+            }
+        }
+    }
+
+    fn send_snapshot(&mut self, to: u64) {
+        let Some((meta, path)) = self.latest_snapshot.clone() else {
+            tracing::warn!(to, "asked to send a snapshot but none exists yet");
+            self.core.snapshot_send_failed(to);
+            return;
+        };
+        let term = self.core.status().term;
+        let fut = self.transport.send_snapshot(to, term, meta, path);
+        let input = self.shared.input.clone();
+        self.rt.spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(to, error = %e, "snapshot transfer failed");
+                let _ = input.send(Input::SnapshotSendFailed(to));
+            }
+        });
+    }
+
+    /// Installs a staged snapshot: adopt the file into the snapshot store,
+    /// replace the state machine, reset the WAL, then tell the core.
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), String> {
+        let Some(staged) = self.staged.remove(&meta.last_index) else {
+            return Err(format!(
+                "the core asked to install snapshot {} which was never staged",
+                meta.last_index
+            ));
+        };
+        let dest = self.snapshots.dir().join(format!(
+            "snapshot-{:020}-{:020}.snap",
+            meta.last_index, meta.last_term
+        ));
+        std::fs::rename(&staged, &dest)
+            .map_err(|e| format!("moving {} to {}: {e}", staged.display(), dest.display()))?;
+        std::fs::File::open(self.snapshots.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("syncing {}: {e}", self.snapshots.dir().display()))?;
+        let (tx, rx) = std_mpsc::channel();
+        let _ = self.apply_tx.send(ApplyTask::Install {
+            path: dest.clone(),
+            done: tx,
+        });
+        rx.recv()
+            .map_err(|_| "apply thread stopped".to_string())??;
+        let (tx, rx) = std_mpsc::channel();
+        let _ = self.wal_tx.send(WalTask::Reset {
+            next: meta.last_index + 1,
+            done: tx,
+        });
+        rx.recv().map_err(|_| "WAL thread stopped".to_string())??;
+        if let Err(e) = self.snapshots.prune() {
+            tracing::warn!(error = %e, "pruning old snapshots failed");
+        }
+        tracing::info!(index = meta.last_index, "installed snapshot from leader");
+        self.shared
+            .published
+            .snapshot_index
+            .store(meta.last_index, Ordering::Release);
+        self.latest_snapshot = Some((meta.clone(), dest));
+        self.last_commit_sent = self.last_commit_sent.max(meta.last_index);
+        self.core.snapshot_installed(meta);
+        Ok(())
+    }
+
+    /// Executes every pending `Ready` in contract order.
+    pub(crate) fn process_ready(&mut self) -> Result<(), String> {
+        while self.core.has_ready() {
+            let rd = self.core.ready();
+            if let Some(meta) = rd.snapshot_to_install {
+                self.install_snapshot(meta)?;
+            }
+            if let Some(hs) = rd.hard_state {
+                if self.hard_state.term_or_vote_changed(&hs) {
+                    self.hard_state
+                        .save(&hs)
+                        .map_err(|e| format!("saving hard state: {e}"))?;
+                }
+            }
+            if !rd.entries.is_empty() {
+                let _ = self.wal_tx.send(WalTask::Append(rd.entries));
+            }
+            for m in rd.messages {
+                self.transport.send(m);
+            }
+            if let Some(last) = rd.committed.last() {
+                self.last_committed_term = last.term;
+                let commit = last.index;
+                let _ = self.apply_tx.send(ApplyTask::Apply(rd.committed));
+                if commit > self.last_commit_sent {
+                    self.last_commit_sent = commit;
+                    let _ = self.wal_tx.send(WalTask::SetCommitted(commit));
+                }
+            }
+            for r in rd.reads {
+                if let Some(waiters) = self.read_batches.remove(&r.id) {
+                    let _ = self.apply_tx.send(ApplyTask::ReadAt {
+                        index: r.read_index,
+                        waiters,
+                    });
+                }
+            }
+            for r in rd.refused_reads {
+                if let Some(waiters) = self.read_batches.remove(&r.id) {
+                    let e = self.shared.map_propose_error(r.error);
+                    for w in waiters {
+                        w.complete(Err(e.clone()));
+                    }
+                }
+            }
+            if rd.create_snapshot {
+                self.request_snapshot(None);
+            }
+            for to in rd.send_snapshot_to {
+                self.send_snapshot(to);
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the loop's view for the off-loop paths and notifications.
+    pub(crate) fn publish(&mut self) {
+        let st = self.core.status();
+        let p = &self.shared.published;
+        let is_leader = st.role == Role::Leader;
+        let ready = is_leader && self.last_committed_term == st.term && st.term > 0;
+        p.role.store(role_code(st.role), Ordering::Release);
+        p.term.store(st.term, Ordering::Release);
+        p.leader.store(st.leader.unwrap_or(0), Ordering::Release);
+        p.commit.store(st.commit, Ordering::Release);
+        p.last_index.store(st.last_index, Ordering::Release);
+        p.snapshot_index
+            .store(st.snapshot_index, Ordering::Release);
+        p.leader_ready.store(ready, Ordering::Release);
+        let deadline = if ready && st.lease_until_tick > st.now_tick {
+            // Nominal real time of the current tick plus the remaining lease.
+            let nominal_now = self.ticks_done - self.tick_offset;
+            let ticks = nominal_now + (st.lease_until_tick - st.now_tick);
+            (self.tick.as_nanos() as u64).saturating_mul(ticks)
+        } else {
+            0
+        };
+        p.lease_deadline_ns.store(deadline, Ordering::Release);
+
+        if self.last_membership.as_ref() != Some(&st.membership) {
+            let view = Arc::new(MembersView::from_membership(&st.membership));
+            self.transport.set_peers(view.peer_map(self.shared.id));
+            *p.members.write().expect("poisoned") = view.clone();
+            self.shared.members_tx.send_replace(view.list.clone());
+            self.last_membership = Some(st.membership.clone());
+            // The leader's client address may have become known.
+            self.last_leader = (u64::MAX, u64::MAX);
+        }
+        let leader = (st.leader.unwrap_or(0), st.term);
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            let view = self.shared.members_view();
+            self.shared.leader_tx.send_replace(LeaderInfo {
+                id: leader.0,
+                client_addr: if leader.0 == 0 {
+                    String::new()
+                } else {
+                    view.client_addr(leader.0).unwrap_or_default()
+                },
+                term: leader.1,
+            });
+        }
+    }
+
+    /// Stops the node: fails queued requests, stops and joins the WAL and
+    /// apply threads (the WAL syncs what it has), closes watches.
+    fn stop(&mut self, error: Option<String>) {
+        let shared = self.shared.clone();
+        let failed = error.is_some();
+        if let Some(e) = &error {
+            tracing::error!(error = %e, node = shared.id, "node stopping after a fatal error");
+            *shared.failure.lock().expect("poisoned") = Some(e.clone());
+            shared.state.store(STATE_FAILED, Ordering::Release);
+        } else {
+            let _ = shared.state.compare_exchange(
+                STATE_RUNNING,
+                STATE_STOPPING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        let err = || match &error {
+            Some(e) => Error::Storage(format!("node stopped after a storage failure: {e}")),
+            None => Error::ShuttingDown("the node is shutting down".into()),
+        };
+        for w in self.batch_waiters.drain(..).flatten() {
+            w.complete(Err(err()));
+        }
+        for w in self.reads.drain(..) {
+            w.complete(Err(err()));
+        }
+        for (_, ws) in self.read_batches.drain() {
+            for w in ws {
+                w.complete(Err(err()));
+            }
+        }
+        for tx in self.snapshot_waiters.drain(..) {
+            let _ = tx.send(Err(err()));
+        }
+        while let Ok(i) = self.rx.try_recv() {
+            if i.is_client() {
+                shared.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            i.fail(err());
+        }
+        let _ = self.wal_tx.send(WalTask::Shutdown);
+        let _ = self.apply_tx.send(ApplyTask::Shutdown);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        shared.hub.close_all(if failed {
+            "the node failed"
+        } else {
+            "the node is shutting down"
+        });
+        if !failed {
+            shared.state.store(STATE_STOPPED, Ordering::Release);
+        }
+        shared.published.role.store(ROLE_FOLLOWER, Ordering::Release);
+        shared.published.leader_ready.store(false, Ordering::Release);
+        shared.published.lease_deadline_ns.store(0, Ordering::Release);
+        shared.stopped_tx.send_replace(true);
+    }
+}

@@ -1,0 +1,925 @@
+//! State shared by the node handle (any task) and the runtime threads, and
+//! the request paths of [`super::NodeHandle`].
+//!
+//! Requests that need the consensus loop go through one channel whose
+//! admission is bounded by counters (`queues.input_capacity`,
+//! `queues.max_pending_proposals`, `queues.max_pending_reads`): a full queue
+//! answers `Overloaded` at once. Lease and eventual reads never touch the
+//! loop: they use the atomics the loop publishes after every iteration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use d_engine_client::{
+    CasOutcome, Consistency, Error, KeyValue, LeaderInfo, MemberInfo, MemberRole, Result,
+};
+use d_engine_core::{ConfChange, Membership, Message, NodeId, ProposeError, SnapshotMeta, Term};
+use d_engine_storage::command::{Command, Op};
+use d_engine_storage::sm::{ApplyResult, KeyValue as SmKv, StateMachine};
+use tokio::sync::{oneshot, watch};
+
+use super::addr::MemberAddr;
+use super::handle::*;
+use super::watch_hub::WatchHub;
+use crate::config::Config;
+use crate::transport::PeerInbox;
+
+/// Role codes stored in [`Published::role`].
+pub(crate) const ROLE_FOLLOWER: u8 = 0;
+pub(crate) const ROLE_PRE_CANDIDATE: u8 = 1;
+pub(crate) const ROLE_CANDIDATE: u8 = 2;
+pub(crate) const ROLE_LEADER: u8 = 3;
+pub(crate) const ROLE_LEARNER: u8 = 4;
+
+pub(crate) fn role_code(r: d_engine_core::Role) -> u8 {
+    use d_engine_core::Role::*;
+    match r {
+        Follower => ROLE_FOLLOWER,
+        PreCandidate => ROLE_PRE_CANDIDATE,
+        Candidate => ROLE_CANDIDATE,
+        Leader => ROLE_LEADER,
+        Learner => ROLE_LEARNER,
+    }
+}
+
+/// Lifecycle states stored in [`Shared::state`].
+pub(crate) const STATE_RUNNING: u8 = 0;
+pub(crate) const STATE_STOPPING: u8 = 1;
+pub(crate) const STATE_STOPPED: u8 = 2;
+pub(crate) const STATE_FAILED: u8 = 3;
+
+/// The result a proposal waiter receives from the apply thread.
+pub(crate) type ProposeReply = Result<ProposeOutcome>;
+
+/// Something waiting for a proposal's entry to be applied. Dropping it
+/// releases its slot in `max_pending_proposals`.
+pub(crate) struct ProposalWaiter {
+    pub(crate) tx: oneshot::Sender<ProposeReply>,
+    _slot: Slot,
+}
+
+impl ProposalWaiter {
+    pub(crate) fn complete(self, r: ProposeReply) {
+        let _ = self.tx.send(r);
+    }
+}
+
+/// Something waiting for the applied index to reach a read index. Dropping
+/// it releases its slot in `max_pending_reads`.
+pub(crate) struct ReadWaiter {
+    pub(crate) tx: oneshot::Sender<Result<u64>>,
+    _slot: Slot,
+}
+
+impl ReadWaiter {
+    pub(crate) fn complete(self, r: Result<u64>) {
+        let _ = self.tx.send(r);
+    }
+}
+
+/// One unit of a bounded counter, released on drop.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn take_slot(counter: &Arc<AtomicUsize>, cap: usize, what: &str, key: &str) -> Result<Slot> {
+    let n = counter.fetch_add(1, Ordering::AcqRel);
+    if n >= cap {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return Err(Error::Overloaded(format!(
+            "{n} {what} are pending, the limit is {key} = {cap}; back off and retry"
+        )));
+    }
+    Ok(Slot(counter.clone()))
+}
+
+/// Inputs of the consensus loop.
+pub(crate) enum Input {
+    // -- from clients (counted against queues.input_capacity) --
+    Propose {
+        cmd: Bytes,
+        waiter: ProposalWaiter,
+    },
+    Read {
+        waiter: ReadWaiter,
+    },
+    ConfChange {
+        change: ConfChange,
+        waiter: ProposalWaiter,
+    },
+    Transfer {
+        to: NodeId,
+        tx: oneshot::Sender<Result<()>>,
+    },
+    Snapshot {
+        tx: oneshot::Sender<Result<u64>>,
+    },
+    // -- from peers (counted against queues.peer_inbox_capacity) --
+    Peer(Message),
+    // -- internal (never refused) --
+    Unreachable(NodeId),
+    SnapshotStaged {
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        path: PathBuf,
+    },
+    Persisted {
+        index: u64,
+        term: u64,
+    },
+    SnapshotCreated {
+        result: std::result::Result<(SnapshotMeta, PathBuf), String>,
+    },
+    SnapshotSendFailed(NodeId),
+    Fatal(String),
+    Shutdown,
+}
+
+impl Input {
+    pub(crate) fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Input::Propose { .. }
+                | Input::Read { .. }
+                | Input::ConfChange { .. }
+                | Input::Transfer { .. }
+                | Input::Snapshot { .. }
+        )
+    }
+
+    /// Fails a client input (the node is stopping).
+    pub(crate) fn fail(self, e: Error) {
+        match self {
+            Input::Propose { waiter, .. } | Input::ConfChange { waiter, .. } => {
+                waiter.complete(Err(e))
+            }
+            Input::Read { waiter } => waiter.complete(Err(e)),
+            Input::Transfer { tx, .. } => {
+                let _ = tx.send(Err(e));
+            }
+            Input::Snapshot { tx } => {
+                let _ = tx.send(Err(e));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Members as published by the loop.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MembersView {
+    pub(crate) list: Vec<MemberInfo>,
+    pub(crate) membership: Membership,
+}
+
+impl MembersView {
+    pub(crate) fn from_membership(m: &Membership) -> Self {
+        let list = m
+            .members
+            .iter()
+            .map(|(id, mem)| {
+                let a = MemberAddr::decode(&mem.addr);
+                MemberInfo {
+                    id: *id,
+                    peer_addr: a.peer,
+                    client_addr: a.client,
+                    role: match mem.role {
+                        d_engine_core::MemberRole::Voter => MemberRole::Voter,
+                        d_engine_core::MemberRole::Learner => MemberRole::Learner,
+                    },
+                }
+            })
+            .collect();
+        MembersView {
+            list,
+            membership: m.clone(),
+        }
+    }
+
+    pub(crate) fn client_addr(&self, id: NodeId) -> Option<String> {
+        self.list
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.client_addr.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    pub(crate) fn peer_map(&self, except: NodeId) -> BTreeMap<NodeId, String> {
+        self.list
+            .iter()
+            .filter(|m| m.id != except)
+            .map(|m| (m.id, m.peer_addr.clone()))
+            .collect()
+    }
+}
+
+/// Values the consensus loop publishes after every iteration.
+#[derive(Default)]
+pub(crate) struct Published {
+    pub(crate) role: AtomicU8,
+    pub(crate) term: AtomicU64,
+    /// 0 = unknown.
+    pub(crate) leader: AtomicU64,
+    pub(crate) commit: AtomicU64,
+    pub(crate) last_index: AtomicU64,
+    pub(crate) snapshot_index: AtomicU64,
+    /// Nanoseconds since `Shared::epoch` until which this leader's lease
+    /// holds; 0 = no lease. Only set once the leader has committed an entry
+    /// of its term.
+    pub(crate) lease_deadline_ns: AtomicU64,
+    /// This node leads and has committed an entry of its current term.
+    pub(crate) leader_ready: AtomicBool,
+    pub(crate) members: RwLock<Arc<MembersView>>,
+}
+
+/// See the module docs.
+pub(crate) struct Shared {
+    pub(crate) id: NodeId,
+    pub(crate) config: Config,
+    pub(crate) epoch: Instant,
+    pub(crate) input: std_mpsc::Sender<Input>,
+    /// Client inputs queued for the loop.
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) pending_proposals: Arc<AtomicUsize>,
+    pub(crate) pending_reads: Arc<AtomicUsize>,
+    /// Peer messages queued for the loop.
+    pub(crate) peer_queued: Arc<AtomicUsize>,
+    pub(crate) published: Published,
+    pub(crate) applied: AtomicU64,
+    pub(crate) applied_rx: watch::Receiver<u64>,
+    pub(crate) sm: Arc<dyn StateMachine>,
+    pub(crate) hub: Arc<WatchHub>,
+    pub(crate) leader_tx: watch::Sender<LeaderInfo>,
+    pub(crate) members_tx: watch::Sender<Vec<MemberInfo>>,
+    pub(crate) state: AtomicU8,
+    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) stopped_tx: watch::Sender<bool>,
+    pub(crate) staging_dir: PathBuf,
+    pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// Unix time in milliseconds (TTL deadlines and expiry checks).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn to_client_kv(kv: &SmKv) -> KeyValue {
+    KeyValue {
+        key: kv.key.to_vec(),
+        value: kv.value.to_vec(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        expires_at_ms: kv.expires_at_ms.unwrap_or(0),
+    }
+}
+
+fn sm_err(e: d_engine_storage::sm::SmError) -> Error {
+    Error::Storage(e.to_string())
+}
+
+impl Shared {
+    // ----- lifecycle helpers -------------------------------------------
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == STATE_RUNNING
+    }
+
+    fn check_running(&self) -> Result<()> {
+        match self.state.load(Ordering::Acquire) {
+            STATE_RUNNING => Ok(()),
+            STATE_FAILED => Err(Error::Storage(format!(
+                "node {} stopped after a storage failure: {}",
+                self.id,
+                self.failure
+                    .lock()
+                    .expect("poisoned")
+                    .clone()
+                    .unwrap_or_default()
+            ))),
+            _ => Err(Error::ShuttingDown(format!("node {} is stopping", self.id))),
+        }
+    }
+
+    fn stopped_error(&self) -> Error {
+        match self.check_running() {
+            Err(e) => e,
+            Ok(()) => Error::ShuttingDown(format!("node {} is stopping", self.id)),
+        }
+    }
+
+    /// Queues a client input, refusing with `Overloaded` when the queue is full.
+    fn send_client(&self, input: Input) -> Result<()> {
+        let cap = self.config.queues.input_capacity;
+        let n = self.queued.fetch_add(1, Ordering::AcqRel);
+        if n >= cap {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Overloaded(format!(
+                "{n} requests are queued for the consensus loop, the limit is \
+                 queues.input_capacity = {cap}; back off and retry"
+            )));
+        }
+        if self.input.send(input).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.stopped_error());
+        }
+        Ok(())
+    }
+
+    /// Queues an internal input (never refused while the loop runs).
+    pub(crate) fn send_internal(&self, input: Input) {
+        let _ = self.input.send(input);
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T>>, what: &str) -> Result<T> {
+        match tokio::time::timeout(self.config.request_timeout(), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(Error::Timeout(format!(
+                "{what} did not complete within queues.request_timeout_ms = {} ms",
+                self.config.queues.request_timeout_ms
+            ))),
+        }
+    }
+
+    // ----- leader info ---------------------------------------------------
+
+    pub(crate) fn members_view(&self) -> Arc<MembersView> {
+        self.published.members.read().expect("poisoned").clone()
+    }
+
+    /// The error for "this node cannot take the request, go to the leader".
+    pub(crate) fn not_leader(&self, leader: Option<NodeId>) -> Error {
+        match leader.filter(|l| *l != 0 && *l != self.id) {
+            Some(id) => Error::NotLeader {
+                leader_id: Some(id),
+                leader_addr: self.members_view().client_addr(id),
+            },
+            None => Error::NoLeader(format!(
+                "node {} knows no leader right now (election in progress); retry shortly",
+                self.id
+            )),
+        }
+    }
+
+    pub(crate) fn map_propose_error(&self, e: ProposeError) -> Error {
+        match e {
+            ProposeError::NotLeader { leader } => self.not_leader(leader),
+            ProposeError::TransferInProgress => Error::ChangeInProgress(
+                "a leadership transfer is in progress; retry shortly".into(),
+            ),
+            ProposeError::ConfChangeInProgress => Error::ChangeInProgress(
+                "a membership change is still uncommitted (or the new leader has not yet \
+                 committed an entry of its term); retry shortly"
+                    .into(),
+            ),
+            ProposeError::InvalidConfChange(s) => Error::InvalidArgument(s),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.published.role.load(Ordering::Acquire) == ROLE_LEADER
+    }
+
+    fn leader_hint_error(&self) -> Error {
+        self.not_leader(Some(self.published.leader.load(Ordering::Acquire)))
+    }
+
+    pub(crate) fn members(&self) -> Vec<MemberInfo> {
+        self.members_view().list.clone()
+    }
+
+    pub(crate) fn leader(&self) -> LeaderInfo {
+        let id = self.published.leader.load(Ordering::Acquire);
+        LeaderInfo {
+            id,
+            client_addr: if id == 0 {
+                String::new()
+            } else {
+                self.members_view().client_addr(id).unwrap_or_default()
+            },
+            term: self.published.term.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) fn header(&self) -> Header {
+        Header {
+            node_id: self.id,
+            term: self.published.term.load(Ordering::Acquire),
+            revision: self.applied.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) fn status(&self) -> NodeStatus {
+        let p = &self.published;
+        NodeStatus {
+            id: self.id,
+            role: match p.role.load(Ordering::Acquire) {
+                ROLE_LEADER => NodeRole::Leader,
+                ROLE_CANDIDATE => NodeRole::Candidate,
+                ROLE_PRE_CANDIDATE => NodeRole::PreCandidate,
+                ROLE_LEARNER => NodeRole::Learner,
+                _ => NodeRole::Follower,
+            },
+            term: p.term.load(Ordering::Acquire),
+            leader_id: p.leader.load(Ordering::Acquire),
+            commit_index: p.commit.load(Ordering::Acquire),
+            applied_index: self.applied.load(Ordering::Acquire),
+            last_log_index: p.last_index.load(Ordering::Acquire),
+            snapshot_index: p.snapshot_index.load(Ordering::Acquire),
+            members: self.members(),
+        }
+    }
+
+    pub(crate) async fn wait_leader(&self, timeout: Duration) -> Result<LeaderInfo> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.leader_tx.subscribe();
+        loop {
+            self.check_running()?;
+            let l = self.leader();
+            let ready = l.id != 0
+                && (l.id != self.id || self.published.leader_ready.load(Ordering::Acquire));
+            if ready {
+                return Ok(l);
+            }
+            // The leader watch fires on leader/term changes; poll briefly as
+            // well for `leader_ready`, which has no notification of its own.
+            let step = tokio::time::Instant::now() + Duration::from_millis(5);
+            let until = step.min(deadline);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "no leader was elected within {timeout:?}; check that a majority of the \
+                     members are running and reachable"
+                )));
+            }
+            let _ = tokio::time::timeout_at(until, rx.changed()).await;
+        }
+    }
+
+    // ----- writes --------------------------------------------------------
+
+    fn validate_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.config.limits.max_key_bytes;
+        if key.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "key is empty; keys must be 1..={max} bytes (limits.max_key_bytes)"
+            )));
+        }
+        if key.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "key is {} bytes; the limit is limits.max_key_bytes = {max}; use a shorter key",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.config.limits.max_value_bytes;
+        if value.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "value is {} bytes; the limit is limits.max_value_bytes = {max}; split the \
+                 value across several keys",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_op(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::Put { key, value, .. } => {
+                self.validate_key(key)?;
+                self.validate_value(value)
+            }
+            Op::Delete { key } => self.validate_key(key),
+            Op::CompareAndSwap {
+                key,
+                expected,
+                new_value,
+                ..
+            } => {
+                self.validate_key(key)?;
+                if let Some(v) = expected {
+                    self.validate_value(v)?;
+                }
+                if let Some(v) = new_value {
+                    self.validate_value(v)?;
+                }
+                Ok(())
+            }
+            Op::Expire { .. } => Ok(()),
+        }
+    }
+
+    fn deadline(ttl: Option<Duration>) -> Result<Option<u64>> {
+        match ttl {
+            None => Ok(None),
+            Some(d) if d.is_zero() => Err(Error::InvalidArgument(
+                "ttl must be > 0 (omit it for a key that never expires)".into(),
+            )),
+            Some(d) => {
+                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                Ok(Some(now_ms().saturating_add(ms.max(1))))
+            }
+        }
+    }
+
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<ProposeOutcome> {
+        self.check_running()?;
+        self.validate_op(&cmd.op)?;
+        if !self.is_leader() {
+            return Err(self.leader_hint_error());
+        }
+        let slot = take_slot(
+            &self.pending_proposals,
+            self.config.queues.max_pending_proposals,
+            "writes",
+            "queues.max_pending_proposals",
+        )?;
+        let (tx, rx) = oneshot::channel();
+        self.send_client(Input::Propose {
+            cmd: cmd.encode(),
+            waiter: ProposalWaiter { tx, _slot: slot },
+        })?;
+        self.wait(rx, "the write").await
+    }
+
+    fn command(op: Op, write_id: Option<WriteId>) -> Command {
+        match write_id {
+            Some(w) if w.client_id != 0 => Command::with_client(op, w.client_id, w.seq),
+            _ => Command::new(op),
+        }
+    }
+
+    fn rejected(reason: String) -> Error {
+        Error::InvalidArgument(reason)
+    }
+
+    pub(crate) async fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+        write_id: Option<WriteId>,
+    ) -> Result<u64> {
+        let op = Op::Put {
+            key,
+            value,
+            expires_at_ms: Self::deadline(ttl)?,
+        };
+        let out = self.propose(Self::command(op, write_id)).await?;
+        match out.result {
+            ApplyResult::Put { .. } => Ok(out.index),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn delete(&self, key: Bytes, write_id: Option<WriteId>) -> Result<DeleteOutcome> {
+        let out = self
+            .propose(Self::command(Op::Delete { key }, write_id))
+            .await?;
+        match out.result {
+            ApplyResult::Delete { existed } => Ok(DeleteOutcome {
+                deleted: existed,
+                revision: out.index,
+            }),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn compare_and_swap(
+        &self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new_value: Option<Bytes>,
+        ttl: Option<Duration>,
+        write_id: Option<WriteId>,
+    ) -> Result<CasOutcome> {
+        let op = Op::CompareAndSwap {
+            key,
+            expected,
+            new_value,
+            expires_at_ms: Self::deadline(ttl)?,
+        };
+        let out = self.propose(Self::command(op, write_id)).await?;
+        match out.result {
+            ApplyResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome {
+                succeeded,
+                current: current.as_ref().map(to_client_kv),
+                revision: out.index,
+            }),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    fn unexpected(&self, r: ApplyResult) -> Error {
+        match r {
+            ApplyResult::Rejected { reason } => Self::rejected(reason),
+            ApplyResult::DuplicateExpired { client_id, seq } => Error::InvalidArgument(format!(
+                "write (client_id {client_id}, seq {seq}) is a retry older than the \
+                 deduplication window; it was not applied again and its result is no longer \
+                 known"
+            )),
+            other => Error::Internal(format!("unexpected apply result {other:?}")),
+        }
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    /// Waits until this node may serve a read with `consistency`.
+    async fn read_barrier(&self, consistency: Consistency) -> Result<()> {
+        self.check_running()?;
+        match consistency {
+            Consistency::Eventual => Ok(()),
+            Consistency::Lease if self.lease_valid() => {
+                // Everything acknowledged before now is at most the published
+                // commit index; wait until it is applied.
+                let commit = self.published.commit.load(Ordering::Acquire);
+                self.wait_applied(commit).await
+            }
+            Consistency::Lease | Consistency::Linearizable => {
+                if !self.is_leader() {
+                    return Err(self.leader_hint_error());
+                }
+                let slot = take_slot(
+                    &self.pending_reads,
+                    self.config.queues.max_pending_reads,
+                    "linearizable reads",
+                    "queues.max_pending_reads",
+                )?;
+                let (tx, rx) = oneshot::channel();
+                self.send_client(Input::Read {
+                    waiter: ReadWaiter { tx, _slot: slot },
+                })?;
+                self.wait(rx, "the linearizable read").await.map(|_| ())
+            }
+        }
+    }
+
+    /// True if this node leads under a lease that still holds now.
+    pub(crate) fn lease_valid(&self) -> bool {
+        if !self.is_leader() || !self.published.leader_ready.load(Ordering::Acquire) {
+            return false;
+        }
+        let deadline = self.published.lease_deadline_ns.load(Ordering::Acquire);
+        deadline != 0 && (self.epoch.elapsed().as_nanos() as u64) < deadline
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<()> {
+        if self.applied.load(Ordering::Acquire) >= index {
+            return Ok(());
+        }
+        let mut rx = self.applied_rx.clone();
+        let fut = async move { rx.wait_for(|a| *a >= index).await.map(|_| ()) };
+        match tokio::time::timeout(self.config.request_timeout(), fut).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(Error::Timeout(format!(
+                "the state machine did not reach index {index} within {} ms",
+                self.config.queues.request_timeout_ms
+            ))),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: Bytes, c: Consistency) -> Result<Option<KeyValue>> {
+        self.validate_key(&key)?;
+        self.read_barrier(c).await?;
+        let kv = self.sm.get(&key, now_ms()).map_err(sm_err)?;
+        Ok(kv.as_ref().map(to_client_kv))
+    }
+
+    pub(crate) async fn get_multi(
+        &self,
+        keys: Vec<Bytes>,
+        c: Consistency,
+    ) -> Result<Vec<Option<KeyValue>>> {
+        let max = self.config.limits.max_get_multi_keys;
+        if keys.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} keys requested; the limit is limits.max_get_multi_keys = {max}",
+                keys.len()
+            )));
+        }
+        for k in &keys {
+            self.validate_key(k)?;
+        }
+        self.read_barrier(c).await?;
+        let now = now_ms();
+        keys.iter()
+            .map(|k| {
+                self.sm
+                    .get(k, now)
+                    .map(|kv| kv.as_ref().map(to_client_kv))
+                    .map_err(sm_err)
+            })
+            .collect()
+    }
+
+    pub(crate) async fn scan_prefix(
+        &self,
+        prefix: Bytes,
+        limit: u32,
+        c: Consistency,
+    ) -> Result<ScanOutcome> {
+        if prefix.len() > self.config.limits.max_key_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
+                prefix.len(),
+                self.config.limits.max_key_bytes
+            )));
+        }
+        let max = self.config.limits.max_scan_limit;
+        let limit = if limit == 0 { max } else { limit.min(max) } as usize;
+        self.read_barrier(c).await?;
+        let mut kvs = self
+            .sm
+            .scan_prefix(&prefix, limit + 1, now_ms())
+            .map_err(sm_err)?;
+        let more = kvs.len() > limit;
+        kvs.truncate(limit);
+        Ok(ScanOutcome {
+            kvs: kvs.iter().map(to_client_kv).collect(),
+            more,
+        })
+    }
+
+    pub(crate) fn watch(&self, key: Bytes, prefix: bool, start_revision: u64) -> Result<WatchStream> {
+        self.check_running()?;
+        if !prefix {
+            self.validate_key(&key)?;
+        } else if key.len() > self.config.limits.max_key_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
+                key.len(),
+                self.config.limits.max_key_bytes
+            )));
+        }
+        self.hub.watch(key, prefix, start_revision)
+    }
+
+    // ----- admin -----------------------------------------------------------
+
+    async fn conf_change(&self, change: ConfChange) -> Result<Vec<MemberInfo>> {
+        self.check_running()?;
+        if !self.is_leader() {
+            return Err(self.leader_hint_error());
+        }
+        let slot = take_slot(
+            &self.pending_proposals,
+            self.config.queues.max_pending_proposals,
+            "writes",
+            "queues.max_pending_proposals",
+        )?;
+        let (tx, rx) = oneshot::channel();
+        self.send_client(Input::ConfChange {
+            change,
+            waiter: ProposalWaiter { tx, _slot: slot },
+        })?;
+        let out = self.wait(rx, "the membership change").await?;
+        match out.result {
+            ApplyResult::MembershipChanged => Ok(self.members_after(out.index)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Members once the loop has published the change at `index` (the core
+    /// applies a change when it is appended, so it is already visible).
+    fn members_after(&self, _index: u64) -> Vec<MemberInfo> {
+        self.members()
+    }
+
+    fn check_member(&self, id: NodeId) -> Result<()> {
+        if !self.members_view().membership.contains(id) {
+            return Err(Error::UnknownNode(format!(
+                "node {id} is not a member of the cluster (members: {:?})",
+                self.members_view()
+                    .list
+                    .iter()
+                    .map(|m| m.id)
+                    .collect::<Vec<_>>()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn add_learner(
+        &self,
+        id: NodeId,
+        peer_addr: String,
+        client_addr: String,
+    ) -> Result<Vec<MemberInfo>> {
+        if id == 0 {
+            return Err(Error::InvalidArgument("node id 0 is reserved; use >= 1".into()));
+        }
+        for (name, a) in [("peer_addr", &peer_addr), ("client_addr", &client_addr)] {
+            if a.contains('|') || (name == "peer_addr" && a.is_empty()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} `{a}` must be a host:port address"
+                )));
+            }
+        }
+        if self.members_view().membership.contains(id) {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is already a member; remove it first to re-add it"
+            )));
+        }
+        let addr = MemberAddr::new(peer_addr, client_addr).encode();
+        self.conf_change(ConfChange::AddLearner { id, addr }).await
+    }
+
+    pub(crate) async fn promote(&self, id: NodeId) -> Result<Vec<MemberInfo>> {
+        self.check_member(id)?;
+        self.conf_change(ConfChange::Promote { id }).await
+    }
+
+    pub(crate) async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberInfo>> {
+        self.check_member(id)?;
+        self.conf_change(ConfChange::Remove { id }).await
+    }
+
+    pub(crate) async fn transfer_leader(&self, to: NodeId) -> Result<()> {
+        self.check_running()?;
+        self.check_member(to)?;
+        if self.published.leader.load(Ordering::Acquire) == to {
+            return Ok(());
+        }
+        if !self.is_leader() {
+            return Err(self.leader_hint_error());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send_client(Input::Transfer { to, tx })?;
+        self.wait(rx, "the leadership transfer").await?;
+        let mut leader = self.leader_tx.subscribe();
+        let target = async {
+            loop {
+                if leader.borrow_and_update().id == to {
+                    return Ok(());
+                }
+                if leader.changed().await.is_err() {
+                    return Err(self.stopped_error());
+                }
+            }
+        };
+        match tokio::time::timeout(self.config.request_timeout(), target).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(format!(
+                "node {to} did not take over leadership within {} ms",
+                self.config.queues.request_timeout_ms
+            ))),
+        }
+    }
+
+    pub(crate) async fn trigger_snapshot(&self) -> Result<u64> {
+        self.check_running()?;
+        let (tx, rx) = oneshot::channel();
+        self.send_client(Input::Snapshot { tx })?;
+        self.wait(rx, "the snapshot").await
+    }
+
+    pub(crate) fn peer_inbox(self: &Arc<Self>) -> Arc<dyn PeerInbox> {
+        Arc::new(super::inbox::NodeInbox::new(self))
+    }
+
+    pub(crate) async fn shutdown(&self) -> Result<()> {
+        let prev = self.state.compare_exchange(
+            STATE_RUNNING,
+            STATE_STOPPING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if prev.is_ok() {
+            self.send_internal(Input::Shutdown);
+        }
+        self.stopped().await;
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock().expect("poisoned"));
+        if !threads.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                for t in threads {
+                    let _ = t.join();
+                }
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("joining runtime threads: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stopped_tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}

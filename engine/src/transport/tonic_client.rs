@@ -1,0 +1,251 @@
+//! Outbound side of the tonic peer transport: [`TonicTransport`].
+//!
+//! One link task per peer owns a bounded queue and one long-lived
+//! `Raft.Stream` client stream. The link connects lazily (on the first
+//! message), reconnects with exponential backoff after a failure, and while
+//! the peer cannot be reached it drops queued messages and reports the peer
+//! through [`PeerInbox::unreachable`] (Raft re-sends what matters). Messages
+//! to one peer are sent in the order they were queued.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use d_engine_core::{Message, NodeId, SnapshotMeta, Term};
+use d_engine_proto::v1 as pb;
+use d_engine_proto::v1::raft_client::RaftClient;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Request;
+
+use super::tonic_common::{add_peer_metadata, connect, PeerDirectory, TransportOptions};
+use super::tonic_convert::message_to_pb;
+use super::tonic_server::RaftService;
+use super::tonic_snapshot;
+use super::{BoxFuture, PeerInbox, Transport, TransportError};
+
+/// Messages buffered between the peer queue and the HTTP/2 stream.
+const STREAM_BUFFER: usize = 256;
+/// A stream that lived at least this long resets the reconnect backoff.
+const HEALTHY_STREAM: Duration = Duration::from_secs(1);
+
+struct Link {
+    addr: String,
+    tx: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The tonic implementation of [`Transport`].
+///
+/// Must be created inside a tokio runtime (link tasks are spawned on it).
+pub struct TonicTransport {
+    opts: Arc<TransportOptions>,
+    inbox: Arc<dyn PeerInbox>,
+    peers: PeerDirectory,
+    links: Mutex<HashMap<NodeId, Link>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl TonicTransport {
+    /// A transport for `opts.local_id` with the initial `peers` (id → peer
+    /// address; the local id, if present, is ignored).
+    pub fn new(
+        opts: TransportOptions,
+        inbox: Arc<dyn PeerInbox>,
+        peers: BTreeMap<NodeId, String>,
+    ) -> Self {
+        Self::with_directory(opts, inbox, peers, PeerDirectory::default())
+    }
+
+    /// Like [`TonicTransport::new`], but keeps its peer list in `directory`,
+    /// so a [`RaftService`] built before the transport (with the same
+    /// directory) refuses exactly the senders this transport does not know.
+    pub fn with_directory(
+        opts: TransportOptions,
+        inbox: Arc<dyn PeerInbox>,
+        peers: BTreeMap<NodeId, String>,
+        directory: PeerDirectory,
+    ) -> Self {
+        let t = TonicTransport {
+            opts: Arc::new(opts),
+            inbox,
+            peers: directory,
+            links: Mutex::new(HashMap::new()),
+            rt: tokio::runtime::Handle::current(),
+        };
+        t.set_peers(peers);
+        t
+    }
+
+    /// The inbound `Raft` service for this node, sharing this transport's
+    /// peer directory (so senders removed by `set_peers` are refused).
+    pub fn raft_service(&self) -> RaftService {
+        RaftService::new(
+            (*self.opts).clone(),
+            self.inbox.clone(),
+            self.peers.clone(),
+        )
+    }
+
+    /// The current peer directory.
+    pub fn peers(&self) -> PeerDirectory {
+        self.peers.clone()
+    }
+
+    fn spawn_link(&self, peer: NodeId, addr: String) -> Link {
+        let (tx, rx) = mpsc::channel(self.opts.peer_queue_capacity.max(1));
+        let task = self.rt.spawn(run_link(
+            self.opts.clone(),
+            self.inbox.clone(),
+            peer,
+            addr.clone(),
+            rx,
+        ));
+        Link { addr, tx, task }
+    }
+}
+
+impl Transport for TonicTransport {
+    fn send(&self, msg: Message) {
+        let to = msg.to;
+        let res = {
+            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            match links.get(&to) {
+                Some(link) => link.tx.try_send(msg).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => "queue full",
+                    mpsc::error::TrySendError::Closed(_) => "link closed",
+                }),
+                None => Err("unknown peer"),
+            }
+        };
+        if let Err(why) = res {
+            tracing::trace!(peer = to, why, "dropping raft message");
+            self.inbox.unreachable(to);
+        }
+    }
+
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        path: PathBuf,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let opts = self.opts.clone();
+        let addr = self.peers.addr(to);
+        Box::pin(async move {
+            let addr = addr.ok_or_else(|| {
+                TransportError(format!("cannot send a snapshot to unknown peer {to}"))
+            })?;
+            tonic_snapshot::send(opts, to, addr, term, meta, path).await
+        })
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, String>) {
+        let peers: BTreeMap<NodeId, String> = peers
+            .into_iter()
+            .filter(|(id, _)| *id != self.opts.local_id && *id != 0)
+            .collect();
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|id, link| peers.get(id) == Some(&link.addr));
+        for (id, addr) in &peers {
+            if !links.contains_key(id) {
+                let link = self.spawn_link(*id, addr.clone());
+                links.insert(*id, link);
+            }
+        }
+        self.peers.replace(peers);
+    }
+}
+
+/// Drives one peer's outbound stream until the link is dropped.
+async fn run_link(
+    opts: Arc<TransportOptions>,
+    inbox: Arc<dyn PeerInbox>,
+    peer: NodeId,
+    addr: String,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    let mut backoff = opts.backoff_min;
+    let mut failing = false;
+    loop {
+        // Lazy: connect only when there is something to send.
+        let Some(first) = rx.recv().await else { return };
+        let channel = match connect(&addr, &opts).await {
+            Ok(c) => c,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(peer, error = %e, "peer unreachable; retrying with backoff");
+                    failing = true;
+                } else {
+                    tracing::debug!(peer, error = %e, "peer still unreachable");
+                }
+                drop_queued(&mut rx, &*inbox, peer);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(opts.backoff_max);
+                drop_queued(&mut rx, &*inbox, peer);
+                continue;
+            }
+        };
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(opts.max_message_bytes)
+            .max_encoding_message_size(opts.max_message_bytes);
+        let (stx, srx) = mpsc::channel::<pb::RaftMessage>(STREAM_BUFFER);
+        let _ = stx.try_send(message_to_pb(&first));
+        let mut req = Request::new(ReceiverStream::new(srx));
+        add_peer_metadata(req.metadata_mut(), &opts);
+        let opened = Instant::now();
+        let call = async move { client.stream(req).await };
+        tokio::pin!(call);
+        if failing {
+            tracing::info!(peer, %addr, "peer reachable again");
+            failing = false;
+        }
+        let why = loop {
+            tokio::select! {
+                res = &mut call => break match res {
+                    Ok(_) => "peer closed the stream".to_string(),
+                    Err(s) => format!("{:?}: {}", s.code(), s.message()),
+                },
+                m = rx.recv() => match m {
+                    None => return,
+                    Some(m) => {
+                        if stx.send(message_to_pb(&m)).await.is_err() {
+                            break "stream broke".to_string();
+                        }
+                    }
+                },
+            }
+        };
+        if opened.elapsed() >= HEALTHY_STREAM {
+            backoff = opts.backoff_min;
+            tracing::info!(peer, reason = %why, "raft stream to peer ended; reconnecting");
+        } else {
+            tracing::warn!(peer, reason = %why, "raft stream to peer failed; retrying with backoff");
+            failing = true;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(opts.backoff_max);
+        }
+        drop_queued(&mut rx, &*inbox, peer);
+    }
+}
+
+/// Discards what queued up while the peer was unreachable (stale by now).
+fn drop_queued(rx: &mut mpsc::Receiver<Message>, inbox: &dyn PeerInbox, peer: NodeId) {
+    let mut dropped = 0usize;
+    while rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    if dropped > 0 {
+        tracing::trace!(peer, dropped, "dropped messages queued for an unreachable peer");
+    }
+    inbox.unreachable(peer);
+}

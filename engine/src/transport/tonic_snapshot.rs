@@ -1,0 +1,427 @@
+//! Chunked snapshot transfer over `Raft.InstallSnapshot`, with resume.
+//!
+//! Protocol (one bidi stream per attempt):
+//! 1. The sender sends a header chunk: `meta`, `term`, `total_size`,
+//!    `checksum` (CRC32C of the whole file), no data.
+//! 2. The receiver answers with the offset to resume from: the length of
+//!    its staging file for this exact snapshot (same sender, index, term,
+//!    size and checksum), 0 for a new transfer.
+//! 3. The sender streams chunks from that offset, at most
+//!    `snapshot_window` ahead of the acks; the last carries `done`.
+//! 4. The receiver writes and fsyncs each chunk, then acks `next_offset`.
+//!    On `done` it checks size and CRC32C, renames the file to its final
+//!    staged name, calls [`PeerInbox::snapshot_staged`], and only then sends
+//!    the final ack (`next_offset == total_size`). A checksum mismatch
+//!    deletes the staging file (the next attempt starts from 0).
+//!
+//! A broken stream or a refusal is retried by the sender up to
+//! `snapshot_attempts` times with backoff; each retry resumes from what the
+//! receiver durably staged. The file is opaque bytes here: the runtime
+//! verifies its format when it installs it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use d_engine_core::{NodeId, SnapshotMeta, Term};
+use d_engine_proto::v1 as pb;
+use d_engine_proto::v1::raft_client::RaftClient;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming};
+
+use super::tonic_common::{add_peer_metadata, connect, TransportOptions};
+use super::tonic_convert::{snapshot_meta_from_pb, snapshot_meta_to_pb};
+use super::{PeerInbox, TransportError};
+
+/// Senders with a transfer in progress on this node (one at a time each).
+pub(crate) type ActiveTransfers = Arc<Mutex<HashSet<NodeId>>>;
+
+/// CRC32C and length of a file, computed off the async threads.
+pub async fn file_crc32c(path: &Path) -> std::io::Result<(u64, u32)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path)?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            len += n as u64;
+        }
+        Ok((len, crc))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+// ---- sender -----------------------------------------------------------
+
+/// Sends the snapshot file at `path` to the peer at `addr`, retrying and
+/// resuming; resolves once the receiver has staged and verified it.
+pub async fn send(
+    opts: Arc<TransportOptions>,
+    to: NodeId,
+    addr: String,
+    term: Term,
+    meta: SnapshotMeta,
+    path: PathBuf,
+) -> Result<(), TransportError> {
+    let (total_size, checksum) = file_crc32c(&path).await.map_err(|e| {
+        TransportError(format!(
+            "cannot read snapshot file {} to send to node {to}: {e}",
+            path.display()
+        ))
+    })?;
+    let attempts = opts.snapshot_attempts.max(1);
+    let mut backoff = opts.backoff_min;
+    let mut last_err = String::new();
+    for attempt in 1..=attempts {
+        match send_once(&opts, &addr, term, &meta, &path, total_size, checksum).await {
+            Ok(()) => {
+                tracing::info!(
+                    peer = to,
+                    index = meta.last_index,
+                    bytes = total_size,
+                    attempt,
+                    "snapshot sent"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(peer = to, attempt, error = %e, "snapshot transfer attempt failed");
+                last_err = e;
+                if attempt < attempts {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(opts.backoff_max);
+                }
+            }
+        }
+    }
+    Err(TransportError(format!(
+        "snapshot {} to node {to} at {addr} failed after {attempts} attempts: {last_err}",
+        meta.last_index
+    )))
+}
+
+async fn send_once(
+    opts: &TransportOptions,
+    addr: &str,
+    term: Term,
+    meta: &SnapshotMeta,
+    path: &Path,
+    total_size: u64,
+    checksum: u32,
+) -> Result<(), String> {
+    let channel = connect(addr, opts).await?;
+    let mut client = RaftClient::new(channel)
+        .max_decoding_message_size(opts.max_message_bytes)
+        .max_encoding_message_size(opts.max_message_bytes);
+    let (tx, rx) = mpsc::channel::<pb::SnapshotChunk>(opts.snapshot_window.max(1));
+    tx.send(pb::SnapshotChunk {
+        meta: Some(snapshot_meta_to_pb(meta)),
+        term,
+        total_size,
+        checksum,
+        offset: 0,
+        data: Vec::new(),
+        done: false,
+    })
+    .await
+    .map_err(|_| "snapshot request stream closed".to_string())?;
+    let mut req = Request::new(ReceiverStream::new(rx));
+    add_peer_metadata(req.metadata_mut(), opts);
+    let mut acks = client
+        .install_snapshot(req)
+        .await
+        .map_err(|s| status_text(&s))?
+        .into_inner();
+    let first = next_ack(&mut acks, opts.snapshot_ack_timeout).await?;
+    let start = first.next_offset;
+    if start > total_size {
+        return Err(format!(
+            "receiver asked to resume at {start}, beyond the snapshot size {total_size}"
+        ));
+    }
+    // Producer: chunks from `start`, bounded by the channel (the window).
+    let chunk = opts.effective_chunk_bytes();
+    let path = path.to_path_buf();
+    let producer = tokio::spawn(async move {
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        f.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| format!("seek {}: {e}", path.display()))?;
+        let mut offset = start;
+        loop {
+            let want = ((total_size - offset) as usize).min(chunk);
+            let mut data = vec![0u8; want];
+            f.read_exact(&mut data)
+                .await
+                .map_err(|e| format!("read {} at {offset}: {e}", path.display()))?;
+            let done = offset + want as u64 == total_size;
+            let msg = pb::SnapshotChunk {
+                offset,
+                data,
+                done,
+                ..Default::default()
+            };
+            if tx.send(msg).await.is_err() {
+                return Ok::<(), String>(()); // stream ended; the ack loop reports why
+            }
+            offset += want as u64;
+            if done {
+                return Ok(());
+            }
+        }
+    });
+    let result = loop {
+        let ack = match next_ack(&mut acks, opts.snapshot_ack_timeout).await {
+            Ok(a) => a,
+            Err(e) => break Err(e),
+        };
+        // Only the final ack (sent after verification) reaches total_size:
+        // the chunk completing the file is the one marked `done`.
+        if ack.next_offset == total_size {
+            break Ok(());
+        }
+    };
+    producer.abort();
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(1), producer).await {
+        return Err(e);
+    }
+    result
+}
+
+async fn next_ack(
+    acks: &mut Streaming<pb::SnapshotChunkAck>,
+    timeout: Duration,
+) -> Result<pb::SnapshotChunkAck, String> {
+    match tokio::time::timeout(timeout, acks.message()).await {
+        Err(_) => Err(format!("no snapshot ack within {timeout:?}")),
+        Ok(Err(s)) => Err(status_text(&s)),
+        Ok(Ok(None)) => Err("receiver closed the snapshot stream before the end".into()),
+        Ok(Ok(Some(a))) if !a.error.is_empty() => Err(format!("receiver refused: {}", a.error)),
+        Ok(Ok(Some(a))) => Ok(a),
+    }
+}
+
+fn status_text(s: &Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+// ---- receiver ---------------------------------------------------------
+
+/// Stages one inbound transfer; every outcome is reported on `acks`.
+pub(crate) async fn receive(
+    from: NodeId,
+    chunks: Streaming<pb::SnapshotChunk>,
+    inbox: Arc<dyn PeerInbox>,
+    active: ActiveTransfers,
+    acks: mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
+) {
+    let inserted = active
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(from);
+    if !inserted {
+        let _ = acks
+            .send(Ok(refusal(format!(
+                "a snapshot transfer from node {from} is already in progress; retry"
+            ))))
+            .await;
+        return;
+    }
+    // Removes `from` from the active set however this task ends.
+    struct Release(ActiveTransfers, NodeId);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.1);
+        }
+    }
+    let release = Release(active, from);
+    let res = receive_inner(from, chunks, inbox.as_ref(), &acks).await;
+    drop(release);
+    if let Err(e) = res {
+        tracing::warn!(peer = from, error = %e, "inbound snapshot transfer failed");
+        let _ = acks.send(Ok(refusal(e))).await;
+    }
+}
+
+fn refusal(error: String) -> pb::SnapshotChunkAck {
+    pb::SnapshotChunkAck {
+        next_offset: 0,
+        error,
+    }
+}
+
+fn staging_prefix(from: NodeId) -> String {
+    format!("incoming-from{from}-")
+}
+
+async fn receive_inner(
+    from: NodeId,
+    mut chunks: Streaming<pb::SnapshotChunk>,
+    inbox: &dyn PeerInbox,
+    acks: &mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
+) -> Result<(), String> {
+    let header = match chunks.message().await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(()),
+        Err(s) => return Err(status_text(&s)),
+    };
+    let meta = snapshot_meta_from_pb(
+        header
+            .meta
+            .as_ref()
+            .ok_or("the first snapshot chunk must carry meta, total_size and checksum")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let term = header.term;
+    let total = header.total_size;
+    let checksum = header.checksum;
+    let dir = inbox.snapshot_staging_dir();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("cannot create staging dir {}: {e}", dir.display()))?;
+    let name = format!(
+        "{}{}-{}-{total}-{checksum:08x}.part",
+        staging_prefix(from),
+        meta.last_index,
+        meta.last_term
+    );
+    let part = dir.join(&name);
+    remove_stale_parts(&dir, from, &name).await;
+
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&part)
+        .await
+        .map_err(|e| format!("cannot open staging file {}: {e}", part.display()))?;
+    let mut len = file
+        .metadata()
+        .await
+        .map_err(|e| format!("stat {}: {e}", part.display()))?
+        .len();
+    if len > total {
+        file.set_len(0)
+            .await
+            .map_err(|e| format!("truncate {}: {e}", part.display()))?;
+        len = 0;
+    }
+    send_ack(acks, len).await?;
+    if len > 0 {
+        tracing::info!(peer = from, index = meta.last_index, resume_at = len, "resuming snapshot transfer");
+    }
+    // Data may also ride on the header chunk.
+    let mut pending = Some(header);
+    loop {
+        let is_header = pending.is_some();
+        let chunk = match pending.take() {
+            Some(c) => c,
+            None => match chunks.message().await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Err(format!("stream ended at offset {len} of {total}")),
+                Err(s) => return Err(status_text(&s)),
+            },
+        };
+        if !chunk.data.is_empty() {
+            let end = chunk.offset + chunk.data.len() as u64;
+            if chunk.offset > len || end > total {
+                return Err(format!(
+                    "chunk at offset {} ({} bytes) does not fit: expected offset {len}, size {total}",
+                    chunk.offset,
+                    chunk.data.len()
+                ));
+            }
+            if end > len {
+                let skip = (len - chunk.offset) as usize;
+                file.seek(std::io::SeekFrom::Start(len))
+                    .await
+                    .map_err(|e| format!("seek {}: {e}", part.display()))?;
+                file.write_all(&chunk.data[skip..])
+                    .await
+                    .map_err(|e| format!("write {}: {e}", part.display()))?;
+                file.sync_data()
+                    .await
+                    .map_err(|e| format!("fsync {}: {e}", part.display()))?;
+                len = end;
+            }
+        }
+        if chunk.done {
+            break;
+        }
+        // The header was answered with the resume offset already.
+        if !is_header || !chunk.data.is_empty() {
+            send_ack(acks, len).await?;
+        }
+    }
+    if len != total {
+        return Err(format!("transfer marked done at {len} bytes, announced {total}"));
+    }
+    drop(file);
+    let (got_len, got_crc) = file_crc32c(&part)
+        .await
+        .map_err(|e| format!("cannot read back {}: {e}", part.display()))?;
+    if got_len != total || got_crc != checksum {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(format!(
+            "snapshot checksum mismatch: announced crc32c {checksum:08x} over {total} bytes, \
+             received {got_crc:08x} over {got_len} bytes; staging file deleted, resend from 0"
+        ));
+    }
+    let staged = dir.join(format!(
+        "staged-from{from}-{}-{}.snap",
+        meta.last_index, meta.last_term
+    ));
+    tokio::fs::rename(&part, &staged)
+        .await
+        .map_err(|e| format!("rename {} -> {}: {e}", part.display(), staged.display()))?;
+    if let Ok(d) = tokio::fs::File::open(&dir).await {
+        let _ = d.sync_all().await;
+    }
+    tracing::info!(peer = from, index = meta.last_index, bytes = total, "snapshot staged");
+    inbox.snapshot_staged(from, term, meta, staged);
+    send_ack(acks, total).await
+}
+
+async fn send_ack(
+    acks: &mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
+    next_offset: u64,
+) -> Result<(), String> {
+    acks.send(Ok(pb::SnapshotChunkAck {
+        next_offset,
+        error: String::new(),
+    }))
+    .await
+    .map_err(|_| "sender went away".to_string())
+}
+
+/// Deletes older partial transfers from the same sender (a new snapshot
+/// supersedes them), keeping `keep`.
+async fn remove_stale_parts(dir: &Path, from: NodeId, keep: &str) {
+    let prefix = staging_prefix(from);
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = rd.next_entry().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".part") && name != keep {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
+}

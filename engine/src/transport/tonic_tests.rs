@@ -1,0 +1,438 @@
+//! Tests of the tonic peer transport over real sockets on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use d_engine_core::{Message, MessageBody, NodeId, SnapshotMeta, Term};
+use d_engine_proto::v1 as pb;
+use d_engine_proto::v1::raft_client::RaftClient;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::tonic_common::{CLUSTER_ID_HEADER, FROM_HEADER};
+use super::tonic_snapshot::file_crc32c;
+use super::*;
+
+/// A unique temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "dengine-transport-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+type Staged = (NodeId, Term, SnapshotMeta, PathBuf);
+
+struct TestInbox {
+    delivered: mpsc::UnboundedSender<Message>,
+    unreachable: AtomicUsize,
+    staging: PathBuf,
+    staged: Mutex<Vec<Staged>>,
+}
+
+impl PeerInbox for TestInbox {
+    fn deliver(&self, msg: Message) {
+        let _ = self.delivered.send(msg);
+    }
+    fn unreachable(&self, _peer: NodeId) {
+        self.unreachable.fetch_add(1, Ordering::SeqCst);
+    }
+    fn snapshot_staging_dir(&self) -> PathBuf {
+        self.staging.clone()
+    }
+    fn snapshot_staged(&self, from: NodeId, term: Term, meta: SnapshotMeta, path: PathBuf) {
+        self.staged.lock().unwrap().push((from, term, meta, path));
+    }
+}
+
+fn inbox(staging: &Path) -> (Arc<TestInbox>, mpsc::UnboundedReceiver<Message>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        Arc::new(TestInbox {
+            delivered: tx,
+            unreachable: AtomicUsize::new(0),
+            staging: staging.to_path_buf(),
+            staged: Mutex::new(Vec::new()),
+        }),
+        rx,
+    )
+}
+
+fn heartbeat(from: NodeId, to: NodeId, seq: u64) -> Message {
+    Message {
+        from,
+        to,
+        term: 3,
+        body: MessageBody::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 0,
+            heartbeat_seq: seq,
+        },
+    }
+}
+
+fn opts(id: NodeId) -> TransportOptions {
+    let mut o = TransportOptions::new(id, "test-cluster");
+    o.backoff_min = Duration::from_millis(10);
+    o.backoff_max = Duration::from_millis(100);
+    o.snapshot_chunk_bytes = 64 << 10;
+    o
+}
+
+/// A node: its transport plus its serving peer port.
+struct Node {
+    transport: TonicTransport,
+    inbox: Arc<TestInbox>,
+    rx: mpsc::UnboundedReceiver<Message>,
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start_node(
+    id: NodeId,
+    o: TransportOptions,
+    listener: TcpListener,
+    peers: BTreeMap<NodeId, String>,
+) -> Node {
+    let dir = TempDir::new("node");
+    let (ib, rx) = inbox(&dir.0.join("staging"));
+    let addr = listener.local_addr().unwrap().to_string();
+    assert_eq!(o.local_id, id);
+    let transport = TonicTransport::new(o, ib.clone(), peers);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let svc = transport.raft_service();
+    tokio::spawn(serve_peers(listener, svc, async {
+        let _ = stopped.await;
+    }));
+    Node {
+        transport,
+        inbox: ib,
+        rx,
+        addr,
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no message within 10s")
+        .expect("inbox closed")
+}
+
+async fn pair() -> (Node, Node) {
+    let (l1, l2) = (listener().await, listener().await);
+    let (a1, a2) = (
+        l1.local_addr().unwrap().to_string(),
+        l2.local_addr().unwrap().to_string(),
+    );
+    let n1 = start_node(1, opts(1), l1, [(2, a2)].into()).await;
+    let n2 = start_node(2, opts(2), l2, [(1, a1)].into()).await;
+    (n1, n2)
+}
+
+#[tokio::test]
+async fn messages_arrive_in_order_in_both_directions() {
+    let (mut n1, mut n2) = pair().await;
+    for seq in 0..500 {
+        n1.transport.send(heartbeat(1, 2, seq));
+    }
+    for seq in 0..500 {
+        assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, seq));
+    }
+    n2.transport.send(heartbeat(2, 1, 7));
+    assert_eq!(recv(&mut n1.rx).await, heartbeat(2, 1, 7));
+}
+
+#[tokio::test]
+async fn sending_to_an_unknown_peer_reports_it_unreachable() {
+    let (n1, _n2) = pair().await;
+    n1.transport.send(heartbeat(1, 9, 0));
+    assert!(n1.inbox.unreachable.load(Ordering::SeqCst) >= 1);
+}
+
+async fn raw_stream_call(
+    addr: &str,
+    cluster: &str,
+    from: &str,
+    msgs: Vec<pb::RaftMessage>,
+) -> Result<(), tonic::Status> {
+    let mut c = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::iter(msgs));
+    req.metadata_mut()
+        .insert(CLUSTER_ID_HEADER, cluster.parse().unwrap());
+    req.metadata_mut().insert(FROM_HEADER, from.parse().unwrap());
+    c.stream(req).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn calls_from_another_cluster_or_an_unknown_node_are_refused() {
+    let (_n1, mut n2) = pair().await;
+    let msg = super::tonic_convert::message_to_pb(&heartbeat(1, 2, 0));
+    let e = raw_stream_call(&n2.addr, "other", "1", vec![msg.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("cluster 'other'"), "{}", e.message());
+
+    let e = raw_stream_call(&n2.addr, "test-cluster", "3", vec![msg.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("node 3 is not a member"), "{}", e.message());
+
+    // A message claiming another sender than the stream's is refused.
+    let forged = super::tonic_convert::message_to_pb(&heartbeat(5, 2, 0));
+    let e = raw_stream_call(&n2.addr, "test-cluster", "1", vec![forged])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    // A message addressed to someone else.
+    let misrouted = super::tonic_convert::message_to_pb(&heartbeat(1, 7, 0));
+    let e = raw_stream_call(&n2.addr, "test-cluster", "1", vec![misrouted])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("addressed to node 7"), "{}", e.message());
+
+    // Nothing reached the inbox; a valid call still works.
+    raw_stream_call(&n2.addr, "test-cluster", "1", vec![msg])
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 0));
+    assert!(n2.rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn garbage_on_the_peer_port_does_not_stop_the_node() {
+    let (n1, mut n2) = pair().await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xffu8; 4096][..],
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\xff\xff\xff"[..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&n2.addr).await.unwrap();
+        let _ = s.write_all(garbage).await;
+        let _ = s.shutdown().await;
+    }
+    n1.transport.send(heartbeat(1, 2, 42));
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 42));
+}
+
+#[tokio::test]
+async fn the_link_reconnects_when_the_peer_comes_back() {
+    // Reserve a port for node 2, then close it: node 2 is "down".
+    let l2 = listener().await;
+    let a2 = l2.local_addr().unwrap();
+    drop(l2);
+    let n1 = start_node(1, opts(1), listener().await, [(2, a2.to_string())].into()).await;
+    n1.transport.send(heartbeat(1, 2, 0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while n1.inbox.unreachable.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never reported unreachable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Node 2 comes up on the same port.
+    let l2 = TcpListener::bind(a2).await.unwrap();
+    let mut n2 = start_node(2, opts(2), l2, [(1, n1.addr.clone())].into()).await;
+    // Keep sending (messages sent while down are dropped) until one arrives.
+    let mut seq = 1;
+    let got = loop {
+        n1.transport.send(heartbeat(1, 2, seq));
+        seq += 1;
+        match tokio::time::timeout(Duration::from_millis(50), n2.rx.recv()).await {
+            Ok(Some(m)) => break m,
+            _ => assert!(seq < 400, "no message after the peer came back"),
+        }
+    };
+    assert_eq!(got.from, 1);
+}
+
+fn write_test_file(dir: &Path, len: usize) -> PathBuf {
+    let mut data = Vec::with_capacity(len);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    let p = dir.join("source.snap");
+    std::fs::write(&p, &data).unwrap();
+    p
+}
+
+fn meta(index: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        last_index: index,
+        last_term: 2,
+        membership: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_is_chunked_staged_and_verified() {
+    let (n1, n2) = pair().await;
+    let src_dir = TempDir::new("src");
+    let src = write_test_file(&src_dir.0, (1 << 20) + 12345);
+    n1.transport
+        .send_snapshot(2, 5, meta(77), src.clone())
+        .await
+        .unwrap();
+    let staged = n2.inbox.staged.lock().unwrap().clone();
+    assert_eq!(staged.len(), 1);
+    let (from, term, m, path) = &staged[0];
+    assert_eq!((*from, *term, m.clone()), (1, 5, meta(77)));
+    assert_eq!(std::fs::read(path).unwrap(), std::fs::read(&src).unwrap());
+    // No partial files left behind.
+    let left: Vec<_> = std::fs::read_dir(&n2.inbox.staging)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_empty_snapshot_file_transfers() {
+    let (n1, n2) = pair().await;
+    let src_dir = TempDir::new("src");
+    let src = write_test_file(&src_dir.0, 0);
+    n1.transport
+        .send_snapshot(2, 1, meta(1), src)
+        .await
+        .unwrap();
+    let staged = n2.inbox.staged.lock().unwrap().clone();
+    assert_eq!(std::fs::read(&staged[0].3).unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn the_receiver_resumes_from_what_it_staged() {
+    let (_n1, n2) = pair().await;
+    let src_dir = TempDir::new("src");
+    let src = write_test_file(&src_dir.0, 300_000);
+    let bytes = std::fs::read(&src).unwrap();
+    let (len, crc) = file_crc32c(&src).await.unwrap();
+    // A previous attempt staged the first 100,000 bytes.
+    std::fs::create_dir_all(&n2.inbox.staging).unwrap();
+    let part = n2
+        .inbox
+        .staging
+        .join(format!("incoming-from1-9-2-{len}-{crc:08x}.part"));
+    std::fs::write(&part, &bytes[..100_000]).unwrap();
+
+    let mut c = RaftClient::connect(format!("http://{}", n2.addr))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(pb::SnapshotChunk {
+        meta: Some(super::tonic_convert::snapshot_meta_to_pb(&meta(9))),
+        term: 4,
+        total_size: len,
+        checksum: crc,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert(CLUSTER_ID_HEADER, "test-cluster".parse().unwrap());
+    req.metadata_mut().insert(FROM_HEADER, "1".parse().unwrap());
+    let mut acks = c.install_snapshot(req).await.unwrap().into_inner();
+    let first = acks.message().await.unwrap().unwrap();
+    assert_eq!(first.next_offset, 100_000, "{first:?}");
+    tx.send(pb::SnapshotChunk {
+        offset: 100_000,
+        data: bytes[100_000..].to_vec(),
+        done: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let last = acks.message().await.unwrap().unwrap();
+    assert_eq!(last.error, "");
+    assert_eq!(last.next_offset, len);
+    let staged = n2.inbox.staged.lock().unwrap().clone();
+    assert_eq!(std::fs::read(&staged[0].3).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_corrupt_staged_prefix_is_detected_and_the_transfer_restarts() {
+    let (n1, n2) = pair().await;
+    let src_dir = TempDir::new("src");
+    let src = write_test_file(&src_dir.0, 200_000);
+    let (len, crc) = file_crc32c(&src).await.unwrap();
+    std::fs::create_dir_all(&n2.inbox.staging).unwrap();
+    // Same name as the real transfer, but the staged bytes are wrong.
+    let part = n2
+        .inbox
+        .staging
+        .join(format!("incoming-from1-11-2-{len}-{crc:08x}.part"));
+    std::fs::write(&part, vec![0u8; 50_000]).unwrap();
+    n1.transport
+        .send_snapshot(2, 3, meta(11), src.clone())
+        .await
+        .expect("the retry from offset 0 succeeds");
+    let staged = n2.inbox.staged.lock().unwrap().clone();
+    assert_eq!(staged.len(), 1);
+    assert_eq!(
+        std::fs::read(&staged[0].3).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_to_an_unreachable_peer_fails_after_bounded_attempts() {
+    let l = listener().await;
+    let dead = l.local_addr().unwrap().to_string();
+    drop(l);
+    let mut o = opts(1);
+    o.snapshot_attempts = 2;
+    let n1 = start_node(1, o, listener().await, [(2, dead)].into()).await;
+    let src_dir = TempDir::new("src");
+    let src = write_test_file(&src_dir.0, 1000);
+    let err = n1
+        .transport
+        .send_snapshot(2, 1, meta(1), src)
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("after 2 attempts"), "{err}");
+}

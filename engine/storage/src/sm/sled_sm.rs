@@ -1,0 +1,781 @@
+//! The sled-backed state machine.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <dir>/CURRENT          names the live database directory ("db-<n>")
+//! <dir>/db-<n>/          a sled database holding one tree with prefixed keys:
+//!     'k' + key                     -> value record (value, revisions, version, deadline)
+//!     't' + deadline(BE u64) + key  -> ()   TTL index for Expire
+//!     'd' + client_id(BE u64)       -> dedup session
+//!     'p' + key                     -> snapshot pre-image (only while a snapshot is built)
+//!     "m/applied"                   -> applied index + term
+//!     "m/membership"                -> membership
+//!     "m/format"                    -> layout version
+//! ```
+//!
+//! Every applied batch is one sled `Batch` (atomic across all of the above).
+//! sled is never flushed per write: the log is the source of truth and the
+//! host replays entries after `applied_index()` on restart. sled is flushed
+//! only when a snapshot is installed into a fresh database, before `CURRENT`
+//! is switched to it (write temp, fsync, rename, fsync dir), so a crash at any
+//! point of an install leaves either the old or the new database in use.
+
+use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
+use super::dedup::SessionChange;
+use super::record::{
+    membership_bytes, membership_from_bytes, session_bytes, session_from_bytes, value_bytes,
+    value_from_bytes,
+};
+use super::sled_snapshot::{SledSnapshotSource, SnapCtl, SnapShared};
+use super::wire::{Reader, Writer};
+use super::{Applied, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
+use crate::snapshot::SnapshotFileReader;
+use bytes::Bytes;
+use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+pub(crate) const P_KV: u8 = b'k';
+pub(crate) const P_TTL: u8 = b't';
+pub(crate) const P_DEDUP: u8 = b'd';
+pub(crate) const P_PRE: u8 = b'p';
+const M_APPLIED: &[u8] = b"m/applied";
+const M_MEMBERSHIP: &[u8] = b"m/membership";
+const M_FORMAT: &[u8] = b"m/format";
+const LAYOUT_VERSION: u64 = 1;
+const CURRENT: &str = "CURRENT";
+
+pub(crate) fn prefixed(p: u8, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 1);
+    v.push(p);
+    v.extend_from_slice(key);
+    v
+}
+
+fn ttl_key(deadline: u64, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 9);
+    v.push(P_TTL);
+    v.extend_from_slice(&deadline.to_be_bytes());
+    v.extend_from_slice(key);
+    v
+}
+
+fn dedup_key(id: u64) -> Vec<u8> {
+    let mut v = vec![P_DEDUP];
+    v.extend_from_slice(&id.to_be_bytes());
+    v
+}
+
+/// Pre-image encoding: 0 = the key did not exist at the snapshot point,
+/// 1 + value record otherwise.
+pub(crate) fn encode_preimage(old: Option<&KeyValue>) -> Vec<u8> {
+    match old {
+        None => vec![0],
+        Some(kv) => {
+            let mut v = vec![1];
+            v.extend_from_slice(&value_bytes(kv));
+            v
+        }
+    }
+}
+
+pub(crate) fn decode_preimage(key: Bytes, buf: &[u8]) -> Result<Option<KeyValue>, SmError> {
+    match buf.first() {
+        Some(0) if buf.len() == 1 => Ok(None),
+        Some(1) => value_from_bytes(key, &buf[1..])
+            .map(Some)
+            .map_err(|e| SmError::Corrupt(format!("snapshot pre-image: {e}"))),
+        _ => Err(SmError::Corrupt("snapshot pre-image: bad tag".into())),
+    }
+}
+
+pub(crate) fn decode_kv_entry(k: &[u8], v: &[u8]) -> Result<KeyValue, SmError> {
+    value_from_bytes(Bytes::copy_from_slice(&k[1..]), v).map_err(|e| {
+        SmError::Corrupt(format!(
+            "value of key {:?}: {e}",
+            Bytes::copy_from_slice(&k[1..])
+        ))
+    })
+}
+
+/// Worst-case timings of `apply` since the last [`SledStateMachine::take_apply_stats`]
+/// (microseconds), for benchmarks and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Longest wait for the snapshot lock (a running snapshot build).
+    pub max_snapshot_lock_wait_us: u64,
+    /// Longest sled `apply_batch` call.
+    pub max_commit_us: u64,
+    /// Longest whole `apply` call.
+    pub max_apply_us: u64,
+}
+
+#[derive(Default)]
+struct StatCells {
+    lock_wait: AtomicU64,
+    commit: AtomicU64,
+    apply: AtomicU64,
+}
+
+/// Tuning for the sled database.
+#[derive(Clone, Debug)]
+pub struct SledOptions {
+    /// sled page cache size in bytes (default 256 MiB).
+    pub cache_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// One open sled database (a `db-<n>` directory).
+pub(crate) struct SledDb {
+    pub db: sled::Db,
+    pub name: String,
+}
+
+/// The sled-backed [`StateMachine`]. See the module docs for durability.
+pub struct SledStateMachine {
+    dir: PathBuf,
+    opts: SledOptions,
+    db: RwLock<Arc<SledDb>>,
+    /// The apply lock and replicated metadata.
+    meta: Mutex<SmMeta>,
+    applied: AtomicU64,
+    applied_term: AtomicU64,
+    membership: RwLock<Membership>,
+    snap: Arc<SnapShared>,
+    poisoned: AtomicBool,
+    stats: StatCells,
+}
+
+fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
+    let cfg = sled::Config::new()
+        .path(path)
+        .cache_capacity(opts.cache_bytes)
+        .mode(sled::Mode::HighThroughput);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(SmError::Unreadable(format!(
+            "sled database {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(SmError::Unreadable(format!(
+            "sled database {} panicked while opening",
+            path.display()
+        ))),
+    }
+}
+
+fn db_dirs(dir: &Path) -> Result<Vec<String>, SmError> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("db-") {
+            v.push(name);
+        }
+    }
+    Ok(v)
+}
+
+fn db_number(name: &str) -> u64 {
+    name.strip_prefix("db-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes `CURRENT` atomically: temp file, fsync, rename, fsync dir.
+fn write_current(dir: &Path, name: &str) -> Result<(), SmError> {
+    let tmp = dir.join("CURRENT.tmp");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(format!("{name}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(CURRENT))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Reads the replicated metadata of an open database.
+fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
+    let fmt = db
+        .get(M_FORMAT)?
+        .ok_or_else(|| SmError::Unreadable("layout marker m/format is missing".into()))?;
+    let mut r = Reader::new(&fmt);
+    let v = r
+        .u64("layout version")
+        .map_err(|e| SmError::Corrupt(format!("m/format: {e}")))?;
+    if v != LAYOUT_VERSION {
+        return Err(SmError::Corrupt(format!(
+            "state machine layout version {v} is not supported (expected {LAYOUT_VERSION})"
+        )));
+    }
+    let mut meta = SmMeta::default();
+    if let Some(a) = db.get(M_APPLIED)? {
+        let mut r = Reader::new(&a);
+        meta.applied_index = r
+            .u64("applied index")
+            .map_err(|e| SmError::Corrupt(format!("m/applied: {e}")))?;
+        meta.applied_term = r
+            .u64("applied term")
+            .map_err(|e| SmError::Corrupt(format!("m/applied: {e}")))?;
+    }
+    if let Some(m) = db.get(M_MEMBERSHIP)? {
+        meta.membership = membership_from_bytes(&m)
+            .map_err(|e| SmError::Corrupt(format!("m/membership: {e}")))?;
+    }
+    for item in db.scan_prefix([P_DEDUP]) {
+        let (k, v) = item?;
+        if k.len() != 9 {
+            return Err(SmError::Corrupt("dedup key has the wrong length".into()));
+        }
+        let id = u64::from_be_bytes(k[1..9].try_into().expect("8"));
+        let s = session_from_bytes(&v)
+            .map_err(|e| SmError::Corrupt(format!("dedup session of client {id}: {e}")))?;
+        meta.dedup.clients.insert(id, s);
+    }
+    Ok(meta)
+}
+
+fn fetch_max_us(cell: &AtomicU64, since: Instant) {
+    cell.fetch_max(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+fn applied_bytes(index: Index, term: Term) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(index).u64(term);
+    w.into_vec()
+}
+
+fn format_bytes() -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(LAYOUT_VERSION);
+    w.into_vec()
+}
+
+impl SledStateMachine {
+    /// Opens the state machine in `dir`, creating an empty one if the
+    /// directory holds none. Fails with [`SmError::Unreadable`] /
+    /// [`SmError::Corrupt`] if the data is missing or damaged (use
+    /// [`open_or_rebuild`] to recover from a snapshot).
+    pub fn open(dir: &Path, opts: SledOptions) -> Result<Self, SmError> {
+        fs::create_dir_all(dir)?;
+        let current = match fs::read_to_string(dir.join(CURRENT)) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !db_dirs(dir)?.is_empty() {
+                    return Err(SmError::Unreadable(format!(
+                        "{} is missing but database directories exist",
+                        dir.join(CURRENT).display()
+                    )));
+                }
+                let name = "db-000001".to_string();
+                let db = open_sled(&dir.join(&name), &opts)?;
+                db.insert(M_FORMAT, format_bytes())?;
+                db.flush()?;
+                drop(db);
+                write_current(dir, &name)?;
+                name
+            }
+            Err(e) => return Err(SmError::Unreadable(format!("CURRENT: {e}"))),
+        };
+        if !current.starts_with("db-") || current.contains('/') {
+            return Err(SmError::Unreadable(format!(
+                "CURRENT names {current:?}, not a database directory"
+            )));
+        }
+        let path = dir.join(&current);
+        if !path.is_dir() {
+            return Err(SmError::Unreadable(format!(
+                "database directory {} named by CURRENT is missing",
+                path.display()
+            )));
+        }
+        let db = open_sled(&path, &opts)?;
+        let meta = load_meta(&db)?;
+        // Abandoned snapshot pre-images and leftovers of an interrupted install.
+        let mut b = sled::Batch::default();
+        for item in db.scan_prefix([P_PRE]) {
+            b.remove(item?.0);
+        }
+        db.apply_batch(b)?;
+        for other in db_dirs(dir)? {
+            if other != current {
+                fs::remove_dir_all(dir.join(&other))?;
+            }
+        }
+        Ok(SledStateMachine {
+            dir: dir.to_path_buf(),
+            opts,
+            applied: AtomicU64::new(meta.applied_index),
+            applied_term: AtomicU64::new(meta.applied_term),
+            membership: RwLock::new(meta.membership.clone()),
+            meta: Mutex::new(meta),
+            db: RwLock::new(Arc::new(SledDb { db, name: current })),
+            snap: Arc::new(SnapShared::default()),
+            poisoned: AtomicBool::new(false),
+            stats: StatCells::default(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn db(&self) -> Arc<SledDb> {
+        self.db.read().expect("lock").clone()
+    }
+
+    fn check(&self) -> Result<(), SmError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(SmError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Flushes sled. Not needed for correctness (the log is the source of
+    /// truth); shortens replay after a clean shutdown.
+    pub fn flush(&self) -> Result<(), SmError> {
+        self.db().db.flush()?;
+        Ok(())
+    }
+
+    /// Returns and resets the worst-case apply timings.
+    pub fn take_apply_stats(&self) -> ApplyStats {
+        ApplyStats {
+            max_snapshot_lock_wait_us: self.stats.lock_wait.swap(0, Ordering::Relaxed),
+            max_commit_us: self.stats.commit.swap(0, Ordering::Relaxed),
+            max_apply_us: self.stats.apply.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    /// Approximate bytes used on disk by sled.
+    pub fn size_on_disk(&self) -> Result<u64, SmError> {
+        Ok(self.db().db.size_on_disk()?)
+    }
+}
+
+/// The keys of one batch, layered over sled; becomes one atomic `Batch`.
+struct SledView<'a> {
+    tree: &'a sled::Tree,
+    overlay: HashMap<Bytes, Option<KeyValue>>,
+    ttl: BTreeMap<(u64, Bytes), bool>,
+    /// Set while a snapshot is being built: which keys need a pre-image.
+    snap: Option<&'a SnapCtl>,
+    preimages: Vec<(Bytes, Option<KeyValue>)>,
+}
+
+impl SledView<'_> {
+    fn touch(&mut self, key: &Bytes, old: Option<&KeyValue>) -> Result<(), SmError> {
+        if self.overlay.contains_key(key) {
+            return Ok(());
+        }
+        if let Some(ctl) = self.snap {
+            if ctl.needs_preimage(key) {
+                self.preimages.push((key.clone(), old.cloned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the batch into `b`; returns the keys given a pre-image.
+    fn into_batch(self, b: &mut sled::Batch) -> Vec<Bytes> {
+        for (k, v) in self.overlay {
+            match v {
+                Some(kv) => b.insert(prefixed(P_KV, &k), value_bytes(&kv)),
+                None => b.remove(prefixed(P_KV, &k)),
+            }
+        }
+        for ((d, k), present) in self.ttl {
+            if present {
+                b.insert(ttl_key(d, &k), &[][..]);
+            } else {
+                b.remove(ttl_key(d, &k));
+            }
+        }
+        let mut keys = Vec::with_capacity(self.preimages.len());
+        for (k, old) in self.preimages {
+            b.insert(prefixed(P_PRE, &k), encode_preimage(old.as_ref()));
+            keys.push(k);
+        }
+        keys
+    }
+}
+
+impl KvStore for SledView<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        let full = prefixed(P_KV, key);
+        match self.tree.get(&full)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
+        }
+    }
+
+    fn put(&mut self, kv: KeyValue, old: Option<&KeyValue>) -> Result<(), SmError> {
+        self.touch(&kv.key, old)?;
+        if let Some(d) = old.and_then(|o| o.expires_at_ms) {
+            self.ttl.insert((d, kv.key.clone()), false);
+        }
+        if let Some(d) = kv.expires_at_ms {
+            self.ttl.insert((d, kv.key.clone()), true);
+        }
+        self.overlay.insert(kv.key.clone(), Some(kv));
+        Ok(())
+    }
+
+    fn delete(&mut self, old: &KeyValue) -> Result<(), SmError> {
+        self.touch(&old.key, Some(old))?;
+        if let Some(d) = old.expires_at_ms {
+            self.ttl.insert((d, old.key.clone()), false);
+        }
+        self.overlay.insert(old.key.clone(), None);
+        Ok(())
+    }
+
+    fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError> {
+        let mut set = BTreeSet::new();
+        let start = ttl_key(0, b"");
+        let iter = match now_ms.checked_add(1) {
+            Some(end) => self.tree.range(start..ttl_key(end, b"")),
+            None => self.tree.range(start..vec![P_TTL + 1]),
+        };
+        for item in iter {
+            let (k, _) = item?;
+            if k.len() < 9 {
+                return Err(SmError::Corrupt("TTL index key too short".into()));
+            }
+            let d = u64::from_be_bytes(k[1..9].try_into().expect("8"));
+            let key = Bytes::copy_from_slice(&k[9..]);
+            if self.ttl.get(&(d, key.clone())) != Some(&false) {
+                set.insert((d, key));
+            }
+        }
+        for ((d, k), present) in &self.ttl {
+            if *present && *d <= now_ms {
+                set.insert((*d, k.clone()));
+            }
+        }
+        Ok(set.into_iter().map(|(_, k)| k).collect())
+    }
+}
+
+impl StateMachine for SledStateMachine {
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
+        self.check()?;
+        let started = Instant::now();
+        let mut meta = self.meta.lock().expect("lock");
+        let db = self.db();
+        let t = Instant::now();
+        let mut ctl = self.snap.lock_for_apply();
+        fetch_max_us(&self.stats.lock_wait, t);
+        let building = ctl.building();
+        let mut view = SledView {
+            tree: &db.db,
+            overlay: HashMap::new(),
+            ttl: BTreeMap::new(),
+            snap: if building { Some(&*ctl) } else { None },
+            preimages: Vec::new(),
+        };
+        let before = meta.applied_index;
+        let mut changes = MetaChanges::default();
+        let res = apply_entries(&mut view, &mut meta, entries, &mut changes);
+        let out = match res {
+            Ok(out) => out,
+            Err(e) => {
+                if !matches!(e, SmError::Gap { .. }) {
+                    self.poisoned.store(true, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
+        if meta.applied_index == before {
+            return Ok(out);
+        }
+        let mut b = sled::Batch::default();
+        let preimaged = view.into_batch(&mut b);
+        b.insert(
+            M_APPLIED,
+            applied_bytes(meta.applied_index, meta.applied_term),
+        );
+        if changes.membership {
+            b.insert(M_MEMBERSHIP, membership_bytes(&meta.membership));
+        }
+        for ch in &changes.sessions {
+            let id = match ch {
+                SessionChange::Upsert(id) | SessionChange::Remove(id) => *id,
+            };
+            match meta.dedup.clients.get(&id) {
+                Some(s) => b.insert(dedup_key(id), session_bytes(s)),
+                None => b.remove(dedup_key(id)),
+            }
+        }
+        let t = Instant::now();
+        if let Err(e) = db.db.apply_batch(b) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e.into());
+        }
+        fetch_max_us(&self.stats.commit, t);
+        ctl.add_preimaged(preimaged);
+        drop(ctl);
+        self.applied.store(meta.applied_index, Ordering::Release);
+        self.applied_term
+            .store(meta.applied_term, Ordering::Release);
+        if changes.membership {
+            *self.membership.write().expect("lock") = meta.membership.clone();
+        }
+        fetch_max_us(&self.stats.apply, started);
+        Ok(out)
+    }
+
+    fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError> {
+        Ok(self.get_raw(key)?.filter(|kv| !kv.is_expired(now_ms)))
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
+        self.check()?;
+        let full = prefixed(P_KV, key);
+        match self.db().db.get(&full)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
+        }
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<KeyValue>, SmError> {
+        self.check()?;
+        let db = self.db();
+        let mut out = Vec::new();
+        for item in db.db.scan_prefix(prefixed(P_KV, prefix)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let kv = decode_kv_entry(&k, &v)?;
+            if !kv.is_expired(now_ms) {
+                out.push(kv);
+            }
+        }
+        Ok(out)
+    }
+
+    fn applied_index(&self) -> Index {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn applied_term(&self) -> Term {
+        self.applied_term.load(Ordering::Acquire)
+    }
+
+    fn membership(&self) -> Membership {
+        self.membership.read().expect("lock").clone()
+    }
+
+    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError> {
+        self.check()?;
+        let meta = self.meta.lock().expect("lock");
+        let db = self.db();
+        let mut ctl = self.snap.lock();
+        let id = ctl.start()?;
+        let snap_meta = SnapshotMeta {
+            last_index: meta.applied_index,
+            last_term: meta.applied_term,
+            membership: meta.membership.clone(),
+        };
+        let sessions: Vec<_> = meta
+            .dedup
+            .clients
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        drop(ctl);
+        Ok(Box::new(SledSnapshotSource::new(
+            snap_meta,
+            db,
+            self.snap.clone(),
+            id,
+            sessions,
+        )))
+    }
+
+    fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError> {
+        let mut meta = self.meta.lock().expect("lock");
+        self.snap.lock().cancel();
+        let old = self.db();
+        let name = format!("db-{:06}", db_number(&old.name) + 1);
+        let new_path = self.dir.join(&name);
+        if new_path.exists() {
+            fs::remove_dir_all(&new_path)?;
+        }
+        let (db, new_meta) = match build_from_snapshot(&new_path, &self.opts, path) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&new_path);
+                return Err(e);
+            }
+        };
+        // The new database is durable; switch CURRENT to it. Before the
+        // rename the old state is in force, after it the new one.
+        write_current(&self.dir, &name)?;
+        *self.db.write().expect("lock") = Arc::new(SledDb { db, name });
+        let old_name = old.name.clone();
+        drop(old);
+        self.applied
+            .store(new_meta.applied_index, Ordering::Release);
+        self.applied_term
+            .store(new_meta.applied_term, Ordering::Release);
+        *self.membership.write().expect("lock") = new_meta.membership.clone();
+        let snap_meta = SnapshotMeta {
+            last_index: new_meta.applied_index,
+            last_term: new_meta.applied_term,
+            membership: new_meta.membership.clone(),
+        };
+        *meta = new_meta;
+        self.poisoned.store(false, Ordering::Release);
+        // Best effort: a leftover directory is removed on the next open.
+        let _ = fs::remove_dir_all(self.dir.join(old_name));
+        Ok(snap_meta)
+    }
+}
+
+/// Loads a snapshot file into a fresh sled database at `path` and flushes it.
+fn build_from_snapshot(
+    path: &Path,
+    opts: &SledOptions,
+    snapshot: &Path,
+) -> Result<(sled::Db, SmMeta), SmError> {
+    let mut r = SnapshotFileReader::open(snapshot)?;
+    let db = open_sled(path, opts)?;
+    let mut meta = SmMeta {
+        applied_index: r.meta().last_index,
+        applied_term: r.meta().last_term,
+        membership: r.meta().membership.clone(),
+        ..Default::default()
+    };
+    let mut b = sled::Batch::default();
+    let mut n = 0;
+    while let Some(rec) = r.next_record()? {
+        match rec {
+            SnapshotRecord::Kv(kv) => {
+                if let Some(d) = kv.expires_at_ms {
+                    b.insert(ttl_key(d, &kv.key), &[][..]);
+                }
+                b.insert(prefixed(P_KV, &kv.key), value_bytes(&kv));
+            }
+            SnapshotRecord::Client { client_id, session } => {
+                b.insert(dedup_key(client_id), session_bytes(&session));
+                meta.dedup.clients.insert(client_id, session);
+            }
+        }
+        n += 1;
+        if n % 1024 == 0 {
+            db.apply_batch(std::mem::take(&mut b))?;
+        }
+    }
+    // The trailer (checksum) has been verified: commit the metadata.
+    b.insert(
+        M_APPLIED,
+        applied_bytes(meta.applied_index, meta.applied_term),
+    );
+    b.insert(M_MEMBERSHIP, membership_bytes(&meta.membership));
+    b.insert(M_FORMAT, format_bytes());
+    db.apply_batch(b)?;
+    db.flush()?;
+    Ok((db, meta))
+}
+
+/// How [`open_or_rebuild`] found the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// Opened as it was.
+    Opened,
+    /// Restored from the snapshot; `reason` says why.
+    RestoredFromSnapshot { reason: String },
+    /// The state was missing or unreadable and no snapshot was given: it
+    /// starts empty and the host must replay the log from index 1.
+    CreatedEmpty { reason: Option<String> },
+}
+
+/// A state machine ready for log replay.
+pub struct Opened {
+    pub sm: SledStateMachine,
+    pub outcome: OpenOutcome,
+    /// The host must re-apply committed log entries from this index on
+    /// (`applied_index() + 1`). If its log starts after this index it needs a
+    /// snapshot from the leader.
+    pub replay_from: Index,
+}
+
+/// Opens the state machine in `dir`; if it is missing, unreadable, corrupt or
+/// behind `latest_snapshot`, wipes it and restores it from that snapshot file.
+pub fn open_or_rebuild(
+    dir: &Path,
+    opts: SledOptions,
+    latest_snapshot: Option<&Path>,
+) -> Result<Opened, SmError> {
+    let fresh_dir = !dir.join(CURRENT).exists();
+    let (sm, broken) = match SledStateMachine::open(dir, opts.clone()) {
+        Ok(sm) => (sm, None),
+        Err(e @ (SmError::Unreadable(_) | SmError::Corrupt(_) | SmError::Sled(_))) => {
+            let reason = e.to_string();
+            for entry in fs::read_dir(dir)? {
+                let p = entry?.path();
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                match name.as_deref() {
+                    Some(n) if n.starts_with("db-") => fs::remove_dir_all(&p)?,
+                    Some(CURRENT) | Some("CURRENT.tmp") => fs::remove_file(&p)?,
+                    _ => {}
+                }
+            }
+            (SledStateMachine::open(dir, opts)?, Some(reason))
+        }
+        Err(e) => return Err(e),
+    };
+    let outcome = match latest_snapshot {
+        Some(snap) => {
+            let snap_index = SnapshotFileReader::open(snap)?.meta().last_index;
+            if let Some(reason) = broken {
+                sm.install_snapshot(snap)?;
+                OpenOutcome::RestoredFromSnapshot { reason }
+            } else if sm.applied_index() < snap_index {
+                let reason = format!(
+                    "state machine applied index {} is behind snapshot index {snap_index}",
+                    sm.applied_index()
+                );
+                sm.install_snapshot(snap)?;
+                OpenOutcome::RestoredFromSnapshot { reason }
+            } else if fresh_dir {
+                OpenOutcome::CreatedEmpty { reason: None }
+            } else {
+                OpenOutcome::Opened
+            }
+        }
+        None if broken.is_some() => OpenOutcome::CreatedEmpty { reason: broken },
+        None if fresh_dir => OpenOutcome::CreatedEmpty { reason: None },
+        None => OpenOutcome::Opened,
+    };
+    let replay_from = sm.applied_index() + 1;
+    Ok(Opened {
+        sm,
+        outcome,
+        replay_from,
+    })
+}

@@ -1,0 +1,159 @@
+//! The `<data_dir>/snapshots/` directory.
+//!
+//! Files: `snapshot-<index:020>-<term:020>.snap` (complete, verified when
+//! written), `snapshot-….snap.tmp` (a build in progress; removed on open),
+//! `incoming-<index>.tmp` (a transfer being received; kept for resume).
+//!
+//! Creating a snapshot: write a temp file, fsync it, rename it, fsync the
+//! directory; only then is it reported, and only then may the host compact
+//! the log up to its index. The latest [`KEEP_SNAPSHOTS`] are kept.
+
+use super::format::{SnapshotFileReader, SnapshotWriter};
+use super::{io_err, sync_dir, SnapshotError};
+use crate::sm::{SmError, SnapshotSource};
+use d_engine_core::{Index, SnapshotMeta, Term};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Completed snapshot files kept on disk.
+pub const KEEP_SNAPSHOTS: usize = 2;
+
+/// A complete snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub meta: SnapshotMeta,
+    pub path: PathBuf,
+    pub size: u64,
+    /// Records written; 0 when not known (a listed or received file).
+    pub records: u64,
+}
+
+/// Manages the snapshot directory of one node.
+#[derive(Clone, Debug)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+}
+
+pub(crate) fn snapshot_file_name(index: Index, term: Term) -> String {
+    format!("snapshot-{index:020}-{term:020}.snap")
+}
+
+fn parse_name(name: &str) -> Option<(Index, Term)> {
+    let rest = name.strip_prefix("snapshot-")?.strip_suffix(".snap")?;
+    let (i, t) = rest.split_once('-')?;
+    Some((i.parse().ok()?, t.parse().ok()?))
+}
+
+impl SnapshotStore {
+    /// Opens (creating) `<data_dir>/snapshots` and removes abandoned builds.
+    pub fn open(data_dir: &Path) -> Result<Self, SnapshotError> {
+        let dir = data_dir.join("snapshots");
+        fs::create_dir_all(&dir).map_err(io_err(&dir, "create snapshot directory"))?;
+        for e in fs::read_dir(&dir).map_err(io_err(&dir, "list snapshots"))? {
+            let e = e.map_err(io_err(&dir, "list snapshots"))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snapshot-") && name.ends_with(".tmp") {
+                let p = e.path();
+                fs::remove_file(&p).map_err(io_err(&p, "remove abandoned snapshot build"))?;
+            }
+        }
+        Ok(SnapshotStore { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Complete snapshot files, newest (highest index) first.
+    pub fn list(&self) -> Result<Vec<(Index, Term, PathBuf)>, SnapshotError> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "list snapshots"))? {
+            let e = e.map_err(io_err(&self.dir, "list snapshots"))?;
+            if let Some((i, t)) = parse_name(&e.file_name().to_string_lossy()) {
+                v.push((i, t, e.path()));
+            }
+        }
+        v.sort_by(|a, b| b.cmp(a));
+        Ok(v)
+    }
+
+    /// The newest complete snapshot (header read; records are verified when
+    /// it is installed or sent).
+    pub fn latest(&self) -> Result<Option<SnapshotInfo>, SnapshotError> {
+        match self.list()?.into_iter().next() {
+            None => Ok(None),
+            Some((_, _, path)) => {
+                let r = SnapshotFileReader::open(&path)?;
+                let size = fs::metadata(&path)
+                    .map_err(io_err(&path, "stat snapshot"))?
+                    .len();
+                Ok(Some(SnapshotInfo {
+                    meta: r.meta().clone(),
+                    path,
+                    size,
+                    records: 0,
+                }))
+            }
+        }
+    }
+
+    /// Drains `source` into a new durable snapshot file and prunes old ones.
+    /// Runs on the caller's thread; applies may continue meanwhile.
+    pub fn create(&self, source: &mut dyn SnapshotSource) -> Result<SnapshotInfo, SmError> {
+        let meta = source.meta().clone();
+        let name = snapshot_file_name(meta.last_index, meta.last_term);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp, "create snapshot"))?;
+        let res = (|| {
+            let mut w = SnapshotWriter::new(file, &tmp, &meta)?;
+            while let Some(rec) = source.next_record()? {
+                w.record(&rec)?;
+            }
+            let records = w.records();
+            let size = w.finish()?;
+            Ok::<_, SmError>((size, records))
+        })();
+        let (size, records) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        fs::rename(&tmp, &path).map_err(io_err(&path, "rename snapshot into place"))?;
+        sync_dir(&self.dir)?;
+        self.prune()?;
+        Ok(SnapshotInfo {
+            meta,
+            path,
+            size,
+            records,
+        })
+    }
+
+    /// Deletes all but the newest [`KEEP_SNAPSHOTS`] complete snapshots and
+    /// any incoming transfer at or below the newest index.
+    pub fn prune(&self) -> Result<(), SnapshotError> {
+        let all = self.list()?;
+        let newest = all.first().map(|x| x.0).unwrap_or(0);
+        for (_, _, p) in all.into_iter().skip(KEEP_SNAPSHOTS) {
+            fs::remove_file(&p).map_err(io_err(&p, "remove old snapshot"))?;
+        }
+        for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "list snapshots"))? {
+            let e = e.map_err(io_err(&self.dir, "list snapshots"))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(i) = name
+                .strip_prefix("incoming-")
+                .and_then(|s| s.strip_suffix(".tmp"))
+                .and_then(|s| s.parse::<Index>().ok())
+            {
+                if i <= newest {
+                    let p = e.path();
+                    fs::remove_file(&p).map_err(io_err(&p, "remove stale incoming snapshot"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

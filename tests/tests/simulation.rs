@@ -1,0 +1,236 @@
+//! The deterministic cluster simulator, run as tests.
+//!
+//! * `sweep`: the CI sweep. `SIM_SEEDS` (default 1000) seeds from
+//!   `SIM_START_SEED` (default 0), `SIM_EVENTS` (default 3000) events each,
+//!   on `SIM_THREADS` threads (default 2). Any seed that breaks an invariant
+//!   fails the test and prints its replay command.
+//! * `replay`: `SEED=<n> cargo test -p d-engine-tests --test simulation --
+//!   --nocapture replay` re-runs one seed exactly and prints its trace
+//!   (`SIM_TRACE` lines, default 400).
+//! * `deterministic`: the same seed produces the same run.
+//! * `injected_host_bugs_are_caught`: a host that breaks the contract on
+//!   purpose must make the checkers fire (they can fail, so they prove something).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use d_engine_tests::sim::{self, cluster::HostBug, RunReport, SimOptions};
+
+const DEFAULT_SEEDS: u64 = 1000;
+const DEFAULT_EVENTS: u64 = 3000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a non-negative integer")),
+        Err(_) => default,
+    }
+}
+
+/// Options for `seed` with the environment's knobs applied.
+fn options(seed: u64, events: u64) -> SimOptions {
+    let mut o = SimOptions::new(seed, events);
+    o.joiner_knows_bootstrap = env_u64("SIM_JOINER_BOOTSTRAP", 0) == 1;
+    o.drift_ppm = std::env::var("SIM_DRIFT_PPM")
+        .ok()
+        .map(|_| env_u64("SIM_DRIFT_PPM", 0));
+    o.lease_margin_ticks = std::env::var("SIM_LEASE_MARGIN")
+        .ok()
+        .map(|_| env_u64("SIM_LEASE_MARGIN", 0));
+    o
+}
+
+fn replay_command(seed: u64, events: u64) -> String {
+    let mut ev = if events == DEFAULT_EVENTS {
+        String::new()
+    } else {
+        format!("SIM_EVENTS={events} ")
+    };
+    for var in ["SIM_JOINER_BOOTSTRAP", "SIM_DRIFT_PPM", "SIM_LEASE_MARGIN"] {
+        if let Ok(v) = std::env::var(var) {
+            ev.push_str(&format!("{var}={v} "));
+        }
+    }
+    format!("SEED={seed} {ev}cargo test -p d-engine-tests --test simulation -- --nocapture replay")
+}
+
+fn print_report(r: &RunReport) {
+    for line in &r.trace {
+        println!("{line}");
+    }
+    println!(
+        "seed {}: {} nodes, {} events (+{} settling), {:.1} s simulated, stats {:?}",
+        r.seed,
+        r.nodes,
+        r.events,
+        r.settle_events,
+        r.sim_time as f64 / 1e6,
+        r.stats
+    );
+    if let Some(v) = &r.violation {
+        println!("VIOLATION {v}");
+    }
+}
+
+#[test]
+fn sweep() {
+    let seeds = env_u64("SIM_SEEDS", DEFAULT_SEEDS);
+    let start = env_u64("SIM_START_SEED", 0);
+    let events = env_u64("SIM_EVENTS", DEFAULT_EVENTS);
+    let threads = env_u64("SIM_THREADS", 2).max(1);
+    let next = AtomicU64::new(start);
+    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64)); // events, settle, writes, reads, leaders
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= start + seeds {
+                    break;
+                }
+                let r = sim::run(options(seed, events));
+                {
+                    let mut t = totals.lock().unwrap();
+                    t.0 += r.events;
+                    t.1 += r.settle_events;
+                    t.2 += r.stats.writes_ok;
+                    t.3 += r.stats.reads_ok.iter().sum::<u64>();
+                    t.4 += r.stats.leaders as u64;
+                }
+                if let Some(v) = r.violation {
+                    eprintln!("seed {seed} FAILED: {v}");
+                    failures.lock().unwrap().push((seed, v.to_string()));
+                }
+            });
+        }
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let t = totals.into_inner().unwrap();
+    let all_events = t.0 + t.1;
+    println!(
+        "simulated {seeds} seeds x {events} events (+{} settling events) on {threads} threads in \
+         {secs:.1} s: {:.1} seeds/s, {:.0} events/s; {} writes and {} reads acknowledged, {} \
+         leaders elected",
+        t.1,
+        seeds as f64 / secs,
+        all_events as f64 / secs,
+        t.2,
+        t.3,
+        t.4
+    );
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    if let Some((seed, _)) = failures.first() {
+        // Replay the first failure with a trace (runs are deterministic).
+        let mut o = options(*seed, events);
+        o.trace_len = 60;
+        let r = sim::run(o);
+        print_report(&r);
+        let list: Vec<String> = failures
+            .iter()
+            .map(|(s, v)| {
+                format!(
+                    "  seed {s}: {v}\n    replay: {}",
+                    replay_command(*s, events)
+                )
+            })
+            .collect();
+        panic!(
+            "{} of {seeds} seeds broke an invariant:\n{}",
+            failures.len(),
+            list.join("\n")
+        );
+    }
+}
+
+#[test]
+fn replay() {
+    let seed = env_u64("SEED", 1);
+    let events = env_u64("SIM_EVENTS", DEFAULT_EVENTS);
+    let mut o = options(seed, events);
+    o.trace_len = env_u64("SIM_TRACE", 400) as usize;
+    let r = sim::run(o);
+    print_report(&r);
+    if let Some(v) = &r.violation {
+        panic!(
+            "seed {seed} broke an invariant: {v}\nreplay: {}",
+            replay_command(seed, events)
+        );
+    }
+}
+
+#[test]
+fn deterministic() {
+    for seed in [3, 17, 12345] {
+        let a = sim::run(SimOptions::new(seed, 1500));
+        let b = sim::run(SimOptions::new(seed, 1500));
+        assert_eq!(
+            (a.fingerprint, a.events, a.settle_events, a.sim_time),
+            (b.fingerprint, b.events, b.settle_events, b.sim_time),
+            "seed {seed} did not replay identically"
+        );
+        let mut traced = SimOptions::new(seed, 1500);
+        traced.trace_len = 10;
+        let c = sim::run(traced);
+        assert_eq!(
+            a.fingerprint, c.fingerprint,
+            "tracing changed the run of seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn injected_host_bugs_are_caught() {
+    for (bug, checkers) in [
+        (HostBug::LocalReads, &["stale-read", "linearizability"][..]),
+        (
+            HostBug::AckBeforeFsync,
+            &["ack-durability", "commit-durability"][..],
+        ),
+        (HostBug::SkipHardState, &["persist-before-send"][..]),
+    ] {
+        let mut caught = None;
+        for seed in 0..40 {
+            let mut o = SimOptions::new(seed, 3000);
+            o.bug = Some(bug);
+            if let Some(v) = sim::run(o).violation {
+                caught = Some(v);
+                break;
+            }
+        }
+        let v = caught.unwrap_or_else(|| panic!("{bug:?} went unnoticed for 40 seeds"));
+        assert!(
+            checkers.contains(&v.checker),
+            "{bug:?} was caught by {} instead of {checkers:?}: {v}",
+            v.checker
+        );
+    }
+}
+
+#[test]
+fn leases_overlap_when_the_margin_does_not_cover_drift() {
+    // Clocks spread by ±60% with no drift margin: an old leader's lease
+    // outlives the followers' election timeout, and the lease checker (or a
+    // stale lease read) must fire.
+    for seed in 0..300 {
+        let mut o = SimOptions::new(seed, 4000);
+        o.drift_ppm = Some(600_000);
+        o.lease_margin_ticks = Some(0);
+        o.check_liveness = false;
+        if let Some(v) = sim::run(o).violation {
+            assert!(
+                v.checker == "lease-safety"
+                    || (["stale-read", "linearizability"].contains(&v.checker)
+                        && v.detail.contains("Lease")),
+                "unexpected violation: {v}"
+            );
+            println!("caught at seed {seed}: {v}");
+            return;
+        }
+    }
+    panic!("no lease overlap in 300 seeds with ±60% drift and no margin");
+}
