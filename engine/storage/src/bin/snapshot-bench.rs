@@ -156,6 +156,8 @@ fn main() {
         mib(sm.size_on_disk().unwrap_or(0))
     );
 
+    sm.take_apply_stats(); // forget the load phase
+
     // Writer thread: continuous applies; latency per apply call and gaps.
     let stop = Arc::new(AtomicBool::new(false));
     let building = Arc::new(AtomicBool::new(false));

@@ -139,7 +139,7 @@ impl SnapCtl {
 }
 
 enum Stage {
-    Live(sled::Iter),
+    Live(Box<sled::Iter>),
     Preimages(std::vec::IntoIter<Bytes>),
     Sessions,
     Done,
@@ -172,7 +172,7 @@ impl SledSnapshotSource {
             ctl,
             id,
             sessions: sessions.into_iter(),
-            stage: Stage::Live(iter),
+            stage: Stage::Live(Box::new(iter)),
             pending: VecDeque::new(),
         }
     }
