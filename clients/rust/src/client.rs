@@ -72,7 +72,7 @@ impl Client {
     /// leader if it names one) within `connect_timeout`.
     async fn probe(&self) -> Result<()> {
         let deadline = Instant::now() + self.inner.cfg.connect_timeout;
-        match self.inner.discover(deadline).await {
+        match self.inner.discover(deadline, false).await {
             Ok(_) | Err(Error::NoLeader(_)) => Ok(()),
             Err(Error::Unavailable(m)) | Err(Error::Timeout(m)) => {
                 Err(Error::Unavailable(format!(
@@ -129,7 +129,10 @@ impl Client {
     pub async fn refresh_leader(&self) -> Result<String> {
         self.inner.set_leader(None);
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
-        self.inner.discover(deadline).await.map(|(addr, _)| addr)
+        self.inner
+            .discover(deadline, false)
+            .await
+            .map(|(addr, _)| addr)
     }
 
     /// The cached channel to one node (normalized like an endpoint), for

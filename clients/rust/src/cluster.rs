@@ -70,8 +70,11 @@ impl GrpcCluster {
             inner.set_leader(None);
         }
         let deadline = Instant::now() + inner.cfg.request_timeout;
-        match inner.discover(deadline).await {
-            Ok((_, r)) => Ok(convert::leader(&r)),
+        match inner.discover(deadline, false).await {
+            Ok((_, Some(r))) => Ok(convert::leader(&r)),
+            Ok((addr, None)) => Err(Error::Internal(format!(
+                "leader discovery returned {addr} without an answer"
+            ))),
             Err(Error::NoLeader(_)) => Ok(LeaderInfo {
                 id: 0,
                 client_addr: String::new(),

@@ -210,8 +210,21 @@ impl Inner {
     /// Asks every configured endpoint (in parallel) who leads; the first
     /// answer naming a leader wins and is cached. `NoLeader` if nodes
     /// answered but none knows a leader, `Unavailable` if none answered.
-    pub(crate) async fn discover(&self, deadline: Instant) -> Result<(String, pb::LeaderResponse)> {
+    ///
+    /// Only one discovery runs at a time; with `use_cache`, a caller that
+    /// waited for another's discovery takes its result without asking
+    /// again (and gets no response message).
+    pub(crate) async fn discover(
+        &self,
+        deadline: Instant,
+        use_cache: bool,
+    ) -> Result<(String, Option<pb::LeaderResponse>)> {
         let _one_at_a_time = self.discovery.lock().await;
+        if use_cache {
+            if let Some(l) = self.cached_leader() {
+                return Ok((l, None));
+            }
+        }
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .min(self.cfg.attempt_timeout);
@@ -251,7 +264,7 @@ impl Inner {
                             Ok(leader) => {
                                 set.abort_all();
                                 self.set_leader(Some(leader.clone()));
-                                return Ok((leader, resp));
+                                return Ok((leader, Some(resp)));
                             }
                             Err(e) => failures.push(format!("{addr}: bad leader address: {e}")),
                         }
@@ -282,7 +295,7 @@ impl Inner {
             Route::PreferLeader => Ok(self.cached_leader().unwrap_or_else(|| self.any_endpoint())),
             Route::Leader => match self.cached_leader() {
                 Some(l) => Ok(l),
-                None => self.discover(deadline).await.map(|(l, _)| l),
+                None => self.discover(deadline, true).await.map(|(l, _)| l),
             },
         }
     }

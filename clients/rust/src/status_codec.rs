@@ -143,7 +143,27 @@ pub fn from_status(status: &Status) -> Error {
             }
         }
     }
-    from_code(status.code(), msg)
+    from_code(status.code(), with_causes(status, msg))
+}
+
+/// Appends the status' source chain (e.g. "Connection refused (os error
+/// 111)" under tonic's "tcp connect error") when the message lacks it.
+fn with_causes(status: &Status, mut msg: String) -> String {
+    let mut cause = std::error::Error::source(status);
+    let mut depth = 0;
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+        depth += 1;
+        if depth >= 8 {
+            break;
+        }
+    }
+    msg
 }
 
 fn from_error_info(reason: &str, meta: &HashMap<String, String>, msg: &str) -> Option<Error> {

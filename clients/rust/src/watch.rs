@@ -7,8 +7,11 @@
 //! re-opened (within the retry policy and request timeout) from the
 //! revision after the last delivered event, so nothing is skipped as long
 //! as the server still holds that history (otherwise the final error is
-//! `Compacted`). A watch the server cancels (`canceled` + reason) yields
-//! one `Err` and then `None`. Dropping the stream ends the watch.
+//! `Compacted`). A cancellation because the node is shutting down
+//! (`SHUTTING_DOWN: ...`) is treated the same way. Any other cancellation
+//! (`canceled` + reason: slow consumer, compaction, ...) yields one `Err`
+//! and then `None`; so does a failed re-open, or any break when
+//! `watch_resume` is off. Dropping the stream ends the watch.
 
 use std::sync::Arc;
 
@@ -145,11 +148,16 @@ async fn forward(
             m = stream.message() => m,
         };
         let broken = match msg {
-            Ok(Some(resp)) => {
-                if resp.canceled {
-                    let _ = tx.send(Err(cancel_error(&resp.cancel_reason))).await;
+            Ok(Some(resp)) if resp.canceled => {
+                let e = cancel_error(&resp.cancel_reason);
+                if e.code() != ErrorCode::ShuttingDown {
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
+                // The node is going away: same as a broken stream.
+                e
+            }
+            Ok(Some(resp)) => {
                 for ev in resp.events {
                     match convert::watch_event(ev) {
                         Ok(e) => {

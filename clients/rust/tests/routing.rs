@@ -489,3 +489,53 @@ async fn cluster_and_admin_requests_route_to_the_leader() {
     assert_eq!(e.code(), ErrorCode::Timeout);
     assert_eq!(b.calls("remove_member").len(), 1);
 }
+
+#[tokio::test]
+async fn the_client_carries_on_when_the_leader_goes_away() {
+    let a = MockNode::spawn(1).await;
+    let b = MockNode::spawn(2).await;
+    let c = MockNode::spawn(3).await;
+    b.lead();
+    a.follow(Some(&b));
+    c.follow(Some(&b));
+    let client = fast(vec![a.url(), b.url(), c.url()]).build().await.unwrap();
+    client.kv().put(b"k", b"1").await.unwrap();
+    assert_eq!(client.cached_leader(), Some(b.url()));
+
+    // B stops; C is elected and A learns it.
+    b.stop().await;
+    c.lead();
+    a.follow(Some(&c));
+    let rev = client.kv().put(b"k", b"2").await.unwrap();
+    assert_eq!(rev, 1, "first write on C fresh store");
+    assert_eq!(client.cached_leader(), Some(c.url()));
+    assert_eq!(c.calls("put").len(), 1);
+}
+
+#[tokio::test]
+async fn many_concurrent_writes_get_distinct_ids() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    let client = fast(vec![b.url()]).write_sessions(2).build().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u32 {
+        let kv = client.kv();
+        tasks.spawn(async move { kv.put(format!("k{i}"), b"v").await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let calls = b.calls("put");
+    assert_eq!(calls.len(), 200);
+    let ids: std::collections::HashSet<_> = calls
+        .iter()
+        .map(|c| {
+            let w = c.write_id.unwrap();
+            (w.client_id, w.seq)
+        })
+        .collect();
+    assert_eq!(ids.len(), 200, "every logical write has its own WriteId");
+    let clients: std::collections::HashSet<_> = ids.iter().map(|(c, _)| *c).collect();
+    assert!(clients.len() <= 2);
+    assert_eq!(b.st().store.len(), 200);
+}

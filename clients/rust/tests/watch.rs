@@ -199,3 +199,43 @@ async fn resume_can_be_disabled() {
     assert_eq!(e, Error::Unavailable("gone".into()));
     assert!(next(&mut w).await.is_none());
 }
+
+#[tokio::test]
+async fn a_shutting_down_node_hands_the_watch_to_the_next_leader() {
+    let a = MockNode::spawn(1).await;
+    let b = MockNode::spawn(2).await;
+    a.lead();
+    b.follow(Some(&a));
+    a.st().revision = 20;
+    let client = ClientBuilder::new(vec![a.url(), b.url()])
+        .backoff(Duration::from_millis(5), Duration::from_millis(40))
+        .build()
+        .await
+        .unwrap();
+    let mut w = client.kv().watch(b"k", 0).await.unwrap();
+    a.feed(0, Ok(put_event(b"k", b"1", 21))).await;
+    assert_eq!(next(&mut w).await.unwrap().unwrap().kv.mod_revision, 21);
+    // A leaves gracefully; B takes over.
+    b.lead();
+    a.follow(Some(&b));
+    a.feed(
+        0,
+        Ok(pb::WatchResponse {
+            canceled: true,
+            cancel_reason: "SHUTTING_DOWN: the server is shutting down; reconnect to another node"
+                .into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    for _ in 0..100 {
+        if b.st().watch_requests.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.st().watch_requests[0].start_revision, 22);
+    b.feed(0, Ok(put_event(b"k", b"2", 22))).await;
+    let e = next(&mut w).await.unwrap().unwrap();
+    assert_eq!((e.kv.mod_revision, e.kv.value.as_slice()), (22, &b"2"[..]));
+}

@@ -70,6 +70,7 @@ pub struct MockNode {
     pub addr: String,
     pub state: Arc<Mutex<State>>,
     stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for MockNode {
@@ -99,7 +100,7 @@ impl MockNode {
         }));
         let svc = Svc(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(KvServer::new(svc.clone()))
                 .add_service(ClusterServer::new(svc.clone()))
@@ -114,6 +115,24 @@ impl MockNode {
             addr: addr.to_string(),
             state,
             stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops serving: closes the listener and every connection (graceful
+    /// shutdown, bounded to 5 s, then the server task is aborted).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let abort = h.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 
