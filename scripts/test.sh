@@ -1,14 +1,50 @@
 #!/usr/bin/env bash
-# Runs every d-engine test: formatting and lint gates, Rust unit/simulation/
-# multi-process tests, Go and Python client suites. Installs what it needs.
+# Runs every d-engine test, in order of cost:
+#   1. gates: rustfmt, clippy -D warnings
+#   2. Rust: unit tests, the seeded Raft simulation sweep, storage crash and
+#      corruption suites, multi-process cluster tests (cargo test --workspace)
+#   3. Go client: stub drift, gofmt, vet, unit + 3-node cluster +
+#      porcupine linearizability tests against real d-engine-server processes
+#   4. Python package: stub drift, ruff, build with maturin, pytest (real
+#      3-node cluster, embedded engine in-process and in three processes)
+#   5. a few-second smoke run of the benchmark tool
+# Installs what it needs (Go modules, Python packages into .venv).
+# Set SKIP_GO=1 / SKIP_PYTHON=1 / SKIP_BENCH=1 to skip a stage locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$(pwd)"
 source scripts/lib/ensure-tools.sh
 ensure_rust
+export CARGO_TERM_COLOR=never
 
-echo "== cargo fmt --check"
+stage() { printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy -D warnings"
+
+stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+
+stage "build d-engine-server"
+cargo build -p d-engine-server --locked
+export DENGINE_SERVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/d-engine-server"
+
+stage "cargo test --workspace"
 cargo test --workspace --locked
+
+if [ -z "${SKIP_GO:-}" ]; then
+    stage "Go client"
+    bash clients/go/scripts/test.sh
+fi
+
+if [ -z "${SKIP_PYTHON:-}" ] && [ -f clients/python/scripts/ci.sh ]; then
+    stage "Python package"
+    bash clients/python/scripts/ci.sh
+fi
+
+if [ -z "${SKIP_BENCH:-}" ] && [ -f scripts/bench.sh ]; then
+    stage "benchmark smoke run"
+    bash scripts/bench.sh --smoke
+fi
+
+stage "all tests passed"

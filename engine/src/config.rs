@@ -102,10 +102,12 @@ pub struct Config {
     /// only). Default 127.0.0.1:9083.
     pub client_addr: String,
     /// Initial voters of a brand-new cluster. Empty: a single-node cluster of
-    /// this node. Ignored once the data dir holds a membership.
+    /// this node. Ignored once the data dir holds a membership. With
+    /// `join = true`: where the existing cluster is (so this node can answer
+    /// the leader before it has learned the membership).
     pub members: Vec<MemberConfig>,
-    /// Start as a learner that waits to be added to an existing cluster
-    /// (the initial membership is then empty). Default false.
+    /// Start with no membership and wait to be added to an existing cluster
+    /// (AddLearner on its leader, then Promote). Default false.
     pub join: bool,
     pub raft: RaftConfig,
     pub batching: BatchingConfig,
@@ -444,10 +446,13 @@ impl Config {
 
     /// The initial members, defaulting to this node alone.
     pub fn initial_members(&self) -> Vec<MemberConfig> {
+        if self.join {
+            // A joining node starts with no membership; it learns it from
+            // the leader once added (`members` then only says where the
+            // existing cluster is).
+            return Vec::new();
+        }
         if self.members.is_empty() {
-            if self.join {
-                return Vec::new();
-            }
             return vec![MemberConfig {
                 id: self.node_id,
                 peer_addr: self.peer_addr.clone(),

@@ -1,4 +1,36 @@
-fn main() {
-    eprintln!("d-engine-server: not yet implemented");
-    std::process::exit(2);
+//! `d-engine-server`: see `docs/server.md` and `d-engine-server --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use d_engine_server::{logging, main_with, Cli, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, &cli.log) {
+        eprintln!("d-engine-server: {e}");
+        return ExitCode::from(2);
+    }
+    let json = cli.log_format == LogFormat::Json;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("d-engine")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("d-engine-server: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(main_with(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                tracing::error!(error = %e, exit_code = e.exit_code(), "d-engine-server failed");
+            }
+            eprintln!("d-engine-server: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

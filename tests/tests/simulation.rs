@@ -10,6 +10,11 @@
 //! * `deterministic`: the same seed produces the same run.
 //! * `injected_host_bugs_are_caught`: a host that breaks the contract on
 //!   purpose must make the checkers fire (they can fail, so they prove something).
+//! * `leases_overlap_when_the_margin_does_not_cover_drift`: the lease checker
+//!   fires when the clocks drift more than the lease margin allows.
+//!
+//! Other knobs (sweep and replay): `SIM_DRIFT_PPM`, `SIM_LEASE_MARGIN`,
+//! `SIM_OFFLOOP_LEASE=1`, `SIM_JOINER_BOOTSTRAP=1`; see `docs/simulation.md`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -34,6 +39,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn options(seed: u64, events: u64) -> SimOptions {
     let mut o = SimOptions::new(seed, events);
     o.joiner_knows_bootstrap = env_u64("SIM_JOINER_BOOTSTRAP", 0) == 1;
+    o.offloop_lease_reads = env_u64("SIM_OFFLOOP_LEASE", 0) == 1;
     o.drift_ppm = std::env::var("SIM_DRIFT_PPM")
         .ok()
         .map(|_| env_u64("SIM_DRIFT_PPM", 0));
@@ -49,7 +55,12 @@ fn replay_command(seed: u64, events: u64) -> String {
     } else {
         format!("SIM_EVENTS={events} ")
     };
-    for var in ["SIM_JOINER_BOOTSTRAP", "SIM_DRIFT_PPM", "SIM_LEASE_MARGIN"] {
+    for var in [
+        "SIM_JOINER_BOOTSTRAP",
+        "SIM_DRIFT_PPM",
+        "SIM_LEASE_MARGIN",
+        "SIM_OFFLOOP_LEASE",
+    ] {
         if let Ok(v) = std::env::var(var) {
             ev.push_str(&format!("{var}={v} "));
         }
@@ -192,6 +203,7 @@ fn injected_host_bugs_are_caught() {
             &["ack-durability", "commit-durability"][..],
         ),
         (HostBug::SkipHardState, &["persist-before-send"][..]),
+        (HostBug::ClaimAppliedBeyondLog, &["panic"][..]),
     ] {
         let mut caught = None;
         for seed in 0..40 {
@@ -213,13 +225,13 @@ fn injected_host_bugs_are_caught() {
 
 #[test]
 fn leases_overlap_when_the_margin_does_not_cover_drift() {
-    // Clocks spread by ±60% with no drift margin: an old leader's lease
+    // Clocks spread by ±60% with a one-tick margin: an old leader's lease
     // outlives the followers' election timeout, and the lease checker (or a
     // stale lease read) must fire.
     for seed in 0..300 {
         let mut o = SimOptions::new(seed, 4000);
         o.drift_ppm = Some(600_000);
-        o.lease_margin_ticks = Some(0);
+        o.lease_margin_ticks = Some(1);
         o.check_liveness = false;
         if let Some(v) = sim::run(o).violation {
             assert!(
@@ -232,5 +244,5 @@ fn leases_overlap_when_the_margin_does_not_cover_drift() {
             return;
         }
     }
-    panic!("no lease overlap in 300 seeds with ±60% drift and no margin");
+    panic!("no lease overlap in 300 seeds with ±60% drift and a one-tick margin");
 }

@@ -13,7 +13,10 @@ pub struct Config {
     pub heartbeat_ticks: u64,
     /// The lease lasts `election_ticks - lease_drift_margin_ticks` from the
     /// moment the confirming heartbeat round was sent. Must cover the worst
-    /// clock-rate drift between nodes over an election timeout.
+    /// clock-rate drift between nodes over an election timeout, plus one tick
+    /// of quantization (a follower's first tick may come right after it heard
+    /// the leader): with relative drift `d`, safe when
+    /// `(E - m)(1 + d) <= (E - 1)(1 - d)`. At least 1.
     pub lease_drift_margin_ticks: u64,
     pub pre_vote: bool,
     pub check_quorum: bool,
@@ -72,6 +75,14 @@ impl Config {
                 "election_ticks ({}) must be greater than heartbeat_ticks ({})",
                 self.election_ticks, self.heartbeat_ticks
             )));
+        }
+        if self.lease_drift_margin_ticks == 0 {
+            return Err(ConfigError(
+                "lease_drift_margin_ticks must be >= 1: one tick covers tick quantization \
+                 (a follower's stickiness window may be one tick short), more covers clock \
+                 drift: (election_ticks - margin) * (1 + drift) <= (election_ticks - 1) * (1 - drift)"
+                    .into(),
+            ));
         }
         if self.lease_drift_margin_ticks >= self.election_ticks {
             return Err(ConfigError(format!(

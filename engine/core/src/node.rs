@@ -366,7 +366,8 @@ impl RaftNode {
 
     /// The host finished a snapshot up to `meta.last_index`; the core may
     /// compact its log up to there. The core records the membership in force
-    /// at `meta.last_index` from its own log (`meta.membership` is ignored).
+    /// at `meta.last_index` from its own log; it panics if a non-empty
+    /// `meta.membership` differs from it (see [`RaftNode::membership_at`]).
     pub fn snapshot_created(&mut self, meta: SnapshotMeta) {
         self.on_snapshot_created(meta)
     }
@@ -443,7 +444,9 @@ impl RaftNode {
             durable_index: self.log.durable,
             applied_handed_out: self.log.applied,
             snapshot_index: self.log.snap_index(),
-            lease_until_tick: if self.role == Role::Leader {
+            // Only a lease that can serve reads: leader, no transfer, and an
+            // entry of this term committed (else `commit` may lag).
+            lease_until_tick: if self.lease_valid() && self.committed_in_term() {
                 self.lease_until
             } else {
                 0

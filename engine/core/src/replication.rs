@@ -393,8 +393,10 @@ impl RaftNode {
                 if self.role != Role::Leader {
                     return;
                 }
-                self.maybe_send_timeout_now(from);
             }
+            // (Re)sent on every answer of a caught-up target: a lost
+            // TimeoutNow is retried, and extra ones are stale once it campaigned.
+            self.maybe_send_timeout_now(from);
             self.send_append(from);
         } else {
             self.note_heartbeat_ack(from, seq);

@@ -102,6 +102,10 @@ impl RaftNode {
 
     pub(crate) fn on_snapshot_installed(&mut self, meta: SnapshotMeta) {
         let pending = self.pending_install.take();
+        if pending.is_none() && meta.last_index <= self.log.commit {
+            // A repeated or stale report: the log already covers it.
+            return;
+        }
         if let Some((_, p)) = &pending {
             assert_eq!(
                 p.last_index, meta.last_index,

@@ -224,6 +224,11 @@ pub struct Status {
     pub applied_handed_out: Index,
     pub snapshot_index: Index,
     /// Tick count up to which this leader's lease holds (exclusive), or 0.
+    /// Non-zero only while a lease read may be served: the node leads, no
+    /// leadership transfer is under way, and it has committed an entry of
+    /// its term. A host serving lease reads off the consensus loop answers
+    /// at `commit` while its CURRENT tick count (the number of `tick()` calls
+    /// so far, not an old `now_tick`) is below this value.
     pub lease_until_tick: u64,
     pub now_tick: u64,
     pub membership: Membership,

@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use d_engine_client::Error;
 use d_engine_core::{Entry, Index, SnapshotMeta, Term};
+use d_engine_core::Membership;
+use d_engine_storage::sm::{SmError, SnapshotRecord, SnapshotSource, StateMachine};
 use d_engine_storage::snapshot::SnapshotStore;
 use tokio::sync::watch;
 
@@ -45,6 +47,8 @@ pub(crate) enum ApplyTask {
 
 struct Applier {
     shared: Arc<Shared>,
+    sm: Arc<dyn StateMachine>,
+    initial_membership: Membership,
     applied_tx: watch::Sender<u64>,
     waiters: BTreeMap<Index, (Term, ProposalWaiter)>,
     reads: BTreeMap<Index, Vec<ReadWaiter>>,
@@ -52,6 +56,7 @@ struct Applier {
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
+    sm: Arc<dyn StateMachine>,
     applied_tx: watch::Sender<u64>,
 ) -> std::io::Result<(std_mpsc::Sender<ApplyTask>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std_mpsc::channel::<ApplyTask>();
@@ -60,7 +65,9 @@ pub(crate) fn spawn(
         .name(format!("dengine-apply-{id}"))
         .spawn(move || {
             let mut a = Applier {
+                initial_membership: super::node::initial_membership(&shared.config),
                 shared,
+                sm,
                 applied_tx,
                 waiters: BTreeMap::new(),
                 reads: BTreeMap::new(),
@@ -166,7 +173,6 @@ impl Applier {
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
         let results = self
-            .shared
             .sm
             .apply(&entries)
             .map_err(|e| format!("applying entries {}..: {e}", entries[0].index))?;
@@ -182,7 +188,7 @@ impl Applier {
             let events: Vec<_> = results.iter().flat_map(|a| a.events.iter().cloned()).collect();
             self.shared.hub.publish(&events);
         }
-        let applied = self.shared.sm.applied_index();
+        let applied = self.sm.applied_index();
         self.shared.applied.store(applied, Ordering::Release);
         for a in results {
             if let Some((term, w)) = self.waiters.remove(&a.index) {
@@ -235,11 +241,10 @@ impl Applier {
 
     fn install(&mut self, path: &std::path::Path) -> Result<SnapshotMeta, String> {
         let meta = self
-            .shared
             .sm
             .install_snapshot(path)
             .map_err(|e| format!("installing snapshot {}: {e}", path.display()))?;
-        let applied = self.shared.sm.applied_index();
+        let applied = self.sm.applied_index();
         self.shared.applied.store(applied, Ordering::Release);
         self.shared.hub.reset(applied);
         while let Some(entry) = self.waiters.first_entry() {
@@ -260,8 +265,8 @@ impl Applier {
 
     fn begin_snapshot(&mut self, store: SnapshotStore) {
         let input = self.shared.input.clone();
-        let mut source = match self.shared.sm.begin_snapshot() {
-            Ok(s) => s,
+        let mut source = match self.sm.begin_snapshot() {
+            Ok(s) => WithMembership::new(s, &self.initial_membership),
             Err(e) => {
                 let _ = input.send(Input::SnapshotCreated {
                     result: Err(format!("starting a snapshot: {e}")),
@@ -273,7 +278,7 @@ impl Applier {
             .name(format!("dengine-snapshot-{}", self.shared.id))
             .spawn(move || {
                 let result = store
-                    .create(&mut *source)
+                    .create(&mut source)
                     .map(|info| (info.meta, info.path))
                     .map_err(|e| format!("writing a snapshot: {e}"));
                 let _ = input.send(Input::SnapshotCreated { result });
@@ -295,5 +300,33 @@ impl Applier {
                 w.complete(Err(e()));
             }
         }
+    }
+}
+
+/// A snapshot image whose meta always carries the membership in force: the
+/// state machine only knows memberships from applied config entries, so a
+/// cluster that never changed its membership would otherwise produce a
+/// snapshot with an empty one.
+struct WithMembership {
+    inner: Box<dyn SnapshotSource>,
+    meta: SnapshotMeta,
+}
+
+impl WithMembership {
+    fn new(inner: Box<dyn SnapshotSource>, initial: &Membership) -> Self {
+        let mut meta = inner.meta().clone();
+        if meta.membership.members.is_empty() {
+            meta.membership = initial.clone();
+        }
+        WithMembership { inner, meta }
+    }
+}
+
+impl SnapshotSource for WithMembership {
+    fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+    fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError> {
+        self.inner.next_record()
     }
 }

@@ -91,17 +91,21 @@ impl CoreLoop {
     /// Runs until shutdown or a fatal error; always leaves the node stopped.
     pub(crate) fn run(mut self) {
         let shared = self.shared.clone();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let r = self.main_loop();
             self.stop(r.err());
+            // Dropping the loop releases the data dir lock (after the state
+            // machine was closed in `stop`).
+            drop(self);
         }));
         if result.is_err() {
             *shared.failure.lock().expect("poisoned") =
                 Some("the consensus loop panicked (see the log)".into());
             shared.state.store(STATE_FAILED, Ordering::Release);
             shared.hub.close_all("the node failed");
-            shared.stopped_tx.send_replace(true);
+            shared.sm.write().expect("poisoned").take();
         }
+        shared.stopped_tx.send_replace(true);
     }
 
     /// Before the first input: a lone voter elects itself at once instead of
@@ -495,7 +499,17 @@ impl CoreLoop {
 
         if self.last_membership.as_ref() != Some(&st.membership) {
             let view = Arc::new(MembersView::from_membership(&st.membership));
-            self.transport.set_peers(view.peer_map(self.shared.id));
+            let mut peers = view.peer_map(self.shared.id);
+            if st.membership.members.is_empty() {
+                // A joining node: reach the existing cluster through the
+                // configured members until the leader tells us the membership.
+                for m in &self.shared.config.members {
+                    if m.id != self.shared.id {
+                        peers.insert(m.id, m.peer_addr.clone());
+                    }
+                }
+            }
+            self.transport.set_peers(peers);
             *p.members.write().expect("poisoned") = view.clone();
             self.shared.members_tx.send_replace(view.list.clone());
             self.last_membership = Some(st.membership.clone());
@@ -575,6 +589,18 @@ impl CoreLoop {
         shared.published.role.store(ROLE_FOLLOWER, Ordering::Release);
         shared.published.leader_ready.store(false, Ordering::Release);
         shared.published.lease_deadline_ns.store(0, Ordering::Release);
-        shared.stopped_tx.send_replace(true);
+        // Close the state machine: wait (bounded) for in-flight reads to
+        // drop their references so sled flushes and releases its lock.
+        let sm = shared.sm.write().expect("poisoned").take();
+        if let Some(sm) = sm {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&sm) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if Arc::strong_count(&sm) > 1 {
+                tracing::warn!("state machine still referenced at shutdown");
+            }
+            drop(sm);
+        }
     }
 }

@@ -61,7 +61,7 @@ struct OpenedStorage {
     staging_dir: PathBuf,
 }
 
-fn initial_membership(config: &Config) -> Membership {
+pub(crate) fn initial_membership(config: &Config) -> Membership {
     let mut m = Membership::default();
     for mc in config.initial_members() {
         m.members.insert(
@@ -218,7 +218,7 @@ where
         published: Published::default(),
         applied: AtomicU64::new(applied),
         applied_rx,
-        sm: st.sm,
+        sm: std::sync::RwLock::new(Some(st.sm.clone())),
         hub,
         leader_tx,
         members_tx,
@@ -240,7 +240,7 @@ where
         DurabilityMode::Periodic => Some(Duration::from_millis(shared.config.durability.interval_ms)),
     };
     let (wal_tx, wal_h) = wal_thread::spawn(st.wal, periodic, input_tx, shared.id)?;
-    let (apply_tx, apply_h) = apply::spawn(shared.clone(), applied_tx)?;
+    let (apply_tx, apply_h) = apply::spawn(shared.clone(), st.sm, applied_tx)?;
 
     let tick = shared.config.tick();
     let expire = Duration::from_millis(shared.config.ttl.expire_interval_ms);

@@ -257,7 +257,9 @@ pub(crate) struct Shared {
     pub(crate) published: Published,
     pub(crate) applied: AtomicU64,
     pub(crate) applied_rx: watch::Receiver<u64>,
-    pub(crate) sm: Arc<dyn StateMachine>,
+    /// `None` once the node stopped (so sled is closed and its lock released
+    /// even while handles are still alive).
+    pub(crate) sm: RwLock<Option<Arc<dyn StateMachine>>>,
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) leader_tx: watch::Sender<LeaderInfo>,
     pub(crate) members_tx: watch::Sender<Vec<MemberInfo>>,
@@ -293,6 +295,14 @@ fn sm_err(e: d_engine_storage::sm::SmError) -> Error {
 
 impl Shared {
     // ----- lifecycle helpers -------------------------------------------
+
+    /// The state machine, or the reason the node cannot serve.
+    pub(crate) fn sm(&self) -> Result<Arc<dyn StateMachine>> {
+        match &*self.sm.read().expect("poisoned") {
+            Some(sm) => Ok(sm.clone()),
+            None => Err(self.stopped_error()),
+        }
+    }
 
     pub(crate) fn is_running(&self) -> bool {
         self.state.load(Ordering::Acquire) == STATE_RUNNING
@@ -698,7 +708,7 @@ impl Shared {
     pub(crate) async fn get(&self, key: Bytes, c: Consistency) -> Result<Option<KeyValue>> {
         self.validate_key(&key)?;
         self.read_barrier(c).await?;
-        let kv = self.sm.get(&key, now_ms()).map_err(sm_err)?;
+        let kv = self.sm()?.get(&key, now_ms()).map_err(sm_err)?;
         Ok(kv.as_ref().map(to_client_kv))
     }
 
@@ -719,10 +729,10 @@ impl Shared {
         }
         self.read_barrier(c).await?;
         let now = now_ms();
+        let sm = self.sm()?;
         keys.iter()
             .map(|k| {
-                self.sm
-                    .get(k, now)
+                sm.get(k, now)
                     .map(|kv| kv.as_ref().map(to_client_kv))
                     .map_err(sm_err)
             })
@@ -746,7 +756,7 @@ impl Shared {
         let limit = if limit == 0 { max } else { limit.min(max) } as usize;
         self.read_barrier(c).await?;
         let mut kvs = self
-            .sm
+            .sm()?
             .scan_prefix(&prefix, limit + 1, now_ms())
             .map_err(sm_err)?;
         let more = kvs.len() > limit;

@@ -1,1 +1,134 @@
-//! TODO
+//! The client gRPC API of a node: `dengine.v1.Kv`, `Cluster` and `Admin`
+//! over a [`NodeHandle`], plus the standard gRPC health service
+//! (`grpc.health.v1.Health`) and server reflection (v1 and v1alpha), so
+//! `grpcurl -plaintext 127.0.0.1:9083 list` works.
+//!
+//! [`serve_clients`] serves all of them on one listener (mini-redis style:
+//! tests bind `127.0.0.1:0` and stop the server with a future).
+//!
+//! # Conventions
+//! - Errors follow `client.proto`'s header (gRPC code + `google.rpc.ErrorInfo`
+//!   with domain `d-engine`, reason = `ErrorCode` name), encoded by
+//!   `d_engine_client::status_codec` (see [`status`]).
+//! - Bad input (empty or oversized key, oversized value, too many keys,
+//!   unknown consistency, absurd TTL) → INVALID_ARGUMENT naming the field and
+//!   the limit ([`validate`]).
+//! - A write (or linearizable/lease read, or admin change) sent to a
+//!   follower or learner → UNAVAILABLE / `NOT_LEADER` with the leader's id
+//!   and client address; clients follow the hint. No server-side forwarding.
+//! - Health: the empty service name and every d-engine service report
+//!   SERVING while the node runs, NOT_SERVING once it stops or the server
+//!   shuts down.
+//! - Shutdown: the server stops accepting, open watches end with a
+//!   `canceled` message ("SHUTTING_DOWN: ..."), in-flight unary calls finish.
+
+pub mod admin;
+pub mod cluster;
+pub mod convert;
+pub mod kv;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+use d_engine_proto::v1::admin_server::AdminServer;
+use d_engine_proto::v1::cluster_server::ClusterServer;
+use d_engine_proto::v1::kv_server::KvServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+pub use admin::AdminService;
+pub use cluster::ClusterService;
+pub use kv::KvService;
+
+use crate::runtime::NodeHandle;
+
+/// Concurrent HTTP/2 streams per client connection; more wait for a slot.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Names reported by the health service (besides "").
+const SERVICE_NAMES: [&str; 3] = ["dengine.v1.Kv", "dengine.v1.Cluster", "dengine.v1.Admin"];
+
+/// Serves the client API (Kv, Cluster, Admin, health, reflection) for
+/// `handle` on `listener` until `shutdown` resolves, then drains: no new
+/// connections, watches are cancelled with a reason, in-flight calls
+/// finish. Message sizes are bounded by `limits.max_request_bytes`.
+/// Garbage on the port fails only that connection.
+pub async fn serve_clients(
+    listener: TcpListener,
+    handle: NodeHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let max = handle.config().limits.max_request_bytes;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(d_engine_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(d_engine_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("embedded descriptor sets are valid");
+
+    // Shutdown: the caller's future, or the node stopping on its own.
+    let node = handle.clone();
+    let stop = stop_tx.clone();
+    let health_reporter = reporter.clone();
+    let watcher = tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = node.stopped() => {}
+        }
+        set_health(&health_reporter, ServingStatus::NotServing).await;
+        stop.send_replace(true);
+    });
+
+    let kv = KvServer::new(KvService::new(handle.clone(), stop_rx.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let cluster = ClusterServer::new(ClusterService::new(handle.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = AdminServer::new(AdminService::new(handle.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let mut server_stop = stop_rx.clone();
+    let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .add_service(kv)
+        .add_service(cluster)
+        .add_service(admin)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        })
+        .await;
+    watcher.abort();
+    drop(stop_tx);
+    result
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, s: ServingStatus) {
+    reporter.set_service_status("", s).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, s).await;
+    }
+}

@@ -1,6 +1,6 @@
 """d-engine for Python: a client for standalone d-engine servers (sync and
-asyncio) and, when the native extension is built, the engine itself
-in-process (``EmbeddedEngine``).
+asyncio) and the engine itself in-process (``EmbeddedEngine``,
+``AsyncEmbeddedEngine``), all raising the same exceptions.
 
     import d_engine as dengine
     client = dengine.Client("127.0.0.1:9083")
@@ -10,6 +10,14 @@ in-process (``EmbeddedEngine``).
 from ._aio import AsyncClient, AsyncWatch
 from ._client import Client, Watch
 from ._codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from ._embedded import (
+    AsyncEmbeddedClient,
+    AsyncEmbeddedEngine,
+    AsyncEmbeddedWatch,
+    EmbeddedClient,
+    EmbeddedEngine,
+    EmbeddedWatch,
+)
 from ._errors import (
     ChangeInProgress,
     ClientClosed,
@@ -33,6 +41,9 @@ from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchE
 
 __all__ = [
     "AsyncClient",
+    "AsyncEmbeddedClient",
+    "AsyncEmbeddedEngine",
+    "AsyncEmbeddedWatch",
     "AsyncWatch",
     "CasResult",
     "ChangeInProgress",
@@ -40,6 +51,9 @@ __all__ = [
     "ClientClosed",
     "Compacted",
     "Consistency",
+    "EmbeddedClient",
+    "EmbeddedEngine",
+    "EmbeddedWatch",
     "Error",
     "InvalidArgument",
     "KeyValue",

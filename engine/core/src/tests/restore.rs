@@ -248,3 +248,14 @@ fn leader_steps_down_on_a_higher_term_answer() {
         Err(ProposeError::NotLeader { leader: None })
     );
 }
+
+#[test]
+fn zero_lease_margin_is_refused() {
+    let mut c = cfg(1);
+    c.lease_drift_margin_ticks = 0;
+    let err = c.validate().unwrap_err();
+    assert!(
+        err.0.contains("lease_drift_margin_ticks must be >= 1"),
+        "{err}"
+    );
+}

@@ -261,3 +261,39 @@ fn empty_snapshot_membership_means_the_bootstrap_one() {
     assert_eq!(n.status().membership, boot);
     assert_eq!(n.snapshot_meta().membership, boot);
 }
+
+#[test]
+fn repeated_snapshot_installed_does_not_reset_a_newer_log() {
+    let m = membership(&[1, 2, 3], &[]);
+    let mut f = node_with(2, &m, 1, vec![]);
+    let meta = SnapshotMeta {
+        last_index: 10,
+        last_term: 1,
+        membership: m,
+    };
+    f.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::InstallSnapshot { meta: meta.clone() },
+    ));
+    let _ = f.ready();
+    f.snapshot_installed(meta.clone());
+    f.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::AppendEntries {
+            prev_log_index: 10,
+            prev_log_term: 1,
+            entries: vec![ent(11, 1)],
+            leader_commit: 11,
+            heartbeat_seq: 1,
+        },
+    ));
+    let _ = f.ready();
+    f.log_persisted(11, 1);
+    f.snapshot_installed(meta);
+    let st = f.status();
+    assert_eq!((st.last_index, st.durable_index, st.commit), (11, 11, 11));
+}

@@ -122,3 +122,17 @@ fn leader_that_sent_timeout_now_takes_no_lease_again_in_its_term() {
     let rd = net.node_mut(1).ready();
     assert!(rd.reads.is_empty(), "served by ReadIndex instead");
 }
+
+#[test]
+fn lost_timeout_now_is_resent_on_the_next_answer() {
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.tick_all(H);
+    net.node_mut(1).transfer_leadership(2).unwrap();
+    let out = net.take_msgs(1);
+    assert_eq!(out, vec![msg(1, 2, 1, MessageBody::TimeoutNow)]);
+    // Dropped. The next heartbeat answer from 2 triggers another one.
+    net.tick_all(H);
+    assert_eq!(net.status(2).role, Role::Leader);
+    assert_eq!(net.status(2).term, 2);
+}

@@ -1,0 +1,251 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::workload::{Consistency, Scenario};
+
+/// A system and cluster size to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    #[value(name = "embedded-1")]
+    Embedded1,
+    #[value(name = "embedded-3")]
+    Embedded3,
+    #[value(name = "standalone-1")]
+    Standalone1,
+    #[value(name = "standalone-3")]
+    Standalone3,
+    #[value(name = "etcd-1")]
+    Etcd1,
+    #[value(name = "etcd-3")]
+    Etcd3,
+}
+
+impl Target {
+    pub fn system(self) -> &'static str {
+        match self {
+            Target::Embedded1 | Target::Embedded3 => "d-engine-embedded",
+            Target::Standalone1 | Target::Standalone3 => "d-engine-standalone",
+            Target::Etcd1 | Target::Etcd3 => "etcd",
+        }
+    }
+    pub fn nodes(self) -> usize {
+        match self {
+            Target::Embedded1 | Target::Standalone1 | Target::Etcd1 => 1,
+            _ => 3,
+        }
+    }
+    pub fn name(self) -> String {
+        format!("{}-{}", self.system(), self.nodes())
+    }
+}
+
+/// Preset case lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Matrix {
+    /// Every target; write at 1/10/100/1,000 clients, reads at 1/100/1,000,
+    /// hot-key at 100 (docs/performance.md).
+    Standard,
+    /// A few seconds in total: tiny request counts, every scenario once (CI).
+    Smoke,
+}
+
+/// Benchmarks d-engine (embedded and standalone) and etcd with the standard
+/// Raft-KV scenarios, next to the machine's floors.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "d-engine-bench", version)]
+pub struct Args {
+    /// Systems to measure (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "embedded-1")]
+    pub targets: Vec<Target>,
+    /// Scenarios to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "write")]
+    pub scenarios: Vec<Scenario>,
+    /// Clients (requests in flight), comma-separated for a sweep.
+    #[arg(
+        long,
+        alias = "concurrency",
+        value_delimiter = ',',
+        default_value = "1000"
+    )]
+    pub clients: Vec<usize>,
+    /// gRPC connections the clients share (standalone and etcd; capped at the client count).
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// A preset case list (overrides --targets/--scenarios/--clients; smoke also shrinks counts).
+    #[arg(long, value_enum)]
+    pub matrix: Option<Matrix>,
+    /// Same as --matrix smoke.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Measured seconds per round.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Measured requests per round (instead of --duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Warm-up seconds before each round (not recorded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Rounds per case; the round with the median throughput is reported.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Distinct keys (reads draw from them after a preload; writes too).
+    #[arg(long, default_value_t = 10_000)]
+    pub key_space: usize,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Consistency of the `read` and `hot-key` scenarios.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub consistency: Consistency,
+    /// A request without a reply after this many ms counts as a timeout.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Where the JSON, Markdown and PNG go.
+    #[arg(long, default_value = "bench-results")]
+    pub out_dir: PathBuf,
+    /// File stem of the outputs (default: today's UTC date).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Parent of the temporary data dirs (and where the fdatasync floor is measured).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The d-engine-server binary (default: next to this tool, else target/release).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// The etcd binary (default: `etcd` on PATH, else /usr/bin/etcd).
+    #[arg(long)]
+    pub etcd_bin: Option<PathBuf>,
+    /// Seconds spent measuring each floor.
+    #[arg(long, default_value_t = 2.0)]
+    pub floor_secs: f64,
+    /// Write the throughput-vs-clients PNG.
+    #[arg(long)]
+    pub plot: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// One case of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    pub scenario: Scenario,
+    pub clients: usize,
+}
+
+impl Args {
+    pub fn matrix(&self) -> Option<Matrix> {
+        if self.smoke {
+            Some(Matrix::Smoke)
+        } else {
+            self.matrix
+        }
+    }
+
+    /// Applies the preset's targets and counts.
+    pub fn apply_matrix(&mut self) {
+        match self.matrix() {
+            Some(Matrix::Standard) => {
+                self.targets = Target::value_variants().to_vec();
+            }
+            Some(Matrix::Smoke) => {
+                self.targets = vec![
+                    Target::Embedded1,
+                    Target::Embedded3,
+                    Target::Standalone1,
+                    Target::Etcd1,
+                ];
+                self.requests = Some(self.requests.unwrap_or(200));
+                self.warmup = self.warmup.min(0.1);
+                self.rounds = 1;
+                self.key_space = self.key_space.min(100);
+                self.floor_secs = self.floor_secs.min(0.2);
+                self.connections = self.connections.min(4);
+            }
+            None => {}
+        }
+    }
+
+    /// The cases each target runs.
+    pub fn cases(&self) -> Vec<Case> {
+        let c = |scenario, clients| Case { scenario, clients };
+        use Scenario::*;
+        match self.matrix() {
+            Some(Matrix::Standard) => vec![
+                c(WriteSingle, 1),
+                c(Write, 10),
+                c(Write, 100),
+                c(Write, 1000),
+                c(ReadLinearizable, 1),
+                c(ReadLinearizable, 100),
+                c(ReadLinearizable, 1000),
+                c(ReadLease, 100),
+                c(ReadLease, 1000),
+                c(ReadEventual, 100),
+                c(ReadEventual, 1000),
+                c(HotKey, 100),
+            ],
+            Some(Matrix::Smoke) => vec![
+                c(WriteSingle, 1),
+                c(Write, 10),
+                c(ReadLinearizable, 10),
+                c(ReadLease, 10),
+                c(ReadEventual, 10),
+                c(HotKey, 10),
+            ],
+            None => {
+                let mut out = Vec::new();
+                for s in &self.scenarios {
+                    for &n in &self.clients {
+                        let case = c(*s, s.clients(n));
+                        if !out.contains(&case) {
+                            out.push(case);
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_dedups_single_client_writes() {
+        let a = Args::parse_from([
+            "b",
+            "--scenarios",
+            "write-single,write",
+            "--clients",
+            "1,10,100",
+        ]);
+        let cases = a.cases();
+        assert_eq!(cases.len(), 4, "{cases:?}");
+        assert_eq!(
+            cases[0],
+            Case {
+                scenario: Scenario::WriteSingle,
+                clients: 1
+            }
+        );
+    }
+
+    #[test]
+    fn smoke_is_small() {
+        let mut a = Args::parse_from(["b", "--smoke"]);
+        a.apply_matrix();
+        assert_eq!(a.requests, Some(200));
+        assert!(a.key_space <= 100 && a.rounds == 1);
+        assert!(a.targets.contains(&Target::Etcd1));
+    }
+}

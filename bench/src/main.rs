@@ -1,0 +1,360 @@
+//! `d-engine-bench`: the standard Raft-KV scenarios against d-engine
+//! (embedded and standalone) and etcd, next to the machine's floors.
+//! See `docs/performance.md`.
+
+mod cli;
+mod floors;
+mod plot;
+mod report;
+mod stats;
+mod systems;
+mod workload;
+
+/// Generated gRPC code: etcd's KV subset and the floor service.
+pub mod pb {
+    pub mod etcd {
+        #![allow(clippy::all, clippy::pedantic)]
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod floor {
+        #![allow(clippy::all, clippy::pedantic)]
+        tonic::include_proto!("benchfloor");
+    }
+}
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Args, Case, Target};
+use floors::FloorResult;
+use report::{HostInfo, Report};
+use stats::CaseResult;
+use systems::embedded::EmbeddedCluster;
+use systems::etcd::{find_etcd, EtcdCluster};
+use systems::standalone::{find_server, StandaloneCluster};
+use workload::{Driver, OpKind, RunSpec};
+
+/// UTC date and time from the system clock: ("YYYY-MM-DD", "YYYY-MM-DD HH:MM:SS UTC").
+fn utc_now() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let date = format!("{y:04}-{m:02}-{d:02}");
+    let time = format!(
+        "{date} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    (date, time)
+}
+
+struct Ctx {
+    args: Args,
+    keys: Arc<Vec<Vec<u8>>>,
+    value: Arc<Vec<u8>>,
+    floors: Vec<FloorResult>,
+    data_dir: PathBuf,
+}
+
+impl Ctx {
+    fn floor_for(&self, target: Target, op: OpKind) -> Option<&FloorResult> {
+        let name = match (op, target.system()) {
+            (OpKind::Put, _) => floors::FSYNC_PREALLOC,
+            (OpKind::Get(_), "d-engine-embedded") => floors::CHANNEL,
+            (OpKind::Get(_), _) => floors::GRPC,
+        };
+        self.floors.iter().find(|f| f.name == name)
+    }
+}
+
+/// Runs every case against one started system.
+async fn run_cases<D: Driver>(
+    ctx: &Ctx,
+    target: Target,
+    driver: Arc<D>,
+    cases: &[Case],
+    out: &mut Vec<CaseResult>,
+) -> Result<()> {
+    let a = &ctx.args;
+    let timeout = Duration::from_millis(a.request_timeout_ms);
+    let mut preloaded = false;
+    for case in cases {
+        let op = case.scenario.op(a.consistency);
+        if let OpKind::Get(c) = op {
+            if !driver.supports(c) {
+                eprintln!(
+                    "  {} {} c={}: skipped ({} has no {} read)",
+                    target.name(),
+                    case.scenario.name(),
+                    case.clients,
+                    target.system(),
+                    c.name()
+                );
+                continue;
+            }
+            if !preloaded {
+                eprintln!("  preloading {} keys", ctx.keys.len());
+                workload::preload(
+                    driver.clone(),
+                    ctx.keys.clone(),
+                    ctx.value.clone(),
+                    64,
+                    timeout,
+                )
+                .await
+                .with_context(|| format!("preloading {}", target.name()))?;
+                preloaded = true;
+            }
+        }
+        let mut rounds = Vec::new();
+        for round in 0..a.rounds.max(1) {
+            let spec = RunSpec {
+                op,
+                clients: case.clients,
+                warmup: Duration::from_secs_f64(a.warmup),
+                duration: Duration::from_secs_f64(a.duration),
+                requests: a.requests,
+                key_count: case.scenario.keys(ctx.keys.len()),
+                request_timeout: timeout,
+                label: format!(
+                    "{} {} c={} #{}",
+                    target.name(),
+                    case.scenario.name(),
+                    case.clients,
+                    round + 1
+                ),
+                progress: !a.no_progress,
+            };
+            let r = workload::run_round(driver.clone(), ctx.keys.clone(), ctx.value.clone(), &spec)
+                .await?;
+            eprintln!(
+                "  {:<44} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  err {} to {}",
+                spec.label,
+                report::thousands(r.ops_per_sec),
+                r.latency.p50_us,
+                r.latency.p99_us,
+                r.errors,
+                r.timeouts
+            );
+            rounds.push(r);
+        }
+        let (median, all, errors, timeouts) = CaseResult::median_of(rounds);
+        let floor = ctx.floor_for(target, op);
+        let consistency = match op {
+            OpKind::Put => "-".to_string(),
+            OpKind::Get(c) => c.name().to_string(),
+        };
+        out.push(CaseResult {
+            system: target.system().into(),
+            nodes: target.nodes(),
+            scenario: case.scenario.name().into(),
+            consistency,
+            clients: case.clients,
+            connections: driver.connections().min(case.clients),
+            p50_over_floor: floor
+                .filter(|f| f.latency.p50_us > 0.0)
+                .map(|f| median.latency.p50_us / f.latency.p50_us),
+            floor: floor.map(|f| f.name.clone()),
+            floor_p50_us: floor.map(|f| f.latency.p50_us),
+            median,
+            rounds_ops_per_sec: all,
+            total_errors: errors,
+            total_timeouts: timeouts,
+        });
+    }
+    Ok(())
+}
+
+/// Starts `target`, runs the cases, stops it. `Ok(Some(reason))`: skipped.
+async fn run_target(
+    ctx: &Ctx,
+    target: Target,
+    out: &mut Vec<CaseResult>,
+) -> Result<Option<String>> {
+    let a = &ctx.args;
+    let cases = ctx.args.cases();
+    let max_clients = cases.iter().map(|c| c.clients).max().unwrap_or(1);
+    let conns = a.connections.clamp(1, max_clients.max(1));
+    let timeout = Duration::from_millis(a.request_timeout_ms);
+    eprintln!("== {} ({} cases)", target.name(), cases.len());
+    match target {
+        Target::Embedded1 | Target::Embedded3 => {
+            let c = Arc::new(EmbeddedCluster::start(target.nodes(), &ctx.data_dir).await?);
+            let r = run_cases(ctx, target, c.clone(), &cases, out).await;
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.stop().await;
+            }
+            r?;
+        }
+        Target::Standalone1 | Target::Standalone3 => {
+            let bin = match find_server(a.server_bin.as_deref()) {
+                Ok(b) => b,
+                Err(e) if a.server_bin.is_none() => {
+                    return Ok(Some(format!("{}: {e}", target.name())))
+                }
+                Err(e) => return Err(e),
+            };
+            let c = Arc::new(
+                StandaloneCluster::start(&bin, target.nodes(), conns, &ctx.data_dir, timeout)
+                    .await?,
+            );
+            let r = run_cases(ctx, target, c.clone(), &cases, out).await;
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.stop().await;
+            }
+            r?;
+        }
+        Target::Etcd1 | Target::Etcd3 => {
+            let Some(bin) = find_etcd(a.etcd_bin.as_deref()) else {
+                return Ok(Some(format!(
+                    "{}: etcd not found (install it with `apt-get install -y etcd-server` or pass --etcd-bin)",
+                    target.name()
+                )));
+            };
+            let c = Arc::new(EtcdCluster::start(&bin, target.nodes(), conns, &ctx.data_dir).await?);
+            let r = run_cases(ctx, target, c.clone(), &cases, out).await;
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.stop().await;
+            }
+            r?;
+        }
+    }
+    Ok(None)
+}
+
+fn settings_json(a: &Args) -> serde_json::Value {
+    serde_json::json!({
+        "matrix": a.matrix().map(|m| format!("{m:?}").to_lowercase()),
+        "targets": a.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        "duration_s": a.duration,
+        "requests": a.requests,
+        "warmup_s": a.warmup,
+        "rounds": a.rounds,
+        "key_space": a.key_space,
+        "key_size": a.key_size,
+        "value_size": a.value_size,
+        "consistency": a.consistency.name(),
+        "connections": a.connections,
+        "request_timeout_ms": a.request_timeout_ms,
+    })
+}
+
+async fn run(mut args: Args) -> Result<bool> {
+    args.apply_matrix();
+    let (date, started) = utc_now();
+    let data_dir = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let loadavg_before = report::loadavg();
+    eprintln!(
+        "d-engine-bench: load average {loadavg_before}; measuring floors in {}",
+        data_dir.display()
+    );
+    let floors = floors::measure_all(&data_dir, Duration::from_secs_f64(args.floor_secs)).await?;
+    for f in &floors {
+        eprintln!(
+            "  floor {:<10} p50 {:>8.1} µs  p99 {:>8.1} µs  ({})",
+            f.name, f.latency.p50_us, f.latency.p99_us, f.what
+        );
+    }
+    let ctx = Ctx {
+        keys: Arc::new(workload::make_keys(args.key_space, args.key_size)?),
+        value: Arc::new(workload::make_value(args.value_size)),
+        floors,
+        data_dir,
+        args,
+    };
+    let mut cases = Vec::new();
+    let mut skipped = Vec::new();
+    let mut failed = false;
+    for &t in &ctx.args.targets {
+        match run_target(&ctx, t, &mut cases).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                eprintln!("  skipped: {reason}");
+                skipped.push(reason);
+            }
+            Err(e) => {
+                eprintln!("  FAILED {}: {e:#}", t.name());
+                skipped.push(format!("{}: FAILED: {e:#}", t.name()));
+                failed = true;
+            }
+        }
+    }
+    let report = Report {
+        started_utc: started,
+        host: HostInfo {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            loadavg_before,
+            loadavg_after: report::loadavg(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        },
+        settings: settings_json(&ctx.args),
+        floors: ctx.floors.clone(),
+        cases,
+        skipped,
+    };
+    let a = &ctx.args;
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let stem = a.name.clone().unwrap_or(date);
+    let json = a.out_dir.join(format!("{stem}.json"));
+    let md = a.out_dir.join(format!("{stem}.md"));
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    let mut text = report::markdown(&report);
+    if a.plot {
+        let png = a.out_dir.join(format!("{stem}.png"));
+        let legend = plot::write_png(&report.cases, &png)?;
+        if !legend.is_empty() {
+            text += &format!("\n## Plot\n\n![throughput vs clients]({stem}.png)\n\n{legend}");
+        }
+    }
+    std::fs::write(&md, &text)?;
+    println!("{text}");
+    eprintln!("wrote {} and {}", json.display(), md.display());
+    Ok(!failed)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let ok = rt.block_on(run(args))?;
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_date_is_well_formed() {
+        let (d, t) = super::utc_now();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20") && t.ends_with("UTC"), "{d} {t}");
+    }
+}

@@ -1,0 +1,496 @@
+//! JSON and Markdown output: floors, every case, the side-by-side table
+//! (d-engine embedded / standalone / etcd) and the targets of
+//! `shared/benchmarks/peers.md` checked against this run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::floors::FloorResult;
+use crate::stats::CaseResult;
+
+/// Everything one run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub started_utc: String,
+    pub host: HostInfo,
+    pub settings: serde_json::Value,
+    pub floors: Vec<FloorResult>,
+    pub cases: Vec<CaseResult>,
+    /// Targets that could not be measured (binary missing, start failure...).
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub cpus: usize,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub kernel: String,
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn ms(us: f64) -> String {
+    if us >= 100_000.0 {
+        format!("{:.0}", us / 1000.0)
+    } else if us >= 1_000.0 {
+        format!("{:.1}", us / 1000.0)
+    } else {
+        format!("{:.3}", us / 1000.0)
+    }
+}
+
+fn us(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn cell(c: &CaseResult) -> String {
+    let l = &c.median.latency;
+    let mut s = format!(
+        "{}/s ({} / {} ms)",
+        thousands(c.median.ops_per_sec),
+        ms(l.p50_us),
+        ms(l.p99_us)
+    );
+    if c.total_errors + c.total_timeouts > 0 {
+        let _ = write!(s, " **{} err, {} to**", c.total_errors, c.total_timeouts);
+    }
+    s
+}
+
+/// The Markdown report.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# d-engine benchmark, {}\n", r.started_utc);
+    let _ = writeln!(
+        s,
+        "{} CPUs, kernel {}, load average before {} / after {}. Keys/values and settings in the JSON.\n",
+        r.host.cpus, r.host.kernel, r.host.loadavg_before, r.host.loadavg_after
+    );
+    let _ = writeln!(s, "## Floors\n\n| floor | what | samples | p50 µs | p99 µs | p99.9 µs | max µs |\n|---|---|---|---|---|---|---|");
+    for f in &r.floors {
+        let l = &f.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            f.name,
+            f.what,
+            f.samples,
+            us(l.p50_us),
+            us(l.p99_us),
+            us(l.p999_us),
+            us(l.max_us)
+        );
+    }
+    s += &side_by_side(r);
+    s += &targets(r);
+    let _ = writeln!(s, "\n## All cases (median round by throughput)\n");
+    let _ = writeln!(s, "| system | nodes | scenario | consistency | clients | conns | ok | errors | timeouts | ops/s | rounds ops/s | p50 ms | p99 ms | p99.9 ms | max ms | p50 / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in &r.cases {
+        let l = &c.median.latency;
+        let rounds: Vec<String> = c.rounds_ops_per_sec.iter().map(|v| thousands(*v)).collect();
+        let ratio = match (&c.floor, c.p50_over_floor) {
+            (Some(f), Some(x)) => format!("{x:.1}× {f}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.system,
+            c.nodes,
+            c.scenario,
+            c.consistency,
+            c.clients,
+            c.connections,
+            c.median.ok,
+            c.total_errors,
+            c.total_timeouts,
+            thousands(c.median.ops_per_sec),
+            rounds.join(" / "),
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us),
+            ratio
+        );
+    }
+    let errs: Vec<&CaseResult> = r
+        .cases
+        .iter()
+        .filter(|c| !c.median.error_kinds.is_empty())
+        .collect();
+    if !errs.is_empty() {
+        let _ = writeln!(s, "\n## Errors (median round)\n");
+        for c in errs {
+            for (k, n) in &c.median.error_kinds {
+                let _ = writeln!(
+                    s,
+                    "- {} {}n {} c={}: {n} × `{}`",
+                    c.system,
+                    c.nodes,
+                    c.scenario,
+                    c.clients,
+                    k.replace('`', "'")
+                );
+            }
+        }
+    }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(s, "\n## Not measured\n");
+        for k in &r.skipped {
+            let _ = writeln!(s, "- {k}");
+        }
+    }
+    s
+}
+
+const SYSTEMS: [&str; 3] = ["d-engine-embedded", "d-engine-standalone", "etcd"];
+
+fn side_by_side(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## Side by side: throughput (p50 / p99)\n\nCells: successful ops/s of the median round (p50 / p99 latency in ms); errors and timeouts in bold if any.\n"
+    );
+    let nodes: BTreeSet<usize> = r.cases.iter().map(|c| c.nodes).collect();
+    for n in nodes {
+        let _ = writeln!(
+            s,
+            "### {n} node{}\n\n| scenario | clients | {} |\n|---|---|---|---|---|",
+            if n == 1 { "" } else { "s" },
+            SYSTEMS.join(" | ")
+        );
+        let mut rows: BTreeMap<(String, usize), BTreeMap<&str, &CaseResult>> = BTreeMap::new();
+        let mut order: Vec<(String, usize)> = Vec::new();
+        for c in r.cases.iter().filter(|c| c.nodes == n) {
+            let key = (format!("{} ({})", c.scenario, c.consistency), c.clients);
+            if !rows.contains_key(&key) {
+                order.push(key.clone());
+            }
+            rows.entry(key).or_default().insert(c.system.as_str(), c);
+        }
+        order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        for key in order {
+            let row = &rows[&key];
+            let cells: Vec<String> = SYSTEMS
+                .iter()
+                .map(|sys| row.get(sys).map(|c| cell(c)).unwrap_or_else(|| "–".into()))
+                .collect();
+            let _ = writeln!(s, "| {} | {} | {} |", key.0, key.1, cells.join(" | "));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn find<'a>(
+    r: &'a Report,
+    system: &str,
+    nodes: usize,
+    scenario: &str,
+    clients: usize,
+) -> Option<&'a CaseResult> {
+    r.cases.iter().find(|c| {
+        c.system == system && c.nodes == nodes && c.scenario == scenario && c.clients == clients
+    })
+}
+
+/// One target of peers.md: (description, verdict, evidence).
+pub type TargetCheck = (String, Option<bool>, String);
+
+/// Upstream d-engine 0.2.4 standalone 3-node p99 (µs) from peers.md.
+const UPSTREAM_SA3_WRITE_P99_US: f64 = 33_055.0;
+const UPSTREAM_SA3_LINREAD_P99_US: f64 = 20_383.0;
+
+/// Checks this run against the targets of `shared/benchmarks/peers.md`.
+pub fn check_targets(r: &Report) -> Vec<TargetCheck> {
+    let mut out: Vec<TargetCheck> = Vec::new();
+    let fsync = r.floors.iter().find(|f| f.name == crate::floors::FSYNC);
+    let prealloc = r
+        .floors
+        .iter()
+        .find(|f| f.name == crate::floors::FSYNC_PREALLOC);
+    let mut min_ops = |what: &str, sys: &str, n: usize, sc: &str, cl: usize, min: f64| {
+        let c = find(r, sys, n, sc, cl);
+        out.push((
+            what.to_string(),
+            c.map(|c| c.median.ops_per_sec >= min),
+            c.map(|c| format!("{}/s", thousands(c.median.ops_per_sec)))
+                .unwrap_or_else(|| "not measured".into()),
+        ));
+    };
+    let e = "d-engine-embedded";
+    let sa = "d-engine-standalone";
+    min_ops(
+        "embedded 1 node: write, 100 clients ≥ 160,000/s",
+        e,
+        1,
+        "write",
+        100,
+        160_000.0,
+    );
+    min_ops(
+        "embedded 1 node: lease read ≥ 1,000,000/s",
+        e,
+        1,
+        "read-lease",
+        100,
+        1_000_000.0,
+    );
+    min_ops(
+        "embedded 1 node: eventual read ≥ 1,000,000/s",
+        e,
+        1,
+        "read-eventual",
+        100,
+        1_000_000.0,
+    );
+    min_ops(
+        "embedded 1 node: linearizable read ≥ 500,000/s",
+        e,
+        1,
+        "read-linearizable",
+        100,
+        500_000.0,
+    );
+    min_ops(
+        "embedded 3 nodes: write, 100 clients ≥ 60,000/s",
+        e,
+        3,
+        "write",
+        100,
+        60_000.0,
+    );
+    min_ops(
+        "embedded 3 nodes: linearizable read ≥ 480,000/s",
+        e,
+        3,
+        "read-linearizable",
+        100,
+        480_000.0,
+    );
+    min_ops(
+        "standalone 3 nodes: write, 1,000 clients ≥ 25,000/s",
+        sa,
+        3,
+        "write",
+        1000,
+        25_000.0,
+    );
+    min_ops(
+        "standalone 3 nodes: linearizable read, 1,000 clients ≥ 45,000/s",
+        sa,
+        3,
+        "read-linearizable",
+        1000,
+        45_000.0,
+    );
+
+    let single = find(r, e, 1, "write-single", 1);
+    out.push((
+        "embedded 1 node: 1-client write p50 ≤ 1.3 × fdatasync p50".into(),
+        match (single, fsync) {
+            (Some(c), Some(f)) => Some(c.median.latency.p50_us <= 1.3 * f.latency.p50_us),
+            _ => None,
+        },
+        match (single, fsync) {
+            (Some(c), Some(f)) => format!(
+                "{} µs vs append floor {} µs ({:.2}×){}",
+                us(c.median.latency.p50_us),
+                us(f.latency.p50_us),
+                c.median.latency.p50_us / f.latency.p50_us,
+                prealloc
+                    .map(|p| format!(
+                        "; vs preallocated floor {} µs ({:.2}×)",
+                        us(p.latency.p50_us),
+                        c.median.latency.p50_us / p.latency.p50_us
+                    ))
+                    .unwrap_or_default()
+            ),
+            _ => "not measured".into(),
+        },
+    ));
+    for sc in ["read-lease", "read-eventual"] {
+        let c = find(r, e, 1, sc, 100);
+        out.push((
+            format!("embedded 1 node: {sc} p50 ≤ 2 µs"),
+            c.map(|c| c.median.latency.p50_us <= 2.0),
+            c.map(|c| format!("{} µs", us(c.median.latency.p50_us)))
+                .unwrap_or_else(|| "not measured".into()),
+        ));
+    }
+    for (sc, upstream) in [
+        ("write", UPSTREAM_SA3_WRITE_P99_US),
+        ("read-linearizable", UPSTREAM_SA3_LINREAD_P99_US),
+    ] {
+        let ours = find(r, sa, 3, sc, 1000);
+        let etcd = find(r, "etcd", 3, sc, 1000);
+        out.push((
+            format!("standalone 3 nodes: {sc} p99 at 1,000 clients below etcd's (same run) and upstream's ({} ms)", ms(upstream)),
+            match (ours, etcd) {
+                (Some(o), Some(e)) => Some(
+                    o.median.latency.p99_us < e.median.latency.p99_us
+                        && o.median.latency.p99_us < upstream,
+                ),
+                _ => None,
+            },
+            format!(
+                "ours {} ms, etcd {} ms",
+                ours.map(|c| ms(c.median.latency.p99_us)).unwrap_or_else(|| "–".into()),
+                etcd.map(|c| ms(c.median.latency.p99_us)).unwrap_or_else(|| "–".into())
+            ),
+        ));
+    }
+    let at_1000: Vec<&CaseResult> = r
+        .cases
+        .iter()
+        .filter(|c| c.clients >= 1000 && c.system != "etcd")
+        .collect();
+    let dropped: u64 = at_1000
+        .iter()
+        .map(|c| c.total_errors + c.total_timeouts)
+        .sum();
+    out.push((
+        "no request dropped at 1,000 clients (d-engine)".into(),
+        (!at_1000.is_empty()).then_some(dropped == 0),
+        if at_1000.is_empty() {
+            "not measured".into()
+        } else {
+            format!("{dropped} errors + timeouts over {} cases", at_1000.len())
+        },
+    ));
+    out
+}
+
+fn targets(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Targets (shared/benchmarks/peers.md)\n\n| target | verdict | this run |\n|---|---|---|"
+    );
+    for (what, ok, ev) in check_targets(r) {
+        let v = match ok {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        let _ = writeln!(s, "| {what} | {v} | {ev} |");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Latency, Round};
+
+    fn case(
+        system: &str,
+        nodes: usize,
+        scenario: &str,
+        clients: usize,
+        ops: f64,
+        p50: f64,
+    ) -> CaseResult {
+        CaseResult {
+            system: system.into(),
+            nodes,
+            scenario: scenario.into(),
+            consistency: "-".into(),
+            clients,
+            connections: 0,
+            median: Round {
+                ok: 10,
+                errors: 0,
+                timeouts: 0,
+                elapsed_s: 1.0,
+                ops_per_sec: ops,
+                latency: Latency {
+                    p50_us: p50,
+                    p99_us: p50 * 2.0,
+                    p999_us: p50 * 3.0,
+                    max_us: p50 * 4.0,
+                    mean_us: p50,
+                },
+                error_kinds: Default::default(),
+            },
+            rounds_ops_per_sec: vec![ops],
+            total_errors: 0,
+            total_timeouts: 0,
+            floor: None,
+            floor_p50_us: None,
+            p50_over_floor: None,
+        }
+    }
+
+    fn report(cases: Vec<CaseResult>) -> Report {
+        Report {
+            started_utc: "t".into(),
+            host: HostInfo {
+                cpus: 2,
+                loadavg_before: String::new(),
+                loadavg_after: String::new(),
+                kernel: String::new(),
+            },
+            settings: serde_json::Value::Null,
+            floors: vec![],
+            cases,
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_run() {
+        let r = report(vec![
+            case("d-engine-embedded", 1, "write", 100, 170_000.0, 500.0),
+            case("d-engine-embedded", 3, "write", 100, 10_000.0, 500.0),
+        ]);
+        let t = check_targets(&r);
+        let get = |p: &str| t.iter().find(|x| x.0.starts_with(p)).unwrap().1;
+        assert_eq!(get("embedded 1 node: write, 100"), Some(true));
+        assert_eq!(get("embedded 3 nodes: write"), Some(false));
+        assert_eq!(get("standalone 3 nodes: write, 1,000"), None);
+    }
+
+    #[test]
+    fn markdown_puts_systems_side_by_side_and_flags_errors() {
+        let mut bad = case("etcd", 1, "write", 1000, 17_000.0, 54_000.0);
+        bad.total_timeouts = 3;
+        let r = report(vec![
+            case("d-engine-embedded", 1, "write", 1000, 100_000.0, 900.0),
+            bad,
+        ]);
+        let md = markdown(&r);
+        assert!(md.contains("| write (-) | 1000 | 100,000/s (0.900 / 1.8 ms) | – | 17,000/s (54.0 / 108 ms) **0 err, 3 to** |"), "{md}");
+    }
+}

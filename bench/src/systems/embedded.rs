@@ -1,0 +1,137 @@
+//! d-engine embedded: engines in this process, driven through
+//! `EmbeddedClient` (no serialization, no sockets on the client path).
+//!
+//! One node runs without any listener. A 3-node cluster runs three engines
+//! in this process that replicate over real gRPC on 127.0.0.1 (ephemeral
+//! ports); the clients call the leader's `EmbeddedClient`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use d_engine::config::MemberConfig;
+use d_engine::{Config, EmbeddedClient, EmbeddedEngine};
+use tokio::net::TcpListener;
+
+use super::{dengine_consistency, dengine_error};
+use crate::workload::{Consistency, Driver, OpError};
+
+pub struct EmbeddedCluster {
+    engines: Vec<EmbeddedEngine>,
+    _dirs: Vec<tempfile::TempDir>,
+    client: EmbeddedClient,
+}
+
+async fn listener() -> Result<(TcpListener, String)> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let a = l.local_addr()?.to_string();
+    Ok((l, a))
+}
+
+impl EmbeddedCluster {
+    /// Starts `nodes` engines with data dirs under `base` and waits for a leader.
+    pub async fn start(nodes: usize, base: &Path) -> Result<Self> {
+        std::fs::create_dir_all(base)?;
+        let mut dirs = Vec::new();
+        let mut engines = Vec::new();
+        if nodes == 1 {
+            let dir = tempfile::Builder::new().prefix("emb-").tempdir_in(base)?;
+            let mut cfg = Config::single_node(dir.path());
+            cfg.client_addr = String::new();
+            let e = EmbeddedEngine::builder(cfg)
+                .without_network()
+                .start()
+                .await
+                .context("starting the embedded engine")?;
+            engines.push(e);
+            dirs.push(dir);
+        } else {
+            let mut ls = Vec::new();
+            for _ in 0..nodes {
+                ls.push((listener().await?, listener().await?));
+            }
+            let members: Vec<MemberConfig> = ls
+                .iter()
+                .enumerate()
+                .map(|(i, ((_, p), (_, c)))| MemberConfig {
+                    id: i as u64 + 1,
+                    peer_addr: p.clone(),
+                    client_addr: c.clone(),
+                })
+                .collect();
+            for (i, ((pl, pa), (cl, ca))) in ls.into_iter().enumerate() {
+                let dir = tempfile::Builder::new().prefix("emb-").tempdir_in(base)?;
+                let mut cfg = Config::single_node(dir.path());
+                cfg.node_id = i as u64 + 1;
+                cfg.peer_addr = pa;
+                cfg.client_addr = ca;
+                cfg.members = members.clone();
+                let e = EmbeddedEngine::builder(cfg)
+                    .peer_listener(pl)
+                    .client_listener(cl)
+                    .start()
+                    .await
+                    .with_context(|| format!("starting embedded node {}", i + 1))?;
+                engines.push(e);
+                dirs.push(dir);
+            }
+        }
+        let leader = wait_leader(&engines, Duration::from_secs(20)).await?;
+        let client = engines[leader].client();
+        Ok(EmbeddedCluster {
+            engines,
+            _dirs: dirs,
+            client,
+        })
+    }
+
+    pub async fn stop(self) {
+        for e in &self.engines {
+            let _ = e.stop().await;
+        }
+    }
+}
+
+/// Index of the engine that leads and serves (committed an entry of its term).
+async fn wait_leader(engines: &[EmbeddedEngine], timeout: Duration) -> Result<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for (i, e) in engines.iter().enumerate() {
+            if let Ok(info) = e.wait_ready(Duration::from_millis(100)).await {
+                if info.id == e.node_id() || engines.len() == 1 {
+                    return Ok(i);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("no embedded leader elected within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Driver for EmbeddedCluster {
+    fn connections(&self) -> usize {
+        0
+    }
+
+    fn supports(&self, _: Consistency) -> bool {
+        true
+    }
+
+    async fn put<'a>(&'a self, _: usize, key: &'a [u8], value: &'a [u8]) -> Result<(), OpError> {
+        self.client
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(dengine_error)
+    }
+
+    async fn get<'a>(&'a self, _: usize, key: &'a [u8], c: Consistency) -> Result<bool, OpError> {
+        self.client
+            .get_with(key, dengine_consistency(c))
+            .await
+            .map(|kv| kv.is_some())
+            .map_err(dengine_error)
+    }
+}

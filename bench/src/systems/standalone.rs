@@ -1,0 +1,211 @@
+//! d-engine standalone: `d-engine-server` processes this tool starts on free
+//! 127.0.0.1 ports with temporary data dirs, driven through the Rust gRPC
+//! client (`d_engine_client::Client`), one client per connection.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use d_engine_client::{Client, ClientBuilder, GrpcKv};
+
+use super::procs::{free_port, Proc};
+use super::{dengine_consistency, dengine_error};
+use crate::workload::{Consistency, Driver, OpError};
+
+pub struct StandaloneCluster {
+    procs: Vec<Proc>,
+    _dir: tempfile::TempDir,
+    clients: Vec<Client>,
+    kvs: Vec<GrpcKv>,
+}
+
+/// Where the server binary is: `--server-bin`, else next to this tool, else
+/// `target/release/d-engine-server`.
+pub fn find_server(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("--server-bin {} does not exist", p.display());
+    }
+    let mut candidates = Vec::new();
+    if let Ok(me) = std::env::current_exe() {
+        if let Some(dir) = me.parent() {
+            candidates.push(dir.join("d-engine-server"));
+        }
+    }
+    candidates.push(PathBuf::from("target/release/d-engine-server"));
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "d-engine-server not found (looked at {:?}); build it with `cargo build --release -p d-engine-server` or pass --server-bin",
+        candidates
+    )
+}
+
+/// The TOML configuration of node `id` of the cluster.
+pub fn node_config(id: usize, data_dir: &Path, nodes: &[(u16, u16)]) -> String {
+    let (peer, client) = nodes[id - 1];
+    let mut s = format!(
+        "node_id = {id}\ncluster_id = \"bench\"\ndata_dir = \"{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nclient_addr = \"127.0.0.1:{client}\"\n",
+        data_dir.display()
+    );
+    if nodes.len() > 1 {
+        for (i, (p, c)) in nodes.iter().enumerate() {
+            s += &format!(
+                "\n[[members]]\nid = {}\npeer_addr = \"127.0.0.1:{p}\"\nclient_addr = \"127.0.0.1:{c}\"\n",
+                i + 1
+            );
+        }
+    }
+    s
+}
+
+impl StandaloneCluster {
+    pub async fn start(
+        server: &Path,
+        nodes: usize,
+        connections: usize,
+        base: &Path,
+        request_timeout: Duration,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(base)?;
+        let dir = tempfile::Builder::new()
+            .prefix("standalone-")
+            .tempdir_in(base)?;
+        let mut ports = Vec::new();
+        for _ in 0..nodes {
+            ports.push((free_port()?, free_port()?));
+        }
+        let mut procs = Vec::new();
+        for id in 1..=nodes {
+            let data = dir.path().join(format!("node{id}"));
+            let cfg = dir.path().join(format!("node{id}.toml"));
+            std::fs::write(&cfg, node_config(id, &data, &ports))?;
+            let log = dir.path().join(format!("node{id}.log"));
+            procs.push(Proc::spawn(
+                &format!("d-engine-server node {id}"),
+                server,
+                &["--config".into(), cfg.display().to_string()],
+                &log,
+            )?);
+        }
+        let endpoints: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("http://127.0.0.1:{c}"))
+            .collect();
+        let mut cluster = StandaloneCluster {
+            procs,
+            _dir: dir,
+            clients: Vec::new(),
+            kvs: Vec::new(),
+        };
+        cluster
+            .wait_ready(&endpoints, Duration::from_secs(30))
+            .await?;
+        for i in 0..connections.max(1) {
+            let c = ClientBuilder::new(endpoints.clone())
+                .request_timeout(request_timeout)
+                .build()
+                .await
+                .with_context(|| format!("connecting client {i}"))?;
+            cluster.kvs.push(c.kv());
+            cluster.clients.push(c);
+        }
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&mut self, endpoints: &[String], timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for p in &mut self.procs {
+                p.check_alive()?;
+            }
+            let attempt = async {
+                let c = ClientBuilder::new(endpoints.to_vec())
+                    .request_timeout(Duration::from_secs(2))
+                    .build()
+                    .await?;
+                c.kv().put(b"bench-ready", b"1").await
+            };
+            let last = match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no reply within 3 s".to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "standalone cluster not serving writes within {timeout:?} (last error: {last}); log of node 1:\n{}",
+                    self.procs[0].log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        drop(self.kvs);
+        drop(self.clients);
+        for p in self.procs {
+            p.stop().await;
+        }
+    }
+}
+
+impl Driver for StandaloneCluster {
+    fn connections(&self) -> usize {
+        self.kvs.len()
+    }
+
+    fn supports(&self, _: Consistency) -> bool {
+        true
+    }
+
+    async fn put<'a>(&'a self, conn: usize, key: &'a [u8], value: &'a [u8]) -> Result<(), OpError> {
+        self.kvs[conn]
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(dengine_error)
+    }
+
+    async fn get<'a>(
+        &'a self,
+        conn: usize,
+        key: &'a [u8],
+        c: Consistency,
+    ) -> Result<bool, OpError> {
+        self.kvs[conn]
+            .get_with(key, dengine_consistency(c))
+            .await
+            .map(|kv| kv.is_some())
+            .map_err(dengine_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_node_config_parses_as_an_engine_config() {
+        let ports = [(1001, 2001), (1002, 2002), (1003, 2003)];
+        let text = node_config(2, Path::new("/tmp/x"), &ports);
+        let cfg = d_engine::Config::from_toml_str(&text).unwrap();
+        assert_eq!(cfg.node_id, 2);
+        assert_eq!(cfg.members.len(), 3);
+        assert_eq!(cfg.client_addr, "127.0.0.1:2002");
+        assert_eq!(cfg.members[2].peer_addr, "127.0.0.1:1003");
+    }
+
+    #[test]
+    fn missing_server_binary_is_a_clear_error() {
+        let e = find_server(Some(Path::new("/nonexistent/d-engine-server")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--server-bin"), "{e}");
+    }
+}

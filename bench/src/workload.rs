@@ -1,0 +1,489 @@
+//! Scenarios, key generation and the closed-loop load generator.
+//!
+//! A *client* is a task that issues one request, waits for its reply and
+//! issues the next (closed loop), so `clients` is the number of requests in
+//! flight. Clients share `connections` gRPC connections round-robin.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::stats::{new_histogram, Latency, Round};
+
+/// Read consistency, as the benchmark names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Linearizable,
+    Lease,
+    Eventual,
+}
+
+impl Consistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Lease => "lease",
+            Consistency::Eventual => "eventual",
+        }
+    }
+}
+
+/// The standard Raft-KV scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Writes from exactly one client.
+    WriteSingle,
+    /// Writes from `--clients` clients (default 1,000 in flight).
+    Write,
+    /// Reads with `--consistency` (default linearizable).
+    Read,
+    ReadLinearizable,
+    ReadLease,
+    ReadEventual,
+    /// Linearizable reads (or `--consistency`) on only 10 keys.
+    HotKey,
+}
+
+/// What one request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Put,
+    Get(Consistency),
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::WriteSingle => "write-single",
+            Scenario::Write => "write",
+            Scenario::Read => "read",
+            Scenario::ReadLinearizable => "read-linearizable",
+            Scenario::ReadLease => "read-lease",
+            Scenario::ReadEventual => "read-eventual",
+            Scenario::HotKey => "hot-key",
+        }
+    }
+
+    /// The request this scenario issues; `read` and `hot-key` use `c`.
+    pub fn op(self, c: Consistency) -> OpKind {
+        match self {
+            Scenario::WriteSingle | Scenario::Write => OpKind::Put,
+            Scenario::Read | Scenario::HotKey => OpKind::Get(c),
+            Scenario::ReadLinearizable => OpKind::Get(Consistency::Linearizable),
+            Scenario::ReadLease => OpKind::Get(Consistency::Lease),
+            Scenario::ReadEventual => OpKind::Get(Consistency::Eventual),
+        }
+    }
+
+    /// Number of clients this scenario runs with given the requested number.
+    pub fn clients(self, requested: usize) -> usize {
+        match self {
+            Scenario::WriteSingle => 1,
+            _ => requested.max(1),
+        }
+    }
+
+    /// Keys drawn from: the key space, or the 10 hot keys.
+    pub fn keys(self, key_space: usize) -> usize {
+        match self {
+            Scenario::HotKey => 10.min(key_space),
+            _ => key_space,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone)]
+pub enum OpError {
+    /// Timed out (the tool's deadline or the system's timeout error).
+    Timeout(String),
+    Other(String),
+}
+
+/// One system under test, reachable over `connections()` connections.
+pub trait Driver: Send + Sync + 'static {
+    fn connections(&self) -> usize;
+    /// Whether the system offers this read consistency at all.
+    fn supports(&self, c: Consistency) -> bool;
+    fn put<'a>(
+        &'a self,
+        conn: usize,
+        key: &'a [u8],
+        value: &'a [u8],
+    ) -> impl Future<Output = Result<(), OpError>> + Send + 'a;
+    /// Returns whether the key was found.
+    fn get<'a>(
+        &'a self,
+        conn: usize,
+        key: &'a [u8],
+        c: Consistency,
+    ) -> impl Future<Output = Result<bool, OpError>> + Send + 'a;
+}
+
+/// Fixed-size keys: the index in decimal, zero-padded to `key_size` bytes.
+pub fn make_keys(count: usize, key_size: usize) -> Result<Vec<Vec<u8>>> {
+    if count == 0 {
+        bail!("--key-space must be at least 1");
+    }
+    let digits = (count - 1).to_string().len();
+    if key_size < digits {
+        bail!("--key-size {key_size} is too small for --key-space {count}: need at least {digits} bytes");
+    }
+    Ok((0..count)
+        .map(|i| format!("{i:0key_size$}").into_bytes())
+        .collect())
+}
+
+/// A value of `size` bytes (printable, not all equal).
+pub fn make_value(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// How long / how much to run one round.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub op: OpKind,
+    pub clients: usize,
+    pub warmup: Duration,
+    /// Measured duration (ignored when `requests` is set).
+    pub duration: Duration,
+    /// Measured request count instead of a duration.
+    pub requests: Option<u64>,
+    /// Keys are drawn uniformly from `keys[..key_count]`.
+    pub key_count: usize,
+    pub request_timeout: Duration,
+    pub label: String,
+    pub progress: bool,
+}
+
+/// xorshift64*: a per-client key picker (no shared state, no syscalls).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+    }
+}
+
+struct Shared {
+    done: AtomicU64,
+    remaining: AtomicI64,
+    stop: AtomicBool,
+}
+
+struct ClientOutcome {
+    hist: hdrhistogram::Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    timeouts: u64,
+    kinds: BTreeMap<String, u64>,
+    last_done: Option<Instant>,
+}
+
+fn kind_of(msg: &str) -> String {
+    msg.chars().take(120).collect()
+}
+
+/// Runs one round: warm-up (not recorded), then the measured window.
+pub async fn run_round<D: Driver>(
+    driver: Arc<D>,
+    keys: Arc<Vec<Vec<u8>>>,
+    value: Arc<Vec<u8>>,
+    spec: &RunSpec,
+) -> Result<Round> {
+    if spec.key_count == 0 || spec.key_count > keys.len() {
+        bail!("key count {} outside 1..={}", spec.key_count, keys.len());
+    }
+    let shared = Arc::new(Shared {
+        done: AtomicU64::new(0),
+        remaining: AtomicI64::new(spec.requests.map(|r| r as i64).unwrap_or(i64::MAX)),
+        stop: AtomicBool::new(false),
+    });
+    let start = Instant::now();
+    let warm_end = start + spec.warmup;
+    let end = spec.requests.is_none().then_some(warm_end + spec.duration);
+
+    let mut tasks = Vec::with_capacity(spec.clients);
+    for i in 0..spec.clients {
+        let (driver, keys, value, shared) =
+            (driver.clone(), keys.clone(), value.clone(), shared.clone());
+        let (op, key_count, timeout) = (spec.op, spec.key_count, spec.request_timeout);
+        let conns = driver.connections().max(1);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x1000_0001));
+            let conn = i % conns;
+            let mut out = ClientOutcome {
+                hist: new_histogram(),
+                ok: 0,
+                errors: 0,
+                timeouts: 0,
+                kinds: BTreeMap::new(),
+                last_done: None,
+            };
+            loop {
+                if shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t0 = Instant::now();
+                let measured = t0 >= warm_end;
+                if measured {
+                    if let Some(end) = end {
+                        if t0 >= end {
+                            break;
+                        }
+                    } else if shared.remaining.fetch_sub(1, Ordering::Relaxed) <= 0 {
+                        break;
+                    }
+                }
+                let key = &keys[rng.next(key_count)];
+                let res = match op {
+                    OpKind::Put => {
+                        tokio::time::timeout(timeout, driver.put(conn, key, &value)).await
+                    }
+                    OpKind::Get(c) => {
+                        tokio::time::timeout(timeout, async {
+                            driver.get(conn, key, c).await.map(|_| ())
+                        })
+                        .await
+                    }
+                };
+                let t1 = Instant::now();
+                if !measured {
+                    continue;
+                }
+                out.last_done = Some(t1);
+                match res {
+                    Ok(Ok(())) => {
+                        let ns = (t1 - t0).as_nanos().max(1) as u64;
+                        out.hist.record(ns).expect("auto-resizing histogram");
+                        out.ok += 1;
+                    }
+                    Ok(Err(OpError::Timeout(m))) => {
+                        out.timeouts += 1;
+                        *out.kinds
+                            .entry(kind_of(&format!("timeout: {m}")))
+                            .or_default() += 1;
+                    }
+                    Ok(Err(OpError::Other(m))) => {
+                        out.errors += 1;
+                        *out.kinds.entry(kind_of(&m)).or_default() += 1;
+                    }
+                    Err(_) => {
+                        out.timeouts += 1;
+                        *out.kinds
+                            .entry(format!("no reply within {timeout:?} (bench deadline)"))
+                            .or_default() += 1;
+                    }
+                }
+                shared.done.fetch_add(1, Ordering::Relaxed);
+            }
+            out
+        }));
+    }
+
+    let bar = spec.progress.then(|| progress_bar(spec));
+    let ticker = bar.clone().map(|bar| {
+        let shared = shared.clone();
+        let requests = spec.requests;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = Instant::now();
+                let done = shared.done.load(Ordering::Relaxed);
+                if now < warm_end {
+                    bar.set_message("warming up");
+                    continue;
+                }
+                let secs = (now - warm_end).as_secs_f64().max(1e-3);
+                bar.set_message(format!("{:.0} ops/s", done as f64 / secs));
+                match (requests, end) {
+                    (Some(_), _) => bar.set_position(done),
+                    (None, Some(end)) => {
+                        bar.set_position((now.min(end) - warm_end).as_millis() as u64)
+                    }
+                    _ => {}
+                }
+            }
+        })
+    });
+
+    let mut hist = new_histogram();
+    let (mut ok, mut errors, mut timeouts) = (0, 0, 0);
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last = warm_end;
+    let mut join_errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(o) => {
+                hist.add(&o.hist).expect("auto-resizing histogram");
+                ok += o.ok;
+                errors += o.errors;
+                timeouts += o.timeouts;
+                for (k, v) in o.kinds {
+                    *kinds.entry(k).or_default() += v;
+                }
+                if let Some(l) = o.last_done {
+                    last = last.max(l);
+                }
+            }
+            Err(e) => {
+                join_errors += 1;
+                *kinds.entry(format!("client task failed: {e}")).or_default() += 1;
+            }
+        }
+    }
+    errors += join_errors;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let elapsed = (last - warm_end).as_secs_f64().max(1e-9);
+    Ok(Round {
+        ok,
+        errors,
+        timeouts,
+        elapsed_s: elapsed,
+        ops_per_sec: ok as f64 / elapsed,
+        latency: Latency::from_histogram(&hist),
+        error_kinds: kinds,
+    })
+}
+
+fn progress_bar(spec: &RunSpec) -> ProgressBar {
+    let len = match spec.requests {
+        Some(r) => r,
+        None => spec.duration.as_millis() as u64,
+    };
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>40} [{bar:30}] {percent:>3}% {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(spec.label.clone());
+    bar
+}
+
+/// Writes every key once (so reads find their key), with `parallel` writers.
+/// Fails on the first error: a benchmark on a half-loaded key space is wrong.
+pub async fn preload<D: Driver>(
+    driver: Arc<D>,
+    keys: Arc<Vec<Vec<u8>>>,
+    value: Arc<Vec<u8>>,
+    parallel: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..parallel.max(1) {
+        let (driver, keys, value, next) =
+            (driver.clone(), keys.clone(), value.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let conn = w % driver.connections().max(1);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= keys.len() {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                match tokio::time::timeout(timeout, driver.put(conn, &keys[i], &value)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => bail!("preloading key {i} failed: {e:?}"),
+                    Err(_) => bail!("preloading key {i}: no reply within {timeout:?}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_size_and_distinct() {
+        let k = make_keys(1000, 8).unwrap();
+        assert_eq!(k.len(), 1000);
+        assert!(k.iter().all(|k| k.len() == 8));
+        assert_eq!(k[7], b"00000007");
+        let set: std::collections::HashSet<_> = k.iter().collect();
+        assert_eq!(set.len(), 1000);
+    }
+
+    #[test]
+    fn too_small_key_size_is_a_clear_error() {
+        let e = make_keys(1_000_000, 4).unwrap_err().to_string();
+        assert!(e.contains("--key-size") && e.contains("6 bytes"), "{e}");
+    }
+
+    #[test]
+    fn rng_stays_in_range_and_covers_it() {
+        let mut r = Rng(42);
+        let mut seen = [false; 10];
+        for _ in 0..1000 {
+            seen[r.next(10)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    /// A driver whose every third request fails and every fifth hangs.
+    struct Flaky(AtomicU64);
+    impl Driver for Flaky {
+        fn connections(&self) -> usize {
+            1
+        }
+        fn supports(&self, _: Consistency) -> bool {
+            true
+        }
+        async fn put<'a>(&'a self, _: usize, _: &'a [u8], _: &'a [u8]) -> Result<(), OpError> {
+            let n = self.0.fetch_add(1, Ordering::Relaxed);
+            if n % 5 == 4 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if n % 3 == 2 {
+                return Err(OpError::Other("boom".into()));
+            }
+            Ok(())
+        }
+        async fn get<'a>(&'a self, _: usize, _: &'a [u8], _: Consistency) -> Result<bool, OpError> {
+            Ok(true)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_request_is_accounted_for() {
+        let d = Arc::new(Flaky(AtomicU64::new(0)));
+        let spec = RunSpec {
+            op: OpKind::Put,
+            clients: 4,
+            warmup: Duration::ZERO,
+            duration: Duration::ZERO,
+            requests: Some(200),
+            key_count: 10,
+            request_timeout: Duration::from_millis(5),
+            label: "t".into(),
+            progress: false,
+        };
+        let keys = Arc::new(make_keys(10, 8).unwrap());
+        let r = run_round(d, keys, Arc::new(make_value(4)), &spec)
+            .await
+            .unwrap();
+        assert_eq!(r.ok + r.errors + r.timeouts, 200, "{r:?}");
+        assert!(r.errors > 0 && r.timeouts > 0, "{r:?}");
+        assert_eq!(r.error_kinds.values().sum::<u64>(), r.errors + r.timeouts);
+        assert_eq!(r.error_kinds.get("boom"), Some(&r.errors));
+    }
+}

@@ -1,0 +1,32 @@
+//! `d_engine._native`: the d-engine engine in-process for Python.
+//!
+//! The public Python API is `d_engine.EmbeddedEngine`
+//! (`python/d_engine/_embedded.py`): argument checking, dataclasses and the
+//! asyncio form live there; this module only moves bytes and integers across
+//! the boundary, releasing the GIL whenever it waits.
+
+mod engine;
+mod errors;
+mod watch;
+
+use pyo3::prelude::*;
+
+/// Installs a stderr log subscriber when `DENGINE_LOG` is set (an
+/// `EnvFilter` directive such as `info` or `d_engine=debug`).
+fn init_logging() {
+    if let Ok(filter) = std::env::var("DENGINE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_logging();
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<watch::Watch>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+"""Three embedded engines in three Python processes form one cluster
+(``EmbeddedEngine.start_with(<toml>)`` in each, peers over gRPC)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from cluster import EmbeddedNodeProc, cluster_specs, embedded_node, wait_until
+
+import d_engine as dengine
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[List[EmbeddedNodeProc]]:
+    specs = cluster_specs(tmp_path)
+    procs = [embedded_node(s, specs, tmp_path) for s in specs]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            line = p.popen.stdout.readline()
+            assert line, f"embedded node {p.spec.id} failed to start:\n{p.log_tail()}"
+            assert json.loads(line)["ready"] == p.spec.id
+        for p in procs:
+            reply = p.request("wait_ready", reply_timeout=20, timeout=15)
+            assert "ok" in reply, f"node {p.spec.id}: {reply}\n{p.log_tail()}"
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            if getattr(p, "stderr", None):
+                p.stderr.close()
+
+
+def _leader(nodes: List[EmbeddedNodeProc], not_: int = 0) -> int:
+    def agreed():
+        ids = {p.request("leader")["ok"] for p in nodes if p.alive()}
+        return ids.pop() if len(ids) == 1 and not ids & {0, not_} else None
+
+    return wait_until("the three nodes to agree on a leader", agreed, timeout=15)
+
+
+def test_three_python_processes_form_a_cluster(nodes: List[EmbeddedNodeProc]):
+    leader = _leader(nodes)
+    assert all(p.request("members")["ok"] == [1, 2, 3] for p in nodes)
+    lp = nodes[leader - 1]
+    assert isinstance(lp.request("put", key="k", value="v1")["ok"], int)
+    assert lp.request("get", key="k")["ok"] == "v1"
+    # replicated: every node applies it (eventual reads are served locally)
+    for p in nodes:
+
+        def applied(p=p):
+            return p.request("get", key="k", consistency="eventual")["ok"] == "v1"
+
+        wait_until(f"node {p.spec.id} to apply the write", applied, 10)
+
+
+def test_writes_on_a_follower_are_forwarded_to_the_leader(nodes: List[EmbeddedNodeProc]):
+    leader = _leader(nodes)
+    follower = next(p for p in nodes if p.spec.id != leader)
+    reply = follower.request("put", key="fw", value="from-follower")
+    assert "ok" in reply, f"a write on a follower failed: {reply}"
+    assert follower.request("get", key="fw")["ok"] == "from-follower"
+    assert follower.request("cas", key="fw", expected="from-follower", new="2")["ok"] is True
+    assert nodes[leader - 1].request("get", key="fw")["ok"] == "2"
+
+
+def test_grpc_client_reaches_the_embedded_cluster(nodes: List[EmbeddedNodeProc]):
+    leader = _leader(nodes)
+    nodes[leader - 1].request("put", key="x", value="embedded")
+    with dengine.Client([p.spec.client_addr for p in nodes]) as c:
+        assert c.get(b"x").value == b"embedded"
+        c.put(b"y", b"grpc")
+    assert nodes[leader - 1].request("get", key="y")["ok"] == "grpc"
+
+
+def test_leader_process_killed_the_others_elect_and_keep_data(nodes: List[EmbeddedNodeProc]):
+    leader = _leader(nodes)
+    lp = nodes[leader - 1]
+    for i in range(20):
+        assert "ok" in lp.request("put", key=f"d{i}", value=str(i))
+    lp.kill()
+    rest = [p for p in nodes if p.spec.id != leader]
+    new = _leader(rest, not_=leader)
+    assert new != leader
+    np_ = nodes[new - 1]
+    assert [np_.request("get", key=f"d{i}")["ok"] for i in range(20)] == [str(i) for i in range(20)]
+    assert "ok" in np_.request("put", key="after", value="1")

@@ -1,0 +1,104 @@
+//! The `dengine.v1.Admin` service: membership changes, leadership
+//! transfer, snapshots (leader only: NOT_LEADER with a hint otherwise) and
+//! node status (any node).
+
+use d_engine_proto::v1 as pb;
+use d_engine_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::status::status;
+use super::validate;
+use crate::runtime::NodeHandle;
+
+pub struct AdminService {
+    node: NodeHandle,
+}
+
+impl AdminService {
+    pub fn new(node: NodeHandle) -> Self {
+        AdminService { node }
+    }
+
+    fn change(&self, members: Vec<d_engine_client::MemberInfo>) -> Response<pb::ChangeResponse> {
+        Response::new(pb::ChangeResponse {
+            header: convert::header(self.node.header()),
+            members: convert::members(members),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let r = req.into_inner();
+        let id = validate::node_id("id", r.id)?;
+        validate::address("peer_addr", &r.peer_addr, true)?;
+        validate::address("client_addr", &r.client_addr, false)?;
+        let members = self
+            .node
+            .add_learner(id, r.peer_addr, r.client_addr)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(self.change(members))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let id = validate::node_id("id", req.into_inner().id)?;
+        let members = self.node.promote(id).await.map_err(|e| status(&e))?;
+        Ok(self.change(members))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let id = validate::node_id("id", req.into_inner().id)?;
+        let members = self.node.remove_member(id).await.map_err(|e| status(&e))?;
+        Ok(self.change(members))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let to = validate::node_id("to", req.into_inner().to)?;
+        self.node.transfer_leader(to).await.map_err(|e| status(&e))?;
+        Ok(self.change(self.node.members()))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _req: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        let index = self.node.trigger_snapshot().await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {
+            header: convert::header(self.node.header()),
+            snapshot_index: index,
+        }))
+    }
+
+    async fn node_status(
+        &self,
+        _req: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        let s = self.node.status();
+        Ok(Response::new(pb::NodeStatusResponse {
+            header: convert::header(self.node.header()),
+            id: s.id,
+            role: s.role.as_str().to_string(),
+            leader_id: s.leader_id,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            last_log_index: s.last_log_index,
+            snapshot_index: s.snapshot_index,
+            members: convert::members(s.members),
+        }))
+    }
+}

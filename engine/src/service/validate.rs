@@ -1,0 +1,214 @@
+//! Request validation of the client API.
+//!
+//! Every refusal is INVALID_ARGUMENT whose message names the field and the
+//! limit and whose `ErrorInfo` metadata carries `field` (and `limit` for
+//! size limits), so clients can act on it without parsing text. The node
+//! checks again (defence in depth); checking here first gives the precise
+//! field name.
+
+use std::time::Duration;
+
+use d_engine_client::Consistency;
+use d_engine_proto::v1 as pb;
+use tonic::Status;
+
+use super::status::{invalid, limit};
+use crate::config::LimitsConfig;
+use crate::runtime::handle::WriteId;
+
+/// Longest accepted TTL: 10 years. Anything longer is almost certainly a
+/// unit mistake (seconds vs milliseconds) and would overflow expiry times.
+pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// A key: `1..=max_key_bytes` bytes. `field` names it in errors ("key", "keys[3]").
+pub fn key(l: &LimitsConfig, field: &str, k: &[u8]) -> Result<(), Status> {
+    if k.is_empty() {
+        return Err(limit(
+            field,
+            l.max_key_bytes as u64,
+            format!(
+                "{field} is empty; keys must be 1..={} bytes",
+                l.max_key_bytes
+            ),
+        ));
+    }
+    size(field, k.len(), l.max_key_bytes, "limits.max_key_bytes")
+}
+
+/// A prefix: empty (everything) up to `max_key_bytes`.
+pub fn prefix(l: &LimitsConfig, field: &str, p: &[u8]) -> Result<(), Status> {
+    size(field, p.len(), l.max_key_bytes, "limits.max_key_bytes")
+}
+
+/// A value: at most `max_value_bytes`.
+pub fn value(l: &LimitsConfig, field: &str, v: &[u8]) -> Result<(), Status> {
+    size(field, v.len(), l.max_value_bytes, "limits.max_value_bytes")
+}
+
+fn size(field: &str, len: usize, max: usize, key: &str) -> Result<(), Status> {
+    if len > max {
+        return Err(limit(
+            field,
+            max as u64,
+            format!("{field} is {len} bytes; the limit is {max} bytes ({key})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's consistency; UNSPECIFIED means LINEARIZABLE.
+pub fn consistency(raw: i32) -> Result<Consistency, Status> {
+    match pb::Consistency::try_from(raw) {
+        Ok(pb::Consistency::Unspecified) | Ok(pb::Consistency::Linearizable) => {
+            Ok(Consistency::Linearizable)
+        }
+        Ok(pb::Consistency::Lease) => Ok(Consistency::Lease),
+        Ok(pb::Consistency::Eventual) => Ok(Consistency::Eventual),
+        Err(_) => Err(invalid(
+            "consistency",
+            format!(
+                "consistency {raw} is unknown; use LINEARIZABLE (1), LEASE (2) or EVENTUAL (3)"
+            ),
+        )),
+    }
+}
+
+/// `ttl_ms` (0 = no expiry) as a duration.
+pub fn ttl(field: &str, ttl_ms: u64) -> Result<Option<Duration>, Status> {
+    if ttl_ms > MAX_TTL_MS {
+        return Err(limit(
+            field,
+            MAX_TTL_MS,
+            format!("{field} is {ttl_ms} ms; the limit is {MAX_TTL_MS} ms (10 years)"),
+        ));
+    }
+    Ok((ttl_ms > 0).then(|| Duration::from_millis(ttl_ms)))
+}
+
+/// The optional write id (`client_id` 0 = no deduplication).
+pub fn write_id(w: Option<pb::WriteId>) -> Result<Option<WriteId>, Status> {
+    match w {
+        None => Ok(None),
+        Some(w) if w.client_id == 0 => Ok(None),
+        Some(w) if w.seq == 0 => Err(invalid(
+            "write_id.seq",
+            "write_id.seq must be >= 1 when write_id.client_id is set",
+        )),
+        Some(w) => Ok(Some(WriteId {
+            client_id: w.client_id,
+            seq: w.seq,
+        })),
+    }
+}
+
+/// A node id in an admin request.
+pub fn node_id(field: &str, id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(invalid(field, format!("{field} must be >= 1 (0 is reserved)")));
+    }
+    Ok(id)
+}
+
+/// A `host:port` address in an admin request (`required`: must be set).
+pub fn address(field: &str, addr: &str, required: bool) -> Result<(), Status> {
+    if addr.is_empty() {
+        if required {
+            return Err(invalid(field, format!("{field} must be set (host:port)")));
+        }
+        return Ok(());
+    }
+    let ok = addr
+        .rsplit_once(':')
+        .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+        .unwrap_or(false);
+    if !ok || addr.len() > 255 || addr.contains("://") {
+        return Err(invalid(
+            field,
+            format!("{field} '{addr}' is not a host:port address (e.g. 10.0.0.4:9081)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    fn limits() -> LimitsConfig {
+        crate::config::Config::default().limits
+    }
+
+    fn info(s: &Status) -> std::collections::HashMap<String, String> {
+        let i = s.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(i.domain, "d-engine");
+        assert_eq!(i.reason, "INVALID_ARGUMENT");
+        i.metadata
+    }
+
+    #[test]
+    fn keys_must_be_non_empty_and_within_the_limit() {
+        let l = limits();
+        key(&l, "key", b"k").unwrap();
+        let e = key(&l, "key", b"").unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("key is empty"), "{}", e.message());
+        assert_eq!(info(&e)["field"], "key");
+        let big = vec![b'k'; l.max_key_bytes + 1];
+        let e = key(&l, "keys[2]", &big).unwrap_err();
+        assert!(e.message().contains("keys[2] is 4097 bytes"), "{}", e.message());
+        assert_eq!(info(&e)["limit"], l.max_key_bytes.to_string());
+        prefix(&l, "prefix", b"").unwrap();
+    }
+
+    #[test]
+    fn values_within_the_limit() {
+        let l = limits();
+        value(&l, "value", &vec![0; l.max_value_bytes]).unwrap();
+        let e = value(&l, "value", &vec![0; l.max_value_bytes + 1]).unwrap_err();
+        assert!(e.message().contains("limits.max_value_bytes"), "{}", e.message());
+        assert_eq!(info(&e)["field"], "value");
+    }
+
+    #[test]
+    fn unknown_consistency_is_refused() {
+        assert_eq!(consistency(0).unwrap(), Consistency::Linearizable);
+        assert_eq!(consistency(2).unwrap(), Consistency::Lease);
+        assert_eq!(consistency(3).unwrap(), Consistency::Eventual);
+        let e = consistency(9).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("consistency 9 is unknown"));
+        assert_eq!(info(&e)["field"], "consistency");
+    }
+
+    #[test]
+    fn ttl_write_id_node_id_and_addresses() {
+        assert_eq!(ttl("ttl_ms", 0).unwrap(), None);
+        assert_eq!(
+            ttl("ttl_ms", 1500).unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(ttl("ttl_ms", u64::MAX).is_err());
+        assert_eq!(write_id(None).unwrap(), None);
+        assert_eq!(
+            write_id(Some(pb::WriteId {
+                client_id: 0,
+                seq: 5
+            }))
+            .unwrap(),
+            None
+        );
+        assert!(write_id(Some(pb::WriteId {
+            client_id: 3,
+            seq: 0
+        }))
+        .is_err());
+        assert!(node_id("id", 0).is_err());
+        address("peer_addr", "127.0.0.1:9081", true).unwrap();
+        address("client_addr", "", false).unwrap();
+        assert!(address("peer_addr", "", true).is_err());
+        assert!(address("peer_addr", "http://x:1", true).is_err());
+        assert!(address("peer_addr", "nohost", true).is_err());
+    }
+}

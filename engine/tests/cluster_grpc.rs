@@ -1,0 +1,258 @@
+//! A 3-node cluster in one process over real gRPC on 127.0.0.1 (ephemeral
+//! ports): election, replication, NotLeader hints, failover, growth.
+
+use std::time::{Duration, Instant};
+
+use d_engine::config::MemberConfig;
+use d_engine::{Config, Consistency, EmbeddedEngine, Error};
+use tokio::net::TcpListener;
+
+struct Node {
+    cfg: Config,
+    engine: Option<EmbeddedEngine>,
+    _dir: tempfile::TempDir,
+}
+
+fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    (l, a)
+}
+
+fn base_config(id: u64, dir: &std::path::Path, peer: &str, client: &str) -> Config {
+    let mut c = Config::single_node(dir);
+    c.node_id = id;
+    c.peer_addr = peer.to_string();
+    c.client_addr = client.to_string();
+    c.raft.tick_ms = 10;
+    c.raft.election_timeout_ms = 150;
+    c.raft.heartbeat_interval_ms = 30;
+    c
+}
+
+async fn cluster(n: u64, forward: bool) -> Vec<Node> {
+    init_log();
+    let mut ls = Vec::new();
+    for _ in 0..n {
+        ls.push((listener().await, listener().await));
+    }
+    let members: Vec<MemberConfig> = ls
+        .iter()
+        .enumerate()
+        .map(|(i, ((_, p), (_, c)))| MemberConfig {
+            id: i as u64 + 1,
+            peer_addr: p.clone(),
+            client_addr: c.clone(),
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, ((pl, pa), (cl, ca))) in ls.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = base_config(i as u64 + 1, dir.path(), &pa, &ca);
+        cfg.members = members.clone();
+        cfg.embedded.forward_to_leader = forward;
+        let engine = EmbeddedEngine::builder(cfg.clone())
+            .peer_listener(pl)
+            .client_listener(cl)
+            .start()
+            .await
+            .unwrap();
+        nodes.push(Node {
+            cfg,
+            engine: Some(engine),
+            _dir: dir,
+        });
+    }
+    nodes
+}
+
+fn e(n: &Node) -> &EmbeddedEngine {
+    n.engine.as_ref().unwrap()
+}
+
+async fn leader_of(nodes: &[Node], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let leaders: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.engine.is_some())
+            .filter(|(_, n)| e(n).status().role == d_engine::runtime::NodeRole::Leader)
+            .map(|(i, _)| i)
+            .collect();
+        if leaders.len() == 1 {
+            let i = leaders[0];
+            if e(&nodes[i]).wait_ready(Duration::from_millis(50)).await.is_ok() {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no single leader within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn eventually_has(n: &Node, key: &[u8], value: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = e(n)
+            .client()
+            .get_with(key, Consistency::Eventual)
+            .await
+            .unwrap();
+        if got.as_ref().map(|kv| kv.value.as_slice()) == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} never saw {key:?}",
+            n.cfg.node_id
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_fail_over() {
+    let mut nodes = cluster(3, false).await;
+    for n in &nodes {
+        e(n).wait_ready(Duration::from_secs(10)).await.unwrap();
+    }
+    let l = leader_of(&nodes, Duration::from_secs(10)).await;
+    let lc = e(&nodes[l]).client();
+    for i in 0..50u32 {
+        lc.put(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    for n in &nodes {
+        eventually_has(n, b"k49", b"v49").await;
+        assert_eq!(e(n).status().members.len(), 3);
+    }
+    // A write on a follower (forwarding disabled) names the leader.
+    let f = (l + 1) % 3;
+    let err = e(&nodes[f]).client().put(b"x", b"y").await.unwrap_err();
+    match err {
+        Error::NotLeader {
+            leader_id,
+            leader_addr,
+        } => {
+            assert_eq!(leader_id, Some(nodes[l].cfg.node_id));
+            assert_eq!(leader_addr.as_deref(), Some(nodes[l].cfg.client_addr.as_str()));
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // Linearizable reads on a follower are refused the same way; eventual ones work.
+    assert!(matches!(
+        e(&nodes[f]).client().get(b"k1").await,
+        Err(Error::NotLeader { .. })
+    ));
+    // Kill the leader: the other two elect a new one and keep every write.
+    let old = nodes[l].engine.take().unwrap();
+    old.stop().await.unwrap();
+    let l2 = leader_of(&nodes, Duration::from_secs(10)).await;
+    assert_ne!(l2, l);
+    let c2 = e(&nodes[l2]).client();
+    for i in 0..50u32 {
+        let kv = c2.get(format!("k{i}")).await.unwrap().unwrap();
+        assert_eq!(kv.value, format!("v{i}").as_bytes());
+    }
+    c2.put(b"after", b"failover").await.unwrap();
+    // The old leader restarts from its data dir and catches up.
+    let cfg = nodes[l].cfg.clone();
+    nodes[l].engine = Some(EmbeddedEngine::start_with_config(cfg).await.unwrap());
+    eventually_has(&nodes[l], b"after", b"failover").await;
+    for n in &nodes {
+        e(n).stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_one_to_three_and_transfer_leadership() {
+    init_log();
+    let dir1 = tempfile::tempdir().unwrap();
+    let ((pl, pa), (cl, ca)) = (listener().await, listener().await);
+    let cfg1 = base_config(1, dir1.path(), &pa, &ca);
+    let e1 = EmbeddedEngine::builder(cfg1)
+        .peer_listener(pl)
+        .client_listener(cl)
+        .start()
+        .await
+        .unwrap();
+    e1.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let c1 = e1.client();
+    for i in 0..20u32 {
+        c1.put(format!("g{i}"), b"v").await.unwrap();
+    }
+    // Compact the log so new members are caught up by snapshot.
+    e1.handle().trigger_snapshot().await.unwrap();
+    c1.put(b"after-snap", b"1").await.unwrap();
+
+    let mut others = Vec::new();
+    for id in 2..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let ((pl, pa), (cl, ca)) = (listener().await, listener().await);
+        let mut cfg = base_config(id, dir.path(), &pa, &ca);
+        cfg.join = true;
+        cfg.members = vec![MemberConfig {
+            id: 1,
+            peer_addr: e1.peer_addr().unwrap().to_string(),
+            client_addr: String::new(),
+        }];
+        let eng = EmbeddedEngine::builder(cfg)
+            .peer_listener(pl)
+            .client_listener(cl)
+            .start()
+            .await
+            .unwrap();
+        let members = c1.add_learner(id, pa.clone(), ca.clone()).await.unwrap();
+        assert!(members.iter().any(|m| m.id == id && m.role == d_engine::MemberRole::Learner));
+        // Wait until the learner has caught up, then promote it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while eng.status().applied_index < e1.status().commit_index {
+            assert!(Instant::now() < deadline, "learner {id} did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let members = match c1.promote(id).await {
+            Ok(m) => m,
+            Err(err) => panic!(
+                "promote {id}: {err:?}\nleader {:?}\nlearner {:?}",
+                e1.status(),
+                eng.status()
+            ),
+        };
+        assert!(members.iter().any(|m| m.id == id && m.role == d_engine::MemberRole::Voter));
+        others.push((eng, dir));
+    }
+    for (eng, _) in &others {
+        let kv = eng
+            .client()
+            .get_with(b"after-snap", Consistency::Eventual)
+            .await
+            .unwrap();
+        assert!(kv.is_some());
+        assert_eq!(eng.status().members.len(), 3);
+    }
+    // Hand leadership to node 2.
+    c1.transfer_leader(2).await.unwrap();
+    let e2 = &others[0].0;
+    e2.wait_ready(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(e2.status().role, d_engine::runtime::NodeRole::Leader);
+    e2.client().put(b"from-2", b"ok").await.unwrap();
+    // Remove node 3.
+    let members = e2.client().remove_member(3).await.unwrap();
+    assert_eq!(members.len(), 2);
+    // Unknown node in an admin call: a clear error.
+    assert!(matches!(
+        e2.client().promote(42).await,
+        Err(Error::UnknownNode(_))
+    ));
+    for (eng, _) in &others {
+        eng.stop().await.unwrap();
+    }
+    e1.stop().await.unwrap();
+}

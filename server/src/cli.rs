@@ -1,0 +1,284 @@
+//! Command line flags and environment variables, and how they override the
+//! configuration file.
+//!
+//! Precedence (highest first): command-line flag, environment variable,
+//! configuration file, built-in default. Without `--config` the server
+//! starts as a single-node cluster (node 1, data in `./d-engine-data`,
+//! client API on 127.0.0.1:9083, peer service on 127.0.0.1:9081).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use d_engine::config::{Config, ConfigError, MemberConfig};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// d-engine standalone server: a replicated key-value store on Raft with a
+/// gRPC API (default port 9083).
+#[derive(Parser, Debug, Clone, Default)]
+#[command(name = "d-engine-server", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (every key is documented in docs/config.md).
+    /// Without it: a single-node cluster with default settings.
+    #[arg(short, long, env = "DENGINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// This node's id (>= 1). Overrides `node_id`.
+    #[arg(long, env = "DENGINE_NODE_ID", value_name = "ID")]
+    pub node_id: Option<u64>,
+
+    /// Cluster name; nodes of another cluster are refused. Overrides `cluster_id`.
+    #[arg(long, env = "DENGINE_CLUSTER_ID", value_name = "NAME")]
+    pub cluster_id: Option<String>,
+
+    /// Data directory (WAL, state machine, snapshots). Overrides `data_dir`.
+    #[arg(long, env = "DENGINE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Client API listen address (host:port; empty disables it). Overrides `client_addr`.
+    #[arg(long, env = "DENGINE_LISTEN_CLIENT", value_name = "ADDR")]
+    pub listen_client: Option<String>,
+
+    /// Peer (Raft) listen address (host:port). Overrides `peer_addr`.
+    #[arg(long, env = "DENGINE_LISTEN_PEER", value_name = "ADDR")]
+    pub listen_peer: Option<String>,
+
+    /// Initial cluster members, comma separated: `ID=PEER_ADDR[/CLIENT_ADDR]`,
+    /// e.g. `1=127.0.0.1:9081/127.0.0.1:9083,2=127.0.0.1:9082/127.0.0.1:9084`.
+    /// Overrides `members`.
+    #[arg(long, env = "DENGINE_PEERS", value_name = "LIST")]
+    pub peers: Option<String>,
+
+    /// Start as a learner waiting to be added to an existing cluster
+    /// (AddLearner on the leader). Overrides `join`.
+    #[arg(long, env = "DENGINE_JOIN")]
+    pub join: bool,
+
+    /// Base election timeout in milliseconds. Overrides `raft.election_timeout_ms`.
+    #[arg(long, env = "DENGINE_ELECTION_TIMEOUT_MS", value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+
+    /// Leader heartbeat interval in milliseconds. Overrides `raft.heartbeat_interval_ms`.
+    #[arg(long, env = "DENGINE_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+
+    /// Take a snapshot after this many applied entries (0 = never).
+    /// Overrides `snapshot.threshold_entries`.
+    #[arg(long, env = "DENGINE_SNAPSHOT_THRESHOLD", value_name = "N")]
+    pub snapshot_threshold: Option<u64>,
+
+    /// Log format.
+    #[arg(long, env = "DENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `d_engine=debug,info`.
+    #[arg(long, env = "DENGINE_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// A configuration key and the flag / environment variable that set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub key: &'static str,
+    pub flag: &'static str,
+    pub env: &'static str,
+}
+
+impl Cli {
+    /// The configuration file (or the defaults) with every flag applied.
+    /// Returns the config and which keys flags set, so a validation error
+    /// can name the flag as well as the key.
+    pub fn config(&self) -> Result<(Config, Vec<Override>), ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let mut set = Vec::new();
+        let mut mark = |key, flag, env| set.push(Override { key, flag, env });
+        if let Some(v) = self.node_id {
+            config.node_id = v;
+            mark("node_id", "--node-id", "DENGINE_NODE_ID");
+        }
+        if let Some(v) = &self.cluster_id {
+            config.cluster_id = v.clone();
+            mark("cluster_id", "--cluster-id", "DENGINE_CLUSTER_ID");
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+            mark("data_dir", "--data-dir", "DENGINE_DATA_DIR");
+        }
+        if let Some(v) = &self.listen_client {
+            config.client_addr = v.clone();
+            mark("client_addr", "--listen-client", "DENGINE_LISTEN_CLIENT");
+        }
+        if let Some(v) = &self.listen_peer {
+            config.peer_addr = v.clone();
+            mark("peer_addr", "--listen-peer", "DENGINE_LISTEN_PEER");
+        }
+        if let Some(v) = &self.peers {
+            config.members = parse_peers(v)?;
+            mark("members", "--peers", "DENGINE_PEERS");
+        }
+        if self.join {
+            config.join = true;
+            mark("join", "--join", "DENGINE_JOIN");
+        }
+        if let Some(v) = self.election_timeout_ms {
+            config.raft.election_timeout_ms = v;
+            mark(
+                "raft.election_timeout_ms",
+                "--election-timeout-ms",
+                "DENGINE_ELECTION_TIMEOUT_MS",
+            );
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            config.raft.heartbeat_interval_ms = v;
+            mark(
+                "raft.heartbeat_interval_ms",
+                "--heartbeat-interval-ms",
+                "DENGINE_HEARTBEAT_INTERVAL_MS",
+            );
+        }
+        if let Some(v) = self.snapshot_threshold {
+            config.snapshot.threshold_entries = v;
+            mark(
+                "snapshot.threshold_entries",
+                "--snapshot-threshold",
+                "DENGINE_SNAPSHOT_THRESHOLD",
+            );
+        }
+        // A single-node config listing no members but overriding addresses
+        // is fine: the initial membership is derived from the addresses.
+        if let Err(mut e) = config.validate() {
+            if let Some(o) = set
+                .iter()
+                .find(|o| e.key == o.key || e.key.starts_with(&format!("{}[", o.key)))
+            {
+                e.message = format!("{} (set by {} / {})", e.message, o.flag, o.env);
+            }
+            return Err(e);
+        }
+        Ok((config, set))
+    }
+}
+
+/// Parses `ID=PEER_ADDR[/CLIENT_ADDR],...`.
+pub fn parse_peers(s: &str) -> Result<Vec<MemberConfig>, ConfigError> {
+    let bad = |entry: &str, why: &str| {
+        ConfigError::new(
+            "members",
+            format!(
+                "--peers entry '{entry}' {why}; expected ID=PEER_ADDR[/CLIENT_ADDR], e.g. \
+                 1=127.0.0.1:9081/127.0.0.1:9083 (set by --peers / DENGINE_PEERS)"
+            ),
+        )
+    };
+    let mut out = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addrs) = entry
+            .split_once('=')
+            .ok_or_else(|| bad(entry, "has no '='"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad(entry, "does not start with a numeric node id"))?;
+        let (peer, client) = match addrs.split_once('/') {
+            Some((p, c)) => (p.trim(), c.trim()),
+            None => (addrs.trim(), ""),
+        };
+        if peer.is_empty() {
+            return Err(bad(entry, "has no peer address"));
+        }
+        out.push(MemberConfig {
+            id,
+            peer_addr: peer.to_string(),
+            client_addr: client.to_string(),
+        });
+    }
+    if out.is_empty() {
+        return Err(bad(s, "lists no member"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_with_and_without_client_addresses() {
+        let m = parse_peers("1=127.0.0.1:9081/127.0.0.1:9083, 2=127.0.0.1:9082").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].id, 1);
+        assert_eq!(m[0].client_addr, "127.0.0.1:9083");
+        assert_eq!(m[1].peer_addr, "127.0.0.1:9082");
+        assert_eq!(m[1].client_addr, "");
+        for bad in ["x=1.2.3.4:5", "1", "1=", ""] {
+            let e = parse_peers(bad).unwrap_err();
+            assert_eq!(e.key, "members");
+            assert!(e.message.contains("ID=PEER_ADDR"), "{e}");
+        }
+    }
+
+    #[test]
+    fn no_config_means_a_single_node_on_the_default_ports() {
+        let (c, set) = Cli::default().config().unwrap();
+        assert!(set.is_empty());
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.client_addr, "127.0.0.1:9083");
+        assert_eq!(c.data_dir, PathBuf::from("./d-engine-data"));
+        assert_eq!(c.initial_members().len(), 1);
+    }
+
+    #[test]
+    fn flags_override_and_bad_flag_values_name_the_flag() {
+        let cli = Cli {
+            node_id: Some(2),
+            peers: Some("1=127.0.0.1:9081,2=127.0.0.1:9082".into()),
+            listen_peer: Some("127.0.0.1:9082".into()),
+            ..Default::default()
+        };
+        let (c, set) = cli.config().unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(set.len(), 3);
+
+        let cli = Cli {
+            node_id: Some(0),
+            ..Default::default()
+        };
+        let e = cli.config().unwrap_err();
+        assert_eq!(e.key, "node_id");
+        assert!(e.message.contains("--node-id"), "{e}");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "d-engine-server",
+            "--node-id",
+            "3",
+            "--log-format",
+            "json",
+            "--join",
+        ])
+        .unwrap();
+        assert_eq!(cli.node_id, Some(3));
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(cli.join);
+    }
+}
