@@ -55,7 +55,7 @@ pub enum Matrix {
 /// Benchmarks d-engine (embedded and standalone) and etcd with the standard
 /// Raft-KV scenarios, next to the machine's floors.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "d-engine-bench", version)]
+#[command(name = "d-engine-bench", version, args_override_self = true)]
 pub struct Args {
     /// Systems to measure (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "embedded-1")]
@@ -117,7 +117,7 @@ pub struct Args {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The d-engine-server binary (default: next to this tool, else target/release).
-    #[arg(long)]
+    #[arg(long, env = "DENGINE_SERVER_BIN")]
     pub server_bin: Option<PathBuf>,
     /// The etcd binary (default: `etcd` on PATH, else /usr/bin/etcd).
     #[arg(long)]

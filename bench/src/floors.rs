@@ -120,8 +120,10 @@ pub async fn grpc(time: Duration) -> Result<FloorResult> {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(FloorServer::new(Empty0))
+            // `serve_with_incoming*` ignores `Server::tcp_nodelay`: the
+            // accepted sockets must get TCP_NODELAY from the incoming stream.
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
                     let _ = stop_rx.await;
                 },

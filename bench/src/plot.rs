@@ -61,7 +61,7 @@ pub fn nice_top(max: f64) -> (f64, f64) {
             let step = if m == 2.5 {
                 mag / 2.0
             } else {
-                top / m.max(2.0).min(5.0)
+                top / m.clamp(2.0, 5.0)
             };
             return (top, step);
         }

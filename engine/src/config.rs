@@ -64,7 +64,11 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "invalid configuration: {}", self.message)
         } else {
-            write!(f, "invalid configuration key `{}`: {}", self.key, self.message)
+            write!(
+                f,
+                "invalid configuration key `{}`: {}",
+                self.key, self.message
+            )
         }
     }
 }
@@ -132,7 +136,8 @@ pub struct RaftConfig {
     /// Leader heartbeat interval. Default 30; at least one tick.
     pub heartbeat_interval_ms: u64,
     /// Lease = election timeout minus this margin (covers clock-rate drift
-    /// between nodes). Default 30; < election_timeout_ms.
+    /// between nodes and tick quantization). Default 30; at least one tick,
+    /// at most election_timeout_ms - tick_ms.
     pub lease_drift_margin_ms: u64,
     /// Pre-vote before elections (prevents a rejoining node from disrupting
     /// a healthy leader). Default true.
@@ -499,10 +504,7 @@ impl Config {
             ));
         }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
-            return Err(ConfigError::new(
-                "cluster_id",
-                "must be 1..=128 bytes long",
-            ));
+            return Err(ConfigError::new("cluster_id", "must be 1..=128 bytes long"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("data_dir", "must not be empty"));
@@ -567,16 +569,31 @@ impl Config {
         range(
             "raft.lease_drift_margin_ms",
             r.lease_drift_margin_ms,
-            0,
+            r.tick_ms,
             r.election_timeout_ms.saturating_sub(r.tick_ms),
         )?;
         range("raft.max_inflight_msgs", r.max_inflight_msgs, 1, 4096)?;
-        range("raft.max_entries_per_msg", r.max_entries_per_msg, 1, 1_000_000)?;
-        range("raft.max_bytes_per_msg", r.max_bytes_per_msg, 4096, 64 << 20)?;
+        range(
+            "raft.max_entries_per_msg",
+            r.max_entries_per_msg,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "raft.max_bytes_per_msg",
+            r.max_bytes_per_msg,
+            4096,
+            64 << 20,
+        )?;
 
         let l = &self.limits;
         range("limits.max_key_bytes", l.max_key_bytes, 1, MAX_KEY_BYTES)?;
-        range("limits.max_value_bytes", l.max_value_bytes, 0, MAX_VALUE_BYTES)?;
+        range(
+            "limits.max_value_bytes",
+            l.max_value_bytes,
+            0,
+            MAX_VALUE_BYTES,
+        )?;
         range(
             "limits.max_request_bytes",
             l.max_request_bytes,
@@ -584,10 +601,20 @@ impl Config {
             256 << 20,
         )?;
         range("limits.max_scan_limit", l.max_scan_limit, 1, 1_000_000)?;
-        range("limits.max_get_multi_keys", l.max_get_multi_keys, 1, 100_000)?;
+        range(
+            "limits.max_get_multi_keys",
+            l.max_get_multi_keys,
+            1,
+            100_000,
+        )?;
 
         let b = &self.batching;
-        range("batching.max_batch_entries", b.max_batch_entries, 1, 100_000)?;
+        range(
+            "batching.max_batch_entries",
+            b.max_batch_entries,
+            1,
+            100_000,
+        )?;
         range(
             "batching.max_batch_bytes",
             b.max_batch_bytes,
@@ -603,12 +630,32 @@ impl Config {
 
         let q = &self.queues;
         range("queues.input_capacity", q.input_capacity, 16, 1 << 20)?;
-        range("queues.max_pending_proposals", q.max_pending_proposals, 16, 1 << 22)?;
+        range(
+            "queues.max_pending_proposals",
+            q.max_pending_proposals,
+            16,
+            1 << 22,
+        )?;
         range("queues.max_pending_reads", q.max_pending_reads, 16, 1 << 22)?;
-        range("queues.peer_inbox_capacity", q.peer_inbox_capacity, 16, 1 << 20)?;
-        range("queues.request_timeout_ms", q.request_timeout_ms, 10, 600_000)?;
+        range(
+            "queues.peer_inbox_capacity",
+            q.peer_inbox_capacity,
+            16,
+            1 << 20,
+        )?;
+        range(
+            "queues.request_timeout_ms",
+            q.request_timeout_ms,
+            10,
+            600_000,
+        )?;
 
-        range("snapshot.chunk_bytes", self.snapshot.chunk_bytes, 4096, 64 << 20)?;
+        range(
+            "snapshot.chunk_bytes",
+            self.snapshot.chunk_bytes,
+            4096,
+            64 << 20,
+        )?;
         range("watch.buffer", self.watch.buffer, 1, 1 << 20)?;
         range("watch.history", self.watch.history, 0, 10_000_000)?;
         range("watch.max_watchers", self.watch.max_watchers, 1, 1_000_000)?;
@@ -719,19 +766,17 @@ mod tests {
         let e = Config::from_toml_str("[durability]\nmode = \"sometimes\"").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
 
-        let e = Config::from_toml_str(
-            "node_id = 3\n[[members]]\nid = 1\npeer_addr = \"127.0.0.1:1\"",
-        )
-        .unwrap_err();
+        let e =
+            Config::from_toml_str("node_id = 3\n[[members]]\nid = 1\npeer_addr = \"127.0.0.1:1\"")
+                .unwrap_err();
         assert_eq!(e.key, "members");
 
         let e = Config::from_toml_str("peer_addr = \"nope\"").unwrap_err();
         assert_eq!(e.key, "peer_addr");
 
-        let e = Config::from_toml_str(
-            "[raft]\nelection_timeout_ms = 20\nheartbeat_interval_ms = 30",
-        )
-        .unwrap_err();
+        let e =
+            Config::from_toml_str("[raft]\nelection_timeout_ms = 20\nheartbeat_interval_ms = 30")
+                .unwrap_err();
         assert_eq!(e.key, "raft.election_timeout_ms");
     }
 }

@@ -145,10 +145,10 @@ impl EmbeddedEngine {
     /// listeners. Restarting with the same directory keeps every
     /// acknowledged write.
     pub async fn start(data_dir: impl AsRef<Path>) -> std::result::Result<Self, StartError> {
-        Self::builder(Config::single_node(data_dir.as_ref()))
-            .without_network()
-            .start()
-            .await
+        let mut config = Config::single_node(data_dir.as_ref());
+        // Nothing listens: do not advertise a client address.
+        config.client_addr.clear();
+        Self::builder(config).without_network().start().await
     }
 
     /// Starts with the TOML configuration file at `path` (see `docs/config.md`).
@@ -173,7 +173,7 @@ impl EmbeddedEngine {
     }
 
     async fn launch(b: EngineBuilder) -> std::result::Result<Self, StartError> {
-        let config = b.config;
+        let mut config = b.config;
         config.validate()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
@@ -188,31 +188,47 @@ impl EmbeddedEngine {
         } else {
             None
         };
-        let client_listener = if b.network && (b.client_listener.is_some() || !config.client_addr.is_empty()) {
-            Some(match b.client_listener {
-                Some(l) => l,
-                None => bind("client_addr", &config.client_addr).await?,
-            })
-        } else {
-            None
-        };
+        let client_listener =
+            if b.network && (b.client_listener.is_some() || !config.client_addr.is_empty()) {
+                Some(match b.client_listener {
+                    Some(l) => l,
+                    None => bind("client_addr", &config.client_addr).await?,
+                })
+            } else {
+                None
+            };
 
+        // Advertise what was actually bound when the configured port is 0
+        // (or a pre-bound listener was given): the single-node default
+        // membership carries these addresses.
+        if let Some(a) = peer_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            if config.peer_addr.ends_with(":0") {
+                config.peer_addr = a.to_string();
+            }
+        }
+        if let Some(a) = client_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            if config.client_addr.is_empty() || config.client_addr.ends_with(":0") {
+                config.client_addr = a.to_string();
+            }
+        }
+        let config = config;
         let handle = match b.transport {
             Some(f) => runtime::start(config.clone(), f).await?,
             None if peer_listener.is_some() => {
                 let listener = peer_listener.expect("checked");
                 peer_addr = listener.local_addr().ok();
-                let mut opts =
-                    transport::TransportOptions::new(config.node_id, config.cluster_id.clone());
-                opts.max_message_bytes = opts
-                    .max_message_bytes
-                    .max(config.raft.max_bytes_per_msg + config.limits.max_request_bytes);
-                opts.snapshot_chunk_bytes = config.snapshot.chunk_bytes;
+                let opts = transport::TransportOptions::from_config(&config);
+                let peers: std::collections::BTreeMap<u64, String> = config
+                    .members
+                    .iter()
+                    .filter(|m| m.id != config.node_id)
+                    .map(|m| (m.id, m.peer_addr.clone()))
+                    .collect();
                 let svc_slot: Arc<std::sync::Mutex<Option<transport::RaftService>>> =
                     Arc::default();
                 let slot = svc_slot.clone();
                 let handle = runtime::start(config.clone(), move |inbox| {
-                    let t = transport::TonicTransport::new(opts, inbox, Default::default());
+                    let t = transport::TonicTransport::new(opts, inbox, peers);
                     *slot.lock().expect("poisoned") = Some(t.raft_service());
                     Arc::new(t) as Arc<dyn Transport>
                 })
@@ -233,10 +249,12 @@ impl EmbeddedEngine {
                 }));
                 handle
             }
-            None => runtime::start(config.clone(), |_inbox| {
-                Arc::new(NoTransport) as Arc<dyn Transport>
-            })
-            .await?,
+            None => {
+                runtime::start(config.clone(), |_inbox| {
+                    Arc::new(NoTransport) as Arc<dyn Transport>
+                })
+                .await?
+            }
         };
 
         if let Some(listener) = client_listener {
@@ -318,8 +336,17 @@ impl EmbeddedEngine {
     pub async fn stop(&self) -> Result<()> {
         self.shutdown_tx.send_replace(true);
         let servers: Vec<_> = std::mem::take(&mut *self.servers.lock().expect("poisoned"));
-        for s in servers {
-            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        // Graceful first (in-flight client calls finish), then abort: a
+        // long-lived peer stream would otherwise keep the old server alive
+        // and a peer would keep delivering into a stopped node.
+        for mut s in servers {
+            if tokio::time::timeout(Duration::from_millis(500), &mut s)
+                .await
+                .is_err()
+            {
+                s.abort();
+                let _ = s.await;
+            }
         }
         self.handle.shutdown().await
     }
@@ -330,6 +357,9 @@ impl Drop for EmbeddedEngine {
         // Without an explicit stop: stop the servers and ask the node to
         // stop (its threads finish on their own; the WAL syncs first).
         self.shutdown_tx.send_replace(true);
+        for s in self.servers.lock().expect("poisoned").drain(..) {
+            s.abort();
+        }
         if self.handle.is_running() {
             let h = self.handle.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -347,10 +377,9 @@ async fn serve_clients(
     handle: NodeHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), String> {
-    // TODO(runtime): switch to crate::service::serve_clients once `net` lands it.
-    let _ = (listener, handle);
-    shutdown.await;
-    Ok(())
+    crate::service::serve_clients(listener, handle, shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A transport for a node with no peers.
@@ -492,11 +521,10 @@ impl EmbeddedClient {
         consistency: Consistency,
     ) -> Result<Option<KeyValue>> {
         let k = b(key);
-        with_forward!(
-            self,
-            self.handle.get(k.clone(), consistency).await,
-            |c| c.kv().get_with(&k, consistency).await
-        )
+        with_forward!(self, self.handle.get(k.clone(), consistency).await, |c| c
+            .kv()
+            .get_with(&k, consistency)
+            .await)
     }
 
     /// Reads several keys at one point in time.
@@ -506,11 +534,10 @@ impl EmbeddedClient {
         consistency: Consistency,
     ) -> Result<Vec<Option<KeyValue>>> {
         let ks: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
-        with_forward!(
-            self,
-            self.handle.get_multi(ks, consistency).await,
-            |c| c.kv().get_multi(keys.clone(), consistency).await
-        )
+        with_forward!(self, self.handle.get_multi(ks, consistency).await, |c| c
+            .kv()
+            .get_multi(keys.clone(), consistency)
+            .await)
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -546,6 +573,31 @@ impl EmbeddedClient {
             .kv()
             .compare_and_swap(&k, expected.clone(), new_value.clone())
             .await)
+    }
+
+    /// Like `compare_and_swap`; the new value expires `ttl` after the write.
+    pub async fn compare_and_swap_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<Vec<u8>>,
+        new_value: Option<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<CasOutcome> {
+        let k = b(key);
+        let local = self
+            .handle
+            .compare_and_swap(
+                k.clone(),
+                expected.clone().map(Bytes::from),
+                new_value.clone().map(Bytes::from),
+                Some(ttl),
+                None,
+            )
+            .await;
+        // The gRPC client has no CAS-with-TTL yet: on a follower this returns
+        // NotLeader (with the leader's address) instead of forwarding.
+        let _ = (k, expected, new_value);
+        local
     }
 
     /// Up to `limit` pairs under `prefix` in key order (0 = server maximum).
@@ -619,7 +671,11 @@ impl EmbeddedClient {
 }
 
 impl KvClient for EmbeddedClient {
-    async fn put(&self, key: impl AsRef<[u8]> + Send, value: impl AsRef<[u8]> + Send) -> Result<u64> {
+    async fn put(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        value: impl AsRef<[u8]> + Send,
+    ) -> Result<u64> {
         EmbeddedClient::put(self, key, value).await
     }
 
@@ -670,7 +726,11 @@ impl KvClient for EmbeddedClient {
         EmbeddedClient::scan_prefix(self, prefix, limit, consistency).await
     }
 
-    async fn watch(&self, key: impl AsRef<[u8]> + Send, start_revision: u64) -> Result<WatchStream> {
+    async fn watch(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        start_revision: u64,
+    ) -> Result<WatchStream> {
         EmbeddedClient::watch(self, key, start_revision).await
     }
 

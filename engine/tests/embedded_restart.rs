@@ -15,7 +15,11 @@ async fn restart_keeps_acknowledged_writes() {
         // Everything acknowledged in earlier rounds is still there.
         for (k, v) in &acked {
             let got = c.get(k).await.unwrap();
-            assert_eq!(got.map(|kv| kv.value), Some(v.clone()), "round {round} key {k:?}");
+            assert_eq!(
+                got.map(|kv| kv.value),
+                Some(v.clone()),
+                "round {round} key {k:?}"
+            );
         }
         let mut tasks = Vec::new();
         for i in 0..200u32 {
@@ -49,6 +53,9 @@ async fn second_engine_on_same_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let e = EmbeddedEngine::start(dir.path()).await.unwrap();
     let err = EmbeddedEngine::start(dir.path()).await.unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("lock") || err.to_string().contains("use"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("lock") || err.to_string().contains("use"),
+        "{err}"
+    );
     e.stop().await.unwrap();
 }

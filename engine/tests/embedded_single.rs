@@ -23,14 +23,21 @@ async fn put_get_delete() {
     assert_eq!(kv.mod_revision, r2);
     assert_eq!(kv.create_revision, r1);
     assert_eq!(kv.version, 2);
-    for cons in [Consistency::Linearizable, Consistency::Lease, Consistency::Eventual] {
+    for cons in [
+        Consistency::Linearizable,
+        Consistency::Lease,
+        Consistency::Eventual,
+    ] {
         assert_eq!(c.get_with(b"a", cons).await.unwrap().unwrap().value, b"2");
     }
     assert!(c.delete(b"a").await.unwrap());
     assert!(!c.delete(b"a").await.unwrap());
     assert_eq!(c.get(b"a").await.unwrap(), None);
     let got = c
-        .get_multi(vec![b"a".to_vec(), b"b".to_vec()], Consistency::Linearizable)
+        .get_multi(
+            vec![b"a".to_vec(), b"b".to_vec()],
+            Consistency::Linearizable,
+        )
         .await
         .unwrap();
     assert_eq!(got, vec![None, None]);
@@ -82,10 +89,16 @@ async fn compare_and_swap_and_scan() {
         c.put(format!("user/{i:02}"), i.to_string()).await.unwrap();
     }
     c.put(b"users", b"not in prefix user/").await.unwrap();
-    let all = c.scan_prefix(b"user/", 0, Consistency::Linearizable).await.unwrap();
+    let all = c
+        .scan_prefix(b"user/", 0, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 20);
     assert!(all.windows(2).all(|w| w[0].key < w[1].key), "key order");
-    let some = c.scan_prefix(b"user/", 5, Consistency::Eventual).await.unwrap();
+    let some = c
+        .scan_prefix(b"user/", 5, Consistency::Eventual)
+        .await
+        .unwrap();
     assert_eq!(some.len(), 5);
     assert_eq!(some[0].key, b"user/00");
     let page = e
@@ -103,10 +116,16 @@ async fn ttl_expires_keys() {
     let mut cfg = d_engine::Config::single_node(dir.path());
     cfg.client_addr.clear();
     cfg.ttl.expire_interval_ms = 50;
-    let e = EmbeddedEngine::builder(cfg).without_network().start().await.unwrap();
+    let e = EmbeddedEngine::builder(cfg)
+        .without_network()
+        .start()
+        .await
+        .unwrap();
     e.wait_ready(Duration::from_secs(5)).await.unwrap();
     let c = e.client();
-    c.put_with_ttl(b"t", b"v", Duration::from_millis(300)).await.unwrap();
+    c.put_with_ttl(b"t", b"v", Duration::from_millis(300))
+        .await
+        .unwrap();
     c.put(b"keep", b"v").await.unwrap();
     let kv = c.get(b"t").await.unwrap().unwrap();
     assert!(kv.expires_at_ms > 0);
@@ -181,7 +200,11 @@ async fn slow_watcher_is_cancelled_with_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = d_engine::Config::single_node(dir.path());
     cfg.watch.buffer = 4;
-    let e = EmbeddedEngine::builder(cfg).without_network().start().await.unwrap();
+    let e = EmbeddedEngine::builder(cfg)
+        .without_network()
+        .start()
+        .await
+        .unwrap();
     e.wait_ready(Duration::from_secs(5)).await.unwrap();
     let c = e.client();
     let mut w = c.watch(b"k", 0).await.unwrap();
@@ -216,7 +239,10 @@ async fn bad_input_names_the_limit() {
     assert!(matches!(err, Error::InvalidArgument(_)));
     let big_val = vec![0u8; (1 << 20) + 1];
     let err = c.put(b"k", &big_val).await.unwrap_err();
-    assert!(err.to_string().contains("max_value_bytes = 1048576"), "{err}");
+    assert!(
+        err.to_string().contains("max_value_bytes = 1048576"),
+        "{err}"
+    );
     // The limits themselves are accepted.
     c.put(vec![b'k'; 4096], vec![1u8; 1 << 20]).await.unwrap();
     let err = c
@@ -236,7 +262,11 @@ async fn flood_gets_overloaded_or_success_never_a_hang() {
     let mut cfg = d_engine::Config::single_node(dir.path());
     cfg.queues.input_capacity = 64;
     cfg.queues.max_pending_proposals = 128;
-    let e = EmbeddedEngine::builder(cfg).without_network().start().await.unwrap();
+    let e = EmbeddedEngine::builder(cfg)
+        .without_network()
+        .start()
+        .await
+        .unwrap();
     e.wait_ready(Duration::from_secs(5)).await.unwrap();
     let c = e.client();
     let mut tasks = Vec::new();
@@ -248,9 +278,12 @@ async fn flood_gets_overloaded_or_success_never_a_hang() {
     }
     let mut ok = Vec::new();
     let mut overloaded = 0;
-    let all = tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(tasks))
-        .await
-        .expect("no hang");
+    let all = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(tasks),
+    )
+    .await
+    .expect("no hang");
     for r in all {
         match r.unwrap() {
             Ok((i, _)) => ok.push(i),
@@ -265,7 +298,10 @@ async fn flood_gets_overloaded_or_success_never_a_hang() {
     assert!(overloaded > 0, "the flood should hit the small limits");
     assert!(!ok.is_empty());
     // Every acknowledged write is there: nothing silently dropped.
-    let got = c.scan_prefix(b"f/", 0, Consistency::Linearizable).await.unwrap();
+    let got = c
+        .scan_prefix(b"f/", 0, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(got.len(), ok.len());
     e.stop().await.unwrap();
 }

@@ -80,7 +80,12 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `d_engine=debug,info`.
-    #[arg(long, env = "DENGINE_LOG", default_value = "info", value_name = "FILTER")]
+    #[arg(
+        long,
+        env = "DENGINE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
     pub log: String,
 
     /// Print the effective configuration as TOML and exit.

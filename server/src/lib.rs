@@ -113,7 +113,11 @@ pub async fn bind(config: &mut Config) -> Result<Listeners, ServerError> {
         Some(bind_one("client", "--listen-client", &config.client_addr).await?)
     };
     let peer = bind_one("peer", "--listen-peer", &config.peer_addr).await?;
-    if let Some(a) = peer.local_addr().ok().filter(|_| config.peer_addr.ends_with(":0")) {
+    if let Some(a) = peer
+        .local_addr()
+        .ok()
+        .filter(|_| config.peer_addr.ends_with(":0"))
+    {
         config.peer_addr = a.to_string();
     }
     if let Some(a) = client
@@ -154,9 +158,13 @@ pub async fn run(
     let handle = engine.handle().clone();
     let mut leader = handle.subscribe_leader();
     let log_leaders = async move {
+        let mut last = (0, 0);
         while leader.changed().await.is_ok() {
             let l = leader.borrow_and_update().clone();
-            tracing::info!(leader_id = l.id, term = l.term, leader_client_addr = %l.client_addr, "leader changed");
+            if (l.id, l.term) != last {
+                last = (l.id, l.term);
+                tracing::info!(leader_id = l.id, term = l.term, leader_client_addr = %l.client_addr, "leader changed");
+            }
         }
         std::future::pending::<()>().await
     };
@@ -182,35 +190,66 @@ pub async fn run(
 /// Resolves on the first SIGTERM or SIGINT. A second signal while draining
 /// exits the process at once with code 130.
 pub async fn shutdown_signal() {
-    let name = wait_signal().await;
-    tracing::info!(signal = name, "signal received; shutting down gracefully (send again to exit at once)");
-    tokio::spawn(async {
-        let name = wait_signal().await;
-        tracing::warn!(signal = name, "second signal: exiting without a graceful shutdown");
+    let mut signals = Signals::new();
+    let name = signals.next().await;
+    tracing::info!(
+        signal = name,
+        "signal received; shutting down gracefully (send again to exit at once)"
+    );
+    tokio::spawn(async move {
+        let name = signals.next().await;
+        tracing::warn!(
+            signal = name,
+            "second signal: exiting without a graceful shutdown"
+        );
         std::process::exit(130);
     });
 }
 
-#[cfg(unix)]
-async fn wait_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
+/// SIGTERM and SIGINT listeners, registered once (a listener registered
+/// after a delivery could observe that same delivery again).
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
-#[cfg(not(unix))]
-async fn wait_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "ctrl-c"
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => "SIGTERM",
+            _ = recv(&mut self.int) => "SIGINT",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
 }
 
 /// Everything `main` does after parsing flags: configuration, listeners,

@@ -4,3 +4,5 @@
 //! core (`d-engine-core`); see `docs/simulation.md`.
 
 pub mod sim;
+/// Multi-process clusters of real `d-engine-server` processes (net).
+pub mod cluster;

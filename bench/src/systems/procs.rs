@@ -25,7 +25,15 @@ impl Proc {
         let out = std::fs::File::create(log)
             .with_context(|| format!("creating log file {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(program)
+        let mut cmd = Command::new(program);
+        // The child's configuration comes from `args` only (a DENGINE_*
+        // variable in the caller's environment would override it).
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("DENGINE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -33,7 +33,7 @@ step "stub drift check"
 bash "$here/scripts/check_proto.sh"
 
 step "ruff check"
-ruff check --config "$here/ruff.toml" "$here"
+(cd "$here" && ruff check .)
 
 step "build + install (maturin, profile ${DENGINE_PY_PROFILE:-dev})"
 export MATURIN_PEP517_ARGS="--profile ${DENGINE_PY_PROFILE:-dev}"

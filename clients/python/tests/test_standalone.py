@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -166,9 +167,11 @@ async def test_async_client_basics(cluster: ServerCluster, ns: bytes):
         rev = await c.put(ns + b"a", b"1")
         assert (await c.get(ns + b"a")).mod_revision == rev
         assert [kv.value if kv else None for kv in await c.get_multi([ns + b"a", ns + b"zz"])] == [b"1", None]
-        assert (await c.compare_and_swap(ns + b"a", b"1", b"2")).succeeded
+        cas = await c.compare_and_swap(ns + b"a", b"1", b"2")
+        assert cas.succeeded
         assert [kv.key for kv in await c.scan_prefix(ns)] == [ns + b"a"]
-        w = await c.watch_prefix(ns)
+        # from the next revision: a lagging node must not replay the CAS
+        w = await c.watch_prefix(ns, start_revision=cas.revision + 1)
         await c.put(ns + b"b", b"x")
         assert await c.delete(ns + b"a") is True
         events = []
@@ -180,3 +183,24 @@ async def test_async_client_basics(cluster: ServerCluster, ns: bytes):
         assert len(await c.members()) == 3 and (await c.leader()).id in (1, 2, 3)
     with pytest.raises(dengine.ClientClosed):
         await c.get(ns + b"a")
+
+
+async def test_async_client_many_concurrent_writes(cluster: ServerCluster, ns: bytes):
+    # More writes in flight than the server's 64-result deduplication window.
+    async with dengine.AsyncClient(cluster.endpoints) as c:
+        revs = await asyncio.gather(*(c.put(ns + b"%04d" % i, b"x") for i in range(300)))
+        assert len(set(revs)) == 300
+        assert len(await c.scan_prefix(ns)) == 300
+
+
+def test_sync_client_many_threads_share_one_client(client: dengine.Client, ns: bytes):
+    def work(t: int):
+        for i in range(25):
+            client.put(ns + b"%d/%d" % (t, i), b"x")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(80)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(client.scan_prefix(ns)) == 2000

@@ -19,10 +19,9 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
 use d_engine_client::Error;
-use d_engine_core::{Entry, Index, SnapshotMeta, Term};
 use d_engine_core::Membership;
+use d_engine_core::{Entry, Index, SnapshotMeta, Term};
 use d_engine_storage::sm::{SmError, SnapshotRecord, SnapshotSource, StateMachine};
-use d_engine_storage::snapshot::SnapshotStore;
 use tokio::sync::watch;
 
 use super::handle::ProposeOutcome;
@@ -39,16 +38,13 @@ pub(crate) enum ApplyTask {
         path: PathBuf,
         done: std_mpsc::Sender<Result<SnapshotMeta, String>>,
     },
-    BeginSnapshot {
-        store: SnapshotStore,
-    },
+    BeginSnapshot,
     Shutdown,
 }
 
 struct Applier {
     shared: Arc<Shared>,
     sm: Arc<dyn StateMachine>,
-    initial_membership: Membership,
     applied_tx: watch::Sender<u64>,
     waiters: BTreeMap<Index, (Term, ProposalWaiter)>,
     reads: BTreeMap<Index, Vec<ReadWaiter>>,
@@ -65,7 +61,6 @@ pub(crate) fn spawn(
         .name(format!("dengine-apply-{id}"))
         .spawn(move || {
             let mut a = Applier {
-                initial_membership: super::node::initial_membership(&shared.config),
                 shared,
                 sm,
                 applied_tx,
@@ -107,7 +102,7 @@ impl Applier {
                     ApplyTask::Install { path, done } => {
                         let _ = done.send(self.install(&path));
                     }
-                    ApplyTask::BeginSnapshot { store } => self.begin_snapshot(store),
+                    ApplyTask::BeginSnapshot => self.begin_snapshot(),
                     ApplyTask::Shutdown => {
                         self.fail_all();
                         return;
@@ -185,7 +180,10 @@ impl Applier {
             }
         }
         if any_events {
-            let events: Vec<_> = results.iter().flat_map(|a| a.events.iter().cloned()).collect();
+            let events: Vec<_> = results
+                .iter()
+                .flat_map(|a| a.events.iter().cloned())
+                .collect();
             self.shared.hub.publish(&events);
         }
         let applied = self.sm.applied_index();
@@ -263,31 +261,15 @@ impl Applier {
         Ok(meta)
     }
 
-    fn begin_snapshot(&mut self, store: SnapshotStore) {
-        let input = self.shared.input.clone();
-        let mut source = match self.sm.begin_snapshot() {
-            Ok(s) => WithMembership::new(s, &self.initial_membership),
-            Err(e) => {
-                let _ = input.send(Input::SnapshotCreated {
-                    result: Err(format!("starting a snapshot: {e}")),
-                });
-                return;
-            }
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("dengine-snapshot-{}", self.shared.id))
-            .spawn(move || {
-                let result = store
-                    .create(&mut source)
-                    .map(|info| (info.meta, info.path))
-                    .map_err(|e| format!("writing a snapshot: {e}"));
-                let _ = input.send(Input::SnapshotCreated { result });
-            });
-        if let Err(e) = spawned {
-            self.shared.send_internal(Input::SnapshotCreated {
-                result: Err(format!("spawning the snapshot thread: {e}")),
-            });
-        }
+    /// Starts a point-in-time image at the current applied index and hands
+    /// it to the consensus loop, which stamps the exact membership at that
+    /// index (from the core) and writes it on a builder thread.
+    fn begin_snapshot(&mut self) {
+        let result = self
+            .sm
+            .begin_snapshot()
+            .map_err(|e| format!("starting a snapshot: {e}"));
+        self.shared.send_internal(Input::SnapshotBegun { result });
     }
 
     fn fail_all(&mut self) {
@@ -303,21 +285,18 @@ impl Applier {
     }
 }
 
-/// A snapshot image whose meta always carries the membership in force: the
-/// state machine only knows memberships from applied config entries, so a
-/// cluster that never changed its membership would otherwise produce a
-/// snapshot with an empty one.
-struct WithMembership {
+/// A snapshot image whose meta carries the membership the core computed for
+/// its index (the state machine only folds applied config entries, starting
+/// from nothing, so its own view can be wrong).
+pub(crate) struct WithMembership {
     inner: Box<dyn SnapshotSource>,
     meta: SnapshotMeta,
 }
 
 impl WithMembership {
-    fn new(inner: Box<dyn SnapshotSource>, initial: &Membership) -> Self {
+    pub(crate) fn new(inner: Box<dyn SnapshotSource>, membership: Membership) -> Self {
         let mut meta = inner.meta().clone();
-        if meta.membership.members.is_empty() {
-            meta.membership = initial.clone();
-        }
+        meta.membership = membership;
         WithMembership { inner, meta }
     }
 }

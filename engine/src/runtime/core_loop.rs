@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use d_engine_client::{Error, LeaderInfo};
 use d_engine_core::{
-    Index, Membership, Message, MessageBody, RaftNode, ReadConsistency, ReadId, Role,
-    SnapshotMeta,
+    Index, Membership, Message, MessageBody, RaftNode, ReadConsistency, ReadId, Role, SnapshotMeta,
 };
 use d_engine_storage::command::{Command, Op};
 use d_engine_storage::data_dir::DataDir;
@@ -234,6 +233,7 @@ impl CoreLoop {
                 });
             }
             Input::Persisted { index, term } => self.core.log_persisted(index, term),
+            Input::SnapshotBegun { result } => self.snapshot_begun(result),
             Input::SnapshotCreated { result } => self.snapshot_created(result),
             Input::SnapshotSendFailed(to) => self.core.snapshot_send_failed(to),
             Input::Fatal(e) => return Err(e),
@@ -289,8 +289,7 @@ impl CoreLoop {
         if now < self.next_expire {
             return;
         }
-        self.next_expire =
-            now + Duration::from_millis(self.shared.config.ttl.expire_interval_ms);
+        self.next_expire = now + Duration::from_millis(self.shared.config.ttl.expire_interval_ms);
         if !self.shared.published.leader_ready.load(Ordering::Acquire) {
             return;
         }
@@ -318,9 +317,40 @@ impl CoreLoop {
         }
         if !self.snapshot_building {
             self.snapshot_building = true;
-            let _ = self.apply_tx.send(ApplyTask::BeginSnapshot {
-                store: self.snapshots.clone(),
+            let _ = self.apply_tx.send(ApplyTask::BeginSnapshot);
+        }
+    }
+
+    /// The apply thread has an image at its applied index: stamp the exact
+    /// membership at that index and write it on a builder thread.
+    fn snapshot_begun(
+        &mut self,
+        result: Result<Box<dyn d_engine_storage::sm::SnapshotSource>, String>,
+    ) {
+        let source = match result {
+            Ok(s) => s,
+            Err(e) => return self.snapshot_created(Err(e)),
+        };
+        let index = source.meta().last_index;
+        let Some(membership) = self.core.membership_at(index) else {
+            return self.snapshot_created(Err(format!(
+                "the core has no membership for index {index} (already compacted?)"
+            )));
+        };
+        let mut source = super::apply::WithMembership::new(source, membership);
+        let store = self.snapshots.clone();
+        let input = self.shared.input.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("dengine-snapshot-{}", self.shared.id))
+            .spawn(move || {
+                let result = store
+                    .create(&mut source)
+                    .map(|info| (info.meta, info.path))
+                    .map_err(|e| format!("writing a snapshot: {e}"));
+                let _ = input.send(Input::SnapshotCreated { result });
             });
+        if let Err(e) = spawned {
+            self.snapshot_created(Err(format!("spawning the snapshot thread: {e}")));
         }
     }
 
@@ -484,8 +514,7 @@ impl CoreLoop {
         p.leader.store(st.leader.unwrap_or(0), Ordering::Release);
         p.commit.store(st.commit, Ordering::Release);
         p.last_index.store(st.last_index, Ordering::Release);
-        p.snapshot_index
-            .store(st.snapshot_index, Ordering::Release);
+        p.snapshot_index.store(st.snapshot_index, Ordering::Release);
         p.leader_ready.store(ready, Ordering::Release);
         let deadline = if ready && st.lease_until_tick > st.now_tick {
             // Nominal real time of the current tick plus the remaining lease.
@@ -586,9 +615,18 @@ impl CoreLoop {
         if !failed {
             shared.state.store(STATE_STOPPED, Ordering::Release);
         }
-        shared.published.role.store(ROLE_FOLLOWER, Ordering::Release);
-        shared.published.leader_ready.store(false, Ordering::Release);
-        shared.published.lease_deadline_ns.store(0, Ordering::Release);
+        shared
+            .published
+            .role
+            .store(ROLE_FOLLOWER, Ordering::Release);
+        shared
+            .published
+            .leader_ready
+            .store(false, Ordering::Release);
+        shared
+            .published
+            .lease_deadline_ns
+            .store(0, Ordering::Release);
         // Close the state machine: wait (bounded) for in-flight reads to
         // drop their references so sled flushes and releases its lock.
         let sm = shared.sm.write().expect("poisoned").take();

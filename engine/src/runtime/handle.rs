@@ -132,7 +132,9 @@ pub struct NodeHandle {
 
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeHandle").field("id", &self.id()).finish()
+        f.debug_struct("NodeHandle")
+            .field("id", &self.id())
+            .finish()
     }
 }
 
@@ -158,7 +160,9 @@ impl NodeHandle {
         ttl: Option<Duration>,
         write_id: Option<WriteId>,
     ) -> Result<u64> {
-        self.shared.put(key.into(), value.into(), ttl, write_id).await
+        self.shared
+            .put(key.into(), value.into(), ttl, write_id)
+            .await
     }
 
     /// Deletes `key`.
@@ -218,13 +222,20 @@ impl NodeHandle {
         limit: u32,
         consistency: Consistency,
     ) -> Result<ScanOutcome> {
-        self.shared.scan_prefix(prefix.into(), limit, consistency).await
+        self.shared
+            .scan_prefix(prefix.into(), limit, consistency)
+            .await
     }
 
     /// Watches `key` (or every key starting with it if `prefix`), from
     /// `start_revision` if it is still in the in-memory history (0 = only new
     /// changes). `Error::Compacted` if it is not.
-    pub fn watch(&self, key: impl Into<Bytes>, prefix: bool, start_revision: u64) -> Result<WatchStream> {
+    pub fn watch(
+        &self,
+        key: impl Into<Bytes>,
+        prefix: bool,
+        start_revision: u64,
+    ) -> Result<WatchStream> {
         self.shared.watch(key.into(), prefix, start_revision)
     }
 

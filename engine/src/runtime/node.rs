@@ -135,7 +135,10 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         if diverged {
             // The log before the snapshot disagrees with it: the snapshot (from
             // a leader) wins; the log after it is rebuilt by replication.
-            tracing::warn!(snap_index, "WAL diverges from the latest snapshot; resetting it");
+            tracing::warn!(
+                snap_index,
+                "WAL diverges from the latest snapshot; resetting it"
+            );
             wal.reset(snap_index + 1).map_err(storage("WAL reset"))?;
             entries.clear();
         } else {
@@ -188,9 +191,8 @@ where
             .unwrap_or(0);
     let applied = st.sm.applied_index();
     let snapshot_index = st.latest.as_ref().map(|(m, _)| m.last_index).unwrap_or(0);
-    let core = RaftNode::new(core_cfg, st.restore).map_err(|e| {
-        StartError::Config(ConfigError::new("raft", e.to_string()))
-    })?;
+    let core = RaftNode::new(core_cfg, st.restore)
+        .map_err(|e| StartError::Config(ConfigError::new("raft", e.to_string())))?;
 
     let (input_tx, input_rx) = std_mpsc::channel();
     let (applied_tx, applied_rx) = watch::channel(applied);
@@ -237,7 +239,9 @@ where
 
     let periodic = match shared.config.durability.mode {
         DurabilityMode::Fsync => None,
-        DurabilityMode::Periodic => Some(Duration::from_millis(shared.config.durability.interval_ms)),
+        DurabilityMode::Periodic => {
+            Some(Duration::from_millis(shared.config.durability.interval_ms))
+        }
     };
     let (wal_tx, wal_h) = wal_thread::spawn(st.wal, periodic, input_tx, shared.id)?;
     let (apply_tx, apply_h) = apply::spawn(shared.clone(), st.sm, applied_tx)?;

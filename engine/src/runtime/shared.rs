@@ -137,6 +137,9 @@ pub(crate) enum Input {
         index: u64,
         term: u64,
     },
+    SnapshotBegun {
+        result: std::result::Result<Box<dyn d_engine_storage::sm::SnapshotSource>, String>,
+    },
     SnapshotCreated {
         result: std::result::Result<(SnapshotMeta, PathBuf), String>,
     },
@@ -598,7 +601,11 @@ impl Shared {
         }
     }
 
-    pub(crate) async fn delete(&self, key: Bytes, write_id: Option<WriteId>) -> Result<DeleteOutcome> {
+    pub(crate) async fn delete(
+        &self,
+        key: Bytes,
+        write_id: Option<WriteId>,
+    ) -> Result<DeleteOutcome> {
         let out = self
             .propose(Self::command(Op::Delete { key }, write_id))
             .await?;
@@ -767,7 +774,12 @@ impl Shared {
         })
     }
 
-    pub(crate) fn watch(&self, key: Bytes, prefix: bool, start_revision: u64) -> Result<WatchStream> {
+    pub(crate) fn watch(
+        &self,
+        key: Bytes,
+        prefix: bool,
+        start_revision: u64,
+    ) -> Result<WatchStream> {
         self.check_running()?;
         if !prefix {
             self.validate_key(&key)?;
@@ -833,7 +845,9 @@ impl Shared {
         client_addr: String,
     ) -> Result<Vec<MemberInfo>> {
         if id == 0 {
-            return Err(Error::InvalidArgument("node id 0 is reserved; use >= 1".into()));
+            return Err(Error::InvalidArgument(
+                "node id 0 is reserved; use >= 1".into(),
+            ));
         }
         for (name, a) in [("peer_addr", &peer_addr), ("client_addr", &client_addr)] {
             if a.contains('|') || (name == "peer_addr" && a.is_empty()) {
@@ -842,9 +856,16 @@ impl Shared {
                 )));
             }
         }
-        if self.members_view().membership.contains(id) {
+        if let Some(m) = self.members_view().membership.members.get(&id) {
+            // Idempotent for a retried call with the same addresses.
+            let a = MemberAddr::decode(&m.addr);
+            if a.peer == peer_addr && a.client == client_addr {
+                return Ok(self.members());
+            }
             return Err(Error::InvalidArgument(format!(
-                "node {id} is already a member; remove it first to re-add it"
+                "node {id} is already a member at {}; remove it first to re-add it at other \
+                 addresses",
+                a.peer
             )));
         }
         let addr = MemberAddr::new(peer_addr, client_addr).encode();
@@ -853,6 +874,10 @@ impl Shared {
 
     pub(crate) async fn promote(&self, id: NodeId) -> Result<Vec<MemberInfo>> {
         self.check_member(id)?;
+        if self.members_view().membership.is_voter(id) {
+            // Idempotent: a retried promote succeeds.
+            return Ok(self.members());
+        }
         self.conf_change(ConfChange::Promote { id }).await
     }
 

@@ -23,10 +23,18 @@ use super::handle::WatchStream;
 struct Watcher {
     key: Bytes,
     prefix: bool,
+    /// Events below this revision are never delivered (the watch asked to
+    /// start later; on a lagging node they may still be published after
+    /// registration).
+    min_revision: u64,
     tx: mpsc::Sender<Result<WatchEvent>>,
 }
 
 impl Watcher {
+    fn wants(&self, ev: &SmEvent) -> bool {
+        ev.revision >= self.min_revision && self.matches(&ev.key)
+    }
+
     fn matches(&self, key: &[u8]) -> bool {
         if self.prefix {
             key.starts_with(&self.key)
@@ -111,7 +119,12 @@ impl WatchHub {
     }
 
     /// Registers a watcher. `start_revision` 0 = only future events.
-    pub(crate) fn watch(&self, key: Bytes, prefix: bool, start_revision: u64) -> Result<WatchStream> {
+    pub(crate) fn watch(
+        &self,
+        key: Bytes,
+        prefix: bool,
+        start_revision: u64,
+    ) -> Result<WatchStream> {
         let mut g = self.inner.lock().expect("watch hub poisoned");
         g.watchers.retain(|w| !w.tx.is_closed());
         if g.watchers.len() >= self.max_watchers {
@@ -122,7 +135,12 @@ impl WatchHub {
             )));
         }
         let (tx, rx) = mpsc::channel(self.buffer + 1);
-        let w = Watcher { key, prefix, tx };
+        let w = Watcher {
+            key,
+            prefix,
+            min_revision: start_revision,
+            tx,
+        };
         if start_revision > 0 {
             if start_revision < g.floor {
                 return Err(Error::Compacted(format!(
@@ -132,11 +150,7 @@ impl WatchHub {
                     g.floor
                 )));
             }
-            let replay: Vec<&SmEvent> = g
-                .history
-                .iter()
-                .filter(|e| e.revision >= start_revision && w.matches(&e.key))
-                .collect();
+            let replay: Vec<&SmEvent> = g.history.iter().filter(|e| w.wants(e)).collect();
             if replay.len() > self.buffer {
                 return Err(Error::Overloaded(format!(
                     "{} events since revision {start_revision} exceed watch.buffer = {}; \
@@ -163,7 +177,7 @@ impl WatchHub {
             let buffer = self.buffer;
             g.watchers.retain(|w| {
                 for ev in events {
-                    if w.matches(&ev.key) && !w.deliver(ev, buffer) {
+                    if w.wants(ev) && !w.deliver(ev, buffer) {
                         return false;
                     }
                 }
@@ -203,9 +217,9 @@ impl WatchHub {
     pub(crate) fn close_all(&self, reason: &str) {
         let mut g = self.inner.lock().expect("watch hub poisoned");
         for w in g.watchers.drain(..) {
-            let _ = w
-                .tx
-                .try_send(Err(Error::ShuttingDown(format!("watch cancelled: {reason}"))));
+            let _ = w.tx.try_send(Err(Error::ShuttingDown(format!(
+                "watch cancelled: {reason}"
+            ))));
         }
     }
 }
@@ -270,6 +284,18 @@ mod tests {
         assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 4);
         let e = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap_err();
         assert!(matches!(e, Error::Compacted(_)), "{e}");
+    }
+
+    #[test]
+    fn start_revision_ahead_of_applied_skips_older_events() {
+        // A lagging node: the watch starts at 5 but the node has applied 2.
+        let hub = WatchHub::new(16, 100, 10, 0);
+        hub.publish(&[put("k", 1), put("k", 2)]);
+        let mut w = hub.watch(Bytes::from_static(b"k"), false, 5).unwrap();
+        hub.publish(&[put("k", 3), put("k", 4), put("k", 5), put("k", 6)]);
+        assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 5);
+        assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 6);
+        assert!(w.try_recv().is_err());
     }
 
     #[test]

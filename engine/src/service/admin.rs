@@ -69,7 +69,10 @@ impl Admin for AdminService {
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         let to = validate::node_id("to", req.into_inner().to)?;
-        self.node.transfer_leader(to).await.map_err(|e| status(&e))?;
+        self.node
+            .transfer_leader(to)
+            .await
+            .map_err(|e| status(&e))?;
         Ok(self.change(self.node.members()))
     }
 

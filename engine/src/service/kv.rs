@@ -107,21 +107,14 @@ impl Kv for KvService {
         let c = validate::consistency(r.consistency)?;
         let max = l.max_request_bytes;
         let keys: Vec<Bytes> = r.keys.into_iter().map(Bytes::from).collect();
-        let got = self
-            .node
-            .get_multi(keys, c)
-            .await
-            .map_err(|e| status(&e))?;
+        let got = self.node.get_multi(keys, c).await.map_err(|e| status(&e))?;
         let header = self.header();
         let mut total = 0usize;
         let mut results = Vec::with_capacity(got.len());
         for kv in got {
             let kv = kv.map(convert::kv);
             total += kv.as_ref().map(convert::kv_encoded_len).unwrap_or(4);
-            results.push(pb::GetResponse {
-                header: None,
-                kv,
-            });
+            results.push(pb::GetResponse { header: None, kv });
         }
         if total + RESPONSE_SLACK > max {
             return Err(limit(

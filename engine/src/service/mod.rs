@@ -40,7 +40,6 @@ use d_engine_proto::v1::cluster_server::ClusterServer;
 use d_engine_proto::v1::kv_server::KvServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 pub use admin::AdminService;
@@ -71,14 +70,25 @@ pub async fn serve_clients(
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::Serving).await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(d_engine_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // List only what this port serves (the descriptor set also holds the
+    // peer-only `dengine.v1.Raft`).
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(d_engine_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in SERVICE_NAMES.iter().chain(&[
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]) {
+            b = b.with_service_name(*name);
+        }
+        b
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .expect("embedded descriptor sets are valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(d_engine_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("embedded descriptor sets are valid");
 
@@ -110,20 +120,26 @@ pub async fn serve_clients(
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_nodelay(true)
         .add_service(kv)
         .add_service(cluster)
         .add_service(admin)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = server_stop.wait_for(|s| *s).await;
         })
         .await;
     watcher.abort();
     drop(stop_tx);
     result
+}
+
+/// Accepted connections with TCP_NODELAY (a server given its own listener
+/// does not apply the builder's `tcp_nodelay`; without it every small
+/// response waits for Nagle's delayed ACK, ~40 ms).
+pub(crate) fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn set_health(reporter: &tonic_health::server::HealthReporter, s: ServingStatus) {

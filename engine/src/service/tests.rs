@@ -430,7 +430,10 @@ async fn cluster_admin_health_and_reflection_answer() {
         "dengine.v1.Admin",
         "grpc.health.v1.Health",
     ] {
-        assert!(names.iter().any(|n| n == want), "{want} missing in {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing in {names:?}"
+        );
     }
     f.shutdown().await;
 }

@@ -104,7 +104,10 @@ pub fn write_id(w: Option<pb::WriteId>) -> Result<Option<WriteId>, Status> {
 /// A node id in an admin request.
 pub fn node_id(field: &str, id: u64) -> Result<u64, Status> {
     if id == 0 {
-        return Err(invalid(field, format!("{field} must be >= 1 (0 is reserved)")));
+        return Err(invalid(
+            field,
+            format!("{field} must be >= 1 (0 is reserved)"),
+        ));
     }
     Ok(id)
 }
@@ -157,7 +160,11 @@ mod tests {
         assert_eq!(info(&e)["field"], "key");
         let big = vec![b'k'; l.max_key_bytes + 1];
         let e = key(&l, "keys[2]", &big).unwrap_err();
-        assert!(e.message().contains("keys[2] is 4097 bytes"), "{}", e.message());
+        assert!(
+            e.message().contains("keys[2] is 4097 bytes"),
+            "{}",
+            e.message()
+        );
         assert_eq!(info(&e)["limit"], l.max_key_bytes.to_string());
         prefix(&l, "prefix", b"").unwrap();
     }
@@ -167,7 +174,11 @@ mod tests {
         let l = limits();
         value(&l, "value", &vec![0; l.max_value_bytes]).unwrap();
         let e = value(&l, "value", &vec![0; l.max_value_bytes + 1]).unwrap_err();
-        assert!(e.message().contains("limits.max_value_bytes"), "{}", e.message());
+        assert!(
+            e.message().contains("limits.max_value_bytes"),
+            "{}",
+            e.message()
+        );
         assert_eq!(info(&e)["field"], "value");
     }
 

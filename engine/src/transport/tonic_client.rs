@@ -33,6 +33,9 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(1);
 
 struct Link {
     addr: String,
+    /// Created from an inbound call's `x-dengine-from-addr` (the peer is
+    /// not in the configured peer list): kept until `set_peers` names it.
+    learned: bool,
     tx: mpsc::Sender<Message>,
     task: JoinHandle<()>,
 }
@@ -43,15 +46,98 @@ impl Drop for Link {
     }
 }
 
+/// The outbound links, shared by the transport and its inbound service
+/// (which may add a return link for a sender it did not know).
+pub(crate) struct Links {
+    opts: Arc<TransportOptions>,
+    inbox: Arc<dyn PeerInbox>,
+    rt: tokio::runtime::Handle,
+    table: Mutex<HashMap<NodeId, Link>>,
+}
+
+impl Links {
+    fn spawn_link(&self, peer: NodeId, addr: String, learned: bool) -> Link {
+        let (tx, rx) = mpsc::channel(self.opts.peer_queue_capacity.max(1));
+        let task = self.rt.spawn(run_link(
+            self.opts.clone(),
+            self.inbox.clone(),
+            peer,
+            addr.clone(),
+            rx,
+        ));
+        Link {
+            addr,
+            learned,
+            tx,
+            task,
+        }
+    }
+
+    fn send(&self, msg: Message) {
+        let to = msg.to;
+        let res = {
+            let links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            match links.get(&to) {
+                Some(link) => link.tx.try_send(msg).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => "queue full",
+                    mpsc::error::TrySendError::Closed(_) => "link closed",
+                }),
+                None => Err("unknown peer"),
+            }
+        };
+        if let Err(why) = res {
+            tracing::trace!(peer = to, why, "dropping raft message");
+            self.inbox.unreachable(to);
+        }
+    }
+
+    /// Makes the links match `peers` (configured); learned links to peers
+    /// not in `peers` stay.
+    fn set(&self, peers: &BTreeMap<NodeId, String>) {
+        let mut links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|id, link| match peers.get(id) {
+            Some(addr) => *addr == link.addr,
+            None => link.learned,
+        });
+        for (id, addr) in peers {
+            if links.get(id).is_some_and(|l| l.learned) {
+                links.remove(id);
+            }
+            if !links.contains_key(id) {
+                let link = self.spawn_link(*id, addr.clone(), false);
+                links.insert(*id, link);
+            }
+        }
+    }
+
+    /// Adds a return link to `id` at `addr` unless one exists.
+    pub(crate) fn learn(&self, id: NodeId, addr: String) {
+        if id == self.opts.local_id || id == 0 {
+            return;
+        }
+        let mut links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let std::collections::hash_map::Entry::Vacant(slot) = links.entry(id) {
+            tracing::info!(peer = id, %addr, "learned the address of a peer not in the configuration");
+            slot.insert(self.spawn_link(id, addr, true));
+        }
+    }
+
+    fn addr(&self, id: NodeId) -> Option<String> {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|l| l.addr.clone())
+    }
+}
+
 /// The tonic implementation of [`Transport`].
 ///
 /// Must be created inside a tokio runtime (link tasks are spawned on it).
 pub struct TonicTransport {
     opts: Arc<TransportOptions>,
-    inbox: Arc<dyn PeerInbox>,
     peers: PeerDirectory,
-    links: Mutex<HashMap<NodeId, Link>>,
-    rt: tokio::runtime::Handle,
+    links: Arc<Links>,
 }
 
 impl TonicTransport {
@@ -74,62 +160,43 @@ impl TonicTransport {
         peers: BTreeMap<NodeId, String>,
         directory: PeerDirectory,
     ) -> Self {
+        let opts = Arc::new(opts);
         let t = TonicTransport {
-            opts: Arc::new(opts),
-            inbox,
+            links: Arc::new(Links {
+                opts: opts.clone(),
+                inbox,
+                rt: tokio::runtime::Handle::current(),
+                table: Mutex::new(HashMap::new()),
+            }),
+            opts,
             peers: directory,
-            links: Mutex::new(HashMap::new()),
-            rt: tokio::runtime::Handle::current(),
         };
         t.set_peers(peers);
         t
     }
 
     /// The inbound `Raft` service for this node, sharing this transport's
-    /// peer directory (so senders removed by `set_peers` are refused).
+    /// peer directory (so senders removed by `set_peers` are refused) and
+    /// its links (so a node waiting to join can answer a leader it was not
+    /// configured with, at the address the leader advertises).
     pub fn raft_service(&self) -> RaftService {
         RaftService::new(
             (*self.opts).clone(),
-            self.inbox.clone(),
+            self.links.inbox.clone(),
             self.peers.clone(),
         )
+        .with_return_links(self.links.clone())
     }
 
     /// The current peer directory.
     pub fn peers(&self) -> PeerDirectory {
         self.peers.clone()
     }
-
-    fn spawn_link(&self, peer: NodeId, addr: String) -> Link {
-        let (tx, rx) = mpsc::channel(self.opts.peer_queue_capacity.max(1));
-        let task = self.rt.spawn(run_link(
-            self.opts.clone(),
-            self.inbox.clone(),
-            peer,
-            addr.clone(),
-            rx,
-        ));
-        Link { addr, tx, task }
-    }
 }
 
 impl Transport for TonicTransport {
     fn send(&self, msg: Message) {
-        let to = msg.to;
-        let res = {
-            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-            match links.get(&to) {
-                Some(link) => link.tx.try_send(msg).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => "queue full",
-                    mpsc::error::TrySendError::Closed(_) => "link closed",
-                }),
-                None => Err("unknown peer"),
-            }
-        };
-        if let Err(why) = res {
-            tracing::trace!(peer = to, why, "dropping raft message");
-            self.inbox.unreachable(to);
-        }
+        self.links.send(msg);
     }
 
     fn send_snapshot(
@@ -140,7 +207,7 @@ impl Transport for TonicTransport {
         path: PathBuf,
     ) -> BoxFuture<'static, Result<(), TransportError>> {
         let opts = self.opts.clone();
-        let addr = self.peers.addr(to);
+        let addr = self.peers.addr(to).or_else(|| self.links.addr(to));
         Box::pin(async move {
             let addr = addr.ok_or_else(|| {
                 TransportError(format!("cannot send a snapshot to unknown peer {to}"))
@@ -154,14 +221,7 @@ impl Transport for TonicTransport {
             .into_iter()
             .filter(|(id, _)| *id != self.opts.local_id && *id != 0)
             .collect();
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links.retain(|id, link| peers.get(id) == Some(&link.addr));
-        for (id, addr) in &peers {
-            if !links.contains_key(id) {
-                let link = self.spawn_link(*id, addr.clone());
-                links.insert(*id, link);
-            }
-        }
+        self.links.set(&peers);
         self.peers.replace(peers);
     }
 }
@@ -245,7 +305,11 @@ fn drop_queued(rx: &mut mpsc::Receiver<Message>, inbox: &dyn PeerInbox, peer: No
         dropped += 1;
     }
     if dropped > 0 {
-        tracing::trace!(peer, dropped, "dropped messages queued for an unreachable peer");
+        tracing::trace!(
+            peer,
+            dropped,
+            "dropped messages queued for an unreachable peer"
+        );
     }
     inbox.unreachable(peer);
 }

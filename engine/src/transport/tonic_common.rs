@@ -14,6 +14,9 @@ use tonic::Status;
 pub const CLUSTER_ID_HEADER: &str = "x-dengine-cluster-id";
 /// Metadata key carrying the sender's node id (decimal) on every peer call.
 pub const FROM_HEADER: &str = "x-dengine-from";
+/// Optional metadata key: the sender's own peer address. A node that does
+/// not know the sender yet (a learner waiting to join) uses it to answer.
+pub const FROM_ADDR_HEADER: &str = "x-dengine-from-addr";
 
 /// Limits and timings of the peer transport. Every limit says what happens
 /// when it is reached.
@@ -24,6 +27,9 @@ pub struct TransportOptions {
     /// Cluster id (sent as `x-dengine-cluster-id`); calls from another
     /// cluster are refused with FAILED_PRECONDITION.
     pub cluster_id: String,
+    /// This node's peer address as others reach it (sent as
+    /// `x-dengine-from-addr`; empty = not sent).
+    pub advertise_addr: String,
     /// Messages queued per peer. When full, `send` drops the message and
     /// reports the peer unreachable (Raft retries on its own).
     pub peer_queue_capacity: usize,
@@ -60,6 +66,7 @@ impl TransportOptions {
         TransportOptions {
             local_id,
             cluster_id: cluster_id.into(),
+            advertise_addr: String::new(),
             peer_queue_capacity: 4096,
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(50),
@@ -81,6 +88,7 @@ impl TransportOptions {
     /// snapshot chunk, and the configured snapshot chunk size.
     pub fn from_config(config: &crate::config::Config) -> Self {
         let mut o = TransportOptions::new(config.node_id, config.cluster_id.clone());
+        o.advertise_addr = config.peer_addr.clone();
         let largest_append =
             config.raft.max_bytes_per_msg + config.limits.max_request_bytes + (1 << 20);
         o.max_message_bytes = largest_append
@@ -152,6 +160,17 @@ pub(crate) fn add_peer_metadata(md: &mut MetadataMap, opts: &TransportOptions) {
     if let Ok(v) = opts.local_id.to_string().parse() {
         md.insert(FROM_HEADER, v);
     }
+    if !opts.advertise_addr.is_empty() {
+        if let Ok(v) = opts.advertise_addr.parse() {
+            md.insert(FROM_ADDR_HEADER, v);
+        }
+    }
+}
+
+/// The sender's advertised peer address, if it sent a plausible one.
+pub(crate) fn sender_addr(md: &MetadataMap) -> Option<String> {
+    let a = md.get(FROM_ADDR_HEADER)?.to_str().ok()?;
+    (!a.is_empty() && a.len() <= 255 && a.contains(':')).then(|| a.to_string())
 }
 
 /// Checks an incoming peer call's metadata: same cluster, a known sender.
@@ -274,7 +293,11 @@ mod tests {
         assert!(e.message().contains("cluster 'test'"), "{}", e.message());
         let e = check_peer_metadata(&md(Some("prod"), Some("9")), &o, &known).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-        assert!(e.message().contains("node 9 is not a member"), "{}", e.message());
+        assert!(
+            e.message().contains("node 9 is not a member"),
+            "{}",
+            e.message()
+        );
         let e = check_peer_metadata(&md(Some("prod"), Some("x")), &o, &known).unwrap_err();
         assert!(e.message().contains("not a node id"), "{}", e.message());
         let e = check_peer_metadata(&md(Some("prod"), Some("1")), &o, &known).unwrap_err();

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::raft_server::{Raft, RaftServer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::tonic_common::{check_peer_metadata, PeerDirectory, TransportOptions};
+use super::tonic_client::Links;
+use super::tonic_common::{check_peer_metadata, sender_addr, PeerDirectory, TransportOptions};
 use super::tonic_convert::message_from_pb;
 use super::tonic_snapshot;
 use super::PeerInbox;
@@ -29,18 +30,35 @@ pub struct RaftService {
     peers: PeerDirectory,
     snapshot_slots: Arc<Semaphore>,
     transfers: tonic_snapshot::ActiveTransfers,
+    return_links: Option<Arc<Links>>,
+    /// True once the server shuts down: open streams end so that peers see
+    /// a broken link (and reconnect to whoever serves the address next).
+    stop_tx: Arc<watch::Sender<bool>>,
+    stop_rx: watch::Receiver<bool>,
 }
 
 impl RaftService {
     pub fn new(opts: TransportOptions, inbox: Arc<dyn PeerInbox>, peers: PeerDirectory) -> Self {
         let slots = opts.max_inbound_snapshots.max(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
         RaftService {
             opts: Arc::new(opts),
             inbox,
             peers,
             snapshot_slots: Arc::new(Semaphore::new(slots)),
             transfers: Default::default(),
+            return_links: None,
+            stop_tx: Arc::new(stop_tx),
+            stop_rx,
         }
+    }
+
+    /// Lets the service open a return link to a sender that is not in the
+    /// peer list (only possible while the list is empty: a node waiting to
+    /// join), at the address the sender advertises.
+    pub(crate) fn with_return_links(mut self, links: Arc<Links>) -> Self {
+        self.return_links = Some(links);
+        self
     }
 
     /// Wraps the service with the configured message size limits.
@@ -59,11 +77,23 @@ impl Raft for RaftService {
         request: Request<Streaming<pb::RaftMessage>>,
     ) -> Result<Response<pb::StreamAck>, Status> {
         let from = check_peer_metadata(request.metadata(), &self.opts, &self.peers)?;
+        if let (Some(links), Some(addr)) = (&self.return_links, sender_addr(request.metadata())) {
+            if !self.peers.contains(from) {
+                links.learn(from, addr);
+            }
+        }
         let local = self.opts.local_id;
         let mut stream = request.into_inner();
         tracing::debug!(peer = from, "raft stream opened");
+        let mut stop = self.stop_rx.clone();
         loop {
-            let msg = match stream.message().await {
+            let next = tokio::select! {
+                m = stream.message() => m,
+                _ = stopping(&mut stop) => {
+                    return Err(Status::unavailable(format!("node {local} is shutting down")));
+                }
+            };
+            let msg = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(status) => {
@@ -115,15 +145,29 @@ impl Raft for RaftService {
         let inbox = self.inbox.clone();
         let transfers = self.transfers.clone();
         let chunks = request.into_inner();
+        let mut stop = self.stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            tonic_snapshot::receive(from, chunks, inbox, transfers, tx).await;
+            tokio::select! {
+                _ = tonic_snapshot::receive(from, chunks, inbox, transfers, tx.clone()) => {}
+                _ = stopping(&mut stop) => {
+                    let _ = tx.send(Err(Status::unavailable("node is shutting down"))).await;
+                }
+            }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-/// Serves the peer service on `listener` until `shutdown` resolves.
+/// Resolves once the service is told to stop (or its sender is gone).
+async fn stopping(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Serves the peer service on `listener` until `shutdown` resolves. Then
+/// it stops accepting and ends every open peer stream and snapshot
+/// transfer with UNAVAILABLE, so peers notice at once and reconnect to
+/// whatever serves this address next (e.g. the restarted node).
 /// Garbage on the port only fails that connection.
 pub async fn serve_peers(
     listener: TcpListener,
@@ -131,12 +175,16 @@ pub async fn serve_peers(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let opts = service.opts.clone();
+    let stop = service.stop_tx.clone();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(opts.keepalive_interval))
         .http2_keepalive_timeout(Some(opts.keepalive_timeout))
         .max_concurrent_streams(Some(opts.max_concurrent_streams))
-        .tcp_nodelay(true)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            stop.send_replace(true);
+        })
         .await
 }

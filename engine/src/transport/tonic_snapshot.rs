@@ -325,7 +325,12 @@ async fn receive_inner(
     }
     send_ack(acks, len).await?;
     if len > 0 {
-        tracing::info!(peer = from, index = meta.last_index, resume_at = len, "resuming snapshot transfer");
+        tracing::info!(
+            peer = from,
+            index = meta.last_index,
+            resume_at = len,
+            "resuming snapshot transfer"
+        );
     }
     // Data may also ride on the header chunk.
     let mut pending = Some(header);
@@ -371,7 +376,9 @@ async fn receive_inner(
         }
     }
     if len != total {
-        return Err(format!("transfer marked done at {len} bytes, announced {total}"));
+        return Err(format!(
+            "transfer marked done at {len} bytes, announced {total}"
+        ));
     }
     drop(file);
     let (got_len, got_crc) = file_crc32c(&part)
@@ -394,7 +401,12 @@ async fn receive_inner(
     if let Ok(d) = tokio::fs::File::open(&dir).await {
         let _ = d.sync_all().await;
     }
-    tracing::info!(peer = from, index = meta.last_index, bytes = total, "snapshot staged");
+    tracing::info!(
+        peer = from,
+        index = meta.last_index,
+        bytes = total,
+        "snapshot staged"
+    );
     inbox.snapshot_staged(from, term, meta, staged);
     send_ack(acks, total).await
 }

@@ -197,7 +197,8 @@ async fn raw_stream_call(
     let mut req = tonic::Request::new(tokio_stream::iter(msgs));
     req.metadata_mut()
         .insert(CLUSTER_ID_HEADER, cluster.parse().unwrap());
-    req.metadata_mut().insert(FROM_HEADER, from.parse().unwrap());
+    req.metadata_mut()
+        .insert(FROM_HEADER, from.parse().unwrap());
     c.stream(req).await.map(|_| ())
 }
 
@@ -215,7 +216,11 @@ async fn calls_from_another_cluster_or_an_unknown_node_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("node 3 is not a member"), "{}", e.message());
+    assert!(
+        e.message().contains("node 3 is not a member"),
+        "{}",
+        e.message()
+    );
 
     // A message claiming another sender than the stream's is refused.
     let forged = super::tonic_convert::message_to_pb(&heartbeat(5, 2, 0));
@@ -230,7 +235,11 @@ async fn calls_from_another_cluster_or_an_unknown_node_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("addressed to node 7"), "{}", e.message());
+    assert!(
+        e.message().contains("addressed to node 7"),
+        "{}",
+        e.message()
+    );
 
     // Nothing reached the inbox; a valid call still works.
     raw_stream_call(&n2.addr, "test-cluster", "1", vec![msg])
@@ -266,7 +275,10 @@ async fn the_link_reconnects_when_the_peer_comes_back() {
     n1.transport.send(heartbeat(1, 2, 0));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while n1.inbox.unreachable.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never reported unreachable");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported unreachable"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Node 2 comes up on the same port.
@@ -435,4 +447,64 @@ async fn a_snapshot_to_an_unreachable_peer_fails_after_bounded_attempts() {
         .await
         .unwrap_err();
     assert!(err.0.contains("after 2 attempts"), "{err}");
+}
+
+#[tokio::test]
+async fn a_node_waiting_to_join_answers_the_leader_at_its_advertised_address() {
+    let (l1, l2) = (listener().await, listener().await);
+    let (a1, a2) = (
+        l1.local_addr().unwrap().to_string(),
+        l2.local_addr().unwrap().to_string(),
+    );
+    let mut o1 = opts(1);
+    o1.advertise_addr = a1.clone();
+    // Node 1 (the leader) knows node 2; node 2 knows nobody yet.
+    let mut n1 = start_node(1, o1, l1, [(2, a2)].into()).await;
+    let mut n2 = start_node(2, opts(2), l2, BTreeMap::new()).await;
+    n1.transport.send(heartbeat(1, 2, 1));
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 1));
+    // Node 2 can answer: it learned node 1's address from the stream.
+    n2.transport.send(heartbeat(2, 1, 2));
+    assert_eq!(recv(&mut n1.rx).await, heartbeat(2, 1, 2));
+    // Once node 2 has a configuration, unknown senders are refused again
+    // but the configured peer keeps working.
+    n2.transport.set_peers([(1, a1)].into());
+    n2.transport.send(heartbeat(2, 1, 3));
+    assert_eq!(recv(&mut n1.rx).await, heartbeat(2, 1, 3));
+}
+
+#[tokio::test]
+async fn a_stopped_peer_server_breaks_streams_so_senders_reach_its_successor() {
+    let (n1, mut n2) = pair().await;
+    n1.transport.send(heartbeat(1, 2, 1));
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 1));
+    // Node 2 stops serving (its process lives on, as in an in-process restart).
+    let a2: std::net::SocketAddr = n2.addr.parse().unwrap();
+    let _ = n2.stop.take().unwrap().send(());
+    // Its successor binds the same address (retry while the old one drains).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let l2 = loop {
+        match TcpListener::bind(a2).await {
+            Ok(l) => break l,
+            Err(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "address never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut n2b = start_node(2, opts(2), l2, [(1, n1.addr.clone())].into()).await;
+    let mut seq = 2;
+    loop {
+        n1.transport.send(heartbeat(1, 2, seq));
+        seq += 1;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), n2b.rx.recv()).await {
+            assert_eq!(m.from, 1);
+            break;
+        }
+        assert!(seq < 400, "the sender never reached the new server");
+    }
+    drop(n2);
 }

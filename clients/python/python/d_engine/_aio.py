@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 import grpc
@@ -15,7 +14,7 @@ from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, WatchCanceled
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
-from ._routing import Attempts, RetryPolicy, Router, new_client_id
+from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
 from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
 
 T = TypeVar("T")
@@ -49,7 +48,7 @@ class AsyncClient:
         self._channels: Dict[str, _Stubs] = {}
         self._closed = False
         self._client_id = new_client_id()
-        self._seq = itertools.count(1)
+        self._window = AsyncSeqWindow()
 
     async def close(self) -> None:
         self._closed = True
@@ -64,13 +63,10 @@ class AsyncClient:
         await self.close()
 
     async def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None) -> int:
-        req = pb.PutRequest(
-            key=codec.check_key(key),
-            value=codec.check_value(value),
-            ttl_ms=codec.ttl_ms(ttl),
-            write_id=self._write_id(),
-        )
-        return (await self._call(lambda s, t: s.kv.Put(req, timeout=t), True)).revision
+        key, value, ttl_ms = codec.check_key(key), codec.check_value(value), codec.ttl_ms(ttl)
+        async with self._window.seq() as seq:
+            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, write_id=self._write_id(seq))
+            return (await self._call(lambda s, t: s.kv.Put(req, timeout=t), True)).revision
 
     async def get(
         self, key: BytesLike, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
@@ -88,8 +84,10 @@ class AsyncClient:
         return [codec.opt_kv(r) for r in resp.results]
 
     async def delete(self, key: BytesLike) -> bool:
-        req = pb.DeleteRequest(key=codec.check_key(key), write_id=self._write_id())
-        return (await self._call(lambda s, t: s.kv.Delete(req, timeout=t), True)).deleted
+        key = codec.check_key(key)
+        async with self._window.seq() as seq:
+            req = pb.DeleteRequest(key=key, write_id=self._write_id(seq))
+            return (await self._call(lambda s, t: s.kv.Delete(req, timeout=t), True)).deleted
 
     async def compare_and_swap(
         self,
@@ -98,8 +96,10 @@ class AsyncClient:
         new_value: Optional[BytesLike],
         ttl: Optional[float] = None,
     ) -> CasResult:
-        req = _cas_request(key, expected, new_value, ttl, self._write_id())
-        return codec.cas_from_pb(await self._call(lambda s, t: s.kv.CompareAndSwap(req, timeout=t), True))
+        req = _cas_request(key, expected, new_value, ttl, pb.WriteId())
+        async with self._window.seq() as seq:
+            req.write_id.CopyFrom(self._write_id(seq))
+            return codec.cas_from_pb(await self._call(lambda s, t: s.kv.CompareAndSwap(req, timeout=t), True))
 
     async def scan_prefix(
         self, prefix: BytesLike, limit: int = 0, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
@@ -124,8 +124,8 @@ class AsyncClient:
         resp = await self._call(lambda s, t: s.cluster.Leader(pb.LeaderRequest(), timeout=t), False)
         return codec.leader_from_pb(resp)
 
-    def _write_id(self) -> pb.WriteId:
-        return pb.WriteId(client_id=self._client_id, seq=next(self._seq))
+    def _write_id(self, seq: int) -> pb.WriteId:
+        return pb.WriteId(client_id=self._client_id, seq=seq)
 
     def _stubs(self, target: str) -> _Stubs:
         if self._closed:

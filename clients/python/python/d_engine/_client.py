@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
@@ -14,7 +13,7 @@ from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, Error, WatchCanceled
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
-from ._routing import Attempts, RetryPolicy, Router, new_client_id
+from ._routing import Attempts, RetryPolicy, Router, SeqWindow, new_client_id
 from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
 
 T = TypeVar("T")
@@ -55,7 +54,7 @@ class Client:
         self._lock = threading.Lock()
         self._closed = False
         self._client_id = new_client_id()
-        self._seq = itertools.count(1)
+        self._window = SeqWindow()
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:
@@ -74,13 +73,10 @@ class Client:
     # -- key-value -------------------------------------------------------
     def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None) -> int:
         """Stores ``value`` under ``key`` (``ttl`` in seconds); returns the write's revision."""
-        req = pb.PutRequest(
-            key=codec.check_key(key),
-            value=codec.check_value(value),
-            ttl_ms=codec.ttl_ms(ttl),
-            write_id=self._write_id(),
-        )
-        return self._call(lambda s, t: s.kv.Put(req, timeout=t), True).revision
+        key, value, ttl_ms = codec.check_key(key), codec.check_value(value), codec.ttl_ms(ttl)
+        with self._window.seq() as seq:
+            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, write_id=self._write_id(seq))
+            return self._call(lambda s, t: s.kv.Put(req, timeout=t), True).revision
 
     def get(
         self, key: BytesLike, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
@@ -102,8 +98,10 @@ class Client:
 
     def delete(self, key: BytesLike) -> bool:
         """Deletes ``key``; True if it existed."""
-        req = pb.DeleteRequest(key=codec.check_key(key), write_id=self._write_id())
-        return self._call(lambda s, t: s.kv.Delete(req, timeout=t), True).deleted
+        key = codec.check_key(key)
+        with self._window.seq() as seq:
+            req = pb.DeleteRequest(key=key, write_id=self._write_id(seq))
+            return self._call(lambda s, t: s.kv.Delete(req, timeout=t), True).deleted
 
     def compare_and_swap(
         self,
@@ -114,8 +112,10 @@ class Client:
     ) -> CasResult:
         """Sets ``key`` to ``new_value`` if its value equals ``expected``
         (``None``: the key must not exist). ``new_value=None`` deletes."""
-        req = _cas_request(key, expected, new_value, ttl, self._write_id())
-        return codec.cas_from_pb(self._call(lambda s, t: s.kv.CompareAndSwap(req, timeout=t), True))
+        req = _cas_request(key, expected, new_value, ttl, pb.WriteId())
+        with self._window.seq() as seq:
+            req.write_id.CopyFrom(self._write_id(seq))
+            return codec.cas_from_pb(self._call(lambda s, t: s.kv.CompareAndSwap(req, timeout=t), True))
 
     def scan_prefix(
         self, prefix: BytesLike, limit: int = 0, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
@@ -145,8 +145,8 @@ class Client:
         return codec.leader_from_pb(resp)
 
     # -- internals -------------------------------------------------------
-    def _write_id(self) -> pb.WriteId:
-        return pb.WriteId(client_id=self._client_id, seq=next(self._seq))
+    def _write_id(self, seq: int) -> pb.WriteId:
+        return pb.WriteId(client_id=self._client_id, seq=seq)
 
     def _stubs(self, target: str) -> _Stubs:
         with self._lock:

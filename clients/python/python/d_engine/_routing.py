@@ -3,11 +3,14 @@ by the sync and asyncio clients (no I/O here)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import AsyncIterator, Iterator, List, Optional, Set
 
 from ._errors import Error, NotLeader, Timeout
 
@@ -86,6 +89,69 @@ class Attempts:
         if err is None:
             return Timeout("request timed out before it was sent")
         return err
+
+
+WRITE_WINDOW = 32
+"""A client's outstanding write sequence numbers span at most this many.
+
+The server remembers the last 64 write results per client (its
+deduplication window) and refuses an unseen sequence number below that
+window as an expired retry. A write with sequence ``s`` is only sent while
+``s - (oldest outstanding seq) < WRITE_WINDOW``, so fewer than 64 newer
+writes can be applied before any outstanding one: a stalled (retrying)
+write holds the window instead of falling out of it."""
+
+
+class SeqWindow:
+    """Assigns write sequence numbers inside :data:`WRITE_WINDOW` (sync)."""
+
+    def __init__(self, size: int = WRITE_WINDOW):
+        self._size = size
+        self._cv = threading.Condition()
+        self._next = 1
+        self._outstanding: Set[int] = set()
+
+    @contextlib.contextmanager
+    def seq(self) -> Iterator[int]:
+        with self._cv:
+            while self._outstanding and self._next - min(self._outstanding) >= self._size:
+                self._cv.wait()
+            s = self._next
+            self._next += 1
+            self._outstanding.add(s)
+        try:
+            yield s
+        finally:
+            with self._cv:
+                self._outstanding.discard(s)
+                self._cv.notify_all()
+
+
+class AsyncSeqWindow:
+    """:class:`SeqWindow` for asyncio (its condition binds lazily to the running loop)."""
+
+    def __init__(self, size: int = WRITE_WINDOW):
+        self._size = size
+        self._cv: Optional[asyncio.Condition] = None
+        self._next = 1
+        self._outstanding: Set[int] = set()
+
+    @contextlib.asynccontextmanager
+    async def seq(self) -> AsyncIterator[int]:
+        if self._cv is None:
+            self._cv = asyncio.Condition()
+        cv = self._cv
+        async with cv:
+            await cv.wait_for(lambda: not self._outstanding or self._next - min(self._outstanding) < self._size)
+            s = self._next
+            self._next += 1
+            self._outstanding.add(s)
+        try:
+            yield s
+        finally:
+            self._outstanding.discard(s)
+            async with cv:
+                cv.notify_all()
 
 
 def new_client_id() -> int:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The benchmark, one command (see docs/performance.md):
+#
+#   bash scripts/bench.sh            # standard matrix: d-engine embedded and
+#                                    # standalone, 1 and 3 nodes, beside etcd;
+#                                    # writes docs/bench-results/<date>.{json,md,png}
+#   bash scripts/bench.sh --smoke    # a few seconds, tiny counts, etcd only if
+#                                    # installed (CI: scripts/test.sh)
+#   bash scripts/bench.sh [--smoke] --rounds 5 --duration 10   # extra flags go to the tool
+#
+# Installs etcd (Debian `etcd-server`) with apt-get if it is missing (not in
+# --smoke mode), builds the tool and d-engine-server in release mode (debug
+# for --smoke), then runs `d-engine-bench`, which starts every server itself
+# on free 127.0.0.1 ports with temporary data dirs and stops them afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+smoke=""
+args=()
+for a in "$@"; do
+    if [ "$a" = "--smoke" ]; then smoke=1; else args+=("$a"); fi
+done
+
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+if [ -n "$smoke" ]; then
+    cargo build -p d-engine-bench -p d-engine-server
+    bin="$target_dir/debug/d-engine-bench"
+    server="${DENGINE_SERVER_BIN:-$target_dir/debug/d-engine-server}"
+    out="$(mktemp -d)"
+    trap 'rm -rf "$out"' EXIT
+    "$bin" --smoke --no-progress --server-bin "$server" --out-dir "$out" --name smoke "${args[@]}" > "$out/stdout.md"
+    # The smoke run must have measured something and reported every request.
+    grep -q '| d-engine-embedded | 1 | write-single |' "$out/smoke.md" || {
+        cat "$out/stdout.md"; echo "bench smoke: no embedded result" >&2; exit 1; }
+    echo "bench smoke: ok ($(grep -c '^| d-engine\|^| etcd' "$out/smoke.md") result rows)"
+    exit 0
+fi
+
+if ! command -v etcd > /dev/null && [ ! -x /usr/bin/etcd ]; then
+    echo "installing etcd (Debian etcd-server)..." >&2
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+    $sudo_cmd apt-get install -y etcd-server > /dev/null || {
+        $sudo_cmd apt-get update > /dev/null && $sudo_cmd apt-get install -y etcd-server > /dev/null; }
+fi
+
+cargo build --release -p d-engine-bench -p d-engine-server
+bin="$target_dir/release/d-engine-bench"
+server="${DENGINE_SERVER_BIN:-$target_dir/release/d-engine-server}"
+date="$(date -u +%Y-%m-%d)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs" >&2
+exec "$bin" --matrix standard --duration 3 --warmup 1 --rounds 3 --plot \
+    --server-bin "$server" --out-dir docs/bench-results --name "$date" "${args[@]}"
