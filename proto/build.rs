@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/dengine/v1/client.proto", "proto/dengine/v1/raft.proto"];
+    let files = [
+        "proto/dengine/v1/client.proto",
+        "proto/dengine/v1/raft.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -408,6 +408,20 @@ fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The 1-based number and trimmed text of the line holding byte `offset`.
+fn line_at(text: &str, offset: usize) -> Option<(usize, &str)> {
+    if offset > text.len() {
+        return None;
+    }
+    let start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let end = text[offset..]
+        .find('\n')
+        .map(|i| offset + i)
+        .unwrap_or(text.len());
+    let number = text[..start].matches('\n').count() + 1;
+    Some((number, text[start..end].trim()))
+}
+
 impl Config {
     /// A single-node configuration storing its data in `data_dir`.
     pub fn single_node(data_dir: impl Into<PathBuf>) -> Self {
@@ -420,9 +434,16 @@ impl Config {
     /// Parses TOML text and validates it. Unknown keys are errors.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            // toml reports unknown keys as "unknown field `x`, expected ..."
-            ConfigError::new("", msg.trim().to_string())
+            // toml reports unknown keys as "unknown field `x`, expected ...";
+            // for wrong types it names only the type, so quote the offending
+            // line (which holds the key) with its number.
+            let msg = e.message().trim().to_string();
+            match e.span().and_then(|span| line_at(text, span.start)) {
+                Some((number, line)) => {
+                    ConfigError::new("", format!("line {number}: `{line}`: {msg}"))
+                }
+                None => ConfigError::new("", msg),
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -703,6 +724,16 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].id, 1);
         c.core_config().validate().unwrap();
+    }
+
+    #[test]
+    fn wrong_type_quotes_the_line_with_the_key() {
+        let err = Config::from_toml_str("data_dir = \"d\"\nnode_id = \"one\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("line 2") && text.contains("node_id"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,6 +3,6 @@
 //! [`sim`] is the seeded, deterministic whole-cluster simulator for the Raft
 //! core (`d-engine-core`); see `docs/simulation.md`.
 
-pub mod sim;
 /// Multi-process clusters of real `d-engine-server` processes (net).
 pub mod cluster;
+pub mod sim;

@@ -7,8 +7,8 @@
 //! - [`sm`]: the key-value state machine (sled) behind the `StateMachine` trait.
 //! - [`snapshot`]: point-in-time snapshot files, chunked transfer and atomic install.
 
-pub mod data_dir;
 pub mod command;
+pub mod data_dir;
 pub mod hard_state;
 pub mod sm;
 pub mod snapshot;

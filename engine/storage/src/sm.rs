@@ -193,8 +193,14 @@ impl fmt::Display for SmError {
 impl std::error::Error for SmError {}
 
 impl From<sled::Error> for SmError {
+    /// sled's I/O failures (including "could not acquire lock": the database
+    /// is open elsewhere) stay I/O errors, so `open_or_rebuild` refuses to
+    /// start instead of wiping a database that is merely busy.
     fn from(e: sled::Error) -> Self {
-        SmError::Sled(e.to_string())
+        match e {
+            sled::Error::Io(io) => SmError::Io(io),
+            other => SmError::Sled(other.to_string()),
+        }
     }
 }
 impl From<std::io::Error> for SmError {
