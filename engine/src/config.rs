@@ -202,6 +202,10 @@ pub struct LimitsConfig {
     pub max_scan_limit: u32,
     /// Most keys in one get_multi. Default 1000; 1..=100,000.
     pub max_get_multi_keys: usize,
+    /// Concurrent HTTP/2 streams (calls and watches) per client connection;
+    /// further calls on that connection wait for a free slot. Default 1024;
+    /// 1..=65,536.
+    pub max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +339,7 @@ impl Default for LimitsConfig {
             max_request_bytes: 4 << 20,
             max_scan_limit: 10_000,
             max_get_multi_keys: 1000,
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -627,6 +632,12 @@ impl Config {
             l.max_get_multi_keys,
             1,
             100_000,
+        )?;
+        range(
+            "limits.max_concurrent_streams",
+            l.max_concurrent_streams,
+            1,
+            65_536,
         )?;
 
         let b = &self.batching;

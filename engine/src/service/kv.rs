@@ -245,7 +245,8 @@ impl Kv for KvService {
         let _ = tx.try_send(Ok(created));
         let node = self.node.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(pump_watch(node, events, tx, shutdown));
+        let max = l.max_request_bytes;
+        tokio::spawn(pump_watch(node, events, tx, shutdown, max));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -259,7 +260,9 @@ async fn pump_watch(
     mut events: crate::runtime::WatchStream,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     mut shutdown: watch::Receiver<bool>,
+    max_message_bytes: usize,
 ) {
+    let budget = max_message_bytes.saturating_sub(RESPONSE_SLACK);
     let cancel = |reason: String| pb::WatchResponse {
         header: convert::header(node.header()),
         canceled: true,
@@ -285,21 +288,38 @@ async fn pump_watch(
                     }
                     Some(Ok(ev)) => ev,
                 };
-                let mut batch = vec![convert::event(first)];
+                let events_msg = |events: Vec<pb::WatchEvent>| pb::WatchResponse {
+                    header: convert::header(node.header()),
+                    events,
+                    ..Default::default()
+                };
+                // Batch what is already queued, cutting a message before it
+                // would exceed the response budget (history replays can
+                // hold many large values).
+                let first = convert::event(first);
+                let mut size = prost::Message::encoded_len(&first);
+                let mut batch = vec![first];
                 let mut end: Option<Error> = None;
                 while batch.len() < WATCH_EVENTS_PER_MESSAGE {
                     match events.try_recv() {
-                        Ok(Ok(ev)) => batch.push(convert::event(ev)),
+                        Ok(Ok(ev)) => {
+                            let ev = convert::event(ev);
+                            let n = prost::Message::encoded_len(&ev) + 8;
+                            if size + n > budget {
+                                let full = std::mem::take(&mut batch);
+                                if tx.send(Ok(events_msg(full))).await.is_err() {
+                                    return;
+                                }
+                                size = 0;
+                            }
+                            size += n;
+                            batch.push(ev);
+                        }
                         Ok(Err(e)) => { end = Some(e); break; }
                         Err(_) => break,
                     }
                 }
-                let msg = pb::WatchResponse {
-                    header: convert::header(node.header()),
-                    events: batch,
-                    ..Default::default()
-                };
-                if tx.send(Ok(msg)).await.is_err() {
+                if tx.send(Ok(events_msg(batch))).await.is_err() {
                     return;
                 }
                 if let Some(e) = end {

@@ -48,9 +48,6 @@ pub use kv::KvService;
 
 use crate::runtime::NodeHandle;
 
-/// Concurrent HTTP/2 streams per client connection; more wait for a slot.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
-
 /// Names reported by the health service (besides "").
 const SERVICE_NAMES: [&str; 3] = ["dengine.v1.Kv", "dengine.v1.Cluster", "dengine.v1.Admin"];
 
@@ -117,7 +114,7 @@ pub async fn serve_clients(
 
     let mut server_stop = stop_rx.clone();
     let result = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .max_concurrent_streams(Some(handle.config().limits.max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(kv)

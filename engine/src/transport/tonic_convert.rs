@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use d_engine_core::{
-    ConfChange, Entry, EntryPayload, Member, MemberRole, Membership, Message, MessageBody,
-    SnapshotMeta,
+    ConfChange, Entry, EntryPayload, Index, Member, MemberRole, Membership, Message, MessageBody,
+    SnapshotMeta, Term,
 };
 use d_engine_proto::v1 as pb;
 
@@ -266,12 +266,57 @@ pub fn message_from_pb(m: pb::RaftMessage) -> Result<Message, ConvertError> {
         },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
     };
+    if let MessageBody::AppendEntries {
+        prev_log_index,
+        prev_log_term,
+        entries,
+        ..
+    } = &body
+    {
+        check_append(m.term, *prev_log_index, *prev_log_term, entries)?;
+    }
     Ok(Message {
         from: m.from,
         to: m.to,
         term: m.term,
         body,
     })
+}
+
+/// The shape the core relies on for an AppendEntries: entries numbered
+/// `prev_log_index + 1, + 2, ...` with no overflow, terms never decreasing,
+/// none older than `prev_log_term` and none newer than the message's term.
+/// A peer that breaks this is buggy or hostile; its message is refused
+/// before it reaches the log.
+fn check_append(
+    msg_term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: &[Entry],
+) -> Result<(), ConvertError> {
+    let mut expect_index = prev_index;
+    let mut last_term = prev_term;
+    for e in entries {
+        expect_index = expect_index.checked_add(1).ok_or_else(|| {
+            ConvertError(format!(
+                "append entries: index overflow after prev_log_index {prev_index}"
+            ))
+        })?;
+        if e.index != expect_index {
+            return Err(ConvertError(format!(
+                "append entries: entry index {} where {expect_index} was expected (prev_log_index {prev_index})",
+                e.index
+            )));
+        }
+        if e.term < last_term || e.term > msg_term {
+            return Err(ConvertError(format!(
+                "append entries: entry {} has term {}, outside {last_term}..={msg_term}",
+                e.index, e.term
+            )));
+        }
+        last_term = e.term;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
