@@ -764,11 +764,7 @@ impl Config {
         let t = &self.tls;
         let empty = |p: &PathBuf| p.as_os_str().is_empty();
         if t.enabled() {
-            let why = if t.peer {
-                "tls.peer"
-            } else {
-                "tls.client_api"
-            };
+            let why = if t.peer { "tls.peer" } else { "tls.client_api" };
             if empty(&t.cert_file) {
                 return Err(ConfigError::new(
                     "tls.cert_file",

@@ -73,7 +73,8 @@ fn load_files(t: &TlsConfig) -> Result<Files, ConfigError> {
     };
     let cert = read("tls.cert_file", &t.cert_file)?;
     let origin = t.cert_file.display().to_string();
-    check_certs("tls.cert_file", &origin, &cert).map_err(|m| ConfigError::new("tls.cert_file", m))?;
+    check_certs("tls.cert_file", &origin, &cert)
+        .map_err(|m| ConfigError::new("tls.cert_file", m))?;
     let key = read("tls.key_file", &t.key_file)?;
     check_key("tls.key_file", &t.key_file.display().to_string(), &key)
         .map_err(|m| ConfigError::new("tls.key_file", m))?;
@@ -136,10 +137,9 @@ impl NodeTls {
             }
         }
         if t.peer {
-            let ca = f
-                .ca
-                .as_ref()
-                .ok_or_else(|| ConfigError::new("tls.ca_file", "is required by tls.peer"))?;
+            let ca =
+                f.ca.as_ref()
+                    .ok_or_else(|| ConfigError::new("tls.ca_file", "is required by tls.peer"))?;
             let server = ServerTlsConfig::new()
                 .identity(identity.clone())
                 .client_ca_root(Certificate::from_pem(ca));

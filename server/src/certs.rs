@@ -84,15 +84,20 @@ fn check_args(a: &CertsArgs) -> Result<(), CertsError> {
         return Err(err("--nodes lists no node id (e.g. --nodes 1,2,3)"));
     }
     if let Some(id) = a.nodes.iter().find(|id| **id == 0) {
-        return Err(err(format!("--nodes: node id {id} is reserved; ids start at 1")));
+        return Err(err(format!(
+            "--nodes: node id {id} is reserved; ids start at 1"
+        )));
     }
     if a.hosts.iter().any(|h| h.trim().is_empty()) {
-        return Err(err("--hosts has an empty entry (e.g. --hosts 127.0.0.1,localhost)"));
+        return Err(err(
+            "--hosts has an empty entry (e.g. --hosts 127.0.0.1,localhost)",
+        ));
     }
     for c in &a.clients {
         let ok = !c.is_empty()
             && c.len() <= 64
-            && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
         if !ok {
             return Err(err(format!(
                 "--clients: name {c:?} must be 1..=64 letters, digits, '-' or '_'"
@@ -302,7 +307,11 @@ mod tests {
         }
         let e = run(&a).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
-        run(&CertsArgs { force: true, ..a.clone() }).unwrap();
+        run(&CertsArgs {
+            force: true,
+            ..a.clone()
+        })
+        .unwrap();
 
         let e = run(&CertsArgs {
             clients: vec!["a b".into()],

@@ -36,7 +36,12 @@ async fn try_put(endpoints: Vec<String>, tls: Option<TlsOptions>) -> Result<u64,
 
 /// Waits until the node at `client_addr` (asked with `client`) applied
 /// `index`; returns its last applied index on timeout.
-async fn wait_applied(client: &Client, addr: &str, index: u64, within: Duration) -> Result<(), u64> {
+async fn wait_applied(
+    client: &Client,
+    addr: &str,
+    index: u64,
+    within: Duration,
+) -> Result<(), u64> {
     let deadline = Instant::now() + within;
     let mut applied = 0;
     loop {
@@ -62,7 +67,10 @@ fn other_ca_certs(dir: &Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_cluster_serves_trusted_clients_and_refuses_the_rest() {
     let mut c = TlsCluster::start(TlsClusterConfig::default());
-    let leader = c.wait_leader(ELECTION_BOUND).await.unwrap_or_else(|e| panic!("{e}"));
+    let leader = c
+        .wait_leader(ELECTION_BOUND)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Writes and reads over TLS, trusting the cluster CA (no client cert).
     let client = c
@@ -88,21 +96,29 @@ async fn tls_cluster_serves_trusted_clients_and_refuses_the_rest() {
         .iter()
         .map(|id| format!("http://{}", c.client_addr(*id)))
         .collect();
-    let e = try_put(plain, None).await.expect_err("plaintext client refused");
+    let e = try_put(plain, None)
+        .await
+        .expect_err("plaintext client refused");
     eprintln!("plaintext client: {e}");
 
     // A client trusting another CA is refused (the server's certificate
     // does not verify).
     let other = other_ca_certs(c.dir());
-    let e = try_put(c.endpoints(), Some(TlsOptions::new().ca_file(other.join("ca.pem"))))
-        .await
-        .expect_err("client trusting the wrong CA refused");
+    let e = try_put(
+        c.endpoints(),
+        Some(TlsOptions::new().ca_file(other.join("ca.pem"))),
+    )
+    .await
+    .expect_err("client trusting the wrong CA refused");
     eprintln!("wrong CA: {e}");
 
     // Unreadable CA file: a clear error naming the path, before any I/O.
-    let e = try_client(c.endpoints(), Some(TlsOptions::new().ca_file("/nonexistent/ca.pem")))
-        .await
-        .expect_err("missing CA file");
+    let e = try_client(
+        c.endpoints(),
+        Some(TlsOptions::new().ca_file("/nonexistent/ca.pem")),
+    )
+    .await
+    .expect_err("missing CA file");
     assert!(
         matches!(&e, Error::InvalidArgument(m) if m.contains("/nonexistent/ca.pem")),
         "{e}"
@@ -111,7 +127,11 @@ async fn tls_cluster_serves_trusted_clients_and_refuses_the_rest() {
     // A learner with its own certificate from the cluster CA catches up.
     let admin = c.client(c.admin_tls()).await.unwrap();
     let (peer, client_addr) = c.spawn_joiner(6, &c.certs(), 6);
-    admin.admin().add_learner(6, peer, client_addr.clone()).await.unwrap();
+    admin
+        .admin()
+        .add_learner(6, peer, client_addr.clone())
+        .await
+        .unwrap();
     wait_applied(&admin, &client_addr, rev, Duration::from_secs(30))
         .await
         .unwrap_or_else(|a| panic!("learner 6 applied only {a}\n{}", c.log_tails(30)));
@@ -119,11 +139,19 @@ async fn tls_cluster_serves_trusted_clients_and_refuses_the_rest() {
     // A learner whose certificate comes from another CA never gets the log
     // (both TLS handshakes fail).
     let (peer, addr4) = c.spawn_joiner(4, &other, 4);
-    admin.admin().add_learner(4, peer, addr4.clone()).await.unwrap();
+    admin
+        .admin()
+        .add_learner(4, peer, addr4.clone())
+        .await
+        .unwrap();
     // A learner presenting node 1's (valid) certificate while claiming to be
     // node 5 is refused too: names are checked in both directions.
     let (peer, addr5) = c.spawn_joiner(5, &c.certs(), 1);
-    admin.admin().add_learner(5, peer, addr5.clone()).await.unwrap();
+    admin
+        .admin()
+        .add_learner(5, peer, addr5.clone())
+        .await
+        .unwrap();
 
     // Keep writing; the cluster is unaffected.
     for i in 0..10u32 {
@@ -134,16 +162,25 @@ async fn tls_cluster_serves_trusted_clients_and_refuses_the_rest() {
         .tls(
             TlsOptions::new()
                 .ca_file(other.join("ca.pem"))
-                .client_cert_files(other.join("client-app.pem"), other.join("client-app-key.pem")),
+                .client_cert_files(
+                    other.join("client-app.pem"),
+                    other.join("client-app-key.pem"),
+                ),
         )
         .lazy(true)
         .build()
         .await
         .unwrap();
     let s4 = other_client.admin().node_status_at(&addr4).await.unwrap();
-    assert_eq!(s4.applied_index, 0, "learner 4 (other CA) got the log: {s4:?}");
+    assert_eq!(
+        s4.applied_index, 0,
+        "learner 4 (other CA) got the log: {s4:?}"
+    );
     let s5 = admin.admin().node_status_at(&addr5).await.unwrap();
-    assert_eq!(s5.applied_index, 0, "learner 5 (node 1's cert) got the log: {s5:?}");
+    assert_eq!(
+        s5.applied_index, 0,
+        "learner 5 (node 1's cert) got the log: {s5:?}"
+    );
     wait_applied(&admin, &client_addr, rev, Duration::from_secs(20))
         .await
         .unwrap_or_else(|a| panic!("learner 6 applied only {a} < {rev}"));
@@ -157,7 +194,9 @@ async fn client_auth_require_needs_a_client_certificate() {
         client_auth: "require".into(),
         ..TlsClusterConfig::default()
     });
-    c.wait_leader(ELECTION_BOUND).await.unwrap_or_else(|e| panic!("{e}"));
+    c.wait_leader(ELECTION_BOUND)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // No client certificate: refused.
     let e = try_put(c.endpoints(), Some(TlsOptions::new().ca_file(c.ca())))
@@ -169,11 +208,10 @@ async fn client_auth_require_needs_a_client_certificate() {
     let other = other_ca_certs(c.dir());
     let e = try_put(
         c.endpoints(),
-        Some(
-            TlsOptions::new()
-                .ca_file(c.ca())
-                .client_cert_files(other.join("client-app.pem"), other.join("client-app-key.pem")),
-        ),
+        Some(TlsOptions::new().ca_file(c.ca()).client_cert_files(
+            other.join("client-app.pem"),
+            other.join("client-app-key.pem"),
+        )),
     )
     .await
     .expect_err("client certificate of another CA refused");
@@ -183,7 +221,10 @@ async fn client_auth_require_needs_a_client_certificate() {
     let client = c.client(c.admin_tls()).await.unwrap();
     let rev = client.kv().put("secure", "yes").await.unwrap();
     assert!(rev > 0);
-    assert_eq!(client.kv().get("secure").await.unwrap().unwrap().value, b"yes");
+    assert_eq!(
+        client.kv().get("secure").await.unwrap().unwrap().value,
+        b"yes"
+    );
 }
 
 #[test]
@@ -206,7 +247,10 @@ fn missing_tls_files_stop_the_server_with_the_key_and_path() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("tls.cert_file") && stderr.contains("/nonexistent/node.pem"), "{stderr}");
+    assert!(
+        stderr.contains("tls.cert_file") && stderr.contains("/nonexistent/node.pem"),
+        "{stderr}"
+    );
 
     // The certs tool says what it wrote and that it is for development.
     let out = std::process::Command::new(server_binary())
@@ -215,6 +259,13 @@ fn missing_tls_files_stop_the_server_with_the_key_and_path() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("node-1-key.pem") && stdout.contains("development"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("node-1-key.pem") && stdout.contains("development"),
+        "{stdout}"
+    );
 }

@@ -288,10 +288,7 @@ impl ClientBuilder {
 }
 
 fn is_https(endpoint: &str) -> bool {
-    endpoint
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("https://")
+    endpoint.trim().to_ascii_lowercase().starts_with("https://")
 }
 
 /// Endpoints forced to `https://` and a hook that applies the TLS settings

@@ -171,9 +171,7 @@ pub fn check_certs(option: &str, origin: &str, pem: &[u8]) -> std::result::Resul
 /// Checks that `pem` (from `origin`, for `option`) holds a private key.
 pub fn check_key(option: &str, origin: &str, pem: &[u8]) -> std::result::Result<(), String> {
     PrivateKeyDer::from_pem_slice(pem).map(|_| ()).map_err(|e| {
-        format!(
-            "{option}: {origin} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"
-        )
+        format!("{option}: {origin} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")
     })
 }
 
@@ -198,6 +196,9 @@ mod tests {
         let mut o = TlsOptions::new().ca_pem(b"x".to_vec());
         o.cert = Some(PemSource::Pem(b"x".to_vec()));
         let e = o.load().unwrap_err();
-        assert!(e.to_string().contains("no PEM certificate") || e.to_string().contains("together"), "{e}");
+        assert!(
+            e.to_string().contains("no PEM certificate") || e.to_string().contains("together"),
+            "{e}"
+        );
     }
 }

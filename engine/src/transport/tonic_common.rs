@@ -227,7 +227,11 @@ pub(crate) fn check_peer_metadata(
 /// `host:port` or a full URI → an HTTP/2 endpoint to node `peer` with our
 /// timeouts, over mutual TLS when `opts.tls` is set (a `host:port` then
 /// becomes `https://host:port`).
-pub(crate) fn endpoint(addr: &str, peer: NodeId, opts: &TransportOptions) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(
+    addr: &str,
+    peer: NodeId,
+    opts: &TransportOptions,
+) -> Result<Endpoint, String> {
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let uri = if addr.contains("://") {
         addr.to_string()
@@ -242,9 +246,12 @@ pub(crate) fn endpoint(addr: &str, peer: NodeId, opts: &TransportOptions) -> Res
         .keep_alive_timeout(opts.keepalive_timeout)
         .keep_alive_while_idle(true);
     match &opts.tls {
-        Some(tls) => ep
-            .tls_config(tls.client_for(peer))
-            .map_err(|e| format!("TLS settings for peer {peer} at '{addr}': {}", error_chain(&e))),
+        Some(tls) => ep.tls_config(tls.client_for(peer)).map_err(|e| {
+            format!(
+                "TLS settings for peer {peer} at '{addr}': {}",
+                error_chain(&e)
+            )
+        }),
         None => Ok(ep),
     }
 }
@@ -277,7 +284,11 @@ pub(crate) fn check_peer_cert<T>(
 }
 
 /// Connects to peer `peer` at `addr` (one attempt).
-pub(crate) async fn connect(addr: &str, peer: NodeId, opts: &TransportOptions) -> Result<Channel, String> {
+pub(crate) async fn connect(
+    addr: &str,
+    peer: NodeId,
+    opts: &TransportOptions,
+) -> Result<Channel, String> {
     let ep = endpoint(addr, peer, opts)?;
     ep.connect()
         .await

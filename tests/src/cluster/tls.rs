@@ -241,7 +241,10 @@ impl TlsCluster {
         let certs = self.certs();
         TlsOptions::new()
             .ca_file(certs.join("ca.pem"))
-            .client_cert_files(certs.join("client-app.pem"), certs.join("client-app-key.pem"))
+            .client_cert_files(
+                certs.join("client-app.pem"),
+                certs.join("client-app-key.pem"),
+            )
     }
 
     /// A client over every node with `tls`.
@@ -265,12 +268,11 @@ impl TlsCluster {
             .await
             .map_err(|e| format!("admin client: {e}"))?;
         let deadline = Instant::now() + timeout;
-        let mut last = String::new();
         loop {
-            match self.agreed_leader(&client).await {
+            let last = match self.agreed_leader(&client).await {
                 Ok(l) => return Ok(l),
-                Err(e) => last = e,
-            }
+                Err(e) => e,
+            };
             for (id, n) in self.nodes.iter_mut() {
                 if let Some(st) = n.crashed() {
                     return Err(format!(
