@@ -16,7 +16,9 @@ def _read(option: str, path: PathLike, marker: bytes) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise InvalidArgument(f"{option}: cannot read {str(path)!r}: {e.strerror}; check the path and permissions") from e
+        raise InvalidArgument(
+            f"{option}: cannot read {str(path)!r}: {e.strerror}; check the path and permissions"
+        ) from e
     if marker not in data:
         raise InvalidArgument(f"{option}: {str(path)!r} holds no PEM {marker.decode()} block")
     return data
