@@ -305,6 +305,19 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o077, 0, "key files are private");
         }
+        // The files are what a node's [tls] section accepts.
+        let tls = d_engine::config::TlsConfig {
+            cert_file: a.out.join("node-1.pem"),
+            key_file: a.out.join("node-1-key.pem"),
+            ca_file: a.out.join("ca.pem"),
+            client_api: true,
+            peer: true,
+            client_auth: d_engine::config::ClientAuth::Require,
+            check_peer_names: true,
+        };
+        let loaded = d_engine::tls::NodeTls::load(&tls).unwrap().expect("TLS on");
+        assert!(loaded.client_api.is_some() && loaded.peer.is_some());
+
         let e = run(&a).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
         run(&CertsArgs {
