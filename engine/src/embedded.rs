@@ -175,6 +175,8 @@ impl EmbeddedEngine {
     async fn launch(b: EngineBuilder) -> std::result::Result<Self, StartError> {
         let mut config = b.config;
         config.validate()?;
+        // TLS files are read and checked before anything is bound.
+        let tls = crate::tls::NodeTls::load(&config.tls)?.unwrap_or_default();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         let mut peer_addr = None;
@@ -217,7 +219,8 @@ impl EmbeddedEngine {
             None if peer_listener.is_some() => {
                 let listener = peer_listener.expect("checked");
                 peer_addr = listener.local_addr().ok();
-                let opts = transport::TransportOptions::from_config(&config);
+                let mut opts = transport::TransportOptions::from_config(&config);
+                opts.tls = tls.peer.clone();
                 let peers: std::collections::BTreeMap<u64, String> = config
                     .members
                     .iter()
@@ -261,11 +264,12 @@ impl EmbeddedEngine {
             client_addr = listener.local_addr().ok();
             let h = handle.clone();
             let mut rx = shutdown_rx.clone();
+            let server_tls = tls.client_api.clone();
             servers.push(tokio::spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                if let Err(e) = serve_clients(listener, h, stop).await {
+                if let Err(e) = serve_clients(listener, h, server_tls, stop).await {
                     tracing::error!(error = %e, "client API server failed");
                 }
             }));
@@ -275,6 +279,7 @@ impl EmbeddedEngine {
             forward: Arc::new(Forwarder {
                 enabled: config.embedded.forward_to_leader,
                 client: OnceCell::new(),
+                tls: forward_tls(&config, &tls),
             }),
             handle,
             peer_addr,
@@ -371,13 +376,35 @@ impl Drop for EmbeddedEngine {
     }
 }
 
+/// How forwarded calls reach the other nodes' client API: plaintext, or
+/// TLS trusting `tls.ca_file` (presenting this node's certificate). With a
+/// TLS client API but no CA to trust, forwarding is off.
+fn forward_tls(config: &Config, tls: &crate::tls::NodeTls) -> ForwardTls {
+    if !config.tls.client_api {
+        return ForwardTls::Plain;
+    }
+    match &tls.forward {
+        Some(o) => ForwardTls::Tls(o.clone()),
+        None => {
+            if config.embedded.forward_to_leader {
+                tracing::warn!(
+                    "embedded.forward_to_leader is on but tls.ca_file is empty: writes on a \
+                     follower return NotLeader (set tls.ca_file to forward over TLS)"
+                );
+            }
+            ForwardTls::Unavailable
+        }
+    }
+}
+
 /// Serves the client gRPC API (Kv, Cluster, Admin) over `handle`.
 async fn serve_clients(
     listener: TcpListener,
     handle: NodeHandle,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), String> {
-    crate::service::serve_clients(listener, handle, shutdown)
+    crate::service::serve_clients_tls(listener, handle, tls, shutdown)
         .await
         .map_err(|e| e.to_string())
 }
@@ -407,20 +434,33 @@ impl Transport for NoTransport {
 struct Forwarder {
     enabled: bool,
     client: OnceCell<Client>,
+    tls: ForwardTls,
+}
+
+/// The transport security of forwarded calls.
+enum ForwardTls {
+    Plain,
+    Tls(d_engine_client::TlsOptions),
+    /// The client API uses TLS but there is no CA to verify it with.
+    Unavailable,
 }
 
 impl Forwarder {
     /// The gRPC client to forward with, or `None` (forwarding disabled or no
     /// client addresses known): the caller then returns `original`.
     async fn client(&self, handle: &NodeHandle) -> Option<&Client> {
-        if !self.enabled {
+        if !self.enabled || matches!(self.tls, ForwardTls::Unavailable) {
             return None;
         }
+        let scheme = match self.tls {
+            ForwardTls::Tls(_) => "https",
+            _ => "http",
+        };
         let endpoints: Vec<String> = handle
             .members()
             .into_iter()
             .filter(|m| m.id != handle.id() && !m.client_addr.is_empty())
-            .map(|m| format!("http://{}", m.client_addr))
+            .map(|m| format!("{scheme}://{}", m.client_addr))
             .collect();
         if endpoints.is_empty() {
             return None;
@@ -428,11 +468,13 @@ impl Forwarder {
         let timeout = handle.config().request_timeout();
         self.client
             .get_or_try_init(|| async move {
-                ClientBuilder::new(endpoints)
+                let mut b = ClientBuilder::new(endpoints)
                     .request_timeout(timeout)
-                    .lazy(true)
-                    .build()
-                    .await
+                    .lazy(true);
+                if let ForwardTls::Tls(o) = &self.tls {
+                    b = b.tls(o.clone());
+                }
+                b.build().await
             })
             .await
             .ok()

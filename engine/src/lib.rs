@@ -9,11 +9,13 @@
 //! - [`embedded`]: [`EmbeddedEngine`] / [`EmbeddedClient`].
 //! - [`transport`]: the peer transport (tonic) behind a trait.
 //! - [`service`]: the client gRPC services over a node handle.
+//! - [`tls`]: TLS and peer mTLS material from `[tls]`.
 
 pub mod config;
 pub mod embedded;
 pub mod runtime;
 pub mod service;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

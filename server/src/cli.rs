@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use d_engine::config::{Config, ConfigError, MemberConfig};
 
 /// Log output format.
@@ -91,6 +91,18 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools run instead of the server.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Write a development CA and node/client certificates for TLS
+    /// (`docs/tls.md`), e.g. `certs --out certs --nodes 1,2,3 --clients app`.
+    Certs(crate::certs::CertsArgs),
 }
 
 /// A configuration key and the flag / environment variable that set it.
@@ -285,5 +297,25 @@ mod tests {
         assert_eq!(cli.node_id, Some(3));
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(cli.join);
+
+        let cli = Cli::try_parse_from([
+            "d-engine-server",
+            "certs",
+            "--out",
+            "d",
+            "--nodes",
+            "1,2,3",
+            "--clients",
+            "app,ops",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Certs(a)) => {
+                assert_eq!(a.nodes, vec![1, 2, 3]);
+                assert_eq!(a.hosts, vec!["127.0.0.1", "localhost"]);
+                assert_eq!(a.clients, vec!["app", "ops"]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`bind`]: binds the configured listeners with startup errors that say
 //!   what to do ("client address 127.0.0.1:9083 is already in use: stop the
 //!   other process or set --listen-client").
+//! - [`certs`]: the `certs` subcommand (development CA and certificates).
 //! - [`run`]: starts the node on given listeners and serves until
 //!   `shutdown` resolves (then drains and closes the node), or until the
 //!   node stops on its own (a fatal storage error: [`ServerError::NodeStopped`]).
@@ -13,6 +14,7 @@
 //! listen address cannot be bound, 4 the data directory / storage cannot
 //! be opened.
 
+pub mod certs;
 pub mod cli;
 pub mod logging;
 
@@ -24,7 +26,7 @@ use d_engine::runtime::StartError;
 use d_engine::EmbeddedEngine;
 use tokio::net::TcpListener;
 
-pub use cli::{Cli, LogFormat};
+pub use cli::{Cli, Command, LogFormat};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -3,10 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use d_engine_server::{logging, main_with, Cli, LogFormat};
+use d_engine_server::{certs, logging, main_with, Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Certs(args)) = &cli.command {
+        return match certs::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("d-engine-server: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Err(e) = logging::init(cli.log_format, &cli.log) {
         eprintln!("d-engine-server: {e}");
         return ExitCode::from(2);

@@ -10,6 +10,7 @@ use crate::backoff::RetryPolicy;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::tls::TlsOptions;
 
 /// Customizes every connection's `tonic` endpoint before it is used; the
 /// place for TLS (`|ep| ep.tls_config(cfg)`, with one of tonic's `tls-*`
@@ -134,6 +135,7 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     config: ClientConfig,
     hook: Option<EndpointHook>,
+    tls: Option<TlsOptions>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -142,6 +144,7 @@ impl fmt::Debug for ClientBuilder {
             .field("endpoints", &self.endpoints)
             .field("config", &self.config)
             .field("endpoint_hook", &self.hook.is_some())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -159,6 +162,7 @@ impl ClientBuilder {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             config: ClientConfig::default(),
             hook: None,
+            tls: None,
         }
     }
 
@@ -253,14 +257,70 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects over TLS (see [`TlsOptions`]): endpoints without a scheme
+    /// use `https://`, `http://` endpoints are refused, and the files are
+    /// read and checked in `build()`.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Validates the options and endpoints, then (unless `lazy`) checks
     /// that at least one endpoint answers within `connect_timeout`,
     /// remembering the leader if one is known. Fails with `InvalidArgument`
     /// for a bad endpoint or option, `Unavailable` if no endpoint answers.
     pub async fn build(self) -> Result<Client> {
         self.config.validate()?;
-        Client::connect(self.endpoints, self.config, self.hook).await
+        let (endpoints, hook) = match &self.tls {
+            Some(tls) => with_tls(self.endpoints, tls, self.hook)?,
+            None => {
+                if let Some(e) = self.endpoints.iter().find(|e| is_https(e)) {
+                    return Err(Error::InvalidArgument(format!(
+                        "endpoint {e:?} uses https:// but no TLS is configured: add \
+                         .tls(TlsOptions::new().ca_file(\"ca.pem\"))"
+                    )));
+                }
+                (self.endpoints, self.hook)
+            }
+        };
+        Client::connect(endpoints, self.config, hook).await
     }
+}
+
+fn is_https(endpoint: &str) -> bool {
+    endpoint.trim().to_ascii_lowercase().starts_with("https://")
+}
+
+/// Endpoints forced to `https://` and a hook that applies the TLS settings
+/// (before the user's hook, if any).
+fn with_tls(
+    endpoints: Vec<String>,
+    tls: &TlsOptions,
+    user: Option<EndpointHook>,
+) -> Result<(Vec<String>, Option<EndpointHook>)> {
+    let cfg = tls.load()?;
+    let mut out = Vec::with_capacity(endpoints.len());
+    for e in endpoints {
+        let t = e.trim();
+        if is_https(t) {
+            out.push(t.to_string());
+        } else if t.contains("://") {
+            return Err(Error::InvalidArgument(format!(
+                "endpoint {e:?} is not https:// but TLS is configured; use https://host:port \
+                 or host:port"
+            )));
+        } else {
+            out.push(format!("https://{t}"));
+        }
+    }
+    let hook: EndpointHook = Arc::new(move |ep: Endpoint| {
+        let ep = ep.tls_config(cfg.clone())?;
+        match &user {
+            Some(u) => u(ep),
+            None => Ok(ep),
+        }
+    });
+    Ok((out, Some(hook)))
 }
 
 #[cfg(test)]

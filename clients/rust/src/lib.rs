@@ -37,6 +37,7 @@ mod limits;
 mod router;
 pub mod session;
 pub mod status_codec;
+pub mod tls;
 mod types;
 mod watch;
 
@@ -50,5 +51,6 @@ pub use error::{Error, ErrorCode, Result};
 pub use grpc_kv::{GrpcKv, ScanPage};
 pub use kv::{KvClient, WatchStream};
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use tls::{PemSource, TlsOptions};
 pub use types::*;
 pub use watch::cancel_error;

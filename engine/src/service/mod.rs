@@ -61,8 +61,24 @@ pub async fn serve_clients(
     handle: NodeHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_clients_tls(listener, handle, None, shutdown).await
+}
+
+/// [`serve_clients`] over TLS when `tls` is set (`[tls] client_api`,
+/// loaded by [`crate::tls::NodeTls::load`]): the port then accepts TLS
+/// connections only.
+pub async fn serve_clients_tls(
+    listener: TcpListener,
+    handle: NodeHandle,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let max = handle.config().limits.max_request_bytes;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::Serving).await;
@@ -113,7 +129,7 @@ pub async fn serve_clients(
         .max_encoding_message_size(max);
 
     let mut server_stop = stop_rx.clone();
-    let result = tonic::transport::Server::builder()
+    let result = builder
         .max_concurrent_streams(Some(handle.config().limits.max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

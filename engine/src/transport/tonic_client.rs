@@ -239,7 +239,7 @@ async fn run_link(
     loop {
         // Lazy: connect only when there is something to send.
         let Some(first) = rx.recv().await else { return };
-        let channel = match connect(&addr, &opts).await {
+        let channel = match connect(&addr, peer, &opts).await {
             Ok(c) => c,
             Err(e) => {
                 if !failing {

@@ -59,6 +59,8 @@ pub struct TransportOptions {
     /// Inbound snapshot transfers staged at once; more are refused with a
     /// retryable error.
     pub max_inbound_snapshots: usize,
+    /// Peer mutual TLS (`[tls] peer`); `None`: plaintext.
+    pub tls: Option<crate::tls::PeerTls>,
 }
 
 impl TransportOptions {
@@ -80,6 +82,7 @@ impl TransportOptions {
             snapshot_attempts: 8,
             snapshot_ack_timeout: Duration::from_secs(30),
             max_inbound_snapshots: 2,
+            tls: None,
         }
     }
 
@@ -221,12 +224,19 @@ pub(crate) fn check_peer_metadata(
     Ok(from)
 }
 
-/// `host:port` or a full URI → an HTTP/2 endpoint with our timeouts.
-pub(crate) fn endpoint(addr: &str, opts: &TransportOptions) -> Result<Endpoint, String> {
+/// `host:port` or a full URI → an HTTP/2 endpoint to node `peer` with our
+/// timeouts, over mutual TLS when `opts.tls` is set (a `host:port` then
+/// becomes `https://host:port`).
+pub(crate) fn endpoint(
+    addr: &str,
+    peer: NodeId,
+    opts: &TransportOptions,
+) -> Result<Endpoint, String> {
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
     let ep = Endpoint::from_shared(uri)
         .map_err(|e| format!("invalid peer address '{addr}': {e}"))?
@@ -235,12 +245,51 @@ pub(crate) fn endpoint(addr: &str, opts: &TransportOptions) -> Result<Endpoint, 
         .http2_keep_alive_interval(opts.keepalive_interval)
         .keep_alive_timeout(opts.keepalive_timeout)
         .keep_alive_while_idle(true);
-    Ok(ep)
+    match &opts.tls {
+        Some(tls) => ep.tls_config(tls.client_for(peer)).map_err(|e| {
+            format!(
+                "TLS settings for peer {peer} at '{addr}': {}",
+                error_chain(&e)
+            )
+        }),
+        None => Ok(ep),
+    }
 }
 
-/// Connects to a peer (one attempt).
-pub(crate) async fn connect(addr: &str, opts: &TransportOptions) -> Result<Channel, String> {
-    let ep = endpoint(addr, opts)?;
+/// Checks the TLS identity of a peer call claiming to come from node
+/// `from` (when peer TLS with name checks is on): its certificate must be
+/// valid for `node-<from>`. Failures are PERMISSION_DENIED.
+pub(crate) fn check_peer_cert<T>(
+    req: &tonic::Request<T>,
+    from: NodeId,
+    opts: &TransportOptions,
+) -> Result<(), Status> {
+    let Some(tls) = &opts.tls else { return Ok(()) };
+    if !tls.check_names {
+        return Ok(());
+    }
+    let certs = req.peer_certs();
+    let leaf = certs.as_ref().and_then(|c| c.first());
+    match leaf {
+        Some(der) if crate::tls::cert_names_node(der, from) => Ok(()),
+        Some(_) => Err(Status::permission_denied(format!(
+            "the caller's certificate is not valid for {}: it cannot act as node {from} \
+             (node certificates need the DNS name node-<id>; see tls.check_peer_names)",
+            crate::tls::node_name(from)
+        ))),
+        None => Err(Status::permission_denied(
+            "peer calls need a client certificate (tls.peer = true on this node)",
+        )),
+    }
+}
+
+/// Connects to peer `peer` at `addr` (one attempt).
+pub(crate) async fn connect(
+    addr: &str,
+    peer: NodeId,
+    opts: &TransportOptions,
+) -> Result<Channel, String> {
+    let ep = endpoint(addr, peer, opts)?;
     ep.connect()
         .await
         .map_err(|e| format!("cannot connect to peer at {addr}: {}", error_chain(&e)))

@@ -18,7 +18,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::tonic_client::Links;
-use super::tonic_common::{check_peer_metadata, sender_addr, PeerDirectory, TransportOptions};
+use super::tonic_common::{
+    check_peer_cert, check_peer_metadata, sender_addr, PeerDirectory, TransportOptions,
+};
 use super::tonic_convert::message_from_pb;
 use super::tonic_snapshot;
 use super::PeerInbox;
@@ -77,6 +79,7 @@ impl Raft for RaftService {
         request: Request<Streaming<pb::RaftMessage>>,
     ) -> Result<Response<pb::StreamAck>, Status> {
         let from = check_peer_metadata(request.metadata(), &self.opts, &self.peers)?;
+        check_peer_cert(&request, from, &self.opts)?;
         if let (Some(links), Some(addr)) = (&self.return_links, sender_addr(request.metadata())) {
             if !self.peers.contains(from) {
                 links.learn(from, addr);
@@ -131,6 +134,7 @@ impl Raft for RaftService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<Self::InstallSnapshotStream>, Status> {
         let from = check_peer_metadata(request.metadata(), &self.opts, &self.peers)?;
+        check_peer_cert(&request, from, &self.opts)?;
         let permit = self
             .snapshot_slots
             .clone()
@@ -168,7 +172,9 @@ async fn stopping(rx: &mut watch::Receiver<bool>) {
 /// it stops accepting and ends every open peer stream and snapshot
 /// transfer with UNAVAILABLE, so peers notice at once and reconnect to
 /// whatever serves this address next (e.g. the restarted node).
-/// Garbage on the port only fails that connection.
+/// Garbage on the port only fails that connection. With `opts.tls` the
+/// port speaks mutual TLS only: a caller without a certificate signed by
+/// the cluster CA fails the handshake.
 pub async fn serve_peers(
     listener: TcpListener,
     service: RaftService,
@@ -177,7 +183,11 @@ pub async fn serve_peers(
     let opts = service.opts.clone();
     let stop = service.stop_tx.clone();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        builder = builder.tls_config(tls.server.clone())?;
+    }
+    builder
         .http2_keepalive_interval(Some(opts.keepalive_interval))
         .http2_keepalive_timeout(Some(opts.keepalive_timeout))
         .max_concurrent_streams(Some(opts.max_concurrent_streams))

@@ -84,7 +84,7 @@ pub async fn send(
     let mut backoff = opts.backoff_min;
     let mut last_err = String::new();
     for attempt in 1..=attempts {
-        match send_once(&opts, &addr, term, &meta, &path, total_size, checksum).await {
+        match send_once(&opts, (to, &addr), term, &meta, &path, total_size, checksum).await {
             Ok(()) => {
                 tracing::info!(
                     peer = to,
@@ -111,16 +111,18 @@ pub async fn send(
     )))
 }
 
+/// One transfer attempt to `target` (node id, peer address).
 async fn send_once(
     opts: &TransportOptions,
-    addr: &str,
+    target: (NodeId, &str),
     term: Term,
     meta: &SnapshotMeta,
     path: &Path,
     total_size: u64,
     checksum: u32,
 ) -> Result<(), String> {
-    let channel = connect(addr, opts).await?;
+    let (to, addr) = target;
+    let channel = connect(addr, to, opts).await?;
     let mut client = RaftClient::new(channel)
         .max_decoding_message_size(opts.max_message_bytes)
         .max_encoding_message_size(opts.max_message_bytes);

@@ -26,8 +26,10 @@ mod binary;
 mod harness;
 mod ports;
 mod process;
+mod tls;
 
 pub use binary::server_binary;
 pub use harness::{Cluster, ClusterConfig};
 pub use ports::free_ports;
 pub use process::{NodeProcess, NodeSpec};
+pub use tls::{make_certs, TlsCluster, TlsClusterConfig};

@@ -15,6 +15,8 @@ from ._errors import ClientClosed, WatchCanceled
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
+from ._tls import PathLike
+from ._tls import credentials as tls_credentials
 from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
 
 T = TypeVar("T")
@@ -31,7 +33,8 @@ class _Stubs:
 class AsyncClient:
     """asyncio client of a d-engine cluster; same behaviour and method names
     as :class:`d_engine.Client`, with every method a coroutine and watches
-    consumed with ``async for``. Use ``async with`` or ``await close()``."""
+    consumed with ``async for``. Use ``async with`` or ``await close()``.
+    TLS arguments (``ca_file``, ``cert_file``, ``key_file``) as for Client."""
 
     def __init__(
         self,
@@ -40,11 +43,14 @@ class AsyncClient:
         timeout: float = 5.0,
         retry: Optional[RetryPolicy] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        ca_file: Optional[PathLike] = None,
+        cert_file: Optional[PathLike] = None,
+        key_file: Optional[PathLike] = None,
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
-        self._credentials = credentials
+        self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
         self._channels: Dict[str, _Stubs] = {}
         self._closed = False
         self._client_id = new_client_id()

@@ -14,6 +14,8 @@ from ._errors import ClientClosed, Error, WatchCanceled
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import Attempts, RetryPolicy, Router, SeqWindow, new_client_id
+from ._tls import PathLike
+from ._tls import credentials as tls_credentials
 from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
 
 T = TypeVar("T")
@@ -36,6 +38,12 @@ class Client:
     attempt is bounded by ``timeout`` seconds. Writes carry a (client id,
     sequence) pair reused across retries, so a retried write applies once.
     Thread-safe. Use as a context manager or call ``close()``.
+
+    TLS: ``ca_file`` (PEM CA bundle the servers' certificates must chain to)
+    and, for mutual TLS, ``cert_file`` + ``key_file`` (the client certificate
+    and key), e.g. the files ``d-engine-server certs`` writes; or any
+    ``credentials`` (``grpc.ssl_channel_credentials(...)``). Unreadable files
+    raise InvalidArgument naming the argument and the path.
     """
 
     def __init__(
@@ -45,11 +53,14 @@ class Client:
         timeout: float = 5.0,
         retry: Optional[RetryPolicy] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        ca_file: Optional[PathLike] = None,
+        cert_file: Optional[PathLike] = None,
+        key_file: Optional[PathLike] = None,
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
-        self._credentials = credentials
+        self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
         self._channels: Dict[str, _Stubs] = {}
         self._lock = threading.Lock()
         self._closed = False
