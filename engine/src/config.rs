@@ -122,6 +122,8 @@ pub struct Config {
     pub watch: WatchConfig,
     pub ttl: TtlConfig,
     pub embedded: EmbeddedConfig,
+    /// Authentication and authorization of the client API (`docs/auth.md`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Timing of elections and heartbeats and replication windows.
@@ -288,6 +290,7 @@ impl Default for Config {
             watch: WatchConfig::default(),
             ttl: TtlConfig::default(),
             embedded: EmbeddedConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -686,6 +689,7 @@ impl Config {
             10,
             3_600_000,
         )?;
+        self.auth.validate()?;
         Ok(())
     }
 

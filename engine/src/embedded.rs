@@ -35,6 +35,10 @@
 //! with `embedded.forward_to_leader = false`, or when no client address is
 //! known, the call fails with `Error::NotLeader` carrying the leader's id and
 //! client address. Eventual reads and watches are always served locally.
+//!
+//! With `[auth]` enabled, the local calls of [`EmbeddedClient`] are not
+//! checked (the application is the node); forwarded calls authenticate
+//! with `auth.forward_token` (see `docs/auth.md`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -426,13 +430,18 @@ impl Forwarder {
             return None;
         }
         let timeout = handle.config().request_timeout();
+        // With auth on, the leader checks forwarded requests like any other;
+        // they act as the user owning `auth.forward_token`.
+        let token = handle.config().auth.forward_token.clone();
         self.client
             .get_or_try_init(|| async move {
-                ClientBuilder::new(endpoints)
+                let mut b = ClientBuilder::new(endpoints)
                     .request_timeout(timeout)
-                    .lazy(true)
-                    .build()
-                    .await
+                    .lazy(true);
+                if let Some(t) = token {
+                    b = b.token(t);
+                }
+                b.build().await
             })
             .await
             .ok()

@@ -4,12 +4,14 @@
 //! Raft. Use it embedded ([`EmbeddedEngine`]) or talk to a standalone
 //! `d-engine-server` with the gRPC [`Client`]; both implement [`KvClient`].
 //!
+//! - [`auth`]: optional authentication and authorization (`docs/auth.md`).
 //! - [`config`]: the node configuration (TOML, `docs/config.md`).
 //! - [`runtime`]: the node runtime and its [`runtime::NodeHandle`].
 //! - [`embedded`]: [`EmbeddedEngine`] / [`EmbeddedClient`].
 //! - [`transport`]: the peer transport (tonic) behind a trait.
 //! - [`service`]: the client gRPC services over a node handle.
 
+pub mod auth;
 pub mod config;
 pub mod embedded;
 pub mod runtime;

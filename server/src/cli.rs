@@ -91,6 +91,20 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools run instead of the server.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Read a password from stdin and print its Argon2id hash for
+    /// `[[auth.users]] password_hash`.
+    HashPassword,
+    /// Print a new random token and its sha256 for `[[auth.users]] tokens`.
+    GenToken,
 }
 
 /// A configuration key and the flag / environment variable that set it.

@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod logging;
+pub mod secrets;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use d_engine::runtime::StartError;
 use d_engine::EmbeddedEngine;
 use tokio::net::TcpListener;
 
-pub use cli::{Cli, LogFormat};
+pub use cli::{Cli, Command, LogFormat};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

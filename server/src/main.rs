@@ -3,10 +3,26 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use d_engine_server::{logging, main_with, Cli, LogFormat};
+use d_engine_server::{logging, main_with, secrets, Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(cmd) = &cli.command {
+        let out = match cmd {
+            Command::HashPassword => secrets::hash_password_from(std::io::stdin()),
+            Command::GenToken => secrets::gen_token(),
+        };
+        return match out {
+            Ok(text) => {
+                println!("{}", text.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("d-engine-server: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Err(e) = logging::init(cli.log_format, &cli.log) {
         eprintln!("d-engine-server: {e}");
         return ExitCode::from(2);
