@@ -8,6 +8,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar,
 import grpc
 import grpc.aio
 
+from . import _auth
 from . import _codec as codec
 from ._client import _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
@@ -40,11 +41,16 @@ class AsyncClient:
         timeout: float = 5.0,
         retry: Optional[RetryPolicy] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        token: Optional[str] = None,
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._credentials = credentials
+        # username/password or token: sent as `authorization` metadata on every RPC.
+        self._auth = _auth.header_value(username, password, token)
         self._channels: Dict[str, _Stubs] = {}
         self._closed = False
         self._client_id = new_client_id()
@@ -134,9 +140,11 @@ class AsyncClient:
         if stubs is None:
             opts = [("grpc.max_receive_message_length", _MAX_MSG), ("grpc.max_send_message_length", _MAX_MSG)]
             if self._credentials is not None:
-                ch = grpc.aio.secure_channel(target, self._credentials, options=opts)
+                ch = grpc.aio.secure_channel(
+                    target, self._credentials, options=opts, interceptors=_auth.aio_interceptors(self._auth)
+                )
             else:
-                ch = grpc.aio.insecure_channel(target, options=opts)
+                ch = grpc.aio.insecure_channel(target, options=opts, interceptors=_auth.aio_interceptors(self._auth))
             stubs = self._channels[target] = _Stubs(ch)
         return stubs
 
