@@ -180,6 +180,7 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 			MinConnectTimeout: c.cfg.dialTimeout,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)),
+		c.cfg.authDialOption(),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:    10 * time.Second,
 			Timeout: 5 * time.Second,

@@ -91,6 +91,13 @@ func startCluster(t *testing.T, n int) *testCluster {
 // client_addr and the [[members]] of a brand-new cluster).
 func startClusterWith(t *testing.T, n int, bin string, env []string) *testCluster {
 	t.Helper()
+	return startClusterExtra(t, n, bin, env, "")
+}
+
+// startClusterExtra is startClusterWith with extra TOML (e.g. an [auth]
+// section) appended to every node's config file.
+func startClusterExtra(t *testing.T, n int, bin string, env []string, extraTOML string) *testCluster {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "dengine-go-cluster-")
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +123,7 @@ func startClusterWith(t *testing.T, n int, bin string, env []string) *testCluste
 		for _, m := range c.nodes {
 			fmt.Fprintf(&b, "[[members]]\nid = %d\npeer_addr = %q\nclient_addr = %q\n\n", m.id, m.peerAddr, m.clientAddr)
 		}
+		b.WriteString(extraTOML)
 		if err := os.WriteFile(nd.configPath, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // Defaults used by NewClient.
@@ -34,6 +36,7 @@ type config struct {
 	requestTimeout time.Duration
 	retry          RetryPolicy
 	tls            *tls.Config
+	auth           credentials.PerRPCCredentials // WithBasicAuth / WithToken
 	err            error
 }
 

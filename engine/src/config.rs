@@ -123,6 +123,8 @@ pub struct Config {
     pub ttl: TtlConfig,
     pub embedded: EmbeddedConfig,
     pub tls: TlsConfig,
+    /// Authentication and authorization of the client API (`docs/auth.md`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Timing of elections and heartbeats and replication windows.
@@ -360,6 +362,7 @@ impl Default for Config {
             ttl: TtlConfig::default(),
             embedded: EmbeddedConfig::default(),
             tls: TlsConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -765,6 +768,7 @@ impl Config {
             10,
             3_600_000,
         )?;
+        self.auth.validate()?;
         self.validate_tls()?;
         Ok(())
     }

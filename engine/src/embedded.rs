@@ -35,6 +35,10 @@
 //! with `embedded.forward_to_leader = false`, or when no client address is
 //! known, the call fails with `Error::NotLeader` carrying the leader's id and
 //! client address. Eventual reads and watches are always served locally.
+//!
+//! With `[auth]` enabled, the local calls of [`EmbeddedClient`] are not
+//! checked (the application is the node); forwarded calls authenticate
+//! with `auth.forward_token` (see `docs/auth.md`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -466,6 +470,9 @@ impl Forwarder {
             return None;
         }
         let timeout = handle.config().request_timeout();
+        // With auth on, the leader checks forwarded requests like any other;
+        // they act as the user owning `auth.forward_token`.
+        let token = handle.config().auth.forward_token.clone();
         self.client
             .get_or_try_init(|| async move {
                 let mut b = ClientBuilder::new(endpoints)
@@ -473,6 +480,9 @@ impl Forwarder {
                     .lazy(true);
                 if let ForwardTls::Tls(o) = &self.tls {
                     b = b.tls(o.clone());
+                }
+                if let Some(t) = token {
+                    b = b.token(t);
                 }
                 b.build().await
             })

@@ -4,6 +4,7 @@
 //! Raft. Use it embedded ([`EmbeddedEngine`]) or talk to a standalone
 //! `d-engine-server` with the gRPC [`Client`]; both implement [`KvClient`].
 //!
+//! - [`auth`]: optional authentication and authorization (`docs/auth.md`).
 //! - [`config`]: the node configuration (TOML, `docs/config.md`).
 //! - [`runtime`]: the node runtime and its [`runtime::NodeHandle`].
 //! - [`embedded`]: [`EmbeddedEngine`] / [`EmbeddedClient`].
@@ -11,6 +12,7 @@
 //! - [`service`]: the client gRPC services over a node handle.
 //! - [`tls`]: TLS and peer mTLS material from `[tls]`.
 
+pub mod auth;
 pub mod config;
 pub mod embedded;
 pub mod runtime;

@@ -103,6 +103,11 @@ pub enum Command {
     /// Write a development CA and node/client certificates for TLS
     /// (`docs/tls.md`), e.g. `certs --out certs --nodes 1,2,3 --clients app`.
     Certs(crate::certs::CertsArgs),
+    /// Read a password from stdin and print its Argon2id hash for
+    /// `[[auth.users]] password_hash`.
+    HashPassword,
+    /// Print a new random token and its sha256 for `[[auth.users]] tokens`.
+    GenToken,
 }
 
 /// A configuration key and the flag / environment variable that set it.

@@ -17,6 +17,7 @@
 pub mod certs;
 pub mod cli;
 pub mod logging;
+pub mod secrets;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,13 +3,27 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use d_engine_server::{certs, logging, main_with, Cli, Command, LogFormat};
+use d_engine_server::{certs, logging, main_with, secrets, Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Certs(args)) = &cli.command {
-        return match certs::main(args) {
-            Ok(()) => ExitCode::SUCCESS,
+    if let Some(cmd) = &cli.command {
+        let out: Result<String, String> = match cmd {
+            Command::Certs(args) => certs::main(args)
+                .map(|()| String::new())
+                .map_err(|e| e.to_string()),
+            Command::HashPassword => {
+                secrets::hash_password_from(std::io::stdin()).map_err(|e| e.to_string())
+            }
+            Command::GenToken => secrets::gen_token().map_err(|e| e.to_string()),
+        };
+        return match out {
+            Ok(text) => {
+                if !text.is_empty() {
+                    println!("{}", text.trim_end());
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("d-engine-server: error: {e}");
                 ExitCode::from(2)

@@ -124,7 +124,7 @@ impl GrpcAdmin {
     async fn change<F, Fut>(&self, op: &str, mut f: F) -> Result<Vec<MemberInfo>>
     where
         F: FnMut(
-            pb::admin_client::AdminClient<tonic::transport::Channel>,
+            pb::admin_client::AdminClient<crate::auth::RpcChannel>,
             std::time::Duration,
         ) -> Fut,
         Fut: std::future::Future<

@@ -52,6 +52,9 @@ pub struct ClientConfig {
     pub max_message_bytes: usize,
     /// Skip the reachability probe in `build()`. Default false.
     pub lazy: bool,
+    /// Sent on every RPC when set (servers with `[auth]` enabled require
+    /// them). Default none.
+    pub credentials: Option<crate::auth::Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +72,7 @@ impl Default for ClientConfig {
             keepalive_timeout: Duration::from_secs(5),
             max_message_bytes: 64 << 20,
             lazy: false,
+            credentials: None,
         }
     }
 }
@@ -97,6 +101,9 @@ impl ClientConfig {
         }
         self.retry.validate()?;
         self.limits.validate()?;
+        if let Some(c) = &self.credentials {
+            c.validate()?;
+        }
         if !(1..=MAX_WRITE_SESSIONS).contains(&self.write_sessions) {
             return Err(Error::InvalidArgument(format!(
                 "write_sessions is {}; it must be 1..={MAX_WRITE_SESSIONS}",
@@ -242,6 +249,22 @@ impl ClientBuilder {
     /// Do not probe the endpoints in `build()`; the first request connects.
     pub fn lazy(mut self, on: bool) -> Self {
         self.config.lazy = on;
+        self
+    }
+
+    /// Authenticates every RPC with a user name and password (HTTP Basic
+    /// in the `authorization` metadata). Use with TLS outside trusted networks.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config.credentials = Some(crate::auth::Credentials::Password {
+            user: user.into(),
+            password: password.into(),
+        });
+        self
+    }
+
+    /// Authenticates every RPC with a token (`authorization: Bearer <token>`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.credentials = Some(crate::auth::Credentials::Token(token.into()));
         self
     }
 

@@ -24,6 +24,7 @@
 //! [`status_codec`] for the wire error convention.
 
 mod admin;
+mod auth;
 mod backoff;
 mod builder;
 mod client;
@@ -42,6 +43,7 @@ mod types;
 mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
+pub use auth::Credentials;
 pub use backoff::RetryPolicy;
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;

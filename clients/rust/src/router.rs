@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{AuthInterceptor, RpcChannel};
 use crate::builder::{ClientConfig, EndpointHook};
 use crate::endpoint::normalize_endpoint;
 use crate::error::{Error, ErrorCode, Result};
@@ -77,6 +78,8 @@ pub(crate) struct Inner {
     /// One leader discovery at a time.
     discovery: tokio::sync::Mutex<()>,
     pub(crate) sessions: WriteSessions,
+    /// Adds the configured credentials to every RPC.
+    auth: AuthInterceptor,
 }
 
 /// A request carrying its deadline to the server as `grpc-timeout`.
@@ -94,6 +97,7 @@ impl Inner {
         hook: Option<EndpointHook>,
     ) -> Result<Inner> {
         let sessions = WriteSessions::new(cfg.write_sessions)?;
+        let auth = AuthInterceptor::new(cfg.credentials.as_ref())?;
         Ok(Inner {
             cfg,
             endpoints,
@@ -104,6 +108,7 @@ impl Inner {
             cursor: AtomicUsize::new(0),
             discovery: tokio::sync::Mutex::new(()),
             sessions,
+            auth,
         })
     }
 
@@ -132,20 +137,20 @@ impl Inner {
         Ok(map.entry(addr.to_string()).or_insert(ch).clone())
     }
 
-    pub(crate) fn kv_rpc(&self, ch: Channel) -> pb::kv_client::KvClient<Channel> {
-        pb::kv_client::KvClient::new(ch)
+    pub(crate) fn kv_rpc(&self, ch: Channel) -> pb::kv_client::KvClient<RpcChannel> {
+        pb::kv_client::KvClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
-    pub(crate) fn cluster_rpc(&self, ch: Channel) -> pb::cluster_client::ClusterClient<Channel> {
-        pb::cluster_client::ClusterClient::new(ch)
+    pub(crate) fn cluster_rpc(&self, ch: Channel) -> pb::cluster_client::ClusterClient<RpcChannel> {
+        pb::cluster_client::ClusterClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
-    pub(crate) fn admin_rpc(&self, ch: Channel) -> pb::admin_client::AdminClient<Channel> {
-        pb::admin_client::AdminClient::new(ch)
+    pub(crate) fn admin_rpc(&self, ch: Channel) -> pb::admin_client::AdminClient<RpcChannel> {
+        pb::admin_client::AdminClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
@@ -272,7 +277,19 @@ impl Inner {
                         failures.push(format!("{addr}: no leader known"));
                     }
                 }
-                Ok(Err(st)) => failures.push(format!("{addr}: {}", Error::from(st))),
+                Ok(Err(st)) => {
+                    let e = Error::from(st);
+                    // A refusal of our credentials is final: every node
+                    // shares the auth config, so asking on cannot help.
+                    if matches!(
+                        e.code(),
+                        ErrorCode::Unauthenticated | ErrorCode::PermissionDenied
+                    ) {
+                        set.abort_all();
+                        return Err(e);
+                    }
+                    failures.push(format!("{addr}: {e}"));
+                }
                 Err(_) => failures.push(format!("{addr}: no answer within {budget:?}")),
             }
         }

@@ -9,15 +9,34 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::status::status;
 use super::validate;
+use crate::auth::Gate;
 use crate::runtime::NodeHandle;
 
 pub struct AdminService {
     node: NodeHandle,
+    /// With auth on, every Admin RPC needs the built-in `admin` role.
+    gate: Gate,
 }
 
 impl AdminService {
+    /// Auth follows the node's `[auth]` config.
     pub fn new(node: NodeHandle) -> Self {
-        AdminService { node }
+        let gate = Gate::from_config(&node.config().auth);
+        AdminService { node, gate }
+    }
+
+    /// Uses `gate` (shared with the other services of one server).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Authenticates and requires the admin role for `rpc`.
+    async fn admin<T>(&self, req: &Request<T>, rpc: &str) -> Result<(), Status> {
+        self.gate
+            .authenticate(req.metadata())
+            .await?
+            .require_admin(rpc)
     }
 
     fn change(&self, members: Vec<d_engine_client::MemberInfo>) -> Response<pb::ChangeResponse> {
@@ -34,6 +53,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.admin(&req, "Admin.AddLearner").await?;
         let r = req.into_inner();
         let id = validate::node_id("id", r.id)?;
         validate::address("peer_addr", &r.peer_addr, true)?;
@@ -50,6 +70,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.admin(&req, "Admin.Promote").await?;
         let id = validate::node_id("id", req.into_inner().id)?;
         let members = self.node.promote(id).await.map_err(|e| status(&e))?;
         Ok(self.change(members))
@@ -59,6 +80,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.admin(&req, "Admin.RemoveMember").await?;
         let id = validate::node_id("id", req.into_inner().id)?;
         let members = self.node.remove_member(id).await.map_err(|e| status(&e))?;
         Ok(self.change(members))
@@ -68,6 +90,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.admin(&req, "Admin.TransferLeader").await?;
         let to = validate::node_id("to", req.into_inner().to)?;
         self.node
             .transfer_leader(to)
@@ -78,8 +101,9 @@ impl Admin for AdminService {
 
     async fn trigger_snapshot(
         &self,
-        _req: Request<pb::TriggerSnapshotRequest>,
+        req: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        self.admin(&req, "Admin.TriggerSnapshot").await?;
         let index = self.node.trigger_snapshot().await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::TriggerSnapshotResponse {
             header: convert::header(self.node.header()),
@@ -89,8 +113,9 @@ impl Admin for AdminService {
 
     async fn node_status(
         &self,
-        _req: Request<pb::NodeStatusRequest>,
+        req: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        self.admin(&req, "Admin.NodeStatus").await?;
         let s = self.node.status();
         Ok(Response::new(pb::NodeStatusResponse {
             header: convert::header(self.node.header()),

@@ -6,15 +6,26 @@ use d_engine_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::auth::Gate;
 use crate::runtime::NodeHandle;
 
 pub struct ClusterService {
     node: NodeHandle,
+    /// With auth on, any authenticated user may ask.
+    gate: Gate,
 }
 
 impl ClusterService {
+    /// Auth follows the node's `[auth]` config.
     pub fn new(node: NodeHandle) -> Self {
-        ClusterService { node }
+        let gate = Gate::from_config(&node.config().auth);
+        ClusterService { node, gate }
+    }
+
+    /// Uses `gate` (shared with the other services of one server).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
     }
 }
 
@@ -22,8 +33,9 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn members(
         &self,
-        _req: Request<pb::MembersRequest>,
+        req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.gate.authenticate(req.metadata()).await?;
         Ok(Response::new(pb::MembersResponse {
             header: convert::header(self.node.header()),
             members: convert::members(self.node.members()),
@@ -33,8 +45,9 @@ impl Cluster for ClusterService {
 
     async fn leader(
         &self,
-        _req: Request<pb::LeaderRequest>,
+        req: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        self.gate.authenticate(req.metadata()).await?;
         let l = self.node.leader();
         Ok(Response::new(pb::LeaderResponse {
             header: convert::header(self.node.header()),

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::status::{limit, status};
 use super::validate;
+use crate::auth::{Access, Gate};
 use crate::runtime::NodeHandle;
 
 /// Events packed into one `WatchResponse` at most.
@@ -32,13 +33,27 @@ const RESPONSE_SLACK: usize = 64 << 10;
 pub struct KvService {
     node: NodeHandle,
     shutdown: watch::Receiver<bool>,
+    /// Authentication and per-key authorization (`[auth]`).
+    gate: Gate,
 }
 
 impl KvService {
     /// `shutdown` turns true when the server stops: open watches then end
     /// with a `canceled` message so the server can drain.
+    /// Auth follows the node's `[auth]` config.
     pub fn new(node: NodeHandle, shutdown: watch::Receiver<bool>) -> Self {
-        KvService { node, shutdown }
+        let gate = Gate::from_config(&node.config().auth);
+        KvService {
+            node,
+            shutdown,
+            gate,
+        }
+    }
+
+    /// Uses `gate` (shared with the other services of one server).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
     }
 
     fn limits(&self) -> &crate::config::LimitsConfig {
@@ -53,8 +68,10 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         validate::key(self.limits(), "key", &r.key)?;
+        caller.require_key(&r.key, Access::Readwrite)?;
         validate::value(self.limits(), "value", &r.value)?;
         let ttl = validate::ttl("ttl_ms", r.ttl_ms)?;
         let wid = validate::write_id(r.write_id)?;
@@ -70,8 +87,10 @@ impl Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         validate::key(self.limits(), "key", &r.key)?;
+        caller.require_key(&r.key, Access::Read)?;
         let c = validate::consistency(r.consistency)?;
         let kv = self
             .node
@@ -88,6 +107,7 @@ impl Kv for KvService {
         &self,
         req: Request<pb::GetMultiRequest>,
     ) -> Result<Response<pb::GetMultiResponse>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         let l = self.limits();
         if r.keys.len() > l.max_get_multi_keys {
@@ -103,6 +123,9 @@ impl Kv for KvService {
         }
         for (i, k) in r.keys.iter().enumerate() {
             validate::key(l, &format!("keys[{i}]"), k)?;
+        }
+        for k in &r.keys {
+            caller.require_key(k, Access::Read)?;
         }
         let c = validate::consistency(r.consistency)?;
         let max = l.max_request_bytes;
@@ -133,8 +156,10 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         validate::key(self.limits(), "key", &r.key)?;
+        caller.require_key(&r.key, Access::Readwrite)?;
         let wid = validate::write_id(r.write_id)?;
         let out = self
             .node
@@ -152,9 +177,11 @@ impl Kv for KvService {
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         let l = self.limits();
         validate::key(l, "key", &r.key)?;
+        caller.require_key(&r.key, Access::Readwrite)?;
         if let Some(v) = &r.expected_value {
             validate::value(l, "expected_value", v)?;
         }
@@ -186,9 +213,11 @@ impl Kv for KvService {
         &self,
         req: Request<pb::ScanPrefixRequest>,
     ) -> Result<Response<pb::ScanPrefixResponse>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         let l = self.limits();
         validate::prefix(l, "prefix", &r.prefix)?;
+        caller.require_prefix(&r.prefix, Access::Read)?;
         let c = validate::consistency(r.consistency)?;
         let budget = l.max_request_bytes.saturating_sub(RESPONSE_SLACK);
         let out = self
@@ -224,12 +253,15 @@ impl Kv for KvService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.gate.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         let l = self.limits();
         if r.prefix {
             validate::prefix(l, "key", &r.key)?;
+            caller.require_prefix(&r.key, Access::Read)?;
         } else {
             validate::key(l, "key", &r.key)?;
+            caller.require_key(&r.key, Access::Read)?;
         }
         let events = self
             .node

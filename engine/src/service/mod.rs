@@ -19,6 +19,11 @@
 //! - Health: the empty service name and every d-engine service report
 //!   SERVING while the node runs, NOT_SERVING once it stops or the server
 //!   shuts down.
+//! - Auth (`[auth]`, off by default; `docs/auth.md`): every Kv, Cluster
+//!   and Admin RPC authenticates (UNAUTHENTICATED otherwise); Kv checks
+//!   the key or prefix against the user's grants and Admin needs the
+//!   `admin` role (PERMISSION_DENIED naming user, target and access).
+//!   Health and reflection stay open.
 //! - Shutdown: the server stops accepting, open watches end with a
 //!   `canceled` message ("SHUTTING_DOWN: ..."), in-flight unary calls finish.
 
@@ -118,13 +123,15 @@ pub async fn serve_clients_tls(
         stop.send_replace(true);
     });
 
-    let kv = KvServer::new(KvService::new(handle.clone(), stop_rx.clone()))
+    // One gate (and one verification cache) for all three services.
+    let gate = crate::auth::Gate::from_config(&handle.config().auth);
+    let kv = KvServer::new(KvService::new(handle.clone(), stop_rx.clone()).with_gate(gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let cluster = ClusterServer::new(ClusterService::new(handle.clone()))
+    let cluster = ClusterServer::new(ClusterService::new(handle.clone()).with_gate(gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let admin = AdminServer::new(AdminService::new(handle.clone()))
+    let admin = AdminServer::new(AdminService::new(handle.clone()).with_gate(gate))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
 

@@ -8,6 +8,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar,
 import grpc
 import grpc.aio
 
+from . import _auth
 from . import _codec as codec
 from ._client import _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
@@ -46,11 +47,16 @@ class AsyncClient:
         ca_file: Optional[PathLike] = None,
         cert_file: Optional[PathLike] = None,
         key_file: Optional[PathLike] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        token: Optional[str] = None,
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
+        # username/password or token: sent as `authorization` metadata on every RPC.
+        self._auth = _auth.header_value(username, password, token)
         self._channels: Dict[str, _Stubs] = {}
         self._closed = False
         self._client_id = new_client_id()
@@ -140,9 +146,11 @@ class AsyncClient:
         if stubs is None:
             opts = [("grpc.max_receive_message_length", _MAX_MSG), ("grpc.max_send_message_length", _MAX_MSG)]
             if self._credentials is not None:
-                ch = grpc.aio.secure_channel(target, self._credentials, options=opts)
+                ch = grpc.aio.secure_channel(
+                    target, self._credentials, options=opts, interceptors=_auth.aio_interceptors(self._auth)
+                )
             else:
-                ch = grpc.aio.insecure_channel(target, options=opts)
+                ch = grpc.aio.insecure_channel(target, options=opts, interceptors=_auth.aio_interceptors(self._auth))
             stubs = self._channels[target] = _Stubs(ch)
         return stubs
 

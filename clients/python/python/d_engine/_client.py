@@ -8,6 +8,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar, 
 
 import grpc
 
+from . import _auth
 from . import _codec as codec
 from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, Error, WatchCanceled
@@ -56,11 +57,16 @@ class Client:
         ca_file: Optional[PathLike] = None,
         cert_file: Optional[PathLike] = None,
         key_file: Optional[PathLike] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        token: Optional[str] = None,
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
+        # username/password or token: sent as `authorization` metadata on every RPC.
+        self._auth = _auth.header_value(username, password, token)
         self._channels: Dict[str, _Stubs] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -170,6 +176,8 @@ class Client:
                     ch = grpc.secure_channel(target, self._credentials, options=opts)
                 else:
                     ch = grpc.insecure_channel(target, options=opts)
+                if self._auth is not None:
+                    ch = grpc.intercept_channel(ch, _auth.AuthInterceptor(self._auth))
                 stubs = self._channels[target] = _Stubs(ch)
             return stubs
 

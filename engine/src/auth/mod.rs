@@ -1,0 +1,21 @@
+//! Optional authentication and authorization of the client API
+//! (`docs/auth.md`).
+//!
+//! - [`config`]: the `[auth]` section (users, roles, grants) and its validation.
+//! - [`credentials`]: `authorization` metadata (Basic / Bearer), password
+//!   hashing (Argon2id PHC) and tokens (stored as sha256).
+//! - [`perm`]: a user's effective permissions, checked by key prefix.
+//! - [`guard`]: the [`Gate`] each service consults per RPC.
+//!
+//! Embedded clients call their local node directly and are not checked;
+//! what they forward to the leader carries `auth.forward_token`.
+
+pub mod config;
+pub mod credentials;
+pub mod guard;
+pub mod perm;
+
+pub use config::{Access, AuthConfig, GrantConfig, RoleConfig, UserConfig, ADMIN_ROLE};
+pub use credentials::{generate_token, hash_password, sha256_hex, Credentials};
+pub use guard::{Caller, Gate};
+pub use perm::Permissions;
