@@ -59,6 +59,9 @@ pub struct TransportOptions {
     /// Inbound snapshot transfers staged at once; more are refused with a
     /// retryable error.
     pub max_inbound_snapshots: usize,
+    /// Peer id → address dialed instead of the member's peer address
+    /// (`peer_dial_overrides`); outbound connections only.
+    pub dial_overrides: BTreeMap<NodeId, String>,
 }
 
 impl TransportOptions {
@@ -80,6 +83,7 @@ impl TransportOptions {
             snapshot_attempts: 8,
             snapshot_ack_timeout: Duration::from_secs(30),
             max_inbound_snapshots: 2,
+            dial_overrides: BTreeMap::new(),
         }
     }
 
@@ -95,7 +99,17 @@ impl TransportOptions {
             .max(config.snapshot.chunk_bytes + (1 << 20))
             .max(16 << 20);
         o.snapshot_chunk_bytes = config.snapshot.chunk_bytes;
+        // Validated with the rest of the config; an invalid map dials nothing special.
+        o.dial_overrides = config.dial_overrides().unwrap_or_default();
         o
+    }
+
+    /// The address to dial for `peer` whose member address is `addr`.
+    pub fn dial_addr(&self, peer: NodeId, addr: &str) -> String {
+        self.dial_overrides
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
     }
 
     /// Snapshot chunk size actually used: never so big that one chunk plus
