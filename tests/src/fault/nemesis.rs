@@ -260,9 +260,10 @@ impl Nemesis {
         if !log_says {
             return Err(format!("disk-full: node {x} stopped ({seen}) but its log names no storage error"));
         }
-        if !self.cluster.node(x).is_running() {
-            self.cluster.restart(x);
-        }
+        // A node that stopped after a storage failure may still be exiting:
+        // make sure the old incarnation is gone, then start it again.
+        self.cluster.kill(x);
+        self.cluster.restart(x);
         Ok(format!("node {x} (leader) disk full after {writes} writes: {seen}; space freed, restarted"))
     }
 

@@ -191,6 +191,9 @@ pub async fn run(cfg: RunConfig) -> Report {
     report.notes.push(format!(
         "watch: {events} events delivered to {instances} watch instances ({cancelled} ended with a cancellation or failed to open)"
     ));
+    for r in watch.cancel_reasons(5) {
+        report.notes.push(format!("watch cancellation: {r}"));
+    }
     report.notes.push(format!("bank: {} balance reads checked", *bank.reads.lock().unwrap()));
     for (name, c) in &report.ops {
         if c[0] == 0 {

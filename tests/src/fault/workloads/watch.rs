@@ -115,6 +115,13 @@ impl WatchWorkload {
         *self.counts.lock().unwrap()
     }
 
+    /// Distinct cancellation reasons (first `n`).
+    pub fn cancel_reasons(&self, n: usize) -> Vec<String> {
+        let all = self.instances.lock().unwrap();
+        let set: BTreeSet<&String> = all.iter().filter_map(|i| i.cancelled.as_ref()).collect();
+        set.into_iter().take(n).cloned().collect()
+    }
+
     /// (events delivered, instances, cancellations)
     pub fn stats(&self) -> (u64, usize, usize) {
         let all = self.instances.lock().unwrap();
