@@ -509,7 +509,9 @@ impl Config {
             if id == 0 || id == self.node_id {
                 return Err(ConfigError::new(
                     &key,
-                    format!("node id {id} is 0 or this node's own id; only peers can be overridden"),
+                    format!(
+                        "node id {id} is 0 or this node's own id; only peers can be overridden"
+                    ),
                 ));
             }
             if !self.members.is_empty() && !self.members.iter().any(|m| m.id == id) {

@@ -182,14 +182,11 @@ impl Cli {
         // A single-node config listing no members but overriding addresses
         // is fine: the initial membership is derived from the addresses.
         if let Err(mut e) = config.validate() {
-            if let Some(o) = set
-                .iter()
-                .find(|o| {
-                    e.key == o.key
-                        || e.key.starts_with(&format!("{}[", o.key))
-                        || e.key.starts_with(&format!("{}.", o.key))
-                })
-            {
+            if let Some(o) = set.iter().find(|o| {
+                e.key == o.key
+                    || e.key.starts_with(&format!("{}[", o.key))
+                    || e.key.starts_with(&format!("{}.", o.key))
+            }) {
                 e.message = format!("{} (set by {} / {})", e.message, o.flag, o.env);
             }
             return Err(e);

@@ -38,10 +38,18 @@ async fn three_nodes_every_fault_kind() {
     assert_clean(&r);
     // Every kind ran (disk-full only where a tmpfs could be mounted).
     for f in Fault::ALL {
-        if f == Fault::DiskFull && r.notes.iter().any(|n| n.contains("disk-full fault SKIPPED")) {
+        if f == Fault::DiskFull
+            && r.notes
+                .iter()
+                .any(|n| n.contains("disk-full fault SKIPPED"))
+        {
             continue;
         }
-        assert!(r.faults.contains_key(f.name()), "{} never injected", f.name());
+        assert!(
+            r.faults.contains_key(f.name()),
+            "{} never injected",
+            f.name()
+        );
     }
 }
 
@@ -72,7 +80,12 @@ async fn five_nodes_partitions_and_crashes() {
 #[ignore = "soak: run explicitly with --ignored"]
 async fn soak() {
     let _g = SERIAL.lock().await;
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let r = run(RunConfig {
         nodes: env("FAULT_SOAK_NODES", 3) as usize,
         duration: Duration::from_secs(env("FAULT_SOAK_SECS", 600)),

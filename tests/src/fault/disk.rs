@@ -34,7 +34,9 @@ impl Tmpfs {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        Ok(Tmpfs { dir: dir.to_path_buf() })
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn ballast(&self) -> PathBuf {
@@ -43,7 +45,10 @@ impl Tmpfs {
 
     /// Writes the ballast until the filesystem is full; returns its size.
     pub fn fill(&self) -> std::io::Result<u64> {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.ballast())?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.ballast())?;
         let mut written = 0u64;
         for chunk in [1usize << 20, 4096, 1] {
             let buf = vec![0xAAu8; chunk];
@@ -71,7 +76,11 @@ pub fn wipe_dir(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
-            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }

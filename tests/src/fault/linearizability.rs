@@ -26,7 +26,10 @@ pub enum Call {
     Read,
     Write(u64),
     /// Succeeds (and stores `new`) iff the value equals `expected`.
-    Cas { expected: Value, new: u64 },
+    Cas {
+        expected: Value,
+        new: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +37,10 @@ pub enum Ret {
     Read(Value),
     Write,
     /// `current`: the value after the operation (what a failed CAS saw).
-    Cas { ok: bool, current: Value },
+    Cas {
+        ok: bool,
+        current: Value,
+    },
 }
 
 /// One register operation; `ret` is `None` unless the outcome is `Ok`.
@@ -50,7 +56,9 @@ pub enum Verdict {
     Linearizable,
     /// No linearization exists; `culprit` is the index (into the checked
     /// records) of the operation whose return could not be explained.
-    Violation { culprit: usize },
+    Violation {
+        culprit: usize,
+    },
     /// The search exceeded its step budget.
     Unknown,
 }
@@ -84,7 +92,12 @@ pub fn prune(history: &[Record<RegOp>]) -> Vec<Record<RegOp>> {
             (_, Some(Ret::Read(Some(v)))) => {
                 observed.insert(*v);
             }
-            (_, Some(Ret::Cas { current: Some(v), .. })) => {
+            (
+                _,
+                Some(Ret::Cas {
+                    current: Some(v), ..
+                }),
+            ) => {
                 observed.insert(*v);
             }
             _ => {}

@@ -121,13 +121,22 @@ impl Nemesis {
     }
 
     fn follower_of(&mut self, leader: u64) -> u64 {
-        let ids: Vec<u64> = self.cluster.ids().into_iter().filter(|i| *i != leader).collect();
+        let ids: Vec<u64> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|i| *i != leader)
+            .collect();
         *self.rng.pick(&ids).expect("a follower")
     }
 
     async fn target(&mut self) -> Result<u64, String> {
         let l = self.leader().await?;
-        Ok(if self.rng.below(2) == 0 { l } else { self.follower_of(l) })
+        Ok(if self.rng.below(2) == 0 {
+            l
+        } else {
+            self.follower_of(l)
+        })
     }
 
     /// Injects `fault`, holds and heals it. Ok: a description for the
@@ -136,7 +145,11 @@ impl Nemesis {
         match fault {
             Fault::IsolateLeader | Fault::IsolateFollower => {
                 let l = self.leader().await?;
-                let x = if fault == Fault::IsolateLeader { l } else { self.follower_of(l) };
+                let x = if fault == Fault::IsolateLeader {
+                    l
+                } else {
+                    self.follower_of(l)
+                };
                 self.set_links(|a, b| a == x || b == x, Mode::Cut);
                 let d = self.hold();
                 tokio::time::sleep(d).await;
@@ -145,15 +158,26 @@ impl Nemesis {
             Fault::OneWayLoss => {
                 let l = self.leader().await?;
                 let f = self.follower_of(l);
-                self.set_links(|a, b| a == l && b == f, Mode::Drop { forward: true, backward: false });
+                self.set_links(
+                    |a, b| a == l && b == f,
+                    Mode::Drop {
+                        forward: true,
+                        backward: false,
+                    },
+                );
                 let d = self.hold();
                 tokio::time::sleep(d).await;
-                Ok(format!("leader {l} -> follower {f} messages dropped for {d:?}"))
+                Ok(format!(
+                    "leader {l} -> follower {f} messages dropped for {d:?}"
+                ))
             }
             Fault::Delay => {
                 let x = self.target().await?;
                 let ms = self.rng.range(20, 150);
-                self.set_links(|a, b| a == x || b == x, Mode::Delay(Duration::from_millis(ms)));
+                self.set_links(
+                    |a, b| a == x || b == x,
+                    Mode::Delay(Duration::from_millis(ms)),
+                );
                 let d = self.hold();
                 tokio::time::sleep(d).await;
                 Ok(format!("{ms} ms delay on every link of node {x} for {d:?}"))
@@ -180,7 +204,9 @@ impl Nemesis {
                 self.cluster.restart(x);
                 let d = self.hold();
                 tokio::time::sleep(d).await;
-                Ok(format!("node {x} restarted behind refused inbound links for {d:?}"))
+                Ok(format!(
+                    "node {x} restarted behind refused inbound links for {d:?}"
+                ))
             }
             Fault::Kill => {
                 let x = self.target().await?;
@@ -215,7 +241,10 @@ impl Nemesis {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(format!("transfer leader {l} -> {t}: {res:?}; leader now {now_leader:?}", res = res.map(|_| ())))
+                Ok(format!(
+                    "transfer leader {l} -> {t}: {res:?}; leader now {now_leader:?}",
+                    res = res.map(|_| ())
+                ))
             }
         }
     }
@@ -227,7 +256,9 @@ impl Nemesis {
         let Some(disk) = self.disks.get(&x) else {
             return Ok(format!("SKIPPED: no tmpfs under node {x}'s data dir"));
         };
-        let ballast = disk.fill().map_err(|e| format!("disk-full: cannot fill: {e}"))?;
+        let ballast = disk
+            .fill()
+            .map_err(|e| format!("disk-full: cannot fill: {e}"))?;
         let kv = self.client.kv();
         let value = vec![b'x'; 32 << 10];
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -235,7 +266,10 @@ impl Nemesis {
         let mut writes = 0;
         while Instant::now() < deadline {
             if !self.cluster.node(x).is_running() {
-                seen = Some(format!("process exited ({:?})", self.cluster.node(x).exit_status()));
+                seen = Some(format!(
+                    "process exited ({:?})",
+                    self.cluster.node(x).exit_status()
+                ));
                 break;
             }
             match kv.put(format!("disk/{writes}"), &value).await {
@@ -250,7 +284,9 @@ impl Nemesis {
         // Give the node a moment to finish stopping.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let log = self.cluster.node(x).log();
-        let log_says = log.lines().rev().take(200).any(|l| l.contains("No space left") || l.contains("WAL failed") || l.contains("storage"));
+        let log_says = log.lines().rev().take(200).any(|l| {
+            l.contains("No space left") || l.contains("WAL failed") || l.contains("storage")
+        });
         self.disks[&x].free();
         let Some(seen) = seen else {
             return Err(format!(
@@ -258,13 +294,17 @@ impl Nemesis {
             ));
         };
         if !log_says {
-            return Err(format!("disk-full: node {x} stopped ({seen}) but its log names no storage error"));
+            return Err(format!(
+                "disk-full: node {x} stopped ({seen}) but its log names no storage error"
+            ));
         }
         // A node that stopped after a storage failure may still be exiting:
         // make sure the old incarnation is gone, then start it again.
         self.cluster.kill(x);
         self.cluster.restart(x);
-        Ok(format!("node {x} (leader) disk full after {writes} writes: {seen}; space freed, restarted"))
+        Ok(format!(
+            "node {x} (leader) disk full after {writes} writes: {seen}; space freed, restarted"
+        ))
     }
 
     /// Remove a follower, wipe it, re-add it as a learner and promote it.
@@ -274,11 +314,21 @@ impl Nemesis {
         let admin = self.client.admin();
         let cluster = self.client.cluster();
         let is_member = |ms: &[d_engine_client::MemberInfo], role: Option<MemberRole>| {
-            ms.iter().any(|m| m.id == f && role.is_none_or(|r| m.role == r))
+            ms.iter()
+                .any(|m| m.id == f && role.is_none_or(|r| m.role == r))
         };
-        retry_change(|| admin.remove_member(f), || async { cluster.members().await.map(|ms| !is_member(&ms, None)).unwrap_or(false) })
-            .await
-            .map_err(|e| format!("membership: remove {f}: {e}"))?;
+        retry_change(
+            || admin.remove_member(f),
+            || async {
+                cluster
+                    .members()
+                    .await
+                    .map(|ms| !is_member(&ms, None))
+                    .unwrap_or(false)
+            },
+        )
+        .await
+        .map_err(|e| format!("membership: remove {f}: {e}"))?;
         self.cluster.kill(f);
         let dir = self.cluster.data_dir(f);
         wipe_dir(&dir);
@@ -287,21 +337,42 @@ impl Nemesis {
             node.spec.args.push("--join".into());
         }
         self.cluster.restart(f);
-        self.cluster.wait_serving(f, Duration::from_secs(20)).await?;
+        self.cluster
+            .wait_serving(f, Duration::from_secs(20))
+            .await?;
         let (peer, client) = (self.cluster.peer_addr(f), self.cluster.client_addr(f));
         retry_change(
             || admin.add_learner(f, peer.clone(), client.clone()),
-            || async { cluster.members().await.map(|ms| is_member(&ms, None)).unwrap_or(false) },
+            || async {
+                cluster
+                    .members()
+                    .await
+                    .map(|ms| is_member(&ms, None))
+                    .unwrap_or(false)
+            },
         )
         .await
         .map_err(|e| format!("membership: add learner {f}: {e}"))?;
         let leader = self.leader().await?;
         let commit = self.cluster.status(leader).await?.commit_index;
-        self.cluster.wait_applied(f, commit, Duration::from_secs(30)).await?;
-        retry_change(|| admin.promote(f), || async { cluster.members().await.map(|ms| is_member(&ms, Some(MemberRole::Voter))).unwrap_or(false) })
-            .await
-            .map_err(|e| format!("membership: promote {f}: {e}"))?;
-        Ok(format!("removed follower {f}, wiped it, re-added as learner, promoted"))
+        self.cluster
+            .wait_applied(f, commit, Duration::from_secs(30))
+            .await?;
+        retry_change(
+            || admin.promote(f),
+            || async {
+                cluster
+                    .members()
+                    .await
+                    .map(|ms| is_member(&ms, Some(MemberRole::Voter)))
+                    .unwrap_or(false)
+            },
+        )
+        .await
+        .map_err(|e| format!("membership: promote {f}: {e}"))?;
+        Ok(format!(
+            "removed follower {f}, wiped it, re-added as learner, promoted"
+        ))
     }
 
     /// Heals every link, resumes and restarts what is down, then waits for
@@ -314,7 +385,10 @@ impl Nemesis {
                 self.cluster.resume(id);
             }
             if let Some(st) = self.cluster.node(id).crashed() {
-                return Err(format!("node {id} exited on its own ({st}); log tail:\n{}", self.cluster.node(id).log_tail(30)));
+                return Err(format!(
+                    "node {id} exited on its own ({st}); log tail:\n{}",
+                    self.cluster.node(id).log_tail(30)
+                ));
             }
             if !self.cluster.node(id).is_running() {
                 self.cluster.restart(id);

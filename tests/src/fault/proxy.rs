@@ -263,7 +263,9 @@ mod tests {
             forward: true,
             backward: false,
         });
-        assert!(roundtrip(&mut s, Duration::from_millis(300)).await.is_none());
+        assert!(roundtrip(&mut s, Duration::from_millis(300))
+            .await
+            .is_none());
         p.heal();
         assert!(roundtrip(&mut s, Duration::from_secs(2)).await.is_some());
 
@@ -278,10 +280,14 @@ mod tests {
         // Cut: the old connection is closed too.
         p.set(Mode::Cut);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(roundtrip(&mut s, Duration::from_millis(500)).await.is_none());
+        assert!(roundtrip(&mut s, Duration::from_millis(500))
+            .await
+            .is_none());
         p.heal();
         let mut again = TcpStream::connect(p.addr()).await.unwrap();
-        assert!(roundtrip(&mut again, Duration::from_secs(2)).await.is_some());
+        assert!(roundtrip(&mut again, Duration::from_secs(2))
+            .await
+            .is_some());
         assert!(p.stats().refused.load(Ordering::Relaxed) >= 1);
     }
 }

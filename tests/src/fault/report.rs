@@ -82,14 +82,32 @@ impl Report {
     }
 
     pub fn json(&self) -> String {
-        let list = |v: &[String]| v.iter().map(|x| format!("\"{}\"", esc(x))).collect::<Vec<_>>().join(",");
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|x| format!("\"{}\"", esc(x)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let ops = self
             .ops
             .iter()
-            .map(|(w, c)| format!("\"{}\":{{\"ok\":{},\"fail\":{},\"info\":{}}}", esc(w), c[0], c[1], c[2]))
+            .map(|(w, c)| {
+                format!(
+                    "\"{}\":{{\"ok\":{},\"fail\":{},\"info\":{}}}",
+                    esc(w),
+                    c[0],
+                    c[1],
+                    c[2]
+                )
+            })
             .collect::<Vec<_>>()
             .join(",");
-        let faults = self.faults.iter().map(|(f, n)| format!("\"{}\":{n}", esc(f))).collect::<Vec<_>>().join(",");
+        let faults = self
+            .faults
+            .iter()
+            .map(|(f, n)| format!("\"{}\":{n}", esc(f)))
+            .collect::<Vec<_>>()
+            .join(",");
         format!(
             "{{\"seed\":{},\"nodes\":{},\"duration_s\":{:.3},\"operations\":{},\"ops\":{{{ops}}},\"faults\":{{{faults}}},\"timeline\":[{}],\"anomalies\":[{}],\"notes\":[{}]}}\n",
             self.seed,
@@ -107,7 +125,11 @@ impl Report {
         eprintln!("{}", self.markdown());
         if let Some(path) = std::env::var_os("FAULT_REPORT") {
             let path = std::path::PathBuf::from(path);
-            let text = if path.extension().is_some_and(|e| e == "json") { self.json() } else { self.markdown() };
+            let text = if path.extension().is_some_and(|e| e == "json") {
+                self.json()
+            } else {
+                self.markdown()
+            };
             match std::fs::write(&path, text) {
                 Ok(()) => eprintln!("[fault] report written to {}", path.display()),
                 Err(e) => eprintln!("[fault] cannot write report to {}: {e}", path.display()),

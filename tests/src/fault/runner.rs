@@ -13,7 +13,9 @@ use super::history::Clock;
 use super::nemesis::{Fault, Nemesis};
 use super::proxy::LinkProxy;
 use super::report::Report;
-use super::workloads::{bank::Bank, register::Register, set::SetWorkload, watch::WatchWorkload, Ctx};
+use super::workloads::{
+    bank::Bank, register::Register, set::SetWorkload, watch::WatchWorkload, Ctx,
+};
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::sim::rng::Rng;
 
@@ -34,7 +36,10 @@ pub struct RunConfig {
 /// `FAULT_SEED` if set, else a fresh seed (printed by the caller).
 pub fn seed_from_env() -> u64 {
     match std::env::var("FAULT_SEED") {
-        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("FAULT_SEED={s} is not a u64")),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("FAULT_SEED={s} is not a u64")),
         Err(_) => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -45,7 +50,10 @@ pub fn seed_from_env() -> u64 {
 /// Runs the suite once. Never panics on an anomaly: they are in the report.
 pub async fn run(cfg: RunConfig) -> Report {
     let started = Instant::now();
-    eprintln!("[fault] seed {} ({} nodes, {:?}); reproduce with FAULT_SEED={}", cfg.seed, cfg.nodes, cfg.duration, cfg.seed);
+    eprintln!(
+        "[fault] seed {} ({} nodes, {:?}); reproduce with FAULT_SEED={}",
+        cfg.seed, cfg.nodes, cfg.duration, cfg.seed
+    );
     let mut report = Report {
         seed: cfg.seed,
         nodes: cfg.nodes,
@@ -83,7 +91,9 @@ pub async fn run(cfg: RunConfig) -> Report {
     for a in &ids {
         for b in &ids {
             if a != b {
-                let p = LinkProxy::start(*a, *b, cluster.peer_addr(*b)).await.expect("start proxy");
+                let p = LinkProxy::start(*a, *b, cluster.peer_addr(*b))
+                    .await
+                    .expect("start proxy");
                 links.insert((*a, *b), p);
             }
         }
@@ -101,7 +111,10 @@ pub async fn run(cfg: RunConfig) -> Report {
     }
     cluster.start_all();
     if let Err(e) = cluster.wait_leader(Duration::from_secs(60)).await {
-        report.anomalies.push(format!("cluster did not start: {e}\n{}", cluster.log_tails(30)));
+        report.anomalies.push(format!(
+            "cluster did not start: {e}\n{}",
+            cluster.log_tails(30)
+        ));
         return report;
     }
     let client = d_engine_client::ClientBuilder::new(cluster.endpoints())
@@ -144,7 +157,9 @@ pub async fn run(cfg: RunConfig) -> Report {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let fault_start = Instant::now();
     while fault_start.elapsed() < cfg.duration || (cfg.every_kind_first && !schedule.is_empty()) {
-        let fault = schedule.pop().unwrap_or_else(|| *rng.pick(&cfg.faults).expect("fault kinds"));
+        let fault = schedule
+            .pop()
+            .unwrap_or_else(|| *rng.pick(&cfg.faults).expect("fault kinds"));
         let at = fault_start.elapsed();
         let res = nemesis.inject(fault).await;
         let recovered = nemesis.recover().await;
@@ -153,8 +168,15 @@ pub async fn run(cfg: RunConfig) -> Report {
                 if !what.starts_with("SKIPPED") {
                     *report.faults.entry(fault.name().to_string()).or_default() += 1;
                 }
-                let rec = recovered.as_ref().map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(|e| e.clone());
-                report.timeline.push(format!("{:>6.1}s {}: {what}; recovered in {rec}", at.as_secs_f64(), fault.name()));
+                let rec = recovered
+                    .as_ref()
+                    .map(|d| format!("{:.1} s", d.as_secs_f64()))
+                    .unwrap_or_else(|e| e.clone());
+                report.timeline.push(format!(
+                    "{:>6.1}s {}: {what}; recovered in {rec}",
+                    at.as_secs_f64(),
+                    fault.name()
+                ));
             }
             Err(e) => {
                 *report.faults.entry(fault.name().to_string()).or_default() += 1;
@@ -162,7 +184,11 @@ pub async fn run(cfg: RunConfig) -> Report {
             }
         }
         if let Err(e) = recovered {
-            report.anomalies.push(format!("after {}: {e}\n{}", fault.name(), nemesis.cluster.log_tails(20)));
+            report.anomalies.push(format!(
+                "after {}: {e}\n{}",
+                fault.name(),
+                nemesis.cluster.log_tails(20)
+            ));
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -194,23 +220,32 @@ pub async fn run(cfg: RunConfig) -> Report {
     for r in watch.cancel_reasons(5) {
         report.notes.push(format!("watch cancellation: {r}"));
     }
-    report.notes.push(format!("bank: {} balance reads checked", *bank.reads.lock().unwrap()));
+    report.notes.push(format!(
+        "bank: {} balance reads checked",
+        *bank.reads.lock().unwrap()
+    ));
     for (name, c) in &report.ops {
         if c[0] == 0 {
-            report.anomalies.push(format!("{name}: no operation succeeded during the whole run"));
+            report.anomalies.push(format!(
+                "{name}: no operation succeeded during the whole run"
+            ));
         }
     }
     report.duration = started.elapsed();
 
     // Teardown: processes first, then the mounts, then the directory.
-    let Nemesis { mut cluster, disks, .. } = nemesis;
+    let Nemesis {
+        mut cluster, disks, ..
+    } = nemesis;
     for id in cluster.ids() {
         cluster.kill(id);
     }
     drop(disks);
     if !report.anomalies.is_empty() {
         let dir = cluster.dir().to_path_buf();
-        report.notes.push(format!("cluster data and logs: {}", dir.display()));
+        report
+            .notes
+            .push(format!("cluster data and logs: {}", dir.display()));
         std::mem::forget(cluster);
     }
     report

@@ -41,7 +41,12 @@ impl Bank {
         let each = TOTAL / ACCOUNTS as u64;
         let init = encode(&[each; ACCOUNTS]);
         for _ in 0..20 {
-            match ctx.client.kv().compare_and_swap(KEY, None, Some(init.clone().into_bytes())).await {
+            match ctx
+                .client
+                .kv()
+                .compare_and_swap(KEY, None, Some(init.clone().into_bytes()))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -63,7 +68,12 @@ impl Bank {
         }
     }
 
-    pub fn spawn(self: &Arc<Self>, ctx: &Ctx, clients: usize, seed: u64) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        clients: usize,
+        seed: u64,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..clients)
             .map(|c| {
                 let me = self.clone();
@@ -126,7 +136,12 @@ impl Bank {
     pub async fn check(&self, ctx: &Ctx) -> Vec<String> {
         let mut done = false;
         for _ in 0..20 {
-            if let Ok(Some(v)) = ctx.client.kv().get_with(KEY, Consistency::Linearizable).await {
+            if let Ok(Some(v)) = ctx
+                .client
+                .kv()
+                .get_with(KEY, Consistency::Linearizable)
+                .await
+            {
                 self.observe("final read", &v.value);
                 done = true;
                 break;

@@ -37,7 +37,12 @@ impl Register {
     }
 
     /// Spawns `clients` sequential clients.
-    pub fn spawn(self: &Arc<Self>, ctx: &Ctx, clients: usize, seed: u64) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        clients: usize,
+        seed: u64,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..clients)
             .map(|c| {
                 let me = self.clone();
@@ -62,15 +67,33 @@ impl Register {
                 Ok(got) => {
                     let v = got.and_then(|kv| parse(&kv.value));
                     self.seen.lock().unwrap().insert(k, v);
-                    (Outcome::Ok, RegOp { call: Call::Read, ret: Some(Ret::Read(v)) })
+                    (
+                        Outcome::Ok,
+                        RegOp {
+                            call: Call::Read,
+                            ret: Some(Ret::Read(v)),
+                        },
+                    )
                 }
-                Err(_) => (Outcome::Fail, RegOp { call: Call::Read, ret: None }),
+                Err(_) => (
+                    Outcome::Fail,
+                    RegOp {
+                        call: Call::Read,
+                        ret: None,
+                    },
+                ),
             },
             4..=6 => {
                 let v = ctx.next_value();
                 let call = Call::Write(v);
                 match kv.put(key(k), v.to_string()).await {
-                    Ok(_) => (Outcome::Ok, RegOp { call, ret: Some(Ret::Write) }),
+                    Ok(_) => (
+                        Outcome::Ok,
+                        RegOp {
+                            call,
+                            ret: Some(Ret::Write),
+                        },
+                    ),
                     Err(e) => (write_failure(&e), RegOp { call, ret: None }),
                 }
             }
@@ -79,13 +102,26 @@ impl Register {
                 let new = ctx.next_value();
                 let call = Call::Cas { expected, new };
                 match kv
-                    .compare_and_swap(key(k), expected.map(|v| v.to_string().into_bytes()), Some(new.to_string().into_bytes()))
+                    .compare_and_swap(
+                        key(k),
+                        expected.map(|v| v.to_string().into_bytes()),
+                        Some(new.to_string().into_bytes()),
+                    )
                     .await
                 {
                     Ok(o) => {
                         let current = o.current.and_then(|kv| parse(&kv.value));
                         self.seen.lock().unwrap().insert(k, current);
-                        (Outcome::Ok, RegOp { call, ret: Some(Ret::Cas { ok: o.succeeded, current }) })
+                        (
+                            Outcome::Ok,
+                            RegOp {
+                                call,
+                                ret: Some(Ret::Cas {
+                                    ok: o.succeeded,
+                                    current,
+                                }),
+                            },
+                        )
                     }
                     Err(e) => (write_failure(&e), RegOp { call, ret: None }),
                 }

@@ -94,7 +94,10 @@ impl SetWorkload {
         }
         let phantom: Vec<&String> = present.difference(&attempted).collect();
         if !phantom.is_empty() {
-            out.push(format!("set: elements nobody added: {:?}", &phantom[..phantom.len().min(10)]));
+            out.push(format!(
+                "set: elements nobody added: {:?}",
+                &phantom[..phantom.len().min(10)]
+            ));
         }
         out
     }

@@ -50,7 +50,10 @@ impl WatchWorkload {
                 let v = ctx.next_value();
                 let key = format!("w/{}", v % KEYS);
                 let value = v.to_string();
-                me.attempted.lock().unwrap().insert((key.clone(), value.clone()));
+                me.attempted
+                    .lock()
+                    .unwrap()
+                    .insert((key.clone(), value.clone()));
                 let o = match ctx.client.kv().put(&key, &value).await {
                     Ok(rev) => {
                         me.acked.lock().unwrap().insert(rev, (key, value));
@@ -74,13 +77,17 @@ impl WatchWorkload {
             start = 0;
             let idx = {
                 let mut all = self.instances.lock().unwrap();
-                all.push(Instance { start: from, ..Default::default() });
+                all.push(Instance {
+                    start: from,
+                    ..Default::default()
+                });
                 all.len() - 1
             };
             let mut stream = match ctx.client.kv().watch_prefix("w/", from).await {
                 Ok(s) => s,
                 Err(e) => {
-                    self.instances.lock().unwrap()[idx].cancelled = Some(format!("open failed: {e}"));
+                    self.instances.lock().unwrap()[idx].cancelled =
+                        Some(format!("open failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     continue;
                 }
@@ -103,7 +110,8 @@ impl WatchWorkload {
                         break;
                     }
                     Ok(None) => {
-                        self.instances.lock().unwrap()[idx].cancelled = Some("stream ended without a reason".into());
+                        self.instances.lock().unwrap()[idx].cancelled =
+                            Some("stream ended without a reason".into());
                         break;
                     }
                 }
@@ -135,7 +143,14 @@ impl WatchWorkload {
     /// Waits (up to `drain`) for live watchers to catch up with the last
     /// acknowledged write, then checks every instance.
     pub async fn check(&self, drain: Duration) -> Vec<String> {
-        let max_acked = self.acked.lock().unwrap().keys().next_back().copied().unwrap_or(0);
+        let max_acked = self
+            .acked
+            .lock()
+            .unwrap()
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
         let deadline = Instant::now() + drain;
         while Instant::now() < deadline {
             let caught_up = self.instances.lock().unwrap().iter().all(|i| {
@@ -169,10 +184,22 @@ impl WatchWorkload {
                     None => {}
                 }
             }
-            let lo = if inst.start > 0 { inst.start } else { inst.events.first().map_or(u64::MAX, |e| e.0) };
-            let hi = if inst.cancelled.is_some() { last } else { max_acked };
+            let lo = if inst.start > 0 {
+                inst.start
+            } else {
+                inst.events.first().map_or(u64::MAX, |e| e.0)
+            };
+            let hi = if inst.cancelled.is_some() {
+                last
+            } else {
+                max_acked
+            };
             let seen: BTreeSet<u64> = inst.events.iter().map(|e| e.0).collect();
-            let missing: Vec<u64> = acked.range(lo..=hi.max(lo)).map(|(r, _)| *r).filter(|r| !seen.contains(r) && lo <= hi).collect();
+            let missing: Vec<u64> = acked
+                .range(lo..=hi.max(lo))
+                .map(|(r, _)| *r)
+                .filter(|r| !seen.contains(r) && lo <= hi)
+                .collect();
             if !missing.is_empty() {
                 out.push(format!(
                     "watch instance {n} ({}): {} committed changes in [{lo}, {hi}] never delivered, e.g. revisions {:?}",
