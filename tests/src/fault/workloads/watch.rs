@@ -201,11 +201,26 @@ impl WatchWorkload {
                 .filter(|r| !seen.contains(r) && lo <= hi)
                 .collect();
             if !missing.is_empty() {
+                // Was the same write delivered under another revision?
+                let elsewhere: Vec<String> = missing
+                    .iter()
+                    .take(5)
+                    .map(|r| {
+                        let (k, v) = &acked[r];
+                        let at: Vec<u64> = inst
+                            .events
+                            .iter()
+                            .filter(|e| &e.1 == k && &e.2 == v)
+                            .map(|e| e.0)
+                            .collect();
+                        format!("{r}: {k}={v} acknowledged at {r}, delivered at {at:?}")
+                    })
+                    .collect();
                 out.push(format!(
-                    "watch instance {n} ({}): {} committed changes in [{lo}, {hi}] never delivered, e.g. revisions {:?}",
+                    "watch instance {n} ({}): {} committed changes in [{lo}, {hi}] never delivered: {}",
                     inst.cancelled.as_deref().unwrap_or("live"),
                     missing.len(),
-                    &missing[..missing.len().min(10)]
+                    elsewhere.join("; ")
                 ));
             }
         }
