@@ -26,6 +26,7 @@
 //! mode = "fsync"
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,11 @@ pub struct Config {
     /// Start with no membership and wait to be added to an existing cluster
     /// (AddLearner on its leader, then Promote). Default false.
     pub join: bool,
+    /// Outbound dialing only: node id (decimal string key) → address this
+    /// node dials instead of that member's `peer_addr` (e.g. a proxy that
+    /// injects faults in tests, or a NAT/tunnel address). Does not change
+    /// what is replicated or advertised. Default empty.
+    pub peer_dial_overrides: BTreeMap<String, String>,
     pub raft: RaftConfig,
     pub batching: BatchingConfig,
     pub durability: DurabilityConfig,
@@ -352,6 +358,7 @@ impl Default for Config {
             client_addr: format!("127.0.0.1:{DEFAULT_CLIENT_PORT}"),
             members: Vec::new(),
             join: false,
+            peer_dial_overrides: BTreeMap::new(),
             raft: RaftConfig::default(),
             batching: BatchingConfig::default(),
             durability: DurabilityConfig::default(),
@@ -564,6 +571,37 @@ impl Config {
         self.members.clone()
     }
 
+    /// `peer_dial_overrides` by node id. Errors name the key: an id that is
+    /// not a number, 0, this node's own id, not one of `members` (when
+    /// members are listed), or an address that is not `host:port`.
+    pub fn dial_overrides(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (k, addr) in &self.peer_dial_overrides {
+            let key = format!("peer_dial_overrides.{k}");
+            let id: u64 = k
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new(&key, format!("`{k}` is not a node id")))?;
+            if id == 0 || id == self.node_id {
+                return Err(ConfigError::new(
+                    &key,
+                    format!(
+                        "node id {id} is 0 or this node's own id; only peers can be overridden"
+                    ),
+                ));
+            }
+            if !self.members.is_empty() && !self.members.iter().any(|m| m.id == id) {
+                return Err(ConfigError::new(
+                    &key,
+                    format!("node id {id} is not one of the members"),
+                ));
+            }
+            check_addr(&key, addr)?;
+            out.insert(id, addr.clone());
+        }
+        Ok(out)
+    }
+
     /// One tick.
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.raft.tick_ms)
@@ -640,6 +678,7 @@ impl Config {
                 ),
             ));
         }
+        self.dial_overrides()?;
         let r = &self.raft;
         range("raft.tick_ms", r.tick_ms, 1, 1000)?;
         range(
@@ -942,6 +981,15 @@ mod tests {
         assert_eq!(e.key, "tls.client_auth");
         let e = Config::from_toml_str("[tls]\nclient_auth = \"sometimes\"").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = Config::from_toml_str(
+            "[peer_dial_overrides]\n\"9\" = \"127.0.0.1:1\"\n[[members]]\nid = 1\npeer_addr = \"127.0.0.1:2\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "peer_dial_overrides.9");
+        let e = Config::from_toml_str("[peer_dial_overrides]\n\"2\" = \"nowhere\"").unwrap_err();
+        assert_eq!(e.key, "peer_dial_overrides.2");
+        let c = Config::from_toml_str("[peer_dial_overrides]\n2 = \"127.0.0.1:7\"").unwrap();
+        assert_eq!(c.dial_overrides().unwrap()[&2], "127.0.0.1:7");
 
         let e = Config::from_toml_str("peer_addr = \"nope\"").unwrap_err();
         assert_eq!(e.key, "peer_addr");

@@ -57,6 +57,13 @@ pub struct Cli {
     #[arg(long, env = "DENGINE_PEERS", value_name = "LIST")]
     pub peers: Option<String>,
 
+    /// Dial these addresses instead of the listed peers' own peer
+    /// addresses (outbound only), comma separated `ID=HOST:PORT`, e.g.
+    /// `2=127.0.0.1:7002,3=127.0.0.1:7003` (a fault-injecting proxy in
+    /// tests). Overrides `peer_dial_overrides`.
+    #[arg(long, env = "DENGINE_PEER_DIAL_OVERRIDES", value_name = "LIST")]
+    pub peer_dial_overrides: Option<String>,
+
     /// Start as a learner waiting to be added to an existing cluster
     /// (AddLearner on the leader). Overrides `join`.
     #[arg(long, env = "DENGINE_JOIN")]
@@ -153,6 +160,14 @@ impl Cli {
             config.members = parse_peers(v)?;
             mark("members", "--peers", "DENGINE_PEERS");
         }
+        if let Some(v) = &self.peer_dial_overrides {
+            config.peer_dial_overrides = parse_dial_overrides(v)?;
+            mark(
+                "peer_dial_overrides",
+                "--peer-dial-overrides",
+                "DENGINE_PEER_DIAL_OVERRIDES",
+            );
+        }
         if self.join {
             config.join = true;
             mark("join", "--join", "DENGINE_JOIN");
@@ -184,10 +199,11 @@ impl Cli {
         // A single-node config listing no members but overriding addresses
         // is fine: the initial membership is derived from the addresses.
         if let Err(mut e) = config.validate() {
-            if let Some(o) = set
-                .iter()
-                .find(|o| e.key == o.key || e.key.starts_with(&format!("{}[", o.key)))
-            {
+            if let Some(o) = set.iter().find(|o| {
+                e.key == o.key
+                    || e.key.starts_with(&format!("{}[", o.key))
+                    || e.key.starts_with(&format!("{}.", o.key))
+            }) {
                 e.message = format!("{} (set by {} / {})", e.message, o.flag, o.env);
             }
             return Err(e);
@@ -235,6 +251,28 @@ pub fn parse_peers(s: &str) -> Result<Vec<MemberConfig>, ConfigError> {
     Ok(out)
 }
 
+/// Parses `ID=HOST:PORT,...` (ids and addresses are validated with the
+/// rest of the configuration; an empty string clears the map).
+pub fn parse_dial_overrides(
+    s: &str,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry.split_once('=').ok_or_else(|| {
+            ConfigError::new(
+                "peer_dial_overrides",
+                format!(
+                    "--peer-dial-overrides entry '{entry}' has no '='; expected ID=HOST:PORT, \
+                     e.g. 2=127.0.0.1:7002 (set by --peer-dial-overrides / \
+                     DENGINE_PEER_DIAL_OVERRIDES)"
+                ),
+            )
+        })?;
+        out.insert(id.trim().to_string(), addr.trim().to_string());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +289,28 @@ mod tests {
             let e = parse_peers(bad).unwrap_err();
             assert_eq!(e.key, "members");
             assert!(e.message.contains("ID=PEER_ADDR"), "{e}");
+        }
+    }
+
+    #[test]
+    fn dial_overrides_parse_and_bad_ones_name_the_key_and_flag() {
+        let cli = Cli {
+            node_id: Some(1),
+            peers: Some("1=127.0.0.1:9081,2=127.0.0.1:9082".into()),
+            listen_peer: Some("127.0.0.1:9081".into()),
+            peer_dial_overrides: Some("2=127.0.0.1:7002".into()),
+            ..Default::default()
+        };
+        let (c, _) = cli.config().unwrap();
+        assert_eq!(c.dial_overrides().unwrap()[&2], "127.0.0.1:7002");
+        for bad in ["3=127.0.0.1:7003", "2=nowhere", "x=127.0.0.1:1", "2"] {
+            let cli = Cli {
+                peer_dial_overrides: Some(bad.into()),
+                ..cli.clone()
+            };
+            let e = cli.config().unwrap_err();
+            assert!(e.key.starts_with("peer_dial_overrides"), "{bad}: {e}");
+            assert!(e.to_string().contains("peer_dial_overrides"), "{e}");
         }
     }
 

@@ -5,4 +5,6 @@
 
 /// Multi-process clusters of real `d-engine-server` processes (net).
 pub mod cluster;
+/// Fault injection on real processes with history checking.
+pub mod fault;
 pub mod sim;

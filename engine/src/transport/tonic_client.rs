@@ -62,7 +62,7 @@ impl Links {
             self.opts.clone(),
             self.inbox.clone(),
             peer,
-            addr.clone(),
+            self.opts.dial_addr(peer, &addr),
             rx,
         ));
         Link {
@@ -212,6 +212,7 @@ impl Transport for TonicTransport {
             let addr = addr.ok_or_else(|| {
                 TransportError(format!("cannot send a snapshot to unknown peer {to}"))
             })?;
+            let addr = opts.dial_addr(to, &addr);
             tonic_snapshot::send(opts, to, addr, term, meta, path).await
         })
     }

@@ -61,6 +61,9 @@ pub struct TransportOptions {
     pub max_inbound_snapshots: usize,
     /// Peer mutual TLS (`[tls] peer`); `None`: plaintext.
     pub tls: Option<crate::tls::PeerTls>,
+    /// Peer id → address dialed instead of the member's peer address
+    /// (`peer_dial_overrides`); outbound connections only.
+    pub dial_overrides: BTreeMap<NodeId, String>,
 }
 
 impl TransportOptions {
@@ -83,6 +86,7 @@ impl TransportOptions {
             snapshot_ack_timeout: Duration::from_secs(30),
             max_inbound_snapshots: 2,
             tls: None,
+            dial_overrides: BTreeMap::new(),
         }
     }
 
@@ -98,7 +102,17 @@ impl TransportOptions {
             .max(config.snapshot.chunk_bytes + (1 << 20))
             .max(16 << 20);
         o.snapshot_chunk_bytes = config.snapshot.chunk_bytes;
+        // Validated with the rest of the config; an invalid map dials nothing special.
+        o.dial_overrides = config.dial_overrides().unwrap_or_default();
         o
+    }
+
+    /// The address to dial for `peer` whose member address is `addr`.
+    pub fn dial_addr(&self, peer: NodeId, addr: &str) -> String {
+        self.dial_overrides
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
     }
 
     /// Snapshot chunk size actually used: never so big that one chunk plus

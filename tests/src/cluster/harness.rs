@@ -60,6 +60,16 @@ impl Cluster {
     /// Starts `config.nodes` voters (ids 1..=n) and returns at once; use
     /// [`Cluster::wait_leader`] to wait for an election.
     pub fn start(config: ClusterConfig) -> Cluster {
+        let mut c = Cluster::prepare(config);
+        c.start_all();
+        c
+    }
+
+    /// Like [`Cluster::start`] but starts no process: addresses, data dirs
+    /// and arguments are chosen, so a test can adjust a node's
+    /// [`NodeSpec`] (`node(id).spec.args`, e.g. per-node dial overrides) or
+    /// its data dir before [`Cluster::start_all`].
+    pub fn prepare(config: ClusterConfig) -> Cluster {
         let binary = server_binary();
         let dir = tempfile::Builder::new()
             .prefix("dengine-cluster-")
@@ -88,10 +98,16 @@ impl Cluster {
         };
         for (id, peer, client) in addrs {
             let spec = cluster.spec(&binary, id, peer, client, Some(&peers), false);
-            let p = NodeProcess::spawn(spec).expect("spawn d-engine-server");
-            cluster.nodes.insert(id, p);
+            cluster.nodes.insert(id, NodeProcess::not_started(spec));
         }
         cluster
+    }
+
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.start().expect("spawn d-engine-server");
+        }
     }
 
     /// The directory holding every node's data dir and log.
