@@ -179,6 +179,12 @@ impl Applier {
                 break;
             }
         }
+        // The applied index (the `revision` in response headers) moves
+        // before the events are published: a watch created in between
+        // reports a revision that covers the events it will not receive,
+        // so a client resuming "after the created revision" skips nothing.
+        let applied = self.sm.applied_index();
+        self.shared.applied.store(applied, Ordering::Release);
         if any_events {
             let events: Vec<_> = results
                 .iter()
@@ -186,8 +192,6 @@ impl Applier {
                 .collect();
             self.shared.hub.publish(&events);
         }
-        let applied = self.sm.applied_index();
-        self.shared.applied.store(applied, Ordering::Release);
         for a in results {
             if let Some((term, w)) = self.waiters.remove(&a.index) {
                 if term == a.term {
