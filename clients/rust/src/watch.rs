@@ -75,6 +75,15 @@ pub fn cancel_error(reason: &str) -> Error {
 }
 
 /// Errors after which a broken watch is re-opened.
+/// A status that did not come from a d-engine handler (no error details)
+/// but from the connection breaking mid-stream: an HTTP/2 reset or a
+/// closed socket surfaces as `Unknown`, `Internal` or `Cancelled`.
+/// Re-opening a watch has no side effects, so such breaks are resumed.
+fn is_transport_break(st: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(st.code(), Code::Unknown | Code::Internal | Code::Cancelled) && st.details().is_empty()
+}
+
 fn resumable(e: &Error) -> bool {
     e.is_retryable() || matches!(e.code(), ErrorCode::ShuttingDown | ErrorCode::Timeout)
 }
@@ -179,7 +188,16 @@ async fn forward(
                 continue;
             }
             Ok(None) => Error::Unavailable("watch stream ended without a cancel message".into()),
-            Err(st) => Error::from(st),
+            Err(st) => {
+                let transport = is_transport_break(&st);
+                let e = Error::from(st);
+                if transport && inner.cfg.watch_resume {
+                    tracing::debug!(error = %e, "watch stream broken by the transport");
+                    Error::Unavailable(format!("watch stream broken: {e}"))
+                } else {
+                    e
+                }
+            }
         };
         if !inner.cfg.watch_resume || !resumable(&broken) {
             let _ = tx.send(Err(broken)).await;
@@ -208,6 +226,30 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_breaks_are_told_from_server_errors() {
+        use tonic::{Code, Status};
+        assert!(is_transport_break(&Status::new(
+            Code::Unknown,
+            "h2 protocol error: connection reset"
+        )));
+        assert!(is_transport_break(&Status::new(
+            Code::Internal,
+            "broken pipe"
+        )));
+        assert!(!is_transport_break(&Status::new(
+            Code::InvalidArgument,
+            "bad"
+        )));
+        // A handler's error carries d-engine details (ErrorInfo).
+        let server_error = Status::with_details(
+            Code::Internal,
+            "storage",
+            bytes::Bytes::from_static(b"\x0a\x01x"),
+        );
+        assert!(!is_transport_break(&server_error));
+    }
 
     #[test]
     fn cancel_reasons_map_to_classes() {
