@@ -159,7 +159,7 @@ class AsyncClient:
         while True:
             target = self._router.target(need_leader)
             try:
-                result = await fn(self._stubs(target), max(0.001, min(self._timeout, attempts.remaining())))
+                result = await fn(self._stubs(target), attempts.attempt_timeout(self._timeout))
             except grpc.RpcError as e:
                 err = codec.error_from_rpc(e, target)
                 self._router.failed(target, err)

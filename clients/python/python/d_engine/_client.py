@@ -186,7 +186,7 @@ class Client:
         while True:
             target = self._router.target(need_leader)
             try:
-                result = fn(self._stubs(target), max(0.001, min(self._timeout, attempts.remaining())))
+                result = fn(self._stubs(target), attempts.attempt_timeout(self._timeout))
             except grpc.RpcError as e:
                 err = codec.error_from_rpc(e, target)
                 self._router.failed(target, err)

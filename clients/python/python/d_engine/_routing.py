@@ -68,6 +68,15 @@ class Attempts:
     def remaining(self) -> float:
         return self.policy.deadline - (time.monotonic() - self.started)
 
+    def attempt_timeout(self, timeout: float) -> float:
+        """Seconds the next attempt may take: the first attempt always gets
+        the full per-attempt ``timeout`` (a request with no retry budget
+        still gets one real try); later ones are cut to what is left of the
+        deadline."""
+        if self.tries == 0:
+            return timeout
+        return max(0.001, min(timeout, self.remaining()))
+
     def next_delay(self, err: Error) -> Optional[float]:
         """Seconds to wait before retrying after ``err``, or None to give up
         (the caller then raises ``final_error()``)."""
