@@ -75,6 +75,33 @@ fn validity(params: &mut CertificateParams, days: u32) {
     params.not_after = now + time::Duration::days(i64::from(days));
 }
 
+/// Signs `params` with a fresh key under `issuer` and appends
+/// `<name>.pem` and `<name>-key.pem` to `out`.
+fn sign_leaf(
+    name: &str,
+    mut params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+    days: u32,
+    out: &mut Vec<Output>,
+) -> Result<(), CertsError> {
+    validity(&mut params, days);
+    let k = key()?;
+    let cert = params
+        .signed_by(&k, issuer)
+        .map_err(|e| err(format!("cannot create the certificate of {name}: {e}")))?;
+    out.push(Output {
+        name: format!("{name}.pem"),
+        pem: cert.pem(),
+        secret: false,
+    });
+    out.push(Output {
+        name: format!("{name}-key.pem"),
+        pem: k.serialize_pem(),
+        secret: true,
+    });
+    Ok(())
+}
+
 fn key() -> Result<KeyPair, CertsError> {
     KeyPair::generate().map_err(|e| err(format!("cannot generate a key: {e}")))
 }
@@ -154,21 +181,7 @@ fn generate(a: &CertsArgs) -> Result<Vec<Output>, CertsError> {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        validity(&mut p, a.days);
-        let k = key()?;
-        let cert = p
-            .signed_by(&k, &issuer)
-            .map_err(|e| bad(&format!("certificate of {name}"), e))?;
-        out.push(Output {
-            name: format!("{name}.pem"),
-            pem: cert.pem(),
-            secret: false,
-        });
-        out.push(Output {
-            name: format!("{name}-key.pem"),
-            pem: k.serialize_pem(),
-            secret: true,
-        });
+        sign_leaf(&name, p, &issuer, a.days, &mut out)?;
     }
 
     for c in &a.clients {
@@ -178,21 +191,7 @@ fn generate(a: &CertsArgs) -> Result<Vec<Output>, CertsError> {
         p.distinguished_name.push(DnType::CommonName, c.clone());
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        validity(&mut p, a.days);
-        let k = key()?;
-        let cert = p
-            .signed_by(&k, &issuer)
-            .map_err(|e| bad(&format!("certificate of {name}"), e))?;
-        out.push(Output {
-            name: format!("{name}.pem"),
-            pem: cert.pem(),
-            secret: false,
-        });
-        out.push(Output {
-            name: format!("{name}-key.pem"),
-            pem: k.serialize_pem(),
-            secret: true,
-        });
+        sign_leaf(&name, p, &issuer, a.days, &mut out)?;
     }
     Ok(out)
 }
