@@ -11,19 +11,14 @@
 //!
 //! Set `PROPTEST_CASES` for a longer run.
 
+mod common;
+
 use bytes::Bytes;
 use d_engine::transport::tonic_convert::{message_from_pb, message_to_pb};
 use d_engine_core::{ConfChange, Entry, EntryPayload, Message, MessageBody};
 use d_engine_proto::v1 as pb;
 use proptest::prelude::*;
 use prost::Message as _;
-
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn payload() -> impl Strategy<Value = EntryPayload> {
     prop_oneof![
@@ -94,7 +89,7 @@ fn well_formed(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(3000)))]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

@@ -12,12 +12,14 @@
 //!
 //! Set `PROPTEST_CASES` for a longer run.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use d_engine::service::validate::MAX_TTL_MS;
-use d_engine::{Config, EmbeddedEngine};
+use d_engine::EmbeddedEngine;
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::kv_client::KvClient;
 use proptest::prelude::*;
@@ -47,27 +49,14 @@ fn node() -> &'static Node {
             .enable_all()
             .build()
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (engine, kv) = rt.block_on(async {
-            let client_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let peer_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let client_addr = client_l.local_addr().unwrap().to_string();
-            let mut cfg = Config::single_node(dir.path());
-            cfg.client_addr = client_addr.clone();
-            cfg.peer_addr = peer_l.local_addr().unwrap().to_string();
-            let engine = EmbeddedEngine::builder(cfg)
-                .peer_listener(peer_l)
-                .client_listener(client_l)
-                .start()
-                .await
-                .unwrap();
-            engine.wait_ready(Duration::from_secs(10)).await.unwrap();
-            let kv = KvClient::connect(format!("http://{client_addr}"))
+        let (engine, kv, dir) = rt.block_on(async {
+            let (engine, url, dir) = common::single_node(|_| {}).await;
+            let kv = KvClient::connect(url)
                 .await
                 .unwrap()
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20);
-            (engine, kv)
+            (engine, kv, dir)
         });
         Node {
             rt,
@@ -283,17 +272,10 @@ async fn send(mut kv: KvClient<Channel>, r: Req) -> Result<(), tonic::Status> {
     Ok(())
 }
 
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[test]
 fn requests_succeed_exactly_when_within_limits_and_the_node_keeps_serving() {
     let n = node();
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(cases(300)));
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(common::cases(300)));
     let result = runner.run(&request(), |r| {
         let expect_ok = valid(&r);
         match n.rt.block_on(send(n.kv.clone(), r.clone())) {

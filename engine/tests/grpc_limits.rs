@@ -3,33 +3,14 @@
 //! `limits.max_concurrent_streams` bounds the calls and watches one
 //! connection may have open; in both cases the node keeps serving.
 
+mod common;
+
 use std::time::Duration;
 
-use d_engine::{Config, EmbeddedEngine};
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::kv_client::KvClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
-
-async fn node(tune: impl FnOnce(&mut Config)) -> (EmbeddedEngine, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let client_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut cfg = Config::single_node(dir.path());
-    cfg.client_addr = client_l.local_addr().unwrap().to_string();
-    cfg.peer_addr = peer_l.local_addr().unwrap().to_string();
-    tune(&mut cfg);
-    cfg.validate().unwrap();
-    let addr = cfg.client_addr.clone();
-    let engine = EmbeddedEngine::builder(cfg)
-        .peer_listener(peer_l)
-        .client_listener(client_l)
-        .start()
-        .await
-        .unwrap();
-    engine.wait_ready(Duration::from_secs(10)).await.unwrap();
-    (engine, format!("http://{addr}"), dir)
-}
 
 /// One HTTP/2 connection.
 async fn connection(url: &str) -> KvClient<Channel> {
@@ -55,7 +36,7 @@ async fn get(kv: &mut KvClient<Channel>, key: &[u8]) -> Result<Option<Vec<u8>>, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_max_request_bytes_is_refused_and_the_node_keeps_serving() {
-    let (engine, url, _dir) = node(|c| {
+    let (engine, url, _dir) = common::single_node(|c| {
         c.limits.max_value_bytes = 1024;
         c.limits.max_request_bytes = 16 * 1024;
     })
@@ -102,7 +83,7 @@ async fn a_message_over_max_request_bytes_is_refused_and_the_node_keeps_serving(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_max_concurrent_streams_wait_for_a_slot() {
-    let (engine, url, _dir) = node(|c| c.limits.max_concurrent_streams = 2).await;
+    let (engine, url, _dir) = common::single_node(|c| c.limits.max_concurrent_streams = 2).await;
     let mut kv = connection(&url).await;
     // Two open watches take both streams of this connection.
     let mut watches = Vec::new();
@@ -147,7 +128,7 @@ async fn calls_beyond_max_concurrent_streams_wait_for_a_slot() {
 /// not fail the stream with "encoded message length too large".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_history_larger_than_one_message_arrives_in_several() {
-    let (engine, url, _dir) = node(|_| {}).await;
+    let (engine, url, _dir) = common::single_node(|_| {}).await;
     let mut kv = connection(&url).await;
     for i in 0..6u8 {
         kv.put(pb::PutRequest {
