@@ -18,13 +18,7 @@ use d_engine_storage::command::{Command, Op, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use d_engine_storage::sm::{MemStateMachine, SledOptions, SledStateMachine, StateMachine};
 use proptest::prelude::*;
 
-/// `PROPTEST_CASES` if set, else the CI-sized default.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
 fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
@@ -77,7 +71,7 @@ fn command() -> impl Strategy<Value = Command> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(2000)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(2000)))]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_accepted_commands_reencode_exactly(
@@ -147,7 +141,7 @@ fn op_small() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(48)))]
 
     #[test]
     fn mem_and_sled_state_machines_agree_on_arbitrary_entries(payloads in proptest::collection::vec(payload(), 1..40)) {

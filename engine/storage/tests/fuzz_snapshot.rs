@@ -19,13 +19,7 @@ use d_engine_storage::snapshot::format::SnapshotWriter;
 use d_engine_storage::snapshot::{SnapshotError, SnapshotFileReader};
 use proptest::prelude::*;
 
-/// `PROPTEST_CASES` if set, else the CI-sized default.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
 /// Reads every record of `path`; `Err` on the first problem.
 fn read_all(path: &Path) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
@@ -120,7 +114,7 @@ fn write_snapshot(path: &Path, meta: &SnapshotMeta, kvs: &[KeyValue]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(400)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(400)))]
 
     #[test]
     fn arbitrary_files_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), with_magic in any::<bool>()) {

@@ -24,13 +24,7 @@ use d_engine_storage::wal::record::{
 use d_engine_storage::wal::{LogStore, Wal, WalOptions};
 use proptest::prelude::*;
 
-/// `PROPTEST_CASES` if set, else the CI-sized default.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
 fn payload() -> impl Strategy<Value = EntryPayload> {
     prop_oneof![
@@ -59,7 +53,7 @@ fn encoded(e: &Entry, mark: u64) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(2000)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(2000)))]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_accepted_records_reencode_exactly(
@@ -158,7 +152,7 @@ fn damage() -> impl Strategy<Value = Damage> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(96)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(96)))]
 
     #[test]
     fn damaged_wal_is_refused_or_recovers_an_exact_prefix(
@@ -218,7 +212,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(64)))]
 
     /// A segment forged with a valid header and valid records whose indices
     /// sit anywhere in the u64 range, up to overflowing: open must either
