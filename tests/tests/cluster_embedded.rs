@@ -168,7 +168,8 @@ async fn embedded_leader_killed_while_all_write_loses_nothing() {
     for app in &mut apps {
         app.process.start().unwrap();
     }
-    let client = Client::builder(endpoints).build().await.unwrap();
+    // Lazy: the restarted processes may not listen yet; the scan loop retries.
+    let client = Client::builder(endpoints).lazy(true).build().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let stored: BTreeSet<String> = loop {
         match client
