@@ -180,11 +180,10 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     }
 }
 
-/// Restart in the same process on the same address: needs the peer server to
-/// end its long-lived streams on shutdown (requests.md, runtime → net 08:40);
-/// until then the peers keep a stream to the stopped server.
+/// Restart in the same process on the same addresses and data directory:
+/// the stopped node's peer streams end, its sled lock is released (or
+/// waited for), and the restarted node catches up on what it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs transport: peer streams must end when serve_peers shuts down"]
 async fn restarted_node_catches_up() {
     let mut nodes = cluster(3, false).await;
     let l = leader_of(&nodes, Duration::from_secs(10)).await;

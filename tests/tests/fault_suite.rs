@@ -53,12 +53,9 @@ async fn three_nodes_every_fault_kind() {
     }
 }
 
-/// Ignored in CI for now: it finds an open defect — a write retried through
-/// the dedup table is answered with the retry entry's index as its revision,
-/// which the watch check reports as a missed change (see "Findings" in
-/// docs/fault-suite.md). Run with `--ignored`.
+/// Five voters: partitions, an isolated leader, kills, pauses and one-way
+/// loss (the network and process faults, where a larger quorum matters).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds an open defect (revision reported for a deduplicated retry); see docs/fault-suite.md"]
 async fn five_nodes_partitions_and_crashes() {
     let _g = SERIAL.lock().await;
     let r = run(RunConfig {

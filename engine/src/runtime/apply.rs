@@ -197,6 +197,7 @@ impl Applier {
                 if term == a.term {
                     w.complete(Ok(ProposeOutcome {
                         index: a.index,
+                        revision: a.revision,
                         term: a.term,
                         result: a.result,
                     }));

@@ -80,8 +80,11 @@ pub struct ScanOutcome {
 /// Result of a raw proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProposeOutcome {
-    /// Log index of the entry (the write's revision).
+    /// Log index of the entry.
     pub index: u64,
+    /// The write's revision: `index`, or for a retry answered from the
+    /// exactly-once table, the index of the entry that applied the original.
+    pub revision: u64,
     pub term: u64,
     pub result: ApplyResult,
 }

@@ -596,7 +596,7 @@ impl Shared {
         };
         let out = self.propose(Self::command(op, write_id)).await?;
         match out.result {
-            ApplyResult::Put { .. } => Ok(out.index),
+            ApplyResult::Put { .. } => Ok(out.revision),
             other => Err(self.unexpected(other)),
         }
     }
@@ -612,7 +612,7 @@ impl Shared {
         match out.result {
             ApplyResult::Delete { existed } => Ok(DeleteOutcome {
                 deleted: existed,
-                revision: out.index,
+                revision: out.revision,
             }),
             other => Err(self.unexpected(other)),
         }
@@ -637,7 +637,7 @@ impl Shared {
             ApplyResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome {
                 succeeded,
                 current: current.as_ref().map(to_client_kv),
-                revision: out.index,
+                revision: out.revision,
             }),
             other => Err(self.unexpected(other)),
         }

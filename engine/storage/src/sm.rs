@@ -113,6 +113,10 @@ pub struct WatchEvent {
 pub struct Applied {
     pub index: Index,
     pub term: Term,
+    /// The revision the write took effect at: `index`, except for a
+    /// deduplicated retry, where it is the index of the entry that applied
+    /// the original write (the revision its watch events carry).
+    pub revision: Index,
     pub result: ApplyResult,
     /// Key changes for watchers, in the order they happened (empty for a
     /// deduplicated retry).

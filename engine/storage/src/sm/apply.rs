@@ -61,6 +61,7 @@ pub(crate) fn apply_entries<S: KvStore>(
             continue;
         }
         let mut events = Vec::new();
+        let mut revision = e.index;
         let result = match &e.payload {
             EntryPayload::Noop => ApplyResult::Noop,
             EntryPayload::Config(cc) => {
@@ -73,8 +74,11 @@ pub(crate) fn apply_entries<S: KvStore>(
                     reason: err.to_string(),
                 },
                 Ok(cmd) => match cmd.client {
-                    Some(c) => match meta.dedup.check(c.client_id, c.seq) {
-                        Some(prev) => prev,
+                    Some(c) => match meta.dedup.check(c.client_id, c.seq, e.index) {
+                        Some(prev) => {
+                            revision = prev.index;
+                            prev.result
+                        }
                         None => {
                             let r = apply_op(store, e.index, &cmd.op, &mut events)?;
                             meta.dedup.record(
@@ -96,6 +100,7 @@ pub(crate) fn apply_entries<S: KvStore>(
         out.push(Applied {
             index: e.index,
             term: e.term,
+            revision,
             result,
             events,
         });

@@ -266,6 +266,11 @@ pub fn dedup_retries(f: Factory<'_>, dir: &Path) {
         retry.result, first.result,
         "a retry returns the original result"
     );
+    assert_eq!(first.revision, 1);
+    assert_eq!(
+        retry.revision, 1,
+        "a retry reports the revision its write took effect at, not its own index"
+    );
     assert!(retry.events.is_empty(), "a retry changes nothing");
     assert_eq!(sm.get(b"d", 0).unwrap().unwrap().version, 1);
     assert_eq!(
@@ -298,6 +303,7 @@ pub fn dedup_retries(f: Factory<'_>, dir: &Path) {
     assert_eq!(other.result, ApplyResult::Delete { existed: true });
     let retry2 = apply1(&*sm, cmd(5, 1, c(2, "b")));
     assert_eq!(retry2.result, second.result);
+    assert_eq!((second.revision, retry2.revision), (3, 3));
     assert!(
         sm.get(b"d", 0).unwrap().is_none(),
         "the retry did not re-create the key"
@@ -485,6 +491,11 @@ pub fn snapshot_roundtrip(f: Factory<'_>, dir: &Path) {
     let b = apply1(&*other, cmd(301, 9, retry));
     assert_eq!(a.result, b.result);
     assert!(a.events.is_empty() && b.events.is_empty());
+    assert_eq!(
+        a.revision, 283,
+        "the retry was answered from the table with its original revision"
+    );
+    assert_eq!(a.revision, b.revision, "the snapshot kept result revisions");
     // And they continue identically.
     varied_history(&*sm, 302, 50);
     varied_history(&*other, 302, 50);

@@ -1,7 +1,7 @@
 //! Binary encodings of state-machine data: stored values, membership, apply
 //! results and dedup sessions. Used both inside sled and in snapshot files.
 
-use super::dedup::ClientSession;
+use super::dedup::{ClientSession, Remembered};
 use super::wire::{Reader, WireError, Writer};
 use super::{ApplyResult, KeyValue};
 use bytes::Bytes;
@@ -177,22 +177,41 @@ pub fn decode_result(r: &mut Reader<'_>) -> Result<ApplyResult, WireError> {
     })
 }
 
+/// How a client session was encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionFormat {
+    /// Results without the index of the entry that applied them (sled
+    /// layout 1, snapshot tag 2). Read-only.
+    V1,
+    /// Each result carries the index of the entry that applied it.
+    V2,
+}
+
+/// Encodes a session in [`SessionFormat::V2`].
 pub fn encode_session(s: &ClientSession, w: &mut Writer) {
     w.u64(s.last_index).u64(s.floor).u32(s.results.len() as u32);
-    for (seq, res) in &s.results {
-        w.u64(*seq);
-        encode_result(res, w);
+    for (seq, r) in &s.results {
+        w.u64(*seq).u64(r.index);
+        encode_result(&r.result, w);
     }
 }
 
-pub fn decode_session(r: &mut Reader<'_>) -> Result<ClientSession, WireError> {
+pub fn decode_session(
+    r: &mut Reader<'_>,
+    format: SessionFormat,
+) -> Result<ClientSession, WireError> {
     let last_index = r.u64("session last_index")?;
     let floor = r.u64("session floor")?;
     let n = r.u32("session result count")?;
     let mut results = BTreeMap::new();
     for _ in 0..n {
         let seq = r.u64("seq")?;
-        results.insert(seq, decode_result(r)?);
+        let index = match format {
+            SessionFormat::V1 => 0,
+            SessionFormat::V2 => r.u64("result index")?,
+        };
+        let result = decode_result(r)?;
+        results.insert(seq, Remembered { index, result });
     }
     Ok(ClientSession {
         last_index,
@@ -207,9 +226,9 @@ pub fn session_bytes(s: &ClientSession) -> Vec<u8> {
     w.into_vec()
 }
 
-pub fn session_from_bytes(buf: &[u8]) -> Result<ClientSession, WireError> {
+pub fn session_from_bytes(buf: &[u8], format: SessionFormat) -> Result<ClientSession, WireError> {
     let mut r = Reader::new(buf);
-    let s = decode_session(&mut r)?;
+    let s = decode_session(&mut r, format)?;
     r.finish("client session")?;
     Ok(s)
 }

@@ -25,7 +25,7 @@ use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::SessionChange;
 use super::record::{
     membership_bytes, membership_from_bytes, session_bytes, session_from_bytes, value_bytes,
-    value_from_bytes,
+    value_from_bytes, SessionFormat,
 };
 use super::sled_snapshot::{SledSnapshotSource, SnapCtl, SnapShared};
 use super::wire::{Reader, Writer};
@@ -47,7 +47,9 @@ pub(crate) const P_PRE: u8 = b'p';
 const M_APPLIED: &[u8] = b"m/applied";
 const M_MEMBERSHIP: &[u8] = b"m/membership";
 const M_FORMAT: &[u8] = b"m/format";
-const LAYOUT_VERSION: u64 = 1;
+/// Layout written by this node. Layout 1 differs only in the encoding of
+/// dedup sessions (no result indexes); it is upgraded in place on open.
+const LAYOUT_VERSION: u64 = 2;
 const CURRENT: &str = "CURRENT";
 
 pub(crate) fn prefixed(p: u8, key: &[u8]) -> Vec<u8> {
@@ -158,12 +160,31 @@ pub struct SledStateMachine {
     stats: StatCells,
 }
 
+/// How long [`open_sled`] waits for sled's file lock. sled releases it from
+/// a background thread after the last handle in this process is dropped, so
+/// a database closed a moment ago (an in-process restart) can still be
+/// locked briefly. The data directory's own lock already keeps other
+/// processes out, so a lock held longer than this is reported as an error.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
     let cfg = sled::Config::new()
         .path(path)
         .cache_capacity(opts.cache_bytes)
         .mode(sled::Mode::HighThroughput);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open())) {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    let attempt = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
+    let mut opened = attempt();
+    while let Ok(Err(sled::Error::Io(e))) = &opened {
+        // sled reports lock contention as `Other` with this message.
+        let locked = e.to_string().contains("could not acquire lock");
+        if !locked || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        opened = attempt();
+    }
+    match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(SmError::Unreadable(format!(
             "sled database {}: {e}",
@@ -207,7 +228,8 @@ fn write_current(dir: &Path, name: &str) -> Result<(), SmError> {
     Ok(())
 }
 
-/// Reads the replicated metadata of an open database.
+/// Reads the replicated metadata of an open database, upgrading a layout 1
+/// database to the current layout (one atomic batch) on the way.
 fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
     let fmt = db
         .get(M_FORMAT)?
@@ -216,11 +238,17 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
     let v = r
         .u64("layout version")
         .map_err(|e| SmError::Corrupt(format!("m/format: {e}")))?;
-    if v != LAYOUT_VERSION {
-        return Err(SmError::Corrupt(format!(
-            "state machine layout version {v} is not supported (expected {LAYOUT_VERSION})"
-        )));
-    }
+    let session_format = match v {
+        1 => SessionFormat::V1,
+        LAYOUT_VERSION => SessionFormat::V2,
+        _ => {
+            return Err(SmError::Corrupt(format!(
+                "state machine layout version {v} is not supported (this node reads 1 and \
+                 {LAYOUT_VERSION}); rebuild it from the snapshot and log by moving the \
+                 state machine directory away"
+            )))
+        }
+    };
     let mut meta = SmMeta::default();
     if let Some(a) = db.get(M_APPLIED)? {
         let mut r = Reader::new(&a);
@@ -241,9 +269,18 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
             return Err(SmError::Corrupt("dedup key has the wrong length".into()));
         }
         let id = u64::from_be_bytes(k[1..9].try_into().expect("8"));
-        let s = session_from_bytes(&v)
+        let s = session_from_bytes(&v, session_format)
             .map_err(|e| SmError::Corrupt(format!("dedup session of client {id}: {e}")))?;
         meta.dedup.clients.insert(id, s);
+    }
+    if session_format != SessionFormat::V2 {
+        let mut b = sled::Batch::default();
+        for (id, s) in &meta.dedup.clients {
+            b.insert(dedup_key(*id), session_bytes(s));
+        }
+        b.insert(M_FORMAT, format_bytes());
+        db.apply_batch(b)?;
+        db.flush()?;
     }
     Ok(meta)
 }
@@ -271,8 +308,10 @@ impl SledStateMachine {
     /// [`open_or_rebuild`] to recover from a snapshot).
     pub fn open(dir: &Path, opts: SledOptions) -> Result<Self, SmError> {
         fs::create_dir_all(dir)?;
-        let current = match fs::read_to_string(dir.join(CURRENT)) {
-            Ok(s) => s.trim().to_string(),
+        // A database created just now stays open: dropping and reopening it
+        // would race sled's background release of its file lock.
+        let (current, created) = match fs::read_to_string(dir.join(CURRENT)) {
+            Ok(s) => (s.trim().to_string(), None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !db_dirs(dir)?.is_empty() {
                     return Err(SmError::Unreadable(format!(
@@ -284,9 +323,8 @@ impl SledStateMachine {
                 let db = open_sled(&dir.join(&name), &opts)?;
                 db.insert(M_FORMAT, format_bytes())?;
                 db.flush()?;
-                drop(db);
                 write_current(dir, &name)?;
-                name
+                (name, Some(db))
             }
             Err(e) => return Err(SmError::Unreadable(format!("CURRENT: {e}"))),
         };
@@ -302,7 +340,10 @@ impl SledStateMachine {
                 path.display()
             )));
         }
-        let db = open_sled(&path, &opts)?;
+        let db = match created {
+            Some(db) => db,
+            None => open_sled(&path, &opts)?,
+        };
         let meta = load_meta(&db)?;
         // Abandoned snapshot pre-images and leftovers of an interrupted install.
         let mut b = sled::Batch::default();
@@ -778,4 +819,51 @@ pub fn open_or_rebuild(
         outcome,
         replay_from,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Op};
+    use crate::sm::conformance::{apply1, cmd};
+    use crate::sm::record::encode_result;
+    use crate::sm::ApplyResult;
+    use bytes::Bytes;
+
+    /// A database written by layout 1 (sessions without result indexes)
+    /// opens, answers retries from its sessions, and is rewritten in the
+    /// current layout.
+    #[test]
+    fn layout_1_sessions_are_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let delete = Command::with_client(
+            Op::Delete {
+                key: Bytes::from_static(b"k"),
+            },
+            9,
+            1,
+        );
+        {
+            let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+            apply1(&sm, cmd(1, 1, delete.clone()));
+            let db = sm.db.read().unwrap().db.clone();
+            let mut v1 = Writer::new();
+            v1.u64(1).u64(0).u32(1).u64(1);
+            encode_result(&ApplyResult::Delete { existed: false }, &mut v1);
+            db.insert(dedup_key(9), v1.into_vec()).unwrap();
+            let mut marker = Writer::new();
+            marker.u64(1);
+            db.insert(M_FORMAT, marker.into_vec()).unwrap();
+            db.flush().unwrap();
+        }
+        let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+        let retry = apply1(&sm, cmd(2, 1, delete));
+        assert_eq!(retry.result, ApplyResult::Delete { existed: false });
+        assert_eq!(
+            retry.revision, 2,
+            "layout 1 kept no original index, so the retry reports its own"
+        );
+        let db = sm.db.read().unwrap().db.clone();
+        assert_eq!(db.get(M_FORMAT).unwrap().unwrap().to_vec(), format_bytes());
+    }
 }

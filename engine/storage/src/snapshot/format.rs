@@ -3,7 +3,8 @@
 //! ```text
 //! header : magic "DENGSNAP" (8) | u32 version = 1 | u32 meta_len | meta
 //! meta   : u64 last_index | u64 last_term | membership
-//! record : u8 tag (1 = key-value, 2 = client dedup session) | u32 len | body
+//! record : u8 tag (1 = key-value, 3 = client dedup session; 2 = a session
+//!          without result indexes, still read) | u32 len | body
 //! trailer: u8 0xFF | u64 record_count | u32 crc32c
 //! ```
 //!
@@ -14,6 +15,7 @@
 use super::{io_err, SnapshotError};
 use crate::sm::record::{
     decode_kv, decode_membership, decode_session, encode_kv, encode_membership, encode_session,
+    SessionFormat,
 };
 use crate::sm::wire::{Reader, Writer};
 use crate::sm::SnapshotRecord;
@@ -25,7 +27,10 @@ use std::path::{Path, PathBuf};
 pub const MAGIC: &[u8; 8] = b"DENGSNAP";
 pub const FORMAT_VERSION: u32 = 1;
 const TAG_KV: u8 = 1;
-const TAG_CLIENT: u8 = 2;
+/// Client session without result indexes (written by older nodes; read only).
+const TAG_CLIENT_V1: u8 = 2;
+/// Client session whose results carry the index that applied them.
+const TAG_CLIENT: u8 = 3;
 const TAG_TRAILER: u8 = 0xFF;
 /// Upper bound on one record or the meta block (a corrupt length beyond it
 /// or beyond the file is reported, never allocated).
@@ -276,7 +281,7 @@ impl SnapshotFileReader {
                 self.done = true;
                 Ok(None)
             }
-            TAG_KV | TAG_CLIENT => {
+            TAG_KV | TAG_CLIENT | TAG_CLIENT_V1 => {
                 let mut l = [0u8; 4];
                 self.read_exact(&mut l, "record length")?;
                 let body_at = self.offset;
@@ -285,8 +290,13 @@ impl SnapshotFileReader {
                 let rec = if tag[0] == TAG_KV {
                     decode_kv(&mut rd).map(SnapshotRecord::Kv)
                 } else {
+                    let format = if tag[0] == TAG_CLIENT {
+                        SessionFormat::V2
+                    } else {
+                        SessionFormat::V1
+                    };
                     rd.u64("client_id").and_then(|client_id| {
-                        decode_session(&mut rd)
+                        decode_session(&mut rd, format)
                             .map(|session| SnapshotRecord::Client { client_id, session })
                     })
                 }
