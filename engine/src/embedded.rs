@@ -646,10 +646,10 @@ impl EmbeddedClient {
                 None,
             )
             .await;
-        // The gRPC client has no CAS-with-TTL yet: on a follower this returns
-        // NotLeader (with the leader's address) instead of forwarding.
-        let _ = (k, expected, new_value);
-        local
+        with_forward!(self, local, |c| c
+            .kv()
+            .compare_and_swap_with_ttl(&k, expected.clone(), new_value.clone(), ttl)
+            .await)
     }
 
     /// Up to `limit` pairs under `prefix` in key order (0 = server maximum).

@@ -305,6 +305,20 @@ async fn follower_writes_are_forwarded_to_the_leader() {
         .await
         .unwrap();
     assert!(o.succeeded);
+    // CAS with a TTL is forwarded too, and the TTL reaches the leader.
+    let o = fc
+        .compare_and_swap_with_ttl(
+            b"fwd",
+            Some(b"2".to_vec()),
+            Some(b"3".to_vec()),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    assert!(o.succeeded);
+    let kv = e(&nodes[l]).client().get(b"fwd").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"3");
+    assert!(kv.expires_at_ms > 0, "the leader stored the TTL");
     assert!(fc.delete(b"fwd").await.unwrap());
     assert_eq!(fc.get(b"fwd").await.unwrap(), None);
     // The follower applies the same history (eventual read is local).

@@ -145,6 +145,15 @@ async fn ttl_expires_keys() {
         c.put_with_ttl(b"z", b"v", Duration::ZERO).await,
         Err(Error::InvalidArgument(_))
     ));
+    // With no TTL left, the leader proposes nothing: the log stays put
+    // over many expiry intervals.
+    let before = e.status().commit_index;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        e.status().commit_index,
+        before,
+        "idle expiry ticks must not append entries"
+    );
     e.stop().await.unwrap();
 }
 

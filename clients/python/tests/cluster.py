@@ -192,23 +192,35 @@ def cargo_target_dir() -> Path:
     return Path(json.loads(out.stdout)["target_directory"])
 
 
-def server_binary() -> str:
-    """``$DENGINE_SERVER_BIN``, else ``cargo build -p d-engine-server``.
+def cargo_binary(env_var: str, package: str, binary: str) -> str:
+    """``$<env_var>``, else ``cargo build -p <package> --bin <binary>``.
     Raises RuntimeError (with the reason) if it cannot be had."""
-    env_bin = os.environ.get("DENGINE_SERVER_BIN")
+    env_bin = os.environ.get(env_var)
     if env_bin:
         if not os.access(env_bin, os.X_OK):
-            raise RuntimeError(f"DENGINE_SERVER_BIN={env_bin} is not an executable file")
+            raise RuntimeError(f"{env_var}={env_bin} is not an executable file")
         return env_bin
     if shutil.which("cargo") is None:
-        raise RuntimeError("cargo is not installed and DENGINE_SERVER_BIN is not set")
-    build = subprocess.run(["cargo", "build", "-p", "d-engine-server"], cwd=REPO, capture_output=True, text=True)
+        raise RuntimeError(f"cargo is not installed and {env_var} is not set")
+    cmd = ["cargo", "build", "-p", package, "--bin", binary]
+    build = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if build.returncode != 0:
-        raise RuntimeError("cargo build -p d-engine-server failed:\n" + build.stderr[-3000:])
-    path = cargo_target_dir() / "debug" / "d-engine-server"
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n" + build.stderr[-3000:])
+    path = cargo_target_dir() / "debug" / binary
     if not path.exists():
-        raise RuntimeError(f"cargo build -p d-engine-server succeeded but {path} does not exist")
+        raise RuntimeError(f"{' '.join(cmd)} succeeded but {path} does not exist")
     return str(path)
+
+
+def server_binary() -> str:
+    """The ``d-engine-server`` executable (``$DENGINE_SERVER_BIN`` or built)."""
+    return cargo_binary("DENGINE_SERVER_BIN", "d-engine-server", "d-engine-server")
+
+
+def embedded_app_binary() -> str:
+    """The Rust embedded test application of ``tests/src/bin/embedded_app.rs``
+    (``$DENGINE_EMBEDDED_APP_BIN`` or built)."""
+    return cargo_binary("DENGINE_EMBEDDED_APP_BIN", "d-engine-tests", "embedded-app")
 
 
 class EmbeddedNodeProc(Proc):

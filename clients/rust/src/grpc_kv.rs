@@ -120,7 +120,21 @@ impl GrpcKv {
         expected: Option<Vec<u8>>,
         new_value: Option<Vec<u8>>,
     ) -> Result<CasOutcome> {
-        self.do_cas(key.as_ref().to_vec(), expected, new_value)
+        self.do_cas(key.as_ref().to_vec(), expected, new_value, 0)
+            .await
+    }
+
+    /// Like `compare_and_swap`; on success the new value expires `ttl` after
+    /// the write (rounded up to ms; zero is refused).
+    pub async fn compare_and_swap_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<Vec<u8>>,
+        new_value: Option<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<CasOutcome> {
+        let ms = ttl_ms(ttl)?;
+        self.do_cas(key.as_ref().to_vec(), expected, new_value, ms)
             .await
     }
 
@@ -270,6 +284,7 @@ impl GrpcKv {
         key: Vec<u8>,
         expected: Option<Vec<u8>>,
         new_value: Option<Vec<u8>>,
+        ttl_ms: u64,
     ) -> Result<CasOutcome> {
         let inner = &self.client.inner;
         let limits = inner.cfg.limits;
@@ -286,7 +301,7 @@ impl GrpcKv {
             key,
             expected_value: expected,
             new_value,
-            ttl_ms: 0,
+            ttl_ms,
             write_id: Some(ticket.id()),
         };
         let resp = inner
@@ -406,7 +421,7 @@ impl KvClient for GrpcKv {
         expected: Option<Vec<u8>>,
         new_value: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<CasOutcome>> + Send {
-        self.do_cas(key.as_ref().to_vec(), expected, new_value)
+        self.do_cas(key.as_ref().to_vec(), expected, new_value, 0)
     }
 
     fn scan_prefix(

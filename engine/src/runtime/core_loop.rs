@@ -283,7 +283,9 @@ impl CoreLoop {
     }
 
     /// The leader periodically proposes `Expire { now }` so keys whose TTL
-    /// passed are removed on every replica at the same log position.
+    /// passed are removed on every replica at the same log position. It
+    /// proposes only when its applied state holds a key whose deadline has
+    /// passed, so an idle cluster's log does not grow.
     fn maybe_expire(&mut self) {
         let now = Instant::now();
         if now < self.next_expire {
@@ -293,7 +295,17 @@ impl CoreLoop {
         if !self.shared.published.leader_ready.load(Ordering::Acquire) {
             return;
         }
-        let cmd = Command::new(Op::Expire { now_ms: now_ms() }).encode();
+        let now_ms = now_ms();
+        let due = match self.shared.sm().map(|sm| sm.earliest_deadline()) {
+            Ok(Ok(Some(deadline))) => deadline <= now_ms,
+            Ok(Ok(None)) => false,
+            // Let the apply path report a failing state machine.
+            Ok(Err(_)) | Err(_) => true,
+        };
+        if !due {
+            return;
+        }
+        let cmd = Command::new(Op::Expire { now_ms }).encode();
         self.batch_bytes += cmd.len();
         self.batch.push(cmd);
         self.batch_waiters.push(None);

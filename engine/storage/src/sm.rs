@@ -241,6 +241,11 @@ pub trait StateMachine: Send + Sync {
         now_ms: u64,
     ) -> Result<Vec<KeyValue>, SmError>;
 
+    /// The earliest TTL deadline (unix ms) of any stored key, expired or
+    /// not; `None` when no key has a TTL. The leader uses it to skip
+    /// `Expire` proposals that would remove nothing.
+    fn earliest_deadline(&self) -> Result<Option<u64>, SmError>;
+
     /// Index of the last applied entry (0 if none).
     fn applied_index(&self) -> Index;
 

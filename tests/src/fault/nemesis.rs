@@ -281,8 +281,27 @@ impl Nemesis {
                 Err(_) => {}
             }
         }
-        // Give the node a moment to finish stopping.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A node whose storage failed must stop and its process exit (code
+        // 1), so a supervisor restarts it; it stops after syncing what it
+        // can, which on a full disk may take a moment.
+        let exit_deadline = Instant::now() + Duration::from_secs(10);
+        while self.cluster.node(x).is_running() && Instant::now() < exit_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.cluster.node(x).is_running() {
+            self.disks[&x].free();
+            return Err(format!(
+                "disk-full: node {x} reported a storage failure ({}) but its process was still running 10 s later",
+                seen.unwrap_or_default()
+            ));
+        }
+        let exit = self.cluster.node(x).exit_status();
+        if exit.and_then(|s| s.code()) != Some(1) {
+            self.disks[&x].free();
+            return Err(format!(
+                "disk-full: node {x} exited with {exit:?} after a storage failure, expected exit code 1"
+            ));
+        }
         let log = self.cluster.node(x).log();
         let log_says = log.lines().rev().take(200).any(|l| {
             l.contains("No space left") || l.contains("WAL failed") || l.contains("storage")
@@ -303,7 +322,7 @@ impl Nemesis {
         self.cluster.kill(x);
         self.cluster.restart(x);
         Ok(format!(
-            "node {x} (leader) disk full after {writes} writes: {seen}; space freed, restarted"
+            "node {x} (leader) disk full after {writes} writes: {seen}; process exited with code 1; space freed, restarted"
         ))
     }
 

@@ -207,6 +207,11 @@ pub fn ttl_expiry(f: Factory<'_>, dir: &Path) {
     apply1(&*sm, cmd(3, 1, put("keep", "y", None))); // clears the deadline
     apply1(&*sm, cmd(4, 1, put("moved", "x", Some(500))));
     apply1(&*sm, cmd(5, 1, put("moved", "y", Some(3000)))); // moves it
+    assert_eq!(
+        sm.earliest_deadline().unwrap(),
+        Some(1000),
+        "cleared and moved deadlines no longer count"
+    );
     assert!(sm.get(b"t", 999).unwrap().is_some());
     assert!(
         sm.get(b"t", 1000).unwrap().is_none(),
@@ -228,6 +233,7 @@ pub fn ttl_expiry(f: Factory<'_>, dir: &Path) {
     assert!(sm.get_raw(b"t").unwrap().is_none());
     assert!(sm.get_raw(b"keep").unwrap().is_some());
     assert!(sm.get_raw(b"moved").unwrap().is_some());
+    assert_eq!(sm.earliest_deadline().unwrap(), Some(3000));
     // Several keys in one batch, including one written in the same batch.
     let out = sm
         .apply(&[
@@ -239,6 +245,7 @@ pub fn ttl_expiry(f: Factory<'_>, dir: &Path) {
     assert_eq!(out[2].result, ApplyResult::Expire { expired: 3 });
     assert_eq!(dump(&*sm).len(), 1);
     assert_eq!(dump(&*sm)[0].key.as_ref(), b"keep");
+    assert_eq!(sm.earliest_deadline().unwrap(), None, "no TTL left");
 }
 
 pub fn dedup_retries(f: Factory<'_>, dir: &Path) {

@@ -122,6 +122,17 @@ impl StateMachine for MemStateMachine {
             .collect())
     }
 
+    fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
+        Ok(self
+            .state
+            .read()
+            .expect("lock")
+            .kv
+            .ttl
+            .first()
+            .map(|(d, _)| *d))
+    }
+
     fn applied_index(&self) -> Index {
         self.state.read().expect("lock").meta.applied_index
     }

@@ -618,6 +618,20 @@ impl StateMachine for SledStateMachine {
         Ok(out)
     }
 
+    fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
+        self.check()?;
+        match self.db().db.scan_prefix([P_TTL]).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, _) = item?;
+                let d = k
+                    .get(1..9)
+                    .ok_or_else(|| SmError::Corrupt("TTL index key too short".into()))?;
+                Ok(Some(u64::from_be_bytes(d.try_into().expect("8"))))
+            }
+        }
+    }
+
     fn applied_index(&self) -> Index {
         self.applied.load(Ordering::Acquire)
     }
