@@ -31,6 +31,9 @@ export DENGINE_SERVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/d-engine-serv
 
 stage "cargo test --workspace"
 cargo test --workspace --locked
+# Built by the step above for tests/tests/cluster_embedded.rs; the Python
+# mixed-language cluster test runs it as its Rust node.
+export DENGINE_EMBEDDED_APP_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/embedded-app"
 
 if [ -z "${SKIP_GO:-}" ]; then
     stage "Go client"

@@ -228,7 +228,9 @@ fn state_machine_apply_on_a_full_disk_fails_and_reopens_consistent() {
         }
         Err(e) => {
             let msg = e.to_string();
-            eprintln!("after the failure at entry {failed_at} the state machine needs a rebuild: {msg}");
+            eprintln!(
+                "after the failure at entry {failed_at} the state machine needs a rebuild: {msg}"
+            );
             assert!(
                 msg.contains("rebuilt") || msg.contains("unreadable") || msg.contains("corrupt"),
                 "an unopenable state machine must say it needs a rebuild: {msg}"

@@ -28,6 +28,15 @@ pub(crate) enum WalTask {
     Shutdown,
 }
 
+/// Why the WAL thread's loop ended with an error.
+struct Stopped {
+    error: String,
+    /// The failing wake-up had already taken `Shutdown` off the channel, so
+    /// no further `Shutdown` will come: the thread must exit at once (the
+    /// consensus loop is joining it).
+    shutdown_taken: bool,
+}
+
 pub(crate) fn spawn(
     mut wal: Wal,
     periodic: Option<Duration>,
@@ -38,22 +47,30 @@ pub(crate) fn spawn(
     let h = std::thread::Builder::new()
         .name(format!("dengine-wal-{node_id}"))
         .spawn(move || {
-            if let Err(e) = run(&mut wal, periodic, &rx, &input) {
+            if let Err(stopped) = run(&mut wal, periodic, &rx, &input) {
+                let e = stopped.error;
                 tracing::error!(error = %e, "WAL failed; stopping the node");
                 let _ = input.send(Input::Fatal(format!("WAL: {e}")));
-                // Keep answering resets so the loop never blocks on us.
-                while let Ok(t) = rx.recv() {
-                    match t {
-                        WalTask::Reset { done, .. } => {
-                            let _ = done.send(Err(format!("WAL stopped: {e}")));
-                        }
-                        WalTask::Shutdown => break,
-                        _ => {}
-                    }
+                if !stopped.shutdown_taken {
+                    drain_until_shutdown(&rx, &e);
                 }
             }
         })?;
     Ok((tx, h))
+}
+
+/// After a failure: keeps answering resets so the loop never blocks on us,
+/// until `Shutdown` (or the loop is gone).
+fn drain_until_shutdown(rx: &std_mpsc::Receiver<WalTask>, e: &str) {
+    while let Ok(t) = rx.recv() {
+        match t {
+            WalTask::Reset { done, .. } => {
+                let _ = done.send(Err(format!("WAL stopped: {e}")));
+            }
+            WalTask::Shutdown => break,
+            _ => {}
+        }
+    }
 }
 
 fn run(
@@ -61,7 +78,11 @@ fn run(
     periodic: Option<Duration>,
     rx: &std_mpsc::Receiver<WalTask>,
     input: &std_mpsc::Sender<Input>,
-) -> Result<(), String> {
+) -> Result<(), Stopped> {
+    let closed = |error: String| Stopped {
+        error,
+        shutdown_taken: true,
+    };
     let mut tasks: Vec<WalTask> = Vec::new();
     loop {
         let first = match periodic {
@@ -70,65 +91,115 @@ fn run(
                 match rx.recv_timeout(wait) {
                     Ok(t) => Some(t),
                     Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return finish(wal),
+                    Err(RecvTimeoutError::Disconnected) => return finish(wal).map_err(closed),
                 }
             }
             _ => match rx.recv() {
                 Ok(t) => Some(t),
-                Err(_) => return finish(wal),
+                Err(_) => return finish(wal).map_err(closed),
             },
         };
         tasks.extend(first);
         while let Ok(t) = rx.try_recv() {
             tasks.push(t);
         }
-        let mut appended = false;
-        let mut shutdown = false;
-        for t in tasks.drain(..) {
-            match t {
-                WalTask::Append(entries) => {
-                    wal.append(&entries).map_err(|e| e.to_string())?;
-                    appended = true;
-                }
-                WalTask::SetCommitted(i) => wal.set_committed(i),
-                WalTask::Compact(i) => wal.compact(i).map_err(|e| e.to_string())?,
-                WalTask::Reset { next, done } => {
-                    // Anything appended before the reset is discarded by it.
-                    let r = wal.reset(next).map_err(|e| e.to_string());
-                    let failed = r.is_err();
-                    let _ = done.send(r.clone());
-                    if failed {
-                        return r;
-                    }
-                }
-                WalTask::Shutdown => shutdown = true,
-            }
-        }
-        if appended {
-            match periodic {
-                None => wal.sync().map_err(|e| e.to_string())?,
-                Some(_) => {
-                    wal.flush().map_err(|e| e.to_string())?;
-                    if wal.needs_sync(Instant::now()) {
-                        wal.sync().map_err(|e| e.to_string())?;
-                    }
-                }
-            }
-            if let Some(term) = wal.last_term() {
-                let _ = input.send(Input::Persisted {
-                    index: wal.last_index(),
-                    term,
-                });
-            }
-        } else if periodic.is_some() && wal.needs_sync(Instant::now()) {
-            wal.sync().map_err(|e| e.to_string())?;
-        }
+        let shutdown = tasks.iter().any(|t| matches!(t, WalTask::Shutdown));
+        wake_up(wal, periodic, &mut tasks, input).map_err(|error| Stopped {
+            error,
+            shutdown_taken: shutdown,
+        })?;
         if shutdown {
-            return finish(wal);
+            return finish(wal).map_err(closed);
         }
     }
 }
 
+/// Executes the tasks of one wake-up: appends, then one sync for all of them.
+fn wake_up(
+    wal: &mut Wal,
+    periodic: Option<Duration>,
+    tasks: &mut Vec<WalTask>,
+    input: &std_mpsc::Sender<Input>,
+) -> Result<(), String> {
+    let mut appended = false;
+    for t in tasks.drain(..) {
+        match t {
+            WalTask::Append(entries) => {
+                wal.append(&entries).map_err(|e| e.to_string())?;
+                appended = true;
+            }
+            WalTask::SetCommitted(i) => wal.set_committed(i),
+            WalTask::Compact(i) => wal.compact(i).map_err(|e| e.to_string())?,
+            WalTask::Reset { next, done } => {
+                // Anything appended before the reset is discarded by it.
+                let r = wal.reset(next).map_err(|e| e.to_string());
+                let failed = r.is_err();
+                let _ = done.send(r.clone());
+                if failed {
+                    return r;
+                }
+            }
+            WalTask::Shutdown => {}
+        }
+    }
+    if appended {
+        match periodic {
+            None => wal.sync().map_err(|e| e.to_string())?,
+            Some(_) => {
+                wal.flush().map_err(|e| e.to_string())?;
+                if wal.needs_sync(Instant::now()) {
+                    wal.sync().map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if let Some(term) = wal.last_term() {
+            let _ = input.send(Input::Persisted {
+                index: wal.last_index(),
+                term,
+            });
+        }
+    } else if periodic.is_some() && wal.needs_sync(Instant::now()) {
+        wal.sync().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn finish(wal: &mut Wal) -> Result<(), String> {
     wal.sync().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d_engine_storage::wal::conformance::entry;
+    use d_engine_storage::wal::WalOptions;
+
+    /// A wake-up that holds both a failing task and `Shutdown` must end the
+    /// thread: the consensus loop, joining it, sends no second `Shutdown`.
+    /// (A full disk during shutdown used to hang the node this way.)
+    #[test]
+    fn a_failure_in_the_shutdown_wake_up_ends_the_thread() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            let (input, inputs) = std_mpsc::channel();
+            let (tx, thread) = spawn(wal, None, input, 1).unwrap();
+            // Index 5 on an empty log leaves a gap: the append is refused.
+            tx.send(WalTask::Append(vec![entry(5, 1, 8)])).unwrap();
+            tx.send(WalTask::Shutdown).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !thread.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the WAL thread did not exit after a failure and Shutdown"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            thread.join().unwrap();
+            assert!(
+                matches!(inputs.try_recv(), Ok(Input::Fatal(_))),
+                "round {round}: the failure was not reported"
+            );
+        }
+    }
 }

@@ -322,7 +322,12 @@ impl Nemesis {
         self.cluster.kill(x);
         self.cluster.restart(x);
         Ok(format!(
-            "node {x} (leader) disk full after {writes} writes: {seen}; process exited with code 1; space freed, restarted"
+            "node {x} (leader) disk full after {writes} writes: {seen}{}; space freed, restarted",
+            if seen.starts_with("process exited") {
+                ""
+            } else {
+                "; process exited with code 1"
+            }
         ))
     }
 
