@@ -650,7 +650,43 @@ impl CoreLoop {
             if Arc::strong_count(&sm) > 1 {
                 tracing::warn!("state machine still referenced at shutdown");
             }
+            if failed {
+                close_failed_state_machine(sm);
+            } else {
+                drop(sm);
+            }
+        }
+    }
+}
+
+/// How long a stopping node waits for a failed state machine to close.
+const FAILED_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Closes the state machine of a node that stopped after a storage failure
+/// without letting it block the stop: sled flushes when its last handle is
+/// dropped, and after an I/O error (a full disk) that flush can wait
+/// forever. The drop runs on its own thread; after [`FAILED_CLOSE_WAIT`]
+/// the node stops anyway (the WAL, not sled, is the durable record, and the
+/// next start replays it).
+fn close_failed_state_machine(sm: Arc<dyn d_engine_storage::sm::StateMachine>) {
+    let (done_tx, done_rx) = std_mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("dengine-sm-close".into())
+        .spawn(move || {
             drop(sm);
+            let _ = done_tx.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            if done_rx.recv_timeout(FAILED_CLOSE_WAIT).is_err() {
+                tracing::warn!(
+                    "the failed state machine did not close within {FAILED_CLOSE_WAIT:?} \
+                     (sled flushing to a failed disk); stopping without waiting for it"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot spawn a thread to close the state machine; leaving it open")
         }
     }
 }

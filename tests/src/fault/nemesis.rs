@@ -289,9 +289,15 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if self.cluster.node(x).is_running() {
+            let stacks = self
+                .cluster
+                .node(x)
+                .pid()
+                .map(thread_stacks)
+                .unwrap_or_default();
             self.disks[&x].free();
             return Err(format!(
-                "disk-full: node {x} reported a storage failure ({}) but its process was still running 10 s later",
+                "disk-full: node {x} reported a storage failure ({}) but its process was still running 10 s later\n{stacks}",
                 seen.unwrap_or_default()
             ));
         }
@@ -454,5 +460,27 @@ where
             return Err(e);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every thread's stack of a live process (`gdb -batch`), for diagnosing a
+/// hang; empty when gdb is not installed.
+fn thread_stacks(pid: u32) -> String {
+    let out = std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 40",
+        ])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("Thread") || l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(_) => String::new(),
     }
 }

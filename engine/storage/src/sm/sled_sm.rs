@@ -186,6 +186,19 @@ fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
     }
     match opened {
         Ok(Ok(db)) => Ok(db),
+        // Busy, not broken: an I/O error, so `open_or_rebuild` refuses to
+        // start instead of wiping a database another handle still uses.
+        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+            Err(SmError::Io(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "sled database {} is still locked after {SLED_LOCK_WAIT:?} ({e}); another \
+                     engine (or one still closing after a storage failure) holds it: stop it, \
+                     or restart the process",
+                    path.display()
+                ),
+            )))
+        }
         Ok(Err(e)) => Err(SmError::Unreadable(format!(
             "sled database {}: {e}",
             path.display()
@@ -843,6 +856,22 @@ mod tests {
     use crate::sm::record::encode_result;
     use crate::sm::ApplyResult;
     use bytes::Bytes;
+
+    /// A database still held by another handle (e.g. one closing after a
+    /// storage failure) is reported busy, never wiped and rebuilt.
+    #[test]
+    fn a_locked_database_is_refused_not_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+        apply1(&held, cmd(1, 1, crate::sm::conformance::put("k", "v", None)));
+        match open_or_rebuild(dir.path(), SledOptions::default(), None) {
+            Err(SmError::Io(e)) => assert!(e.to_string().contains("still locked"), "{e}"),
+            Err(e) => panic!("expected a busy error, got {e}"),
+            Ok(_) => panic!("a locked database was opened"),
+        }
+        assert!(held.get_raw(b"k").unwrap().is_some(), "the held database was wiped");
+        assert!(dir.path().join(CURRENT).exists());
+    }
 
     /// A database written by layout 1 (sessions without result indexes)
     /// opens, answers retries from its sessions, and is rewritten in the
