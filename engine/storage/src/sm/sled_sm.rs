@@ -863,13 +863,19 @@ mod tests {
     fn a_locked_database_is_refused_not_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let held = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
-        apply1(&held, cmd(1, 1, crate::sm::conformance::put("k", "v", None)));
+        apply1(
+            &held,
+            cmd(1, 1, crate::sm::conformance::put("k", "v", None)),
+        );
         match open_or_rebuild(dir.path(), SledOptions::default(), None) {
             Err(SmError::Io(e)) => assert!(e.to_string().contains("still locked"), "{e}"),
             Err(e) => panic!("expected a busy error, got {e}"),
             Ok(_) => panic!("a locked database was opened"),
         }
-        assert!(held.get_raw(b"k").unwrap().is_some(), "the held database was wiped");
+        assert!(
+            held.get_raw(b"k").unwrap().is_some(),
+            "the held database was wiped"
+        );
         assert!(dir.path().join(CURRENT).exists());
     }
 
