@@ -610,21 +610,7 @@ impl EmbeddedClient {
         expected: Option<Vec<u8>>,
         new_value: Option<Vec<u8>>,
     ) -> Result<CasOutcome> {
-        let k = b(key);
-        let local = self
-            .handle
-            .compare_and_swap(
-                k.clone(),
-                expected.clone().map(Bytes::from),
-                new_value.clone().map(Bytes::from),
-                None,
-                None,
-            )
-            .await;
-        with_forward!(self, local, |c| c
-            .kv()
-            .compare_and_swap(&k, expected.clone(), new_value.clone())
-            .await)
+        self.cas(b(key), expected, new_value, None).await
     }
 
     /// Like `compare_and_swap`; the new value expires `ttl` after the write.
@@ -635,21 +621,36 @@ impl EmbeddedClient {
         new_value: Option<Vec<u8>>,
         ttl: Duration,
     ) -> Result<CasOutcome> {
-        let k = b(key);
+        self.cas(b(key), expected, new_value, Some(ttl)).await
+    }
+
+    /// Compare-and-swap on this node, forwarded to the leader (with the same
+    /// TTL) when this node is not it.
+    async fn cas(
+        &self,
+        k: Bytes,
+        expected: Option<Vec<u8>>,
+        new_value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome> {
         let local = self
             .handle
             .compare_and_swap(
                 k.clone(),
                 expected.clone().map(Bytes::from),
                 new_value.clone().map(Bytes::from),
-                Some(ttl),
+                ttl,
                 None,
             )
             .await;
-        with_forward!(self, local, |c| c
-            .kv()
-            .compare_and_swap_with_ttl(&k, expected.clone(), new_value.clone(), ttl)
-            .await)
+        with_forward!(self, local, |c| match ttl {
+            None => c.kv().compare_and_swap(&k, expected, new_value).await,
+            Some(ttl) => {
+                c.kv()
+                    .compare_and_swap_with_ttl(&k, expected, new_value, ttl)
+                    .await
+            }
+        })
     }
 
     /// Up to `limit` pairs under `prefix` in key order (0 = server maximum).

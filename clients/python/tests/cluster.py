@@ -240,6 +240,24 @@ class EmbeddedNodeProc(Proc):
             bufsize=1,
         )
 
+    def expect_started(self) -> None:
+        """Reads the ``{"ready": id}`` line the process prints once its engine started."""
+        assert self.popen is not None and self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        assert line, f"embedded node {self.spec.id} failed to start:\n{self.log_tail()}"
+        assert json.loads(line)["ready"] == self.spec.id
+
+    def wait_ready(self, timeout: float, reply_timeout: float) -> None:
+        """``EmbeddedEngine.wait_ready(timeout)`` in the process; fails the test if it fails."""
+        reply = self.request("wait_ready", reply_timeout=reply_timeout, timeout=timeout)
+        assert "ok" in reply, f"node {self.spec.id}: {reply}\n{self.log_tail()}"
+
+    def close(self) -> None:
+        """Kills the process and closes its log."""
+        self.kill()
+        if getattr(self, "stderr", None):
+            self.stderr.close()
+
     def request(self, op: str, reply_timeout: float = 20.0, **kw: object) -> dict:
         """Sends one request; returns the reply (``{"ok": ...}`` or ``{"error": ..., "type": ...}``)."""
         assert self.popen is not None and self.popen.stdin is not None and self.popen.stdout is not None

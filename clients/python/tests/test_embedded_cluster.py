@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator, List
 
@@ -21,18 +20,13 @@ def nodes(tmp_path: Path) -> Iterator[List[EmbeddedNodeProc]]:
         for p in procs:
             p.start()
         for p in procs:
-            line = p.popen.stdout.readline()
-            assert line, f"embedded node {p.spec.id} failed to start:\n{p.log_tail()}"
-            assert json.loads(line)["ready"] == p.spec.id
+            p.expect_started()
         for p in procs:
-            reply = p.request("wait_ready", reply_timeout=20, timeout=15)
-            assert "ok" in reply, f"node {p.spec.id}: {reply}\n{p.log_tail()}"
+            p.wait_ready(timeout=15, reply_timeout=20)
         yield procs
     finally:
         for p in procs:
-            p.kill()
-            if getattr(p, "stderr", None):
-                p.stderr.close()
+            p.close()
 
 
 def _leader(nodes: List[EmbeddedNodeProc], not_: int = 0) -> int:

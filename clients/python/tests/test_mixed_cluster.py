@@ -6,7 +6,6 @@ TOML format, same peer protocol."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 from pathlib import Path
@@ -43,20 +42,15 @@ def mixed(tmp_path: Path) -> Iterator[Tuple[List[EmbeddedNodeProc], Proc]]:
             p.start()
         rust.start()
         for p in py:
-            line = p.popen.stdout.readline()
-            assert line, f"embedded node {p.spec.id} failed to start:\n{p.log_tail()}"
-            assert json.loads(line)["ready"] == p.spec.id
+            p.expect_started()
         for p in py:
-            reply = p.request("wait_ready", reply_timeout=40, timeout=30)
-            assert "ok" in reply, f"node {p.spec.id}: {reply}\n{p.log_tail()}"
+            p.wait_ready(timeout=30, reply_timeout=40)
         wait_until("the Rust node to report READY", lambda: "READY 3" in rust.log_tail(200), 30)
         yield py, rust
     finally:
         rust.kill()
         for p in py:
-            p.kill()
-            if getattr(p, "stderr", None):
-                p.stderr.close()
+            p.close()
 
 
 def _acked(rust: Proc) -> List[str]:

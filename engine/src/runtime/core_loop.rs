@@ -686,7 +686,7 @@ fn close_failed_state_machine(sm: Arc<dyn d_engine_storage::sm::StateMachine>) {
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot spawn a thread to close the state machine; leaving it open")
+            tracing::warn!(error = %e, "cannot spawn a thread to close the state machine; it was closed on this thread")
         }
     }
 }

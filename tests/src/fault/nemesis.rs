@@ -281,6 +281,12 @@ impl Nemesis {
                 Err(_) => {}
             }
         }
+        let Some(seen) = seen else {
+            self.disks[&x].free();
+            return Err(format!(
+                "disk-full: node {x}'s disk was full ({ballast} bytes ballast) but {writes} writes of 32 KiB went on without a storage error"
+            ));
+        };
         // A node whose storage failed must stop and its process exit (code
         // 1), so a supervisor restarts it; it stops after syncing what it
         // can, which on a full disk may take a moment.
@@ -288,22 +294,22 @@ impl Nemesis {
         while self.cluster.node(x).is_running() && Instant::now() < exit_deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if self.cluster.node(x).is_running() {
-            let stacks = self
-                .cluster
+        // Stacks are taken before space is freed, while a hang still holds.
+        let hung_stacks = self.cluster.node(x).is_running().then(|| {
+            self.cluster
                 .node(x)
                 .pid()
                 .map(thread_stacks)
-                .unwrap_or_default();
-            self.disks[&x].free();
+                .unwrap_or_default()
+        });
+        self.disks[&x].free();
+        if let Some(stacks) = hung_stacks {
             return Err(format!(
-                "disk-full: node {x} reported a storage failure ({}) but its process was still running 10 s later\n{stacks}",
-                seen.unwrap_or_default()
+                "disk-full: node {x} reported a storage failure ({seen}) but its process was still running 10 s later\n{stacks}"
             ));
         }
         let exit = self.cluster.node(x).exit_status();
         if exit.and_then(|s| s.code()) != Some(1) {
-            self.disks[&x].free();
             return Err(format!(
                 "disk-full: node {x} exited with {exit:?} after a storage failure, expected exit code 1"
             ));
@@ -312,12 +318,6 @@ impl Nemesis {
         let log_says = log.lines().rev().take(200).any(|l| {
             l.contains("No space left") || l.contains("WAL failed") || l.contains("storage")
         });
-        self.disks[&x].free();
-        let Some(seen) = seen else {
-            return Err(format!(
-                "disk-full: node {x}'s disk was full ({ballast} bytes ballast) but {writes} writes of 32 KiB went on without a storage error"
-            ));
-        };
         if !log_says {
             return Err(format!(
                 "disk-full: node {x} stopped ({seen}) but its log names no storage error"

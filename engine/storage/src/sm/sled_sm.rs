@@ -67,6 +67,15 @@ fn ttl_key(deadline: u64, key: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The deadline and the key of a TTL index key made by [`ttl_key`].
+fn split_ttl_key(k: &[u8]) -> Result<(u64, &[u8]), SmError> {
+    if k.len() < 9 {
+        return Err(SmError::Corrupt("TTL index key too short".into()));
+    }
+    let deadline = u64::from_be_bytes(k[1..9].try_into().expect("8"));
+    Ok((deadline, &k[9..]))
+}
+
 fn dedup_key(id: u64) -> Vec<u8> {
     let mut v = vec![P_DEDUP];
     v.extend_from_slice(&id.to_be_bytes());
@@ -167,6 +176,12 @@ pub struct SledStateMachine {
 /// processes out, so a lock held longer than this is reported as an error.
 const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Whether `open` failed only because another handle holds sled's file
+/// lock (sled reports it as an `Other` I/O error with this message).
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
     let cfg = sled::Config::new()
         .path(path)
@@ -175,10 +190,8 @@ fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
     let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
     let attempt = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
     let mut opened = attempt();
-    while let Ok(Err(sled::Error::Io(e))) = &opened {
-        // sled reports lock contention as `Other` with this message.
-        let locked = e.to_string().contains("could not acquire lock");
-        if !locked || std::time::Instant::now() >= deadline {
+    while let Ok(Err(e)) = &opened {
+        if !is_lock_contention(e) || std::time::Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -188,17 +201,15 @@ fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
         Ok(Ok(db)) => Ok(db),
         // Busy, not broken: an I/O error, so `open_or_rebuild` refuses to
         // start instead of wiping a database another handle still uses.
-        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
-            Err(SmError::Io(std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!(
-                    "sled database {} is still locked after {SLED_LOCK_WAIT:?} ({e}); another \
+        Ok(Err(e)) if is_lock_contention(&e) => Err(SmError::Io(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!(
+                "sled database {} is still locked after {SLED_LOCK_WAIT:?} ({e}); another \
                      engine (or one still closing after a storage failure) holds it: stop it, \
                      or restart the process",
-                    path.display()
-                ),
-            )))
-        }
+                path.display()
+            ),
+        ))),
         Ok(Err(e)) => Err(SmError::Unreadable(format!(
             "sled database {}: {e}",
             path.display()
@@ -510,11 +521,8 @@ impl KvStore for SledView<'_> {
         };
         for item in iter {
             let (k, _) = item?;
-            if k.len() < 9 {
-                return Err(SmError::Corrupt("TTL index key too short".into()));
-            }
-            let d = u64::from_be_bytes(k[1..9].try_into().expect("8"));
-            let key = Bytes::copy_from_slice(&k[9..]);
+            let (d, key) = split_ttl_key(&k)?;
+            let key = Bytes::copy_from_slice(key);
             if self.ttl.get(&(d, key.clone())) != Some(&false) {
                 set.insert((d, key));
             }
@@ -635,13 +643,7 @@ impl StateMachine for SledStateMachine {
         self.check()?;
         match self.db().db.scan_prefix([P_TTL]).next() {
             None => Ok(None),
-            Some(item) => {
-                let (k, _) = item?;
-                let d = k
-                    .get(1..9)
-                    .ok_or_else(|| SmError::Corrupt("TTL index key too short".into()))?;
-                Ok(Some(u64::from_be_bytes(d.try_into().expect("8"))))
-            }
+            Some(item) => Ok(Some(split_ttl_key(&item?.0)?.0)),
         }
     }
 
