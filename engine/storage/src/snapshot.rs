@@ -8,8 +8,10 @@
 //! - [`transfer`]: chunked transfer to a follower: [`SnapshotReader`] on the
 //!   sender, [`SnapshotReceiver`] (staging, resume, verification) on the
 //!   receiver. Installation is `StateMachine::install_snapshot`.
+//! - [`priority`]: builder threads run at a lower scheduling priority.
 
 pub mod format;
+pub mod priority;
 pub mod store;
 pub mod transfer;
 

@@ -120,6 +120,9 @@ pub(crate) fn decode_kv_entry(k: &[u8], v: &[u8]) -> Result<KeyValue, SmError> {
 pub struct ApplyStats {
     /// Longest wait for the snapshot lock (a running snapshot build).
     pub max_snapshot_lock_wait_us: u64,
+    /// Longest execution of the batch's commands (reads of current values,
+    /// pre-images), before the commit.
+    pub max_execute_us: u64,
     /// Longest sled `apply_batch` call.
     pub max_commit_us: u64,
     /// Longest whole `apply` call.
@@ -129,6 +132,7 @@ pub struct ApplyStats {
 #[derive(Default)]
 struct StatCells {
     lock_wait: AtomicU64,
+    execute: AtomicU64,
     commit: AtomicU64,
     apply: AtomicU64,
 }
@@ -421,6 +425,7 @@ impl SledStateMachine {
     pub fn take_apply_stats(&self) -> ApplyStats {
         ApplyStats {
             max_snapshot_lock_wait_us: self.stats.lock_wait.swap(0, Ordering::Relaxed),
+            max_execute_us: self.stats.execute.swap(0, Ordering::Relaxed),
             max_commit_us: self.stats.commit.swap(0, Ordering::Relaxed),
             max_apply_us: self.stats.apply.swap(0, Ordering::Relaxed),
         }
@@ -555,7 +560,9 @@ impl StateMachine for SledStateMachine {
         };
         let before = meta.applied_index;
         let mut changes = MetaChanges::default();
+        let t = Instant::now();
         let res = apply_entries(&mut view, &mut meta, entries, &mut changes);
+        fetch_max_us(&self.stats.execute, t);
         let out = match res {
             Ok(out) => out,
             Err(e) => {
