@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use d_engine_server::{certs, logging, main_with, secrets, Cli, Command, LogFormat};
 
+/// mimalloc: sled and the request path allocate from several threads at
+/// once, where glibc malloc's arena locks cost a third of the write
+/// throughput (docs/performance.md, "Allocator").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(cmd) = &cli.command {

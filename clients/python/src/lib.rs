@@ -11,6 +11,11 @@ mod watch;
 
 use pyo3::prelude::*;
 
+/// The engine's own allocations (Python objects still use Python's
+/// allocator); see docs/performance.md, "Allocator".
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Installs a stderr log subscriber when `DENGINE_LOG` is set (an
 /// `EnvFilter` directive such as `info` or `d_engine=debug`).
 fn init_logging() {

@@ -13,6 +13,10 @@ use std::time::Duration;
 use d_engine::EmbeddedEngine;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// As an application embedding d-engine should (docs/performance.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = std::env::args()
