@@ -34,6 +34,7 @@ use d_engine_core::{
 use d_engine_storage::command::{Command, Op};
 use d_engine_storage::data_dir::DataDir;
 use d_engine_storage::hard_state::HardStateStore;
+use d_engine_storage::snapshot::priority::lower_this_thread_priority;
 use d_engine_storage::snapshot::SnapshotStore;
 use tokio::sync::oneshot;
 
@@ -76,6 +77,8 @@ pub(crate) struct CoreLoop {
     pub(crate) next_expire: Instant,
     pub(crate) last_committed_term: u64,
     pub(crate) last_commit_sent: Index,
+    /// The newest commit index, sent to the WAL with the next append.
+    pub(crate) commit_to_send: Index,
     pub(crate) last_membership: Option<Membership>,
     pub(crate) last_leader: (u64, u64),
 
@@ -355,6 +358,9 @@ impl CoreLoop {
         let spawned = std::thread::Builder::new()
             .name(format!("dengine-snapshot-{}", self.shared.id))
             .spawn(move || {
+                if let Err(e) = lower_this_thread_priority() {
+                    tracing::debug!(error = %e, "snapshot builder runs at normal priority");
+                }
                 let result = store
                     .create(&mut source)
                     .map(|info| (info.meta, info.path))
@@ -475,6 +481,7 @@ impl CoreLoop {
                 }
             }
             if !rd.entries.is_empty() {
+                self.send_commit_floor();
                 let _ = self.wal_tx.send(WalTask::Append(rd.entries));
             }
             for m in rd.messages {
@@ -484,17 +491,11 @@ impl CoreLoop {
                 self.last_committed_term = last.term;
                 let commit = last.index;
                 let _ = self.apply_tx.send(ApplyTask::Apply(rd.committed));
-                if commit > self.last_commit_sent {
-                    self.last_commit_sent = commit;
-                    let _ = self.wal_tx.send(WalTask::SetCommitted(commit));
-                }
+                self.commit_to_send = self.commit_to_send.max(commit);
             }
             for r in rd.reads {
                 if let Some(waiters) = self.read_batches.remove(&r.id) {
-                    let _ = self.apply_tx.send(ApplyTask::ReadAt {
-                        index: r.read_index,
-                        waiters,
-                    });
+                    self.release_or_park_reads(r.read_index, waiters);
                 }
             }
             for r in rd.refused_reads {
@@ -513,6 +514,38 @@ impl CoreLoop {
             }
         }
         Ok(())
+    }
+
+    /// Confirmed reads at `read_index`: released here when the state machine
+    /// has already applied that far (the common case: no hop through the
+    /// apply thread), otherwise parked on the apply thread, which releases
+    /// them once it applies `read_index` (it re-checks, so an apply racing
+    /// with this check loses no read).
+    fn release_or_park_reads(&mut self, read_index: Index, waiters: Vec<ReadWaiter>) {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if read_index <= applied {
+            for w in waiters {
+                w.complete(Ok(applied));
+            }
+        } else {
+            let _ = self.apply_tx.send(ApplyTask::ReadAt {
+                index: read_index,
+                waiters,
+            });
+        }
+    }
+
+    /// Tells the WAL the commit index it must never truncate below. Sent
+    /// just before the next append (the only task that can truncate), in
+    /// the same wake-up, not on every commit: a separate wake-up of the WAL
+    /// thread per write would cost CPU the apply thread needs.
+    fn send_commit_floor(&mut self) {
+        if self.commit_to_send > self.last_commit_sent {
+            self.last_commit_sent = self.commit_to_send;
+            let _ = self
+                .wal_tx
+                .send(WalTask::SetCommitted(self.last_commit_sent));
+        }
     }
 
     /// Publishes the loop's view for the off-loop paths and notifications.

@@ -272,6 +272,7 @@ where
         next_expire: Instant::now() + expire,
         last_committed_term: 0,
         last_commit_sent: 0,
+        commit_to_send: 0,
         last_membership: None,
         last_leader: (u64::MAX, u64::MAX),
         batch: Vec::new(),
