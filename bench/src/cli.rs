@@ -46,7 +46,8 @@ impl Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Matrix {
     /// Every target; write at 1/10/100/1,000 clients, reads at 1/100/1,000,
-    /// hot-key at 100 (docs/performance.md).
+    /// hot-key at 100 (docs/performance.md); on 1-node targets also memory
+    /// (`--memory-keys`, default 1 M) loaded by 1,000 clients.
     Standard,
     /// A few seconds in total: tiny request counts, every scenario once (CI).
     Smoke,
@@ -101,6 +102,9 @@ pub struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
+    /// Distinct keys the `memory` scenario loads before reading resident memory.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_keys: usize,
     /// Consistency of the `read` and `hot-key` scenarios.
     #[arg(long, value_enum, default_value = "linearizable")]
     pub consistency: Consistency,
@@ -166,6 +170,7 @@ impl Args {
                 self.warmup = self.warmup.min(0.1);
                 self.rounds = 1;
                 self.key_space = self.key_space.min(100);
+                self.memory_keys = self.memory_keys.min(2_000);
                 self.floor_secs = self.floor_secs.min(0.2);
                 self.connections = self.connections.min(4);
             }
@@ -173,25 +178,32 @@ impl Args {
         }
     }
 
-    /// The cases each target runs.
-    pub fn cases(&self) -> Vec<Case> {
+    /// The cases `target` runs. The standard matrix measures memory on
+    /// 1-node targets only (a 3-node load of 1 M keys takes minutes).
+    pub fn cases(&self, target: Target) -> Vec<Case> {
         let c = |scenario, clients| Case { scenario, clients };
         use Scenario::*;
         match self.matrix() {
-            Some(Matrix::Standard) => vec![
-                c(WriteSingle, 1),
-                c(Write, 10),
-                c(Write, 100),
-                c(Write, 1000),
-                c(ReadLinearizable, 1),
-                c(ReadLinearizable, 100),
-                c(ReadLinearizable, 1000),
-                c(ReadLease, 100),
-                c(ReadLease, 1000),
-                c(ReadEventual, 100),
-                c(ReadEventual, 1000),
-                c(HotKey, 100),
-            ],
+            Some(Matrix::Standard) => {
+                let mut cases = vec![
+                    c(WriteSingle, 1),
+                    c(Write, 10),
+                    c(Write, 100),
+                    c(Write, 1000),
+                    c(ReadLinearizable, 1),
+                    c(ReadLinearizable, 100),
+                    c(ReadLinearizable, 1000),
+                    c(ReadLease, 100),
+                    c(ReadLease, 1000),
+                    c(ReadEventual, 100),
+                    c(ReadEventual, 1000),
+                    c(HotKey, 100),
+                ];
+                if target.nodes() == 1 {
+                    cases.push(c(Memory, 1000));
+                }
+                cases
+            }
             Some(Matrix::Smoke) => vec![
                 c(WriteSingle, 1),
                 c(Write, 10),
@@ -199,6 +211,7 @@ impl Args {
                 c(ReadLease, 10),
                 c(ReadEventual, 10),
                 c(HotKey, 10),
+                c(Memory, 10),
             ],
             None => {
                 let mut out = Vec::new();
@@ -229,7 +242,7 @@ mod tests {
             "--clients",
             "1,10,100",
         ]);
-        let cases = a.cases();
+        let cases = a.cases(Target::Embedded1);
         assert_eq!(cases.len(), 4, "{cases:?}");
         assert_eq!(
             cases[0],
@@ -246,6 +259,19 @@ mod tests {
         a.apply_matrix();
         assert_eq!(a.requests, Some(200));
         assert!(a.key_space <= 100 && a.rounds == 1);
+        assert!(a.memory_keys <= 2_000);
         assert!(a.targets.contains(&Target::Etcd1));
+        let memory = |t| a.cases(t).iter().any(|c| c.scenario == Scenario::Memory);
+        assert!(memory(Target::Embedded1) && memory(Target::Standalone1));
+    }
+
+    #[test]
+    fn standard_measures_memory_on_one_node_targets() {
+        let mut a = Args::parse_from(["b", "--matrix", "standard"]);
+        a.apply_matrix();
+        assert_eq!(a.memory_keys, 1_000_000);
+        let memory = |t| a.cases(t).iter().any(|c| c.scenario == Scenario::Memory);
+        assert!(memory(Target::Embedded1) && memory(Target::Standalone1) && memory(Target::Etcd1));
+        assert!(!memory(Target::Embedded3) && !memory(Target::Standalone3));
     }
 }

@@ -2,8 +2,14 @@
 //! (embedded and standalone) and etcd, next to the machine's floors.
 //! See `docs/performance.md`.
 
+/// The same allocator `d-engine-server` uses, so embedded and standalone
+/// figures compare like with like (see docs/performance.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod floors;
+mod memory;
 mod plot;
 mod report;
 mod stats;
@@ -31,12 +37,13 @@ use clap::Parser;
 
 use cli::{Args, Case, Target};
 use floors::FloorResult;
+use memory::{Holder, MemoryResult, MemorySpec};
 use report::{HostInfo, Report};
 use stats::CaseResult;
 use systems::embedded::EmbeddedCluster;
 use systems::etcd::{find_etcd, EtcdCluster};
 use systems::standalone::{find_server, StandaloneCluster};
-use workload::{Driver, OpKind, RunSpec};
+use workload::{Driver, OpKind, RunSpec, Scenario};
 
 /// UTC date and time from the system clock: ("YYYY-MM-DD", "YYYY-MM-DD HH:MM:SS UTC").
 fn utc_now() -> (String, String) {
@@ -84,18 +91,70 @@ impl Ctx {
     }
 }
 
-/// Runs every case against one started system.
+/// What the cases of a run produced.
+#[derive(Default)]
+struct Outcomes {
+    cases: Vec<CaseResult>,
+    memory: Vec<MemoryResult>,
+}
+
+/// Runs a `memory` case against one freshly started system.
+async fn run_memory<D: Driver>(
+    ctx: &Ctx,
+    target: Target,
+    driver: Arc<D>,
+    holder: &Holder,
+    case: &Case,
+) -> Result<MemoryResult> {
+    let a = &ctx.args;
+    eprintln!(
+        "  {} memory: loading {} keys of {} B values with {} clients",
+        target.name(),
+        report::thousands(a.memory_keys as f64),
+        a.value_size,
+        case.clients
+    );
+    let spec = MemorySpec {
+        keys: a.memory_keys,
+        key_size: a.key_size,
+        value: ctx.value.clone(),
+        clients: case.clients,
+        request_timeout: Duration::from_millis(a.request_timeout_ms),
+    };
+    let m = memory::run(driver, holder, target, &spec).await?;
+    eprintln!(
+        "  {} memory: loaded in {:.1} s ({}/s); VmRSS {} MiB, VmHWM {} MiB{} ({})",
+        target.name(),
+        m.load_s,
+        report::thousands(m.load_ops_per_sec),
+        report::mib(m.rss_kib),
+        report::mib(m.hwm_kib),
+        m.rss_before_kib
+            .map(|b| format!(", VmRSS before loading {} MiB", report::mib(b)))
+            .unwrap_or_default(),
+        m.measured
+    );
+    Ok(m)
+}
+
+/// Runs every case against one started system whose nodes live in `holder`.
 async fn run_cases<D: Driver>(
     ctx: &Ctx,
     target: Target,
     driver: Arc<D>,
+    holder: &Holder,
     cases: &[Case],
-    out: &mut Vec<CaseResult>,
+    out: &mut Outcomes,
 ) -> Result<()> {
     let a = &ctx.args;
     let timeout = Duration::from_millis(a.request_timeout_ms);
     let mut preloaded = false;
     for case in cases {
+        if case.scenario == Scenario::Memory {
+            let m = run_memory(ctx, target, driver.clone(), holder, case).await?;
+            out.memory.push(m);
+            continue;
+        }
         let op = case.scenario.op(a.consistency);
         if let OpKind::Get(c) = op {
             if !driver.supports(c) {
@@ -113,7 +172,8 @@ async fn run_cases<D: Driver>(
                 eprintln!("  preloading {} keys", ctx.keys.len());
                 workload::preload(
                     driver.clone(),
-                    ctx.keys.clone(),
+                    ctx.keys.len(),
+                    a.key_size,
                     ctx.value.clone(),
                     64,
                     timeout,
@@ -161,7 +221,7 @@ async fn run_cases<D: Driver>(
             OpKind::Put => "-".to_string(),
             OpKind::Get(c) => c.name().to_string(),
         };
-        out.push(CaseResult {
+        out.cases.push(CaseResult {
             system: target.system().into(),
             nodes: target.nodes(),
             scenario: case.scenario.name().into(),
@@ -182,22 +242,42 @@ async fn run_cases<D: Driver>(
     Ok(())
 }
 
-/// Starts `target`, runs the cases, stops it. `Ok(Some(reason))`: skipped.
-async fn run_target(
+/// Runs `target`'s cases: each `memory` case first, on a system of its own
+/// (so nothing else has touched that system's memory), then the timed cases
+/// on one more. `Ok(Some(reason))`: skipped.
+async fn run_target(ctx: &Ctx, target: Target, out: &mut Outcomes) -> Result<Option<String>> {
+    let cases = ctx.args.cases(target);
+    eprintln!("== {} ({} cases)", target.name(), cases.len());
+    let (memory, timed): (Vec<Case>, Vec<Case>) = cases
+        .into_iter()
+        .partition(|c| c.scenario == Scenario::Memory);
+    let mut sessions: Vec<Vec<Case>> = memory.into_iter().map(|c| vec![c]).collect();
+    if !timed.is_empty() {
+        sessions.push(timed);
+    }
+    for cases in &sessions {
+        if let Some(reason) = run_session(ctx, target, cases, out).await? {
+            return Ok(Some(reason));
+        }
+    }
+    Ok(None)
+}
+
+/// Starts `target`, runs `cases`, stops it. `Ok(Some(reason))`: skipped.
+async fn run_session(
     ctx: &Ctx,
     target: Target,
-    out: &mut Vec<CaseResult>,
+    cases: &[Case],
+    out: &mut Outcomes,
 ) -> Result<Option<String>> {
     let a = &ctx.args;
-    let cases = ctx.args.cases();
     let max_clients = cases.iter().map(|c| c.clients).max().unwrap_or(1);
     let conns = a.connections.clamp(1, max_clients.max(1));
     let timeout = Duration::from_millis(a.request_timeout_ms);
-    eprintln!("== {} ({} cases)", target.name(), cases.len());
     match target {
         Target::Embedded1 | Target::Embedded3 => {
             let c = Arc::new(EmbeddedCluster::start(target.nodes(), &ctx.data_dir).await?);
-            let r = run_cases(ctx, target, c.clone(), &cases, out).await;
+            let r = run_cases(ctx, target, c.clone(), &Holder::ThisProcess, cases, out).await;
             if let Ok(c) = Arc::try_unwrap(c) {
                 c.stop().await;
             }
@@ -215,7 +295,10 @@ async fn run_target(
                 StandaloneCluster::start(&bin, target.nodes(), conns, &ctx.data_dir, timeout)
                     .await?,
             );
-            let r = run_cases(ctx, target, c.clone(), &cases, out).await;
+            let r = match c.holder() {
+                Ok(h) => run_cases(ctx, target, c.clone(), &h, cases, out).await,
+                Err(e) => Err(e),
+            };
             if let Ok(c) = Arc::try_unwrap(c) {
                 c.stop().await;
             }
@@ -229,7 +312,10 @@ async fn run_target(
                 )));
             };
             let c = Arc::new(EtcdCluster::start(&bin, target.nodes(), conns, &ctx.data_dir).await?);
-            let r = run_cases(ctx, target, c.clone(), &cases, out).await;
+            let r = match c.holder() {
+                Ok(h) => run_cases(ctx, target, c.clone(), &h, cases, out).await,
+                Err(e) => Err(e),
+            };
             if let Ok(c) = Arc::try_unwrap(c) {
                 c.stop().await;
             }
@@ -250,6 +336,7 @@ fn settings_json(a: &Args) -> serde_json::Value {
         "key_space": a.key_space,
         "key_size": a.key_size,
         "value_size": a.value_size,
+        "memory_keys": a.memory_keys,
         "consistency": a.consistency.name(),
         "connections": a.connections,
         "request_timeout_ms": a.request_timeout_ms,
@@ -279,11 +366,11 @@ async fn run(mut args: Args) -> Result<bool> {
         data_dir,
         args,
     };
-    let mut cases = Vec::new();
+    let mut out = Outcomes::default();
     let mut skipped = Vec::new();
     let mut failed = false;
     for &t in &ctx.args.targets {
-        match run_target(&ctx, t, &mut cases).await {
+        match run_target(&ctx, t, &mut out).await {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 eprintln!("  skipped: {reason}");
@@ -311,7 +398,8 @@ async fn run(mut args: Args) -> Result<bool> {
         },
         settings: settings_json(&ctx.args),
         floors: ctx.floors.clone(),
-        cases,
+        cases: out.cases,
+        memory: out.memory,
         skipped,
     };
     let a = &ctx.args;

@@ -1,6 +1,6 @@
 //! JSON and Markdown output: floors, every case, the side-by-side table
-//! (d-engine embedded / standalone / etcd) and the targets of
-//! `shared/benchmarks/peers.md` checked against this run.
+//! (d-engine embedded / standalone / etcd), the memory cases and the targets
+//! of `shared/benchmarks/peers.md` checked against this run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::floors::FloorResult;
+use crate::memory::MemoryResult;
 use crate::stats::CaseResult;
 
 /// Everything one run produced.
@@ -18,6 +19,8 @@ pub struct Report {
     pub settings: serde_json::Value,
     pub floors: Vec<FloorResult>,
     pub cases: Vec<CaseResult>,
+    /// The `memory` cases (resident memory after loading).
+    pub memory: Vec<MemoryResult>,
     /// Targets that could not be measured (binary missing, start failure...).
     pub skipped: Vec<String>,
 }
@@ -52,6 +55,11 @@ fn us(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
+}
+
+/// KiB as whole MiB.
+pub fn mib(kib: u64) -> String {
+    format!("{:.0}", kib as f64 / 1024.0)
 }
 
 pub fn thousands(v: f64) -> String {
@@ -106,6 +114,7 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += &side_by_side(r);
+    s += &memory_section(r);
     s += &targets(r);
     let _ = writeln!(s, "\n## All cases (median round by throughput)\n");
     let _ = writeln!(s, "| system | nodes | scenario | consistency | clients | conns | ok | errors | timeouts | ops/s | rounds ops/s | p50 ms | p99 ms | p99.9 ms | max ms | p50 / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -167,6 +176,42 @@ pub fn markdown(r: &Report) -> String {
     s
 }
 
+/// The memory cases, if any: one row each.
+fn memory_section(r: &Report) -> String {
+    let mut s = String::new();
+    if r.memory.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## Memory (resident after loading)\n\nVmRSS / VmHWM from `/proc/<pid>/status`, read 1 s after the last write. An embedded node lives in the bench process: its figures include the tool itself, and *before* is the same process just before loading (system started), so *after − before* is the data's share.\n\n| system | nodes | keys × value | clients | load s (writes/s) | VmRSS MiB | VmHWM MiB | before MiB | after − before MiB | measured |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for m in &r.memory {
+        let (before, delta) = match m.rss_before_kib {
+            Some(b) => (mib(b), mib(m.rss_kib.saturating_sub(b))),
+            None => ("–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} × {} B | {} | {:.1} ({}) | {} | {} | {} | {} | {} |",
+            m.system,
+            m.nodes,
+            thousands(m.keys as f64),
+            m.value_size,
+            m.clients,
+            m.load_s,
+            thousands(m.load_ops_per_sec),
+            mib(m.rss_kib),
+            mib(m.hwm_kib),
+            before,
+            delta,
+            m.measured
+        );
+    }
+    s.push('\n');
+    s
+}
+
 const SYSTEMS: [&str; 3] = ["d-engine-embedded", "d-engine-standalone", "etcd"];
 
 fn side_by_side(r: &Report) -> String {
@@ -220,6 +265,60 @@ fn find<'a>(
 
 /// One target of peers.md: (description, verdict, evidence).
 pub type TargetCheck = (String, Option<bool>, String);
+
+/// The memory target: 1 M values of 256 B held in under 1 GiB resident.
+const MEMORY_TARGET_KEYS: usize = 1_000_000;
+const MEMORY_TARGET_VALUE: usize = 256;
+const MEMORY_LIMIT_KIB: u64 = 1 << 20;
+
+/// Judges the memory target from the d-engine memory cases with at least
+/// 1 M values of at least 256 B, one node per process (an embedded 3-node
+/// cluster holds three copies in one process, so it is not judged): met if
+/// every such case's VmRSS after loading is under 1 GiB. Embedded figures
+/// include the tool, so they err on the side of "missed".
+fn memory_target(r: &Report) -> TargetCheck {
+    let what = "1 M values of 256 B: resident < 1 GiB".to_string();
+    let dengine: Vec<&MemoryResult> = r.memory.iter().filter(|m| m.system != "etcd").collect();
+    let judged: Vec<&MemoryResult> = dengine
+        .iter()
+        .copied()
+        .filter(|m| {
+            m.keys >= MEMORY_TARGET_KEYS
+                && m.value_size >= MEMORY_TARGET_VALUE
+                && !(m.system == "d-engine-embedded" && m.nodes > 1)
+        })
+        .collect();
+    if judged.is_empty() {
+        let ev = match dengine.iter().map(|m| m.keys).max() {
+            Some(k) => format!(
+                "not measured (at most {} keys loaded; the target needs {})",
+                thousands(k as f64),
+                thousands(MEMORY_TARGET_KEYS as f64)
+            ),
+            None => "not measured".into(),
+        };
+        return (what, None, ev);
+    }
+    let ev: Vec<String> = judged
+        .iter()
+        .map(|m| {
+            let before = m
+                .rss_before_kib
+                .map(|b| format!(", {} MiB before loading", mib(b)))
+                .unwrap_or_default();
+            format!(
+                "{} {}n: VmRSS {} MiB (peak {} MiB{before}; {})",
+                m.system,
+                m.nodes,
+                mib(m.rss_kib),
+                mib(m.hwm_kib),
+                m.measured
+            )
+        })
+        .collect();
+    let met = judged.iter().all(|m| m.rss_kib < MEMORY_LIMIT_KIB);
+    (what, Some(met), ev.join("; "))
+}
 
 /// Upstream d-engine 0.2.4 standalone 3-node p99 (µs) from peers.md.
 const UPSTREAM_SA3_WRITE_P99_US: f64 = 33_055.0;
@@ -382,6 +481,7 @@ pub fn check_targets(r: &Report) -> Vec<TargetCheck> {
             format!("{dropped} errors + timeouts over {} cases", at_1000.len())
         },
     ));
+    out.push(memory_target(r));
     out
 }
 
@@ -458,6 +558,7 @@ mod tests {
             settings: serde_json::Value::Null,
             floors: vec![],
             cases,
+            memory: vec![],
             skipped: vec![],
         }
     }
@@ -492,5 +593,68 @@ mod tests {
         ]);
         let md = markdown(&r);
         assert!(md.contains("| write (-) | 1000 | 100,000/s (0.900 / 1.8 ms) | – | 17,000/s (54.0 / 108 ms) **0 err, 3 to** |"), "{md}");
+    }
+
+    fn mem(system: &str, nodes: usize, keys: usize, rss_mib: u64) -> MemoryResult {
+        MemoryResult {
+            system: system.into(),
+            nodes,
+            clients: 100,
+            keys,
+            key_size: 8,
+            value_size: 256,
+            load_s: 10.0,
+            load_ops_per_sec: keys as f64 / 10.0,
+            measured: "m".into(),
+            rss_kib: rss_mib * 1024,
+            hwm_kib: rss_mib * 1024 + 1024,
+            rss_before_kib: (system == "d-engine-embedded").then_some(20 * 1024),
+            processes: vec![],
+        }
+    }
+
+    fn memory_verdict(memory: Vec<MemoryResult>) -> (Option<bool>, String) {
+        let mut r = report(vec![]);
+        r.memory = memory;
+        let t = check_targets(&r);
+        let row = t.iter().find(|x| x.0.starts_with("1 M values")).unwrap();
+        (row.1, row.2.clone())
+    }
+
+    #[test]
+    fn memory_target_is_judged_on_full_size_dengine_cases() {
+        assert_eq!(memory_verdict(vec![]).0, None);
+        let (v, ev) = memory_verdict(vec![mem("d-engine-embedded", 1, 2_000, 30)]);
+        assert_eq!(v, None);
+        assert!(ev.contains("2,000 keys"), "{ev}");
+        let (v, ev) = memory_verdict(vec![
+            mem("d-engine-embedded", 1, 1_000_000, 600),
+            mem("d-engine-standalone", 1, 1_000_000, 500),
+            mem("etcd", 1, 1_000_000, 2_000),
+            mem("d-engine-embedded", 3, 1_000_000, 1_500),
+        ]);
+        assert_eq!(v, Some(true), "{ev}");
+        assert!(
+            ev.contains("VmRSS 600 MiB (peak 601 MiB, 20 MiB before loading"),
+            "{ev}"
+        );
+        let (v, _) = memory_verdict(vec![
+            mem("d-engine-embedded", 1, 1_000_000, 600),
+            mem("d-engine-standalone", 1, 1_000_000, 1_024),
+        ]);
+        assert_eq!(v, Some(false));
+    }
+
+    #[test]
+    fn markdown_lists_memory_cases_with_the_embedded_delta() {
+        let mut r = report(vec![]);
+        r.memory = vec![
+            mem("d-engine-embedded", 1, 1_000_000, 600),
+            mem("d-engine-standalone", 1, 1_000_000, 500),
+        ];
+        let md = markdown(&r);
+        assert!(md.contains("| d-engine-embedded | 1 | 1,000,000 × 256 B | 100 | 10.0 (100,000) | 600 | 601 | 20 | 580 | m |"), "{md}");
+        assert!(md.contains("| d-engine-standalone | 1 | 1,000,000 × 256 B | 100 | 10.0 (100,000) | 500 | 501 | – | – | m |"), "{md}");
+        assert!(md.contains("include the tool itself"), "{md}");
     }
 }

@@ -48,6 +48,9 @@ pub enum Scenario {
     ReadEventual,
     /// Linearizable reads (or `--consistency`) on only 10 keys.
     HotKey,
+    /// Loads `--memory-keys` distinct keys on a fresh node, then reports its
+    /// resident memory (VmRSS / VmHWM); not a timed round.
+    Memory,
 }
 
 /// What one request does.
@@ -67,13 +70,15 @@ impl Scenario {
             Scenario::ReadLease => "read-lease",
             Scenario::ReadEventual => "read-eventual",
             Scenario::HotKey => "hot-key",
+            Scenario::Memory => "memory",
         }
     }
 
-    /// The request this scenario issues; `read` and `hot-key` use `c`.
+    /// The request this scenario issues; `read` and `hot-key` use `c`
+    /// (`memory` loads with puts).
     pub fn op(self, c: Consistency) -> OpKind {
         match self {
-            Scenario::WriteSingle | Scenario::Write => OpKind::Put,
+            Scenario::WriteSingle | Scenario::Write | Scenario::Memory => OpKind::Put,
             Scenario::Read | Scenario::HotKey => OpKind::Get(c),
             Scenario::ReadLinearizable => OpKind::Get(Consistency::Linearizable),
             Scenario::ReadLease => OpKind::Get(Consistency::Lease),
@@ -126,18 +131,28 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, OpError>> + Send + 'a;
 }
 
-/// Fixed-size keys: the index in decimal, zero-padded to `key_size` bytes.
+/// Key number `i`: `i` in decimal, zero-padded to `key_size` bytes (longer
+/// if `i` has more digits; [`check_key_size`] rules that out).
+pub fn key(i: usize, key_size: usize) -> Vec<u8> {
+    format!("{i:0key_size$}").into_bytes()
+}
+
+/// Fails unless keys `0..count` all fit in `key_size` bytes.
+pub fn check_key_size(count: usize, key_size: usize) -> Result<()> {
+    let digits = count.saturating_sub(1).to_string().len();
+    if key_size < digits {
+        bail!("--key-size {key_size} is too small for {count} keys: need at least {digits} bytes");
+    }
+    Ok(())
+}
+
+/// Keys `0..count` (see [`key`]).
 pub fn make_keys(count: usize, key_size: usize) -> Result<Vec<Vec<u8>>> {
     if count == 0 {
         bail!("--key-space must be at least 1");
     }
-    let digits = (count - 1).to_string().len();
-    if key_size < digits {
-        bail!("--key-size {key_size} is too small for --key-space {count}: need at least {digits} bytes");
-    }
-    Ok((0..count)
-        .map(|i| format!("{i:0key_size$}").into_bytes())
-        .collect())
+    check_key_size(count, key_size)?;
+    Ok((0..count).map(|i| key(i, key_size)).collect())
 }
 
 /// A value of `size` bytes (printable, not all equal).
@@ -387,11 +402,14 @@ fn progress_bar(spec: &RunSpec) -> ProgressBar {
     bar
 }
 
-/// Writes every key once (so reads find their key), with `parallel` writers.
+/// Writes keys `0..count` (see [`key`]) once each, with `parallel`
+/// concurrent writers, so reads find their key. Keys are made on the fly:
+/// loading a million keys costs the tool no key table.
 /// Fails on the first error: a benchmark on a half-loaded key space is wrong.
 pub async fn preload<D: Driver>(
     driver: Arc<D>,
-    keys: Arc<Vec<Vec<u8>>>,
+    count: usize,
+    key_size: usize,
     value: Arc<Vec<u8>>,
     parallel: usize,
     timeout: Duration,
@@ -399,16 +417,16 @@ pub async fn preload<D: Driver>(
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..parallel.max(1) {
-        let (driver, keys, value, next) =
-            (driver.clone(), keys.clone(), value.clone(), next.clone());
+        let (driver, value, next) = (driver.clone(), value.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let conn = w % driver.connections().max(1);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= keys.len() {
+                if i >= count {
                     return Ok::<(), anyhow::Error>(());
                 }
-                match tokio::time::timeout(timeout, driver.put(conn, &keys[i], &value)).await {
+                let k = key(i, key_size);
+                match tokio::time::timeout(timeout, driver.put(conn, &k, &value)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => bail!("preloading key {i} failed: {e:?}"),
                     Err(_) => bail!("preloading key {i}: no reply within {timeout:?}"),
@@ -440,6 +458,41 @@ mod tests {
     fn too_small_key_size_is_a_clear_error() {
         let e = make_keys(1_000_000, 4).unwrap_err().to_string();
         assert!(e.contains("--key-size") && e.contains("6 bytes"), "{e}");
+        assert!(check_key_size(1_000_000, 6).is_ok());
+    }
+
+    #[tokio::test]
+    async fn preload_writes_each_key_once() {
+        /// Records every key it is asked to write.
+        struct Recorder(std::sync::Mutex<Vec<Vec<u8>>>);
+        impl Driver for Recorder {
+            fn connections(&self) -> usize {
+                2
+            }
+            fn supports(&self, _: Consistency) -> bool {
+                true
+            }
+            async fn put<'a>(&'a self, _: usize, k: &'a [u8], _: &'a [u8]) -> Result<(), OpError> {
+                self.0.lock().unwrap().push(k.to_vec());
+                Ok(())
+            }
+            async fn get<'a>(
+                &'a self,
+                _: usize,
+                _: &'a [u8],
+                _: Consistency,
+            ) -> Result<bool, OpError> {
+                Ok(true)
+            }
+        }
+        let d = Arc::new(Recorder(Default::default()));
+        let value = Arc::new(make_value(4));
+        preload(d.clone(), 1000, 8, value, 7, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut got = d.0.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, make_keys(1000, 8).unwrap());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use tonic::transport::{Channel, Endpoint};
 
 use super::procs::{free_port, Proc};
+use crate::memory::Holder;
 use crate::pb::etcd::kv_client::KvClient;
 use crate::pb::etcd::{PutRequest, RangeRequest};
 use crate::workload::{Consistency, Driver, OpError};
@@ -149,6 +150,19 @@ impl EtcdCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The etcd processes, in member order (see [`Holder`]).
+    /// Fails if one has already been reaped.
+    pub fn holder(&self) -> Result<Holder> {
+        Ok(Holder::Servers {
+            program: "etcd",
+            pids: self
+                .procs
+                .iter()
+                .map(|p| p.pid().with_context(|| format!("{} has exited", p.name)))
+                .collect::<Result<_>>()?,
+        })
     }
 
     pub async fn stop(self) {

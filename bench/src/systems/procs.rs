@@ -68,6 +68,11 @@ impl Proc {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The process id; `None` once the process has been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the process (SIGKILL) and waits for it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;

@@ -10,6 +10,7 @@ use d_engine_client::{Client, ClientBuilder, GrpcKv};
 
 use super::procs::{free_port, Proc};
 use super::{dengine_consistency, dengine_error};
+use crate::memory::Holder;
 use crate::workload::{Consistency, Driver, OpError};
 
 pub struct StandaloneCluster {
@@ -144,6 +145,19 @@ impl StandaloneCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The server processes, in node order (see [`Holder`]).
+    /// Fails if one has already been reaped.
+    pub fn holder(&self) -> Result<Holder> {
+        Ok(Holder::Servers {
+            program: "d-engine-server",
+            pids: self
+                .procs
+                .iter()
+                .map(|p| p.pid().with_context(|| format!("{} has exited", p.name)))
+                .collect::<Result<_>>()?,
+        })
     }
 
     pub async fn stop(self) {
