@@ -213,6 +213,10 @@ async fn grow_one_to_three_and_transfer_leadership() {
         .await
         .unwrap();
     e1.wait_ready(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        e1.status().sole_voter,
+        "a one-node cluster's leader is its only voter"
+    );
     let c1 = e1.client();
     for i in 0..20u32 {
         c1.put(format!("g{i}"), b"v").await.unwrap();
@@ -242,6 +246,11 @@ async fn grow_one_to_three_and_transfer_leadership() {
         assert!(members
             .iter()
             .any(|m| m.id == id && m.role == d_engine::MemberRole::Learner));
+        assert_eq!(
+            e1.status().sole_voter,
+            id == 2,
+            "a learner does not vote; voter 2 was promoted before learner 3 was added"
+        );
         // Wait until the learner has caught up, then promote it.
         let deadline = Instant::now() + Duration::from_secs(15);
         while eng.status().applied_index < e1.status().commit_index {
@@ -259,6 +268,17 @@ async fn grow_one_to_three_and_transfer_leadership() {
         assert!(members
             .iter()
             .any(|m| m.id == id && m.role == d_engine::MemberRole::Voter));
+        // Linearizable reads must now go through a ReadIndex round.
+        assert!(
+            !e1.status().sole_voter,
+            "voter {id} added, still sole voter"
+        );
+        assert!(!eng.status().sole_voter);
+        let kv = c1
+            .get_with(b"after-snap", Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(kv.map(|kv| kv.value.to_vec()), Some(b"1".to_vec()));
         others.push((eng, dir));
     }
     for (eng, _) in &others {

@@ -572,6 +572,9 @@ impl CoreLoop {
         p.lease_deadline_ns.store(deadline, Ordering::Release);
 
         if self.last_membership.as_ref() != Some(&st.membership) {
+            let mut voters = st.membership.voters();
+            let sole = voters.next() == Some(self.shared.id) && voters.next().is_none();
+            p.sole_voter.store(sole, Ordering::Release);
             let view = Arc::new(MembersView::from_membership(&st.membership));
             let mut peers = view.peer_map(self.shared.id);
             if st.membership.members.is_empty() {

@@ -125,6 +125,10 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub snapshot_index: u64,
     pub members: Vec<MemberInfo>,
+    /// This node is the only voter of its configuration. As leader it then
+    /// confirms linearizable reads alone, with no ReadIndex round through
+    /// the consensus loop.
+    pub sole_voter: bool,
 }
 
 /// Handle to a running node. Clone it freely.

@@ -242,6 +242,12 @@ pub(crate) struct Published {
     pub(crate) lease_deadline_ns: AtomicU64,
     /// This node leads and has committed an entry of its current term.
     pub(crate) leader_ready: AtomicBool,
+    /// This node is the only voter of its latest configuration (the one in
+    /// effect on it: appended, not necessarily committed). Nobody else can
+    /// be elected or commit while it holds: any configuration that adds a
+    /// voter is appended on this node first and clears it in the same loop
+    /// iteration, before the new voter even learns of it.
+    pub(crate) sole_voter: AtomicBool,
     pub(crate) members: RwLock<Arc<MembersView>>,
 }
 
@@ -454,6 +460,7 @@ impl Shared {
             last_log_index: p.last_index.load(Ordering::Acquire),
             snapshot_index: p.snapshot_index.load(Ordering::Acquire),
             members: self.members(),
+            sole_voter: p.sole_voter.load(Ordering::Acquire),
         }
     }
 
@@ -662,11 +669,11 @@ impl Shared {
         self.check_running()?;
         match consistency {
             Consistency::Eventual => Ok(()),
-            Consistency::Lease if self.lease_valid() => {
-                // Everything acknowledged before now is at most the published
-                // commit index; wait until it is applied.
-                let commit = self.published.commit.load(Ordering::Acquire);
-                self.wait_applied(commit).await
+            Consistency::Lease if self.lease_valid() => self.wait_published_commit().await,
+            // The only voter confirms its own leadership: a ReadIndex round
+            // would ask a quorum of one, itself, so it is skipped.
+            Consistency::Lease | Consistency::Linearizable if self.sole_voter_leader() => {
+                self.wait_published_commit().await
             }
             Consistency::Lease | Consistency::Linearizable => {
                 if !self.is_leader() {
@@ -685,6 +692,23 @@ impl Shared {
                 self.wait(rx, "the linearizable read").await.map(|_| ())
             }
         }
+    }
+
+    /// Waits until the published commit index is applied. Every write
+    /// acknowledged before this call is at or below it (a write is
+    /// acknowledged only once applied, and applied never passes commit).
+    async fn wait_published_commit(&self) -> Result<()> {
+        let commit = self.published.commit.load(Ordering::Acquire);
+        self.wait_applied(commit).await
+    }
+
+    /// True if this node leads a configuration in which it is the only
+    /// voter, and has committed an entry of its term (so its commit index
+    /// covers every earlier term's entries).
+    pub(crate) fn sole_voter_leader(&self) -> bool {
+        self.is_leader()
+            && self.published.leader_ready.load(Ordering::Acquire)
+            && self.published.sole_voter.load(Ordering::Acquire)
     }
 
     /// True if this node leads under a lease that still holds now.
