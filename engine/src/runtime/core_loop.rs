@@ -86,6 +86,11 @@ pub(crate) struct CoreLoop {
     pub(crate) batch: Vec<Bytes>,
     pub(crate) batch_bytes: usize,
     pub(crate) batch_waiters: Vec<Option<ProposalWaiter>>,
+    /// Waiters of proposed entries not yet handed to the apply thread: they
+    /// go with the next `Apply` (or `Install`, or the shutdown), in the same
+    /// wake-up of the apply thread, and always before the entries they wait
+    /// for can be applied.
+    pub(crate) unregistered: Vec<(Index, u64, ProposalWaiter)>,
     pub(crate) reads: Vec<ReadWaiter>,
 }
 
@@ -261,9 +266,7 @@ impl CoreLoop {
                     .filter_map(|(i, w)| w.map(|w| (first + i as u64, term, w)))
                     .collect();
                 debug_assert!(list.len() as u64 <= n);
-                if !list.is_empty() {
-                    let _ = self.apply_tx.send(ApplyTask::Register(list));
-                }
+                self.unregistered.extend(list);
             }
             Err(e) => {
                 let err = self.shared.map_propose_error(e);
@@ -440,6 +443,7 @@ impl CoreLoop {
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("syncing {}: {e}", self.snapshots.dir().display()))?;
         let (tx, rx) = std_mpsc::channel();
+        self.register_waiters();
         let _ = self.apply_tx.send(ApplyTask::Install {
             path: dest.clone(),
             done: tx,
@@ -490,6 +494,7 @@ impl CoreLoop {
             if let Some(last) = rd.committed.last() {
                 self.last_committed_term = last.term;
                 let commit = last.index;
+                self.register_waiters();
                 let _ = self.apply_tx.send(ApplyTask::Apply(rd.committed));
                 self.commit_to_send = self.commit_to_send.max(commit);
             }
@@ -514,6 +519,17 @@ impl CoreLoop {
             }
         }
         Ok(())
+    }
+
+    /// Hands the buffered proposal waiters to the apply thread. Called just
+    /// before every task that can apply entries or fail waiters, so a
+    /// waiter is registered before its entry is applied, without a wake-up
+    /// of the apply thread per proposal batch.
+    fn register_waiters(&mut self) {
+        if !self.unregistered.is_empty() {
+            let list = std::mem::take(&mut self.unregistered);
+            let _ = self.apply_tx.send(ApplyTask::Register(list));
+        }
     }
 
     /// Confirmed reads at `read_index`: released here when the state machine
@@ -651,6 +667,7 @@ impl CoreLoop {
             i.fail(err());
         }
         let _ = self.wal_tx.send(WalTask::Shutdown);
+        self.register_waiters(); // the apply thread fails them on shutdown
         let _ = self.apply_tx.send(ApplyTask::Shutdown);
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -273,6 +273,7 @@ where
         last_committed_term: 0,
         last_commit_sent: 0,
         commit_to_send: 0,
+        unregistered: Vec::new(),
         last_membership: None,
         last_leader: (u64::MAX, u64::MAX),
         batch: Vec::new(),
