@@ -442,8 +442,12 @@ impl Shared {
         }
     }
 
+    /// A consistent view: the loop publishes its commit index at the end of
+    /// an iteration, so the apply thread can be ahead of it for a moment;
+    /// the commit index reported is never below the applied index.
     pub(crate) fn status(&self) -> NodeStatus {
         let p = &self.published;
+        let applied = self.applied.load(Ordering::Acquire);
         NodeStatus {
             id: self.id,
             role: match p.role.load(Ordering::Acquire) {
@@ -455,8 +459,8 @@ impl Shared {
             },
             term: p.term.load(Ordering::Acquire),
             leader_id: p.leader.load(Ordering::Acquire),
-            commit_index: p.commit.load(Ordering::Acquire),
-            applied_index: self.applied.load(Ordering::Acquire),
+            commit_index: p.commit.load(Ordering::Acquire).max(applied),
+            applied_index: applied,
             last_log_index: p.last_index.load(Ordering::Acquire),
             snapshot_index: p.snapshot_index.load(Ordering::Acquire),
             members: self.members(),
