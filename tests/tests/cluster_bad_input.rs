@@ -94,11 +94,12 @@ async fn garbage_on_the_client_and_peer_ports_does_not_stop_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_in_use_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(2);
-    // Something else holds the client port.
-    let blocker = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
-    let client = format!("127.0.0.1:{}", ports[0]);
-    let peer = format!("127.0.0.1:{}", ports[1]);
+    // Something else holds the client port (bound to an ephemeral port
+    // directly: a port picked first and bound later can be taken by a
+    // concurrent test in between).
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let client = blocker.local_addr().unwrap().to_string();
+    let peer = format!("127.0.0.1:{}", free_ports(1)[0]);
     let (code, out) = run_to_exit(
         dir.path(),
         &[
@@ -120,7 +121,9 @@ async fn a_port_in_use_is_a_clear_startup_error() {
     drop(blocker);
 
     // Same for the peer port.
-    let blocker = std::net::TcpListener::bind(("127.0.0.1", ports[1])).unwrap();
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let peer = blocker.local_addr().unwrap().to_string();
+    let client = format!("127.0.0.1:{}", free_ports(1)[0]);
     let (code, out) = run_to_exit(
         dir.path(),
         &[
