@@ -150,6 +150,9 @@ async fn run_cases<D: Driver>(
     let timeout = Duration::from_millis(a.request_timeout_ms);
     let mut preloaded = false;
     for case in cases {
+        if let Some(note) = driver.before_case().await {
+            eprintln!("  {}: {note}", target.name());
+        }
         if case.scenario == Scenario::Memory {
             let m = run_memory(ctx, target, driver.clone(), holder, case).await?;
             out.memory.push(m);

@@ -114,6 +114,13 @@ pub enum OpError {
 /// One system under test, reachable over `connections()` connections.
 pub trait Driver: Send + Sync + 'static {
     fn connections(&self) -> usize;
+    /// Called before each case: a driver that talks to one node picks the
+    /// current leader again (leadership can move under overload, and a
+    /// former leader would forward every request). Returns a note for the
+    /// log when something changed.
+    fn before_case(&self) -> impl Future<Output = Option<String>> + Send {
+        std::future::ready(None)
+    }
     /// Whether the system offers this read consistency at all.
     fn supports(&self, c: Consistency) -> bool;
     fn put<'a>(

@@ -6,6 +6,7 @@
 //! ports); the clients call the leader's `EmbeddedClient`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +20,10 @@ use crate::workload::{Consistency, Driver, OpError};
 pub struct EmbeddedCluster {
     engines: Vec<EmbeddedEngine>,
     _dirs: Vec<tempfile::TempDir>,
-    client: EmbeddedClient,
+    /// One client per engine (same order).
+    clients: Vec<EmbeddedClient>,
+    /// Index of the leader in `engines`, as last resolved.
+    leader: AtomicUsize,
 }
 
 async fn listener() -> Result<(TcpListener, String)> {
@@ -77,11 +81,12 @@ impl EmbeddedCluster {
             }
         }
         let leader = wait_leader(&engines, Duration::from_secs(20)).await?;
-        let client = engines[leader].client();
+        let clients = engines.iter().map(|e| e.client()).collect();
         Ok(EmbeddedCluster {
             engines,
             _dirs: dirs,
-            client,
+            clients,
+            leader: AtomicUsize::new(leader),
         })
     }
 
@@ -110,9 +115,32 @@ async fn wait_leader(engines: &[EmbeddedEngine], timeout: Duration) -> Result<us
     }
 }
 
+impl EmbeddedCluster {
+    fn client(&self) -> &EmbeddedClient {
+        &self.clients[self.leader.load(Ordering::Relaxed)]
+    }
+}
+
 impl Driver for EmbeddedCluster {
     fn connections(&self) -> usize {
         0
+    }
+
+    async fn before_case(&self) -> Option<String> {
+        let was = self.leader.load(Ordering::Relaxed);
+        let now = wait_leader(&self.engines, Duration::from_secs(20))
+            .await
+            .ok()?;
+        if now == was {
+            return None;
+        }
+        self.leader.store(now, Ordering::Relaxed);
+        Some(format!(
+            "leadership moved from node {} to node {} (an election under load); \
+             the cases from here on drive the new leader",
+            was + 1,
+            now + 1
+        ))
     }
 
     fn supports(&self, _: Consistency) -> bool {
@@ -120,7 +148,7 @@ impl Driver for EmbeddedCluster {
     }
 
     async fn put<'a>(&'a self, _: usize, key: &'a [u8], value: &'a [u8]) -> Result<(), OpError> {
-        self.client
+        self.client()
             .put(key, value)
             .await
             .map(|_| ())
@@ -128,7 +156,7 @@ impl Driver for EmbeddedCluster {
     }
 
     async fn get<'a>(&'a self, _: usize, key: &'a [u8], c: Consistency) -> Result<bool, OpError> {
-        self.client
+        self.client()
             .get_with(key, dengine_consistency(c))
             .await
             .map(|kv| kv.is_some())
