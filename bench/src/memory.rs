@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::Target;
+use crate::systems::procs::Proc;
 use crate::workload::{self, Driver};
 
 /// Pause between the last acknowledged write and the reading, so the node's
@@ -74,6 +75,18 @@ pub enum Holder {
 }
 
 impl Holder {
+    /// The server processes `procs` (one per node, in node order), shown as
+    /// `program`. Fails if one has already been reaped.
+    pub fn servers(program: &'static str, procs: &[Proc]) -> Result<Holder> {
+        Ok(Holder::Servers {
+            program,
+            pids: procs
+                .iter()
+                .map(|p| p.pid().with_context(|| format!("{} has exited", p.name)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
     /// The resident memory of every process holding a node, in node order.
     fn read(&self) -> Result<Vec<Resident>> {
         match self {

@@ -155,14 +155,7 @@ impl EtcdCluster {
     /// The etcd processes, in member order (see [`Holder`]).
     /// Fails if one has already been reaped.
     pub fn holder(&self) -> Result<Holder> {
-        Ok(Holder::Servers {
-            program: "etcd",
-            pids: self
-                .procs
-                .iter()
-                .map(|p| p.pid().with_context(|| format!("{} has exited", p.name)))
-                .collect::<Result<_>>()?,
-        })
+        Holder::servers("etcd", &self.procs)
     }
 
     pub async fn stop(self) {

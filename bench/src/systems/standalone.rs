@@ -150,14 +150,7 @@ impl StandaloneCluster {
     /// The server processes, in node order (see [`Holder`]).
     /// Fails if one has already been reaped.
     pub fn holder(&self) -> Result<Holder> {
-        Ok(Holder::Servers {
-            program: "d-engine-server",
-            pids: self
-                .procs
-                .iter()
-                .map(|p| p.pid().with_context(|| format!("{} has exited", p.name)))
-                .collect::<Result<_>>()?,
-        })
+        Holder::servers("d-engine-server", &self.procs)
     }
 
     pub async fn stop(self) {

@@ -233,11 +233,7 @@ impl Applier {
 
     fn read_at(&mut self, index: Index, waiters: Vec<ReadWaiter>) {
         let applied = self.shared.applied.load(Ordering::Acquire);
-        if index <= applied {
-            for w in waiters {
-                w.complete(Ok(applied));
-            }
-        } else {
+        if let Some(waiters) = ReadWaiter::release_if_applied(index, applied, waiters) {
             self.reads.entry(index).or_default().extend(waiters);
         }
     }

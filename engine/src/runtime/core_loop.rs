@@ -539,11 +539,7 @@ impl CoreLoop {
     /// with this check loses no read).
     fn release_or_park_reads(&mut self, read_index: Index, waiters: Vec<ReadWaiter>) {
         let applied = self.shared.applied.load(Ordering::Acquire);
-        if read_index <= applied {
-            for w in waiters {
-                w.complete(Ok(applied));
-            }
-        } else {
+        if let Some(waiters) = ReadWaiter::release_if_applied(read_index, applied, waiters) {
             let _ = self.apply_tx.send(ApplyTask::ReadAt {
                 index: read_index,
                 waiters,

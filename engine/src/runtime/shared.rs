@@ -80,6 +80,23 @@ impl ReadWaiter {
     pub(crate) fn complete(self, r: Result<u64>) {
         let _ = self.tx.send(r);
     }
+
+    /// Releases reads confirmed at `read_index` if the state machine has
+    /// applied that far (`applied`); otherwise hands them back to be parked
+    /// until it has.
+    pub(crate) fn release_if_applied(
+        read_index: u64,
+        applied: u64,
+        waiters: Vec<ReadWaiter>,
+    ) -> Option<Vec<ReadWaiter>> {
+        if read_index > applied {
+            return Some(waiters);
+        }
+        for w in waiters {
+            w.complete(Ok(applied));
+        }
+        None
+    }
 }
 
 /// One unit of a bounded counter, released on drop.

@@ -18,14 +18,12 @@ pub const BUILDER_NICE: i32 = 10;
 pub fn lower_this_thread_priority() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions; setpriority reads only its
-        // integer arguments.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        let tid = this_tid();
         // -1 is also a valid nice value; either way it is below the target.
-        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
-        if now >= BUILDER_NICE {
+        if nice_of(tid) >= BUILDER_NICE {
             return Ok(());
         }
+        // SAFETY: setpriority reads only its integer arguments.
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, BUILDER_NICE) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
@@ -34,19 +32,23 @@ pub fn lower_this_thread_priority() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The calling thread's kernel id.
+#[cfg(target_os = "linux")]
+fn this_tid() -> libc::id_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
+}
+
+/// Thread `tid`'s nice value (-1 is a valid value, not only an error).
+#[cfg(target_os = "linux")]
+fn nice_of(tid: libc::id_t) -> i32 {
+    // SAFETY: getpriority reads only its integer arguments.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-
-    fn nice_of(tid: libc::id_t) -> i32 {
-        // SAFETY: as above. getpriority may return -1 legitimately, but the
-        // values checked here are 0..=BUILDER_NICE.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
-    }
-
-    fn this_tid() -> libc::id_t {
-        unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
-    }
 
     #[test]
     fn only_the_calling_thread_is_lowered() {
