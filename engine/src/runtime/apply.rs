@@ -172,26 +172,18 @@ impl Applier {
             .apply(&entries)
             .map_err(|e| format!("applying entries {}..: {e}", entries[0].index))?;
         drop(entries);
-        let mut any_events = false;
-        for a in &results {
-            if !a.events.is_empty() {
-                any_events = true;
-                break;
-            }
-        }
+        let mut results = results;
         // The applied index (the `revision` in response headers) moves
         // before the events are published: a watch created in between
         // reports a revision that covers the events it will not receive,
         // so a client resuming "after the created revision" skips nothing.
         let applied = self.sm.applied_index();
         self.shared.applied.store(applied, Ordering::Release);
-        if any_events {
-            let events: Vec<_> = results
-                .iter()
-                .flat_map(|a| a.events.iter().cloned())
-                .collect();
-            self.shared.hub.publish(&events);
-        }
+        let events: Vec<_> = results
+            .iter_mut()
+            .flat_map(|a| std::mem::take(&mut a.events))
+            .collect();
+        self.shared.hub.publish(events);
         for a in results {
             if let Some((term, w)) = self.waiters.remove(&a.index) {
                 if term == a.term {

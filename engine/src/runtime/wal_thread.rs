@@ -73,6 +73,45 @@ fn drain_until_shutdown(rx: &std_mpsc::Receiver<WalTask>, e: &str) {
     }
 }
 
+/// The longest a wake-up waits for more entries before its sync.
+const MAX_GATHER: Duration = Duration::from_micros(250);
+
+/// Group-commit pacing: how many entries the last sync covered and how long
+/// it took.
+#[derive(Default)]
+struct Pacing {
+    last_batch: usize,
+    last_sync: Duration,
+}
+
+impl Pacing {
+    /// How long a wake-up holding `entries` entries waits for more before
+    /// syncing: only when fewer have arrived than the last sync covered (a
+    /// load of many writers whose requests are still on their way), and at
+    /// most half the last sync's duration (capped by [`MAX_GATHER`]).
+    /// Without this, writers released together by one sync split into a
+    /// lone early entry that takes a sync of its own and the rest that wait
+    /// for it. A single writer never waits: its last batch had one entry.
+    fn gather_budget(&self, entries: usize) -> Option<Duration> {
+        (entries > 0 && entries < self.last_batch).then(|| (self.last_sync / 2).min(MAX_GATHER))
+    }
+}
+
+fn append_count(tasks: &[WalTask]) -> usize {
+    tasks
+        .iter()
+        .map(|t| match t {
+            WalTask::Append(e) => e.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Whether a task must be executed without waiting for more.
+fn is_urgent(t: &WalTask) -> bool {
+    matches!(t, WalTask::Shutdown | WalTask::Reset { .. })
+}
+
 fn run(
     wal: &mut Wal,
     periodic: Option<Duration>,
@@ -84,6 +123,7 @@ fn run(
         shutdown_taken: true,
     };
     let mut tasks: Vec<WalTask> = Vec::new();
+    let mut pacing = Pacing::default();
     loop {
         let first = match periodic {
             Some(iv) if wal.has_unsynced() => {
@@ -103,24 +143,54 @@ fn run(
         while let Ok(t) = rx.try_recv() {
             tasks.push(t);
         }
+        let mut entries = append_count(&tasks);
+        if periodic.is_none() && !tasks.iter().any(is_urgent) {
+            if let Some(budget) = pacing.gather_budget(entries) {
+                let deadline = Instant::now() + budget;
+                while entries < pacing.last_batch {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    match rx.recv_timeout(left) {
+                        Ok(t) => {
+                            let urgent = is_urgent(&t);
+                            entries += append_count(std::slice::from_ref(&t));
+                            tasks.push(t);
+                            if urgent {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
         let shutdown = tasks.iter().any(|t| matches!(t, WalTask::Shutdown));
-        wake_up(wal, periodic, &mut tasks, input).map_err(|error| Stopped {
+        let started = Instant::now();
+        let synced = wake_up(wal, periodic, &mut tasks, input).map_err(|error| Stopped {
             error,
             shutdown_taken: shutdown,
         })?;
+        if synced {
+            pacing = Pacing {
+                last_batch: entries,
+                last_sync: started.elapsed(),
+            };
+        }
         if shutdown {
             return finish(wal).map_err(closed);
         }
     }
 }
 
-/// Executes the tasks of one wake-up: appends, then one sync for all of them.
+/// Executes the tasks of one wake-up: appends, then one sync for all of
+/// them. Returns whether entries were appended.
 fn wake_up(
     wal: &mut Wal,
     periodic: Option<Duration>,
     tasks: &mut Vec<WalTask>,
     input: &std_mpsc::Sender<Input>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let mut appended = false;
     for t in tasks.drain(..) {
         match t {
@@ -133,11 +203,8 @@ fn wake_up(
             WalTask::Reset { next, done } => {
                 // Anything appended before the reset is discarded by it.
                 let r = wal.reset(next).map_err(|e| e.to_string());
-                let failed = r.is_err();
                 let _ = done.send(r.clone());
-                if failed {
-                    return r;
-                }
+                r?;
             }
             WalTask::Shutdown => {}
         }
@@ -161,7 +228,7 @@ fn wake_up(
     } else if periodic.is_some() && wal.needs_sync(Instant::now()) {
         wal.sync().map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(appended)
 }
 
 fn finish(wal: &mut Wal) -> Result<(), String> {
@@ -173,6 +240,27 @@ mod tests {
     use super::*;
     use d_engine_storage::wal::conformance::entry;
     use d_engine_storage::wal::WalOptions;
+
+    #[test]
+    fn only_a_wake_up_smaller_than_the_last_batch_waits_and_briefly() {
+        let after = |last_batch, sync_us| Pacing {
+            last_batch,
+            last_sync: Duration::from_micros(sync_us),
+        };
+        // A lone writer: its last batch was one entry.
+        assert_eq!(after(1, 300).gather_budget(1), None);
+        // Nothing to append (commit floors, compaction): no wait.
+        assert_eq!(after(100, 300).gather_budget(0), None);
+        // As many as last time: sync at once.
+        assert_eq!(after(100, 300).gather_budget(100), None);
+        assert_eq!(after(100, 300).gather_budget(150), None);
+        // Fewer: half the last sync, never more than MAX_GATHER.
+        assert_eq!(
+            after(100, 300).gather_budget(1),
+            Some(Duration::from_micros(150))
+        );
+        assert_eq!(after(100, 10_000).gather_budget(99), Some(MAX_GATHER));
+    }
 
     /// A wake-up that holds both a failing task and `Shutdown` must end the
     /// thread: the consensus loop, joining it, sends no second `Shutdown`.

@@ -167,8 +167,9 @@ impl WatchHub {
         Ok(rx)
     }
 
-    /// Publishes the events of one applied batch (in log order).
-    pub(crate) fn publish(&self, events: &[SmEvent]) {
+    /// Publishes the events of one applied batch (in log order); they move
+    /// into the history.
+    pub(crate) fn publish(&self, events: Vec<SmEvent>) {
         if events.is_empty() {
             return;
         }
@@ -176,7 +177,7 @@ impl WatchHub {
         if !g.watchers.is_empty() {
             let buffer = self.buffer;
             g.watchers.retain(|w| {
-                for ev in events {
+                for ev in &events {
                     if w.wants(ev) && !w.deliver(ev, buffer) {
                         return false;
                     }
@@ -196,7 +197,7 @@ impl WatchHub {
                     g.floor = g.floor.max(old.revision + 1);
                 }
             }
-            g.history.push_back(ev.clone());
+            g.history.push_back(ev);
         }
     }
 
@@ -251,7 +252,7 @@ mod tests {
         let hub = WatchHub::new(16, 100, 10, 0);
         let mut k = hub.watch(Bytes::from_static(b"a"), false, 0).unwrap();
         let mut p = hub.watch(Bytes::from_static(b"a"), true, 0).unwrap();
-        hub.publish(&[put("a", 1), put("ab", 2), put("b", 3), put("a", 4)]);
+        hub.publish(vec![put("a", 1), put("ab", 2), put("b", 3), put("a", 4)]);
         let revs = |rx: &mut WatchStream| {
             let mut v = vec![];
             while let Ok(e) = rx.try_recv() {
@@ -267,7 +268,7 @@ mod tests {
     fn slow_watcher_is_cancelled_with_reason() {
         let hub = WatchHub::new(2, 100, 10, 0);
         let mut w = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
-        hub.publish(&[put("k", 1), put("k", 2), put("k", 3), put("k", 4)]);
+        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3), put("k", 4)]);
         assert!(w.try_recv().unwrap().is_ok());
         assert!(w.try_recv().unwrap().is_ok());
         let e = w.try_recv().unwrap().unwrap_err();
@@ -278,7 +279,7 @@ mod tests {
     #[test]
     fn start_revision_replays_history_or_reports_compaction() {
         let hub = WatchHub::new(16, 3, 10, 0);
-        hub.publish(&[put("k", 1), put("k", 2), put("k", 3), put("k", 4)]);
+        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3), put("k", 4)]);
         let mut w = hub.watch(Bytes::from_static(b"k"), false, 3).unwrap();
         assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 3);
         assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 4);
@@ -290,9 +291,9 @@ mod tests {
     fn start_revision_ahead_of_applied_skips_older_events() {
         // A lagging node: the watch starts at 5 but the node has applied 2.
         let hub = WatchHub::new(16, 100, 10, 0);
-        hub.publish(&[put("k", 1), put("k", 2)]);
+        hub.publish(vec![put("k", 1), put("k", 2)]);
         let mut w = hub.watch(Bytes::from_static(b"k"), false, 5).unwrap();
-        hub.publish(&[put("k", 3), put("k", 4), put("k", 5), put("k", 6)]);
+        hub.publish(vec![put("k", 3), put("k", 4), put("k", 5), put("k", 6)]);
         assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 5);
         assert_eq!(w.try_recv().unwrap().unwrap().kv.mod_revision, 6);
         assert!(w.try_recv().is_err());

@@ -27,6 +27,7 @@ pub mod sled_sm;
 pub mod wire;
 
 mod apply;
+mod key_index;
 mod sled_snapshot;
 
 pub use mem::MemStateMachine;
@@ -57,6 +58,32 @@ pub struct KeyValue {
 }
 
 impl KeyValue {
+    /// Whether the key is expired at `now_ms` (deadline `<= now_ms`).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.meta().is_expired(now_ms)
+    }
+
+    /// Everything about this incarnation of the key but its value.
+    pub fn meta(&self) -> KeyMeta {
+        KeyMeta {
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+/// A key's revision metadata without its value (see [`KeyValue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub create_revision: Index,
+    pub mod_revision: Index,
+    pub version: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl KeyMeta {
     /// Whether the key is expired at `now_ms` (deadline `<= now_ms`).
     pub fn is_expired(&self, now_ms: u64) -> bool {
         matches!(self.expires_at_ms, Some(d) if d <= now_ms)
@@ -104,8 +131,9 @@ pub struct WatchEvent {
     pub revision: Index,
     /// The new key-value (for `Put`), `None` for `Delete`.
     pub kv: Option<KeyValue>,
-    /// The key-value before the change, if it existed.
-    pub prev: Option<KeyValue>,
+    /// The key's metadata before the change, if it existed (the previous
+    /// value itself is not kept: writes do not read it).
+    pub prev: Option<KeyMeta>,
 }
 
 /// One applied entry: its result and the key changes it made.

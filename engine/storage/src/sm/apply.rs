@@ -3,18 +3,22 @@
 //! overlay that becomes one atomic batch) and the replicated metadata.
 
 use super::dedup::{DedupTable, SessionChange};
-use super::{Applied, ApplyResult, KeyValue, SmError, WatchEvent, WatchEventKind};
+use super::{Applied, ApplyResult, KeyMeta, KeyValue, SmError, WatchEvent, WatchEventKind};
 use crate::command::{Command, Op};
 use bytes::Bytes;
 use d_engine_core::{ConfChange, Entry, EntryPayload, Index, Member, MemberRole, Membership, Term};
 
 /// Key storage as seen by the applier within one batch.
 pub(crate) trait KvStore {
+    /// The metadata of the key's current incarnation; does not read values.
+    fn meta(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, SmError>;
+    /// The key's current value (compare-and-swap needs it).
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError>;
-    /// Stores `kv` (replacing `old`, which the caller read with `get`).
-    fn put(&mut self, kv: KeyValue, old: Option<&KeyValue>) -> Result<(), SmError>;
-    /// Removes `old` (which the caller read with `get`).
-    fn delete(&mut self, old: &KeyValue) -> Result<(), SmError>;
+    /// Stores `kv`, replacing the incarnation described by `old` (which the
+    /// caller read with `meta` or `get`).
+    fn put(&mut self, kv: KeyValue, old: Option<&KeyMeta>) -> Result<(), SmError>;
+    /// Removes `key`, whose current incarnation `old` describes.
+    fn delete(&mut self, key: &Bytes, old: &KeyMeta) -> Result<(), SmError>;
     /// Keys whose deadline is `<= now_ms`, ordered by (deadline, key).
     fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError>;
 }
@@ -143,15 +147,15 @@ fn write_value<S: KvStore>(
     key: &Bytes,
     value: &Bytes,
     expires_at_ms: Option<u64>,
-    old: Option<KeyValue>,
+    old: Option<KeyMeta>,
     events: &mut Vec<WatchEvent>,
 ) -> Result<KeyValue, SmError> {
     let kv = KeyValue {
         key: key.clone(),
         value: value.clone(),
-        create_revision: old.as_ref().map_or(index, |o| o.create_revision),
+        create_revision: old.map_or(index, |o| o.create_revision),
         mod_revision: index,
-        version: old.as_ref().map_or(1, |o| o.version + 1),
+        version: old.map_or(1, |o| o.version + 1),
         expires_at_ms,
     };
     store.put(kv.clone(), old.as_ref())?;
@@ -168,13 +172,14 @@ fn write_value<S: KvStore>(
 fn delete_value<S: KvStore>(
     store: &mut S,
     index: Index,
-    old: KeyValue,
+    key: &Bytes,
+    old: KeyMeta,
     events: &mut Vec<WatchEvent>,
 ) -> Result<(), SmError> {
-    store.delete(&old)?;
+    store.delete(key, &old)?;
     events.push(WatchEvent {
         kind: WatchEventKind::Delete,
-        key: old.key.clone(),
+        key: key.clone(),
         revision: index,
         kv: None,
         prev: Some(old),
@@ -194,14 +199,14 @@ fn apply_op<S: KvStore>(
             value,
             expires_at_ms,
         } => {
-            let old = store.get(key)?;
-            let prev_revision = old.as_ref().map(|o| o.mod_revision);
+            let old = store.meta(key)?;
+            let prev_revision = old.map(|o| o.mod_revision);
             write_value(store, index, key, value, *expires_at_ms, old, events)?;
             ApplyResult::Put { prev_revision }
         }
-        Op::Delete { key } => match store.get(key)? {
+        Op::Delete { key } => match store.meta(key)? {
             Some(old) => {
-                delete_value(store, index, old, events)?;
+                delete_value(store, index, key, old, events)?;
                 ApplyResult::Delete { existed: true }
             }
             None => ApplyResult::Delete { existed: false },
@@ -224,6 +229,7 @@ fn apply_op<S: KvStore>(
                     current: old,
                 }
             } else {
+                let old = old.as_ref().map(KeyValue::meta);
                 let current = match (new_value, old) {
                     (Some(v), old) => Some(write_value(
                         store,
@@ -235,7 +241,7 @@ fn apply_op<S: KvStore>(
                         events,
                     )?),
                     (None, Some(old)) => {
-                        delete_value(store, index, old, events)?;
+                        delete_value(store, index, key, old, events)?;
                         None
                     }
                     (None, None) => None,
@@ -250,9 +256,9 @@ fn apply_op<S: KvStore>(
             let keys = store.expired(*now_ms)?;
             let mut n = 0;
             for key in keys {
-                match store.get(&key)? {
+                match store.meta(&key)? {
                     Some(old) if old.is_expired(*now_ms) => {
-                        delete_value(store, index, old, events)?;
+                        delete_value(store, index, &key, old, events)?;
                         n += 1;
                     }
                     _ => {

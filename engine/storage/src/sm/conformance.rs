@@ -367,7 +367,8 @@ pub fn watch_events(f: Factory<'_>, dir: &Path) {
     );
     assert_eq!(e.kv.as_ref().unwrap().value.as_ref(), b"1");
     let r = apply1(&*sm, cmd(2, 1, put("w", "2", None)));
-    assert_eq!(r.events[0].prev.as_ref().unwrap().value.as_ref(), b"1");
+    assert_eq!(r.events[0].prev.unwrap().mod_revision, 1);
+    assert_eq!(r.events[0].prev.unwrap().version, 1);
     assert_eq!(r.events[0].kv.as_ref().unwrap().mod_revision, 2);
     let r = apply1(&*sm, cmd(3, 1, del("w")));
     assert_eq!(r.events[0].kind, WatchEventKind::Delete);

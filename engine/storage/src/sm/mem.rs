@@ -2,7 +2,7 @@
 //! tests and the simulator. Snapshots copy the whole state under the lock.
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
-use super::{Applied, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
+use super::{Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
 use crate::snapshot::SnapshotFileReader;
 use bytes::Bytes;
 use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
@@ -17,10 +17,13 @@ struct MemKv {
 }
 
 impl KvStore for MemKv {
+    fn meta(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, SmError> {
+        Ok(self.kv.get(key).map(KeyValue::meta))
+    }
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
         Ok(self.kv.get(key).cloned())
     }
-    fn put(&mut self, kv: KeyValue, old: Option<&KeyValue>) -> Result<(), SmError> {
+    fn put(&mut self, kv: KeyValue, old: Option<&KeyMeta>) -> Result<(), SmError> {
         if let Some(d) = old.and_then(|o| o.expires_at_ms) {
             self.ttl.remove(&(d, kv.key.clone()));
         }
@@ -30,11 +33,11 @@ impl KvStore for MemKv {
         self.kv.insert(kv.key.clone(), kv);
         Ok(())
     }
-    fn delete(&mut self, old: &KeyValue) -> Result<(), SmError> {
+    fn delete(&mut self, key: &Bytes, old: &KeyMeta) -> Result<(), SmError> {
         if let Some(d) = old.expires_at_ms {
-            self.ttl.remove(&(d, old.key.clone()));
+            self.ttl.remove(&(d, key.clone()));
         }
-        self.kv.remove(&old.key);
+        self.kv.remove(key);
         Ok(())
     }
     fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError> {

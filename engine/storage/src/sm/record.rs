@@ -3,7 +3,7 @@
 
 use super::dedup::{ClientSession, Remembered};
 use super::wire::{Reader, WireError, Writer};
-use super::{ApplyResult, KeyValue};
+use super::{ApplyResult, KeyMeta, KeyValue};
 use bytes::Bytes;
 use d_engine_core::{Member, MemberRole, Membership};
 use std::collections::BTreeMap;
@@ -38,6 +38,22 @@ pub fn decode_value(key: Bytes, r: &mut Reader<'_>) -> Result<KeyValue, WireErro
         version: r.u64("version")?,
         expires_at_ms: r.opt_u64("expires_at_ms")?,
         value: r.bytes_owned("value")?,
+    })
+}
+
+/// Decodes the metadata at the start of a stored value record, without
+/// copying the value.
+pub fn meta_from_bytes(buf: &[u8]) -> Result<KeyMeta, WireError> {
+    let mut r = Reader::new(buf);
+    let v = r.u8("record version")?;
+    if v != RECORD_VERSION {
+        return Err(r.err(format!("unknown record version {v}")));
+    }
+    Ok(KeyMeta {
+        create_revision: r.u64("create_revision")?,
+        mod_revision: r.u64("mod_revision")?,
+        version: r.u64("version")?,
+        expires_at_ms: r.opt_u64("expires_at_ms")?,
     })
 }
 

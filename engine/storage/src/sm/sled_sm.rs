@@ -23,13 +23,14 @@
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::SessionChange;
+use super::key_index::KeyIndex;
 use super::record::{
     membership_bytes, membership_from_bytes, session_bytes, session_from_bytes, value_bytes,
     value_from_bytes, SessionFormat,
 };
 use super::sled_snapshot::{SledSnapshotSource, SnapCtl, SnapShared};
 use super::wire::{Reader, Writer};
-use super::{Applied, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
+use super::{Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
 use crate::snapshot::SnapshotFileReader;
 use bytes::Bytes;
 use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
@@ -158,13 +159,19 @@ pub(crate) struct SledDb {
     pub name: String,
 }
 
+/// What `apply` works on, under one lock.
+struct ApplyState {
+    meta: SmMeta,
+    keys: KeyIndex,
+}
+
 /// The sled-backed [`StateMachine`]. See the module docs for durability.
 pub struct SledStateMachine {
     dir: PathBuf,
     opts: SledOptions,
     db: RwLock<Arc<SledDb>>,
-    /// The apply lock and replicated metadata.
-    meta: Mutex<SmMeta>,
+    /// The apply lock, the replicated metadata and the key index.
+    state: Mutex<ApplyState>,
     applied: AtomicU64,
     applied_term: AtomicU64,
     membership: RwLock<Membership>,
@@ -373,6 +380,7 @@ impl SledStateMachine {
             None => open_sled(&path, &opts)?,
         };
         let meta = load_meta(&db)?;
+        let keys = KeyIndex::load(&db)?;
         // Abandoned snapshot pre-images and leftovers of an interrupted install.
         let mut b = sled::Batch::default();
         for item in db.scan_prefix([P_PRE]) {
@@ -390,7 +398,7 @@ impl SledStateMachine {
             applied: AtomicU64::new(meta.applied_index),
             applied_term: AtomicU64::new(meta.applied_term),
             membership: RwLock::new(meta.membership.clone()),
-            meta: Mutex::new(meta),
+            state: Mutex::new(ApplyState { meta, keys }),
             db: RwLock::new(Arc::new(SledDb { db, name: current })),
             snap: Arc::new(SnapShared::default()),
             poisoned: AtomicBool::new(false),
@@ -437,9 +445,11 @@ impl SledStateMachine {
     }
 }
 
-/// The keys of one batch, layered over sled; becomes one atomic `Batch`.
+/// The keys of one batch, layered over sled and the key index; becomes one
+/// atomic `Batch`.
 struct SledView<'a> {
     tree: &'a sled::Tree,
+    keys: &'a KeyIndex,
     overlay: HashMap<Bytes, Option<KeyValue>>,
     ttl: BTreeMap<(u64, Bytes), bool>,
     /// Set while a snapshot is being built: which keys need a pre-image.
@@ -447,26 +457,44 @@ struct SledView<'a> {
     preimages: Vec<(Bytes, Option<KeyValue>)>,
 }
 
+/// What one committed batch changes in the key index.
+type IndexChanges = Vec<(Bytes, Option<KeyMeta>)>;
+
 impl SledView<'_> {
-    fn touch(&mut self, key: &Bytes, old: Option<&KeyValue>) -> Result<(), SmError> {
+    /// The key's value as committed before this batch.
+    fn committed(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
+        let full = prefixed(P_KV, key);
+        match self.tree.get(&full)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
+        }
+    }
+
+    /// Called before the batch first changes `key`: saves its committed
+    /// value as a pre-image if a running snapshot build still needs it.
+    fn touch(&mut self, key: &Bytes) -> Result<(), SmError> {
         if self.overlay.contains_key(key) {
             return Ok(());
         }
         if let Some(ctl) = self.snap {
             if ctl.needs_preimage(key) {
-                self.preimages.push((key.clone(), old.cloned()));
+                let old = self.committed(key)?;
+                self.preimages.push((key.clone(), old));
             }
         }
         Ok(())
     }
 
-    /// Moves the batch into `b`; returns the keys given a pre-image.
-    fn into_batch(self, b: &mut sled::Batch) -> Vec<Bytes> {
+    /// Moves the batch into `b`; returns the keys given a pre-image and the
+    /// changes to make to the key index once `b` is committed.
+    fn into_batch(self, b: &mut sled::Batch) -> (Vec<Bytes>, IndexChanges) {
+        let mut index_changes = Vec::with_capacity(self.overlay.len());
         for (k, v) in self.overlay {
-            match v {
-                Some(kv) => b.insert(prefixed(P_KV, &k), value_bytes(&kv)),
+            match &v {
+                Some(kv) => b.insert(prefixed(P_KV, &k), value_bytes(kv)),
                 None => b.remove(prefixed(P_KV, &k)),
             }
+            index_changes.push((k, v.as_ref().map(KeyValue::meta)));
         }
         for ((d, k), present) in self.ttl {
             if present {
@@ -480,24 +508,27 @@ impl SledView<'_> {
             b.insert(prefixed(P_PRE, &k), encode_preimage(old.as_ref()));
             keys.push(k);
         }
-        keys
+        (keys, index_changes)
     }
 }
 
 impl KvStore for SledView<'_> {
-    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
-        if let Some(v) = self.overlay.get(key) {
-            return Ok(v.clone());
-        }
-        let full = prefixed(P_KV, key);
-        match self.tree.get(&full)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
+    fn meta(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, SmError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.as_ref().map(KeyValue::meta)),
+            None => Ok(self.keys.get(key)),
         }
     }
 
-    fn put(&mut self, kv: KeyValue, old: Option<&KeyValue>) -> Result<(), SmError> {
-        self.touch(&kv.key, old)?;
+    fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.committed(key),
+        }
+    }
+
+    fn put(&mut self, kv: KeyValue, old: Option<&KeyMeta>) -> Result<(), SmError> {
+        self.touch(&kv.key)?;
         if let Some(d) = old.and_then(|o| o.expires_at_ms) {
             self.ttl.insert((d, kv.key.clone()), false);
         }
@@ -508,12 +539,12 @@ impl KvStore for SledView<'_> {
         Ok(())
     }
 
-    fn delete(&mut self, old: &KeyValue) -> Result<(), SmError> {
-        self.touch(&old.key, Some(old))?;
+    fn delete(&mut self, key: &Bytes, old: &KeyMeta) -> Result<(), SmError> {
+        self.touch(key)?;
         if let Some(d) = old.expires_at_ms {
-            self.ttl.insert((d, old.key.clone()), false);
+            self.ttl.insert((d, key.clone()), false);
         }
-        self.overlay.insert(old.key.clone(), None);
+        self.overlay.insert(key.clone(), None);
         Ok(())
     }
 
@@ -545,7 +576,8 @@ impl StateMachine for SledStateMachine {
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
         self.check()?;
         let started = Instant::now();
-        let mut meta = self.meta.lock().expect("lock");
+        let mut state = self.state.lock().expect("lock");
+        let ApplyState { meta, keys } = &mut *state;
         let db = self.db();
         let t = Instant::now();
         let mut ctl = self.snap.lock_for_apply();
@@ -553,6 +585,7 @@ impl StateMachine for SledStateMachine {
         let building = ctl.building();
         let mut view = SledView {
             tree: &db.db,
+            keys,
             overlay: HashMap::new(),
             ttl: BTreeMap::new(),
             snap: if building { Some(&*ctl) } else { None },
@@ -561,7 +594,7 @@ impl StateMachine for SledStateMachine {
         let before = meta.applied_index;
         let mut changes = MetaChanges::default();
         let t = Instant::now();
-        let res = apply_entries(&mut view, &mut meta, entries, &mut changes);
+        let res = apply_entries(&mut view, meta, entries, &mut changes);
         fetch_max_us(&self.stats.execute, t);
         let out = match res {
             Ok(out) => out,
@@ -576,7 +609,7 @@ impl StateMachine for SledStateMachine {
             return Ok(out);
         }
         let mut b = sled::Batch::default();
-        let preimaged = view.into_batch(&mut b);
+        let (preimaged, index_changes) = view.into_batch(&mut b);
         b.insert(
             M_APPLIED,
             applied_bytes(meta.applied_index, meta.applied_term),
@@ -599,6 +632,9 @@ impl StateMachine for SledStateMachine {
             return Err(e.into());
         }
         fetch_max_us(&self.stats.commit, t);
+        for (key, m) in index_changes {
+            keys.set(&key, m);
+        }
         ctl.add_preimaged(preimaged);
         drop(ctl);
         self.applied.store(meta.applied_index, Ordering::Release);
@@ -668,7 +704,8 @@ impl StateMachine for SledStateMachine {
 
     fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError> {
         self.check()?;
-        let meta = self.meta.lock().expect("lock");
+        let state = self.state.lock().expect("lock");
+        let meta = &state.meta;
         let db = self.db();
         let mut ctl = self.snap.lock();
         let id = ctl.start()?;
@@ -694,7 +731,7 @@ impl StateMachine for SledStateMachine {
     }
 
     fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError> {
-        let mut meta = self.meta.lock().expect("lock");
+        let mut state = self.state.lock().expect("lock");
         self.snap.lock().cancel();
         let old = self.db();
         let name = format!("db-{:06}", db_number(&old.name) + 1);
@@ -702,7 +739,7 @@ impl StateMachine for SledStateMachine {
         if new_path.exists() {
             fs::remove_dir_all(&new_path)?;
         }
-        let (db, new_meta) = match build_from_snapshot(&new_path, &self.opts, path) {
+        let (db, new_meta, new_keys) = match build_from_snapshot(&new_path, &self.opts, path) {
             Ok(x) => x,
             Err(e) => {
                 let _ = fs::remove_dir_all(&new_path);
@@ -725,7 +762,10 @@ impl StateMachine for SledStateMachine {
             last_term: new_meta.applied_term,
             membership: new_meta.membership.clone(),
         };
-        *meta = new_meta;
+        *state = ApplyState {
+            meta: new_meta,
+            keys: new_keys,
+        };
         self.poisoned.store(false, Ordering::Release);
         // Best effort: a leftover directory is removed on the next open.
         let _ = fs::remove_dir_all(self.dir.join(old_name));
@@ -738,7 +778,7 @@ fn build_from_snapshot(
     path: &Path,
     opts: &SledOptions,
     snapshot: &Path,
-) -> Result<(sled::Db, SmMeta), SmError> {
+) -> Result<(sled::Db, SmMeta, KeyIndex), SmError> {
     let mut r = SnapshotFileReader::open(snapshot)?;
     let db = open_sled(path, opts)?;
     let mut meta = SmMeta {
@@ -747,11 +787,13 @@ fn build_from_snapshot(
         membership: r.meta().membership.clone(),
         ..Default::default()
     };
+    let mut keys = KeyIndex::default();
     let mut b = sled::Batch::default();
     let mut n = 0;
     while let Some(rec) = r.next_record()? {
         match rec {
             SnapshotRecord::Kv(kv) => {
+                keys.set(&kv.key, Some(kv.meta()));
                 if let Some(d) = kv.expires_at_ms {
                     b.insert(ttl_key(d, &kv.key), &[][..]);
                 }
@@ -776,7 +818,7 @@ fn build_from_snapshot(
     b.insert(M_FORMAT, format_bytes());
     db.apply_batch(b)?;
     db.flush()?;
-    Ok((db, meta))
+    Ok((db, meta, keys))
 }
 
 /// How [`open_or_rebuild`] found the state machine.
@@ -865,6 +907,51 @@ mod tests {
     use crate::sm::record::encode_result;
     use crate::sm::ApplyResult;
     use bytes::Bytes;
+
+    /// Asserts that the in-memory key index equals one read afresh from
+    /// the database.
+    fn assert_index_matches_db(sm: &SledStateMachine) {
+        let fresh = KeyIndex::load(&sm.db().db).unwrap();
+        let state = sm.state.lock().unwrap();
+        assert_eq!(state.keys, fresh);
+    }
+
+    /// The key index follows puts, TTL puts, compare-and-swaps, deletes,
+    /// retries, expiry and multi-entry batches, and is rebuilt on snapshot
+    /// install.
+    #[test]
+    fn key_index_mirrors_the_database() {
+        use crate::sm::conformance::{put, varied_history};
+        let dir = tempfile::tempdir().unwrap();
+        let sm = SledStateMachine::open(&dir.path().join("a"), SledOptions::default()).unwrap();
+        varied_history(&sm, 1, 300);
+        assert_index_matches_db(&sm);
+        // Several changes to one key inside one batch, then expiry.
+        let batch: Vec<_> = (301..311)
+            .map(|i| cmd(i, 4, put("key/001", &format!("b{i}"), Some(i))))
+            .collect();
+        sm.apply(&batch).unwrap();
+        assert_index_matches_db(&sm);
+        let expire = Command::new(Op::Expire { now_ms: 1_310 });
+        let r = apply1(&sm, cmd(311, 4, expire));
+        assert!(matches!(r.result, ApplyResult::Expire { expired } if expired > 0));
+        assert_index_matches_db(&sm);
+        assert_eq!(sm.get_raw(b"key/001").unwrap(), None);
+
+        let store = crate::snapshot::SnapshotStore::open(&dir.path().join("snaps")).unwrap();
+        let info = store.create(&mut *sm.begin_snapshot().unwrap()).unwrap();
+        let other = SledStateMachine::open(&dir.path().join("b"), SledOptions::default()).unwrap();
+        apply1(&other, cmd(1, 1, put("junk", "x", None)));
+        other.install_snapshot(&info.path).unwrap();
+        assert_index_matches_db(&other);
+        varied_history(&other, 312, 100);
+        assert_index_matches_db(&other);
+        drop(other);
+        let reopened =
+            SledStateMachine::open(&dir.path().join("b"), SledOptions::default()).unwrap();
+        varied_history(&reopened, 412, 20);
+        assert_index_matches_db(&reopened);
+    }
 
     /// A database still held by another handle (e.g. one closing after a
     /// storage failure) is reported busy, never wiped and rebuilt.
