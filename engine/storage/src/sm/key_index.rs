@@ -107,7 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         db.insert(prefixed(P_KV, b"bad"), &[1u8, 2][..]).unwrap();
-        let err = KeyIndex::load(&db).err().expect("corrupt");
+        let err = KeyIndex::load(&db).expect_err("corrupt");
         assert!(err.to_string().contains("bad"), "{err}");
     }
 
