@@ -125,6 +125,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub queues: QueueConfig,
     pub snapshot: SnapshotConfig,
+    pub state_machine: StateMachineConfig,
     pub watch: WatchConfig,
     pub ttl: TtlConfig,
     pub embedded: EmbeddedConfig,
@@ -247,6 +248,15 @@ pub struct SnapshotConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct StateMachineConfig {
+    /// sled's page cache, in MiB. The largest single share of a node's
+    /// memory; smaller saves memory at the cost of reads and writes that
+    /// miss it. Default 256; 8..=65536.
+    pub cache_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WatchConfig {
     /// Events buffered per watcher; a watcher that falls this far behind is
     /// cancelled with a reason. Default 1024; 1..=1,048,576.
@@ -365,6 +375,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             queues: QueueConfig::default(),
             snapshot: SnapshotConfig::default(),
+            state_machine: StateMachineConfig::default(),
             watch: WatchConfig::default(),
             ttl: TtlConfig::default(),
             embedded: EmbeddedConfig::default(),
@@ -440,6 +451,12 @@ impl Default for SnapshotConfig {
             threshold_entries: 100_000,
             chunk_bytes: 1 << 20,
         }
+    }
+}
+
+impl Default for StateMachineConfig {
+    fn default() -> Self {
+        StateMachineConfig { cache_mb: 256 }
     }
 }
 
@@ -798,6 +815,12 @@ impl Config {
             4096,
             64 << 20,
         )?;
+        range(
+            "state_machine.cache_mb",
+            self.state_machine.cache_mb,
+            8,
+            65_536,
+        )?;
         range("watch.buffer", self.watch.buffer, 1, 1 << 20)?;
         range("watch.history", self.watch.history, 0, 10_000_000)?;
         range("watch.max_watchers", self.watch.max_watchers, 1, 1_000_000)?;
@@ -957,6 +980,12 @@ mod tests {
         let e = Config::from_toml_str("[limits]\nmax_key_bytes = 5000").unwrap_err();
         assert_eq!(e.key, "limits.max_key_bytes");
         assert!(e.to_string().contains("1..=4096"), "{e}");
+
+        let e = Config::from_toml_str("[state_machine]\ncache_mb = 4").unwrap_err();
+        assert_eq!(e.key, "state_machine.cache_mb");
+        assert!(e.to_string().contains("8..=65536"), "{e}");
+        let c = Config::from_toml_str("[state_machine]\ncache_mb = 64").unwrap();
+        assert_eq!(c.state_machine.cache_mb, 64);
 
         let e = Config::from_toml_str("node_id = 0").unwrap_err();
         assert_eq!(e.key, "node_id");

@@ -87,7 +87,9 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         .map(|i| (i.meta, i.path));
     let opened = open_or_rebuild(
         &data_dir.path().join("sm"),
-        SledOptions::default(),
+        SledOptions {
+            cache_bytes: config.state_machine.cache_mb << 20,
+        },
         latest.as_ref().map(|(_, p)| p.as_path()),
     )
     .map_err(storage("state machine"))?;

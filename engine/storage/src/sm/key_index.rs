@@ -10,19 +10,63 @@
 use super::record::meta_from_bytes;
 use super::sled_sm::P_KV;
 use super::{KeyMeta, SmError};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Live keys and their metadata. Keys are copied (a key borrowed from a
 /// log entry would keep the whole entry's buffer alive).
+///
+/// A B-tree of 32-byte records rather than a hash map: it grows node by
+/// node, where a hash map of a million records doubles its table at once
+/// (a transient 1.5× of ~125 MiB). A lookup (under 1 µs) is still several
+/// times cheaper than the sled read it replaces.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
-    keys: HashMap<Box<[u8]>, KeyMeta>,
+    keys: BTreeMap<Box<[u8]>, Packed>,
+}
+
+/// [`KeyMeta`] in 32 bytes: the top bit of `version_flag` says whether
+/// `deadline` is set (a version never reaches 2^63).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed {
+    create_revision: u64,
+    mod_revision: u64,
+    version_flag: u64,
+    deadline: u64,
+}
+
+const HAS_DEADLINE: u64 = 1 << 63;
+
+impl From<KeyMeta> for Packed {
+    fn from(m: KeyMeta) -> Self {
+        let flag = if m.expires_at_ms.is_some() {
+            HAS_DEADLINE
+        } else {
+            0
+        };
+        Packed {
+            create_revision: m.create_revision,
+            mod_revision: m.mod_revision,
+            version_flag: (m.version & !HAS_DEADLINE) | flag,
+            deadline: m.expires_at_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl From<Packed> for KeyMeta {
+    fn from(p: Packed) -> Self {
+        KeyMeta {
+            create_revision: p.create_revision,
+            mod_revision: p.mod_revision,
+            version: p.version_flag & !HAS_DEADLINE,
+            expires_at_ms: (p.version_flag & HAS_DEADLINE != 0).then_some(p.deadline),
+        }
+    }
 }
 
 impl KeyIndex {
     /// Reads the metadata of every key record in `tree`.
     pub fn load(tree: &sled::Tree) -> Result<Self, SmError> {
-        let mut keys = HashMap::new();
+        let mut keys = BTreeMap::new();
         for item in tree.scan_prefix([P_KV]) {
             let (k, v) = item?;
             let meta = meta_from_bytes(&v).map_err(|e| {
@@ -31,14 +75,14 @@ impl KeyIndex {
                     bytes::Bytes::copy_from_slice(&k[1..])
                 ))
             })?;
-            keys.insert(Box::from(&k[1..]), meta);
+            keys.insert(Box::from(&k[1..]), Packed::from(meta));
         }
         Ok(KeyIndex { keys })
     }
 
     /// The metadata of `key`, if it is live.
     pub fn get(&self, key: &[u8]) -> Option<KeyMeta> {
-        self.keys.get(key).copied()
+        self.keys.get(key).map(|p| KeyMeta::from(*p))
     }
 
     /// Records `key` as live with `meta` (`Some`) or removes it (`None`).
@@ -46,9 +90,9 @@ impl KeyIndex {
         match meta {
             Some(m) => {
                 if let Some(slot) = self.keys.get_mut(key) {
-                    *slot = m;
+                    *slot = m.into();
                 } else {
-                    self.keys.insert(Box::from(key), m);
+                    self.keys.insert(Box::from(key), m.into());
                 }
             }
             None => {
@@ -109,6 +153,22 @@ mod tests {
         db.insert(prefixed(P_KV, b"bad"), &[1u8, 2][..]).unwrap();
         let err = KeyIndex::load(&db).expect_err("corrupt");
         assert!(err.to_string().contains("bad"), "{err}");
+    }
+
+    #[test]
+    fn packing_keeps_every_field_including_extreme_deadlines() {
+        for expires_at_ms in [None, Some(0), Some(1), Some(u64::MAX)] {
+            for version in [1, 7, (1 << 63) - 1] {
+                let m = KeyMeta {
+                    create_revision: 3,
+                    mod_revision: u64::MAX,
+                    version,
+                    expires_at_ms,
+                };
+                assert_eq!(KeyMeta::from(Packed::from(m)), m);
+            }
+        }
+        assert_eq!(std::mem::size_of::<Packed>(), 32);
     }
 
     #[test]
