@@ -49,7 +49,8 @@ fi
 cargo build --release -p d-engine-bench -p d-engine-server
 bin="$target_dir/release/d-engine-bench"
 server="${DENGINE_SERVER_BIN:-$target_dir/release/d-engine-server}"
-date="$(date -u +%Y-%m-%d)"
+# Date and UTC time: a second run the same day does not overwrite the first.
+date="$(date -u +%Y-%m-%d-%H%M)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs" >&2
 exec "$bin" --matrix standard --duration 3 --warmup 1 --rounds 3 --plot \
     --server-bin "$server" --out-dir docs/bench-results --name "$date" "${args[@]}"
