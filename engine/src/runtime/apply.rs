@@ -167,12 +167,11 @@ impl Applier {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
-        let results = self
+        let mut results = self
             .sm
             .apply(&entries)
             .map_err(|e| format!("applying entries {}..: {e}", entries[0].index))?;
         drop(entries);
-        let mut results = results;
         // The applied index (the `revision` in response headers) moves
         // before the events are published: a watch created in between
         // reports a revision that covers the events it will not receive,

@@ -97,14 +97,12 @@ impl Pacing {
     }
 }
 
-fn append_count(tasks: &[WalTask]) -> usize {
-    tasks
-        .iter()
-        .map(|t| match t {
-            WalTask::Append(e) => e.len(),
-            _ => 0,
-        })
-        .sum()
+/// Log entries a task appends.
+fn entries_in(t: &WalTask) -> usize {
+    match t {
+        WalTask::Append(e) => e.len(),
+        _ => 0,
+    }
 }
 
 /// Whether a task must be executed without waiting for more.
@@ -143,26 +141,10 @@ fn run(
         while let Ok(t) = rx.try_recv() {
             tasks.push(t);
         }
-        let mut entries = append_count(&tasks);
+        let mut entries: usize = tasks.iter().map(entries_in).sum();
         if periodic.is_none() && !tasks.iter().any(is_urgent) {
             if let Some(budget) = pacing.gather_budget(entries) {
-                let deadline = Instant::now() + budget;
-                while entries < pacing.last_batch {
-                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                        break;
-                    };
-                    match rx.recv_timeout(left) {
-                        Ok(t) => {
-                            let urgent = is_urgent(&t);
-                            entries += append_count(std::slice::from_ref(&t));
-                            tasks.push(t);
-                            if urgent {
-                                break;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
+                entries = gather(rx, &mut tasks, entries, pacing.last_batch, budget);
             }
         }
         let shutdown = tasks.iter().any(|t| matches!(t, WalTask::Shutdown));
@@ -181,6 +163,33 @@ fn run(
             return finish(wal).map_err(closed);
         }
     }
+}
+
+/// Receives more tasks until they append `target` entries in all, an
+/// urgent task arrives, or `budget` has passed; returns the entries held.
+fn gather(
+    rx: &std_mpsc::Receiver<WalTask>,
+    tasks: &mut Vec<WalTask>,
+    mut entries: usize,
+    target: usize,
+    budget: Duration,
+) -> usize {
+    let deadline = Instant::now() + budget;
+    while entries < target {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        let Ok(t) = rx.recv_timeout(left) else {
+            break;
+        };
+        entries += entries_in(&t);
+        let urgent = is_urgent(&t);
+        tasks.push(t);
+        if urgent {
+            break;
+        }
+    }
+    entries
 }
 
 /// Executes the tasks of one wake-up: appends, then one sync for all of

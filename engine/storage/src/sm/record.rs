@@ -26,25 +26,9 @@ pub fn value_bytes(kv: &KeyValue) -> Vec<u8> {
     w.into_vec()
 }
 
-pub fn decode_value(key: Bytes, r: &mut Reader<'_>) -> Result<KeyValue, WireError> {
-    let v = r.u8("record version")?;
-    if v != RECORD_VERSION {
-        return Err(r.err(format!("unknown record version {v}")));
-    }
-    Ok(KeyValue {
-        key,
-        create_revision: r.u64("create_revision")?,
-        mod_revision: r.u64("mod_revision")?,
-        version: r.u64("version")?,
-        expires_at_ms: r.opt_u64("expires_at_ms")?,
-        value: r.bytes_owned("value")?,
-    })
-}
-
-/// Decodes the metadata at the start of a stored value record, without
-/// copying the value.
-pub fn meta_from_bytes(buf: &[u8]) -> Result<KeyMeta, WireError> {
-    let mut r = Reader::new(buf);
+/// Reads the record version and the metadata that start every stored value
+/// record.
+fn decode_meta(r: &mut Reader<'_>) -> Result<KeyMeta, WireError> {
     let v = r.u8("record version")?;
     if v != RECORD_VERSION {
         return Err(r.err(format!("unknown record version {v}")));
@@ -55,6 +39,24 @@ pub fn meta_from_bytes(buf: &[u8]) -> Result<KeyMeta, WireError> {
         version: r.u64("version")?,
         expires_at_ms: r.opt_u64("expires_at_ms")?,
     })
+}
+
+pub fn decode_value(key: Bytes, r: &mut Reader<'_>) -> Result<KeyValue, WireError> {
+    let m = decode_meta(r)?;
+    Ok(KeyValue {
+        key,
+        create_revision: m.create_revision,
+        mod_revision: m.mod_revision,
+        version: m.version,
+        expires_at_ms: m.expires_at_ms,
+        value: r.bytes_owned("value")?,
+    })
+}
+
+/// Decodes the metadata at the start of a stored value record, without
+/// copying the value.
+pub fn meta_from_bytes(buf: &[u8]) -> Result<KeyMeta, WireError> {
+    decode_meta(&mut Reader::new(buf))
 }
 
 pub fn value_from_bytes(key: Bytes, buf: &[u8]) -> Result<KeyValue, WireError> {

@@ -115,6 +115,15 @@ pub(crate) fn decode_kv_entry(k: &[u8], v: &[u8]) -> Result<KeyValue, SmError> {
     })
 }
 
+/// The committed value of `key` in `tree`.
+fn read_kv(tree: &sled::Tree, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
+    let full = prefixed(P_KV, key);
+    match tree.get(&full)? {
+        None => Ok(None),
+        Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
+    }
+}
+
 /// Worst-case timings of `apply` since the last [`SledStateMachine::take_apply_stats`]
 /// (microseconds), for benchmarks and diagnostics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -461,15 +470,6 @@ struct SledView<'a> {
 type IndexChanges = Vec<(Bytes, Option<KeyMeta>)>;
 
 impl SledView<'_> {
-    /// The key's value as committed before this batch.
-    fn committed(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
-        let full = prefixed(P_KV, key);
-        match self.tree.get(&full)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
-        }
-    }
-
     /// Called before the batch first changes `key`: saves its committed
     /// value as a pre-image if a running snapshot build still needs it.
     fn touch(&mut self, key: &Bytes) -> Result<(), SmError> {
@@ -478,7 +478,7 @@ impl SledView<'_> {
         }
         if let Some(ctl) = self.snap {
             if ctl.needs_preimage(key) {
-                let old = self.committed(key)?;
+                let old = read_kv(self.tree, key)?;
                 self.preimages.push((key.clone(), old));
             }
         }
@@ -523,7 +523,7 @@ impl KvStore for SledView<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.committed(key),
+            None => read_kv(self.tree, key),
         }
     }
 
@@ -653,11 +653,7 @@ impl StateMachine for SledStateMachine {
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
         self.check()?;
-        let full = prefixed(P_KV, key);
-        match self.db().db.get(&full)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode_kv_entry(&full, &v)?)),
-        }
+        read_kv(&self.db().db, key)
     }
 
     fn scan_prefix(
