@@ -88,6 +88,50 @@ pub(crate) struct Scan {
     pub torn: Option<TornTail>,
 }
 
+/// Unit of atomic writes assumed of the disk: after a power loss each sector
+/// holds either what was written to it or what it held before (zeros, for
+/// the preallocated end of a segment). A killed process leaves a partial
+/// write cut at a page boundary, a multiple of this.
+const SECTOR: usize = 512;
+
+/// Whether the invalid record at `pos` looks like what a crash leaves behind.
+///
+/// - Cut short by the end of the file: crash-shaped only if no sector of
+///   what remains is zero. A partial write leaves the record's written prefix
+///   and then the end of the file; zeros before the end mean the file was
+///   preallocated past the record, so the length field itself is damaged.
+/// - Checksum wrong, or no record header where one should start: crash-shaped
+///   only if a sector the record (or its header) overlaps is still all zero
+///   from `pos` on, i.e. was never written back.
+/// - A record that decodes but is wrong for its place: never; a crash cannot
+///   produce a checksum-valid record with the wrong contents.
+fn looks_like_a_crash(bytes: &[u8], pos: usize, err: &RecordError) -> bool {
+    let zero_sector_in = |span_end: usize| {
+        let span_end = span_end.min(bytes.len());
+        let mut sector = pos / SECTOR * SECTOR;
+        while sector < span_end {
+            let from = sector.max(pos);
+            let to = (sector + SECTOR).min(bytes.len());
+            if bytes[from..to].iter().all(|&b| b == 0) {
+                return true;
+            }
+            sector += SECTOR;
+        }
+        false
+    };
+    match err {
+        RecordError::Truncated { .. } => !zero_sector_in(bytes.len()),
+        RecordError::ChecksumMismatch => {
+            let plen = u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().expect("4 bytes"));
+            zero_sector_in(pos + RECORD_HEADER_LEN + plen as usize)
+        }
+        RecordError::BadMagic(_) | RecordError::BadLength(_) => {
+            zero_sector_in(pos + RECORD_HEADER_LEN)
+        }
+        RecordError::Malformed(_) => false,
+    }
+}
+
 /// Validates every record of one segment.
 pub(crate) fn scan_segment(
     path: &Path,
@@ -101,7 +145,12 @@ pub(crate) fn scan_segment(
     let mut pos = SEGMENT_HEADER_LEN;
     let mut expect = first;
     while pos < bytes.len() {
-        let problem = match decode_record(&bytes[pos..]) {
+        let decoded = decode_record(&bytes[pos..]);
+        let crash_shaped = match &decoded {
+            Ok(_) => false,
+            Err(e) => looks_like_a_crash(bytes, pos, e),
+        };
+        let problem = match decoded {
             Ok(d) => {
                 let e = &d.entry;
                 if e.index != expect {
@@ -152,6 +201,17 @@ pub(crate) fn scan_segment(
         }
         // The last segment: is this a torn tail (never synced) or damage to
         // data that was proven durable?
+        if !crash_shaped {
+            return Err(corrupt(
+                path,
+                pos as u64,
+                format!(
+                    "{problem}; this is not a torn tail: a crash leaves a record cut short by \
+                     the end of the file or whole {SECTOR}-byte sectors of it unwritten \
+                     (zeros), while these bytes were changed after they were written"
+                ),
+            ));
+        }
         let mut proof: Option<(usize, u64)> = None;
         let mut later_valid = 0usize;
         let mut at = pos + 1;

@@ -120,10 +120,11 @@ impl Wal {
     ///
     /// A torn tail of the last segment is cut off and reported in
     /// [`Recovered::torn_tail`]: damage at offset `X` of the last segment is
-    /// a torn tail if no valid record follows it, or if every valid record
-    /// after it was appended while `X` had not yet been synced (so the
+    /// a torn tail if it has the shape a crash leaves (the record cut short
+    /// by the end of the file, or a 512-byte sector of it still zero) and no
+    /// valid record after it was appended once `X` had been synced (so the
     /// damaged bytes were never acknowledged; a power loss may write back
-    /// unsynced pages in any order). Any other damage, a gap between
+    /// unsynced sectors in any order). Any other damage, a gap between
     /// segments, or a file the WAL did not write refuses to open with
     /// [`WalError::Corrupt`] / [`WalError::Foreign`] naming the file and
     /// offset. On success the recovered log is durable (the last segment is
