@@ -428,6 +428,15 @@ async fn run(mut args: Args) -> Result<bool> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The engines' own logs (elections, snapshot transfers) go to stderr;
+    // `RUST_LOG=d_engine=info` shows every leader change during a run.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

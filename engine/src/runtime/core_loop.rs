@@ -81,6 +81,8 @@ pub(crate) struct CoreLoop {
     pub(crate) commit_to_send: Index,
     pub(crate) last_membership: Option<Membership>,
     pub(crate) last_leader: (u64, u64),
+    /// (leader id, term) last written to the log, to report each change once.
+    pub(crate) logged_leader: (u64, u64),
 
     // Per-iteration batches (kept to reuse their allocations).
     pub(crate) batch: Vec<Bytes>,
@@ -561,6 +563,32 @@ impl CoreLoop {
     }
 
     /// Publishes the loop's view for the off-loop paths and notifications.
+    /// Logs a change of leader or term as this node sees it: an election
+    /// under load shows up here (and in latency), nowhere else.
+    fn log_leader_change(&mut self, now: (u64, u64), role: Role) {
+        let (was_leader, was_term) = std::mem::replace(&mut self.logged_leader, now);
+        let (leader, term) = now;
+        if was_term == 0 && was_leader == 0 {
+            tracing::info!(term, leader, ?role, "initial leader view");
+        } else if leader == 0 {
+            tracing::info!(
+                term,
+                previous_leader = was_leader,
+                ?role,
+                "no leader (election)"
+            );
+        } else {
+            tracing::info!(
+                term,
+                leader,
+                previous_leader = was_leader,
+                previous_term = was_term,
+                ?role,
+                "leader changed"
+            );
+        }
+    }
+
     pub(crate) fn publish(&mut self) {
         let st = self.core.status();
         let p = &self.shared.published;
@@ -606,6 +634,9 @@ impl CoreLoop {
             self.last_leader = (u64::MAX, u64::MAX);
         }
         let leader = (st.leader.unwrap_or(0), st.term);
+        if leader != self.logged_leader {
+            self.log_leader_change(leader, st.role);
+        }
         if leader != self.last_leader {
             self.last_leader = leader;
             let view = self.shared.members_view();

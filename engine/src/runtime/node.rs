@@ -278,6 +278,7 @@ where
         unregistered: Vec::new(),
         last_membership: None,
         last_leader: (u64::MAX, u64::MAX),
+        logged_leader: (0, 0),
         batch: Vec::new(),
         batch_bytes: 0,
         batch_waiters: Vec::new(),
