@@ -385,3 +385,32 @@ fn removed_node_cannot_disrupt_even_without_pre_vote_or_check_quorum() {
     assert_eq!(net.status(1).term, 1);
     assert!(net.status(4).term > 1, "4 kept campaigning, ignored");
 }
+
+#[test]
+fn leader_keeps_quorum_while_followers_fsync_slowly() {
+    // Under load every append carries entries, and a follower acknowledges
+    // entries only once they are durable. Followers whose disks lag by more
+    // than an election timeout must still count as active for check-quorum,
+    // or an overloaded cluster deposes a healthy leader.
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    let term = net.status(1).term;
+    net.hold_persist.insert(2);
+    net.hold_persist.insert(3);
+    for i in 0..(4 * E) {
+        net.propose(1, &format!("w{i}"));
+        net.tick_all(1);
+        assert_eq!(net.status(1).role, Role::Leader, "stepped down at tick {i}");
+    }
+    assert_eq!(net.status(1).term, term);
+    // Nothing was committed on the strength of those early replies.
+    let commit = net.status(1).commit;
+    net.hold_persist.clear();
+    net.persist(2);
+    net.persist(3);
+    net.tick_all(1);
+    assert!(
+        net.status(1).commit > commit,
+        "commits once followers persist"
+    );
+}
