@@ -38,6 +38,11 @@ fn base_config(id: u64, dir: &std::path::Path, peer: &str, client: &str) -> Conf
 }
 
 async fn cluster(n: u64, forward: bool) -> Vec<Node> {
+    cluster_with(n, forward, 150).await
+}
+
+/// [`cluster`] with another election timeout (heartbeats at a fifth of it).
+async fn cluster_with(n: u64, forward: bool, election_timeout_ms: u64) -> Vec<Node> {
     init_log();
     let mut ls = Vec::new();
     for _ in 0..n {
@@ -58,6 +63,8 @@ async fn cluster(n: u64, forward: bool) -> Vec<Node> {
         let mut cfg = base_config(i as u64 + 1, dir.path(), &pa, &ca);
         cfg.members = members.clone();
         cfg.embedded.forward_to_leader = forward;
+        cfg.raft.election_timeout_ms = election_timeout_ms;
+        cfg.raft.heartbeat_interval_ms = election_timeout_ms / 5;
         let engine = EmbeddedEngine::builder(cfg.clone())
             .peer_listener(pl)
             .client_listener(cl)
@@ -346,5 +353,46 @@ async fn follower_writes_are_forwarded_to_the_leader() {
     eventually_has(&nodes[f], b"fwd2", b"x").await;
     for n in &nodes {
         e(n).stop().await.unwrap();
+    }
+}
+
+/// Peer traffic runs on the engine's own runtime: an application that blocks
+/// its runtime's only thread for six election timeouts does not cost the
+/// cluster its leader (before, heartbeats shared that runtime and stopped).
+/// The timeout is 500 ms so that other tests running beside this one on 2
+/// cores cannot cause an election of their own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_application_runtime_does_not_depose_the_leader() {
+    let nodes = cluster_with(3, false, 500).await;
+    let l = leader_of(&nodes, Duration::from_secs(10)).await;
+    let view = |nodes: &[Node]| -> Vec<(u64, u64)> {
+        nodes
+            .iter()
+            .map(|n| {
+                let s = e(n).status();
+                (s.term, s.leader_id)
+            })
+            .collect()
+    };
+    let leader_id = nodes[l].cfg.node_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while view(&nodes).iter().any(|v| v.1 != leader_id) {
+        assert!(
+            Instant::now() < deadline,
+            "followers never learned the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = view(&nodes);
+    // A badly behaved application: blocking work on its async runtime.
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = view(&nodes);
+    assert_eq!(
+        before, after,
+        "terms or leaders changed while the application's runtime was blocked"
+    );
+    e(&nodes[l]).client().put(b"after", b"block").await.unwrap();
+    for n in &nodes {
+        eventually_has(n, b"after", b"block").await;
     }
 }

@@ -83,6 +83,9 @@ pub(crate) struct CoreLoop {
     pub(crate) last_leader: (u64, u64),
     /// (leader id, term) last written to the log, to report each change once.
     pub(crate) logged_leader: (u64, u64),
+    /// Per peer: when the transport last delivered a message from it, and
+    /// when this loop stepped it (reported when the leader is lost).
+    pub(crate) heard: HashMap<d_engine_core::NodeId, (Instant, Instant)>,
 
     // Per-iteration batches (kept to reuse their allocations).
     pub(crate) batch: Vec<Bytes>,
@@ -139,6 +142,7 @@ impl CoreLoop {
     }
 
     fn main_loop(&mut self) -> Result<(), String> {
+        const SLOW_ITERATION: Duration = Duration::from_millis(50);
         self.fast_single_node_election()?;
         self.publish();
         loop {
@@ -146,11 +150,13 @@ impl CoreLoop {
                 self.shared.epoch + self.tick * ((self.ticks_done - self.tick_offset + 1) as u32);
             let timeout = next_tick.saturating_duration_since(Instant::now());
             let mut stop = false;
+            let waited_from = Instant::now();
             match self.rx.recv_timeout(timeout) {
                 Ok(i) => stop |= self.handle(i)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
+            let woke = Instant::now();
             let mut n = 0;
             while n < MAX_DRAIN && !stop {
                 match self.rx.try_recv() {
@@ -162,12 +168,24 @@ impl CoreLoop {
             if stop {
                 return Ok(());
             }
+            let drained = Instant::now();
             self.catch_up_ticks();
             self.maybe_expire();
             self.flush_proposals();
             self.flush_reads();
             self.process_ready()?;
             self.publish();
+            let done = Instant::now();
+            if done - waited_from > SLOW_ITERATION {
+                tracing::warn!(
+                    waited_ms = (woke - waited_from).as_millis() as u64,
+                    timeout_ms = timeout.as_millis() as u64,
+                    drain_ms = (drained - woke).as_millis() as u64,
+                    inputs = n + 1,
+                    ready_ms = (done - drained).as_millis() as u64,
+                    "slow consensus loop iteration"
+                );
+            }
         }
     }
 
@@ -216,8 +234,9 @@ impl CoreLoop {
                 let _ = tx.send(r);
             }
             Input::Snapshot { tx } => self.request_snapshot(Some(tx)),
-            Input::Peer(msg) => {
+            Input::Peer(msg, delivered) => {
                 self.shared.peer_queued.fetch_sub(1, Ordering::AcqRel);
+                self.heard.insert(msg.from, (delivered, Instant::now()));
                 self.core.step(msg);
             }
             Input::Unreachable(peer) => {
@@ -570,13 +589,30 @@ impl CoreLoop {
         let (leader, term) = now;
         if was_term == 0 && was_leader == 0 {
             tracing::info!(term, leader, ?role, "initial leader view");
-        } else if leader == 0 {
-            tracing::info!(
+        } else if leader == 0 && was_leader != 0 && was_leader == self.shared.id {
+            tracing::warn!(
+                term,
+                "stepped down: no quorum of followers heard from within an election timeout \
+                 (check_quorum)"
+            );
+        } else if leader == 0 && was_leader != 0 {
+            // A follower's election timer fired: say where the leader's
+            // messages stopped, in the transport or in this loop.
+            let at = Instant::now();
+            let ago = |t: Instant| at.saturating_duration_since(t).as_millis() as u64;
+            let heard = self.heard.get(&was_leader);
+            tracing::warn!(
                 term,
                 previous_leader = was_leader,
                 ?role,
-                "no leader (election)"
+                delivered_ms_ago = heard.map(|h| ago(h.0)),
+                stepped_ms_ago = heard.map(|h| ago(h.1)),
+                "lost the leader: nothing from it within an election timeout (the transport \
+                 last delivered a message from it delivered_ms_ago, this loop stepped it \
+                 stepped_ms_ago)"
             );
+        } else if leader == 0 {
+            tracing::info!(term, ?role, "no leader (election)");
         } else {
             tracing::info!(
                 term,

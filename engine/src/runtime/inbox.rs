@@ -49,7 +49,11 @@ impl PeerInbox for NodeInbox {
             }
             return;
         }
-        if self.input.send(Input::Peer(msg)).is_err() {
+        if self
+            .input
+            .send(Input::Peer(msg, std::time::Instant::now()))
+            .is_err()
+        {
             self.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }

@@ -279,6 +279,7 @@ where
         last_membership: None,
         last_leader: (u64::MAX, u64::MAX),
         logged_leader: (0, 0),
+        heard: Default::default(),
         batch: Vec::new(),
         batch_bytes: 0,
         batch_waiters: Vec::new(),

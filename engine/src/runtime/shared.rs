@@ -141,7 +141,9 @@ pub(crate) enum Input {
         tx: oneshot::Sender<Result<u64>>,
     },
     // -- from peers (counted against queues.peer_inbox_capacity) --
-    Peer(Message),
+    /// A message and when the transport handed it over (for the queueing
+    /// delay reported when an election starts).
+    Peer(Message, Instant),
     // -- internal (never refused) --
     Unreachable(NodeId),
     SnapshotStaged {
