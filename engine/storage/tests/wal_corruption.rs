@@ -88,10 +88,15 @@ fn restore(dir: &Path, snap: &[(PathBuf, Vec<u8>)]) {
     }
 }
 
-fn flip(path: &Path, offset: u64, bit: u8) {
+/// Rewrites `path` with `change` applied to its bytes.
+fn edit(path: &Path, change: impl FnOnce(&mut [u8])) {
     let mut b = fs::read(path).unwrap();
-    b[offset as usize] ^= 1 << bit;
+    change(&mut b);
     fs::write(path, b).unwrap();
+}
+
+fn flip(path: &Path, offset: u64, bit: u8) {
+    edit(path, |b| b[offset as usize] ^= 1 << bit);
 }
 
 /// Asserts that open refuses with a corruption error naming `file` and
@@ -233,9 +238,7 @@ fn bit_flip_in_synced_middle_records_refuses_to_open() {
 
 /// Zeros `[from, to)` of `path`: sectors a power loss never wrote back.
 fn zero(path: &Path, from: u64, to: u64) {
-    let mut b = fs::read(path).unwrap();
-    b[from as usize..to as usize].fill(0);
-    fs::write(path, b).unwrap();
+    edit(path, |b| b[from as usize..to as usize].fill(0));
 }
 
 /// The first 512-byte sector boundary at or after `at`.
@@ -295,11 +298,11 @@ fn damage_across_the_last_synced_record_and_the_only_later_one_is_refused() {
         (end5 - 1, [7, 7, 7, 7, 7]),
     ] {
         restore(&dir, &good);
-        let mut b = fs::read(&seg).unwrap();
-        for (i, m) in mask.iter().enumerate() {
-            b[mask_at as usize + i] ^= m;
-        }
-        fs::write(&seg, b).unwrap();
+        edit(&seg, |b| {
+            for (i, m) in mask.iter().enumerate() {
+                b[mask_at as usize + i] ^= m;
+            }
+        });
         assert_refused(&dir, &seg, start5, &format!("damage at {mask_at}"));
     }
 }

@@ -201,6 +201,12 @@ pub fn peek_term_index(b: &[u8]) -> (Term, Index) {
     (u64_at(b, 16), u64_at(b, 24))
 }
 
+/// The payload length a record header at the start of `b` claims (`b` holds
+/// at least the 12 bytes up to it); unchecked, as the header may be damaged.
+pub(crate) fn claimed_payload_len(b: &[u8]) -> u32 {
+    u32_at(b, 8)
+}
+
 /// Decodes the record at the start of `b` (which may extend past it).
 pub fn decode_record(b: &[u8]) -> Result<Decoded, RecordError> {
     if b.len() < RECORD_HEADER_LEN {
@@ -213,7 +219,7 @@ pub fn decode_record(b: &[u8]) -> Result<Decoded, RecordError> {
     if magic != RECORD_MAGIC {
         return Err(RecordError::BadMagic(magic));
     }
-    let plen = u32_at(b, 8);
+    let plen = claimed_payload_len(b);
     if plen as usize > MAX_PAYLOAD {
         return Err(RecordError::BadLength(plen));
     }

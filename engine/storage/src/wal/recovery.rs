@@ -8,8 +8,8 @@ use d_engine_core::{Entry, Index, Term};
 
 use super::error::{Result, WalError};
 use super::record::{
-    decode_record, decode_segment_header, HeaderError, RecordError, RECORD_HEADER_LEN,
-    RECORD_MAGIC, SEGMENT_HEADER_LEN,
+    claimed_payload_len, decode_record, decode_segment_header, HeaderError, RecordError,
+    RECORD_HEADER_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN,
 };
 
 /// A torn tail that recovery cut off the last segment.
@@ -122,7 +122,7 @@ fn looks_like_a_crash(bytes: &[u8], pos: usize, err: &RecordError) -> bool {
     match err {
         RecordError::Truncated { .. } => !zero_sector_in(bytes.len()),
         RecordError::ChecksumMismatch => {
-            let plen = u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().expect("4 bytes"));
+            let plen = claimed_payload_len(&bytes[pos..]);
             zero_sector_in(pos + RECORD_HEADER_LEN + plen as usize)
         }
         RecordError::BadMagic(_) | RecordError::BadLength(_) => {
