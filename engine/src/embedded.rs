@@ -111,10 +111,9 @@ impl EngineBuilder {
 /// A running embedded node. See the module docs.
 pub struct EmbeddedEngine {
     handle: NodeHandle,
-    /// The runtime that carries peer traffic (None without a network).
-    /// Declared before the fields whose tasks it may still run so that it
-    /// outlives nothing it should not: it is shut down in the background on
-    /// drop, never blocking the caller's runtime.
+    /// The runtime that carries peer traffic (None without a network). On
+    /// drop it is shut down in the background, never blocking the caller's
+    /// runtime, and the peer tasks still on it are cancelled.
     _net: Option<NetRuntime>,
     peer_addr: Option<SocketAddr>,
     client_addr: Option<SocketAddr>,
@@ -268,17 +267,13 @@ impl EmbeddedEngine {
                 let mut rx = shutdown_rx.clone();
                 // Re-registered with the peer runtime's reactor, so accepted
                 // peer connections are polled there too.
-                let listener = listener.into_std()?;
+                let listener = {
+                    let _on_net = net_rt.handle().enter();
+                    TcpListener::from_std(listener.into_std()?)?
+                };
                 servers.push(net_rt.handle().spawn(async move {
                     let stop = async move {
                         let _ = rx.wait_for(|s| *s).await;
-                    };
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "peer listener could not be registered");
-                            return;
-                        }
                     };
                     if let Err(e) = transport::serve_peers(listener, svc, stop).await {
                         tracing::error!(error = %e, "peer server failed");

@@ -148,9 +148,9 @@ impl CoreLoop {
         loop {
             let next_tick =
                 self.shared.epoch + self.tick * ((self.ticks_done - self.tick_offset + 1) as u32);
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            let mut stop = false;
             let waited_from = Instant::now();
+            let timeout = next_tick.saturating_duration_since(waited_from);
+            let mut stop = false;
             match self.rx.recv_timeout(timeout) {
                 Ok(i) => stop |= self.handle(i)?,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -581,7 +581,6 @@ impl CoreLoop {
         }
     }
 
-    /// Publishes the loop's view for the off-loop paths and notifications.
     /// Logs a change of leader or term as this node sees it: an election
     /// under load shows up here (and in latency), nowhere else.
     fn log_leader_change(&mut self, now: (u64, u64), role: Role) {
@@ -589,14 +588,17 @@ impl CoreLoop {
         let (leader, term) = now;
         if was_term == 0 && was_leader == 0 {
             tracing::info!(term, leader, ?role, "initial leader view");
-        } else if leader == 0 && was_leader != 0 && was_leader == self.shared.id {
+        } else if leader == 0 && was_leader == self.shared.id {
             tracing::warn!(
                 term,
                 "stepped down: no quorum of followers heard from within an election timeout \
                  (check_quorum)"
             );
-        } else if leader == 0 && was_leader != 0 {
-            // A follower's election timer fired: say where the leader's
+        } else if leader == 0
+            && was_leader != 0
+            && matches!(role, Role::PreCandidate | Role::Candidate)
+        {
+            // This node's election timer fired: say where the leader's
             // messages stopped, in the transport or in this loop.
             let at = Instant::now();
             let ago = |t: Instant| at.saturating_duration_since(t).as_millis() as u64;
@@ -612,7 +614,12 @@ impl CoreLoop {
                  stepped_ms_ago)"
             );
         } else if leader == 0 {
-            tracing::info!(term, ?role, "no leader (election)");
+            tracing::info!(
+                term,
+                previous_leader = was_leader,
+                ?role,
+                "no leader (an election is under way)"
+            );
         } else {
             tracing::info!(
                 term,
@@ -625,6 +632,7 @@ impl CoreLoop {
         }
     }
 
+    /// Publishes the loop's view for the off-loop paths and notifications.
     pub(crate) fn publish(&mut self) {
         let st = self.core.status();
         let p = &self.shared.published;
