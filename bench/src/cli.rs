@@ -42,6 +42,29 @@ impl Target {
     }
 }
 
+/// The d-engine nodes' state machine backend (`[state_machine] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SmBackend {
+    Memory,
+    Sled,
+}
+
+impl SmBackend {
+    pub fn config(self) -> d_engine::config::StateMachineBackend {
+        match self {
+            SmBackend::Sled => d_engine::config::StateMachineBackend::Sled,
+            SmBackend::Memory => d_engine::config::StateMachineBackend::Memory,
+        }
+    }
+    /// The value as written in a config file.
+    pub fn toml_name(self) -> &'static str {
+        match self {
+            SmBackend::Sled => "sled",
+            SmBackend::Memory => "memory",
+        }
+    }
+}
+
 /// Preset case lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Matrix {
@@ -105,6 +128,9 @@ pub struct Args {
     /// Distinct keys the `memory` scenario loads before reading resident memory.
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_keys: usize,
+    /// State machine backend of the d-engine nodes (embedded and standalone).
+    #[arg(long, value_enum, default_value = "memory")]
+    pub state_machine: SmBackend,
     /// Consistency of the `read` and `hot-key` scenarios.
     #[arg(long, value_enum, default_value = "linearizable")]
     pub consistency: Consistency,

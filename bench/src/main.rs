@@ -279,7 +279,9 @@ async fn run_session(
     let timeout = Duration::from_millis(a.request_timeout_ms);
     match target {
         Target::Embedded1 | Target::Embedded3 => {
-            let c = Arc::new(EmbeddedCluster::start(target.nodes(), &ctx.data_dir).await?);
+            let c = Arc::new(
+                EmbeddedCluster::start(target.nodes(), &ctx.data_dir, a.state_machine).await?,
+            );
             let r = run_cases(ctx, target, c.clone(), &Holder::ThisProcess, cases, out).await;
             if let Ok(c) = Arc::try_unwrap(c) {
                 c.stop().await;
@@ -295,8 +297,15 @@ async fn run_session(
                 Err(e) => return Err(e),
             };
             let c = Arc::new(
-                StandaloneCluster::start(&bin, target.nodes(), conns, &ctx.data_dir, timeout)
-                    .await?,
+                StandaloneCluster::start(
+                    &bin,
+                    target.nodes(),
+                    conns,
+                    &ctx.data_dir,
+                    timeout,
+                    a.state_machine,
+                )
+                .await?,
             );
             let r = match c.holder() {
                 Ok(h) => run_cases(ctx, target, c.clone(), &h, cases, out).await,
@@ -343,6 +352,7 @@ fn settings_json(a: &Args) -> serde_json::Value {
         "consistency": a.consistency.name(),
         "connections": a.connections,
         "request_timeout_ms": a.request_timeout_ms,
+        "state_machine": a.state_machine.toml_name(),
     })
 }
 

@@ -249,10 +249,29 @@ pub struct SnapshotConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateMachineConfig {
-    /// sled's page cache, in MiB. The largest single share of a node's
-    /// memory; smaller saves memory at the cost of reads and writes that
-    /// miss it. Default 256; 8..=65536.
+    /// Where applied keys live. Default `memory`.
+    pub backend: StateMachineBackend,
+    /// sled's page cache, in MiB (the `sled` backend only). The largest
+    /// single share of a node's memory; smaller saves memory at the cost of
+    /// reads and writes that miss it. Default 256; 8..=65536.
     pub cache_mb: u64,
+}
+
+/// The state machine's storage. Either way the log is the source of truth
+/// and every write is fsynced to it before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateMachineBackend {
+    /// Every key in RAM, in copy-on-write maps; a restart loads the latest
+    /// snapshot and replays the log after it (default). The cheapest per
+    /// write and the smallest per key; the data set must fit in memory, and
+    /// a restart takes longer the further the log runs past the latest
+    /// snapshot (`snapshot.threshold_entries`).
+    Memory,
+    /// A sled database on disk with a page cache (`cache_mb`), flushed in
+    /// the background; a restart replays the log after sled's applied index.
+    /// For data sets larger than memory.
+    Sled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -456,7 +475,10 @@ impl Default for SnapshotConfig {
 
 impl Default for StateMachineConfig {
     fn default() -> Self {
-        StateMachineConfig { cache_mb: 256 }
+        StateMachineConfig {
+            backend: StateMachineBackend::Memory,
+            cache_mb: 256,
+        }
     }
 }
 
@@ -986,6 +1008,11 @@ mod tests {
         assert!(e.to_string().contains("8..=65536"), "{e}");
         let c = Config::from_toml_str("[state_machine]\ncache_mb = 64").unwrap();
         assert_eq!(c.state_machine.cache_mb, 64);
+        assert_eq!(c.state_machine.backend, StateMachineBackend::Memory);
+        let c = Config::from_toml_str("[state_machine]\nbackend = \"sled\"").unwrap();
+        assert_eq!(c.state_machine.backend, StateMachineBackend::Sled);
+        let e = Config::from_toml_str("[state_machine]\nbackend = \"rocks\"").unwrap_err();
+        assert!(e.to_string().contains("backend"), "{e}");
 
         let e = Config::from_toml_str("node_id = 0").unwrap_err();
         assert_eq!(e.key, "node_id");

@@ -82,6 +82,17 @@ pub struct Cli {
     #[arg(long, env = "DENGINE_SNAPSHOT_THRESHOLD", value_name = "N")]
     pub snapshot_threshold: Option<u64>,
 
+    /// Where applied keys live: `sled` (on disk) or `memory` (RAM, rebuilt
+    /// from the latest snapshot and the log on start). Overrides
+    /// `state_machine.backend`.
+    #[arg(
+        long,
+        env = "DENGINE_STATE_MACHINE",
+        value_enum,
+        value_name = "BACKEND"
+    )]
+    pub state_machine: Option<SmBackendArg>,
+
     /// Log format.
     #[arg(long, env = "DENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -102,6 +113,22 @@ pub struct Cli {
     /// A tool to run instead of the server.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--state-machine` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmBackendArg {
+    Sled,
+    Memory,
+}
+
+impl From<SmBackendArg> for d_engine::config::StateMachineBackend {
+    fn from(v: SmBackendArg) -> Self {
+        match v {
+            SmBackendArg::Sled => Self::Sled,
+            SmBackendArg::Memory => Self::Memory,
+        }
+    }
 }
 
 /// Tools run instead of the server.
@@ -186,6 +213,14 @@ impl Cli {
                 "raft.heartbeat_interval_ms",
                 "--heartbeat-interval-ms",
                 "DENGINE_HEARTBEAT_INTERVAL_MS",
+            );
+        }
+        if let Some(v) = self.state_machine {
+            config.state_machine.backend = v.into();
+            mark(
+                "state_machine.backend",
+                "--state-machine",
+                "DENGINE_STATE_MACHINE",
             );
         }
         if let Some(v) = self.snapshot_threshold {
@@ -362,6 +397,16 @@ mod tests {
         assert_eq!(cli.node_id, Some(3));
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(cli.join);
+
+        let cli = Cli::try_parse_from(["d-engine-server", "--state-machine", "memory"]).unwrap();
+        let (c, set) = cli.config().unwrap();
+        assert_eq!(
+            c.state_machine.backend,
+            d_engine::config::StateMachineBackend::Memory
+        );
+        assert_eq!(set.len(), 1);
+        let e = Cli::try_parse_from(["d-engine-server", "--state-machine", "rocks"]).unwrap_err();
+        assert!(e.to_string().contains("--state-machine"), "{e}");
 
         let cli = Cli::try_parse_from([
             "d-engine-server",

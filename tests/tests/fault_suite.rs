@@ -33,6 +33,9 @@ async fn three_nodes_every_fault_kind() {
         faults: Fault::ALL.to_vec(),
         every_kind_first: true,
         disk_mb: 48,
+        // Frequent snapshots: restarted nodes rebuild the memory state
+        // machine from a snapshot plus the log, and lagging ones install one.
+        server_args: vec!["--snapshot-threshold".into(), "400".into()],
     })
     .await;
     assert_clean(&r);
@@ -71,13 +74,16 @@ async fn five_nodes_partitions_and_crashes() {
         ],
         every_kind_first: true,
         disk_mb: 48,
+        // The on-disk backend under kills (the other tests use the default).
+        server_args: vec!["--state-machine".into(), "sled".into()],
     })
     .await;
     assert_clean(&r);
 }
 
 /// Any duration: `FAULT_SOAK_SECS` (default 600), `FAULT_SOAK_NODES`
-/// (default 3), `FAULT_REPORT=path` (.json or markdown), `FAULT_SEED`.
+/// (default 3), `FAULT_SERVER_ARGS` (extra server flags, space-separated),
+/// `FAULT_REPORT=path` (.json or markdown), `FAULT_SEED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: run explicitly with --ignored"]
 async fn soak() {
@@ -95,6 +101,9 @@ async fn soak() {
         faults: Fault::ALL.to_vec(),
         every_kind_first: true,
         disk_mb: 48,
+        server_args: std::env::var("FAULT_SERVER_ARGS")
+            .map(|a| a.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
     })
     .await;
     assert_clean(&r);

@@ -15,6 +15,7 @@ use d_engine::{Config, EmbeddedClient, EmbeddedEngine};
 use tokio::net::TcpListener;
 
 use super::{dengine_consistency, dengine_error};
+use crate::cli::SmBackend;
 use crate::workload::{Consistency, Driver, OpError};
 
 pub struct EmbeddedCluster {
@@ -34,7 +35,7 @@ async fn listener() -> Result<(TcpListener, String)> {
 
 impl EmbeddedCluster {
     /// Starts `nodes` engines with data dirs under `base` and waits for a leader.
-    pub async fn start(nodes: usize, base: &Path) -> Result<Self> {
+    pub async fn start(nodes: usize, base: &Path, sm: SmBackend) -> Result<Self> {
         std::fs::create_dir_all(base)?;
         let mut dirs = Vec::new();
         let mut engines = Vec::new();
@@ -42,6 +43,7 @@ impl EmbeddedCluster {
             let dir = tempfile::Builder::new().prefix("emb-").tempdir_in(base)?;
             let mut cfg = Config::single_node(dir.path());
             cfg.client_addr = String::new();
+            cfg.state_machine.backend = sm.config();
             let e = EmbeddedEngine::builder(cfg)
                 .without_network()
                 .start()
@@ -70,6 +72,7 @@ impl EmbeddedCluster {
                 cfg.peer_addr = pa;
                 cfg.client_addr = ca;
                 cfg.members = members.clone();
+                cfg.state_machine.backend = sm.config();
                 let e = EmbeddedEngine::builder(cfg)
                     .peer_listener(pl)
                     .client_listener(cl)

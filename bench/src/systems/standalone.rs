@@ -10,6 +10,7 @@ use d_engine_client::{Client, ClientBuilder, GrpcKv};
 
 use super::procs::{free_port, Proc};
 use super::{dengine_consistency, dengine_error};
+use crate::cli::SmBackend;
 use crate::memory::Holder;
 use crate::workload::{Consistency, Driver, OpError};
 
@@ -48,11 +49,12 @@ pub fn find_server(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// The TOML configuration of node `id` of the cluster.
-pub fn node_config(id: usize, data_dir: &Path, nodes: &[(u16, u16)]) -> String {
+pub fn node_config(id: usize, data_dir: &Path, nodes: &[(u16, u16)], sm: SmBackend) -> String {
     let (peer, client) = nodes[id - 1];
     let mut s = format!(
-        "node_id = {id}\ncluster_id = \"bench\"\ndata_dir = \"{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nclient_addr = \"127.0.0.1:{client}\"\n",
-        data_dir.display()
+        "node_id = {id}\ncluster_id = \"bench\"\ndata_dir = \"{}\"\npeer_addr = \"127.0.0.1:{peer}\"\nclient_addr = \"127.0.0.1:{client}\"\n\n[state_machine]\nbackend = \"{}\"\n",
+        data_dir.display(),
+        sm.toml_name()
     );
     if nodes.len() > 1 {
         for (i, (p, c)) in nodes.iter().enumerate() {
@@ -72,6 +74,7 @@ impl StandaloneCluster {
         connections: usize,
         base: &Path,
         request_timeout: Duration,
+        sm: SmBackend,
     ) -> Result<Self> {
         std::fs::create_dir_all(base)?;
         let dir = tempfile::Builder::new()
@@ -85,7 +88,7 @@ impl StandaloneCluster {
         for id in 1..=nodes {
             let data = dir.path().join(format!("node{id}"));
             let cfg = dir.path().join(format!("node{id}.toml"));
-            std::fs::write(&cfg, node_config(id, &data, &ports))?;
+            std::fs::write(&cfg, node_config(id, &data, &ports, sm))?;
             let log = dir.path().join(format!("node{id}.log"));
             procs.push(Proc::spawn(
                 &format!("d-engine-server node {id}"),
@@ -200,12 +203,16 @@ mod tests {
     #[test]
     fn three_node_config_parses_as_an_engine_config() {
         let ports = [(1001, 2001), (1002, 2002), (1003, 2003)];
-        let text = node_config(2, Path::new("/tmp/x"), &ports);
+        let text = node_config(2, Path::new("/tmp/x"), &ports, SmBackend::Memory);
         let cfg = d_engine::Config::from_toml_str(&text).unwrap();
         assert_eq!(cfg.node_id, 2);
         assert_eq!(cfg.members.len(), 3);
         assert_eq!(cfg.client_addr, "127.0.0.1:2002");
         assert_eq!(cfg.members[2].peer_addr, "127.0.0.1:1003");
+        assert_eq!(
+            cfg.state_machine.backend,
+            d_engine::config::StateMachineBackend::Memory
+        );
     }
 
     #[test]

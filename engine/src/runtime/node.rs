@@ -19,7 +19,9 @@ use d_engine_client::LeaderInfo;
 use d_engine_core::{Member, MemberRole, Membership, RaftNode, RestoreState, SnapshotMeta};
 use d_engine_storage::data_dir::DataDir;
 use d_engine_storage::hard_state::HardStateStore;
-use d_engine_storage::sm::{open_or_rebuild, OpenOutcome, SledOptions, StateMachine};
+use d_engine_storage::sm::{
+    open_or_rebuild, MemStateMachine, OpenOutcome, SledOptions, StateMachine,
+};
 use d_engine_storage::snapshot::SnapshotStore;
 use d_engine_storage::wal::{LogStore, SyncMode, Wal, WalOptions};
 use tokio::sync::watch;
@@ -30,7 +32,7 @@ use super::handle::NodeHandle;
 use super::shared::*;
 use super::watch_hub::WatchHub;
 use super::{apply, wal_thread};
-use crate::config::{Config, ConfigError, DurabilityMode};
+use crate::config::{Config, ConfigError, DurabilityMode, StateMachineBackend};
 use crate::transport::{PeerInbox, Transport};
 
 /// Why a node could not start.
@@ -85,19 +87,38 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         .latest()
         .map_err(storage("snapshots"))?
         .map(|i| (i.meta, i.path));
-    let opened = open_or_rebuild(
-        &data_dir.path().join("sm"),
-        SledOptions {
-            cache_bytes: config.state_machine.cache_mb << 20,
-        },
-        latest.as_ref().map(|(_, p)| p.as_path()),
-    )
-    .map_err(storage("state machine"))?;
-    match &opened.outcome {
-        OpenOutcome::Opened => {}
-        other => tracing::info!(outcome = ?other, "state machine opened"),
-    }
-    let sm: Arc<dyn StateMachine> = Arc::new(opened.sm);
+    let latest_path = latest.as_ref().map(|(_, p)| p.as_path());
+    let sm: Arc<dyn StateMachine> = match config.state_machine.backend {
+        StateMachineBackend::Sled => {
+            let opened = open_or_rebuild(
+                &data_dir.path().join("sm"),
+                SledOptions {
+                    cache_bytes: config.state_machine.cache_mb << 20,
+                },
+                latest_path,
+            )
+            .map_err(storage("state machine"))?;
+            match &opened.outcome {
+                OpenOutcome::Opened => {}
+                other => tracing::info!(outcome = ?other, "state machine opened"),
+            }
+            Arc::new(opened.sm)
+        }
+        StateMachineBackend::Memory => {
+            let sm = match latest_path {
+                Some(p) => MemStateMachine::from_snapshot(p),
+                None => Ok(MemStateMachine::new()),
+            }
+            .map_err(storage(
+                "state machine (memory backend, loading the latest snapshot)",
+            ))?;
+            tracing::info!(
+                applied_index = sm.applied_index(),
+                "memory state machine loaded; the log after it is replayed"
+            );
+            Arc::new(sm)
+        }
+    };
 
     let wal_opts = WalOptions {
         segment_size: config.durability.segment_bytes,

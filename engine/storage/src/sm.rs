@@ -6,9 +6,10 @@
 //!   batch atomically (keys, values, TTL deadlines, applied index, membership,
 //!   dedup table) but does **not** make it durable: the sled implementation
 //!   never calls `flush` per write, so a crash may lose recently applied
-//!   batches. On restart the host opens the state machine (see
-//!   [`open_or_rebuild`]) and re-applies every committed log entry after
-//!   [`StateMachine::applied_index`]. Entries at or below the applied index
+//!   batches, and the memory one keeps nothing at all. On restart the host
+//!   opens the state machine (see [`open_or_rebuild`], or
+//!   [`MemStateMachine::from_snapshot`]) and re-applies every committed log
+//!   entry after [`StateMachine::applied_index`]. Entries at or below the applied index
 //!   are skipped by `apply`, so replaying an overlapping range is harmless.
 //! - The log may only be compacted up to the index of a snapshot that is
 //!   durable on disk (a file written by [`crate::snapshot::SnapshotStore`]).
@@ -246,9 +247,10 @@ impl From<SnapshotError> for SmError {
     }
 }
 
-/// The state machine the runtime drives. Implementations: [`SledStateMachine`]
-/// (durable via the log, see the module docs) and [`MemStateMachine`] (tests
-/// and the simulator).
+/// The state machine the runtime drives. Implementations:
+/// [`MemStateMachine`] (memory-resident, rebuilt from the latest snapshot and
+/// the log on start; the default backend, also the simulator's and the fuzz
+/// tests' model) and [`SledStateMachine`] (on disk; see the module docs).
 pub trait StateMachine: Send + Sync {
     /// Applies committed entries in order, atomically as one batch. Entries at
     /// or below `applied_index()` are skipped. `Noop` and `Config` entries

@@ -31,6 +31,9 @@ pub struct RunConfig {
     pub every_kind_first: bool,
     /// Size of each node's tmpfs (disk-full fault).
     pub disk_mb: u64,
+    /// Extra `d-engine-server` flags for every node (e.g. the state machine
+    /// backend, a low snapshot threshold).
+    pub server_args: Vec<String>,
 }
 
 /// `FAULT_SEED` if set, else a fresh seed (printed by the caller).
@@ -63,6 +66,7 @@ pub async fn run(cfg: RunConfig) -> Report {
         nodes: cfg.nodes,
         election_timeout_ms: 500,
         heartbeat_interval_ms: 50,
+        extra_args: cfg.server_args.clone(),
         ..Default::default()
     });
     let ids = cluster.ids();

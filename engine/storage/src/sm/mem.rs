@@ -1,19 +1,47 @@
-//! An in-memory state machine with the same semantics as the sled one, for
-//! tests and the simulator. Snapshots copy the whole state under the lock.
+//! The memory-resident state machine: every key lives in RAM, in persistent
+//! (copy-on-write) maps, so applying a write costs a few tree-node copies
+//! instead of a database insert.
+//!
+//! # Durability
+//!
+//! The same contract as the sled state machine (see the [`super`] docs): the
+//! log is the source of truth. Nothing here survives the process; on start
+//! the host installs the latest snapshot file and replays the log after it.
+//! The host keeps the log from the latest durable snapshot on, so no
+//! acknowledged write depends on this memory.
+//!
+//! # Concurrency
+//!
+//! Each applied batch publishes a new immutable *version* (keys, TTL index,
+//! applied index/term, membership). Readers look at the published version
+//! and never wait for an apply in progress; they see whole batches. A
+//! snapshot keeps a version of its own (an O(1) clone of the maps), so
+//! building one never stops applies, whatever the data size.
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
+use super::dedup::ClientSession;
 use super::{Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
 use crate::snapshot::SnapshotFileReader;
 use bytes::Bytes;
 use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
-use std::collections::{BTreeMap, BTreeSet};
+use imbl::{OrdMap, OrdSet};
+use std::ops::Bound;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+/// The keys and the TTL index.
 #[derive(Clone, Default)]
 struct MemKv {
-    kv: BTreeMap<Bytes, KeyValue>,
-    ttl: BTreeSet<(u64, Bytes)>,
+    kv: OrdMap<Bytes, KeyValue>,
+    ttl: OrdSet<(u64, Bytes)>,
+}
+
+/// A copy of `b` that owns exactly its bytes. A command's key and value may
+/// be slices of a larger buffer (a replication message, a WAL read); keeping
+/// the slice would keep the whole buffer alive for as long as the key lives.
+fn compact(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
 }
 
 impl KvStore for MemKv {
@@ -23,7 +51,13 @@ impl KvStore for MemKv {
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
         Ok(self.kv.get(key).cloned())
     }
-    fn put(&mut self, kv: KeyValue, old: Option<&KeyMeta>) -> Result<(), SmError> {
+    fn put(&mut self, mut kv: KeyValue, old: Option<&KeyMeta>) -> Result<(), SmError> {
+        kv.key = match self.kv.get_key_value(kv.key.as_ref()) {
+            // Share the stored key's bytes instead of copying them again.
+            Some((k, _)) => k.clone(),
+            None => compact(&kv.key),
+        };
+        kv.value = compact(&kv.value);
         if let Some(d) = old.and_then(|o| o.expires_at_ms) {
             self.ttl.remove(&(d, kv.key.clone()));
         }
@@ -37,7 +71,7 @@ impl KvStore for MemKv {
         if let Some(d) = old.expires_at_ms {
             self.ttl.remove(&(d, key.clone()));
         }
-        self.kv.remove(key);
+        self.kv.remove(key.as_ref());
         Ok(())
     }
     fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError> {
@@ -50,27 +84,74 @@ impl KvStore for MemKv {
     }
 }
 
+/// One published state: what readers and snapshots see.
 #[derive(Clone, Default)]
-struct MemState {
+struct Version {
     kv: MemKv,
-    meta: SmMeta,
+    applied_index: Index,
+    applied_term: Term,
+    membership: Membership,
 }
 
-/// In-memory [`StateMachine`]; nothing survives the process.
-#[derive(Default)]
+/// Memory-resident [`StateMachine`]; see the module docs for durability.
 pub struct MemStateMachine {
-    state: RwLock<MemState>,
+    /// The latest applied version; swapped whole after each batch.
+    published: RwLock<Arc<Version>>,
+    /// The apply lock, and the replicated metadata only applies read
+    /// (the dedup table).
+    apply: Mutex<SmMeta>,
+    /// Set when an apply failed after it had started changing the metadata.
+    poisoned: AtomicBool,
 }
 
-impl MemStateMachine {
-    pub fn new() -> Self {
-        Self::default()
+impl Default for MemStateMachine {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
+impl MemStateMachine {
+    /// An empty state machine (applied index 0).
+    pub fn new() -> Self {
+        MemStateMachine {
+            published: RwLock::new(Arc::new(Version::default())),
+            apply: Mutex::new(SmMeta::default()),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// A state machine holding the snapshot at `path` (verified while read);
+    /// the host then replays the log after the snapshot's last index.
+    pub fn from_snapshot(path: &Path) -> Result<Self, SmError> {
+        let sm = Self::new();
+        sm.install_snapshot(path)?;
+        Ok(sm)
+    }
+
+    fn current(&self) -> Arc<Version> {
+        self.published.read().expect("lock").clone()
+    }
+
+    fn publish(&self, v: Version) {
+        *self.published.write().expect("lock") = Arc::new(v);
+    }
+
+    fn lock_apply(&self) -> Result<std::sync::MutexGuard<'_, SmMeta>, SmError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(SmError::Poisoned);
+        }
+        Ok(self.apply.lock().expect("lock"))
+    }
+}
+
+/// A point-in-time image: a private version of the maps, walked in key order.
 struct MemSnapshot {
     meta: SnapshotMeta,
-    records: std::vec::IntoIter<SnapshotRecord>,
+    kv: OrdMap<Bytes, KeyValue>,
+    /// The last key returned; `None` before the first.
+    cursor: Option<Bytes>,
+    keys_done: bool,
+    clients: std::vec::IntoIter<(u64, ClientSession)>,
 }
 
 impl SnapshotSource for MemSnapshot {
@@ -78,21 +159,54 @@ impl SnapshotSource for MemSnapshot {
         &self.meta
     }
     fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError> {
-        Ok(self.records.next())
+        if !self.keys_done {
+            let lower = match self.cursor.take() {
+                Some(k) => Bound::Excluded(k),
+                None => Bound::Unbounded,
+            };
+            let next = self
+                .kv
+                .range((lower, Bound::<Bytes>::Unbounded))
+                .next()
+                .map(|(_, v)| v.clone());
+            match next {
+                Some(kv) => {
+                    self.cursor = Some(kv.key.clone());
+                    return Ok(Some(SnapshotRecord::Kv(kv)));
+                }
+                None => self.keys_done = true,
+            }
+        }
+        Ok(self
+            .clients
+            .next()
+            .map(|(client_id, session)| SnapshotRecord::Client { client_id, session }))
     }
 }
 
 impl StateMachine for MemStateMachine {
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
-        let mut st = self.state.write().expect("lock");
-        // Work on a copy of the touched metadata so a failure changes nothing.
-        let mut meta = st.meta.clone();
-        let mut kv = std::mem::take(&mut st.kv);
+        let mut meta = self.lock_apply()?;
+        let base = self.current();
+        let mut kv = base.kv.clone();
         let res = apply_entries(&mut kv, &mut meta, entries, &mut MetaChanges::default());
-        st.kv = kv;
-        let out = res?;
-        st.meta = meta;
-        Ok(out)
+        match res {
+            Ok(out) => {
+                self.publish(Version {
+                    kv,
+                    applied_index: meta.applied_index,
+                    applied_term: meta.applied_term,
+                    membership: meta.membership.clone(),
+                });
+                Ok(out)
+            }
+            // Refused before anything changed.
+            Err(e @ SmError::Gap { .. }) => Err(e),
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError> {
@@ -100,7 +214,7 @@ impl StateMachine for MemStateMachine {
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
-        Ok(self.state.read().expect("lock").kv.kv.get(key).cloned())
+        Ok(self.published.read().expect("lock").kv.kv.get(key).cloned())
     }
 
     fn scan_prefix(
@@ -109,14 +223,10 @@ impl StateMachine for MemStateMachine {
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<KeyValue>, SmError> {
-        let st = self.state.read().expect("lock");
-        Ok(st
+        let v = self.current();
+        Ok(v.kv
             .kv
-            .kv
-            .range::<[u8], _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<_, [u8]>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v)
             .filter(|v| !v.is_expired(now_ms))
@@ -126,68 +236,120 @@ impl StateMachine for MemStateMachine {
     }
 
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
-        Ok(self
-            .state
-            .read()
-            .expect("lock")
-            .kv
-            .ttl
-            .first()
-            .map(|(d, _)| *d))
+        Ok(self.current().kv.ttl.get_min().map(|(d, _)| *d))
     }
 
     fn applied_index(&self) -> Index {
-        self.state.read().expect("lock").meta.applied_index
+        self.current().applied_index
     }
 
     fn applied_term(&self) -> Term {
-        self.state.read().expect("lock").meta.applied_term
+        self.current().applied_term
     }
 
     fn membership(&self) -> Membership {
-        self.state.read().expect("lock").meta.membership.clone()
+        self.current().membership.clone()
     }
 
+    /// O(1) in the number of keys (plus a copy of the dedup table): the
+    /// snapshot owns a version of the maps that later applies do not touch.
     fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError> {
-        let st = self.state.read().expect("lock");
-        let mut records: Vec<SnapshotRecord> =
-            st.kv.kv.values().cloned().map(SnapshotRecord::Kv).collect();
-        records.extend(
-            st.meta
-                .dedup
-                .clients
-                .iter()
-                .map(|(id, s)| SnapshotRecord::Client {
-                    client_id: *id,
-                    session: s.clone(),
-                }),
-        );
+        let meta = self.lock_apply()?;
+        let v = self.current();
+        let clients: Vec<(u64, ClientSession)> = meta
+            .dedup
+            .clients
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
         Ok(Box::new(MemSnapshot {
             meta: SnapshotMeta {
-                last_index: st.meta.applied_index,
-                last_term: st.meta.applied_term,
-                membership: st.meta.membership.clone(),
+                last_index: v.applied_index,
+                last_term: v.applied_term,
+                membership: v.membership.clone(),
             },
-            records: records.into_iter(),
+            kv: v.kv.kv.clone(),
+            cursor: None,
+            keys_done: false,
+            clients: clients.into_iter(),
         }))
     }
 
+    /// Reads (and so verifies) the whole file before anything changes: a bad
+    /// file leaves the current state in place.
     fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError> {
         let mut r = SnapshotFileReader::open(path)?;
-        let meta = r.meta().clone();
-        let mut fresh = MemState::default();
+        let snap = r.meta().clone();
+        let mut kv = MemKv::default();
+        let mut meta = SmMeta::default();
         while let Some(rec) = r.next_record()? {
             match rec {
-                SnapshotRecord::Kv(kv) => fresh.kv.put(kv, None)?,
+                SnapshotRecord::Kv(item) => kv.put(item, None)?,
                 SnapshotRecord::Client { client_id, session } => {
-                    fresh.meta.dedup.clients.insert(client_id, session);
+                    meta.dedup.clients.insert(client_id, session);
                 }
             }
         }
-        fresh.meta.applied_index = meta.last_index;
-        fresh.meta.applied_term = meta.last_term;
-        fresh.meta.membership = meta.membership.clone();
-        *self.state.write().expect("lock") = fresh;
-        Ok(meta)
+        meta.applied_index = snap.last_index;
+        meta.applied_term = snap.last_term;
+        meta.membership = snap.membership.clone();
+        let mut guard = self.apply.lock().expect("lock");
+        self.publish(Version {
+            kv,
+            applied_index: meta.applied_index,
+            applied_term: meta.applied_term,
+            membership: meta.membership.clone(),
+        });
+        *guard = meta;
+        self.poisoned.store(false, Ordering::Release);
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Op};
+    use crate::sm::conformance::{apply1, cmd, put};
+
+    #[test]
+    fn stored_values_do_not_keep_the_command_buffer_alive() {
+        let sm = MemStateMachine::new();
+        let big = Bytes::from(vec![7u8; 64 << 10]);
+        let c = Command::new(Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: big.slice(100..356),
+            expires_at_ms: None,
+        });
+        apply1(&sm, cmd(1, 1, c));
+        let v = sm.get(b"k", 0).unwrap().unwrap().value;
+        assert_eq!(v.len(), 256);
+        let big_range = big.as_ptr() as usize..big.as_ptr() as usize + big.len();
+        assert!(
+            !big_range.contains(&(v.as_ptr() as usize)),
+            "the stored value points into the command's buffer"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_refused_without_poisoning() {
+        let sm = MemStateMachine::new();
+        apply1(&sm, cmd(1, 1, put("a", "1", None)));
+        let e = sm.apply(&[cmd(3, 1, put("b", "2", None))]).unwrap_err();
+        assert!(matches!(e, SmError::Gap { applied: 1, got: 3 }), "{e}");
+        apply1(&sm, cmd(2, 1, put("b", "2", None)));
+        assert_eq!(sm.applied_index(), 2);
+        assert_eq!(sm.get(b"b", 0).unwrap().unwrap().value, "2");
+    }
+
+    #[test]
+    fn a_reader_keeps_its_version_while_applies_go_on() {
+        let sm = MemStateMachine::new();
+        apply1(&sm, cmd(1, 1, put("a", "1", None)));
+        let before = sm.current();
+        apply1(&sm, cmd(2, 1, put("a", "2", None)));
+        assert_eq!(before.kv.kv.get(&b"a"[..]).unwrap().value, "1");
+        assert_eq!(before.applied_index, 1);
+        assert_eq!(sm.get(b"a", 0).unwrap().unwrap().value, "2");
     }
 }
