@@ -30,10 +30,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The keys and the TTL index.
+/// The keys and the TTL index. Values sit behind an `Arc` so a copied tree
+/// leaf bumps two reference counts per entry (key, value) instead of three
+/// (key, the value's own key, value bytes).
 #[derive(Clone, Default)]
 struct MemKv {
-    kv: OrdMap<Bytes, KeyValue>,
+    kv: OrdMap<Bytes, Arc<KeyValue>>,
     ttl: OrdSet<(u64, Bytes)>,
 }
 
@@ -46,10 +48,10 @@ fn compact(b: &Bytes) -> Bytes {
 
 impl KvStore for MemKv {
     fn meta(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, SmError> {
-        Ok(self.kv.get(key).map(KeyValue::meta))
+        Ok(self.kv.get(key).map(|v| v.meta()))
     }
     fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
-        Ok(self.kv.get(key).cloned())
+        Ok(self.kv.get(key).map(|v| KeyValue::clone(v)))
     }
     fn put(&mut self, mut kv: KeyValue, old: Option<&KeyMeta>) -> Result<(), SmError> {
         kv.key = match self.kv.get_key_value(kv.key.as_ref()) {
@@ -64,7 +66,7 @@ impl KvStore for MemKv {
         if let Some(d) = kv.expires_at_ms {
             self.ttl.insert((d, kv.key.clone()));
         }
-        self.kv.insert(kv.key.clone(), kv);
+        self.kv.insert(kv.key.clone(), Arc::new(kv));
         Ok(())
     }
     fn delete(&mut self, key: &Bytes, old: &KeyMeta) -> Result<(), SmError> {
@@ -147,7 +149,7 @@ impl MemStateMachine {
 /// A point-in-time image: a private version of the maps, walked in key order.
 struct MemSnapshot {
     meta: SnapshotMeta,
-    kv: OrdMap<Bytes, KeyValue>,
+    kv: OrdMap<Bytes, Arc<KeyValue>>,
     /// The last key returned; `None` before the first.
     cursor: Option<Bytes>,
     keys_done: bool,
@@ -168,7 +170,7 @@ impl SnapshotSource for MemSnapshot {
                 .kv
                 .range((lower, Bound::<Bytes>::Unbounded))
                 .next()
-                .map(|(_, v)| v.clone());
+                .map(|(_, v)| KeyValue::clone(v));
             match next {
                 Some(kv) => {
                     self.cursor = Some(kv.key.clone());
@@ -214,7 +216,14 @@ impl StateMachine for MemStateMachine {
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
-        Ok(self.published.read().expect("lock").kv.kv.get(key).cloned())
+        Ok(self
+            .published
+            .read()
+            .expect("lock")
+            .kv
+            .kv
+            .get(key)
+            .map(|v| KeyValue::clone(v)))
     }
 
     fn scan_prefix(
@@ -231,7 +240,7 @@ impl StateMachine for MemStateMachine {
             .map(|(_, v)| v)
             .filter(|v| !v.is_expired(now_ms))
             .take(limit)
-            .cloned()
+            .map(|v| KeyValue::clone(v))
             .collect())
     }
 
