@@ -134,7 +134,15 @@ impl MemStateMachine {
         self.published.read().expect("lock").clone()
     }
 
-    fn publish(&self, v: Version) {
+    /// Makes `kv` with the applied position and membership of `meta` the
+    /// version readers see.
+    fn publish(&self, kv: MemKv, meta: &SmMeta) {
+        let v = Version {
+            kv,
+            applied_index: meta.applied_index,
+            applied_term: meta.applied_term,
+            membership: meta.membership.clone(),
+        };
         *self.published.write().expect("lock") = Arc::new(v);
     }
 
@@ -194,12 +202,7 @@ impl StateMachine for MemStateMachine {
         let res = apply_entries(&mut kv, &mut meta, entries, &mut MetaChanges::default());
         match res {
             Ok(out) => {
-                self.publish(Version {
-                    kv,
-                    applied_index: meta.applied_index,
-                    applied_term: meta.applied_term,
-                    membership: meta.membership.clone(),
-                });
+                self.publish(kv, &meta);
                 Ok(out)
             }
             // Refused before anything changed.
@@ -303,12 +306,7 @@ impl StateMachine for MemStateMachine {
         meta.applied_term = snap.last_term;
         meta.membership = snap.membership.clone();
         let mut guard = self.apply.lock().expect("lock");
-        self.publish(Version {
-            kv,
-            applied_index: meta.applied_index,
-            applied_term: meta.applied_term,
-            membership: meta.membership.clone(),
-        });
+        self.publish(kv, &meta);
         *guard = meta;
         self.poisoned.store(false, Ordering::Release);
         Ok(snap)
