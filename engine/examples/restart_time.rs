@@ -21,11 +21,8 @@ const CLIENTS: usize = 1000;
 
 async fn start(dir: &std::path::Path, backend: StateMachineBackend) -> EmbeddedEngine {
     let mut config = Config::single_node(dir);
-    config.client_addr.clear();
     config.state_machine.backend = backend;
-    EmbeddedEngine::builder(config)
-        .without_network()
-        .start()
+    EmbeddedEngine::start_in_process(config)
         .await
         .expect("engine start")
 }

@@ -153,7 +153,12 @@ impl EmbeddedEngine {
     /// listeners. Restarting with the same directory keeps every
     /// acknowledged write.
     pub async fn start(data_dir: impl AsRef<Path>) -> std::result::Result<Self, StartError> {
-        let mut config = Config::single_node(data_dir.as_ref());
+        Self::start_in_process(Config::single_node(data_dir.as_ref())).await
+    }
+
+    /// Starts `config` (normally a [`Config::single_node`] with settings
+    /// changed) with no network listeners and no advertised client address.
+    pub async fn start_in_process(mut config: Config) -> std::result::Result<Self, StartError> {
         // Nothing listens: do not advertise a client address.
         config.client_addr.clear();
         Self::builder(config).without_network().start().await

@@ -7,13 +7,8 @@ use d_engine::{Config, Consistency, EmbeddedEngine};
 
 async fn start(dir: &std::path::Path, backend: StateMachineBackend) -> EmbeddedEngine {
     let mut config = Config::single_node(dir);
-    config.client_addr.clear();
     config.state_machine.backend = backend;
-    EmbeddedEngine::builder(config)
-        .without_network()
-        .start()
-        .await
-        .unwrap()
+    EmbeddedEngine::start_in_process(config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,13 +114,8 @@ async fn compare_and_swap_and_scan() {
 async fn ttl_expires_keys() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = d_engine::Config::single_node(dir.path());
-    cfg.client_addr.clear();
     cfg.ttl.expire_interval_ms = 50;
-    let e = EmbeddedEngine::builder(cfg)
-        .without_network()
-        .start()
-        .await
-        .unwrap();
+    let e = EmbeddedEngine::start_in_process(cfg).await.unwrap();
     e.wait_ready(Duration::from_secs(5)).await.unwrap();
     let c = e.client();
     c.put_with_ttl(b"t", b"v", Duration::from_millis(300))

@@ -42,11 +42,8 @@ impl EmbeddedCluster {
         if nodes == 1 {
             let dir = tempfile::Builder::new().prefix("emb-").tempdir_in(base)?;
             let mut cfg = Config::single_node(dir.path());
-            cfg.client_addr = String::new();
             cfg.state_machine.backend = sm.config();
-            let e = EmbeddedEngine::builder(cfg)
-                .without_network()
-                .start()
+            let e = EmbeddedEngine::start_in_process(cfg)
                 .await
                 .context("starting the embedded engine")?;
             engines.push(e);
