@@ -283,17 +283,8 @@ impl Engine {
             OpArgs::Key(k) => Box::pin(async move { c.delete(k).await.map(Out::Bool) }),
             OpArgs::Cas(k, exp, new, t) => Box::pin(async move {
                 match ttl(t) {
-                    // TODO(runtime): EmbeddedClient has no CAS-with-TTL yet; the
-                    // node handle has, without forwarding (NotLeader on followers).
                     Some(d) => c
-                        .handle()
-                        .compare_and_swap(
-                            k,
-                            exp.map(Into::into),
-                            new.map(Into::into),
-                            Some(d),
-                            None,
-                        )
+                        .compare_and_swap_with_ttl(k, exp, new, d)
                         .await
                         .map(Out::Cas),
                     None => c.compare_and_swap(k, exp, new).await.map(Out::Cas),

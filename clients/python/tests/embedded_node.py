@@ -39,7 +39,9 @@ def main() -> int:
                     kv = client.get(req["key"], req.get("consistency", "linearizable"))
                     result = None if kv is None else kv.value.decode()
                 elif op == "cas":
-                    r = client.compare_and_swap(req["key"], req["expected"], req["new"])
+                    r = client.compare_and_swap(
+                        req["key"], req["expected"], req["new"], ttl=req.get("ttl")
+                    )
                     result = r.succeeded
                 else:
                     raise ValueError(f"unknown op {op!r}")

@@ -62,6 +62,16 @@ def test_writes_on_a_follower_are_forwarded_to_the_leader(nodes: List[EmbeddedNo
     assert nodes[leader - 1].request("get", key="fw")["ok"] == "2"
 
 
+def test_cas_with_ttl_on_a_follower_is_forwarded_to_the_leader(nodes: List[EmbeddedNodeProc]):
+    # Regression: CAS with a TTL used to call the local node handle without
+    # forwarding, so on a follower it failed with NotLeader.
+    leader = _leader(nodes)
+    follower = next(p for p in nodes if p.spec.id != leader)
+    reply = follower.request("cas", key="ttl-fw", expected=None, new="held", ttl=60)
+    assert reply.get("ok") is True, f"CAS with a TTL on a follower failed: {reply}"
+    assert nodes[leader - 1].request("get", key="ttl-fw")["ok"] == "held"
+
+
 def test_grpc_client_reaches_the_embedded_cluster(nodes: List[EmbeddedNodeProc]):
     leader = _leader(nodes)
     nodes[leader - 1].request("put", key="x", value="embedded")
