@@ -22,7 +22,6 @@ mod apply;
 mod core_loop;
 pub mod handle;
 mod inbox;
-pub mod memnet;
 mod node;
 pub(crate) mod shared;
 mod wal_thread;

@@ -860,15 +860,11 @@ impl Shared {
         })?;
         let out = self.wait(rx, "the membership change").await?;
         match out.result {
-            ApplyResult::MembershipChanged => Ok(self.members_after(out.index)),
+            // The core applies a change when it is appended, so the published
+            // membership already holds it.
+            ApplyResult::MembershipChanged => Ok(self.members()),
             other => Err(self.unexpected(other)),
         }
-    }
-
-    /// Members once the loop has published the change at `index` (the core
-    /// applies a change when it is appended, so it is already visible).
-    fn members_after(&self, _index: u64) -> Vec<MemberInfo> {
-        self.members()
     }
 
     fn check_member(&self, id: NodeId) -> Result<()> {
