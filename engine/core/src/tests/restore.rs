@@ -95,7 +95,7 @@ fn hard_state_commit_never_exceeds_the_durable_log() {
             leader_commit: 3,
             heartbeat_seq: 1,
         },
-    ));
+    )).unwrap();
     let rd = f.ready();
     assert_eq!(f.status().commit, 3);
     assert_eq!(
@@ -127,7 +127,7 @@ fn stale_leader_is_told_the_current_term() {
             leader_commit: 0,
             heartbeat_seq: 9,
         },
-    ));
+    )).unwrap();
     assert_eq!(
         f.ready().messages,
         vec![msg(
@@ -160,7 +160,7 @@ fn pre_vote_is_granted_in_the_requested_term_without_changing_state() {
             last_log_term: 3,
             leader_transfer: false,
         },
-    ));
+    )).unwrap();
     let rd = f.ready();
     assert_eq!(rd.hard_state, None);
     assert_eq!(
@@ -195,13 +195,13 @@ fn leader_transfer_vote_bypasses_stickiness() {
             },
         )
     };
-    net.node_mut(2).step(vote(false));
+    net.node_mut(2).step(vote(false)).unwrap();
     assert!(
         net.node_mut(2).ready().messages.is_empty(),
         "sticky: ignored"
     );
     assert_eq!(net.status(2).term, 1);
-    net.node_mut(2).step(vote(true));
+    net.node_mut(2).step(vote(true)).unwrap();
     assert_eq!(
         net.node_mut(2).ready().messages,
         vec![msg(
@@ -232,7 +232,7 @@ fn leader_steps_down_on_a_higher_term_answer() {
             conflict_term: None,
             heartbeat_seq: 0,
         },
-    ));
+    )).unwrap();
     let st = net.status(1);
     assert_eq!((st.role, st.term, st.leader), (Role::Follower, 7, None));
     let rd = net.node_mut(1).ready();
