@@ -141,7 +141,10 @@ impl RaftNode {
             }
         } else if prev == snap && self.log.term_at(snap) != Some(prev_term) {
             // Our snapshot's last entry is committed: a leader has it.
-            return Err(Refusal::ConflictsWithCommitted { index: snap, commit });
+            return Err(Refusal::ConflictsWithCommitted {
+                index: snap,
+                commit,
+            });
         }
         for e in entries {
             if e.index < snap {

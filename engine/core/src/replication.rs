@@ -185,7 +185,10 @@ impl RaftNode {
         seq: u64,
     ) {
         // `step` refuses leader traffic in a term we lead (Refusal::SecondLeader).
-        debug_assert!(self.role != Role::Leader, "checked by RaftNode::check_message");
+        debug_assert!(
+            self.role != Role::Leader,
+            "checked by RaftNode::check_message"
+        );
         if self.role != Role::Follower && self.role != Role::Learner || self.leader != Some(from) {
             self.become_follower(self.term, Some(from));
         }

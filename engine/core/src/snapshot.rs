@@ -63,7 +63,10 @@ impl RaftNode {
     /// Follower: the leader's snapshot arrived (the term was already checked).
     pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         // `step` refuses leader traffic in a term we lead (Refusal::SecondLeader).
-        debug_assert!(self.role != Role::Leader, "checked by RaftNode::check_message");
+        debug_assert!(
+            self.role != Role::Leader,
+            "checked by RaftNode::check_message"
+        );
         if self.role != Role::Follower && self.role != Role::Learner || self.leader != Some(from) {
             self.become_follower(self.term, Some(from));
         }

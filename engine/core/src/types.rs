@@ -281,7 +281,10 @@ pub enum Refusal {
     /// truncate or replace it).
     ConflictsWithCommitted { index: Index, commit: Index },
     /// An AppendEntriesResponse for an index beyond this leader's log.
-    AckBeyondLog { match_index: Index, last_index: Index },
+    AckBeyondLog {
+        match_index: Index,
+        last_index: Index,
+    },
     /// The snapshot metadata is inconsistent (see `reason`).
     InvalidSnapshot { reason: String },
     /// A configuration entry that is not valid against the configuration in

@@ -344,7 +344,8 @@ fn pre_candidate_behind_on_terms_catches_up_from_a_refusal() {
             pre_vote: true,
             granted: false,
         },
-    )).unwrap();
+    ))
+    .unwrap();
     let st = n.status();
     assert_eq!((st.role, st.term), (Role::Follower, 7));
     // A refusal from a voter at our own term is counted as a refusal.
@@ -359,7 +360,8 @@ fn pre_candidate_behind_on_terms_catches_up_from_a_refusal() {
                 pre_vote: true,
                 granted: false,
             },
-        )).unwrap();
+        ))
+        .unwrap();
     }
     assert_eq!(n.status().role, Role::Follower);
     assert_eq!(n.status().term, 7);

@@ -36,7 +36,11 @@ fn snapshot_of(n: &RaftNode) -> (Status, Vec<Entry>, Option<NodeId>) {
 }
 
 fn assert_unchanged(n: &RaftNode, before: &(Status, Vec<Entry>, Option<NodeId>)) {
-    assert_eq!(&snapshot_of(n), before, "a refused message changed the node");
+    assert_eq!(
+        &snapshot_of(n),
+        before,
+        "a refused message changed the node"
+    );
 }
 
 /// A single-node cluster (member 1 only) that leads and committed a write.
@@ -65,23 +69,20 @@ fn still_commits(net: &mut Network, leader: NodeId) {
 fn issue_repro_non_member_append_is_refused_and_the_node_keeps_serving() {
     let mut net = single_node_with_a_commit();
     let before = snapshot_of(net.node(1));
-    let r = net.node_mut(1).step(msg(
-        2,
-        1,
-        HUGE,
-        append((0, 0), vec![noop(1, HUGE)], 1),
-    ));
+    let r = net
+        .node_mut(1)
+        .step(msg(2, 1, HUGE, append((0, 0), vec![noop(1, HUGE)], 1)));
     assert_eq!(r, Err(Refusal::NotAMember { from: 2 }));
     assert_unchanged(net.node(1), &before);
     assert_eq!(net.status(1).refused_messages, 1);
-    assert!(!net.node(1).has_ready(), "a refused message produces no output");
+    assert!(
+        !net.node(1).has_ready(),
+        "a refused message produces no output"
+    );
     // A forged Put from a stranger is not applied either.
-    let r = net.node_mut(1).step(msg(
-        2,
-        1,
-        HUGE,
-        append((2, 1), vec![ent(3, HUGE)], 3),
-    ));
+    let r = net
+        .node_mut(1)
+        .step(msg(2, 1, HUGE, append((2, 1), vec![ent(3, HUGE)], 3)));
     assert!(matches!(r, Err(Refusal::NotAMember { .. })));
     net.settle();
     assert!(net.disks[&1].applied.iter().all(|e| e.term < HUGE));
@@ -100,12 +101,9 @@ fn member_append_conflicting_with_committed_entries_is_refused() {
     // The issue's message, from a member, against the leader and the follower.
     for (from, to) in [(2, 1), (1, 2)] {
         let before = snapshot_of(net.node(to));
-        let r = net.node_mut(to).step(msg(
-            from,
-            to,
-            HUGE,
-            append((0, 0), vec![noop(1, HUGE)], 1),
-        ));
+        let r = net
+            .node_mut(to)
+            .step(msg(from, to, HUGE, append((0, 0), vec![noop(1, HUGE)], 1)));
         assert_eq!(
             r,
             Err(Refusal::ConflictsWithCommitted { index: 1, commit }),
@@ -679,7 +677,9 @@ fn hostile_run(seed: u64, steps: usize, members_too: bool) -> (u64, u64, Index) 
             }
             25..=54 => {
                 for _ in 0..1 + rng.below(5) {
-                    let Some(m) = net.queue.pop_front() else { break };
+                    let Some(m) = net.queue.pop_front() else {
+                        break;
+                    };
                     if rng.below(12) > 0 {
                         net.queue.push_front(m);
                         net.deliver_one();

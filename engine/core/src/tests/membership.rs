@@ -134,7 +134,8 @@ fn truncated_config_entry_is_reverted() {
             leader_commit: 1,
             heartbeat_seq: 1,
         },
-    )).unwrap();
+    ))
+    .unwrap();
     assert!(f.status().membership.contains(4));
     // A new leader of term 2 overwrites index 2.
     f.step(msg(
@@ -148,7 +149,8 @@ fn truncated_config_entry_is_reverted() {
             leader_commit: 1,
             heartbeat_seq: 1,
         },
-    )).unwrap();
+    ))
+    .unwrap();
     assert_eq!(f.status().membership, m);
 }
 
@@ -252,7 +254,8 @@ fn joiner_ignores_entries_from_index_one() {
             leader_commit: 1,
             heartbeat_seq: 1,
         },
-    )).unwrap();
+    ))
+    .unwrap();
     assert_eq!(f.status().last_index, 0);
     assert_eq!(
         f.ready().messages,

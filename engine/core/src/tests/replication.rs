@@ -62,7 +62,8 @@ fn follower_replaces_conflicting_suffix_and_acks_only_after_persisting() {
         )]
     );
     // The leader backs up to 2 and sends its entry 3 (term 3).
-    f.step(append(1, 2, 3, (2, 1), vec![ent(3, 3)], 1, 8)).unwrap();
+    f.step(append(1, 2, 3, (2, 1), vec![ent(3, 3)], 1, 8))
+        .unwrap();
     let rd = f.ready();
     assert_eq!(
         rd.entries,
@@ -85,7 +86,8 @@ fn follower_replaces_conflicting_suffix_and_acks_only_after_persisting() {
 fn follower_hints_its_last_index_when_prev_is_beyond_its_log() {
     let m = membership(&[1, 2, 3], &[]);
     let mut f = node_with(2, &m, 1, vec![ent(1, 1)]);
-    f.step(append(1, 2, 1, (5, 1), vec![ent(6, 1)], 0, 1)).unwrap();
+    f.step(append(1, 2, 1, (5, 1), vec![ent(6, 1)], 0, 1))
+        .unwrap();
     let rd = f.ready();
     assert_eq!(
         rd.messages,
@@ -108,7 +110,8 @@ fn follower_hints_its_last_index_when_prev_is_beyond_its_log() {
 fn heartbeat_is_answered_at_once_with_the_durable_matching_prefix() {
     let m = membership(&[1, 2, 3], &[]);
     let mut f = node_with(2, &m, 1, vec![ent(1, 1), ent(2, 1)]);
-    f.step(append(1, 2, 1, (2, 1), vec![ent(3, 1)], 0, 1)).unwrap();
+    f.step(append(1, 2, 1, (2, 1), vec![ent(3, 1)], 0, 1))
+        .unwrap();
     let rd = f.ready();
     assert!(rd.messages.is_empty());
     f.step(append(1, 2, 1, (2, 1), vec![], 2, 2)).unwrap();
@@ -132,7 +135,8 @@ fn figure_8_leader_does_not_commit_previous_term_entries_by_counting() {
             pre_vote: false,
             granted: true,
         },
-    )).unwrap();
+    ))
+    .unwrap();
     assert_eq!(l.status().role, Role::Leader);
     let rd = l.ready();
     assert_eq!(rd.entries, vec![noop(3, 4)]);
