@@ -59,7 +59,11 @@ fn main() {
             }
             while let Some(msg) = queue.pop_front() {
                 busy = true;
-                nodes.get_mut(&msg.to).expect("known node").step(msg);
+                nodes
+                    .get_mut(&msg.to)
+                    .expect("known node")
+                    .step(msg)
+                    .expect("honest traffic is never refused");
             }
             if !busy {
                 return;

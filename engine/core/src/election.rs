@@ -88,6 +88,13 @@ impl RaftNode {
         if !self.membership.is_voter(self.id) {
             return;
         }
+        if self.term >= MAX_TERM {
+            // No term left to campaign in (peers refuse terms above
+            // MAX_TERM, and `term + 1` must not overflow): stay a follower.
+            // Only a peer that pushed the term this far gets here.
+            self.reset_election_timer();
+            return;
+        }
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.leader = None;
@@ -200,7 +207,7 @@ impl RaftNode {
         granted: bool,
     ) {
         let expected = match (pre_vote, self.role) {
-            (true, Role::PreCandidate) if granted => self.term + 1,
+            (true, Role::PreCandidate) if granted => self.term.saturating_add(1),
             // Refusals carry the voter's own term (ours, or lower and stale).
             (true, Role::PreCandidate) => self.term,
             (false, Role::Candidate) => self.term,

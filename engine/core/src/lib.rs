@@ -8,6 +8,7 @@
 
 mod config;
 mod election;
+mod guard;
 mod log;
 mod membership;
 mod node;

@@ -177,7 +177,9 @@ impl RaftLog {
         self.entries.extend(entries);
     }
 
-    /// Removes every entry from `i` on. Panics if that would remove a committed entry.
+    /// Removes every entry from `i` on. Panics if that would remove a committed
+    /// entry: an invariant of the node's own state, since `RaftNode::step`
+    /// refuses any message that would cause it (`Refusal::ConflictsWithCommitted`).
     pub(crate) fn truncate_from(&mut self, i: Index) {
         assert!(
             i > self.commit,

@@ -114,6 +114,8 @@ pub struct RaftNode {
     pub(crate) send_snapshot_out: Vec<NodeId>,
     /// (term, vote) last handed out in a `Ready` (or restored).
     pub(crate) emitted_hs: (Term, Option<NodeId>),
+    /// Peer messages refused by `step` (see [`Refusal`]).
+    pub(crate) refused_messages: u64,
 }
 
 impl RaftNode {
@@ -186,6 +188,7 @@ impl RaftNode {
             install_out: None,
             send_snapshot_out: Vec::new(),
             emitted_hs: (hs.term, hs.voted_for),
+            refused_messages: 0,
         };
         node.recompute_membership();
         node.role = node.follower_role();
@@ -204,10 +207,23 @@ impl RaftNode {
     }
 
     /// A message from a peer arrived.
-    pub fn step(&mut self, msg: Message) {
-        if msg.to != self.id || msg.from == self.id || msg.from == 0 {
-            return;
+    ///
+    /// The message is input from outside: it is checked before it may change
+    /// anything (see `guard.rs` and `docs/raft-core.md`). A message that fails
+    /// is refused as a whole: `Err` says why, the node is left exactly as it
+    /// was (as if the message had been lost) apart from the
+    /// [`Status::refused_messages`] counter, and the host should log the
+    /// refusal. No well-formed message makes the node panic.
+    pub fn step(&mut self, msg: Message) -> Result<(), Refusal> {
+        if let Err(r) = self.check_message(&msg) {
+            self.refused_messages += 1;
+            return Err(r);
         }
+        self.step_checked(msg);
+        Ok(())
+    }
+
+    fn step_checked(&mut self, msg: Message) {
         if msg.term > self.term {
             match &msg.body {
                 MessageBody::RequestVote {
@@ -228,7 +244,7 @@ impl RaftNode {
                 MessageBody::RequestVoteResponse {
                     pre_vote: true,
                     granted: true,
-                } if msg.term == self.term + 1 => {}
+                } if self.term.checked_add(1) == Some(msg.term) => {}
                 MessageBody::AppendEntries { .. }
                 | MessageBody::InstallSnapshot { .. }
                 | MessageBody::TimeoutNow => self.become_follower(msg.term, Some(msg.from)),
@@ -453,6 +469,7 @@ impl RaftNode {
             },
             now_tick: self.now,
             membership: self.membership.clone(),
+            refused_messages: self.refused_messages,
         }
     }
 

@@ -184,12 +184,10 @@ impl RaftNode {
         leader_commit: Index,
         seq: u64,
     ) {
-        assert!(
+        // `step` refuses leader traffic in a term we lead (Refusal::SecondLeader).
+        debug_assert!(
             self.role != Role::Leader,
-            "invariant broken: two leaders in term {} ({} and {})",
-            self.term,
-            self.id,
-            from
+            "checked by RaftNode::check_message"
         );
         if self.role != Role::Follower && self.role != Role::Learner || self.leader != Some(from) {
             self.become_follower(self.term, Some(from));
@@ -364,11 +362,8 @@ impl RaftNode {
             pr.probe_sent = false;
             let mut advanced = false;
             if match_index > pr.match_index {
-                assert!(
-                    match_index <= self.log.last_index(),
-                    "follower {from} acknowledged index {match_index} beyond the leader's last index {}",
-                    self.log.last_index()
-                );
+                // `step` refuses acks beyond our log (Refusal::AckBeyondLog).
+                debug_assert!(match_index <= self.log.last_index());
                 pr.match_index = match_index;
                 pr.last_progress_tick = now;
                 advanced = true;
@@ -417,7 +412,9 @@ impl RaftNode {
             let stale = match pr.state {
                 ProgressState::Snapshot { .. } => true,
                 ProgressState::Replicate => rejected <= pr.match_index,
-                ProgressState::Probe => rejected <= pr.match_index || rejected + 1 != pr.next_index,
+                ProgressState::Probe => {
+                    rejected <= pr.match_index || rejected.saturating_add(1) != pr.next_index
+                }
             };
             if stale {
                 return;

@@ -62,10 +62,10 @@ impl RaftNode {
 
     /// Follower: the leader's snapshot arrived (the term was already checked).
     pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
-        assert!(
+        // `step` refuses leader traffic in a term we lead (Refusal::SecondLeader).
+        debug_assert!(
             self.role != Role::Leader,
-            "invariant broken: two leaders in term {}",
-            self.term
+            "checked by RaftNode::check_message"
         );
         if self.role != Role::Follower && self.role != Role::Learner || self.leader != Some(from) {
             self.become_follower(self.term, Some(from));
@@ -163,7 +163,10 @@ impl RaftNode {
         pr.state = ProgressState::Probe;
         pr.probe_sent = false;
         pr.inflight.clear();
-        pr.next_index = (last_index + 1).min(last + 1).max(pr.match_index + 1);
+        pr.next_index = last_index
+            .saturating_add(1)
+            .min(last + 1)
+            .max(pr.match_index + 1);
         self.send_append(from);
     }
 

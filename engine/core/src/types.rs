@@ -12,6 +12,17 @@ pub type Term = u64;
 /// A position in the replicated log; the first real entry has index 1.
 pub type Index = u64;
 
+/// The highest term a peer message may carry (2^62). A message with a higher
+/// term is refused ([`Refusal::TermTooHigh`]) and a node whose own term
+/// reached it stops campaigning, so `term + 1` can never overflow (release
+/// builds would wrap to 0). No honest cluster comes near it: at one election
+/// per millisecond it takes 146 million years.
+pub const MAX_TERM: Term = 1 << 62;
+
+/// The highest log index a peer message may carry (2^62), so that index
+/// arithmetic (`index + 1`, `prev + entries.len()`) can never overflow.
+pub const MAX_INDEX: Index = 1 << 62;
+
 /// One replicated log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -232,4 +243,104 @@ pub struct Status {
     pub lease_until_tick: u64,
     pub now_tick: u64,
     pub membership: Membership,
+    /// Peer messages refused by [`crate::RaftNode::step`] since start (see
+    /// [`Refusal`]).
+    pub refused_messages: u64,
 }
+
+/// Why [`crate::RaftNode::step`] refused a peer message.
+///
+/// A refused message has no effect at all on the node: it is dropped as if
+/// the network had lost it, which Raft tolerates. An honest, correctly
+/// configured member never causes a refusal, with one exception documented
+/// in `docs/raft-core.md`: a node that missed the configuration change that
+/// added the sender refuses it as [`Refusal::NotAMember`]. Every other refusal
+/// means the sender is buggy, misconfigured or hostile. The host should log it
+/// (with the sender) and may drop the stream it arrived on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `to` is not this node's id.
+    WrongRecipient { to: NodeId },
+    /// `from` is 0 (never a valid id) or this node's own id.
+    InvalidSender { from: NodeId },
+    /// `from` is neither a voter nor a learner of this node's configuration.
+    /// (A node whose configuration is still empty, one started to join,
+    /// accepts any sender until it learns its configuration.)
+    NotAMember { from: NodeId },
+    /// The message term is above [`MAX_TERM`].
+    TermTooHigh { term: Term },
+    /// A log index in the message is above [`MAX_INDEX`].
+    IndexTooHigh { index: Index },
+    /// An AppendEntries or InstallSnapshot in the term this node leads:
+    /// Raft allows one leader per term.
+    SecondLeader { term: Term },
+    /// The entries do not directly follow `prev_log_index`, are not
+    /// contiguous, have decreasing terms, or have a term above the message's.
+    MalformedEntries { reason: String },
+    /// The message contradicts an entry this node knows committed (it would
+    /// truncate or replace it).
+    ConflictsWithCommitted { index: Index, commit: Index },
+    /// An AppendEntriesResponse for an index beyond this leader's log.
+    AckBeyondLog {
+        match_index: Index,
+        last_index: Index,
+    },
+    /// The snapshot metadata is inconsistent (see `reason`).
+    InvalidSnapshot { reason: String },
+    /// A configuration entry that is not valid against the configuration in
+    /// force before it (the leader would never have appended it).
+    InvalidConfChange { index: Index, reason: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::WrongRecipient { to } => write!(
+                f,
+                "addressed to node {to}, not to this node: the sender's peer list maps this \
+                 address to the wrong node id"
+            ),
+            Refusal::InvalidSender { from } => write!(
+                f,
+                "sender id {from} is 0 or this node's own id: two nodes share an id, or the \
+                 sender is forged"
+            ),
+            Refusal::NotAMember { from } => write!(
+                f,
+                "sender {from} is not a member (voter or learner) of this node's configuration; \
+                 if it was added while this node was away, remove this node and add it again"
+            ),
+            Refusal::TermTooHigh { term } => write!(
+                f,
+                "term {term} is above the maximum term {MAX_TERM}: no honest node gets there"
+            ),
+            Refusal::IndexTooHigh { index } => write!(
+                f,
+                "log index {index} is above the maximum index {MAX_INDEX}"
+            ),
+            Refusal::SecondLeader { term } => write!(
+                f,
+                "leader traffic in term {term}, which this node leads: two leaders in one term"
+            ),
+            Refusal::MalformedEntries { reason } => write!(f, "malformed entries: {reason}"),
+            Refusal::ConflictsWithCommitted { index, commit } => write!(
+                f,
+                "the message contradicts committed entry {index} (commit index {commit}): a \
+                 committed entry is never replaced"
+            ),
+            Refusal::AckBeyondLog {
+                match_index,
+                last_index,
+            } => write!(
+                f,
+                "acknowledges index {match_index}, beyond this leader's last index {last_index}"
+            ),
+            Refusal::InvalidSnapshot { reason } => write!(f, "invalid snapshot metadata: {reason}"),
+            Refusal::InvalidConfChange { index, reason } => {
+                write!(f, "invalid configuration entry at index {index}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}

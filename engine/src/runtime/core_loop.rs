@@ -236,8 +236,13 @@ impl CoreLoop {
             Input::Snapshot { tx } => self.request_snapshot(Some(tx)),
             Input::Peer(msg, delivered) => {
                 self.shared.peer_queued.fetch_sub(1, Ordering::AcqRel);
-                self.heard.insert(msg.from, (delivered, Instant::now()));
-                self.core.step(msg);
+                let (from, term) = (msg.from, msg.term);
+                match self.core.step(msg) {
+                    Ok(()) => {
+                        self.heard.insert(from, (delivered, Instant::now()));
+                    }
+                    Err(refusal) => self.log_refusal(from, term, &refusal),
+                }
             }
             Input::Unreachable(peer) => {
                 self.shared.peer_queued.fetch_sub(1, Ordering::AcqRel);
@@ -254,12 +259,19 @@ impl CoreLoop {
                         let _ = std::fs::remove_file(old);
                     }
                 }
-                self.core.step(Message {
+                let index = meta.last_index;
+                let stepped = self.core.step(Message {
                     from,
                     to: self.shared.id,
                     term,
                     body: MessageBody::InstallSnapshot { meta },
                 });
+                if let Err(refusal) = stepped {
+                    self.log_refusal(from, term, &refusal);
+                    if let Some(p) = self.staged.remove(&index) {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
             }
             Input::Persisted { index, term } => self.core.log_persisted(index, term),
             Input::SnapshotBegun { result } => self.snapshot_begun(result),
@@ -269,6 +281,27 @@ impl CoreLoop {
             Input::Shutdown => return Ok(true),
         }
         Ok(false)
+    }
+
+    /// The core refused a peer message (it had no effect). Logged with the
+    /// sender and the reason: the first 16 refusals, then every 1024th, each
+    /// with the running total (`refused_messages` in the core's status), so
+    /// a flood cannot flood the log.
+    fn log_refusal(
+        &self,
+        from: d_engine_core::NodeId,
+        term: u64,
+        refusal: &d_engine_core::Refusal,
+    ) {
+        let total = self.core.status().refused_messages;
+        if total <= 16 || total.is_multiple_of(1024) {
+            tracing::warn!(
+                from,
+                term,
+                refused_total = total,
+                "refused a peer message: {refusal}"
+            );
+        }
     }
 
     fn flush_proposals(&mut self) {

@@ -19,7 +19,7 @@ fn vote_req(from: NodeId, to: NodeId, term: Term, lli: Index, llt: Term) -> Mess
 fn vote_refused_when_candidate_log_is_behind() {
     let m = membership(&[1, 2, 3], &[]);
     let mut n = node_with(1, &m, 1, vec![ent(1, 1), ent(2, 1)]);
-    n.step(vote_req(2, 1, 2, 1, 1));
+    n.step(vote_req(2, 1, 2, 1, 1)).unwrap();
     let rd = n.ready();
     assert_eq!(
         rd.hard_state,
@@ -48,7 +48,7 @@ fn vote_granted_to_up_to_date_log_and_only_once_per_term() {
     let m = membership(&[1, 2, 3], &[]);
     let mut n = node_with(1, &m, 1, vec![ent(1, 1), ent(2, 1)]);
     // Same last term, same length: up to date.
-    n.step(vote_req(2, 1, 2, 2, 1));
+    n.step(vote_req(2, 1, 2, 2, 1)).unwrap();
     let rd = n.ready();
     assert_eq!(
         rd.hard_state,
@@ -71,7 +71,7 @@ fn vote_granted_to_up_to_date_log_and_only_once_per_term() {
         )]
     );
     // Another candidate in the same term, with a better log, is refused.
-    n.step(vote_req(3, 1, 2, 5, 2));
+    n.step(vote_req(3, 1, 2, 5, 2)).unwrap();
     let rd = n.ready();
     assert_eq!(rd.hard_state, None);
     assert_eq!(
@@ -92,7 +92,7 @@ fn vote_granted_to_up_to_date_log_and_only_once_per_term() {
 fn higher_last_term_wins_over_longer_log() {
     let m = membership(&[1, 2, 3], &[]);
     let mut n = node_with(1, &m, 2, vec![ent(1, 1), ent(2, 1), ent(3, 1)]);
-    n.step(vote_req(2, 1, 3, 1, 2));
+    n.step(vote_req(2, 1, 3, 1, 2)).unwrap();
     let rd = n.ready();
     assert_eq!(
         rd.messages,
@@ -310,7 +310,7 @@ fn restarted_node_ignores_votes_during_its_first_election_timeout() {
         },
     )
     .unwrap();
-    n.step(vote_req(2, 1, 2, 0, 0));
+    n.step(vote_req(2, 1, 2, 0, 0)).unwrap();
     assert!(
         !n.has_ready(),
         "ignored: it may have acked a leader's lease before restart"
@@ -319,7 +319,7 @@ fn restarted_node_ignores_votes_during_its_first_election_timeout() {
         n.tick();
     }
     if n.status().role == Role::Follower {
-        n.step(vote_req(2, 1, 2, 0, 0));
+        n.step(vote_req(2, 1, 2, 0, 0)).unwrap();
         let rd = n.ready();
         assert!(rd.messages.iter().any(|m| m.body
             == MessageBody::RequestVoteResponse {
@@ -344,7 +344,8 @@ fn pre_candidate_behind_on_terms_catches_up_from_a_refusal() {
             pre_vote: true,
             granted: false,
         },
-    ));
+    ))
+    .unwrap();
     let st = n.status();
     assert_eq!((st.role, st.term), (Role::Follower, 7));
     // A refusal from a voter at our own term is counted as a refusal.
@@ -359,7 +360,8 @@ fn pre_candidate_behind_on_terms_catches_up_from_a_refusal() {
                 pre_vote: true,
                 granted: false,
             },
-        ));
+        ))
+        .unwrap();
     }
     assert_eq!(n.status().role, Role::Follower);
     assert_eq!(n.status().term, 7);

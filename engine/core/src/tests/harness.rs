@@ -106,6 +106,8 @@ pub struct Network {
     pub refused: BTreeMap<NodeId, Vec<ReadRefused>>,
     /// Every message delivered or dropped, for assertions.
     pub trace: Vec<Message>,
+    /// Every delivered message a node refused, with the reason.
+    pub refusals: Vec<(Message, Refusal)>,
     pub auto_snapshot: bool,
 }
 
@@ -121,6 +123,7 @@ impl Network {
             reads: BTreeMap::new(),
             refused: BTreeMap::new(),
             trace: Vec::new(),
+            refusals: Vec::new(),
             auto_snapshot: true,
         };
         for id in voters.iter().chain(learners) {
@@ -242,7 +245,10 @@ impl Network {
             return true;
         }
         if let Some(n) = self.nodes.get_mut(&m.to) {
-            n.step(m);
+            if let Err(r) = n.step(m.clone()) {
+                // Refused: dropped, as if lost; kept for assertions.
+                self.refusals.push((m, r));
+            }
         }
         true
     }

@@ -46,7 +46,7 @@ fn conf_change_needs_a_committed_entry_of_the_leaders_term() {
     net.process_all();
     while let Some(m) = net.queue.pop_front() {
         if matches!(m.body, MessageBody::RequestVoteResponse { .. }) {
-            net.node_mut(1).step(m);
+            net.node_mut(1).step(m).unwrap();
         }
     }
     assert_eq!(net.status(1).role, Role::Leader);
@@ -134,7 +134,8 @@ fn truncated_config_entry_is_reverted() {
             leader_commit: 1,
             heartbeat_seq: 1,
         },
-    ));
+    ))
+    .unwrap();
     assert!(f.status().membership.contains(4));
     // A new leader of term 2 overwrites index 2.
     f.step(msg(
@@ -148,7 +149,8 @@ fn truncated_config_entry_is_reverted() {
             leader_commit: 1,
             heartbeat_seq: 1,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(f.status().membership, m);
 }
 
@@ -252,7 +254,8 @@ fn joiner_ignores_entries_from_index_one() {
             leader_commit: 1,
             heartbeat_seq: 1,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(f.status().last_index, 0);
     assert_eq!(
         f.ready().messages,

@@ -5,6 +5,7 @@ mod harness;
 
 mod chaos;
 mod election;
+mod hostile;
 mod membership;
 mod reads;
 mod replication;

@@ -30,10 +30,10 @@ fn read_index_waits_for_a_quorum_heartbeat_round() {
     );
     // Deliver the heartbeat to 2 only and its answer: with the leader, a quorum.
     let to2 = out.iter().find(|m| m.to == 2).unwrap().clone();
-    net.node_mut(2).step(to2);
+    net.node_mut(2).step(to2).unwrap();
     let resp = net.take_msgs(2);
     assert_eq!(resp.len(), 1);
-    net.node_mut(1).step(resp[0].clone());
+    net.node_mut(1).step(resp[0].clone()).unwrap();
     net.process(1);
     assert_eq!(
         net.reads[&1],
@@ -63,7 +63,7 @@ fn read_index_is_not_confirmed_by_a_round_sent_before_the_read() {
     }
     while let Some(m) = net.queue.pop_front() {
         if m.to == 1 {
-            net.node_mut(1).step(m);
+            net.node_mut(1).step(m).unwrap();
         }
     }
     let rd = net.node_mut(1).ready();
@@ -90,7 +90,7 @@ fn new_leader_delays_read_index_until_its_noop_commits() {
     net.process_all();
     while let Some(m) = net.queue.pop_front() {
         if matches!(m.body, MessageBody::RequestVoteResponse { .. }) {
-            net.node_mut(1).step(m);
+            net.node_mut(1).step(m).unwrap();
         }
     }
     assert_eq!(net.status(1).role, Role::Leader);

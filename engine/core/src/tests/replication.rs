@@ -44,7 +44,7 @@ fn follower_replaces_conflicting_suffix_and_acks_only_after_persisting() {
     let m = membership(&[1, 2, 3], &[]);
     let mut f = node_with(2, &m, 2, vec![ent(1, 1), ent(2, 1), ent(3, 2), ent(4, 2)]);
     // Leader of term 3 says index 4 has term 3: mismatch, hint the whole term-2 run.
-    f.step(append(1, 2, 3, (4, 3), vec![], 1, 7));
+    f.step(append(1, 2, 3, (4, 3), vec![], 1, 7)).unwrap();
     let rd = f.ready();
     assert_eq!(
         rd.messages,
@@ -62,7 +62,8 @@ fn follower_replaces_conflicting_suffix_and_acks_only_after_persisting() {
         )]
     );
     // The leader backs up to 2 and sends its entry 3 (term 3).
-    f.step(append(1, 2, 3, (2, 1), vec![ent(3, 3)], 1, 8));
+    f.step(append(1, 2, 3, (2, 1), vec![ent(3, 3)], 1, 8))
+        .unwrap();
     let rd = f.ready();
     assert_eq!(
         rd.entries,
@@ -85,7 +86,8 @@ fn follower_replaces_conflicting_suffix_and_acks_only_after_persisting() {
 fn follower_hints_its_last_index_when_prev_is_beyond_its_log() {
     let m = membership(&[1, 2, 3], &[]);
     let mut f = node_with(2, &m, 1, vec![ent(1, 1)]);
-    f.step(append(1, 2, 1, (5, 1), vec![ent(6, 1)], 0, 1));
+    f.step(append(1, 2, 1, (5, 1), vec![ent(6, 1)], 0, 1))
+        .unwrap();
     let rd = f.ready();
     assert_eq!(
         rd.messages,
@@ -108,10 +110,11 @@ fn follower_hints_its_last_index_when_prev_is_beyond_its_log() {
 fn heartbeat_is_answered_at_once_with_the_durable_matching_prefix() {
     let m = membership(&[1, 2, 3], &[]);
     let mut f = node_with(2, &m, 1, vec![ent(1, 1), ent(2, 1)]);
-    f.step(append(1, 2, 1, (2, 1), vec![ent(3, 1)], 0, 1));
+    f.step(append(1, 2, 1, (2, 1), vec![ent(3, 1)], 0, 1))
+        .unwrap();
     let rd = f.ready();
     assert!(rd.messages.is_empty());
-    f.step(append(1, 2, 1, (2, 1), vec![], 2, 2));
+    f.step(append(1, 2, 1, (2, 1), vec![], 2, 2)).unwrap();
     let rd = f.ready();
     assert_eq!(rd.messages, vec![ok(2, 1, 1, 2, 2)]);
     assert_eq!(f.status().commit, 2);
@@ -132,19 +135,20 @@ fn figure_8_leader_does_not_commit_previous_term_entries_by_counting() {
             pre_vote: false,
             granted: true,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(l.status().role, Role::Leader);
     let rd = l.ready();
     assert_eq!(rd.entries, vec![noop(3, 4)]);
     l.log_persisted(3, 4);
     // Follower 2 now holds index 2 (term 2): a majority has it, but it is from
     // an older term, so it must not be committed by counting.
-    l.step(ok(2, 1, 4, 2, 0));
+    l.step(ok(2, 1, 4, 2, 0)).unwrap();
     assert_eq!(l.status().commit, 0);
     let rd = l.ready();
     assert!(rd.committed.is_empty());
     // Once the term-4 no-op is on a majority, everything up to it commits.
-    l.step(ok(2, 1, 4, 3, 0));
+    l.step(ok(2, 1, 4, 3, 0)).unwrap();
     assert_eq!(l.status().commit, 3);
     let rd = l.ready();
     assert_eq!(rd.committed, vec![ent(1, 1), ent(2, 2), noop(3, 4)]);

@@ -95,7 +95,8 @@ fn hard_state_commit_never_exceeds_the_durable_log() {
             leader_commit: 3,
             heartbeat_seq: 1,
         },
-    ));
+    ))
+    .unwrap();
     let rd = f.ready();
     assert_eq!(f.status().commit, 3);
     assert_eq!(
@@ -127,7 +128,8 @@ fn stale_leader_is_told_the_current_term() {
             leader_commit: 0,
             heartbeat_seq: 9,
         },
-    ));
+    ))
+    .unwrap();
     assert_eq!(
         f.ready().messages,
         vec![msg(
@@ -160,7 +162,8 @@ fn pre_vote_is_granted_in_the_requested_term_without_changing_state() {
             last_log_term: 3,
             leader_transfer: false,
         },
-    ));
+    ))
+    .unwrap();
     let rd = f.ready();
     assert_eq!(rd.hard_state, None);
     assert_eq!(
@@ -195,13 +198,13 @@ fn leader_transfer_vote_bypasses_stickiness() {
             },
         )
     };
-    net.node_mut(2).step(vote(false));
+    net.node_mut(2).step(vote(false)).unwrap();
     assert!(
         net.node_mut(2).ready().messages.is_empty(),
         "sticky: ignored"
     );
     assert_eq!(net.status(2).term, 1);
-    net.node_mut(2).step(vote(true));
+    net.node_mut(2).step(vote(true)).unwrap();
     assert_eq!(
         net.node_mut(2).ready().messages,
         vec![msg(
@@ -221,18 +224,20 @@ fn leader_steps_down_on_a_higher_term_answer() {
     let mut net = Network::new(&[1, 2, 3], &[]);
     net.elect(1);
     net.node_mut(1).read(1, ReadConsistency::Linearizable);
-    net.node_mut(1).step(msg(
-        2,
-        1,
-        7,
-        MessageBody::AppendEntriesResponse {
-            success: false,
-            match_index: 0,
-            conflict_index: 0,
-            conflict_term: None,
-            heartbeat_seq: 0,
-        },
-    ));
+    net.node_mut(1)
+        .step(msg(
+            2,
+            1,
+            7,
+            MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: 0,
+                conflict_index: 0,
+                conflict_term: None,
+                heartbeat_seq: 0,
+            },
+        ))
+        .unwrap();
     let st = net.status(1);
     assert_eq!((st.role, st.term, st.leader), (Role::Follower, 7, None));
     let rd = net.node_mut(1).ready();

@@ -89,7 +89,8 @@ fn follower_install_flow_emits_exact_actions() {
         2,
         1,
         MessageBody::InstallSnapshot { meta: meta.clone() },
-    ));
+    ))
+    .unwrap();
     let rd = f.ready();
     assert_eq!(rd.snapshot_to_install, Some(meta.clone()));
     assert!(rd.messages.is_empty(), "answer only once installed");
@@ -105,7 +106,8 @@ fn follower_install_flow_emits_exact_actions() {
             leader_commit: 10,
             heartbeat_seq: 3,
         },
-    ));
+    ))
+    .unwrap();
     assert!(f.ready().is_empty());
     f.snapshot_installed(meta.clone());
     let rd = f.ready();
@@ -144,7 +146,8 @@ fn follower_install_flow_emits_exact_actions() {
                 membership: m,
             },
         },
-    ));
+    ))
+    .unwrap();
     let rd = f.ready();
     assert_eq!(rd.snapshot_to_install, None);
     assert_eq!(
@@ -276,7 +279,8 @@ fn repeated_snapshot_installed_does_not_reset_a_newer_log() {
         2,
         1,
         MessageBody::InstallSnapshot { meta: meta.clone() },
-    ));
+    ))
+    .unwrap();
     let _ = f.ready();
     f.snapshot_installed(meta.clone());
     f.step(msg(
@@ -290,7 +294,8 @@ fn repeated_snapshot_installed_does_not_reset_a_newer_log() {
             leader_commit: 11,
             heartbeat_seq: 1,
         },
-    ));
+    ))
+    .unwrap();
     let _ = f.ready();
     f.log_persisted(11, 1);
     f.snapshot_installed(meta);

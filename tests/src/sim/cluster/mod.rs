@@ -39,6 +39,7 @@ mod clients;
 mod describe;
 mod exec;
 mod faults;
+mod hostile;
 mod observe;
 
 use describe::{describe, summarize};
@@ -105,6 +106,9 @@ pub struct SimOptions {
     pub trace_len: usize,
     /// After the chaos, heal everything and require progress.
     pub check_liveness: bool,
+    /// Every few ms a stranger (not a member) sends a node an arbitrary
+    /// well-formed message, which must be refused (see `hostile.rs`).
+    pub hostile_non_members: bool,
 }
 
 impl SimOptions {
@@ -119,6 +123,7 @@ impl SimOptions {
             drift_ppm: None,
             lease_margin_ticks: None,
             offloop_lease_reads: false,
+            hostile_non_members: false,
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct Stats {
     pub commits: usize,
     pub msgs_sent: u64,
     pub msgs_dropped: u64,
+    /// Messages the receiving core refused (see `d_engine_core::Refusal`).
+    pub msgs_refused: u64,
     pub msgs_duplicated: u64,
     pub writes_ok: u64,
     pub reads_ok: [u64; 3],
@@ -143,6 +150,8 @@ pub struct Stats {
     pub snapshots_sent: u64,
     pub conf_changes: u64,
     pub transfers: u64,
+    /// Hostile messages a stranger sent (`SimOptions::hostile_non_members`).
+    pub hostile_sent: u64,
 }
 
 /// The result of one run.
@@ -204,6 +213,8 @@ enum Ev {
     Heal(u64),
     /// A crash aimed at a fragile moment (just after proposing or winning).
     Crash(NodeId, u64),
+    /// A stranger sends a hostile message (`SimOptions::hostile_non_members`).
+    Hostile,
 }
 
 struct Scheduled {
@@ -277,6 +288,8 @@ pub struct World {
     fingerprint: u64,
     events: u64,
     settling: bool,
+    /// Draws for hostile messages (a fork, so other draws are not shifted).
+    hostile_rng: Option<Rng>,
 }
 
 fn addr(id: NodeId) -> String {
@@ -349,7 +362,9 @@ impl World {
                 op: None,
             })
             .collect();
+        let hostile_rng = opts.hostile_non_members.then(|| rng.fork());
         World {
+            hostile_rng,
             trace: VecDeque::with_capacity(opts.trace_len),
             opts,
             rng,
@@ -416,6 +431,9 @@ impl World {
         }
         let gap = self.fault_gap();
         self.schedule(gap, Ev::Fault);
+        if self.hostile_rng.is_some() {
+            self.schedule(1_000, Ev::Hostile);
+        }
 
         while self.events < self.opts.events {
             self.step()?;
@@ -537,8 +555,18 @@ impl World {
             let lagging: Vec<(NodeId, Index)> = members
                 .iter()
                 .filter_map(|m| {
-                    let applied = self.slots.get(m).and_then(|s| s.host.as_ref())?.applied;
-                    (applied < target).then_some((*m, applied))
+                    let h = self.slots.get(m).and_then(|s| s.host.as_ref())?;
+                    let view = h.node.status().membership;
+                    if !view.members.is_empty() && !view.contains(l) {
+                        // Stranded: this member missed the configuration
+                        // changes that added the leader, and a node that
+                        // knows its configuration refuses non-members (core
+                        // and transport alike; docs/raft-core.md, "Messages
+                        // the core refuses"). It is not expected to catch up
+                        // from this leader.
+                        return None;
+                    }
+                    (h.applied < target).then_some((*m, h.applied))
                 })
                 .collect();
             if lagging.is_empty() {
@@ -801,6 +829,7 @@ impl World {
                 }
                 Ok(())
             }
+            Ev::Hostile => self.hostile(),
             Ev::Heal(gen) => {
                 if gen == self.partition_gen && !self.blocked.is_empty() {
                     self.blocked.clear();
@@ -842,7 +871,10 @@ impl World {
                 h.staged.pop_first();
             }
         }
-        h.node.step(msg);
+        if h.node.step(msg).is_err() {
+            // Refused (e.g. from a removed member): dropped, as if lost.
+            self.stats.msgs_refused += 1;
+        }
         self.drive(to)
     }
 
