@@ -132,6 +132,35 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Authentication and authorization of the client API (`docs/auth.md`).
     pub auth: crate::auth::AuthConfig,
+    /// Authentication of the peer (Raft) port (`docs/tls.md`, "Peer authentication").
+    pub peer: PeerConfig,
+}
+
+/// How nodes prove to each other that they belong to the cluster
+/// (`[peer]`; `docs/tls.md`). Either a shared cluster secret
+/// (`secret_file`), or peer mutual TLS (`[tls] peer = true`), or both.
+///
+/// Without either, [`Config::validate`] refuses a node whose peer port
+/// listens on a non-loopback address, and a multi-node configuration with a
+/// member on a non-loopback address, unless `allow_unauthenticated = true`.
+/// A cluster entirely on loopback addresses may run unauthenticated (every
+/// local process is then trusted as a peer); the node warns at every start.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    /// File holding the cluster secret: at least 32 random bytes written as
+    /// hex (`d-engine-server gen-secret --out FILE` writes one, mode 0600).
+    /// Every node of the cluster uses the same file. Each peer stream is
+    /// opened with an HMAC-SHA256 over the cluster id, sender id, target id,
+    /// a timestamp and a nonce; a call without a valid one is refused
+    /// (UNAUTHENTICATED). The file must not be readable by group or others.
+    /// Default empty (no secret).
+    pub secret_file: PathBuf,
+    /// Run without peer authentication even though the peer port or a
+    /// member listens on a non-loopback address: anyone who can reach the
+    /// peer port can then act as a member. A warning is logged at every
+    /// start. Default false.
+    pub allow_unauthenticated: bool,
 }
 
 /// Timing of elections and heartbeats and replication windows.
@@ -346,6 +375,16 @@ pub struct TlsConfig {
     /// certs` writes), so one node's key cannot impersonate another.
     /// Default true.
     pub check_peer_names: bool,
+    /// With `peer = true`: a separate CA bundle (PEM) that signs node
+    /// certificates, trusted on the peer port instead of `ca_file` (like
+    /// etcd's `--peer-trusted-ca-file`), so that a certificate issued for
+    /// the client API can never act as a node. Default empty: `ca_file`.
+    pub peer_ca_file: PathBuf,
+    /// With `peer = true`: the certificate this node presents to peers
+    /// (signed by `peer_ca_file`). Default empty: `cert_file`.
+    pub peer_cert_file: PathBuf,
+    /// The private key of `peer_cert_file`. Default empty: `key_file`.
+    pub peer_key_file: PathBuf,
 }
 
 impl Default for TlsConfig {
@@ -358,6 +397,9 @@ impl Default for TlsConfig {
             peer: false,
             client_auth: ClientAuth::None,
             check_peer_names: true,
+            peer_ca_file: PathBuf::new(),
+            peer_cert_file: PathBuf::new(),
+            peer_key_file: PathBuf::new(),
         }
     }
 }
@@ -400,6 +442,7 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             tls: TlsConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            peer: PeerConfig::default(),
         }
     }
 }
@@ -854,6 +897,60 @@ impl Config {
         )?;
         self.auth.validate()?;
         self.validate_tls()?;
+        self.validate_peer_auth()?;
+        Ok(())
+    }
+
+    /// True when peers authenticate (`peer.secret_file` or `tls.peer`).
+    pub fn peer_authenticated(&self) -> bool {
+        !self.peer.secret_file.as_os_str().is_empty() || self.tls.peer
+    }
+
+    /// True when this configuration describes more than one node (several
+    /// members, or a node joining an existing cluster).
+    pub fn multi_node(&self) -> bool {
+        self.join || self.members.iter().any(|m| m.id != self.node_id)
+    }
+
+    /// `[peer]`: a peer port reachable from other machines, or a cluster
+    /// with members on other machines, needs peer authentication unless the
+    /// operator opts out (`peer.allow_unauthenticated`). Loopback-only
+    /// configurations (the single-node default, local test clusters) may
+    /// run without it; the node then warns at start.
+    fn validate_peer_auth(&self) -> Result<(), ConfigError> {
+        if self.peer_authenticated() || self.peer.allow_unauthenticated {
+            return Ok(());
+        }
+        const FIX: &str = "set peer.secret_file (create one with `d-engine-server gen-secret \
+                           --out FILE`, the same file on every node) or tls.peer = true, or set \
+                           peer.allow_unauthenticated = true to accept unauthenticated peers \
+                           (anyone who reaches the peer port can then act as a member)";
+        if !is_loopback_addr(&self.peer_addr) {
+            return Err(ConfigError::new(
+                "peer.secret_file",
+                format!(
+                    "peer_addr {} is not a loopback address and peers are not \
+                     authenticated: {FIX}",
+                    self.peer_addr
+                ),
+            ));
+        }
+        if self.multi_node() {
+            if let Some(m) = self
+                .members
+                .iter()
+                .find(|m| !is_loopback_addr(&m.peer_addr))
+            {
+                return Err(ConfigError::new(
+                    "peer.secret_file",
+                    format!(
+                        "this multi-node configuration has member {} at {}, which is not a \
+                         loopback address, and peers are not authenticated: {FIX}",
+                        m.id, m.peer_addr
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -880,10 +977,32 @@ impl Config {
                 ));
             }
         }
-        if t.peer && empty(&t.ca_file) {
+        if t.peer && empty(&t.ca_file) && empty(&t.peer_ca_file) {
             return Err(ConfigError::new(
                 "tls.ca_file",
-                "must name the CA (PEM) that signs the node certificates when tls.peer = true",
+                "must name the CA (PEM) that signs the node certificates when tls.peer = true \
+                 (or set tls.peer_ca_file)",
+            ));
+        }
+        if !t.peer {
+            for (key, p) in [
+                ("tls.peer_ca_file", &t.peer_ca_file),
+                ("tls.peer_cert_file", &t.peer_cert_file),
+                ("tls.peer_key_file", &t.peer_key_file),
+            ] {
+                if !empty(p) {
+                    return Err(ConfigError::new(
+                        key,
+                        "is only used with tls.peer = true; set tls.peer = true or remove it",
+                    ));
+                }
+            }
+        }
+        if empty(&t.peer_cert_file) != empty(&t.peer_key_file) {
+            return Err(ConfigError::new(
+                "tls.peer_key_file",
+                "tls.peer_cert_file and tls.peer_key_file are set together (the peer \
+                 certificate and its key), or neither",
             ));
         }
         if t.client_auth != ClientAuth::None {
@@ -916,6 +1035,23 @@ impl Config {
         }
         resolve("client_addr", &self.client_addr).map(Some)
     }
+}
+
+/// True when `addr` (`host:port`) names a loopback address: `localhost`,
+/// 127.0.0.0/8 or ::1. Unspecified addresses (0.0.0.0, ::) and other host
+/// names are not loopback.
+pub fn is_loopback_addr(addr: &str) -> bool {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 fn resolve(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {

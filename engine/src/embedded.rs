@@ -190,6 +190,13 @@ impl EmbeddedEngine {
         config.validate()?;
         // TLS files are read and checked before anything is bound.
         let tls = crate::tls::NodeTls::load(&config.tls)?.unwrap_or_default();
+        // So is the cluster secret (`[peer] secret_file`), when this node
+        // serves the tonic peer transport.
+        let peer_secret = if b.network && b.transport.is_none() {
+            transport::peer_auth::startup(&config)?
+        } else {
+            None
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         let mut peer_addr = None;
@@ -235,6 +242,7 @@ impl EmbeddedEngine {
                 peer_addr = listener.local_addr().ok();
                 let mut opts = transport::TransportOptions::from_config(&config);
                 opts.tls = tls.peer.clone();
+                opts.secret = peer_secret.clone();
                 let peers: std::collections::BTreeMap<u64, String> = config
                     .members
                     .iter()

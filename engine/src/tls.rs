@@ -5,8 +5,11 @@
 //!   `tls.client_auth` = "optional" / "require", client certificates are
 //!   verified against `tls.ca_file` (and required).
 //! - Peer port (`tls.peer`): mutual TLS. The peer server requires a client
-//!   certificate signed by `tls.ca_file`; outbound links present the node's
-//!   certificate and verify the peer's against the same CA. With
+//!   certificate signed by the peer CA — `tls.peer_ca_file` when set (a
+//!   trust root of its own, so a certificate issued for the client API can
+//!   never act as a node), else `tls.ca_file`; outbound links present the
+//!   node's peer certificate (`tls.peer_cert_file`/`peer_key_file`, default
+//!   `cert_file`/`key_file`) and verify the peer's against the same CA. With
 //!   `tls.check_peer_names` (default) the certificates must also name the
 //!   node: an outbound link to node N checks the DNS name `node-N`, and the
 //!   peer server checks that a caller claiming to be node N presents a
@@ -65,6 +68,10 @@ struct Files {
     cert: Vec<u8>,
     key: Vec<u8>,
     ca: Option<Vec<u8>>,
+    /// `tls.peer_ca_file`, when set.
+    peer_ca: Option<Vec<u8>>,
+    /// `tls.peer_cert_file` and `tls.peer_key_file`, when set.
+    peer_identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn load_files(t: &TlsConfig) -> Result<Files, ConfigError> {
@@ -86,20 +93,65 @@ fn load_files(t: &TlsConfig) -> Result<Files, ConfigError> {
             .map_err(|m| ConfigError::new("tls.ca_file", m))?;
         Some(ca)
     };
-    Ok(Files { cert, key, ca })
+    let peer_ca = if t.peer_ca_file.as_os_str().is_empty() {
+        None
+    } else {
+        let ca = read("tls.peer_ca_file", &t.peer_ca_file)?;
+        check_certs(
+            "tls.peer_ca_file",
+            &t.peer_ca_file.display().to_string(),
+            &ca,
+        )
+        .map_err(|m| ConfigError::new("tls.peer_ca_file", m))?;
+        Some(ca)
+    };
+    let peer_identity = if t.peer_cert_file.as_os_str().is_empty() {
+        None
+    } else {
+        let c = read("tls.peer_cert_file", &t.peer_cert_file)?;
+        check_certs(
+            "tls.peer_cert_file",
+            &t.peer_cert_file.display().to_string(),
+            &c,
+        )
+        .map_err(|m| ConfigError::new("tls.peer_cert_file", m))?;
+        let k = read("tls.peer_key_file", &t.peer_key_file)?;
+        check_key(
+            "tls.peer_key_file",
+            &t.peer_key_file.display().to_string(),
+            &k,
+        )
+        .map_err(|m| ConfigError::new("tls.peer_key_file", m))?;
+        Some((c, k))
+    };
+    Ok(Files {
+        cert,
+        key,
+        ca,
+        peer_ca,
+        peer_identity,
+    })
 }
 
 /// Checks that tonic/rustls accept a server configuration (e.g. that the
 /// key matches the certificate) so a bad pair fails at startup.
 fn check_server(cfg: &ServerTlsConfig) -> Result<(), ConfigError> {
+    check_server_pair(cfg, "tls.cert_file", "tls.key_file")
+}
+
+fn check_server_pair(
+    cfg: &ServerTlsConfig,
+    cert_key: &str,
+    key_key: &str,
+) -> Result<(), ConfigError> {
     tonic::transport::Server::builder()
         .tls_config(cfg.clone())
         .map(|_| ())
         .map_err(|e| {
             ConfigError::new(
-                "tls.key_file",
+                key_key,
                 format!(
-                    "the certificate (tls.cert_file) and key (tls.key_file) are not usable \
+                    "the certificate ({cert_key}) and key ({key_key}) are not usable \
                      together: {}",
                     crate::transport::tonic_common::error_chain(&e)
                 ),
@@ -137,13 +189,23 @@ impl NodeTls {
             }
         }
         if t.peer {
-            let ca =
-                f.ca.as_ref()
-                    .ok_or_else(|| ConfigError::new("tls.ca_file", "is required by tls.peer"))?;
+            let ca = f.peer_ca.as_ref().or(f.ca.as_ref()).ok_or_else(|| {
+                ConfigError::new(
+                    "tls.ca_file",
+                    "is required by tls.peer (or tls.peer_ca_file)",
+                )
+            })?;
+            let (identity, keys) = match &f.peer_identity {
+                Some((c, k)) => (
+                    Identity::from_pem(c, k),
+                    ("tls.peer_cert_file", "tls.peer_key_file"),
+                ),
+                None => (identity, ("tls.cert_file", "tls.key_file")),
+            };
             let server = ServerTlsConfig::new()
                 .identity(identity.clone())
                 .client_ca_root(Certificate::from_pem(ca));
-            check_server(&server)?;
+            check_server_pair(&server, keys.0, keys.1)?;
             let client = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(ca))
                 .identity(identity);

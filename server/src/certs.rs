@@ -12,7 +12,10 @@
 //! - `client-<name>.pem`, `client-<name>-key.pem`: client certificates for
 //!   mutual TLS on the client port.
 //!
-//! Existing files are not overwritten unless `--force` is given. The CA key
+//! Existing files are not overwritten unless `--force` is given; with it,
+//! each file is removed and created anew (a symlink in its place is
+//! replaced, never followed; key files end up 0600 whatever the old file's
+//! mode was). The CA key
 //! sits next to the certificates: this is for development and tests only.
 
 use std::io::Write;
@@ -196,18 +199,49 @@ fn generate(a: &CertsArgs) -> Result<Vec<Output>, CertsError> {
     Ok(out)
 }
 
-fn write_file(path: &Path, pem: &str, secret: bool) -> std::io::Result<()> {
+/// Writes `bytes` to a new file at `path`: mode 0600 when `secret`, else
+/// 0644 (less the umask). Never follows a symlink at `path` and never
+/// writes through an existing file: an existing entry (file or symlink) is
+/// refused unless `force`, and with `force` it is removed first (a symlink
+/// itself, not its target) and the file is created anew with
+/// `create_new` (O_CREAT|O_EXCL, which does not follow symlinks). So a key
+/// file always ends up with the mode above, whatever the old file's was.
+pub fn write_new_file(path: &Path, bytes: &[u8], secret: bool, force: bool) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                "a directory is in the way; choose another path",
+            ))
+        }
+        Ok(_) if !force => {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                "the file already exists; pass --force to replace it",
+            ))
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path)?;
     #[cfg(unix)]
     if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        // Exactly 0600 on the file just created (through its descriptor).
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
     #[cfg(not(unix))]
     let _ = secret;
-    let mut f = opts.open(path)?;
-    f.write_all(pem.as_bytes())?;
+    f.write_all(bytes)?;
     f.sync_all()
 }
 
@@ -222,7 +256,8 @@ pub fn run(a: &CertsArgs) -> Result<Vec<PathBuf>, CertsError> {
         let existing: Vec<String> = files
             .iter()
             .map(|f| a.out.join(&f.name))
-            .filter(|p| p.exists())
+            // symlink_metadata: a dangling symlink is an existing entry too.
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
             .map(|p| p.display().to_string())
             .collect();
         if !existing.is_empty() {
@@ -235,7 +270,7 @@ pub fn run(a: &CertsArgs) -> Result<Vec<PathBuf>, CertsError> {
     let mut written = Vec::new();
     for f in files {
         let path = a.out.join(&f.name);
-        write_file(&path, &f.pem, f.secret)
+        write_new_file(&path, f.pem.as_bytes(), f.secret, a.force)
             .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
         written.push(path);
     }
@@ -313,6 +348,7 @@ mod tests {
             peer: true,
             client_auth: d_engine::config::ClientAuth::Require,
             check_peer_names: true,
+            ..Default::default()
         };
         let loaded = d_engine::tls::NodeTls::load(&tls).unwrap().expect("TLS on");
         assert!(loaded.client_api.is_some() && loaded.peer.is_some());
@@ -338,5 +374,58 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("--nodes"), "{e}");
+    }
+
+    /// `--force` over a world-readable key and over symlinks: the keys end
+    /// up 0600 regular files, and no symlink target is ever written.
+    #[cfg(unix)]
+    #[test]
+    fn force_makes_keys_private_and_never_follows_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("certs");
+        std::fs::create_dir_all(&out).unwrap();
+        // An existing key file with mode 0644.
+        let key = out.join("node-1-key.pem");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // The CA key slot is a symlink to a file outside --out.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "do not touch").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("ca-key.pem")).unwrap();
+        // The CA certificate slot is a dangling symlink.
+        let nowhere = dir.path().join("created-through-link");
+        std::os::unix::fs::symlink(&nowhere, out.join("ca.pem")).unwrap();
+        let a = CertsArgs {
+            out: out.clone(),
+            nodes: vec![1],
+            hosts: vec!["127.0.0.1".into()],
+            clients: vec![],
+            days: 1,
+            force: false,
+        };
+        // Without --force the dangling link counts as an existing file.
+        let e = run(&a).unwrap_err();
+        assert!(e.to_string().contains("ca.pem"), "{e}");
+        assert!(!nowhere.exists());
+        run(&CertsArgs { force: true, ..a }).unwrap();
+        for name in ["node-1-key.pem", "ca-key.pem"] {
+            let m = std::fs::symlink_metadata(out.join(name)).unwrap();
+            assert!(m.file_type().is_file(), "{name} is a regular file");
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{name}");
+            let pem = std::fs::read_to_string(out.join(name)).unwrap();
+            assert!(pem.contains("PRIVATE KEY"), "{name}");
+        }
+        assert!(std::fs::symlink_metadata(out.join("ca.pem"))
+            .unwrap()
+            .file_type()
+            .is_file());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch");
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(!nowhere.exists(), "nothing is created through a link");
     }
 }

@@ -64,6 +64,12 @@ pub struct Cli {
     #[arg(long, env = "DENGINE_PEER_DIAL_OVERRIDES", value_name = "LIST")]
     pub peer_dial_overrides: Option<String>,
 
+    /// File holding the cluster secret that authenticates peers (the same
+    /// file on every node; `d-engine-server gen-secret --out FILE` writes
+    /// one). Overrides `peer.secret_file`.
+    #[arg(long, env = "DENGINE_PEER_SECRET_FILE", value_name = "FILE")]
+    pub peer_secret_file: Option<PathBuf>,
+
     /// Start as a learner waiting to be added to an existing cluster
     /// (AddLearner on the leader). Overrides `join`.
     #[arg(long, env = "DENGINE_JOIN")]
@@ -142,6 +148,9 @@ pub enum Command {
     HashPassword,
     /// Print a new random token and its sha256 for `[[auth.users]] tokens`.
     GenToken,
+    /// Write a new random cluster secret (mode 0600) for `[peer]
+    /// secret_file`; copy the same file to every node.
+    GenSecret(crate::secrets::GenSecretArgs),
 }
 
 /// A configuration key and the flag / environment variable that set it.
@@ -198,6 +207,14 @@ impl Cli {
         if self.join {
             config.join = true;
             mark("join", "--join", "DENGINE_JOIN");
+        }
+        if let Some(v) = &self.peer_secret_file {
+            config.peer.secret_file = v.clone();
+            mark(
+                "peer.secret_file",
+                "--peer-secret-file",
+                "DENGINE_PEER_SECRET_FILE",
+            );
         }
         if let Some(v) = self.election_timeout_ms {
             config.raft.election_timeout_ms = v;
@@ -347,6 +364,68 @@ mod tests {
             assert!(e.key.starts_with("peer_dial_overrides"), "{bad}: {e}");
             assert!(e.to_string().contains("peer_dial_overrides"), "{e}");
         }
+    }
+
+    #[test]
+    fn peers_off_loopback_need_authentication_and_the_error_names_the_keys() {
+        // A cluster with a member on another machine, no secret, no peer TLS.
+        let cli = Cli {
+            node_id: Some(1),
+            peers: Some("1=127.0.0.1:9081,2=192.0.2.7:9081".into()),
+            ..Default::default()
+        };
+        let e = cli.config().unwrap_err();
+        assert_eq!(e.key, "peer.secret_file", "{e}");
+        for key in [
+            "peer.secret_file",
+            "tls.peer",
+            "peer.allow_unauthenticated",
+            "member 2",
+        ] {
+            assert!(e.message.contains(key), "{key}: {e}");
+        }
+        // A single node listening on every interface.
+        let listen_all = Cli {
+            listen_peer: Some("0.0.0.0:9081".into()),
+            ..Default::default()
+        };
+        let e = listen_all.config().unwrap_err();
+        assert_eq!(e.key, "peer.secret_file", "{e}");
+        assert!(e.message.contains("0.0.0.0:9081"), "{e}");
+        assert!(e.message.contains("peer.allow_unauthenticated"), "{e}");
+        // A secret fixes both (its contents are checked at start).
+        for c in [&cli, &listen_all] {
+            let ok = Cli {
+                peer_secret_file: Some("/etc/d-engine/secret".into()),
+                ..c.clone()
+            };
+            let (c, set) = ok.config().unwrap();
+            assert!(c.peer_authenticated());
+            assert!(set.iter().any(|o| o.key == "peer.secret_file"));
+        }
+        // So does the explicit opt-out.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[peer]\nallow_unauthenticated = true\n").unwrap();
+        let opt_out = Cli {
+            config: Some(f),
+            ..listen_all.clone()
+        };
+        opt_out.config().unwrap();
+        // A loopback-only cluster runs without (and warns at start).
+        let local = Cli {
+            node_id: Some(1),
+            peers: Some("1=127.0.0.1:9081,2=localhost:9082,3=[::1]:9083".into()),
+            ..Default::default()
+        };
+        local.config().unwrap();
+        let joiner = Cli {
+            node_id: Some(4),
+            join: true,
+            peers: Some("1=10.1.1.1:9081".into()),
+            ..Default::default()
+        };
+        assert_eq!(joiner.config().unwrap_err().key, "peer.secret_file");
     }
 
     #[test]

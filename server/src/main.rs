@@ -22,6 +22,7 @@ fn main() -> ExitCode {
                 secrets::hash_password_from(std::io::stdin()).map_err(|e| e.to_string())
             }
             Command::GenToken => secrets::gen_token().map_err(|e| e.to_string()),
+            Command::GenSecret(args) => secrets::gen_secret(args).map_err(|e| e.to_string()),
         };
         return match out {
             Ok(text) => {

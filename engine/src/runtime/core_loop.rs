@@ -703,6 +703,8 @@ impl CoreLoop {
                     }
                 }
             }
+            // Only a node with no membership yet accepts unknown senders.
+            self.transport.set_joining(st.membership.members.is_empty());
             self.transport.set_peers(peers);
             *p.members.write().expect("poisoned") = view.clone();
             self.shared.members_tx.send_replace(view.list.clone());

@@ -7,10 +7,12 @@
 //! The gRPC implementation lives in the `tonic_*` modules:
 //! [`TonicTransport`] (outbound: one long-lived stream per peer, chunked
 //! snapshot sending with resume) and [`RaftService`] / [`serve_peers`]
-//! (inbound: validates the caller's cluster id and node id, hands messages
+//! (inbound: validates the caller's cluster id, authentication
+//! ([`peer_auth`]: cluster secret; or peer mTLS) and membership, hands messages
 //! to a [`PeerInbox`], stages snapshots). [`tonic_convert`] maps core
 //! messages to and from `dengine.v1.RaftMessage`.
 
+pub mod peer_auth;
 pub mod tonic_client;
 pub mod tonic_common;
 pub mod tonic_convert;
@@ -65,6 +67,14 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Replaces the set of peers (id → peer address) after a membership change.
     fn set_peers(&self, peers: BTreeMap<NodeId, String>);
+
+    /// `true` while the node has no membership (started with `join = true`
+    /// and not yet added): the inbound side then accepts senders it does
+    /// not know. `false` once it has one: only members may call, and return
+    /// links learned while joining are dropped. Default: ignored.
+    fn set_joining(&self, joining: bool) {
+        let _ = joining;
+    }
 }
 
 /// Inbound side: what a transport server hands to the local node.

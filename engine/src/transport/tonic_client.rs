@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 
+use super::peer_auth::PeerCall;
 use super::tonic_common::{add_peer_metadata, connect, PeerDirectory, TransportOptions};
 use super::tonic_convert::message_to_pb;
 use super::tonic_server::RaftService;
@@ -34,8 +36,12 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(1);
 struct Link {
     addr: String,
     /// Created from an inbound call's `x-dengine-from-addr` (the peer is
-    /// not in the configured peer list): kept until `set_peers` names it.
+    /// not in the configured peer list): kept until `set_peers` names it,
+    /// the node stops joining, or `learned_link_ttl` passes without a new
+    /// call from that peer.
     learned: bool,
+    /// Last time the peer's own call confirmed a learned link.
+    seen: Instant,
     tx: mpsc::Sender<Message>,
     task: JoinHandle<()>,
 }
@@ -68,15 +74,31 @@ impl Links {
         Link {
             addr,
             learned,
+            seen: Instant::now(),
             tx,
             task,
         }
     }
 
+    /// Drops learned links whose TTL has passed.
+    fn expire_learned(&self, links: &mut HashMap<NodeId, Link>) {
+        let ttl = self.opts.learned_link_ttl;
+        links.retain(|id, l| {
+            let keep = !l.learned || l.seen.elapsed() < ttl;
+            if !keep {
+                tracing::info!(peer = id, addr = %l.addr, "dropping an expired learned return link");
+            }
+            keep
+        });
+    }
+
     fn send(&self, msg: Message) {
         let to = msg.to;
         let res = {
-            let links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            if links.get(&to).is_some_and(|l| l.learned) {
+                self.expire_learned(&mut links);
+            }
             match links.get(&to) {
                 Some(link) => link.tx.try_send(msg).map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => "queue full",
@@ -110,16 +132,54 @@ impl Links {
         }
     }
 
-    /// Adds a return link to `id` at `addr` unless one exists.
+    /// Adds a return link to `id` at `addr` unless one exists (a learned
+    /// one is refreshed). At most `max_learned_links` learned links exist;
+    /// beyond that the new address is not learned (logged).
     pub(crate) fn learn(&self, id: NodeId, addr: String) {
         if id == self.opts.local_id || id == 0 {
             return;
         }
         let mut links = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let std::collections::hash_map::Entry::Vacant(slot) = links.entry(id) {
-            tracing::info!(peer = id, %addr, "learned the address of a peer not in the configuration");
-            slot.insert(self.spawn_link(id, addr, true));
+        self.expire_learned(&mut links);
+        if let Some(l) = links.get_mut(&id) {
+            if l.learned {
+                l.seen = Instant::now();
+            }
+            return;
         }
+        let learned = links.values().filter(|l| l.learned).count();
+        if learned >= self.opts.max_learned_links {
+            tracing::warn!(
+                peer = id,
+                %addr,
+                max = self.opts.max_learned_links,
+                "not learning another return link: the limit of learned links is reached"
+            );
+            return;
+        }
+        tracing::info!(peer = id, %addr, "learned the address of a peer not in the configuration");
+        links.insert(id, self.spawn_link(id, addr, true));
+    }
+
+    /// Marks the learned link to `id` as still in use (its peer's stream is
+    /// alive), so it does not expire under an active stream.
+    pub(crate) fn touch(&self, id: NodeId) {
+        let mut links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = links.get_mut(&id).filter(|l| l.learned) {
+            l.seen = Instant::now();
+        }
+    }
+
+    /// Drops every learned link (the node has a membership now).
+    fn forget_learned(&self) {
+        let mut links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|_, l| !l.learned);
+    }
+
+    /// Number of learned return links.
+    pub(crate) fn learned_count(&self) -> usize {
+        let links = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        links.values().filter(|l| l.learned).count()
     }
 
     fn addr(&self, id: NodeId) -> Option<String> {
@@ -138,6 +198,7 @@ pub struct TonicTransport {
     opts: Arc<TransportOptions>,
     peers: PeerDirectory,
     links: Arc<Links>,
+    refused: Arc<AtomicU64>,
 }
 
 impl TonicTransport {
@@ -170,7 +231,9 @@ impl TonicTransport {
             }),
             opts,
             peers: directory,
+            refused: Arc::default(),
         };
+        t.peers.set_joining(t.opts.joining);
         t.set_peers(peers);
         t
     }
@@ -186,11 +249,22 @@ impl TonicTransport {
             self.peers.clone(),
         )
         .with_return_links(self.links.clone())
+        .with_refused_counter(self.refused.clone())
     }
 
     /// The current peer directory.
     pub fn peers(&self) -> PeerDirectory {
         self.peers.clone()
+    }
+
+    /// Inbound peer calls refused so far by this transport's service.
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Return links currently learned from callers' advertised addresses.
+    pub fn learned_links(&self) -> usize {
+        self.links.learned_count()
     }
 }
 
@@ -224,6 +298,14 @@ impl Transport for TonicTransport {
             .collect();
         self.links.set(&peers);
         self.peers.replace(peers);
+    }
+
+    fn set_joining(&self, joining: bool) {
+        let was = self.peers.is_joining();
+        self.peers.set_joining(joining);
+        if was && !joining {
+            self.links.forget_learned();
+        }
     }
 }
 
@@ -262,7 +344,7 @@ async fn run_link(
         let (stx, srx) = mpsc::channel::<pb::RaftMessage>(STREAM_BUFFER);
         let _ = stx.try_send(message_to_pb(&first));
         let mut req = Request::new(ReceiverStream::new(srx));
-        add_peer_metadata(req.metadata_mut(), &opts);
+        add_peer_metadata(req.metadata_mut(), &opts, peer, PeerCall::Stream);
         let opened = Instant::now();
         let call = async move { client.stream(req).await };
         tokio::pin!(call);

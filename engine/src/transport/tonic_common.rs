@@ -2,6 +2,7 @@
 //! directory, call metadata and connecting.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use d_engine_core::NodeId;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
+
+use super::peer_auth::{PeerCall, PeerSecret, AUTH_HEADER, TO_HEADER};
 
 /// Metadata key carrying the sender's cluster id on every peer call.
 pub const CLUSTER_ID_HEADER: &str = "x-dengine-cluster-id";
@@ -64,6 +67,23 @@ pub struct TransportOptions {
     /// Peer id → address dialed instead of the member's peer address
     /// (`peer_dial_overrides`); outbound connections only.
     pub dial_overrides: BTreeMap<NodeId, String>,
+    /// The cluster secret (`[peer] secret_file`): outbound calls carry a
+    /// handshake MAC, inbound calls without a valid one are refused with
+    /// UNAUTHENTICATED (`super::peer_auth`). `None`: no secret.
+    pub secret: Option<Arc<PeerSecret>>,
+    /// The node starts waiting to join an existing cluster (`join = true`):
+    /// until the runtime reports a membership
+    /// ([`super::Transport::set_joining`]), senders that are not in the peer
+    /// list are accepted (the leader adding this node is not in its
+    /// configuration). Otherwise only listed peers may call.
+    pub joining: bool,
+    /// Return links learned from authenticated callers' `x-dengine-from-addr`
+    /// (only while joining). More learned links than this: the new one is
+    /// not learned.
+    pub max_learned_links: usize,
+    /// A learned return link not refreshed by a new call from its peer for
+    /// this long is dropped.
+    pub learned_link_ttl: Duration,
 }
 
 impl TransportOptions {
@@ -87,7 +107,16 @@ impl TransportOptions {
             max_inbound_snapshots: 2,
             tls: None,
             dial_overrides: BTreeMap::new(),
+            secret: None,
+            joining: false,
+            max_learned_links: 8,
+            learned_link_ttl: Duration::from_secs(300),
         }
+    }
+
+    /// True when callers authenticate: a cluster secret or peer mutual TLS.
+    pub fn authenticated(&self) -> bool {
+        self.secret.is_some() || self.tls.is_some()
     }
 
     /// Options for the node described by `config`: its id and cluster id,
@@ -104,6 +133,7 @@ impl TransportOptions {
         o.snapshot_chunk_bytes = config.snapshot.chunk_bytes;
         // Validated with the rest of the config; an invalid map dials nothing special.
         o.dial_overrides = config.dial_overrides().unwrap_or_default();
+        o.joining = config.join;
         o
     }
 
@@ -126,16 +156,30 @@ impl TransportOptions {
 
 /// The peers this node knows (id → peer address), shared by the outbound
 /// transport and the inbound server (which refuses unknown senders).
+///
+/// `joining`: the node has no membership yet (started with `join = true`
+/// and not yet added); only then are senders outside the list accepted.
 #[derive(Clone, Debug, Default)]
 pub struct PeerDirectory {
     inner: Arc<RwLock<BTreeMap<NodeId, String>>>,
+    joining: Arc<AtomicBool>,
 }
 
 impl PeerDirectory {
     pub fn new(peers: BTreeMap<NodeId, String>) -> Self {
         PeerDirectory {
             inner: Arc::new(RwLock::new(peers)),
+            joining: Arc::default(),
         }
+    }
+
+    /// Whether the node is waiting to join (accepts senders it does not know).
+    pub fn set_joining(&self, joining: bool) {
+        self.joining.store(joining, Ordering::Release);
+    }
+
+    pub fn is_joining(&self) -> bool {
+        self.joining.load(Ordering::Acquire)
     }
 
     pub fn replace(&self, peers: BTreeMap<NodeId, String>) {
@@ -169,17 +213,34 @@ impl PeerDirectory {
     }
 }
 
-/// Adds the cluster id and sender id to an outgoing peer call.
-pub(crate) fn add_peer_metadata(md: &mut MetadataMap, opts: &TransportOptions) {
+/// Adds the cluster id, sender id, target id, advertised address and (with a
+/// cluster secret) the handshake MAC to an outgoing `call` to node `to`.
+pub(crate) fn add_peer_metadata(
+    md: &mut MetadataMap,
+    opts: &TransportOptions,
+    to: NodeId,
+    call: PeerCall,
+) {
     if let Ok(v) = opts.cluster_id.parse() {
         md.insert(CLUSTER_ID_HEADER, v);
     }
     if let Ok(v) = opts.local_id.to_string().parse() {
         md.insert(FROM_HEADER, v);
     }
+    let mut from_addr = "";
     if !opts.advertise_addr.is_empty() {
         if let Ok(v) = opts.advertise_addr.parse() {
             md.insert(FROM_ADDR_HEADER, v);
+            from_addr = &opts.advertise_addr;
+        }
+    }
+    if let Ok(v) = to.to_string().parse() {
+        md.insert(TO_HEADER, v);
+    }
+    if let Some(secret) = &opts.secret {
+        let mac = secret.sign(&opts.cluster_id, opts.local_id, to, call, from_addr);
+        if let Ok(v) = mac.parse() {
+            md.insert(AUTH_HEADER, v);
         }
     }
 }
@@ -190,13 +251,17 @@ pub(crate) fn sender_addr(md: &MetadataMap) -> Option<String> {
     (!a.is_empty() && a.len() <= 255 && a.contains(':')).then(|| a.to_string())
 }
 
-/// Checks an incoming peer call's metadata: same cluster, a known sender.
-/// Returns the sender id. Failures are FAILED_PRECONDITION with a message
-/// saying what to fix.
+/// Checks an incoming peer call's metadata: same cluster
+/// (FAILED_PRECONDITION), a valid handshake MAC when a cluster secret is
+/// configured (UNAUTHENTICATED, see [`super::peer_auth`]), and a sender that
+/// is a current member (PERMISSION_DENIED) — unless the node is waiting to
+/// join ([`PeerDirectory::is_joining`]), when any authenticated sender of
+/// its cluster is accepted. Returns the sender id. Messages say what to fix.
 pub(crate) fn check_peer_metadata(
     md: &MetadataMap,
     opts: &TransportOptions,
     known: &PeerDirectory,
+    call: PeerCall,
 ) -> Result<NodeId, Status> {
     let cluster = md
         .get(CLUSTER_ID_HEADER)
@@ -223,19 +288,65 @@ pub(crate) fn check_peer_metadata(
             "{FROM_HEADER} metadata '{from}' is not a node id (a positive integer)"
         ))
     })?;
-    // A node that knows no peer yet (a learner waiting to be added to an
-    // existing cluster) accepts any sender of its cluster: the leader that
-    // adds it is not in its configuration.
-    let waiting_to_join = known.is_empty();
-    if from == 0 || from == opts.local_id || (!waiting_to_join && !known.contains(from)) {
+    if let Some(secret) = &opts.secret {
+        secret.verify(md, &opts.cluster_id, from, opts.local_id, call)?;
+    }
+    // Only a node waiting to join (no membership yet) accepts a sender it
+    // does not know: the leader that adds it is not in its configuration.
+    // A node with a membership of its own — including a single-node
+    // cluster, whose peer list is empty — accepts its members only.
+    if from == 0 || from == opts.local_id || (!known.is_joining() && !known.contains(from)) {
         let known_ids: Vec<NodeId> = known.snapshot().keys().copied().collect();
-        return Err(Status::failed_precondition(format!(
+        return Err(Status::permission_denied(format!(
             "node {from} is not a member known to node {} (known peers: {known_ids:?}); \
              add it to the cluster first (AddLearner) or fix the peers list",
             opts.local_id
         )));
     }
     Ok(from)
+}
+
+/// Admits an incoming peer call or refuses it: [`check_peer_metadata`] then
+/// [`check_peer_cert`]. A refusal is counted in `refused` and logged with
+/// the caller's address (the first few and then every 1000th, so a flood
+/// of forged calls cannot flood the log).
+pub(crate) fn admit_peer_call<T>(
+    req: &tonic::Request<T>,
+    opts: &TransportOptions,
+    known: &PeerDirectory,
+    call: PeerCall,
+    refused: &AtomicU64,
+) -> Result<NodeId, Status> {
+    let res = check_peer_metadata(req.metadata(), opts, known, call)
+        .and_then(|from| check_peer_cert(req, from, opts).map(|()| from));
+    if let Err(status) = &res {
+        let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 16 || n % 1000 == 0 {
+            let remote = req
+                .remote_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            let claimed = req
+                .metadata()
+                .get(FROM_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .chars()
+                .take(32)
+                .collect::<String>();
+            tracing::warn!(
+                node = opts.local_id,
+                remote = %remote,
+                claimed_from = %claimed,
+                call = ?call,
+                code = ?status.code(),
+                reason = %status.message(),
+                refused_total = n,
+                "refused a peer call"
+            );
+        }
+    }
+    res
 }
 
 /// `host:port` or a full URI → an HTTP/2 endpoint to node `peer` with our
@@ -344,35 +455,72 @@ mod tests {
     fn metadata_checks_name_the_problem() {
         let known = PeerDirectory::new([(2, "127.0.0.1:1".to_string())].into());
         let o = opts();
-        assert_eq!(
-            check_peer_metadata(&md(Some("prod"), Some("2")), &o, &known).unwrap(),
-            2
-        );
-        let e = check_peer_metadata(&md(None, Some("2")), &o, &known).unwrap_err();
+        let check = |md: &MetadataMap, known: &PeerDirectory| {
+            check_peer_metadata(md, &o, known, PeerCall::Stream)
+        };
+        assert_eq!(check(&md(Some("prod"), Some("2")), &known).unwrap(), 2);
+        let e = check(&md(None, Some("2")), &known).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
         assert!(e.message().contains("client address"), "{}", e.message());
-        let e = check_peer_metadata(&md(Some("test"), Some("2")), &o, &known).unwrap_err();
+        let e = check(&md(Some("test"), Some("2")), &known).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
         assert!(e.message().contains("cluster 'test'"), "{}", e.message());
-        let e = check_peer_metadata(&md(Some("prod"), Some("9")), &o, &known).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        let e = check(&md(Some("prod"), Some("9")), &known).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(
             e.message().contains("node 9 is not a member"),
             "{}",
             e.message()
         );
-        let e = check_peer_metadata(&md(Some("prod"), Some("x")), &o, &known).unwrap_err();
+        let e = check(&md(Some("prod"), Some("x")), &known).unwrap_err();
         assert!(e.message().contains("not a node id"), "{}", e.message());
-        let e = check_peer_metadata(&md(Some("prod"), Some("1")), &o, &known).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-        // A node waiting to join knows nobody yet: any sender of its cluster.
+        let e = check(&md(Some("prod"), Some("1")), &known).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // A single-node cluster knows no peer, and is not waiting to join:
+        // nobody may call it.
         let none = PeerDirectory::default();
-        assert_eq!(
-            check_peer_metadata(&md(Some("prod"), Some("9")), &o, &none).unwrap(),
-            9
-        );
-        let e = check_peer_metadata(&md(Some("test"), Some("9")), &o, &none).unwrap_err();
+        let e = check(&md(Some("prod"), Some("9")), &none).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // A node waiting to join: any sender of its cluster, until it learns
+        // a membership.
+        none.set_joining(true);
+        assert_eq!(check(&md(Some("prod"), Some("9")), &none).unwrap(), 9);
+        let e = check(&md(Some("test"), Some("9")), &none).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        none.set_joining(false);
+        assert!(check(&md(Some("prod"), Some("9")), &none).is_err());
+    }
+
+    #[test]
+    fn with_a_secret_calls_need_a_valid_handshake() {
+        let mut o = opts();
+        o.secret = Some(Arc::new(PeerSecret::from_bytes(&[3; 32]).unwrap()));
+        let known = PeerDirectory::new([(2, "127.0.0.1:1".to_string())].into());
+        // Unsigned: refused even from a member.
+        let e = check_peer_metadata(&md(Some("prod"), Some("2")), &o, &known, PeerCall::Stream)
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("peer.secret_file"), "{}", e.message());
+        // Signed by node 2 with the same secret, for node 1.
+        let mut sender = TransportOptions::new(2, "prod");
+        sender.secret = o.secret.clone();
+        let mut m = MetadataMap::new();
+        add_peer_metadata(&mut m, &sender, 1, PeerCall::Stream);
+        assert_eq!(
+            check_peer_metadata(&m, &o, &known, PeerCall::Stream).unwrap(),
+            2
+        );
+        // A handshake for a stream cannot open a snapshot transfer.
+        let mut m = MetadataMap::new();
+        add_peer_metadata(&mut m, &sender, 1, PeerCall::Stream);
+        let e = check_peer_metadata(&m, &o, &known, PeerCall::Snapshot).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        // Another secret.
+        sender.secret = Some(Arc::new(PeerSecret::from_bytes(&[4; 32]).unwrap()));
+        let mut m = MetadataMap::new();
+        add_peer_metadata(&mut m, &sender, 1, PeerCall::Stream);
+        let e = check_peer_metadata(&m, &o, &known, PeerCall::Stream).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Inbound side of the tonic peer transport: the `dengine.v1.Raft` service.
 //!
-//! Every call is checked first (cluster id, known sender; see
-//! [`super::tonic_common::check_peer_metadata`]). Messages of a `Stream`
+//! Every call is checked first (cluster id, the cluster secret's handshake
+//! when one is configured, a sender that is a current member, its TLS
+//! identity; see [`super::tonic_common::admit_peer_call`]); refusals are
+//! counted ([`RaftService::refused_calls`]) and logged with the caller's
+//! address. Messages of a `Stream`
 //! call are handed to [`PeerInbox::deliver`] in arrival order; each must name
 //! the stream's sender as `from` and this node as `to`, or the stream is
 //! closed with an error (the sender reconnects). Snapshot transfers are
 //! staged by [`super::tonic_snapshot::receive`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use d_engine_proto::v1 as pb;
@@ -17,10 +21,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::peer_auth::PeerCall;
 use super::tonic_client::Links;
-use super::tonic_common::{
-    check_peer_cert, check_peer_metadata, sender_addr, PeerDirectory, TransportOptions,
-};
+use super::tonic_common::{admit_peer_call, sender_addr, PeerDirectory, TransportOptions};
 use super::tonic_convert::message_from_pb;
 use super::tonic_snapshot;
 use super::PeerInbox;
@@ -33,6 +36,8 @@ pub struct RaftService {
     snapshot_slots: Arc<Semaphore>,
     transfers: tonic_snapshot::ActiveTransfers,
     return_links: Option<Arc<Links>>,
+    /// Peer calls refused (bad cluster id, handshake, non-member, certificate).
+    refused: Arc<AtomicU64>,
     /// True once the server shuts down: open streams end so that peers see
     /// a broken link (and reconnect to whoever serves the address next).
     stop_tx: Arc<watch::Sender<bool>>,
@@ -50,17 +55,31 @@ impl RaftService {
             snapshot_slots: Arc::new(Semaphore::new(slots)),
             transfers: Default::default(),
             return_links: None,
+            refused: Arc::default(),
             stop_tx: Arc::new(stop_tx),
             stop_rx,
         }
     }
 
     /// Lets the service open a return link to a sender that is not in the
-    /// peer list (only possible while the list is empty: a node waiting to
-    /// join), at the address the sender advertises.
+    /// peer list, at the address the sender advertises — only while the
+    /// node waits to join, only for senders that authenticated (cluster
+    /// secret or peer mTLS), at most `max_learned_links` of them, each
+    /// dropped after `learned_link_ttl` without a new call.
     pub(crate) fn with_return_links(mut self, links: Arc<Links>) -> Self {
         self.return_links = Some(links);
         self
+    }
+
+    /// Counts refused calls into `refused` (shared with the transport).
+    pub(crate) fn with_refused_counter(mut self, refused: Arc<AtomicU64>) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    /// Peer calls this service refused so far.
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Wraps the service with the configured message size limits.
@@ -78,11 +97,28 @@ impl Raft for RaftService {
         &self,
         request: Request<Streaming<pb::RaftMessage>>,
     ) -> Result<Response<pb::StreamAck>, Status> {
-        let from = check_peer_metadata(request.metadata(), &self.opts, &self.peers)?;
-        check_peer_cert(&request, from, &self.opts)?;
+        let from = admit_peer_call(
+            &request,
+            &self.opts,
+            &self.peers,
+            PeerCall::Stream,
+            &self.refused,
+        )?;
+        // The learned return link this stream keeps alive, if any.
+        let mut learned_link = None;
         if let (Some(links), Some(addr)) = (&self.return_links, sender_addr(request.metadata())) {
-            if !self.peers.contains(from) {
-                links.learn(from, addr);
+            if !self.peers.contains(from) && self.peers.is_joining() {
+                if self.opts.authenticated() {
+                    links.learn(from, addr);
+                    learned_link = Some((links.clone(), std::time::Instant::now()));
+                } else {
+                    tracing::debug!(
+                        peer = from,
+                        %addr,
+                        "not learning a return link from an unauthenticated peer \
+                         (set peer.secret_file or tls.peer)"
+                    );
+                }
             }
         }
         let local = self.opts.local_id;
@@ -122,6 +158,12 @@ impl Raft for RaftService {
                 )));
             }
             self.inbox.deliver(msg);
+            if let Some((links, touched)) = &mut learned_link {
+                if touched.elapsed() >= std::time::Duration::from_secs(1) {
+                    links.touch(from);
+                    *touched = std::time::Instant::now();
+                }
+            }
         }
         tracing::debug!(peer = from, "raft stream closed by peer");
         Ok(Response::new(pb::StreamAck {}))
@@ -133,8 +175,13 @@ impl Raft for RaftService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<Self::InstallSnapshotStream>, Status> {
-        let from = check_peer_metadata(request.metadata(), &self.opts, &self.peers)?;
-        check_peer_cert(&request, from, &self.opts)?;
+        let from = admit_peer_call(
+            &request,
+            &self.opts,
+            &self.peers,
+            PeerCall::Snapshot,
+            &self.refused,
+        )?;
         let permit = self
             .snapshot_slots
             .clone()

@@ -139,7 +139,12 @@ async fn send_once(
     .await
     .map_err(|_| "snapshot request stream closed".to_string())?;
     let mut req = Request::new(ReceiverStream::new(rx));
-    add_peer_metadata(req.metadata_mut(), opts);
+    add_peer_metadata(
+        req.metadata_mut(),
+        opts,
+        to,
+        super::peer_auth::PeerCall::Snapshot,
+    );
     let mut acks = client
         .install_snapshot(req)
         .await

@@ -215,7 +215,7 @@ async fn calls_from_another_cluster_or_an_unknown_node_are_refused() {
     let e = raw_stream_call(&n2.addr, "test-cluster", "3", vec![msg.clone()])
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
     assert!(
         e.message().contains("node 3 is not a member"),
         "{}",
@@ -449,6 +449,13 @@ async fn a_snapshot_to_an_unreachable_peer_fails_after_bounded_attempts() {
     assert!(err.0.contains("after 2 attempts"), "{err}");
 }
 
+fn with_secret(mut o: TransportOptions, byte: u8) -> TransportOptions {
+    o.secret = Some(Arc::new(
+        super::peer_auth::PeerSecret::from_bytes(&[byte; 32]).unwrap(),
+    ));
+    o
+}
+
 #[tokio::test]
 async fn a_node_waiting_to_join_answers_the_leader_at_its_advertised_address() {
     let (l1, l2) = (listener().await, listener().await);
@@ -456,21 +463,181 @@ async fn a_node_waiting_to_join_answers_the_leader_at_its_advertised_address() {
         l1.local_addr().unwrap().to_string(),
         l2.local_addr().unwrap().to_string(),
     );
-    let mut o1 = opts(1);
+    let mut o1 = with_secret(opts(1), 1);
     o1.advertise_addr = a1.clone();
+    let mut o2 = with_secret(opts(2), 1);
+    o2.joining = true;
     // Node 1 (the leader) knows node 2; node 2 knows nobody yet.
     let mut n1 = start_node(1, o1, l1, [(2, a2)].into()).await;
-    let mut n2 = start_node(2, opts(2), l2, BTreeMap::new()).await;
+    let mut n2 = start_node(2, o2, l2, BTreeMap::new()).await;
     n1.transport.send(heartbeat(1, 2, 1));
     assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 1));
     // Node 2 can answer: it learned node 1's address from the stream.
+    assert_eq!(n2.transport.learned_links(), 1);
     n2.transport.send(heartbeat(2, 1, 2));
     assert_eq!(recv(&mut n1.rx).await, heartbeat(2, 1, 2));
-    // Once node 2 has a configuration, unknown senders are refused again
-    // but the configured peer keeps working.
+    // Once node 2 has a membership, unknown senders are refused again,
+    // learned links are gone, and the configured peer keeps working.
+    n2.transport.set_joining(false);
     n2.transport.set_peers([(1, a1)].into());
+    assert_eq!(n2.transport.learned_links(), 0);
     n2.transport.send(heartbeat(2, 1, 3));
     assert_eq!(recv(&mut n1.rx).await, heartbeat(2, 1, 3));
+}
+
+/// A stream call with the given metadata (no defaults added).
+async fn raw_call_md(
+    addr: &str,
+    md: &[(&'static str, String)],
+    msgs: Vec<pb::RaftMessage>,
+) -> Result<(), tonic::Status> {
+    let mut c = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::iter(msgs));
+    for (k, v) in md {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    c.stream(req).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn a_single_node_accepts_no_sender_at_all() {
+    // Node 1 alone: its peer list is empty, and it is not waiting to join.
+    let mut n1 = start_node(1, opts(1), listener().await, BTreeMap::new()).await;
+    let forged = super::tonic_convert::message_to_pb(&heartbeat(2, 1, 0));
+    for from in ["2", "9", "18446744073709551615"] {
+        let mut m = super::tonic_convert::message_to_pb(&heartbeat(2, 1, 0));
+        m.from = from.parse().unwrap();
+        let e = raw_stream_call(&n1.addr, "test-cluster", from, vec![m])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{from}: {e:?}");
+    }
+    let e = raw_stream_call(&n1.addr, "test-cluster", "1", vec![forged])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert_eq!(n1.transport.refused_calls(), 4);
+    assert!(n1.rx.try_recv().is_err(), "nothing was delivered");
+}
+
+#[tokio::test]
+async fn with_a_cluster_secret_strangers_wrong_secrets_and_replays_are_refused() {
+    let (l1, l2) = (listener().await, listener().await);
+    let (a1, a2) = (
+        l1.local_addr().unwrap().to_string(),
+        l2.local_addr().unwrap().to_string(),
+    );
+    let n1 = start_node(1, with_secret(opts(1), 5), l1, [(2, a2.clone())].into()).await;
+    let mut n2 = start_node(2, with_secret(opts(2), 5), l2, [(1, a1)].into()).await;
+    // Members with the secret talk.
+    n1.transport.send(heartbeat(1, 2, 1));
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 1));
+
+    let msg = super::tonic_convert::message_to_pb(&heartbeat(1, 2, 9));
+    let base = |to: &str| {
+        vec![
+            (CLUSTER_ID_HEADER, "test-cluster".to_string()),
+            (FROM_HEADER, "1".to_string()),
+            (super::peer_auth::TO_HEADER, to.to_string()),
+        ]
+    };
+    // No handshake at all (a stranger who knows the cluster id and a member id).
+    let e = raw_call_md(&a2, &base("2"), vec![msg.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    // A handshake made with another secret.
+    let wrong = super::peer_auth::PeerSecret::from_bytes(&[6; 32]).unwrap();
+    let mut md = base("2");
+    md.push((
+        super::peer_auth::AUTH_HEADER,
+        wrong.sign("test-cluster", 1, 2, super::peer_auth::PeerCall::Stream, ""),
+    ));
+    let e = raw_call_md(&a2, &md, vec![msg.clone()]).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    // A valid handshake, used once, then replayed.
+    let right = super::peer_auth::PeerSecret::from_bytes(&[5; 32]).unwrap();
+    let mut md = base("2");
+    md.push((
+        super::peer_auth::AUTH_HEADER,
+        right.sign("test-cluster", 1, 2, super::peer_auth::PeerCall::Stream, ""),
+    ));
+    raw_call_md(&a2, &md, vec![msg.clone()]).await.unwrap();
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 9));
+    let e = raw_call_md(&a2, &md, vec![msg.clone()]).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("replay"), "{}", e.message());
+    // A snapshot transfer without a handshake.
+    let mut c = RaftClient::connect(format!("http://{a2}")).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::iter(Vec::<pb::SnapshotChunk>::new()));
+    for (k, v) in base("2") {
+        req.metadata_mut().insert(k, v.parse().unwrap());
+    }
+    let e = c.install_snapshot(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert_eq!(n2.transport.refused_calls(), 4);
+    // Nothing forged arrived, and the member link still works.
+    assert!(n2.rx.try_recv().is_err());
+    n1.transport.send(heartbeat(1, 2, 10));
+    assert_eq!(recv(&mut n2.rx).await, heartbeat(1, 2, 10));
+}
+
+#[tokio::test]
+async fn learned_return_links_need_authentication_are_bounded_and_expire() {
+    // Without peer authentication a joining node learns no return link.
+    let mut o = opts(2);
+    o.joining = true;
+    let n = start_node(2, o, listener().await, BTreeMap::new()).await;
+    let hb = |from: NodeId| {
+        let mut m = super::tonic_convert::message_to_pb(&heartbeat(from, 2, 0));
+        m.from = from;
+        m
+    };
+    let md = |from: NodeId| {
+        vec![
+            (CLUSTER_ID_HEADER, "test-cluster".to_string()),
+            (FROM_HEADER, from.to_string()),
+            (
+                super::tonic_common::FROM_ADDR_HEADER,
+                format!("127.0.0.1:{}", 1000 + from),
+            ),
+        ]
+    };
+    raw_call_md(&n.addr, &md(7), vec![hb(7)]).await.unwrap();
+    assert_eq!(n.transport.learned_links(), 0);
+
+    // With the secret: at most max_learned_links, each for learned_link_ttl.
+    let mut o = with_secret(opts(2), 3);
+    o.joining = true;
+    o.max_learned_links = 2;
+    o.learned_link_ttl = Duration::from_millis(300);
+    let n = start_node(2, o, listener().await, BTreeMap::new()).await;
+    let secret = super::peer_auth::PeerSecret::from_bytes(&[3; 32]).unwrap();
+    let signed = |from: NodeId| {
+        let mut m = md(from);
+        let addr = m[2].1.clone();
+        m.push((super::peer_auth::TO_HEADER, "2".to_string()));
+        m.push((
+            super::peer_auth::AUTH_HEADER,
+            secret.sign(
+                "test-cluster",
+                from,
+                2,
+                super::peer_auth::PeerCall::Stream,
+                &addr,
+            ),
+        ));
+        m
+    };
+    for from in [7, 8, 9] {
+        raw_call_md(&n.addr, &signed(from), vec![hb(from)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(n.transport.learned_links(), 2, "bounded");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    raw_call_md(&n.addr, &signed(9), vec![hb(9)]).await.unwrap();
+    assert_eq!(n.transport.learned_links(), 1, "the expired ones are gone");
 }
 
 #[tokio::test]

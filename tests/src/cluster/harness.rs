@@ -27,6 +27,11 @@ pub struct ClusterConfig {
     pub extra_args: Vec<String>,
     /// Log filter passed as `--log`.
     pub log_filter: String,
+    /// Authenticate peers with a cluster secret written by
+    /// `d-engine-server gen-secret` (`--peer-secret-file`), as a real
+    /// multi-node deployment must. Default true; false runs the loopback
+    /// cluster unauthenticated (allowed on loopback, with a warning).
+    pub peer_secret: bool,
 }
 
 impl Default for ClusterConfig {
@@ -38,8 +43,27 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: 50,
             extra_args: Vec::new(),
             log_filter: "info".into(),
+            peer_secret: true,
         }
     }
+}
+
+/// Writes a new cluster secret to `path` with `d-engine-server gen-secret`.
+/// Panics with the tool's output on failure.
+pub fn gen_secret(path: &Path) {
+    let o = std::process::Command::new(server_binary())
+        .arg("gen-secret")
+        .arg("--out")
+        .arg(path)
+        .output()
+        .expect("run d-engine-server gen-secret");
+    assert!(
+        o.status.success(),
+        "d-engine-server gen-secret failed ({}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A cluster of server processes with temporary data directories. Dropping
@@ -91,6 +115,9 @@ impl Cluster {
             .map(|(id, p, c)| format!("{id}={p}/{c}"))
             .collect::<Vec<_>>()
             .join(",");
+        if config.peer_secret {
+            gen_secret(&dir.path().join("cluster-secret"));
+        }
         let mut cluster = Cluster {
             config,
             dir: Some(dir),
@@ -113,6 +140,11 @@ impl Cluster {
     /// The directory holding every node's data dir and log.
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("dir").path()
+    }
+
+    /// The cluster secret file (exists when `config.peer_secret`).
+    pub fn secret_path(&self) -> PathBuf {
+        self.dir().join("cluster-secret")
     }
 
     fn spec(
@@ -151,6 +183,10 @@ impl Cluster {
         }
         if join {
             args.push("--join".into());
+        }
+        if c.peer_secret {
+            args.push("--peer-secret-file".into());
+            args.push(self.secret_path().display().to_string());
         }
         args.extend(c.extra_args.iter().cloned());
         NodeSpec {

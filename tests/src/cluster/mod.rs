@@ -29,7 +29,7 @@ mod process;
 mod tls;
 
 pub use binary::server_binary;
-pub use harness::{Cluster, ClusterConfig};
+pub use harness::{gen_secret, Cluster, ClusterConfig};
 pub use ports::free_ports;
 pub use process::{NodeProcess, NodeSpec};
 pub use tls::{make_certs, TlsCluster, TlsClusterConfig};
