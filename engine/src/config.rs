@@ -273,6 +273,15 @@ pub struct SnapshotConfig {
     pub threshold_entries: u64,
     /// Snapshot transfer chunk size. Default 1 MiB; 4 KiB..=64 MiB.
     pub chunk_bytes: usize,
+    /// Largest snapshot this node accepts from a peer, in bytes: a transfer
+    /// announcing more is refused before anything is staged (and so is a
+    /// transfer that would leave less than 1/20 of the data dir's
+    /// filesystem, at least 64 MiB, free). Default 64 GiB; 1 MiB..=16 TiB.
+    pub max_inbound_bytes: u64,
+    /// An inbound snapshot transfer that sends nothing for this long is
+    /// dropped: its slot is released and its staging file deleted (the
+    /// sender starts over). Default 30000 (30 s); 100..=3600000.
+    pub inbound_idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,6 +521,8 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             threshold_entries: 100_000,
             chunk_bytes: 1 << 20,
+            max_inbound_bytes: 64 << 30,
+            inbound_idle_timeout_ms: 30_000,
         }
     }
 }
@@ -879,6 +890,18 @@ impl Config {
             self.snapshot.chunk_bytes,
             4096,
             64 << 20,
+        )?;
+        range(
+            "snapshot.max_inbound_bytes",
+            self.snapshot.max_inbound_bytes,
+            1 << 20,
+            16 << 40,
+        )?;
+        range(
+            "snapshot.inbound_idle_timeout_ms",
+            self.snapshot.inbound_idle_timeout_ms,
+            100,
+            3_600_000,
         )?;
         range(
             "state_machine.cache_mb",

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use d_engine_core::{Message, NodeId, SnapshotMeta, Term};
 
@@ -21,16 +21,20 @@ pub(crate) struct NodeInbox {
     cap: usize,
     staging_dir: PathBuf,
     dropped: AtomicU64,
+    /// For the published term (weak: the transport server must not keep
+    /// the node's state alive).
+    shared: Weak<Shared>,
 }
 
 impl NodeInbox {
-    pub(crate) fn new(shared: &Shared) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
         NodeInbox {
             input: shared.input.clone(),
             queued: shared.peer_queued.clone(),
             cap: shared.config.queues.peer_inbox_capacity,
             staging_dir: shared.staging_dir.clone(),
             dropped: AtomicU64::new(0),
+            shared: Arc::downgrade(shared),
         }
     }
 }
@@ -72,6 +76,13 @@ impl PeerInbox for NodeInbox {
 
     fn snapshot_staging_dir(&self) -> PathBuf {
         self.staging_dir.clone()
+    }
+
+    fn current_term(&self) -> Term {
+        self.shared
+            .upgrade()
+            .map(|s| s.published.term.load(Ordering::Acquire))
+            .unwrap_or(0)
     }
 
     fn snapshot_staged(&self, from: NodeId, term: Term, meta: SnapshotMeta, path: PathBuf) {

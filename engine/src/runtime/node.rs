@@ -80,13 +80,78 @@ pub(crate) fn initial_membership(config: &Config) -> Membership {
 fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
     let data_dir = DataDir::open(&config.data_dir, config.node_id, &config.cluster_id)
         .map_err(storage("data dir"))?;
+    if let Some(notice) = data_dir.mode_notice() {
+        tracing::warn!(data_dir = %data_dir.path().display(), "{notice}");
+    }
     let (hard_state, hs) =
         HardStateStore::open(data_dir.hard_state_dir()).map_err(storage("hard state"))?;
     let snapshots = SnapshotStore::open(data_dir.path()).map_err(storage("snapshots"))?;
-    let latest = snapshots
-        .latest()
-        .map_err(storage("snapshots"))?
-        .map(|i| (i.meta, i.path));
+    let valid = snapshots.latest_valid().map_err(storage("snapshots"))?;
+    for q in &valid.quarantined {
+        tracing::error!(
+            file = %q.original.display(),
+            moved_to = %q.moved_to.display(),
+            reason = %q.reason,
+            "snapshot file does not validate; moved it aside and trying the previous snapshot"
+        );
+    }
+    let quarantined = valid.quarantined;
+    let latest = valid.latest.map(|i| (i.meta, i.path));
+    let wal_opts = WalOptions {
+        segment_size: config.durability.segment_bytes,
+        sync_mode: match config.durability.mode {
+            DurabilityMode::Fsync => SyncMode::Always,
+            DurabilityMode::Periodic => SyncMode::Periodic {
+                interval_ms: config.durability.interval_ms,
+            },
+        },
+        ..WalOptions::default()
+    };
+    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage("WAL"))?;
+    if let Some(t) = &recovered.torn_tail {
+        tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
+            "WAL: cut an unsynced torn tail");
+    }
+    let (snap_index, snap_term) = latest
+        .as_ref()
+        .map(|(m, _)| (m.last_index, m.last_term))
+        .unwrap_or((0, 0));
+    let mut entries = recovered.entries;
+    // Even an empty log knows where it starts (after a compaction or an
+    // installed snapshot): a gap between the snapshot and the log means
+    // entries this node may have acknowledged are gone.
+    let wal_first = entries
+        .first()
+        .map(|e| e.index)
+        .unwrap_or_else(|| wal.first_index());
+    if wal_first > snap_index + 1 {
+        return Err(StartError::Storage(log_gap_message(
+            snap_index,
+            wal_first,
+            &quarantined,
+            &snapshots,
+        )));
+    }
+    if !entries.is_empty() {
+        let diverged = entries
+            .iter()
+            .find(|e| e.index == snap_index)
+            .is_some_and(|e| e.term != snap_term);
+        if diverged {
+            // The log before the snapshot disagrees with it: the snapshot (from
+            // a leader) wins; the log after it is rebuilt by replication.
+            tracing::warn!(
+                snap_index,
+                "WAL diverges from the latest snapshot; resetting it"
+            );
+            wal.reset(snap_index + 1).map_err(storage("WAL reset"))?;
+            entries.clear();
+        } else {
+            entries.retain(|e| e.index > snap_index);
+        }
+    }
+    // The state machine is opened (and perhaps rebuilt from the snapshot)
+    // only once the log is known to continue the snapshot.
     let latest_path = latest.as_ref().map(|(_, p)| p.as_path());
     let sm: Arc<dyn StateMachine> = match config.state_machine.backend {
         StateMachineBackend::Sled => {
@@ -120,54 +185,6 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         }
     };
 
-    let wal_opts = WalOptions {
-        segment_size: config.durability.segment_bytes,
-        sync_mode: match config.durability.mode {
-            DurabilityMode::Fsync => SyncMode::Always,
-            DurabilityMode::Periodic => SyncMode::Periodic {
-                interval_ms: config.durability.interval_ms,
-            },
-        },
-        ..WalOptions::default()
-    };
-    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage("WAL"))?;
-    if let Some(t) = &recovered.torn_tail {
-        tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
-            "WAL: cut an unsynced torn tail");
-    }
-    let (snap_index, snap_term) = latest
-        .as_ref()
-        .map(|(m, _)| (m.last_index, m.last_term))
-        .unwrap_or((0, 0));
-    let mut entries = recovered.entries;
-    if let Some(first) = entries.first() {
-        if first.index > snap_index + 1 {
-            return Err(StartError::Storage(format!(
-                "the WAL starts at index {} but the latest snapshot covers only up to index \
-                 {snap_index}: entries {}..{} are missing; {}",
-                first.index,
-                snap_index + 1,
-                first.index,
-                d_engine_storage::wal::RESTORE_ADVICE
-            )));
-        }
-        let diverged = entries
-            .iter()
-            .find(|e| e.index == snap_index)
-            .is_some_and(|e| e.term != snap_term);
-        if diverged {
-            // The log before the snapshot disagrees with it: the snapshot (from
-            // a leader) wins; the log after it is rebuilt by replication.
-            tracing::warn!(
-                snap_index,
-                "WAL diverges from the latest snapshot; resetting it"
-            );
-            wal.reset(snap_index + 1).map_err(storage("WAL reset"))?;
-            entries.clear();
-        } else {
-            entries.retain(|e| e.index > snap_index);
-        }
-    }
     let last_index = entries.last().map(|e| e.index).unwrap_or(snap_index);
     let mut hard = hs.unwrap_or_default();
     hard.commit = hard.commit.min(last_index).max(snap_index);
@@ -180,7 +197,8 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         applied,
     };
     let staging_dir = data_dir.path().join("snapshot-staging");
-    std::fs::create_dir_all(&staging_dir)?;
+    d_engine_storage::data_dir::create_private_dir_all(&staging_dir)?;
+    remove_orphaned_staged_snapshots(&staging_dir);
     Ok(OpenedStorage {
         data_dir,
         wal,
@@ -191,6 +209,73 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         restore,
         staging_dir,
     })
+}
+
+/// The refusal when the log does not continue where the usable snapshot
+/// ends: names both indexes, any snapshot quarantined now or earlier, and
+/// what to do.
+fn log_gap_message(
+    snap_index: u64,
+    wal_first: u64,
+    quarantined: &[d_engine_storage::snapshot::Quarantined],
+    snapshots: &SnapshotStore,
+) -> String {
+    let covered = if snap_index == 0 {
+        "no valid snapshot remains".to_string()
+    } else {
+        format!("the newest valid snapshot covers only up to index {snap_index}")
+    };
+    let mut msg = format!(
+        "the WAL starts at index {wal_first} but {covered}: entries {}..={} are missing, and \
+         rebuilding the state without them would lose acknowledged writes, so this node \
+         refuses to start",
+        snap_index + 1,
+        wal_first - 1
+    );
+    if !quarantined.is_empty() {
+        let files: Vec<String> = quarantined
+            .iter()
+            .map(|q| format!("{} ({})", q.moved_to.display(), q.reason))
+            .collect();
+        msg.push_str(&format!(
+            ". They were only in the snapshot that failed validation and was moved aside: {}",
+            files.join("; ")
+        ));
+    } else {
+        let qdir = snapshots
+            .dir()
+            .join(d_engine_storage::snapshot::QUARANTINE_DIR);
+        if qdir.is_dir() {
+            msg.push_str(&format!(
+                ". A snapshot moved to {} at an earlier start may have held them",
+                qdir.display()
+            ));
+        }
+    }
+    msg.push_str(
+        ". To recover: restore a good copy of that snapshot file into the snapshots \
+         directory, or stop the node, move its data dir aside (keep it for inspection) and \
+         re-add the node to the cluster as a learner so a leader sends it a fresh snapshot",
+    );
+    msg
+}
+
+/// Deletes `staged-*` files in the staging dir: transfers that were received
+/// but not installed before the last stop (nothing refers to them after a
+/// restart; the leader sends again). Partial `.part` files are kept for
+/// resume.
+fn remove_orphaned_staged_snapshots(dir: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with("staged-") {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                tracing::warn!(file = %e.path().display(), error = %err,
+                    "cannot remove an orphaned staged snapshot");
+            }
+        }
+    }
 }
 
 /// Starts a node with `config`. `make_transport` receives the node's

@@ -19,6 +19,8 @@ pub mod tonic_convert;
 pub mod tonic_server;
 pub mod tonic_snapshot;
 #[cfg(test)]
+mod tonic_snapshot_tests;
+#[cfg(test)]
 mod tonic_tests;
 
 pub use tonic_client::TonicTransport;
@@ -88,4 +90,11 @@ pub trait PeerInbox: Send + Sync + 'static {
     /// A snapshot for `meta` from `from` (sent in `term`) is fully staged at
     /// `path` and its checksum verified.
     fn snapshot_staged(&self, from: NodeId, term: Term, meta: SnapshotMeta, path: PathBuf);
+    /// The local node's current term, as last published (it may lag the
+    /// core by one loop iteration, never run ahead of it). An inbound
+    /// snapshot transfer sent in a lower term is refused before anything is
+    /// staged. The default, 0, refuses nothing.
+    fn current_term(&self) -> Term {
+        0
+    }
 }

@@ -62,6 +62,13 @@ pub struct TransportOptions {
     /// Inbound snapshot transfers staged at once; more are refused with a
     /// retryable error.
     pub max_inbound_snapshots: usize,
+    /// Largest inbound snapshot accepted (`snapshot.max_inbound_bytes`);
+    /// a larger announced size is refused before anything is staged.
+    pub snapshot_max_inbound_bytes: u64,
+    /// An inbound snapshot transfer idle this long (no chunk arrives, or
+    /// the sender reads no ack) is dropped and its staging file deleted
+    /// (`snapshot.inbound_idle_timeout_ms`).
+    pub snapshot_idle_timeout: Duration,
     /// Peer mutual TLS (`[tls] peer`); `None`: plaintext.
     pub tls: Option<crate::tls::PeerTls>,
     /// Peer id → address dialed instead of the member's peer address
@@ -105,6 +112,8 @@ impl TransportOptions {
             snapshot_attempts: 8,
             snapshot_ack_timeout: Duration::from_secs(30),
             max_inbound_snapshots: 2,
+            snapshot_max_inbound_bytes: 64 << 30,
+            snapshot_idle_timeout: Duration::from_secs(30),
             tls: None,
             dial_overrides: BTreeMap::new(),
             secret: None,
@@ -131,6 +140,8 @@ impl TransportOptions {
             .max(config.snapshot.chunk_bytes + (1 << 20))
             .max(16 << 20);
         o.snapshot_chunk_bytes = config.snapshot.chunk_bytes;
+        o.snapshot_max_inbound_bytes = config.snapshot.max_inbound_bytes;
+        o.snapshot_idle_timeout = Duration::from_millis(config.snapshot.inbound_idle_timeout_ms);
         // Validated with the rest of the config; an invalid map dials nothing special.
         o.dial_overrides = config.dial_overrides().unwrap_or_default();
         o.joining = config.join;

@@ -195,12 +195,13 @@ impl Raft for RaftService {
         let (tx, rx) = mpsc::channel(self.opts.snapshot_window.max(1) + 2);
         let inbox = self.inbox.clone();
         let transfers = self.transfers.clone();
+        let opts = self.opts.clone();
         let chunks = request.into_inner();
         let mut stop = self.stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
-                _ = tonic_snapshot::receive(from, chunks, inbox, transfers, tx.clone()) => {}
+                _ = tonic_snapshot::receive(from, chunks, inbox, transfers, opts, tx.clone()) => {}
                 _ = stopping(&mut stop) => {
                     let _ = tx.send(Err(Status::unavailable("node is shutting down"))).await;
                 }

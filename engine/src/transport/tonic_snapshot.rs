@@ -9,15 +9,23 @@
 //! 3. The sender streams chunks from that offset, at most
 //!    `snapshot_window` ahead of the acks; the last carries `done`.
 //! 4. The receiver writes and fsyncs each chunk, then acks `next_offset`.
-//!    On `done` it checks size and CRC32C, renames the file to its final
-//!    staged name, calls [`PeerInbox::snapshot_staged`], and only then sends
-//!    the final ack (`next_offset == total_size`). A checksum mismatch
+//!    On `done` it checks size and CRC32C, then parses the whole file
+//!    (every record, the trailer, the meta against the announced one),
+//!    renames it to its final staged name, calls
+//!    [`PeerInbox::snapshot_staged`], and only then sends the final ack
+//!    (`next_offset == total_size`). A checksum mismatch or an invalid file
 //!    deletes the staging file (the next attempt starts from 0).
 //!
 //! A broken stream or a refusal is retried by the sender up to
 //! `snapshot_attempts` times with backoff; each retry resumes from what the
-//! receiver durably staged. The file is opaque bytes here: the runtime
-//! verifies its format when it installs it.
+//! receiver durably staged.
+//!
+//! The receiver treats everything from the sender as input (see
+//! [`receive`]): stale terms, oversized or disk-filling transfers are
+//! refused before anything is staged; idle transfers are dropped; and a
+//! complete file is validated whole (format, every record, trailer, meta)
+//! before it is handed to the node, so a file that fails can never reach
+//! `snapshots/`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -227,12 +235,27 @@ fn status_text(s: &Status) -> String {
 
 // ---- receiver ---------------------------------------------------------
 
+/// Free space an inbound snapshot must leave on the staging filesystem:
+/// 1/20 of its size, at least this much.
+pub const MIN_FREE_MARGIN_BYTES: u64 = 64 << 20;
+
 /// Stages one inbound transfer; every outcome is reported on `acks`.
+///
+/// Refused before anything is staged: a second transfer from the same
+/// sender, a transfer sent in a term below [`PeerInbox::current_term`], an
+/// announced size above `opts.snapshot_max_inbound_bytes` or one that would
+/// leave less than [`free_space_margin`] free. A chunk beyond the announced
+/// size is refused. A transfer idle for `opts.snapshot_idle_timeout` (no
+/// chunk, or no room for an ack) ends and its staging file is deleted, so
+/// its slot is released. A complete file is validated whole (checksum, then
+/// every record, the trailer and the meta against the announced one) while
+/// still staged; one that fails is deleted, never handed to the node.
 pub(crate) async fn receive(
     from: NodeId,
     chunks: Streaming<pb::SnapshotChunk>,
     inbox: Arc<dyn PeerInbox>,
     active: ActiveTransfers,
+    opts: Arc<TransportOptions>,
     acks: mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
 ) {
     let inserted = active
@@ -258,11 +281,48 @@ pub(crate) async fn receive(
         }
     }
     let release = Release(active, from);
-    let res = receive_inner(from, chunks, inbox.as_ref(), &acks).await;
+    let mut staging = None;
+    let res = receive_inner(from, chunks, inbox.as_ref(), &opts, &acks, &mut staging).await;
     drop(release);
     if let Err(e) = res {
-        tracing::warn!(peer = from, error = %e, "inbound snapshot transfer failed");
-        let _ = acks.send(Ok(refusal(e))).await;
+        if e.remove_staging {
+            if let Some(p) = &staging {
+                let _ = tokio::fs::remove_file(p).await;
+            }
+        }
+        tracing::warn!(peer = from, error = %e.msg, "inbound snapshot transfer refused or failed");
+        // Bounded too: a sender that reads no acks cannot hold this task.
+        let _ =
+            tokio::time::timeout(opts.snapshot_idle_timeout, acks.send(Ok(refusal(e.msg)))).await;
+    }
+}
+
+/// Why a transfer ended early; `remove_staging`: its staging file must go
+/// (it cannot be resumed: idle, invalid content).
+struct RecvError {
+    msg: String,
+    remove_staging: bool,
+}
+
+impl From<String> for RecvError {
+    fn from(msg: String) -> Self {
+        RecvError {
+            msg,
+            remove_staging: false,
+        }
+    }
+}
+
+impl From<&str> for RecvError {
+    fn from(msg: &str) -> Self {
+        msg.to_string().into()
+    }
+}
+
+fn discard(msg: String) -> RecvError {
+    RecvError {
+        msg,
+        remove_staging: true,
     }
 }
 
@@ -277,16 +337,41 @@ fn staging_prefix(from: NodeId) -> String {
     format!("incoming-from{from}-")
 }
 
+/// Free space an inbound snapshot must leave on a filesystem of `total`
+/// bytes: 1/20 of it, at least [`MIN_FREE_MARGIN_BYTES`] (the WAL and the
+/// state machine need room to keep serving writes).
+pub fn free_space_margin(total: u64) -> u64 {
+    (total / 20).max(MIN_FREE_MARGIN_BYTES)
+}
+
+/// The next chunk, or an error once `idle` passes without one.
+async fn next_chunk(
+    chunks: &mut Streaming<pb::SnapshotChunk>,
+    idle: Duration,
+    at: u64,
+) -> Result<Option<pb::SnapshotChunk>, RecvError> {
+    match tokio::time::timeout(idle, chunks.message()).await {
+        Err(_) => Err(discard(format!(
+            "no snapshot chunk for {idle:?} at offset {at} (snapshot.inbound_idle_timeout_ms); \
+             transfer dropped and its staging file deleted"
+        ))),
+        Ok(Err(s)) => Err(status_text(&s).into()),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
 async fn receive_inner(
     from: NodeId,
     mut chunks: Streaming<pb::SnapshotChunk>,
     inbox: &dyn PeerInbox,
+    opts: &TransportOptions,
     acks: &mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
-) -> Result<(), String> {
-    let header = match chunks.message().await {
-        Ok(Some(h)) => h,
-        Ok(None) => return Ok(()),
-        Err(s) => return Err(status_text(&s)),
+    staging: &mut Option<PathBuf>,
+) -> Result<(), RecvError> {
+    let idle = opts.snapshot_idle_timeout;
+    let header = match next_chunk(&mut chunks, idle, 0).await? {
+        Some(h) => h,
+        None => return Ok(()),
     };
     let meta = snapshot_meta_from_pb(
         header
@@ -298,8 +383,30 @@ async fn receive_inner(
     let term = header.term;
     let total = header.total_size;
     let checksum = header.checksum;
+    let current = inbox.current_term();
+    if term < current {
+        return Err(format!(
+            "snapshot {} from node {from} was sent in term {term}, but this node is at term \
+             {current}: a stale leader's transfer, refused before staging",
+            meta.last_index
+        )
+        .into());
+    }
+    let max = opts.snapshot_max_inbound_bytes;
+    if total > max {
+        return Err(format!(
+            "snapshot {} from node {from} announces {total} bytes, more than \
+             snapshot.max_inbound_bytes = {max} on node {}: refused before staging; raise \
+             snapshot.max_inbound_bytes on this node if snapshots this large are expected",
+            meta.last_index, opts.local_id
+        )
+        .into());
+    }
     let dir = inbox.snapshot_staging_dir();
-    tokio::fs::create_dir_all(&dir)
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(d_engine_storage::data_dir::DIR_MODE)
+        .create(&dir)
         .await
         .map_err(|e| format!("cannot create staging dir {}: {e}", dir.display()))?;
     let name = format!(
@@ -311,14 +418,42 @@ async fn receive_inner(
     let part = dir.join(&name);
     remove_stale_parts(&dir, from, &name).await;
 
+    // Disk space: what is still to come must fit, leaving a margin.
+    let have = match tokio::fs::metadata(&part).await {
+        Ok(m) if m.len() <= total => m.len(),
+        _ => 0,
+    };
+    let space_dir = dir.clone();
+    let space =
+        tokio::task::spawn_blocking(move || d_engine_storage::data_dir::fs_space(&space_dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read the free space of {}: {e}", dir.display()))?;
+    let margin = free_space_margin(space.total);
+    let needed = total - have;
+    if needed.saturating_add(margin) > space.available {
+        return Err(format!(
+            "snapshot {} from node {from} needs {needed} more bytes, but the filesystem of {} \
+             has {} bytes free and {margin} must stay free: refused before staging; free disk \
+             space on node {}",
+            meta.last_index,
+            dir.display(),
+            space.available,
+            opts.local_id
+        )
+        .into());
+    }
+
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(d_engine_storage::data_dir::FILE_MODE)
         .open(&part)
         .await
         .map_err(|e| format!("cannot open staging file {}: {e}", part.display()))?;
+    *staging = Some(part.clone());
     let mut len = file
         .metadata()
         .await
@@ -330,7 +465,7 @@ async fn receive_inner(
             .map_err(|e| format!("truncate {}: {e}", part.display()))?;
         len = 0;
     }
-    send_ack(acks, len).await?;
+    send_ack(acks, len, idle).await?;
     if len > 0 {
         tracing::info!(
             peer = from,
@@ -345,20 +480,21 @@ async fn receive_inner(
         let is_header = pending.is_some();
         let chunk = match pending.take() {
             Some(c) => c,
-            None => match chunks.message().await {
-                Ok(Some(c)) => c,
-                Ok(None) => return Err(format!("stream ended at offset {len} of {total}")),
-                Err(s) => return Err(status_text(&s)),
+            None => match next_chunk(&mut chunks, idle, len).await? {
+                Some(c) => c,
+                None => return Err(format!("stream ended at offset {len} of {total}").into()),
             },
         };
         if !chunk.data.is_empty() {
-            let end = chunk.offset + chunk.data.len() as u64;
+            let end = chunk.offset.saturating_add(chunk.data.len() as u64);
             if chunk.offset > len || end > total {
                 return Err(format!(
-                    "chunk at offset {} ({} bytes) does not fit: expected offset {len}, size {total}",
+                    "chunk at offset {} ({} bytes) does not fit: expected offset {len}, \
+                     announced size {total}",
                     chunk.offset,
                     chunk.data.len()
-                ));
+                )
+                .into());
             }
             if end > len {
                 let skip = (len - chunk.offset) as usize;
@@ -379,24 +515,46 @@ async fn receive_inner(
         }
         // The header was answered with the resume offset already.
         if !is_header || !chunk.data.is_empty() {
-            send_ack(acks, len).await?;
+            send_ack(acks, len, idle).await?;
         }
     }
     if len != total {
-        return Err(format!(
-            "transfer marked done at {len} bytes, announced {total}"
-        ));
+        return Err(format!("transfer marked done at {len} bytes, announced {total}").into());
     }
     drop(file);
     let (got_len, got_crc) = file_crc32c(&part)
         .await
         .map_err(|e| format!("cannot read back {}: {e}", part.display()))?;
     if got_len != total || got_crc != checksum {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(format!(
+        return Err(discard(format!(
             "snapshot checksum mismatch: announced crc32c {checksum:08x} over {total} bytes, \
              received {got_crc:08x} over {got_len} bytes; staging file deleted, resend from 0"
-        ));
+        )));
+    }
+    // Validate the whole file while it is still staged: only a snapshot
+    // that parses completely and is the one announced reaches the node.
+    let check = part.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        d_engine_storage::snapshot::verify_snapshot_file(&check)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match verified {
+        Err(e) => {
+            return Err(discard(format!(
+                "snapshot {} from node {from} has the announced checksum but is not a valid \
+                 snapshot ({e}); staging file deleted",
+                meta.last_index
+            )))
+        }
+        Ok(found) if found != meta => {
+            return Err(discard(format!(
+                "snapshot from node {from} was announced as index {} term {} but the file \
+                 holds index {} term {} (or another membership); staging file deleted",
+                meta.last_index, meta.last_term, found.last_index, found.last_term
+            )))
+        }
+        Ok(_) => {}
     }
     let staged = dir.join(format!(
         "staged-from{from}-{}-{}.snap",
@@ -412,22 +570,31 @@ async fn receive_inner(
         peer = from,
         index = meta.last_index,
         bytes = total,
-        "snapshot staged"
+        "snapshot staged and validated"
     );
     inbox.snapshot_staged(from, term, meta, staged);
-    send_ack(acks, total).await
+    send_ack(acks, total, idle).await?;
+    Ok(())
 }
 
+/// Sends an ack; a sender that leaves no room for it for `idle` is dropped.
 async fn send_ack(
     acks: &mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
     next_offset: u64,
-) -> Result<(), String> {
-    acks.send(Ok(pb::SnapshotChunkAck {
+    idle: Duration,
+) -> Result<(), RecvError> {
+    let ack = Ok(pb::SnapshotChunkAck {
         next_offset,
         error: String::new(),
-    }))
-    .await
-    .map_err(|_| "sender went away".to_string())
+    });
+    match tokio::time::timeout(idle, acks.send(ack)).await {
+        Err(_) => Err(discard(format!(
+            "the sender read no snapshot ack for {idle:?} at offset {next_offset}; transfer \
+             dropped and its staging file deleted"
+        ))),
+        Ok(Err(_)) => Err("sender went away".to_string().into()),
+        Ok(Ok(())) => Ok(()),
+    }
 }
 
 /// Deletes older partial transfers from the same sender (a new snapshot

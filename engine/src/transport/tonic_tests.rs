@@ -297,19 +297,10 @@ async fn the_link_reconnects_when_the_peer_comes_back() {
     assert_eq!(got.from, 1);
 }
 
-fn write_test_file(dir: &Path, len: usize) -> PathBuf {
-    let mut data = Vec::with_capacity(len);
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    let p = dir.join("source.snap");
-    std::fs::write(&p, &data).unwrap();
-    p
+/// A valid snapshot file for `meta(index)` of at least `len` bytes (the
+/// receiver validates what it stages).
+fn write_test_file(dir: &Path, len: usize, index: u64) -> PathBuf {
+    super::tonic_snapshot_tests::write_snapshot(dir, &meta(index), len)
 }
 
 fn meta(index: u64) -> SnapshotMeta {
@@ -324,7 +315,7 @@ fn meta(index: u64) -> SnapshotMeta {
 async fn a_snapshot_is_chunked_staged_and_verified() {
     let (n1, n2) = pair().await;
     let src_dir = TempDir::new("src");
-    let src = write_test_file(&src_dir.0, (1 << 20) + 12345);
+    let src = write_test_file(&src_dir.0, (1 << 20) + 12345, 77);
     n1.transport
         .send_snapshot(2, 5, meta(77), src.clone())
         .await
@@ -344,23 +335,25 @@ async fn a_snapshot_is_chunked_staged_and_verified() {
 }
 
 #[tokio::test]
-async fn an_empty_snapshot_file_transfers() {
+async fn an_empty_file_is_refused_as_not_a_snapshot() {
     let (n1, n2) = pair().await;
     let src_dir = TempDir::new("src");
-    let src = write_test_file(&src_dir.0, 0);
-    n1.transport
+    let src = src_dir.0.join("empty.snap");
+    std::fs::write(&src, b"").unwrap();
+    let err = n1
+        .transport
         .send_snapshot(2, 1, meta(1), src)
         .await
-        .unwrap();
-    let staged = n2.inbox.staged.lock().unwrap().clone();
-    assert_eq!(std::fs::read(&staged[0].3).unwrap().len(), 0);
+        .unwrap_err();
+    assert!(err.0.contains("not a valid snapshot"), "{err}");
+    assert!(n2.inbox.staged.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn the_receiver_resumes_from_what_it_staged() {
     let (_n1, n2) = pair().await;
     let src_dir = TempDir::new("src");
-    let src = write_test_file(&src_dir.0, 300_000);
+    let src = write_test_file(&src_dir.0, 300_000, 9);
     let bytes = std::fs::read(&src).unwrap();
     let (len, crc) = file_crc32c(&src).await.unwrap();
     // A previous attempt staged the first 100,000 bytes.
@@ -410,7 +403,7 @@ async fn the_receiver_resumes_from_what_it_staged() {
 async fn a_corrupt_staged_prefix_is_detected_and_the_transfer_restarts() {
     let (n1, n2) = pair().await;
     let src_dir = TempDir::new("src");
-    let src = write_test_file(&src_dir.0, 200_000);
+    let src = write_test_file(&src_dir.0, 200_000, 11);
     let (len, crc) = file_crc32c(&src).await.unwrap();
     std::fs::create_dir_all(&n2.inbox.staging).unwrap();
     // Same name as the real transfer, but the staged bytes are wrong.
@@ -440,7 +433,7 @@ async fn a_snapshot_to_an_unreachable_peer_fails_after_bounded_attempts() {
     o.snapshot_attempts = 2;
     let n1 = start_node(1, o, listener().await, [(2, dead)].into()).await;
     let src_dir = TempDir::new("src");
-    let src = write_test_file(&src_dir.0, 1000);
+    let src = write_test_file(&src_dir.0, 1000, 1);
     let err = n1
         .transport
         .send_snapshot(2, 1, meta(1), src)

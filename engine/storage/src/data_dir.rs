@@ -9,10 +9,20 @@
 //!
 //! Layout: `IDENTITY`, `LOCK`, `hardstate` ([`crate::hard_state`]),
 //! `wal/` ([`crate::wal`]), and whatever the state machine and snapshots use.
+//!
+//! File modes: every directory d-engine creates in a data dir is created
+//! [`DIR_MODE`] (0700) and every file [`FILE_MODE`] (0600), whatever the
+//! process umask: the files hold every stored value. An existing data dir
+//! whose mode lets group or others in is tightened to 0700 on open
+//! ([`DataDir::mode_notice`] reports it so the host can warn; if the mode
+//! cannot be changed, e.g. another user owns the directory, the open goes on
+//! and the notice says so); without search permission on it nobody else
+//! reaches anything inside, whatever the modes of older files.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +34,82 @@ pub const IDENTITY_FILE: &str = "IDENTITY";
 pub const LOCK_FILE: &str = "LOCK";
 const IDENTITY_TEMP: &str = "IDENTITY.tmp";
 const MAX_CLUSTER_ID_LEN: usize = 128;
+/// Mode of every directory d-engine creates in a data dir: owner only.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file d-engine creates in a data dir: owner read/write.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `path` and any missing parents with mode [`DIR_MODE`] (an
+/// existing directory is left as it is).
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
+/// Creates (or truncates) the file at `path` for writing; a new file gets
+/// mode [`FILE_MODE`]. The private replacement for [`File::create`].
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Best effort: sets every directory under `root` (and `root`) to
+/// [`DIR_MODE`] and every file to [`FILE_MODE`]. For trees written by a
+/// library that does not take a mode (sled). Symlinks are not followed.
+pub fn restrict_tree(root: &Path) -> io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE))?;
+        for e in fs::read_dir(&dir)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                fs::set_permissions(e.path(), fs::Permissions::from_mode(FILE_MODE))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Space on the filesystem holding a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Bytes an unprivileged writer may still use.
+    pub available: u64,
+    /// Size of the filesystem in bytes.
+    pub total: u64,
+}
+
+/// Free and total space of the filesystem holding `path` (`statvfs`).
+pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid
+    // NUL-terminated string for the duration of the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize as u64
+    } else {
+        st.f_bsize as u64
+    };
+    Ok(FsSpace {
+        available: (st.f_bavail as u64).saturating_mul(frsize),
+        total: (st.f_blocks as u64).saturating_mul(frsize),
+    })
+}
 
 /// Who a data directory belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,12 +236,41 @@ fn io_err(op: &'static str, path: &Path, source: io::Error) -> DataDirError {
     }
 }
 
+/// What [`DataDir::open`] did about a data dir open to group or others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirModeNotice {
+    /// The mode was `from`; it is now [`DIR_MODE`].
+    Tightened { from: u32 },
+    /// The mode is `mode` and could not be changed (`error`).
+    CannotTighten { mode: u32, error: String },
+}
+
+impl fmt::Display for DirModeNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirModeNotice::Tightened { from } => write!(
+                f,
+                "the data dir had mode {from:04o}, letting other users read every stored \
+                 value; tightened it to 0700 (run backup tools as the node's user instead of \
+                 widening it)"
+            ),
+            DirModeNotice::CannotTighten { mode, error } => write!(
+                f,
+                "the data dir has mode {mode:04o}, letting other users read every stored \
+                 value, and it could not be set to 0700 ({error}): chown it to the node's user \
+                 and chmod it 0700"
+            ),
+        }
+    }
+}
+
 /// An opened, locked data directory. The lock lives as long as this value.
 #[derive(Debug)]
 pub struct DataDir {
     path: PathBuf,
     identity: Identity,
     created: bool,
+    mode_notice: Option<DirModeNotice>,
     _lock: File,
 }
 
@@ -174,8 +289,9 @@ impl DataDir {
         }
         validate_cluster_id(cluster_id)?;
         let path = path.as_ref().to_path_buf();
+        let mut mode_notice = None;
         if !path.exists() {
-            fs::create_dir_all(&path).map_err(|e| io_err("create directory", &path, e))?;
+            create_private_dir_all(&path).map_err(|e| io_err("create directory", &path, e))?;
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;
             }
@@ -184,6 +300,23 @@ impl DataDir {
                 "{} exists and is not a directory",
                 path.display()
             )));
+        } else {
+            let mode = fs::metadata(&path)
+                .map_err(|e| io_err("stat", &path, e))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            if mode & 0o077 != 0 {
+                mode_notice = Some(
+                    match fs::set_permissions(&path, fs::Permissions::from_mode(DIR_MODE)) {
+                        Ok(()) => DirModeNotice::Tightened { from: mode },
+                        Err(e) => DirModeNotice::CannotTighten {
+                            mode,
+                            error: e.to_string(),
+                        },
+                    },
+                );
+            }
         }
         let lock = lock(&path)?;
 
@@ -226,8 +359,15 @@ impl DataDir {
             path,
             identity,
             created,
+            mode_notice,
             _lock: lock,
         })
+    }
+
+    /// Set when the data dir let group or others in (see the module docs):
+    /// the host should log it as a warning.
+    pub fn mode_notice(&self) -> Option<&DirModeNotice> {
+        self.mode_notice.as_ref()
     }
 
     pub fn path(&self) -> &Path {
@@ -286,6 +426,7 @@ fn lock(dir: &Path) -> Result<File, DataDirError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(FILE_MODE)
         .open(&path)
         .map_err(|e| io_err("open", &path, e))?;
     // SAFETY: flock on a valid, owned file descriptor.
@@ -346,7 +487,7 @@ fn write_identity(dir: &Path, id: &Identity) -> Result<(), DataDirError> {
     let text = format!("{body}crc32c = {:08x}\n", crc32c::crc32c(body.as_bytes()));
     let tmp = dir.join(IDENTITY_TEMP);
     let path = dir.join(IDENTITY_FILE);
-    let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    let mut f = create_private_file(&tmp).map_err(|e| io_err("create", &tmp, e))?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err("write", &tmp, e))?;
@@ -475,6 +616,35 @@ mod tests {
             DataDir::open(root.path(), 1, "c"),
             Err(DataDirError::CorruptIdentity { .. })
         ));
+    }
+
+    #[test]
+    fn creates_private_dirs_and_files_and_tightens_an_open_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("a").join("node1");
+        let d = DataDir::open(&p, 1, "c").unwrap();
+        assert_eq!(d.mode_notice(), None);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&p), DIR_MODE);
+        assert_eq!(mode(&p.join(IDENTITY_FILE)), FILE_MODE);
+        assert_eq!(mode(&p.join(LOCK_FILE)), FILE_MODE);
+        drop(d);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        let d = DataDir::open(&p, 1, "c").unwrap();
+        assert_eq!(
+            d.mode_notice(),
+            Some(&DirModeNotice::Tightened { from: 0o755 })
+        );
+        assert!(d.mode_notice().unwrap().to_string().contains("0755"));
+        assert_eq!(mode(&p), DIR_MODE);
+    }
+
+    #[test]
+    fn free_space_is_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let s = fs_space(root.path()).unwrap();
+        assert!(s.total > 0 && s.available <= s.total, "{s:?}");
+        assert!(fs_space(&root.path().join("missing")).is_err());
     }
 
     #[test]

@@ -182,7 +182,8 @@ impl HardStateStore {
         }
         let tmp = self.dir.join(TEMP_NAME);
         let path = self.dir.join(FILE_NAME);
-        let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        let mut f =
+            crate::data_dir::create_private_file(&tmp).map_err(|e| io_err("create", &tmp, e))?;
         f.write_all(&encode(hs))
             .and_then(|_| f.sync_all())
             .map_err(|e| io_err("write", &tmp, e))?;

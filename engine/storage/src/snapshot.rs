@@ -16,7 +16,9 @@ pub mod store;
 pub mod transfer;
 
 pub use format::{verify_snapshot_file, SnapshotFileReader};
-pub use store::{SnapshotInfo, SnapshotStore, KEEP_SNAPSHOTS};
+pub use store::{
+    Quarantined, SnapshotInfo, SnapshotStore, ValidLatest, KEEP_SNAPSHOTS, QUARANTINE_DIR,
+};
 pub use transfer::{SnapshotReader, SnapshotReceiver, DEFAULT_CHUNK_BYTES};
 
 use std::fmt;

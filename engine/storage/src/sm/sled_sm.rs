@@ -218,7 +218,13 @@ fn open_sled(path: &Path, opts: &SledOptions) -> Result<sled::Db, SmError> {
         opened = attempt();
     }
     match opened {
-        Ok(Ok(db)) => Ok(db),
+        Ok(Ok(db)) => {
+            // sled creates its files with the process umask: make what it
+            // wrote private (best effort; the parent `sm/` is 0700 anyway,
+            // which also covers files sled creates later).
+            let _ = crate::data_dir::restrict_tree(path);
+            Ok(db)
+        }
         // Busy, not broken: an I/O error, so `open_or_rebuild` refuses to
         // start instead of wiping a database another handle still uses.
         Ok(Err(e)) if is_lock_contention(&e) => Err(SmError::Io(std::io::Error::new(
@@ -263,7 +269,7 @@ fn write_current(dir: &Path, name: &str) -> Result<(), SmError> {
     let tmp = dir.join("CURRENT.tmp");
     {
         use std::io::Write;
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = crate::data_dir::create_private_file(&tmp)?;
         f.write_all(format!("{name}\n").as_bytes())?;
         f.sync_all()?;
     }
@@ -351,7 +357,7 @@ impl SledStateMachine {
     /// [`SmError::Corrupt`] if the data is missing or damaged (use
     /// [`open_or_rebuild`] to recover from a snapshot).
     pub fn open(dir: &Path, opts: SledOptions) -> Result<Self, SmError> {
-        fs::create_dir_all(dir)?;
+        crate::data_dir::create_private_dir_all(dir)?;
         // A database created just now stays open: dropping and reopening it
         // would race sled's background release of its file lock.
         let (current, created) = match fs::read_to_string(dir.join(CURRENT)) {

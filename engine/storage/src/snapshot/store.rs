@@ -2,13 +2,16 @@
 //!
 //! Files: `snapshot-<index:020>-<term:020>.snap` (complete, verified when
 //! written), `snapshot-….snap.tmp` (a build in progress; removed on open),
-//! `incoming-<index>.tmp` (a transfer being received; kept for resume).
+//! `incoming-<index>.tmp` (a transfer being received; kept for resume),
+//! `quarantine/` (files that failed validation at start-up, moved aside by
+//! [`SnapshotStore::latest_valid`]). The directory is created 0700 and every
+//! file 0600 ([`crate::data_dir`]).
 //!
 //! Creating a snapshot: write a temp file, fsync it, rename it, fsync the
 //! directory; only then is it reported, and only then may the host compact
 //! the log up to its index. The latest [`KEEP_SNAPSHOTS`] are kept.
 
-use super::format::{SnapshotFileReader, SnapshotWriter};
+use super::format::{verify_snapshot_file, SnapshotFileReader, SnapshotWriter};
 use super::{io_err, sync_dir, SnapshotError};
 use crate::sm::{SmError, SnapshotSource};
 use d_engine_core::{Index, SnapshotMeta, Term};
@@ -26,6 +29,27 @@ pub struct SnapshotInfo {
     pub size: u64,
     /// Records written; 0 when not known (a listed or received file).
     pub records: u64,
+}
+
+/// Sub-directory of `snapshots/` holding files that failed validation.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// A snapshot file moved aside by [`SnapshotStore::latest_valid`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    pub original: PathBuf,
+    pub moved_to: PathBuf,
+    /// Why it failed validation.
+    pub reason: String,
+}
+
+/// What [`SnapshotStore::latest_valid`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidLatest {
+    /// The newest snapshot that validates; `None` if there is none.
+    pub latest: Option<SnapshotInfo>,
+    /// Newer files that failed, newest first, now in the quarantine dir.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// Manages the snapshot directory of one node.
@@ -48,7 +72,8 @@ impl SnapshotStore {
     /// Opens (creating) `<data_dir>/snapshots` and removes abandoned builds.
     pub fn open(data_dir: &Path) -> Result<Self, SnapshotError> {
         let dir = data_dir.join("snapshots");
-        fs::create_dir_all(&dir).map_err(io_err(&dir, "create snapshot directory"))?;
+        crate::data_dir::create_private_dir_all(&dir)
+            .map_err(io_err(&dir, "create snapshot directory"))?;
         for e in fs::read_dir(&dir).map_err(io_err(&dir, "list snapshots"))? {
             let e = e.map_err(io_err(&dir, "list snapshots"))?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -97,6 +122,82 @@ impl SnapshotStore {
         }
     }
 
+    /// The newest snapshot that validates completely: every record, the
+    /// trailer and checksum ([`verify_snapshot_file`]), and a meta that
+    /// matches the file name. Each newer file that fails is moved aside into
+    /// `snapshots/`[`QUARANTINE_DIR`]`/` as `<name>.corrupt-<unix seconds>`
+    /// (never deleted: keep it for inspection) and reported in
+    /// [`ValidLatest::quarantined`]; the next older one is tried. Use it
+    /// once at start-up: it reads every candidate whole. An I/O error while
+    /// reading (as opposed to content that does not parse) is returned, not
+    /// quarantined: the disk, not the file, may be at fault.
+    ///
+    /// The caller must check that the log continues where the returned
+    /// snapshot ends: entries that only a quarantined snapshot covered are
+    /// gone from this node.
+    pub fn latest_valid(&self) -> Result<ValidLatest, SnapshotError> {
+        let mut quarantined = Vec::new();
+        for (index, term, path) in self.list()? {
+            let reason = match verify_snapshot_file(&path) {
+                Ok(meta) if meta.last_index == index && meta.last_term == term => {
+                    let size = fs::metadata(&path)
+                        .map_err(io_err(&path, "stat snapshot"))?
+                        .len();
+                    return Ok(ValidLatest {
+                        latest: Some(SnapshotInfo {
+                            meta,
+                            path,
+                            size,
+                            records: 0,
+                        }),
+                        quarantined,
+                    });
+                }
+                Ok(meta) => format!(
+                    "the file is named for index {index} term {term} but holds a snapshot of \
+                     index {} term {}",
+                    meta.last_index, meta.last_term
+                ),
+                Err(e @ SnapshotError::Io { .. }) => return Err(e),
+                Err(e) => e.to_string(),
+            };
+            quarantined.push(self.quarantine(&path, reason)?);
+        }
+        Ok(ValidLatest {
+            latest: None,
+            quarantined,
+        })
+    }
+
+    /// Moves `path` into the quarantine directory (durably).
+    fn quarantine(&self, path: &Path, reason: String) -> Result<Quarantined, SnapshotError> {
+        let qdir = self.dir.join(QUARANTINE_DIR);
+        crate::data_dir::create_private_dir_all(&qdir)
+            .map_err(io_err(&qdir, "create snapshot quarantine directory"))?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut moved_to = qdir.join(format!("{name}.corrupt-{secs}"));
+        let mut n = 1;
+        while moved_to.exists() {
+            moved_to = qdir.join(format!("{name}.corrupt-{secs}-{n}"));
+            n += 1;
+        }
+        fs::rename(path, &moved_to).map_err(io_err(path, "move corrupt snapshot aside"))?;
+        sync_dir(&qdir)?;
+        sync_dir(&self.dir)?;
+        Ok(Quarantined {
+            original: path.to_path_buf(),
+            moved_to,
+            reason,
+        })
+    }
+
     /// Drains `source` into a new durable snapshot file and prunes old ones.
     /// Runs on the caller's thread; applies may continue meanwhile.
     pub fn create(&self, source: &mut dyn SnapshotSource) -> Result<SnapshotInfo, SmError> {
@@ -104,7 +205,8 @@ impl SnapshotStore {
         let name = snapshot_file_name(meta.last_index, meta.last_term);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let file = fs::File::create(&tmp).map_err(io_err(&tmp, "create snapshot"))?;
+        let file =
+            crate::data_dir::create_private_file(&tmp).map_err(io_err(&tmp, "create snapshot"))?;
         let res = (|| {
             let mut w = SnapshotWriter::new(file, &tmp, &meta)?;
             while let Some(rec) = source.next_record()? {

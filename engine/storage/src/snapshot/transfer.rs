@@ -14,6 +14,7 @@ use super::{io_err, sync_dir, SnapshotError};
 use d_engine_core::Index;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default transfer chunk size (1 MiB).
@@ -82,6 +83,7 @@ impl SnapshotReceiver {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::data_dir::FILE_MODE)
             .open(&path)
             .map_err(io_err(&path, "open incoming snapshot"))?;
         let len = file

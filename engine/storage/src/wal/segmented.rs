@@ -133,7 +133,8 @@ impl Wal {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, e))?;
+            crate::data_dir::create_private_dir_all(&dir)
+                .map_err(|e| WalError::io("create directory", &dir, e))?;
             if let Some(parent) = dir.parent() {
                 sync_dir(parent).map_err(|e| WalError::io("sync directory", parent, e))?;
             }
@@ -526,7 +527,8 @@ impl Wal {
 fn create_segment(dir: &Path, first: Index) -> Result<PathBuf> {
     let path = dir.join(segment_file_name(first));
     let tmp = dir.join(format!("{}.tmp", segment_file_name(first)));
-    let f = File::create(&tmp).map_err(|e| WalError::io("create segment", &tmp, e))?;
+    let f = crate::data_dir::create_private_file(&tmp)
+        .map_err(|e| WalError::io("create segment", &tmp, e))?;
     f.write_all_at(&encode_segment_header(first), 0)
         .and_then(|_| f.sync_data())
         .map_err(|e| WalError::io("write segment header", &tmp, e))?;
