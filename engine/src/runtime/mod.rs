@@ -24,13 +24,14 @@ pub mod handle;
 mod inbox;
 pub mod memnet;
 mod node;
+pub(crate) mod quota;
 pub(crate) mod shared;
 mod wal_thread;
 mod watch_hub;
 
 pub use addr::MemberAddr;
 pub use handle::{
-    DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
+    Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
     WatchStream, WriteId,
 };
 pub use node::{start, StartError};
