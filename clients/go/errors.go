@@ -47,6 +47,11 @@ const (
 	CodeClosed
 	// CodeWatchCanceled: the server ended a watch (WatchResponse.canceled).
 	CodeWatchCanceled
+	// CodeNoSpace: the write would take the node's stored data past its
+	// storage quota (storage.quota_bytes); the NOSPACE alarm is raised.
+	// Mirrors dengine.v1.ErrorCode NO_SPACE (added after the codes above,
+	// so their values do not change).
+	CodeNoSpace
 )
 
 var codeNames = [...]string{
@@ -67,6 +72,7 @@ var codeNames = [...]string{
 	CodeCanceled:         "CANCELED",
 	CodeClosed:           "CLIENT_CLOSED",
 	CodeWatchCanceled:    "WATCH_CANCELED",
+	CodeNoSpace:          "NO_SPACE",
 }
 
 // String returns the code's wire name (e.g. "NOT_LEADER").
@@ -108,6 +114,8 @@ func codeFromReason(reason string) (Code, bool) {
 		return CodePermissionDenied, true
 	case enginev1.ErrorCode_UNKNOWN_NODE:
 		return CodeUnknownNode, true
+	case enginev1.ErrorCode_NO_SPACE:
+		return CodeNoSpace, true
 	}
 	return CodeInternal, false
 }
@@ -180,6 +188,10 @@ var (
 	ErrPermissionDenied = &sentinel{CodePermissionDenied, "permission denied"}
 	// ErrUnknownNode: an admin request named a node that is not a member.
 	ErrUnknownNode = &sentinel{CodeUnknownNode, "unknown node"}
+	// ErrNoSpace: the node's storage quota is reached; nothing was written.
+	// Reads and deletes still work: delete keys or raise storage.quota_bytes.
+	// Not retryable as is.
+	ErrNoSpace = &sentinel{CodeNoSpace, "no space (storage quota reached)"}
 	// ErrUnavailable: no endpoint could be reached.
 	ErrUnavailable = &sentinel{CodeUnavailable, "unavailable"}
 	// ErrCanceled: the caller's context was cancelled (also matches

@@ -77,6 +77,8 @@ func TestFromStatusReasons(t *testing.T) {
 		{codes.Unauthenticated, "UNAUTHENTICATED", ErrUnauthenticated, false},
 		{codes.PermissionDenied, "PERMISSION_DENIED", ErrPermissionDenied, false},
 		{codes.NotFound, "UNKNOWN_NODE", ErrUnknownNode, false},
+		// Same gRPC code as OVERLOADED, told apart by its reason; not retryable.
+		{codes.ResourceExhausted, "NO_SPACE", ErrNoSpace, false},
 		// An unknown reason falls back to the gRPC code.
 		{codes.ResourceExhausted, "SOMETHING_NEW", ErrOverloaded, true},
 		{codes.Unimplemented, "SOMETHING_NEW", ErrInternal, false},

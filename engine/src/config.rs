@@ -125,6 +125,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub queues: QueueConfig,
     pub snapshot: SnapshotConfig,
+    /// The storage quota (`docs/config.md`, "Budgets and quotas").
+    pub storage: StorageConfig,
     pub state_machine: StateMachineConfig,
     pub watch: WatchConfig,
     pub ttl: TtlConfig,
@@ -271,6 +273,12 @@ pub struct SnapshotConfig {
     /// Take a snapshot (and compact the WAL) after this many applied
     /// entries; 0 disables automatic snapshots. Default 100000.
     pub threshold_entries: u64,
+    /// Also take a snapshot once the committed log entries since the last
+    /// one hold more than this many payload bytes, whichever of the two
+    /// thresholds comes first: bounds the in-memory log (and the log a
+    /// restart replays) in bytes, not just entries. 0 disables the byte
+    /// trigger. Default 256 MiB; 0 or 64 KiB..=64 GiB.
+    pub threshold_bytes: u64,
     /// Snapshot transfer chunk size. Default 1 MiB; 4 KiB..=64 MiB.
     pub chunk_bytes: usize,
     /// Largest snapshot this node accepts from a peer, in bytes: a transfer
@@ -282,6 +290,32 @@ pub struct SnapshotConfig {
     /// dropped: its slot is released and its staging file deleted (the
     /// sender starts over). Default 30000 (30 s); 100..=3600000.
     pub inbound_idle_timeout_ms: u64,
+}
+
+/// The storage quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most logical bytes of stored data (every key: key + value + 32 bytes
+    /// of metadata, the same count on every backend and replica) a leader
+    /// admits writes up to. A write that would take the data past it fails
+    /// with `NoSpace` and raises the `NOSPACE` alarm in the node status;
+    /// reads, deletes and snapshots keep working. A soft limit checked on
+    /// the leader when a write is proposed: a committed write is always
+    /// applied, on every replica. 0 disables the quota. Default 2 GiB (as
+    /// etcd's default backend quota); 0 or 1 KiB..=8 EiB.
+    pub quota_bytes: u64,
+}
+
+/// Default [`StorageConfig::quota_bytes`]: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,6 +479,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             queues: QueueConfig::default(),
             snapshot: SnapshotConfig::default(),
+            storage: StorageConfig::default(),
             state_machine: StateMachineConfig::default(),
             watch: WatchConfig::default(),
             ttl: TtlConfig::default(),
@@ -516,10 +551,18 @@ impl Default for QueueConfig {
     }
 }
 
+/// Default [`SnapshotConfig::threshold_bytes`]: 256 MiB. Large enough that
+/// a node at its default 2 GiB quota rewrites its snapshot at most once per
+/// 256 MiB of writes (8× write amplification at worst), small enough that
+/// the in-memory log stays a bounded, modest share of a node's memory and a
+/// restart replays seconds of log, not minutes.
+pub const DEFAULT_SNAPSHOT_THRESHOLD_BYTES: u64 = 256 << 20;
+
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             threshold_entries: 100_000,
+            threshold_bytes: DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
             chunk_bytes: 1 << 20,
             max_inbound_bytes: 64 << 30,
             inbound_idle_timeout_ms: 30_000,
@@ -885,6 +928,24 @@ impl Config {
             600_000,
         )?;
 
+        if self.snapshot.threshold_bytes != 0 {
+            range(
+                "snapshot.threshold_bytes",
+                self.snapshot.threshold_bytes,
+                64 << 10,
+                64 << 30,
+            )?;
+        }
+        if self.storage.quota_bytes != 0 && self.storage.quota_bytes < 1024 {
+            return Err(ConfigError::new(
+                "storage.quota_bytes",
+                format!(
+                    "value {} is out of range; allowed 0 (no quota) or 1024..={}",
+                    self.storage.quota_bytes,
+                    u64::MAX
+                ),
+            ));
+        }
         range(
             "snapshot.chunk_bytes",
             self.snapshot.chunk_bytes,
@@ -1213,5 +1274,25 @@ mod tests {
             Config::from_toml_str("[raft]\nelection_timeout_ms = 20\nheartbeat_interval_ms = 30")
                 .unwrap_err();
         assert_eq!(e.key, "raft.election_timeout_ms");
+    }
+
+    #[test]
+    fn quota_and_snapshot_byte_threshold_parse_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.storage.quota_bytes, 2 << 30);
+        assert_eq!(c.snapshot.threshold_bytes, 256 << 20);
+        let c = Config::from_toml_str(
+            "[storage]\nquota_bytes = 4096\n[snapshot]\nthreshold_bytes = 1048576",
+        )
+        .unwrap();
+        assert_eq!(c.storage.quota_bytes, 4096);
+        assert_eq!(c.snapshot.threshold_bytes, 1 << 20);
+        let c = Config::from_toml_str("[storage]\nquota_bytes = 0\n[snapshot]\nthreshold_bytes = 0")
+            .unwrap();
+        assert_eq!((c.storage.quota_bytes, c.snapshot.threshold_bytes), (0, 0));
+        let e = Config::from_toml_str("[storage]\nquota_bytes = 10").unwrap_err();
+        assert_eq!(e.key, "storage.quota_bytes");
+        let e = Config::from_toml_str("[snapshot]\nthreshold_bytes = 10").unwrap_err();
+        assert_eq!(e.key, "snapshot.threshold_bytes");
     }
 }

@@ -35,6 +35,7 @@ fn code_name(e: &Error) -> &'static str {
         Error::Unauthenticated(_) => "UNAUTHENTICATED",
         Error::PermissionDenied(_) => "PERMISSION_DENIED",
         Error::UnknownNode(_) => "UNKNOWN_NODE",
+        Error::NoSpace(_) => "NO_SPACE",
         Error::Unavailable(_) => "UNAVAILABLE",
         Error::Internal(_) => "INTERNAL",
     }

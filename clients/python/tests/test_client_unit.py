@@ -65,6 +65,55 @@ def _not_leader_status(leader_id: int, leader_addr: str) -> grpc.Status:
     return _S()
 
 
+def _coded_status(code: grpc.StatusCode, rpc_code: int, reason: str, message: str) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="d-engine")
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    st = status_pb2.Status(code=rpc_code, message=message, details=[detail])
+
+    class _S(grpc.Status):
+        pass
+
+    _S.code = code
+    _S.details = message
+    _S.trailing_metadata = (("grpc-status-details-bin", st.SerializeToString()),)
+    return _S()
+
+
+class _QuotaKv(rpc.KvServicer):
+    """A node at its storage quota: every put fails with NO_SPACE."""
+
+    def __init__(self):
+        self.puts = 0
+
+    def Put(self, request, context):
+        self.puts += 1
+        context.abort_with_status(
+            _coded_status(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                code_pb2.RESOURCE_EXHAUSTED,
+                "NO_SPACE",
+                "node 1 stores 4000 bytes of data and its quota is storage.quota_bytes = 4096 bytes",
+            )
+        )
+
+
+def test_no_space_is_classified_and_not_retried():
+    assert isinstance(dengine._errors.error_for_code("NO_SPACE", "m"), dengine.NoSpace)
+    servicer = _QuotaKv()
+    srv, addr = _serve(servicer)
+    try:
+        with dengine.Client(addr, retry=dengine.RetryPolicy(deadline=5.0)) as c:
+            with pytest.raises(dengine.NoSpace, match="storage.quota_bytes") as info:
+                c.put(b"k", b"v")
+        assert info.value.code == "NO_SPACE"
+        assert not info.value.retryable
+        assert not isinstance(info.value, dengine.Overloaded), "not the retryable OVERLOADED"
+        assert servicer.puts == 1, "NO_SPACE is not retried"
+    finally:
+        srv.stop(0)
+
+
 class _ScriptedKv(rpc.KvServicer):
     """Follower: always NOT_LEADER pointing at `leader_addr`; leader: stores puts,
     failing the first `fail_first` attempts with UNAVAILABLE."""

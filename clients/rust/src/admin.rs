@@ -34,6 +34,19 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub snapshot_index: u64,
     pub members: Vec<MemberInfo>,
+    /// Raised alarms by name, e.g. `"NOSPACE"`: the node's stored data
+    /// reached its storage quota and writes that store data fail with
+    /// [`Error::NoSpace`]. Empty when none (or from a server that predates
+    /// alarms).
+    pub alarms: Vec<String>,
+    /// Logical size of the node's stored data: every key's key + value +
+    /// 32 bytes of metadata (what the quota counts).
+    pub data_bytes: u64,
+    /// The node's storage quota (`storage.quota_bytes`); 0 = none.
+    pub quota_bytes: u64,
+    /// Payload bytes of the committed log since the node's latest
+    /// snapshot (compare `snapshot.threshold_bytes`).
+    pub log_bytes: u64,
 }
 
 impl GrpcAdmin {
@@ -172,6 +185,10 @@ impl GrpcAdmin {
             last_log_index: r.last_log_index,
             snapshot_index: r.snapshot_index,
             members: convert::members(r.members),
+            alarms: r.alarms,
+            data_bytes: r.data_bytes,
+            quota_bytes: r.quota_bytes,
+            log_bytes: r.log_bytes,
         })
     }
 }

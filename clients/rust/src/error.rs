@@ -15,6 +15,8 @@ pub enum ErrorCode {
     Unauthenticated,
     PermissionDenied,
     UnknownNode,
+    /// The storage quota is reached.
+    NoSpace,
     /// Transport failure (connection refused, reset...).
     Unavailable,
     /// Anything else the server reported.
@@ -60,6 +62,12 @@ pub enum Error {
     PermissionDenied(String),
     #[error("unknown node: {0}")]
     UnknownNode(String),
+    /// The write would take the stored data past the node's storage quota
+    /// (`storage.quota_bytes`): nothing was written, and the NOSPACE alarm
+    /// is raised in the node status. Reads and deletes still work; delete
+    /// keys to free space or raise the quota. Not retryable as is.
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// The server could not be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -82,6 +90,7 @@ impl Error {
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::UnknownNode(_) => ErrorCode::UnknownNode,
+            Error::NoSpace(_) => ErrorCode::NoSpace,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -45,6 +45,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::Unauthenticated => Code::Unauthenticated,
         ErrorCode::PermissionDenied => Code::PermissionDenied,
         ErrorCode::UnknownNode => Code::NotFound,
+        ErrorCode::NoSpace => Code::ResourceExhausted,
     }
 }
 
@@ -65,6 +66,7 @@ pub fn wire_code(code: ErrorCode) -> Option<pb::ErrorCode> {
         ErrorCode::Unauthenticated => pb::ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied => pb::ErrorCode::PermissionDenied,
         ErrorCode::UnknownNode => pb::ErrorCode::UnknownNode,
+        ErrorCode::NoSpace => pb::ErrorCode::NoSpace,
         ErrorCode::Unavailable | ErrorCode::Internal => return None,
     })
 }
@@ -84,6 +86,7 @@ fn message(err: &Error) -> String {
         | Error::Unauthenticated(m)
         | Error::PermissionDenied(m)
         | Error::UnknownNode(m)
+        | Error::NoSpace(m)
         | Error::Unavailable(m)
         | Error::Internal(m) => m.clone(),
     }
@@ -191,6 +194,7 @@ fn from_error_info(reason: &str, meta: &HashMap<String, String>, msg: &str) -> O
         pb::ErrorCode::Unauthenticated => Error::Unauthenticated(m),
         pb::ErrorCode::PermissionDenied => Error::PermissionDenied(m),
         pb::ErrorCode::UnknownNode => Error::UnknownNode(m),
+        pb::ErrorCode::NoSpace => Error::NoSpace(m),
     })
 }
 
@@ -252,6 +256,7 @@ mod tests {
             Error::Unauthenticated("no token".into()),
             Error::PermissionDenied("read-only".into()),
             Error::UnknownNode("node 9".into()),
+            Error::NoSpace("storage.quota_bytes = 4096 reached".into()),
             Error::Unavailable("connection refused".into()),
             Error::Internal("bug".into()),
         ]
@@ -271,7 +276,20 @@ mod tests {
             let via_from: Error = Status::from(e.clone()).into();
             assert_eq!(&via_from, e);
         }
-        assert_eq!(seen.len(), 14, "every ErrorCode covered");
+        assert_eq!(seen.len(), 15, "every ErrorCode covered");
+    }
+
+    #[test]
+    fn no_space_is_resource_exhausted_told_apart_from_overloaded_by_its_reason() {
+        let st = to_status(&Error::NoSpace("quota reached".into()));
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        let info = st.get_details_error_info().expect("ErrorInfo present");
+        assert_eq!(info.reason, "NO_SPACE");
+        assert_eq!(from_status(&st), Error::NoSpace("quota reached".into()));
+        assert!(!from_status(&st).is_retryable());
+        // Without the ErrorInfo the code alone still means "overloaded".
+        let bare = Status::new(Code::ResourceExhausted, "x");
+        assert_eq!(from_status(&bare).code(), ErrorCode::Overloaded);
     }
 
     #[test]

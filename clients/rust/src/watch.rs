@@ -53,6 +53,7 @@ pub fn cancel_error(reason: &str) -> Error {
             pb::ErrorCode::Unauthenticated => Error::Unauthenticated(msg),
             pb::ErrorCode::PermissionDenied => Error::PermissionDenied(msg),
             pb::ErrorCode::UnknownNode => Error::UnknownNode(msg),
+            pb::ErrorCode::NoSpace => Error::NoSpace(msg),
             // A cancellation carries no leader hint.
             pb::ErrorCode::NotLeader => Error::NotLeader {
                 leader_id: None,

@@ -9,6 +9,8 @@
 //! - a read registered at `read_index` is released once the applied index
 //!   reaches it;
 //! - watch events are published after each applied batch, in log order;
+//! - the state machine's data size is published to the storage quota after
+//!   each applied batch and installed snapshot, before waiters complete;
 //! - snapshots are begun here (so their point in time is exactly the applied
 //!   index) and written by a separate builder thread while applies go on.
 
@@ -178,6 +180,9 @@ impl Applier {
         // so a client resuming "after the created revision" skips nothing.
         let applied = self.sm.applied_index();
         self.shared.applied.store(applied, Ordering::Release);
+        // Before any waiter completes: a client told its delete succeeded
+        // finds the quota (and the alarm) already updated.
+        self.shared.quota.observe(self.sm.data_bytes());
         let events: Vec<_> = results
             .iter_mut()
             .flat_map(|a| std::mem::take(&mut a.events))
@@ -236,6 +241,7 @@ impl Applier {
             .map_err(|e| format!("installing snapshot {}: {e}", path.display()))?;
         let applied = self.sm.applied_index();
         self.shared.applied.store(applied, Ordering::Release);
+        self.shared.quota.observe(self.sm.data_bytes());
         self.shared.hub.reset(applied);
         while let Some(entry) = self.waiters.first_entry() {
             if *entry.key() > applied {

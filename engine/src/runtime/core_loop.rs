@@ -14,12 +14,15 @@
 //!    fsync is still running;
 //! 5. hand committed entries to the apply thread;
 //! 6. hand read indexes to the apply thread (released once applied);
-//! 7. start snapshot builds and transfers.
+//! 7. start snapshot builds and transfers: when the core asks for one
+//!    (`snapshot.threshold_entries`), or when the committed log since the
+//!    latest snapshot holds more than `snapshot.threshold_bytes` of payload
+//!    (counted here, see [`LogBytes`]).
 //!
 //! After each iteration it publishes role, term, leader, commit and the lease
 //! deadline for the off-loop read paths.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
@@ -29,7 +32,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use d_engine_client::{Error, LeaderInfo};
 use d_engine_core::{
-    Index, Membership, Message, MessageBody, RaftNode, ReadConsistency, ReadId, Role, SnapshotMeta,
+    ConfChange, Entry, EntryPayload, Index, Membership, Message, MessageBody, RaftNode,
+    ReadConsistency, ReadId, Role, SnapshotMeta,
 };
 use d_engine_storage::command::{Command, Op};
 use d_engine_storage::data_dir::DataDir;
@@ -45,6 +49,56 @@ use crate::transport::Transport;
 
 /// Most inputs handled before the loop executes a `Ready` (bounds latency).
 const MAX_DRAIN: usize = 16 * 1024;
+
+/// Payload bytes of the committed entries handed to the apply thread since
+/// the latest snapshot: what a snapshot would release from the in-memory
+/// log, and what `snapshot.threshold_bytes` bounds. Kept per handed-out
+/// batch, so a snapshot at index `i` forgets exactly the batches it covers
+/// (the apply thread applies whole batches, so a snapshot's index is always
+/// a batch boundary). Entries replayed at start are counted as they are
+/// handed out again; entries a sled state machine had already applied
+/// before a restart are not (they are bounded by the previous run's
+/// threshold).
+#[derive(Default)]
+pub(crate) struct LogBytes {
+    /// (last index of the batch, its payload bytes), in log order.
+    batches: VecDeque<(Index, u64)>,
+    total: u64,
+}
+
+impl LogBytes {
+    /// Payload bytes of one entry: the command, or a config change's size.
+    fn entry_bytes(e: &Entry) -> u64 {
+        match &e.payload {
+            EntryPayload::Noop => 0,
+            EntryPayload::Command(b) => b.len() as u64,
+            EntryPayload::Config(ConfChange::AddLearner { addr, .. }) => 8 + addr.len() as u64,
+            EntryPayload::Config(_) => 8,
+        }
+    }
+
+    fn committed(&mut self, entries: &[Entry]) {
+        let Some(last) = entries.last() else { return };
+        let bytes: u64 = entries.iter().map(Self::entry_bytes).sum();
+        self.total += bytes;
+        self.batches.push_back((last.index, bytes));
+    }
+
+    /// A snapshot at `index` exists: the log up to it is compacted.
+    fn compacted(&mut self, index: Index) {
+        while let Some(&(last, bytes)) = self.batches.front() {
+            if last > index {
+                break;
+            }
+            self.total -= bytes;
+            self.batches.pop_front();
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+}
 
 pub(crate) struct CoreLoop {
     pub(crate) shared: Arc<Shared>,
@@ -97,6 +151,8 @@ pub(crate) struct CoreLoop {
     /// for can be applied.
     pub(crate) unregistered: Vec<(Index, u64, ProposalWaiter)>,
     pub(crate) reads: Vec<ReadWaiter>,
+    /// Committed payload bytes since the latest snapshot.
+    pub(crate) log_bytes: LogBytes,
 }
 
 impl CoreLoop {
@@ -441,6 +497,7 @@ impl CoreLoop {
                     .is_none_or(|(m, _)| m.last_index < index);
                 if newer {
                     self.core.snapshot_created(meta.clone());
+                    self.log_bytes.compacted(index);
                     let _ = self.wal_tx.send(WalTask::Compact(index));
                     self.latest_snapshot = Some((meta, path));
                     self.shared
@@ -519,6 +576,7 @@ impl CoreLoop {
             .snapshot_index
             .store(meta.last_index, Ordering::Release);
         self.latest_snapshot = Some((meta.clone(), dest));
+        self.log_bytes.compacted(meta.last_index);
         self.last_commit_sent = self.last_commit_sent.max(meta.last_index);
         self.core.snapshot_installed(meta);
         Ok(())
@@ -548,6 +606,7 @@ impl CoreLoop {
             if let Some(last) = rd.committed.last() {
                 self.last_committed_term = last.term;
                 let commit = last.index;
+                self.log_bytes.committed(&rd.committed);
                 self.register_waiters();
                 let _ = self.apply_tx.send(ApplyTask::Apply(rd.committed));
                 self.commit_to_send = self.commit_to_send.max(commit);
@@ -572,7 +631,24 @@ impl CoreLoop {
                 self.send_snapshot(to);
             }
         }
+        self.maybe_snapshot_for_bytes();
         Ok(())
+    }
+
+    /// Starts a snapshot when the committed log since the latest one holds
+    /// more than `snapshot.threshold_bytes` of payload (0: never). The
+    /// entry threshold is the core's; whichever is passed first triggers.
+    fn maybe_snapshot_for_bytes(&mut self) {
+        let threshold = self.shared.config.snapshot.threshold_bytes;
+        if threshold == 0 || self.snapshot_building || self.log_bytes.total() <= threshold {
+            return;
+        }
+        tracing::debug!(
+            log_bytes = self.log_bytes.total(),
+            threshold_bytes = threshold,
+            "snapshot: the log passed snapshot.threshold_bytes"
+        );
+        self.request_snapshot(None);
     }
 
     /// Hands the buffered proposal waiters to the apply thread. Called just
@@ -677,6 +753,7 @@ impl CoreLoop {
         p.commit.store(st.commit, Ordering::Release);
         p.last_index.store(st.last_index, Ordering::Release);
         p.snapshot_index.store(st.snapshot_index, Ordering::Release);
+        p.log_bytes.store(self.log_bytes.total(), Ordering::Release);
         p.leader_ready.store(ready, Ordering::Release);
         let deadline = if ready && st.lease_until_tick > st.now_tick {
             // Nominal real time of the current tick plus the remaining lease.

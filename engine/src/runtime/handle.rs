@@ -112,6 +112,25 @@ impl NodeRole {
     }
 }
 
+/// An alarm a node raises in its [`NodeStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alarm {
+    /// A write was refused with `Error::NoSpace` because it did not fit in
+    /// the storage quota (`storage.quota_bytes`), and no space has been
+    /// freed (nor a write admitted) since; or the applied data exceeds the
+    /// quota.
+    NoSpace,
+}
+
+impl Alarm {
+    /// The name the admin API reports (`"NOSPACE"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Alarm::NoSpace => "NOSPACE",
+        }
+    }
+}
+
 /// A snapshot of the node's state for the admin API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -129,6 +148,16 @@ pub struct NodeStatus {
     /// confirms linearizable reads alone, with no ReadIndex round through
     /// the consensus loop.
     pub sole_voter: bool,
+    /// Raised alarms (empty when none).
+    pub alarms: Vec<Alarm>,
+    /// Logical size of the stored data: every key's key + value + 32 bytes
+    /// of metadata (what `storage.quota_bytes` counts).
+    pub data_bytes: u64,
+    /// `storage.quota_bytes`; 0 = no quota.
+    pub quota_bytes: u64,
+    /// Payload bytes of the committed log since the latest snapshot (a
+    /// snapshot is taken once it passes `snapshot.threshold_bytes`).
+    pub log_bytes: u64,
 }
 
 /// Handle to a running node. Clone it freely.

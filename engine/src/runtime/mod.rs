@@ -23,13 +23,14 @@ mod core_loop;
 pub mod handle;
 mod inbox;
 mod node;
+pub(crate) mod quota;
 pub(crate) mod shared;
 mod wal_thread;
 mod watch_hub;
 
 pub use addr::MemberAddr;
 pub use handle::{
-    DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
+    Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
     WatchStream, WriteId,
 };
 pub use node::{start, StartError};

@@ -317,6 +317,8 @@ where
         config.watch.max_watchers,
         applied,
     ));
+    let quota = super::quota::Quota::new(config.storage.quota_bytes);
+    quota.observe(st.sm.data_bytes());
     let shared = Arc::new(Shared {
         id: config.node_id,
         epoch: Instant::now(),
@@ -337,6 +339,7 @@ where
         stopped_tx,
         staging_dir: st.staging_dir,
         threads: Mutex::new(Vec::new()),
+        quota,
         config,
     });
     shared
@@ -390,6 +393,7 @@ where
         batch_bytes: 0,
         batch_waiters: Vec::new(),
         reads: Vec::new(),
+        log_bytes: Default::default(),
     };
     let mut first_publish = shared.leader_tx.subscribe();
     let h = std::thread::Builder::new()

@@ -20,7 +20,7 @@ use d_engine_client::{
 };
 use d_engine_core::{ConfChange, Membership, Message, NodeId, ProposeError, SnapshotMeta, Term};
 use d_engine_storage::command::{Command, Op};
-use d_engine_storage::sm::{ApplyResult, KeyValue as SmKv, StateMachine};
+use d_engine_storage::sm::{logical_kv_bytes, ApplyResult, KeyValue as SmKv, StateMachine};
 use tokio::sync::{oneshot, watch};
 
 use super::addr::MemberAddr;
@@ -255,6 +255,8 @@ pub(crate) struct Published {
     pub(crate) commit: AtomicU64,
     pub(crate) last_index: AtomicU64,
     pub(crate) snapshot_index: AtomicU64,
+    /// Payload bytes of the committed log since the latest snapshot.
+    pub(crate) log_bytes: AtomicU64,
     /// Nanoseconds since `Shared::epoch` until which this leader's lease
     /// holds; 0 = no lease. Only set once the leader has committed an entry
     /// of its term.
@@ -296,6 +298,9 @@ pub(crate) struct Shared {
     pub(crate) stopped_tx: watch::Sender<bool>,
     pub(crate) staging_dir: PathBuf,
     pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The storage quota: measured by the apply thread, enforced when a
+    /// write is admitted (see [`super::quota`]).
+    pub(crate) quota: super::quota::Quota,
 }
 
 /// Unix time in milliseconds (TTL deadlines and expiry checks).
@@ -484,6 +489,14 @@ impl Shared {
             snapshot_index: p.snapshot_index.load(Ordering::Acquire),
             members: self.members(),
             sole_voter: p.sole_voter.load(Ordering::Acquire),
+            alarms: if self.quota.alarm() {
+                vec![Alarm::NoSpace]
+            } else {
+                Vec::new()
+            },
+            data_bytes: self.quota.used(),
+            quota_bytes: self.quota.limit(),
+            log_bytes: p.log_bytes.load(Ordering::Acquire),
         }
     }
 
@@ -581,11 +594,47 @@ impl Shared {
         }
     }
 
+    /// The logical bytes a write stores if it succeeds (see
+    /// [`d_engine_storage::sm::StateMachine::data_bytes`]); 0 for one that
+    /// stores nothing (a delete, a CAS that deletes, expiry).
+    fn stored_bytes(op: &Op) -> u64 {
+        match op {
+            Op::Put { key, value, .. }
+            | Op::CompareAndSwap {
+                key,
+                new_value: Some(value),
+                ..
+            } => logical_kv_bytes(key.len(), value.len()),
+            Op::CompareAndSwap {
+                new_value: None, ..
+            }
+            | Op::Delete { .. }
+            | Op::Expire { .. } => 0,
+        }
+    }
+
+    /// Admits a write: the node runs, the op is valid, this node leads, and
+    /// the write fits in the storage quota (checked here, on the leader,
+    /// only: once in the log a write is applied on every replica).
     pub(crate) async fn propose(&self, cmd: Command) -> Result<ProposeOutcome> {
         self.check_running()?;
         self.validate_op(&cmd.op)?;
         if !self.is_leader() {
             return Err(self.leader_hint_error());
+        }
+        if let Err(e) = self.quota.admit(Self::stored_bytes(&cmd.op), self.id) {
+            return Err(match (e, &cmd.client) {
+                // Admission cannot tell a retry from a first attempt: an
+                // earlier attempt with the same write id may have been
+                // applied before the quota was reached.
+                (Error::NoSpace(m), Some(c)) => Error::NoSpace(format!(
+                    "{m}. (This request, write id {}/{}, was refused; if it retries an \
+                     attempt whose outcome was unknown, that attempt may have been applied: \
+                     read the key to find out.)",
+                    c.client_id, c.seq
+                )),
+                (e, _) => e,
+            });
         }
         let slot = take_slot(
             &self.pending_proposals,

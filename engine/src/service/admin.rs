@@ -127,6 +127,10 @@ impl Admin for AdminService {
             last_log_index: s.last_log_index,
             snapshot_index: s.snapshot_index,
             members: convert::members(s.members),
+            alarms: s.alarms.iter().map(|a| a.as_str().to_string()).collect(),
+            data_bytes: s.data_bytes,
+            quota_bytes: s.quota_bytes,
+            log_bytes: s.log_bytes,
         }))
     }
 }

@@ -43,6 +43,18 @@ use std::path::Path;
 
 use crate::snapshot::SnapshotError;
 
+/// Bookkeeping bytes counted per stored key by [`StateMachine::data_bytes`]
+/// on top of the key and the value: the revision metadata (create and mod
+/// revision, version, deadline), 4 × 8 bytes. A fixed number, not what a
+/// backend really spends, so that every backend and every replica counts
+/// the same data the same way.
+pub const KEY_OVERHEAD_BYTES: u64 = 32;
+
+/// The logical size of one stored key (see [`StateMachine::data_bytes`]).
+pub fn logical_kv_bytes(key_len: usize, value_len: usize) -> u64 {
+    key_len as u64 + value_len as u64 + KEY_OVERHEAD_BYTES
+}
+
 /// A key and its current value with its revision metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
@@ -275,6 +287,14 @@ pub trait StateMachine: Send + Sync {
     /// not; `None` when no key has a TTL. The leader uses it to skip
     /// `Expire` proposals that would remove nothing.
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError>;
+
+    /// The logical size of the stored data: the sum over every stored key
+    /// (expired keys not yet removed included) of
+    /// [`logical_kv_bytes`]`(key, value)`. One definition for every
+    /// backend, a function of the applied state only, so replicas at the
+    /// same applied index agree. The storage quota (`storage.quota_bytes`)
+    /// counts this. O(1): implementations keep a running total.
+    fn data_bytes(&self) -> u64;
 
     /// Index of the last applied entry (0 if none).
     fn applied_index(&self) -> Index;

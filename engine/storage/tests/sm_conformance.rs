@@ -49,6 +49,7 @@ both!(
     snapshot_roundtrip,
     snapshot_is_point_in_time,
     snapshot_concurrent_with_applies,
+    data_bytes_accounting,
 );
 
 #[test]

@@ -107,6 +107,16 @@ class UnknownNode(Error):
     code = "UNKNOWN_NODE"
 
 
+class NoSpace(Error):
+    """The write would take the node's stored data past its storage quota
+    (``storage.quota_bytes``); nothing was written and the node raised its
+    NOSPACE alarm. Reads and deletes still work: delete keys (or raise the
+    quota). Not retryable as is (gRPC RESOURCE_EXHAUSTED, told apart from
+    ``Overloaded`` by its ``NO_SPACE`` reason)."""
+
+    code = "NO_SPACE"
+
+
 class WatchCanceled(Error):
     """The server ended a watch (slow consumer, shutdown...); ``reason`` says why."""
 
@@ -135,6 +145,7 @@ _BY_CODE = {
         Unauthenticated,
         PermissionDenied,
         UnknownNode,
+        NoSpace,
         WatchCanceled,
         ClientClosed,
     )

@@ -569,6 +569,7 @@ impl Admin for Svc {
             last_log_index: s.revision,
             snapshot_index: 0,
             members: s.members.clone(),
+            ..Default::default()
         }))
     }
 }

@@ -625,6 +625,53 @@ pub fn snapshot_concurrent_with_applies(f: Factory<'_>, dir: &Path) {
 }
 
 /// Runs every check, each in its own subdirectory of `dir`.
+/// The logical size recomputed from scratch: what `data_bytes` must equal.
+pub fn logical_size(sm: &dyn StateMachine) -> u64 {
+    dump(sm)
+        .iter()
+        .map(|kv| super::logical_kv_bytes(kv.key.len(), kv.value.len()))
+        .sum()
+}
+
+/// `data_bytes` follows every kind of change exactly (put, overwrite with a
+/// larger and a smaller value, delete, CAS store and delete, expiry, a
+/// varied history) and survives a snapshot round trip.
+pub fn data_bytes_accounting(f: Factory<'_>, dir: &Path) {
+    use super::logical_kv_bytes as sz;
+    let sm = f(&dir.join("a"));
+    assert_eq!(sm.data_bytes(), 0, "an empty state machine holds nothing");
+    apply1(&*sm, cmd(1, 1, put("a", "12345", None)));
+    assert_eq!(sm.data_bytes(), sz(1, 5));
+    apply1(&*sm, cmd(2, 1, put("a", "1234567890", None)));
+    assert_eq!(sm.data_bytes(), sz(1, 10), "an overwrite replaces the old size");
+    apply1(&*sm, cmd(3, 1, put("bb", "x", Some(1000))));
+    assert_eq!(sm.data_bytes(), sz(1, 10) + sz(2, 1));
+    apply1(&*sm, cmd(4, 1, put("a", "", None)));
+    assert_eq!(sm.data_bytes(), sz(1, 0) + sz(2, 1), "an overwrite may shrink it");
+    apply1(&*sm, cmd(5, 1, cas("c", None, Some("yyy"))));
+    assert_eq!(sm.data_bytes(), sz(1, 0) + sz(2, 1) + sz(1, 3));
+    apply1(&*sm, cmd(6, 1, cas("c", Some("yyy"), None)));
+    assert_eq!(sm.data_bytes(), sz(1, 0) + sz(2, 1), "a CAS delete frees");
+    apply1(&*sm, cmd(7, 1, del("a")));
+    assert_eq!(sm.data_bytes(), sz(2, 1));
+    apply1(&*sm, cmd(8, 1, del("a")));
+    assert_eq!(sm.data_bytes(), sz(2, 1), "deleting an absent key changes nothing");
+    apply1(&*sm, cmd(9, 1, Command::new(Op::Expire { now_ms: 5000 })));
+    assert_eq!(sm.data_bytes(), 0, "expiry frees");
+    varied_history(&*sm, 10, 300);
+    assert_eq!(sm.data_bytes(), logical_size(&*sm));
+    let store = SnapshotStore::open(&dir.join("snaps")).unwrap();
+    let info = store.create(&mut *sm.begin_snapshot().unwrap()).unwrap();
+    let other = f(&dir.join("b"));
+    apply1(&*other, cmd(1, 1, put("junk", "xxxxxxxx", None)));
+    other.install_snapshot(&info.path).unwrap();
+    assert_eq!(
+        other.data_bytes(),
+        sm.data_bytes(),
+        "an installed snapshot counts exactly what its source held"
+    );
+}
+
 pub fn run_all(f: Factory<'_>, dir: &Path) {
     type Check = fn(Factory<'_>, &Path);
     let checks: &[(&str, Check)] = &[
@@ -637,6 +684,7 @@ pub fn run_all(f: Factory<'_>, dir: &Path) {
         ("rejects_bad_commands", rejects_bad_commands),
         ("scan_prefix_order_and_limit", scan_prefix_order_and_limit),
         ("snapshot_roundtrip", snapshot_roundtrip),
+        ("data_bytes_accounting", data_bytes_accounting),
         ("snapshot_is_point_in_time", snapshot_is_point_in_time),
         (
             "snapshot_concurrent_with_applies",

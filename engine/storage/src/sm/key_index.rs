@@ -7,9 +7,9 @@
 //! rebuilt from the database on open and on snapshot install, and updated
 //! only after the batch it mirrors has been committed to sled.
 
-use super::record::meta_from_bytes;
+use super::record::meta_and_value_len;
 use super::sled_sm::P_KV;
-use super::{KeyMeta, SmError};
+use super::{logical_kv_bytes, KeyMeta, SmError};
 use std::collections::BTreeMap;
 
 /// Live keys and their metadata. Keys are copied (a key borrowed from a
@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
     keys: BTreeMap<Box<[u8]>, Packed>,
+    /// [`crate::sm::StateMachine::data_bytes`] of the indexed keys.
+    bytes: u64,
 }
 
 /// [`KeyMeta`] in 32 bytes: the top bit of `version_flag` says whether
@@ -32,12 +34,14 @@ struct Packed {
     mod_revision: u64,
     version_flag: u64,
     deadline: u64,
+    /// Length of the stored value (for the logical data size).
+    value_len: u64,
 }
 
 const HAS_DEADLINE: u64 = 1 << 63;
 
-impl From<KeyMeta> for Packed {
-    fn from(m: KeyMeta) -> Self {
+impl Packed {
+    fn new(m: KeyMeta, value_len: u64) -> Self {
         let flag = if m.expires_at_ms.is_some() {
             HAS_DEADLINE
         } else {
@@ -48,6 +52,7 @@ impl From<KeyMeta> for Packed {
             mod_revision: m.mod_revision,
             version_flag: (m.version & !HAS_DEADLINE) | flag,
             deadline: m.expires_at_ms.unwrap_or(0),
+            value_len,
         }
     }
 }
@@ -67,17 +72,19 @@ impl KeyIndex {
     /// Reads the metadata of every key record in `tree`.
     pub fn load(tree: &sled::Tree) -> Result<Self, SmError> {
         let mut keys = BTreeMap::new();
+        let mut bytes = 0;
         for item in tree.scan_prefix([P_KV]) {
             let (k, v) = item?;
-            let meta = meta_from_bytes(&v).map_err(|e| {
+            let (meta, value_len) = meta_and_value_len(&v).map_err(|e| {
                 SmError::Corrupt(format!(
                     "value record of key {:?}: {e}",
                     bytes::Bytes::copy_from_slice(&k[1..])
                 ))
             })?;
-            keys.insert(Box::from(&k[1..]), Packed::from(meta));
+            bytes += logical_kv_bytes(k.len() - 1, value_len);
+            keys.insert(Box::from(&k[1..]), Packed::new(meta, value_len as u64));
         }
-        Ok(KeyIndex { keys })
+        Ok(KeyIndex { keys, bytes })
     }
 
     /// The metadata of `key`, if it is live.
@@ -85,20 +92,33 @@ impl KeyIndex {
         self.keys.get(key).map(|p| KeyMeta::from(*p))
     }
 
-    /// Records `key` as live with `meta` (`Some`) or removes it (`None`).
-    pub fn set(&mut self, key: &[u8], meta: Option<KeyMeta>) {
+    /// Records `key` as live with `meta` and a value of `value_len` bytes
+    /// (`Some`) or removes it (`None`).
+    pub fn set(&mut self, key: &[u8], meta: Option<(KeyMeta, usize)>) {
+        let size = |value_len: u64| logical_kv_bytes(key.len(), value_len as usize);
         match meta {
-            Some(m) => {
+            Some((m, value_len)) => {
+                let p = Packed::new(m, value_len as u64);
+                self.bytes += size(p.value_len);
                 if let Some(slot) = self.keys.get_mut(key) {
-                    *slot = m.into();
+                    self.bytes -= size(slot.value_len);
+                    *slot = p;
                 } else {
-                    self.keys.insert(Box::from(key), m.into());
+                    self.keys.insert(Box::from(key), p);
                 }
             }
             None => {
-                self.keys.remove(key);
+                if let Some(old) = self.keys.remove(key) {
+                    self.bytes -= size(old.value_len);
+                }
             }
         }
+    }
+
+    /// The logical size of the indexed keys (see
+    /// [`crate::sm::StateMachine::data_bytes`]).
+    pub fn data_bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Number of live keys.
@@ -143,6 +163,8 @@ mod tests {
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.get(b"a"), Some(kv("a", 3, None).meta()));
         assert_eq!(idx.get(b"b").unwrap().expires_at_ms, Some(99));
+        let value_len = kv("a", 1, None).value.len();
+        assert_eq!(idx.data_bytes(), 2 * logical_kv_bytes(1, value_len));
         assert_eq!(idx.get(b"c"), None);
     }
 
@@ -165,21 +187,24 @@ mod tests {
                     version,
                     expires_at_ms,
                 };
-                assert_eq!(KeyMeta::from(Packed::from(m)), m);
+                assert_eq!(KeyMeta::from(Packed::new(m, 9)), m);
             }
         }
-        assert_eq!(std::mem::size_of::<Packed>(), 32);
+        assert_eq!(std::mem::size_of::<Packed>(), 40);
     }
 
     #[test]
     fn set_replaces_and_removes() {
         let mut idx = KeyIndex::default();
-        idx.set(b"k", Some(kv("k", 1, None).meta()));
-        idx.set(b"k", Some(kv("k", 2, Some(5)).meta()));
+        idx.set(b"k", Some((kv("k", 1, None).meta(), 10)));
+        assert_eq!(idx.data_bytes(), logical_kv_bytes(1, 10));
+        idx.set(b"k", Some((kv("k", 2, Some(5)).meta(), 3)));
         assert_eq!(idx.get(b"k").unwrap().mod_revision, 2);
         assert_eq!(idx.len(), 1);
+        assert_eq!(idx.data_bytes(), logical_kv_bytes(1, 3));
         idx.set(b"k", None);
         assert_eq!(idx.get(b"k"), None);
         assert_eq!(idx.len(), 0);
+        assert_eq!(idx.data_bytes(), 0);
     }
 }

@@ -20,7 +20,10 @@
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::ClientSession;
-use super::{Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
+use super::{
+    logical_kv_bytes, Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource,
+    StateMachine,
+};
 use crate::snapshot::SnapshotFileReader;
 use bytes::Bytes;
 use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
@@ -37,6 +40,12 @@ use std::sync::{Arc, Mutex, RwLock};
 struct MemKv {
     kv: OrdMap<Bytes, Arc<KeyValue>>,
     ttl: OrdSet<(u64, Bytes)>,
+    /// [`StateMachine::data_bytes`] of `kv`, kept exact on every change.
+    bytes: u64,
+}
+
+fn stored_size(kv: &KeyValue) -> u64 {
+    logical_kv_bytes(kv.key.len(), kv.value.len())
 }
 
 /// A copy of `b` that owns exactly its bytes. A command's key and value may
@@ -66,14 +75,19 @@ impl KvStore for MemKv {
         if let Some(d) = kv.expires_at_ms {
             self.ttl.insert((d, kv.key.clone()));
         }
-        self.kv.insert(kv.key.clone(), Arc::new(kv));
+        self.bytes += stored_size(&kv);
+        if let Some(old) = self.kv.insert(kv.key.clone(), Arc::new(kv)) {
+            self.bytes -= stored_size(&old);
+        }
         Ok(())
     }
     fn delete(&mut self, key: &Bytes, old: &KeyMeta) -> Result<(), SmError> {
         if let Some(d) = old.expires_at_ms {
             self.ttl.remove(&(d, key.clone()));
         }
-        self.kv.remove(key.as_ref());
+        if let Some(old) = self.kv.remove(key.as_ref()) {
+            self.bytes -= stored_size(&old);
+        }
         Ok(())
     }
     fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError> {
@@ -249,6 +263,10 @@ impl StateMachine for MemStateMachine {
 
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
         Ok(self.current().kv.ttl.get_min().map(|(d, _)| *d))
+    }
+
+    fn data_bytes(&self) -> u64 {
+        self.current().kv.bytes
     }
 
     fn applied_index(&self) -> Index {

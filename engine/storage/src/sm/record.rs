@@ -53,6 +53,15 @@ pub fn decode_value(key: Bytes, r: &mut Reader<'_>) -> Result<KeyValue, WireErro
     })
 }
 
+/// The metadata of a stored value record and the length of its value,
+/// without copying the value.
+pub fn meta_and_value_len(buf: &[u8]) -> Result<(KeyMeta, usize), WireError> {
+    let mut r = Reader::new(buf);
+    let m = decode_meta(&mut r)?;
+    let value = r.bytes("value")?;
+    Ok((m, value.len()))
+}
+
 /// Decodes the metadata at the start of a stored value record, without
 /// copying the value.
 pub fn meta_from_bytes(buf: &[u8]) -> Result<KeyMeta, WireError> {

@@ -473,7 +473,7 @@ struct SledView<'a> {
 }
 
 /// What one committed batch changes in the key index.
-type IndexChanges = Vec<(Bytes, Option<KeyMeta>)>;
+type IndexChanges = Vec<(Bytes, Option<(KeyMeta, usize)>)>;
 
 impl SledView<'_> {
     /// Called before the batch first changes `key`: saves its committed
@@ -500,7 +500,7 @@ impl SledView<'_> {
                 Some(kv) => b.insert(prefixed(P_KV, &k), value_bytes(kv)),
                 None => b.remove(prefixed(P_KV, &k)),
             }
-            index_changes.push((k, v.as_ref().map(KeyValue::meta)));
+            index_changes.push((k, v.as_ref().map(|kv| (kv.meta(), kv.value.len()))));
         }
         for ((d, k), present) in self.ttl {
             if present {
@@ -692,6 +692,12 @@ impl StateMachine for SledStateMachine {
         }
     }
 
+    /// Kept by the key index (which knows every live key's value length),
+    /// so it costs no database read. Waits for an apply in progress.
+    fn data_bytes(&self) -> u64 {
+        self.state.lock().expect("lock").keys.data_bytes()
+    }
+
     fn applied_index(&self) -> Index {
         self.applied.load(Ordering::Acquire)
     }
@@ -795,7 +801,7 @@ fn build_from_snapshot(
     while let Some(rec) = r.next_record()? {
         match rec {
             SnapshotRecord::Kv(kv) => {
-                keys.set(&kv.key, Some(kv.meta()));
+                keys.set(&kv.key, Some((kv.meta(), kv.value.len())));
                 if let Some(d) = kv.expires_at_ms {
                     b.insert(ttl_key(d, &kv.key), &[][..]);
                 }

@@ -63,6 +63,12 @@ const (
 	ErrorCode_PERMISSION_DENIED ErrorCode = 11
 	// Unknown node id in an admin request. gRPC NOT_FOUND.
 	ErrorCode_UNKNOWN_NODE ErrorCode = 12
+	// The write would take the stored data past the node's storage quota
+	// (`storage.quota_bytes`); the NOSPACE alarm is raised (see
+	// NodeStatusResponse.alarms). Reads, deletes and snapshots still work:
+	// delete keys to free space, or raise the quota. gRPC RESOURCE_EXHAUSTED
+	// (told apart from OVERLOADED by this reason). Not retryable as is.
+	ErrorCode_NO_SPACE ErrorCode = 13
 )
 
 // Enum value maps for ErrorCode.
@@ -81,6 +87,7 @@ var (
 		10: "UNAUTHENTICATED",
 		11: "PERMISSION_DENIED",
 		12: "UNKNOWN_NODE",
+		13: "NO_SPACE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -96,6 +103,7 @@ var (
 		"UNAUTHENTICATED":        10,
 		"PERMISSION_DENIED":      11,
 		"UNKNOWN_NODE":           12,
+		"NO_SPACE":               13,
 	}
 )
 
@@ -2043,6 +2051,16 @@ type NodeStatusResponse struct {
 	LastLogIndex  uint64    `protobuf:"varint,7,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	SnapshotIndex uint64    `protobuf:"varint,8,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
 	Members       []*Member `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
+	// Raised alarms, e.g. "NOSPACE" (the stored data reached the storage
+	// quota; writes that store data fail with NO_SPACE). Empty when none.
+	Alarms []string `protobuf:"bytes,10,rep,name=alarms,proto3" json:"alarms,omitempty"`
+	// Logical size of the stored data (keys + values + 32 bytes per key).
+	DataBytes uint64 `protobuf:"varint,11,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`
+	// The storage quota (`storage.quota_bytes`); 0 = no quota.
+	QuotaBytes uint64 `protobuf:"varint,12,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	// Payload bytes of the committed log since the latest snapshot (a
+	// snapshot is taken past `snapshot.threshold_bytes`).
+	LogBytes      uint64 `protobuf:"varint,13,opt,name=log_bytes,json=logBytes,proto3" json:"log_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2138,6 +2156,34 @@ func (x *NodeStatusResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *NodeStatusResponse) GetAlarms() []string {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
+func (x *NodeStatusResponse) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetQuotaBytes() uint64 {
+	if x != nil {
+		return x.QuotaBytes
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetLogBytes() uint64 {
+	if x != nil {
+		return x.LogBytes
+	}
+	return 0
 }
 
 var File_dengine_v1_client_proto protoreflect.FileDescriptor
@@ -2263,7 +2309,7 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x0eChangeResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12,\n" +
 	"\amembers\x18\x02 \x03(\v2\x12.dengine.v1.MemberR\amembers\"\x13\n" +
-	"\x11NodeStatusRequest\"\xcc\x02\n" +
+	"\x11NodeStatusRequest\"\xc1\x03\n" +
 	"\x12NodeStatusResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -2273,7 +2319,14 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12$\n" +
 	"\x0elast_log_index\x18\a \x01(\x04R\flastLogIndex\x12%\n" +
 	"\x0esnapshot_index\x18\b \x01(\x04R\rsnapshotIndex\x12,\n" +
-	"\amembers\x18\t \x03(\v2\x12.dengine.v1.MemberR\amembers*\xfe\x01\n" +
+	"\amembers\x18\t \x03(\v2\x12.dengine.v1.MemberR\amembers\x12\x16\n" +
+	"\x06alarms\x18\n" +
+	" \x03(\tR\x06alarms\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\v \x01(\x04R\tdataBytes\x12\x1f\n" +
+	"\vquota_bytes\x18\f \x01(\x04R\n" +
+	"quotaBytes\x12\x1b\n" +
+	"\tlog_bytes\x18\r \x01(\x04R\blogBytes*\x8c\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2290,7 +2343,8 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x0fUNAUTHENTICATED\x10\n" +
 	"\x12\x15\n" +
 	"\x11PERMISSION_DENIED\x10\v\x12\x10\n" +
-	"\fUNKNOWN_NODE\x10\f*U\n" +
+	"\fUNKNOWN_NODE\x10\f\x12\f\n" +
+	"\bNO_SPACE\x10\r*U\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +

@@ -22,6 +22,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAUTHENTICATED: _ClassVar[ErrorCode]
     PERMISSION_DENIED: _ClassVar[ErrorCode]
     UNKNOWN_NODE: _ClassVar[ErrorCode]
+    NO_SPACE: _ClassVar[ErrorCode]
 
 class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +55,7 @@ COMPACTED: ErrorCode
 UNAUTHENTICATED: ErrorCode
 PERMISSION_DENIED: ErrorCode
 UNKNOWN_NODE: ErrorCode
+NO_SPACE: ErrorCode
 CONSISTENCY_UNSPECIFIED: Consistency
 LINEARIZABLE: Consistency
 LEASE: Consistency
@@ -340,7 +342,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("header", "id", "role", "leader_id", "commit_index", "applied_index", "last_log_index", "snapshot_index", "members")
+    __slots__ = ("header", "id", "role", "leader_id", "commit_index", "applied_index", "last_log_index", "snapshot_index", "members", "alarms", "data_bytes", "quota_bytes", "log_bytes")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +352,10 @@ class NodeStatusResponse(_message.Message):
     LAST_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     id: int
     role: str
@@ -359,4 +365,8 @@ class NodeStatusResponse(_message.Message):
     last_log_index: int
     snapshot_index: int
     members: _containers.RepeatedCompositeFieldContainer[Member]
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+    alarms: _containers.RepeatedScalarFieldContainer[str]
+    data_bytes: int
+    quota_bytes: int
+    log_bytes: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ..., data_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., log_bytes: _Optional[int] = ...) -> None: ...
