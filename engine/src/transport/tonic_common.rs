@@ -332,7 +332,7 @@ pub(crate) fn admit_peer_call<T>(
         .and_then(|from| check_peer_cert(req, from, opts).map(|()| from));
     if let Err(status) = &res {
         let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= 16 || n % 1000 == 0 {
+        if n <= 16 || n.is_multiple_of(1000) {
             let remote = req
                 .remote_addr()
                 .map(|a| a.to_string())
