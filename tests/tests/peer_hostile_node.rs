@@ -133,6 +133,12 @@ async fn forged_raft_messages_are_refused_by_a_real_node() {
     )
     .await;
     assert_alive_and_clean(&mut c, &["forged-1".to_string()]).await;
+    // The refusals are logged, naming the sender and the reason.
+    let logs = c.log_tails(400);
+    assert!(
+        logs.contains("refused a peer message") && logs.contains("sender 2 is not a member"),
+        "{logs}"
+    );
 
     // 3. A bounded semantic fuzz: arbitrary well-formed messages of every
     //    kind from strangers, any term, index and commit.

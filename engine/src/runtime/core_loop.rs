@@ -695,6 +695,15 @@ impl CoreLoop {
     fn log_leader_change(&mut self, now: (u64, u64), role: Role) {
         let (was_leader, was_term) = std::mem::replace(&mut self.logged_leader, now);
         let (leader, term) = now;
+        if term >= d_engine_core::MAX_TERM && was_term < d_engine_core::MAX_TERM {
+            tracing::error!(
+                term,
+                max_term = d_engine_core::MAX_TERM,
+                "the term reached its maximum: this node will never campaign again (terms \
+                 above it are refused so that term + 1 cannot overflow). Only a buggy or \
+                 hostile member pushes terms this far; find it in the refused-message log"
+            );
+        }
         if was_term == 0 && was_leader == 0 {
             tracing::info!(term, leader, ?role, "initial leader view");
         } else if leader == 0 && was_leader == self.shared.id {

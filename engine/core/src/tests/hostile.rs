@@ -204,6 +204,38 @@ fn an_ack_beyond_the_leaders_log_is_refused() {
 }
 
 #[test]
+fn a_snapshot_answer_with_index_u64_max_does_not_overflow() {
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.node_mut(1).cfg.snapshot_threshold = 3;
+    net.elect(1);
+    net.isolate(3);
+    for i in 0..6 {
+        net.propose(1, &format!("c{i}"));
+        net.settle();
+    }
+    net.tick_all(2 * H + E);
+    assert!(
+        net.trace
+            .iter()
+            .any(|m| m.to == 3 && matches!(m.body, MessageBody::InstallSnapshot { .. })),
+        "the leader is sending node 3 a snapshot"
+    );
+    let t = net.status(1).term;
+    net.node_mut(1)
+        .step(msg(
+            3,
+            1,
+            t,
+            MessageBody::InstallSnapshotResponse {
+                last_index: u64::MAX,
+            },
+        ))
+        .expect("accepted: a follower may be ahead of the leader's log");
+    net.heal();
+    still_commits(&mut net, 1);
+}
+
+#[test]
 fn malformed_entries_are_refused() {
     let mut net = Network::new(&[1, 2, 3], &[]);
     net.elect(1);
