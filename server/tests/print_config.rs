@@ -37,7 +37,10 @@ roles = ["admin"]
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("[auth]"), "{text}");
     for secret in [token, digest.as_str(), hash] {
-        assert!(!text.contains(secret), "--print-config shows {secret}:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "--print-config shows {secret}:\n{text}"
+        );
     }
     assert!(text.contains("<redacted>"), "{text}");
 }

@@ -457,7 +457,8 @@ mod tests {
         let e = parse(&format!("failed_logins_per_minute = 0\n{}", good())).unwrap_err();
         assert_eq!(e.key, "auth.failed_logins_per_minute", "{e}");
         let long = "u".repeat(MAX_USER_NAME_BYTES + 1);
-        let e = parse(&good().replace("name = \"bot\"", &format!("name = \"{long}\""))).unwrap_err();
+        let e =
+            parse(&good().replace("name = \"bot\"", &format!("name = \"{long}\""))).unwrap_err();
         assert_eq!(e.key, "auth.users[1].name", "{e}");
         assert!(e.to_string().contains("255"), "{e}");
     }

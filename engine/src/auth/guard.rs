@@ -336,7 +336,11 @@ impl AuthGuard {
     }
 
     /// The user these credentials prove, or UNAUTHENTICATED / OVERLOADED.
-    async fn verify(&self, creds: &Credentials, peer: Option<SocketAddr>) -> Result<String, Status> {
+    async fn verify(
+        &self,
+        creds: &Credentials,
+        peer: Option<SocketAddr>,
+    ) -> Result<String, Status> {
         let source = peer.map(|p| p.ip());
         let shown_peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
         match creds {
@@ -353,11 +357,11 @@ impl AuthGuard {
                     return Ok(user.clone());
                 }
                 let now = Instant::now();
-                let limited = self
-                    .failures
-                    .lock()
-                    .expect("limiter lock")
-                    .limited(Some(user.as_str()), source, now);
+                let limited = self.failures.lock().expect("limiter lock").limited(
+                    Some(user.as_str()),
+                    source,
+                    now,
+                );
                 if let Some(wait) = limited {
                     return Err(overloaded(
                         format!(
@@ -702,7 +706,9 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-        assert!(e.message().contains("too many failed logins for user \"alice\""));
+        assert!(e
+            .message()
+            .contains("too many failed logins for user \"alice\""));
         assert!(e.message().contains("retry after"), "{}", e.message());
         let before = g.verifications();
         // The user is limited from any source, and no Argon2 runs for it ...
@@ -719,10 +725,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted);
         // ... but valid tokens still pass from it.
-        let bot = g
-            .authenticate_from(&md("Bearer t"), a)
-            .await
-            .unwrap();
+        let bot = g.authenticate_from(&md("Bearer t"), a).await.unwrap();
         assert_eq!(bot.user(), Some("bot"));
         // Another user from another source is not affected.
         let e = g
@@ -736,8 +739,7 @@ mod tests {
 
     fn blocked_verifier(_: &str, _: &str) -> bool {
         let t = std::time::Instant::now();
-        while !RELEASE.load(Ordering::Acquire) && t.elapsed() < std::time::Duration::from_secs(10)
-        {
+        while !RELEASE.load(Ordering::Acquire) && t.elapsed() < std::time::Duration::from_secs(10) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         false
@@ -758,7 +760,10 @@ mod tests {
         let guard = g.0.clone().unwrap();
         let t = std::time::Instant::now();
         while guard.queued.load(Ordering::Acquire) < VERIFY_SLOTS + MAX_VERIFY_QUEUE {
-            assert!(t.elapsed() < std::time::Duration::from_secs(5), "never queued");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "never queued"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let e = tokio::time::timeout(
@@ -769,7 +774,11 @@ mod tests {
         .expect("refused at once, not queued")
         .unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-        assert!(e.message().contains("login queue is full"), "{}", e.message());
+        assert!(
+            e.message().contains("login queue is full"),
+            "{}",
+            e.message()
+        );
         RELEASE.store(true, Ordering::Release);
         for w in waiting {
             assert_eq!(w.await.unwrap().unwrap_err().code(), Code::Unauthenticated);

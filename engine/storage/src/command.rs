@@ -346,7 +346,9 @@ impl Command {
             let user = if flags & FLAG_USER != 0 {
                 let user = r.string("user")?;
                 if user.is_empty() {
-                    return Err(r.err("flag bit 1 (user) is set but the user is empty").into());
+                    return Err(r
+                        .err("flag bit 1 (user) is set but the user is empty")
+                        .into());
                 }
                 user
             } else {
@@ -462,7 +464,11 @@ mod tests {
         let (back, fp) = Command::decode_with_fingerprint(&user.encode()).unwrap();
         assert_eq!(back, user);
         assert_eq!(back.client.unwrap().user, "bob");
-        assert_eq!(fp, c.op_fingerprint(), "the fingerprint ignores the session");
+        assert_eq!(
+            fp,
+            c.op_fingerprint(),
+            "the fingerprint ignores the session"
+        );
         assert_ne!(fp, 0);
     }
 

@@ -150,8 +150,7 @@ fn restore_cas_value(r: ApplyResult, op: &Op) -> ApplyResult {
                 current: Some(kv),
             },
             Op::CompareAndSwap {
-                new_value: Some(v),
-                ..
+                new_value: Some(v), ..
             },
         ) => ApplyResult::CompareAndSwap {
             succeeded: true,

@@ -357,7 +357,14 @@ mod tests {
         let mut ch = Vec::new();
         let alice = SessionKey::new("alice", 7);
         let mallory = SessionKey::new("mallory", 7);
-        t.record(&alice, 1, 10, 3, ApplyResult::Delete { existed: true }, &mut ch);
+        t.record(
+            &alice,
+            1,
+            10,
+            3,
+            ApplyResult::Delete { existed: true },
+            &mut ch,
+        );
         assert!(t.check(&alice, 1, 3, 11).is_some());
         assert_eq!(
             t.check(&mallory, 1, 3, 11),

@@ -93,8 +93,11 @@ fn split_dedup_key(k: &[u8]) -> Result<SessionKey, SmError> {
         return Err(SmError::Corrupt("dedup key is too short".into()));
     }
     let client_id = u64::from_be_bytes(k[1..9].try_into().expect("8"));
-    let user = std::str::from_utf8(&k[9..])
-        .map_err(|_| SmError::Corrupt(format!("dedup key of client {client_id}: user is not UTF-8")))?;
+    let user = std::str::from_utf8(&k[9..]).map_err(|_| {
+        SmError::Corrupt(format!(
+            "dedup key of client {client_id}: user is not UTF-8"
+        ))
+    })?;
     Ok(SessionKey::new(user, client_id))
 }
 
@@ -1007,7 +1010,8 @@ mod tests {
             let mut v1 = Writer::new();
             v1.u64(1).u64(0).u32(1).u64(1);
             encode_result(&ApplyResult::Delete { existed: false }, &mut v1);
-            db.insert(dedup_key(&SessionKey::anonymous(9)), v1.into_vec()).unwrap();
+            db.insert(dedup_key(&SessionKey::anonymous(9)), v1.into_vec())
+                .unwrap();
             let mut marker = Writer::new();
             marker.u64(1);
             db.insert(M_FORMAT, marker.into_vec()).unwrap();

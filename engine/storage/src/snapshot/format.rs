@@ -14,12 +14,12 @@
 //! that applies records must only commit once `next_record` returned `None`.
 
 use super::{io_err, SnapshotError};
+use crate::sm::dedup::SessionKey;
 use crate::sm::record::{
     decode_kv, decode_membership, decode_session, encode_kv, encode_membership, encode_session,
     SessionFormat,
 };
 use crate::sm::wire::{Reader, Writer};
-use crate::sm::dedup::SessionKey;
 use crate::sm::SnapshotRecord;
 use d_engine_core::SnapshotMeta;
 use std::fs::File;
@@ -330,11 +330,9 @@ impl SnapshotFileReader {
                     };
                     user.and_then(|user| {
                         rd.u64("client_id").and_then(|client_id| {
-                            decode_session(&mut rd, format).map(|session| {
-                                SnapshotRecord::Client {
-                                    key: SessionKey::new(user, client_id),
-                                    session,
-                                }
+                            decode_session(&mut rd, format).map(|session| SnapshotRecord::Client {
+                                key: SessionKey::new(user, client_id),
+                                session,
                             })
                         })
                     })
