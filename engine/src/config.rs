@@ -247,6 +247,9 @@ pub struct LimitsConfig {
     /// further calls on that connection wait for a free slot. Default 1024;
     /// 1..=65,536.
     pub max_concurrent_streams: u32,
+    /// Open client-API connections per node; a connection beyond it is
+    /// closed at once (logged). Default 4096; 1..=1,000,000.
+    pub max_client_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +359,13 @@ pub struct WatchConfig {
     pub history: usize,
     /// Most concurrent watchers per node. Default 10000; 1..=1,000,000.
     pub max_watchers: usize,
+    /// Most concurrent client-API watches of one authenticated user (all
+    /// its connections together), so one user cannot take every watch
+    /// slot. Not applied when auth is off. Default 1000; 1..=1,000,000.
+    pub max_watchers_per_user: usize,
+    /// Most concurrent client-API watches on one connection. Default 256;
+    /// 1..=1,000,000.
+    pub max_watchers_per_connection: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -535,6 +545,7 @@ impl Default for LimitsConfig {
             max_scan_limit: 10_000,
             max_get_multi_keys: 1000,
             max_concurrent_streams: 1024,
+            max_client_connections: 4096,
         }
     }
 }
@@ -585,6 +596,8 @@ impl Default for WatchConfig {
             buffer: 1024,
             history: 10_000,
             max_watchers: 10_000,
+            max_watchers_per_user: 1000,
+            max_watchers_per_connection: 256,
         }
     }
 }
@@ -687,6 +700,15 @@ impl Config {
     /// Serialises back to TOML (every key, with its current value).
     pub fn to_toml_string(&self) -> String {
         toml::to_string(self).expect("config serialises")
+    }
+
+    /// [`Config::to_toml_string`] with every secret replaced by
+    /// `"<redacted>"` (`auth.forward_token`, password hashes, token
+    /// digests): what `d-engine-server --print-config` shows.
+    pub fn to_redacted_toml_string(&self) -> String {
+        let mut c = self.clone();
+        c.auth = c.auth.redacted();
+        c.to_toml_string()
     }
 
     /// The initial members, defaulting to this node alone.
@@ -885,6 +907,12 @@ impl Config {
             1,
             65_536,
         )?;
+        range(
+            "limits.max_client_connections",
+            l.max_client_connections,
+            1,
+            1_000_000,
+        )?;
 
         let b = &self.batching;
         range(
@@ -974,12 +1002,25 @@ impl Config {
         range("watch.history", self.watch.history, 0, 10_000_000)?;
         range("watch.max_watchers", self.watch.max_watchers, 1, 1_000_000)?;
         range(
+            "watch.max_watchers_per_user",
+            self.watch.max_watchers_per_user,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "watch.max_watchers_per_connection",
+            self.watch.max_watchers_per_connection,
+            1,
+            1_000_000,
+        )?;
+        range(
             "ttl.expire_interval_ms",
             self.ttl.expire_interval_ms,
             10,
             3_600_000,
         )?;
         self.auth.validate()?;
+        self.validate_auth_transport()?;
         self.validate_tls()?;
         self.validate_peer_auth()?;
         Ok(())
@@ -1036,6 +1077,30 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[auth]` over a plaintext client API that listens beyond loopback
+    /// would send passwords and tokens in clear: refused unless
+    /// `auth.allow_plaintext = true` (issue 16, finding 7).
+    fn validate_auth_transport(&self) -> Result<(), ConfigError> {
+        if !self.auth.enabled
+            || self.tls.client_api
+            || self.auth.allow_plaintext
+            || self.client_addr.is_empty()
+            || crate::auth::config::is_loopback_addr(&self.client_addr)
+        {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "auth.allow_plaintext",
+            format!(
+                "auth is enabled but the client API at {} is plaintext and not on loopback, so \
+                 passwords and tokens would cross the network in clear; set tls.client_api = true \
+                 (see docs/tls.md), bind client_addr to 127.0.0.1, or set \
+                 auth.allow_plaintext = true to accept the risk",
+                self.client_addr
+            ),
+        ))
     }
 
     /// `[tls]`: the files each switch needs are named. Their contents are

@@ -112,7 +112,9 @@ pub struct Cli {
     )]
     pub log: String,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML and exit. Secrets
+    /// (`auth.forward_token`, password hashes, token digests) are shown as
+    /// "<redacted>".
     #[arg(long)]
     pub print_config: bool,
 

@@ -260,7 +260,7 @@ impl Signals {
 pub async fn main_with(cli: Cli) -> Result<(), ServerError> {
     let (mut config, overrides) = cli.config()?;
     if cli.print_config {
-        print!("{}", config.to_toml_string());
+        print!("{}", config.to_redacted_toml_string());
         return Ok(());
     }
     if !overrides.is_empty() {

@@ -54,8 +54,17 @@ impl Access {
     }
 }
 
+/// Argon2 memory cost accepted in a password hash, in KiB (8 MiB ..= 1 GiB).
+pub const ARGON2_M_COST_KIB: (u32, u32) = (8 * 1024, 1024 * 1024);
+/// Argon2 passes accepted in a password hash.
+pub const ARGON2_T_COST: (u32, u32) = (1, 16);
+/// Argon2 lanes accepted in a password hash.
+pub const ARGON2_P_COST: (u32, u32) = (1, 16);
+/// Longest user name, in bytes (it travels in every write with a write id).
+pub const MAX_USER_NAME_BYTES: usize = d_engine_storage::command::MAX_USER_BYTES;
+
 /// Authentication and authorization of the client API. Off by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Require credentials on every client RPC (Kv, Cluster, Admin).
@@ -68,8 +77,31 @@ pub struct AuthConfig {
     /// refused by a leader with auth enabled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_token: Option<String>,
+    /// Allow auth on a client API without TLS listening on a non-loopback
+    /// address (passwords and tokens then cross the network in clear).
+    /// Default false: such a node refuses to start. Auth on plaintext is
+    /// always logged as a warning at start.
+    pub allow_plaintext: bool,
+    /// Failed logins allowed per user name and per source IP per minute
+    /// (token buckets this deep, refilled at this rate); beyond it logins
+    /// are refused with OVERLOADED "too many failed logins ..., retry
+    /// after N s". Default 10; 1..=10,000.
+    pub failed_logins_per_minute: u32,
     pub roles: Vec<RoleConfig>,
     pub users: Vec<UserConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            forward_token: None,
+            allow_plaintext: false,
+            failed_logins_per_minute: 10,
+            roles: Vec::new(),
+            users: Vec::new(),
+        }
+    }
 }
 
 /// A named set of grants.
@@ -103,6 +135,16 @@ pub struct UserConfig {
     pub roles: Vec<String>,
 }
 
+/// True if `addr` (`host:port`) can only be reached from this machine: a
+/// loopback IP or `localhost`.
+pub fn is_loopback_addr(addr: &str) -> bool {
+    if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
+}
+
 fn err(key: String, msg: impl Into<String>) -> ConfigError {
     ConfigError::new(key, msg)
 }
@@ -113,7 +155,29 @@ fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// What secrets are replaced with in [`AuthConfig::redacted`].
+pub const REDACTED: &str = "<redacted>";
+
 impl AuthConfig {
+    /// A copy without secrets, for display: `forward_token`, every
+    /// `password_hash` and every token digest become [`REDACTED`] (a
+    /// digest or hash lets an attacker guess offline).
+    pub fn redacted(&self) -> AuthConfig {
+        let mut c = self.clone();
+        if c.forward_token.is_some() {
+            c.forward_token = Some(REDACTED.into());
+        }
+        for u in &mut c.users {
+            if u.password_hash.is_some() {
+                u.password_hash = Some(REDACTED.into());
+            }
+            for t in &mut u.tokens {
+                *t = REDACTED.into();
+            }
+        }
+        c
+    }
+
     /// Checks every entry (also when disabled, so mistakes surface early).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut roles = BTreeSet::new();
@@ -159,6 +223,15 @@ impl AuthConfig {
                     ),
                 ));
             }
+            if u.name.len() > MAX_USER_NAME_BYTES {
+                return Err(err(
+                    format!("{key}.name"),
+                    format!(
+                        "is {} bytes; the limit is {MAX_USER_NAME_BYTES}",
+                        u.name.len()
+                    ),
+                ));
+            }
             if !names.insert(u.name.as_str()) {
                 return Err(err(
                     format!("{key}.name"),
@@ -175,16 +248,17 @@ impl AuthConfig {
                 ));
             }
             if let Some(h) = &u.password_hash {
-                let ok = argon2::PasswordHash::new(h)
-                    .map(|p| p.algorithm.as_str().starts_with("argon2"))
-                    .unwrap_or(false);
-                if !ok {
+                let parsed = argon2::PasswordHash::new(h)
+                    .ok()
+                    .filter(|p| p.algorithm.as_str().starts_with("argon2"));
+                let Some(parsed) = parsed else {
                     return Err(err(
                         format!("{key}.password_hash"),
                         "is not an Argon2 PHC string ($argon2id$v=19$...); create one with \
                          `d-engine-server hash-password`",
                     ));
-                }
+                };
+                check_argon2_cost(&format!("{key}.password_hash"), &parsed)?;
             }
             for (j, t) in u.tokens.iter().enumerate() {
                 if !is_sha256_hex(t) {
@@ -211,6 +285,15 @@ impl AuthConfig {
             }
         }
 
+        if !(1..=10_000).contains(&self.failed_logins_per_minute) {
+            return Err(err(
+                "auth.failed_logins_per_minute".into(),
+                format!(
+                    "is {}; it must be in 1..=10000",
+                    self.failed_logins_per_minute
+                ),
+            ));
+        }
         if self.enabled && self.users.is_empty() {
             return Err(err(
                 "auth.users".into(),
@@ -234,6 +317,35 @@ impl AuthConfig {
         }
         Ok(())
     }
+}
+
+/// The Argon2 cost of a configured hash is bounded: every login against it
+/// pays that cost (an absurd memory cost would let any client exhaust the
+/// node's memory; a tiny one makes the hash easy to crack).
+fn check_argon2_cost(key: &str, h: &argon2::PasswordHash<'_>) -> Result<(), ConfigError> {
+    let p = argon2::Params::try_from(h).map_err(|e| {
+        err(
+            key.to_string(),
+            format!("has unreadable Argon2 parameters ({e}); create it with `d-engine-server hash-password`"),
+        )
+    })?;
+    for (name, v, (lo, hi), unit) in [
+        ("m", p.m_cost(), ARGON2_M_COST_KIB, " KiB"),
+        ("t", p.t_cost(), ARGON2_T_COST, ""),
+        ("p", p.p_cost(), ARGON2_P_COST, ""),
+    ] {
+        if !(lo..=hi).contains(&v) {
+            return Err(err(
+                key.to_string(),
+                format!(
+                    "has Argon2 parameter {name}={v}{unit}; it must be in {lo}..={hi}{unit} \
+                     (every login pays this cost); re-hash the password with \
+                     `d-engine-server hash-password` (m=19456, t=2, p=1)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -324,6 +436,40 @@ mod tests {
             let e = parse(&text).unwrap_err();
             assert_eq!(e.key, key, "{e}");
             assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn redacted_hides_every_secret() {
+        let digest = sha256_hex(b"secret");
+        let text = good().replace(&"a".repeat(64), &digest);
+        let c = parse(&format!("forward_token = \"secret\"\n{text}")).unwrap();
+        let shown = toml::to_string(&c.redacted()).unwrap();
+        for secret in ["secret\"", digest.as_str(), HASH] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains(REDACTED));
+        assert_eq!(c.redacted().users.len(), c.users.len());
+    }
+
+    #[test]
+    fn new_limits_are_checked() {
+        let e = parse(&format!("failed_logins_per_minute = 0\n{}", good())).unwrap_err();
+        assert_eq!(e.key, "auth.failed_logins_per_minute", "{e}");
+        let long = "u".repeat(MAX_USER_NAME_BYTES + 1);
+        let e =
+            parse(&good().replace("name = \"bot\"", &format!("name = \"{long}\""))).unwrap_err();
+        assert_eq!(e.key, "auth.users[1].name", "{e}");
+        assert!(e.to_string().contains("255"), "{e}");
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        for a in ["127.0.0.1:9083", "[::1]:1", "localhost:9083", "127.1.2.3:5"] {
+            assert!(is_loopback_addr(a), "{a}");
+        }
+        for a in ["0.0.0.0:9083", "[::]:1", "10.0.0.1:9083", "db.example:9083"] {
+            assert!(!is_loopback_addr(a), "{a}");
         }
     }
 

@@ -135,6 +135,32 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A PHC hash of a random password with the Argon2 algorithm and cost of
+/// `model` (a configured user's hash; the defaults when `None` or
+/// unreadable). Unknown users are verified against it so that refusing
+/// them takes as long as refusing a wrong password.
+pub fn dummy_password_hash(model: Option<&str>) -> String {
+    let params = model
+        .and_then(|m| PasswordHash::new(m).ok())
+        .and_then(|h| {
+            let p = argon2::Params::try_from(&h).ok()?;
+            let alg = argon2::Algorithm::try_from(h.algorithm).ok()?;
+            let version = h
+                .version
+                .and_then(|v| argon2::Version::try_from(v).ok())
+                .unwrap_or_default();
+            Some(Argon2::new(alg, version, p))
+        })
+        .unwrap_or_default();
+    let mut raw = [0u8; 32];
+    let _ = getrandom::fill(&mut raw);
+    let salt = SaltString::encode_b64(&raw[..16]).expect("16 bytes is a valid salt");
+    params
+        .hash_password(hex(&raw[16..]).as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .expect("argon2 hashes a 32-byte password with a 16-byte salt")
+}
+
 /// True if `password` matches the PHC string `phc` (false if `phc` is malformed).
 /// Costs one Argon2 evaluation: call off the async runtime.
 pub fn verify_password(password: &str, phc: &str) -> bool {

@@ -9,30 +9,58 @@
 //! Argon2 is deliberately slow, so successful password verifications are
 //! cached (keyed by a sha256 of the presented credentials, never the
 //! secret itself) and at most [`VERIFY_SLOTS`] run at once, on blocking
-//! threads.
+//! threads, with at most [`MAX_VERIFY_QUEUE`] waiting: a full queue is
+//! refused at once (OVERLOADED, retryable) instead of growing.
+//!
+//! # Hostile callers
+//!
+//! - An unknown user name (or a user without a password) is verified
+//!   against a dummy hash with the same Argon2 cost as the configured
+//!   users', so the time of a refusal does not tell which users exist.
+//! - Every failed login is logged at WARN with the user name and the peer
+//!   address (never the secret), and counted in two token buckets: one per
+//!   user name and one per source IP, each `auth.failed_logins_per_minute`
+//!   deep and refilled at that rate. While either is empty, logins that
+//!   would need verification are refused with OVERLOADED
+//!   (RESOURCE_EXHAUSTED) "too many failed logins ..., retry after N s"
+//!   before any Argon2 work. Credentials already verified (cached) and
+//!   valid tokens are not guesses and still pass.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use d_engine_client::status_codec::to_status_with_metadata;
 use d_engine_client::Error;
 use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
-use tonic::Status;
+use tonic::{Request, Status};
 
 use super::config::{Access, AuthConfig};
-use super::credentials::{sha256_hex, verify_password, Credentials};
+use super::credentials::{dummy_password_hash, sha256_hex, verify_password, Credentials};
 use super::perm::{resolve, Permissions};
 
 /// Concurrent Argon2 verifications (each costs ~19 MiB and tens of ms).
 pub const VERIFY_SLOTS: usize = 2;
+/// Password verifications waiting for a slot, at most; one more is refused
+/// at once with OVERLOADED.
+pub const MAX_VERIFY_QUEUE: usize = 64;
 /// Cached successful verifications; the cache is emptied when full.
 pub const CACHE_ENTRIES: usize = 4096;
+/// Failed-login buckets tracked (users and sources each); when full, idle
+/// (refilled) buckets are dropped, and if none is idle a new name or source
+/// counts as limited (fail closed).
+pub const MAX_TRACKED_FAILURES: usize = 16_384;
 
 struct User {
     password_hash: Option<String>,
     perms: Arc<Permissions>,
 }
+
+/// The Argon2 check (a function so tests can count or slow it).
+type Verifier = fn(&str, &str) -> bool;
 
 /// The authentication state of a node: users, token digests, the cache.
 pub struct AuthGuard {
@@ -41,6 +69,133 @@ pub struct AuthGuard {
     tokens: HashMap<String, String>,
     verified: Mutex<HashSet<[u8; 32]>>,
     slots: Semaphore,
+    /// Verifications waiting for or holding a slot.
+    queued: AtomicUsize,
+    /// Verified against when the user is unknown or has no password; made
+    /// on first need with the cost of `dummy_model`.
+    dummy_hash: std::sync::OnceLock<String>,
+    dummy_model: Option<String>,
+    verifier: Verifier,
+    /// Argon2 verifications run (for tests and diagnostics).
+    verifications: AtomicU64,
+    failures: Mutex<FailureLimiter>,
+}
+
+/// Token buckets of failed logins per user name and per source IP.
+struct FailureLimiter {
+    /// Bucket depth and refills per minute.
+    per_minute: u32,
+    users: HashMap<String, Bucket>,
+    sources: HashMap<IpAddr, Bucket>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl FailureLimiter {
+    fn new(per_minute: u32) -> Self {
+        FailureLimiter {
+            per_minute: per_minute.max(1),
+            users: HashMap::new(),
+            sources: HashMap::new(),
+        }
+    }
+
+    /// `Some(seconds to wait)` when `user` or `source` has no failed logins
+    /// left.
+    fn limited(&mut self, user: Option<&str>, source: Option<IpAddr>, now: Instant) -> Option<u64> {
+        let pm = self.per_minute;
+        let mut wait = 0;
+        if let Some(u) = user {
+            wait = wait.max(bucket_wait(&mut self.users, u, pm, now));
+        }
+        if let Some(ip) = source {
+            wait = wait.max(bucket_wait(&mut self.sources, &ip, pm, now));
+        }
+        (wait > 0).then_some(wait)
+    }
+
+    /// Counts one failure against `user` and `source`.
+    fn fail(&mut self, user: Option<&str>, source: Option<IpAddr>, now: Instant) {
+        let pm = self.per_minute;
+        if let Some(u) = user {
+            bucket_take(&mut self.users, u, pm, now);
+        }
+        if let Some(ip) = source {
+            bucket_take(&mut self.sources, &ip, pm, now);
+        }
+    }
+}
+
+impl Bucket {
+    /// Refilled to `now` at `per_minute` per minute, at most `per_minute`.
+    fn refilled(self, per_minute: u32, now: Instant) -> Bucket {
+        let rate = per_minute as f64 / 60.0;
+        Bucket {
+            tokens: (self.tokens + now.duration_since(self.at).as_secs_f64() * rate)
+                .min(per_minute as f64),
+            at: now,
+        }
+    }
+}
+
+/// Seconds until the bucket of `key` holds a token (0: it does). An
+/// untracked key in a full map counts as limited (fail closed).
+fn bucket_wait<K, Q>(map: &mut HashMap<K, Bucket>, key: &Q, per_minute: u32, now: Instant) -> u64
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    let rate = per_minute as f64 / 60.0;
+    if let Some(b) = map.get_mut(key) {
+        *b = b.refilled(per_minute, now);
+        return if b.tokens >= 1.0 {
+            0
+        } else {
+            ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64
+        };
+    }
+    if map.len() >= MAX_TRACKED_FAILURES {
+        prune(map, per_minute, now);
+        if map.len() >= MAX_TRACKED_FAILURES {
+            return (1.0 / rate).ceil() as u64;
+        }
+    }
+    0
+}
+
+/// Takes one token from the bucket of `key` (a new bucket starts full).
+fn bucket_take<K, Q>(map: &mut HashMap<K, Bucket>, key: &Q, per_minute: u32, now: Instant)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    if let Some(b) = map.get_mut(key) {
+        let mut nb = b.refilled(per_minute, now);
+        nb.tokens = (nb.tokens - 1.0).max(0.0);
+        *b = nb;
+        return;
+    }
+    if map.len() >= MAX_TRACKED_FAILURES {
+        prune(map, per_minute, now);
+    }
+    if map.len() < MAX_TRACKED_FAILURES {
+        map.insert(
+            key.to_owned(),
+            Bucket {
+                tokens: per_minute as f64 - 1.0,
+                at: now,
+            },
+        );
+    }
+}
+
+/// Drops the buckets that have refilled completely.
+fn prune<K>(map: &mut HashMap<K, Bucket>, per_minute: u32, now: Instant) {
+    map.retain(|_, b| b.refilled(per_minute, now).tokens < per_minute as f64);
 }
 
 /// Shared by the services of one server; cheap to clone.
@@ -67,6 +222,10 @@ impl Gate {
 
     /// The gate for a (validated) config: open unless `enabled`.
     pub fn from_config(cfg: &AuthConfig) -> Gate {
+        Self::with_verifier(cfg, verify_password)
+    }
+
+    fn with_verifier(cfg: &AuthConfig, verifier: Verifier) -> Gate {
         if !cfg.enabled {
             return Gate(None);
         }
@@ -85,11 +244,19 @@ impl Gate {
                 },
             );
         }
+        // Same cost as the (first) configured password hash.
+        let model = cfg.users.iter().find_map(|u| u.password_hash.clone());
         Gate(Some(Arc::new(AuthGuard {
             users,
             tokens,
             verified: Mutex::new(HashSet::new()),
             slots: Semaphore::new(VERIFY_SLOTS),
+            queued: AtomicUsize::new(0),
+            dummy_hash: std::sync::OnceLock::new(),
+            dummy_model: model,
+            verifier,
+            verifications: AtomicU64::new(0),
+            failures: Mutex::new(FailureLimiter::new(cfg.failed_logins_per_minute)),
         })))
     }
 
@@ -97,9 +264,31 @@ impl Gate {
         self.0.is_some()
     }
 
-    /// Who sent a request with this metadata. UNAUTHENTICATED if auth is on
-    /// and the credentials are missing, malformed or wrong.
+    /// Who sent `req`: [`Gate::authenticate_from`] with the request's
+    /// metadata and peer address.
+    pub fn authenticate_request<'a, T>(
+        &'a self,
+        req: &'a Request<T>,
+    ) -> impl std::future::Future<Output = Result<Caller, Status>> + Send + 'a {
+        // Only the metadata is held across the await (T need not be Sync).
+        let (md, peer) = (req.metadata(), req.remote_addr());
+        self.authenticate_from(md, peer)
+    }
+
+    /// Who sent a request with this metadata (no peer address known).
     pub async fn authenticate(&self, md: &MetadataMap) -> Result<Caller, Status> {
+        self.authenticate_from(md, None).await
+    }
+
+    /// Who sent a request with this metadata from `peer`. UNAUTHENTICATED if
+    /// auth is on and the credentials are missing, malformed or wrong;
+    /// OVERLOADED (RESOURCE_EXHAUSTED) when the user or the source has too
+    /// many recent failed logins, or the Argon2 queue is full.
+    pub async fn authenticate_from(
+        &self,
+        md: &MetadataMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Caller, Status> {
         let Some(g) = &self.0 else {
             return Ok(Caller(None));
         };
@@ -111,44 +300,112 @@ impl Gate {
                      or `authorization: Bearer <token>` metadata",
                 )
             })?;
-        let user = g.verify(&creds).await?;
+        let user = g.verify(&creds, peer).await?;
         let perms = g.users[&user].perms.clone();
         Ok(Caller(Some((user, perms))))
+    }
+
+    /// Argon2 verifications this gate has run (0 when auth is off).
+    pub fn verifications(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |g| g.verifications.load(Ordering::Relaxed))
+    }
+}
+
+fn overloaded(msg: String, retry_after_s: u64) -> Status {
+    to_status_with_metadata(
+        &Error::Overloaded(msg),
+        [("retry_after_s".to_string(), retry_after_s.to_string())],
+    )
+}
+
+/// Releases a place in the verification queue.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl AuthGuard {
-    /// The user these credentials prove, or UNAUTHENTICATED.
-    async fn verify(&self, creds: &Credentials) -> Result<String, Status> {
+    fn dummy_hash(&self) -> &str {
+        self.dummy_hash
+            .get_or_init(|| dummy_password_hash(self.dummy_model.as_deref()))
+    }
+
+    /// The user these credentials prove, or UNAUTHENTICATED / OVERLOADED.
+    async fn verify(
+        &self,
+        creds: &Credentials,
+        peer: Option<SocketAddr>,
+    ) -> Result<String, Status> {
+        let source = peer.map(|p| p.ip());
+        let shown_peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
         match creds {
-            Credentials::Bearer(t) => self
-                .tokens
-                .get(&sha256_hex(t.as_bytes()))
-                .cloned()
-                .ok_or_else(|| unauthenticated("invalid token")),
+            Credentials::Bearer(t) => {
+                if let Some(u) = self.tokens.get(&sha256_hex(t.as_bytes())) {
+                    return Ok(u.clone());
+                }
+                self.refuse(None, source, &shown_peer, "invalid token")?;
+                Err(unauthenticated("invalid token"))
+            }
             Credentials::Basic { user, password } => {
-                let wrong =
-                    || unauthenticated(format!("unknown user or wrong password for \"{user}\""));
-                let phc = self
-                    .users
-                    .get(user)
-                    .and_then(|u| u.password_hash.clone())
-                    .ok_or_else(wrong)?;
                 let key = creds.fingerprint();
                 if self.verified.lock().expect("cache lock").contains(&key) {
                     return Ok(user.clone());
                 }
+                let now = Instant::now();
+                let limited = self.failures.lock().expect("limiter lock").limited(
+                    Some(user.as_str()),
+                    source,
+                    now,
+                );
+                if let Some(wait) = limited {
+                    return Err(overloaded(
+                        format!(
+                            "too many failed logins for user \"{}\" or from {shown_peer}; retry \
+                             after {wait} s",
+                            user.escape_debug()
+                        ),
+                        wait,
+                    ));
+                }
+                // Unknown users and users without a password cost the same
+                // verification as a real one (no enumeration by timing).
+                let (phc, known) = match self.users.get(user).and_then(|u| u.password_hash.clone())
+                {
+                    Some(h) => (h, true),
+                    None => (self.dummy_hash().to_string(), false),
+                };
+                if self.queued.fetch_add(1, Ordering::AcqRel) >= VERIFY_SLOTS + MAX_VERIFY_QUEUE {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Err(overloaded(
+                        format!(
+                            "the login queue is full ({MAX_VERIFY_QUEUE} password verifications \
+                             waiting); retry after 1 s"
+                        ),
+                        1,
+                    ));
+                }
+                let _queued = Queued(&self.queued);
                 let _slot = self
                     .slots
                     .acquire()
                     .await
                     .map_err(|_| unauthenticated("the server is shutting down"))?;
+                self.verifications.fetch_add(1, Ordering::Relaxed);
                 let pw = password.clone();
-                let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
+                let verifier = self.verifier;
+                let ok = tokio::task::spawn_blocking(move || verifier(&pw, &phc))
                     .await
-                    .unwrap_or(false);
+                    .unwrap_or(false)
+                    && known;
                 if !ok {
-                    return Err(wrong());
+                    let why = format!("unknown user or wrong password for \"{user}\"");
+                    self.refuse(Some(user.as_str()), source, &shown_peer, &why)?;
+                    return Err(unauthenticated(why));
                 }
                 let mut cache = self.verified.lock().expect("cache lock");
                 if cache.len() >= CACHE_ENTRIES {
@@ -158,6 +415,39 @@ impl AuthGuard {
                 Ok(user.clone())
             }
         }
+    }
+
+    /// Logs and counts one failed login; OVERLOADED when this failure used
+    /// up the last allowance of the user or the source (the caller returns
+    /// UNAUTHENTICATED otherwise).
+    fn refuse(
+        &self,
+        user: Option<&str>,
+        source: Option<IpAddr>,
+        peer: &str,
+        why: &str,
+    ) -> Result<(), Status> {
+        let now = Instant::now();
+        let mut f = self.failures.lock().expect("limiter lock");
+        if let Some(wait) = f.limited(user, source, now) {
+            return Err(overloaded(
+                format!(
+                    "too many failed logins{} from {peer}; retry after {wait} s",
+                    user.map(|u| format!(" for user \"{}\"", u.escape_debug()))
+                        .unwrap_or_default()
+                ),
+                wait,
+            ));
+        }
+        f.fail(user, source, now);
+        drop(f);
+        tracing::warn!(
+            user = user.unwrap_or("<token>"),
+            peer,
+            reason = why,
+            "failed login"
+        );
+        Ok(())
     }
 }
 
@@ -270,6 +560,7 @@ mod tests {
                     roles: vec!["admin".into()],
                 },
             ],
+            ..AuthConfig::default()
         };
         cfg.validate().unwrap();
         (Gate::from_config(&cfg), token.to_string())
@@ -335,6 +626,164 @@ mod tests {
         // The client decodes it as PermissionDenied.
         let err = d_engine_client::status_codec::from_status(&e);
         assert_eq!(err.code(), d_engine_client::ErrorCode::PermissionDenied);
+    }
+
+    fn fast_gate(verifier: Verifier) -> Gate {
+        let cfg = AuthConfig {
+            enabled: true,
+            users: vec![
+                UserConfig {
+                    name: "alice".into(),
+                    password_hash: Some(hash_password("pw").unwrap()),
+                    tokens: vec![],
+                    roles: vec![],
+                },
+                UserConfig {
+                    name: "bot".into(),
+                    password_hash: None,
+                    tokens: vec![sha256_hex(b"t")],
+                    roles: vec![],
+                },
+            ],
+            ..AuthConfig::default()
+        };
+        cfg.validate().unwrap();
+        Gate::with_verifier(&cfg, verifier)
+    }
+
+    fn peer(s: &str) -> Option<SocketAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    /// Before: an unknown user (or one without a password) was refused
+    /// without any Argon2 work, so timing told which users exist.
+    #[tokio::test]
+    async fn unknown_users_cost_one_verification_like_real_ones() {
+        let g = fast_gate(|pw, phc| pw == "pw" && phc.starts_with("$argon2"));
+        let e = g
+            .authenticate(&md(&basic("alice", "nope")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert_eq!(g.verifications(), 1);
+        for unknown in ["mallory", "bot"] {
+            let e = g
+                .authenticate(&md(&basic(unknown, "pw")))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "{unknown}");
+        }
+        assert_eq!(
+            g.verifications(),
+            3,
+            "unknown user and user without password each ran one verification"
+        );
+        // The dummy hash has the configured users' cost.
+        let guard = g.0.as_ref().unwrap();
+        let dummy = argon2::PasswordHash::new(guard.dummy_hash()).unwrap();
+        let real_hash = guard.users["alice"].password_hash.clone().unwrap();
+        let real = argon2::PasswordHash::new(&real_hash).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.params, real.params);
+        // And it verifies nothing a caller could send.
+        assert!(!verify_password("pw", guard.dummy_hash()));
+    }
+
+    /// Before: failures were neither counted nor limited.
+    #[tokio::test]
+    async fn failed_logins_are_limited_per_user_and_per_source() {
+        let g = fast_gate(|pw, _| pw == "pw");
+        let a = peer("10.0.0.1:5000");
+        for i in 0..10 {
+            let e = g
+                .authenticate_from(&md(&basic("alice", &format!("guess{i}"))), a)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "failure {i}");
+        }
+        let e = g
+            .authenticate_from(&md(&basic("alice", "guess")), a)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e
+            .message()
+            .contains("too many failed logins for user \"alice\""));
+        assert!(e.message().contains("retry after"), "{}", e.message());
+        let before = g.verifications();
+        // The user is limited from any source, and no Argon2 runs for it ...
+        let e = g
+            .authenticate_from(&md(&basic("alice", "guess")), peer("10.0.0.2:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert_eq!(g.verifications(), before);
+        // ... the source is limited for any user ...
+        let e = g
+            .authenticate_from(&md(&basic("carol", "x")), a)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        // ... but valid tokens still pass from it.
+        let bot = g.authenticate_from(&md("Bearer t"), a).await.unwrap();
+        assert_eq!(bot.user(), Some("bot"));
+        // Another user from another source is not affected.
+        let e = g
+            .authenticate_from(&md(&basic("carol", "x")), peer("10.0.0.3:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+
+    static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    fn blocked_verifier(_: &str, _: &str) -> bool {
+        let t = std::time::Instant::now();
+        while !RELEASE.load(Ordering::Acquire) && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Before: password logins queued without bound behind the two slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_login_queue_refuses_at_once() {
+        let g = fast_gate(blocked_verifier);
+        let mut waiting = Vec::new();
+        for i in 0..(VERIFY_SLOTS + MAX_VERIFY_QUEUE) {
+            let g = g.clone();
+            waiting.push(tokio::spawn(async move {
+                let m = md(&basic(&format!("u{i}"), "x"));
+                g.authenticate(&m).await
+            }));
+        }
+        let guard = g.0.clone().unwrap();
+        let t = std::time::Instant::now();
+        while guard.queued.load(Ordering::Acquire) < VERIFY_SLOTS + MAX_VERIFY_QUEUE {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "never queued"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let e = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            g.authenticate(&md(&basic("late", "x"))),
+        )
+        .await
+        .expect("refused at once, not queued")
+        .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("login queue is full"),
+            "{}",
+            e.message()
+        );
+        RELEASE.store(true, Ordering::Release);
+        for w in waiting {
+            assert_eq!(w.await.unwrap().unwrap_err().code(), Code::Unauthenticated);
+        }
+        assert_eq!(guard.queued.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

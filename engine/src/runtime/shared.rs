@@ -652,7 +652,9 @@ impl Shared {
 
     fn command(op: Op, write_id: Option<WriteId>) -> Command {
         match write_id {
-            Some(w) if w.client_id != 0 => Command::with_client(op, w.client_id, w.seq),
+            Some(w) if w.client_id != 0 => {
+                Command::with_user_client(op, &w.user, w.client_id, w.seq)
+            }
             _ => Command::new(op),
         }
     }

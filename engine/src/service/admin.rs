@@ -34,7 +34,7 @@ impl AdminService {
     /// Authenticates and requires the admin role for `rpc`.
     async fn admin<T>(&self, req: &Request<T>, rpc: &str) -> Result<(), Status> {
         self.gate
-            .authenticate(req.metadata())
+            .authenticate_request(req)
             .await?
             .require_admin(rpc)
     }

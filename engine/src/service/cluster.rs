@@ -35,7 +35,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
-        self.gate.authenticate(req.metadata()).await?;
+        self.gate.authenticate_request(&req).await?;
         Ok(Response::new(pb::MembersResponse {
             header: convert::header(self.node.header()),
             members: convert::members(self.node.members()),
@@ -47,7 +47,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        self.gate.authenticate(req.metadata()).await?;
+        self.gate.authenticate_request(&req).await?;
         let l = self.node.leader();
         Ok(Response::new(pb::LeaderResponse {
             header: convert::header(self.node.header()),

@@ -35,6 +35,8 @@ pub struct KvService {
     shutdown: watch::Receiver<bool>,
     /// Authentication and per-key authorization (`[auth]`).
     gate: Gate,
+    /// Watches per user and per connection (`watch.max_watchers_per_*`).
+    watch_quota: std::sync::Arc<super::quota::WatchQuota>,
 }
 
 impl KvService {
@@ -43,10 +45,14 @@ impl KvService {
     /// Auth follows the node's `[auth]` config.
     pub fn new(node: NodeHandle, shutdown: watch::Receiver<bool>) -> Self {
         let gate = Gate::from_config(&node.config().auth);
+        let w = &node.config().watch;
+        let watch_quota =
+            super::quota::WatchQuota::new(w.max_watchers_per_user, w.max_watchers_per_connection);
         KvService {
             node,
             shutdown,
             gate,
+            watch_quota,
         }
     }
 
@@ -68,13 +74,13 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         validate::key(self.limits(), "key", &r.key)?;
         caller.require_key(&r.key, Access::Readwrite)?;
         validate::value(self.limits(), "value", &r.value)?;
         let ttl = validate::ttl("ttl_ms", r.ttl_ms)?;
-        let wid = validate::write_id(r.write_id)?;
+        let wid = validate::write_id(r.write_id)?.map(|w| w.owned_by(caller.user()));
         let revision = self
             .node
             .put(Bytes::from(r.key), Bytes::from(r.value), ttl, wid)
@@ -87,7 +93,7 @@ impl Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         validate::key(self.limits(), "key", &r.key)?;
         caller.require_key(&r.key, Access::Read)?;
@@ -107,7 +113,7 @@ impl Kv for KvService {
         &self,
         req: Request<pb::GetMultiRequest>,
     ) -> Result<Response<pb::GetMultiResponse>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         let l = self.limits();
         if r.keys.len() > l.max_get_multi_keys {
@@ -156,11 +162,11 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         validate::key(self.limits(), "key", &r.key)?;
         caller.require_key(&r.key, Access::Readwrite)?;
-        let wid = validate::write_id(r.write_id)?;
+        let wid = validate::write_id(r.write_id)?.map(|w| w.owned_by(caller.user()));
         let out = self
             .node
             .delete(Bytes::from(r.key), wid)
@@ -177,7 +183,7 @@ impl Kv for KvService {
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         let l = self.limits();
         validate::key(l, "key", &r.key)?;
@@ -189,7 +195,7 @@ impl Kv for KvService {
             validate::value(l, "new_value", v)?;
         }
         let ttl = validate::ttl("ttl_ms", r.ttl_ms)?;
-        let wid = validate::write_id(r.write_id)?;
+        let wid = validate::write_id(r.write_id)?.map(|w| w.owned_by(caller.user()));
         let out = self
             .node
             .compare_and_swap(
@@ -213,7 +219,7 @@ impl Kv for KvService {
         &self,
         req: Request<pb::ScanPrefixRequest>,
     ) -> Result<Response<pb::ScanPrefixResponse>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         let l = self.limits();
         validate::prefix(l, "prefix", &r.prefix)?;
@@ -253,7 +259,8 @@ impl Kv for KvService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.gate.authenticate(req.metadata()).await?;
+        let caller = self.gate.authenticate_request(&req).await?;
+        let permit = self.watch_quota.acquire(caller.user(), req.remote_addr())?;
         let r = req.into_inner();
         let l = self.limits();
         if r.prefix {
@@ -278,7 +285,10 @@ impl Kv for KvService {
         let node = self.node.clone();
         let shutdown = self.shutdown.clone();
         let max = l.max_request_bytes;
-        tokio::spawn(pump_watch(node, events, tx, shutdown, max));
+        tokio::spawn(async move {
+            let _permit = permit; // the quota place lasts as long as the watch
+            pump_watch(node, events, tx, shutdown, max).await
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

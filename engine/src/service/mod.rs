@@ -31,6 +31,7 @@ pub mod admin;
 pub mod cluster;
 pub mod convert;
 pub mod kv;
+pub mod quota;
 pub mod status;
 pub mod validate;
 
@@ -81,6 +82,7 @@ pub async fn serve_clients_tls(
     let (stop_tx, stop_rx) = watch::channel(false);
     let max = handle.config().limits.max_request_bytes;
     let mut builder = tonic::transport::Server::builder();
+    let tls_on = tls.is_some();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -125,6 +127,14 @@ pub async fn serve_clients_tls(
 
     // One gate (and one verification cache) for all three services.
     let gate = crate::auth::Gate::from_config(&handle.config().auth);
+    if gate.enabled() && !tls_on {
+        tracing::warn!(
+            client_addr = %handle.config().client_addr,
+            allow_plaintext = handle.config().auth.allow_plaintext,
+            "auth is enabled on a plaintext client API: passwords and tokens cross the \
+             connection in clear; enable tls.client_api (docs/tls.md)"
+        );
+    }
     let kv = KvServer::new(KvService::new(handle.clone(), stop_rx.clone()).with_gate(gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -146,20 +156,16 @@ pub async fn serve_clients_tls(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        })
+        .serve_with_incoming_shutdown(
+            quota::limited_incoming(listener, handle.config().limits.max_client_connections),
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        )
         .await;
     watcher.abort();
     drop(stop_tx);
     result
-}
-
-/// Accepted connections with TCP_NODELAY (a server given its own listener
-/// does not apply the builder's `tcp_nodelay`; without it every small
-/// response waits for Nagle's delayed ACK, ~40 ms).
-pub(crate) fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn set_health(reporter: &tonic_health::server::HealthReporter, s: ServingStatus) {

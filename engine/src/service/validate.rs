@@ -97,6 +97,7 @@ pub fn write_id(w: Option<pb::WriteId>) -> Result<Option<WriteId>, Status> {
         Some(w) => Ok(Some(WriteId {
             client_id: w.client_id,
             seq: w.seq,
+            user: String::new(),
         })),
     }
 }

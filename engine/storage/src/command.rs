@@ -7,14 +7,24 @@
 //!
 //! ```text
 //! u8  version            = COMMAND_VERSION (1)
-//! u8  flags              bit 0: a client session follows; other bits must be 0
+//! u8  flags              bit 0: a client session follows;
+//!                        bit 1: the session's user follows (needs bit 0);
+//!                        other bits must be 0
 //! [u64 client_id, u64 seq]   if flags bit 0
+//! [bytes user]               if flags bit 1 (UTF-8, 1..=MAX_USER_BYTES)
 //! u8  op                 1 Put | 2 Delete | 3 CompareAndSwap | 4 Expire
 //! Put:            bytes key, bytes value, opt<u64> expires_at_ms
 //! Delete:         bytes key
 //! CompareAndSwap: bytes key, opt<bytes> expected, opt<bytes> new_value, opt<u64> expires_at_ms
 //! Expire:         u64 now_ms
 //! ```
+//!
+//! Bit 1 was added in place (no version bump) so that every command written
+//! before it, and every command without an authenticated user (auth off,
+//! embedded writes), keeps exactly the same bytes and meaning: logs on
+//! existing data directories replay unchanged. A node that predates bit 1
+//! refuses a command carrying it as malformed (deterministically), so a
+//! cluster must run one version when auth and write ids are used together.
 //!
 //! Decoding never panics: a malformed command becomes a [`CommandError`]. A
 //! command that reaches the state machine and fails to decode or validate is
@@ -38,17 +48,25 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Largest value accepted, in bytes (1 MiB).
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 
+/// Longest user name a command may carry, in bytes.
+pub const MAX_USER_BYTES: usize = 255;
+
 const FLAG_CLIENT: u8 = 1;
+const FLAG_USER: u8 = 2;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CAS: u8 = 3;
 const OP_EXPIRE: u8 = 4;
 
 /// Identifies a client write for exactly-once retries: a write re-proposed
-/// with the same `(client_id, seq)` is applied once and the retry gets the
-/// original result (see [`crate::sm::dedup`] for the bounds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// by the same `user` with the same `(client_id, seq)` and the same
+/// operation is applied once and the retry gets the original result (see
+/// [`crate::sm::dedup`] for the checks and bounds).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientSeq {
+    /// The authenticated user that owns the session; `""` when auth is off
+    /// or the write did not come through the authenticated client API.
+    pub user: String,
     pub client_id: u64,
     pub seq: u64,
 }
@@ -92,6 +110,7 @@ pub enum CommandError {
     KeyTooLarge { len: usize },
     ValueTooLarge { len: usize },
     UnsupportedVersion { version: u8 },
+    UserTooLong { len: usize },
     Malformed(WireError),
 }
 
@@ -110,6 +129,10 @@ impl fmt::Display for CommandError {
             CommandError::UnsupportedVersion { version } => write!(
                 f,
                 "command encoding version {version} is not supported (this node understands version {COMMAND_VERSION}); upgrade the node"
+            ),
+            CommandError::UserTooLong { len } => write!(
+                f,
+                "the session's user name is {len} bytes; the limit is MAX_USER_BYTES = {MAX_USER_BYTES}"
             ),
             CommandError::Malformed(e) => write!(f, "malformed command {e}"),
         }
@@ -178,16 +201,44 @@ impl Command {
         Command { client: None, op }
     }
 
-    /// A command tagged for exactly-once retries.
+    /// A command tagged for exactly-once retries, in the anonymous
+    /// session of `client_id`.
     pub fn with_client(op: Op, client_id: u64, seq: u64) -> Self {
+        Self::with_user_client(op, "", client_id, seq)
+    }
+
+    /// A command tagged for exactly-once retries in `user`'s session of
+    /// `client_id` (`""` = anonymous).
+    pub fn with_user_client(op: Op, user: &str, client_id: u64, seq: u64) -> Self {
         Command {
-            client: Some(ClientSeq { client_id, seq }),
+            client: Some(ClientSeq {
+                user: user.to_string(),
+                client_id,
+                seq,
+            }),
             op,
         }
     }
 
     pub fn validate(&self) -> Result<(), CommandError> {
+        if let Some(c) = &self.client {
+            if c.user.len() > MAX_USER_BYTES {
+                return Err(CommandError::UserTooLong { len: c.user.len() });
+            }
+        }
         self.op.validate()
+    }
+
+    /// A 64-bit fingerprint of the operation (not of the session), used to
+    /// check that a retry is the same operation as the write it repeats:
+    /// CRC-32C of the encoded operation in the high half, its length in the
+    /// low half. Never 0. It detects a client reusing a write id for another
+    /// operation; it is not a cryptographic commitment and needs not be,
+    /// since only the session's owner can present a retry in that session.
+    pub fn op_fingerprint(&self) -> u64 {
+        let mut w = Writer::with_capacity(16 + self.payload_len());
+        encode_op(&self.op, &mut w);
+        fingerprint_of(&w.into_vec())
     }
 
     /// Encodes the command (does not validate; call [`Command::validate`]
@@ -195,15 +246,32 @@ impl Command {
     pub fn encode(&self) -> Bytes {
         let mut w = Writer::with_capacity(32 + self.payload_len());
         w.u8(COMMAND_VERSION);
-        match self.client {
-            Some(c) => {
+        match &self.client {
+            Some(c) if c.user.is_empty() => {
                 w.u8(FLAG_CLIENT).u64(c.client_id).u64(c.seq);
+            }
+            Some(c) => {
+                w.u8(FLAG_CLIENT | FLAG_USER)
+                    .u64(c.client_id)
+                    .u64(c.seq)
+                    .bytes(c.user.as_bytes());
             }
             None => {
                 w.u8(0);
             }
         }
-        match &self.op {
+        encode_op(&self.op, &mut w);
+        Bytes::from(w.into_vec())
+    }
+}
+
+fn fingerprint_of(encoded_op: &[u8]) -> u64 {
+    ((crc32c::crc32c(encoded_op) as u64) << 32) | (encoded_op.len() as u64 & 0xFFFF_FFFF).max(1)
+}
+
+fn encode_op(op: &Op, w: &mut Writer) {
+    {
+        match op {
             Op::Put {
                 key,
                 value,
@@ -230,9 +298,10 @@ impl Command {
                 w.u8(OP_EXPIRE).u64(*now_ms);
             }
         }
-        Bytes::from(w.into_vec())
     }
+}
 
+impl Command {
     fn payload_len(&self) -> usize {
         match &self.op {
             Op::Put { key, value, .. } => key.len() + value.len(),
@@ -253,23 +322,47 @@ impl Command {
 
     /// Decodes and validates a command. Never panics.
     pub fn decode(buf: &[u8]) -> Result<Command, CommandError> {
+        Self::decode_with_fingerprint(buf).map(|(c, _)| c)
+    }
+
+    /// [`Command::decode`], also returning [`Command::op_fingerprint`]
+    /// (computed over the operation's bytes in `buf`, without re-encoding).
+    pub fn decode_with_fingerprint(buf: &[u8]) -> Result<(Command, u64), CommandError> {
         let mut r = Reader::new(buf);
         let version = r.u8("version")?;
         if version != COMMAND_VERSION {
             return Err(CommandError::UnsupportedVersion { version });
         }
         let flags = r.u8("flags")?;
-        if flags & !FLAG_CLIENT != 0 {
+        if flags & !(FLAG_CLIENT | FLAG_USER) != 0 {
             return Err(r.err(format!("unknown flag bits {flags:#04x}")).into());
         }
+        if flags & FLAG_USER != 0 && flags & FLAG_CLIENT == 0 {
+            return Err(r.err("flag bit 1 (user) needs bit 0 (client)").into());
+        }
         let client = if flags & FLAG_CLIENT != 0 {
+            let client_id = r.u64("client_id")?;
+            let seq = r.u64("seq")?;
+            let user = if flags & FLAG_USER != 0 {
+                let user = r.string("user")?;
+                if user.is_empty() {
+                    return Err(r
+                        .err("flag bit 1 (user) is set but the user is empty")
+                        .into());
+                }
+                user
+            } else {
+                String::new()
+            };
             Some(ClientSeq {
-                client_id: r.u64("client_id")?,
-                seq: r.u64("seq")?,
+                user,
+                client_id,
+                seq,
             })
         } else {
             None
         };
+        let op_at = r.pos();
         let op = match r.u8("op")? {
             OP_PUT => Op::Put {
                 key: r.bytes_owned("key")?,
@@ -291,9 +384,10 @@ impl Command {
             other => return Err(r.err(format!("unknown op code {other}")).into()),
         };
         r.finish("command")?;
+        let fingerprint = fingerprint_of(&buf[op_at..]);
         let cmd = Command { client, op };
         cmd.validate()?;
-        Ok(cmd)
+        Ok((cmd, fingerprint))
     }
 }
 
@@ -337,7 +431,73 @@ mod tests {
                 expires_at_ms: None,
             }),
             Command::new(Op::Expire { now_ms: 99 }),
+            Command::with_user_client(
+                Op::Delete {
+                    key: Bytes::from_static(b"d"),
+                },
+                "alice",
+                3,
+                4,
+            ),
         ]
+    }
+
+    /// Commands without a user encode exactly as before users existed, so
+    /// logs on existing data directories replay unchanged.
+    #[test]
+    fn anonymous_sessions_keep_the_old_encoding() {
+        let c = Command::with_client(
+            Op::Delete {
+                key: Bytes::from_static(b"k"),
+            },
+            7,
+            9,
+        );
+        let mut old = vec![COMMAND_VERSION, FLAG_CLIENT];
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.push(OP_DELETE);
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.push(b'k');
+        assert_eq!(c.encode().to_vec(), old);
+        let user = Command::with_user_client(c.op.clone(), "bob", 7, 9);
+        let (back, fp) = Command::decode_with_fingerprint(&user.encode()).unwrap();
+        assert_eq!(back, user);
+        assert_eq!(back.client.unwrap().user, "bob");
+        assert_eq!(
+            fp,
+            c.op_fingerprint(),
+            "the fingerprint ignores the session"
+        );
+        assert_ne!(fp, 0);
+    }
+
+    #[test]
+    fn fingerprints_tell_operations_apart() {
+        let s = samples();
+        for (i, a) in s.iter().enumerate() {
+            for b in &s[i + 1..] {
+                if a.op != b.op {
+                    assert_ne!(a.op_fingerprint(), b.op_fingerprint(), "{a:?} {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn user_flag_is_checked() {
+        let mut no_client = Command::new(Op::Expire { now_ms: 1 }).encode().to_vec();
+        no_client[1] = FLAG_USER;
+        assert!(Command::decode(&no_client).is_err());
+        let long = Command::with_user_client(Op::Expire { now_ms: 1 }, &"u".repeat(256), 1, 1);
+        assert_eq!(
+            long.validate().unwrap_err(),
+            CommandError::UserTooLong { len: 256 }
+        );
+        assert!(Command::decode(&long.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("MAX_USER_BYTES"));
     }
 
     #[test]

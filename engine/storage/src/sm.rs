@@ -168,9 +168,9 @@ pub struct Applied {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotRecord {
     Kv(KeyValue),
-    /// The dedup session of one client.
+    /// The dedup session of one (user, client).
     Client {
-        client_id: u64,
+        key: dedup::SessionKey,
         session: dedup::ClientSession,
     },
 }

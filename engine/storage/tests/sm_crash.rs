@@ -203,7 +203,11 @@ fn records(sm: &dyn StateMachine) -> Vec<SnapshotRecord> {
     }
     v.sort_by_key(|r| match r {
         SnapshotRecord::Kv(kv) => (0, kv.key.to_vec()),
-        SnapshotRecord::Client { client_id, .. } => (1, client_id.to_be_bytes().to_vec()),
+        SnapshotRecord::Client { key, .. } => {
+            let mut k = key.client_id.to_be_bytes().to_vec();
+            k.extend_from_slice(key.user.as_bytes());
+            (1, k)
+        }
     });
     v
 }

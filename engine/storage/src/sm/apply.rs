@@ -2,7 +2,7 @@
 //! batch of entries against a [`KvStore`] (an in-memory map, or a sled
 //! overlay that becomes one atomic batch) and the replicated metadata.
 
-use super::dedup::{DedupTable, SessionChange};
+use super::dedup::{DedupTable, SessionChange, SessionKey};
 use super::{Applied, ApplyResult, KeyMeta, KeyValue, SmError, WatchEvent, WatchEventKind};
 use crate::command::{Command, Op};
 use bytes::Bytes;
@@ -73,28 +73,36 @@ pub(crate) fn apply_entries<S: KvStore>(
                 changes.membership = true;
                 ApplyResult::MembershipChanged
             }
-            EntryPayload::Command(bytes) => match Command::decode(bytes) {
+            EntryPayload::Command(bytes) => match Command::decode_with_fingerprint(bytes) {
                 Err(err) => ApplyResult::Rejected {
                     reason: err.to_string(),
                 },
-                Ok(cmd) => match cmd.client {
-                    Some(c) => match meta.dedup.check(c.client_id, c.seq, e.index) {
-                        Some(prev) => {
-                            revision = prev.index;
-                            prev.result
+                Ok((cmd, fingerprint)) => match cmd.client {
+                    Some(c) => {
+                        let key = SessionKey::new(c.user, c.client_id);
+                        match meta.dedup.check(&key, c.seq, fingerprint, e.index) {
+                            Some(prev) => {
+                                revision = prev.index;
+                                if prev.fingerprint != 0 {
+                                    restore_cas_value(prev.result, &cmd.op)
+                                } else {
+                                    prev.result
+                                }
+                            }
+                            None => {
+                                let r = apply_op(store, e.index, &cmd.op, &mut events)?;
+                                meta.dedup.record(
+                                    &key,
+                                    c.seq,
+                                    e.index,
+                                    fingerprint,
+                                    remembered_form(&r),
+                                    &mut changes.sessions,
+                                );
+                                r
+                            }
                         }
-                        None => {
-                            let r = apply_op(store, e.index, &cmd.op, &mut events)?;
-                            meta.dedup.record(
-                                c.client_id,
-                                c.seq,
-                                e.index,
-                                r.clone(),
-                                &mut changes.sessions,
-                            );
-                            r
-                        }
-                    },
+                    }
                     None => apply_op(store, e.index, &cmd.op, &mut events)?,
                 },
             },
@@ -110,6 +118,49 @@ pub(crate) fn apply_entries<S: KvStore>(
         });
     }
     Ok(out)
+}
+
+/// What the dedup table keeps of a result: a successful compare-and-swap
+/// without the value it wrote (the retry carries it; see
+/// [`restore_cas_value`]), everything else as is.
+fn remembered_form(r: &ApplyResult) -> ApplyResult {
+    match r {
+        ApplyResult::CompareAndSwap {
+            succeeded: true,
+            current: Some(kv),
+        } => ApplyResult::CompareAndSwap {
+            succeeded: true,
+            current: Some(KeyValue {
+                value: Bytes::new(),
+                ..kv.clone()
+            }),
+        },
+        other => other.clone(),
+    }
+}
+
+/// The answer to a retry: a remembered successful compare-and-swap gets
+/// back the value it wrote, which is the retry's own `new_value` (the
+/// fingerprint check proved the retry is the same operation).
+fn restore_cas_value(r: ApplyResult, op: &Op) -> ApplyResult {
+    match (r, op) {
+        (
+            ApplyResult::CompareAndSwap {
+                succeeded: true,
+                current: Some(kv),
+            },
+            Op::CompareAndSwap {
+                new_value: Some(v), ..
+            },
+        ) => ApplyResult::CompareAndSwap {
+            succeeded: true,
+            current: Some(KeyValue {
+                value: v.clone(),
+                ..kv
+            }),
+        },
+        (r, _) => r,
+    }
 }
 
 /// Applies a membership change (same rules as the core; the core has already

@@ -315,6 +315,30 @@ pub fn dedup_retries(f: Factory<'_>, dir: &Path) {
         sm.get(b"d", 0).unwrap().is_none(),
         "the retry did not re-create the key"
     );
+    // A successful compare-and-swap is remembered without its value; the
+    // retry still gets the value it wrote.
+    let swap = Command::with_user_client(
+        Op::CompareAndSwap {
+            key: Bytes::from_static(b"d"),
+            expected: None,
+            new_value: Some(Bytes::from_static(b"swapped")),
+            expires_at_ms: None,
+        },
+        "alice",
+        42,
+        3,
+    );
+    let first = apply1(&*sm, cmd(6, 1, swap.clone()));
+    let retry = apply1(&*sm, cmd(7, 1, swap));
+    assert_eq!(retry.result, first.result);
+    assert_eq!(retry.revision, 6);
+    match &retry.result {
+        ApplyResult::CompareAndSwap {
+            succeeded: true,
+            current: Some(kv),
+        } => assert_eq!(kv.value.as_ref(), b"swapped"),
+        other => panic!("{other:?}"),
+    }
 }
 
 pub fn membership_changes(f: Factory<'_>, dir: &Path) {
@@ -439,12 +463,13 @@ pub fn varied_history(sm: &dyn StateMachine, from: u64, n: u64) {
             0 => del(&k),
             1 => put(&k, &format!("v{i}"), Some(1_000 + i)),
             2 => cas(&k, None, Some("c")),
-            3 => Command::with_client(
+            3 => Command::with_user_client(
                 Op::Put {
                     key: Bytes::from(k.clone()),
                     value: Bytes::from(format!("s{i}")),
                     expires_at_ms: None,
                 },
+                ["", "alice", "bob"][(i % 3) as usize],
                 i % 5,
                 i,
             ),
@@ -484,17 +509,14 @@ pub fn snapshot_roundtrip(f: Factory<'_>, dir: &Path) {
     assert_eq!(other.applied_index(), 300);
     assert_eq!(other.applied_term(), sm.applied_term());
     assert_eq!(other.membership(), sm.membership());
-    // Dedup sessions came along: a retry of client 3's write at 298... is
-    // answered from the table on both.
-    let retry = Command::with_client(
-        Op::Put {
-            key: Bytes::from_static(b"whatever"),
-            value: Bytes::new(),
-            expires_at_ms: None,
-        },
-        3,
-        283,
-    );
+    // Dedup sessions came along: a retry of alice's client 3's write at 283
+    // is answered from the table on both.
+    let op = Op::Put {
+        key: Bytes::from_static(b"key/024"),
+        value: Bytes::from_static(b"s283"),
+        expires_at_ms: None,
+    };
+    let retry = Command::with_user_client(op.clone(), "alice", 3, 283);
     let a = apply1(&*sm, cmd(301, 9, retry.clone()));
     let b = apply1(&*other, cmd(301, 9, retry));
     assert_eq!(a.result, b.result);
@@ -504,9 +526,23 @@ pub fn snapshot_roundtrip(f: Factory<'_>, dir: &Path) {
         "the retry was answered from the table with its original revision"
     );
     assert_eq!(a.revision, b.revision, "the snapshot kept result revisions");
+    // The same write id in another user's session is a new write.
+    let anon = Command::with_client(op.clone(), 3, 283);
+    let a = apply1(&*sm, cmd(302, 9, anon.clone()));
+    let b = apply1(&*other, cmd(302, 9, anon));
+    assert_eq!((a.revision, b.revision), (302, 302));
+    assert_eq!(a.events.len(), 1);
+    // A different operation under alice's used write id is refused on both
+    // (the snapshot kept the fingerprints).
+    let other_op = Command::with_user_client(del("key/024").op, "alice", 3, 283);
+    let a = apply1(&*sm, cmd(303, 9, other_op.clone()));
+    let b = apply1(&*other, cmd(303, 9, other_op));
+    assert!(matches!(a.result, ApplyResult::Rejected { .. }), "{a:?}");
+    assert_eq!(a.result, b.result);
+    assert!(a.events.is_empty());
     // And they continue identically.
-    varied_history(&*sm, 302, 50);
-    varied_history(&*other, 302, 50);
+    varied_history(&*sm, 304, 50);
+    varied_history(&*other, 304, 50);
     assert_eq!(dump(&*other), dump(&*sm));
 }
 

@@ -19,7 +19,7 @@
 //! building one never stops applies, whatever the data size.
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
-use super::dedup::ClientSession;
+use super::dedup::{ClientSession, SessionKey};
 use super::{
     logical_kv_bytes, Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource,
     StateMachine,
@@ -175,7 +175,7 @@ struct MemSnapshot {
     /// The last key returned; `None` before the first.
     cursor: Option<Bytes>,
     keys_done: bool,
-    clients: std::vec::IntoIter<(u64, ClientSession)>,
+    clients: std::vec::IntoIter<(SessionKey, ClientSession)>,
 }
 
 impl SnapshotSource for MemSnapshot {
@@ -204,7 +204,7 @@ impl SnapshotSource for MemSnapshot {
         Ok(self
             .clients
             .next()
-            .map(|(client_id, session)| SnapshotRecord::Client { client_id, session }))
+            .map(|(key, session)| SnapshotRecord::Client { key, session }))
     }
 }
 
@@ -286,11 +286,10 @@ impl StateMachine for MemStateMachine {
     fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError> {
         let meta = self.lock_apply()?;
         let v = self.current();
-        let clients: Vec<(u64, ClientSession)> = meta
+        let clients: Vec<(SessionKey, ClientSession)> = meta
             .dedup
-            .clients
             .iter()
-            .map(|(id, s)| (*id, s.clone()))
+            .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         Ok(Box::new(MemSnapshot {
             meta: SnapshotMeta {
@@ -315,8 +314,8 @@ impl StateMachine for MemStateMachine {
         while let Some(rec) = r.next_record()? {
             match rec {
                 SnapshotRecord::Kv(item) => kv.put(item, None)?,
-                SnapshotRecord::Client { client_id, session } => {
-                    meta.dedup.clients.insert(client_id, session);
+                SnapshotRecord::Client { key, session } => {
+                    meta.dedup.insert(key, session);
                 }
             }
         }

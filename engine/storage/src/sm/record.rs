@@ -210,15 +210,19 @@ pub enum SessionFormat {
     /// Results without the index of the entry that applied them (sled
     /// layout 1, snapshot tag 2). Read-only.
     V1,
-    /// Each result carries the index of the entry that applied it.
+    /// Each result carries the index of the entry that applied it (sled
+    /// layout 2, snapshot tag 3). Read-only.
     V2,
+    /// Each result also carries the fingerprint of its operation (sled
+    /// layout 3, snapshot tag 4).
+    V3,
 }
 
-/// Encodes a session in [`SessionFormat::V2`].
+/// Encodes a session in [`SessionFormat::V3`].
 pub fn encode_session(s: &ClientSession, w: &mut Writer) {
     w.u64(s.last_index).u64(s.floor).u32(s.results.len() as u32);
     for (seq, r) in &s.results {
-        w.u64(*seq).u64(r.index);
+        w.u64(*seq).u64(r.index).u64(r.fingerprint);
         encode_result(&r.result, w);
     }
 }
@@ -235,10 +239,21 @@ pub fn decode_session(
         let seq = r.u64("seq")?;
         let index = match format {
             SessionFormat::V1 => 0,
-            SessionFormat::V2 => r.u64("result index")?,
+            SessionFormat::V2 | SessionFormat::V3 => r.u64("result index")?,
+        };
+        let fingerprint = match format {
+            SessionFormat::V1 | SessionFormat::V2 => 0,
+            SessionFormat::V3 => r.u64("result fingerprint")?,
         };
         let result = decode_result(r)?;
-        results.insert(seq, Remembered { index, result });
+        results.insert(
+            seq,
+            Remembered {
+                index,
+                fingerprint,
+                result,
+            },
+        );
     }
     Ok(ClientSession {
         last_index,

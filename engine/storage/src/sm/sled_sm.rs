@@ -7,7 +7,8 @@
 //! <dir>/db-<n>/          a sled database holding one tree with prefixed keys:
 //!     'k' + key                     -> value record (value, revisions, version, deadline)
 //!     't' + deadline(BE u64) + key  -> ()   TTL index for Expire
-//!     'd' + client_id(BE u64)       -> dedup session
+//!     'd' + client_id(BE u64) + user -> dedup session of (user, client_id);
+//!                                      user = UTF-8, empty for anonymous
 //!     'p' + key                     -> snapshot pre-image (only while a snapshot is built)
 //!     "m/applied"                   -> applied index + term
 //!     "m/membership"                -> membership
@@ -22,7 +23,7 @@
 //! point of an install leaves either the old or the new database in use.
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
-use super::dedup::SessionChange;
+use super::dedup::{SessionChange, SessionKey};
 use super::key_index::KeyIndex;
 use super::record::{
     membership_bytes, membership_from_bytes, session_bytes, session_from_bytes, value_bytes,
@@ -48,9 +49,10 @@ pub(crate) const P_PRE: u8 = b'p';
 const M_APPLIED: &[u8] = b"m/applied";
 const M_MEMBERSHIP: &[u8] = b"m/membership";
 const M_FORMAT: &[u8] = b"m/format";
-/// Layout written by this node. Layout 1 differs only in the encoding of
-/// dedup sessions (no result indexes); it is upgraded in place on open.
-const LAYOUT_VERSION: u64 = 2;
+/// Layout written by this node. Layouts 1 and 2 differ only in the
+/// encoding of dedup sessions (1: no result indexes, 2: no operation
+/// fingerprints); they are upgraded in place on open.
+const LAYOUT_VERSION: u64 = 3;
 const CURRENT: &str = "CURRENT";
 
 pub(crate) fn prefixed(p: u8, key: &[u8]) -> Vec<u8> {
@@ -77,10 +79,26 @@ fn split_ttl_key(k: &[u8]) -> Result<(u64, &[u8]), SmError> {
     Ok((deadline, &k[9..]))
 }
 
-fn dedup_key(id: u64) -> Vec<u8> {
-    let mut v = vec![P_DEDUP];
-    v.extend_from_slice(&id.to_be_bytes());
+fn dedup_key(key: &SessionKey) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + key.user.len());
+    v.push(P_DEDUP);
+    v.extend_from_slice(&key.client_id.to_be_bytes());
+    v.extend_from_slice(key.user.as_bytes());
     v
+}
+
+/// The session key of a sled key made by [`dedup_key`].
+fn split_dedup_key(k: &[u8]) -> Result<SessionKey, SmError> {
+    if k.len() < 9 {
+        return Err(SmError::Corrupt("dedup key is too short".into()));
+    }
+    let client_id = u64::from_be_bytes(k[1..9].try_into().expect("8"));
+    let user = std::str::from_utf8(&k[9..]).map_err(|_| {
+        SmError::Corrupt(format!(
+            "dedup key of client {client_id}: user is not UTF-8"
+        ))
+    })?;
+    Ok(SessionKey::new(user, client_id))
 }
 
 /// Pre-image encoding: 0 = the key did not exist at the snapshot point,
@@ -290,10 +308,11 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
         .map_err(|e| SmError::Corrupt(format!("m/format: {e}")))?;
     let session_format = match v {
         1 => SessionFormat::V1,
-        LAYOUT_VERSION => SessionFormat::V2,
+        2 => SessionFormat::V2,
+        LAYOUT_VERSION => SessionFormat::V3,
         _ => {
             return Err(SmError::Corrupt(format!(
-                "state machine layout version {v} is not supported (this node reads 1 and \
+                "state machine layout version {v} is not supported (this node reads 1 to \
                  {LAYOUT_VERSION}); rebuild it from the snapshot and log by moving the \
                  state machine directory away"
             )))
@@ -315,18 +334,19 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
     }
     for item in db.scan_prefix([P_DEDUP]) {
         let (k, v) = item?;
-        if k.len() != 9 {
-            return Err(SmError::Corrupt("dedup key has the wrong length".into()));
-        }
-        let id = u64::from_be_bytes(k[1..9].try_into().expect("8"));
-        let s = session_from_bytes(&v, session_format)
-            .map_err(|e| SmError::Corrupt(format!("dedup session of client {id}: {e}")))?;
-        meta.dedup.clients.insert(id, s);
+        let key = split_dedup_key(&k)?;
+        let s = session_from_bytes(&v, session_format).map_err(|e| {
+            SmError::Corrupt(format!(
+                "dedup session of client {} (user {:?}): {e}",
+                key.client_id, key.user
+            ))
+        })?;
+        meta.dedup.insert(key, s);
     }
-    if session_format != SessionFormat::V2 {
+    if session_format != SessionFormat::V3 {
         let mut b = sled::Batch::default();
-        for (id, s) in &meta.dedup.clients {
-            b.insert(dedup_key(*id), session_bytes(s));
+        for (key, s) in meta.dedup.iter() {
+            b.insert(dedup_key(key), session_bytes(s));
         }
         b.insert(M_FORMAT, format_bytes());
         db.apply_batch(b)?;
@@ -624,12 +644,12 @@ impl StateMachine for SledStateMachine {
             b.insert(M_MEMBERSHIP, membership_bytes(&meta.membership));
         }
         for ch in &changes.sessions {
-            let id = match ch {
-                SessionChange::Upsert(id) | SessionChange::Remove(id) => *id,
+            let key = match ch {
+                SessionChange::Upsert(k) | SessionChange::Remove(k) => k,
             };
-            match meta.dedup.clients.get(&id) {
-                Some(s) => b.insert(dedup_key(id), session_bytes(s)),
-                None => b.remove(dedup_key(id)),
+            match meta.dedup.get(key) {
+                Some(s) => b.insert(dedup_key(key), session_bytes(s)),
+                None => b.remove(dedup_key(key)),
             }
         }
         let t = Instant::now();
@@ -724,9 +744,8 @@ impl StateMachine for SledStateMachine {
         };
         let sessions: Vec<_> = meta
             .dedup
-            .clients
             .iter()
-            .map(|(id, s)| (*id, s.clone()))
+            .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         drop(ctl);
         Ok(Box::new(SledSnapshotSource::new(
@@ -807,9 +826,9 @@ fn build_from_snapshot(
                 }
                 b.insert(prefixed(P_KV, &kv.key), value_bytes(&kv));
             }
-            SnapshotRecord::Client { client_id, session } => {
-                b.insert(dedup_key(client_id), session_bytes(&session));
-                meta.dedup.clients.insert(client_id, session);
+            SnapshotRecord::Client { key, session } => {
+                b.insert(dedup_key(&key), session_bytes(&session));
+                meta.dedup.insert(key, session);
             }
         }
         n += 1;
@@ -1003,7 +1022,8 @@ mod tests {
             let mut v1 = Writer::new();
             v1.u64(1).u64(0).u32(1).u64(1);
             encode_result(&ApplyResult::Delete { existed: false }, &mut v1);
-            db.insert(dedup_key(9), v1.into_vec()).unwrap();
+            db.insert(dedup_key(&SessionKey::anonymous(9)), v1.into_vec())
+                .unwrap();
             let mut marker = Writer::new();
             marker.u64(1);
             db.insert(M_FORMAT, marker.into_vec()).unwrap();

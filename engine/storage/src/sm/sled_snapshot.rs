@@ -22,7 +22,7 @@
 //! for set lookups, [`KEYS_PER_STEP`] keys at a time, and steps aside while an
 //! apply is waiting.
 
-use super::dedup::ClientSession;
+use super::dedup::{ClientSession, SessionKey};
 use super::sled_sm::{decode_kv_entry, decode_preimage, prefixed, SledDb, P_KV, P_PRE};
 use super::{SmError, SnapshotRecord, SnapshotSource};
 use bytes::Bytes;
@@ -151,7 +151,7 @@ pub(crate) struct SledSnapshotSource {
     db: Arc<SledDb>,
     ctl: Arc<SnapShared>,
     id: u64,
-    sessions: std::vec::IntoIter<(u64, ClientSession)>,
+    sessions: std::vec::IntoIter<(SessionKey, ClientSession)>,
     stage: Stage,
     pending: VecDeque<SnapshotRecord>,
 }
@@ -162,7 +162,7 @@ impl SledSnapshotSource {
         db: Arc<SledDb>,
         ctl: Arc<SnapShared>,
         id: u64,
-        sessions: Vec<(u64, ClientSession)>,
+        sessions: Vec<(SessionKey, ClientSession)>,
     ) -> Self {
         let iter = db.db.scan_prefix([P_KV]);
         SledSnapshotSource {
@@ -313,8 +313,8 @@ impl SnapshotSource for SledSnapshotSource {
                 Stage::Live(_) => self.live_step()?,
                 Stage::Preimages(_) => self.preimage_step()?,
                 Stage::Sessions => match self.sessions.next() {
-                    Some((client_id, session)) => {
-                        return Ok(Some(SnapshotRecord::Client { client_id, session }))
+                    Some((key, session)) => {
+                        return Ok(Some(SnapshotRecord::Client { key, session }))
                     }
                     None => {
                         self.release();

@@ -3,8 +3,9 @@
 //! ```text
 //! header : magic "DENGSNAP" (8) | u32 version = 1 | u32 meta_len | meta
 //! meta   : u64 last_index | u64 last_term | membership
-//! record : u8 tag (1 = key-value, 3 = client dedup session; 2 = a session
-//!          without result indexes, still read) | u32 len | body
+//! record : u8 tag (1 = key-value, 4 = (user, client) dedup session; 2 and
+//!          3 = anonymous sessions without result indexes / without
+//!          operation fingerprints, still read) | u32 len | body
 //! trailer: u8 0xFF | u64 record_count | u32 crc32c
 //! ```
 //!
@@ -13,6 +14,7 @@
 //! that applies records must only commit once `next_record` returned `None`.
 
 use super::{io_err, SnapshotError};
+use crate::sm::dedup::SessionKey;
 use crate::sm::record::{
     decode_kv, decode_membership, decode_session, encode_kv, encode_membership, encode_session,
     SessionFormat,
@@ -29,8 +31,13 @@ pub const FORMAT_VERSION: u32 = 1;
 const TAG_KV: u8 = 1;
 /// Client session without result indexes (written by older nodes; read only).
 const TAG_CLIENT_V1: u8 = 2;
-/// Client session whose results carry the index that applied them.
-const TAG_CLIENT: u8 = 3;
+/// Client session whose results carry the index that applied them
+/// (anonymous user, no fingerprints; read only).
+const TAG_CLIENT_V2: u8 = 3;
+/// `str user, u64 client_id, session` whose results carry the index that
+/// applied them and the fingerprint of their operation
+/// ([`crate::sm::dedup`]).
+const TAG_CLIENT: u8 = 4;
 const TAG_TRAILER: u8 = 0xFF;
 /// Upper bound on one record or the meta block (a corrupt length beyond it
 /// or beyond the file is reported, never allocated).
@@ -94,8 +101,8 @@ impl SnapshotWriter {
                 encode_kv(kv, &mut body);
                 TAG_KV
             }
-            SnapshotRecord::Client { client_id, session } => {
-                body.u64(*client_id);
+            SnapshotRecord::Client { key, session } => {
+                body.str(&key.user).u64(key.client_id);
                 encode_session(session, &mut body);
                 TAG_CLIENT
             }
@@ -307,7 +314,7 @@ impl SnapshotFileReader {
                 self.done = true;
                 Ok(None)
             }
-            TAG_KV | TAG_CLIENT | TAG_CLIENT_V1 => {
+            TAG_KV | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 => {
                 let mut l = [0u8; 4];
                 self.read_exact(&mut l, "record length")?;
                 let body_at = self.offset;
@@ -316,14 +323,18 @@ impl SnapshotFileReader {
                 let rec = if tag[0] == TAG_KV {
                     decode_kv(&mut rd).map(SnapshotRecord::Kv)
                 } else {
-                    let format = if tag[0] == TAG_CLIENT {
-                        SessionFormat::V2
-                    } else {
-                        SessionFormat::V1
+                    let (format, user) = match tag[0] {
+                        TAG_CLIENT => (SessionFormat::V3, rd.string("user")),
+                        TAG_CLIENT_V2 => (SessionFormat::V2, Ok(String::new())),
+                        _ => (SessionFormat::V1, Ok(String::new())),
                     };
-                    rd.u64("client_id").and_then(|client_id| {
-                        decode_session(&mut rd, format)
-                            .map(|session| SnapshotRecord::Client { client_id, session })
+                    user.and_then(|user| {
+                        rd.u64("client_id").and_then(|client_id| {
+                            decode_session(&mut rd, format).map(|session| SnapshotRecord::Client {
+                                key: SessionKey::new(user, client_id),
+                                session,
+                            })
+                        })
                     })
                 }
                 .and_then(|r| rd.finish("record").map(|_| r));
