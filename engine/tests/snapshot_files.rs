@@ -138,11 +138,10 @@ async fn a_bad_snapshot_whose_entries_were_compacted_away_stops_the_start_with_a
     assert_eq!(snaps.len(), 2, "{snaps:?}");
     damage(&snaps[0]);
 
-    let err = EmbeddedEngine::start_in_process(cfg())
-        .await
-        .err()
-        .expect("the start must be refused")
-        .to_string();
+    let err = match EmbeddedEngine::start_in_process(cfg()).await {
+        Ok(_) => panic!("the start must be refused"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         err.contains(&format!("covers only up to index {older}")),
         "{err}"
@@ -154,11 +153,10 @@ async fn a_bad_snapshot_whose_entries_were_compacted_away_stops_the_start_with_a
     assert!(err.contains("re-add the node"), "{err}");
     assert!(newer > older);
     // A second attempt refuses the same way (the file stays aside).
-    let err = EmbeddedEngine::start_in_process(cfg())
-        .await
-        .err()
-        .expect("still refused")
-        .to_string();
+    let err = match EmbeddedEngine::start_in_process(cfg()).await {
+        Ok(_) => panic!("a second start must be refused too"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         err.contains("are missing") && err.contains("quarantine"),
         "{err}"
