@@ -1287,8 +1287,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.storage.quota_bytes, 4096);
         assert_eq!(c.snapshot.threshold_bytes, 1 << 20);
-        let c = Config::from_toml_str("[storage]\nquota_bytes = 0\n[snapshot]\nthreshold_bytes = 0")
-            .unwrap();
+        let c =
+            Config::from_toml_str("[storage]\nquota_bytes = 0\n[snapshot]\nthreshold_bytes = 0")
+                .unwrap();
         assert_eq!((c.storage.quota_bytes, c.snapshot.threshold_bytes), (0, 0));
         let e = Config::from_toml_str("[storage]\nquota_bytes = 10").unwrap_err();
         assert_eq!(e.key, "storage.quota_bytes");

@@ -106,7 +106,11 @@ impl Quota {
             self.clear_refusal("a write fits again");
             return Ok(());
         }
-        if self.refused_at.swap(used.saturating_add(1), Ordering::AcqRel) == 0 {
+        if self
+            .refused_at
+            .swap(used.saturating_add(1), Ordering::AcqRel)
+            == 0
+        {
             tracing::warn!(
                 used_bytes = used,
                 quota_bytes = self.limit,

@@ -643,11 +643,19 @@ pub fn data_bytes_accounting(f: Factory<'_>, dir: &Path) {
     apply1(&*sm, cmd(1, 1, put("a", "12345", None)));
     assert_eq!(sm.data_bytes(), sz(1, 5));
     apply1(&*sm, cmd(2, 1, put("a", "1234567890", None)));
-    assert_eq!(sm.data_bytes(), sz(1, 10), "an overwrite replaces the old size");
+    assert_eq!(
+        sm.data_bytes(),
+        sz(1, 10),
+        "an overwrite replaces the old size"
+    );
     apply1(&*sm, cmd(3, 1, put("bb", "x", Some(1000))));
     assert_eq!(sm.data_bytes(), sz(1, 10) + sz(2, 1));
     apply1(&*sm, cmd(4, 1, put("a", "", None)));
-    assert_eq!(sm.data_bytes(), sz(1, 0) + sz(2, 1), "an overwrite may shrink it");
+    assert_eq!(
+        sm.data_bytes(),
+        sz(1, 0) + sz(2, 1),
+        "an overwrite may shrink it"
+    );
     apply1(&*sm, cmd(5, 1, cas("c", None, Some("yyy"))));
     assert_eq!(sm.data_bytes(), sz(1, 0) + sz(2, 1) + sz(1, 3));
     apply1(&*sm, cmd(6, 1, cas("c", Some("yyy"), None)));
@@ -655,7 +663,11 @@ pub fn data_bytes_accounting(f: Factory<'_>, dir: &Path) {
     apply1(&*sm, cmd(7, 1, del("a")));
     assert_eq!(sm.data_bytes(), sz(2, 1));
     apply1(&*sm, cmd(8, 1, del("a")));
-    assert_eq!(sm.data_bytes(), sz(2, 1), "deleting an absent key changes nothing");
+    assert_eq!(
+        sm.data_bytes(),
+        sz(2, 1),
+        "deleting an absent key changes nothing"
+    );
     apply1(&*sm, cmd(9, 1, Command::new(Op::Expire { now_ms: 5000 })));
     assert_eq!(sm.data_bytes(), 0, "expiry frees");
     varied_history(&*sm, 10, 300);
