@@ -6,9 +6,11 @@
 //! counted ([`RaftService::refused_calls`]) and logged with the caller's
 //! address. Messages of a `Stream`
 //! call are handed to [`PeerInbox::deliver`] in arrival order; each must name
-//! the stream's sender as `from` and this node as `to`, or the stream is
-//! closed with an error (the sender reconnects). Snapshot transfers are
-//! staged by [`super::tonic_snapshot::receive`].
+//! the stream's sender as `from` and this node as `to`, and must not be an
+//! `InstallSnapshot` (a snapshot arrives only through the `InstallSnapshot`
+//! call, staged first), or the stream is closed with an error (the sender
+//! reconnects). Snapshot transfers are staged by
+//! [`super::tonic_snapshot::receive`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +151,19 @@ impl Raft for RaftService {
                     "message claims to come from node {} on a stream opened by node {from}",
                     msg.from
                 )));
+            }
+            if matches!(msg.body, d_engine_core::MessageBody::InstallSnapshot { .. }) {
+                // A snapshot reaches the core only through the InstallSnapshot
+                // call, which stages the file first; the core would otherwise
+                // ask to install a snapshot that was never staged (a fatal
+                // error). No honest sender puts one on the stream.
+                tracing::warn!(
+                    peer = from,
+                    "refusing an InstallSnapshot message on a raft stream"
+                );
+                return Err(Status::invalid_argument(
+                    "InstallSnapshot travels on the InstallSnapshot call, never on a raft stream",
+                ));
             }
             if msg.to != local {
                 return Err(Status::failed_precondition(format!(
