@@ -209,7 +209,7 @@ async fn send(mut kv: KvClient<Channel>, r: Req) -> Result<(), tonic::Status> {
                 .await?
                 .into_inner();
             assert_eq!(
-                got.kv.map(|kv| kv.value),
+                got.kv.map(|kv| kv.value.to_vec()),
                 Some(value),
                 "an accepted put is readable"
             );
@@ -320,7 +320,7 @@ fn requests_succeed_exactly_when_within_limits_and_the_node_keeps_serving() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(got.kv.unwrap().value, b"ok");
+        assert_eq!(got.kv.unwrap().value, &b"ok"[..]);
     });
 }
 

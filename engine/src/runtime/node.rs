@@ -226,12 +226,7 @@ where
     });
     let (members_tx, _) = watch::channel(Vec::new());
     let (stopped_tx, _) = watch::channel(false);
-    let hub = Arc::new(WatchHub::new(
-        config.watch.buffer,
-        config.watch.history,
-        config.watch.max_watchers,
-        applied,
-    ));
+    let hub = Arc::new(WatchHub::new(&config.watch, applied));
     let shared = Arc::new(Shared {
         id: config.node_id,
         epoch: Instant::now(),
