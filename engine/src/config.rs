@@ -290,7 +290,8 @@ pub struct WatchConfig {
     /// next event would pass it is cancelled like one that falls `buffer`
     /// events behind (`Overloaded`, naming this key). A single event larger
     /// than the limit is still delivered to a watcher with nothing queued.
-    /// A replay from `start_revision` larger than this is refused. Default
+    /// A replay from `start_revision` is charged but never refused for its
+    /// size (it shares the history's bytes). Default
     /// 4 MiB; 64 KiB..=1 GiB.
     pub max_buffer_bytes: usize,
     /// Bytes of events (keys and values) kept in memory for

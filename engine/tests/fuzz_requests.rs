@@ -169,7 +169,11 @@ fn valid(r: &Req) -> bool {
         Req::Put(k, v, t, w) => key_ok(k) && value_ok(v) && ttl_ok(*t) && wid_ok(*w),
         Req::Get(k, c) => key_ok(k) && consistency_ok(*c),
         Req::GetMulti(ks, c) => {
-            ks.len() <= MAX_MULTI && ks.iter().all(|k| key_ok(k)) && consistency_ok(*c)
+            ks.len() <= MAX_MULTI
+                && ks.iter().all(|k| key_ok(k))
+                && consistency_ok(*c)
+                // Each key at most once (a repeated key is refused).
+                && ks.iter().collect::<std::collections::HashSet<_>>().len() == ks.len()
         }
         Req::Delete(k, w) => key_ok(k) && wid_ok(*w),
         Req::Cas(k, e, n, t) => {

@@ -63,7 +63,27 @@ fn own(mut ev: SmEvent) -> SmEvent {
 pub(crate) struct Delivery {
     event: SmEvent,
     bytes: usize,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
+}
+
+/// What a watcher's consumer has not received yet: delivered events not
+/// yet dropped, and their bytes.
+#[derive(Default)]
+struct Queued {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Queued {
+    fn charge(self: &Arc<Self>, event: &SmEvent, bytes: usize) -> Delivery {
+        self.events.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        Delivery {
+            event: event.clone(),
+            bytes,
+            queued: self.clone(),
+        }
+    }
 }
 
 impl Delivery {
@@ -75,7 +95,8 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        self.queued.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.queued.events.fetch_sub(1, Ordering::AcqRel);
+        self.queued.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -101,8 +122,8 @@ struct Watcher {
     /// registration).
     min_revision: u64,
     tx: mpsc::Sender<Result<Delivery>>,
-    /// Bytes of events delivered and not yet dropped by the consumer.
-    queued: Arc<AtomicUsize>,
+    /// Events delivered and not yet dropped by the consumer.
+    queued: Arc<Queued>,
 }
 
 impl Watcher {
@@ -121,8 +142,9 @@ impl Watcher {
     /// Delivers `ev` (of `bytes` bytes); false if the watcher is gone
     /// (dropped, or cancelled now because it fell too far behind).
     fn deliver(&self, ev: &SmEvent, bytes: usize, limits: &Limits) -> bool {
-        // One slot stays free for the cancellation notice.
-        if self.tx.capacity() <= 1 {
+        // The channel holds `buffer` events plus the cancellation notice;
+        // events the consumer holds but has not dropped count too.
+        if self.queued.events.load(Ordering::Acquire) >= limits.buffer {
             let _ = self.tx.try_send(Err(Error::Overloaded(format!(
                 "watch cancelled: the watcher fell {} events behind (watch.buffer); \
                  re-watch from revision {} to resume",
@@ -130,7 +152,7 @@ impl Watcher {
             ))));
             return false;
         }
-        let queued = self.queued.load(Ordering::Acquire);
+        let queued = self.queued.bytes.load(Ordering::Acquire);
         if queued > 0 && queued + bytes > limits.max_buffer_bytes {
             let _ = self.tx.try_send(Err(Error::Overloaded(format!(
                 "watch cancelled: the watcher has {queued} bytes of events it has not \
@@ -140,12 +162,7 @@ impl Watcher {
             ))));
             return false;
         }
-        self.queued.fetch_add(bytes, Ordering::AcqRel);
-        let d = Delivery {
-            event: ev.clone(),
-            bytes,
-            queued: self.queued.clone(),
-        };
+        let d = self.queued.charge(ev, bytes);
         // On failure the delivery is dropped, which uncharges it.
         self.tx.try_send(Ok(d)).is_ok()
     }
@@ -252,7 +269,7 @@ impl WatchHub {
             prefix,
             min_revision: start_revision,
             tx,
-            queued: Arc::new(AtomicUsize::new(0)),
+            queued: Arc::new(Queued::default()),
         };
         if start_revision > 0 {
             if start_revision < g.floor {
@@ -273,22 +290,12 @@ impl WatchHub {
                     l.buffer
                 )));
             }
-            let bytes: usize = replay.iter().map(|(_, n)| n).sum();
-            if replay.len() > 1 && bytes > l.max_buffer_bytes {
-                return Err(Error::Overloaded(format!(
-                    "the {} events since revision {start_revision} hold {bytes} bytes, more \
-                     than watch.max_buffer_bytes = {}; watch from a later revision",
-                    replay.len(),
-                    l.max_buffer_bytes
-                )));
-            }
+            // A replay shares the history's bytes (it costs no memory of
+            // its own) and is not refused for its size; it is charged like
+            // live events, so a consumer that does not drain it is
+            // cancelled at the next event past watch.max_buffer_bytes.
             for (e, n) in replay {
-                w.queued.fetch_add(*n, Ordering::AcqRel);
-                let _ = w.tx.try_send(Ok(Delivery {
-                    event: e.clone(),
-                    bytes: *n,
-                    queued: w.queued.clone(),
-                }));
+                let _ = w.tx.try_send(Ok(w.queued.charge(e, *n)));
             }
         }
         g.watchers.push(w);
@@ -296,9 +303,10 @@ impl WatchHub {
     }
 
     /// Like [`WatchHub::watch`], for the embedded API: a task on the node's
-    /// runtime converts each event to the client type as the consumer takes
-    /// it. The consumer's channel holds one event; the rest stay in the
-    /// hub's queue, charged to `watch.max_buffer_bytes`.
+    /// runtime converts each event to the client type for the consumer.
+    /// The consumer's channel holds one event, which stays charged to the
+    /// watcher (`watch.buffer`, `watch.max_buffer_bytes`) until the consumer
+    /// takes it, so the bounds mean the same as over gRPC.
     pub(crate) fn watch_client(
         &self,
         key: Bytes,
@@ -314,7 +322,14 @@ impl WatchHub {
         let mut from = self.watch(key, prefix, start_revision)?;
         let (tx, rx) = mpsc::channel(1);
         rt.spawn(async move {
+            // The event last handed over, charged until the consumer takes it.
+            let mut handed: Option<Delivery> = None;
             loop {
+                // Room in a one-slot channel: the consumer took the last one.
+                let Ok(permit) = tx.reserve().await else {
+                    return;
+                };
+                drop(handed.take());
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = from.recv() => next,
@@ -322,13 +337,11 @@ impl WatchHub {
                 match next {
                     None => return,
                     Some(Ok(d)) => {
-                        // `d` stays charged until the consumer has room.
-                        if tx.send(Ok(to_client_event(d.event()))).await.is_err() {
-                            return;
-                        }
+                        permit.send(Ok(to_client_event(d.event())));
+                        handed = Some(d);
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(e)).await;
+                        permit.send(Err(e));
                         return;
                     }
                 }
@@ -596,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replay_larger_than_the_byte_budget_is_refused() {
+    fn a_replay_larger_than_the_byte_budget_is_charged_not_refused() {
         let cfg = WatchConfig {
             max_buffer_bytes: 64 << 10,
             ..WatchConfig::default()
@@ -605,11 +618,16 @@ mod tests {
         for rev in 1..=4u64 {
             hub.publish(vec![put_value("k", rev, Bytes::from(vec![0u8; 30 << 10]))]);
         }
-        let e = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap_err();
-        assert!(matches!(e, Error::Overloaded(_)), "{e}");
+        let mut drained = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap();
+        let mut stalled = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap();
+        assert_eq!(revs(&mut drained), vec![1, 2, 3, 4]);
+        hub.publish(vec![put_value("k", 5, Bytes::from(vec![0u8; 30 << 10]))]);
+        assert_eq!(revs(&mut drained), vec![5], "a drained replay leaves room");
+        for rev in 1..=4 {
+            assert_eq!(stalled.try_recv().unwrap().unwrap().event().revision, rev);
+        }
+        let e = stalled.try_recv().unwrap().unwrap_err();
         assert!(e.to_string().contains("watch.max_buffer_bytes"), "{e}");
-        let mut w = hub.watch(Bytes::from_static(b"k"), false, 3).unwrap();
-        assert_eq!(revs(&mut w), vec![3, 4]);
     }
 
     #[test]
