@@ -17,6 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // Stored keys and values are `bytes::Bytes` end to end: a node
+        // answers reads and watch events with the state machine's own
+        // bytes (shared, never copied per response or per watcher).
+        .bytes(".dengine.v1.KeyValue")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

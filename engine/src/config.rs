@@ -366,6 +366,21 @@ pub struct WatchConfig {
     /// Most concurrent client-API watches on one connection. Default 256;
     /// 1..=1,000,000.
     pub max_watchers_per_connection: usize,
+    /// Bytes of events (keys and values) queued for one watcher: delivered
+    /// by the node, not yet taken by the watcher's consumer (a gRPC stream's
+    /// events count until the transport takes the message). A watcher whose
+    /// next event would pass it is cancelled like one that falls `buffer`
+    /// events behind (`Overloaded`, naming this key). A single event larger
+    /// than the limit is still delivered to a watcher with nothing queued.
+    /// A replay from `start_revision` is charged but never refused for its
+    /// size (it shares the history's bytes). Default
+    /// 4 MiB; 64 KiB..=1 GiB.
+    pub max_buffer_bytes: usize,
+    /// Bytes of events (keys and values) kept in memory for
+    /// `start_revision`; the oldest events leave when either this or
+    /// `history` is exceeded, and a watch from a revision that left fails
+    /// with `Compacted`. Default 64 MiB; 0..=16 GiB.
+    pub history_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -598,6 +613,8 @@ impl Default for WatchConfig {
             max_watchers: 10_000,
             max_watchers_per_user: 1000,
             max_watchers_per_connection: 256,
+            max_buffer_bytes: 4 << 20,
+            history_bytes: 64 << 20,
         }
     }
 }
@@ -1013,6 +1030,12 @@ impl Config {
             1,
             1_000_000,
         )?;
+            "watch.max_buffer_bytes",
+            self.watch.max_buffer_bytes,
+            64 << 10,
+            1 << 30,
+        )?;
+        range("watch.history_bytes", self.watch.history_bytes, 0, 16 << 30)?;
         range(
             "ttl.expire_interval_ms",
             self.ttl.expire_interval_ms,

@@ -169,7 +169,11 @@ fn valid(r: &Req) -> bool {
         Req::Put(k, v, t, w) => key_ok(k) && value_ok(v) && ttl_ok(*t) && wid_ok(*w),
         Req::Get(k, c) => key_ok(k) && consistency_ok(*c),
         Req::GetMulti(ks, c) => {
-            ks.len() <= MAX_MULTI && ks.iter().all(|k| key_ok(k)) && consistency_ok(*c)
+            ks.len() <= MAX_MULTI
+                && ks.iter().all(|k| key_ok(k))
+                && consistency_ok(*c)
+                // Each key at most once (a repeated key is refused).
+                && ks.iter().collect::<std::collections::HashSet<_>>().len() == ks.len()
         }
         Req::Delete(k, w) => key_ok(k) && wid_ok(*w),
         Req::Cas(k, e, n, t) => {
@@ -209,7 +213,7 @@ async fn send(mut kv: KvClient<Channel>, r: Req) -> Result<(), tonic::Status> {
                 .await?
                 .into_inner();
             assert_eq!(
-                got.kv.map(|kv| kv.value),
+                got.kv.map(|kv| kv.value.to_vec()),
                 Some(value),
                 "an accepted put is readable"
             );
@@ -320,7 +324,7 @@ fn requests_succeed_exactly_when_within_limits_and_the_node_keeps_serving() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(got.kv.unwrap().value, b"ok");
+        assert_eq!(got.kv.unwrap().value, &b"ok"[..]);
     });
 }
 

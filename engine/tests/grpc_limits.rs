@@ -31,7 +31,7 @@ async fn get(kv: &mut KvClient<Channel>, key: &[u8]) -> Result<Option<Vec<u8>>, 
         .await?
         .into_inner()
         .kv
-        .map(|kv| kv.value))
+        .map(|kv| kv.value.to_vec()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +162,7 @@ async fn watch_history_larger_than_one_message_arrives_in_several() {
         for ev in m.events {
             let kv = ev.kv.unwrap();
             assert_eq!(kv.value.len(), 1 << 20);
-            seen.push(kv.key);
+            seen.push(kv.key.to_vec());
         }
     }
     let expect: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'h', i]).collect();

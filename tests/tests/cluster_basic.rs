@@ -46,7 +46,7 @@ async fn three_node_cluster_replicates_redirects_and_shuts_down_cleanly() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(got.kv.expect("replicated").value, b"v10", "node {id}");
+        assert_eq!(got.kv.expect("replicated").value, &b"v10"[..], "node {id}");
     }
 
     // A write sent straight to a follower: NOT_LEADER naming the leader's

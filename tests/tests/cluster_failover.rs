@@ -178,7 +178,7 @@ async fn paused_leader_loses_leadership_and_serves_no_stale_lease_read() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(fresh.kv.unwrap().value, b"after-pause");
+    assert_eq!(fresh.kv.unwrap().value, &b"after-pause"[..]);
 
     // Resume the old leader and hammer it with lease and linearizable reads
     // at once: each must fail (not leader / no leader / timeout) or return

@@ -15,10 +15,12 @@ pub(crate) fn consistency(c: Consistency) -> i32 {
     }
 }
 
+/// The wire key-value's `Bytes` become the client's `Vec`s (a copy out of
+/// the received message).
 pub(crate) fn key_value(kv: pb::KeyValue) -> KeyValue {
     KeyValue {
-        key: kv.key,
-        value: kv.value,
+        key: Vec::from(kv.key),
+        value: Vec::from(kv.value),
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
@@ -81,8 +83,8 @@ mod tests {
     #[test]
     fn events_and_members() {
         let kv = pb::KeyValue {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
+            key: b"k".to_vec().into(),
+            value: b"v".to_vec().into(),
             create_revision: 1,
             mod_revision: 2,
             version: 2,

@@ -243,8 +243,8 @@ async fn eventual_reads_go_to_any_node_others_to_the_leader() {
     a.st().store.insert(
         b"k".to_vec(),
         d_engine_proto::v1::KeyValue {
-            key: b"k".to_vec(),
-            value: b"stale".to_vec(),
+            key: b"k".to_vec().into(),
+            value: b"stale".to_vec().into(),
             ..Default::default()
         },
     );

@@ -44,7 +44,7 @@ async fn events_then_server_cancel_is_a_final_error() {
     two.events.push(pb::WatchEvent {
         r#type: pb::EventType::Delete as i32,
         kv: Some(pb::KeyValue {
-            key: b"app/a".to_vec(),
+            key: b"app/a".to_vec().into(),
             mod_revision: 7,
             ..Default::default()
         }),

@@ -25,7 +25,12 @@
 //! - **Bad input** (empty or oversized key, oversized value, too many keys)
 //!   fails with [`Error::InvalidArgument`] naming the limit.
 //! - **Watches** deliver events after apply, in log order; a watcher that
-//!   falls `watch.buffer` events behind is cancelled with a final `Err`.
+//!   falls `watch.buffer` events or `watch.max_buffer_bytes` bytes behind
+//!   is cancelled with a final `Err(Overloaded)`.
+//! - **Memory**: reads return values copied out of the state machine into
+//!   the caller's `Vec`s (the client types own their bytes); the client
+//!   gRPC service uses crate-internal variants that share the stored bytes
+//!   and stop at the response budget instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,7 +260,9 @@ impl NodeHandle {
         self.shared.get(key.into(), consistency).await
     }
 
-    /// Reads several keys at one point in time (at most `limits.max_get_multi_keys`).
+    /// Reads several keys at one point in time (at most
+    /// `limits.max_get_multi_keys`, each at most once: a repeated key is
+    /// refused with `InvalidArgument` naming it).
     pub async fn get_multi(
         &self,
         keys: Vec<Bytes>,

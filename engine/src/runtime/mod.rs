@@ -26,7 +26,7 @@ mod node;
 pub(crate) mod quota;
 pub(crate) mod shared;
 mod wal_thread;
-mod watch_hub;
+pub(crate) mod watch_hub;
 
 pub use addr::MemberAddr;
 pub use handle::{

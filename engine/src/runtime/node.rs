@@ -311,12 +311,7 @@ where
     });
     let (members_tx, _) = watch::channel(Vec::new());
     let (stopped_tx, _) = watch::channel(false);
-    let hub = Arc::new(WatchHub::new(
-        config.watch.buffer,
-        config.watch.history,
-        config.watch.max_watchers,
-        applied,
-    ));
+    let hub = Arc::new(WatchHub::new(&config.watch, applied));
     let quota = super::quota::Quota::new(config.storage.quota_bytes);
     quota.observe(st.sm.data_bytes());
     let shared = Arc::new(Shared {

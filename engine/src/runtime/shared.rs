@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::addr::MemberAddr;
 use super::handle::*;
-use super::watch_hub::WatchHub;
+use super::watch_hub::{HubStream, WatchHub};
 use crate::config::Config;
 use crate::transport::PeerInbox;
 
@@ -319,6 +319,63 @@ pub(crate) fn to_client_kv(kv: &SmKv) -> KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         expires_at_ms: kv.expires_at_ms.unwrap_or(0),
+    }
+}
+
+/// Response bytes one pair costs in a read's byte budget: its key, value
+/// and the protobuf framing of a `KeyValue` with every field set.
+pub(crate) fn read_cost(kv: &SmKv) -> usize {
+    kv.key.len() + kv.value.len() + 64
+}
+
+/// Response bytes an absent key costs in `get_multi`'s budget.
+pub(crate) const ABSENT_COST: usize = 4;
+
+/// The outcome of [`Shared::get_multi_shared`].
+#[derive(Debug)]
+pub(crate) enum MultiRead {
+    /// One entry per requested key, in request order.
+    Complete(Vec<Option<SmKv>>),
+    /// Reading stopped at the budget: the first `read` keys already cost
+    /// `bytes`.
+    OverBudget { read: usize, bytes: usize },
+}
+
+/// The outcome of [`Shared::scan_prefix_shared`].
+#[derive(Debug)]
+pub(crate) struct SharedScan {
+    pub(crate) kvs: Vec<SmKv>,
+    /// More pairs match than were returned (limit or budget).
+    pub(crate) more: bool,
+}
+
+/// The positions `(first, again)` of the first key that appears twice.
+pub(crate) fn first_duplicate(keys: &[Bytes]) -> Option<(usize, usize)> {
+    let mut seen = std::collections::HashMap::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(first) = seen.insert(&k[..], i) {
+            return Some((first, i));
+        }
+    }
+    None
+}
+
+/// "keys[again] repeats keys[first] (<key>); ..." for a duplicate key.
+pub(crate) fn duplicate_key_message(keys: &[Bytes], first: usize, again: usize) -> String {
+    format!(
+        "keys[{again}] repeats keys[{first}] ({}); ask for each key once per get_multi",
+        show_key(&keys[again])
+    )
+}
+
+/// A key for an error message: text if it is printable UTF-8, else escaped,
+/// cut after 64 bytes.
+pub(crate) fn show_key(k: &[u8]) -> String {
+    let cut = &k[..k.len().min(64)];
+    let more = if k.len() > 64 { "…" } else { "" };
+    match std::str::from_utf8(cut) {
+        Ok(s) if !s.chars().any(char::is_control) => format!("'{s}'{more}"),
+        _ => format!("{}{more}", cut.escape_ascii()),
     }
 }
 
@@ -811,10 +868,14 @@ impl Shared {
     }
 
     pub(crate) async fn get(&self, key: Bytes, c: Consistency) -> Result<Option<KeyValue>> {
+        Ok(self.get_shared(key, c).await?.as_ref().map(to_client_kv))
+    }
+
+    /// Reads one key; the value shares the state machine's bytes.
+    pub(crate) async fn get_shared(&self, key: Bytes, c: Consistency) -> Result<Option<SmKv>> {
         self.validate_key(&key)?;
         self.read_barrier(c).await?;
-        let kv = self.sm()?.get(&key, now_ms()).map_err(sm_err)?;
-        Ok(kv.as_ref().map(to_client_kv))
+        self.sm()?.get(&key, now_ms()).map_err(sm_err)
     }
 
     pub(crate) async fn get_multi(
@@ -822,6 +883,27 @@ impl Shared {
         keys: Vec<Bytes>,
         c: Consistency,
     ) -> Result<Vec<Option<KeyValue>>> {
+        match self.get_multi_shared(keys, c, None).await? {
+            MultiRead::Complete(kvs) => {
+                Ok(kvs.iter().map(|kv| kv.as_ref().map(to_client_kv)).collect())
+            }
+            MultiRead::OverBudget { .. } => Err(Error::Internal(
+                "get_multi without a budget stopped at a budget".into(),
+            )),
+        }
+    }
+
+    /// Reads several keys at one point in time, sharing the state
+    /// machine's bytes. Keys must be distinct (a repeated key is refused
+    /// with `InvalidArgument` naming both positions and the key). With a
+    /// `budget`, reading stops as soon as the pairs read pass it (counted
+    /// by [`read_cost`]): nothing past the budget is read or copied.
+    pub(crate) async fn get_multi_shared(
+        &self,
+        keys: Vec<Bytes>,
+        c: Consistency,
+        budget: Option<usize>,
+    ) -> Result<MultiRead> {
         let max = self.config.limits.max_get_multi_keys;
         if keys.len() > max {
             return Err(Error::InvalidArgument(format!(
@@ -832,16 +914,28 @@ impl Shared {
         for k in &keys {
             self.validate_key(k)?;
         }
+        if let Some((first, again)) = first_duplicate(&keys) {
+            return Err(Error::InvalidArgument(duplicate_key_message(
+                &keys, first, again,
+            )));
+        }
         self.read_barrier(c).await?;
         let now = now_ms();
         let sm = self.sm()?;
-        keys.iter()
-            .map(|k| {
-                sm.get(k, now)
-                    .map(|kv| kv.as_ref().map(to_client_kv))
-                    .map_err(sm_err)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(keys.len());
+        let mut bytes = 0usize;
+        for k in &keys {
+            let kv = sm.get(k, now).map_err(sm_err)?;
+            bytes += kv.as_ref().map_or(ABSENT_COST, read_cost);
+            if budget.is_some_and(|b| bytes > b) {
+                return Ok(MultiRead::OverBudget {
+                    read: out.len() + 1,
+                    bytes,
+                });
+            }
+            out.push(kv);
+        }
+        Ok(MultiRead::Complete(out))
     }
 
     pub(crate) async fn scan_prefix(
@@ -850,6 +944,26 @@ impl Shared {
         limit: u32,
         c: Consistency,
     ) -> Result<ScanOutcome> {
+        let s = self.scan_prefix_shared(prefix, limit, c, None).await?;
+        Ok(ScanOutcome {
+            kvs: s.kvs.iter().map(to_client_kv).collect(),
+            more: s.more,
+        })
+    }
+
+    /// Up to `limit` live pairs under `prefix` in key order (`limit` 0 =
+    /// `limits.max_scan_limit`, larger limits are capped to it), sharing
+    /// the state machine's bytes. With a `budget`, the page ends before the
+    /// pair that would pass it (by [`read_cost`]; the first pair is always
+    /// returned) and `more` is set: nothing past the budget is read or
+    /// copied.
+    pub(crate) async fn scan_prefix_shared(
+        &self,
+        prefix: Bytes,
+        limit: u32,
+        c: Consistency,
+        budget: Option<usize>,
+    ) -> Result<SharedScan> {
         if prefix.len() > self.config.limits.max_key_bytes {
             return Err(Error::InvalidArgument(format!(
                 "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
@@ -860,27 +974,51 @@ impl Shared {
         let max = self.config.limits.max_scan_limit;
         let limit = if limit == 0 { max } else { limit.min(max) } as usize;
         self.read_barrier(c).await?;
-        let mut kvs = self
-            .sm()?
-            .scan_prefix(&prefix, limit + 1, now_ms())
+        let mut kvs = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        self.sm()?
+            .scan_prefix_each(&prefix, now_ms(), &mut |kv| {
+                let n = read_cost(&kv);
+                let over_budget = budget.is_some_and(|b| bytes + n > b) && !kvs.is_empty();
+                if kvs.len() == limit || over_budget {
+                    more = true;
+                    return false;
+                }
+                bytes += n;
+                kvs.push(kv);
+                true
+            })
             .map_err(sm_err)?;
-        let more = kvs.len() > limit;
-        kvs.truncate(limit);
-        Ok(ScanOutcome {
-            kvs: kvs.iter().map(to_client_kv).collect(),
-            more,
-        })
+        Ok(SharedScan { kvs, more })
     }
 
+    /// A watch for the embedded API (client types; see [`WatchHub::watch_client`]).
     pub(crate) fn watch(
         &self,
         key: Bytes,
         prefix: bool,
         start_revision: u64,
     ) -> Result<WatchStream> {
+        self.check_watch(&key, prefix)?;
+        self.hub.watch_client(key, prefix, start_revision)
+    }
+
+    /// A watch whose events share the hub's bytes (see [`WatchHub::watch`]).
+    pub(crate) fn watch_shared(
+        &self,
+        key: Bytes,
+        prefix: bool,
+        start_revision: u64,
+    ) -> Result<HubStream> {
+        self.check_watch(&key, prefix)?;
+        self.hub.watch(key, prefix, start_revision)
+    }
+
+    fn check_watch(&self, key: &Bytes, prefix: bool) -> Result<()> {
         self.check_running()?;
         if !prefix {
-            self.validate_key(&key)?;
+            self.validate_key(key)?;
         } else if key.len() > self.config.limits.max_key_bytes {
             return Err(Error::InvalidArgument(format!(
                 "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
@@ -888,7 +1026,7 @@ impl Shared {
                 self.config.limits.max_key_bytes
             )));
         }
-        self.hub.watch(key, prefix, start_revision)
+        Ok(())
     }
 
     // ----- admin -----------------------------------------------------------

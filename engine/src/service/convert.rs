@@ -1,7 +1,13 @@
 //! Node-side values → `dengine.v1` messages.
+//!
+//! Keys and values of `KeyValue` messages are `bytes::Bytes` (see
+//! `proto/build.rs`): the conversions from the state machine's types share
+//! its bytes, they never copy them.
 
-use d_engine_client::{EventType, KeyValue, MemberInfo, MemberRole, WatchEvent};
+use bytes::Bytes;
+use d_engine_client::{KeyValue, MemberInfo, MemberRole};
 use d_engine_proto::v1 as pb;
+use d_engine_storage::sm::{KeyValue as SmKv, WatchEvent as SmEvent, WatchEventKind};
 
 use crate::runtime::handle::Header;
 
@@ -13,14 +19,27 @@ pub fn header(h: Header) -> Option<pb::ResponseHeader> {
     })
 }
 
+/// A client-typed key-value (owned `Vec`s, moved into the message).
 pub fn kv(k: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
-        key: k.key,
-        value: k.value,
+        key: Bytes::from(k.key),
+        value: Bytes::from(k.value),
         create_revision: k.create_revision,
         mod_revision: k.mod_revision,
         version: k.version,
         expires_at_ms: k.expires_at_ms,
+    }
+}
+
+/// A state-machine key-value; the message shares its key and value bytes.
+pub fn shared_kv(k: &SmKv) -> pb::KeyValue {
+    pb::KeyValue {
+        key: k.key.clone(),
+        value: k.value.clone(),
+        create_revision: k.create_revision,
+        mod_revision: k.mod_revision,
+        version: k.version,
+        expires_at_ms: k.expires_at_ms.unwrap_or(0),
     }
 }
 
@@ -40,17 +59,28 @@ pub fn members(ms: Vec<MemberInfo>) -> Vec<pb::Member> {
     ms.into_iter().map(member).collect()
 }
 
-pub fn event(e: WatchEvent) -> pb::WatchEvent {
+/// A watch event; the message shares the event's key and value bytes. A
+/// delete carries the key, an empty value and the deletion's revision.
+pub fn event(e: &SmEvent) -> pb::WatchEvent {
+    let (kind, kv) = match (&e.kind, &e.kv) {
+        (WatchEventKind::Put, Some(kv)) => (pb::EventType::Put, shared_kv(kv)),
+        (kind, _) => (
+            match kind {
+                WatchEventKind::Put => pb::EventType::Put,
+                WatchEventKind::Delete => pb::EventType::Delete,
+            },
+            pb::KeyValue {
+                key: e.key.clone(),
+                value: Bytes::new(),
+                create_revision: 0,
+                mod_revision: e.revision,
+                version: 0,
+                expires_at_ms: 0,
+            },
+        ),
+    };
     pb::WatchEvent {
-        r#type: match e.kind {
-            EventType::Put => pb::EventType::Put,
-            EventType::Delete => pb::EventType::Delete,
-        } as i32,
-        kv: Some(kv(e.kv)),
+        r#type: kind as i32,
+        kv: Some(kv),
     }
-}
-
-/// Protobuf-encoded size of a key-value (for response size budgeting).
-pub fn kv_encoded_len(k: &pb::KeyValue) -> usize {
-    prost::Message::encoded_len(k) + 8
 }

@@ -8,24 +8,30 @@
 //! Linearizable and lease reads go to the leader the same way; eventual
 //! reads and watches are served by any node.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use d_engine_client::Error;
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::kv_server::Kv;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::status::{limit, status};
 use super::validate;
 use crate::auth::{Access, Gate};
+use crate::runtime::shared::MultiRead;
+use crate::runtime::watch_hub::{Delivery, HubStream};
 use crate::runtime::NodeHandle;
 
 /// Events packed into one `WatchResponse` at most.
 const WATCH_EVENTS_PER_MESSAGE: usize = 256;
 /// Watch responses buffered per stream before back-pressure reaches the
-/// node's watcher (which cancels a watcher that falls too far behind).
+/// node's watcher (which cancels a watcher that falls too far behind; the
+/// events of buffered responses still count in its byte budget).
 const WATCH_STREAM_BUFFER: usize = 16;
 /// Response bytes kept free for headers and framing.
 const RESPONSE_SLACK: usize = 64 << 10;
@@ -100,12 +106,13 @@ impl Kv for KvService {
         let c = validate::consistency(r.consistency)?;
         let kv = self
             .node
-            .get(Bytes::from(r.key), c)
+            .shared
+            .get_shared(Bytes::from(r.key), c)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::GetResponse {
             header: self.header(),
-            kv: kv.map(convert::kv),
+            kv: kv.as_ref().map(convert::shared_kv),
         }))
     }
 
@@ -134,28 +141,43 @@ impl Kv for KvService {
             caller.require_key(k, Access::Read)?;
         }
         let c = validate::consistency(r.consistency)?;
-        let max = l.max_request_bytes;
         let keys: Vec<Bytes> = r.keys.into_iter().map(Bytes::from).collect();
-        let got = self.node.get_multi(keys, c).await.map_err(|e| status(&e))?;
-        let header = self.header();
-        let mut total = 0usize;
-        let mut results = Vec::with_capacity(got.len());
-        for kv in got {
-            let kv = kv.map(convert::kv);
-            total += kv.as_ref().map(convert::kv_encoded_len).unwrap_or(4);
-            results.push(pb::GetResponse { header: None, kv });
-        }
-        if total + RESPONSE_SLACK > max {
-            return Err(limit(
-                "keys",
-                max as u64,
-                format!(
-                    "the requested keys hold {total} bytes, more than one response may carry \
-                     ({max} bytes, limits.max_request_bytes); request fewer keys per call"
-                ),
-            ));
-        }
-        Ok(Response::new(pb::GetMultiResponse { header, results }))
+        validate::distinct_keys("keys", &keys)?;
+        // Read against the response budget: the node stops at it rather
+        // than reading (or copying) every key and measuring afterwards.
+        let max = l.max_request_bytes;
+        let budget = max.saturating_sub(RESPONSE_SLACK);
+        let got = self
+            .node
+            .shared
+            .get_multi_shared(keys, c, Some(budget))
+            .await
+            .map_err(|e| status(&e))?;
+        let got = match got {
+            MultiRead::Complete(got) => got,
+            MultiRead::OverBudget { read, bytes } => {
+                return Err(limit(
+                    "keys",
+                    max as u64,
+                    format!(
+                        "the first {read} of the requested keys already hold {bytes} bytes, \
+                         more than one response may carry ({max} bytes, \
+                         limits.max_request_bytes); request fewer keys per call"
+                    ),
+                ))
+            }
+        };
+        let results = got
+            .iter()
+            .map(|kv| pb::GetResponse {
+                header: None,
+                kv: kv.as_ref().map(convert::shared_kv),
+            })
+            .collect();
+        Ok(Response::new(pb::GetMultiResponse {
+            header: self.header(),
+            results,
+        }))
     }
 
     async fn delete(
@@ -225,35 +247,23 @@ impl Kv for KvService {
         validate::prefix(l, "prefix", &r.prefix)?;
         caller.require_prefix(&r.prefix, Access::Read)?;
         let c = validate::consistency(r.consistency)?;
+        // The page ends where it would exceed one response, before reading
+        // the pair that would pass it; `more` tells the client so.
         let budget = l.max_request_bytes.saturating_sub(RESPONSE_SLACK);
         let out = self
             .node
-            .scan_prefix(Bytes::from(r.prefix), r.limit, c)
+            .shared
+            .scan_prefix_shared(Bytes::from(r.prefix), r.limit, c, Some(budget))
             .await
             .map_err(|e| status(&e))?;
-        // Cut the page where it would exceed one response; `more` tells
-        // the client to continue after the last key returned.
-        let mut kvs = Vec::with_capacity(out.kvs.len());
-        let mut total = 0usize;
-        let mut more = out.more;
-        for kv in out.kvs {
-            let kv = convert::kv(kv);
-            let n = convert::kv_encoded_len(&kv);
-            if total + n > budget && !kvs.is_empty() {
-                more = true;
-                break;
-            }
-            total += n;
-            kvs.push(kv);
-        }
         Ok(Response::new(pb::ScanPrefixResponse {
             header: self.header(),
-            kvs,
-            more,
+            kvs: out.kvs.iter().map(convert::shared_kv).collect(),
+            more: out.more,
         }))
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = WatchOut;
 
     async fn watch(
         &self,
@@ -272,7 +282,8 @@ impl Kv for KvService {
         }
         let events = self
             .node
-            .watch(Bytes::from(r.key), r.prefix, r.start_revision)
+            .shared
+            .watch_shared(Bytes::from(r.key), r.prefix, r.start_revision)
             .map_err(|e| status(&e))?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let created = pb::WatchResponse {
@@ -281,7 +292,7 @@ impl Kv for KvService {
             ..Default::default()
         };
         // Cannot fail: the channel is new and has room.
-        let _ = tx.try_send(Ok(created));
+        let _ = tx.try_send((Ok(created), Vec::new()));
         let node = self.node.clone();
         let shutdown = self.shutdown.clone();
         let max = l.max_request_bytes;
@@ -289,7 +300,24 @@ impl Kv for KvService {
             let _permit = permit; // the quota place lasts as long as the watch
             pump_watch(node, events, tx, shutdown, max).await
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(WatchOut(rx)))
+    }
+}
+
+/// A watch response and the events it carries, which stay charged to the
+/// watcher's `watch.max_buffer_bytes` until the transport takes the message.
+type Outgoing = (Result<pb::WatchResponse, Status>, Vec<Delivery>);
+
+/// The response stream of one watch. Each message's [`Delivery`]s are
+/// dropped (uncharged) when the transport polls the message out, so the
+/// watcher's byte budget covers the messages queued here too.
+pub struct WatchOut(mpsc::Receiver<Outgoing>);
+
+impl Stream for WatchOut {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(|(msg, _charged)| msg))
     }
 }
 
@@ -299,73 +327,87 @@ impl Kv for KvService {
 /// reason starts with an `ErrorCode` name.
 async fn pump_watch(
     node: NodeHandle,
-    mut events: crate::runtime::WatchStream,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    mut events: HubStream,
+    tx: mpsc::Sender<Outgoing>,
     mut shutdown: watch::Receiver<bool>,
     max_message_bytes: usize,
 ) {
     let budget = max_message_bytes.saturating_sub(RESPONSE_SLACK);
-    let cancel = |reason: String| pb::WatchResponse {
-        header: convert::header(node.header()),
-        canceled: true,
-        cancel_reason: reason,
-        ..Default::default()
+    let cancel = |reason: String| -> Outgoing {
+        (
+            Ok(pb::WatchResponse {
+                header: convert::header(node.header()),
+                canceled: true,
+                cancel_reason: reason,
+                ..Default::default()
+            }),
+            Vec::new(),
+        )
+    };
+    let events_msg = |events: Vec<pb::WatchEvent>, held: Vec<Delivery>| -> Outgoing {
+        (
+            Ok(pb::WatchResponse {
+                header: convert::header(node.header()),
+                events,
+                ..Default::default()
+            }),
+            held,
+        )
     };
     loop {
         tokio::select! {
             _ = tx.closed() => return,
             _ = stopping(&mut shutdown) => {
-                let _ = tx.send(Ok(cancel("SHUTTING_DOWN: the server is shutting down; reconnect to another node".into()))).await;
+                let _ = tx.send(cancel("SHUTTING_DOWN: the server is shutting down; reconnect to another node".into())).await;
                 return;
             }
             ev = events.recv() => {
                 let first = match ev {
                     None => {
-                        let _ = tx.send(Ok(cancel("SHUTTING_DOWN: the node stopped".into()))).await;
+                        let _ = tx.send(cancel("SHUTTING_DOWN: the node stopped".into())).await;
                         return;
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(Ok(cancel(cancel_reason(&e)))).await;
+                        let _ = tx.send(cancel(cancel_reason(&e))).await;
                         return;
                     }
                     Some(Ok(ev)) => ev,
                 };
-                let events_msg = |events: Vec<pb::WatchEvent>| pb::WatchResponse {
-                    header: convert::header(node.header()),
-                    events,
-                    ..Default::default()
-                };
                 // Batch what is already queued, cutting a message before it
                 // would exceed the response budget (history replays can
-                // hold many large values).
-                let first = convert::event(first);
-                let mut size = prost::Message::encoded_len(&first);
-                let mut batch = vec![first];
+                // hold many large values). The messages share the events'
+                // bytes; the deliveries travel with them to stay charged.
+                let ev = convert::event(first.event());
+                let mut size = prost::Message::encoded_len(&ev);
+                let mut batch = vec![ev];
+                let mut held = vec![first];
                 let mut end: Option<Error> = None;
                 while batch.len() < WATCH_EVENTS_PER_MESSAGE {
                     match events.try_recv() {
-                        Ok(Ok(ev)) => {
-                            let ev = convert::event(ev);
+                        Ok(Ok(d)) => {
+                            let ev = convert::event(d.event());
                             let n = prost::Message::encoded_len(&ev) + 8;
                             if size + n > budget {
                                 let full = std::mem::take(&mut batch);
-                                if tx.send(Ok(events_msg(full))).await.is_err() {
+                                let full_held = std::mem::take(&mut held);
+                                if tx.send(events_msg(full, full_held)).await.is_err() {
                                     return;
                                 }
                                 size = 0;
                             }
                             size += n;
                             batch.push(ev);
+                            held.push(d);
                         }
                         Ok(Err(e)) => { end = Some(e); break; }
                         Err(_) => break,
                     }
                 }
-                if tx.send(Ok(events_msg(batch))).await.is_err() {
+                if tx.send(events_msg(batch, held)).await.is_err() {
                     return;
                 }
                 if let Some(e) = end {
-                    let _ = tx.send(Ok(cancel(cancel_reason(&e)))).await;
+                    let _ = tx.send(cancel(cancel_reason(&e))).await;
                     return;
                 }
             }

@@ -132,7 +132,7 @@ async fn put_get_delete_cas_scan_over_grpc() {
             .unwrap()
             .into_inner();
         let got = got.kv.expect("present");
-        assert_eq!(got.value, b"one");
+        assert_eq!(got.value, &b"one"[..]);
         assert_eq!(got.mod_revision, put.revision);
     }
     kv.put(pb::PutRequest {
@@ -164,7 +164,7 @@ async fn put_get_delete_cas_scan_over_grpc() {
     let vals: Vec<Option<Vec<u8>>> = multi
         .results
         .into_iter()
-        .map(|r| r.kv.map(|k| k.value))
+        .map(|r| r.kv.map(|k| k.value.to_vec()))
         .collect();
     assert_eq!(
         vals,
@@ -181,7 +181,7 @@ async fn put_get_delete_cas_scan_over_grpc() {
         .unwrap()
         .into_inner();
     assert!(!cas.succeeded);
-    assert_eq!(cas.current.unwrap().value, b"one");
+    assert_eq!(cas.current.unwrap().value, &b"one"[..]);
     let del = kv
         .delete(pb::DeleteRequest {
             key: b"a/1".to_vec(),
@@ -458,5 +458,96 @@ async fn garbage_on_the_client_port_does_not_stop_the_server() {
     })
     .await
     .unwrap();
+    f.shutdown().await;
+}
+
+/// Values are shared, not copied, from the state machine into responses and
+/// into every watcher's events: two reads of one key and two watchers of it
+/// hand out the same bytes (one allocation), seen through the service itself
+/// (in process, before the transport encodes anything).
+#[tokio::test]
+async fn reads_and_watch_events_share_one_copy_of_a_value() {
+    use d_engine_proto::v1::kv_server::Kv;
+    use tokio_stream::StreamExt;
+    use tonic::Request;
+
+    let f = Fixture::start().await;
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let svc = super::kv::KvService::new(f.engine.handle().clone(), stopping);
+    let watch = |prefix: bool| pb::WatchRequest {
+        key: b"shared".to_vec(),
+        prefix,
+        ..Default::default()
+    };
+    let mut w1 = svc
+        .watch(Request::new(watch(false)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut w2 = svc
+        .watch(Request::new(watch(true)))
+        .await
+        .unwrap()
+        .into_inner();
+    for w in [&mut w1, &mut w2] {
+        assert!(w.next().await.unwrap().unwrap().created);
+    }
+    svc.put(Request::new(pb::PutRequest {
+        key: b"shared".to_vec(),
+        value: vec![9; 256 << 10],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let mut event_value = Vec::new();
+    for w in [&mut w1, &mut w2] {
+        let msg = tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("the event arrives")
+            .unwrap()
+            .unwrap();
+        let kv = msg.events[0].kv.as_ref().unwrap();
+        assert_eq!(kv.value.len(), 256 << 10);
+        event_value.push(kv.value.as_ptr());
+    }
+    assert_eq!(
+        event_value[0], event_value[1],
+        "both watchers' events point at one copy of the value"
+    );
+    let get = || {
+        svc.get(Request::new(pb::GetRequest {
+            key: b"shared".to_vec(),
+            consistency: pb::Consistency::Linearizable as i32,
+        }))
+    };
+    let a = get().await.unwrap().into_inner().kv.unwrap();
+    let b = get().await.unwrap().into_inner().kv.unwrap();
+    assert_eq!(a.value.len(), 256 << 10);
+    assert_eq!(
+        a.value.as_ptr(),
+        b.value.as_ptr(),
+        "two reads of one key return the stored value, not copies"
+    );
+    let multi = svc
+        .get_multi(Request::new(pb::GetMultiRequest {
+            keys: vec![b"shared".to_vec()],
+            consistency: pb::Consistency::Linearizable as i32,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = multi.results[0].kv.as_ref().unwrap();
+    assert_eq!(m.value.as_ptr(), a.value.as_ptr());
+    let scan = svc
+        .scan_prefix(Request::new(pb::ScanPrefixRequest {
+            prefix: b"shared".to_vec(),
+            limit: 0,
+            consistency: pb::Consistency::Linearizable as i32,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scan.kvs[0].value.as_ptr(), a.value.as_ptr());
+    drop((w1, w2));
     f.shutdown().await;
 }

@@ -56,6 +56,19 @@ fn size(field: &str, len: usize, max: usize, key: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// GetMulti's keys are distinct: a repeated key is refused (not folded),
+/// naming both positions and the key, before anything is read. `field`
+/// names the list ("keys").
+pub fn distinct_keys(field: &str, keys: &[bytes::Bytes]) -> Result<(), Status> {
+    match crate::runtime::shared::first_duplicate(keys) {
+        None => Ok(()),
+        Some((first, again)) => Err(invalid(
+            &format!("{field}[{again}]"),
+            crate::runtime::shared::duplicate_key_message(keys, first, again),
+        )),
+    }
+}
+
 /// The request's consistency; UNSPECIFIED means LINEARIZABLE.
 pub fn consistency(raw: i32) -> Result<Consistency, Status> {
     match pb::Consistency::try_from(raw) {
@@ -181,6 +194,23 @@ mod tests {
             e.message()
         );
         assert_eq!(info(&e)["field"], "value");
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_naming_the_key() {
+        let k = |s: &'static str| bytes::Bytes::from_static(s.as_bytes());
+        distinct_keys("keys", &[k("a"), k("b")]).unwrap();
+        distinct_keys("keys", &[]).unwrap();
+        let e = distinct_keys("keys", &[k("a"), k("b"), k("c"), k("b")]).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message().contains("keys[3] repeats keys[1] ('b')"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(info(&e)["field"], "keys[3]");
+        let e = distinct_keys("keys", &[k("\u{1}x"), k("\u{1}x")]).unwrap_err();
+        assert!(e.message().contains("\\x01x"), "{}", e.message());
     }
 
     #[test]

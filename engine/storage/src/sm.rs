@@ -275,13 +275,40 @@ pub trait StateMachine: Send + Sync {
     /// Like `get` but also returns expired, not yet reaped keys.
     fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError>;
 
-    /// Up to `limit` live keys starting with `prefix`, in key order.
+    /// Up to `limit` live keys starting with `prefix`, in key order
+    /// (built on [`StateMachine::scan_prefix_each`]).
     fn scan_prefix(
         &self,
         prefix: &[u8],
         limit: usize,
         now_ms: u64,
-    ) -> Result<Vec<KeyValue>, SmError>;
+    ) -> Result<Vec<KeyValue>, SmError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_prefix_each(prefix, now_ms, &mut |kv| {
+            out.push(kv);
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Hands the live keys starting with `prefix` to `visit` one at a time,
+    /// in key order, until `visit` returns false or the keys run out.
+    ///
+    /// Lazy: a pair is read (and, for an on-disk backend, copied out) only
+    /// when it is visited, so a caller that stops at a byte budget reads no
+    /// further. The values handed out share the stored bytes where the
+    /// backend keeps them in memory (the memory state machine); they are
+    /// never copies per call there. All visited pairs belong to one point
+    /// in time (whole applied batches).
+    fn scan_prefix_each(
+        &self,
+        prefix: &[u8],
+        now_ms: u64,
+        visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError>;
 
     /// The earliest TTL deadline (unix ms) of any stored key, expired or
     /// not; `None` when no key has a TTL. The leader uses it to skip

@@ -183,8 +183,8 @@ pub fn put_event(key: &[u8], value: &[u8], rev: u64) -> pb::WatchResponse {
         events: vec![pb::WatchEvent {
             r#type: pb::EventType::Put as i32,
             kv: Some(pb::KeyValue {
-                key: key.to_vec(),
-                value: value.to_vec(),
+                key: key.to_vec().into(),
+                value: value.to_vec().into(),
                 create_revision: rev,
                 mod_revision: rev,
                 version: 1,
@@ -279,8 +279,8 @@ impl Kv for Svc {
             s.store.insert(
                 r.key.clone(),
                 pb::KeyValue {
-                    key: r.key.clone(),
-                    value: r.value.clone(),
+                    key: r.key.clone().into(),
+                    value: r.value.clone().into(),
                     create_revision: rev,
                     mod_revision: rev,
                     version: 1,
@@ -371,8 +371,8 @@ impl Kv for Svc {
                         s.store.insert(
                             r.key.clone(),
                             pb::KeyValue {
-                                key: r.key.clone(),
-                                value: v.clone(),
+                                key: r.key.clone().into(),
+                                value: v.clone().into(),
                                 create_revision: rev,
                                 mod_revision: rev,
                                 version: 1,

@@ -453,6 +453,15 @@ pub fn scan_prefix_order_and_limit(f: Factory<'_>, dir: &Path) {
     );
     assert_eq!(sm.scan_prefix(b"p/", 2, 100).unwrap().len(), 2);
     assert_eq!(sm.scan_prefix(b"p/", 10, 0).unwrap().len(), 4);
+    assert!(sm.scan_prefix(b"p/", 0, 0).unwrap().is_empty());
+    // The visitor stops the scan: nothing past the pair it declined.
+    let mut seen = Vec::new();
+    sm.scan_prefix_each(b"p/", 0, &mut |kv| {
+        seen.push(kv.key);
+        seen.len() < 2
+    })
+    .unwrap();
+    assert_eq!(seen, vec!["p/1", "p/2"], "stops after the visitor says so");
 }
 
 /// Applies a varied history (puts, TTLs, CAS, deletes, membership, client sessions).

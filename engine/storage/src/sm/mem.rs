@@ -243,22 +243,26 @@ impl StateMachine for MemStateMachine {
             .map(|v| KeyValue::clone(v)))
     }
 
-    fn scan_prefix(
+    fn scan_prefix_each(
         &self,
         prefix: &[u8],
-        limit: usize,
         now_ms: u64,
-    ) -> Result<Vec<KeyValue>, SmError> {
+        visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError> {
         let v = self.current();
-        Ok(v.kv
-            .kv
-            .range::<_, [u8]>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_expired(now_ms))
-            .take(limit)
-            .map(|v| KeyValue::clone(v))
-            .collect())
+        let live =
+            v.kv.kv
+                .range::<_, [u8]>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| v)
+                .filter(|v| !v.is_expired(now_ms));
+        for kv in live {
+            // A clone shares the stored key and value bytes.
+            if !visit(KeyValue::clone(kv)) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {

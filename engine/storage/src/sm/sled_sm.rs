@@ -682,26 +682,22 @@ impl StateMachine for SledStateMachine {
         read_kv(&self.db().db, key)
     }
 
-    fn scan_prefix(
+    fn scan_prefix_each(
         &self,
         prefix: &[u8],
-        limit: usize,
         now_ms: u64,
-    ) -> Result<Vec<KeyValue>, SmError> {
+        visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError> {
         self.check()?;
         let db = self.db();
-        let mut out = Vec::new();
         for item in db.db.scan_prefix(prefixed(P_KV, prefix)) {
-            if out.len() >= limit {
-                break;
-            }
             let (k, v) = item?;
             let kv = decode_kv_entry(&k, &v)?;
-            if !kv.is_expired(now_ms) {
-                out.push(kv);
+            if !kv.is_expired(now_ms) && !visit(kv) {
+                break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
