@@ -363,7 +363,7 @@ impl Kv for Svc {
         self.gate("cas", r.write_id, 0, true).await?;
         let mut ok = false;
         let rev = self.write(r.write_id, |s, rev| {
-            let cur = s.store.get(&r.key).map(|kv| kv.value.clone());
+            let cur = s.store.get(&r.key).map(|kv| kv.value.to_vec());
             ok = cur == r.expected_value;
             if ok {
                 match &r.new_value {
