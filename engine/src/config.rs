@@ -1030,6 +1030,7 @@ impl Config {
             1,
             1_000_000,
         )?;
+        range(
             "watch.max_buffer_bytes",
             self.watch.max_buffer_bytes,
             64 << 10,
