@@ -97,7 +97,7 @@ async fn get(kv: &mut KvClient<Channel>, token: &str, key: &str) -> Option<Vec<u
     .unwrap()
     .into_inner()
     .kv
-    .map(|kv| kv.value)
+    .map(|kv| kv.value.to_vec())
 }
 
 /// Before: mallory, reusing alice's client id, got alice's remembered CAS
@@ -126,7 +126,7 @@ async fn another_users_client_id_reaches_only_its_own_session() {
         .unwrap()
         .into_inner();
     assert!(!cas.succeeded);
-    assert_eq!(cas.current.unwrap().value, b"s3cret");
+    assert_eq!(cas.current.unwrap().value, &b"s3cret"[..]);
 
     // mallory sends her own CAS with alice's write id: it is applied as
     // hers and says nothing about alice's key.
@@ -147,7 +147,7 @@ async fn another_users_client_id_reaches_only_its_own_session() {
     let leaked = m
         .current
         .as_ref()
-        .is_some_and(|kv| kv.value == b"s3cret" || kv.key == b"alice/secret");
+        .is_some_and(|kv| kv.value == b"s3cret"[..] || kv.key == b"alice/secret"[..]);
     assert!(!leaked, "mallory read alice's remembered result: {m:?}");
     assert!(m.succeeded, "mallory's own CAS was not applied: {m:?}");
     assert_eq!(get(&mut kv, MALLORY, "shared/m").await, Some(b"m".to_vec()));
