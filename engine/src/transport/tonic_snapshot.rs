@@ -236,8 +236,8 @@ fn status_text(s: &Status) -> String {
 // ---- receiver ---------------------------------------------------------
 
 /// Free space an inbound snapshot must leave on the staging filesystem:
-/// 1/20 of its size, at least this much.
-pub const MIN_FREE_MARGIN_BYTES: u64 = 64 << 20;
+/// 1/20 of its size, at most this much.
+pub const MAX_FREE_MARGIN_BYTES: u64 = 64 << 20;
 
 /// Stages one inbound transfer; every outcome is reported on `acks`.
 ///
@@ -338,10 +338,12 @@ fn staging_prefix(from: NodeId) -> String {
 }
 
 /// Free space an inbound snapshot must leave on a filesystem of `total`
-/// bytes: 1/20 of it, at least [`MIN_FREE_MARGIN_BYTES`] (the WAL and the
-/// state machine need room to keep serving writes).
+/// bytes: 1/20 of it, at most [`MAX_FREE_MARGIN_BYTES`] (the WAL and the
+/// state machine need room to keep serving writes). Capped, not floored: on
+/// a small disk a fixed floor would refuse every snapshot, and a follower
+/// behind the leader's log could then never catch up.
 pub fn free_space_margin(total: u64) -> u64 {
-    (total / 20).max(MIN_FREE_MARGIN_BYTES)
+    (total / 20).min(MAX_FREE_MARGIN_BYTES)
 }
 
 /// The next chunk, or an error once `idle` passes without one.
