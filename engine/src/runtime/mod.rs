@@ -20,6 +20,7 @@
 mod addr;
 mod apply;
 mod core_loop;
+mod failure;
 pub mod handle;
 mod inbox;
 mod node;
@@ -33,4 +34,5 @@ pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
     WatchStream, WriteId,
 };
+pub use failure::NodeFailure;
 pub use node::{start, StartError};
