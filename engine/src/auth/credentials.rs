@@ -11,6 +11,8 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
+use crate::config::auth::hex;
+
 /// The metadata key carrying credentials.
 pub const AUTHORIZATION: &str = "authorization";
 
@@ -108,20 +110,9 @@ impl Credentials {
     }
 }
 
-/// sha256 of `data` as 64 lowercase hex digits (how tokens are configured).
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
+/// [`sha256_hex`] lives with the `[auth]` configuration, whose validation
+/// needs it; re-exported here under its old path.
+pub use crate::config::auth::sha256_hex;
 
 /// Hashes a password into an Argon2id PHC string with a random salt
 /// (default parameters: 19 MiB, 2 passes).

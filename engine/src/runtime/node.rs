@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use d_engine_client::LeaderInfo;
 use d_engine_core::{Member, MemberRole, Membership, RaftNode, RestoreState, SnapshotMeta};
@@ -23,7 +23,7 @@ use d_engine_storage::sm::{
     open_or_rebuild, MemStateMachine, OpenOutcome, SledOptions, StateMachine,
 };
 use d_engine_storage::snapshot::SnapshotStore;
-use d_engine_storage::wal::{LogStore, SyncMode, Wal, WalOptions};
+use d_engine_storage::wal::{LogStore, Wal};
 use tokio::sync::watch;
 
 use super::addr::MemberAddr;
@@ -32,7 +32,7 @@ use super::handle::NodeHandle;
 use super::shared::*;
 use super::watch_hub::WatchHub;
 use super::{apply, wal_thread};
-use crate::config::{Config, ConfigError, DurabilityMode, StateMachineBackend};
+use crate::config::{Config, ConfigError, StateMachineBackend};
 use crate::transport::{PeerInbox, Transport};
 
 /// Why a node could not start.
@@ -97,16 +97,7 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
     }
     let quarantined = valid.quarantined;
     let latest = valid.latest.map(|i| (i.meta, i.path));
-    let wal_opts = WalOptions {
-        segment_size: config.durability.segment_bytes,
-        sync_mode: match config.durability.mode {
-            DurabilityMode::Fsync => SyncMode::Always,
-            DurabilityMode::Periodic => SyncMode::Periodic {
-                interval_ms: config.durability.interval_ms,
-            },
-        },
-        ..WalOptions::default()
-    };
+    let wal_opts = config.durability.wal_options();
     let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage("WAL"))?;
     if let Some(t) = &recovered.torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
@@ -343,17 +334,12 @@ where
         .store(snapshot_index, std::sync::atomic::Ordering::Release);
     let transport = make_transport(shared.peer_inbox());
 
-    let periodic = match shared.config.durability.mode {
-        DurabilityMode::Fsync => None,
-        DurabilityMode::Periodic => {
-            Some(Duration::from_millis(shared.config.durability.interval_ms))
-        }
-    };
+    let periodic = shared.config.durability.sync_interval();
     let (wal_tx, wal_h) = wal_thread::spawn(st.wal, periodic, input_tx, shared.id)?;
     let (apply_tx, apply_h) = apply::spawn(shared.clone(), st.sm, applied_tx)?;
 
     let tick = shared.config.tick();
-    let expire = Duration::from_millis(shared.config.ttl.expire_interval_ms);
+    let expire = shared.config.ttl.expire_interval();
     let core_loop = CoreLoop {
         shared: shared.clone(),
         core,
