@@ -38,13 +38,13 @@
 //!   configurations that pass [`Config::validate`]; checks run section by
 //!   section in a fixed order, so the first problem reported is stable.
 //!
-//! One file per concern, each with its keys, defaults, checks and tests:
-//! [`cluster`](self::cluster) (identity, members, addresses),
-//! [`raft`](self::raft), [`limits`](self::limits) (limits, batching, queues),
-//! [`storage`](self::storage) (durability, quota, snapshots, state machine),
-//! [`watch`](self::watch), [`ttl`](self::ttl), [`embedded`](self::embedded),
-//! [`tls`](self::tls), [`peer`](self::peer) (peer authentication) and
-//! [`auth`] (client authentication and authorization).
+//! One file per concern, each with its keys, defaults, checks and tests
+//! (their types are re-exported here): `cluster` (identity, members,
+//! addresses), `raft`, `limits` (limits, batching, queues), `storage`
+//! (durability, quota, snapshots, state machine), `watch`, `ttl`,
+//! `embedded`, `tls`, `peer` (peer authentication) and [`auth`] (client
+//! authentication and authorization; public, as `crate::auth::config`
+//! names it).
 
 use std::collections::BTreeMap;
 use std::fmt;
