@@ -369,6 +369,34 @@ mod tests {
         assert_eq!(c.core_config().heartbeat_ticks, 6);
     }
 
+    /// The layer rule of this module: no file under `src/config/` imports
+    /// another module of this crate (`crate::…`, or `super::super::…`).
+    #[test]
+    fn config_imports_nothing_above_it() {
+        // Spelled in two pieces so that this test does not find itself.
+        let needles = [concat!("crate", "::"), concat!("super::", "super")];
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                assert!(
+                    !needles.iter().any(|n| code.contains(n)),
+                    "{}:{}: config must not import from above it: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        assert!(files > 1, "no files found in {}", dir.display());
+    }
+
     #[test]
     fn sections_are_checked_in_a_fixed_order() {
         // Two bad keys: the one in the earlier section is reported.
