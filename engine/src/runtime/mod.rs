@@ -22,6 +22,10 @@ mod apply;
 mod core_loop;
 mod failure;
 pub mod handle;
+/// The host contract's order of effects, shared by the consensus loop and
+/// the simulator (`tests/`); not a user API.
+#[doc(hidden)]
+pub mod host;
 mod inbox;
 mod node;
 pub(crate) mod quota;
@@ -30,9 +34,9 @@ mod wal_thread;
 pub(crate) mod watch_hub;
 
 pub use addr::MemberAddr;
+pub use failure::NodeFailure;
 pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
     WatchStream, WriteId,
 };
-pub use failure::NodeFailure;
 pub use node::{start, StartError};
