@@ -34,6 +34,10 @@ pub enum NodeFailure {
     /// A runtime thread ended unexpectedly (panic or closed channel).
     #[error("{0}")]
     Thread(String),
+    /// The host contract was broken (for example the core asked to install
+    /// a snapshot that was never staged): a bug, never a disk problem.
+    #[error("{0}")]
+    HostContract(String),
 }
 
 impl NodeFailure {

@@ -22,6 +22,10 @@ mod apply;
 mod core_loop;
 mod failure;
 pub mod handle;
+/// The host contract's order of effects, shared by the consensus loop and
+/// the simulator (`tests/`); not a user API.
+#[doc(hidden)]
+pub mod host;
 mod inbox;
 mod node;
 pub(crate) mod quota;

@@ -1,43 +1,69 @@
-//! Executing a `Ready` exactly as the host contract prescribes
-//! (`engine/core/src/ready.rs`), with the contract checks on the way.
+//! The simulated host's effects for each part of a `Ready`. The order is
+//! not decided here: [`World::execute`] hands each `Ready` to the engine's
+//! own `d_engine::runtime::host::process_ready` (the code the real
+//! consensus loop runs), with [`SimEffects`] doing the work in memory and
+//! checking the host contract on the way:
+//!
+//! - the hard state is durable at once (`HostBug::SkipHardState` drops it);
+//! - entries are queued on the simulated disk and become durable (and
+//!   reported with `log_persisted`) when their write completes; a crash
+//!   loses the queue (`HostBug::AckBeforeFsync` reports them at once);
+//! - messages go through the lossy simulated network;
+//! - committed entries are applied to the in-memory state machine, which
+//!   may be flushed to the durable half at random;
+//! - reads are served once applied; snapshots are created, sent and
+//!   installed in memory.
+//!
+//! Every effect returns a `Violation` when the core broke the contract.
+
+use d_engine::runtime::host::{process_ready, HostEffects};
+use d_engine_core::{HardState, ReadReady, ReadRefused};
 
 use super::*;
 
-impl World {
-    /// Executes one `Ready` in the contract's order.
-    pub(super) fn execute(&mut self, h: &mut Host, rd: Ready) -> Check {
+/// The effects of one node's host, for one `Ready`.
+struct SimEffects<'a> {
+    world: &'a mut World,
+    host: &'a mut Host,
+}
+
+impl HostEffects for SimEffects<'_> {
+    type Error = Violation;
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Check {
+        self.world.install_snapshot(self.host, meta)
+    }
+
+    fn persist_hard_state(&mut self, hs: HardState) -> Check {
+        let id = self.host.id;
+        let skip = self.world.opts.bug == Some(HostBug::SkipHardState);
+        let d = self.world.durable(id);
+        contract::check_hard_state(id, &d.hard_state, &hs)?;
+        if !skip {
+            d.hard_state = hs;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: Vec<Entry>) -> Check {
+        self.world.append(self.host, entries)
+    }
+
+    fn send(&mut self, msg: Message) -> Check {
+        self.world.check_and_send(self.host, msg)
+    }
+
+    fn apply(&mut self, committed: Vec<Entry>) -> Check {
+        for e in committed {
+            self.world.apply_entry(self.host, e)?;
+        }
+        Ok(())
+    }
+
+    fn release_reads(&mut self, reads: Vec<ReadReady>, refused: Vec<ReadRefused>) -> Check {
+        let (world, h) = (&mut *self.world, &mut *self.host);
         let id = h.id;
-        if self.tracing() && !rd.is_empty() {
-            let s = summarize(&rd);
-            self.trace_line(|| format!("n{id} READY {s}"));
-        }
-        // 1. Install a snapshot, atomically.
-        if let Some(meta) = rd.snapshot_to_install {
-            self.install_snapshot(h, meta)?;
-        }
-        // 2. Hard state, synchronously.
-        if let Some(hs) = rd.hard_state {
-            let skip = self.opts.bug == Some(HostBug::SkipHardState);
-            let d = self.durable(id);
-            contract::check_hard_state(id, &d.hard_state, &hs)?;
-            if !skip {
-                d.hard_state = hs;
-            }
-        }
-        // 3. Start persisting entries.
-        if !rd.entries.is_empty() {
-            self.append(h, rd.entries)?;
-        }
-        // 4. Send.
-        for m in rd.messages {
-            self.check_and_send(h, m)?;
-        }
-        // 5. Apply.
-        for e in rd.committed {
-            self.apply_entry(h, e)?;
-        }
-        // 6. Reads.
-        for r in rd.reads {
+        for r in reads {
             let Some(op) = h.reads_waiting.remove(&r.id) else {
                 return Err(Violation::new(
                     "host-contract",
@@ -46,7 +72,7 @@ impl World {
             };
             h.reads_ready.push((r.read_index, op));
         }
-        for r in rd.refused_reads {
+        for r in refused {
             let Some(op) = h.reads_waiting.remove(&r.id) else {
                 return Err(Violation::new(
                     "host-contract",
@@ -57,17 +83,35 @@ impl World {
                 ProposeError::NotLeader { leader } => leader,
                 _ => None,
             };
-            self.complete_op(op, Outcome::Failed(format!("{:?}", r.error)), hint);
+            world.complete_op(op, Outcome::Failed(format!("{:?}", r.error)), hint);
         }
-        self.serve_reads(h)?;
-        // 7. Snapshots.
-        if rd.create_snapshot {
-            self.create_snapshot(h)?;
+        world.serve_reads(h)
+    }
+
+    fn create_snapshot(&mut self) -> Check {
+        self.world.create_snapshot(self.host)
+    }
+
+    fn send_snapshot(&mut self, to: NodeId) -> Check {
+        self.world.send_snapshot(self.host, to)
+    }
+}
+
+impl World {
+    /// Executes one `Ready` with the engine's own processor.
+    pub(super) fn execute(&mut self, h: &mut Host, rd: Ready) -> Check {
+        if self.tracing() && !rd.is_empty() {
+            let s = summarize(&rd);
+            let id = h.id;
+            self.trace_line(|| format!("n{id} READY {s}"));
         }
-        for to in rd.send_snapshot_to {
-            self.send_snapshot(h, to)?;
-        }
-        Ok(())
+        process_ready(
+            rd,
+            &mut SimEffects {
+                world: self,
+                host: h,
+            },
+        )
     }
 
     pub(super) fn append(&mut self, h: &mut Host, entries: Vec<Entry>) -> Check {

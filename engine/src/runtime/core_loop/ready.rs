@@ -1,0 +1,148 @@
+//! The consensus loop's effects for the host contract: how this node
+//! executes each part of a `Ready` (the order is [`host::process_ready`]'s).
+//!
+//! - a changed term/vote is saved synchronously before anything is sent; a
+//!   commit-only change is not saved (an optimisation the contract allows);
+//! - entries go to the WAL thread (after the commit floor, in the same
+//!   wake-up), which fsyncs in groups and reports `log_persisted` through the
+//!   input queue: messages go out while the leader's own fsync runs;
+//! - committed entries and the waiters registered for them go to the apply
+//!   thread; confirmed reads are released at once when already applied,
+//!   otherwise parked on the apply thread;
+//! - snapshot creation and transfers start here and finish on other threads
+//!   (`snapshot.rs`).
+
+use std::sync::atomic::Ordering;
+
+use d_engine_core::{
+    Entry, HardState, Index, Message, NodeId, ReadReady, ReadRefused, SnapshotMeta,
+};
+
+use super::super::apply::ApplyTask;
+use super::super::failure::NodeFailure;
+use super::super::host::{self, HostEffects};
+use super::super::shared::ReadWaiter;
+use super::super::wal_thread::WalTask;
+use super::CoreLoop;
+
+impl CoreLoop {
+    /// Executes every pending `Ready` in contract order, then starts a
+    /// snapshot if the committed log passed `snapshot.threshold_bytes`.
+    pub(crate) fn process_ready(&mut self) -> Result<(), NodeFailure> {
+        while self.core.has_ready() {
+            let rd = self.core.ready();
+            host::process_ready(rd, self)?;
+        }
+        self.maybe_snapshot_for_bytes();
+        Ok(())
+    }
+
+    /// Hands the buffered proposal waiters to the apply thread. Called just
+    /// before every task that can apply entries or fail waiters, so a
+    /// waiter is registered before its entry is applied, without a wake-up
+    /// of the apply thread per proposal batch.
+    pub(super) fn register_waiters(&mut self) {
+        if !self.unregistered.is_empty() {
+            let list = std::mem::take(&mut self.unregistered);
+            let _ = self.apply_tx.send(ApplyTask::Register(list));
+        }
+    }
+
+    /// Confirmed reads at `read_index`: released here when the state machine
+    /// has already applied that far (the common case: no hop through the
+    /// apply thread), otherwise parked on the apply thread, which releases
+    /// them once it applies `read_index` (it re-checks, so an apply racing
+    /// with this check loses no read).
+    fn release_or_park_reads(&mut self, read_index: Index, waiters: Vec<ReadWaiter>) {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if let Some(waiters) = ReadWaiter::release_if_applied(read_index, applied, waiters) {
+            let _ = self.apply_tx.send(ApplyTask::ReadAt {
+                index: read_index,
+                waiters,
+            });
+        }
+    }
+
+    /// Tells the WAL the commit index it must never truncate below. Sent
+    /// just before the next append (the only task that can truncate), in
+    /// the same wake-up, not on every commit: a separate wake-up of the WAL
+    /// thread per write would cost CPU the apply thread needs.
+    fn send_commit_floor(&mut self) {
+        if self.commit_to_send > self.last_commit_sent {
+            self.last_commit_sent = self.commit_to_send;
+            let _ = self
+                .wal_tx
+                .send(WalTask::SetCommitted(self.last_commit_sent));
+        }
+    }
+}
+
+impl HostEffects for CoreLoop {
+    type Error = NodeFailure;
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), NodeFailure> {
+        self.install_staged_snapshot(meta)
+    }
+
+    fn persist_hard_state(&mut self, hs: HardState) -> Result<(), NodeFailure> {
+        if self.hard_state.term_or_vote_changed(&hs) {
+            self.hard_state.save(&hs)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: Vec<Entry>) -> Result<(), NodeFailure> {
+        self.send_commit_floor();
+        let _ = self.wal_tx.send(WalTask::Append(entries));
+        Ok(())
+    }
+
+    fn send(&mut self, msg: Message) -> Result<(), NodeFailure> {
+        self.transport.send(msg);
+        Ok(())
+    }
+
+    fn apply(&mut self, committed: Vec<Entry>) -> Result<(), NodeFailure> {
+        let Some(last) = committed.last() else {
+            return Ok(());
+        };
+        self.last_committed_term = last.term;
+        let commit = last.index;
+        self.log_bytes.committed(&committed);
+        self.register_waiters();
+        let _ = self.apply_tx.send(ApplyTask::Apply(committed));
+        self.commit_to_send = self.commit_to_send.max(commit);
+        Ok(())
+    }
+
+    fn release_reads(
+        &mut self,
+        reads: Vec<ReadReady>,
+        refused: Vec<ReadRefused>,
+    ) -> Result<(), NodeFailure> {
+        for r in reads {
+            if let Some(waiters) = self.read_batches.remove(&r.id) {
+                self.release_or_park_reads(r.read_index, waiters);
+            }
+        }
+        for r in refused {
+            if let Some(waiters) = self.read_batches.remove(&r.id) {
+                let e = self.shared.map_propose_error(r.error);
+                for w in waiters {
+                    w.complete(Err(e.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_snapshot(&mut self) -> Result<(), NodeFailure> {
+        self.request_snapshot(None);
+        Ok(())
+    }
+
+    fn send_snapshot(&mut self, to: NodeId) -> Result<(), NodeFailure> {
+        self.start_snapshot_transfer(to);
+        Ok(())
+    }
+}
