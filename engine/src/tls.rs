@@ -18,7 +18,6 @@
 //! Every file problem is a [`ConfigError`] naming the key and the path.
 
 use d_engine_client::tls::{check_certs, check_key, read_file};
-use d_engine_client::TlsOptions;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -61,7 +60,7 @@ pub struct NodeTls {
     /// How this node's embedded client forwards to other nodes' TLS client
     /// API: trusting `ca_file` and presenting the node certificate.
     /// `None` when the client API is plaintext or no CA is configured.
-    pub forward: Option<TlsOptions>,
+    pub forward: Option<ClientTlsConfig>,
 }
 
 struct Files {
@@ -182,9 +181,9 @@ impl NodeTls {
             out.client_api = Some(s);
             if let Some(ca) = &f.ca {
                 out.forward = Some(
-                    TlsOptions::new()
-                        .ca_pem(ca.clone())
-                        .client_cert_pem(f.cert.clone(), f.key.clone()),
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(ca))
+                        .identity(identity.clone()),
                 );
             }
         }

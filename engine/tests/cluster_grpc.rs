@@ -43,6 +43,14 @@ async fn cluster(n: u64, forward: bool) -> Vec<Node> {
 
 /// [`cluster`] with another election timeout (heartbeats at a fifth of it).
 async fn cluster_with(n: u64, forward: bool, election_timeout_ms: u64) -> Vec<Node> {
+    cluster_tuned(n, election_timeout_ms, |c| {
+        c.embedded.forward_to_leader = forward
+    })
+    .await
+}
+
+/// [`cluster_with`], each node's configuration changed by `tune`.
+async fn cluster_tuned(n: u64, election_timeout_ms: u64, tune: impl Fn(&mut Config)) -> Vec<Node> {
     init_log();
     let mut ls = Vec::new();
     for _ in 0..n {
@@ -62,9 +70,9 @@ async fn cluster_with(n: u64, forward: bool, election_timeout_ms: u64) -> Vec<No
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = base_config(i as u64 + 1, dir.path(), &pa, &ca);
         cfg.members = members.clone();
-        cfg.embedded.forward_to_leader = forward;
         cfg.raft.election_timeout_ms = election_timeout_ms;
         cfg.raft.heartbeat_interval_ms = election_timeout_ms / 5;
+        tune(&mut cfg);
         let engine = EmbeddedEngine::builder(cfg.clone())
             .peer_listener(pl)
             .client_listener(cl)
@@ -351,6 +359,72 @@ async fn follower_writes_are_forwarded_to_the_leader() {
     // The follower applies the same history (eventual read is local).
     fc.put(b"fwd2", b"x").await.unwrap();
     eventually_has(&nodes[f], b"fwd2", b"x").await;
+    // Multi-key reads and scans at the leader's consistency are forwarded.
+    fc.put_with_ttl(b"fwd3", b"y", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let got = fc
+        .get_multi(
+            vec![b"fwd2".to_vec(), b"nope".to_vec(), b"fwd3".to_vec()],
+            Consistency::Lease,
+        )
+        .await
+        .unwrap();
+    let values: Vec<Option<Vec<u8>>> = got.into_iter().map(|kv| kv.map(|kv| kv.value)).collect();
+    assert_eq!(values, [Some(b"x".to_vec()), None, Some(b"y".to_vec())]);
+    let kvs = fc
+        .scan_prefix(b"fwd", 0, Consistency::Linearizable)
+        .await
+        .unwrap();
+    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [b"fwd2".as_slice(), b"fwd3".as_slice()]);
+    assert!(kvs[1].expires_at_ms > 0, "the TTL was forwarded");
+    for n in &nodes {
+        e(n).stop().await.unwrap();
+    }
+}
+
+/// With `[auth]` on, a follower's forwarded calls act as the user owning
+/// `auth.forward_token` (checked by the leader like any client's), while
+/// the application's calls on the leader's own node are not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_calls_act_as_the_forward_token_user() {
+    use d_engine::auth::{sha256_hex, Access, AuthConfig, GrantConfig, RoleConfig, UserConfig};
+    const TOKEN: &str = "forwarder-token";
+    let nodes = cluster_tuned(3, 150, |c| {
+        c.auth = AuthConfig {
+            enabled: true,
+            forward_token: Some(TOKEN.into()),
+            roles: vec![RoleConfig {
+                name: "app-rw".into(),
+                grants: vec![GrantConfig {
+                    prefix: "app/".into(),
+                    access: Access::Readwrite,
+                }],
+            }],
+            users: vec![UserConfig {
+                name: "forwarder".into(),
+                password_hash: None,
+                tokens: vec![sha256_hex(TOKEN.as_bytes())],
+                roles: vec!["app-rw".into()],
+            }],
+            ..AuthConfig::default()
+        };
+    })
+    .await;
+    let l = leader_of(&nodes, Duration::from_secs(10)).await;
+    let fc = e(&nodes[(l + 1) % 3]).client();
+    fc.put(b"app/1", b"ok")
+        .await
+        .expect("granted to the token's user");
+    assert_eq!(fc.get(b"app/1").await.unwrap().unwrap().value, b"ok");
+    let err = fc.put(b"other/1", b"no").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    e(&nodes[l])
+        .client()
+        .put(b"other/1", b"local")
+        .await
+        .expect("the leader's own application is not checked");
     for n in &nodes {
         e(n).stop().await.unwrap();
     }

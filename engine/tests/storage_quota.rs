@@ -9,8 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use d_engine::runtime::Alarm;
-use d_engine::{Config, EmbeddedEngine, Error};
-use d_engine_client::ClientBuilder;
+use d_engine::{status_codec, Config, EmbeddedEngine, Error};
+use d_engine_proto::v1 as pb;
+use pb::admin_client::AdminClient;
+use pb::kv_client::KvClient;
+use tonic::transport::Channel;
 
 /// Key + value + 32 bytes of metadata: what the quota counts per key.
 fn logical(key: &str, value_len: usize) -> u64 {
@@ -97,30 +100,62 @@ async fn embedded_writes_past_the_quota_fail_with_no_space_and_deletes_clear_the
     e.stop().await.unwrap();
 }
 
+fn put(key: &str, value: &[u8]) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.into(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn alarms(admin: &mut AdminClient<Channel>) -> Vec<String> {
+    let st = admin.node_status(pb::NodeStatusRequest {}).await.unwrap();
+    st.into_inner().alarms
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_client_gets_no_space_and_sees_the_alarm_in_node_status() {
     let (engine, url, _dir) = common::single_node(|c| c.storage.quota_bytes = QUOTA).await;
-    let client = ClientBuilder::new(vec![url]).build().await.unwrap();
-    let kv = client.kv();
+    let ch = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let (mut kv, mut admin) = (KvClient::new(ch.clone()), AdminClient::new(ch));
     let v = vec![1u8; VALUE];
     for k in ["k1", "k2", "k3"] {
-        kv.put(k, &v).await.expect("under the quota");
+        kv.put(put(k, &v)).await.expect("under the quota");
     }
-    let err = kv.put("k4", &v).await.expect_err("past the quota");
+    let status = kv.put(put("k4", &v)).await.expect_err("past the quota");
+    let err = status_codec::from_status(&status);
     assert!(
-        matches!(&err, d_engine_client::Error::NoSpace(m) if m.contains("storage.quota_bytes")),
+        matches!(&err, Error::NoSpace(m) if m.contains("storage.quota_bytes")),
         "{err:?}"
     );
-    let st = client.admin().node_status().await.unwrap();
+    let st = admin
+        .node_status(pb::NodeStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.alarms, vec!["NOSPACE".to_string()]);
     assert_eq!(st.quota_bytes, QUOTA);
     assert_eq!(st.data_bytes, 3 * logical("k1", VALUE));
     // Reads and deletes work; the delete clears the alarm; writes resume.
-    assert_eq!(kv.get("k2").await.unwrap().unwrap().value, v);
-    assert!(kv.delete("k2").await.unwrap());
-    let st = client.admin().node_status().await.unwrap();
-    assert!(st.alarms.is_empty(), "{:?}", st.alarms);
-    kv.put("k4", &v).await.expect("space was freed");
+    let got = kv
+        .get(pb::GetRequest {
+            key: b"k2".to_vec(),
+            consistency: pb::Consistency::Linearizable as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kv.unwrap().value, v);
+    let deleted = kv
+        .delete(pb::DeleteRequest {
+            key: b"k2".to_vec(),
+            write_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(deleted.into_inner().deleted);
+    assert!(alarms(&mut admin).await.is_empty());
+    kv.put(put("k4", &v)).await.expect("space was freed");
     engine.stop().await.unwrap();
 }
 

@@ -1,0 +1,306 @@
+//! Node assembly: from an [`EngineBuilder`] to a running [`EmbeddedEngine`],
+//! in the order the steps happen.
+//!
+//! Contract:
+//! - Everything that can be checked without side effects (configuration,
+//!   TLS files, the cluster secret) is checked before any port is bound; a
+//!   port that cannot be bound is a `StartError::Config` naming the key.
+//! - A configured port 0 (or a pre-bound listener) is replaced by the bound
+//!   address before the node starts, so the membership advertises what
+//!   really listens.
+//! - With the tonic transport, the node, its peer links and the peer server
+//!   run on a dedicated one-thread runtime ([`NetRuntime`]); the client API
+//!   server runs on the caller's runtime.
+//! - The servers stop when the engine's shutdown signal fires
+//!   ([`EmbeddedEngine::stop`] or drop).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::builder::{EngineBuilder, TransportFactory};
+use super::forward::Forwarder;
+use super::EmbeddedEngine;
+use crate::config::{Config, ConfigError};
+use crate::runtime::{self, NodeHandle, StartError};
+use crate::tls::NodeTls;
+use crate::transport::{self, peer_auth, RaftService, TonicTransport, Transport, TransportOptions};
+
+/// How the node talks to its peers.
+enum PeerSide {
+    /// The application's transport ([`EngineBuilder::transport`]).
+    Custom(TransportFactory),
+    /// The tonic transport, serving the peer gRPC service.
+    Tonic(Box<TransportOptions>),
+    /// No peers: a single node without network listeners.
+    Alone,
+}
+
+/// Starts the node described by `b` and its servers.
+pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartError> {
+    let EngineBuilder {
+        mut config,
+        peer_listener,
+        client_listener,
+        network,
+        transport,
+    } = b;
+
+    // 1. Check what needs no side effects: configuration, TLS files and
+    //    (for the tonic transport) the cluster secret.
+    config.validate()?;
+    let tls = NodeTls::load(&config.tls)?.unwrap_or_default();
+    let peers = match transport {
+        Some(f) => PeerSide::Custom(f),
+        None if network => {
+            let mut opts = TransportOptions::from_config(&config);
+            opts.tls = tls.peer.clone();
+            opts.secret = peer_auth::startup(&config)?;
+            PeerSide::Tonic(Box::new(opts))
+        }
+        None => PeerSide::Alone,
+    };
+
+    // 2. Bind the listeners (or take the pre-bound ones) and advertise the
+    //    bound addresses.
+    let peer_listener = match peers {
+        PeerSide::Tonic(_) => {
+            Some(take_or_bind(peer_listener, "peer_addr", &config.peer_addr).await?)
+        }
+        _ => None,
+    };
+    let client_listener =
+        if network && (client_listener.is_some() || !config.client_addr.is_empty()) {
+            Some(take_or_bind(client_listener, "client_addr", &config.client_addr).await?)
+        } else {
+            None
+        };
+    advertise_bound(
+        &mut config,
+        peer_listener.as_ref(),
+        client_listener.as_ref(),
+    );
+    let config = config;
+    let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let client_addr = client_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    // 3. Start the node with its transport; with tonic, serve the peer
+    //    service from the peer runtime.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    let (handle, net) = match (peers, peer_listener) {
+        (PeerSide::Custom(f), _) => (runtime::start(config.clone(), f).await?, None),
+        (PeerSide::Tonic(opts), Some(listener)) => {
+            let net = NetRuntime::new(config.node_id)?;
+            let (handle, raft_service) = net.run(start_with_tonic(config.clone(), *opts)).await??;
+            servers.push(net.serve_peers(listener, raft_service, shutdown_rx.clone())?);
+            (handle, Some(net))
+        }
+        (PeerSide::Tonic(_), None) => unreachable!("bound in step 2"),
+        (PeerSide::Alone, _) => {
+            let alone = |_inbox| Arc::new(NoTransport) as Arc<dyn Transport>;
+            (runtime::start(config.clone(), alone).await?, None)
+        }
+    };
+
+    // 4. Serve the client gRPC API (if listening) on the caller's runtime.
+    if let Some(listener) = client_listener {
+        servers.push(serve_clients(
+            listener,
+            handle.clone(),
+            tls.client_api.clone(),
+            shutdown_rx,
+        ));
+    }
+
+    // 5. The in-process client's way to the leader.
+    let forward = Arc::new(Forwarder::new(&config, &tls));
+    Ok(EmbeddedEngine {
+        handle,
+        _net: net,
+        peer_addr,
+        client_addr,
+        shutdown_tx,
+        servers: std::sync::Mutex::new(servers),
+        forward,
+    })
+}
+
+/// `given`, or a new listener on `addr`; a bind failure names `key`.
+async fn take_or_bind(
+    given: Option<TcpListener>,
+    key: &'static str,
+    addr: &str,
+) -> Result<TcpListener, StartError> {
+    if let Some(l) = given {
+        return Ok(l);
+    }
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (the port is already in use: stop the other process or choose another port)"
+        } else {
+            ""
+        };
+        StartError::Config(ConfigError::new(
+            key,
+            format!("cannot listen on {addr}: {e}{hint}"),
+        ))
+    })
+}
+
+/// Replaces a configured port 0 (or an empty client address) by what was
+/// bound: the single-node default membership carries these addresses.
+fn advertise_bound(config: &mut Config, peer: Option<&TcpListener>, client: Option<&TcpListener>) {
+    if let Some(a) = peer.and_then(|l| l.local_addr().ok()) {
+        if config.peer_addr.ends_with(":0") {
+            config.peer_addr = a.to_string();
+        }
+    }
+    if let Some(a) = client.and_then(|l| l.local_addr().ok()) {
+        if config.client_addr.is_empty() || config.client_addr.ends_with(":0") {
+            config.client_addr = a.to_string();
+        }
+    }
+}
+
+/// Starts the node with the tonic transport to the configured members and
+/// returns it with the transport's inbound Raft service.
+///
+/// The transport needs the node's inbox and the node needs the transport,
+/// so `runtime::start` makes the inbox and calls back for the transport;
+/// the service is taken from the transport in that call and returned here.
+async fn start_with_tonic(
+    config: Config,
+    opts: TransportOptions,
+) -> Result<(NodeHandle, RaftService), StartError> {
+    let peers: BTreeMap<u64, String> = config
+        .members
+        .iter()
+        .filter(|m| m.id != config.node_id)
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
+    let mut raft_service = None;
+    let handle = runtime::start(config, |inbox| {
+        let transport = TonicTransport::new(opts, inbox, peers);
+        raft_service = Some(transport.raft_service());
+        Arc::new(transport) as Arc<dyn Transport>
+    })
+    .await?;
+    let raft_service = raft_service.expect("runtime::start builds the transport before it returns");
+    Ok((handle, raft_service))
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves the client gRPC API (Kv, Cluster, Admin) over `handle` until
+/// `stop` fires.
+fn serve_clients(
+    listener: TcpListener,
+    handle: NodeHandle,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) =
+            crate::service::serve_clients_tls(listener, handle, tls, stopped(stop)).await
+        {
+            tracing::error!(error = %e, "client API server failed");
+        }
+    })
+}
+
+/// A dedicated one-thread tokio runtime for peer traffic (Raft messages,
+/// snapshot transfers, the peer gRPC server). The application's (or the
+/// server's client API's) tasks cannot delay heartbeats: with 1,000 client
+/// tasks on the caller's runtime, peer messages sharing it went undelivered
+/// for 150–270 ms and deposed healthy leaders (`docs/performance.md`).
+///
+/// On drop it is shut down in the background, never blocking the caller's
+/// runtime, and the peer tasks still on it are cancelled.
+pub(super) struct NetRuntime(Option<tokio::runtime::Runtime>);
+
+impl NetRuntime {
+    fn new(node_id: u64) -> Result<Self, StartError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("dengine-net-{node_id}"))
+            .enable_all()
+            .build()?;
+        Ok(NetRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle()
+    }
+
+    /// Runs `f` on the peer runtime (tasks it spawns stay there) and waits
+    /// for its output.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, StartError> {
+        self.handle().spawn(f).await.map_err(|e| {
+            StartError::Io(std::io::Error::other(format!(
+                "the node's start task failed: {e}"
+            )))
+        })
+    }
+
+    /// Serves `service` on `listener` from the peer runtime until `stop`
+    /// fires.
+    fn serve_peers(
+        &self,
+        listener: TcpListener,
+        service: RaftService,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        // Re-registered with the peer runtime's reactor, so accepted peer
+        // connections are polled there too.
+        let listener = {
+            let _on_net = self.handle().enter();
+            TcpListener::from_std(listener.into_std()?)?
+        };
+        Ok(self.handle().spawn(async move {
+            if let Err(e) = transport::serve_peers(listener, service, stopped(stop)).await {
+                tracing::error!(error = %e, "peer server failed");
+            }
+        }))
+    }
+}
+
+impl Drop for NetRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A transport for a node with no peers.
+struct NoTransport;
+
+impl Transport for NoTransport {
+    fn send(&self, _msg: d_engine_core::Message) {}
+    fn send_snapshot(
+        &self,
+        to: u64,
+        _term: u64,
+        _meta: d_engine_core::SnapshotMeta,
+        _path: std::path::PathBuf,
+    ) -> transport::BoxFuture<'static, Result<(), transport::TransportError>> {
+        Box::pin(async move {
+            Err(transport::TransportError(format!(
+                "node {to} unreachable: this engine runs without network listeners"
+            )))
+        })
+    }
+    fn set_peers(&self, _peers: BTreeMap<u64, String>) {}
+}

@@ -1,0 +1,72 @@
+//! [`EngineBuilder`]: what an [`EmbeddedEngine`] listens on and which peer
+//! transport it uses. Collects choices only; nothing is bound or started
+//! before [`EngineBuilder::start`] (see `assemble.rs`).
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::EmbeddedEngine;
+use crate::config::Config;
+use crate::runtime::StartError;
+use crate::transport::{PeerInbox, Transport};
+
+/// Builds a node's transport once the runtime has made the node's inbox.
+pub(super) type TransportFactory = Box<dyn FnOnce(Arc<dyn PeerInbox>) -> Arc<dyn Transport> + Send>;
+
+/// Builds an [`EmbeddedEngine`] with explicit listeners or transport.
+pub struct EngineBuilder {
+    pub(super) config: Config,
+    pub(super) peer_listener: Option<TcpListener>,
+    pub(super) client_listener: Option<TcpListener>,
+    pub(super) network: bool,
+    pub(super) transport: Option<TransportFactory>,
+}
+
+impl EngineBuilder {
+    pub(super) fn new(config: Config) -> Self {
+        EngineBuilder {
+            config,
+            peer_listener: None,
+            client_listener: None,
+            network: true,
+            transport: None,
+        }
+    }
+
+    /// Serve the peer service on this already-bound listener (instead of
+    /// binding `config.peer_addr`).
+    pub fn peer_listener(mut self, l: TcpListener) -> Self {
+        self.peer_listener = Some(l);
+        self
+    }
+
+    /// Serve the client API on this already-bound listener (instead of
+    /// binding `config.client_addr`).
+    pub fn client_listener(mut self, l: TcpListener) -> Self {
+        self.client_listener = Some(l);
+        self
+    }
+
+    /// No listeners at all (a single node used only in-process, or nodes
+    /// joined through [`EngineBuilder::transport`]).
+    pub fn without_network(mut self) -> Self {
+        self.network = false;
+        self
+    }
+
+    /// Use this transport instead of the tonic peer transport (implies
+    /// [`EngineBuilder::without_network`] for the peer side).
+    pub fn transport(
+        mut self,
+        f: impl FnOnce(Arc<dyn PeerInbox>) -> Arc<dyn Transport> + Send + 'static,
+    ) -> Self {
+        self.transport = Some(Box::new(f));
+        self
+    }
+
+    /// Starts the node and its servers.
+    pub async fn start(self) -> std::result::Result<EmbeddedEngine, StartError> {
+        super::assemble::assemble(self).await
+    }
+}

@@ -1,0 +1,469 @@
+//! Forwarding: a call the local node refuses with `NotLeader` or `NoLeader`
+//! is sent to the leader's client gRPC API (`dengine.v1.Kv`), on the
+//! generated stubs of `d-engine-proto`.
+//!
+//! Contract:
+//! - Off when `embedded.forward_to_leader` is false, when the client API
+//!   uses TLS and `tls.ca_file` is empty (nothing to verify the leader
+//!   with), or when no other member has a client address
+//!   (`members[].client_addr`): the caller then gets the local error as it
+//!   was (`NotLeader` names the leader's id and client address).
+//! - Connects lazily, one channel per address, kept for the engine's life;
+//!   plaintext, or TLS trusting `tls.ca_file` and presenting the node's
+//!   certificate ([`crate::tls::NodeTls::forward`]).
+//! - Each attempt goes to the leader named by the last `NotLeader` reply
+//!   (the local node's own refusal first), else the last node that
+//!   answered, else the leader the local node knows, else the other members
+//!   in turn. A `NotLeader` hint is followed at once (two in a row at most);
+//!   `NoLeader`, `Unavailable`, `ShuttingDown`, `Overloaded`,
+//!   `ChangeInProgress` and an attempt that times out are retried after a
+//!   jittered exponential backoff (50 ms doubling to 1 s). At most
+//!   [`MAX_ATTEMPTS`] attempts of at most [`ATTEMPT_TIMEOUT`] each, all
+//!   within `queues.request_timeout_ms`; then the last error is returned.
+//!   Any other error is returned at once.
+//! - Every forwarded write carries a `WriteId` (client id, seq) that stays
+//!   the same across its retries, so the leader applies it once even when
+//!   an attempt timed out after it was applied (`forward/write_ids.rs`).
+//! - With `auth.forward_token` set, every call carries it as
+//!   `authorization: Bearer <token>`: the leader checks forwarded calls as
+//!   that token's user.
+//! - Errors are decoded with the shared status codec
+//!   ([`crate::status_codec`]), so a forwarded call fails with the same
+//!   [`Error`] the leader's node returned.
+
+mod call;
+mod write_ids;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use d_engine_proto::v1 as pb;
+use tokio::time::Instant;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::config::Config;
+use crate::runtime::NodeHandle;
+use crate::tls::NodeTls;
+use crate::{CasOutcome, Consistency, Error, KeyValue, Result};
+
+use call::Call;
+use write_ids::WriteIds;
+
+/// Attempts per forwarded call, the first included.
+const MAX_ATTEMPTS: u32 = 10;
+/// Longest wait for one attempt's answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings find a dead leader under an idle connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest message sent or received (large scans).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// True for the local errors a forwarded call may fix.
+pub(super) fn should_forward(e: &Error) -> bool {
+    matches!(e, Error::NotLeader { .. } | Error::NoLeader(_))
+}
+
+/// The generated `Kv` stub with the forward token attached.
+type Kv = pb::kv_client::KvClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <auth.forward_token>` when configured.
+#[derive(Clone, Default)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Sends the calls the local node refuses to the leader.
+pub(super) struct Forwarder {
+    enabled: bool,
+    /// Set when the client API uses TLS.
+    tls: Option<ClientTlsConfig>,
+    bearer: Bearer,
+    /// Channel per URL, created on first use.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// URL of the last node that answered (or was named leader).
+    leader: Mutex<Option<String>>,
+    /// Which other member to try next when no leader is known.
+    cursor: AtomicUsize,
+    ids: WriteIds,
+}
+
+impl Forwarder {
+    pub(super) fn new(config: &Config, tls: &NodeTls) -> Forwarder {
+        let mut enabled = config.embedded.forward_to_leader;
+        let client_tls = if config.tls.client_api {
+            if tls.forward.is_none() && enabled {
+                tracing::warn!(
+                    "embedded.forward_to_leader is on but tls.ca_file is empty: writes on a \
+                     follower return NotLeader (set tls.ca_file to forward over TLS)"
+                );
+                enabled = false;
+            }
+            tls.forward.clone()
+        } else {
+            None
+        };
+        let mut bearer = Bearer::default();
+        if let Some(token) = &config.auth.forward_token {
+            match bearer_value(token) {
+                Some(v) => bearer = Bearer(Some(v)),
+                None => {
+                    tracing::warn!(
+                        "auth.forward_token is not printable ASCII without spaces: writes on \
+                         a follower return NotLeader"
+                    );
+                    enabled = false;
+                }
+            }
+        }
+        Forwarder {
+            enabled,
+            tls: client_tls,
+            bearer,
+            channels: Mutex::default(),
+            leader: Mutex::default(),
+            cursor: AtomicUsize::new(0),
+            ids: WriteIds::default(),
+        }
+    }
+
+    pub(super) async fn put(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        let mut call = self.begin(h, local)?;
+        let ttl_ms = ttl_ms(ttl)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let req = pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms,
+            write_id: Some(slot.id),
+        };
+        let resp = call
+            .run("put", |mut kv, t| {
+                let req = request(req.clone(), t);
+                async move { kv.put(req).await }
+            })
+            .await?;
+        Ok(resp.revision)
+    }
+
+    pub(super) async fn delete(&self, h: &NodeHandle, local: Error, key: Bytes) -> Result<bool> {
+        let mut call = self.begin(h, local)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let req = pb::DeleteRequest {
+            key: key.into(),
+            write_id: Some(slot.id),
+        };
+        let resp = call
+            .run("delete", |mut kv, t| {
+                let req = request(req.clone(), t);
+                async move { kv.delete(req).await }
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn compare_and_swap(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        key: Bytes,
+        expected: Option<Vec<u8>>,
+        new_value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome> {
+        let mut call = self.begin(h, local)?;
+        let ttl_ms = ttl_ms(ttl)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let req = pb::CompareAndSwapRequest {
+            key: key.into(),
+            expected_value: expected,
+            new_value,
+            ttl_ms,
+            write_id: Some(slot.id),
+        };
+        let resp = call
+            .run("compare_and_swap", |mut kv, t| {
+                let req = request(req.clone(), t);
+                async move { kv.compare_and_swap(req).await }
+            })
+            .await?;
+        Ok(CasOutcome {
+            succeeded: resp.succeeded,
+            current: resp.current.map(key_value),
+            revision: resp.revision,
+        })
+    }
+
+    pub(super) async fn get(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        key: Bytes,
+        consistency: Consistency,
+    ) -> Result<Option<KeyValue>> {
+        let mut call = self.begin(h, local)?;
+        let req = pb::GetRequest {
+            key: key.into(),
+            consistency: wire_consistency(consistency),
+        };
+        let resp = call
+            .run("get", |mut kv, t| {
+                let req = request(req.clone(), t);
+                async move { kv.get(req).await }
+            })
+            .await?;
+        Ok(resp.kv.map(key_value))
+    }
+
+    pub(super) async fn get_multi(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        keys: Vec<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<Vec<Option<KeyValue>>> {
+        let mut call = self.begin(h, local)?;
+        let n = keys.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let req = pb::GetMultiRequest {
+            keys,
+            consistency: wire_consistency(consistency),
+        };
+        let resp = call
+            .run("get_multi", |mut kv, t| {
+                let req = request(req.clone(), t);
+                async move { kv.get_multi(req).await }
+            })
+            .await?;
+        if resp.results.len() != n {
+            return Err(Error::Internal(format!(
+                "the leader returned {} results for {n} keys",
+                resp.results.len()
+            )));
+        }
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| r.kv.map(key_value))
+            .collect())
+    }
+
+    pub(super) async fn scan_prefix(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        prefix: Bytes,
+        limit: u32,
+        consistency: Consistency,
+    ) -> Result<Vec<KeyValue>> {
+        let mut call = self.begin(h, local)?;
+        let req = pb::ScanPrefixRequest {
+            prefix: prefix.into(),
+            limit,
+            consistency: wire_consistency(consistency),
+        };
+        let resp = call
+            .run("scan_prefix", |mut kv, t| {
+                let req = request(req.clone(), t);
+                async move { kv.scan_prefix(req).await }
+            })
+            .await?;
+        Ok(resp.kvs.into_iter().map(key_value).collect())
+    }
+
+    /// A forwarded call of `h`'s node, or `Err(local)` when forwarding is
+    /// off or no other member has a client address.
+    fn begin<'a>(&'a self, h: &'a NodeHandle, local: Error) -> Result<Call<'a>> {
+        if !self.enabled {
+            return Err(local);
+        }
+        let others: Vec<String> = h
+            .members()
+            .into_iter()
+            .filter(|m| m.id != h.id() && !m.client_addr.is_empty())
+            .map(|m| self.url(&m.client_addr))
+            .collect();
+        if others.is_empty() {
+            return Err(local);
+        }
+        let hint = match &local {
+            Error::NotLeader {
+                leader_addr: Some(a),
+                ..
+            } if !a.is_empty() => Some(self.url(a)),
+            _ => None,
+        };
+        Ok(Call {
+            fwd: self,
+            handle: h,
+            deadline: Instant::now() + h.config().request_timeout(),
+            others,
+            hint,
+            last_failed: None,
+        })
+    }
+
+    /// `addr` (`host:port` or a URL) as a URL of this forwarder's scheme.
+    fn url(&self, addr: &str) -> String {
+        if addr.contains("://") {
+            addr.to_string()
+        } else if self.tls.is_some() {
+            format!("https://{addr}")
+        } else {
+            format!("http://{addr}")
+        }
+    }
+
+    /// The (lazily connecting, cached) channel to `url`.
+    fn channel(&self, url: &str) -> Result<Channel> {
+        if let Some(c) = self.channels.lock().expect("poisoned").get(url) {
+            return Ok(c.clone());
+        }
+        let mut ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| Error::InvalidArgument(format!("client address {url:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| Error::InvalidArgument(format!("TLS settings for {url}: {e}")))?;
+        }
+        let ch = ep.connect_lazy();
+        let mut map = self.channels.lock().expect("poisoned");
+        Ok(map.entry(url.to_string()).or_insert(ch).clone())
+    }
+
+    fn kv(&self, ch: Channel) -> Kv {
+        pb::kv_client::KvClient::with_interceptor(ch, self.bearer.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn cached_leader(&self) -> Option<String> {
+        self.leader.lock().expect("poisoned").clone()
+    }
+
+    fn set_leader(&self, url: &str) {
+        *self.leader.lock().expect("poisoned") = Some(url.to_string());
+    }
+
+    fn forget_leader(&self, url: &str) {
+        let mut l = self.leader.lock().expect("poisoned");
+        if l.as_deref() == Some(url) {
+            *l = None;
+        }
+    }
+}
+
+/// A request carrying its deadline to the leader as `grpc-timeout`.
+fn request<M>(msg: M, timeout: Duration) -> tonic::Request<M> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+/// A TTL in whole milliseconds, rounded up (0 = none); a zero TTL is
+/// refused like the client API refuses it.
+fn ttl_ms(ttl: Option<Duration>) -> Result<u64> {
+    let Some(ttl) = ttl else { return Ok(0) };
+    if ttl.is_zero() {
+        return Err(Error::InvalidArgument(
+            "ttl is 0; it must be at least 1ms (use put for no expiry)".into(),
+        ));
+    }
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+        .map_err(|_| Error::InvalidArgument(format!("ttl {ttl:?} is too large")))
+}
+
+fn bearer_value(token: &str) -> Option<MetadataValue<Ascii>> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    format!("Bearer {token}").parse().ok()
+}
+
+fn wire_consistency(c: Consistency) -> i32 {
+    (match c {
+        Consistency::Linearizable => pb::Consistency::Linearizable,
+        Consistency::Lease => pb::Consistency::Lease,
+        Consistency::Eventual => pb::Consistency::Eventual,
+    }) as i32
+}
+
+fn key_value(kv: pb::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key.into(),
+        value: kv.value.into(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        expires_at_ms: kv.expires_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounds_up_and_refuses_zero() {
+        assert_eq!(ttl_ms(None).unwrap(), 0);
+        assert_eq!(ttl_ms(Some(Duration::from_micros(1))).unwrap(), 1);
+        assert_eq!(ttl_ms(Some(Duration::from_micros(1500))).unwrap(), 2);
+        assert!(matches!(
+            ttl_ms(Some(Duration::ZERO)),
+            Err(Error::InvalidArgument(m)) if m.contains("ttl")
+        ));
+    }
+
+    #[test]
+    fn bearer_needs_printable_ascii() {
+        assert_eq!(bearer_value("abc").unwrap(), "Bearer abc");
+        assert!(bearer_value("").is_none());
+        assert!(bearer_value("a b").is_none());
+        assert!(bearer_value("é").is_none());
+    }
+
+    #[test]
+    fn addresses_become_urls_of_the_forwarding_scheme() {
+        let mut config = Config::single_node(std::path::Path::new("/nonexistent"));
+        config.embedded.forward_to_leader = true;
+        let plain = Forwarder::new(&config, &NodeTls::default());
+        assert!(plain.enabled);
+        assert_eq!(plain.url("10.0.0.1:9083"), "http://10.0.0.1:9083");
+        assert_eq!(plain.url("https://a:1"), "https://a:1");
+        // A TLS client API without a CA to trust: forwarding is off.
+        config.tls.client_api = true;
+        assert!(!Forwarder::new(&config, &NodeTls::default()).enabled);
+    }
+}
