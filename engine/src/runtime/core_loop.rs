@@ -544,15 +544,10 @@ impl CoreLoop {
                 meta.last_index
             ));
         };
-        let dest = self.snapshots.dir().join(format!(
-            "snapshot-{:020}-{:020}.snap",
-            meta.last_index, meta.last_term
-        ));
-        std::fs::rename(&staged, &dest)
-            .map_err(|e| format!("moving {} to {}: {e}", staged.display(), dest.display()))?;
-        std::fs::File::open(self.snapshots.dir())
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("syncing {}: {e}", self.snapshots.dir().display()))?;
+        let dest = self
+            .snapshots
+            .adopt_staged(&staged, &meta)
+            .map_err(|e| e.to_string())?;
         let (tx, rx) = std_mpsc::channel();
         self.register_waiters();
         let _ = self.apply_tx.send(ApplyTask::Install {
