@@ -57,29 +57,32 @@ pub struct OpenedStateMachine {
     pub how: StateMachineOpened,
 }
 
-/// Why the state machine could not be opened; names the backend.
+/// Why the state machine could not be opened, by backend.
 #[derive(Debug)]
-pub struct StateMachineOpenError {
-    pub backend: &'static str,
-    pub source: SmError,
+pub enum StateMachineOpenError {
+    /// Loading the latest snapshot into memory failed.
+    Memory(SmError),
+    /// Opening (or rebuilding) the sled database failed.
+    Sled(SmError),
 }
 
 impl std::fmt::Display for StateMachineOpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.backend {
-            "memory" => write!(
+        match self {
+            StateMachineOpenError::Memory(e) => write!(
                 f,
-                "state machine (memory backend, loading the latest snapshot): {}",
-                self.source
+                "state machine (memory backend, loading the latest snapshot): {e}"
             ),
-            _ => write!(f, "state machine: {}", self.source),
+            StateMachineOpenError::Sled(e) => write!(f, "state machine: {e}"),
         }
     }
 }
 
 impl std::error::Error for StateMachineOpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        match self {
+            StateMachineOpenError::Memory(e) | StateMachineOpenError::Sled(e) => Some(e),
+        }
     }
 }
 
@@ -127,10 +130,7 @@ impl DataDir {
         match backend {
             StateMachineBackend::Sled(opts) => {
                 let opened = open_or_rebuild(&self.state_machine_dir(), opts, latest_snapshot)
-                    .map_err(|source| StateMachineOpenError {
-                        backend: "sled",
-                        source,
-                    })?;
+                    .map_err(StateMachineOpenError::Sled)?;
                 Ok(OpenedStateMachine {
                     sm: Arc::new(opened.sm),
                     how: StateMachineOpened::Sled(opened.outcome),
@@ -141,10 +141,7 @@ impl DataDir {
                     Some(p) => MemStateMachine::from_snapshot(p),
                     None => Ok(MemStateMachine::new()),
                 }
-                .map_err(|source| StateMachineOpenError {
-                    backend: "memory",
-                    source,
-                })?;
+                .map_err(StateMachineOpenError::Memory)?;
                 Ok(OpenedStateMachine {
                     sm: Arc::new(sm),
                     how: StateMachineOpened::Memory,
