@@ -1,8 +1,7 @@
 //! Node start-up: open (or recover) storage, build the core, start threads.
 //!
-//! Data dir layout: `IDENTITY`, `LOCK` (held while the node runs),
-//! `hardstate`, `wal/`, `sm/` (sled), `snapshots/`, `snapshot-staging/`
-//! (incoming transfers).
+//! Data dir layout: owned by `d_engine_storage::layout` (every path and the
+//! state-machine backend choice); this module only asks it for each part.
 //!
 //! Restart: the hard state, the latest snapshot's meta and the WAL entries
 //! after it are handed to the core; the state machine (rebuilt from the
@@ -19,9 +18,8 @@ use d_engine_client::LeaderInfo;
 use d_engine_core::{Member, MemberRole, Membership, RaftNode, RestoreState, SnapshotMeta};
 use d_engine_storage::data_dir::DataDir;
 use d_engine_storage::hard_state::HardStateStore;
-use d_engine_storage::sm::{
-    open_or_rebuild, MemStateMachine, OpenOutcome, SledOptions, StateMachine,
-};
+use d_engine_storage::layout::{StateMachineBackend as SmBackend, StateMachineOpened};
+use d_engine_storage::sm::{OpenOutcome, SledOptions, StateMachine};
 use d_engine_storage::snapshot::SnapshotStore;
 use d_engine_storage::wal::{LogStore, Wal};
 use tokio::sync::watch;
@@ -85,7 +83,9 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
     }
     let (hard_state, hs) =
         HardStateStore::open(data_dir.hard_state_dir()).map_err(storage("hard state"))?;
-    let snapshots = SnapshotStore::open(data_dir.path()).map_err(storage("snapshots"))?;
+    let snapshots = data_dir
+        .open_snapshot_store()
+        .map_err(storage("snapshots"))?;
     let valid = snapshots.latest_valid().map_err(storage("snapshots"))?;
     for q in &valid.quarantined {
         tracing::error!(
@@ -144,37 +144,24 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
     // The state machine is opened (and perhaps rebuilt from the snapshot)
     // only once the log is known to continue the snapshot.
     let latest_path = latest.as_ref().map(|(_, p)| p.as_path());
-    let sm: Arc<dyn StateMachine> = match config.state_machine.backend {
-        StateMachineBackend::Sled => {
-            let opened = open_or_rebuild(
-                &data_dir.path().join("sm"),
-                SledOptions {
-                    cache_bytes: config.state_machine.cache_mb << 20,
-                },
-                latest_path,
-            )
-            .map_err(storage("state machine"))?;
-            match &opened.outcome {
-                OpenOutcome::Opened => {}
-                other => tracing::info!(outcome = ?other, "state machine opened"),
-            }
-            Arc::new(opened.sm)
-        }
-        StateMachineBackend::Memory => {
-            let sm = match latest_path {
-                Some(p) => MemStateMachine::from_snapshot(p),
-                None => Ok(MemStateMachine::new()),
-            }
-            .map_err(storage(
-                "state machine (memory backend, loading the latest snapshot)",
-            ))?;
-            tracing::info!(
-                applied_index = sm.applied_index(),
-                "memory state machine loaded; the log after it is replayed"
-            );
-            Arc::new(sm)
-        }
+    let backend = match config.state_machine.backend {
+        StateMachineBackend::Sled => SmBackend::Sled(SledOptions {
+            cache_bytes: config.state_machine.cache_mb << 20,
+        }),
+        StateMachineBackend::Memory => SmBackend::Memory,
     };
+    let opened = data_dir
+        .open_state_machine(backend, latest_path)
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let sm: Arc<dyn StateMachine> = opened.sm;
+    match opened.how {
+        StateMachineOpened::Sled(OpenOutcome::Opened) => {}
+        StateMachineOpened::Sled(other) => tracing::info!(outcome = ?other, "state machine opened"),
+        StateMachineOpened::Memory => tracing::info!(
+            applied_index = sm.applied_index(),
+            "memory state machine loaded; the log after it is replayed"
+        ),
+    }
 
     let last_index = entries.last().map(|e| e.index).unwrap_or(snap_index);
     let mut hard = hs.unwrap_or_default();
@@ -187,9 +174,13 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         initial_membership: initial_membership(config),
         applied,
     };
-    let staging_dir = data_dir.path().join("snapshot-staging");
-    d_engine_storage::data_dir::create_private_dir_all(&staging_dir)?;
-    remove_orphaned_staged_snapshots(&staging_dir);
+    let (staging, not_removed) = data_dir
+        .open_snapshot_staging()
+        .map_err(storage("snapshot staging"))?;
+    for e in not_removed {
+        tracing::warn!(error = %e, "cannot remove an orphaned staged snapshot");
+    }
+    let staging_dir = staging.dir().to_path_buf();
     Ok(OpenedStorage {
         data_dir,
         wal,
@@ -249,24 +240,6 @@ fn log_gap_message(
          re-add the node to the cluster as a learner so a leader sends it a fresh snapshot",
     );
     msg
-}
-
-/// Deletes `staged-*` files in the staging dir: transfers that were received
-/// but not installed before the last stop (nothing refers to them after a
-/// restart; the leader sends again). Partial `.part` files are kept for
-/// resume.
-fn remove_orphaned_staged_snapshots(dir: &std::path::Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_name().to_string_lossy().starts_with("staged-") {
-            if let Err(err) = std::fs::remove_file(e.path()) {
-                tracing::warn!(file = %e.path().display(), error = %err,
-                    "cannot remove an orphaned staged snapshot");
-            }
-        }
-    }
 }
 
 /// Starts a node with `config`. `make_transport` receives the node's

@@ -20,12 +20,13 @@
 //! `snapshot_attempts` times with backoff; each retry resumes from what the
 //! receiver durably staged.
 //!
-//! The receiver treats everything from the sender as input (see
-//! [`receive`]): stale terms, oversized or disk-filling transfers are
-//! refused before anything is staged; idle transfers are dropped; and a
-//! complete file is validated whole (format, every record, trailer, meta)
-//! before it is handed to the node, so a file that fails can never reach
-//! `snapshots/`.
+//! The files are storage's: this module only moves bytes between the gRPC
+//! stream and `d_engine_storage::snapshot::transfer` ([`SnapshotReader`] on
+//! the sender; [`SnapshotStaging`] / `SnapshotReceiver` on the receiver),
+//! which owns the staging file, resume offsets, the size and free-space
+//! limits, the checksum and the validation of the complete file. What stays
+//! here is the stream: the term check against [`PeerInbox::current_term`],
+//! one transfer per sender, the idle timeout, acks and retries.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,9 @@ use std::time::Duration;
 use d_engine_core::{NodeId, SnapshotMeta, Term};
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::raft_client::RaftClient;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use d_engine_storage::snapshot::{
+    InboundLimits, InboundOffer, SnapshotReader, SnapshotReceiver, SnapshotStaging,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
@@ -47,27 +50,21 @@ use super::{PeerInbox, TransportError};
 /// Senders with a transfer in progress on this node (one at a time each).
 pub(crate) type ActiveTransfers = Arc<Mutex<HashSet<NodeId>>>;
 
+pub use d_engine_storage::snapshot::{free_space_margin, MAX_FREE_MARGIN_BYTES};
+
 /// CRC32C and length of a file, computed off the async threads.
 pub async fn file_crc32c(path: &Path) -> std::io::Result<(u64, u32)> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&path)?;
-        let mut buf = vec![0u8; 256 << 10];
-        let mut crc = 0u32;
-        let mut len = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            len += n as u64;
-        }
-        Ok((len, crc))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || d_engine_storage::snapshot::file_crc32c(&path))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Runs storage's blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("snapshot file task failed: {e}"))
 }
 
 // ---- sender -----------------------------------------------------------
@@ -82,17 +79,22 @@ pub async fn send(
     meta: SnapshotMeta,
     path: PathBuf,
 ) -> Result<(), TransportError> {
-    let (total_size, checksum) = file_crc32c(&path).await.map_err(|e| {
+    let open = {
+        let path = path.clone();
+        blocking(move || SnapshotReader::open(&path).map_err(|e| e.to_string())).await
+    };
+    let reader = Arc::new(open.and_then(|r| r).map_err(|e| {
         TransportError(format!(
             "cannot read snapshot file {} to send to node {to}: {e}",
             path.display()
         ))
-    })?;
+    })?);
+    let total_size = reader.len();
     let attempts = opts.snapshot_attempts.max(1);
     let mut backoff = opts.backoff_min;
     let mut last_err = String::new();
     for attempt in 1..=attempts {
-        match send_once(&opts, (to, &addr), term, &meta, &path, total_size, checksum).await {
+        match send_once(&opts, (to, &addr), term, &meta, &reader).await {
             Ok(()) => {
                 tracing::info!(
                     peer = to,
@@ -125,11 +127,10 @@ async fn send_once(
     target: (NodeId, &str),
     term: Term,
     meta: &SnapshotMeta,
-    path: &Path,
-    total_size: u64,
-    checksum: u32,
+    reader: &Arc<SnapshotReader>,
 ) -> Result<(), String> {
     let (to, addr) = target;
+    let (total_size, checksum) = (reader.len(), reader.checksum());
     let channel = connect(addr, to, opts).await?;
     let mut client = RaftClient::new(channel)
         .max_decoding_message_size(opts.max_message_bytes)
@@ -167,22 +168,16 @@ async fn send_once(
     }
     // Producer: chunks from `start`, bounded by the channel (the window).
     let chunk = opts.effective_chunk_bytes();
-    let path = path.to_path_buf();
+    let reader = reader.clone();
     let producer = tokio::spawn(async move {
-        let mut f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
-        f.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| format!("seek {}: {e}", path.display()))?;
         let mut offset = start;
         loop {
-            let want = ((total_size - offset) as usize).min(chunk);
-            let mut data = vec![0u8; want];
-            f.read_exact(&mut data)
-                .await
-                .map_err(|e| format!("read {} at {offset}: {e}", path.display()))?;
-            let done = offset + want as u64 == total_size;
+            let r = reader.clone();
+            let data = blocking(move || r.read_chunk(offset, chunk))
+                .await?
+                .map_err(|e| e.to_string())?;
+            let want = data.len() as u64;
+            let done = offset + want == total_size;
             let msg = pb::SnapshotChunk {
                 offset,
                 data,
@@ -192,7 +187,7 @@ async fn send_once(
             if tx.send(msg).await.is_err() {
                 return Ok::<(), String>(()); // stream ended; the ack loop reports why
             }
-            offset += want as u64;
+            offset += want;
             if done {
                 return Ok(());
             }
@@ -235,21 +230,17 @@ fn status_text(s: &Status) -> String {
 
 // ---- receiver ---------------------------------------------------------
 
-/// Free space an inbound snapshot must leave on the staging filesystem:
-/// 1/20 of its size, at most this much.
-pub const MAX_FREE_MARGIN_BYTES: u64 = 64 << 20;
-
 /// Stages one inbound transfer; every outcome is reported on `acks`.
 ///
-/// Refused before anything is staged: a second transfer from the same
-/// sender, a transfer sent in a term below [`PeerInbox::current_term`], an
-/// announced size above `opts.snapshot_max_inbound_bytes` or one that would
-/// leave less than [`free_space_margin`] free. A chunk beyond the announced
-/// size is refused. A transfer idle for `opts.snapshot_idle_timeout` (no
-/// chunk, or no room for an ack) ends and its staging file is deleted, so
-/// its slot is released. A complete file is validated whole (checksum, then
-/// every record, the trailer and the meta against the announced one) while
-/// still staged; one that fails is deleted, never handed to the node.
+/// Refused here, before storage is asked for anything: a second transfer
+/// from the same sender, a transfer sent in a term below
+/// [`PeerInbox::current_term`]. Storage then refuses an announced size
+/// above `opts.snapshot_max_inbound_bytes` or one that would leave less
+/// than [`free_space_margin`] free, and a chunk beyond the announced size,
+/// and validates the complete file while still staged (one that fails is
+/// deleted, never handed to the node). A transfer idle for
+/// `opts.snapshot_idle_timeout` (no chunk, or no room for an ack) ends and
+/// its staging file is discarded, so its slot is released.
 pub(crate) async fn receive(
     from: NodeId,
     chunks: Streaming<pb::SnapshotChunk>,
@@ -281,13 +272,13 @@ pub(crate) async fn receive(
         }
     }
     let release = Release(active, from);
-    let mut staging = None;
-    let res = receive_inner(from, chunks, inbox.as_ref(), &opts, &acks, &mut staging).await;
+    let mut receiver = None;
+    let res = receive_inner(from, chunks, inbox.as_ref(), &opts, &acks, &mut receiver).await;
     drop(release);
     if let Err(e) = res {
         if e.remove_staging {
-            if let Some(p) = &staging {
-                let _ = tokio::fs::remove_file(p).await;
+            if let Some(r) = receiver.take() {
+                let _ = blocking(move || r.discard()).await;
             }
         }
         tracing::warn!(peer = from, error = %e.msg, "inbound snapshot transfer refused or failed");
@@ -298,7 +289,7 @@ pub(crate) async fn receive(
 }
 
 /// Why a transfer ended early; `remove_staging`: its staging file must go
-/// (it cannot be resumed: idle, invalid content).
+/// (it cannot be resumed: the sender went idle).
 struct RecvError {
     msg: String,
     remove_staging: bool,
@@ -333,19 +324,6 @@ fn refusal(error: String) -> pb::SnapshotChunkAck {
     }
 }
 
-fn staging_prefix(from: NodeId) -> String {
-    format!("incoming-from{from}-")
-}
-
-/// Free space an inbound snapshot must leave on a filesystem of `total`
-/// bytes: 1/20 of it, at most [`MAX_FREE_MARGIN_BYTES`] (the WAL and the
-/// state machine need room to keep serving writes). Capped, not floored: on
-/// a small disk a fixed floor would refuse every snapshot, and a follower
-/// behind the leader's log could then never catch up.
-pub fn free_space_margin(total: u64) -> u64 {
-    (total / 20).min(MAX_FREE_MARGIN_BYTES)
-}
-
 /// The next chunk, or an error once `idle` passes without one.
 async fn next_chunk(
     chunks: &mut Streaming<pb::SnapshotChunk>,
@@ -362,13 +340,15 @@ async fn next_chunk(
     }
 }
 
+/// Runs one transfer; the receiver storage opened is left in `receiver`
+/// while the stream is awaited, so [`receive`] can discard it.
 async fn receive_inner(
     from: NodeId,
     mut chunks: Streaming<pb::SnapshotChunk>,
     inbox: &dyn PeerInbox,
     opts: &TransportOptions,
     acks: &mpsc::Sender<Result<pb::SnapshotChunkAck, Status>>,
-    staging: &mut Option<PathBuf>,
+    receiver: &mut Option<SnapshotReceiver>,
 ) -> Result<(), RecvError> {
     let idle = opts.snapshot_idle_timeout;
     let header = match next_chunk(&mut chunks, idle, 0).await? {
@@ -383,8 +363,6 @@ async fn receive_inner(
     )
     .map_err(|e| e.to_string())?;
     let term = header.term;
-    let total = header.total_size;
-    let checksum = header.checksum;
     let current = inbox.current_term();
     if term < current {
         return Err(format!(
@@ -394,84 +372,29 @@ async fn receive_inner(
         )
         .into());
     }
-    let max = opts.snapshot_max_inbound_bytes;
-    if total > max {
-        return Err(format!(
-            "snapshot {} from node {from} announces {total} bytes, more than \
-             snapshot.max_inbound_bytes = {max} on node {}: refused before staging; raise \
-             snapshot.max_inbound_bytes on this node if snapshots this large are expected",
-            meta.last_index, opts.local_id
-        )
-        .into());
-    }
-    let dir = inbox.snapshot_staging_dir();
-    tokio::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(d_engine_storage::data_dir::DIR_MODE)
-        .create(&dir)
-        .await
-        .map_err(|e| format!("cannot create staging dir {}: {e}", dir.display()))?;
-    let name = format!(
-        "{}{}-{}-{total}-{checksum:08x}.part",
-        staging_prefix(from),
-        meta.last_index,
-        meta.last_term
-    );
-    let part = dir.join(&name);
-    remove_stale_parts(&dir, from, &name).await;
-
-    // Disk space: what is still to come must fit, leaving a margin.
-    let have = match tokio::fs::metadata(&part).await {
-        Ok(m) if m.len() <= total => m.len(),
-        _ => 0,
+    let total = header.total_size;
+    let offer = InboundOffer {
+        from,
+        meta,
+        total_size: total,
+        checksum: header.checksum,
     };
-    let space_dir = dir.clone();
-    let space =
-        tokio::task::spawn_blocking(move || d_engine_storage::data_dir::fs_space(&space_dir))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the free space of {}: {e}", dir.display()))?;
-    let margin = free_space_margin(space.total);
-    let needed = total - have;
-    if needed.saturating_add(margin) > space.available {
-        return Err(format!(
-            "snapshot {} from node {from} needs {needed} more bytes, but the filesystem of {} \
-             has {} bytes free and {margin} must stay free: refused before staging; free disk \
-             space on node {}",
-            meta.last_index,
-            dir.display(),
-            space.available,
-            opts.local_id
-        )
-        .into());
-    }
-
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(d_engine_storage::data_dir::FILE_MODE)
-        .open(&part)
-        .await
-        .map_err(|e| format!("cannot open staging file {}: {e}", part.display()))?;
-    *staging = Some(part.clone());
-    let mut len = file
-        .metadata()
-        .await
-        .map_err(|e| format!("stat {}: {e}", part.display()))?
-        .len();
-    if len > total {
-        file.set_len(0)
-            .await
-            .map_err(|e| format!("truncate {}: {e}", part.display()))?;
-        len = 0;
-    }
+    let limits = InboundLimits {
+        local_id: opts.local_id,
+        max_bytes: opts.snapshot_max_inbound_bytes,
+    };
+    let staging = SnapshotStaging::new(inbox.snapshot_staging_dir());
+    let r = blocking(move || staging.begin(offer, limits))
+        .await?
+        .map_err(|e| e.to_string())?;
+    let mut len = r.resume_offset();
+    let index = r.offer().meta.last_index;
+    *receiver = Some(r);
     send_ack(acks, len, idle).await?;
     if len > 0 {
         tracing::info!(
             peer = from,
-            index = meta.last_index,
+            index,
             resume_at = len,
             "resuming snapshot transfer"
         );
@@ -487,94 +410,37 @@ async fn receive_inner(
                 None => return Err(format!("stream ended at offset {len} of {total}").into()),
             },
         };
-        if !chunk.data.is_empty() {
-            let end = chunk.offset.saturating_add(chunk.data.len() as u64);
-            if chunk.offset > len || end > total {
-                return Err(format!(
-                    "chunk at offset {} ({} bytes) does not fit: expected offset {len}, \
-                     announced size {total}",
-                    chunk.offset,
-                    chunk.data.len()
-                )
-                .into());
-            }
-            if end > len {
-                let skip = (len - chunk.offset) as usize;
-                file.seek(std::io::SeekFrom::Start(len))
-                    .await
-                    .map_err(|e| format!("seek {}: {e}", part.display()))?;
-                file.write_all(&chunk.data[skip..])
-                    .await
-                    .map_err(|e| format!("write {}: {e}", part.display()))?;
-                file.sync_data()
-                    .await
-                    .map_err(|e| format!("fsync {}: {e}", part.display()))?;
-                len = end;
-            }
+        let had_data = !chunk.data.is_empty();
+        if had_data {
+            let mut r = receiver.take().ok_or("snapshot receiver lost")?;
+            let (offset, data) = (chunk.offset, chunk.data);
+            let (r, res) = blocking(move || {
+                let res = r.accept(offset, &data);
+                (r, res)
+            })
+            .await?;
+            *receiver = Some(r);
+            len = res.map_err(|e| e.to_string())?;
         }
         if chunk.done {
             break;
         }
         // The header was answered with the resume offset already.
-        if !is_header || !chunk.data.is_empty() {
+        if !is_header || had_data {
             send_ack(acks, len, idle).await?;
         }
     }
-    if len != total {
-        return Err(format!("transfer marked done at {len} bytes, announced {total}").into());
-    }
-    drop(file);
-    let (got_len, got_crc) = file_crc32c(&part)
-        .await
-        .map_err(|e| format!("cannot read back {}: {e}", part.display()))?;
-    if got_len != total || got_crc != checksum {
-        return Err(discard(format!(
-            "snapshot checksum mismatch: announced crc32c {checksum:08x} over {total} bytes, \
-             received {got_crc:08x} over {got_len} bytes; staging file deleted, resend from 0"
-        )));
-    }
-    // Validate the whole file while it is still staged: only a snapshot
-    // that parses completely and is the one announced reaches the node.
-    let check = part.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        d_engine_storage::snapshot::verify_snapshot_file(&check)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    match verified {
-        Err(e) => {
-            return Err(discard(format!(
-                "snapshot {} from node {from} has the announced checksum but is not a valid \
-                 snapshot ({e}); staging file deleted",
-                meta.last_index
-            )))
-        }
-        Ok(found) if found != meta => {
-            return Err(discard(format!(
-                "snapshot from node {from} was announced as index {} term {} but the file \
-                 holds index {} term {} (or another membership); staging file deleted",
-                meta.last_index, meta.last_term, found.last_index, found.last_term
-            )))
-        }
-        Ok(_) => {}
-    }
-    let staged = dir.join(format!(
-        "staged-from{from}-{}-{}.snap",
-        meta.last_index, meta.last_term
-    ));
-    tokio::fs::rename(&part, &staged)
-        .await
-        .map_err(|e| format!("rename {} -> {}: {e}", part.display(), staged.display()))?;
-    if let Ok(d) = tokio::fs::File::open(&dir).await {
-        let _ = d.sync_all().await;
-    }
+    let r = receiver.take().ok_or("snapshot receiver lost")?;
+    let staged = blocking(move || r.finish())
+        .await?
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         peer = from,
-        index = meta.last_index,
+        index,
         bytes = total,
         "snapshot staged and validated"
     );
-    inbox.snapshot_staged(from, term, meta, staged);
+    inbox.snapshot_staged(from, term, staged.meta, staged.path);
     send_ack(acks, total, idle).await?;
     Ok(())
 }
@@ -596,20 +462,5 @@ async fn send_ack(
         ))),
         Ok(Err(_)) => Err("sender went away".to_string().into()),
         Ok(Ok(())) => Ok(()),
-    }
-}
-
-/// Deletes older partial transfers from the same sender (a new snapshot
-/// supersedes them), keeping `keep`.
-async fn remove_stale_parts(dir: &Path, from: NodeId, keep: &str) {
-    let prefix = staging_prefix(from);
-    let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
-        return;
-    };
-    while let Ok(Some(e)) = rd.next_entry().await {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && name.ends_with(".part") && name != keep {
-            let _ = tokio::fs::remove_file(e.path()).await;
-        }
     }
 }

@@ -7,8 +7,8 @@
 //! and format version; afterwards it refuses a directory that belongs to
 //! another node or cluster.
 //!
-//! Layout: `IDENTITY`, `LOCK`, `hardstate` ([`crate::hard_state`]),
-//! `wal/` ([`crate::wal`]), and whatever the state machine and snapshots use.
+//! Layout: this module owns `IDENTITY` and `LOCK`; every other path of the
+//! directory, and the call that opens it, is in [`crate::layout`].
 //!
 //! File modes: every directory d-engine creates in a data dir is created
 //! [`DIR_MODE`] (0700) and every file [`FILE_MODE`] (0600), whatever the
@@ -385,7 +385,7 @@ impl DataDir {
 
     /// Directory of the Raft log ([`crate::wal::Wal::open`] creates it).
     pub fn wal_dir(&self) -> PathBuf {
-        self.path.join("wal")
+        self.path.join(crate::layout::WAL_DIR)
     }
 
     /// Directory holding the hard-state file ([`crate::hard_state`]).

@@ -1,6 +1,8 @@
 //! Durable storage for a d-engine node.
 //!
 //! - [`data_dir`]: the node's data directory: identity check and exclusive lock.
+//! - [`layout`]: every path of the data directory and the call that opens
+//!   each part (snapshot store, staging area, state machine of a backend).
 //! - [`wal`]: the Raft log as segmented, checksummed, group-committed files.
 //! - [`hard_state`]: term / vote / commit, replaced atomically.
 //! - [`command`]: application commands carried in log entries, and their limits.
@@ -10,6 +12,7 @@
 pub mod command;
 pub mod data_dir;
 pub mod hard_state;
+pub mod layout;
 pub mod sm;
 pub mod snapshot;
 pub mod wal;

@@ -4,10 +4,13 @@
 //!   streaming writer and verifying reader.
 //! - [`store`]: the `snapshots/` directory: durable creation (temp file,
 //!   fsync, rename, fsync dir), listing, keeping the latest
-//!   [`store::KEEP_SNAPSHOTS`].
-//! - [`transfer`]: chunked transfer to a follower: [`SnapshotReader`] on the
-//!   sender, [`SnapshotReceiver`] (staging, resume, verification) on the
-//!   receiver. Installation is `StateMachine::install_snapshot`.
+//!   [`store::KEEP_SNAPSHOTS`], quarantine of invalid files on start,
+//!   adoption of a received file ([`SnapshotStore::adopt_staged`]).
+//! - [`transfer`]: snapshot files in transit, the one implementation a
+//!   transport calls: [`SnapshotReader`] (size, CRC32C, chunks) on the
+//!   sender; [`SnapshotStaging`] and [`SnapshotReceiver`] (limits, staging,
+//!   resume, checksum and full validation while staged) on the receiver.
+//!   Installation into the state machine is `StateMachine::install_snapshot`.
 //! - [`priority`]: builder threads run at a lower scheduling priority.
 
 pub mod format;
@@ -19,12 +22,15 @@ pub use format::{verify_snapshot_file, SnapshotFileReader};
 pub use store::{
     Quarantined, SnapshotInfo, SnapshotStore, ValidLatest, KEEP_SNAPSHOTS, QUARANTINE_DIR,
 };
-pub use transfer::{SnapshotReader, SnapshotReceiver, DEFAULT_CHUNK_BYTES};
+pub use transfer::{
+    file_crc32c, free_space_margin, InboundError, InboundLimits, InboundOffer, SnapshotReader,
+    SnapshotReceiver, SnapshotStaging, StagedSnapshot, DEFAULT_CHUNK_BYTES, MAX_FREE_MARGIN_BYTES,
+};
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// A snapshot file or transfer problem. Every variant names the file.
+/// A snapshot file problem. Every variant names the file.
 #[derive(Debug)]
 pub enum SnapshotError {
     Io {
@@ -37,20 +43,6 @@ pub enum SnapshotError {
         path: PathBuf,
         offset: u64,
         what: String,
-    },
-    /// A transfer chunk arrived at the wrong offset.
-    UnexpectedOffset {
-        path: PathBuf,
-        expected: u64,
-        got: u64,
-    },
-    /// A re-sent chunk differs from the bytes already staged.
-    ChunkMismatch { path: PathBuf, offset: u64 },
-    /// The staged snapshot is valid but for another index than announced.
-    WrongIndex {
-        path: PathBuf,
-        expected: u64,
-        found: u64,
     },
 }
 
@@ -65,29 +57,6 @@ impl fmt::Display for SnapshotError {
             SnapshotError::Corrupt { path, offset, what } => write!(
                 f,
                 "snapshot file {} is corrupt at byte offset {offset}: {what}; delete it and fetch a fresh snapshot from the leader",
-                path.display()
-            ),
-            SnapshotError::UnexpectedOffset {
-                path,
-                expected,
-                got,
-            } => write!(
-                f,
-                "snapshot chunk for {} at offset {got} refused: the next expected offset is {expected}; resume sending from {expected}",
-                path.display()
-            ),
-            SnapshotError::ChunkMismatch { path, offset } => write!(
-                f,
-                "re-sent snapshot chunk at offset {offset} differs from the bytes already staged in {}; restart the transfer",
-                path.display()
-            ),
-            SnapshotError::WrongIndex {
-                path,
-                expected,
-                found,
-            } => write!(
-                f,
-                "snapshot {} covers index {found}, but index {expected} was announced",
                 path.display()
             ),
         }

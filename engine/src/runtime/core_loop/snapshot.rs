@@ -196,21 +196,7 @@ impl CoreLoop {
                 meta.last_index
             )));
         };
-        let dest = self.snapshots.dir().join(format!(
-            "snapshot-{:020}-{:020}.snap",
-            meta.last_index, meta.last_term
-        ));
-        std::fs::rename(&staged, &dest).map_err(|e| {
-            NodeFailure::io(
-                format!("moving {} to {}", staged.display(), dest.display()),
-                e,
-            )
-        })?;
-        std::fs::File::open(self.snapshots.dir())
-            .and_then(|d| d.sync_all())
-            .map_err(|e| {
-                NodeFailure::io(format!("syncing {}", self.snapshots.dir().display()), e)
-            })?;
+        let dest = self.snapshots.adopt_staged(&staged, &meta)?;
         let (tx, rx) = std_mpsc::channel();
         self.register_waiters();
         let _ = self.apply_tx.send(ApplyTask::Install {

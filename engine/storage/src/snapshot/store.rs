@@ -1,10 +1,12 @@
 //! The `<data_dir>/snapshots/` directory.
 //!
 //! Files: `snapshot-<index:020>-<term:020>.snap` (complete, verified when
-//! written), `snapshot-….snap.tmp` (a build in progress; removed on open),
-//! `incoming-<index>.tmp` (a transfer being received; kept for resume),
+//! written or received; named by [`SnapshotStore::file_path`]),
+//! `snapshot-….snap.tmp` (a build in progress; removed on open),
 //! `quarantine/` (files that failed validation at start-up, moved aside by
-//! [`SnapshotStore::latest_valid`]). The directory is created 0700 and every
+//! [`SnapshotStore::latest_valid`]). Transfers being received are staged
+//! elsewhere ([`super::transfer`]) and enter only through
+//! [`SnapshotStore::adopt_staged`]. The directory is created 0700 and every
 //! file 0600 ([`crate::data_dir`]).
 //!
 //! Creating a snapshot: write a temp file, fsync it, rename it, fsync the
@@ -58,7 +60,7 @@ pub struct SnapshotStore {
     dir: PathBuf,
 }
 
-pub(crate) fn snapshot_file_name(index: Index, term: Term) -> String {
+fn snapshot_file_name(index: Index, term: Term) -> String {
     format!("snapshot-{index:020}-{term:020}.snap")
 }
 
@@ -71,7 +73,7 @@ fn parse_name(name: &str) -> Option<(Index, Term)> {
 impl SnapshotStore {
     /// Opens (creating) `<data_dir>/snapshots` and removes abandoned builds.
     pub fn open(data_dir: &Path) -> Result<Self, SnapshotError> {
-        let dir = data_dir.join("snapshots");
+        let dir = data_dir.join(crate::layout::SNAPSHOTS_DIR);
         crate::data_dir::create_private_dir_all(&dir)
             .map_err(io_err(&dir, "create snapshot directory"))?;
         for e in fs::read_dir(&dir).map_err(io_err(&dir, "list snapshots"))? {
@@ -87,6 +89,27 @@ impl SnapshotStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the complete snapshot of `index` and `term` lives.
+    pub fn file_path(&self, index: Index, term: Term) -> PathBuf {
+        self.dir.join(snapshot_file_name(index, term))
+    }
+
+    /// Moves a received snapshot that passed validation while staged
+    /// ([`super::StagedSnapshot`]) into the store under its final name,
+    /// durably (rename, then fsync of the directory), and returns its new
+    /// path. The staging directory must be on the same filesystem.
+    pub fn adopt_staged(
+        &self,
+        staged: &Path,
+        meta: &SnapshotMeta,
+    ) -> Result<PathBuf, SnapshotError> {
+        let dest = self.file_path(meta.last_index, meta.last_term);
+        fs::rename(staged, &dest)
+            .map_err(io_err(staged, "move received snapshot into the store"))?;
+        sync_dir(&self.dir)?;
+        Ok(dest)
     }
 
     /// Complete snapshot files, newest (highest index) first.
@@ -234,27 +257,10 @@ impl SnapshotStore {
         })
     }
 
-    /// Deletes all but the newest [`KEEP_SNAPSHOTS`] complete snapshots and
-    /// any incoming transfer at or below the newest index.
+    /// Deletes all but the newest [`KEEP_SNAPSHOTS`] complete snapshots.
     pub fn prune(&self) -> Result<(), SnapshotError> {
-        let all = self.list()?;
-        let newest = all.first().map(|x| x.0).unwrap_or(0);
-        for (_, _, p) in all.into_iter().skip(KEEP_SNAPSHOTS) {
+        for (_, _, p) in self.list()?.into_iter().skip(KEEP_SNAPSHOTS) {
             fs::remove_file(&p).map_err(io_err(&p, "remove old snapshot"))?;
-        }
-        for e in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "list snapshots"))? {
-            let e = e.map_err(io_err(&self.dir, "list snapshots"))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(i) = name
-                .strip_prefix("incoming-")
-                .and_then(|s| s.strip_suffix(".tmp"))
-                .and_then(|s| s.parse::<Index>().ok())
-            {
-                if i <= newest {
-                    let p = e.path();
-                    fs::remove_file(&p).map_err(io_err(&p, "remove stale incoming snapshot"))?;
-                }
-            }
         }
         Ok(())
     }
