@@ -26,8 +26,9 @@ use d_engine_core::{Entry, Index, SnapshotMeta, Term};
 use d_engine_storage::sm::{SmError, SnapshotRecord, SnapshotSource, StateMachine};
 use tokio::sync::watch;
 
-use super::handle::ProposeOutcome;
-use super::shared::{Input, ProposalWaiter, ReadWaiter, Shared};
+use super::input::{Input, ProposalWaiter, ReadWaiter};
+use super::shared::Shared;
+use super::types::ProposeOutcome;
 
 pub(crate) enum ApplyTask {
     Register(Vec<(Index, Term, ProposalWaiter)>),

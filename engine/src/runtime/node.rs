@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use super::addr::MemberAddr;
 use super::core_loop::CoreLoop;
 use super::handle::NodeHandle;
+use super::inbox::NodeInbox;
 use super::shared::*;
 use super::watch_hub::WatchHub;
 use super::{apply, wal_thread};
@@ -341,7 +342,7 @@ where
         .published
         .snapshot_index
         .store(snapshot_index, std::sync::atomic::Ordering::Release);
-    let transport = make_transport(shared.peer_inbox());
+    let transport = make_transport(Arc::new(NodeInbox::new(&shared)));
 
     let periodic = match shared.config.durability.mode {
         DurabilityMode::Fsync => None,

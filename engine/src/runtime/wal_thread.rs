@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use d_engine_core::{Entry, Index};
 use d_engine_storage::wal::{LogStore, Wal};
 
-use super::shared::Input;
+use super::input::Input;
 
 pub(crate) enum WalTask {
     Append(Vec<Entry>),

@@ -31,7 +31,7 @@ use d_engine_client::{Error, EventType, KeyValue, Result, WatchEvent};
 use d_engine_storage::sm::{WatchEvent as SmEvent, WatchEventKind};
 use tokio::sync::mpsc;
 
-use super::handle::WatchStream;
+use super::types::{to_client_kv, WatchStream};
 use crate::config::WatchConfig;
 
 /// Bytes charged per event beyond its key and value (the event's fixed
@@ -177,7 +177,7 @@ pub(crate) fn to_client_event(ev: &SmEvent) -> WatchEvent {
             kv: ev
                 .kv
                 .as_ref()
-                .map(super::shared::to_client_kv)
+                .map(to_client_kv)
                 .unwrap_or_else(|| deleted_kv(&ev.key, ev.revision)),
         },
         WatchEventKind::Delete => WatchEvent {
