@@ -21,6 +21,8 @@
 //!   watcher whose next event would pass either bound is cancelled with a
 //!   final `Err(Overloaded)` naming the limit, never silently skipped.
 //! - A watcher whose receiver was dropped is removed on the next publish.
+//!
+//! (Over 500 lines only because of its unit tests, which follow the code.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
