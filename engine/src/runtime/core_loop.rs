@@ -43,6 +43,7 @@ use d_engine_storage::snapshot::SnapshotStore;
 use tokio::sync::oneshot;
 
 use super::apply::ApplyTask;
+use super::failure::NodeFailure;
 use super::shared::*;
 use super::wal_thread::WalTask;
 use crate::transport::Transport;
@@ -167,8 +168,9 @@ impl CoreLoop {
             drop(self);
         }));
         if result.is_err() {
-            *shared.failure.lock().expect("poisoned") =
-                Some("the consensus loop panicked (see the log)".into());
+            *shared.failure.lock().expect("poisoned") = Some(NodeFailure::Thread(
+                "the consensus loop panicked (see the log)".into(),
+            ));
             shared.state.store(STATE_FAILED, Ordering::Release);
             shared.hub.close_all("the node failed");
             shared.sm.write().expect("poisoned").take();
@@ -178,7 +180,7 @@ impl CoreLoop {
 
     /// Before the first input: a lone voter elects itself at once instead of
     /// waiting a randomized election timeout (nobody else can compete).
-    pub(crate) fn fast_single_node_election(&mut self) -> Result<(), String> {
+    pub(crate) fn fast_single_node_election(&mut self) -> Result<(), NodeFailure> {
         let st = self.core.status();
         let voters: Vec<_> = st.membership.voters().collect();
         if voters != [self.shared.id] {
@@ -197,7 +199,7 @@ impl CoreLoop {
         Ok(())
     }
 
-    fn main_loop(&mut self) -> Result<(), String> {
+    fn main_loop(&mut self) -> Result<(), NodeFailure> {
         const SLOW_ITERATION: Duration = Duration::from_millis(50);
         self.fast_single_node_election()?;
         self.publish();
@@ -255,7 +257,7 @@ impl CoreLoop {
     }
 
     /// Handles one input; returns true to stop.
-    fn handle(&mut self, input: Input) -> Result<bool, String> {
+    fn handle(&mut self, input: Input) -> Result<bool, NodeFailure> {
         if input.is_client() {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
         }
@@ -453,7 +455,7 @@ impl CoreLoop {
     /// membership at that index and write it on a builder thread.
     fn snapshot_begun(
         &mut self,
-        result: Result<Box<dyn d_engine_storage::sm::SnapshotSource>, String>,
+        result: Result<Box<dyn d_engine_storage::sm::SnapshotSource>, NodeFailure>,
     ) {
         let source = match result {
             Ok(s) => s,
@@ -461,9 +463,9 @@ impl CoreLoop {
         };
         let index = source.meta().last_index;
         let Some(membership) = self.core.membership_at(index) else {
-            return self.snapshot_created(Err(format!(
+            return self.snapshot_created(Err(NodeFailure::Inconsistent(format!(
                 "the core has no membership for index {index} (already compacted?)"
-            )));
+            ))));
         };
         let mut source = super::apply::WithMembership::new(source, membership);
         let store = self.snapshots.clone();
@@ -477,15 +479,15 @@ impl CoreLoop {
                 let result = store
                     .create(&mut source)
                     .map(|info| (info.meta, info.path))
-                    .map_err(|e| format!("writing a snapshot: {e}"));
+                    .map_err(|e| NodeFailure::during("writing a snapshot", e));
                 let _ = input.send(Input::SnapshotCreated { result });
             });
         if let Err(e) = spawned {
-            self.snapshot_created(Err(format!("spawning the snapshot thread: {e}")));
+            self.snapshot_created(Err(NodeFailure::io("spawning the snapshot thread", e)));
         }
     }
 
-    fn snapshot_created(&mut self, result: Result<(SnapshotMeta, PathBuf), String>) {
+    fn snapshot_created(&mut self, result: Result<(SnapshotMeta, PathBuf), NodeFailure>) {
         self.snapshot_building = false;
         match result {
             Ok((meta, path)) => {
@@ -512,7 +514,7 @@ impl CoreLoop {
             Err(e) => {
                 tracing::error!(error = %e, "snapshot failed");
                 for tx in self.snapshot_waiters.drain(..) {
-                    let _ = tx.send(Err(Error::Storage(e.clone())));
+                    let _ = tx.send(Err(Error::Storage(e.to_string())));
                 }
             }
         }
@@ -537,22 +539,28 @@ impl CoreLoop {
 
     /// Installs a staged snapshot: adopt the file into the snapshot store,
     /// replace the state machine, reset the WAL, then tell the core.
-    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), String> {
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), NodeFailure> {
         let Some(staged) = self.staged.remove(&meta.last_index) else {
-            return Err(format!(
+            return Err(NodeFailure::Inconsistent(format!(
                 "the core asked to install snapshot {} which was never staged",
                 meta.last_index
-            ));
+            )));
         };
         let dest = self.snapshots.dir().join(format!(
             "snapshot-{:020}-{:020}.snap",
             meta.last_index, meta.last_term
         ));
-        std::fs::rename(&staged, &dest)
-            .map_err(|e| format!("moving {} to {}: {e}", staged.display(), dest.display()))?;
+        std::fs::rename(&staged, &dest).map_err(|e| {
+            NodeFailure::io(
+                format!("moving {} to {}", staged.display(), dest.display()),
+                e,
+            )
+        })?;
         std::fs::File::open(self.snapshots.dir())
             .and_then(|d| d.sync_all())
-            .map_err(|e| format!("syncing {}: {e}", self.snapshots.dir().display()))?;
+            .map_err(|e| {
+                NodeFailure::io(format!("syncing {}", self.snapshots.dir().display()), e)
+            })?;
         let (tx, rx) = std_mpsc::channel();
         self.register_waiters();
         let _ = self.apply_tx.send(ApplyTask::Install {
@@ -560,13 +568,14 @@ impl CoreLoop {
             done: tx,
         });
         rx.recv()
-            .map_err(|_| "apply thread stopped".to_string())??;
+            .map_err(|_| NodeFailure::Thread("apply thread stopped".into()))??;
         let (tx, rx) = std_mpsc::channel();
         let _ = self.wal_tx.send(WalTask::Reset {
             next: meta.last_index + 1,
             done: tx,
         });
-        rx.recv().map_err(|_| "WAL thread stopped".to_string())??;
+        rx.recv()
+            .map_err(|_| NodeFailure::Thread("WAL thread stopped".into()))??;
         if let Err(e) = self.snapshots.prune() {
             tracing::warn!(error = %e, "pruning old snapshots failed");
         }
@@ -583,7 +592,7 @@ impl CoreLoop {
     }
 
     /// Executes every pending `Ready` in contract order.
-    pub(crate) fn process_ready(&mut self) -> Result<(), String> {
+    pub(crate) fn process_ready(&mut self) -> Result<(), NodeFailure> {
         while self.core.has_ready() {
             let rd = self.core.ready();
             if let Some(meta) = rd.snapshot_to_install {
@@ -591,9 +600,7 @@ impl CoreLoop {
             }
             if let Some(hs) = rd.hard_state {
                 if self.hard_state.term_or_vote_changed(&hs) {
-                    self.hard_state
-                        .save(&hs)
-                        .map_err(|e| format!("saving hard state: {e}"))?;
+                    self.hard_state.save(&hs).map_err(NodeFailure::from)?;
                 }
             }
             if !rd.entries.is_empty() {
@@ -819,12 +826,13 @@ impl CoreLoop {
 
     /// Stops the node: fails queued requests, stops and joins the WAL and
     /// apply threads (the WAL syncs what it has), closes watches.
-    fn stop(&mut self, error: Option<String>) {
+    fn stop(&mut self, error: Option<NodeFailure>) {
         let shared = self.shared.clone();
         let failed = error.is_some();
-        if let Some(e) = &error {
+        let stop_error = error.as_ref().map(|e| e.to_error(shared.id));
+        if let Some(e) = error {
             tracing::error!(error = %e, node = shared.id, "node stopping after a fatal error");
-            *shared.failure.lock().expect("poisoned") = Some(e.clone());
+            *shared.failure.lock().expect("poisoned") = Some(e);
             shared.state.store(STATE_FAILED, Ordering::Release);
         } else {
             let _ = shared.state.compare_exchange(
@@ -834,8 +842,8 @@ impl CoreLoop {
                 Ordering::Acquire,
             );
         }
-        let err = || match &error {
-            Some(e) => Error::Storage(format!("node stopped after a storage failure: {e}")),
+        let err = || match &stop_error {
+            Some(e) => e.clone(),
             None => Error::ShuttingDown("the node is shutting down".into()),
         };
         for w in self.batch_waiters.drain(..).flatten() {

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use d_engine_core::{ConfChange, Message, NodeId, SnapshotMeta, Term};
 use tokio::sync::oneshot;
 
+use super::failure::NodeFailure;
 use super::types::{Error, ProposeOutcome, Result};
 
 /// The result a proposal waiter receives from the apply thread.
@@ -142,13 +143,14 @@ pub(crate) enum Input {
         term: u64,
     },
     SnapshotBegun {
-        result: std::result::Result<Box<dyn d_engine_storage::sm::SnapshotSource>, String>,
+        result: std::result::Result<Box<dyn d_engine_storage::sm::SnapshotSource>, NodeFailure>,
     },
     SnapshotCreated {
-        result: std::result::Result<(SnapshotMeta, PathBuf), String>,
+        result: std::result::Result<(SnapshotMeta, PathBuf), NodeFailure>,
     },
     SnapshotSendFailed(NodeId),
-    Fatal(String),
+    /// A storage failure or a dead thread: the node stops with it.
+    Fatal(NodeFailure),
     Shutdown,
 }
 

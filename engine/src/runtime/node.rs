@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use super::addr::MemberAddr;
 use super::core_loop::CoreLoop;
+use super::failure::NodeFailure;
 use super::handle::NodeHandle;
 use super::inbox::NodeInbox;
 use super::shared::*;
@@ -42,15 +43,17 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     /// The data dir, WAL, hard state, snapshots or state machine could not
-    /// be opened (the message names the file and what to do).
+    /// be opened, or do not fit together (the failure names the file and
+    /// what to do; the storage crate's error is its source).
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(NodeFailure),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
 
-fn storage<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StartError {
-    move |e| StartError::Storage(format!("{what}: {e}"))
+/// A storage error while opening the node (its type names the store).
+fn storage<E: Into<NodeFailure>>(e: E) -> StartError {
+    StartError::Storage(e.into())
 }
 
 struct OpenedStorage {
@@ -79,15 +82,14 @@ pub(crate) fn initial_membership(config: &Config) -> Membership {
 }
 
 fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
-    let data_dir = DataDir::open(&config.data_dir, config.node_id, &config.cluster_id)
-        .map_err(storage("data dir"))?;
+    let data_dir =
+        DataDir::open(&config.data_dir, config.node_id, &config.cluster_id).map_err(storage)?;
     if let Some(notice) = data_dir.mode_notice() {
         tracing::warn!(data_dir = %data_dir.path().display(), "{notice}");
     }
-    let (hard_state, hs) =
-        HardStateStore::open(data_dir.hard_state_dir()).map_err(storage("hard state"))?;
-    let snapshots = SnapshotStore::open(data_dir.path()).map_err(storage("snapshots"))?;
-    let valid = snapshots.latest_valid().map_err(storage("snapshots"))?;
+    let (hard_state, hs) = HardStateStore::open(data_dir.hard_state_dir()).map_err(storage)?;
+    let snapshots = SnapshotStore::open(data_dir.path()).map_err(storage)?;
+    let valid = snapshots.latest_valid().map_err(storage)?;
     for q in &valid.quarantined {
         tracing::error!(
             file = %q.original.display(),
@@ -108,7 +110,7 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         },
         ..WalOptions::default()
     };
-    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage("WAL"))?;
+    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage)?;
     if let Some(t) = &recovered.torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
             "WAL: cut an unsynced torn tail");
@@ -126,11 +128,8 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         .map(|e| e.index)
         .unwrap_or_else(|| wal.first_index());
     if wal_first > snap_index + 1 {
-        return Err(StartError::Storage(log_gap_message(
-            snap_index,
-            wal_first,
-            &quarantined,
-            &snapshots,
+        return Err(StartError::Storage(NodeFailure::Inconsistent(
+            log_gap_message(snap_index, wal_first, &quarantined, &snapshots),
         )));
     }
     if !entries.is_empty() {
@@ -145,7 +144,8 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
                 snap_index,
                 "WAL diverges from the latest snapshot; resetting it"
             );
-            wal.reset(snap_index + 1).map_err(storage("WAL reset"))?;
+            wal.reset(snap_index + 1)
+                .map_err(|e| storage(NodeFailure::during("resetting the WAL", e)))?;
             entries.clear();
         } else {
             entries.retain(|e| e.index > snap_index);
@@ -163,7 +163,7 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
                 },
                 latest_path,
             )
-            .map_err(storage("state machine"))?;
+            .map_err(storage)?;
             match &opened.outcome {
                 OpenOutcome::Opened => {}
                 other => tracing::info!(outcome = ?other, "state machine opened"),
@@ -175,9 +175,12 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
                 Some(p) => MemStateMachine::from_snapshot(p),
                 None => Ok(MemStateMachine::new()),
             }
-            .map_err(storage(
-                "state machine (memory backend, loading the latest snapshot)",
-            ))?;
+            .map_err(|e| {
+                storage(NodeFailure::during(
+                    "memory backend, loading the latest snapshot",
+                    e,
+                ))
+            })?;
             tracing::info!(
                 applied_index = sm.applied_index(),
                 "memory state machine loaded; the log after it is replayed"
@@ -291,7 +294,11 @@ where
     let cfg = config.clone();
     let st = tokio::task::spawn_blocking(move || open_storage(&cfg))
         .await
-        .map_err(|e| StartError::Storage(format!("storage open task failed: {e}")))??;
+        .map_err(|e| {
+            StartError::Storage(NodeFailure::Thread(format!(
+                "storage open task failed: {e}"
+            )))
+        })??;
     let mut core_cfg = config.core_config();
     core_cfg.seed = config.node_id
         ^ std::time::SystemTime::now()

@@ -26,6 +26,7 @@ use d_engine_storage::sm::StateMachine;
 use tokio::sync::{oneshot, watch};
 
 use super::addr::MemberAddr;
+use super::failure::NodeFailure;
 pub(crate) use super::input::{Input, ProposalWaiter, ReadWaiter};
 use super::quota::Quota;
 use super::types::{Error, LeaderInfo, MemberInfo, MemberRole, Result};
@@ -153,7 +154,8 @@ pub(crate) struct Shared {
     pub(crate) leader_tx: watch::Sender<LeaderInfo>,
     pub(crate) members_tx: watch::Sender<Vec<MemberInfo>>,
     pub(crate) state: AtomicU8,
-    pub(crate) failure: Mutex<Option<String>>,
+    /// Why the node stopped serving, once `state` is `STATE_FAILED`.
+    pub(crate) failure: Mutex<Option<NodeFailure>>,
     pub(crate) stopped_tx: watch::Sender<bool>,
     pub(crate) staging_dir: PathBuf,
     pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -186,15 +188,10 @@ impl Shared {
     pub(crate) fn check_running(&self) -> Result<()> {
         match self.state.load(Ordering::Acquire) {
             STATE_RUNNING => Ok(()),
-            STATE_FAILED => Err(Error::Storage(format!(
-                "node {} stopped after a storage failure: {}",
-                self.id,
-                self.failure
-                    .lock()
-                    .expect("poisoned")
-                    .clone()
-                    .unwrap_or_default()
-            ))),
+            STATE_FAILED => Err(match &*self.failure.lock().expect("poisoned") {
+                Some(f) => f.to_error(self.id),
+                None => NodeFailure::Thread(String::new()).to_error(self.id),
+            }),
             _ => Err(Error::ShuttingDown(format!("node {} is stopping", self.id))),
         }
     }
