@@ -152,7 +152,7 @@ fn check_server_pair(
                 format!(
                     "the certificate ({cert_key}) and key ({key_key}) are not usable \
                      together: {}",
-                    crate::transport::tonic_common::error_chain(&e)
+                    error_chain(&e)
                 ),
             )
         })
@@ -229,6 +229,18 @@ pub fn cert_names_node(der: &CertificateDer<'_>, id: u64) -> bool {
         return false;
     };
     cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

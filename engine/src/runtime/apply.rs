@@ -26,8 +26,10 @@ use d_engine_core::{Entry, Index, SnapshotMeta, Term};
 use d_engine_storage::sm::{SmError, SnapshotRecord, SnapshotSource, StateMachine};
 use tokio::sync::watch;
 
-use super::handle::ProposeOutcome;
-use super::shared::{Input, ProposalWaiter, ReadWaiter, Shared};
+use super::failure::NodeFailure;
+use super::input::{Input, ProposalWaiter, ReadWaiter};
+use super::shared::Shared;
+use super::types::ProposeOutcome;
 
 pub(crate) enum ApplyTask {
     Register(Vec<(Index, Term, ProposalWaiter)>),
@@ -38,7 +40,7 @@ pub(crate) enum ApplyTask {
     },
     Install {
         path: PathBuf,
-        done: std_mpsc::Sender<Result<SnapshotMeta, String>>,
+        done: std_mpsc::Sender<Result<SnapshotMeta, NodeFailure>>,
     },
     BeginSnapshot,
     Shutdown,
@@ -78,7 +80,7 @@ impl Applier {
     fn run(&mut self, rx: &std_mpsc::Receiver<ApplyTask>) {
         let mut tasks = Vec::new();
         let mut batch: Vec<Entry> = Vec::new();
-        let mut failed: Option<String> = None;
+        let mut failed: Option<NodeFailure> = None;
         while let Ok(t) = rx.recv() {
             tasks.push(t);
             while let Ok(t) = rx.try_recv() {
@@ -123,7 +125,8 @@ impl Applier {
                 for t in rx.iter() {
                     match t {
                         ApplyTask::Install { done, .. } => {
-                            let _ = done.send(Err("state machine stopped".into()));
+                            let _ =
+                                done.send(Err(NodeFailure::Thread("state machine stopped".into())));
                         }
                         ApplyTask::Shutdown => return,
                         _ => {}
@@ -168,11 +171,10 @@ impl Applier {
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
-        let mut results = self
-            .sm
-            .apply(&entries)
-            .map_err(|e| format!("applying entries {}..: {e}", entries[0].index))?;
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeFailure> {
+        let mut results = self.sm.apply(&entries).map_err(|e| {
+            NodeFailure::during(format!("applying entries {}..", entries[0].index), e)
+        })?;
         drop(entries);
         // The applied index (the `revision` in response headers) moves
         // before the events are published: a watch created in between
@@ -234,11 +236,10 @@ impl Applier {
         }
     }
 
-    fn install(&mut self, path: &std::path::Path) -> Result<SnapshotMeta, String> {
-        let meta = self
-            .sm
-            .install_snapshot(path)
-            .map_err(|e| format!("installing snapshot {}: {e}", path.display()))?;
+    fn install(&mut self, path: &std::path::Path) -> Result<SnapshotMeta, NodeFailure> {
+        let meta = self.sm.install_snapshot(path).map_err(|e| {
+            NodeFailure::during(format!("installing snapshot {}", path.display()), e)
+        })?;
         let applied = self.sm.applied_index();
         self.shared.applied.store(applied, Ordering::Release);
         self.shared.quota.observe(self.sm.data_bytes());
@@ -266,7 +267,7 @@ impl Applier {
         let result = self
             .sm
             .begin_snapshot()
-            .map_err(|e| format!("starting a snapshot: {e}"));
+            .map_err(|e| NodeFailure::during("starting a snapshot", e));
         self.shared.send_internal(Input::SnapshotBegun { result });
     }
 

@@ -127,8 +127,9 @@ impl CoreLoop {
             drop(self);
         }));
         if result.is_err() {
-            *shared.failure.lock().expect("poisoned") =
-                Some("the consensus loop panicked (see the log)".into());
+            *shared.failure.lock().expect("poisoned") = Some(NodeFailure::Thread(
+                "the consensus loop panicked (see the log)".into(),
+            ));
             shared.state.store(STATE_FAILED, Ordering::Release);
             shared.hub.close_all("the node failed");
             shared.sm.write().expect("poisoned").take();
@@ -294,7 +295,7 @@ impl CoreLoop {
             Input::SnapshotCreated { result } => self.snapshot_created(result),
             Input::SnapshotSendFailed(to) => self.core.snapshot_send_failed(to),
             // Boundary: the WAL and apply threads report failures as text.
-            Input::Fatal(e) => return Err(NodeFailure::Thread(e)),
+            Input::Fatal(e) => return Err(e),
             Input::Shutdown => return Ok(true),
         }
         Ok(false)

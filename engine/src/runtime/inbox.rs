@@ -12,7 +12,8 @@ use std::sync::{Arc, Weak};
 
 use d_engine_core::{Message, NodeId, SnapshotMeta, Term};
 
-use super::shared::{Input, Shared};
+use super::input::Input;
+use super::shared::Shared;
 use crate::transport::PeerInbox;
 
 pub(crate) struct NodeInbox {

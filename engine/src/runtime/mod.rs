@@ -17,8 +17,17 @@
 //!
 //! Start a node with [`start`]; talk to it through [`NodeHandle`].
 
+//! Layout: [`handle`] holds [`NodeHandle`]; its methods are `impl NodeHandle`
+//! blocks, one file per request path (`lifecycle`, `cluster_info`, `writes`,
+//! `reads`, `watches`, `admin`, with `validate`). The state they share with
+//! the threads is `shared` (plus the loop's input queue, `input`); the
+//! threads are `core_loop`, `wal_thread`, `apply`; `node` starts them. The
+//! modules import each other without a circle (`tests/module_graph.rs`).
+
 mod addr;
+mod admin;
 mod apply;
+mod cluster_info;
 mod core_loop;
 mod failure;
 pub mod handle;
@@ -27,11 +36,18 @@ pub mod handle;
 #[doc(hidden)]
 pub mod host;
 mod inbox;
+pub(crate) mod input;
+mod lifecycle;
 mod node;
 pub(crate) mod quota;
+pub(crate) mod reads;
 pub(crate) mod shared;
+pub(crate) mod types;
+pub(crate) mod validate;
 mod wal_thread;
 pub(crate) mod watch_hub;
+mod watches;
+mod writes;
 
 pub use addr::MemberAddr;
 pub use failure::NodeFailure;

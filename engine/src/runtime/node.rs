@@ -26,7 +26,9 @@ use tokio::sync::watch;
 
 use super::addr::MemberAddr;
 use super::core_loop::CoreLoop;
+use super::failure::NodeFailure;
 use super::handle::NodeHandle;
+use super::inbox::NodeInbox;
 use super::shared::*;
 use super::watch_hub::WatchHub;
 use super::{apply, wal_thread};
@@ -39,15 +41,17 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     /// The data dir, WAL, hard state, snapshots or state machine could not
-    /// be opened (the message names the file and what to do).
+    /// be opened, or do not fit together (the failure names the file and
+    /// what to do; the storage crate's error is its source).
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(NodeFailure),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
 
-fn storage<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StartError {
-    move |e| StartError::Storage(format!("{what}: {e}"))
+/// A storage error while opening the node (its type names the store).
+fn storage<E: Into<NodeFailure>>(e: E) -> StartError {
+    StartError::Storage(e.into())
 }
 
 struct OpenedStorage {
@@ -76,17 +80,14 @@ pub(crate) fn initial_membership(config: &Config) -> Membership {
 }
 
 fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
-    let data_dir = DataDir::open(&config.data_dir, config.node_id, &config.cluster_id)
-        .map_err(storage("data dir"))?;
+    let data_dir =
+        DataDir::open(&config.data_dir, config.node_id, &config.cluster_id).map_err(storage)?;
     if let Some(notice) = data_dir.mode_notice() {
         tracing::warn!(data_dir = %data_dir.path().display(), "{notice}");
     }
-    let (hard_state, hs) =
-        HardStateStore::open(data_dir.hard_state_dir()).map_err(storage("hard state"))?;
-    let snapshots = data_dir
-        .open_snapshot_store()
-        .map_err(storage("snapshots"))?;
-    let valid = snapshots.latest_valid().map_err(storage("snapshots"))?;
+    let (hard_state, hs) = HardStateStore::open(data_dir.hard_state_dir()).map_err(storage)?;
+    let snapshots = data_dir.open_snapshot_store().map_err(storage)?;
+    let valid = snapshots.latest_valid().map_err(storage)?;
     for q in &valid.quarantined {
         tracing::error!(
             file = %q.original.display(),
@@ -98,7 +99,7 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
     let quarantined = valid.quarantined;
     let latest = valid.latest.map(|i| (i.meta, i.path));
     let wal_opts = config.durability.wal_options();
-    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage("WAL"))?;
+    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage)?;
     if let Some(t) = &recovered.torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
             "WAL: cut an unsynced torn tail");
@@ -116,11 +117,8 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         .map(|e| e.index)
         .unwrap_or_else(|| wal.first_index());
     if wal_first > snap_index + 1 {
-        return Err(StartError::Storage(log_gap_message(
-            snap_index,
-            wal_first,
-            &quarantined,
-            &snapshots,
+        return Err(StartError::Storage(NodeFailure::Inconsistent(
+            log_gap_message(snap_index, wal_first, &quarantined, &snapshots),
         )));
     }
     if !entries.is_empty() {
@@ -135,7 +133,8 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
                 snap_index,
                 "WAL diverges from the latest snapshot; resetting it"
             );
-            wal.reset(snap_index + 1).map_err(storage("WAL reset"))?;
+            wal.reset(snap_index + 1)
+                .map_err(|e| storage(NodeFailure::during("resetting the WAL", e)))?;
             entries.clear();
         } else {
             entries.retain(|e| e.index > snap_index);
@@ -152,7 +151,7 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
     };
     let opened = data_dir
         .open_state_machine(backend, latest_path)
-        .map_err(|e| StartError::Storage(e.to_string()))?;
+        .map_err(storage)?;
     let sm: Arc<dyn StateMachine> = opened.sm;
     match opened.how {
         StateMachineOpened::Sled(OpenOutcome::Opened) => {}
@@ -174,9 +173,7 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         initial_membership: initial_membership(config),
         applied,
     };
-    let (staging, not_removed) = data_dir
-        .open_snapshot_staging()
-        .map_err(storage("snapshot staging"))?;
+    let (staging, not_removed) = data_dir.open_snapshot_staging().map_err(storage)?;
     for e in not_removed {
         tracing::warn!(error = %e, "cannot remove an orphaned staged snapshot");
     }
@@ -254,7 +251,11 @@ where
     let cfg = config.clone();
     let st = tokio::task::spawn_blocking(move || open_storage(&cfg))
         .await
-        .map_err(|e| StartError::Storage(format!("storage open task failed: {e}")))??;
+        .map_err(|e| {
+            StartError::Storage(NodeFailure::Thread(format!(
+                "storage open task failed: {e}"
+            )))
+        })??;
     let mut core_cfg = config.core_config();
     core_cfg.seed = config.node_id
         ^ std::time::SystemTime::now()
@@ -305,7 +306,7 @@ where
         .published
         .snapshot_index
         .store(snapshot_index, std::sync::atomic::Ordering::Release);
-    let transport = make_transport(shared.peer_inbox());
+    let transport = make_transport(Arc::new(NodeInbox::new(&shared)));
 
     let periodic = shared.config.durability.sync_interval();
     let (wal_tx, wal_h) = wal_thread::spawn(st.wal, periodic, input_tx, shared.id)?;

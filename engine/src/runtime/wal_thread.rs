@@ -9,12 +9,14 @@
 //! fsync may have dropped data, so nothing more may be acknowledged.
 
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use d_engine_core::{Entry, Index};
 use d_engine_storage::wal::{LogStore, Wal};
 
-use super::shared::Input;
+use super::failure::NodeFailure;
+use super::input::Input;
 
 pub(crate) enum WalTask {
     Append(Vec<Entry>),
@@ -23,14 +25,14 @@ pub(crate) enum WalTask {
     /// Discard the whole log; the next entry will have index `next`.
     Reset {
         next: Index,
-        done: std_mpsc::Sender<Result<(), String>>,
+        done: std_mpsc::Sender<Result<(), NodeFailure>>,
     },
     Shutdown,
 }
 
 /// Why the WAL thread's loop ended with an error.
 struct Stopped {
-    error: String,
+    error: NodeFailure,
     /// The failing wake-up had already taken `Shutdown` off the channel, so
     /// no further `Shutdown` will come: the thread must exit at once (the
     /// consensus loop is joining it).
@@ -48,9 +50,9 @@ pub(crate) fn spawn(
         .name(format!("dengine-wal-{node_id}"))
         .spawn(move || {
             if let Err(stopped) = run(&mut wal, periodic, &rx, &input) {
-                let e = stopped.error;
+                let e = Arc::new(stopped.error);
                 tracing::error!(error = %e, "WAL failed; stopping the node");
-                let _ = input.send(Input::Fatal(format!("WAL: {e}")));
+                let _ = input.send(Input::Fatal(NodeFailure::Shared(e.clone())));
                 if !stopped.shutdown_taken {
                     drain_until_shutdown(&rx, &e);
                 }
@@ -61,11 +63,11 @@ pub(crate) fn spawn(
 
 /// After a failure: keeps answering resets so the loop never blocks on us,
 /// until `Shutdown` (or the loop is gone).
-fn drain_until_shutdown(rx: &std_mpsc::Receiver<WalTask>, e: &str) {
+fn drain_until_shutdown(rx: &std_mpsc::Receiver<WalTask>, e: &Arc<NodeFailure>) {
     while let Ok(t) = rx.recv() {
         match t {
             WalTask::Reset { done, .. } => {
-                let _ = done.send(Err(format!("WAL stopped: {e}")));
+                let _ = done.send(Err(NodeFailure::during("WAL stopped", e.clone())));
             }
             WalTask::Shutdown => break,
             _ => {}
@@ -116,7 +118,7 @@ fn run(
     rx: &std_mpsc::Receiver<WalTask>,
     input: &std_mpsc::Sender<Input>,
 ) -> Result<(), Stopped> {
-    let closed = |error: String| Stopped {
+    let closed = |error: NodeFailure| Stopped {
         error,
         shutdown_taken: true,
     };
@@ -199,32 +201,36 @@ fn wake_up(
     periodic: Option<Duration>,
     tasks: &mut Vec<WalTask>,
     input: &std_mpsc::Sender<Input>,
-) -> Result<bool, String> {
+) -> Result<bool, NodeFailure> {
     let mut appended = false;
     for t in tasks.drain(..) {
         match t {
             WalTask::Append(entries) => {
-                wal.append(&entries).map_err(|e| e.to_string())?;
+                wal.append(&entries)?;
                 appended = true;
             }
             WalTask::SetCommitted(i) => wal.set_committed(i),
-            WalTask::Compact(i) => wal.compact(i).map_err(|e| e.to_string())?,
+            WalTask::Compact(i) => wal.compact(i)?,
             WalTask::Reset { next, done } => {
                 // Anything appended before the reset is discarded by it.
-                let r = wal.reset(next).map_err(|e| e.to_string());
-                let _ = done.send(r.clone());
-                r?;
+                if let Err(e) = wal.reset(next) {
+                    // Both the waiting loop and the node's stop report it.
+                    let e = Arc::new(NodeFailure::from(e));
+                    let _ = done.send(Err(NodeFailure::Shared(e.clone())));
+                    return Err(NodeFailure::Shared(e));
+                }
+                let _ = done.send(Ok(()));
             }
             WalTask::Shutdown => {}
         }
     }
     if appended {
         match periodic {
-            None => wal.sync().map_err(|e| e.to_string())?,
+            None => wal.sync()?,
             Some(_) => {
-                wal.flush().map_err(|e| e.to_string())?;
+                wal.flush()?;
                 if wal.needs_sync(Instant::now()) {
-                    wal.sync().map_err(|e| e.to_string())?;
+                    wal.sync()?;
                 }
             }
         }
@@ -235,13 +241,13 @@ fn wake_up(
             });
         }
     } else if periodic.is_some() && wal.needs_sync(Instant::now()) {
-        wal.sync().map_err(|e| e.to_string())?;
+        wal.sync()?;
     }
     Ok(appended)
 }
 
-fn finish(wal: &mut Wal) -> Result<(), String> {
-    wal.sync().map_err(|e| e.to_string())
+fn finish(wal: &mut Wal) -> Result<(), NodeFailure> {
+    Ok(wal.sync()?)
 }
 
 #[cfg(test)]

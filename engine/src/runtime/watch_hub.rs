@@ -21,6 +21,8 @@
 //!   watcher whose next event would pass either bound is cancelled with a
 //!   final `Err(Overloaded)` naming the limit, never silently skipped.
 //! - A watcher whose receiver was dropped is removed on the next publish.
+//!
+//! (Over 500 lines only because of its unit tests, which follow the code.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +33,7 @@ use d_engine_client::{Error, EventType, KeyValue, Result, WatchEvent};
 use d_engine_storage::sm::{WatchEvent as SmEvent, WatchEventKind};
 use tokio::sync::mpsc;
 
-use super::handle::WatchStream;
+use super::types::{to_client_kv, WatchStream};
 use crate::config::WatchConfig;
 
 /// Bytes charged per event beyond its key and value (the event's fixed
@@ -177,7 +179,7 @@ pub(crate) fn to_client_event(ev: &SmEvent) -> WatchEvent {
             kv: ev
                 .kv
                 .as_ref()
-                .map(super::shared::to_client_kv)
+                .map(to_client_kv)
                 .unwrap_or_else(|| deleted_kv(&ev.key, ev.revision)),
         },
         WatchEventKind::Delete => WatchEvent {

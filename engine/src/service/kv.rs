@@ -23,7 +23,7 @@ use super::convert;
 use super::status::{limit, status};
 use super::validate;
 use crate::auth::{Access, Gate};
-use crate::runtime::shared::MultiRead;
+use crate::runtime::reads::MultiRead;
 use crate::runtime::watch_hub::{Delivery, HubStream};
 use crate::runtime::NodeHandle;
 
@@ -106,7 +106,6 @@ impl Kv for KvService {
         let c = validate::consistency(r.consistency)?;
         let kv = self
             .node
-            .shared
             .get_shared(Bytes::from(r.key), c)
             .await
             .map_err(|e| status(&e))?;
@@ -149,7 +148,6 @@ impl Kv for KvService {
         let budget = max.saturating_sub(RESPONSE_SLACK);
         let got = self
             .node
-            .shared
             .get_multi_shared(keys, c, Some(budget))
             .await
             .map_err(|e| status(&e))?;
@@ -252,7 +250,6 @@ impl Kv for KvService {
         let budget = l.max_request_bytes.saturating_sub(RESPONSE_SLACK);
         let out = self
             .node
-            .shared
             .scan_prefix_shared(Bytes::from(r.prefix), r.limit, c, Some(budget))
             .await
             .map_err(|e| status(&e))?;
@@ -282,7 +279,6 @@ impl Kv for KvService {
         }
         let events = self
             .node
-            .shared
             .watch_shared(Bytes::from(r.key), r.prefix, r.start_revision)
             .map_err(|e| status(&e))?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);

@@ -60,11 +60,11 @@ fn size(field: &str, len: usize, max: usize, key: &str) -> Result<(), Status> {
 /// naming both positions and the key, before anything is read. `field`
 /// names the list ("keys").
 pub fn distinct_keys(field: &str, keys: &[bytes::Bytes]) -> Result<(), Status> {
-    match crate::runtime::shared::first_duplicate(keys) {
+    match crate::runtime::validate::first_duplicate(keys) {
         None => Ok(()),
         Some((first, again)) => Err(invalid(
             &format!("{field}[{again}]"),
-            crate::runtime::shared::duplicate_key_message(keys, first, again),
+            crate::runtime::validate::duplicate_key_message(keys, first, again),
         )),
     }
 }

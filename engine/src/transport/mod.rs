@@ -12,6 +12,7 @@
 //! to a [`PeerInbox`], stages snapshots). [`tonic_convert`] maps core
 //! messages to and from `dengine.v1.RaftMessage`.
 
+mod links;
 pub mod peer_auth;
 pub mod tonic_client;
 pub mod tonic_common;

@@ -35,6 +35,10 @@ use tonic::Status;
 
 use crate::config::ConfigError;
 
+/// Optional metadata key: the sender's own peer address. A node that does
+/// not know the sender yet (a learner waiting to join) uses it to answer.
+pub const FROM_ADDR_HEADER: &str = "x-dengine-from-addr";
+
 /// Metadata key carrying the handshake MAC on every peer call.
 pub const AUTH_HEADER: &str = "x-dengine-auth";
 /// Metadata key naming the node the call is for (decimal id).
@@ -320,7 +324,7 @@ impl PeerSecret {
             .ok_or_else(|| unauth(&format!("malformed {AUTH_HEADER} nonce")))?;
         let mac = unhex(mac).ok_or_else(|| unauth(&format!("malformed {AUTH_HEADER} MAC")))?;
         let from_addr = md
-            .get(super::tonic_common::FROM_ADDR_HEADER)
+            .get(FROM_ADDR_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let h = Handshake {

@@ -12,14 +12,13 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use super::peer_auth::{PeerCall, PeerSecret, AUTH_HEADER, TO_HEADER};
+use crate::tls::error_chain;
 
 /// Metadata key carrying the sender's cluster id on every peer call.
 pub const CLUSTER_ID_HEADER: &str = "x-dengine-cluster-id";
 /// Metadata key carrying the sender's node id (decimal) on every peer call.
 pub const FROM_HEADER: &str = "x-dengine-from";
-/// Optional metadata key: the sender's own peer address. A node that does
-/// not know the sender yet (a learner waiting to join) uses it to answer.
-pub const FROM_ADDR_HEADER: &str = "x-dengine-from-addr";
+pub use super::peer_auth::FROM_ADDR_HEADER;
 
 /// Limits and timings of the peer transport. Every limit says what happens
 /// when it is reached.
@@ -429,18 +428,6 @@ pub(crate) async fn connect(
     ep.connect()
         .await
         .map_err(|e| format!("cannot connect to peer at {addr}: {}", error_chain(&e)))
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::links::Links;
 use super::peer_auth::PeerCall;
-use super::tonic_client::Links;
 use super::tonic_common::{admit_peer_call, sender_addr, PeerDirectory, TransportOptions};
 use super::tonic_convert::message_from_pb;
 use super::tonic_snapshot;

@@ -102,7 +102,7 @@ impl CoreLoop {
     /// membership at that index and write it on a builder thread.
     pub(super) fn snapshot_begun(
         &mut self,
-        result: Result<Box<dyn d_engine_storage::sm::SnapshotSource>, String>,
+        result: Result<Box<dyn d_engine_storage::sm::SnapshotSource>, NodeFailure>,
     ) {
         let source = match result {
             Ok(s) => s,
@@ -110,9 +110,9 @@ impl CoreLoop {
         };
         let index = source.meta().last_index;
         let Some(membership) = self.core.membership_at(index) else {
-            return self.snapshot_created(Err(format!(
+            return self.snapshot_created(Err(NodeFailure::Inconsistent(format!(
                 "the core has no membership for index {index} (already compacted?)"
-            )));
+            ))));
         };
         let mut source = super::super::apply::WithMembership::new(source, membership);
         let store = self.snapshots.clone();
@@ -126,15 +126,18 @@ impl CoreLoop {
                 let result = store
                     .create(&mut source)
                     .map(|info| (info.meta, info.path))
-                    .map_err(|e| format!("writing a snapshot: {e}"));
+                    .map_err(|e| NodeFailure::during("writing a snapshot", e));
                 let _ = input.send(Input::SnapshotCreated { result });
             });
         if let Err(e) = spawned {
-            self.snapshot_created(Err(format!("spawning the snapshot thread: {e}")));
+            self.snapshot_created(Err(NodeFailure::io("spawning the snapshot thread", e)));
         }
     }
 
-    pub(super) fn snapshot_created(&mut self, result: Result<(SnapshotMeta, PathBuf), String>) {
+    pub(super) fn snapshot_created(
+        &mut self,
+        result: Result<(SnapshotMeta, PathBuf), NodeFailure>,
+    ) {
         self.snapshot_building = false;
         match result {
             Ok((meta, path)) => {
@@ -161,7 +164,7 @@ impl CoreLoop {
             Err(e) => {
                 tracing::error!(error = %e, "snapshot failed");
                 for tx in self.snapshot_waiters.drain(..) {
-                    let _ = tx.send(Err(Error::Storage(e.clone())));
+                    let _ = tx.send(Err(Error::Storage(e.to_string())));
                 }
             }
         }
@@ -203,19 +206,15 @@ impl CoreLoop {
             path: dest.clone(),
             done: tx,
         });
-        // The apply and WAL threads still report their failures as text
-        // (`String`); carried as `NodeFailure::Thread` with the same text.
         rx.recv()
-            .map_err(|_| NodeFailure::Thread("apply thread stopped".into()))?
-            .map_err(NodeFailure::Thread)?;
+            .map_err(|_| NodeFailure::Thread("apply thread stopped".into()))??;
         let (tx, rx) = std_mpsc::channel();
         let _ = self.wal_tx.send(WalTask::Reset {
             next: meta.last_index + 1,
             done: tx,
         });
         rx.recv()
-            .map_err(|_| NodeFailure::Thread("WAL thread stopped".into()))?
-            .map_err(NodeFailure::Thread)?;
+            .map_err(|_| NodeFailure::Thread("WAL thread stopped".into()))??;
         if let Err(e) = self.snapshots.prune() {
             tracing::warn!(error = %e, "pruning old snapshots failed");
         }

@@ -22,10 +22,10 @@ impl CoreLoop {
     pub(super) fn stop(&mut self, error: Option<NodeFailure>) {
         let shared = self.shared.clone();
         let failed = error.is_some();
-        if let Some(e) = &error {
+        let stop_error = error.as_ref().map(|e| e.to_error(shared.id));
+        if let Some(e) = error {
             tracing::error!(error = %e, node = shared.id, "node stopping after a fatal error");
-            // Boundary: `Shared::failure` keeps the text.
-            *shared.failure.lock().expect("poisoned") = Some(e.to_string());
+            *shared.failure.lock().expect("poisoned") = Some(e);
             shared.state.store(STATE_FAILED, Ordering::Release);
         } else {
             let _ = shared.state.compare_exchange(
@@ -35,8 +35,8 @@ impl CoreLoop {
                 Ordering::Acquire,
             );
         }
-        let err = || match &error {
-            Some(e) => Error::Storage(format!("node stopped after a storage failure: {e}")),
+        let err = || match &stop_error {
+            Some(e) => e.clone(),
             None => Error::ShuttingDown("the node is shutting down".into()),
         };
         for w in self.batch_waiters.drain(..).flatten() {

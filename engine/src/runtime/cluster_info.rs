@@ -1,0 +1,120 @@
+//! Leader and membership information: what this node knows about the
+//! cluster, read from the values the consensus loop publishes after every
+//! iteration. Never touches the loop; never blocks except
+//! [`NodeHandle::wait_leader`].
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::handle::NodeHandle;
+use super::shared::{ROLE_CANDIDATE, ROLE_LEADER, ROLE_LEARNER, ROLE_PRE_CANDIDATE};
+use super::types::{Alarm, Error, Header, LeaderInfo, MemberInfo, NodeRole, NodeStatus, Result};
+
+impl NodeHandle {
+    /// Current members (with peer and client addresses).
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.shared.members_view().list.clone()
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> LeaderInfo {
+        let id = self.shared.published.leader.load(Ordering::Acquire);
+        LeaderInfo {
+            id,
+            client_addr: if id == 0 {
+                String::new()
+            } else {
+                self.shared
+                    .members_view()
+                    .client_addr(id)
+                    .unwrap_or_default()
+            },
+            term: self.shared.published.term.load(Ordering::Acquire),
+        }
+    }
+
+    /// Header values for a response.
+    pub fn header(&self) -> Header {
+        Header {
+            node_id: self.shared.id,
+            term: self.shared.published.term.load(Ordering::Acquire),
+            revision: self.shared.applied.load(Ordering::Acquire),
+        }
+    }
+
+    /// Role, indexes, members.
+    ///
+    /// A consistent view: the loop publishes its commit index at the end of
+    /// an iteration, so the apply thread can be ahead of it for a moment;
+    /// the commit index reported is never below the applied index.
+    pub fn status(&self) -> NodeStatus {
+        let p = &self.shared.published;
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        NodeStatus {
+            id: self.shared.id,
+            role: match p.role.load(Ordering::Acquire) {
+                ROLE_LEADER => NodeRole::Leader,
+                ROLE_CANDIDATE => NodeRole::Candidate,
+                ROLE_PRE_CANDIDATE => NodeRole::PreCandidate,
+                ROLE_LEARNER => NodeRole::Learner,
+                _ => NodeRole::Follower,
+            },
+            term: p.term.load(Ordering::Acquire),
+            leader_id: p.leader.load(Ordering::Acquire),
+            commit_index: p.commit.load(Ordering::Acquire).max(applied),
+            applied_index: applied,
+            last_log_index: p.last_index.load(Ordering::Acquire),
+            snapshot_index: p.snapshot_index.load(Ordering::Acquire),
+            members: self.members(),
+            sole_voter: p.sole_voter.load(Ordering::Acquire),
+            alarms: if self.shared.quota.alarm() {
+                vec![Alarm::NoSpace]
+            } else {
+                Vec::new()
+            },
+            data_bytes: self.shared.quota.used(),
+            quota_bytes: self.shared.quota.limit(),
+            log_bytes: p.log_bytes.load(Ordering::Acquire),
+        }
+    }
+
+    /// Fires on every change of leader or term.
+    pub fn subscribe_leader(&self) -> watch::Receiver<LeaderInfo> {
+        self.shared.leader_tx.subscribe()
+    }
+
+    /// Fires on every membership change.
+    pub fn subscribe_members(&self) -> watch::Receiver<Vec<MemberInfo>> {
+        self.shared.members_tx.subscribe()
+    }
+
+    /// Waits until some leader is known (and, if this node leads, it has
+    /// committed an entry of its term), or fails with `Timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<LeaderInfo> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.shared.leader_tx.subscribe();
+        loop {
+            self.shared.check_running()?;
+            let l = self.leader();
+            let ready = l.id != 0
+                && (l.id != self.shared.id
+                    || self.shared.published.leader_ready.load(Ordering::Acquire));
+            if ready {
+                return Ok(l);
+            }
+            // The leader watch fires on leader/term changes; poll briefly as
+            // well for `leader_ready`, which has no notification of its own.
+            let step = tokio::time::Instant::now() + Duration::from_millis(5);
+            let until = step.min(deadline);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "no leader was elected within {timeout:?}; check that a majority of the \
+                     members are running and reachable"
+                )));
+            }
+            let _ = tokio::time::timeout_at(until, rx.changed()).await;
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Request validation against the configured limits (`limits.*`): every
+//! refusal is `InvalidArgument` naming the limit and what to do. Checked
+//! before a request reaches the consensus loop or the state machine.
+
+use bytes::Bytes;
+
+use super::handle::NodeHandle;
+use super::types::{Error, Op, Result};
+
+/// The positions `(first, again)` of the first key that appears twice.
+pub(crate) fn first_duplicate(keys: &[Bytes]) -> Option<(usize, usize)> {
+    let mut seen = std::collections::HashMap::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(first) = seen.insert(&k[..], i) {
+            return Some((first, i));
+        }
+    }
+    None
+}
+
+/// "keys[again] repeats keys[first] (<key>); ..." for a duplicate key.
+pub(crate) fn duplicate_key_message(keys: &[Bytes], first: usize, again: usize) -> String {
+    format!(
+        "keys[{again}] repeats keys[{first}] ({}); ask for each key once per get_multi",
+        show_key(&keys[again])
+    )
+}
+
+/// A key for an error message: text if it is printable UTF-8, else escaped,
+/// cut after 64 bytes.
+pub(crate) fn show_key(k: &[u8]) -> String {
+    let cut = &k[..k.len().min(64)];
+    let more = if k.len() > 64 { "…" } else { "" };
+    match std::str::from_utf8(cut) {
+        Ok(s) if !s.chars().any(char::is_control) => format!("'{s}'{more}"),
+        _ => format!("{}{more}", cut.escape_ascii()),
+    }
+}
+
+impl NodeHandle {
+    pub(super) fn validate_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.shared.config.limits.max_key_bytes;
+        if key.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "key is empty; keys must be 1..={max} bytes (limits.max_key_bytes)"
+            )));
+        }
+        if key.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "key is {} bytes; the limit is limits.max_key_bytes = {max}; use a shorter key",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.shared.config.limits.max_value_bytes;
+        if value.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "value is {} bytes; the limit is limits.max_value_bytes = {max}; split the \
+                 value across several keys",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate_op(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::Put { key, value, .. } => {
+                self.validate_key(key)?;
+                self.validate_value(value)
+            }
+            Op::Delete { key } => self.validate_key(key),
+            Op::CompareAndSwap {
+                key,
+                expected,
+                new_value,
+                ..
+            } => {
+                self.validate_key(key)?;
+                if let Some(v) = expected {
+                    self.validate_value(v)?;
+                }
+                if let Some(v) = new_value {
+                    self.validate_value(v)?;
+                }
+                Ok(())
+            }
+            Op::Expire { .. } => Ok(()),
+        }
+    }
+}
