@@ -4,14 +4,15 @@
 //! SIGKILL while all three write: a new leader is elected among the
 //! survivors within the bound, the survivors' writes carry on, and every
 //! write any process printed as acknowledged — the dead one's included — is
-//! in the cluster afterwards.
+//! in the cluster afterwards. A second test runs the three with TLS on both
+//! ports: the followers' writes reach the leader over TLS.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use d_engine_client::{Client, Consistency};
-use d_engine_tests::cluster::{free_ports, NodeProcess, NodeSpec};
+use d_engine_tests::cluster::{free_ports, make_certs, NodeProcess, NodeSpec};
 
 const ELECTION_TIMEOUT_MS: u64 = 500;
 const NEW_LEADER_BOUND: Duration = Duration::from_millis(10 * ELECTION_TIMEOUT_MS);
@@ -22,7 +23,8 @@ struct App {
     process: NodeProcess,
 }
 
-fn write_config(dir: &Path, id: u64, ports: &[u16]) -> PathBuf {
+/// Node `id`'s configuration file; `extra` is appended (more sections).
+fn write_config(dir: &Path, id: u64, ports: &[u16], extra: &str) -> PathBuf {
     let mut toml = format!(
         "node_id = {id}\ncluster_id = \"embedded-test\"\ndata_dir = \"{}\"\n\
          peer_addr = \"127.0.0.1:{}\"\nclient_addr = \"127.0.0.1:{}\"\n",
@@ -40,6 +42,7 @@ fn write_config(dir: &Path, id: u64, ports: &[u16]) -> PathBuf {
     toml.push_str(&format!(
         "\n[raft]\nelection_timeout_ms = {ELECTION_TIMEOUT_MS}\nheartbeat_interval_ms = 50\n"
     ));
+    toml.push_str(extra);
     let path = dir.join(format!("node-{id}.toml"));
     std::fs::write(&path, toml).unwrap();
     path
@@ -59,21 +62,20 @@ async fn leader_id(client: &Client) -> Option<u64> {
     (info.id != 0).then_some(info.id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_leader_killed_while_all_write_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(6);
+/// Starts the three `embedded-app` processes, node `id` configured with
+/// `extra(id)` appended to its file.
+fn spawn_apps(dir: &Path, ports: &[u16], extra: impl Fn(u64) -> String) -> Vec<App> {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_embedded-app"));
-    let mut apps: Vec<App> = (1..=3u64)
+    (1..=3u64)
         .map(|id| {
-            let config = write_config(dir.path(), id, &ports);
+            let config = write_config(dir, id, ports, &extra(id));
             let client_addr = format!("127.0.0.1:{}", ports[2 * (id as usize - 1) + 1]);
             let spec = NodeSpec {
                 id,
                 peer_addr: format!("127.0.0.1:{}", ports[2 * (id as usize - 1)]),
                 client_addr: client_addr.clone(),
-                data_dir: dir.path().join(format!("data-{id}")),
-                log_path: dir.path().join(format!("node-{id}.log")),
+                data_dir: dir.join(format!("data-{id}")),
+                log_path: dir.join(format!("node-{id}.log")),
                 binary: binary.clone(),
                 args: vec![config.display().to_string()],
                 env: vec![("DENGINE_LOG".into(), "warn".into())],
@@ -84,13 +86,21 @@ async fn embedded_leader_killed_while_all_write_loses_nothing() {
                 process: NodeProcess::spawn(spec).unwrap(),
             }
         })
-        .collect();
-    let dump = |apps: &[App]| {
-        apps.iter()
-            .map(|a| format!("--- node {}\n{}", a.id, a.process.log_tail(30)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+        .collect()
+}
+
+fn dump(apps: &[App]) -> String {
+    apps.iter()
+        .map(|a| format!("--- node {}\n{}", a.id, a.process.log_tail(30)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_leader_killed_while_all_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(6);
+    let mut apps = spawn_apps(dir.path(), &ports, |_| String::new());
 
     // All three acknowledge writes.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -224,6 +234,39 @@ async fn embedded_leader_killed_while_all_write_loses_nothing() {
         );
     }
     eprintln!("{total} acknowledged writes from 3 embedded processes, all present");
+    for app in &mut apps {
+        app.process.terminate(Duration::from_secs(20));
+    }
+}
+
+/// TLS on the client and peer ports: the two followers forward their
+/// writes to the leader's client API over TLS (trusting `tls.ca_file`,
+/// presenting their node certificate), so all three keep acknowledging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_to_the_leader_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    make_certs(&certs, &[1, 2, 3], &[]);
+    let path = |name: String| certs.join(name).display().to_string();
+    let ports = free_ports(6);
+    let mut apps = spawn_apps(dir.path(), &ports, |id| {
+        format!(
+            "\n[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\nclient_api = true\n\
+             peer = true\n",
+            path(format!("node-{id}.pem")),
+            path(format!("node-{id}-key.pem")),
+            path("ca.pem".into()),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while apps.iter().any(|a| acked(a).len() < 10) {
+        assert!(
+            Instant::now() < deadline,
+            "not every app wrote over TLS:\n{}",
+            dump(&apps)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for app in &mut apps {
         app.process.terminate(Duration::from_secs(20));
     }
