@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::EmbeddedEngine;
 use crate::config::Config;
-use crate::runtime::StartError;
 use crate::transport::{PeerInbox, Transport};
 
 /// Builds a node's transport once the runtime has made the node's inbox.
@@ -63,10 +61,5 @@ impl EngineBuilder {
     ) -> Self {
         self.transport = Some(Box::new(f));
         self
-    }
-
-    /// Starts the node and its servers.
-    pub async fn start(self) -> std::result::Result<EmbeddedEngine, StartError> {
-        super::assemble::assemble(self).await
     }
 }

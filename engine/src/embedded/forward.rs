@@ -32,118 +32,27 @@
 //!   [`Error`] the leader's node returned.
 
 mod call;
+mod link;
 mod write_ids;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use d_engine_proto::v1 as pb;
 use tokio::time::Instant;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::config::Config;
 use crate::runtime::NodeHandle;
-use crate::tls::NodeTls;
 use crate::{CasOutcome, Consistency, Error, KeyValue, Result};
 
 use call::Call;
-use write_ids::WriteIds;
-
-/// Attempts per forwarded call, the first included.
-const MAX_ATTEMPTS: u32 = 10;
-/// Longest wait for one attempt's answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// HTTP/2 pings find a dead leader under an idle connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest message sent or received (large scans).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub(super) use link::Forwarder;
 
 /// True for the local errors a forwarded call may fix.
 pub(super) fn should_forward(e: &Error) -> bool {
     matches!(e, Error::NotLeader { .. } | Error::NoLeader(_))
 }
 
-/// The generated `Kv` stub with the forward token attached.
-type Kv = pb::kv_client::KvClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <auth.forward_token>` when configured.
-#[derive(Clone, Default)]
-struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut req: tonic::Request<()>,
-    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// Sends the calls the local node refuses to the leader.
-pub(super) struct Forwarder {
-    enabled: bool,
-    /// Set when the client API uses TLS.
-    tls: Option<ClientTlsConfig>,
-    bearer: Bearer,
-    /// Channel per URL, created on first use.
-    channels: Mutex<HashMap<String, Channel>>,
-    /// URL of the last node that answered (or was named leader).
-    leader: Mutex<Option<String>>,
-    /// Which other member to try next when no leader is known.
-    cursor: AtomicUsize,
-    ids: WriteIds,
-}
-
 impl Forwarder {
-    pub(super) fn new(config: &Config, tls: &NodeTls) -> Forwarder {
-        let mut enabled = config.embedded.forward_to_leader;
-        let client_tls = if config.tls.client_api {
-            if tls.forward.is_none() && enabled {
-                tracing::warn!(
-                    "embedded.forward_to_leader is on but tls.ca_file is empty: writes on a \
-                     follower return NotLeader (set tls.ca_file to forward over TLS)"
-                );
-                enabled = false;
-            }
-            tls.forward.clone()
-        } else {
-            None
-        };
-        let mut bearer = Bearer::default();
-        if let Some(token) = &config.auth.forward_token {
-            match bearer_value(token) {
-                Some(v) => bearer = Bearer(Some(v)),
-                None => {
-                    tracing::warn!(
-                        "auth.forward_token is not printable ASCII without spaces: writes on \
-                         a follower return NotLeader"
-                    );
-                    enabled = false;
-                }
-            }
-        }
-        Forwarder {
-            enabled,
-            tls: client_tls,
-            bearer,
-            channels: Mutex::default(),
-            leader: Mutex::default(),
-            cursor: AtomicUsize::new(0),
-            ids: WriteIds::default(),
-        }
-    }
-
     pub(super) async fn put(
         &self,
         h: &NodeHandle,
@@ -329,60 +238,6 @@ impl Forwarder {
             last_failed: None,
         })
     }
-
-    /// `addr` (`host:port` or a URL) as a URL of this forwarder's scheme.
-    fn url(&self, addr: &str) -> String {
-        if addr.contains("://") {
-            addr.to_string()
-        } else if self.tls.is_some() {
-            format!("https://{addr}")
-        } else {
-            format!("http://{addr}")
-        }
-    }
-
-    /// The (lazily connecting, cached) channel to `url`.
-    fn channel(&self, url: &str) -> Result<Channel> {
-        if let Some(c) = self.channels.lock().expect("poisoned").get(url) {
-            return Ok(c.clone());
-        }
-        let mut ep = Endpoint::from_shared(url.to_string())
-            .map_err(|e| Error::InvalidArgument(format!("client address {url:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        if let Some(tls) = &self.tls {
-            ep = ep
-                .tls_config(tls.clone())
-                .map_err(|e| Error::InvalidArgument(format!("TLS settings for {url}: {e}")))?;
-        }
-        let ch = ep.connect_lazy();
-        let mut map = self.channels.lock().expect("poisoned");
-        Ok(map.entry(url.to_string()).or_insert(ch).clone())
-    }
-
-    fn kv(&self, ch: Channel) -> Kv {
-        pb::kv_client::KvClient::with_interceptor(ch, self.bearer.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    }
-
-    fn cached_leader(&self) -> Option<String> {
-        self.leader.lock().expect("poisoned").clone()
-    }
-
-    fn set_leader(&self, url: &str) {
-        *self.leader.lock().expect("poisoned") = Some(url.to_string());
-    }
-
-    fn forget_leader(&self, url: &str) {
-        let mut l = self.leader.lock().expect("poisoned");
-        if l.as_deref() == Some(url) {
-            *l = None;
-        }
-    }
 }
 
 /// A request carrying its deadline to the leader as `grpc-timeout`.
@@ -403,13 +258,6 @@ fn ttl_ms(ttl: Option<Duration>) -> Result<u64> {
     }
     u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
         .map_err(|_| Error::InvalidArgument(format!("ttl {ttl:?} is too large")))
-}
-
-fn bearer_value(token: &str) -> Option<MetadataValue<Ascii>> {
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return None;
-    }
-    format!("Bearer {token}").parse().ok()
 }
 
 fn wire_consistency(c: Consistency) -> i32 {
@@ -444,26 +292,5 @@ mod tests {
             ttl_ms(Some(Duration::ZERO)),
             Err(Error::InvalidArgument(m)) if m.contains("ttl")
         ));
-    }
-
-    #[test]
-    fn bearer_needs_printable_ascii() {
-        assert_eq!(bearer_value("abc").unwrap(), "Bearer abc");
-        assert!(bearer_value("").is_none());
-        assert!(bearer_value("a b").is_none());
-        assert!(bearer_value("é").is_none());
-    }
-
-    #[test]
-    fn addresses_become_urls_of_the_forwarding_scheme() {
-        let mut config = Config::single_node(std::path::Path::new("/nonexistent"));
-        config.embedded.forward_to_leader = true;
-        let plain = Forwarder::new(&config, &NodeTls::default());
-        assert!(plain.enabled);
-        assert_eq!(plain.url("10.0.0.1:9083"), "http://10.0.0.1:9083");
-        assert_eq!(plain.url("https://a:1"), "https://a:1");
-        // A TLS client API without a CA to trust: forwarding is off.
-        config.tls.client_api = true;
-        assert!(!Forwarder::new(&config, &NodeTls::default()).enabled);
     }
 }

@@ -51,6 +51,7 @@ mod assemble;
 mod builder;
 mod client;
 mod forward;
+mod net_runtime;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,7 +72,7 @@ use crate::{LeaderInfo, MemberInfo, Result};
 pub struct EmbeddedEngine {
     handle: NodeHandle,
     /// The runtime that carries peer traffic (None without a network).
-    _net: Option<assemble::NetRuntime>,
+    _net: Option<net_runtime::NetRuntime>,
     peer_addr: Option<SocketAddr>,
     client_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Forwarder, Kv, ATTEMPT_TIMEOUT, MAX_ATTEMPTS};
+use super::link::{Forwarder, Kv, ATTEMPT_TIMEOUT, MAX_ATTEMPTS};
 use crate::runtime::NodeHandle;
 use crate::{status_codec, Error, Result};
 
