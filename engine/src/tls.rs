@@ -17,8 +17,8 @@
 //!
 //! Every file problem is a [`ConfigError`] naming the key and the path.
 
-use d_engine_client::tls::{check_certs, check_key, read_file};
-use d_engine_client::TlsOptions;
+use d_engine_api::tls::{check_certs, check_key, read_file};
+use d_engine_api::TlsOptions;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 

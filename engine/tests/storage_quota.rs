@@ -108,7 +108,7 @@ async fn grpc_client_gets_no_space_and_sees_the_alarm_in_node_status() {
     }
     let err = kv.put("k4", &v).await.expect_err("past the quota");
     assert!(
-        matches!(&err, d_engine_client::Error::NoSpace(m) if m.contains("storage.quota_bytes")),
+        matches!(&err, d_engine_api::Error::NoSpace(m) if m.contains("storage.quota_bytes")),
         "{err:?}"
     );
     let st = client.admin().node_status().await.unwrap();

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use d_engine_client::{Error, LeaderInfo};
+use d_engine_api::{Error, LeaderInfo};
 use d_engine_core::{
     ConfChange, Entry, EntryPayload, Index, Membership, Message, MessageBody, RaftNode,
     ReadConsistency, ReadId, Role, SnapshotMeta,

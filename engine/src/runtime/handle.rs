@@ -38,12 +38,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-pub use d_engine_client::{
+pub use d_engine_api::{
     CasOutcome, Consistency, Error, EventType, KeyValue, LeaderInfo, MemberInfo, MemberRole,
-    Result, WatchEvent,
+    Result, WatchEvent, WatchStream,
 };
-/// Stream of watch events (same type as `d_engine_client`'s `WatchStream`).
-pub type WatchStream = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
 use d_engine_core::NodeId;
 pub use d_engine_storage::command::{Command, Op};
 pub use d_engine_storage::sm::ApplyResult;

@@ -30,9 +30,9 @@ mod wal_thread;
 pub(crate) mod watch_hub;
 
 pub use addr::MemberAddr;
+pub use failure::NodeFailure;
 pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
     WatchStream, WriteId,
 };
-pub use failure::NodeFailure;
 pub use node::{start, StartError};

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use d_engine_client::{
+use d_engine_api::{
     CasOutcome, Consistency, Error, KeyValue, LeaderInfo, MemberInfo, MemberRole, Result,
 };
 use d_engine_core::{ConfChange, Membership, Message, NodeId, ProposeError, SnapshotMeta, Term};

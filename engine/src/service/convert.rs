@@ -5,7 +5,7 @@
 //! its bytes, they never copy them.
 
 use bytes::Bytes;
-use d_engine_client::{KeyValue, MemberInfo, MemberRole};
+use d_engine_api::{KeyValue, MemberInfo, MemberRole};
 use d_engine_proto::v1 as pb;
 use d_engine_storage::sm::{KeyValue as SmKv, WatchEvent as SmEvent, WatchEventKind};
 

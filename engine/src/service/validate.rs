@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use d_engine_client::Consistency;
+use d_engine_api::Consistency;
 use d_engine_proto::v1 as pb;
 use tonic::Status;
 

@@ -7,7 +7,7 @@ use crate::types::{
     Consistency, EventType, KeyValue, LeaderInfo, MemberInfo, MemberRole, WatchEvent,
 };
 
-pub(crate) fn consistency(c: Consistency) -> i32 {
+pub fn consistency(c: Consistency) -> i32 {
     match c {
         Consistency::Linearizable => pb::Consistency::Linearizable as i32,
         Consistency::Lease => pb::Consistency::Lease as i32,
@@ -17,7 +17,7 @@ pub(crate) fn consistency(c: Consistency) -> i32 {
 
 /// The wire key-value's `Bytes` become the client's `Vec`s (a copy out of
 /// the received message).
-pub(crate) fn key_value(kv: pb::KeyValue) -> KeyValue {
+pub fn key_value(kv: pb::KeyValue) -> KeyValue {
     KeyValue {
         key: Vec::from(kv.key),
         value: Vec::from(kv.value),
@@ -29,7 +29,7 @@ pub(crate) fn key_value(kv: pb::KeyValue) -> KeyValue {
 }
 
 /// A member; an unspecified role (an older or buggy server) reads as `Voter`.
-pub(crate) fn member(m: pb::Member) -> MemberInfo {
+pub fn member(m: pb::Member) -> MemberInfo {
     let role = match pb::MemberRole::try_from(m.role) {
         Ok(pb::MemberRole::Learner) => MemberRole::Learner,
         _ => MemberRole::Voter,
@@ -42,11 +42,11 @@ pub(crate) fn member(m: pb::Member) -> MemberInfo {
     }
 }
 
-pub(crate) fn members(ms: Vec<pb::Member>) -> Vec<MemberInfo> {
+pub fn members(ms: Vec<pb::Member>) -> Vec<MemberInfo> {
     ms.into_iter().map(member).collect()
 }
 
-pub(crate) fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
+pub fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
     LeaderInfo {
         id: r.leader_id,
         client_addr: r.leader_addr.clone(),
@@ -56,7 +56,7 @@ pub(crate) fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
 
 /// A watch event; an event without a type or key-value is a server bug,
 /// reported as `Internal` rather than guessed at.
-pub(crate) fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {
+pub fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {
     let kind = match pb::EventType::try_from(e.r#type) {
         Ok(pb::EventType::Put) => EventType::Put,
         Ok(pb::EventType::Delete) => EventType::Delete,
