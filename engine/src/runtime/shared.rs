@@ -584,32 +584,20 @@ impl Shared {
 
     // ----- writes --------------------------------------------------------
 
+    /// The API's size limits with this node's configured maxima.
+    fn limits(&self) -> d_engine_api::Limits {
+        d_engine_api::Limits {
+            max_key_bytes: self.config.limits.max_key_bytes,
+            max_value_bytes: self.config.limits.max_value_bytes,
+        }
+    }
+
     fn validate_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.config.limits.max_key_bytes;
-        if key.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "key is empty; keys must be 1..={max} bytes (limits.max_key_bytes)"
-            )));
-        }
-        if key.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "key is {} bytes; the limit is limits.max_key_bytes = {max}; use a shorter key",
-                key.len()
-            )));
-        }
-        Ok(())
+        Ok(self.limits().key("key", key)?)
     }
 
     fn validate_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.config.limits.max_value_bytes;
-        if value.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "value is {} bytes; the limit is limits.max_value_bytes = {max}; split the \
-                 value across several keys",
-                value.len()
-            )));
-        }
-        Ok(())
+        Ok(self.limits().value("value", value)?)
     }
 
     fn validate_op(&self, op: &Op) -> Result<()> {
@@ -964,13 +952,7 @@ impl Shared {
         c: Consistency,
         budget: Option<usize>,
     ) -> Result<SharedScan> {
-        if prefix.len() > self.config.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
-                prefix.len(),
-                self.config.limits.max_key_bytes
-            )));
-        }
+        self.limits().prefix("prefix", &prefix)?;
         let max = self.config.limits.max_scan_limit;
         let limit = if limit == 0 { max } else { limit.min(max) } as usize;
         self.read_barrier(c).await?;
@@ -1019,12 +1001,8 @@ impl Shared {
         self.check_running()?;
         if !prefix {
             self.validate_key(key)?;
-        } else if key.len() > self.config.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
-                key.len(),
-                self.config.limits.max_key_bytes
-            )));
+        } else {
+            self.limits().prefix("prefix", key)?;
         }
         Ok(())
     }
