@@ -28,8 +28,8 @@ pub use d_engine_api::*;
 // vocabulary above).
 pub use d_engine_client::{
     normalize_endpoint, session, Client, ClientBuilder, ClientConfig, Credentials, EndpointHook,
-    GrpcAdmin, GrpcCluster, GrpcKv, Membership, NodeStatus, RetryPolicy, ScanPage,
-    DEFAULT_CLIENT_PORT, MAX_WRITE_SESSIONS,
+    GrpcAdmin, GrpcCluster, GrpcKv, Membership, NodeStatus, RetryPolicy, DEFAULT_CLIENT_PORT,
+    MAX_WRITE_SESSIONS,
 };
 pub use d_engine_core as core;
 pub use embedded::{EmbeddedClient, EmbeddedEngine, EngineBuilder};

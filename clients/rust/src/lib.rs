@@ -43,7 +43,7 @@ pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS}
 pub use client::Client;
 pub use cluster::{GrpcCluster, Membership};
 pub use endpoint::{normalize_endpoint, DEFAULT_CLIENT_PORT};
-pub use grpc_kv::{GrpcKv, ScanPage};
+pub use grpc_kv::GrpcKv;
 pub use tls::{PemSource, TlsOptions};
 
 // The API vocabulary (types, errors, limits, status codec, `KvClient`)

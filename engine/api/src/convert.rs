@@ -1,4 +1,5 @@
-//! Conversions between the wire messages and the client's plain types.
+//! Conversions between the wire messages and the API's plain types, used
+//! by the gRPC client (wire → API) and the client service (API → wire).
 
 use d_engine_proto::v1 as pb;
 
@@ -44,6 +45,23 @@ pub fn member(m: pb::Member) -> MemberInfo {
 
 pub fn members(ms: Vec<pb::Member>) -> Vec<MemberInfo> {
     ms.into_iter().map(member).collect()
+}
+
+/// A member as the wire carries it (the inverse of [`member`]).
+pub fn member_to_wire(m: MemberInfo) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        peer_addr: m.peer_addr,
+        client_addr: m.client_addr,
+        role: match m.role {
+            MemberRole::Voter => pb::MemberRole::Voter,
+            MemberRole::Learner => pb::MemberRole::Learner,
+        } as i32,
+    }
+}
+
+pub fn members_to_wire(ms: Vec<MemberInfo>) -> Vec<pb::Member> {
+    ms.into_iter().map(member_to_wire).collect()
 }
 
 pub fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
@@ -114,6 +132,7 @@ mod tests {
             role: pb::MemberRole::Learner as i32,
         });
         assert_eq!(m.role, MemberRole::Learner);
+        assert_eq!(member(member_to_wire(m.clone())), m);
         assert_eq!(consistency(Consistency::Eventual), 3);
     }
 }
