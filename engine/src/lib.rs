@@ -21,7 +21,16 @@ pub mod tls;
 pub mod transport;
 
 pub use config::Config;
-pub use d_engine_client::*;
+// The API vocabulary: `Error`, `KeyValue`, `KvClient`, `status_codec`, ...
+pub use d_engine_api::*;
+// The gRPC client, for `use d_engine::{Client, ClientBuilder}` (exactly the
+// items the engine used to re-export from the client crate beyond the
+// vocabulary above).
+pub use d_engine_client::{
+    normalize_endpoint, session, Client, ClientBuilder, ClientConfig, Credentials, EndpointHook,
+    GrpcAdmin, GrpcCluster, GrpcKv, Membership, NodeStatus, RetryPolicy, DEFAULT_CLIENT_PORT,
+    MAX_WRITE_SESSIONS,
+};
 pub use d_engine_core as core;
 pub use embedded::{EmbeddedClient, EmbeddedEngine, EngineBuilder};
 pub use runtime::{NodeHandle, StartError};

@@ -17,7 +17,7 @@
 //!
 //! Every file problem is a [`ConfigError`] naming the key and the path.
 
-use d_engine_client::tls::{check_certs, check_key, read_file};
+use d_engine_api::tls::{check_certs, check_key, read_file};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 

@@ -236,7 +236,11 @@ async fn bad_input_names_the_limit() {
     let big_key = vec![b'k'; 4097];
     let err = c.put(&big_key, b"v").await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
-    assert!(err.to_string().contains("max_key_bytes = 4096"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the limit is 4096 bytes (limits.max_key_bytes)"),
+        "{err}"
+    );
     let err = c.put(b"", b"v").await.unwrap_err();
     assert!(err.to_string().contains("key is empty"), "{err}");
     let err = c.get(b"").await.unwrap_err();
@@ -244,7 +248,8 @@ async fn bad_input_names_the_limit() {
     let big_val = vec![0u8; (1 << 20) + 1];
     let err = c.put(b"k", &big_val).await.unwrap_err();
     assert!(
-        err.to_string().contains("max_value_bytes = 1048576"),
+        err.to_string()
+            .contains("the limit is 1048576 bytes (limits.max_value_bytes)"),
         "{err}"
     );
     // The limits themselves are accepted.

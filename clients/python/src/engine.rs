@@ -174,7 +174,7 @@ impl Out {
     }
 }
 
-fn consistency(c: u8) -> PyResult<Consistency> {
+pub(crate) fn consistency(c: u8) -> PyResult<Consistency> {
     match c {
         0 => Ok(Consistency::Linearizable),
         1 => Ok(Consistency::Lease),
@@ -207,6 +207,15 @@ fn new_runtime() -> PyResult<Runtime> {
         .enable_all()
         .build()
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the tokio runtime: {e}")))
+}
+
+#[cfg(feature = "bench")]
+impl Engine {
+    /// The client and runtime, for the `bench` feature's Rust baseline.
+    pub(crate) fn bench_parts(&self, py: Python<'_>) -> PyResult<(EmbeddedClient, Arc<Rt>)> {
+        self.check_open(py)?;
+        Ok((self.inner.client.clone(), self.inner.rt.clone()))
+    }
 }
 
 impl Engine {
@@ -590,40 +599,6 @@ impl Engine {
     fn leader(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         leader_tuple(py, &self.inner.client.leader())
-    }
-
-    /// Rust-side baseline for bench.py: `n` sequential embedded `get`s of
-    /// `key` from the calling thread (the same `block_on` path as `get`,
-    /// without Python). Returns `(p50_ns, p99_ns, mean_ns)`.
-    fn bench_get(
-        &self,
-        py: Python<'_>,
-        key: &[u8],
-        n: u64,
-        consistency: u8,
-    ) -> PyResult<(u64, u64, f64)> {
-        self.check_open(py)?;
-        let cons = self::consistency(consistency)?;
-        let (c, rt, key) = (
-            self.inner.client.clone(),
-            self.inner.rt.clone(),
-            key.to_vec(),
-        );
-        let r = py.detach(move || {
-            let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("valid sigfig");
-            for _ in 0..n {
-                let t = std::time::Instant::now();
-                rt.get().block_on(c.get_with(&key, cons))?;
-                h.record(t.elapsed().as_nanos() as u64)
-                    .expect("auto-resizing histogram");
-            }
-            Ok::<_, Error>((
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.mean(),
-            ))
-        });
-        r.map_err(|e| errors::to_py(py, e))
     }
 
     fn __repr__(&self) -> String {

@@ -5,6 +5,8 @@
 //! asyncio form live there; this module only moves bytes and integers across
 //! the boundary, releasing the GIL whenever it waits.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod engine;
 mod errors;
 mod watch;
@@ -33,5 +35,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<watch::Watch>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The API's size limits (one definition: `d_engine_api::limits`).
+    m.add("MAX_KEY_BYTES", d_engine::MAX_KEY_BYTES)?;
+    m.add("MAX_VALUE_BYTES", d_engine::MAX_VALUE_BYTES)?;
+    m.add("KEY_SETTING", d_engine::limits::KEY_SETTING)?;
+    m.add("VALUE_SETTING", d_engine::limits::VALUE_SETTING)?;
+    #[cfg(feature = "bench")]
+    m.add_function(wrap_pyfunction!(bench::bench_get, m)?)?;
     Ok(())
 }

@@ -321,7 +321,7 @@ fn with_tls(
     tls: &TlsOptions,
     user: Option<EndpointHook>,
 ) -> Result<(Vec<String>, Option<EndpointHook>)> {
-    let cfg = tls.load()?;
+    let cfg = crate::tls::client_config(tls)?;
     let mut out = Vec::with_capacity(endpoints.len());
     for e in endpoints {
         let t = e.trim();

@@ -11,7 +11,7 @@ use crate::convert;
 use crate::error::{Error, Result};
 use crate::kv::{KvClient, WatchStream};
 use crate::router::{request, Retry, Route};
-use crate::types::{CasOutcome, Consistency, KeyValue};
+use crate::types::{CasOutcome, Consistency, KeyValue, ScanPage};
 use crate::watch;
 
 /// Key-value operations against a cluster; from [`Client::kv`]. Cheap to
@@ -29,16 +29,6 @@ use crate::watch;
 #[derive(Clone, Debug)]
 pub struct GrpcKv {
     pub(crate) client: Client,
-}
-
-/// One page of a prefix scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanPage {
-    pub kvs: Vec<KeyValue>,
-    /// More keys match than were returned.
-    pub more: bool,
-    /// The store revision the page reflects.
-    pub revision: u64,
 }
 
 fn route_for(c: Consistency) -> Route {

@@ -29,17 +29,11 @@ mod backoff;
 mod builder;
 mod client;
 mod cluster;
-mod convert;
 mod endpoint;
-mod error;
 mod grpc_kv;
-mod kv;
-mod limits;
 mod router;
 pub mod session;
-pub mod status_codec;
 pub mod tls;
-mod types;
 mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
@@ -49,10 +43,17 @@ pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS}
 pub use client::Client;
 pub use cluster::{GrpcCluster, Membership};
 pub use endpoint::{normalize_endpoint, DEFAULT_CLIENT_PORT};
-pub use error::{Error, ErrorCode, Result};
-pub use grpc_kv::{GrpcKv, ScanPage};
-pub use kv::{KvClient, WatchStream};
-pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use grpc_kv::GrpcKv;
 pub use tls::{PemSource, TlsOptions};
-pub use types::*;
-pub use watch::cancel_error;
+
+// The API vocabulary (types, errors, limits, status codec, `KvClient`)
+// lives in `d_engine_api`; re-exported so `d_engine_client::Error`,
+// `d_engine_client::status_codec::…` and `d_engine_client::KvClient` keep
+// working.
+pub use d_engine_api::types::*;
+pub use d_engine_api::{cancel_error, limits, status_codec};
+pub use d_engine_api::{Error, ErrorCode, Result};
+pub use d_engine_api::{KvClient, WatchStream};
+pub use d_engine_api::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+// Crate-internal paths of the moved modules.
+use d_engine_api::{convert, error, kv, types};

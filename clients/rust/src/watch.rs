@@ -23,57 +23,7 @@ use crate::convert;
 use crate::error::{Error, ErrorCode, Result};
 use crate::kv::WatchStream;
 use crate::router::{Inner, Retry, Route};
-
-/// The error a server cancellation becomes. A reason that starts with an
-/// `ErrorCode` name (`"OVERLOADED: watcher too slow"`) maps to that class;
-/// otherwise the class is inferred from keywords (compact, shut/stop,
-/// slow/lag/overload/full), and anything else is `Internal`. The message
-/// always quotes the reason.
-pub fn cancel_error(reason: &str) -> Error {
-    let reason = reason.trim();
-    let msg = if reason.is_empty() {
-        "watch canceled by the server (no reason given)".to_string()
-    } else {
-        format!("watch canceled by the server: {reason}")
-    };
-    let head = reason
-        .split(|c: char| c == ':' || c.is_whitespace())
-        .next()
-        .unwrap_or("");
-    if let Some(code) = pb::ErrorCode::from_str_name(head) {
-        return match code {
-            pb::ErrorCode::NoLeader => Error::NoLeader(msg),
-            pb::ErrorCode::InvalidArgument => Error::InvalidArgument(msg),
-            pb::ErrorCode::Overloaded => Error::Overloaded(msg),
-            pb::ErrorCode::Timeout => Error::Timeout(msg),
-            pb::ErrorCode::ShuttingDown => Error::ShuttingDown(msg),
-            pb::ErrorCode::Storage => Error::Storage(msg),
-            pb::ErrorCode::ChangeInProgress => Error::ChangeInProgress(msg),
-            pb::ErrorCode::Compacted => Error::Compacted(msg),
-            pb::ErrorCode::Unauthenticated => Error::Unauthenticated(msg),
-            pb::ErrorCode::PermissionDenied => Error::PermissionDenied(msg),
-            pb::ErrorCode::UnknownNode => Error::UnknownNode(msg),
-            pb::ErrorCode::NoSpace => Error::NoSpace(msg),
-            // A cancellation carries no leader hint.
-            pb::ErrorCode::NotLeader => Error::NotLeader {
-                leader_id: None,
-                leader_addr: None,
-            },
-            pb::ErrorCode::Unspecified => Error::Internal(msg),
-        };
-    }
-    let lower = reason.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    if has(&["compact"]) {
-        Error::Compacted(msg)
-    } else if has(&["shut", "stopp"]) {
-        Error::ShuttingDown(msg)
-    } else if has(&["slow", "lag", "overload", "full", "behind"]) {
-        Error::Overloaded(msg)
-    } else {
-        Error::Internal(msg)
-    }
-}
+use crate::status_codec::cancel_error;
 
 /// Errors after which a broken watch is re-opened.
 /// A status that did not come from a d-engine handler (no error details)
@@ -250,29 +200,5 @@ mod tests {
             bytes::Bytes::from_static(b"\x0a\x01x"),
         );
         assert!(!is_transport_break(&server_error));
-    }
-
-    #[test]
-    fn cancel_reasons_map_to_classes() {
-        let c = |r: &str| cancel_error(r).code();
-        assert_eq!(c("OVERLOADED: watcher too slow"), ErrorCode::Overloaded);
-        assert_eq!(c("COMPACTED: revision 5 compacted"), ErrorCode::Compacted);
-        assert_eq!(c("SHUTTING_DOWN"), ErrorCode::ShuttingDown);
-        assert_eq!(
-            c("watcher too slow: 1024 events behind"),
-            ErrorCode::Overloaded
-        );
-        assert_eq!(c("history compacted"), ErrorCode::Compacted);
-        assert_eq!(c("node shutting down"), ErrorCode::ShuttingDown);
-        assert_eq!(c("???"), ErrorCode::Internal);
-        assert_eq!(c(""), ErrorCode::Internal);
-        assert_eq!(c("NOT_LEADER: lost leadership"), ErrorCode::NotLeader);
-        assert_eq!(c("ERROR_CODE_UNSPECIFIED"), ErrorCode::Internal);
-        let e = cancel_error("slow consumer");
-        assert!(
-            e.to_string()
-                .contains("watch canceled by the server: slow consumer"),
-            "{e}"
-        );
     }
 }

@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use d_engine_client::status_codec::to_status_with_metadata;
-use d_engine_client::Error;
+use d_engine_api::status_codec::to_status_with_metadata;
+use d_engine_api::Error;
 use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
@@ -624,8 +624,8 @@ mod tests {
         assert_eq!(e.code(), Code::PermissionDenied);
         assert!(e.message().contains("admin role"));
         // The client decodes it as PermissionDenied.
-        let err = d_engine_client::status_codec::from_status(&e);
-        assert_eq!(err.code(), d_engine_client::ErrorCode::PermissionDenied);
+        let err = d_engine_api::status_codec::from_status(&e);
+        assert_eq!(err.code(), d_engine_api::ErrorCode::PermissionDenied);
     }
 
     fn fast_gate(verifier: Verifier) -> Gate {

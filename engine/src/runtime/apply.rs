@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
-use d_engine_client::Error;
+use d_engine_api::Error;
 use d_engine_core::Membership;
 use d_engine_core::{Entry, Index, SnapshotMeta, Term};
 use d_engine_storage::sm::{SmError, SnapshotRecord, SnapshotSource, StateMachine};

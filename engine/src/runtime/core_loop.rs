@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use d_engine_client::Error;
+use d_engine_api::Error;
 use d_engine_core::{
     Index, Membership, Message, MessageBody, RaftNode, ReadConsistency, ReadId, Role, SnapshotMeta,
 };
@@ -369,7 +369,7 @@ impl CoreLoop {
         if now < self.next_expire {
             return;
         }
-        self.next_expire = now + Duration::from_millis(self.shared.config.ttl.expire_interval_ms);
+        self.next_expire = now + self.shared.config.ttl.expire_interval();
         if !self.shared.published.leader_ready.load(Ordering::Acquire) {
             return;
         }

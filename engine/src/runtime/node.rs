@@ -14,7 +14,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use d_engine_client::LeaderInfo;
+use d_engine_api::LeaderInfo;
 use d_engine_core::{Member, MemberRole, Membership, RaftNode, RestoreState, SnapshotMeta};
 use d_engine_storage::data_dir::DataDir;
 use d_engine_storage::hard_state::HardStateStore;

@@ -24,7 +24,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use d_engine_client::Error;
+use d_engine_api::Error;
 
 /// The quota state a node shares between its apply thread (which measures)
 /// and its request paths (which admit).

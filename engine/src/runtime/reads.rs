@@ -251,13 +251,7 @@ impl NodeHandle {
         c: Consistency,
         budget: Option<usize>,
     ) -> Result<SharedScan> {
-        if prefix.len() > self.shared.config.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
-                prefix.len(),
-                self.shared.config.limits.max_key_bytes
-            )));
-        }
+        self.limits().prefix("prefix", &prefix)?;
         let max = self.shared.config.limits.max_scan_limit;
         let limit = if limit == 0 { max } else { limit.min(max) } as usize;
         self.read_barrier(c).await?;

@@ -8,35 +8,12 @@
 
 use d_engine_storage::sm::KeyValue as SmKv;
 
-pub use d_engine_client::{
+pub use d_engine_api::{
     CasOutcome, Consistency, Error, EventType, KeyValue, LeaderInfo, MemberInfo, MemberRole,
-    Result, WatchEvent,
+    Result, WatchEvent, WatchStream, WriteId,
 };
-/// Stream of watch events (same type as `d_engine_client`'s `WatchStream`).
-pub type WatchStream = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
 pub use d_engine_storage::command::{Command, Op};
 pub use d_engine_storage::sm::ApplyResult;
-
-/// Identifies a client write for exactly-once retries (`client_id` 0 = none).
-/// The session is `user`'s (`""` = anonymous: auth off, embedded writes);
-/// the client API sets it to the authenticated user, so one user's client
-/// ids never reach another user's session (`docs/auth.md`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct WriteId {
-    pub client_id: u64,
-    pub seq: u64,
-    pub user: String,
-}
-
-impl WriteId {
-    /// The same write id in `user`'s session (`None`: anonymous).
-    pub fn owned_by(self, user: Option<&str>) -> WriteId {
-        WriteId {
-            user: user.unwrap_or_default().to_string(),
-            ..self
-        }
-    }
-}
 
 /// Metadata for a response header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::handle::NodeHandle;
-use super::types::{Error, Op, Result};
+use super::types::{Op, Result};
 
 /// The positions `(first, again)` of the first key that appears twice.
 pub(crate) fn first_duplicate(keys: &[Bytes]) -> Option<(usize, usize)> {
@@ -38,32 +38,20 @@ pub(crate) fn show_key(k: &[u8]) -> String {
 }
 
 impl NodeHandle {
+    /// The API's size limits with this node's configured maxima.
+    pub(super) fn limits(&self) -> d_engine_api::Limits {
+        d_engine_api::Limits {
+            max_key_bytes: self.shared.config.limits.max_key_bytes,
+            max_value_bytes: self.shared.config.limits.max_value_bytes,
+        }
+    }
+
     pub(super) fn validate_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.shared.config.limits.max_key_bytes;
-        if key.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "key is empty; keys must be 1..={max} bytes (limits.max_key_bytes)"
-            )));
-        }
-        if key.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "key is {} bytes; the limit is limits.max_key_bytes = {max}; use a shorter key",
-                key.len()
-            )));
-        }
-        Ok(())
+        Ok(self.limits().key("key", key)?)
     }
 
     pub(super) fn validate_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.shared.config.limits.max_value_bytes;
-        if value.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "value is {} bytes; the limit is limits.max_value_bytes = {max}; split the \
-                 value across several keys",
-                value.len()
-            )));
-        }
-        Ok(())
+        Ok(self.limits().value("value", value)?)
     }
 
     pub(super) fn validate_op(&self, op: &Op) -> Result<()> {

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use d_engine_client::{Error, EventType, KeyValue, Result, WatchEvent};
+use d_engine_api::{Error, EventType, KeyValue, Result, WatchEvent};
 use d_engine_storage::sm::{WatchEvent as SmEvent, WatchEventKind};
 use tokio::sync::mpsc;
 

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::handle::NodeHandle;
-use super::types::{Error, Result, WatchStream};
+use super::types::{Result, WatchStream};
 use super::watch_hub::HubStream;
 
 impl NodeHandle {
@@ -44,12 +44,8 @@ impl NodeHandle {
         self.shared.check_running()?;
         if !prefix {
             self.validate_key(key)?;
-        } else if key.len() > self.shared.config.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "prefix is {} bytes; the limit is limits.max_key_bytes = {}",
-                key.len(),
-                self.shared.config.limits.max_key_bytes
-            )));
+        } else {
+            self.limits().prefix("prefix", key)?;
         }
         Ok(())
     }

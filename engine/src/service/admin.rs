@@ -39,7 +39,7 @@ impl AdminService {
             .require_admin(rpc)
     }
 
-    fn change(&self, members: Vec<d_engine_client::MemberInfo>) -> Response<pb::ChangeResponse> {
+    fn change(&self, members: Vec<d_engine_api::MemberInfo>) -> Response<pb::ChangeResponse> {
         Response::new(pb::ChangeResponse {
             header: convert::header(self.node.header()),
             members: convert::members(members),

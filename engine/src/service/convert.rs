@@ -5,7 +5,7 @@
 //! its bytes, they never copy them.
 
 use bytes::Bytes;
-use d_engine_client::{KeyValue, MemberInfo, MemberRole};
+use d_engine_api::KeyValue;
 use d_engine_proto::v1 as pb;
 use d_engine_storage::sm::{KeyValue as SmKv, WatchEvent as SmEvent, WatchEventKind};
 
@@ -43,21 +43,7 @@ pub fn shared_kv(k: &SmKv) -> pb::KeyValue {
     }
 }
 
-pub fn member(m: MemberInfo) -> pb::Member {
-    pb::Member {
-        id: m.id,
-        peer_addr: m.peer_addr,
-        client_addr: m.client_addr,
-        role: match m.role {
-            MemberRole::Voter => pb::MemberRole::Voter,
-            MemberRole::Learner => pb::MemberRole::Learner,
-        } as i32,
-    }
-}
-
-pub fn members(ms: Vec<MemberInfo>) -> Vec<pb::Member> {
-    ms.into_iter().map(member).collect()
-}
+pub use d_engine_api::convert::{member_to_wire as member, members_to_wire as members};
 
 /// A watch event; the message shares the event's key and value bytes. A
 /// delete carries the key, an empty value and the deletion's revision.

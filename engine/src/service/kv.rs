@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use d_engine_client::Error;
+use d_engine_api::{status_codec, Error};
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::kv_server::Kv;
 use tokio::sync::{mpsc, watch};
@@ -364,7 +364,7 @@ async fn pump_watch(
                         return;
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(cancel(cancel_reason(&e))).await;
+                        let _ = tx.send(cancel(status_codec::cancel_reason(&e))).await;
                         return;
                     }
                     Some(Ok(ev)) => ev,
@@ -403,7 +403,7 @@ async fn pump_watch(
                     return;
                 }
                 if let Some(e) = end {
-                    let _ = tx.send(cancel(cancel_reason(&e))).await;
+                    let _ = tx.send(cancel(status_codec::cancel_reason(&e))).await;
                     return;
                 }
             }
@@ -414,12 +414,4 @@ async fn pump_watch(
 /// Resolves once the server begins shutting down (or its flag is gone).
 async fn stopping(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
-}
-
-/// `"<ERROR_CODE>: <text>"`, the form `d_engine_client::cancel_error` parses.
-fn cancel_reason(e: &Error) -> String {
-    let code = d_engine_client::status_codec::wire_code(e.code())
-        .map(|c| c.as_str_name())
-        .unwrap_or("ERROR_CODE_UNSPECIFIED");
-    format!("{code}: {e}")
 }

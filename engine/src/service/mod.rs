@@ -9,7 +9,7 @@
 //! # Conventions
 //! - Errors follow `client.proto`'s header (gRPC code + `google.rpc.ErrorInfo`
 //!   with domain `d-engine`, reason = `ErrorCode` name), encoded by
-//!   `d_engine_client::status_codec` (see [`status`]).
+//!   `d_engine_api::status_codec` (see [`status`]).
 //! - Bad input (empty or oversized key, oversized value, too many keys,
 //!   unknown consistency, absurd TTL) → INVALID_ARGUMENT naming the field and
 //!   the limit ([`validate`]).

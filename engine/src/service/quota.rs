@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use d_engine_client::status_codec::to_status_with_metadata;
-use d_engine_client::Error;
+use d_engine_api::status_codec::to_status_with_metadata;
+use d_engine_api::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

@@ -1,9 +1,9 @@
 //! Errors → gRPC statuses, following the convention in `client.proto`
-//! (implemented once, in `d_engine_client::status_codec`, and shared with
+//! (implemented once, in `d_engine_api::status_codec`, and shared with
 //! the client so both sides agree byte for byte).
 
-use d_engine_client::status_codec;
-use d_engine_client::Error;
+use d_engine_api::status_codec;
+use d_engine_api::Error;
 use tonic::Status;
 
 /// Any node error as a status (NotLeader carries `leader_id` and the

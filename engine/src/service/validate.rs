@@ -1,14 +1,14 @@
 //! Request validation of the client API.
 //!
 //! Every refusal is INVALID_ARGUMENT whose message names the field and the
-//! limit and whose `ErrorInfo` metadata carries `field` (and `limit` for
+//! limit (size limits: the API's `limits`, one message everywhere) and whose `ErrorInfo` metadata carries `field` (and `limit` for
 //! size limits), so clients can act on it without parsing text. The node
 //! checks again (defence in depth); checking here first gives the precise
 //! field name.
 
 use std::time::Duration;
 
-use d_engine_client::Consistency;
+use d_engine_api::{Consistency, Limits};
 use d_engine_proto::v1 as pb;
 use tonic::Status;
 
@@ -20,40 +20,27 @@ use crate::runtime::handle::WriteId;
 /// unit mistake (seconds vs milliseconds) and would overflow expiry times.
 pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
+/// The API's size limits with the node's configured maxima.
+pub fn api_limits(l: &LimitsConfig) -> Limits {
+    Limits {
+        max_key_bytes: l.max_key_bytes,
+        max_value_bytes: l.max_value_bytes,
+    }
+}
+
 /// A key: `1..=max_key_bytes` bytes. `field` names it in errors ("key", "keys[3]").
 pub fn key(l: &LimitsConfig, field: &str, k: &[u8]) -> Result<(), Status> {
-    if k.is_empty() {
-        return Err(limit(
-            field,
-            l.max_key_bytes as u64,
-            format!(
-                "{field} is empty; keys must be 1..={} bytes",
-                l.max_key_bytes
-            ),
-        ));
-    }
-    size(field, k.len(), l.max_key_bytes, "limits.max_key_bytes")
+    api_limits(l).key(field, k).map_err(|e| e.to_status())
 }
 
 /// A prefix: empty (everything) up to `max_key_bytes`.
 pub fn prefix(l: &LimitsConfig, field: &str, p: &[u8]) -> Result<(), Status> {
-    size(field, p.len(), l.max_key_bytes, "limits.max_key_bytes")
+    api_limits(l).prefix(field, p).map_err(|e| e.to_status())
 }
 
 /// A value: at most `max_value_bytes`.
 pub fn value(l: &LimitsConfig, field: &str, v: &[u8]) -> Result<(), Status> {
-    size(field, v.len(), l.max_value_bytes, "limits.max_value_bytes")
-}
-
-fn size(field: &str, len: usize, max: usize, key: &str) -> Result<(), Status> {
-    if len > max {
-        return Err(limit(
-            field,
-            max as u64,
-            format!("{field} is {len} bytes; the limit is {max} bytes ({key})"),
-        ));
-    }
-    Ok(())
+    api_limits(l).value(field, v).map_err(|e| e.to_status())
 }
 
 /// GetMulti's keys are distinct: a repeated key is refused (not folded),
@@ -181,6 +168,21 @@ mod tests {
         );
         assert_eq!(info(&e)["limit"], l.max_key_bytes.to_string());
         prefix(&l, "prefix", b"").unwrap();
+    }
+
+    #[test]
+    fn api_maxima_are_the_state_machine_maxima() {
+        // The state machine re-checks every command against its own
+        // constants when applying; they must be the API's.
+        assert_eq!(
+            d_engine_api::MAX_KEY_BYTES,
+            d_engine_storage::command::MAX_KEY_BYTES
+        );
+        assert_eq!(
+            d_engine_api::MAX_VALUE_BYTES,
+            d_engine_storage::command::MAX_VALUE_BYTES
+        );
+        assert_eq!(d_engine_api::MAX_KEY_BYTES, crate::config::MAX_KEY_BYTES);
     }
 
     #[test]

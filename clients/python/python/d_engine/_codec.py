@@ -13,10 +13,14 @@ from ._errors import Error, InvalidArgument, NotLeader, Timeout, Unavailable, er
 from ._proto import client_pb2 as pb
 from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
 
+# Copies of the Rust API crate's limits (engine/api/src/limits.rs): the
+# values and the messages; a test there fails when they drift.
 MAX_KEY_BYTES = 4096
 """Largest key the server accepts."""
 MAX_VALUE_BYTES = 1 << 20
 """Largest value the server accepts (1 MiB)."""
+KEY_SETTING = "limits.max_key_bytes"
+VALUE_SETTING = "limits.max_value_bytes"
 ERROR_DOMAIN = "d-engine"
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
@@ -63,23 +67,23 @@ def to_bytes(value: object, what: str) -> bytes:
 def check_key(key: object, what: str = "key") -> bytes:
     b = to_bytes(key, what)
     if not b:
-        raise InvalidArgument(f"{what} must not be empty")
+        raise InvalidArgument(f"{what} is empty; keys must be 1..={MAX_KEY_BYTES} bytes ({KEY_SETTING})")
     if len(b) > MAX_KEY_BYTES:
-        raise InvalidArgument(f"{what} is {len(b)} bytes; the limit is {MAX_KEY_BYTES} bytes")
+        raise InvalidArgument(f"{what} is {len(b)} bytes; the limit is {MAX_KEY_BYTES} bytes ({KEY_SETTING})")
     return b
 
 
 def check_prefix(prefix: object) -> bytes:
     b = to_bytes(prefix, "prefix")
     if len(b) > MAX_KEY_BYTES:
-        raise InvalidArgument(f"prefix is {len(b)} bytes; the limit is {MAX_KEY_BYTES} bytes")
+        raise InvalidArgument(f"prefix is {len(b)} bytes; the limit is {MAX_KEY_BYTES} bytes ({KEY_SETTING})")
     return b
 
 
 def check_value(value: object, what: str = "value") -> bytes:
     b = to_bytes(value, what)
     if len(b) > MAX_VALUE_BYTES:
-        raise InvalidArgument(f"{what} is {len(b)} bytes; the limit is {MAX_VALUE_BYTES} bytes (1 MiB)")
+        raise InvalidArgument(f"{what} is {len(b)} bytes; the limit is {MAX_VALUE_BYTES} bytes ({VALUE_SETTING})")
     return b
 
 

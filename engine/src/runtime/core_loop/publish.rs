@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use d_engine_client::LeaderInfo;
+use d_engine_api::LeaderInfo;
 use d_engine_core::Role;
 
 use super::super::shared::{role_code, MembersView};

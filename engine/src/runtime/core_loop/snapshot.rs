@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 
-use d_engine_client::Error;
+use d_engine_api::Error;
 use d_engine_core::{ConfChange, Entry, EntryPayload, Index, SnapshotMeta};
 use d_engine_storage::snapshot::priority::lower_this_thread_priority;
 use tokio::sync::oneshot;

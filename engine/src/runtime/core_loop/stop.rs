@@ -8,7 +8,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use d_engine_client::Error;
+use d_engine_api::Error;
 
 use super::super::apply::ApplyTask;
 use super::super::failure::NodeFailure;

@@ -78,3 +78,34 @@ pub struct LeaderInfo {
     pub client_addr: String,
     pub term: u64,
 }
+
+/// Identifies a client write for exactly-once retries (`client_id` 0 = none).
+/// The session is `user`'s (`""` = anonymous: auth off, embedded writes);
+/// the client service sets it to the authenticated user, so one user's client
+/// ids never reach another user's session (`docs/auth.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WriteId {
+    pub client_id: u64,
+    pub seq: u64,
+    pub user: String,
+}
+
+impl WriteId {
+    /// The same write id in `user`'s session (`None`: anonymous).
+    pub fn owned_by(self, user: Option<&str>) -> WriteId {
+        WriteId {
+            user: user.unwrap_or_default().to_string(),
+            ..self
+        }
+    }
+}
+
+/// One page of a prefix scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    pub kvs: Vec<KeyValue>,
+    /// More keys match than were returned.
+    pub more: bool,
+    /// The store revision the page reflects.
+    pub revision: u64,
+}

@@ -1,4 +1,5 @@
-//! Conversions between the wire messages and the client's plain types.
+//! Conversions between the wire messages and the API's plain types, used
+//! by the gRPC client (wire → API) and the client service (API → wire).
 
 use d_engine_proto::v1 as pb;
 
@@ -7,7 +8,7 @@ use crate::types::{
     Consistency, EventType, KeyValue, LeaderInfo, MemberInfo, MemberRole, WatchEvent,
 };
 
-pub(crate) fn consistency(c: Consistency) -> i32 {
+pub fn consistency(c: Consistency) -> i32 {
     match c {
         Consistency::Linearizable => pb::Consistency::Linearizable as i32,
         Consistency::Lease => pb::Consistency::Lease as i32,
@@ -17,7 +18,7 @@ pub(crate) fn consistency(c: Consistency) -> i32 {
 
 /// The wire key-value's `Bytes` become the client's `Vec`s (a copy out of
 /// the received message).
-pub(crate) fn key_value(kv: pb::KeyValue) -> KeyValue {
+pub fn key_value(kv: pb::KeyValue) -> KeyValue {
     KeyValue {
         key: Vec::from(kv.key),
         value: Vec::from(kv.value),
@@ -29,7 +30,7 @@ pub(crate) fn key_value(kv: pb::KeyValue) -> KeyValue {
 }
 
 /// A member; an unspecified role (an older or buggy server) reads as `Voter`.
-pub(crate) fn member(m: pb::Member) -> MemberInfo {
+pub fn member(m: pb::Member) -> MemberInfo {
     let role = match pb::MemberRole::try_from(m.role) {
         Ok(pb::MemberRole::Learner) => MemberRole::Learner,
         _ => MemberRole::Voter,
@@ -42,11 +43,28 @@ pub(crate) fn member(m: pb::Member) -> MemberInfo {
     }
 }
 
-pub(crate) fn members(ms: Vec<pb::Member>) -> Vec<MemberInfo> {
+pub fn members(ms: Vec<pb::Member>) -> Vec<MemberInfo> {
     ms.into_iter().map(member).collect()
 }
 
-pub(crate) fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
+/// A member as the wire carries it (the inverse of [`member`]).
+pub fn member_to_wire(m: MemberInfo) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        peer_addr: m.peer_addr,
+        client_addr: m.client_addr,
+        role: match m.role {
+            MemberRole::Voter => pb::MemberRole::Voter,
+            MemberRole::Learner => pb::MemberRole::Learner,
+        } as i32,
+    }
+}
+
+pub fn members_to_wire(ms: Vec<MemberInfo>) -> Vec<pb::Member> {
+    ms.into_iter().map(member_to_wire).collect()
+}
+
+pub fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
     LeaderInfo {
         id: r.leader_id,
         client_addr: r.leader_addr.clone(),
@@ -56,7 +74,7 @@ pub(crate) fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
 
 /// A watch event; an event without a type or key-value is a server bug,
 /// reported as `Internal` rather than guessed at.
-pub(crate) fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {
+pub fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {
     let kind = match pb::EventType::try_from(e.r#type) {
         Ok(pb::EventType::Put) => EventType::Put,
         Ok(pb::EventType::Delete) => EventType::Delete,
@@ -114,6 +132,7 @@ mod tests {
             role: pb::MemberRole::Learner as i32,
         });
         assert_eq!(m.role, MemberRole::Learner);
+        assert_eq!(member(member_to_wire(m.clone())), m);
         assert_eq!(consistency(Consistency::Eventual), 3);
     }
 }

@@ -1,0 +1,31 @@
+//! The vocabulary of d-engine's API, shared by the engine (runtime, client
+//! services, auth), the embedded client, the gRPC client and the Python
+//! binding, so each concept has one type and one spelling on the wire.
+//!
+//! - [`types`]: plain values of the key-value and cluster API.
+//! - [`error`]: [`Error`] / [`ErrorCode`], what a caller can act on.
+//! - [`limits`]: request size limits and the one message each refusal has.
+//! - [`status_codec`]: [`Error`] ⇄ gRPC status (the `client.proto` error
+//!   convention), identical on both sides of the wire.
+//! - [`convert`]: pure conversions between wire messages and these types.
+//! - [`kv`]: the [`KvClient`] trait every client implements.
+//! - [`tls`]: TLS options as data and the PEM file checks.
+//!
+//! Contract: nothing here performs I/O except reading the PEM files a
+//! [`TlsOptions`] names, and nothing here links a TLS stack, a runtime or
+//! client machinery (routing, sessions, retries stay in the client crate).
+
+pub mod convert;
+pub mod error;
+pub mod kv;
+pub mod limits;
+pub mod status_codec;
+pub mod tls;
+pub mod types;
+
+pub use error::{Error, ErrorCode, Result};
+pub use kv::{KvClient, WatchStream};
+pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use status_codec::cancel_error;
+pub use tls::{PemSource, TlsOptions};
+pub use types::*;
