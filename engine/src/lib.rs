@@ -1,8 +1,11 @@
-//! # d-engine
+//! # d-engine-node
 //!
-//! A strongly consistent, replicated key-value and coordination engine on
-//! Raft. Use it embedded ([`EmbeddedEngine`]) or talk to a standalone
-//! `d-engine-server` with the gRPC [`Client`]; both implement [`KvClient`].
+//! The d-engine node: everything that runs a replica (runtime, peer
+//! transport, client gRPC services, auth, embedded mode). Applications use
+//! it through the `d-engine` facade crate, which adds the gRPC client; this
+//! crate never depends on the client (`engine/tests/module_graph.rs` and
+//! `engine/Cargo.toml`). Its vocabulary (`Error`, `KeyValue`, [`KvClient`],
+//! the status codec) comes from `d-engine-api`.
 //!
 //! - [`auth`]: optional authentication and authorization (`docs/auth.md`).
 //! - [`config`]: the node configuration (TOML, `docs/config.md`).
@@ -23,14 +26,6 @@ pub mod transport;
 pub use config::Config;
 // The API vocabulary: `Error`, `KeyValue`, `KvClient`, `status_codec`, ...
 pub use d_engine_api::*;
-// The gRPC client, for `use d_engine::{Client, ClientBuilder}` (exactly the
-// items the engine used to re-export from the client crate beyond the
-// vocabulary above).
-pub use d_engine_client::{
-    normalize_endpoint, session, Client, ClientBuilder, ClientConfig, Credentials, EndpointHook,
-    GrpcAdmin, GrpcCluster, GrpcKv, Membership, NodeStatus, RetryPolicy, DEFAULT_CLIENT_PORT,
-    MAX_WRITE_SESSIONS,
-};
 pub use d_engine_core as core;
 pub use embedded::{EmbeddedClient, EmbeddedEngine, EngineBuilder};
 pub use runtime::{NodeHandle, StartError};

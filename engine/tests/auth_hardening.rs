@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use d_engine::auth::{sha256_hex, Access, AuthConfig, GrantConfig, RoleConfig, UserConfig};
-use d_engine::Config;
+use d_engine_node::auth::{sha256_hex, Access, AuthConfig, GrantConfig, RoleConfig, UserConfig};
+use d_engine_node::Config;
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::kv_client::KvClient;
 use tonic::transport::{Channel, Endpoint};

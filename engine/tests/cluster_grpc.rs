@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use d_engine::config::MemberConfig;
-use d_engine::{Config, Consistency, EmbeddedEngine, Error};
+use d_engine_node::config::MemberConfig;
+use d_engine_node::{Config, Consistency, EmbeddedEngine, Error};
 use tokio::net::TcpListener;
 
 struct Node {
@@ -99,7 +99,7 @@ async fn leader_of(nodes: &[Node], timeout: Duration) -> usize {
             .iter()
             .enumerate()
             .filter(|(_, n)| n.engine.is_some())
-            .filter(|(_, n)| e(n).status().role == d_engine::runtime::NodeRole::Leader)
+            .filter(|(_, n)| e(n).status().role == d_engine_node::runtime::NodeRole::Leader)
             .map(|(i, _)| i)
             .collect();
         if leaders.len() == 1 {
@@ -260,7 +260,7 @@ async fn grow_one_to_three_and_transfer_leadership() {
         let members = c1.add_learner(id, pa.clone(), ca.clone()).await.unwrap();
         assert!(members
             .iter()
-            .any(|m| m.id == id && m.role == d_engine::MemberRole::Learner));
+            .any(|m| m.id == id && m.role == d_engine_node::MemberRole::Learner));
         assert_eq!(
             e1.status().sole_voter,
             id == 2,
@@ -282,7 +282,7 @@ async fn grow_one_to_three_and_transfer_leadership() {
         };
         assert!(members
             .iter()
-            .any(|m| m.id == id && m.role == d_engine::MemberRole::Voter));
+            .any(|m| m.id == id && m.role == d_engine_node::MemberRole::Voter));
         // Linearizable reads must now go through a ReadIndex round.
         assert!(
             !e1.status().sole_voter,
@@ -309,7 +309,7 @@ async fn grow_one_to_three_and_transfer_leadership() {
     c1.transfer_leader(2).await.unwrap();
     let e2 = &others[0].0;
     e2.wait_ready(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(e2.status().role, d_engine::runtime::NodeRole::Leader);
+    assert_eq!(e2.status().role, d_engine_node::runtime::NodeRole::Leader);
     e2.client().put(b"from-2", b"ok").await.unwrap();
     // Remove node 3.
     let members = e2.client().remove_member(3).await.unwrap();
@@ -389,7 +389,9 @@ async fn follower_writes_are_forwarded_to_the_leader() {
 /// the application's calls on the leader's own node are not checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_calls_act_as_the_forward_token_user() {
-    use d_engine::auth::{sha256_hex, Access, AuthConfig, GrantConfig, RoleConfig, UserConfig};
+    use d_engine_node::auth::{
+        sha256_hex, Access, AuthConfig, GrantConfig, RoleConfig, UserConfig,
+    };
     const TOKEN: &str = "forwarder-token";
     let nodes = cluster_tuned(3, 150, |c| {
         c.auth = AuthConfig {

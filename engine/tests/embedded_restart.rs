@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use d_engine::config::StateMachineBackend;
-use d_engine::{Config, Consistency, EmbeddedEngine};
+use d_engine_node::config::StateMachineBackend;
+use d_engine_node::{Config, Consistency, EmbeddedEngine};
 
 async fn start(dir: &std::path::Path, backend: StateMachineBackend) -> EmbeddedEngine {
     let mut config = Config::single_node(dir);

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use d_engine::{Consistency, EmbeddedEngine, Error, EventType};
+use d_engine_node::{Consistency, EmbeddedEngine, Error, EventType};
 
 async fn engine(dir: &std::path::Path) -> EmbeddedEngine {
     let e = EmbeddedEngine::start(dir).await.expect("start");
@@ -113,7 +113,7 @@ async fn compare_and_swap_and_scan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_expires_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = d_engine::Config::single_node(dir.path());
+    let mut cfg = d_engine_node::Config::single_node(dir.path());
     cfg.ttl.expire_interval_ms = 50;
     let e = EmbeddedEngine::start_in_process(cfg).await.unwrap();
     e.wait_ready(Duration::from_secs(5)).await.unwrap();
@@ -202,7 +202,7 @@ async fn watch_in_log_order_with_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_watcher_is_cancelled_with_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = d_engine::Config::single_node(dir.path());
+    let mut cfg = d_engine_node::Config::single_node(dir.path());
     cfg.watch.buffer = 4;
     let e = EmbeddedEngine::builder(cfg)
         .without_network()
@@ -268,7 +268,7 @@ async fn bad_input_names_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_gets_overloaded_or_success_never_a_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = d_engine::Config::single_node(dir.path());
+    let mut cfg = d_engine_node::Config::single_node(dir.path());
     cfg.queues.input_capacity = 64;
     cfg.queues.max_pending_proposals = 128;
     let e = EmbeddedEngine::builder(cfg)

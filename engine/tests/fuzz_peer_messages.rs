@@ -14,8 +14,8 @@
 mod common;
 
 use bytes::Bytes;
-use d_engine::transport::tonic_convert::{message_from_pb, message_to_pb};
 use d_engine_core::{ConfChange, Entry, EntryPayload, Message, MessageBody};
+use d_engine_node::transport::tonic_convert::{message_from_pb, message_to_pb};
 use d_engine_proto::v1 as pb;
 use proptest::prelude::*;
 use prost::Message as _;

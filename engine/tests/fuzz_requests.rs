@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use d_engine::service::validate::MAX_TTL_MS;
-use d_engine::EmbeddedEngine;
+use d_engine_node::service::validate::MAX_TTL_MS;
+use d_engine_node::EmbeddedEngine;
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::kv_client::KvClient;
 use proptest::prelude::*;

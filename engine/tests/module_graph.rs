@@ -1,7 +1,7 @@
 //! The import graph of `engine/src` has no circles, and its top-level
 //! modules form the layering below.
 //!
-//! Run: `cargo test -p d-engine --test module_graph -- --nocapture` (prints
+//! Run: `cargo test -p d-engine-node --test module_graph -- --nocapture` (prints
 //! the top-level graph). It reads the sources; `MODULE_GRAPH_SRC=<dir>`
 //! checks another tree (e.g. an older checkout's `engine/src`).
 //!

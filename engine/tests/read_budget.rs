@@ -79,7 +79,7 @@ fn key(i: usize) -> Vec<u8> {
 }
 
 /// A node whose responses are bounded by 1 MiB, holding `n` keys of 64 KiB.
-async fn node_with(n: usize) -> (d_engine::EmbeddedEngine, String, tempfile::TempDir) {
+async fn node_with(n: usize) -> (d_engine_node::EmbeddedEngine, String, tempfile::TempDir) {
     let (engine, url, dir) = common::single_node(|c| {
         c.limits.max_value_bytes = VALUE;
         c.limits.max_request_bytes = MAX_REQUEST;

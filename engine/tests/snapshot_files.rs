@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use d_engine::config::StateMachineBackend;
-use d_engine::{Config, EmbeddedEngine};
+use d_engine_node::config::StateMachineBackend;
+use d_engine_node::{Config, EmbeddedEngine};
 
 fn config(dir: &Path, backend: StateMachineBackend, segment_bytes: u64) -> Config {
     let mut config = Config::single_node(dir);

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use d_engine::runtime::Alarm;
-use d_engine::{status_codec, Config, EmbeddedEngine, Error};
+use d_engine_node::runtime::Alarm;
+use d_engine_node::{status_codec, Config, EmbeddedEngine, Error};
 use d_engine_proto::v1 as pb;
 use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use d_engine::{Config, EmbeddedEngine, Error};
+use d_engine_node::{Config, EmbeddedEngine, Error};
 
 async fn engine(cfg: Config) -> EmbeddedEngine {
     let e = EmbeddedEngine::builder(cfg)
@@ -18,7 +18,7 @@ async fn engine(cfg: Config) -> EmbeddedEngine {
 }
 
 /// Receives until the stream ends, errs, or `max` events arrived.
-async fn drain(w: &mut d_engine::WatchStream, max: usize) -> (usize, Option<Error>) {
+async fn drain(w: &mut d_engine_node::WatchStream, max: usize) -> (usize, Option<Error>) {
     let mut ok = 0;
     while ok < max {
         match tokio::time::timeout(Duration::from_secs(5), w.recv())

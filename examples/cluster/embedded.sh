@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A 3-node EMBEDDED d-engine cluster on 127.0.0.1: three application
-# processes (engine/examples/embedded_node.rs), each running a node
+# processes (engine/facade/examples/embedded_node.rs), each running a node
 # in-process; the nodes talk Raft over gRPC like standalone servers.
 #   examples/cluster/embedded.sh start    build and start apps 1-3
 #   examples/cluster/embedded.sh status   show which apps run

@@ -14,7 +14,7 @@
 //!
 //! The key-value methods are written once, in the `kv_methods!` list
 //! below. The macro emits each as an inherent method — so `client.put(..)`
-//! works with only `use d_engine::EmbeddedEngine;` in scope, as the user
+//! works with only `use d_engine_node::EmbeddedEngine;` in scope, as the user
 //! guides write it — and emits the [`KvClient`] implementation as calls to
 //! those methods, so code generic over `KvClient` runs unchanged against the
 //! gRPC client. A trait implementation alone would make every caller import
@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::forward::{should_forward, Forwarder};
 use crate::runtime::{NodeHandle, WatchStream};
-use crate::{CasOutcome, Consistency, KeyValue, KvClient, LeaderInfo, MemberInfo, Result};
+use d_engine_api::{CasOutcome, Consistency, KeyValue, KvClient, LeaderInfo, MemberInfo, Result};
 
 /// The in-process client of an [`super::EmbeddedEngine`]. Implements
 /// [`KvClient`] exactly like the gRPC client, so business logic written

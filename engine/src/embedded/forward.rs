@@ -42,7 +42,7 @@ use d_engine_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::runtime::NodeHandle;
-use crate::{CasOutcome, Consistency, Error, KeyValue, Result};
+use d_engine_api::{CasOutcome, Consistency, Error, KeyValue, Result};
 
 use call::Call;
 pub(super) use link::Forwarder;

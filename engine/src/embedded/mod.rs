@@ -1,7 +1,7 @@
 //! Embedded mode: the engine runs inside your process.
 //!
 //! ```no_run
-//! use d_engine::EmbeddedEngine;
+//! use d_engine_node::EmbeddedEngine;
 //! use std::time::Duration;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,7 +66,7 @@ pub use client::EmbeddedClient;
 
 use crate::config::Config;
 use crate::runtime::{NodeHandle, NodeStatus, StartError};
-use crate::{LeaderInfo, MemberInfo, Result};
+use d_engine_api::{LeaderInfo, MemberInfo, Result};
 
 /// A running embedded node. See the module docs.
 pub struct EmbeddedEngine {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use d_engine::{Config, EmbeddedEngine};
+use d_engine_node::{Config, EmbeddedEngine};
 
 /// `PROPTEST_CASES` if set, else the CI-sized default.
 pub fn cases(default: u32) -> u32 {

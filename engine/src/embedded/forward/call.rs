@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::link::{Forwarder, Kv, ATTEMPT_TIMEOUT, MAX_ATTEMPTS};
 use crate::runtime::NodeHandle;
-use crate::{status_codec, Error, Result};
+use d_engine_api::{status_codec, Error, Result};
 
 const BASE_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);

@@ -16,7 +16,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use super::write_ids::WriteIds;
 use crate::config::Config;
 use crate::tls::NodeTls;
-use crate::{Error, Result};
+use d_engine_api::{Error, Result};
 
 /// Attempts per forwarded call, the first included.
 pub(super) const MAX_ATTEMPTS: u32 = 10;

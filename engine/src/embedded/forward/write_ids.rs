@@ -8,7 +8,7 @@ use d_engine_storage::sm::dedup::DEDUP_WINDOW_PER_CLIENT;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::{Error, Result};
+use d_engine_api::{Error, Result};
 
 /// Client ids of one engine's forwarded writes.
 const WRITE_SESSIONS: usize = 4;

@@ -6,7 +6,7 @@
 //! 127.0.0.1:9083):
 //!
 //! ```sh
-//! cd engine/examples && cargo run --example quickstart_embedded
+//! cd engine/facade/examples && cargo run --example quickstart_embedded
 //! ```
 
 use d_engine::EmbeddedEngine;
