@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::addr::MemberAddr;
 use super::handle::NodeHandle;
-use super::input::{take_slot, Input, ProposalWaiter};
+use super::input::{Input, ProposalWaiter};
 use super::types::{ApplyResult, Error, MemberInfo, Result};
 
 impl NodeHandle {
@@ -27,12 +27,7 @@ impl NodeHandle {
         if !self.shared.is_leader() {
             return Err(self.shared.leader_hint_error());
         }
-        let slot = take_slot(
-            &self.shared.pending_proposals,
-            self.shared.config.queues.max_pending_proposals,
-            "writes",
-            "queues.max_pending_proposals",
-        )?;
+        let slot = self.shared.proposal_slot()?;
         let (tx, rx) = oneshot::channel();
         self.shared.send_client(Input::ConfChange {
             change,

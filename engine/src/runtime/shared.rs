@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch};
 use super::addr::MemberAddr;
 use super::failure::NodeFailure;
 pub(crate) use super::input::{Input, ProposalWaiter, ReadWaiter};
+use super::input::{take_slot, Slot};
 use super::quota::Quota;
 use super::types::{Error, LeaderInfo, MemberInfo, MemberRole, Result};
 use super::watch_hub::WatchHub;
@@ -173,6 +174,18 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Shared {
+    /// A slot among `queues.max_pending_proposals` for one write or
+    /// membership change; `Overloaded` when all are taken. Dropping the
+    /// slot frees it.
+    pub(crate) fn proposal_slot(&self) -> Result<Slot> {
+        take_slot(
+            &self.pending_proposals,
+            self.config.queues.max_pending_proposals,
+            "writes",
+            "queues.max_pending_proposals",
+        )
+    }
+
     /// The state machine, or the reason the node cannot serve.
     pub(crate) fn sm(&self) -> Result<Arc<dyn StateMachine>> {
         match &*self.sm.read().expect("poisoned") {

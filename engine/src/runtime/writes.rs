@@ -20,7 +20,7 @@ use d_engine_storage::sm::logical_kv_bytes;
 use tokio::sync::oneshot;
 
 use super::handle::NodeHandle;
-use super::input::{take_slot, Input, ProposalWaiter};
+use super::input::{Input, ProposalWaiter};
 use super::shared::now_ms;
 use super::types::{
     to_client_kv, ApplyResult, CasOutcome, Command, DeleteOutcome, Error, Op, ProposeOutcome,
@@ -89,12 +89,7 @@ impl NodeHandle {
                 (e, _) => e,
             });
         }
-        let slot = take_slot(
-            &self.shared.pending_proposals,
-            self.shared.config.queues.max_pending_proposals,
-            "writes",
-            "queues.max_pending_proposals",
-        )?;
+        let slot = self.shared.proposal_slot()?;
         let (tx, rx) = oneshot::channel();
         self.shared.send_client(Input::Propose {
             cmd: cmd.encode(),
