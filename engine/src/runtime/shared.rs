@@ -27,8 +27,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::addr::MemberAddr;
 use super::failure::NodeFailure;
-pub(crate) use super::input::{Input, ProposalWaiter, ReadWaiter};
 use super::input::{take_slot, Slot};
+pub(crate) use super::input::{Input, ProposalWaiter, ReadWaiter};
 use super::quota::Quota;
 use super::types::{Error, LeaderInfo, MemberInfo, MemberRole, Result};
 use super::watch_hub::WatchHub;
