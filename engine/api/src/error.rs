@@ -17,6 +17,8 @@ pub enum ErrorCode {
     UnknownNode,
     /// The storage quota is reached.
     NoSpace,
+    /// The lease does not exist (never granted, revoked or expired).
+    LeaseNotFound,
     /// Transport failure (connection refused, reset...).
     Unavailable,
     /// Anything else the server reported.
@@ -68,6 +70,10 @@ pub enum Error {
     /// keys to free space or raise the quota. Not retryable as is.
     #[error("no space: {0}")]
     NoSpace(String),
+    /// The lease does not exist: never granted, revoked, or expired. Not
+    /// retryable: grant a new lease.
+    #[error("lease not found: {0}")]
+    LeaseNotFound(String),
     /// The server could not be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -91,6 +97,7 @@ impl Error {
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::UnknownNode(_) => ErrorCode::UnknownNode,
             Error::NoSpace(_) => ErrorCode::NoSpace,
+            Error::LeaseNotFound(_) => ErrorCode::LeaseNotFound,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -46,6 +46,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::PermissionDenied => Code::PermissionDenied,
         ErrorCode::UnknownNode => Code::NotFound,
         ErrorCode::NoSpace => Code::ResourceExhausted,
+        ErrorCode::LeaseNotFound => Code::NotFound,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn wire_code(code: ErrorCode) -> Option<pb::ErrorCode> {
         ErrorCode::PermissionDenied => pb::ErrorCode::PermissionDenied,
         ErrorCode::UnknownNode => pb::ErrorCode::UnknownNode,
         ErrorCode::NoSpace => pb::ErrorCode::NoSpace,
+        ErrorCode::LeaseNotFound => pb::ErrorCode::LeaseNotFound,
         ErrorCode::Unavailable | ErrorCode::Internal => return None,
     })
 }
@@ -87,6 +89,7 @@ fn message(err: &Error) -> String {
         | Error::PermissionDenied(m)
         | Error::UnknownNode(m)
         | Error::NoSpace(m)
+        | Error::LeaseNotFound(m)
         | Error::Unavailable(m)
         | Error::Internal(m) => m.clone(),
     }
@@ -195,6 +198,7 @@ fn from_error_info(reason: &str, meta: &HashMap<String, String>, msg: &str) -> O
         pb::ErrorCode::PermissionDenied => Error::PermissionDenied(m),
         pb::ErrorCode::UnknownNode => Error::UnknownNode(m),
         pb::ErrorCode::NoSpace => Error::NoSpace(m),
+        pb::ErrorCode::LeaseNotFound => Error::LeaseNotFound(m),
     })
 }
 
@@ -244,6 +248,7 @@ pub fn cancel_error(reason: &str) -> Error {
             pb::ErrorCode::PermissionDenied => Error::PermissionDenied(msg),
             pb::ErrorCode::UnknownNode => Error::UnknownNode(msg),
             pb::ErrorCode::NoSpace => Error::NoSpace(msg),
+            pb::ErrorCode::LeaseNotFound => Error::LeaseNotFound(msg),
             // A cancellation carries no leader hint.
             pb::ErrorCode::NotLeader => Error::NotLeader {
                 leader_id: None,

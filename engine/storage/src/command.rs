@@ -13,10 +13,25 @@
 //! [u64 client_id, u64 seq]   if flags bit 0
 //! [bytes user]               if flags bit 1 (UTF-8, 1..=MAX_USER_BYTES)
 //! u8  op                 1 Put | 2 Delete | 3 CompareAndSwap | 4 Expire
+//!                        | 5 PutLeased | 6 DeleteRange | 7 Txn
+//!                        | 8 LeaseGrant | 9 LeaseRevoke
 //! Put:            bytes key, bytes value, opt<u64> expires_at_ms
 //! Delete:         bytes key
 //! CompareAndSwap: bytes key, opt<bytes> expected, opt<bytes> new_value, opt<u64> expires_at_ms
 //! Expire:         u64 now_ms
+//! PutLeased:      bytes key, bytes value, u64 lease (non-zero; a put with
+//!                 lease 0 is encoded as Put, so older commands keep their bytes)
+//! DeleteRange:    range, u8 prev_kv (0|1)
+//! Txn:            u32 n, n × compare; u32 n, n × txn_op (success); u32 n, n × txn_op (failure)
+//! LeaseGrant:     u64 id, u64 ttl_ms
+//! LeaseRevoke:    u64 id
+//!
+//! range:    bytes start, bytes end
+//! compare:  bytes key, u8 op (0 = | 1 != | 2 < | 3 >),
+//!           u8 target (0 value: bytes | 1 version | 2 create | 3 mod | 4 lease: u64)
+//! txn_op:   u8 kind 1 range: range, u32 limit, u8 keys_only, u8 count_only
+//!                   2 put: bytes key, bytes value, opt<u64> expires_at_ms, u64 lease
+//!                   3 delete_range: range, u8 prev_kv
 //! ```
 //!
 //! Bit 1 was added in place (no version bump) so that every command written
@@ -57,6 +72,14 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CAS: u8 = 3;
 const OP_EXPIRE: u8 = 4;
+const OP_PUT_LEASED: u8 = 5;
+const OP_DELETE_RANGE: u8 = 6;
+const OP_TXN: u8 = 7;
+const OP_LEASE_GRANT: u8 = 8;
+const OP_LEASE_REVOKE: u8 = 9;
+const TXN_RANGE: u8 = 1;
+const TXN_PUT: u8 = 2;
+const TXN_DELETE_RANGE: u8 = 3;
 
 /// Identifies a client write for exactly-once retries: a write re-proposed
 /// by the same `user` with the same `(client_id, seq)` and the same
@@ -80,9 +103,23 @@ pub enum Op {
         key: Bytes,
         value: Bytes,
         expires_at_ms: Option<u64>,
+        /// Attach the key to this lease (0 = none; exclusive with
+        /// `expires_at_ms`). The lease must exist when the put applies.
+        lease: u64,
     },
     /// Remove `key` if present.
     Delete { key: Bytes },
+    /// Remove every key in `range`; with `prev_kv`, return the removed pairs.
+    DeleteRange { range: KeyRange, prev_kv: bool },
+    /// Compare-then-act on several keys in one step.
+    Txn(Box<Txn>),
+    /// Create lease `id` (non-zero, not live) with `ttl_ms`. The id is
+    /// chosen by the proposer (the runtime uses the client's id, or a
+    /// fresh one).
+    LeaseGrant { id: u64, ttl_ms: u64 },
+    /// Delete lease `id` and every key attached to it (proposed by a client,
+    /// or by the leader when the lease expires).
+    LeaseRevoke { id: u64 },
     /// If the current value equals `expected` (`None`: the key must not
     /// exist), set it to `new_value` (`None`: delete it) with deadline
     /// `expires_at_ms`.
@@ -95,6 +132,97 @@ pub enum Op {
     /// Remove every key whose deadline is `<= now_ms`. Proposed by the leader.
     Expire { now_ms: u64 },
 }
+
+/// The keys `[start, end)`. `end` empty: only `start`; `end == [0]`:
+/// every key `>= start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Bytes,
+    pub end: Bytes,
+}
+
+impl KeyRange {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        if self.end.is_empty() {
+            return key == &self.start[..];
+        }
+        key >= &self.start[..] && (self.end[..] == [0] || key < &self.end[..])
+    }
+}
+
+/// A read inside a transaction (see [`KeyRange`]); `limit` 0 = [`MAX_TXN_RANGE_LIMIT`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeSpec {
+    pub range: KeyRange,
+    pub limit: u32,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+/// Comparison operator of a [`Compare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+/// What a [`Compare`] looks at, with the operand. A missing key has
+/// version, revisions and lease 0; a `Value` compare on a missing key is
+/// false whatever the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    Value(Bytes),
+    Version(u64),
+    CreateRevision(u64),
+    ModRevision(u64),
+    Lease(u64),
+}
+
+/// One condition of a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub key: Bytes,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+/// One operation of a [`Txn`] branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    Range(RangeSpec),
+    Put {
+        key: Bytes,
+        value: Bytes,
+        expires_at_ms: Option<u64>,
+        lease: u64,
+    },
+    DeleteRange {
+        range: KeyRange,
+        prev_kv: bool,
+    },
+}
+
+/// If every compare holds run `success`, else `failure`, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// Most compares, and most ops per branch, in one transaction.
+pub const MAX_TXN_OPS: usize = 128;
+/// Most pairs a range inside a transaction returns.
+pub const MAX_TXN_RANGE_LIMIT: u32 = 10_000;
+/// Response bytes (key + value + 64 per pair) at which a range inside a
+/// transaction, or a delete-range's `prev_kv` list, stops (a fixed number,
+/// so every replica computes the same result).
+pub const RESULT_BUDGET_BYTES: usize = 3 << 20;
+/// Largest lease TTL (one year, in ms).
+pub const MAX_LEASE_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// A command with its optional client session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +239,15 @@ pub enum CommandError {
     ValueTooLarge { len: usize },
     UnsupportedVersion { version: u8 },
     UserTooLong { len: usize },
+    /// A range whose end is at or before its start (and not empty or `\0`).
+    EmptyRange,
+    /// More compares or ops than [`MAX_TXN_OPS`]; `what` names which list.
+    TooManyTxnOps { what: &'static str, len: usize },
+    /// A range limit above [`MAX_TXN_RANGE_LIMIT`].
+    RangeLimitTooLarge { limit: u32 },
+    /// Lease id 0, a TTL of 0 or above [`MAX_LEASE_TTL_MS`], or a put with
+    /// both a lease and a TTL.
+    BadLease(String),
     Malformed(WireError),
 }
 
@@ -134,6 +271,19 @@ impl fmt::Display for CommandError {
                 f,
                 "the session's user name is {len} bytes; the limit is MAX_USER_BYTES = {MAX_USER_BYTES}"
             ),
+            CommandError::EmptyRange => write!(
+                f,
+                "range_end is at or before key; use an empty range_end for one key, \"\\0\" for every key from key on, or an end above key"
+            ),
+            CommandError::TooManyTxnOps { what, len } => write!(
+                f,
+                "transaction has {len} {what}; the limit is {MAX_TXN_OPS}; split it into several transactions"
+            ),
+            CommandError::RangeLimitTooLarge { limit } => write!(
+                f,
+                "range limit is {limit}; the limit is {MAX_TXN_RANGE_LIMIT}; read further pages instead"
+            ),
+            CommandError::BadLease(m) => write!(f, "{m}"),
             CommandError::Malformed(e) => write!(f, "malformed command {e}"),
         }
     }
@@ -166,15 +316,109 @@ pub fn validate_value(value: &[u8]) -> Result<(), CommandError> {
     Ok(())
 }
 
+impl KeyRange {
+    /// Checks the start key and that the range is not empty by construction.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_key(&self.start)?;
+        if self.end.is_empty() || &self.end[..] == [0] {
+            return Ok(());
+        }
+        if self.end.len() > MAX_KEY_BYTES + 1 {
+            return Err(CommandError::KeyTooLarge { len: self.end.len() });
+        }
+        if self.end <= self.start {
+            return Err(CommandError::EmptyRange);
+        }
+        Ok(())
+    }
+}
+
+fn validate_put(
+    key: &[u8],
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    lease: u64,
+) -> Result<(), CommandError> {
+    validate_key(key)?;
+    validate_value(value)?;
+    if lease != 0 && expires_at_ms.is_some() {
+        return Err(CommandError::BadLease(
+            "a put may carry a lease or a TTL, not both; attach the key to a lease with that TTL instead".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Txn {
+    /// Checks the list lengths and every compare and op.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        for (what, len) in [
+            ("compares", self.compares.len()),
+            ("success ops", self.success.len()),
+            ("failure ops", self.failure.len()),
+        ] {
+            if len > MAX_TXN_OPS {
+                return Err(CommandError::TooManyTxnOps { what, len });
+            }
+        }
+        for c in &self.compares {
+            validate_key(&c.key)?;
+            if let CompareTarget::Value(v) = &c.target {
+                validate_value(v)?;
+            }
+        }
+        for op in self.success.iter().chain(&self.failure) {
+            match op {
+                TxnOp::Range(r) => {
+                    r.range.validate()?;
+                    if r.limit > MAX_TXN_RANGE_LIMIT {
+                        return Err(CommandError::RangeLimitTooLarge { limit: r.limit });
+                    }
+                }
+                TxnOp::Put {
+                    key,
+                    value,
+                    expires_at_ms,
+                    lease,
+                } => validate_put(key, value, *expires_at_ms, *lease)?,
+                TxnOp::DeleteRange { range, .. } => range.validate()?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Op {
-    /// Checks every key and value against [`MAX_KEY_BYTES`] / [`MAX_VALUE_BYTES`].
+    /// Checks every key and value against [`MAX_KEY_BYTES`] / [`MAX_VALUE_BYTES`],
+    /// ranges, transaction sizes and lease parameters.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {
-            Op::Put { key, value, .. } => {
-                validate_key(key)?;
-                validate_value(value)
-            }
+            Op::Put {
+                key,
+                value,
+                expires_at_ms,
+                lease,
+            } => validate_put(key, value, *expires_at_ms, *lease),
             Op::Delete { key } => validate_key(key),
+            Op::DeleteRange { range, .. } => range.validate(),
+            Op::Txn(t) => t.validate(),
+            Op::LeaseGrant { id, ttl_ms } => {
+                if *id == 0 {
+                    return Err(CommandError::BadLease("lease id 0 is reserved (it means \"no lease\")".into()));
+                }
+                if *ttl_ms == 0 || *ttl_ms > MAX_LEASE_TTL_MS {
+                    return Err(CommandError::BadLease(format!(
+                        "lease ttl is {ttl_ms} ms; it must be 1..={MAX_LEASE_TTL_MS} ms (one year)"
+                    )));
+                }
+                Ok(())
+            }
+            Op::LeaseRevoke { id } => {
+                if *id == 0 {
+                    return Err(CommandError::BadLease("lease id 0 is reserved (it means \"no lease\")".into()));
+                }
+                Ok(())
+            }
             Op::CompareAndSwap {
                 key,
                 expected,
@@ -276,8 +520,41 @@ fn encode_op(op: &Op, w: &mut Writer) {
                 key,
                 value,
                 expires_at_ms,
+                lease: 0,
             } => {
                 w.u8(OP_PUT).bytes(key).bytes(value).opt_u64(*expires_at_ms);
+            }
+            Op::Put {
+                key,
+                value,
+                expires_at_ms: _,
+                lease,
+            } => {
+                // validate() refuses a lease together with a TTL.
+                w.u8(OP_PUT_LEASED).bytes(key).bytes(value).u64(*lease);
+            }
+            Op::DeleteRange { range, prev_kv } => {
+                w.u8(OP_DELETE_RANGE);
+                encode_range(range, w);
+                w.u8(*prev_kv as u8);
+            }
+            Op::Txn(t) => {
+                w.u8(OP_TXN).u32(t.compares.len() as u32);
+                for c in &t.compares {
+                    encode_compare(c, w);
+                }
+                for branch in [&t.success, &t.failure] {
+                    w.u32(branch.len() as u32);
+                    for op in branch {
+                        encode_txn_op(op, w);
+                    }
+                }
+            }
+            Op::LeaseGrant { id, ttl_ms } => {
+                w.u8(OP_LEASE_GRANT).u64(*id).u64(*ttl_ms);
+            }
+            Op::LeaseRevoke { id } => {
+                w.u8(OP_LEASE_REVOKE).u64(*id);
             }
             Op::Delete { key } => {
                 w.u8(OP_DELETE).bytes(key);
@@ -301,10 +578,174 @@ fn encode_op(op: &Op, w: &mut Writer) {
     }
 }
 
+fn encode_range(r: &KeyRange, w: &mut Writer) {
+    w.bytes(&r.start).bytes(&r.end);
+}
+
+fn decode_range(r: &mut Reader<'_>) -> Result<KeyRange, WireError> {
+    Ok(KeyRange {
+        start: r.bytes_owned("range start")?,
+        end: r.bytes_owned("range end")?,
+    })
+}
+
+fn decode_flag(r: &mut Reader<'_>, field: &str) -> Result<bool, WireError> {
+    match r.u8(field)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        x => Err(r.err(format!("{field} is {x}; expected 0 or 1"))),
+    }
+}
+
+fn encode_compare(c: &Compare, w: &mut Writer) {
+    w.bytes(&c.key).u8(match c.op {
+        CompareOp::Equal => 0,
+        CompareOp::NotEqual => 1,
+        CompareOp::Less => 2,
+        CompareOp::Greater => 3,
+    });
+    match &c.target {
+        CompareTarget::Value(v) => w.u8(0).bytes(v),
+        CompareTarget::Version(x) => w.u8(1).u64(*x),
+        CompareTarget::CreateRevision(x) => w.u8(2).u64(*x),
+        CompareTarget::ModRevision(x) => w.u8(3).u64(*x),
+        CompareTarget::Lease(x) => w.u8(4).u64(*x),
+    };
+}
+
+fn decode_compare(r: &mut Reader<'_>) -> Result<Compare, WireError> {
+    let key = r.bytes_owned("compare key")?;
+    let op = match r.u8("compare op")? {
+        0 => CompareOp::Equal,
+        1 => CompareOp::NotEqual,
+        2 => CompareOp::Less,
+        3 => CompareOp::Greater,
+        x => return Err(r.err(format!("unknown compare op {x}"))),
+    };
+    let target = match r.u8("compare target")? {
+        0 => CompareTarget::Value(r.bytes_owned("compare value")?),
+        1 => CompareTarget::Version(r.u64("compare version")?),
+        2 => CompareTarget::CreateRevision(r.u64("compare create_revision")?),
+        3 => CompareTarget::ModRevision(r.u64("compare mod_revision")?),
+        4 => CompareTarget::Lease(r.u64("compare lease")?),
+        x => return Err(r.err(format!("unknown compare target {x}"))),
+    };
+    Ok(Compare { key, op, target })
+}
+
+fn encode_txn_op(op: &TxnOp, w: &mut Writer) {
+    match op {
+        TxnOp::Range(s) => {
+            w.u8(TXN_RANGE);
+            encode_range(&s.range, w);
+            w.u32(s.limit)
+                .u8(s.keys_only as u8)
+                .u8(s.count_only as u8);
+        }
+        TxnOp::Put {
+            key,
+            value,
+            expires_at_ms,
+            lease,
+        } => {
+            w.u8(TXN_PUT)
+                .bytes(key)
+                .bytes(value)
+                .opt_u64(*expires_at_ms)
+                .u64(*lease);
+        }
+        TxnOp::DeleteRange { range, prev_kv } => {
+            w.u8(TXN_DELETE_RANGE);
+            encode_range(range, w);
+            w.u8(*prev_kv as u8);
+        }
+    }
+}
+
+fn decode_txn_op(r: &mut Reader<'_>) -> Result<TxnOp, WireError> {
+    Ok(match r.u8("txn op kind")? {
+        TXN_RANGE => TxnOp::Range(RangeSpec {
+            range: decode_range(r)?,
+            limit: r.u32("range limit")?,
+            keys_only: decode_flag(r, "keys_only")?,
+            count_only: decode_flag(r, "count_only")?,
+        }),
+        TXN_PUT => TxnOp::Put {
+            key: r.bytes_owned("key")?,
+            value: r.bytes_owned("value")?,
+            expires_at_ms: r.opt_u64("expires_at_ms")?,
+            lease: r.u64("lease")?,
+        },
+        TXN_DELETE_RANGE => TxnOp::DeleteRange {
+            range: decode_range(r)?,
+            prev_kv: decode_flag(r, "prev_kv")?,
+        },
+        x => return Err(r.err(format!("unknown txn op kind {x}"))),
+    })
+}
+
+/// Reads a list count and checks it against the remaining bytes (each item
+/// takes at least `min_item` bytes), so a hostile count cannot make the
+/// decoder reserve memory it will never fill.
+fn decode_count(r: &mut Reader<'_>, field: &str, min_item: usize) -> Result<usize, WireError> {
+    let n = r.u32(field)? as usize;
+    if n.saturating_mul(min_item) > r.remaining() {
+        return Err(r.err(format!(
+            "{field} is {n} but only {} bytes follow",
+            r.remaining()
+        )));
+    }
+    Ok(n)
+}
+
+fn decode_txn(r: &mut Reader<'_>) -> Result<Txn, WireError> {
+    let n = decode_count(r, "compare count", 6)?;
+    let mut compares = Vec::with_capacity(n);
+    for _ in 0..n {
+        compares.push(decode_compare(r)?);
+    }
+    let mut branches = [Vec::new(), Vec::new()];
+    for (b, field) in branches.iter_mut().zip(["success count", "failure count"]) {
+        let n = decode_count(r, field, 9)?;
+        b.reserve(n);
+        for _ in 0..n {
+            b.push(decode_txn_op(r)?);
+        }
+    }
+    let [success, failure] = branches;
+    Ok(Txn {
+        compares,
+        success,
+        failure,
+    })
+}
+
+fn range_len(r: &KeyRange) -> usize {
+    r.start.len() + r.end.len()
+}
+
 impl Command {
     fn payload_len(&self) -> usize {
         match &self.op {
             Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::DeleteRange { range, .. } => range_len(range),
+            Op::Txn(t) => {
+                let ops = t.success.iter().chain(&t.failure).map(|op| match op {
+                    TxnOp::Range(s) => range_len(&s.range) + 16,
+                    TxnOp::Put { key, value, .. } => key.len() + value.len() + 32,
+                    TxnOp::DeleteRange { range, .. } => range_len(range) + 16,
+                });
+                let compares = t.compares.iter().map(|c| {
+                    c.key.len()
+                        + 16
+                        + match &c.target {
+                            CompareTarget::Value(v) => v.len(),
+                            _ => 8,
+                        }
+                });
+                ops.chain(compares).sum()
+            }
+            Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } => 16,
             Op::Delete { key } => key.len(),
             Op::CompareAndSwap {
                 key,
@@ -368,6 +809,33 @@ impl Command {
                 key: r.bytes_owned("key")?,
                 value: r.bytes_owned("value")?,
                 expires_at_ms: r.opt_u64("expires_at_ms")?,
+                lease: 0,
+            },
+            OP_PUT_LEASED => {
+                let key = r.bytes_owned("key")?;
+                let value = r.bytes_owned("value")?;
+                let lease = r.u64("lease")?;
+                if lease == 0 {
+                    return Err(r.err("PutLeased with lease 0 (must be encoded as Put)").into());
+                }
+                Op::Put {
+                    key,
+                    value,
+                    expires_at_ms: None,
+                    lease,
+                }
+            }
+            OP_DELETE_RANGE => Op::DeleteRange {
+                range: decode_range(&mut r)?,
+                prev_kv: decode_flag(&mut r, "prev_kv")?,
+            },
+            OP_TXN => Op::Txn(Box::new(decode_txn(&mut r)?)),
+            OP_LEASE_GRANT => Op::LeaseGrant {
+                id: r.u64("lease id")?,
+                ttl_ms: r.u64("ttl_ms")?,
+            },
+            OP_LEASE_REVOKE => Op::LeaseRevoke {
+                id: r.u64("lease id")?,
             },
             OP_DELETE => Op::Delete {
                 key: r.bytes_owned("key")?,
@@ -401,12 +869,14 @@ mod tests {
                 key: Bytes::from_static(b"k"),
                 value: Bytes::from_static(b"v"),
                 expires_at_ms: None,
+                lease: 0,
             }),
             Command::with_client(
                 Op::Put {
                     key: Bytes::from_static(b"key"),
                     value: Bytes::new(),
                     expires_at_ms: Some(1_700_000_000_000),
+                    lease: 0,
                 },
                 7,
                 42,
@@ -544,6 +1014,7 @@ mod tests {
             key: Bytes::from_static(b"k"),
             value: Bytes::from(vec![0; MAX_VALUE_BYTES + 1]),
             expires_at_ms: None,
+            lease: 0,
         };
         let e = big_val.validate().unwrap_err();
         assert!(e.to_string().contains("MAX_VALUE_BYTES = 1048576"), "{e}");
@@ -551,6 +1022,7 @@ mod tests {
             key: Bytes::from(vec![b'k'; MAX_KEY_BYTES]),
             value: Bytes::from(vec![0; MAX_VALUE_BYTES]),
             expires_at_ms: None,
+            lease: 0,
         };
         ok_val.validate().unwrap();
         let e = Op::Delete { key: Bytes::new() }.validate().unwrap_err();

@@ -68,6 +68,8 @@ pub struct KeyValue {
     pub version: u64,
     /// Absolute unix-ms deadline after which the key is expired, if any.
     pub expires_at_ms: Option<u64>,
+    /// The lease the key is attached to (0 = none).
+    pub lease: u64,
 }
 
 impl KeyValue {
@@ -83,6 +85,7 @@ impl KeyValue {
             mod_revision: self.mod_revision,
             version: self.version,
             expires_at_ms: self.expires_at_ms,
+            lease: self.lease,
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct KeyMeta {
     pub mod_revision: Index,
     pub version: u64,
     pub expires_at_ms: Option<u64>,
+    /// The lease the key is attached to (0 = none).
+    pub lease: u64,
 }
 
 impl KeyMeta {
@@ -122,11 +127,59 @@ pub enum ApplyResult {
     },
     /// Number of keys removed.
     Expire { expired: u64 },
+    /// `prev_kvs`: the removed pairs if asked for (cut at
+    /// [`crate::command::RESULT_BUDGET_BYTES`], then `truncated`).
+    DeleteRange {
+        deleted: u64,
+        prev_kvs: Vec<KeyValue>,
+        truncated: bool,
+    },
+    /// Which branch ran and one result per op of it.
+    Txn {
+        succeeded: bool,
+        results: Vec<TxnOpResult>,
+    },
+    LeaseGranted { id: u64, ttl_ms: u64 },
+    /// `deleted`: keys removed with the lease.
+    LeaseRevoked { id: u64, deleted: u64 },
+    /// A put or grant/revoke named a lease that does not exist (or a grant
+    /// named one that does); nothing changed.
+    LeaseNotFound { id: u64 },
+    LeaseExists { id: u64 },
     /// The command could not be decoded or broke a limit; nothing changed.
     Rejected { reason: String },
     /// A retry of a client write whose result is no longer remembered (older
     /// than the dedup window); it was NOT applied again.
     DuplicateExpired { client_id: u64, seq: u64 },
+}
+
+/// The result of one op of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOpResult {
+    Range(RangeResult),
+    Put { prev_revision: Option<Index> },
+    DeleteRange {
+        deleted: u64,
+        prev_kvs: Vec<KeyValue>,
+        truncated: bool,
+    },
+}
+
+/// A page of a range read (inside a transaction, or by the read path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// Keys of the range follow the last one returned.
+    pub more: bool,
+    /// Live keys in the whole range.
+    pub count: u64,
+}
+
+/// A lease as stored: its TTL and the keys attached to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: u64,
+    pub ttl_ms: u64,
 }
 
 /// What a changed key looks like to a watcher.
@@ -168,6 +221,8 @@ pub struct Applied {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotRecord {
     Kv(KeyValue),
+    /// A lease (its keys are the `Kv` records naming it).
+    Lease(LeaseRecord),
     /// The dedup session of one (user, client).
     Client {
         key: dedup::SessionKey,
@@ -309,6 +364,29 @@ pub trait StateMachine: Send + Sync {
         now_ms: u64,
         visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), SmError>;
+
+    /// Hands the live keys of `range` to `visit` one at a time, in key
+    /// order, until `visit` returns false or the keys run out (same
+    /// laziness and point-in-time rules as `scan_prefix_each`).
+    fn range_each(
+        &self,
+        range: &crate::command::KeyRange,
+        now_ms: u64,
+        visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError>;
+
+    /// The number of live keys in `range` (no values read).
+    fn range_count(&self, range: &crate::command::KeyRange, now_ms: u64) -> Result<u64, SmError>;
+
+    /// The lease `id`, if it exists.
+    fn lease(&self, id: u64) -> Result<Option<LeaseRecord>, SmError>;
+
+    /// Every lease, in id order.
+    fn leases(&self) -> Result<Vec<LeaseRecord>, SmError>;
+
+    /// The keys attached to lease `id`, in key order, until `visit` returns false.
+    fn lease_keys_each(&self, id: u64, visit: &mut dyn FnMut(&[u8]) -> bool)
+        -> Result<(), SmError>;
 
     /// The earliest TTL deadline (unix ms) of any stored key, expired or
     /// not; `None` when no key has a TTL. The leader uses it to skip

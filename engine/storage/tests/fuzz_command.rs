@@ -39,7 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
             sized(MAX_VALUE_BYTES),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(key, value, expires_at_ms)| Op::Put {
+            .prop_map(|(key, value, expires_at_ms)| Op::Put {, lease: 0
                 key,
                 value,
                 expires_at_ms
@@ -115,7 +115,7 @@ fn op_small() -> impl Strategy<Value = Op> {
     let val = prop::sample::select(vec!["1", "2", ""]).prop_map(Bytes::from);
     prop_oneof![
         (key.clone(), val.clone(), proptest::option::of(0u64..40)).prop_map(
-            |(key, value, expires_at_ms)| Op::Put {
+            |(key, value, expires_at_ms)| Op::Put {, lease: 0
                 key,
                 value,
                 expires_at_ms

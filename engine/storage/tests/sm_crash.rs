@@ -70,6 +70,7 @@ fn entry(i: u64) -> Entry {
                     key,
                     value: Bytes::from(format!("c{i}")),
                     expires_at_ms: None,
+                    lease: 0,
                 },
                 (r >> 20) % 8,
                 i / 2,
@@ -90,6 +91,7 @@ fn entry(i: u64) -> Entry {
                     key,
                     value: Bytes::from(v),
                     expires_at_ms: ttl,
+                    lease: 0,
                 })
                 .encode(),
             )
@@ -208,6 +210,7 @@ fn records(sm: &dyn StateMachine) -> Vec<SnapshotRecord> {
             k.extend_from_slice(key.user.as_bytes());
             (1, k)
         }
+        SnapshotRecord::Lease(l) => (2, l.id.to_be_bytes().to_vec()),
     });
     v
 }

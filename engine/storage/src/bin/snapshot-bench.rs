@@ -106,6 +106,7 @@ fn put(index: u64, key: u64, value: &Bytes) -> Entry {
                 key: Bytes::from(format!("bench/{key:012}")),
                 value: value.clone(),
                 expires_at_ms: None,
+                lease: 0,
             })
             .encode(),
         ),

@@ -208,6 +208,7 @@ fn write_value<S: KvStore>(
         mod_revision: index,
         version: old.map_or(1, |o| o.version + 1),
         expires_at_ms,
+        lease: 0, // STORAGE-HELPER
     };
     store.put(kv.clone(), old.as_ref())?;
     events.push(WatchEvent {
@@ -249,6 +250,7 @@ fn apply_op<S: KvStore>(
             key,
             value,
             expires_at_ms,
+            lease: _,
         } => {
             let old = store.meta(key)?;
             let prev_revision = old.map(|o| o.mod_revision);
@@ -301,6 +303,12 @@ fn apply_op<S: KvStore>(
                     succeeded: true,
                     current,
                 }
+            }
+        }
+        // STORAGE-HELPER: apply these.
+        Op::DeleteRange { .. } | Op::Txn(_) | Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } => {
+            ApplyResult::Rejected {
+                reason: "not yet implemented".into(),
             }
         }
         Op::Expire { now_ms } => {

@@ -29,6 +29,7 @@ pub fn put(key: &str, value: &str, ttl_deadline: Option<u64>) -> Command {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Bytes::copy_from_slice(value.as_bytes()),
         expires_at_ms: ttl_deadline,
+        lease: 0,
     })
 }
 
@@ -256,6 +257,7 @@ pub fn dedup_retries(f: Factory<'_>, dir: &Path) {
                 key: Bytes::from_static(b"d"),
                 value: Bytes::copy_from_slice(v.as_bytes()),
                 expires_at_ms: None,
+                lease: 0,
             },
             42,
             seq,
@@ -423,6 +425,7 @@ pub fn rejects_bad_commands(f: Factory<'_>, dir: &Path) {
         key: Bytes::from(vec![b'k'; MAX_KEY_BYTES + 1]),
         value: Bytes::new(),
         expires_at_ms: None,
+        lease: 0,
     });
     let r = apply1(&*sm, cmd(2, 1, big));
     let ApplyResult::Rejected { reason } = r.result else {
@@ -477,6 +480,7 @@ pub fn varied_history(sm: &dyn StateMachine, from: u64, n: u64) {
                     key: Bytes::from(k.clone()),
                     value: Bytes::from(format!("s{i}")),
                     expires_at_ms: None,
+                    lease: 0,
                 },
                 ["", "alice", "bob"][(i % 3) as usize],
                 i % 5,
@@ -524,6 +528,7 @@ pub fn snapshot_roundtrip(f: Factory<'_>, dir: &Path) {
         key: Bytes::from_static(b"key/024"),
         value: Bytes::from_static(b"s283"),
         expires_at_ms: None,
+        lease: 0,
     };
     let retry = Command::with_user_client(op.clone(), "alice", 3, 283);
     let a = apply1(&*sm, cmd(301, 9, retry.clone()));
@@ -594,7 +599,7 @@ pub fn snapshot_is_point_in_time(f: Factory<'_>, dir: &Path) {
         sm.apply(&batch).unwrap();
         match src.next_record().unwrap() {
             Some(SnapshotRecord::Kv(kv)) => got.push(kv),
-            Some(SnapshotRecord::Client { .. }) => {}
+            Some(SnapshotRecord::Client { .. }) | Some(SnapshotRecord::Lease(_)) => {}
             None => break,
         }
     }

@@ -64,6 +64,7 @@ impl From<Packed> for KeyMeta {
             mod_revision: p.mod_revision,
             version: p.version_flag & !HAS_DEADLINE,
             expires_at_ms: (p.version_flag & HAS_DEADLINE != 0).then_some(p.deadline),
+            lease: 0, // STORAGE-HELPER: index the lease
         }
     }
 }
@@ -143,6 +144,7 @@ mod tests {
             create_revision: 1,
             mod_revision: rev,
             version: rev,
+            lease: 0,
             expires_at_ms: ttl,
         }
     }
@@ -185,6 +187,7 @@ mod tests {
                     create_revision: 3,
                     mod_revision: u64::MAX,
                     version,
+                    lease: 0,
                     expires_at_ms,
                 };
                 assert_eq!(KeyMeta::from(Packed::new(m, 9)), m);

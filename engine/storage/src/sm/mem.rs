@@ -209,6 +209,28 @@ impl SnapshotSource for MemSnapshot {
 }
 
 impl StateMachine for MemStateMachine {
+    // STORAGE-HELPER: implement.
+    fn range_each(
+        &self,
+        _range: &crate::command::KeyRange,
+        _now_ms: u64,
+        _visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError> {
+        unimplemented!("range_each")
+    }
+    fn range_count(&self, _range: &crate::command::KeyRange, _now_ms: u64) -> Result<u64, SmError> {
+        unimplemented!("range_count")
+    }
+    fn lease(&self, _id: u64) -> Result<Option<super::LeaseRecord>, SmError> {
+        unimplemented!("lease")
+    }
+    fn leases(&self) -> Result<Vec<super::LeaseRecord>, SmError> {
+        unimplemented!("leases")
+    }
+    fn lease_keys_each(&self, _id: u64, _visit: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), SmError> {
+        unimplemented!("lease_keys_each")
+    }
+
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
         let mut meta = self.lock_apply()?;
         let base = self.current();
@@ -321,6 +343,7 @@ impl StateMachine for MemStateMachine {
                 SnapshotRecord::Client { key, session } => {
                     meta.dedup.insert(key, session);
                 }
+                SnapshotRecord::Lease(_) => {} // STORAGE-HELPER
             }
         }
         meta.applied_index = snap.last_index;
@@ -348,6 +371,7 @@ mod tests {
             key: Bytes::from_static(b"k"),
             value: big.slice(100..356),
             expires_at_ms: None,
+            lease: 0,
         });
         apply1(&sm, cmd(1, 1, c));
         let v = sm.get(b"k", 0).unwrap().unwrap().value;

@@ -38,6 +38,7 @@ fn decode_meta(r: &mut Reader<'_>) -> Result<KeyMeta, WireError> {
         mod_revision: r.u64("mod_revision")?,
         version: r.u64("version")?,
         expires_at_ms: r.opt_u64("expires_at_ms")?,
+        lease: 0, // STORAGE-HELPER: record format v2 carries the lease
     })
 }
 
@@ -48,6 +49,7 @@ pub fn decode_value(key: Bytes, r: &mut Reader<'_>) -> Result<KeyValue, WireErro
         create_revision: m.create_revision,
         mod_revision: m.mod_revision,
         version: m.version,
+        lease: m.lease,
         expires_at_ms: m.expires_at_ms,
         value: r.bytes_owned("value")?,
     })
@@ -148,6 +150,13 @@ fn decode_opt_kv(r: &mut Reader<'_>) -> Result<Option<KeyValue>, WireError> {
 
 pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
     match res {
+        // STORAGE-HELPER: encode the new results (remembered by dedup).
+        ApplyResult::DeleteRange { .. }
+        | ApplyResult::Txn { .. }
+        | ApplyResult::LeaseGranted { .. }
+        | ApplyResult::LeaseRevoked { .. }
+        | ApplyResult::LeaseNotFound { .. }
+        | ApplyResult::LeaseExists { .. } => unimplemented!("encode new results"),
         ApplyResult::Noop => {
             w.u8(1);
         }

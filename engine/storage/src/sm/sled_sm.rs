@@ -599,6 +599,28 @@ impl KvStore for SledView<'_> {
 }
 
 impl StateMachine for SledStateMachine {
+    // STORAGE-HELPER: implement.
+    fn range_each(
+        &self,
+        _range: &crate::command::KeyRange,
+        _now_ms: u64,
+        _visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError> {
+        unimplemented!("range_each")
+    }
+    fn range_count(&self, _range: &crate::command::KeyRange, _now_ms: u64) -> Result<u64, SmError> {
+        unimplemented!("range_count")
+    }
+    fn lease(&self, _id: u64) -> Result<Option<super::LeaseRecord>, SmError> {
+        unimplemented!("lease")
+    }
+    fn leases(&self) -> Result<Vec<super::LeaseRecord>, SmError> {
+        unimplemented!("leases")
+    }
+    fn lease_keys_each(&self, _id: u64, _visit: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), SmError> {
+        unimplemented!("lease_keys_each")
+    }
+
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
         self.check()?;
         let started = Instant::now();
@@ -815,6 +837,7 @@ fn build_from_snapshot(
     let mut n = 0;
     while let Some(rec) = r.next_record()? {
         match rec {
+            SnapshotRecord::Lease(_) => unimplemented!("STORAGE-HELPER"),
             SnapshotRecord::Kv(kv) => {
                 keys.set(&kv.key, Some((kv.meta(), kv.value.len())));
                 if let Some(d) = kv.expires_at_ms {

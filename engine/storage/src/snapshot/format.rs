@@ -97,6 +97,7 @@ impl SnapshotWriter {
         let mut body = std::mem::take(&mut self.scratch);
         body.buf.clear();
         let tag = match rec {
+            SnapshotRecord::Lease(_) => unimplemented!("STORAGE-HELPER"),
             SnapshotRecord::Kv(kv) => {
                 encode_kv(kv, &mut body);
                 TAG_KV
