@@ -143,6 +143,12 @@ impl Inner {
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
+    pub(crate) fn lease_rpc(&self, ch: Channel) -> pb::lease_client::LeaseClient<RpcChannel> {
+        pb::lease_client::LeaseClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
     pub(crate) fn cluster_rpc(&self, ch: Channel) -> pb::cluster_client::ClusterClient<RpcChannel> {
         pb::cluster_client::ClusterClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)

@@ -25,7 +25,7 @@ pub mod tls;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};
-pub use kv::{KvClient, RangeWalk, WatchStream};
+pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 pub use lease_keeper::LeaseKeeper;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use status_codec::cancel_error;

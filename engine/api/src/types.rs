@@ -388,3 +388,18 @@ pub struct LeaseStatus {
     pub id: u64,
     pub granted_ttl: std::time::Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"abc"), b"abd".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+        assert_eq!(RangeEnd::Single.to_wire(b"k"), Vec::<u8>::new());
+        assert_eq!(RangeEnd::FromKey.to_wire(b"k"), vec![0]);
+    }
+}

@@ -28,7 +28,11 @@ use bytes::Bytes;
 
 use super::forward::{should_forward, Forwarder};
 use crate::runtime::{NodeHandle, WatchStream};
-use d_engine_api::{CasOutcome, Consistency, KeyValue, KvClient, LeaderInfo, MemberInfo, Result};
+use d_engine_api::{
+    scan_prefix_pages, CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, KvClient,
+    LeaderInfo, LeaseGrant, LeaseStatus, LeaseTtl, MemberInfo, RangeEnd, RangeOptions, RangePage,
+    Result, Txn, TxnOutcome,
+};
 
 /// The in-process client of an [`super::EmbeddedEngine`]. Implements
 /// [`KvClient`] exactly like the gRPC client, so business logic written
@@ -148,22 +152,108 @@ kv_methods! {
         self.cas(b(key), expected, new_value, None).await
     }
 
-    /// Up to `limit` pairs under `prefix` in key order (0 = server maximum).
+    /// The pairs under `prefix` in key order: all of them (`limit` 0,
+    /// read page by page) or the first `limit`.
     async fn scan_prefix(
         &self,
         prefix: impl AsRef<[u8]> + Send,
         limit: u32,
         consistency: Consistency,
     ) -> Result<Vec<KeyValue>> {
-        let p = b(prefix);
-        match self.handle.scan_prefix(p.clone(), limit, consistency).await {
-            Ok(s) => Ok(s.kvs),
+        scan_prefix_pages(self, prefix.as_ref().to_vec(), limit, consistency).await
+    }
+
+    /// One page of `[key, options.end)` (see [`KvClient::range`]); walk the
+    /// rest with [`d_engine_api::RangeWalk`].
+    async fn range(&self, key: impl AsRef<[u8]> + Send, options: RangeOptions) -> Result<RangePage> {
+        let k = b(key);
+        match self.handle.range(k.clone(), options.clone()).await {
             Err(e) if should_forward(&e) => {
-                self.forward
-                    .scan_prefix(&self.handle, e, p, limit, consistency)
-                    .await
+                self.forward.range(&self.handle, e, k, options).await
             }
-            Err(e) => Err(e),
+            r => r,
+        }
+    }
+
+    /// Deletes every key in `[key, end)` in one replicated step.
+    async fn delete_range(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        end: RangeEnd,
+        prev_kv: bool,
+    ) -> Result<DeleteRangeOutcome> {
+        let k = b(key);
+        match self.handle.delete_range(k.clone(), end.clone(), prev_kv, None).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.delete_range(&self.handle, e, k, end, prev_kv).await
+            }
+            r => r,
+        }
+    }
+
+    /// Runs a transaction atomically (see [`KvClient::txn`]).
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        match self.handle.txn(txn.clone(), None).await {
+            Err(e) if should_forward(&e) => self.forward.txn(&self.handle, e, &txn).await,
+            r => r,
+        }
+    }
+
+    /// Stores `value` under `key`, attached to `lease`.
+    async fn put_with_lease(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        value: impl AsRef<[u8]> + Send,
+        lease: u64,
+    ) -> Result<u64> {
+        let (k, v) = (b(key), b(value));
+        match self.handle.put_with_lease(k.clone(), v.clone(), lease, None).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.put_with_lease(&self.handle, e, k, v, lease).await
+            }
+            r => r,
+        }
+    }
+
+    /// Grants a lease of `ttl`; the leader picks its id.
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        match self.handle.lease_grant(ttl, 0, None).await {
+            Err(e) if should_forward(&e) => self.forward.lease_grant(&self.handle, e, ttl).await,
+            r => r,
+        }
+    }
+
+    /// Revokes a lease and deletes its keys; returns how many.
+    async fn lease_revoke(&self, id: u64) -> Result<u64> {
+        match self.handle.lease_revoke(id, None).await {
+            Err(e) if should_forward(&e) => self.forward.lease_revoke(&self.handle, e, id).await,
+            r => r,
+        }
+    }
+
+    /// Restarts the lease's TTL on the leader.
+    async fn lease_renew(&self, id: u64) -> Result<Duration> {
+        match self.handle.lease_renew(id).await {
+            Err(e) if should_forward(&e) => self.forward.lease_renew(&self.handle, e, id).await,
+            r => r,
+        }
+    }
+
+    /// The lease's granted and remaining TTL (and keys if asked).
+    async fn lease_time_to_live(&self, id: u64, keys: bool) -> Result<LeaseTtl> {
+        match self.handle.lease_time_to_live(id, keys).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.lease_time_to_live(&self.handle, e, id, keys).await
+            }
+            r => r,
+        }
+    }
+
+    /// Every live lease.
+    async fn lease_list(&self) -> Result<Vec<LeaseStatus>> {
+        match self.handle.lease_list().await {
+            Err(e) if should_forward(&e) => self.forward.lease_list(&self.handle, e).await,
+            r => r,
         }
     }
 
