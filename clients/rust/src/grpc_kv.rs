@@ -12,10 +12,10 @@ use crate::error::{Error, Result};
 use crate::kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 use crate::router::{request, Retry, Route};
 use crate::types::{
-    CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, LeaseGrant, LeaseStatus, LeaseTtl,
-    RangeEnd, RangeOptions, RangePage, ScanPage, Txn, TxnOp, TxnOutcome,
+    CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, LeaderKey, LeaseGrant, LeaseStatus,
+    LeaseTtl, LockKey, RangeEnd, RangeOptions, RangePage, ScanPage, Txn, TxnOp, TxnOutcome,
 };
-use crate::LeaseKeeper;
+use crate::{CoordClient, HeldLock, LeaseKeeper};
 
 /// Most compares, and most ops per branch, in one transaction.
 const MAX_TXN_OPS: usize = 128;
@@ -750,6 +750,202 @@ impl KvClient for GrpcKv {
         start_revision: u64,
     ) -> impl Future<Output = Result<WatchStream>> + Send {
         self.do_watch(prefix.as_ref().to_vec(), true, start_revision)
+    }
+}
+
+fn wire_leader(l: &LeaderKey) -> pb::LeaderKey {
+    pb::LeaderKey {
+        name: l.name.clone(),
+        key: l.key.clone(),
+        revision: l.revision,
+        lease: l.lease,
+    }
+}
+
+impl GrpcKv {
+    /// Grants a lease of `ttl`, keeps it alive in the background and waits
+    /// for lock `name` (see [`HeldLock`]).
+    pub async fn lock_with_ttl(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+        ttl: Duration,
+    ) -> Result<HeldLock<Self>> {
+        HeldLock::acquire(std::sync::Arc::new(self.clone()), name, ttl).await
+    }
+
+    /// Runs a call that may wait for a lock or an election as long as it
+    /// takes: an attempt cut by `attempt_timeout` is sent again (the server
+    /// keeps the queue position of the same lease).
+    async fn waiting<T, F, Fut>(&self, op: &str, call: F) -> Result<T>
+    where
+        F: Fn(tonic::transport::Channel, Duration) -> Fut + Clone,
+        Fut: Future<Output = Result<T>>,
+    {
+        loop {
+            match self
+                .client
+                .inner
+                .execute(op, Route::Leader, Retry::Safe, call.clone())
+                .await
+            {
+                Err(Error::Timeout(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Locks and election through the server's `Lock` and `Election` services
+/// (the recipes run there).
+impl CoordClient for GrpcKv {
+    async fn lock(&self, name: impl AsRef<[u8]> + Send, lease: u64) -> Result<LockKey> {
+        let name = name.as_ref().to_vec();
+        let inner = &self.client.inner;
+        let resp = self
+            .waiting("lock", |ch, t| {
+                let mut rpc = inner.lock_rpc(ch);
+                let req = request(
+                    pb::LockRequest {
+                        name: name.clone(),
+                        lease,
+                    },
+                    t,
+                );
+                async move { Ok(rpc.lock(req).await?.into_inner()) }
+            })
+            .await?;
+        Ok(LockKey {
+            key: resp.key,
+            revision: resp.revision,
+        })
+    }
+
+    async fn unlock(&self, key: impl AsRef<[u8]> + Send) -> Result<()> {
+        let key = key.as_ref().to_vec();
+        let inner = &self.client.inner;
+        inner
+            .execute("unlock", Route::Leader, Retry::Safe, |ch, t| {
+                let mut rpc = inner.lock_rpc(ch);
+                let req = request(pb::UnlockRequest { key: key.clone() }, t);
+                async move { Ok(rpc.unlock(req).await?.into_inner()) }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn campaign(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+        lease: u64,
+        value: impl AsRef<[u8]> + Send,
+    ) -> Result<LeaderKey> {
+        let (name, value) = (name.as_ref().to_vec(), value.as_ref().to_vec());
+        let inner = &self.client.inner;
+        let resp = self
+            .waiting("campaign", |ch, t| {
+                let mut rpc = inner.election_rpc(ch);
+                let req = request(
+                    pb::CampaignRequest {
+                        name: name.clone(),
+                        lease,
+                        value: value.clone(),
+                    },
+                    t,
+                );
+                async move { Ok(rpc.campaign(req).await?.into_inner()) }
+            })
+            .await?;
+        let l = resp
+            .leader
+            .ok_or_else(|| Error::Internal("campaign response without a leader key".into()))?;
+        Ok(LeaderKey {
+            name: l.name,
+            key: l.key,
+            revision: l.revision,
+            lease: l.lease,
+        })
+    }
+
+    async fn proclaim(&self, leader: &LeaderKey, value: impl AsRef<[u8]> + Send) -> Result<()> {
+        let req0 = pb::ProclaimRequest {
+            leader: Some(wire_leader(leader)),
+            value: value.as_ref().to_vec(),
+        };
+        let inner = &self.client.inner;
+        inner
+            .execute("proclaim", Route::Leader, Retry::Safe, |ch, t| {
+                let mut rpc = inner.election_rpc(ch);
+                let req = request(req0.clone(), t);
+                async move { Ok(rpc.proclaim(req).await?.into_inner()) }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn election_leader(&self, name: impl AsRef<[u8]> + Send) -> Result<Option<KeyValue>> {
+        let name = name.as_ref().to_vec();
+        let inner = &self.client.inner;
+        let resp = inner
+            .execute("election_leader", Route::Leader, Retry::Safe, |ch, t| {
+                let mut rpc = inner.election_rpc(ch);
+                let req = request(pb::ElectionLeaderRequest { name: name.clone() }, t);
+                async move { Ok(rpc.leader(req).await?.into_inner()) }
+            })
+            .await?;
+        Ok(resp.kv.map(convert::key_value))
+    }
+
+    async fn resign(&self, leader: &LeaderKey) -> Result<()> {
+        let req0 = pb::ResignRequest {
+            leader: Some(wire_leader(leader)),
+        };
+        let inner = &self.client.inner;
+        inner
+            .execute("resign", Route::Leader, Retry::Safe, |ch, t| {
+                let mut rpc = inner.election_rpc(ch);
+                let req = request(req0.clone(), t);
+                async move { Ok(rpc.resign(req).await?.into_inner()) }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn observe(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<KeyValue>>> {
+        let name = name.as_ref().to_vec();
+        let inner = self.client.inner.clone();
+        // Open the stream on the leader (no per-message deadline).
+        let mut stream = inner
+            .execute("observe", Route::Leader, Retry::Safe, |ch, _t| {
+                let mut rpc = inner.election_rpc(ch);
+                let req = tonic::Request::new(pb::ElectionLeaderRequest { name: name.clone() });
+                async move { Ok(rpc.observe(req).await?.into_inner()) }
+            })
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    m = stream.message() => m,
+                    _ = tx.closed() => return,
+                };
+                let out = match item {
+                    Ok(Some(m)) => match m.kv {
+                        Some(kv) => Ok(convert::key_value(kv)),
+                        None => continue,
+                    },
+                    Ok(None) => return,
+                    Err(st) => Err(crate::status_codec::from_status(&st)),
+                };
+                let end = out.is_err();
+                if tx.send(out).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 }
 

@@ -28,8 +28,9 @@ use bytes::Bytes;
 
 use super::forward::{should_forward, Forwarder};
 use crate::runtime::{NodeHandle, WatchStream};
+use crate::recipes;
 use d_engine_api::{
-    scan_prefix_pages, CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, KvClient,
+    scan_prefix_pages, CoordClient, HeldLock, LeaderKey, LeaseKeeper, LockKey, CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, KvClient,
     LeaderInfo, LeaseGrant, LeaseStatus, LeaseTtl, MemberInfo, RangeEnd, RangeOptions, RangePage,
     Result, Txn, TxnOutcome,
 };
@@ -272,7 +273,61 @@ kv_methods! {
     }
 }
 
+/// Locks and election, run in process by the recipes over this client:
+/// each step goes to the local node and is forwarded to the leader when
+/// this node is not it, like any call.
+impl CoordClient for EmbeddedClient {
+    async fn lock(&self, name: impl AsRef<[u8]> + Send, lease: u64) -> Result<LockKey> {
+        recipes::lock::lock(self, name.as_ref(), lease).await
+    }
+
+    async fn unlock(&self, key: impl AsRef<[u8]> + Send) -> Result<()> {
+        recipes::lock::unlock(self, key.as_ref()).await
+    }
+
+    async fn campaign(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+        lease: u64,
+        value: impl AsRef<[u8]> + Send,
+    ) -> Result<LeaderKey> {
+        recipes::election::campaign(self, name.as_ref(), lease, value.as_ref()).await
+    }
+
+    async fn proclaim(&self, leader: &LeaderKey, value: impl AsRef<[u8]> + Send) -> Result<()> {
+        recipes::election::proclaim(self, leader, value.as_ref()).await
+    }
+
+    async fn election_leader(&self, name: impl AsRef<[u8]> + Send) -> Result<Option<KeyValue>> {
+        recipes::election::leader(self, name.as_ref()).await
+    }
+
+    async fn resign(&self, leader: &LeaderKey) -> Result<()> {
+        recipes::election::resign(self, leader).await
+    }
+
+    async fn observe(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<KeyValue>>> {
+        recipes::election::observe(self.clone(), name.as_ref().to_vec(), 16)
+    }
+}
+
 impl EmbeddedClient {
+    /// Grants a lease of `ttl`, keeps it alive in the background and waits
+    /// for lock `name` (see [`HeldLock`]).
+    pub async fn lock_with_ttl(&self, name: impl AsRef<[u8]> + Send, ttl: Duration) -> Result<HeldLock<Self>> {
+        HeldLock::acquire(std::sync::Arc::new(self.clone()), name, ttl).await
+    }
+
+    /// Grants a lease of `ttl` and keeps it alive in the background (see
+    /// [`LeaseKeeper`]); drop the keeper to stop renewing.
+    pub async fn lease_keep_alive(&self, ttl: Duration) -> Result<LeaseKeeper> {
+        let g = KvClient::lease_grant(self, ttl).await?;
+        Ok(LeaseKeeper::start(std::sync::Arc::new(self.clone()), g.id, g.ttl))
+    }
+
     pub(super) fn new(handle: NodeHandle, forward: std::sync::Arc<Forwarder>) -> Self {
         EmbeddedClient { handle, forward }
     }
