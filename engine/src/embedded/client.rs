@@ -180,6 +180,44 @@ kv_methods! {
     ) -> Result<WatchStream> {
         self.handle.watch(b(prefix), true, start_revision)
     }
+
+    // TEMP scaffold (coord-engine): local-only calls so the crate compiles
+    // while the lead writes the real methods (with forwarding) on coord.
+    async fn range(&self, key: impl AsRef<[u8]> + Send, options: d_engine_api::RangeOptions) -> Result<d_engine_api::RangePage> {
+        self.handle.range(b(key), options).await
+    }
+
+    async fn delete_range(&self, key: impl AsRef<[u8]> + Send, end: d_engine_api::RangeEnd, prev_kv: bool) -> Result<d_engine_api::DeleteRangeOutcome> {
+        self.handle.delete_range(b(key), end, prev_kv, None).await
+    }
+
+    async fn txn(&self, txn: d_engine_api::Txn) -> Result<d_engine_api::TxnOutcome> {
+        self.handle.txn(txn, None).await
+    }
+
+    async fn put_with_lease(&self, key: impl AsRef<[u8]> + Send, value: impl AsRef<[u8]> + Send, lease: u64) -> Result<u64> {
+        self.handle.put_with_lease(b(key), b(value), lease, None).await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<d_engine_api::LeaseGrant> {
+        self.handle.lease_grant(ttl, 0, None).await
+    }
+
+    async fn lease_revoke(&self, id: u64) -> Result<u64> {
+        self.handle.lease_revoke(id, None).await
+    }
+
+    async fn lease_renew(&self, id: u64) -> Result<Duration> {
+        self.handle.lease_renew(id).await
+    }
+
+    async fn lease_time_to_live(&self, id: u64, keys: bool) -> Result<d_engine_api::LeaseTtl> {
+        self.handle.lease_time_to_live(id, keys).await
+    }
+
+    async fn lease_list(&self) -> Result<Vec<d_engine_api::LeaseStatus>> {
+        self.handle.lease_list().await
+    }
 }
 
 impl EmbeddedClient {

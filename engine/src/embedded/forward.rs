@@ -69,6 +69,7 @@ impl Forwarder {
             value: value.into(),
             ttl_ms,
             write_id: Some(slot.id),
+            lease: 0,
         };
         let resp = call
             .run("put", |mut kv, t| {
@@ -276,6 +277,7 @@ fn key_value(kv: pb::KeyValue) -> KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         expires_at_ms: kv.expires_at_ms,
+        lease: kv.lease,
     }
 }
 
