@@ -55,6 +55,7 @@
 use crate::sm::wire::{Reader, WireError, Writer};
 use bytes::Bytes;
 use std::fmt;
+use std::ops::Bound;
 
 /// Version byte written at the start of every encoded command.
 pub const COMMAND_VERSION: u8 = 1;
@@ -142,12 +143,78 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
+    /// The single key `key`.
+    pub fn key(key: impl Into<Bytes>) -> Self {
+        KeyRange {
+            start: key.into(),
+            end: Bytes::new(),
+        }
+    }
+
+    /// Every key starting with `prefix` (`[prefix, prefix_end(prefix))`;
+    /// an empty prefix is every key).
+    pub fn prefix(prefix: impl Into<Bytes>) -> Self {
+        let start: Bytes = prefix.into();
+        let end = prefix_end(&start);
+        KeyRange { start, end }
+    }
+
+    /// Every key `>= start` (`end = "\0"`).
+    pub fn from_key(start: impl Into<Bytes>) -> Self {
+        KeyRange {
+            start: start.into(),
+            end: Bytes::from_static(b"\0"),
+        }
+    }
+
+    /// Whether the range names one key (`end` empty).
+    pub fn is_single_key(&self) -> bool {
+        self.end.is_empty()
+    }
+
+    /// Whether the range is unbounded above (`end == "\0"`).
+    pub fn is_unbounded(&self) -> bool {
+        self.end[..] == [0]
+    }
+
     /// Whether `key` is in the range.
     pub fn contains(&self, key: &[u8]) -> bool {
         if self.end.is_empty() {
             return key == &self.start[..];
         }
         key >= &self.start[..] && (self.end[..] == [0] || key < &self.end[..])
+    }
+
+    /// The range as bounds for an ordered map lookup; `None` when it holds
+    /// no key at all (an end at or before the start: such a range fails
+    /// [`KeyRange::validate`], but reads never panic on one).
+    pub fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+        let start = &self.start[..];
+        if self.is_single_key() {
+            return Some((Bound::Included(start), Bound::Included(start)));
+        }
+        if self.is_unbounded() {
+            return Some((Bound::Included(start), Bound::Unbounded));
+        }
+        if self.end[..] <= *start {
+            return None;
+        }
+        Some((Bound::Included(start), Bound::Excluded(&self.end[..])))
+    }
+}
+
+/// The end of the range of keys starting with `prefix`: the prefix with
+/// its trailing `0xff` bytes dropped and its last byte incremented; `"\0"`
+/// (no upper bound) when nothing is left (an empty or all-`0xff` prefix).
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
+    let keep = prefix.iter().rposition(|b| *b != 0xff);
+    match keep {
+        Some(i) => {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            Bytes::from(end)
+        }
+        None => Bytes::from_static(b"\0"),
     }
 }
 
@@ -235,16 +302,29 @@ pub struct Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandError {
     EmptyKey,
-    KeyTooLarge { len: usize },
-    ValueTooLarge { len: usize },
-    UnsupportedVersion { version: u8 },
-    UserTooLong { len: usize },
+    KeyTooLarge {
+        len: usize,
+    },
+    ValueTooLarge {
+        len: usize,
+    },
+    UnsupportedVersion {
+        version: u8,
+    },
+    UserTooLong {
+        len: usize,
+    },
     /// A range whose end is at or before its start (and not empty or `\0`).
     EmptyRange,
     /// More compares or ops than [`MAX_TXN_OPS`]; `what` names which list.
-    TooManyTxnOps { what: &'static str, len: usize },
+    TooManyTxnOps {
+        what: &'static str,
+        len: usize,
+    },
     /// A range limit above [`MAX_TXN_RANGE_LIMIT`].
-    RangeLimitTooLarge { limit: u32 },
+    RangeLimitTooLarge {
+        limit: u32,
+    },
     /// Lease id 0, a TTL of 0 or above [`MAX_LEASE_TTL_MS`], or a put with
     /// both a lease and a TTL.
     BadLease(String),
@@ -318,13 +398,25 @@ pub fn validate_value(value: &[u8]) -> Result<(), CommandError> {
 
 impl KeyRange {
     /// Checks the start key and that the range is not empty by construction.
+    /// The start may be empty when `end` is not (a range from the first
+    /// key on, e.g. [`KeyRange::prefix`] of an empty prefix); a single key
+    /// (`end` empty) must be a valid key.
     pub fn validate(&self) -> Result<(), CommandError> {
-        validate_key(&self.start)?;
-        if self.end.is_empty() || &self.end[..] == [0] {
+        if self.end.is_empty() {
+            return validate_key(&self.start);
+        }
+        if self.start.len() > MAX_KEY_BYTES {
+            return Err(CommandError::KeyTooLarge {
+                len: self.start.len(),
+            });
+        }
+        if &self.end[..] == [0] {
             return Ok(());
         }
         if self.end.len() > MAX_KEY_BYTES + 1 {
-            return Err(CommandError::KeyTooLarge { len: self.end.len() });
+            return Err(CommandError::KeyTooLarge {
+                len: self.end.len(),
+            });
         }
         if self.end <= self.start {
             return Err(CommandError::EmptyRange);
@@ -404,7 +496,9 @@ impl Op {
             Op::Txn(t) => t.validate(),
             Op::LeaseGrant { id, ttl_ms } => {
                 if *id == 0 {
-                    return Err(CommandError::BadLease("lease id 0 is reserved (it means \"no lease\")".into()));
+                    return Err(CommandError::BadLease(
+                        "lease id 0 is reserved (it means \"no lease\")".into(),
+                    ));
                 }
                 if *ttl_ms == 0 || *ttl_ms > MAX_LEASE_TTL_MS {
                     return Err(CommandError::BadLease(format!(
@@ -415,7 +509,9 @@ impl Op {
             }
             Op::LeaseRevoke { id } => {
                 if *id == 0 {
-                    return Err(CommandError::BadLease("lease id 0 is reserved (it means \"no lease\")".into()));
+                    return Err(CommandError::BadLease(
+                        "lease id 0 is reserved (it means \"no lease\")".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -638,9 +734,7 @@ fn encode_txn_op(op: &TxnOp, w: &mut Writer) {
         TxnOp::Range(s) => {
             w.u8(TXN_RANGE);
             encode_range(&s.range, w);
-            w.u32(s.limit)
-                .u8(s.keys_only as u8)
-                .u8(s.count_only as u8);
+            w.u32(s.limit).u8(s.keys_only as u8).u8(s.count_only as u8);
         }
         TxnOp::Put {
             key,
@@ -699,15 +793,17 @@ fn decode_count(r: &mut Reader<'_>, field: &str, min_item: usize) -> Result<usiz
 }
 
 fn decode_txn(r: &mut Reader<'_>) -> Result<Txn, WireError> {
-    let n = decode_count(r, "compare count", 6)?;
-    let mut compares = Vec::with_capacity(n);
+    // Capacities are capped at the limit: a count above it decodes (from
+    // bytes that really are there) and is then refused by `validate`.
+    let n = decode_count(r, "compare count", 10)?;
+    let mut compares = Vec::with_capacity(n.min(MAX_TXN_OPS + 1));
     for _ in 0..n {
         compares.push(decode_compare(r)?);
     }
     let mut branches = [Vec::new(), Vec::new()];
     for (b, field) in branches.iter_mut().zip(["success count", "failure count"]) {
-        let n = decode_count(r, field, 9)?;
-        b.reserve(n);
+        let n = decode_count(r, field, 10)?;
+        b.reserve(n.min(MAX_TXN_OPS + 1));
         for _ in 0..n {
             b.push(decode_txn_op(r)?);
         }
@@ -816,7 +912,9 @@ impl Command {
                 let value = r.bytes_owned("value")?;
                 let lease = r.u64("lease")?;
                 if lease == 0 {
-                    return Err(r.err("PutLeased with lease 0 (must be encoded as Put)").into());
+                    return Err(r
+                        .err("PutLeased with lease 0 (must be encoded as Put)")
+                        .into());
                 }
                 Op::Put {
                     key,

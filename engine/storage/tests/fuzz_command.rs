@@ -39,10 +39,11 @@ fn op() -> impl Strategy<Value = Op> {
             sized(MAX_VALUE_BYTES),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(key, value, expires_at_ms)| Op::Put {, lease: 0
+            .prop_map(|(key, value, expires_at_ms)| Op::Put {
                 key,
                 value,
-                expires_at_ms
+                expires_at_ms,
+                lease: 0,
             }),
         sized(MAX_KEY_BYTES).prop_map(|key| Op::Delete { key }),
         (
@@ -115,10 +116,11 @@ fn op_small() -> impl Strategy<Value = Op> {
     let val = prop::sample::select(vec!["1", "2", ""]).prop_map(Bytes::from);
     prop_oneof![
         (key.clone(), val.clone(), proptest::option::of(0u64..40)).prop_map(
-            |(key, value, expires_at_ms)| Op::Put {, lease: 0
+            |(key, value, expires_at_ms)| Op::Put {
                 key,
                 value,
-                expires_at_ms
+                expires_at_ms,
+                lease: 0,
             }
         ),
         key.clone().prop_map(|key| Op::Delete { key }),

@@ -3,42 +3,69 @@
 
 use super::dedup::{ClientSession, Remembered};
 use super::wire::{Reader, WireError, Writer};
-use super::{ApplyResult, KeyMeta, KeyValue};
+use super::{ApplyResult, KeyMeta, KeyValue, LeaseRecord, RangeResult, TxnOpResult};
 use bytes::Bytes;
 use d_engine_core::{Member, MemberRole, Membership};
 use std::collections::BTreeMap;
 
-const RECORD_VERSION: u8 = 1;
+/// Version of the stored value records written by this node. Version 1
+/// (no lease) is still read, as lease 0: data directories and snapshot
+/// files written before leases load unchanged.
+pub const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION_1: u8 = 1;
 
-/// Encodes everything but the key (the key is stored beside it).
+/// Encodes everything but the key (the key is stored beside it):
+///
+/// ```text
+/// u8 version (2) | u64 create_revision | u64 mod_revision | u64 version
+/// | opt<u64> expires_at_ms | u64 lease | bytes value
+/// ```
+///
+/// Version 1 is the same without `lease`.
 pub fn encode_value(kv: &KeyValue, w: &mut Writer) {
     w.u8(RECORD_VERSION)
         .u64(kv.create_revision)
         .u64(kv.mod_revision)
         .u64(kv.version)
         .opt_u64(kv.expires_at_ms)
+        .u64(kv.lease)
         .bytes(&kv.value);
 }
 
 pub fn value_bytes(kv: &KeyValue) -> Vec<u8> {
-    let mut w = Writer::with_capacity(40 + kv.value.len());
+    let mut w = Writer::with_capacity(48 + kv.value.len());
     encode_value(kv, &mut w);
     w.into_vec()
 }
 
 /// Reads the record version and the metadata that start every stored value
-/// record.
+/// record. A key is never both attached to a lease and given a deadline
+/// (commands refuse it), so a record claiming both is damaged.
 fn decode_meta(r: &mut Reader<'_>) -> Result<KeyMeta, WireError> {
     let v = r.u8("record version")?;
-    if v != RECORD_VERSION {
+    if v != RECORD_VERSION && v != RECORD_VERSION_1 {
         return Err(r.err(format!("unknown record version {v}")));
     }
+    let create_revision = r.u64("create_revision")?;
+    let mod_revision = r.u64("mod_revision")?;
+    let version = r.u64("version")?;
+    let expires_at_ms = r.opt_u64("expires_at_ms")?;
+    let lease = if v == RECORD_VERSION_1 {
+        0
+    } else {
+        r.u64("lease")?
+    };
+    if lease != 0 && expires_at_ms.is_some() {
+        return Err(r.err(format!(
+            "record names both lease {lease} and a TTL deadline"
+        )));
+    }
     Ok(KeyMeta {
-        create_revision: r.u64("create_revision")?,
-        mod_revision: r.u64("mod_revision")?,
-        version: r.u64("version")?,
-        expires_at_ms: r.opt_u64("expires_at_ms")?,
-        lease: 0, // STORAGE-HELPER: record format v2 carries the lease
+        create_revision,
+        mod_revision,
+        version,
+        expires_at_ms,
+        lease,
     })
 }
 
@@ -148,15 +175,100 @@ fn decode_opt_kv(r: &mut Reader<'_>) -> Result<Option<KeyValue>, WireError> {
     }
 }
 
+/// Smallest encoding of a key-value (for checking list counts against the
+/// bytes that follow).
+const MIN_KV_BYTES: usize = 34;
+
+fn encode_kvs(kvs: &[KeyValue], w: &mut Writer) {
+    w.u32(kvs.len() as u32);
+    for kv in kvs {
+        encode_kv(kv, w);
+    }
+}
+
+/// Reads a list count and checks it against the remaining bytes, so a
+/// damaged count cannot make the decoder reserve memory it never fills.
+fn decode_count(r: &mut Reader<'_>, field: &str, min_item: usize) -> Result<usize, WireError> {
+    let n = r.u32(field)? as usize;
+    if n.saturating_mul(min_item) > r.remaining() {
+        return Err(r.err(format!(
+            "{field} is {n} but only {} bytes follow",
+            r.remaining()
+        )));
+    }
+    Ok(n)
+}
+
+fn decode_kvs(r: &mut Reader<'_>) -> Result<Vec<KeyValue>, WireError> {
+    let n = decode_count(r, "kv count", MIN_KV_BYTES)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(decode_kv(r)?);
+    }
+    Ok(v)
+}
+
+const TXN_RESULT_RANGE: u8 = 1;
+const TXN_RESULT_PUT: u8 = 2;
+const TXN_RESULT_DELETE_RANGE: u8 = 3;
+
+fn encode_txn_op_result(res: &TxnOpResult, w: &mut Writer) {
+    match res {
+        TxnOpResult::Range(r) => {
+            w.u8(TXN_RESULT_RANGE);
+            encode_kvs(&r.kvs, w);
+            w.bool(r.more).u64(r.count);
+        }
+        TxnOpResult::Put { prev_revision } => {
+            w.u8(TXN_RESULT_PUT).opt_u64(*prev_revision);
+        }
+        TxnOpResult::DeleteRange {
+            deleted,
+            prev_kvs,
+            truncated,
+        } => {
+            w.u8(TXN_RESULT_DELETE_RANGE).u64(*deleted);
+            encode_kvs(prev_kvs, w);
+            w.bool(*truncated);
+        }
+    }
+}
+
+fn decode_txn_op_result(r: &mut Reader<'_>) -> Result<TxnOpResult, WireError> {
+    Ok(match r.u8("txn result kind")? {
+        TXN_RESULT_RANGE => TxnOpResult::Range(RangeResult {
+            kvs: decode_kvs(r)?,
+            more: r.bool("more")?,
+            count: r.u64("count")?,
+        }),
+        TXN_RESULT_PUT => TxnOpResult::Put {
+            prev_revision: r.opt_u64("prev_revision")?,
+        },
+        TXN_RESULT_DELETE_RANGE => TxnOpResult::DeleteRange {
+            deleted: r.u64("deleted")?,
+            prev_kvs: decode_kvs(r)?,
+            truncated: r.bool("truncated")?,
+        },
+        x => return Err(r.err(format!("unknown txn result kind {x}"))),
+    })
+}
+
+/// Encodes an apply result (remembered by the dedup table, so stored in
+/// sled and in snapshot files: tags are never reused).
+///
+/// ```text
+/// 1 Noop | 2 MembershipChanged | 3 Put: opt<u64> prev_revision
+/// 4 Delete: bool existed | 5 CompareAndSwap: bool succeeded, opt<kv> current
+/// 6 Expire: u64 | 7 Rejected: str | 8 DuplicateExpired: u64 client, u64 seq
+/// 9 DeleteRange: u64 deleted, kvs prev_kvs, bool truncated
+/// 10 Txn: bool succeeded, u32 n, n × (u8 kind: 1 range: kvs, bool more,
+///    u64 count | 2 put: opt<u64> prev_revision | 3 delete_range: as tag 9)
+/// 11 LeaseGranted: u64 id, u64 ttl_ms | 12 LeaseRevoked: u64 id, u64 deleted
+/// 13 LeaseNotFound: u64 id | 14 LeaseExists: u64 id
+/// kvs = u32 n, n × (bytes key, value record)
+/// ```
 pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
     match res {
-        // STORAGE-HELPER: encode the new results (remembered by dedup).
-        ApplyResult::DeleteRange { .. }
-        | ApplyResult::Txn { .. }
-        | ApplyResult::LeaseGranted { .. }
-        | ApplyResult::LeaseRevoked { .. }
-        | ApplyResult::LeaseNotFound { .. }
-        | ApplyResult::LeaseExists { .. } => unimplemented!("encode new results"),
         ApplyResult::Noop => {
             w.u8(1);
         }
@@ -181,6 +293,33 @@ pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
         }
         ApplyResult::DuplicateExpired { client_id, seq } => {
             w.u8(8).u64(*client_id).u64(*seq);
+        }
+        ApplyResult::DeleteRange {
+            deleted,
+            prev_kvs,
+            truncated,
+        } => {
+            w.u8(9).u64(*deleted);
+            encode_kvs(prev_kvs, w);
+            w.bool(*truncated);
+        }
+        ApplyResult::Txn { succeeded, results } => {
+            w.u8(10).bool(*succeeded).u32(results.len() as u32);
+            for res in results {
+                encode_txn_op_result(res, w);
+            }
+        }
+        ApplyResult::LeaseGranted { id, ttl_ms } => {
+            w.u8(11).u64(*id).u64(*ttl_ms);
+        }
+        ApplyResult::LeaseRevoked { id, deleted } => {
+            w.u8(12).u64(*id).u64(*deleted);
+        }
+        ApplyResult::LeaseNotFound { id } => {
+            w.u8(13).u64(*id);
+        }
+        ApplyResult::LeaseExists { id } => {
+            w.u8(14).u64(*id);
         }
     }
 }
@@ -209,8 +348,69 @@ pub fn decode_result(r: &mut Reader<'_>) -> Result<ApplyResult, WireError> {
             client_id: r.u64("client_id")?,
             seq: r.u64("seq")?,
         },
+        9 => ApplyResult::DeleteRange {
+            deleted: r.u64("deleted")?,
+            prev_kvs: decode_kvs(r)?,
+            truncated: r.bool("truncated")?,
+        },
+        10 => {
+            let succeeded = r.bool("succeeded")?;
+            let n = decode_count(r, "txn result count", 2)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                results.push(decode_txn_op_result(r)?);
+            }
+            ApplyResult::Txn { succeeded, results }
+        }
+        11 => ApplyResult::LeaseGranted {
+            id: r.u64("lease id")?,
+            ttl_ms: r.u64("ttl_ms")?,
+        },
+        12 => ApplyResult::LeaseRevoked {
+            id: r.u64("lease id")?,
+            deleted: r.u64("deleted")?,
+        },
+        13 => ApplyResult::LeaseNotFound {
+            id: r.u64("lease id")?,
+        },
+        14 => ApplyResult::LeaseExists {
+            id: r.u64("lease id")?,
+        },
         x => return Err(r.err(format!("unknown result tag {x}"))),
     })
+}
+
+/// A lease in a snapshot file: `u64 id | u64 ttl_ms`.
+pub fn encode_lease(l: &LeaseRecord, w: &mut Writer) {
+    w.u64(l.id).u64(l.ttl_ms);
+}
+
+pub fn decode_lease(r: &mut Reader<'_>) -> Result<LeaseRecord, WireError> {
+    Ok(LeaseRecord {
+        id: r.u64("lease id")?,
+        ttl_ms: r.u64("lease ttl_ms")?,
+    })
+}
+
+const LEASE_RECORD_VERSION: u8 = 1;
+
+/// The value of a lease stored in sled (the id is in the sled key):
+/// `u8 version (1) | u64 ttl_ms`.
+pub fn lease_value_bytes(l: &LeaseRecord) -> Vec<u8> {
+    let mut w = Writer::with_capacity(9);
+    w.u8(LEASE_RECORD_VERSION).u64(l.ttl_ms);
+    w.into_vec()
+}
+
+pub fn lease_from_value_bytes(id: u64, buf: &[u8]) -> Result<LeaseRecord, WireError> {
+    let mut r = Reader::new(buf);
+    let v = r.u8("lease record version")?;
+    if v != LEASE_RECORD_VERSION {
+        return Err(r.err(format!("unknown lease record version {v}")));
+    }
+    let ttl_ms = r.u64("lease ttl_ms")?;
+    r.finish("lease record")?;
+    Ok(LeaseRecord { id, ttl_ms })
 }
 
 /// How a client session was encoded.
