@@ -629,9 +629,11 @@ fn apply_op<S: KvStore>(
                     Some(old) if old.lease == *id => {
                         delete_value(store, index, key, old, events)?;
                     }
-                    _ => return Err(SmError::Corrupt(format!(
+                    _ => {
+                        return Err(SmError::Corrupt(format!(
                         "lease {id} names key {key:?} but the key is absent or not attached to it"
-                    ))),
+                    )))
+                    }
                 }
             }
             store.delete_lease(*id)?;
