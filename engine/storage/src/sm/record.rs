@@ -483,3 +483,197 @@ pub fn session_from_bytes(buf: &[u8], format: SessionFormat) -> Result<ClientSes
     r.finish("client session")?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, lease: u64, expires_at_ms: Option<u64>) -> KeyValue {
+        KeyValue {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"val"),
+            create_revision: 3,
+            mod_revision: 9,
+            version: 4,
+            expires_at_ms,
+            lease,
+        }
+    }
+
+    fn roundtrip(r: &ApplyResult) -> ApplyResult {
+        let mut w = Writer::new();
+        encode_result(r, &mut w);
+        let buf = w.into_vec();
+        let mut rd = Reader::new(&buf);
+        let back = decode_result(&mut rd).unwrap();
+        rd.finish("result").unwrap();
+        back
+    }
+
+    fn new_results() -> Vec<ApplyResult> {
+        vec![
+            ApplyResult::DeleteRange {
+                deleted: 5,
+                prev_kvs: vec![kv("a", 0, Some(1)), kv("b", 7, None)],
+                truncated: true,
+            },
+            ApplyResult::Txn {
+                succeeded: false,
+                results: vec![
+                    TxnOpResult::Range(RangeResult {
+                        kvs: vec![kv("r", 2, None)],
+                        more: true,
+                        count: 10,
+                    }),
+                    TxnOpResult::Put {
+                        prev_revision: Some(4),
+                    },
+                    TxnOpResult::Put {
+                        prev_revision: None,
+                    },
+                    TxnOpResult::DeleteRange {
+                        deleted: 1,
+                        prev_kvs: vec![],
+                        truncated: false,
+                    },
+                ],
+            },
+            ApplyResult::LeaseGranted { id: 1, ttl_ms: 2 },
+            ApplyResult::LeaseRevoked { id: 3, deleted: 4 },
+            ApplyResult::LeaseNotFound { id: u64::MAX },
+            ApplyResult::LeaseExists { id: 6 },
+        ]
+    }
+
+    #[test]
+    fn every_result_round_trips() {
+        for r in new_results() {
+            assert_eq!(roundtrip(&r), r);
+        }
+    }
+
+    /// The encodings are stored (sled sessions, snapshot files): pin them.
+    #[test]
+    fn result_encodings_are_stable() {
+        let hex = |r: &ApplyResult| {
+            let mut w = Writer::new();
+            encode_result(r, &mut w);
+            w.into_vec()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert_eq!(
+            hex(&ApplyResult::LeaseGranted { id: 1, ttl_ms: 2 }),
+            "0b01000000000000000200000000000000"
+        );
+        assert_eq!(
+            hex(&ApplyResult::LeaseRevoked { id: 3, deleted: 4 }),
+            "0c03000000000000000400000000000000"
+        );
+        assert_eq!(
+            hex(&ApplyResult::LeaseNotFound { id: 5 }),
+            "0d0500000000000000"
+        );
+        assert_eq!(
+            hex(&ApplyResult::LeaseExists { id: 6 }),
+            "0e0600000000000000"
+        );
+        assert_eq!(
+            hex(&ApplyResult::DeleteRange {
+                deleted: 2,
+                prev_kvs: vec![],
+                truncated: true
+            }),
+            "09020000000000000000000000".to_string() + "01"
+        );
+        assert_eq!(
+            hex(&ApplyResult::Txn {
+                succeeded: true,
+                results: vec![
+                    TxnOpResult::Range(RangeResult::default()),
+                    TxnOpResult::Put {
+                        prev_revision: Some(7)
+                    },
+                ]
+            }),
+            "0a0102000000".to_string()
+                + "01"
+                + "00000000"
+                + "00"
+                + "0000000000000000"
+                + "02"
+                + "01"
+                + "0700000000000000"
+        );
+        // An old result keeps its bytes.
+        assert_eq!(hex(&ApplyResult::Delete { existed: true }), "0401");
+    }
+
+    #[test]
+    fn truncated_or_hostile_results_are_errors() {
+        for r in new_results() {
+            let mut w = Writer::new();
+            encode_result(&r, &mut w);
+            let buf = w.into_vec();
+            for cut in 0..buf.len() {
+                let mut rd = Reader::new(&buf[..cut]);
+                assert!(decode_result(&mut rd).is_err(), "cut {cut} of {r:?}");
+            }
+        }
+        // A txn claiming 2^32 - 1 results and a delete-range claiming as
+        // many pairs: refused before allocating.
+        let mut w = Writer::new();
+        w.u8(10).bool(true).u32(u32::MAX);
+        assert!(decode_result(&mut Reader::new(&w.into_vec())).is_err());
+        let mut w = Writer::new();
+        w.u8(9).u64(1).u32(u32::MAX);
+        assert!(decode_result(&mut Reader::new(&w.into_vec())).is_err());
+    }
+
+    #[test]
+    fn value_records_carry_the_lease_and_version_1_still_reads() {
+        for k in [kv("k", 0, None), kv("k", 9, None), kv("k", 0, Some(5))] {
+            let buf = value_bytes(&k);
+            assert_eq!(buf[0], RECORD_VERSION);
+            assert_eq!(value_from_bytes(k.key.clone(), &buf).unwrap(), k);
+            assert_eq!(meta_and_value_len(&buf).unwrap(), (k.meta(), 3));
+        }
+        let mut v1 = Writer::new();
+        v1.u8(1).u64(3).u64(9).u64(4).opt_u64(Some(1)).bytes(b"val");
+        let back = value_from_bytes(Bytes::from_static(b"k"), &v1.into_vec()).unwrap();
+        assert_eq!(back, kv("k", 0, Some(1)));
+        // Both a lease and a deadline: damaged.
+        let mut both = Writer::new();
+        both.u8(2)
+            .u64(3)
+            .u64(9)
+            .u64(4)
+            .opt_u64(Some(1))
+            .u64(7)
+            .bytes(b"val");
+        let e = value_from_bytes(Bytes::from_static(b"k"), &both.into_vec()).unwrap_err();
+        assert!(e.to_string().contains("both lease 7"), "{e}");
+        let mut v3 = Writer::new();
+        v3.u8(3);
+        assert!(meta_from_bytes(&v3.into_vec()).is_err());
+    }
+
+    #[test]
+    fn lease_records_round_trip() {
+        let l = LeaseRecord {
+            id: 4,
+            ttl_ms: 1000,
+        };
+        assert_eq!(
+            lease_from_value_bytes(4, &lease_value_bytes(&l)).unwrap(),
+            l
+        );
+        assert!(lease_from_value_bytes(4, &[1, 0]).is_err());
+        assert!(lease_from_value_bytes(4, &[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        let mut w = Writer::new();
+        encode_lease(&l, &mut w);
+        let buf = w.into_vec();
+        assert_eq!(decode_lease(&mut Reader::new(&buf)).unwrap(), l);
+    }
+}

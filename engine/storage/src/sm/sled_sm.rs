@@ -1182,12 +1182,15 @@ mod tests {
     use crate::sm::ApplyResult;
     use bytes::Bytes;
 
-    /// Asserts that the in-memory key index equals one read afresh from
-    /// the database.
+    /// Asserts that the in-memory key and lease indexes equal ones read
+    /// afresh from the database.
     fn assert_index_matches_db(sm: &SledStateMachine) {
-        let fresh = KeyIndex::load(&sm.db().db).unwrap();
+        let db = sm.db().db.clone();
+        let fresh = KeyIndex::load(&db).unwrap();
+        let fresh_leases = LeaseIndex::build(load_leases(&db).unwrap(), &fresh).unwrap();
         let state = sm.state.lock().unwrap();
         assert_eq!(state.keys, fresh);
+        assert_eq!(state.leases, fresh_leases);
     }
 
     /// The key index follows puts, TTL puts, compare-and-swaps, deletes,
@@ -1200,6 +1203,7 @@ mod tests {
         let sm = SledStateMachine::open(&dir.path().join("a"), SledOptions::default()).unwrap();
         varied_history(&sm, 1, 300);
         assert_index_matches_db(&sm);
+        assert!(!sm.leases().unwrap().is_empty());
         // Several changes to one key inside one batch, then expiry.
         let batch: Vec<_> = (301..311)
             .map(|i| cmd(i, 4, put("key/001", &format!("b{i}"), Some(i))))
@@ -1225,6 +1229,83 @@ mod tests {
             SledStateMachine::open(&dir.path().join("b"), SledOptions::default()).unwrap();
         varied_history(&reopened, 412, 20);
         assert_index_matches_db(&reopened);
+    }
+
+    /// Leases and attachments come back after a restart, and a database
+    /// of layout 3 (before leases: value records of version 1) opens, reads
+    /// its keys as unleased and is marked layout 4.
+    #[test]
+    fn leases_survive_restart_and_layout_3_is_upgraded() {
+        use crate::sm::conformance::{dump, dump_leases, grant, put, put_leased, revoke};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+            apply1(&sm, cmd(1, 1, grant(3, 500)));
+            apply1(&sm, cmd(2, 1, put_leased("a", "1", 3)));
+            apply1(&sm, cmd(3, 1, put_leased("b", "2", 3)));
+            apply1(&sm, cmd(4, 1, put("c", "3", None)));
+            sm.flush().unwrap();
+        }
+        let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(
+            dump_leases(&sm),
+            vec![(
+                LeaseRecord { id: 3, ttl_ms: 500 },
+                vec!["a".to_string(), "b".to_string()]
+            )]
+        );
+        let r = apply1(&sm, cmd(5, 1, revoke(3)));
+        assert_eq!(r.result, ApplyResult::LeaseRevoked { id: 3, deleted: 2 });
+        assert_eq!(dump(&sm).len(), 1);
+        // Rewrite "c" as a version-1 record and mark the database layout 3.
+        let db = sm.db.read().unwrap().db.clone();
+        let mut v1 = Writer::new();
+        v1.u8(1)
+            .u64(4)
+            .u64(4)
+            .u64(1)
+            .opt_u64(Some(77))
+            .bytes(b"old");
+        db.insert(prefixed(P_KV, b"c"), v1.into_vec()).unwrap();
+        let mut marker = Writer::new();
+        marker.u64(3);
+        db.insert(M_FORMAT, marker.into_vec()).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        drop(sm);
+        let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+        let c = sm.get_raw(b"c").unwrap().unwrap();
+        assert_eq!(
+            (c.value.as_ref(), c.lease, c.expires_at_ms),
+            (&b"old"[..], 0, Some(77))
+        );
+        let db = sm.db.read().unwrap().db.clone();
+        assert_eq!(db.get(M_FORMAT).unwrap().unwrap().to_vec(), format_bytes());
+        // Rewritten by a put: a version-2 record.
+        apply1(&sm, cmd(6, 1, put("c", "new", None)));
+        let raw = db.get(prefixed(P_KV, b"c")).unwrap().unwrap();
+        assert_eq!(raw[0], 2);
+    }
+
+    /// A key record naming a lease that does not exist makes the database
+    /// corrupt (rebuilt from a snapshot by `open_or_rebuild`).
+    #[test]
+    fn a_key_naming_a_missing_lease_is_corrupt() {
+        use crate::sm::conformance::{grant, put_leased};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+            apply1(&sm, cmd(1, 1, grant(3, 500)));
+            apply1(&sm, cmd(2, 1, put_leased("a", "1", 3)));
+            let db = sm.db.read().unwrap().db.clone();
+            db.remove(lease_key(3)).unwrap();
+            db.flush().unwrap();
+        }
+        match SledStateMachine::open(dir.path(), SledOptions::default()) {
+            Err(SmError::Corrupt(e)) => assert!(e.contains("lease 3"), "{e}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened"),
+        }
     }
 
     /// A database still held by another handle (e.g. one closing after a
