@@ -188,7 +188,7 @@ impl KeyRange {
     /// The range as bounds for an ordered map lookup; `None` when it holds
     /// no key at all (an end at or before the start: such a range fails
     /// [`KeyRange::validate`], but reads never panic on one).
-    pub fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    pub fn bounds(&self) -> Option<KeyBounds<'_>> {
         let start = &self.start[..];
         if self.is_single_key() {
             return Some((Bound::Included(start), Bound::Included(start)));
@@ -202,6 +202,9 @@ impl KeyRange {
         Some((Bound::Included(start), Bound::Excluded(&self.end[..])))
     }
 }
+
+/// A [`KeyRange`] as bounds of an ordered map lookup.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The end of the range of keys starting with `prefix`: the prefix with
 /// its trailing `0xff` bytes dropped and its last byte incremented; `"\0"`
@@ -410,7 +413,7 @@ impl KeyRange {
                 len: self.start.len(),
             });
         }
-        if &self.end[..] == [0] {
+        if self.end[..] == [0] {
             return Ok(());
         }
         if self.end.len() > MAX_KEY_BYTES + 1 {

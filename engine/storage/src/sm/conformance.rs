@@ -1060,7 +1060,6 @@ pub fn txn_semantics(f: Factory<'_>, dir: &Path) {
         assert_eq!(holds(c), want, "{key} {op:?} {target:?}");
     }
     // All compares must hold; the failure branch runs otherwise.
-    let mut idx = idx;
     let two = |c2: Compare| {
         txn(
             vec![compare("k", Equal, T::Version(2)), c2],
