@@ -203,6 +203,7 @@ async fn send(mut kv: KvClient<Channel>, r: Req) -> Result<(), tonic::Status> {
                 value: value.clone(),
                 ttl_ms,
                 write_id: wid(w),
+                lease: 0,
             })
             .await?;
             let got = kv

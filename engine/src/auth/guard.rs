@@ -506,6 +506,42 @@ impl Caller {
         }
     }
 
+    /// `need` on every key of `[key, range_end)` (Range, DeleteRange and
+    /// the ops of a Txn): one grant must cover the whole range.
+    pub fn require_range(&self, key: &[u8], range_end: &[u8], need: Access) -> Result<(), Status> {
+        if range_end.is_empty() {
+            return self.require_key(key, need);
+        }
+        match &self.0 {
+            None => Ok(()),
+            Some((_, p)) if p.allows_range(key, range_end, need) => Ok(()),
+            Some(_) => {
+                let mut target = key.to_vec();
+                target.extend_from_slice(b"..");
+                target.extend_from_slice(range_end);
+                Err(self.denied("range", &target, need))
+            }
+        }
+    }
+
+    /// The lease calls (`rpc` names the call): they name no key, so they
+    /// need readwrite access to something (a grant of any prefix).
+    pub fn require_lease(&self, rpc: &str) -> Result<(), Status> {
+        match &self.0 {
+            None => Ok(()),
+            Some((_, p)) if p.allows_any(Access::Readwrite) => Ok(()),
+            Some((user, _)) => Err(to_status_with_metadata(
+                &Error::PermissionDenied(format!(
+                    "user \"{user}\" holds no readwrite grant, needed for {rpc}"
+                )),
+                [
+                    ("user".to_string(), user.clone()),
+                    ("access".to_string(), Access::Readwrite.as_str().to_string()),
+                ],
+            )),
+        }
+    }
+
     /// The built-in admin role (`rpc` names the call in the error).
     pub fn require_admin(&self, rpc: &str) -> Result<(), Status> {
         match &self.0 {

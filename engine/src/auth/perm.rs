@@ -44,6 +44,30 @@ impl Permissions {
                 .iter()
                 .any(|(p, a)| a.satisfies(need) && key.starts_with(p))
     }
+
+    /// True if `need` is allowed on every key of the range `[start, end)`
+    /// (`end` empty: the single key `start`; `[0]`: every key from `start`
+    /// on), i.e. one grant's prefix covers the whole range.
+    pub fn allows_range(&self, start: &[u8], end: &[u8], need: Access) -> bool {
+        if end.is_empty() {
+            return self.allows(start, need);
+        }
+        self.admin
+            || self.grants.iter().any(|(p, a)| {
+                if !a.satisfies(need) || !start.starts_with(p) {
+                    return false;
+                }
+                let p_end = d_engine_api::prefix_end(p);
+                // `[0]`: the grant reaches past every key.
+                p_end == [0] || (end != [0] && end <= &p_end[..])
+            })
+    }
+
+    /// True if some grant gives `need` (on anything): what the lease calls
+    /// need, which name no key.
+    pub fn allows_any(&self, need: Access) -> bool {
+        self.admin || self.grants.iter().any(|(_, a)| a.satisfies(need))
+    }
 }
 
 /// Resolves every user's roles into [`Permissions`], keyed by user name.
@@ -102,6 +126,35 @@ mod tests {
         let all = Permissions::new([(Vec::new(), Access::Read)]);
         assert!(all.allows(b"", Access::Read));
         assert!(!all.allows(b"k", Access::Readwrite));
+    }
+
+    #[test]
+    fn ranges_need_one_grant_covering_all_of_them() {
+        let p = Permissions::new([
+            (b"app/".to_vec(), Access::Read),
+            (b"app/tmp/".to_vec(), Access::Readwrite),
+        ]);
+        assert!(p.allows_range(b"app/a", b"app/z", Access::Read));
+        assert!(
+            p.allows_range(b"app/", b"app0", Access::Read),
+            "the prefix's own end"
+        );
+        assert!(
+            !p.allows_range(b"app/", b"app1", Access::Read),
+            "past the grant"
+        );
+        assert!(
+            !p.allows_range(b"app/", b"\0", Access::Read),
+            "every key from app/ on"
+        );
+        assert!(p.allows_range(b"app/x", b"", Access::Read), "a single key");
+        assert!(!p.allows_range(b"app/a", b"app/z", Access::Readwrite));
+        assert!(p.allows_range(b"app/tmp/a", b"app/tmp/b", Access::Readwrite));
+        let all = Permissions::new([(Vec::new(), Access::Readwrite)]);
+        assert!(all.allows_range(b"\0", b"\0", Access::Readwrite));
+        assert!(p.allows_any(Access::Readwrite));
+        assert!(!Permissions::new([(b"a".to_vec(), Access::Read)]).allows_any(Access::Readwrite));
+        assert!(Permissions::admin().allows_any(Access::Readwrite));
     }
 
     #[test]

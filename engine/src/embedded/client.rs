@@ -27,12 +27,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::forward::{should_forward, Forwarder};
-use crate::runtime::{NodeHandle, WatchStream};
 use crate::recipes;
+use crate::runtime::{NodeHandle, WatchStream};
 use d_engine_api::{
-    scan_prefix_pages, CoordClient, HeldLock, LeaderKey, LeaseKeeper, LockKey, CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, KvClient,
-    LeaderInfo, LeaseGrant, LeaseStatus, LeaseTtl, MemberInfo, RangeEnd, RangeOptions, RangePage,
-    Result, Txn, TxnOutcome,
+    scan_prefix_pages, CasOutcome, Consistency, CoordClient, DeleteRangeOutcome, HeldLock,
+    KeyValue, KvClient, LeaderInfo, LeaderKey, LeaseGrant, LeaseKeeper, LeaseStatus, LeaseTtl,
+    LockKey, MemberInfo, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome,
 };
 
 /// The in-process client of an [`super::EmbeddedEngine`]. Implements
@@ -317,7 +317,11 @@ impl CoordClient for EmbeddedClient {
 impl EmbeddedClient {
     /// Grants a lease of `ttl`, keeps it alive in the background and waits
     /// for lock `name` (see [`HeldLock`]).
-    pub async fn lock_with_ttl(&self, name: impl AsRef<[u8]> + Send, ttl: Duration) -> Result<HeldLock<Self>> {
+    pub async fn lock_with_ttl(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+        ttl: Duration,
+    ) -> Result<HeldLock<Self>> {
         HeldLock::acquire(std::sync::Arc::new(self.clone()), name, ttl).await
     }
 
@@ -325,7 +329,11 @@ impl EmbeddedClient {
     /// [`LeaseKeeper`]); drop the keeper to stop renewing.
     pub async fn lease_keep_alive(&self, ttl: Duration) -> Result<LeaseKeeper> {
         let g = KvClient::lease_grant(self, ttl).await?;
-        Ok(LeaseKeeper::start(std::sync::Arc::new(self.clone()), g.id, g.ttl))
+        Ok(LeaseKeeper::start(
+            std::sync::Arc::new(self.clone()),
+            g.id,
+            g.ttl,
+        ))
     }
 
     pub(super) fn new(handle: NodeHandle, forward: std::sync::Arc<Forwarder>) -> Self {

@@ -43,8 +43,8 @@ use tokio::time::Instant;
 
 use crate::runtime::NodeHandle;
 use d_engine_api::{
-    convert, CasOutcome, Consistency, DeleteRangeOutcome, Error, KeyValue, LeaseGrant,
-    LeaseStatus, LeaseTtl, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome,
+    convert, CasOutcome, Consistency, DeleteRangeOutcome, Error, KeyValue, LeaseGrant, LeaseStatus,
+    LeaseTtl, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome,
 };
 
 use call::Call;
@@ -284,7 +284,7 @@ impl Forwarder {
         };
         let resp = call
             .run("lease_grant", |Stubs { mut lease, .. }, t| {
-                let req = request(req.clone(), t);
+                let req = request(req, t);
                 async move { lease.lease_grant(req).await }
             })
             .await?;
@@ -300,7 +300,7 @@ impl Forwarder {
         };
         let resp = call
             .run("lease_revoke", |Stubs { mut lease, .. }, t| {
-                let req = request(req.clone(), t);
+                let req = request(req, t);
                 async move { lease.lease_revoke(req).await }
             })
             .await?;
@@ -317,7 +317,7 @@ impl Forwarder {
         let req = pb::LeaseKeepAliveRequest { id };
         let resp = call
             .run("lease_renew", |Stubs { mut lease, .. }, t| {
-                let req = request(req.clone(), t);
+                let req = request(req, t);
                 async move { lease.lease_renew(req).await }
             })
             .await?;
@@ -335,14 +335,18 @@ impl Forwarder {
         let req = pb::LeaseTimeToLiveRequest { id, keys };
         let resp = call
             .run("lease_time_to_live", |Stubs { mut lease, .. }, t| {
-                let req = request(req.clone(), t);
+                let req = request(req, t);
                 async move { lease.lease_time_to_live(req).await }
             })
             .await?;
         Ok(convert::lease_ttl(resp))
     }
 
-    pub(super) async fn lease_list(&self, h: &NodeHandle, local: Error) -> Result<Vec<LeaseStatus>> {
+    pub(super) async fn lease_list(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+    ) -> Result<Vec<LeaseStatus>> {
         let mut call = self.begin(h, local)?;
         let resp = call
             .run("lease_list", |Stubs { mut lease, .. }, t| {

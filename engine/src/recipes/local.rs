@@ -22,7 +22,11 @@ fn b(x: impl AsRef<[u8]>) -> Bytes {
 }
 
 impl KvClient for LocalKv {
-    async fn put(&self, key: impl AsRef<[u8]> + Send, value: impl AsRef<[u8]> + Send) -> Result<u64> {
+    async fn put(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        value: impl AsRef<[u8]> + Send,
+    ) -> Result<u64> {
         self.0.put(b(key), b(value), None, None).await
     }
 
@@ -74,7 +78,11 @@ impl KvClient for LocalKv {
             .await
     }
 
-    async fn range(&self, key: impl AsRef<[u8]> + Send, options: RangeOptions) -> Result<RangePage> {
+    async fn range(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: RangeOptions,
+    ) -> Result<RangePage> {
         self.0.range(b(key), options).await
     }
 
@@ -120,7 +128,11 @@ impl KvClient for LocalKv {
         self.0.lease_list().await
     }
 
-    async fn watch(&self, key: impl AsRef<[u8]> + Send, start_revision: u64) -> Result<WatchStream> {
+    async fn watch(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        start_revision: u64,
+    ) -> Result<WatchStream> {
         self.0.watch(b(key), false, start_revision)
     }
 

@@ -102,7 +102,9 @@ async fn enqueue<C: KvClient + ?Sized>(
                 ))),
             },
         },
-        _ => Err(Error::Internal("enqueue txn returned no range result".into())),
+        _ => Err(Error::Internal(
+            "enqueue txn returned no range result".into(),
+        )),
     }
 }
 

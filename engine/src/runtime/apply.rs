@@ -185,6 +185,16 @@ impl Applier {
         // Before any waiter completes: a client told its delete succeeded
         // finds the quota (and the alarm) already updated.
         self.shared.quota.observe(self.sm.data_bytes());
+        // Likewise the leader's lease clock: a granted lease can be renewed
+        // as soon as its grant is acknowledged; a revoked one is forgotten.
+        // Replays of deduplicated writes changed nothing and are skipped.
+        self.shared.leases.applied(
+            results
+                .iter()
+                .filter(|a| a.revision == a.index)
+                .map(|a| &a.result),
+            std::time::Instant::now(),
+        );
         let events: Vec<_> = results
             .iter_mut()
             .flat_map(|a| std::mem::take(&mut a.events))

@@ -46,10 +46,12 @@ use tokio::sync::oneshot;
 
 use super::apply::ApplyTask;
 use super::failure::NodeFailure;
+use super::input::ProposeReply;
 use super::shared::*;
 use super::wal_thread::WalTask;
 use crate::transport::Transport;
 
+mod leases;
 mod publish;
 mod ready;
 mod snapshot;
@@ -89,6 +91,10 @@ pub(crate) struct CoreLoop {
     pub(crate) tick_offset: u64,
 
     pub(crate) next_expire: Instant,
+    /// When the leader next looks for expired leases (`core_loop/leases.rs`).
+    pub(crate) next_lease_check: Instant,
+    /// Revokes of expired leases proposed and not yet answered.
+    pub(crate) lease_revokes: Vec<(u64, oneshot::Receiver<ProposeReply>)>,
     pub(crate) last_committed_term: u64,
     pub(crate) last_commit_sent: Index,
     /// The newest commit index, sent to the WAL with the next append.
@@ -188,6 +194,7 @@ impl CoreLoop {
             let drained = Instant::now();
             self.catch_up_ticks();
             self.maybe_expire();
+            self.maybe_expire_leases();
             self.flush_proposals();
             self.flush_reads();
             self.process_ready()?;

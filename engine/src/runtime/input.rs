@@ -81,6 +81,13 @@ impl ReadWaiter {
 /// One unit of a bounded counter, released on drop.
 pub(crate) struct Slot(Arc<AtomicUsize>);
 
+impl Slot {
+    /// A slot counted nowhere, for the node's own proposals (never refused).
+    pub(crate) fn untracked() -> Slot {
+        Slot(Arc::new(AtomicUsize::new(1)))
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);

@@ -300,6 +300,7 @@ where
         staging_dir: st.staging_dir,
         threads: Mutex::new(Vec::new()),
         quota,
+        leases: Default::default(),
         config,
     });
     shared
@@ -336,6 +337,8 @@ where
         ticks_done: 0,
         tick_offset: 0,
         next_expire: Instant::now() + expire,
+        next_lease_check: Instant::now(),
+        lease_revokes: Vec::new(),
         last_committed_term: 0,
         last_commit_sent: 0,
         commit_to_send: 0,

@@ -29,6 +29,7 @@ use super::addr::MemberAddr;
 use super::failure::NodeFailure;
 use super::input::{take_slot, Slot};
 pub(crate) use super::input::{Input, ProposalWaiter, ReadWaiter};
+use super::lease_clock::LeaseClock;
 use super::quota::Quota;
 use super::types::{Error, LeaderInfo, MemberInfo, MemberRole, Result};
 use super::watch_hub::WatchHub;
@@ -163,6 +164,8 @@ pub(crate) struct Shared {
     /// The storage quota: measured by the apply thread, enforced when a
     /// write is admitted (see [`super::quota`]).
     pub(crate) quota: Quota,
+    /// Lease deadlines while this node leads (see [`super::lease_clock`]).
+    pub(crate) leases: LeaseClock,
 }
 
 /// Unix time in milliseconds (TTL deadlines and expiry checks).

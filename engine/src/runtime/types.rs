@@ -133,5 +133,6 @@ pub(crate) fn to_client_kv(kv: &SmKv) -> KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         expires_at_ms: kv.expires_at_ms.unwrap_or(0),
+        lease: kv.lease,
     }
 }

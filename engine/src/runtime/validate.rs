@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::handle::NodeHandle;
 use super::types::{Op, Result};
+use d_engine_storage::command::TxnOp;
 
 /// The positions `(first, again)` of the first key that appears twice.
 pub(crate) fn first_duplicate(keys: &[Bytes]) -> Option<(usize, usize)> {
@@ -58,7 +59,8 @@ impl NodeHandle {
         match op {
             Op::Put { key, value, .. } => {
                 self.validate_key(key)?;
-                self.validate_value(value)
+                self.validate_value(value)?;
+                Self::storage_checks(op)
             }
             Op::Delete { key } => self.validate_key(key),
             Op::CompareAndSwap {
@@ -77,6 +79,30 @@ impl NodeHandle {
                 Ok(())
             }
             Op::Expire { .. } => Ok(()),
+            Op::DeleteRange { range, .. } => {
+                self.validate_key(&range.start)?;
+                Self::storage_checks(op)
+            }
+            Op::Txn(t) => {
+                for c in &t.compares {
+                    self.validate_key(&c.key)?;
+                }
+                for o in t.success.iter().chain(&t.failure) {
+                    if let TxnOp::Put { key, value, .. } = o {
+                        self.validate_key(key)?;
+                        self.validate_value(value)?;
+                    }
+                }
+                Self::storage_checks(op)
+            }
+            Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } => Self::storage_checks(op),
         }
+    }
+
+    /// The state machine's own checks of an op (ranges, transaction sizes,
+    /// lease parameters), as `InvalidArgument` before proposing.
+    fn storage_checks(op: &Op) -> Result<()> {
+        op.validate()
+            .map_err(|e| super::types::Error::InvalidArgument(e.to_string()))
     }
 }

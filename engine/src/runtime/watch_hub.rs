@@ -197,6 +197,7 @@ fn deleted_kv(key: &Bytes, revision: u64) -> KeyValue {
         mod_revision: revision,
         version: 0,
         expires_at_ms: 0,
+        lease: 0,
     }
 }
 
@@ -457,6 +458,7 @@ mod tests {
                 mod_revision: rev,
                 version: 1,
                 expires_at_ms: None,
+                lease: 0,
             }),
             prev: None,
         }

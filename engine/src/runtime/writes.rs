@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use d_engine_storage::command::TxnOp;
 use d_engine_storage::sm::logical_kv_bytes;
 use tokio::sync::oneshot;
 
@@ -45,7 +46,18 @@ impl NodeHandle {
     /// [`d_engine_storage::sm::StateMachine::data_bytes`]); 0 for one that
     /// stores nothing (a delete, a CAS that deletes, expiry).
     fn stored_bytes(op: &Op) -> u64 {
+        let puts = |ops: &[TxnOp]| -> u64 {
+            ops.iter()
+                .map(|o| match o {
+                    TxnOp::Put { key, value, .. } => logical_kv_bytes(key.len(), value.len()),
+                    TxnOp::Range(_) | TxnOp::DeleteRange { .. } => 0,
+                })
+                .sum()
+        };
         match op {
+            // Either branch may run: admit the larger.
+            Op::Txn(t) => puts(&t.success).max(puts(&t.failure)),
+            Op::DeleteRange { .. } | Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } => 0,
             Op::Put { key, value, .. }
             | Op::CompareAndSwap {
                 key,
@@ -98,7 +110,7 @@ impl NodeHandle {
         self.shared.wait(rx, "the write").await
     }
 
-    fn command(op: Op, write_id: Option<WriteId>) -> Command {
+    pub(super) fn command(op: Op, write_id: Option<WriteId>) -> Command {
         match write_id {
             Some(w) if w.client_id != 0 => {
                 Command::with_user_client(op, &w.user, w.client_id, w.seq)
@@ -124,6 +136,7 @@ impl NodeHandle {
             key: key.into(),
             value: value.into(),
             expires_at_ms: Self::deadline(ttl)?,
+            lease: 0,
         };
         let out = self.propose(Self::command(op, write_id)).await?;
         match out.result {

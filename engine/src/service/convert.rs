@@ -28,6 +28,7 @@ pub fn kv(k: KeyValue) -> pb::KeyValue {
         mod_revision: k.mod_revision,
         version: k.version,
         expires_at_ms: k.expires_at_ms,
+        lease: k.lease,
     }
 }
 
@@ -40,6 +41,7 @@ pub fn shared_kv(k: &SmKv) -> pb::KeyValue {
         mod_revision: k.mod_revision,
         version: k.version,
         expires_at_ms: k.expires_at_ms.unwrap_or(0),
+        lease: k.lease,
     }
 }
 
@@ -62,6 +64,7 @@ pub fn event(e: &SmEvent) -> pb::WatchEvent {
                 mod_revision: e.revision,
                 version: 0,
                 expires_at_ms: 0,
+                lease: 0,
             },
         ),
     };

@@ -51,7 +51,9 @@ impl ElectionService {
 
 /// A wire leader key, checked: its key must belong to its name.
 fn leader_key(k: Option<pb::LeaderKey>) -> Result<LeaderKey, Status> {
-    let k = k.ok_or_else(|| Status::invalid_argument("leader is missing; pass the LeaderKey Campaign returned"))?;
+    let k = k.ok_or_else(|| {
+        Status::invalid_argument("leader is missing; pass the LeaderKey Campaign returned")
+    })?;
     if name_of(&k.key)? != k.name.as_slice() {
         return Err(Status::invalid_argument(
             "leader.key does not belong to leader.name; pass the LeaderKey Campaign returned",

@@ -34,13 +34,13 @@ const WATCH_EVENTS_PER_MESSAGE: usize = 256;
 /// events of buffered responses still count in its byte budget).
 const WATCH_STREAM_BUFFER: usize = 16;
 /// Response bytes kept free for headers and framing.
-const RESPONSE_SLACK: usize = 64 << 10;
+pub(crate) const RESPONSE_SLACK: usize = 64 << 10;
 
 pub struct KvService {
-    node: NodeHandle,
+    pub(super) node: NodeHandle,
     shutdown: watch::Receiver<bool>,
     /// Authentication and per-key authorization (`[auth]`).
-    gate: Gate,
+    pub(super) gate: Gate,
     /// Watches per user and per connection (`watch.max_watchers_per_*`).
     watch_quota: std::sync::Arc<super::quota::WatchQuota>,
 }
@@ -68,11 +68,11 @@ impl KvService {
         self
     }
 
-    fn limits(&self) -> &crate::config::LimitsConfig {
+    pub(super) fn limits(&self) -> &crate::config::LimitsConfig {
         &self.node.config().limits
     }
 
-    fn header(&self) -> Option<pb::ResponseHeader> {
+    pub(super) fn header(&self) -> Option<pb::ResponseHeader> {
         convert::header(self.node.header())
     }
 }
@@ -86,12 +86,21 @@ impl Kv for KvService {
         caller.require_key(&r.key, Access::Readwrite)?;
         validate::value(self.limits(), "value", &r.value)?;
         let ttl = validate::ttl("ttl_ms", r.ttl_ms)?;
+        if r.lease != 0 && ttl.is_some() {
+            return Err(super::status::invalid(
+                "lease",
+                "lease and ttl_ms are both set; a key has one or the other (attach it to a \
+                 lease with the TTL you want)",
+            ));
+        }
         let wid = validate::write_id(r.write_id)?.map(|w| w.owned_by(caller.user()));
-        let revision = self
-            .node
-            .put(Bytes::from(r.key), Bytes::from(r.value), ttl, wid)
-            .await
-            .map_err(|e| status(&e))?;
+        let (key, value) = (Bytes::from(r.key), Bytes::from(r.value));
+        let revision = if r.lease != 0 {
+            self.node.put_with_lease(key, value, r.lease, wid).await
+        } else {
+            self.node.put(key, value, ttl, wid).await
+        }
+        .map_err(|e| super::status::lease_status(&e, r.lease))?;
         Ok(Response::new(pb::PutResponse {
             header: self.header(),
             revision,
@@ -258,6 +267,24 @@ impl Kv for KvService {
             kvs: out.kvs.iter().map(convert::shared_kv).collect(),
             more: out.more,
         }))
+    }
+
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        self.range_impl(req).await
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        self.delete_range_impl(req).await
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        self.txn_impl(req).await
     }
 
     type WatchStream = WatchOut;

@@ -49,7 +49,10 @@ pub(super) fn name_of(key: &[u8]) -> Result<&[u8], Status> {
 
 #[tonic::async_trait]
 impl Lock for LockService {
-    async fn lock(&self, req: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
+    async fn lock(
+        &self,
+        req: Request<pb::LockRequest>,
+    ) -> Result<Response<pb::LockResponse>, Status> {
         let caller = self.gate.authenticate_request(&req).await?;
         let r = req.into_inner();
         caller.require_prefix(&queue_prefix(&r.name), Access::Readwrite)?;

@@ -12,6 +12,18 @@ pub fn status(e: &Error) -> Status {
     status_codec::to_status(e)
 }
 
+/// Like [`status`]; a `LeaseNotFound` carries the lease id in the
+/// `lease_id` metadata.
+pub fn lease_status(e: &Error, lease_id: u64) -> Status {
+    match e {
+        Error::LeaseNotFound(_) => status_codec::to_status_with_metadata(
+            e,
+            [("lease_id".to_string(), lease_id.to_string())],
+        ),
+        _ => status(e),
+    }
+}
+
 /// A size or count limit: INVALID_ARGUMENT with `field` and `limit` metadata.
 pub fn limit(field: &str, limit: u64, msg: impl Into<String>) -> Status {
     status_codec::limit_status(field, limit, msg)

@@ -43,6 +43,100 @@ pub fn value(l: &LimitsConfig, field: &str, v: &[u8]) -> Result<(), Status> {
     api_limits(l).value(field, v).map_err(|e| e.to_status())
 }
 
+/// A range `[key, range_end)` (`range_end` empty: one key; `"\0"`:
+/// every key from `key` on; otherwise it must sort after `key`). `key` may
+/// be empty only with a `range_end`.
+pub fn range(
+    l: &LimitsConfig,
+    key_field: &str,
+    end_field: &str,
+    k: &[u8],
+    end: &[u8],
+) -> Result<(), Status> {
+    if end.is_empty() {
+        return key(l, key_field, k);
+    }
+    prefix(l, key_field, k)?;
+    if end == [0] {
+        return Ok(());
+    }
+    let max = l.max_key_bytes + 1;
+    if end.len() > max {
+        return Err(limit(
+            end_field,
+            max as u64,
+            format!(
+                "{end_field} is {} bytes; the limit is {max} bytes (limits.max_key_bytes + 1)",
+                end.len()
+            ),
+        ));
+    }
+    let start: &[u8] = if k.is_empty() { &[0] } else { k };
+    if end <= start {
+        return Err(invalid(
+            end_field,
+            format!(
+                "{end_field} is at or before {key_field}: the range is empty; use an empty \
+                 {end_field} for one key, \"\\0\" for every key from {key_field} on, or an \
+                 end above {key_field}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A page size: 0 = the server maximum, at most `limits.max_scan_limit`.
+pub fn range_limit(l: &LimitsConfig, field: &str, n: u32) -> Result<(), Status> {
+    if n > l.max_scan_limit {
+        return Err(limit(
+            field,
+            l.max_scan_limit as u64,
+            format!(
+                "{field} is {n}; the limit is {} (limits.max_scan_limit); read further pages \
+                 with next_key instead",
+                l.max_scan_limit
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A list of at most `max` entries (`field`: "compare", "success", ...).
+pub fn count(field: &str, n: usize, max: usize, what_to_do: &str) -> Result<(), Status> {
+    if n > max {
+        return Err(limit(
+            field,
+            max as u64,
+            format!("{field} has {n} entries; the limit is {max}; {what_to_do}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A lease TTL: 1 ms ..= 1 year.
+pub fn lease_ttl(field: &str, ttl_ms: u64) -> Result<Duration, Status> {
+    let max = d_engine_storage::command::MAX_LEASE_TTL_MS;
+    if ttl_ms == 0 || ttl_ms > max {
+        return Err(limit(
+            field,
+            max,
+            format!("{field} is {ttl_ms}; a lease's TTL must be 1..={max} ms (one year)"),
+        ));
+    }
+    Ok(Duration::from_millis(ttl_ms))
+}
+
+/// A lease id where one is required (not 0).
+pub fn lease_id(field: &str, id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(invalid(
+            field,
+            format!("{field} is 0; lease ids are >= 1 (0 means \"no lease\")"),
+        ));
+    }
+    Ok(id)
+}
+
 /// GetMulti's keys are distinct: a repeated key is refused (not folded),
 /// naming both positions and the key, before anything is read. `field`
 /// names the list ("keys").
@@ -213,6 +307,41 @@ mod tests {
         assert_eq!(info(&e)["field"], "keys[3]");
         let e = distinct_keys("keys", &[k("\u{1}x"), k("\u{1}x")]).unwrap_err();
         assert!(e.message().contains("\\x01x"), "{}", e.message());
+    }
+
+    #[test]
+    fn ranges_limits_and_lease_fields() {
+        let l = limits();
+        range(&l, "key", "range_end", b"a", b"").unwrap();
+        range(&l, "key", "range_end", b"a", b"b").unwrap();
+        range(&l, "key", "range_end", b"", b"\0").unwrap();
+        range(&l, "key", "range_end", b"a", b"\0").unwrap();
+        let e = range(&l, "key", "range_end", b"", b"").unwrap_err();
+        assert_eq!(info(&e)["field"], "key");
+        for (k, end) in [(&b"b"[..], &b"a"[..]), (b"a", b"a")] {
+            let e = range(&l, "key", "range_end", k, end).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument);
+            assert_eq!(info(&e)["field"], "range_end");
+            assert!(e.message().contains("at or before key"), "{}", e.message());
+        }
+        let e = range(&l, "key", "range_end", b"a", &vec![b'z'; 4098]).unwrap_err();
+        assert_eq!(info(&e)["limit"], "4097");
+        range_limit(&l, "limit", 0).unwrap();
+        range_limit(&l, "limit", l.max_scan_limit).unwrap();
+        let e = range_limit(&l, "limit", l.max_scan_limit + 1).unwrap_err();
+        assert!(
+            e.message().contains("limits.max_scan_limit"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(info(&e)["limit"], l.max_scan_limit.to_string());
+        let e = count("success", 129, 128, "split it").unwrap_err();
+        assert_eq!(info(&e)["field"], "success");
+        assert_eq!(info(&e)["limit"], "128");
+        assert!(lease_ttl("ttl_ms", 0).is_err());
+        assert!(lease_ttl("ttl_ms", 365 * 24 * 3600 * 1000 + 1).is_err());
+        assert_eq!(lease_ttl("ttl_ms", 5).unwrap(), Duration::from_millis(5));
+        assert!(lease_id("id", 0).is_err());
     }
 
     #[test]

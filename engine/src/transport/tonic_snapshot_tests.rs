@@ -42,6 +42,7 @@ pub(super) fn write_snapshot(dir: &Path, meta: &SnapshotMeta, min_len: usize) ->
             mod_revision: 1,
             version: 1,
             expires_at_ms: None,
+            lease: 0,
         }))
         .unwrap();
         i += 1;

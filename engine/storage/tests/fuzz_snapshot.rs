@@ -68,7 +68,8 @@ fn kv() -> impl Strategy<Value = KeyValue> {
         proptest::option::of(any::<u64>()),
     )
         .prop_map(
-            |(key, value, create_revision, mod_revision, version, expires_at_ms)| KeyValue {, lease: 0
+            |(key, value, create_revision, mod_revision, version, expires_at_ms)| KeyValue {
+                lease: 0,
                 key: Bytes::from(key),
                 value: Bytes::from(value),
                 create_revision,

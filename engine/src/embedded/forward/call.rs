@@ -57,7 +57,8 @@ impl Call<'_> {
                 Ok(_) if budget.is_zero() => Err(Error::Timeout(format!(
                     "{op} forwarded to the leader: request timeout reached"
                 ))),
-                Ok(ch) => match tokio::time::timeout(budget, rpc(self.fwd.stubs(ch), budget)).await {
+                Ok(ch) => match tokio::time::timeout(budget, rpc(self.fwd.stubs(ch), budget)).await
+                {
                     Ok(Ok(resp)) => Ok(resp.into_inner()),
                     Ok(Err(status)) => Err(status_codec::from_status(&status)),
                     Err(_) => Err(Error::Timeout(format!(

@@ -141,5 +141,6 @@ impl CoreLoop {
                 term: leader.1,
             });
         }
+        self.sync_lease_clock(is_leader, ready, st.term);
     }
 }
