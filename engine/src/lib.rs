@@ -11,6 +11,7 @@
 //! - [`config`]: the node configuration (TOML, `docs/config.md`).
 //! - [`runtime`]: the node runtime and its [`runtime::NodeHandle`].
 //! - [`embedded`]: [`EmbeddedEngine`] / [`EmbeddedClient`].
+//! - [`recipes`]: locks and leader election over leases and transactions.
 //! - [`transport`]: the peer transport (tonic) behind a trait.
 //! - [`service`]: the client gRPC services over a node handle.
 //! - [`tls`]: TLS and peer mTLS material from `[tls]`.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod embedded;
+pub mod recipes;
 pub mod runtime;
 pub mod service;
 pub mod tls;

@@ -45,6 +45,7 @@ const LAYERS: &[&str] = &[
     "auth",
     "transport",
     "runtime",
+    "recipes",
     "service",
     "embedded",
 ];

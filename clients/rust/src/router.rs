@@ -143,6 +143,27 @@ impl Inner {
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
+    pub(crate) fn lease_rpc(&self, ch: Channel) -> pb::lease_client::LeaseClient<RpcChannel> {
+        pb::lease_client::LeaseClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
+    pub(crate) fn lock_rpc(&self, ch: Channel) -> pb::lock_client::LockClient<RpcChannel> {
+        pb::lock_client::LockClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
+    pub(crate) fn election_rpc(
+        &self,
+        ch: Channel,
+    ) -> pb::election_client::ElectionClient<RpcChannel> {
+        pb::election_client::ElectionClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
     pub(crate) fn cluster_rpc(&self, ch: Channel) -> pb::cluster_client::ClusterClient<RpcChannel> {
         pb::cluster_client::ClusterClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{dead_addr, MockNode, Scripted};
 use d_engine_client::{
-    status_codec, Client, ClientBuilder, Consistency, Error, ErrorCode, KvClient,
+    status_codec, Client, ClientBuilder, Consistency, Error, ErrorCode, KvClient, RangeOptions,
 };
 use tonic::Status;
 
@@ -419,6 +419,42 @@ async fn the_kv_trait_works_over_grpc() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn range_walks_every_page_and_scan_prefix_never_truncates() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    let client = fast(vec![b.url()]).build().await.unwrap();
+    let kv = client.kv();
+    for i in 0..7 {
+        kv.put(format!("p/{i}"), b"v").await.unwrap();
+    }
+    kv.put(b"q", b"outside").await.unwrap();
+    let opts = RangeOptions::prefix().with_limit(3);
+    let first = kv.range(b"p/", opts.clone()).await.unwrap();
+    assert_eq!((first.kvs.len(), first.more, first.count), (3, true, 7));
+    assert_eq!(first.next_key.as_deref(), Some(&b"p/2\0"[..]));
+    let mut walk = kv.range_all(b"p/", opts);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while let Some(page) = walk.next_page().await.unwrap() {
+        pages += 1;
+        seen.extend(page.kvs.into_iter().map(|kv| kv.key));
+    }
+    let want: Vec<Vec<u8>> = (0..7).map(|i| format!("p/{i}").into_bytes()).collect();
+    assert_eq!((pages, seen), (3, want));
+    // scan_prefix walks pages through Range: limit 0 = every key.
+    let all = kv
+        .scan_prefix(b"p/", 0, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 7);
+    let two = kv
+        .scan_prefix(b"p/", 2, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
 }
 
 #[tokio::test]

@@ -98,54 +98,11 @@ pub fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_and_members() {
-        let kv = pb::KeyValue {
-            key: b"k".to_vec().into(),
-            value: b"v".to_vec().into(),
-            create_revision: 1,
-            mod_revision: 2,
-            version: 2,
-            expires_at_ms: 0,
-        };
-        let ev = watch_event(pb::WatchEvent {
-            r#type: pb::EventType::Delete as i32,
-            kv: Some(kv.clone()),
-        })
-        .unwrap();
-        assert_eq!(ev.kind, EventType::Delete);
-        assert_eq!(ev.kv.mod_revision, 2);
-        assert!(watch_event(pb::WatchEvent {
-            r#type: 0,
-            kv: Some(kv)
-        })
-        .is_err());
-        assert!(watch_event(pb::WatchEvent {
-            r#type: 1,
-            kv: None
-        })
-        .is_err());
-        let m = member(pb::Member {
-            id: 2,
-            peer_addr: "p".into(),
-            client_addr: "c".into(),
-            role: pb::MemberRole::Learner as i32,
-        });
-        assert_eq!(m.role, MemberRole::Learner);
-        assert_eq!(member(member_to_wire(m.clone())), m);
-        assert_eq!(consistency(Consistency::Eventual), 3);
-    }
-}
-
 /// The wire request for one page of `[key, options.end)`.
 pub fn range_request(key: &[u8], o: &RangeOptions) -> pb::RangeRequest {
     pb::RangeRequest {
-        key: key.to_vec().into(),
-        range_end: o.end.to_wire(key).into(),
+        key: key.to_vec(),
+        range_end: o.end.to_wire(key),
         limit: o.limit,
         keys_only: o.keys_only,
         count_only: o.count_only,
@@ -166,8 +123,8 @@ pub fn range_page(r: pb::RangeResponse) -> RangePage {
 
 pub fn delete_range_request(key: &[u8], end: &RangeEnd, prev_kv: bool) -> pb::DeleteRangeRequest {
     pb::DeleteRangeRequest {
-        key: key.to_vec().into(),
-        range_end: end.to_wire(key).into(),
+        key: key.to_vec(),
+        range_end: end.to_wire(key),
         prev_kv,
         write_id: None,
     }
@@ -191,9 +148,9 @@ fn compare_to_wire(c: &Compare) -> pb::Compare {
             CompareOp::Less => Op::Less,
             CompareOp::Greater => Op::Greater,
         } as i32,
-        key: c.key.clone().into(),
+        key: c.key.clone(),
         target: Some(match &c.target {
-            CompareTarget::Value(v) => Target::Value(v.clone().into()),
+            CompareTarget::Value(v) => Target::Value(v.clone()),
             CompareTarget::Version(x) => Target::Version(*x),
             CompareTarget::CreateRevision(x) => Target::CreateRevision(*x),
             CompareTarget::ModRevision(x) => Target::ModRevision(*x),
@@ -243,8 +200,8 @@ fn txn_op_to_wire(op: &TxnOp) -> pb::TxnOp {
         op: Some(match op {
             TxnOp::Range { key, options } => Op::Range(range_request(key, options)),
             TxnOp::Put { key, value, lease } => Op::Put(pb::PutRequest {
-                key: key.clone().into(),
-                value: value.clone().into(),
+                key: key.clone(),
+                value: value.clone(),
                 ttl_ms: 0,
                 write_id: None,
                 lease: *lease,
@@ -326,5 +283,101 @@ pub fn duration_ms(d: Duration) -> u64 {
         1
     } else {
         ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_members() {
+        let kv = pb::KeyValue {
+            key: b"k".to_vec().into(),
+            value: b"v".to_vec().into(),
+            create_revision: 1,
+            mod_revision: 2,
+            version: 2,
+            expires_at_ms: 0,
+            lease: 0,
+        };
+        let ev = watch_event(pb::WatchEvent {
+            r#type: pb::EventType::Delete as i32,
+            kv: Some(kv.clone()),
+        })
+        .unwrap();
+        assert_eq!(ev.kind, EventType::Delete);
+        assert_eq!(ev.kv.mod_revision, 2);
+        assert!(watch_event(pb::WatchEvent {
+            r#type: 0,
+            kv: Some(kv)
+        })
+        .is_err());
+        assert!(watch_event(pb::WatchEvent {
+            r#type: 1,
+            kv: None
+        })
+        .is_err());
+        let m = member(pb::Member {
+            id: 2,
+            peer_addr: "p".into(),
+            client_addr: "c".into(),
+            role: pb::MemberRole::Learner as i32,
+        });
+        assert_eq!(m.role, MemberRole::Learner);
+        assert_eq!(member(member_to_wire(m.clone())), m);
+        assert_eq!(consistency(Consistency::Eventual), 3);
+    }
+
+    #[test]
+    fn compares_round_trip_and_bad_ones_are_refused() {
+        let all = [
+            Compare::value_equals(b"k".to_vec(), b"v".to_vec()),
+            Compare::missing(b"k".to_vec()),
+            Compare::mod_revision_is(b"k".to_vec(), 7),
+            Compare::new(b"k".to_vec(), CompareOp::Less, CompareTarget::Version(3)),
+            Compare::new(b"k".to_vec(), CompareOp::Greater, CompareTarget::Lease(9)),
+            Compare::new(
+                b"k".to_vec(),
+                CompareOp::NotEqual,
+                CompareTarget::CreateRevision(1),
+            ),
+        ];
+        for c in all {
+            assert_eq!(compare_from_wire(compare_to_wire(&c)).unwrap(), c);
+        }
+        let mut no_target = compare_to_wire(&Compare::missing(b"k".to_vec()));
+        no_target.target = None;
+        assert!(
+            matches!(compare_from_wire(no_target), Err(Error::InvalidArgument(m)) if m.contains("no target"))
+        );
+        let mut bad_op = compare_to_wire(&Compare::missing(b"k".to_vec()));
+        bad_op.op = 9;
+        assert!(
+            matches!(compare_from_wire(bad_op), Err(Error::InvalidArgument(m)) if m.contains("compare.op 9"))
+        );
+    }
+
+    #[test]
+    fn range_pages_carry_next_key_only_when_more() {
+        let resp = |more: bool| pb::RangeResponse {
+            header: Some(pb::ResponseHeader {
+                node_id: 1,
+                term: 1,
+                revision: 42,
+            }),
+            kvs: vec![],
+            more,
+            count: 3,
+            next_key: b"b\0".to_vec(),
+        };
+        let p = range_page(resp(true));
+        assert_eq!(
+            (p.revision, p.count, p.next_key),
+            (42, 3, Some(b"b\0".to_vec()))
+        );
+        assert_eq!(range_page(resp(false)).next_key, None);
+        let req = range_request(b"ab", &RangeOptions::prefix().with_limit(5));
+        assert_eq!((req.range_end, req.limit), (b"ac".to_vec(), 5));
     }
 }

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     NoSpace,
     /// The lease does not exist (never granted, revoked or expired).
     LeaseNotFound,
+    /// The lock or election leadership is not held.
+    NotHeld,
     /// Transport failure (connection refused, reset...).
     Unavailable,
     /// Anything else the server reported.
@@ -74,6 +76,10 @@ pub enum Error {
     /// retryable: grant a new lease.
     #[error("lease not found: {0}")]
     LeaseNotFound(String),
+    /// The lock or election leadership named is not held (its key is gone:
+    /// unlocked, resigned, or its lease ended). Not retryable.
+    #[error("not held: {0}")]
+    NotHeld(String),
     /// The server could not be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -98,6 +104,7 @@ impl Error {
             Error::UnknownNode(_) => ErrorCode::UnknownNode,
             Error::NoSpace(_) => ErrorCode::NoSpace,
             Error::LeaseNotFound(_) => ErrorCode::LeaseNotFound,
+            Error::NotHeld(_) => ErrorCode::NotHeld,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -82,19 +82,7 @@ pub trait KvClient: Send + Sync {
         limit: u32,
         consistency: Consistency,
     ) -> impl Future<Output = Result<Vec<KeyValue>>> + Send {
-        async move {
-            let options = RangeOptions::prefix().with_consistency(consistency);
-            let mut walk = RangeWalk::new(self, prefix.as_ref().to_vec(), options);
-            let mut out = Vec::new();
-            while let Some(page) = walk.next_page().await? {
-                out.extend(page.kvs);
-                if limit != 0 && out.len() >= limit as usize {
-                    out.truncate(limit as usize);
-                    break;
-                }
-            }
-            Ok(out)
-        }
+        scan_prefix_pages(self, prefix.as_ref().to_vec(), limit, consistency)
     }
 
     /// One page of the keys in `[key, options.end)`, in key order; when
@@ -221,4 +209,28 @@ impl<'a, C: KvClient + ?Sized> RangeWalk<'a, C> {
         }
         Ok(out)
     }
+}
+
+/// [`KvClient::scan_prefix`] over any client: walks the pages of the
+/// prefix range until `limit` pairs (0 = all) are read.
+pub async fn scan_prefix_pages<C: KvClient + ?Sized>(
+    client: &C,
+    prefix: Vec<u8>,
+    limit: u32,
+    consistency: Consistency,
+) -> Result<Vec<KeyValue>> {
+    let mut options = RangeOptions::prefix().with_consistency(consistency);
+    if limit != 0 {
+        options.limit = limit;
+    }
+    let mut walk = RangeWalk::new(client, prefix, options);
+    let mut out = Vec::new();
+    while let Some(page) = walk.next_page().await? {
+        out.extend(page.kvs);
+        if limit != 0 && out.len() >= limit as usize {
+            out.truncate(limit as usize);
+            break;
+        }
+    }
+    Ok(out)
 }

@@ -9,6 +9,8 @@
 //!   convention), identical on both sides of the wire.
 //! - [`convert`]: pure conversions between wire messages and these types.
 //! - [`kv`]: the [`KvClient`] trait every client implements.
+//! - [`coord`]: the [`CoordClient`] trait (locks, election) and [`HeldLock`].
+//! - [`lease_keeper`]: [`LeaseKeeper`], background lease renewal.
 //! - [`tls`]: TLS options as data and the PEM file checks.
 //!
 //! Contract: nothing here performs I/O except reading the PEM files a
@@ -16,6 +18,7 @@
 //! client machinery (routing, sessions, retries stay in the client crate).
 
 pub mod convert;
+pub mod coord;
 pub mod error;
 pub mod kv;
 pub mod lease_keeper;
@@ -24,8 +27,9 @@ pub mod status_codec;
 pub mod tls;
 pub mod types;
 
+pub use coord::{CoordClient, HeldLock};
 pub use error::{Error, ErrorCode, Result};
-pub use kv::{KvClient, RangeWalk, WatchStream};
+pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 pub use lease_keeper::LeaseKeeper;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use status_codec::cancel_error;

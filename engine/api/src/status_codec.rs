@@ -47,6 +47,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::UnknownNode => Code::NotFound,
         ErrorCode::NoSpace => Code::ResourceExhausted,
         ErrorCode::LeaseNotFound => Code::NotFound,
+        ErrorCode::NotHeld => Code::FailedPrecondition,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn wire_code(code: ErrorCode) -> Option<pb::ErrorCode> {
         ErrorCode::UnknownNode => pb::ErrorCode::UnknownNode,
         ErrorCode::NoSpace => pb::ErrorCode::NoSpace,
         ErrorCode::LeaseNotFound => pb::ErrorCode::LeaseNotFound,
+        ErrorCode::NotHeld => pb::ErrorCode::NotHeld,
         ErrorCode::Unavailable | ErrorCode::Internal => return None,
     })
 }
@@ -90,6 +92,7 @@ fn message(err: &Error) -> String {
         | Error::UnknownNode(m)
         | Error::NoSpace(m)
         | Error::LeaseNotFound(m)
+        | Error::NotHeld(m)
         | Error::Unavailable(m)
         | Error::Internal(m) => m.clone(),
     }
@@ -199,6 +202,7 @@ fn from_error_info(reason: &str, meta: &HashMap<String, String>, msg: &str) -> O
         pb::ErrorCode::UnknownNode => Error::UnknownNode(m),
         pb::ErrorCode::NoSpace => Error::NoSpace(m),
         pb::ErrorCode::LeaseNotFound => Error::LeaseNotFound(m),
+        pb::ErrorCode::NotHeld => Error::NotHeld(m),
     })
 }
 
@@ -249,6 +253,7 @@ pub fn cancel_error(reason: &str) -> Error {
             pb::ErrorCode::UnknownNode => Error::UnknownNode(msg),
             pb::ErrorCode::NoSpace => Error::NoSpace(msg),
             pb::ErrorCode::LeaseNotFound => Error::LeaseNotFound(msg),
+            pb::ErrorCode::NotHeld => Error::NotHeld(msg),
             // A cancellation carries no leader hint.
             pb::ErrorCode::NotLeader => Error::NotLeader {
                 leader_id: None,
@@ -322,6 +327,8 @@ mod tests {
             Error::PermissionDenied("read-only".into()),
             Error::UnknownNode("node 9".into()),
             Error::NoSpace("storage.quota_bytes = 4096 reached".into()),
+            Error::LeaseNotFound("lease 7 not found".into()),
+            Error::NotHeld("lock key gone".into()),
             Error::Unavailable("connection refused".into()),
             Error::Internal("bug".into()),
         ]
@@ -341,7 +348,7 @@ mod tests {
             let via_from: Error = Status::from(e.clone()).into();
             assert_eq!(&via_from, e);
         }
-        assert_eq!(seen.len(), 15, "every ErrorCode covered");
+        assert_eq!(seen.len(), 17, "every ErrorCode covered");
     }
 
     #[test]

@@ -388,3 +388,39 @@ pub struct LeaseStatus {
     pub id: u64,
     pub granted_ttl: std::time::Duration,
 }
+
+/// A held lock: the key to unlock with and the fencing token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockKey {
+    /// `name/<lease id as 16 hex digits>`.
+    pub key: Vec<u8>,
+    /// The key's create revision: it grows with every new holder of the
+    /// lock, so a protected resource can refuse a stale holder.
+    pub revision: u64,
+}
+
+/// An election leadership: what proclaim and resign need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderKey {
+    pub name: Vec<u8>,
+    /// `name/<lease id as 16 hex digits>`.
+    pub key: Vec<u8>,
+    /// The key's create revision (fencing token of this leadership).
+    pub revision: u64,
+    pub lease: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"abc"), b"abd".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+        assert_eq!(RangeEnd::Single.to_wire(b"k"), Vec::<u8>::new());
+        assert_eq!(RangeEnd::FromKey.to_wire(b"k"), vec![0]);
+    }
+}

@@ -135,9 +135,18 @@ mod tests {
             (b"app/tmp/".to_vec(), Access::Readwrite),
         ]);
         assert!(p.allows_range(b"app/a", b"app/z", Access::Read));
-        assert!(p.allows_range(b"app/", b"app0", Access::Read), "the prefix's own end");
-        assert!(!p.allows_range(b"app/", b"app1", Access::Read), "past the grant");
-        assert!(!p.allows_range(b"app/", b"\0", Access::Read), "every key from app/ on");
+        assert!(
+            p.allows_range(b"app/", b"app0", Access::Read),
+            "the prefix's own end"
+        );
+        assert!(
+            !p.allows_range(b"app/", b"app1", Access::Read),
+            "past the grant"
+        );
+        assert!(
+            !p.allows_range(b"app/", b"\0", Access::Read),
+            "every key from app/ on"
+        );
         assert!(p.allows_range(b"app/x", b"", Access::Read), "a single key");
         assert!(!p.allows_range(b"app/a", b"app/z", Access::Readwrite));
         assert!(p.allows_range(b"app/tmp/a", b"app/tmp/b", Access::Readwrite));

@@ -27,8 +27,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::forward::{should_forward, Forwarder};
+use crate::recipes;
 use crate::runtime::{NodeHandle, WatchStream};
-use d_engine_api::{CasOutcome, Consistency, KeyValue, KvClient, LeaderInfo, MemberInfo, Result};
+use d_engine_api::{
+    scan_prefix_pages, CasOutcome, Consistency, CoordClient, DeleteRangeOutcome, HeldLock,
+    KeyValue, KvClient, LeaderInfo, LeaderKey, LeaseGrant, LeaseKeeper, LeaseStatus, LeaseTtl,
+    LockKey, MemberInfo, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome,
+};
 
 /// The in-process client of an [`super::EmbeddedEngine`]. Implements
 /// [`KvClient`] exactly like the gRPC client, so business logic written
@@ -148,22 +153,108 @@ kv_methods! {
         self.cas(b(key), expected, new_value, None).await
     }
 
-    /// Up to `limit` pairs under `prefix` in key order (0 = server maximum).
+    /// The pairs under `prefix` in key order: all of them (`limit` 0,
+    /// read page by page) or the first `limit`.
     async fn scan_prefix(
         &self,
         prefix: impl AsRef<[u8]> + Send,
         limit: u32,
         consistency: Consistency,
     ) -> Result<Vec<KeyValue>> {
-        let p = b(prefix);
-        match self.handle.scan_prefix(p.clone(), limit, consistency).await {
-            Ok(s) => Ok(s.kvs),
+        scan_prefix_pages(self, prefix.as_ref().to_vec(), limit, consistency).await
+    }
+
+    /// One page of `[key, options.end)` (see [`KvClient::range`]); walk the
+    /// rest with [`d_engine_api::RangeWalk`].
+    async fn range(&self, key: impl AsRef<[u8]> + Send, options: RangeOptions) -> Result<RangePage> {
+        let k = b(key);
+        match self.handle.range(k.clone(), options.clone()).await {
             Err(e) if should_forward(&e) => {
-                self.forward
-                    .scan_prefix(&self.handle, e, p, limit, consistency)
-                    .await
+                self.forward.range(&self.handle, e, k, options).await
             }
-            Err(e) => Err(e),
+            r => r,
+        }
+    }
+
+    /// Deletes every key in `[key, end)` in one replicated step.
+    async fn delete_range(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        end: RangeEnd,
+        prev_kv: bool,
+    ) -> Result<DeleteRangeOutcome> {
+        let k = b(key);
+        match self.handle.delete_range(k.clone(), end.clone(), prev_kv, None).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.delete_range(&self.handle, e, k, end, prev_kv).await
+            }
+            r => r,
+        }
+    }
+
+    /// Runs a transaction atomically (see [`KvClient::txn`]).
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        match self.handle.txn(txn.clone(), None).await {
+            Err(e) if should_forward(&e) => self.forward.txn(&self.handle, e, &txn).await,
+            r => r,
+        }
+    }
+
+    /// Stores `value` under `key`, attached to `lease`.
+    async fn put_with_lease(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        value: impl AsRef<[u8]> + Send,
+        lease: u64,
+    ) -> Result<u64> {
+        let (k, v) = (b(key), b(value));
+        match self.handle.put_with_lease(k.clone(), v.clone(), lease, None).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.put_with_lease(&self.handle, e, k, v, lease).await
+            }
+            r => r,
+        }
+    }
+
+    /// Grants a lease of `ttl`; the leader picks its id.
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        match self.handle.lease_grant(ttl, 0, None).await {
+            Err(e) if should_forward(&e) => self.forward.lease_grant(&self.handle, e, ttl).await,
+            r => r,
+        }
+    }
+
+    /// Revokes a lease and deletes its keys; returns how many.
+    async fn lease_revoke(&self, id: u64) -> Result<u64> {
+        match self.handle.lease_revoke(id, None).await {
+            Err(e) if should_forward(&e) => self.forward.lease_revoke(&self.handle, e, id).await,
+            r => r,
+        }
+    }
+
+    /// Restarts the lease's TTL on the leader.
+    async fn lease_renew(&self, id: u64) -> Result<Duration> {
+        match self.handle.lease_renew(id).await {
+            Err(e) if should_forward(&e) => self.forward.lease_renew(&self.handle, e, id).await,
+            r => r,
+        }
+    }
+
+    /// The lease's granted and remaining TTL (and keys if asked).
+    async fn lease_time_to_live(&self, id: u64, keys: bool) -> Result<LeaseTtl> {
+        match self.handle.lease_time_to_live(id, keys).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.lease_time_to_live(&self.handle, e, id, keys).await
+            }
+            r => r,
+        }
+    }
+
+    /// Every live lease.
+    async fn lease_list(&self) -> Result<Vec<LeaseStatus>> {
+        match self.handle.lease_list().await {
+            Err(e) if should_forward(&e) => self.forward.lease_list(&self.handle, e).await,
+            r => r,
         }
     }
 
@@ -180,47 +271,71 @@ kv_methods! {
     ) -> Result<WatchStream> {
         self.handle.watch(b(prefix), true, start_revision)
     }
+}
 
-    // TEMP scaffold (coord-engine): local-only calls so the crate compiles
-    // while the lead writes the real methods (with forwarding) on coord.
-    async fn range(&self, key: impl AsRef<[u8]> + Send, options: d_engine_api::RangeOptions) -> Result<d_engine_api::RangePage> {
-        self.handle.range(b(key), options).await
+/// Locks and election, run in process by the recipes over this client:
+/// each step goes to the local node and is forwarded to the leader when
+/// this node is not it, like any call.
+impl CoordClient for EmbeddedClient {
+    async fn lock(&self, name: impl AsRef<[u8]> + Send, lease: u64) -> Result<LockKey> {
+        recipes::lock::lock(self, name.as_ref(), lease).await
     }
 
-    async fn delete_range(&self, key: impl AsRef<[u8]> + Send, end: d_engine_api::RangeEnd, prev_kv: bool) -> Result<d_engine_api::DeleteRangeOutcome> {
-        self.handle.delete_range(b(key), end, prev_kv, None).await
+    async fn unlock(&self, key: impl AsRef<[u8]> + Send) -> Result<()> {
+        recipes::lock::unlock(self, key.as_ref()).await
     }
 
-    async fn txn(&self, txn: d_engine_api::Txn) -> Result<d_engine_api::TxnOutcome> {
-        self.handle.txn(txn, None).await
+    async fn campaign(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+        lease: u64,
+        value: impl AsRef<[u8]> + Send,
+    ) -> Result<LeaderKey> {
+        recipes::election::campaign(self, name.as_ref(), lease, value.as_ref()).await
     }
 
-    async fn put_with_lease(&self, key: impl AsRef<[u8]> + Send, value: impl AsRef<[u8]> + Send, lease: u64) -> Result<u64> {
-        self.handle.put_with_lease(b(key), b(value), lease, None).await
+    async fn proclaim(&self, leader: &LeaderKey, value: impl AsRef<[u8]> + Send) -> Result<()> {
+        recipes::election::proclaim(self, leader, value.as_ref()).await
     }
 
-    async fn lease_grant(&self, ttl: Duration) -> Result<d_engine_api::LeaseGrant> {
-        self.handle.lease_grant(ttl, 0, None).await
+    async fn election_leader(&self, name: impl AsRef<[u8]> + Send) -> Result<Option<KeyValue>> {
+        recipes::election::leader(self, name.as_ref()).await
     }
 
-    async fn lease_revoke(&self, id: u64) -> Result<u64> {
-        self.handle.lease_revoke(id, None).await
+    async fn resign(&self, leader: &LeaderKey) -> Result<()> {
+        recipes::election::resign(self, leader).await
     }
 
-    async fn lease_renew(&self, id: u64) -> Result<Duration> {
-        self.handle.lease_renew(id).await
-    }
-
-    async fn lease_time_to_live(&self, id: u64, keys: bool) -> Result<d_engine_api::LeaseTtl> {
-        self.handle.lease_time_to_live(id, keys).await
-    }
-
-    async fn lease_list(&self) -> Result<Vec<d_engine_api::LeaseStatus>> {
-        self.handle.lease_list().await
+    async fn observe(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<KeyValue>>> {
+        recipes::election::observe(self.clone(), name.as_ref().to_vec(), 16)
     }
 }
 
 impl EmbeddedClient {
+    /// Grants a lease of `ttl`, keeps it alive in the background and waits
+    /// for lock `name` (see [`HeldLock`]).
+    pub async fn lock_with_ttl(
+        &self,
+        name: impl AsRef<[u8]> + Send,
+        ttl: Duration,
+    ) -> Result<HeldLock<Self>> {
+        HeldLock::acquire(std::sync::Arc::new(self.clone()), name, ttl).await
+    }
+
+    /// Grants a lease of `ttl` and keeps it alive in the background (see
+    /// [`LeaseKeeper`]); drop the keeper to stop renewing.
+    pub async fn lease_keep_alive(&self, ttl: Duration) -> Result<LeaseKeeper> {
+        let g = KvClient::lease_grant(self, ttl).await?;
+        Ok(LeaseKeeper::start(
+            std::sync::Arc::new(self.clone()),
+            g.id,
+            g.ttl,
+        ))
+    }
+
     pub(super) fn new(handle: NodeHandle, forward: std::sync::Arc<Forwarder>) -> Self {
         EmbeddedClient { handle, forward }
     }

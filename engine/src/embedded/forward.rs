@@ -42,10 +42,15 @@ use d_engine_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::runtime::NodeHandle;
-use d_engine_api::{CasOutcome, Consistency, Error, KeyValue, Result};
+use d_engine_api::{
+    convert, CasOutcome, Consistency, DeleteRangeOutcome, Error, KeyValue, LeaseGrant, LeaseStatus,
+    LeaseTtl, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome,
+};
 
 use call::Call;
+use d_engine_api::convert::{consistency as wire_consistency, key_value};
 pub(super) use link::Forwarder;
+use link::Stubs;
 
 /// True for the local errors a forwarded call may fix.
 pub(super) fn should_forward(e: &Error) -> bool {
@@ -72,7 +77,7 @@ impl Forwarder {
             lease: 0,
         };
         let resp = call
-            .run("put", |mut kv, t| {
+            .run("put", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
                 async move { kv.put(req).await }
             })
@@ -88,7 +93,7 @@ impl Forwarder {
             write_id: Some(slot.id),
         };
         let resp = call
-            .run("delete", |mut kv, t| {
+            .run("delete", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
                 async move { kv.delete(req).await }
             })
@@ -117,7 +122,7 @@ impl Forwarder {
             write_id: Some(slot.id),
         };
         let resp = call
-            .run("compare_and_swap", |mut kv, t| {
+            .run("compare_and_swap", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
                 async move { kv.compare_and_swap(req).await }
             })
@@ -142,7 +147,7 @@ impl Forwarder {
             consistency: wire_consistency(consistency),
         };
         let resp = call
-            .run("get", |mut kv, t| {
+            .run("get", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
                 async move { kv.get(req).await }
             })
@@ -167,7 +172,7 @@ impl Forwarder {
             consistency: wire_consistency(consistency),
         };
         let resp = call
-            .run("get_multi", |mut kv, t| {
+            .run("get_multi", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
                 async move { kv.get_multi(req).await }
             })
@@ -185,27 +190,171 @@ impl Forwarder {
             .collect())
     }
 
-    pub(super) async fn scan_prefix(
+    pub(super) async fn range(
         &self,
         h: &NodeHandle,
         local: Error,
-        prefix: Bytes,
-        limit: u32,
-        consistency: Consistency,
-    ) -> Result<Vec<KeyValue>> {
+        key: Bytes,
+        options: RangeOptions,
+    ) -> Result<RangePage> {
         let mut call = self.begin(h, local)?;
-        let req = pb::ScanPrefixRequest {
-            prefix: prefix.into(),
-            limit,
-            consistency: wire_consistency(consistency),
-        };
+        let req = convert::range_request(&key, &options);
         let resp = call
-            .run("scan_prefix", |mut kv, t| {
+            .run("range", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
-                async move { kv.scan_prefix(req).await }
+                async move { kv.range(req).await }
             })
             .await?;
-        Ok(resp.kvs.into_iter().map(key_value).collect())
+        Ok(convert::range_page(resp))
+    }
+
+    pub(super) async fn delete_range(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        key: Bytes,
+        end: RangeEnd,
+        prev_kv: bool,
+    ) -> Result<DeleteRangeOutcome> {
+        let mut call = self.begin(h, local)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let mut req = convert::delete_range_request(&key, &end, prev_kv);
+        req.write_id = Some(slot.id);
+        let resp = call
+            .run("delete_range", |Stubs { mut kv, .. }, t| {
+                let req = request(req.clone(), t);
+                async move { kv.delete_range(req).await }
+            })
+            .await?;
+        Ok(convert::delete_range_outcome(resp))
+    }
+
+    pub(super) async fn txn(&self, h: &NodeHandle, local: Error, txn: &Txn) -> Result<TxnOutcome> {
+        let mut call = self.begin(h, local)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let mut req = convert::txn_request(txn);
+        req.write_id = Some(slot.id);
+        let resp = call
+            .run("txn", |Stubs { mut kv, .. }, t| {
+                let req = request(req.clone(), t);
+                async move { kv.txn(req).await }
+            })
+            .await?;
+        convert::txn_outcome(resp)
+    }
+
+    pub(super) async fn put_with_lease(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        key: Bytes,
+        value: Bytes,
+        lease: u64,
+    ) -> Result<u64> {
+        let mut call = self.begin(h, local)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let req = pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms: 0,
+            write_id: Some(slot.id),
+            lease,
+        };
+        let resp = call
+            .run("put", |Stubs { mut kv, .. }, t| {
+                let req = request(req.clone(), t);
+                async move { kv.put(req).await }
+            })
+            .await?;
+        Ok(resp.revision)
+    }
+
+    pub(super) async fn lease_grant(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        ttl: Duration,
+    ) -> Result<LeaseGrant> {
+        let mut call = self.begin(h, local)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let req = pb::LeaseGrantRequest {
+            ttl_ms: convert::duration_ms(ttl),
+            id: 0,
+            write_id: Some(slot.id),
+        };
+        let resp = call
+            .run("lease_grant", |Stubs { mut lease, .. }, t| {
+                let req = request(req, t);
+                async move { lease.lease_grant(req).await }
+            })
+            .await?;
+        Ok(convert::lease_grant(resp))
+    }
+
+    pub(super) async fn lease_revoke(&self, h: &NodeHandle, local: Error, id: u64) -> Result<u64> {
+        let mut call = self.begin(h, local)?;
+        let slot = self.ids.acquire(call.deadline).await?;
+        let req = pb::LeaseRevokeRequest {
+            id,
+            write_id: Some(slot.id),
+        };
+        let resp = call
+            .run("lease_revoke", |Stubs { mut lease, .. }, t| {
+                let req = request(req, t);
+                async move { lease.lease_revoke(req).await }
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    pub(super) async fn lease_renew(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        id: u64,
+    ) -> Result<Duration> {
+        let mut call = self.begin(h, local)?;
+        let req = pb::LeaseKeepAliveRequest { id };
+        let resp = call
+            .run("lease_renew", |Stubs { mut lease, .. }, t| {
+                let req = request(req, t);
+                async move { lease.lease_renew(req).await }
+            })
+            .await?;
+        Ok(Duration::from_millis(resp.ttl_ms))
+    }
+
+    pub(super) async fn lease_time_to_live(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+        id: u64,
+        keys: bool,
+    ) -> Result<LeaseTtl> {
+        let mut call = self.begin(h, local)?;
+        let req = pb::LeaseTimeToLiveRequest { id, keys };
+        let resp = call
+            .run("lease_time_to_live", |Stubs { mut lease, .. }, t| {
+                let req = request(req, t);
+                async move { lease.lease_time_to_live(req).await }
+            })
+            .await?;
+        Ok(convert::lease_ttl(resp))
+    }
+
+    pub(super) async fn lease_list(
+        &self,
+        h: &NodeHandle,
+        local: Error,
+    ) -> Result<Vec<LeaseStatus>> {
+        let mut call = self.begin(h, local)?;
+        let resp = call
+            .run("lease_list", |Stubs { mut lease, .. }, t| {
+                let req = request(pb::LeaseListRequest {}, t);
+                async move { lease.lease_list(req).await }
+            })
+            .await?;
+        Ok(convert::lease_list(resp))
     }
 
     /// A forwarded call of `h`'s node, or `Err(local)` when forwarding is
@@ -259,26 +408,6 @@ fn ttl_ms(ttl: Option<Duration>) -> Result<u64> {
     }
     u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
         .map_err(|_| Error::InvalidArgument(format!("ttl {ttl:?} is too large")))
-}
-
-fn wire_consistency(c: Consistency) -> i32 {
-    (match c {
-        Consistency::Linearizable => pb::Consistency::Linearizable,
-        Consistency::Lease => pb::Consistency::Lease,
-        Consistency::Eventual => pb::Consistency::Eventual,
-    }) as i32
-}
-
-fn key_value(kv: pb::KeyValue) -> KeyValue {
-    KeyValue {
-        key: kv.key.into(),
-        value: kv.value.into(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        expires_at_ms: kv.expires_at_ms,
-        lease: kv.lease,
-    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,10 @@ pub(crate) enum LeaseView {
     NotRunning,
     /// No such lease, or it expired (its revoke is under way).
     Gone,
-    Live { ttl: Duration, remaining: Duration },
+    Live {
+        ttl: Duration,
+        remaining: Duration,
+    },
 }
 
 /// See the module docs.
@@ -253,10 +256,7 @@ mod tests {
         c.retry(2, t0 + Duration::from_millis(700));
         assert_eq!(c.take_due(t0 + Duration::from_millis(700)), vec![2]);
         // The revoke applied: gone.
-        c.applied(
-            [ApplyResult::LeaseRevoked { id: 2, deleted: 3 }].iter(),
-            t0,
-        );
+        c.applied([ApplyResult::LeaseRevoked { id: 2, deleted: 3 }].iter(), t0);
         assert_eq!(c.len(), 1);
         // Renew restarts the TTL from now.
         let t1 = t0 + Duration::from_millis(900);
@@ -286,10 +286,7 @@ mod tests {
         assert_eq!(c.take_due(t1 + Duration::from_millis(100)), vec![7]);
         // Many leases: only the due ones are touched.
         for id in 100..10_100 {
-            c.applied(
-                [ApplyResult::LeaseGranted { id, ttl_ms: id }].iter(),
-                t0,
-            );
+            c.applied([ApplyResult::LeaseGranted { id, ttl_ms: id }].iter(), t0);
         }
         assert_eq!(
             c.take_due(t0 + Duration::from_millis(150)),

@@ -215,7 +215,9 @@ impl NodeHandle {
         write_id: Option<WriteId>,
     ) -> Result<DeleteRangeOutcome> {
         let end = wire_end(&key, &end);
-        let d = self.delete_range_shared(key, end, prev_kv, write_id).await?;
+        let d = self
+            .delete_range_shared(key, end, prev_kv, write_id)
+            .await?;
         Ok(DeleteRangeOutcome {
             deleted: d.deleted,
             prev_kvs: d.prev_kvs.iter().map(to_client_kv).collect(),

@@ -1,4 +1,5 @@
-//! The client gRPC API of a node: `dengine.v1.Kv`, `Lease`, `Cluster` and `Admin`
+//! The client gRPC API of a node: `dengine.v1.Kv`, `Lease`, `Lock`,
+//! `Election`, `Cluster` and `Admin`
 //! over a [`NodeHandle`], plus the standard gRPC health service
 //! (`grpc.health.v1.Health`) and server reflection (v1 and v1alpha), so
 //! `grpcurl -plaintext 127.0.0.1:9083 list` works.
@@ -30,8 +31,10 @@
 pub mod admin;
 pub mod cluster;
 pub mod convert;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod quota;
 mod ranges;
 pub mod status;
@@ -47,23 +50,29 @@ use std::time::Duration;
 
 use d_engine_proto::v1::admin_server::AdminServer;
 use d_engine_proto::v1::cluster_server::ClusterServer;
+use d_engine_proto::v1::election_server::ElectionServer;
 use d_engine_proto::v1::kv_server::KvServer;
 use d_engine_proto::v1::lease_server::LeaseServer;
+use d_engine_proto::v1::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 pub use admin::AdminService;
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 
 use crate::runtime::NodeHandle;
 
 /// Names reported by the health service (besides "").
-const SERVICE_NAMES: [&str; 4] = [
+const SERVICE_NAMES: [&str; 6] = [
     "dengine.v1.Kv",
     "dengine.v1.Lease",
+    "dengine.v1.Lock",
+    "dengine.v1.Election",
     "dengine.v1.Cluster",
     "dengine.v1.Admin",
 ];
@@ -154,6 +163,13 @@ pub async fn serve_clients_tls(
     )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let lock = LockServer::new(LockService::new(handle.clone()).with_gate(gate.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let election =
+        ElectionServer::new(ElectionService::new(handle.clone()).with_gate(gate.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
     let cluster = ClusterServer::new(ClusterService::new(handle.clone()).with_gate(gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -168,6 +184,8 @@ pub async fn serve_clients_tls(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(kv)
         .add_service(lease)
+        .add_service(lock)
+        .add_service(election)
         .add_service(cluster)
         .add_service(admin)
         .add_service(health)

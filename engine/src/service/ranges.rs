@@ -69,7 +69,10 @@ fn txn_op(svc: &KvService, caller: &Caller, field: &str, op: pb::TxnOp) -> Resul
             format!("{field} has no op; set one of range, put, delete_range"),
         )),
         Some(Op::Range(r)) => {
-            let (kf, ef) = (format!("{field}.range.key"), format!("{field}.range.range_end"));
+            let (kf, ef) = (
+                format!("{field}.range.key"),
+                format!("{field}.range.range_end"),
+            );
             validate::range(l, &kf, &ef, &r.key, &r.range_end)?;
             validate::count(
                 &format!("{field}.range.limit"),
@@ -144,7 +147,9 @@ fn txn_op(svc: &KvService, caller: &Caller, field: &str, op: pb::TxnOp) -> Resul
 
 impl KvService {
     fn budget(&self) -> usize {
-        self.limits().max_request_bytes.saturating_sub(RESPONSE_SLACK)
+        self.limits()
+            .max_request_bytes
+            .saturating_sub(RESPONSE_SLACK)
     }
 
     pub(super) async fn range_impl(

@@ -329,7 +329,11 @@ mod tests {
         range_limit(&l, "limit", 0).unwrap();
         range_limit(&l, "limit", l.max_scan_limit).unwrap();
         let e = range_limit(&l, "limit", l.max_scan_limit + 1).unwrap_err();
-        assert!(e.message().contains("limits.max_scan_limit"), "{}", e.message());
+        assert!(
+            e.message().contains("limits.max_scan_limit"),
+            "{}",
+            e.message()
+        );
         assert_eq!(info(&e)["limit"], l.max_scan_limit.to_string());
         let e = count("success", 129, 128, "split it").unwrap_err();
         assert_eq!(info(&e)["field"], "success");

@@ -188,6 +188,7 @@ pub fn put_event(key: &[u8], value: &[u8], rev: u64) -> pb::WatchResponse {
                 create_revision: rev,
                 mod_revision: rev,
                 version: 1,
+                lease: 0,
                 expires_at_ms: 0,
             }),
         }],
@@ -285,6 +286,7 @@ impl Kv for Svc {
                     mod_revision: rev,
                     version: 1,
                     expires_at_ms: if r.ttl_ms > 0 { 1 } else { 0 },
+                    lease: r.lease,
                 },
             );
         });
@@ -376,6 +378,7 @@ impl Kv for Svc {
                                 create_revision: rev,
                                 mod_revision: rev,
                                 version: 1,
+                                lease: 0,
                                 expires_at_ms: 0,
                             },
                         );
@@ -419,6 +422,64 @@ impl Kv for Svc {
             more: all.len() > limit,
             kvs: all.into_iter().take(limit).collect(),
         }))
+    }
+
+    /// Pages of `[key, range_end)` like the real server (single key,
+    /// "\0" = from the key on), `limit` 0 = 10,000.
+    async fn range(
+        &self,
+        r: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = r.into_inner();
+        self.gate("range", None, r.consistency, !is_eventual(r.consistency))
+            .await?;
+        let s = self.0.lock().unwrap();
+        let limit = if r.limit == 0 {
+            10_000
+        } else {
+            r.limit as usize
+        };
+        let in_range = |k: &[u8]| match r.range_end.as_slice() {
+            [] => k == r.key.as_slice(),
+            [0] => k >= r.key.as_slice(),
+            end => k >= r.key.as_slice() && k < end,
+        };
+        let all: Vec<_> = s
+            .store
+            .values()
+            .filter(|kv| in_range(&kv.key))
+            .cloned()
+            .collect();
+        let (count, more) = (all.len() as u64, all.len() > limit);
+        let kvs: Vec<_> = all.into_iter().take(limit).collect();
+        let next_key = match (more, kvs.last()) {
+            (true, Some(last)) => {
+                let mut k = last.key.to_vec();
+                k.push(0);
+                k
+            }
+            _ => Vec::new(),
+        };
+        Ok(Response::new(pb::RangeResponse {
+            header: self.header(&s),
+            count,
+            more,
+            kvs,
+            next_key,
+        }))
+    }
+
+    async fn delete_range(
+        &self,
+        _: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        Err(Status::unimplemented(
+            "the routing mock has no delete_range",
+        ))
+    }
+
+    async fn txn(&self, _: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        Err(Status::unimplemented("the routing mock has no txn"))
     }
 
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;

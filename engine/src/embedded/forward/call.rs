@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::link::{Forwarder, Kv, ATTEMPT_TIMEOUT, MAX_ATTEMPTS};
+use super::link::{Forwarder, Stubs, ATTEMPT_TIMEOUT, MAX_ATTEMPTS};
 use crate::runtime::NodeHandle;
 use d_engine_api::{status_codec, Error, Result};
 
@@ -39,7 +39,7 @@ impl Call<'_> {
     /// Runs `rpc` against the leader per the module contract.
     pub(super) async fn run<T, F, Fut>(&mut self, op: &str, mut rpc: F) -> Result<T>
     where
-        F: FnMut(Kv, Duration) -> Fut,
+        F: FnMut(Stubs, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut redirects_in_a_row = 0u32;
@@ -57,7 +57,8 @@ impl Call<'_> {
                 Ok(_) if budget.is_zero() => Err(Error::Timeout(format!(
                     "{op} forwarded to the leader: request timeout reached"
                 ))),
-                Ok(ch) => match tokio::time::timeout(budget, rpc(self.fwd.kv(ch), budget)).await {
+                Ok(ch) => match tokio::time::timeout(budget, rpc(self.fwd.stubs(ch), budget)).await
+                {
                     Ok(Ok(resp)) => Ok(resp.into_inner()),
                     Ok(Err(status)) => Err(status_codec::from_status(&status)),
                     Err(_) => Err(Error::Timeout(format!(

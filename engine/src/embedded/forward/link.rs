@@ -31,6 +31,14 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The generated `Kv` stub with the forward token attached.
 pub(super) type Kv = pb::kv_client::KvClient<InterceptedService<Channel, Bearer>>;
+/// The generated `Lease` stub with the forward token attached.
+pub(super) type Lease = pb::lease_client::LeaseClient<InterceptedService<Channel, Bearer>>;
+
+/// The stubs of one forwarded attempt, on one channel.
+pub(super) struct Stubs {
+    pub(super) kv: Kv,
+    pub(super) lease: Lease,
+}
 
 /// Adds `authorization: Bearer <auth.forward_token>` when configured.
 #[derive(Clone, Default)]
@@ -135,10 +143,15 @@ impl Forwarder {
         Ok(map.entry(url.to_string()).or_insert(ch).clone())
     }
 
-    pub(super) fn kv(&self, ch: Channel) -> Kv {
-        pb::kv_client::KvClient::with_interceptor(ch, self.bearer.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub(super) fn stubs(&self, ch: Channel) -> Stubs {
+        Stubs {
+            kv: pb::kv_client::KvClient::with_interceptor(ch.clone(), self.bearer.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            lease: pb::lease_client::LeaseClient::with_interceptor(ch, self.bearer.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        }
     }
 
     pub(super) fn cached_leader(&self) -> Option<String> {

@@ -23,7 +23,11 @@ const MAX_LEASE_CHECK: Duration = Duration::from_millis(100);
 impl CoreLoop {
     /// How often the leader looks for expired leases.
     pub(crate) fn lease_check_interval(&self) -> Duration {
-        self.shared.config.ttl.expire_interval().min(MAX_LEASE_CHECK)
+        self.shared
+            .config
+            .ttl
+            .expire_interval()
+            .min(MAX_LEASE_CHECK)
     }
 
     /// Starts or stops the lease clock to follow this node's leadership:
@@ -50,7 +54,9 @@ impl CoreLoop {
                 ),
                 // The apply path reports a failing state machine; try again
                 // at the next iteration.
-                Err(e) => tracing::warn!(error = %e, "could not read the leases to start the lease clock"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the leases to start the lease clock")
+                }
             }
         }
     }
@@ -64,15 +70,16 @@ impl CoreLoop {
         }
         self.next_lease_check = now + self.lease_check_interval();
         let clock = &self.shared.leases;
-        self.lease_revokes.retain_mut(|(id, rx)| match rx.try_recv() {
-            Err(TryRecvError::Empty) => true,
-            // Applied: the apply thread removed it (revoked or not found).
-            Ok(Ok(_)) => false,
-            Ok(Err(_)) | Err(TryRecvError::Closed) => {
-                clock.retry(*id, now);
-                false
-            }
-        });
+        self.lease_revokes
+            .retain_mut(|(id, rx)| match rx.try_recv() {
+                Err(TryRecvError::Empty) => true,
+                // Applied: the apply thread removed it (revoked or not found).
+                Ok(Ok(_)) => false,
+                Ok(Err(_)) | Err(TryRecvError::Closed) => {
+                    clock.retry(*id, now);
+                    false
+                }
+            });
         if clock.running_term().is_none()
             || !self.shared.published.leader_ready.load(Ordering::Acquire)
         {
