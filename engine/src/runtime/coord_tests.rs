@@ -91,7 +91,10 @@ async fn range_pages_walk_every_key_once() {
         pages += 1;
         if pages == 1 {
             assert_eq!(page.count, 250, "count covers the whole range");
-            assert!(page.revision >= last, "the page is read after the last write");
+            assert!(
+                page.revision >= last,
+                "the page is read after the last write"
+            );
         }
         assert!(page.kvs.len() <= 37);
         got.extend(page.kvs.iter().map(|kv| kv.key.clone()));
@@ -125,7 +128,10 @@ async fn range_pages_walk_every_key_once() {
         .await
         .unwrap();
     assert_eq!(k.kvs.len(), 250);
-    assert!(k.kvs.iter().all(|kv| kv.value.is_empty() && kv.version == 1));
+    assert!(k
+        .kvs
+        .iter()
+        .all(|kv| kv.value.is_empty() && kv.version == 1));
     let c = h
         .range(
             b("p/"),
@@ -137,10 +143,7 @@ async fn range_pages_walk_every_key_once() {
         .await
         .unwrap();
     assert_eq!((c.kvs.len(), c.more, c.count), (0, false, 250));
-    let one = h
-        .range(b("p/0007"), RangeOptions::default())
-        .await
-        .unwrap();
+    let one = h.range(b("p/0007"), RangeOptions::default()).await.unwrap();
     assert_eq!(one.kvs.len(), 1);
     assert_eq!(one.count, 1);
     let from = h
@@ -287,7 +290,11 @@ async fn txn_runs_one_branch_atomically_and_retries_replay() {
         panic!("{:?}", out.results[2]);
     };
     let keys: Vec<_> = p.kvs.iter().map(|kv| kv.key.clone()).collect();
-    assert_eq!(keys, [&b"t/a"[..], b"t/b"], "a later op sees an earlier op's write");
+    assert_eq!(
+        keys,
+        [&b"t/a"[..], b"t/b"],
+        "a later op sees an earlier op's write"
+    );
     // The retry with the same write id is answered, not applied again.
     let again = h.txn(txn.clone(), Some(wid)).await.unwrap();
     assert!(again.replayed);
@@ -458,7 +465,12 @@ async fn renewed_leases_outlive_their_ttl_and_expired_ones_take_their_keys() {
     assert!(gone_after >= ttl, "{gone_after:?}");
     // Stop renewing `kept`: it expires too.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while h.get(b("k/kept"), Default::default()).await.unwrap().is_some() {
+    while h
+        .get(b("k/kept"), Default::default())
+        .await
+        .unwrap()
+        .is_some()
+    {
         assert!(Instant::now() < deadline, "the lease never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

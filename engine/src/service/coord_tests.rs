@@ -109,7 +109,10 @@ async fn bad_ranges_and_txns_name_the_field_and_the_limit() {
         .await
         .unwrap_err();
     let (_, meta) = error_info(&e);
-    assert_eq!((meta["field"].as_str(), meta["limit"].as_str()), ("limit", "10000"));
+    assert_eq!(
+        (meta["field"].as_str(), meta["limit"].as_str()),
+        ("limit", "10000")
+    );
     let e = kv
         .delete_range(pb::DeleteRangeRequest {
             key: Vec::new(),
@@ -130,14 +133,20 @@ async fn bad_ranges_and_txns_name_the_field_and_the_limit() {
         .await
         .unwrap_err();
     let (_, meta) = error_info(&e);
-    assert_eq!((meta["field"].as_str(), meta["limit"].as_str()), ("success", "128"));
+    assert_eq!(
+        (meta["field"].as_str(), meta["limit"].as_str()),
+        ("success", "128")
+    );
     let mut with_ttl = put("k", b"v".to_vec());
     with_ttl.ttl_ms = 5;
     let e = kv
         .txn(pb::TxnRequest {
-            failure: vec![op("a"), pb::TxnOp {
-                op: Some(pb::txn_op::Op::Put(with_ttl)),
-            }],
+            failure: vec![
+                op("a"),
+                pb::TxnOp {
+                    op: Some(pb::txn_op::Op::Put(with_ttl)),
+                },
+            ],
             ..Default::default()
         })
         .await
@@ -302,7 +311,10 @@ async fn lease_service_grants_keeps_alive_and_reports_lease_not_found() {
     assert_eq!(meta["lease_id"], "4242");
 
     let ttl = ls
-        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id: g.id, keys: true })
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -326,7 +338,9 @@ async fn lease_service_grants_keeps_alive_and_reports_lease_not_found() {
         .unwrap()
         .into_inner();
     for _ in 0..3 {
-        tx.send(pb::LeaseKeepAliveRequest { id: g.id }).await.unwrap();
+        tx.send(pb::LeaseKeepAliveRequest { id: g.id })
+            .await
+            .unwrap();
         let r = tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await
             .unwrap()
@@ -350,7 +364,9 @@ async fn lease_service_grants_keeps_alive_and_reports_lease_not_found() {
         .into_inner();
     assert_eq!(rev.deleted, 1);
     assert!(rev.revision > 0);
-    tx.send(pb::LeaseKeepAliveRequest { id: g.id }).await.unwrap();
+    tx.send(pb::LeaseKeepAliveRequest { id: g.id })
+        .await
+        .unwrap();
     let e = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .unwrap()
