@@ -9,7 +9,7 @@ asyncio) and the engine itself in-process (``EmbeddedEngine``,
 
 from ._aio import AsyncClient, AsyncWatch
 from ._client import Client, Watch
-from ._codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from ._codec import MAX_KEY_BYTES, MAX_RANGE_LIMIT, MAX_TXN_OPS, MAX_VALUE_BYTES, prefix_end
 from ._embedded import (
     AsyncEmbeddedClient,
     AsyncEmbeddedEngine,
@@ -24,6 +24,8 @@ from ._errors import (
     Compacted,
     Error,
     InvalidArgument,
+    LeaseNotFound,
+    LeaseNotFoundError,
     NoLeader,
     NoSpace,
     NotLeader,
@@ -37,21 +39,40 @@ from ._errors import (
     UnknownNode,
     WatchCanceled,
 )
+from ._lease import AsyncLease, Lease
 from ._routing import RetryPolicy
-from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+from ._txn import Compare, CompareTarget, Op
+from ._types import (
+    CasResult,
+    Consistency,
+    DeleteRangeResult,
+    KeyValue,
+    LeaderInfo,
+    LeaseInfo,
+    LeaseStatus,
+    Member,
+    PutResult,
+    RangePage,
+    TxnResult,
+    WatchEvent,
+)
 
 __all__ = [
     "AsyncClient",
     "AsyncEmbeddedClient",
     "AsyncEmbeddedEngine",
     "AsyncEmbeddedWatch",
+    "AsyncLease",
     "AsyncWatch",
     "CasResult",
     "ChangeInProgress",
     "Client",
     "ClientClosed",
     "Compacted",
+    "Compare",
+    "CompareTarget",
     "Consistency",
+    "DeleteRangeResult",
     "EmbeddedClient",
     "EmbeddedEngine",
     "EmbeddedWatch",
@@ -59,18 +80,30 @@ __all__ = [
     "InvalidArgument",
     "KeyValue",
     "LeaderInfo",
+    "Lease",
+    "LeaseInfo",
+    "LeaseNotFound",
+    "LeaseNotFoundError",
+    "LeaseStatus",
     "MAX_KEY_BYTES",
+    "MAX_RANGE_LIMIT",
+    "MAX_TXN_OPS",
     "MAX_VALUE_BYTES",
     "Member",
     "NoLeader",
     "NoSpace",
     "NotLeader",
+    "Op",
     "Overloaded",
     "PermissionDenied",
+    "prefix_end",
+    "PutResult",
+    "RangePage",
     "RetryPolicy",
     "ShuttingDown",
     "StorageError",
     "Timeout",
+    "TxnResult",
     "Unauthenticated",
     "Unavailable",
     "UnknownNode",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+import weakref
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -13,12 +14,26 @@ from . import _codec as codec
 from ._client import _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, WatchCanceled
+from ._lease import AsyncLease, OnLost
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
 from ._tls import PathLike
 from ._tls import credentials as tls_credentials
-from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+from ._txn import Compare, Op, txn_from_pb, txn_request
+from ._types import (
+    CasResult,
+    Consistency,
+    DeleteRangeResult,
+    KeyValue,
+    LeaderInfo,
+    LeaseInfo,
+    LeaseStatus,
+    Member,
+    RangePage,
+    TxnResult,
+    WatchEvent,
+)
 
 T = TypeVar("T")
 _MAX_MSG = 8 << 20
@@ -28,6 +43,7 @@ class _Stubs:
     def __init__(self, channel: grpc.aio.Channel):
         self.channel = channel
         self.kv = rpc.KvStub(channel)
+        self.lease = rpc.LeaseStub(channel)
         self.cluster = rpc.ClusterStub(channel)
 
 
@@ -61,9 +77,14 @@ class AsyncClient:
         self._closed = False
         self._client_id = new_client_id()
         self._window = AsyncSeqWindow()
+        self._leases: weakref.WeakSet[AsyncLease] = weakref.WeakSet()
 
     async def close(self) -> None:
+        """Closes the connections; keepalive helpers stop (their leases are
+        not revoked and expire after their TTL)."""
         self._closed = True
+        for lease in list(self._leases):
+            await lease.stop()
         channels, self._channels = self._channels, {}
         for s in channels.values():
             await s.channel.close()
@@ -74,10 +95,13 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None) -> int:
-        key, value, ttl_ms = codec.check_key(key), codec.check_value(value), codec.ttl_ms(ttl)
+    async def put(
+        self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None, *, lease: Optional[int] = None
+    ) -> int:
+        key, value = codec.check_key(key), codec.check_value(value)
+        ttl_ms, lease_id = codec.put_lease(ttl, lease)
         async with self._window.seq() as seq:
-            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, write_id=self._write_id(seq))
+            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, lease=lease_id, write_id=self._write_id(seq))
             return (await self._call(lambda s, t: s.kv.Put(req, timeout=t), True)).revision
 
     async def get(
@@ -116,11 +140,103 @@ class AsyncClient:
     async def scan_prefix(
         self, prefix: BytesLike, limit: int = 0, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
     ) -> List[KeyValue]:
-        req = pb.ScanPrefixRequest(
-            prefix=codec.check_prefix(prefix), limit=_limit(limit), consistency=codec.consistency_pb(consistency)
+        limit = _limit(limit)
+        out: List[KeyValue] = []
+        page_size = min(limit, codec.MAX_RANGE_LIMIT)
+        async for kv in self.range_iter(prefix, prefix=True, page_size=page_size, consistency=consistency):
+            out.append(kv)
+            if len(out) == limit:
+                break
+        return out
+
+    async def range(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+    ) -> RangePage:
+        req = codec.range_request(key, range_end, prefix, limit, keys_only, count_only, consistency)
+        return await self._range_page(req, _needs_leader(consistency))
+
+    async def range_iter(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        page_size: int = 0,
+        keys_only: bool = False,
+        consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+    ) -> AsyncIterator[KeyValue]:
+        """``async for kv in client.range_iter(...)``: every pair of the range, page by page."""
+        req: Optional[pb.RangeRequest] = codec.range_request(
+            key, range_end, prefix, page_size, keys_only, False, consistency
         )
-        resp = await self._call(lambda s, t: s.kv.ScanPrefix(req, timeout=t), _needs_leader(consistency))
-        return [codec.kv_from_pb(kv) for kv in resp.kvs]
+        need_leader = _needs_leader(consistency)
+        while req is not None:
+            page = await self._range_page(req, need_leader)
+            for kv in page.kvs:
+                yield kv
+            req = codec.next_page(req, page)
+
+    async def delete_range(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        prev_kv: bool = False,
+    ) -> DeleteRangeResult:
+        k, end = codec.range_bounds(key, range_end, prefix)
+        async with self._window.seq() as seq:
+            req = pb.DeleteRangeRequest(key=k, range_end=end, prev_kv=bool(prev_kv), write_id=self._write_id(seq))
+            return codec.delete_range_from_pb(await self._call(lambda s, t: s.kv.DeleteRange(req, timeout=t), True))
+
+    async def txn(
+        self,
+        compare: Sequence[Compare] = (),
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        req = txn_request(compare, success, failure)
+        async with self._window.seq() as seq:
+            req.write_id.CopyFrom(self._write_id(seq))
+            return txn_from_pb(await self._call(lambda s, t: s.kv.Txn(req, timeout=t), True))
+
+    async def lease_grant(self, ttl: float, *, id: int = 0) -> int:
+        ttl_ms, lease_id = codec.lease_ttl_ms(ttl), codec.check_id(id)
+        async with self._window.seq() as seq:
+            req = pb.LeaseGrantRequest(ttl_ms=ttl_ms, id=lease_id, write_id=self._write_id(seq))
+            return (await self._call(lambda s, t: s.lease.LeaseGrant(req, timeout=t), True)).id
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        lease_id = codec.check_id(lease_id)
+        async with self._window.seq() as seq:
+            req = pb.LeaseRevokeRequest(id=lease_id, write_id=self._write_id(seq))
+            return (await self._call(lambda s, t: s.lease.LeaseRevoke(req, timeout=t), True)).deleted
+
+    async def lease_renew(self, lease_id: int) -> float:
+        req = pb.LeaseKeepAliveRequest(id=codec.check_id(lease_id))
+        return (await self._call(lambda s, t: s.lease.LeaseRenew(req, timeout=t), True)).ttl_ms / 1000
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> LeaseInfo:
+        req = pb.LeaseTimeToLiveRequest(id=codec.check_id(lease_id), keys=bool(keys))
+        return codec.lease_info_from_pb(await self._call(lambda s, t: s.lease.LeaseTimeToLive(req, timeout=t), True))
+
+    async def lease_list(self) -> List[LeaseStatus]:
+        resp = await self._call(lambda s, t: s.lease.LeaseList(pb.LeaseListRequest(), timeout=t), True)
+        return [codec.lease_status_from_pb(x) for x in resp.leases]
+
+    def lease(self, ttl: float, *, id: int = 0, on_lost: Optional[OnLost] = None) -> AsyncLease:
+        """A lease of ``ttl`` seconds kept alive by a background task: ``async
+        with client.lease(10) as lease:`` (revoked on exit) or ``lease =
+        await client.lease(10)``. See :class:`d_engine.Client.lease`."""
+        return AsyncLease(self, ttl, id, on_lost)
 
     async def watch(self, key: BytesLike, start_revision: int = 0) -> AsyncWatch:
         return await self._watch(codec.check_key(key), False, start_revision)
@@ -153,6 +269,9 @@ class AsyncClient:
                 ch = grpc.aio.insecure_channel(target, options=opts, interceptors=_auth.aio_interceptors(self._auth))
             stubs = self._channels[target] = _Stubs(ch)
         return stubs
+
+    async def _range_page(self, req: pb.RangeRequest, need_leader: bool) -> RangePage:
+        return codec.range_from_pb(await self._call(lambda s, t: s.kv.Range(req, timeout=t), need_leader))
 
     async def _call(self, fn: Callable[[_Stubs, float], Awaitable[T]], need_leader: bool) -> T:
         attempts = Attempts(self._retry)

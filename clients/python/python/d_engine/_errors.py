@@ -117,6 +117,21 @@ class NoSpace(Error):
     code = "NO_SPACE"
 
 
+class LeaseNotFound(Error):
+    """The lease does not exist: never granted, revoked, or expired (its keys
+    are gone). ``lease_id`` names it when the server said. Not retryable:
+    grant a new lease. Also available as ``LeaseNotFoundError``."""
+
+    code = "LEASE_NOT_FOUND"
+
+    def __init__(self, message: str, lease_id: Optional[int] = None):
+        super().__init__(message)
+        self.lease_id = lease_id
+
+
+LeaseNotFoundError = LeaseNotFound
+
+
 class WatchCanceled(Error):
     """The server ended a watch (slow consumer, shutdown...); ``reason`` says why."""
 
@@ -146,6 +161,7 @@ _BY_CODE = {
         PermissionDenied,
         UnknownNode,
         NoSpace,
+        LeaseNotFound,
         WatchCanceled,
         ClientClosed,
     )
