@@ -7,8 +7,8 @@ every ``ttl / 3`` seconds, reconnecting to the current leader after a
 leadership change or a broken connection. The lease is *lost* when the
 server says it no longer exists (revoked, or expired: ``LeaseNotFound``) or
 when no renewal was acknowledged for a whole TTL (``Timeout``: the leader
-may have expired it); then ``lease.lost`` is set, ``lease.error`` says why
-and ``on_lost(error)`` is called once. Leaving the ``with`` block revokes
+may have expired it); then ``lease.error`` says why, ``on_lost(error)`` is
+called once, and ``lease.lost`` is set. Leaving the ``with`` block revokes
 the lease, which deletes the keys attached to it.
 """
 
@@ -208,13 +208,13 @@ class Lease(_LeaseState):
         if self.lost.is_set() or self._stopping.is_set():
             return
         self.error = err
-        self.lost.set()
         log.warning("lease %d lost: %s", self.id, err)
         if self._on_lost is not None:
             try:
                 self._on_lost(err)
             except Exception:  # noqa: BLE001 - a failing callback must not kill the thread silently
                 log.exception("on_lost callback of lease %d raised", self.id)
+        self.lost.set()
 
     def _run(self) -> None:
         first = True
@@ -352,7 +352,6 @@ class AsyncLease(_LeaseState):
         if self.lost.is_set() or self._stopping:
             return
         self.error = err
-        self.lost.set()
         log.warning("lease %d lost: %s", self.id, err)
         if self._on_lost is not None:
             try:
@@ -361,6 +360,7 @@ class AsyncLease(_LeaseState):
                     await r
             except Exception:  # noqa: BLE001 - a failing callback must not kill the task silently
                 log.exception("on_lost callback of lease %d raised", self.id)
+        self.lost.set()
 
     async def _run(self) -> None:
         first = True
