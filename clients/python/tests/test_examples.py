@@ -37,3 +37,13 @@ def test_standalone_examples_against_the_cluster(cluster: ServerCluster, tmp_pat
     assert "get(key) = b'value'" in run("standalone.py", ep, cwd=tmp_path)
     assert "100 concurrent puts" in run("asyncio_client.py", ep, cwd=tmp_path)
     assert "delete b'jobs/0'" in run("watch.py", ep, cwd=tmp_path)
+
+
+def test_coordination_examples_against_the_cluster(cluster: ServerCluster, tmp_path: Path):
+    ep = cluster.endpoints[0]
+    out = run("service_discovery.py", ep, cwd=tmp_path)
+    assert "['services/web/a', 'services/web/b']" in out
+    assert "delete services/web/b" in out and "instance a is still registered: True" in out
+    assert "after a's clean exit: []" in out and "lost its lease" not in out
+    out = run("txn_transfer.py", ep, cwd=tmp_path)
+    assert "total: 300" in out
