@@ -378,3 +378,14 @@ async def test_async_keepalive_follows_the_leader_then_reports_a_silent_cluster(
     finally:
         leader.stop()
         follower.stop()
+
+
+async def test_range_iter_checks_its_arguments_at_the_call():
+    c = dengine.Client("127.0.0.1:1")
+    with pytest.raises(dengine.InvalidArgument, match="must sort after key"):
+        c.range_iter(b"z", b"a")
+    c.close()
+    ac = dengine.AsyncClient("127.0.0.1:1")
+    with pytest.raises(dengine.InvalidArgument, match="limit must be 0"):
+        ac.range_iter(b"a", prefix=True, page_size=20_000)
+    await ac.close()

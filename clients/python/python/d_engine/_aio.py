@@ -163,7 +163,7 @@ class AsyncClient:
         req = codec.range_request(key, range_end, prefix, limit, keys_only, count_only, consistency)
         return await self._range_page(req, _needs_leader(consistency))
 
-    async def range_iter(
+    def range_iter(
         self,
         key: BytesLike,
         range_end: Optional[BytesLike] = None,
@@ -173,11 +173,13 @@ class AsyncClient:
         keys_only: bool = False,
         consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
     ) -> AsyncIterator[KeyValue]:
-        """``async for kv in client.range_iter(...)``: every pair of the range, page by page."""
-        req: Optional[pb.RangeRequest] = codec.range_request(
-            key, range_end, prefix, page_size, keys_only, False, consistency
-        )
-        need_leader = _needs_leader(consistency)
+        """``async for kv in client.range_iter(...)``: every pair of the range, page by page
+        (arguments are checked at the call)."""
+        req = codec.range_request(key, range_end, prefix, page_size, keys_only, False, consistency)
+        return self._walk(req, _needs_leader(consistency))
+
+    async def _walk(self, first: pb.RangeRequest, need_leader: bool) -> AsyncIterator[KeyValue]:
+        req: Optional[pb.RangeRequest] = first
         while req is not None:
             page = await self._range_page(req, need_leader)
             for kv in page.kvs:

@@ -210,10 +210,11 @@ class Client:
         pages of ``page_size`` (0 = server maximum) lazily. Each key present
         for the whole walk is yielded exactly once; each page is its own
         point in time (``RangePage.revision``)."""
-        req: Optional[pb.RangeRequest] = codec.range_request(
-            key, range_end, prefix, page_size, keys_only, False, consistency
-        )
-        need_leader = _needs_leader(consistency)
+        req = codec.range_request(key, range_end, prefix, page_size, keys_only, False, consistency)
+        return self._walk(req, _needs_leader(consistency))
+
+    def _walk(self, first: pb.RangeRequest, need_leader: bool) -> Iterator[KeyValue]:
+        req: Optional[pb.RangeRequest] = first
         while req is not None:
             page = self._range_page(req, need_leader)
             yield from page.kvs
