@@ -50,6 +50,7 @@ class Store:
         self.drop_next_txn_response = False
         self.range_calls = 0
         self.keepalive_auth: List[str] = []
+        self.stall_keepalives = False
 
     # -- helpers (lock held) --
     def expire(self) -> None:
@@ -281,6 +282,8 @@ class FakeLease(rpc.LeaseServicer):
         auth = dict(context.invocation_metadata()).get("authorization", "")
         self.s.keepalive_auth.append(auth)
         for req in request_iterator:
+            if self.s.stall_keepalives:  # a hung leader: reads renewals, never answers
+                continue
             yield self._renew(req.id, context)
 
     def LeaseRenew(self, request, context):

@@ -389,3 +389,25 @@ async def test_range_iter_checks_its_arguments_at_the_call():
     with pytest.raises(dengine.InvalidArgument, match="limit must be 0"):
         ac.range_iter(b"a", prefix=True, page_size=20_000)
     await ac.close()
+
+
+def test_keepalive_reports_loss_when_the_leader_stops_answering(fake: FakeNode):
+    with dengine.Client(fake.addr, timeout=5.0) as c:
+        lease = c.lease(0.6)
+        time.sleep(0.5)
+        fake.store.stall_keepalives = True
+        t0 = time.monotonic()
+        assert lease.lost.wait(3)
+        assert isinstance(lease.error, dengine.Timeout) and time.monotonic() - t0 < 1.2
+        lease.stop()
+
+
+async def test_async_keepalive_reports_loss_when_the_leader_stops_answering(fake: FakeNode):
+    async with dengine.AsyncClient(fake.addr, timeout=5.0) as c:
+        lease = await c.lease(0.6)
+        await asyncio.sleep(0.5)
+        fake.store.stall_keepalives = True
+        t0 = time.monotonic()
+        await asyncio.wait_for(lease.lost.wait(), 3)
+        assert isinstance(lease.error, dengine.Timeout) and time.monotonic() - t0 < 1.2
+        await lease.stop()
