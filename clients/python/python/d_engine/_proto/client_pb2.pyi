@@ -24,6 +24,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNKNOWN_NODE: _ClassVar[ErrorCode]
     NO_SPACE: _ClassVar[ErrorCode]
     LEASE_NOT_FOUND: _ClassVar[ErrorCode]
+    NOT_HELD: _ClassVar[ErrorCode]
 
 class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,6 +59,7 @@ PERMISSION_DENIED: ErrorCode
 UNKNOWN_NODE: ErrorCode
 NO_SPACE: ErrorCode
 LEASE_NOT_FOUND: ErrorCode
+NOT_HELD: ErrorCode
 CONSISTENCY_UNSPECIFIED: Consistency
 LINEARIZABLE: Consistency
 LEASE: Consistency
@@ -606,3 +608,103 @@ class NodeStatusResponse(_message.Message):
     quota_bytes: int
     log_bytes: int
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., alarms: _Optional[_Iterable[str]] = ..., data_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., log_bytes: _Optional[int] = ...) -> None: ...
+
+class LockRequest(_message.Message):
+    __slots__ = ("name", "lease")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    lease: int
+    def __init__(self, name: _Optional[bytes] = ..., lease: _Optional[int] = ...) -> None: ...
+
+class LockResponse(_message.Message):
+    __slots__ = ("header", "key", "revision")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    key: bytes
+    revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., key: _Optional[bytes] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class UnlockRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class UnlockResponse(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+
+class LeaderKey(_message.Message):
+    __slots__ = ("name", "key", "revision", "lease")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    key: bytes
+    revision: int
+    lease: int
+    def __init__(self, name: _Optional[bytes] = ..., key: _Optional[bytes] = ..., revision: _Optional[int] = ..., lease: _Optional[int] = ...) -> None: ...
+
+class CampaignRequest(_message.Message):
+    __slots__ = ("name", "lease", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    lease: int
+    value: bytes
+    def __init__(self, name: _Optional[bytes] = ..., lease: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class CampaignResponse(_message.Message):
+    __slots__ = ("header", "leader")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    leader: LeaderKey
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., leader: _Optional[_Union[LeaderKey, _Mapping]] = ...) -> None: ...
+
+class ProclaimRequest(_message.Message):
+    __slots__ = ("leader", "value")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    leader: LeaderKey
+    value: bytes
+    def __init__(self, leader: _Optional[_Union[LeaderKey, _Mapping]] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class ProclaimResponse(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...
+
+class ElectionLeaderRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    def __init__(self, name: _Optional[bytes] = ...) -> None: ...
+
+class ElectionLeaderResponse(_message.Message):
+    __slots__ = ("header", "kv")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    KV_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    kv: KeyValue
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
+
+class ResignRequest(_message.Message):
+    __slots__ = ("leader",)
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    leader: LeaderKey
+    def __init__(self, leader: _Optional[_Union[LeaderKey, _Mapping]] = ...) -> None: ...
+
+class ResignResponse(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ...) -> None: ...

@@ -1194,3 +1194,386 @@ class Admin:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LockStub:
+    """Lock waits (up to the call's deadline) until the lock is held; a lease
+    that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
+    key (succeeds if it is already gone). Both go to the leader.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Lock = channel.unary_unary(
+                '/dengine.v1.Lock/Lock',
+                request_serializer=client__pb2.LockRequest.SerializeToString,
+                response_deserializer=client__pb2.LockResponse.FromString,
+                _registered_method=True)
+        self.Unlock = channel.unary_unary(
+                '/dengine.v1.Lock/Unlock',
+                request_serializer=client__pb2.UnlockRequest.SerializeToString,
+                response_deserializer=client__pb2.UnlockResponse.FromString,
+                _registered_method=True)
+
+
+class LockServicer:
+    """Lock waits (up to the call's deadline) until the lock is held; a lease
+    that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
+    key (succeeds if it is already gone). Both go to the leader.
+    """
+
+    def Lock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unlock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LockServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Lock': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lock,
+                    request_deserializer=client__pb2.LockRequest.FromString,
+                    response_serializer=client__pb2.LockResponse.SerializeToString,
+            ),
+            'Unlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unlock,
+                    request_deserializer=client__pb2.UnlockRequest.FromString,
+                    response_serializer=client__pb2.UnlockResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Lock', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Lock', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Lock:
+    """Lock waits (up to the call's deadline) until the lock is held; a lease
+    that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
+    key (succeeds if it is already gone). Both go to the leader.
+    """
+
+    @staticmethod
+    def Lock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lock/Lock',
+            client__pb2.LockRequest.SerializeToString,
+            client__pb2.LockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lock/Unlock',
+            client__pb2.UnlockRequest.SerializeToString,
+            client__pb2.UnlockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ElectionStub:
+    """Campaign waits (up to the call's deadline) until elected. Proclaim and
+    Resign need the leadership still held (NOT_HELD otherwise; Resign of a
+    key already gone succeeds). Observe streams the leader (key and value)
+    each time it changes, starting with the current one; an election
+    without a leader sends nothing until one is elected.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Campaign = channel.unary_unary(
+                '/dengine.v1.Election/Campaign',
+                request_serializer=client__pb2.CampaignRequest.SerializeToString,
+                response_deserializer=client__pb2.CampaignResponse.FromString,
+                _registered_method=True)
+        self.Proclaim = channel.unary_unary(
+                '/dengine.v1.Election/Proclaim',
+                request_serializer=client__pb2.ProclaimRequest.SerializeToString,
+                response_deserializer=client__pb2.ProclaimResponse.FromString,
+                _registered_method=True)
+        self.Leader = channel.unary_unary(
+                '/dengine.v1.Election/Leader',
+                request_serializer=client__pb2.ElectionLeaderRequest.SerializeToString,
+                response_deserializer=client__pb2.ElectionLeaderResponse.FromString,
+                _registered_method=True)
+        self.Observe = channel.unary_stream(
+                '/dengine.v1.Election/Observe',
+                request_serializer=client__pb2.ElectionLeaderRequest.SerializeToString,
+                response_deserializer=client__pb2.ElectionLeaderResponse.FromString,
+                _registered_method=True)
+        self.Resign = channel.unary_unary(
+                '/dengine.v1.Election/Resign',
+                request_serializer=client__pb2.ResignRequest.SerializeToString,
+                response_deserializer=client__pb2.ResignResponse.FromString,
+                _registered_method=True)
+
+
+class ElectionServicer:
+    """Campaign waits (up to the call's deadline) until elected. Proclaim and
+    Resign need the leadership still held (NOT_HELD otherwise; Resign of a
+    key already gone succeeds). Observe streams the leader (key and value)
+    each time it changes, starting with the current one; an election
+    without a leader sends nothing until one is elected.
+    """
+
+    def Campaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Proclaim(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Leader(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Observe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ElectionServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Campaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Campaign,
+                    request_deserializer=client__pb2.CampaignRequest.FromString,
+                    response_serializer=client__pb2.CampaignResponse.SerializeToString,
+            ),
+            'Proclaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.Proclaim,
+                    request_deserializer=client__pb2.ProclaimRequest.FromString,
+                    response_serializer=client__pb2.ProclaimResponse.SerializeToString,
+            ),
+            'Leader': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leader,
+                    request_deserializer=client__pb2.ElectionLeaderRequest.FromString,
+                    response_serializer=client__pb2.ElectionLeaderResponse.SerializeToString,
+            ),
+            'Observe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Observe,
+                    request_deserializer=client__pb2.ElectionLeaderRequest.FromString,
+                    response_serializer=client__pb2.ElectionLeaderResponse.SerializeToString,
+            ),
+            'Resign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resign,
+                    request_deserializer=client__pb2.ResignRequest.FromString,
+                    response_serializer=client__pb2.ResignResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Election', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Election', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Election:
+    """Campaign waits (up to the call's deadline) until elected. Proclaim and
+    Resign need the leadership still held (NOT_HELD otherwise; Resign of a
+    key already gone succeeds). Observe streams the leader (key and value)
+    each time it changes, starting with the current one; an election
+    without a leader sends nothing until one is elected.
+    """
+
+    @staticmethod
+    def Campaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Campaign',
+            client__pb2.CampaignRequest.SerializeToString,
+            client__pb2.CampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Proclaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Proclaim',
+            client__pb2.ProclaimRequest.SerializeToString,
+            client__pb2.ProclaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Leader',
+            client__pb2.ElectionLeaderRequest.SerializeToString,
+            client__pb2.ElectionLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Observe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dengine.v1.Election/Observe',
+            client__pb2.ElectionLeaderRequest.SerializeToString,
+            client__pb2.ElectionLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Resign',
+            client__pb2.ResignRequest.SerializeToString,
+            client__pb2.ResignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
