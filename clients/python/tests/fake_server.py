@@ -315,14 +315,107 @@ class FakeLease(rpc.LeaseServicer):
             )
 
 
+class FakeLock(rpc.LockServicer, rpc.ElectionServicer):
+    """The lock/election recipe over the store: a holder key per lease under
+    ``name/``, queued by create_revision."""
+
+    def __init__(self, store: Store):
+        self.s = store
+
+    def _enqueue(self, name: bytes, lease: int, value: bytes, context) -> bytes:
+        key = name + b"/" + b"%016x" % lease
+        with self.s.lock:
+            self.s.expire()
+            if key not in self.s.kvs:
+                self.s.put(pb.PutRequest(key=key, value=value, lease=lease), context)
+        return key
+
+    def _head(self, name: bytes) -> Optional[pb.KeyValue]:
+        keys = self.s.in_range(name + b"/", name + b"0")
+        kvs = sorted((self.s.kvs[k] for k in keys), key=lambda kv: kv.create_revision)
+        return kvs[0] if kvs else None
+
+    def _wait_head(self, name: bytes, key: bytes, context) -> pb.KeyValue:
+        while context.is_active():
+            with self.s.lock:
+                self.s.expire()
+                kv = self.s.kvs.get(key)
+                if kv is None:
+                    context.abort_with_status(
+                        coded_status(grpc.StatusCode.NOT_FOUND, "LEASE_NOT_FOUND", "lease ended while waiting")
+                    )
+                head = self._head(name)
+                if head is not None and head.key == key:
+                    return kv
+            time.sleep(0.01)
+        context.abort(grpc.StatusCode.CANCELLED, "gone")
+
+    def Lock(self, request, context):
+        key = self._enqueue(request.name, request.lease, b"", context)
+        kv = self._wait_head(request.name, key, context)
+        return pb.LockResponse(key=key, revision=kv.create_revision)
+
+    def Unlock(self, request, context):
+        with self.s.lock:
+            if request.key in self.s.kvs:
+                self.s.delete_range(pb.DeleteRangeRequest(key=request.key))
+        return pb.UnlockResponse()
+
+    def Campaign(self, request, context):
+        key = self._enqueue(request.name, request.lease, request.value, context)
+        kv = self._wait_head(request.name, key, context)
+        return pb.CampaignResponse(
+            leader=pb.LeaderKey(name=request.name, key=key, revision=kv.create_revision, lease=request.lease)
+        )
+
+    def _held(self, leader: pb.LeaderKey, context) -> None:
+        kv = self.s.kvs.get(leader.key)
+        if kv is None or kv.create_revision != leader.revision:
+            context.abort_with_status(coded_status(grpc.StatusCode.FAILED_PRECONDITION, "NOT_HELD", "not held"))
+
+    def Proclaim(self, request, context):
+        with self.s.lock:
+            self.s.expire()
+            self._held(request.leader, context)
+            self.s.put(pb.PutRequest(key=request.leader.key, value=request.value, lease=request.leader.lease), context)
+        return pb.ProclaimResponse()
+
+    def Resign(self, request, context):
+        with self.s.lock:
+            if request.leader.key in self.s.kvs:
+                self.s.delete_range(pb.DeleteRangeRequest(key=request.leader.key))
+        return pb.ResignResponse()
+
+    def Leader(self, request, context):
+        with self.s.lock:
+            self.s.expire()
+            head = self._head(request.name)
+        return pb.ElectionLeaderResponse(kv=head) if head is not None else pb.ElectionLeaderResponse()
+
+    def Observe(self, request, context):
+        last = None
+        while context.is_active():
+            with self.s.lock:
+                self.s.expire()
+                head = self._head(request.name)
+            if head is not None and (last is None or (head.key, head.mod_revision) != last):
+                last = (head.key, head.mod_revision)
+                yield pb.ElectionLeaderResponse(kv=head)
+            time.sleep(0.01)
+
+
 class FakeNode:
     """A fake node on 127.0.0.1 (the leader, or a follower pointing at ``leader_addr``)."""
 
     def __init__(self, store: Optional[Store] = None, leader_addr: Optional[str] = None):
         self.store = store or Store()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         rpc.add_KvServicer_to_server(FakeKv(self.store, leader_addr), self.server)
         rpc.add_LeaseServicer_to_server(FakeLease(self.store, leader_addr), self.server)
+        if leader_addr is None:
+            locks = FakeLock(self.store)
+            rpc.add_LockServicer_to_server(locks, self.server)
+            rpc.add_ElectionServicer_to_server(locks, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.addr = f"127.0.0.1:{self.port}"
         self.server.start()

@@ -28,6 +28,7 @@ from ._errors import (
     LeaseNotFoundError,
     NoLeader,
     NoSpace,
+    NotHeld,
     NotLeader,
     Overloaded,
     PermissionDenied,
@@ -40,6 +41,7 @@ from ._errors import (
     WatchCanceled,
 )
 from ._lease import AsyncLease, Lease
+from ._lock import AsyncLeadership, AsyncLock, AsyncObservation, Leadership, Lock, Observation
 from ._routing import RetryPolicy
 from ._txn import Compare, CompareTarget, Op
 from ._types import (
@@ -48,6 +50,7 @@ from ._types import (
     DeleteRangeResult,
     KeyValue,
     LeaderInfo,
+    LeaderKey,
     LeaseInfo,
     LeaseStatus,
     Member,
@@ -62,7 +65,10 @@ __all__ = [
     "AsyncEmbeddedClient",
     "AsyncEmbeddedEngine",
     "AsyncEmbeddedWatch",
+    "AsyncLeadership",
     "AsyncLease",
+    "AsyncLock",
+    "AsyncObservation",
     "AsyncWatch",
     "CasResult",
     "ChangeInProgress",
@@ -80,11 +86,14 @@ __all__ = [
     "InvalidArgument",
     "KeyValue",
     "LeaderInfo",
+    "LeaderKey",
+    "Leadership",
     "Lease",
     "LeaseInfo",
     "LeaseNotFound",
     "LeaseNotFoundError",
     "LeaseStatus",
+    "Lock",
     "MAX_KEY_BYTES",
     "MAX_RANGE_LIMIT",
     "MAX_TXN_OPS",
@@ -92,7 +101,9 @@ __all__ = [
     "Member",
     "NoLeader",
     "NoSpace",
+    "NotHeld",
     "NotLeader",
+    "Observation",
     "Op",
     "Overloaded",
     "PermissionDenied",

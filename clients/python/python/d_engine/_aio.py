@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
-from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -13,8 +14,9 @@ from . import _auth
 from . import _codec as codec
 from ._client import _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
-from ._errors import ClientClosed, WatchCanceled
+from ._errors import ClientClosed, Error, Timeout, WatchCanceled
 from ._lease import AsyncLease, OnLost
+from ._lock import AsyncLeadership, AsyncLock, AsyncObservation, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
@@ -27,6 +29,7 @@ from ._types import (
     DeleteRangeResult,
     KeyValue,
     LeaderInfo,
+    LeaderKey,
     LeaseInfo,
     LeaseStatus,
     Member,
@@ -44,6 +47,8 @@ class _Stubs:
         self.channel = channel
         self.kv = rpc.KvStub(channel)
         self.lease = rpc.LeaseStub(channel)
+        self.lock = rpc.LockStub(channel)
+        self.election = rpc.ElectionStub(channel)
         self.cluster = rpc.ClusterStub(channel)
 
 
@@ -245,6 +250,104 @@ class AsyncClient:
 
     async def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> AsyncWatch:
         return await self._watch(codec.check_prefix(prefix), True, start_revision)
+
+    def lock(
+        self, name: BytesLike, ttl: float = 10.0, *, lease: Optional[int] = None, timeout: Optional[float] = None
+    ) -> AsyncLock:
+        """``async with client.lock("jobs", ttl=10) as lock:`` or ``lock = await
+        client.lock(...)``; see :meth:`d_engine.Client.lock`."""
+        name_b = codec.check_key(name, "lock name")
+        return AsyncLock(self, name_b, ttl, None if lease is None else codec.check_id(lease), timeout)
+
+    async def _lock(
+        self, name: bytes, ttl: float, lease_id: Optional[int], timeout: Optional[float]
+    ) -> Tuple[bytes, int, Optional[AsyncLease]]:
+        own = await self.lease(ttl) if lease_id is None else None
+        lid = own.id if own is not None else int(lease_id or 0)
+        req = pb.LockRequest(name=name, lease=lid)
+        try:
+            resp = await self._wait(lambda s, t: s.lock.Lock(req, timeout=t), timeout, own)
+        except BaseException:
+            await self._abandon(own, holder_key(name, lid))
+            raise
+        return resp.key, resp.revision, own
+
+    async def unlock(self, key: BytesLike) -> None:
+        req = pb.UnlockRequest(key=codec.check_key(key))
+        await self._call(lambda s, t: s.lock.Unlock(req, timeout=t), True)
+
+    def campaign(
+        self,
+        name: BytesLike,
+        value: BytesLike,
+        ttl: float = 10.0,
+        *,
+        lease: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncLeadership:
+        """``async with client.campaign(name, value, ttl=10) as leadership:`` or
+        ``leadership = await client.campaign(...)``; see :meth:`d_engine.Client.campaign`."""
+        name_b, value_b = codec.check_key(name, "election name"), codec.check_value(value)
+        return AsyncLeadership(self, name_b, value_b, ttl, None if lease is None else codec.check_id(lease), timeout)
+
+    async def _campaign(
+        self, name: bytes, value: bytes, ttl: float, lease_id: Optional[int], timeout: Optional[float]
+    ) -> Tuple[LeaderKey, Optional[AsyncLease]]:
+        own = await self.lease(ttl) if lease_id is None else None
+        lid = own.id if own is not None else int(lease_id or 0)
+        req = pb.CampaignRequest(name=name, lease=lid, value=value)
+        try:
+            resp = await self._wait(lambda s, t: s.election.Campaign(req, timeout=t), timeout, own)
+        except BaseException:
+            await self._abandon(own, holder_key(name, lid))
+            raise
+        return leader_key_from_pb(resp.leader), own
+
+    async def proclaim(self, leader: LeaderKey, value: BytesLike) -> None:
+        req = pb.ProclaimRequest(leader=leader_key_pb(leader), value=codec.check_value(value))
+        await self._call(lambda s, t: s.election.Proclaim(req, timeout=t), True)
+
+    async def resign(self, leader: LeaderKey) -> None:
+        req = pb.ResignRequest(leader=leader_key_pb(leader))
+        await self._call(lambda s, t: s.election.Resign(req, timeout=t), True)
+
+    async def election_leader(self, name: BytesLike) -> Optional[KeyValue]:
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return codec.opt_kv(await self._call(lambda s, t: s.election.Leader(req, timeout=t), True))
+
+    def observe(self, name: BytesLike) -> AsyncObservation:
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return AsyncObservation(self._stubs(self._router.target(True)).election.Observe(req))
+
+    async def _wait(
+        self, fn: Callable[[_Stubs, Optional[float]], Awaitable[T]], timeout: Optional[float], own: Optional[AsyncLease]
+    ) -> T:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+        while True:
+            try:
+                return await self._call(lambda s, t: fn(s, left()), True)
+            except Error as e:
+                if own is not None and own.lost.is_set():
+                    raise own.error or e from None
+                if not e.retryable:
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"not acquired within {timeout}s (last error: {e})") from None
+
+    async def _abandon(self, own: Optional[AsyncLease], key: bytes) -> None:
+        try:
+            if own is not None:
+                await own.revoke()
+            else:
+                await self.unlock(key)
+        except Error:
+            pass  # the key goes with its lease anyway
 
     async def members(self) -> List[Member]:
         resp = await self._call(lambda s, t: s.cluster.Members(pb.MembersRequest(), timeout=t), False)

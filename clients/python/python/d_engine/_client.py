@@ -12,8 +12,9 @@ import grpc
 from . import _auth
 from . import _codec as codec
 from ._codec import BytesLike, Endpoints
-from ._errors import ClientClosed, Error, WatchCanceled
+from ._errors import ClientClosed, Error, Timeout, WatchCanceled
 from ._lease import Lease, OnLost
+from ._lock import Leadership, Lock, Observation, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import Attempts, RetryPolicy, Router, SeqWindow, new_client_id
@@ -26,6 +27,7 @@ from ._types import (
     DeleteRangeResult,
     KeyValue,
     LeaderInfo,
+    LeaderKey,
     LeaseInfo,
     LeaseStatus,
     Member,
@@ -43,6 +45,8 @@ class _Stubs:
         self.channel = channel
         self.kv = rpc.KvStub(channel)
         self.lease = rpc.LeaseStub(channel)
+        self.lock = rpc.LockStub(channel)
+        self.election = rpc.ElectionStub(channel)
         self.cluster = rpc.ClusterStub(channel)
 
 
@@ -308,6 +312,106 @@ class Client:
         with self._lock:
             self._leases.add(lease)
         return lease
+
+    # -- locks and elections ---------------------------------------------
+    def lock(
+        self, name: BytesLike, ttl: float = 10.0, *, lease: Optional[int] = None, timeout: Optional[float] = None
+    ) -> Lock:
+        """Waits until the lock ``name`` is held (at most ``timeout`` seconds;
+        None = as long as it takes) and returns it: ``with client.lock("jobs",
+        ttl=10) as lock:``. Without ``lease``, a lease of ``ttl`` seconds is
+        granted and kept alive for it: if this process dies, the lock passes
+        to the next waiter within ``ttl``. ``lock.revision`` is the fencing
+        token. Waiters get the lock in the order they asked for it."""
+        name_b = codec.check_key(name, "lock name")
+        own = self.lease(ttl) if lease is None else None
+        lease_id = own.id if own is not None else codec.check_id(lease)
+        req = pb.LockRequest(name=name_b, lease=lease_id)
+        try:
+            resp = self._wait(lambda s, t: s.lock.Lock(req, timeout=t), timeout, own)
+        except BaseException:
+            self._abandon(own, holder_key(name_b, lease_id))
+            raise
+        return Lock(self, name_b, resp.key, resp.revision, own)
+
+    def unlock(self, key: BytesLike) -> None:
+        """Releases the lock held by ``key`` (``Lock.key``); nothing if it is already gone."""
+        req = pb.UnlockRequest(key=codec.check_key(key))
+        self._call(lambda s, t: s.lock.Unlock(req, timeout=t), True)
+
+    def campaign(
+        self,
+        name: BytesLike,
+        value: BytesLike,
+        ttl: float = 10.0,
+        *,
+        lease: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Leadership:
+        """Waits until elected leader of ``name`` (at most ``timeout``
+        seconds), publishing ``value``: ``with client.campaign("scheduler",
+        b"host-1", ttl=10) as leadership:``. Lease as for :meth:`lock`."""
+        name_b, value_b = codec.check_key(name, "election name"), codec.check_value(value)
+        own = self.lease(ttl) if lease is None else None
+        lease_id = own.id if own is not None else codec.check_id(lease)
+        req = pb.CampaignRequest(name=name_b, lease=lease_id, value=value_b)
+        try:
+            resp = self._wait(lambda s, t: s.election.Campaign(req, timeout=t), timeout, own)
+        except BaseException:
+            self._abandon(own, holder_key(name_b, lease_id))
+            raise
+        return Leadership(self, leader_key_from_pb(resp.leader), own)
+
+    def proclaim(self, leader: LeaderKey, value: BytesLike) -> None:
+        """Publishes a new value as the leader (NotHeld if the leadership is gone)."""
+        req = pb.ProclaimRequest(leader=leader_key_pb(leader), value=codec.check_value(value))
+        self._call(lambda s, t: s.election.Proclaim(req, timeout=t), True)
+
+    def resign(self, leader: LeaderKey) -> None:
+        """Gives the leadership up (nothing if it is already gone)."""
+        req = pb.ResignRequest(leader=leader_key_pb(leader))
+        self._call(lambda s, t: s.election.Resign(req, timeout=t), True)
+
+    def election_leader(self, name: BytesLike) -> Optional[KeyValue]:
+        """The current leader's key and value, or None when the election has no leader."""
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return codec.opt_kv(self._call(lambda s, t: s.election.Leader(req, timeout=t), True))
+
+    def observe(self, name: BytesLike) -> Observation:
+        """Iterator of the election's leaders, the current one first, then each new one."""
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return Observation(self._stubs(self._router.target(True)).election.Observe(req))
+
+    def _wait(self, fn: Callable[[_Stubs, Optional[float]], T], timeout: Optional[float], own: Optional[Lease]) -> T:
+        """A call that waits on the server (Lock, Campaign) until ``timeout``
+        seconds have passed (None: no limit), retried across leader changes."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+        while True:
+            try:
+                return self._call(lambda s, t: fn(s, left()), True)
+            except Error as e:
+                if own is not None and own.lost.is_set():
+                    raise own.error or e from None
+                if not e.retryable:
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"not acquired within {timeout}s (last error: {e})") from None
+
+    def _abandon(self, own: Optional[Lease], key: bytes) -> None:
+        """Leaves the queue of a lock or election that was not acquired."""
+        try:
+            if own is not None:
+                own.revoke()
+            else:
+                self.unlock(key)
+        except Error:
+            pass  # the key goes with its lease anyway
 
     # -- cluster ---------------------------------------------------------
     def members(self) -> List[Member]:

@@ -132,6 +132,14 @@ class LeaseNotFound(Error):
 LeaseNotFoundError = LeaseNotFound
 
 
+class NotHeld(Error):
+    """The lock or election leadership named by the request is not held any
+    more: its key is gone (unlocked, resigned, or its lease ended) or belongs
+    to another holder. Not retryable."""
+
+    code = "NOT_HELD"
+
+
 class WatchCanceled(Error):
     """The server ended a watch (slow consumer, shutdown...); ``reason`` says why."""
 
@@ -162,6 +170,7 @@ _BY_CODE = {
         UnknownNode,
         NoSpace,
         LeaseNotFound,
+        NotHeld,
         WatchCanceled,
         ClientClosed,
     )

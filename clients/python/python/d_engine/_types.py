@@ -158,3 +158,16 @@ class LeaseStatus:
     id: int
     granted_ttl: float
     """Seconds the lease was granted for."""
+
+
+@dataclass(frozen=True)
+class LeaderKey:
+    """A candidate's (or an elected leader's) key in an election."""
+
+    name: bytes
+    """The election name."""
+    key: bytes
+    """``name/<lease id, 16 hex digits>``."""
+    revision: int
+    """The key's create_revision: the fencing token of this leadership."""
+    lease: int
