@@ -504,6 +504,7 @@ impl World {
         let flush_delay = self.rng.range(0, 500);
         let lost = matches!(kind, LeaseOpKind::KeepAlive { .. })
             && self.rng.chance(self.lw.keepalive_loss_ppm);
+        let no_barrier = self.opts.bug == Some(HostBug::RenewWithoutBarrier);
         if lost {
             return Ok(());
         }
@@ -539,6 +540,16 @@ impl World {
                         LeaseOutcome::Failed(why.into()),
                         if leader { None } else { hint },
                     );
+                    return Ok(());
+                }
+                if no_barrier {
+                    let mut h = self
+                        .slots
+                        .get_mut(&target)
+                        .and_then(|s| s.host.take())
+                        .expect("up");
+                    self.serve_keepalive(&mut h, op);
+                    self.slots.get_mut(&target).expect("slot").host = Some(h);
                     return Ok(());
                 }
                 host.reads_waiting.insert(op as ReadId, op);

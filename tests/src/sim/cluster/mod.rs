@@ -96,6 +96,10 @@ pub enum HostBug {
     /// The lease clock never starts: leases never expire
     /// (`lease-liveness`).
     LeaseClockNeverRuns,
+    /// A keepalive renews at once on a node whose clock runs, without the
+    /// lease read barrier: a deposed leader that still believes it leads
+    /// renews after its successor's clock started (`lease-early`).
+    RenewWithoutBarrier,
 }
 
 /// How one run is configured.
