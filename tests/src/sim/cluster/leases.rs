@@ -11,7 +11,7 @@
 //! `lease_leader`), and only if the lease is live on its clock; only then is
 //! the holder told the lease lives.
 //!
-//! Workload: each holder grants a lease (TTL 60–600 ms, ids chosen by the
+//! Workload: each holder grants a lease (TTL 30–300 ms, ids chosen by the
 //! holder, never reused), attaches 1–3 keys to it (sometimes a put names a
 //! lease that is gone, which must fail), then keeps it alive (keepalive
 //! every ttl/3; a per-seed share of keepalives is lost) for a while and
@@ -43,7 +43,7 @@ pub fn is_expiry_op(op: OpId) -> bool {
 /// between leases).
 const LEASE_KEYS: u64 = 6;
 /// TTLs the holders grant, simulated microseconds.
-const TTL_US: (u64, u64) = (60_000, 600_000);
+const TTL_US: (u64, u64) = (30_000, 300_000);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum LeaseOpKind {
