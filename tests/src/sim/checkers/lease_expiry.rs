@@ -23,13 +23,16 @@
 //! 3. **keys go with their lease** (`lease-keys`), per replica after every
 //!    applied entry: every attachment names an existing lease and an
 //!    existing key, every key of the lease workload is attached, and after
-//!    a revoke the lease and every key it held are gone;
+//!    a revoke the lease and every key it held are gone; and a put that
+//!    attached a key succeeded only if its lease's grant committed and no
+//!    revoke of it committed before the put was invoked (ids are never
+//!    reused);
 //! 4. **liveness** (`lease-liveness`) is checked by the cluster at the end
 //!    of the settle phase (`cluster/leases.rs`): with the network healed, no
 //!    faults and the holders silent, every lease is revoked within its TTL
 //!    (plus drift), the leader's check period and an election.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use d_engine_core::{Index, NodeId, Term};
 
@@ -67,6 +70,9 @@ pub struct LeaseExpiry {
     decisions: Vec<ExpiryDecision>,
     /// Expiry revokes that committed and revoked a lease.
     pub expired: u64,
+    granted: BTreeSet<LeaseId>,
+    /// When the revoke of each lease committed.
+    revoked_at: BTreeMap<LeaseId, Time>,
 }
 
 impl LeaseExpiry {
@@ -87,6 +93,7 @@ impl LeaseExpiry {
     /// The grant of lease `id` (of `ttl_us`) committed: first applied
     /// anywhere at `at`.
     pub fn on_grant_committed(&mut self, id: LeaseId, ttl_us: u64, at: Time) {
+        self.granted.insert(id);
         if !self.grant_from_ack {
             self.promise(id, ttl_us, at);
         }
@@ -110,6 +117,29 @@ impl LeaseExpiry {
             last_ack: None,
         });
         t.last_ack = Some(t.last_ack.map_or(at, |a| a.max(at)));
+    }
+
+    /// A revoke of lease `id` (by expiry or not) committed at `at` and
+    /// deleted it.
+    pub fn on_revoke_committed(&mut self, id: LeaseId, at: Time) {
+        self.revoked_at.entry(id).or_insert(at);
+    }
+
+    /// A put invoked at `invoke` attached `key` to lease `id`.
+    pub fn check_attach(&self, id: LeaseId, key: Key, invoke: Time) -> Check {
+        let v = |what: String| {
+            Err(Violation::new(
+                "lease-keys",
+                format!("a put invoked at {invoke} us attached key {key} to lease {id}: {what}"),
+            ))
+        };
+        if !self.granted.contains(&id) {
+            return v("no grant of that lease ever committed".into());
+        }
+        match self.revoked_at.get(&id) {
+            Some(&at) if at < invoke => v(format!("its revoke had committed at {at} us")),
+            _ => Ok(()),
+        }
     }
 
     /// Records a decision; returns its id (>= 1).
@@ -301,6 +331,19 @@ mod tests {
             ..decision(1, 0, true, Some(3))
         });
         c.on_expiry_committed(other, 14, true, |_| Some(1)).unwrap();
+    }
+
+    #[test]
+    fn fires_on_a_put_attached_to_a_dead_lease() {
+        let mut c = LeaseExpiry::new(0);
+        assert!(c.check_attach(7, LEASE_KEY_BASE, 10).is_err());
+        c.on_grant_committed(7, 100, 5);
+        c.check_attach(7, LEASE_KEY_BASE, 10).unwrap();
+        c.on_revoke_committed(7, 20);
+        // Invoked before the revoke committed: may still have applied first.
+        c.check_attach(7, LEASE_KEY_BASE, 19).unwrap();
+        let v = c.check_attach(7, LEASE_KEY_BASE, 21).unwrap_err();
+        assert_eq!(v.checker, "lease-keys");
     }
 
     #[test]

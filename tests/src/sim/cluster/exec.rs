@@ -319,7 +319,7 @@ impl World {
                     self.expiry_failed(h, op);
                 }
             } else if leases::is_lease_op(op) {
-                self.lease_proposal_done(op, matched.map(|(_, r)| r));
+                self.lease_proposal_done(op, matched.map(|(_, r)| r))?;
             } else if let Some((cmd, r)) = matched {
                 let outcome = match r {
                     ApplyResult::Cas { ok } => Outcome::Cas { ok: *ok },

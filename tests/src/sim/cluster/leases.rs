@@ -285,6 +285,9 @@ impl World {
             _ => {}
         }
         check_replica(h.id, index, &h.kv, revoked)?;
+        if let (Some((id, _)), true) = (revoked, first) {
+            self.ck.leases.on_revoke_committed(id, self.now);
+        }
         if let (Command::LeaseRevoke { op, .. }, true) = (cmd, first) {
             if is_expiry_op(*op) {
                 let election = &self.ck.election;
@@ -311,7 +314,13 @@ impl World {
 
     /// Resolves a lease workload operation proposed on `h` whose entry
     /// applied (`matched`: it is this op's entry, with result `r`).
-    pub(super) fn lease_proposal_done(&mut self, op: OpId, r: Option<&ApplyResult>) {
+    pub(super) fn lease_proposal_done(&mut self, op: OpId, r: Option<&ApplyResult>) -> Check {
+        if let (Some(ApplyResult::Put), Some(rec)) = (r, self.lw.rec(op)) {
+            if let LeaseOpKind::Attach { id, key, .. } = rec.kind {
+                let invoke = rec.invoke;
+                self.ck.leases.check_attach(id, key, invoke)?;
+            }
+        }
         let outcome = match r {
             Some(ApplyResult::LeaseGranted { .. }) => LeaseOutcome::Granted,
             Some(ApplyResult::Put) => LeaseOutcome::Put,
@@ -321,6 +330,7 @@ impl World {
             None => LeaseOutcome::Failed("its log slot went to another entry".into()),
         };
         self.complete_lease_op(op, outcome, None);
+        Ok(())
     }
 
     /// Completes a lease workload op (`false` if it was no longer pending).
