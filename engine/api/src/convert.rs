@@ -413,21 +413,19 @@ pub fn txn_outcome_to_wire(t: TxnOutcome, header: Option<pb::ResponseHeader>) ->
     use pb::txn_op_result::Result as R;
     let revision = t.revision;
     pb::TxnResponse {
-        header: header.clone(),
+        header: header,
         succeeded: t.succeeded,
         results: t
             .results
             .into_iter()
             .map(|r| pb::TxnOpResult {
                 result: Some(match r {
-                    TxnOpResult::Range(p) => R::Range(range_page_to_wire(p, header.clone())),
+                    TxnOpResult::Range(p) => R::Range(range_page_to_wire(p, header)),
                     TxnOpResult::Put { revision } => R::Put(pb::PutResponse {
-                        header: header.clone(),
+                        header: header,
                         revision,
                     }),
-                    TxnOpResult::DeleteRange(d) => {
-                        R::DeleteRange(delete_range_to_wire(d, header.clone()))
-                    }
+                    TxnOpResult::DeleteRange(d) => R::DeleteRange(delete_range_to_wire(d, header)),
                 }),
             })
             .collect(),
