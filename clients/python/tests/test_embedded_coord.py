@@ -595,3 +595,29 @@ async def test_async_election_observe(aengine: dengine.AsyncEmbeddedEngine):
         await c.proclaim(a.leader, b"stale")
     obs.cancel()
     await asyncio.wait_for(reader, 5)
+
+
+def test_a_waiting_lock_ends_with_client_closed_when_the_engine_stops(tmp_path: Path):
+    engine = dengine.EmbeddedEngine.start(tmp_path / "stop")
+    try:
+        engine.wait_ready(10)
+        c = engine.client()
+        held = c.lock("x", ttl=10)
+        errors: List[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                engine.client().lock("x", ttl=10)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive() and held.revision > 0
+    finally:
+        engine.stop()
+    t.join(10)
+    assert not t.is_alive() and len(errors) == 1 and isinstance(errors[0], dengine.ClientClosed), errors
+    with pytest.raises(TypeError, match="timeout"):
+        c.lock("x", timeout="1")  # type: ignore[arg-type]
