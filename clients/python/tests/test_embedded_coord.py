@@ -621,3 +621,18 @@ def test_a_waiting_lock_ends_with_client_closed_when_the_engine_stops(tmp_path: 
     assert not t.is_alive() and len(errors) == 1 and isinstance(errors[0], dengine.ClientClosed), errors
     with pytest.raises(TypeError, match="timeout"):
         c.lock("x", timeout="1")  # type: ignore[arg-type]
+
+
+async def test_async_waiting_lock_ends_with_client_closed_when_the_engine_stops(tmp_path: Path):
+    engine = await dengine.AsyncEmbeddedEngine.start(tmp_path / "astop")
+    try:
+        await engine.wait_ready(10)
+        c = engine.client()
+        await c.lock("x", ttl=10)
+        waiter = asyncio.ensure_future(_await(c.lock("x", ttl=10)))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+    finally:
+        await engine.stop()
+    with pytest.raises(dengine.ClientClosed):
+        await asyncio.wait_for(waiter, 10)

@@ -1018,10 +1018,17 @@ class AsyncEmbeddedClient:
             fut = self._call(method, req, cls)
             lost = asyncio.ensure_future(own.lost.wait()) if own is not None else None
             try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                await asyncio.wait(
-                    [f for f in (fut, lost) if f is not None], timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
+                while not fut.done() and not (lost is not None and lost.done()):
+                    if self._n.closed:  # a stopped engine drops its calls: they never complete
+                        raise ClientClosed("the engine is stopped (EmbeddedEngine.stop() was called)")
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    await asyncio.wait(
+                        [f for f in (fut, lost) if f is not None],
+                        timeout=_WATCH_POLL if left is None else min(_WATCH_POLL, left),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
             finally:
                 if lost is not None:
                     lost.cancel()
@@ -1084,6 +1091,8 @@ class AsyncEmbeddedLease(AsyncLease):
                 fut = self._client._call("LeaseRenew", req, pb.LeaseKeepAliveResponse)
                 resp = await asyncio.wait_for(fut, max(0.001, self.remaining()))
             except asyncio.TimeoutError:
+                if self._client._n.closed:
+                    return  # the engine stopped (and dropped the call): stop quietly
                 await self._lose(self._expired_error())
                 return
             except ClientClosed:
