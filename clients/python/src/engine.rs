@@ -114,6 +114,7 @@ pub fn kv_tuple<'py>(py: Python<'py>, kv: &KeyValue) -> PyResult<Bound<'py, PyTu
             kv.mod_revision.into_pyobject(py)?.into_any(),
             kv.version.into_pyobject(py)?.into_any(),
             kv.expires_at_ms.into_pyobject(py)?.into_any(),
+            kv.lease.into_pyobject(py)?.into_any(),
         ],
     )
 }

@@ -229,10 +229,6 @@ def test_lease_calls_and_revoke_deletes_keys(client: dengine.EmbeddedClient):
         client.lease_revoke("1")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the native get/get_multi/compare_and_swap/watch tuples (engine.rs kv_tuple) carry no lease id yet",
-)
 def test_plain_reads_and_watch_events_carry_the_lease(client: dengine.EmbeddedClient):
     lid = client.lease_grant(30)
     with client.watch(b"leased") as w:

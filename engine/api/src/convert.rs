@@ -336,10 +336,15 @@ fn kv_to_wire(kv: KeyValue) -> pb::KeyValue {
     }
 }
 
-/// A page as the wire carries it (the inverse of [`range_page`]).
+/// A page as the wire carries it (the inverse of [`range_page`]); the
+/// header's revision becomes the page's (the point in time it was read
+/// at, which a watch continues from).
 pub fn range_page_to_wire(p: RangePage, header: Option<pb::ResponseHeader>) -> pb::RangeResponse {
     pb::RangeResponse {
-        header,
+        header: header.map(|h| pb::ResponseHeader {
+            revision: p.revision,
+            ..h
+        }),
         kvs: p.kvs.into_iter().map(kv_to_wire).collect(),
         more: p.more,
         count: p.count,
