@@ -55,6 +55,7 @@ type conn struct {
 	cc      *grpc.ClientConn
 	kv      enginev1.KvClient
 	cluster enginev1.ClusterClient
+	lease   enginev1.LeaseClient
 }
 
 type session struct {
@@ -189,7 +190,7 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 	if err != nil {
 		return nil, newError(CodeInvalidArgument, fmt.Sprintf("endpoint %q: %v", addr, err), err)
 	}
-	cn := &conn{addr: addr, cc: cc, kv: enginev1.NewKvClient(cc), cluster: enginev1.NewClusterClient(cc)}
+	cn := &conn{addr: addr, cc: cc, kv: enginev1.NewKvClient(cc), cluster: enginev1.NewClusterClient(cc), lease: enginev1.NewLeaseClient(cc)}
 	c.conns[addr] = cn
 	return cn, nil
 }
