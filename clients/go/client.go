@@ -169,7 +169,7 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 	} else {
 		creds = insecure.NewCredentials()
 	}
-	cc, err := grpc.NewClient(addr,
+	dialOpts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
@@ -186,7 +186,8 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 			Time:    10 * time.Second,
 			Timeout: 5 * time.Second,
 		}),
-	)
+	}, c.cfg.testDialOptions...)
+	cc, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, newError(CodeInvalidArgument, fmt.Sprintf("endpoint %q: %v", addr, err), err)
 	}
