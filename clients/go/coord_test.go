@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -820,5 +821,40 @@ func TestKeepAliveStartAndStop(t *testing.T) {
 	}
 	if !errors.Is(ka.Err(), ErrClosed) {
 		t.Fatalf("Err after Close = %v", ka.Err())
+	}
+}
+
+// KeepAlive finds the leader like any call: past a dead endpoint and a
+// follower without a leader hint.
+func TestKeepAliveFindsLeader(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	_ = lis.Close()
+	hintless := startFake(t, func(n *fakeNode) {
+		n.keepAlive = func(n *fakeNode, st enginev1.Lease_LeaseKeepAliveServer) error {
+			if _, err := n.recvKeepAlive(st); err != nil {
+				return nil
+			}
+			return noLeader()
+		}
+	})
+	script := &kaScript{ttl: time.Second}
+	leader := startFake(t, func(n *fakeNode) { n.keepAlive = script.serve })
+	c := newTestClient(t, []string{dead, hintless.addr, leader.addr}, WithDialTimeout(200*time.Millisecond))
+	c.rr = 0 // start at the dead endpoint
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ka, err := c.KeepAlive(ctx, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ka.TTL() != time.Second || script.renewals.Load() < 1 {
+		t.Fatalf("ttl %v, %d renewals on the leader", ka.TTL(), script.renewals.Load())
+	}
+	if hintless.count() != 1 {
+		t.Fatalf("the hintless follower saw %d keepalives, want 1", hintless.count())
 	}
 }
