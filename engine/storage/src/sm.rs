@@ -74,7 +74,12 @@ pub fn result_pair_bytes(kv: &KeyValue) -> usize {
 pub struct PageBuilder {
     limit: usize,
     keys_only: bool,
+    /// Budget bytes used, by this page and by earlier results of the same
+    /// command (see [`PageBuilder::continuing`]).
     bytes: usize,
+    /// Whether a pair may be taken whatever the budget (nothing of the
+    /// command's result has been taken yet).
+    first: bool,
     kvs: Vec<KeyValue>,
     more: bool,
 }
@@ -92,9 +97,26 @@ impl PageBuilder {
             limit: limit as usize,
             keys_only,
             bytes: 0,
+            first: true,
             kvs: Vec::new(),
             more: false,
         }
+    }
+
+    /// A page of a command whose earlier results already used `used`
+    /// budget bytes (the ranges of one transaction share one budget); when
+    /// `used > 0` even the first pair must fit.
+    pub fn continuing(limit: u32, keys_only: bool, used: usize) -> Self {
+        PageBuilder {
+            bytes: used,
+            first: used == 0,
+            ..Self::new(limit, keys_only)
+        }
+    }
+
+    /// Budget bytes used so far (earlier results included).
+    pub fn used(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the page holds `limit` pairs already (a further pair would
@@ -111,12 +133,13 @@ impl PageBuilder {
         }
         let size = result_pair_bytes(&kv);
         if self.is_full()
-            || (!self.kvs.is_empty() && self.bytes + size > crate::command::RESULT_BUDGET_BYTES)
+            || (!self.first && self.bytes + size > crate::command::RESULT_BUDGET_BYTES)
         {
             self.more = true;
             return false;
         }
         self.bytes += size;
+        self.first = false;
         self.kvs.push(kv);
         true
     }

@@ -985,6 +985,53 @@ pub fn delete_range_semantics(f: Factory<'_>, dir: &Path) {
     assert_eq!(names(prev_kvs), ["big/1", "big/2"]);
     assert_eq!(r.events.len(), 4);
     assert!(dump(&*sm).is_empty());
+    // The ranges and prev_kvs of one transaction share the budget.
+    for k in ["big/1", "big/2", "big/3", "big/4"] {
+        apply1(&*sm, cmd(next(), 1, put(k, &big, None)));
+    }
+    let r = apply1(
+        &*sm,
+        cmd(
+            next(),
+            1,
+            txn(
+                vec![],
+                vec![
+                    txn_range(range("big/1", "big/3"), 0),
+                    txn_range(range("big/3", "\0"), 0),
+                    TxnOp::DeleteRange {
+                        range: KeyRange::prefix("big/"),
+                        prev_kv: true,
+                    },
+                ],
+                vec![],
+            ),
+        ),
+    );
+    let ApplyResult::Txn { results, .. } = &r.result else {
+        panic!("{:?}", r.result)
+    };
+    let TxnOpResult::Range(first) = &results[0] else {
+        panic!()
+    };
+    assert_eq!((first.kvs.len(), first.more, first.count), (2, false, 2));
+    let TxnOpResult::Range(second) = &results[1] else {
+        panic!()
+    };
+    assert_eq!(
+        (second.kvs.len(), second.more, second.count),
+        (0, true, 2),
+        "the budget is spent: no pairs, more, an exact count"
+    );
+    assert_eq!(
+        results[2],
+        TxnOpResult::DeleteRange {
+            deleted: 4,
+            prev_kvs: vec![],
+            truncated: true
+        }
+    );
+    assert!(dump(&*sm).is_empty());
     // Within one batch, a delete-range sees the batch's earlier writes.
     let i0 = next();
     let out = sm
