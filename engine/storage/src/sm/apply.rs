@@ -7,7 +7,8 @@
 //! - `DeleteRange` deletes every stored key of the range (expired keys not
 //!   yet reaped included, like `Delete`), one `Delete` event per key in key
 //!   order; `prev_kvs` (if asked for) stop at
-//!   [`crate::command::RESULT_BUDGET_BYTES`] (`truncated`), the keys are all deleted anyway.
+//!   [`crate::command::RESULT_BUDGET_BYTES`] (`truncated`), the keys are
+//!   all deleted anyway.
 //! - `Txn` evaluates its compares against the state as of the batch so far;
 //!   a missing key has version, revisions and lease 0, and a `Value`
 //!   compare on it is false whatever the operator. `Less`/`Greater` on a
@@ -17,18 +18,21 @@
 //!   **every stored key** of the range, expired keys not yet reaped
 //!   included (their `expires_at_ms` tells the caller), and its `count`
 //!   counts them too. The ranges and `prev_kvs` lists of one transaction
-//!   share one [`crate::command::RESULT_BUDGET_BYTES`] budget (a range that finds it spent
-//!   returns no pairs and `more`; its `count` is still exact), so a whole
-//!   transaction result stays under it plus at most one pair. If any put
-//!   of the chosen branch names a lease that
-//!   does not exist, the whole transaction is refused
-//!   ([`ApplyResult::LeaseNotFound`]) and nothing changes.
+//!   share one [`crate::command::RESULT_BUDGET_BYTES`] budget (a range that
+//!   finds it spent returns no pairs and `more`; its `count` stays exact),
+//!   so a whole transaction result stays under it plus at most one pair.
+//!   If any put of the chosen branch names a lease that does not exist,
+//!   the whole transaction is refused ([`ApplyResult::LeaseNotFound`]) and
+//!   nothing changes.
 //! - A put with a lease needs the lease ([`ApplyResult::LeaseNotFound`]
 //!   otherwise, nothing changes) and attaches the key to it; any put,
 //!   compare-and-swap write or delete of a key detaches it from the lease
 //!   it had (a compare-and-swap write leaves the key without a lease).
-//! - `LeaseRevoke` deletes every key attached to the lease (one `Delete`
-//!   event per key, key order), then the lease.
+//! - `LeaseGrant` of a lease that exists is [`ApplyResult::LeaseExists`]
+//!   (nothing changes); `LeaseRevoke` of one that does not is
+//!   [`ApplyResult::LeaseNotFound`]; otherwise it deletes every key
+//!   attached to the lease (one `Delete` event per key, key order), then
+//!   the lease.
 
 use super::dedup::{DedupTable, SessionChange, SessionKey};
 use super::{
