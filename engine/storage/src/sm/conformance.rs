@@ -1716,6 +1716,42 @@ pub fn dedup_multi_key_results(f: Factory<'_>, dir: &Path) {
     }
 }
 
+/// A snapshot file whose key names a lease no earlier record defines is
+/// refused by every backend, and the current state stays.
+pub fn snapshot_with_unknown_lease_is_refused(f: Factory<'_>, dir: &Path) {
+    use crate::snapshot::format::SnapshotWriter;
+    use d_engine_core::SnapshotMeta;
+    let path = dir.join("bad.snap");
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = SnapshotMeta {
+        last_index: 50,
+        last_term: 2,
+        ..Default::default()
+    };
+    let mut w = SnapshotWriter::new(file, &path, &meta).unwrap();
+    w.record(&SnapshotRecord::Kv(KeyValue {
+        key: b("k"),
+        value: b("v"),
+        create_revision: 1,
+        mod_revision: 1,
+        version: 1,
+        expires_at_ms: None,
+        lease: 5,
+    }))
+    .unwrap();
+    w.record(&SnapshotRecord::Lease(LeaseRecord { id: 5, ttl_ms: 10 }))
+        .unwrap();
+    w.finish().unwrap();
+    let sm = f(&dir.join("sm"));
+    apply1(&*sm, cmd(1, 1, put("keep", "me", None)));
+    let e = sm.install_snapshot(&path).unwrap_err();
+    assert!(e.to_string().contains("lease 5"), "{e}");
+    assert_eq!(sm.applied_index(), 1);
+    assert_eq!(names(&dump(&*sm)), ["keep"]);
+    assert!(sm.leases().unwrap().is_empty());
+    apply1(&*sm, cmd(2, 1, put("still", "works", None)));
+}
+
 pub fn run_all(f: Factory<'_>, dir: &Path) {
     type Check = fn(Factory<'_>, &Path);
     let checks: &[(&str, Check)] = &[
@@ -1740,6 +1776,10 @@ pub fn run_all(f: Factory<'_>, dir: &Path) {
         ("lease_snapshot_roundtrip", lease_snapshot_roundtrip),
         ("range_reads", range_reads),
         ("dedup_multi_key_results", dedup_multi_key_results),
+        (
+            "snapshot_with_unknown_lease_is_refused",
+            snapshot_with_unknown_lease_is_refused,
+        ),
     ];
     for (name, check) in checks {
         let d = dir.join(name);

@@ -1056,15 +1056,25 @@ fn build_from_snapshot(
     };
     let mut keys = KeyIndex::default();
     let mut leases = Vec::new();
+    let mut seen_leases = BTreeSet::new();
     let mut b = sled::Batch::default();
     let mut n = 0;
     while let Some(rec) = r.next_record()? {
         match rec {
             SnapshotRecord::Lease(l) => {
                 b.insert(lease_key(l.id), lease_value_bytes(&l));
+                seen_leases.insert(l.id);
                 leases.push(l);
             }
             SnapshotRecord::Kv(kv) => {
+                // A key's lease precedes it in the file (as for the memory
+                // state machine, which installs while it reads).
+                if kv.lease != 0 && !seen_leases.contains(&kv.lease) {
+                    return Err(SmError::Corrupt(format!(
+                        "snapshot key {:?} is attached to lease {} which no earlier record defines",
+                        kv.key, kv.lease
+                    )));
+                }
                 keys.set(&kv.key, Some((kv.meta(), kv.value.len())));
                 if let Some(d) = kv.expires_at_ms {
                     b.insert(ttl_key(d, &kv.key), &[][..]);
