@@ -1630,6 +1630,30 @@ pub fn range_reads(f: Factory<'_>, dir: &Path) {
         (4, false),
         "keys only: no value bytes"
     );
+    // Counts over many keys (an on-disk backend counts in steps).
+    let mut i = sm.applied_index();
+    for chunk in 0..18u64 {
+        let batch: Vec<_> = (0..500u64)
+            .map(|j| {
+                let n = chunk * 500 + j;
+                i += 1;
+                let ttl = (n % 7 == 0).then_some(50);
+                cmd(i, 1, put(&format!("many/{n:05}"), "v", ttl))
+            })
+            .collect();
+        sm.apply(&batch).unwrap();
+    }
+    let many = KeyRange::prefix("many/");
+    assert_eq!(sm.range_count(&many, 0).unwrap(), 9_000);
+    assert_eq!(
+        sm.range_count(&many, 100).unwrap(),
+        9_000 - 9_000_u64.div_ceil(7)
+    );
+    assert_eq!(
+        sm.range_count(&range("many/04096", "many/08193"), 0)
+            .unwrap(),
+        4_097
+    );
 }
 
 /// A retried transaction or delete-range is answered from the dedup table
