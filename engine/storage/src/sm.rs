@@ -17,8 +17,9 @@
 //!   [`open_or_rebuild`] restores it from the snapshot first.
 //! - Entries must be applied in log order, each exactly once; a gap is an
 //!   error ([`SmError::Gap`]).
-//! - Reads (`get`, `scan_prefix`) may run concurrently with `apply` from other
-//!   threads; they see whole batches, never part of one.
+//! - Reads (`get`, `scan_prefix`, `range_each`, the lease reads) may run
+//!   concurrently with `apply` from other threads; they see whole batches,
+//!   never part of one.
 
 pub mod conformance;
 pub mod dedup;
@@ -545,7 +546,10 @@ pub trait StateMachine: Send + Sync {
         visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), SmError>;
 
-    /// The number of live keys in `range` (no values read).
+    /// The number of live keys in `range` (no values read). O(keys in the
+    /// range). Under concurrent applies it is a count over whole batches
+    /// but, on an on-disk backend counting a large range in steps, not
+    /// necessarily over one batch.
     fn range_count(&self, range: &crate::command::KeyRange, now_ms: u64) -> Result<u64, SmError>;
 
     /// The lease `id`, if it exists.
