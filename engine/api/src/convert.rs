@@ -5,8 +5,11 @@ use d_engine_proto::v1 as pb;
 
 use crate::error::{Error, Result};
 use crate::types::{
-    Consistency, EventType, KeyValue, LeaderInfo, MemberInfo, MemberRole, WatchEvent,
+    Compare, CompareOp, CompareTarget, Consistency, DeleteRangeOutcome, EventType, KeyValue,
+    LeaderInfo, LeaseGrant, LeaseStatus, LeaseTtl, MemberInfo, MemberRole, RangeEnd, RangeOptions,
+    RangePage, Txn, TxnOp, TxnOpResult, TxnOutcome, WatchEvent,
 };
+use std::time::Duration;
 
 pub fn consistency(c: Consistency) -> i32 {
     match c {
@@ -26,6 +29,7 @@ pub fn key_value(kv: pb::KeyValue) -> KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         expires_at_ms: kv.expires_at_ms,
+        lease: kv.lease,
     }
 }
 
@@ -134,5 +138,193 @@ mod tests {
         assert_eq!(m.role, MemberRole::Learner);
         assert_eq!(member(member_to_wire(m.clone())), m);
         assert_eq!(consistency(Consistency::Eventual), 3);
+    }
+}
+
+/// The wire request for one page of `[key, options.end)`.
+pub fn range_request(key: &[u8], o: &RangeOptions) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.to_vec().into(),
+        range_end: o.end.to_wire(key).into(),
+        limit: o.limit,
+        keys_only: o.keys_only,
+        count_only: o.count_only,
+        consistency: consistency(o.consistency),
+    }
+}
+
+/// A page from the wire (`revision` from the response header).
+pub fn range_page(r: pb::RangeResponse) -> RangePage {
+    RangePage {
+        revision: r.header.map_or(0, |h| h.revision),
+        kvs: r.kvs.into_iter().map(key_value).collect(),
+        more: r.more,
+        count: r.count,
+        next_key: (r.more && !r.next_key.is_empty()).then(|| r.next_key.to_vec()),
+    }
+}
+
+pub fn delete_range_request(key: &[u8], end: &RangeEnd, prev_kv: bool) -> pb::DeleteRangeRequest {
+    pb::DeleteRangeRequest {
+        key: key.to_vec().into(),
+        range_end: end.to_wire(key).into(),
+        prev_kv,
+        write_id: None,
+    }
+}
+
+pub fn delete_range_outcome(r: pb::DeleteRangeResponse) -> DeleteRangeOutcome {
+    DeleteRangeOutcome {
+        deleted: r.deleted,
+        prev_kvs: r.prev_kvs.into_iter().map(key_value).collect(),
+        prev_kvs_truncated: r.prev_kvs_truncated,
+        revision: r.revision,
+    }
+}
+
+fn compare_to_wire(c: &Compare) -> pb::Compare {
+    use pb::compare::{Op, Target};
+    pb::Compare {
+        op: match c.op {
+            CompareOp::Equal => Op::Equal,
+            CompareOp::NotEqual => Op::NotEqual,
+            CompareOp::Less => Op::Less,
+            CompareOp::Greater => Op::Greater,
+        } as i32,
+        key: c.key.clone().into(),
+        target: Some(match &c.target {
+            CompareTarget::Value(v) => Target::Value(v.clone().into()),
+            CompareTarget::Version(x) => Target::Version(*x),
+            CompareTarget::CreateRevision(x) => Target::CreateRevision(*x),
+            CompareTarget::ModRevision(x) => Target::ModRevision(*x),
+            CompareTarget::Lease(x) => Target::Lease(*x),
+        }),
+    }
+}
+
+/// A wire compare as an API compare; a missing target or an unknown
+/// operator is `InvalidArgument`.
+pub fn compare_from_wire(c: pb::Compare) -> Result<Compare> {
+    use pb::compare::{Op, Target};
+    let op = match Op::try_from(c.op) {
+        Ok(Op::Equal) => CompareOp::Equal,
+        Ok(Op::NotEqual) => CompareOp::NotEqual,
+        Ok(Op::Less) => CompareOp::Less,
+        Ok(Op::Greater) => CompareOp::Greater,
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "compare.op {} is not one of EQUAL, NOT_EQUAL, LESS, GREATER",
+                c.op
+            )))
+        }
+    };
+    let target = match c.target {
+        Some(Target::Value(v)) => CompareTarget::Value(v.to_vec()),
+        Some(Target::Version(x)) => CompareTarget::Version(x),
+        Some(Target::CreateRevision(x)) => CompareTarget::CreateRevision(x),
+        Some(Target::ModRevision(x)) => CompareTarget::ModRevision(x),
+        Some(Target::Lease(x)) => CompareTarget::Lease(x),
+        None => {
+            return Err(Error::InvalidArgument(
+                "compare has no target; set one of value, version, create_revision, mod_revision, lease".into(),
+            ))
+        }
+    };
+    Ok(Compare {
+        key: c.key.to_vec(),
+        op,
+        target,
+    })
+}
+
+fn txn_op_to_wire(op: &TxnOp) -> pb::TxnOp {
+    use pb::txn_op::Op;
+    pb::TxnOp {
+        op: Some(match op {
+            TxnOp::Range { key, options } => Op::Range(range_request(key, options)),
+            TxnOp::Put { key, value, lease } => Op::Put(pb::PutRequest {
+                key: key.clone().into(),
+                value: value.clone().into(),
+                ttl_ms: 0,
+                write_id: None,
+                lease: *lease,
+            }),
+            TxnOp::DeleteRange { key, end, prev_kv } => {
+                Op::DeleteRange(delete_range_request(key, end, *prev_kv))
+            }
+        }),
+    }
+}
+
+/// The wire request of a transaction (without a write id).
+pub fn txn_request(t: &Txn) -> pb::TxnRequest {
+    pb::TxnRequest {
+        compare: t.compares.iter().map(compare_to_wire).collect(),
+        success: t.success.iter().map(txn_op_to_wire).collect(),
+        failure: t.failure.iter().map(txn_op_to_wire).collect(),
+        write_id: None,
+    }
+}
+
+/// A transaction outcome from the wire; an op result without a body is
+/// `Internal` (a server bug, not something to guess around).
+pub fn txn_outcome(r: pb::TxnResponse) -> Result<TxnOutcome> {
+    use pb::txn_op_result::Result as R;
+    let results = r
+        .results
+        .into_iter()
+        .map(|x| match x.result {
+            Some(R::Range(p)) => Ok(TxnOpResult::Range(range_page(p))),
+            Some(R::Put(p)) => Ok(TxnOpResult::Put {
+                revision: p.revision,
+            }),
+            Some(R::DeleteRange(d)) => Ok(TxnOpResult::DeleteRange(delete_range_outcome(d))),
+            None => Err(Error::Internal("txn op result without a body".into())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TxnOutcome {
+        succeeded: r.succeeded,
+        results,
+        revision: r.revision,
+        replayed: r.replayed,
+    })
+}
+
+pub fn lease_grant(r: pb::LeaseGrantResponse) -> LeaseGrant {
+    LeaseGrant {
+        id: r.id,
+        ttl: Duration::from_millis(r.ttl_ms),
+        revision: r.revision,
+    }
+}
+
+pub fn lease_ttl(r: pb::LeaseTimeToLiveResponse) -> LeaseTtl {
+    LeaseTtl {
+        id: r.id,
+        granted_ttl: Duration::from_millis(r.granted_ttl_ms),
+        remaining: Duration::from_millis(r.remaining_ms),
+        keys: r.keys.into_iter().map(|k| k.to_vec()).collect(),
+        key_count: r.key_count,
+    }
+}
+
+pub fn lease_list(r: pb::LeaseListResponse) -> Vec<LeaseStatus> {
+    r.leases
+        .into_iter()
+        .map(|l| LeaseStatus {
+            id: l.id,
+            granted_ttl: Duration::from_millis(l.granted_ttl_ms),
+        })
+        .collect()
+}
+
+/// A duration as whole milliseconds for the wire, at least 1 for a
+/// non-zero duration.
+pub fn duration_ms(d: Duration) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 && !d.is_zero() {
+        1
+    } else {
+        ms
     }
 }

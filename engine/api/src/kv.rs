@@ -1,11 +1,15 @@
 //! The key-value API every d-engine client implements.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::types::{CasOutcome, Consistency, KeyValue, WatchEvent};
+use crate::types::{
+    CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, LeaseGrant, LeaseStatus, LeaseTtl,
+    RangeEnd, RangeOptions, RangePage, Txn, TxnOutcome, WatchEvent,
+};
 
 /// A stream of watch events. It yields `Ok(event)` in revision order; a watch
 /// the server ends (slow consumer, shutdown, compaction) yields one final
@@ -68,14 +72,83 @@ pub trait KvClient: Send + Sync {
         new_value: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<CasOutcome>> + Send;
 
-    /// Up to `limit` pairs whose key starts with `prefix`, in key order
-    /// (`limit` 0 = server maximum of 10,000).
+    /// The pairs whose key starts with `prefix`, in key order: all of them
+    /// (`limit` 0; read page by page with [`KvClient::range`], each page
+    /// its own point in time) or the first `limit`. Never cut short
+    /// silently.
     fn scan_prefix(
         &self,
         prefix: impl AsRef<[u8]> + Send,
         limit: u32,
         consistency: Consistency,
-    ) -> impl Future<Output = Result<Vec<KeyValue>>> + Send;
+    ) -> impl Future<Output = Result<Vec<KeyValue>>> + Send {
+        async move {
+            let options = RangeOptions::prefix().with_consistency(consistency);
+            let mut walk = RangeWalk::new(self, prefix.as_ref().to_vec(), options);
+            let mut out = Vec::new();
+            while let Some(page) = walk.next_page().await? {
+                out.extend(page.kvs);
+                if limit != 0 && out.len() >= limit as usize {
+                    out.truncate(limit as usize);
+                    break;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// One page of the keys in `[key, options.end)`, in key order; when
+    /// `more`, read the next page from `next_key` (or use [`RangeWalk`]).
+    /// A range that ends at or before `key` is `InvalidArgument`.
+    fn range(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: RangeOptions,
+    ) -> impl Future<Output = Result<RangePage>> + Send;
+
+    /// Deletes every key in `[key, end)` in one replicated step.
+    fn delete_range(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        end: RangeEnd,
+        prev_kv: bool,
+    ) -> impl Future<Output = Result<DeleteRangeOutcome>> + Send;
+
+    /// Runs a transaction atomically (one log entry). More than 128
+    /// compares or ops per branch is `InvalidArgument`; a put naming a
+    /// missing lease is `LeaseNotFound` and nothing is applied.
+    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnOutcome>> + Send;
+
+    /// Stores `value` under `key`, attached to lease `lease` (the key is
+    /// deleted when the lease ends); `LeaseNotFound` if the lease does not
+    /// exist.
+    fn put_with_lease(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        value: impl AsRef<[u8]> + Send,
+        lease: u64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Grants a lease of `ttl` (1 ms ..= 1 year); the server picks its id.
+    fn lease_grant(&self, ttl: Duration) -> impl Future<Output = Result<LeaseGrant>> + Send;
+
+    /// Revokes a lease and deletes its keys (in one step); returns how
+    /// many keys were deleted. `LeaseNotFound` if it does not exist.
+    fn lease_revoke(&self, id: u64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Restarts the lease's TTL on the leader; returns the TTL.
+    /// `LeaseNotFound` if it has expired or was revoked.
+    fn lease_renew(&self, id: u64) -> impl Future<Output = Result<Duration>> + Send;
+
+    /// The lease's granted and remaining TTL, and its keys if `keys`.
+    fn lease_time_to_live(
+        &self,
+        id: u64,
+        keys: bool,
+    ) -> impl Future<Output = Result<LeaseTtl>> + Send;
+
+    /// Every live lease.
+    fn lease_list(&self) -> impl Future<Output = Result<Vec<LeaseStatus>>> + Send;
 
     /// Watches one key for changes committed after the watch starts, or
     /// from `start_revision` if it is still in the history (0 = now).
@@ -91,4 +164,61 @@ pub trait KvClient: Send + Sync {
         prefix: impl AsRef<[u8]> + Send,
         start_revision: u64,
     ) -> impl Future<Output = Result<WatchStream>> + Send;
+}
+
+/// Walks every page of a range: `next_page` reads the next page until the
+/// range is exhausted (`None`). Each page is its own point in time (its
+/// `revision`); a key is returned at most once per walk.
+pub struct RangeWalk<'a, C: ?Sized> {
+    client: &'a C,
+    next: Option<Vec<u8>>,
+    end: Vec<u8>,
+    options: RangeOptions,
+}
+
+impl<'a, C: KvClient + ?Sized> RangeWalk<'a, C> {
+    pub fn new(client: &'a C, key: Vec<u8>, options: RangeOptions) -> Self {
+        // Fix the end once, from the first key: later pages start elsewhere.
+        let end = options.end.to_wire(&key);
+        RangeWalk {
+            client,
+            next: Some(key),
+            end,
+            options,
+        }
+    }
+
+    /// The next page, or `None` after the last one.
+    pub async fn next_page(&mut self) -> Result<Option<RangePage>> {
+        let Some(key) = self.next.take() else {
+            return Ok(None);
+        };
+        let mut options = self.options.clone();
+        options.end = match self.end.as_slice() {
+            [] => RangeEnd::Single,
+            [0] => RangeEnd::FromKey,
+            end => RangeEnd::Before(end.to_vec()),
+        };
+        let page = self.client.range(key, options).await?;
+        if page.more {
+            match &page.next_key {
+                Some(k) => self.next = Some(k.clone()),
+                None => {
+                    return Err(crate::Error::Internal(
+                        "range page has more set but no next_key".into(),
+                    ))
+                }
+            }
+        }
+        Ok(Some(page))
+    }
+
+    /// Every remaining pair of the range.
+    pub async fn collect_all(mut self) -> Result<Vec<KeyValue>> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            out.extend(page.kvs);
+        }
+        Ok(out)
+    }
 }

@@ -18,13 +18,15 @@
 pub mod convert;
 pub mod error;
 pub mod kv;
+pub mod lease_keeper;
 pub mod limits;
 pub mod status_codec;
 pub mod tls;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};
-pub use kv::{KvClient, WatchStream};
+pub use kv::{KvClient, RangeWalk, WatchStream};
+pub use lease_keeper::LeaseKeeper;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use status_codec::cancel_error;
 pub use tls::{PemSource, TlsOptions};

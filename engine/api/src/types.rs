@@ -26,6 +26,8 @@ pub struct KeyValue {
     pub version: u64,
     /// Absolute expiry time in unix milliseconds; 0 = no TTL.
     pub expires_at_ms: u64,
+    /// The lease the key is attached to; 0 = none.
+    pub lease: u64,
 }
 
 /// Outcome of a compare-and-swap.
@@ -108,4 +110,281 @@ pub struct ScanPage {
     pub more: bool,
     /// The store revision the page reflects.
     pub revision: u64,
+}
+
+/// The end of the range of keys starting with `prefix`: the smallest key
+/// above every such key (`[0]`, "every key from here on", for an empty or
+/// all-`0xff` prefix). Use as `range_end` with `key = prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Which keys a range covers, besides its first key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RangeEnd {
+    /// Only the first key.
+    #[default]
+    Single,
+    /// Every key starting with the first key (the first key is the prefix).
+    Prefix,
+    /// Every key from the first key on.
+    FromKey,
+    /// Keys below this one (exclusive); must sort after the first key.
+    Before(Vec<u8>),
+}
+
+impl RangeEnd {
+    /// The wire `range_end` for a range starting at `key`.
+    pub fn to_wire(&self, key: &[u8]) -> Vec<u8> {
+        match self {
+            RangeEnd::Single => Vec::new(),
+            RangeEnd::Prefix => prefix_end(key),
+            RangeEnd::FromKey => vec![0],
+            RangeEnd::Before(end) => end.clone(),
+        }
+    }
+}
+
+/// Options of a range read. `limit` 0 = the server maximum (10,000).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    pub end: RangeEnd,
+    pub limit: u32,
+    /// Omit values.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+    pub consistency: Consistency,
+}
+
+impl RangeOptions {
+    /// Every key starting with the range's first key.
+    pub fn prefix() -> Self {
+        RangeOptions {
+            end: RangeEnd::Prefix,
+            ..Default::default()
+        }
+    }
+
+    pub fn with_limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    pub fn with_consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+}
+
+/// One page of a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangePage {
+    pub kvs: Vec<KeyValue>,
+    /// Keys of the range follow the last one returned.
+    pub more: bool,
+    /// Live keys in the whole requested range.
+    pub count: u64,
+    /// When `more`: the first key of the next page.
+    pub next_key: Option<Vec<u8>>,
+    /// The store revision the page was read at.
+    pub revision: u64,
+}
+
+/// Outcome of a delete-range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteRangeOutcome {
+    pub deleted: u64,
+    /// The deleted pairs, when asked for (cut at the response budget, then
+    /// `prev_kvs_truncated`: every key was deleted all the same).
+    pub prev_kvs: Vec<KeyValue>,
+    pub prev_kvs_truncated: bool,
+    pub revision: u64,
+}
+
+/// Comparison operator of a transaction [`Compare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+/// What a [`Compare`] looks at, with the operand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    Value(Vec<u8>),
+    Version(u64),
+    CreateRevision(u64),
+    ModRevision(u64),
+    Lease(u64),
+}
+
+/// One condition of a transaction. A missing key has version, revisions
+/// and lease 0; a value compare on a missing key is false whatever the
+/// operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+impl Compare {
+    pub fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget) -> Self {
+        Compare {
+            key: key.into(),
+            op,
+            target,
+        }
+    }
+
+    /// The key's value equals `value` (false if the key is missing).
+    pub fn value_equals(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self::new(key, CompareOp::Equal, CompareTarget::Value(value.into()))
+    }
+
+    /// The key does not exist (its create revision is 0).
+    pub fn missing(key: impl Into<Vec<u8>>) -> Self {
+        Self::new(key, CompareOp::Equal, CompareTarget::CreateRevision(0))
+    }
+
+    /// The key was last modified at `revision` (0: it is missing).
+    pub fn mod_revision_is(key: impl Into<Vec<u8>>, revision: u64) -> Self {
+        Self::new(key, CompareOp::Equal, CompareTarget::ModRevision(revision))
+    }
+}
+
+/// One operation of a transaction branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    /// A range read at the transaction's revision (its `consistency` is
+    /// ignored).
+    Range { key: Vec<u8>, options: RangeOptions },
+    /// A put, attached to `lease` unless 0.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    },
+    DeleteRange {
+        key: Vec<u8>,
+        end: RangeEnd,
+        prev_kv: bool,
+    },
+}
+
+impl TxnOp {
+    pub fn get(key: impl Into<Vec<u8>>) -> Self {
+        TxnOp::Range {
+            key: key.into(),
+            options: RangeOptions::default(),
+        }
+    }
+
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+        }
+    }
+
+    pub fn delete(key: impl Into<Vec<u8>>) -> Self {
+        TxnOp::DeleteRange {
+            key: key.into(),
+            end: RangeEnd::Single,
+            prev_kv: false,
+        }
+    }
+}
+
+/// A transaction: if every compare holds run `success`, else `failure`;
+/// atomically, in one log entry, in order. At most 128 compares and 128
+/// ops per branch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn when(mut self, compares: impl IntoIterator<Item = Compare>) -> Self {
+        self.compares.extend(compares);
+        self
+    }
+
+    pub fn and_then(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.success.extend(ops);
+        self
+    }
+
+    pub fn or_else(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.failure.extend(ops);
+        self
+    }
+}
+
+/// The result of one transaction op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOpResult {
+    Range(RangePage),
+    /// `revision`: the transaction's revision.
+    Put {
+        revision: u64,
+    },
+    DeleteRange(DeleteRangeOutcome),
+}
+
+/// Outcome of a transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnOutcome {
+    /// Whether every compare held (success ran).
+    pub succeeded: bool,
+    /// One result per op of the branch that ran.
+    pub results: Vec<TxnOpResult>,
+    pub revision: u64,
+    /// This answers a retry of a transaction already applied: its writes
+    /// happened once, at `revision`; range results are empty.
+    pub replayed: bool,
+}
+
+/// A granted lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub id: u64,
+    pub ttl: std::time::Duration,
+    pub revision: u64,
+}
+
+/// A lease's time to live, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTtl {
+    pub id: u64,
+    pub granted_ttl: std::time::Duration,
+    pub remaining: std::time::Duration,
+    /// Attached keys, when asked for (may be cut at the response budget).
+    pub keys: Vec<Vec<u8>>,
+    /// All attached keys.
+    pub key_count: u64,
+}
+
+/// A lease in a listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub id: u64,
+    pub granted_ttl: std::time::Duration,
 }

@@ -55,6 +55,7 @@
 use crate::sm::wire::{Reader, WireError, Writer};
 use bytes::Bytes;
 use std::fmt;
+use std::ops::Bound;
 
 /// Version byte written at the start of every encoded command.
 pub const COMMAND_VERSION: u8 = 1;
@@ -142,12 +143,81 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
+    /// The single key `key`.
+    pub fn key(key: impl Into<Bytes>) -> Self {
+        KeyRange {
+            start: key.into(),
+            end: Bytes::new(),
+        }
+    }
+
+    /// Every key starting with `prefix` (`[prefix, prefix_end(prefix))`;
+    /// an empty prefix is every key).
+    pub fn prefix(prefix: impl Into<Bytes>) -> Self {
+        let start: Bytes = prefix.into();
+        let end = prefix_end(&start);
+        KeyRange { start, end }
+    }
+
+    /// Every key `>= start` (`end = "\0"`).
+    pub fn from_key(start: impl Into<Bytes>) -> Self {
+        KeyRange {
+            start: start.into(),
+            end: Bytes::from_static(b"\0"),
+        }
+    }
+
+    /// Whether the range names one key (`end` empty).
+    pub fn is_single_key(&self) -> bool {
+        self.end.is_empty()
+    }
+
+    /// Whether the range is unbounded above (`end == "\0"`).
+    pub fn is_unbounded(&self) -> bool {
+        self.end[..] == [0]
+    }
+
     /// Whether `key` is in the range.
     pub fn contains(&self, key: &[u8]) -> bool {
         if self.end.is_empty() {
             return key == &self.start[..];
         }
         key >= &self.start[..] && (self.end[..] == [0] || key < &self.end[..])
+    }
+
+    /// The range as bounds for an ordered map lookup; `None` when it holds
+    /// no key at all (an end at or before the start: such a range fails
+    /// [`KeyRange::validate`], but reads never panic on one).
+    pub fn bounds(&self) -> Option<KeyBounds<'_>> {
+        let start = &self.start[..];
+        if self.is_single_key() {
+            return Some((Bound::Included(start), Bound::Included(start)));
+        }
+        if self.is_unbounded() {
+            return Some((Bound::Included(start), Bound::Unbounded));
+        }
+        if self.end[..] <= *start {
+            return None;
+        }
+        Some((Bound::Included(start), Bound::Excluded(&self.end[..])))
+    }
+}
+
+/// A [`KeyRange`] as bounds of an ordered map lookup.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// The end of the range of keys starting with `prefix`: the prefix with
+/// its trailing `0xff` bytes dropped and its last byte incremented; `"\0"`
+/// (no upper bound) when nothing is left (an empty or all-`0xff` prefix).
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
+    let keep = prefix.iter().rposition(|b| *b != 0xff);
+    match keep {
+        Some(i) => {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            Bytes::from(end)
+        }
+        None => Bytes::from_static(b"\0"),
     }
 }
 
@@ -217,9 +287,12 @@ pub struct Txn {
 pub const MAX_TXN_OPS: usize = 128;
 /// Most pairs a range inside a transaction returns.
 pub const MAX_TXN_RANGE_LIMIT: u32 = 10_000;
-/// Response bytes (key + value + 64 per pair) at which a range inside a
-/// transaction, or a delete-range's `prev_kv` list, stops (a fixed number,
-/// so every replica computes the same result).
+/// Response bytes (key + value + 64 per pair) at which a range page, or a
+/// delete-range's `prev_kv` list, stops (a fixed number, so every replica
+/// computes the same result). One budget per command: the ranges and
+/// `prev_kv` lists of a transaction share it, so a whole transaction
+/// result stays under it (plus at most one pair, so that a single large
+/// pair is still returned).
 pub const RESULT_BUDGET_BYTES: usize = 3 << 20;
 /// Largest lease TTL (one year, in ms).
 pub const MAX_LEASE_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -235,16 +308,29 @@ pub struct Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandError {
     EmptyKey,
-    KeyTooLarge { len: usize },
-    ValueTooLarge { len: usize },
-    UnsupportedVersion { version: u8 },
-    UserTooLong { len: usize },
+    KeyTooLarge {
+        len: usize,
+    },
+    ValueTooLarge {
+        len: usize,
+    },
+    UnsupportedVersion {
+        version: u8,
+    },
+    UserTooLong {
+        len: usize,
+    },
     /// A range whose end is at or before its start (and not empty or `\0`).
     EmptyRange,
     /// More compares or ops than [`MAX_TXN_OPS`]; `what` names which list.
-    TooManyTxnOps { what: &'static str, len: usize },
+    TooManyTxnOps {
+        what: &'static str,
+        len: usize,
+    },
     /// A range limit above [`MAX_TXN_RANGE_LIMIT`].
-    RangeLimitTooLarge { limit: u32 },
+    RangeLimitTooLarge {
+        limit: u32,
+    },
     /// Lease id 0, a TTL of 0 or above [`MAX_LEASE_TTL_MS`], or a put with
     /// both a lease and a TTL.
     BadLease(String),
@@ -318,13 +404,25 @@ pub fn validate_value(value: &[u8]) -> Result<(), CommandError> {
 
 impl KeyRange {
     /// Checks the start key and that the range is not empty by construction.
+    /// The start may be empty when `end` is not (a range from the first
+    /// key on, e.g. [`KeyRange::prefix`] of an empty prefix); a single key
+    /// (`end` empty) must be a valid key.
     pub fn validate(&self) -> Result<(), CommandError> {
-        validate_key(&self.start)?;
-        if self.end.is_empty() || &self.end[..] == [0] {
+        if self.end.is_empty() {
+            return validate_key(&self.start);
+        }
+        if self.start.len() > MAX_KEY_BYTES {
+            return Err(CommandError::KeyTooLarge {
+                len: self.start.len(),
+            });
+        }
+        if self.end[..] == [0] {
             return Ok(());
         }
         if self.end.len() > MAX_KEY_BYTES + 1 {
-            return Err(CommandError::KeyTooLarge { len: self.end.len() });
+            return Err(CommandError::KeyTooLarge {
+                len: self.end.len(),
+            });
         }
         if self.end <= self.start {
             return Err(CommandError::EmptyRange);
@@ -404,7 +502,9 @@ impl Op {
             Op::Txn(t) => t.validate(),
             Op::LeaseGrant { id, ttl_ms } => {
                 if *id == 0 {
-                    return Err(CommandError::BadLease("lease id 0 is reserved (it means \"no lease\")".into()));
+                    return Err(CommandError::BadLease(
+                        "lease id 0 is reserved (it means \"no lease\")".into(),
+                    ));
                 }
                 if *ttl_ms == 0 || *ttl_ms > MAX_LEASE_TTL_MS {
                     return Err(CommandError::BadLease(format!(
@@ -415,7 +515,9 @@ impl Op {
             }
             Op::LeaseRevoke { id } => {
                 if *id == 0 {
-                    return Err(CommandError::BadLease("lease id 0 is reserved (it means \"no lease\")".into()));
+                    return Err(CommandError::BadLease(
+                        "lease id 0 is reserved (it means \"no lease\")".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -527,11 +629,15 @@ fn encode_op(op: &Op, w: &mut Writer) {
             Op::Put {
                 key,
                 value,
-                expires_at_ms: _,
+                expires_at_ms,
                 lease,
             } => {
-                // validate() refuses a lease together with a TTL.
-                w.u8(OP_PUT_LEASED).bytes(key).bytes(value).u64(*lease);
+                // validate() refuses a lease together with a TTL, and the
+                // encoding has no room for both: such a put (proposed
+                // without validation) is written with lease 0, which every
+                // decoder refuses, rather than silently losing its TTL.
+                let lease = if expires_at_ms.is_some() { 0 } else { *lease };
+                w.u8(OP_PUT_LEASED).bytes(key).bytes(value).u64(lease);
             }
             Op::DeleteRange { range, prev_kv } => {
                 w.u8(OP_DELETE_RANGE);
@@ -638,9 +744,7 @@ fn encode_txn_op(op: &TxnOp, w: &mut Writer) {
         TxnOp::Range(s) => {
             w.u8(TXN_RANGE);
             encode_range(&s.range, w);
-            w.u32(s.limit)
-                .u8(s.keys_only as u8)
-                .u8(s.count_only as u8);
+            w.u32(s.limit).u8(s.keys_only as u8).u8(s.count_only as u8);
         }
         TxnOp::Put {
             key,
@@ -699,15 +803,17 @@ fn decode_count(r: &mut Reader<'_>, field: &str, min_item: usize) -> Result<usiz
 }
 
 fn decode_txn(r: &mut Reader<'_>) -> Result<Txn, WireError> {
-    let n = decode_count(r, "compare count", 6)?;
-    let mut compares = Vec::with_capacity(n);
+    // Capacities are capped at the limit: a count above it decodes (from
+    // bytes that really are there) and is then refused by `validate`.
+    let n = decode_count(r, "compare count", 10)?;
+    let mut compares = Vec::with_capacity(n.min(MAX_TXN_OPS + 1));
     for _ in 0..n {
         compares.push(decode_compare(r)?);
     }
     let mut branches = [Vec::new(), Vec::new()];
     for (b, field) in branches.iter_mut().zip(["success count", "failure count"]) {
-        let n = decode_count(r, field, 9)?;
-        b.reserve(n);
+        let n = decode_count(r, field, 10)?;
+        b.reserve(n.min(MAX_TXN_OPS + 1));
         for _ in 0..n {
             b.push(decode_txn_op(r)?);
         }
@@ -816,7 +922,9 @@ impl Command {
                 let value = r.bytes_owned("value")?;
                 let lease = r.u64("lease")?;
                 if lease == 0 {
-                    return Err(r.err("PutLeased with lease 0 (must be encoded as Put)").into());
+                    return Err(r
+                        .err("PutLeased with lease 0 (a put without a lease is encoded as Put; a put with both a lease and a TTL is invalid)")
+                        .into());
                 }
                 Op::Put {
                     key,
@@ -909,7 +1017,276 @@ mod tests {
                 3,
                 4,
             ),
+            Command::new(Op::Put {
+                key: Bytes::from_static(b"leased"),
+                value: Bytes::from_static(b"v"),
+                expires_at_ms: None,
+                lease: 77,
+            }),
+            Command::with_client(
+                Op::DeleteRange {
+                    range: KeyRange::prefix("p/"),
+                    prev_kv: true,
+                },
+                1,
+                9,
+            ),
+            Command::new(Op::DeleteRange {
+                range: KeyRange::key("one"),
+                prev_kv: false,
+            }),
+            Command::new(Op::DeleteRange {
+                range: KeyRange::from_key("x"),
+                prev_kv: false,
+            }),
+            Command::new(Op::Txn(Box::new(sample_txn()))),
+            Command::new(Op::Txn(Box::new(Txn {
+                compares: vec![],
+                success: vec![],
+                failure: vec![],
+            }))),
+            Command::with_user_client(
+                Op::LeaseGrant {
+                    id: 5,
+                    ttl_ms: 10_000,
+                },
+                "bob",
+                2,
+                3,
+            ),
+            Command::new(Op::LeaseRevoke { id: u64::MAX }),
         ]
+    }
+
+    fn sample_txn() -> Txn {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        Txn {
+            compares: vec![
+                Compare {
+                    key: b("a"),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Value(b("v")),
+                },
+                Compare {
+                    key: b("b"),
+                    op: CompareOp::NotEqual,
+                    target: CompareTarget::Version(3),
+                },
+                Compare {
+                    key: b("c"),
+                    op: CompareOp::Less,
+                    target: CompareTarget::CreateRevision(4),
+                },
+                Compare {
+                    key: b("d"),
+                    op: CompareOp::Greater,
+                    target: CompareTarget::ModRevision(5),
+                },
+                Compare {
+                    key: b("e"),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Lease(6),
+                },
+            ],
+            success: vec![
+                TxnOp::Range(RangeSpec {
+                    range: KeyRange::prefix("r/"),
+                    limit: 10,
+                    keys_only: true,
+                    count_only: false,
+                }),
+                TxnOp::Put {
+                    key: b("p"),
+                    value: b("q"),
+                    expires_at_ms: Some(9),
+                    lease: 0,
+                },
+                TxnOp::Put {
+                    key: b("p2"),
+                    value: b(""),
+                    expires_at_ms: None,
+                    lease: 8,
+                },
+            ],
+            failure: vec![
+                TxnOp::DeleteRange {
+                    range: KeyRange::key("z"),
+                    prev_kv: true,
+                },
+                TxnOp::Range(RangeSpec {
+                    range: KeyRange::from_key("m"),
+                    limit: 0,
+                    keys_only: false,
+                    count_only: true,
+                }),
+            ],
+        }
+    }
+
+    #[test]
+    fn prefix_end_and_ranges() {
+        assert_eq!(prefix_end(b"abc").as_ref(), b"abd");
+        assert_eq!(prefix_end(b"a\xff").as_ref(), b"b");
+        assert_eq!(prefix_end(b"a\xfe\xff\xff").as_ref(), b"a\xff");
+        assert_eq!(prefix_end(b"\xff\xff").as_ref(), b"\0");
+        assert_eq!(prefix_end(b"").as_ref(), b"\0");
+        let p = KeyRange::prefix("a\u{7f}");
+        assert!(p.contains(b"a\x7f") && p.contains(b"a\x7f\xff") && !p.contains(b"a\x80"));
+        assert!(KeyRange::prefix("").contains(b"\xff\xff\xff"));
+        KeyRange::prefix("").validate().unwrap();
+        KeyRange::from_key("k").validate().unwrap();
+        assert_eq!(
+            KeyRange::key("").validate().unwrap_err(),
+            CommandError::EmptyKey,
+            "a single key must be a key"
+        );
+        let inverted = KeyRange {
+            start: Bytes::from_static(b"b"),
+            end: Bytes::from_static(b"a"),
+        };
+        assert_eq!(inverted.validate().unwrap_err(), CommandError::EmptyRange);
+        assert!(inverted.bounds().is_none());
+        let same = KeyRange {
+            start: Bytes::from_static(b"b"),
+            end: Bytes::from_static(b"b"),
+        };
+        assert_eq!(same.validate().unwrap_err(), CommandError::EmptyRange);
+        let long = KeyRange::from_key(vec![b'k'; MAX_KEY_BYTES + 1]);
+        assert!(matches!(
+            long.validate(),
+            Err(CommandError::KeyTooLarge { .. })
+        ));
+        let e = Command::decode(
+            &Command::new(Op::DeleteRange {
+                range: inverted,
+                prev_kv: false,
+            })
+            .encode(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("range_end"), "{e}");
+    }
+
+    #[test]
+    fn txn_and_lease_limits() {
+        let put = |lease, expires_at_ms| TxnOp::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::new(),
+            expires_at_ms,
+            lease,
+        };
+        let mut t = sample_txn();
+        t.success = vec![put(0, None); MAX_TXN_OPS];
+        Op::Txn(Box::new(t.clone())).validate().unwrap();
+        t.success.push(put(0, None));
+        let e = Command::decode(&Command::new(Op::Txn(Box::new(t.clone()))).encode()).unwrap_err();
+        assert_eq!(
+            e,
+            CommandError::TooManyTxnOps {
+                what: "success ops",
+                len: MAX_TXN_OPS + 1
+            }
+        );
+        assert!(e.to_string().contains("128"), "{e}");
+        t.success = vec![put(3, Some(1))];
+        assert!(matches!(
+            Op::Txn(Box::new(t.clone())).validate(),
+            Err(CommandError::BadLease(_))
+        ));
+        t.success = vec![TxnOp::Range(RangeSpec {
+            range: KeyRange::key("k"),
+            limit: MAX_TXN_RANGE_LIMIT + 1,
+            keys_only: false,
+            count_only: false,
+        })];
+        assert_eq!(
+            Op::Txn(Box::new(t)).validate().unwrap_err(),
+            CommandError::RangeLimitTooLarge {
+                limit: MAX_TXN_RANGE_LIMIT + 1
+            }
+        );
+        for bad in [
+            Op::LeaseGrant { id: 0, ttl_ms: 1 },
+            Op::LeaseGrant { id: 1, ttl_ms: 0 },
+            Op::LeaseGrant {
+                id: 1,
+                ttl_ms: MAX_LEASE_TTL_MS + 1,
+            },
+            Op::LeaseRevoke { id: 0 },
+            Op::Put {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::new(),
+                expires_at_ms: Some(1),
+                lease: 1,
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(CommandError::BadLease(_))),
+                "{bad:?}"
+            );
+            assert!(Command::decode(&Command::new(bad).encode()).is_err());
+        }
+        Op::LeaseGrant {
+            id: 1,
+            ttl_ms: MAX_LEASE_TTL_MS,
+        }
+        .validate()
+        .unwrap();
+    }
+
+    /// A transaction claiming 2^32 - 1 compares or ops is refused from its
+    /// count (the bytes are not there), without reserving memory for it.
+    #[test]
+    fn hostile_txn_counts_are_refused_without_allocating() {
+        for which in 0..3 {
+            let mut w = Writer::new();
+            w.u8(COMMAND_VERSION).u8(0).u8(OP_TXN);
+            for i in 0..3 {
+                w.u32(if i == which { u32::MAX } else { 0 });
+                if i == which {
+                    break;
+                }
+            }
+            let buf = w.into_vec();
+            let e = Command::decode(&buf).unwrap_err();
+            assert!(e.to_string().contains("bytes follow"), "{e}");
+        }
+        // A count above the limit backed by real bytes decodes item by item
+        // (capacity capped) and is refused by validation.
+        let mut w = Writer::new();
+        w.u8(COMMAND_VERSION)
+            .u8(0)
+            .u8(OP_TXN)
+            .u32(0)
+            .u32(0)
+            .u32(1000);
+        for _ in 0..1000 {
+            w.u8(TXN_DELETE_RANGE).bytes(b"k").bytes(b"").u8(0);
+        }
+        assert_eq!(
+            Command::decode(&w.into_vec()).unwrap_err(),
+            CommandError::TooManyTxnOps {
+                what: "failure ops",
+                len: 1000
+            }
+        );
+        // A PutLeased with lease 0 is not the canonical encoding.
+        let mut w = Writer::new();
+        w.u8(COMMAND_VERSION)
+            .u8(0)
+            .u8(OP_PUT_LEASED)
+            .bytes(b"k")
+            .bytes(b"v")
+            .u64(0);
+        assert!(Command::decode(&w.into_vec()).is_err());
+        // A put with lease 0 keeps the old encoding.
+        let plain = Command::new(Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            expires_at_ms: None,
+            lease: 0,
+        });
+        assert_eq!(plain.encode()[2], OP_PUT);
     }
 
     /// Commands without a user encode exactly as before users existed, so

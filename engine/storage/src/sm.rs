@@ -17,8 +17,9 @@
 //!   [`open_or_rebuild`] restores it from the snapshot first.
 //! - Entries must be applied in log order, each exactly once; a gap is an
 //!   error ([`SmError::Gap`]).
-//! - Reads (`get`, `scan_prefix`) may run concurrently with `apply` from other
-//!   threads; they see whole batches, never part of one.
+//! - Reads (`get`, `scan_prefix`, `range_each`, the lease reads) may run
+//!   concurrently with `apply` from other threads; they see whole batches,
+//!   never part of one.
 
 pub mod conformance;
 pub mod dedup;
@@ -53,6 +54,150 @@ pub const KEY_OVERHEAD_BYTES: u64 = 32;
 /// The logical size of one stored key (see [`StateMachine::data_bytes`]).
 pub fn logical_kv_bytes(key_len: usize, value_len: usize) -> u64 {
     key_len as u64 + value_len as u64 + KEY_OVERHEAD_BYTES
+}
+
+/// Bytes counted per lease by [`StateMachine::data_bytes`] (id and TTL,
+/// 2 × 8, rounded up to the key overhead): a fixed number, so that leases
+/// count against the storage quota the same way on every replica.
+pub const LEASE_OVERHEAD_BYTES: u64 = 32;
+
+/// What one pair counts against [`crate::command::RESULT_BUDGET_BYTES`]:
+/// key + value + 64.
+pub fn result_pair_bytes(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + 64
+}
+
+/// Collects one page of a range read, in key order: at most `limit` pairs
+/// and at most [`crate::command::RESULT_BUDGET_BYTES`] (the first pair is
+/// always taken, so a page is never empty while keys remain). Shared by
+/// ranges inside transactions (apply) and the read path ([`range_page`]).
+#[derive(Debug)]
+pub struct PageBuilder {
+    limit: usize,
+    keys_only: bool,
+    /// Budget bytes used, by this page and by earlier results of the same
+    /// command (see [`PageBuilder::continuing`]).
+    bytes: usize,
+    /// Whether a pair may be taken whatever the budget (nothing of the
+    /// command's result has been taken yet).
+    first: bool,
+    kvs: Vec<KeyValue>,
+    more: bool,
+}
+
+impl PageBuilder {
+    /// `limit` 0 = [`crate::command::MAX_TXN_RANGE_LIMIT`]; `keys_only`
+    /// drops the values (they then count 0 bytes).
+    pub fn new(limit: u32, keys_only: bool) -> Self {
+        let limit = if limit == 0 {
+            crate::command::MAX_TXN_RANGE_LIMIT
+        } else {
+            limit
+        };
+        PageBuilder {
+            limit: limit as usize,
+            keys_only,
+            bytes: 0,
+            first: true,
+            kvs: Vec::new(),
+            more: false,
+        }
+    }
+
+    /// A page of a command whose earlier results already used `used`
+    /// budget bytes (the ranges of one transaction share one budget); when
+    /// `used > 0` even the first pair must fit.
+    pub fn continuing(limit: u32, keys_only: bool, used: usize) -> Self {
+        PageBuilder {
+            bytes: used,
+            first: used == 0,
+            ..Self::new(limit, keys_only)
+        }
+    }
+
+    /// Budget bytes used so far (earlier results included).
+    pub fn used(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether the page holds `limit` pairs already (a further pair would
+    /// be refused: callers may stop before reading its value).
+    pub fn is_full(&self) -> bool {
+        self.kvs.len() >= self.limit
+    }
+
+    /// Offers the next pair of the range. Returns false (and the page then
+    /// has `more`) when the pair does not fit; the caller stops there.
+    pub fn offer(&mut self, mut kv: KeyValue) -> bool {
+        if self.keys_only {
+            kv.value = Bytes::new();
+        }
+        let size = result_pair_bytes(&kv);
+        if self.is_full()
+            || (!self.first && self.bytes + size > crate::command::RESULT_BUDGET_BYTES)
+        {
+            self.more = true;
+            return false;
+        }
+        self.bytes += size;
+        self.first = false;
+        self.kvs.push(kv);
+        true
+    }
+
+    /// Marks the page as followed by further keys (a caller that stopped
+    /// offering early because it knew the page was full).
+    pub fn set_more(&mut self) {
+        self.more = true;
+    }
+
+    /// The page, with `count` = the live keys of the whole range.
+    pub fn finish(self, count: u64) -> RangeResult {
+        RangeResult {
+            kvs: self.kvs,
+            more: self.more,
+            count,
+        }
+    }
+}
+
+/// One page of `spec` read from `sm` at `now_ms` (keys whose deadline is
+/// `<= now_ms` hidden), with `count` = live keys of the whole range.
+/// `count_only`: no pairs, `more` false. The pairs and the count are two
+/// reads: under concurrent writes the count may come from a later batch.
+/// The next page starts at [`RangeResult::next_key`].
+pub fn range_page(
+    sm: &dyn StateMachine,
+    spec: &crate::command::RangeSpec,
+    now_ms: u64,
+) -> Result<RangeResult, SmError> {
+    if spec.count_only {
+        return Ok(RangeResult {
+            kvs: Vec::new(),
+            more: false,
+            count: sm.range_count(&spec.range, now_ms)?,
+        });
+    }
+    let mut page = PageBuilder::new(spec.limit, spec.keys_only);
+    sm.range_each(&spec.range, now_ms, &mut |kv| page.offer(kv))?;
+    let count = sm.range_count(&spec.range, now_ms)?;
+    let min = page.kvs.len() as u64 + page.more as u64;
+    Ok(page.finish(count.max(min)))
+}
+
+impl RangeResult {
+    /// Where the next page starts (the key right after the last one
+    /// returned), if `more`.
+    pub fn next_key(&self) -> Option<Bytes> {
+        if !self.more {
+            return None;
+        }
+        let last = self.kvs.last()?;
+        let mut k = Vec::with_capacity(last.key.len() + 1);
+        k.extend_from_slice(&last.key);
+        k.push(0);
+        Some(Bytes::from(k))
+    }
 }
 
 /// A key and its current value with its revision metadata.
@@ -116,9 +261,13 @@ pub enum ApplyResult {
     /// A membership change was applied; the new membership is in `membership()`.
     MembershipChanged,
     /// `prev_revision`: mod revision of the value it replaced, if any.
-    Put { prev_revision: Option<Index> },
+    Put {
+        prev_revision: Option<Index>,
+    },
     /// Whether the key existed.
-    Delete { existed: bool },
+    Delete {
+        existed: bool,
+    },
     /// `current`: the key after the operation (on success) or the value that
     /// failed the comparison (on failure); `None` if absent.
     CompareAndSwap {
@@ -126,7 +275,9 @@ pub enum ApplyResult {
         current: Option<KeyValue>,
     },
     /// Number of keys removed.
-    Expire { expired: u64 },
+    Expire {
+        expired: u64,
+    },
     /// `prev_kvs`: the removed pairs if asked for (cut at
     /// [`crate::command::RESULT_BUDGET_BYTES`], then `truncated`).
     DeleteRange {
@@ -139,25 +290,42 @@ pub enum ApplyResult {
         succeeded: bool,
         results: Vec<TxnOpResult>,
     },
-    LeaseGranted { id: u64, ttl_ms: u64 },
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+    },
     /// `deleted`: keys removed with the lease.
-    LeaseRevoked { id: u64, deleted: u64 },
+    LeaseRevoked {
+        id: u64,
+        deleted: u64,
+    },
     /// A put or grant/revoke named a lease that does not exist (or a grant
     /// named one that does); nothing changed.
-    LeaseNotFound { id: u64 },
-    LeaseExists { id: u64 },
+    LeaseNotFound {
+        id: u64,
+    },
+    LeaseExists {
+        id: u64,
+    },
     /// The command could not be decoded or broke a limit; nothing changed.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     /// A retry of a client write whose result is no longer remembered (older
     /// than the dedup window); it was NOT applied again.
-    DuplicateExpired { client_id: u64, seq: u64 },
+    DuplicateExpired {
+        client_id: u64,
+        seq: u64,
+    },
 }
 
 /// The result of one op of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOpResult {
     Range(RangeResult),
-    Put { prev_revision: Option<Index> },
+    Put {
+        prev_revision: Option<Index>,
+    },
     DeleteRange {
         deleted: u64,
         prev_kvs: Vec<KeyValue>,
@@ -175,7 +343,10 @@ pub struct RangeResult {
     pub count: u64,
 }
 
-/// A lease as stored: its TTL and the keys attached to it.
+/// A lease as stored: its id and TTL (its keys are the keys whose
+/// [`KeyValue::lease`] names it; see [`StateMachine::lease_keys_each`]).
+/// The remaining time is not replicated state: the leader tracks it (see
+/// the runtime).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRecord {
     pub id: u64,
@@ -375,7 +546,10 @@ pub trait StateMachine: Send + Sync {
         visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), SmError>;
 
-    /// The number of live keys in `range` (no values read).
+    /// The number of live keys in `range` (no values read). O(keys in the
+    /// range). Under concurrent applies it is a count over whole batches
+    /// but, on an on-disk backend counting a large range in steps, not
+    /// necessarily over one batch.
     fn range_count(&self, range: &crate::command::KeyRange, now_ms: u64) -> Result<u64, SmError>;
 
     /// The lease `id`, if it exists.
@@ -395,7 +569,8 @@ pub trait StateMachine: Send + Sync {
 
     /// The logical size of the stored data: the sum over every stored key
     /// (expired keys not yet removed included) of
-    /// [`logical_kv_bytes`]`(key, value)`. One definition for every
+    /// [`logical_kv_bytes`]`(key, value)`, plus [`LEASE_OVERHEAD_BYTES`]
+    /// per lease. One definition for every
     /// backend, a function of the applied state only, so replicas at the
     /// same applied index agree. The storage quota (`storage.quota_bytes`)
     /// counts this. O(1): implementations keep a running total.

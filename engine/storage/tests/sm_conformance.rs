@@ -50,6 +50,13 @@ both!(
     snapshot_is_point_in_time,
     snapshot_concurrent_with_applies,
     data_bytes_accounting,
+    delete_range_semantics,
+    txn_semantics,
+    lease_semantics,
+    lease_snapshot_roundtrip,
+    range_reads,
+    dedup_multi_key_results,
+    snapshot_with_unknown_lease_is_refused,
 );
 
 #[test]
@@ -60,10 +67,19 @@ fn mem_and_sled_snapshots_are_interchangeable() {
     c::varied_history(&m, 1, 250);
     c::varied_history(&*s, 1, 250);
     assert_eq!(c::dump(&m), c::dump(&*s));
+    assert_eq!(c::dump_leases(&m), c::dump_leases(&*s));
+    assert_eq!(m.data_bytes(), s.data_bytes());
     let store = d_engine_storage::snapshot::SnapshotStore::open(d.path()).unwrap();
     let from_sled = store.create(&mut *s.begin_snapshot().unwrap()).unwrap();
     let m2 = MemStateMachine::new();
     m2.install_snapshot(&from_sled.path).unwrap();
     assert_eq!(c::dump(&m2), c::dump(&m));
+    assert_eq!(c::dump_leases(&m2), c::dump_leases(&m));
     assert_eq!(m2.membership(), m.membership());
+    // And the other way: a memory snapshot installs into sled.
+    let from_mem = store.create(&mut *m.begin_snapshot().unwrap()).unwrap();
+    let s2 = sled(&d.path().join("sled2"));
+    s2.install_snapshot(&from_mem.path).unwrap();
+    assert_eq!(c::dump(&*s2), c::dump(&m));
+    assert_eq!(c::dump_leases(&*s2), c::dump_leases(&m));
 }

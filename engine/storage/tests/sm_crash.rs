@@ -11,8 +11,10 @@
 
 use bytes::Bytes;
 use d_engine_core::{ConfChange, Entry, EntryPayload};
-use d_engine_storage::command::{Command, Op};
-use d_engine_storage::sm::conformance::dump;
+use d_engine_storage::command::{
+    Command, Compare, CompareOp, CompareTarget, KeyRange, Op, RangeSpec, Txn, TxnOp,
+};
+use d_engine_storage::sm::conformance::{dump, dump_leases};
 use d_engine_storage::sm::{
     open_or_rebuild, MemStateMachine, SledOptions, SledStateMachine, SnapshotRecord, StateMachine,
 };
@@ -62,6 +64,70 @@ fn entry(i: u64) -> Entry {
                 new_value: Some(Bytes::from(format!("v{i}"))),
                 expires_at_ms: None,
             })
+            .encode(),
+        ),
+        46..=49 => EntryPayload::Command(
+            Command::new(Op::LeaseGrant {
+                id: 1 + (r >> 16) % 6,
+                ttl_ms: 1 + (r >> 32) % 10_000,
+            })
+            .encode(),
+        ),
+        50..=51 => EntryPayload::Command(
+            Command::new(Op::LeaseRevoke {
+                id: 1 + (r >> 16) % 6,
+            })
+            .encode(),
+        ),
+        52..=60 => EntryPayload::Command(
+            Command::new(Op::Put {
+                key,
+                value: Bytes::from(format!("l{i}")),
+                expires_at_ms: None,
+                lease: 1 + (r >> 16) % 6,
+            })
+            .encode(),
+        ),
+        61..=62 => EntryPayload::Command(
+            Command::new(Op::DeleteRange {
+                range: KeyRange::prefix(format!("key/0{}", (r >> 16) % 6)),
+                prev_kv: r & (1 << 40) != 0,
+            })
+            .encode(),
+        ),
+        63..=65 => EntryPayload::Command(
+            Command::with_client(
+                Op::Txn(Box::new(Txn {
+                    compares: vec![Compare {
+                        key: key.clone(),
+                        op: CompareOp::Greater,
+                        target: CompareTarget::Version(0),
+                    }],
+                    success: vec![
+                        TxnOp::Put {
+                            key: key.clone(),
+                            value: Bytes::from(format!("t{i}")),
+                            expires_at_ms: None,
+                            lease: 1 + (r >> 16) % 6,
+                        },
+                        TxnOp::Range(RangeSpec {
+                            range: KeyRange::prefix("key/00"),
+                            limit: 5,
+                            keys_only: false,
+                            count_only: false,
+                        }),
+                    ],
+                    failure: vec![TxnOp::DeleteRange {
+                        range: KeyRange {
+                            start: key,
+                            end: Bytes::from(format!("key/{:04}", (r >> 8) % 600 + 20)),
+                        },
+                        prev_kv: false,
+                    }],
+                })),
+                100 + (r >> 20) % 8,
+                i,
+            )
             .encode(),
         ),
         29..=45 => EntryPayload::Command(
@@ -227,6 +293,13 @@ fn assert_consistent(sm: &dyn StateMachine, what: &str) {
         "{what}: keys at {}",
         sm.applied_index()
     );
+    assert_eq!(
+        dump_leases(sm),
+        dump_leases(&model),
+        "{what}: leases at {}",
+        sm.applied_index()
+    );
+    assert_eq!(sm.data_bytes(), model.data_bytes(), "{what}: data bytes");
     assert_eq!(records(sm), records(&model), "{what}: snapshot image");
 }
 
@@ -373,4 +446,37 @@ fn crash_during_snapshot_build() {
 #[test]
 fn crash_during_snapshot_install() {
     crash_loop("install", seed() ^ 2, 6, "INSTALL ", 20_000);
+}
+
+/// The workload really exercises leases, transactions and delete-ranges
+/// (so the crash checks above cover them).
+#[test]
+fn workload_exercises_leases_and_txns() {
+    use d_engine_storage::sm::ApplyResult;
+    let model = MemStateMachine::new();
+    let (mut revoked_keys, mut txn_ok, mut txn_failed, mut ranged, mut leased_puts) =
+        (0, 0, 0, 0, 0);
+    for i in 1..=3000 {
+        for a in model.apply(&[entry(i)]).unwrap() {
+            match a.result {
+                ApplyResult::LeaseRevoked { deleted, .. } => revoked_keys += deleted,
+                ApplyResult::Txn {
+                    succeeded: true, ..
+                } => txn_ok += 1,
+                ApplyResult::Txn {
+                    succeeded: false, ..
+                } => txn_failed += 1,
+                ApplyResult::DeleteRange { deleted, .. } => ranged += deleted,
+                ApplyResult::Put { .. } if a.events[0].kv.as_ref().unwrap().lease != 0 => {
+                    leased_puts += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        revoked_keys > 10 && txn_ok > 10 && txn_failed > 10 && ranged > 10 && leased_puts > 50,
+        "{revoked_keys} {txn_ok} {txn_failed} {ranged} {leased_puts}"
+    );
+    assert!(!model.leases().unwrap().is_empty());
 }

@@ -21,9 +21,10 @@
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::{ClientSession, SessionKey};
 use super::{
-    logical_kv_bytes, Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource,
-    StateMachine,
+    logical_kv_bytes, Applied, KeyMeta, KeyValue, LeaseRecord, SmError, SnapshotRecord,
+    SnapshotSource, StateMachine, LEASE_OVERHEAD_BYTES,
 };
+use crate::command::KeyRange;
 use crate::snapshot::SnapshotFileReader;
 use bytes::Bytes;
 use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
@@ -33,15 +34,61 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The keys and the TTL index. Values sit behind an `Arc` so a copied tree
-/// leaf bumps two reference counts per entry (key, value) instead of three
-/// (key, the value's own key, value bytes).
+/// The keys, the TTL index and the leases. Values sit behind an `Arc` so a
+/// copied tree leaf bumps two reference counts per entry (key, value)
+/// instead of three (key, the value's own key, value bytes).
 #[derive(Clone, Default)]
 struct MemKv {
     kv: OrdMap<Bytes, Arc<KeyValue>>,
     ttl: OrdSet<(u64, Bytes)>,
-    /// [`StateMachine::data_bytes`] of `kv`, kept exact on every change.
+    /// Every lease with the keys attached to it (persistent maps too: a
+    /// batch starts from an O(1) copy of the published version).
+    leases: OrdMap<u64, MemLease>,
+    /// [`StateMachine::data_bytes`] of `kv` and `leases`, kept exact on
+    /// every change.
     bytes: u64,
+}
+
+#[derive(Clone, Default)]
+struct MemLease {
+    ttl_ms: u64,
+    keys: OrdSet<Bytes>,
+}
+
+impl MemKv {
+    fn detach(&mut self, lease: u64, key: &Bytes) {
+        if lease != 0 {
+            if let Some(l) = self.leases.get_mut(&lease) {
+                l.keys.remove(key);
+            }
+        }
+    }
+
+    fn attach(&mut self, lease: u64, key: &Bytes) -> Result<(), SmError> {
+        if lease == 0 {
+            return Ok(());
+        }
+        match self.leases.get_mut(&lease) {
+            Some(l) => {
+                l.keys.insert(key.clone());
+                Ok(())
+            }
+            None => Err(SmError::Corrupt(format!(
+                "key {key:?} is attached to lease {lease} which does not exist"
+            ))),
+        }
+    }
+
+    fn range_iter<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> impl Iterator<Item = &'a Arc<KeyValue>> + 'a {
+        range
+            .bounds()
+            .into_iter()
+            .flat_map(move |b| self.kv.range::<_, [u8]>(b))
+            .map(|(_, v)| v)
+    }
 }
 
 fn stored_size(kv: &KeyValue) -> u64 {
@@ -75,6 +122,11 @@ impl KvStore for MemKv {
         if let Some(d) = kv.expires_at_ms {
             self.ttl.insert((d, kv.key.clone()));
         }
+        let old_lease = old.map_or(0, |o| o.lease);
+        if old_lease != kv.lease {
+            self.detach(old_lease, &kv.key);
+            self.attach(kv.lease, &kv.key)?;
+        }
         self.bytes += stored_size(&kv);
         if let Some(old) = self.kv.insert(kv.key.clone(), Arc::new(kv)) {
             self.bytes -= stored_size(&old);
@@ -85,10 +137,64 @@ impl KvStore for MemKv {
         if let Some(d) = old.expires_at_ms {
             self.ttl.remove(&(d, key.clone()));
         }
+        self.detach(old.lease, key);
         if let Some(old) = self.kv.remove(key.as_ref()) {
             self.bytes -= stored_size(&old);
         }
         Ok(())
+    }
+    fn range_meta(
+        &mut self,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8], KeyMeta) -> bool,
+    ) -> Result<(), SmError> {
+        for kv in self.range_iter(range) {
+            if !visit(&kv.key, kv.meta()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn lease(&mut self, id: u64) -> Result<Option<LeaseRecord>, SmError> {
+        Ok(self.leases.get(&id).map(|l| LeaseRecord {
+            id,
+            ttl_ms: l.ttl_ms,
+        }))
+    }
+    fn put_lease(&mut self, lease: LeaseRecord) -> Result<(), SmError> {
+        match self.leases.get_mut(&lease.id) {
+            Some(l) => l.ttl_ms = lease.ttl_ms,
+            None => {
+                self.bytes += LEASE_OVERHEAD_BYTES;
+                self.leases.insert(
+                    lease.id,
+                    MemLease {
+                        ttl_ms: lease.ttl_ms,
+                        keys: OrdSet::new(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+    fn delete_lease(&mut self, id: u64) -> Result<(), SmError> {
+        if let Some(l) = self.leases.remove(&id) {
+            self.bytes -= LEASE_OVERHEAD_BYTES;
+            if !l.keys.is_empty() {
+                return Err(SmError::Corrupt(format!(
+                    "lease {id} removed while {} keys are still attached",
+                    l.keys.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn lease_keys(&mut self, id: u64) -> Result<Vec<Bytes>, SmError> {
+        Ok(self
+            .leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default())
     }
     fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError> {
         Ok(self
@@ -168,9 +274,11 @@ impl MemStateMachine {
     }
 }
 
-/// A point-in-time image: a private version of the maps, walked in key order.
+/// A point-in-time image: a private version of the maps: the leases, then
+/// the keys in key order, then the client sessions.
 struct MemSnapshot {
     meta: SnapshotMeta,
+    leases: std::vec::IntoIter<LeaseRecord>,
     kv: OrdMap<Bytes, Arc<KeyValue>>,
     /// The last key returned; `None` before the first.
     cursor: Option<Bytes>,
@@ -183,6 +291,9 @@ impl SnapshotSource for MemSnapshot {
         &self.meta
     }
     fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError> {
+        if let Some(l) = self.leases.next() {
+            return Ok(Some(SnapshotRecord::Lease(l)));
+        }
         if !self.keys_done {
             let lower = match self.cursor.take() {
                 Some(k) => Bound::Excluded(k),
@@ -209,26 +320,56 @@ impl SnapshotSource for MemSnapshot {
 }
 
 impl StateMachine for MemStateMachine {
-    // STORAGE-HELPER: implement.
     fn range_each(
         &self,
-        _range: &crate::command::KeyRange,
-        _now_ms: u64,
-        _visit: &mut dyn FnMut(KeyValue) -> bool,
+        range: &KeyRange,
+        now_ms: u64,
+        visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), SmError> {
-        unimplemented!("range_each")
+        let v = self.current();
+        for kv in v.kv.range_iter(range).filter(|v| !v.is_expired(now_ms)) {
+            // A clone shares the stored key and value bytes.
+            if !visit(KeyValue::clone(kv)) {
+                break;
+            }
+        }
+        Ok(())
     }
-    fn range_count(&self, _range: &crate::command::KeyRange, _now_ms: u64) -> Result<u64, SmError> {
-        unimplemented!("range_count")
+
+    fn range_count(&self, range: &KeyRange, now_ms: u64) -> Result<u64, SmError> {
+        let v = self.current();
+        let n =
+            v.kv.range_iter(range)
+                .filter(|v| !v.is_expired(now_ms))
+                .count();
+        Ok(n as u64)
     }
-    fn lease(&self, _id: u64) -> Result<Option<super::LeaseRecord>, SmError> {
-        unimplemented!("lease")
+
+    fn lease(&self, id: u64) -> Result<Option<LeaseRecord>, SmError> {
+        Ok(self.current().kv.leases.get(&id).map(|l| LeaseRecord {
+            id,
+            ttl_ms: l.ttl_ms,
+        }))
     }
-    fn leases(&self) -> Result<Vec<super::LeaseRecord>, SmError> {
-        unimplemented!("leases")
+
+    fn leases(&self) -> Result<Vec<LeaseRecord>, SmError> {
+        Ok(lease_records(&self.current().kv))
     }
-    fn lease_keys_each(&self, _id: u64, _visit: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), SmError> {
-        unimplemented!("lease_keys_each")
+
+    fn lease_keys_each(
+        &self,
+        id: u64,
+        visit: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), SmError> {
+        let v = self.current();
+        if let Some(l) = v.kv.leases.get(&id) {
+            for k in l.keys.iter() {
+                if !visit(k) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
@@ -323,6 +464,7 @@ impl StateMachine for MemStateMachine {
                 last_term: v.applied_term,
                 membership: v.membership.clone(),
             },
+            leases: lease_records(&v.kv).into_iter(),
             kv: v.kv.kv.clone(),
             cursor: None,
             keys_done: false,
@@ -339,11 +481,13 @@ impl StateMachine for MemStateMachine {
         let mut meta = SmMeta::default();
         while let Some(rec) = r.next_record()? {
             match rec {
+                // A key's lease precedes it in the file (every writer emits
+                // the leases first); `put` refuses a key naming an unknown one.
                 SnapshotRecord::Kv(item) => kv.put(item, None)?,
                 SnapshotRecord::Client { key, session } => {
                     meta.dedup.insert(key, session);
                 }
-                SnapshotRecord::Lease(_) => {} // STORAGE-HELPER
+                SnapshotRecord::Lease(l) => kv.put_lease(l)?,
             }
         }
         meta.applied_index = snap.last_index;
@@ -355,6 +499,16 @@ impl StateMachine for MemStateMachine {
         self.poisoned.store(false, Ordering::Release);
         Ok(snap)
     }
+}
+
+fn lease_records(kv: &MemKv) -> Vec<LeaseRecord> {
+    kv.leases
+        .iter()
+        .map(|(id, l)| LeaseRecord {
+            id: *id,
+            ttl_ms: l.ttl_ms,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,8 +5,12 @@
 //! ```text
 //! <dir>/CURRENT          names the live database directory ("db-<n>")
 //! <dir>/db-<n>/          a sled database holding one tree with prefixed keys:
-//!     'k' + key                     -> value record (value, revisions, version, deadline)
+//!     'k' + key                     -> value record (value, revisions, version,
+//!                                      deadline or lease; record version 1 or 2)
 //!     't' + deadline(BE u64) + key  -> ()   TTL index for Expire
+//!     'l' + lease id(BE u64)        -> lease record (TTL); its keys are the
+//!                                      'k' records naming it (the in-memory
+//!                                      lease index is rebuilt from them on open)
 //!     'd' + client_id(BE u64) + user -> dedup session of (user, client_id);
 //!                                      user = UTF-8, empty for anonymous
 //!     'p' + key                     -> snapshot pre-image (only while a snapshot is built)
@@ -14,6 +18,11 @@
 //!     "m/membership"                -> membership
 //!     "m/format"                    -> layout version
 //! ```
+//!
+//! Layout 4 adds leases ('l' records, value records of version 2); layouts
+//! 1 to 3 are upgraded in place on open (their sessions are rewritten, the
+//! marker set to 4: a node that predates leases then refuses the database
+//! instead of misreading it).
 //!
 //! Every applied batch is one sled `Batch` (atomic across all of the above).
 //! sled is never flushed per write: the log is the source of truth and the
@@ -24,18 +33,21 @@
 
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::{SessionChange, SessionKey};
-use super::key_index::KeyIndex;
+use super::key_index::{KeyIndex, LeaseIndex};
 use super::record::{
-    membership_bytes, membership_from_bytes, session_bytes, session_from_bytes, value_bytes,
-    value_from_bytes, SessionFormat,
+    lease_from_value_bytes, lease_value_bytes, membership_bytes, membership_from_bytes,
+    session_bytes, session_from_bytes, value_bytes, value_from_bytes, SessionFormat,
 };
 use super::sled_snapshot::{SledSnapshotSource, SnapCtl, SnapShared};
 use super::wire::{Reader, Writer};
-use super::{Applied, KeyMeta, KeyValue, SmError, SnapshotRecord, SnapshotSource, StateMachine};
+use super::{
+    Applied, KeyMeta, KeyValue, LeaseRecord, SmError, SnapshotRecord, SnapshotSource, StateMachine,
+};
+use crate::command::KeyRange;
 use crate::snapshot::SnapshotFileReader;
 use bytes::Bytes;
 use d_engine_core::{Entry, Index, Membership, SnapshotMeta, Term};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,14 +58,18 @@ pub(crate) const P_KV: u8 = b'k';
 pub(crate) const P_TTL: u8 = b't';
 pub(crate) const P_DEDUP: u8 = b'd';
 pub(crate) const P_PRE: u8 = b'p';
+pub(crate) const P_LEASE: u8 = b'l';
 const M_APPLIED: &[u8] = b"m/applied";
 const M_MEMBERSHIP: &[u8] = b"m/membership";
 const M_FORMAT: &[u8] = b"m/format";
 /// Layout written by this node. Layouts 1 and 2 differ only in the
 /// encoding of dedup sessions (1: no result indexes, 2: no operation
-/// fingerprints); they are upgraded in place on open.
-const LAYOUT_VERSION: u64 = 3;
+/// fingerprints); layout 3 has no leases. All are upgraded in place on
+/// open.
+const LAYOUT_VERSION: u64 = 4;
 const CURRENT: &str = "CURRENT";
+/// Keys `range_count` counts per acquisition of the apply lock.
+const COUNT_STEP: usize = 4096;
 
 pub(crate) fn prefixed(p: u8, key: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(key.len() + 1);
@@ -77,6 +93,30 @@ fn split_ttl_key(k: &[u8]) -> Result<(u64, &[u8]), SmError> {
     }
     let deadline = u64::from_be_bytes(k[1..9].try_into().expect("8"));
     Ok((deadline, &k[9..]))
+}
+
+fn lease_key(id: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    v.push(P_LEASE);
+    v.extend_from_slice(&id.to_be_bytes());
+    v
+}
+
+/// Every lease record of `tree`.
+fn load_leases(tree: &sled::Tree) -> Result<Vec<LeaseRecord>, SmError> {
+    let mut v = Vec::new();
+    for item in tree.scan_prefix([P_LEASE]) {
+        let (k, val) = item?;
+        if k.len() != 9 {
+            return Err(SmError::Corrupt("lease key is not 9 bytes".into()));
+        }
+        let id = u64::from_be_bytes(k[1..9].try_into().expect("8"));
+        v.push(
+            lease_from_value_bytes(id, &val)
+                .map_err(|e| SmError::Corrupt(format!("lease {id}: {e}")))?,
+        );
+    }
+    Ok(v)
 }
 
 fn dedup_key(key: &SessionKey) -> Vec<u8> {
@@ -190,6 +230,7 @@ pub(crate) struct SledDb {
 struct ApplyState {
     meta: SmMeta,
     keys: KeyIndex,
+    leases: LeaseIndex,
 }
 
 /// The sled-backed [`StateMachine`]. See the module docs for durability.
@@ -309,7 +350,7 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
     let session_format = match v {
         1 => SessionFormat::V1,
         2 => SessionFormat::V2,
-        LAYOUT_VERSION => SessionFormat::V3,
+        3 | LAYOUT_VERSION => SessionFormat::V3,
         _ => {
             return Err(SmError::Corrupt(format!(
                 "state machine layout version {v} is not supported (this node reads 1 to \
@@ -343,10 +384,12 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
         })?;
         meta.dedup.insert(key, s);
     }
-    if session_format != SessionFormat::V3 {
+    if v != LAYOUT_VERSION {
         let mut b = sled::Batch::default();
-        for (key, s) in meta.dedup.iter() {
-            b.insert(dedup_key(key), session_bytes(s));
+        if session_format != SessionFormat::V3 {
+            for (key, s) in meta.dedup.iter() {
+                b.insert(dedup_key(key), session_bytes(s));
+            }
         }
         b.insert(M_FORMAT, format_bytes());
         db.apply_batch(b)?;
@@ -416,6 +459,7 @@ impl SledStateMachine {
         };
         let meta = load_meta(&db)?;
         let keys = KeyIndex::load(&db)?;
+        let leases = LeaseIndex::build(load_leases(&db)?, &keys)?;
         // Abandoned snapshot pre-images and leftovers of an interrupted install.
         let mut b = sled::Batch::default();
         for item in db.scan_prefix([P_PRE]) {
@@ -433,7 +477,7 @@ impl SledStateMachine {
             applied: AtomicU64::new(meta.applied_index),
             applied_term: AtomicU64::new(meta.applied_term),
             membership: RwLock::new(meta.membership.clone()),
-            state: Mutex::new(ApplyState { meta, keys }),
+            state: Mutex::new(ApplyState { meta, keys, leases }),
             db: RwLock::new(Arc::new(SledDb { db, name: current })),
             snap: Arc::new(SnapShared::default()),
             poisoned: AtomicBool::new(false),
@@ -485,8 +529,12 @@ impl SledStateMachine {
 struct SledView<'a> {
     tree: &'a sled::Tree,
     keys: &'a KeyIndex,
-    overlay: HashMap<Bytes, Option<KeyValue>>,
+    leases: &'a LeaseIndex,
+    /// Keys changed by the batch (ordered: ranges merge it with the index).
+    overlay: BTreeMap<Bytes, Option<KeyValue>>,
     ttl: BTreeMap<(u64, Bytes), bool>,
+    /// Leases created (`Some`) or removed (`None`) by the batch.
+    lease_overlay: BTreeMap<u64, Option<LeaseRecord>>,
     /// Set while a snapshot is being built: which keys need a pre-image.
     snap: Option<&'a SnapCtl>,
     preimages: Vec<(Bytes, Option<KeyValue>)>,
@@ -494,6 +542,8 @@ struct SledView<'a> {
 
 /// What one committed batch changes in the key index.
 type IndexChanges = Vec<(Bytes, Option<(KeyMeta, usize)>)>;
+/// What one committed batch changes in the lease index.
+type LeaseChanges = Vec<(u64, Option<LeaseRecord>)>;
 
 impl SledView<'_> {
     /// Called before the batch first changes `key`: saves its committed
@@ -512,8 +562,8 @@ impl SledView<'_> {
     }
 
     /// Moves the batch into `b`; returns the keys given a pre-image and the
-    /// changes to make to the key index once `b` is committed.
-    fn into_batch(self, b: &mut sled::Batch) -> (Vec<Bytes>, IndexChanges) {
+    /// changes to make to the key and lease indexes once `b` is committed.
+    fn into_batch(self, b: &mut sled::Batch) -> (Vec<Bytes>, IndexChanges, LeaseChanges) {
         let mut index_changes = Vec::with_capacity(self.overlay.len());
         for (k, v) in self.overlay {
             match &v {
@@ -529,12 +579,52 @@ impl SledView<'_> {
                 b.remove(ttl_key(d, &k));
             }
         }
+        let mut lease_changes = Vec::with_capacity(self.lease_overlay.len());
+        for (id, l) in self.lease_overlay {
+            match &l {
+                Some(l) => b.insert(lease_key(id), lease_value_bytes(l)),
+                None => b.remove(lease_key(id)),
+            }
+            lease_changes.push((id, l));
+        }
         let mut keys = Vec::with_capacity(self.preimages.len());
         for (k, old) in self.preimages {
             b.insert(prefixed(P_PRE, &k), encode_preimage(old.as_ref()));
             keys.push(k);
         }
-        (keys, index_changes)
+        (keys, index_changes, lease_changes)
+    }
+}
+
+/// Applies a committed batch's changes to the in-memory indexes: new and
+/// changed leases first (keys may attach to them), then the keys (moving
+/// them between leases), then the removed leases (whose keys the batch
+/// deleted).
+fn update_indexes(
+    keys: &mut KeyIndex,
+    leases: &mut LeaseIndex,
+    index_changes: IndexChanges,
+    lease_changes: LeaseChanges,
+) {
+    for l in lease_changes.iter().filter_map(|(_, l)| l.as_ref()) {
+        leases.upsert(l);
+    }
+    for (key, m) in index_changes {
+        let old_lease = keys.get(&key).map_or(0, |m| m.lease);
+        let new_lease = m.as_ref().map_or(0, |(m, _)| m.lease);
+        if old_lease != new_lease {
+            if old_lease != 0 {
+                leases.detach(old_lease, &key);
+            }
+            if new_lease != 0 {
+                let attached = leases.attach(new_lease, &key);
+                debug_assert!(attached, "apply checked that lease {new_lease} exists");
+            }
+        }
+        keys.set(&key, m);
+    }
+    for (id, _) in lease_changes.iter().filter(|(_, l)| l.is_none()) {
+        leases.remove(*id);
     }
 }
 
@@ -574,6 +664,82 @@ impl KvStore for SledView<'_> {
         Ok(())
     }
 
+    fn range_meta(
+        &mut self,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8], KeyMeta) -> bool,
+    ) -> Result<(), SmError> {
+        use std::cmp::Ordering;
+        let Some(bounds) = range.bounds() else {
+            return Ok(());
+        };
+        // Merge the committed keys (index) with the batch's changes.
+        let mut committed = self.keys.range(range).peekable();
+        let mut changed = self.overlay.range::<[u8], _>(bounds).peekable();
+        loop {
+            let take_changed = match (committed.peek(), changed.peek()) {
+                (None, None) => return Ok(()),
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((a, _)), Some((b, _))) => match (*a).cmp(&b[..]) {
+                    Ordering::Less => false,
+                    Ordering::Equal => {
+                        committed.next();
+                        true
+                    }
+                    Ordering::Greater => true,
+                },
+            };
+            let go_on = if take_changed {
+                let (k, v) = changed.next().expect("peeked");
+                match v {
+                    Some(kv) => visit(k, kv.meta()),
+                    None => true,
+                }
+            } else {
+                let (k, m) = committed.next().expect("peeked");
+                visit(k, m)
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+    }
+
+    fn lease(&mut self, id: u64) -> Result<Option<LeaseRecord>, SmError> {
+        match self.lease_overlay.get(&id) {
+            Some(l) => Ok(l.clone()),
+            None => Ok(self.leases.get(id)),
+        }
+    }
+
+    fn put_lease(&mut self, lease: LeaseRecord) -> Result<(), SmError> {
+        self.lease_overlay.insert(lease.id, Some(lease));
+        Ok(())
+    }
+
+    fn delete_lease(&mut self, id: u64) -> Result<(), SmError> {
+        self.lease_overlay.insert(id, None);
+        Ok(())
+    }
+
+    /// The committed keys of `id` that the batch has not moved away or
+    /// deleted, and the keys the batch attached to it.
+    fn lease_keys(&mut self, id: u64) -> Result<Vec<Bytes>, SmError> {
+        let mut set = BTreeSet::new();
+        for k in self.leases.keys_of(id) {
+            if !self.overlay.contains_key(k) {
+                set.insert(Bytes::copy_from_slice(k));
+            }
+        }
+        for (k, v) in &self.overlay {
+            if matches!(v, Some(kv) if kv.lease == id) {
+                set.insert(k.clone());
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
     fn expired(&mut self, now_ms: u64) -> Result<Vec<Bytes>, SmError> {
         let mut set = BTreeSet::new();
         let start = ttl_key(0, b"");
@@ -599,33 +765,102 @@ impl KvStore for SledView<'_> {
 }
 
 impl StateMachine for SledStateMachine {
-    // STORAGE-HELPER: implement.
+    /// Reads the tree (like `scan_prefix_each`); no apply lock.
     fn range_each(
         &self,
-        _range: &crate::command::KeyRange,
-        _now_ms: u64,
-        _visit: &mut dyn FnMut(KeyValue) -> bool,
+        range: &KeyRange,
+        now_ms: u64,
+        visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), SmError> {
-        unimplemented!("range_each")
+        self.check()?;
+        let db = self.db();
+        if range.bounds().is_none() {
+            return Ok(());
+        }
+        if range.is_single_key() {
+            if let Some(kv) = read_kv(&db.db, &range.start)? {
+                if !kv.is_expired(now_ms) {
+                    visit(kv);
+                }
+            }
+            return Ok(());
+        }
+        let start = prefixed(P_KV, &range.start);
+        let iter = if range.is_unbounded() {
+            db.db.range(start..vec![P_KV + 1])
+        } else {
+            db.db.range(start..prefixed(P_KV, &range.end))
+        };
+        for item in iter {
+            let (k, v) = item?;
+            let kv = decode_kv_entry(&k, &v)?;
+            if !kv.is_expired(now_ms) && !visit(kv) {
+                break;
+            }
+        }
+        Ok(())
     }
-    fn range_count(&self, _range: &crate::command::KeyRange, _now_ms: u64) -> Result<u64, SmError> {
-        unimplemented!("range_count")
+
+    /// Counts in the key index (no value read), [`COUNT_STEP`] keys per
+    /// acquisition of the apply lock, so that counting a huge range never
+    /// holds up applies for long (the count may then span several batches).
+    fn range_count(&self, range: &KeyRange, now_ms: u64) -> Result<u64, SmError> {
+        self.check()?;
+        let mut count = 0u64;
+        let mut after: Option<Box<[u8]>> = None;
+        loop {
+            let state = self.state.lock().expect("lock");
+            let mut seen = 0;
+            let mut last = None;
+            for (k, m) in state.keys.range_after(range, after.as_deref()) {
+                if !m.is_expired(now_ms) {
+                    count += 1;
+                }
+                seen += 1;
+                if seen == COUNT_STEP {
+                    last = Some(Box::from(k));
+                    break;
+                }
+            }
+            drop(state);
+            match last {
+                Some(k) => after = Some(k),
+                None => return Ok(count),
+            }
+        }
     }
-    fn lease(&self, _id: u64) -> Result<Option<super::LeaseRecord>, SmError> {
-        unimplemented!("lease")
+
+    fn lease(&self, id: u64) -> Result<Option<LeaseRecord>, SmError> {
+        self.check()?;
+        Ok(self.state.lock().expect("lock").leases.get(id))
     }
-    fn leases(&self) -> Result<Vec<super::LeaseRecord>, SmError> {
-        unimplemented!("leases")
+
+    fn leases(&self) -> Result<Vec<LeaseRecord>, SmError> {
+        self.check()?;
+        Ok(self.state.lock().expect("lock").leases.records())
     }
-    fn lease_keys_each(&self, _id: u64, _visit: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), SmError> {
-        unimplemented!("lease_keys_each")
+
+    /// Visits under the apply lock (applies wait while `visit` runs).
+    fn lease_keys_each(
+        &self,
+        id: u64,
+        visit: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), SmError> {
+        self.check()?;
+        let state = self.state.lock().expect("lock");
+        for k in state.leases.keys_of(id) {
+            if !visit(k) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
         self.check()?;
         let started = Instant::now();
         let mut state = self.state.lock().expect("lock");
-        let ApplyState { meta, keys } = &mut *state;
+        let ApplyState { meta, keys, leases } = &mut *state;
         let db = self.db();
         let t = Instant::now();
         let mut ctl = self.snap.lock_for_apply();
@@ -634,8 +869,10 @@ impl StateMachine for SledStateMachine {
         let mut view = SledView {
             tree: &db.db,
             keys,
-            overlay: HashMap::new(),
+            leases,
+            overlay: BTreeMap::new(),
             ttl: BTreeMap::new(),
+            lease_overlay: BTreeMap::new(),
             snap: if building { Some(&*ctl) } else { None },
             preimages: Vec::new(),
         };
@@ -657,7 +894,7 @@ impl StateMachine for SledStateMachine {
             return Ok(out);
         }
         let mut b = sled::Batch::default();
-        let (preimaged, index_changes) = view.into_batch(&mut b);
+        let (preimaged, index_changes, lease_changes) = view.into_batch(&mut b);
         b.insert(
             M_APPLIED,
             applied_bytes(meta.applied_index, meta.applied_term),
@@ -680,9 +917,7 @@ impl StateMachine for SledStateMachine {
             return Err(e.into());
         }
         fetch_max_us(&self.stats.commit, t);
-        for (key, m) in index_changes {
-            keys.set(&key, m);
-        }
+        update_indexes(keys, leases, index_changes, lease_changes);
         ctl.add_preimaged(preimaged);
         drop(ctl);
         self.applied.store(meta.applied_index, Ordering::Release);
@@ -733,7 +968,8 @@ impl StateMachine for SledStateMachine {
     /// Kept by the key index (which knows every live key's value length),
     /// so it costs no database read. Waits for an apply in progress.
     fn data_bytes(&self) -> u64 {
-        self.state.lock().expect("lock").keys.data_bytes()
+        let state = self.state.lock().expect("lock");
+        state.keys.data_bytes() + state.leases.data_bytes()
     }
 
     fn applied_index(&self) -> Index {
@@ -765,12 +1001,14 @@ impl StateMachine for SledStateMachine {
             .iter()
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
+        let leases = state.leases.records();
         drop(ctl);
         Ok(Box::new(SledSnapshotSource::new(
             snap_meta,
             db,
             self.snap.clone(),
             id,
+            leases,
             sessions,
         )))
     }
@@ -784,13 +1022,14 @@ impl StateMachine for SledStateMachine {
         if new_path.exists() {
             fs::remove_dir_all(&new_path)?;
         }
-        let (db, new_meta, new_keys) = match build_from_snapshot(&new_path, &self.opts, path) {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&new_path);
-                return Err(e);
-            }
-        };
+        let (db, new_meta, new_keys, new_leases) =
+            match build_from_snapshot(&new_path, &self.opts, path) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&new_path);
+                    return Err(e);
+                }
+            };
         // The new database is durable; switch CURRENT to it. Before the
         // rename the old state is in force, after it the new one.
         write_current(&self.dir, &name)?;
@@ -810,6 +1049,7 @@ impl StateMachine for SledStateMachine {
         *state = ApplyState {
             meta: new_meta,
             keys: new_keys,
+            leases: new_leases,
         };
         self.poisoned.store(false, Ordering::Release);
         // Best effort: a leftover directory is removed on the next open.
@@ -823,7 +1063,7 @@ fn build_from_snapshot(
     path: &Path,
     opts: &SledOptions,
     snapshot: &Path,
-) -> Result<(sled::Db, SmMeta, KeyIndex), SmError> {
+) -> Result<(sled::Db, SmMeta, KeyIndex, LeaseIndex), SmError> {
     let mut r = SnapshotFileReader::open(snapshot)?;
     let db = open_sled(path, opts)?;
     let mut meta = SmMeta {
@@ -833,12 +1073,26 @@ fn build_from_snapshot(
         ..Default::default()
     };
     let mut keys = KeyIndex::default();
+    let mut leases = Vec::new();
+    let mut seen_leases = BTreeSet::new();
     let mut b = sled::Batch::default();
     let mut n = 0;
     while let Some(rec) = r.next_record()? {
         match rec {
-            SnapshotRecord::Lease(_) => unimplemented!("STORAGE-HELPER"),
+            SnapshotRecord::Lease(l) => {
+                b.insert(lease_key(l.id), lease_value_bytes(&l));
+                seen_leases.insert(l.id);
+                leases.push(l);
+            }
             SnapshotRecord::Kv(kv) => {
+                // A key's lease precedes it in the file (as for the memory
+                // state machine, which installs while it reads).
+                if kv.lease != 0 && !seen_leases.contains(&kv.lease) {
+                    return Err(SmError::Corrupt(format!(
+                        "snapshot key {:?} is attached to lease {} which no earlier record defines",
+                        kv.key, kv.lease
+                    )));
+                }
                 keys.set(&kv.key, Some((kv.meta(), kv.value.len())));
                 if let Some(d) = kv.expires_at_ms {
                     b.insert(ttl_key(d, &kv.key), &[][..]);
@@ -862,9 +1116,11 @@ fn build_from_snapshot(
     );
     b.insert(M_MEMBERSHIP, membership_bytes(&meta.membership));
     b.insert(M_FORMAT, format_bytes());
+    // Every key's lease is in the file, or the file is refused.
+    let leases = LeaseIndex::build(leases, &keys)?;
     db.apply_batch(b)?;
     db.flush()?;
-    Ok((db, meta, keys))
+    Ok((db, meta, keys, leases))
 }
 
 /// How [`open_or_rebuild`] found the state machine.
@@ -954,12 +1210,15 @@ mod tests {
     use crate::sm::ApplyResult;
     use bytes::Bytes;
 
-    /// Asserts that the in-memory key index equals one read afresh from
-    /// the database.
+    /// Asserts that the in-memory key and lease indexes equal ones read
+    /// afresh from the database.
     fn assert_index_matches_db(sm: &SledStateMachine) {
-        let fresh = KeyIndex::load(&sm.db().db).unwrap();
+        let db = sm.db().db.clone();
+        let fresh = KeyIndex::load(&db).unwrap();
+        let fresh_leases = LeaseIndex::build(load_leases(&db).unwrap(), &fresh).unwrap();
         let state = sm.state.lock().unwrap();
         assert_eq!(state.keys, fresh);
+        assert_eq!(state.leases, fresh_leases);
     }
 
     /// The key index follows puts, TTL puts, compare-and-swaps, deletes,
@@ -972,6 +1231,7 @@ mod tests {
         let sm = SledStateMachine::open(&dir.path().join("a"), SledOptions::default()).unwrap();
         varied_history(&sm, 1, 300);
         assert_index_matches_db(&sm);
+        assert!(!sm.leases().unwrap().is_empty());
         // Several changes to one key inside one batch, then expiry.
         let batch: Vec<_> = (301..311)
             .map(|i| cmd(i, 4, put("key/001", &format!("b{i}"), Some(i))))
@@ -997,6 +1257,83 @@ mod tests {
             SledStateMachine::open(&dir.path().join("b"), SledOptions::default()).unwrap();
         varied_history(&reopened, 412, 20);
         assert_index_matches_db(&reopened);
+    }
+
+    /// Leases and attachments come back after a restart, and a database
+    /// of layout 3 (before leases: value records of version 1) opens, reads
+    /// its keys as unleased and is marked layout 4.
+    #[test]
+    fn leases_survive_restart_and_layout_3_is_upgraded() {
+        use crate::sm::conformance::{dump, dump_leases, grant, put, put_leased, revoke};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+            apply1(&sm, cmd(1, 1, grant(3, 500)));
+            apply1(&sm, cmd(2, 1, put_leased("a", "1", 3)));
+            apply1(&sm, cmd(3, 1, put_leased("b", "2", 3)));
+            apply1(&sm, cmd(4, 1, put("c", "3", None)));
+            sm.flush().unwrap();
+        }
+        let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(
+            dump_leases(&sm),
+            vec![(
+                LeaseRecord { id: 3, ttl_ms: 500 },
+                vec!["a".to_string(), "b".to_string()]
+            )]
+        );
+        let r = apply1(&sm, cmd(5, 1, revoke(3)));
+        assert_eq!(r.result, ApplyResult::LeaseRevoked { id: 3, deleted: 2 });
+        assert_eq!(dump(&sm).len(), 1);
+        // Rewrite "c" as a version-1 record and mark the database layout 3.
+        let db = sm.db.read().unwrap().db.clone();
+        let mut v1 = Writer::new();
+        v1.u8(1)
+            .u64(4)
+            .u64(4)
+            .u64(1)
+            .opt_u64(Some(77))
+            .bytes(b"old");
+        db.insert(prefixed(P_KV, b"c"), v1.into_vec()).unwrap();
+        let mut marker = Writer::new();
+        marker.u64(3);
+        db.insert(M_FORMAT, marker.into_vec()).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        drop(sm);
+        let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+        let c = sm.get_raw(b"c").unwrap().unwrap();
+        assert_eq!(
+            (c.value.as_ref(), c.lease, c.expires_at_ms),
+            (&b"old"[..], 0, Some(77))
+        );
+        let db = sm.db.read().unwrap().db.clone();
+        assert_eq!(db.get(M_FORMAT).unwrap().unwrap().to_vec(), format_bytes());
+        // Rewritten by a put: a version-2 record.
+        apply1(&sm, cmd(6, 1, put("c", "new", None)));
+        let raw = db.get(prefixed(P_KV, b"c")).unwrap().unwrap();
+        assert_eq!(raw[0], 2);
+    }
+
+    /// A key record naming a lease that does not exist makes the database
+    /// corrupt (rebuilt from a snapshot by `open_or_rebuild`).
+    #[test]
+    fn a_key_naming_a_missing_lease_is_corrupt() {
+        use crate::sm::conformance::{grant, put_leased};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sm = SledStateMachine::open(dir.path(), SledOptions::default()).unwrap();
+            apply1(&sm, cmd(1, 1, grant(3, 500)));
+            apply1(&sm, cmd(2, 1, put_leased("a", "1", 3)));
+            let db = sm.db.read().unwrap().db.clone();
+            db.remove(lease_key(3)).unwrap();
+            db.flush().unwrap();
+        }
+        match SledStateMachine::open(dir.path(), SledOptions::default()) {
+            Err(SmError::Corrupt(e)) => assert!(e.contains("lease 3"), "{e}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened"),
+        }
     }
 
     /// A database still held by another handle (e.g. one closing after a

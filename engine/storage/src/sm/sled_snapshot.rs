@@ -17,14 +17,16 @@
 //! iterator missed was inserted after it looked, i.e. changed after `S` ahead
 //! of the cursor, so it is in the set. After the walk the applier stops
 //! making pre-images and the builder emits the pre-images still in the set
-//! (keys deleted after `S`), then the dedup sessions captured at `S`. Each key
+//! (keys deleted after `S`), then the dedup sessions captured at `S`. The
+//! leases are captured at `S` too (from the in-memory lease index, under the
+//! apply lock) and emitted first, before the keys naming them. Each key
 //! is emitted once, with its value as of `S`. The builder holds the lock only
 //! for set lookups, [`KEYS_PER_STEP`] keys at a time, and steps aside while an
 //! apply is waiting.
 
 use super::dedup::{ClientSession, SessionKey};
 use super::sled_sm::{decode_kv_entry, decode_preimage, prefixed, SledDb, P_KV, P_PRE};
-use super::{SmError, SnapshotRecord, SnapshotSource};
+use super::{LeaseRecord, SmError, SnapshotRecord, SnapshotSource};
 use bytes::Bytes;
 use d_engine_core::{Index, SnapshotMeta};
 use std::collections::{HashSet, VecDeque};
@@ -151,6 +153,7 @@ pub(crate) struct SledSnapshotSource {
     db: Arc<SledDb>,
     ctl: Arc<SnapShared>,
     id: u64,
+    leases: std::vec::IntoIter<LeaseRecord>,
     sessions: std::vec::IntoIter<(SessionKey, ClientSession)>,
     stage: Stage,
     pending: VecDeque<SnapshotRecord>,
@@ -162,6 +165,7 @@ impl SledSnapshotSource {
         db: Arc<SledDb>,
         ctl: Arc<SnapShared>,
         id: u64,
+        leases: Vec<LeaseRecord>,
         sessions: Vec<(SessionKey, ClientSession)>,
     ) -> Self {
         let iter = db.db.scan_prefix([P_KV]);
@@ -171,6 +175,7 @@ impl SledSnapshotSource {
             db,
             ctl,
             id,
+            leases: leases.into_iter(),
             sessions: sessions.into_iter(),
             stage: Stage::Live(Box::new(iter)),
             pending: VecDeque::new(),
@@ -305,6 +310,9 @@ impl SnapshotSource for SledSnapshotSource {
     }
 
     fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError> {
+        if let Some(l) = self.leases.next() {
+            return Ok(Some(SnapshotRecord::Lease(l)));
+        }
         loop {
             if let Some(r) = self.pending.pop_front() {
                 return Ok(Some(r));

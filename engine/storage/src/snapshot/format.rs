@@ -5,7 +5,14 @@
 //! meta   : u64 last_index | u64 last_term | membership
 //! record : u8 tag (1 = key-value, 4 = (user, client) dedup session; 2 and
 //!          3 = anonymous sessions without result indexes / without
-//!          operation fingerprints, still read) | u32 len | body
+//!          operation fingerprints, still read; 5 = lease: u64 id,
+//!          u64 ttl_ms) | u32 len | body
+//!
+//! Key-value bodies are `bytes key` + a value record
+//! ([`crate::sm::record::encode_value`], version 1 or 2). Lease records
+//! precede the key-value records that name them (installers rely on it).
+//! Files without leases are read as before; a node that predates leases
+//! refuses tag 5 as unknown.
 //! trailer: u8 0xFF | u64 record_count | u32 crc32c
 //! ```
 //!
@@ -16,8 +23,8 @@
 use super::{io_err, SnapshotError};
 use crate::sm::dedup::SessionKey;
 use crate::sm::record::{
-    decode_kv, decode_membership, decode_session, encode_kv, encode_membership, encode_session,
-    SessionFormat,
+    decode_kv, decode_lease, decode_membership, decode_session, encode_kv, encode_lease,
+    encode_membership, encode_session, SessionFormat,
 };
 use crate::sm::wire::{Reader, Writer};
 use crate::sm::SnapshotRecord;
@@ -38,6 +45,8 @@ const TAG_CLIENT_V2: u8 = 3;
 /// applied them and the fingerprint of their operation
 /// ([`crate::sm::dedup`]).
 const TAG_CLIENT: u8 = 4;
+/// `u64 id, u64 ttl_ms`.
+const TAG_LEASE: u8 = 5;
 const TAG_TRAILER: u8 = 0xFF;
 /// Upper bound on one record or the meta block (a corrupt length beyond it
 /// or beyond the file is reported, never allocated).
@@ -97,7 +106,10 @@ impl SnapshotWriter {
         let mut body = std::mem::take(&mut self.scratch);
         body.buf.clear();
         let tag = match rec {
-            SnapshotRecord::Lease(_) => unimplemented!("STORAGE-HELPER"),
+            SnapshotRecord::Lease(l) => {
+                encode_lease(l, &mut body);
+                TAG_LEASE
+            }
             SnapshotRecord::Kv(kv) => {
                 encode_kv(kv, &mut body);
                 TAG_KV
@@ -315,7 +327,7 @@ impl SnapshotFileReader {
                 self.done = true;
                 Ok(None)
             }
-            TAG_KV | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 => {
+            TAG_KV | TAG_LEASE | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 => {
                 let mut l = [0u8; 4];
                 self.read_exact(&mut l, "record length")?;
                 let body_at = self.offset;
@@ -323,6 +335,8 @@ impl SnapshotFileReader {
                 let mut rd = Reader::new(&body);
                 let rec = if tag[0] == TAG_KV {
                     decode_kv(&mut rd).map(SnapshotRecord::Kv)
+                } else if tag[0] == TAG_LEASE {
+                    decode_lease(&mut rd).map(SnapshotRecord::Lease)
                 } else {
                     let (format, user) = match tag[0] {
                         TAG_CLIENT => (SessionFormat::V3, rd.string("user")),
