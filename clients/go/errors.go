@@ -59,6 +59,10 @@ const (
 	// acknowledged before the lease's TTL ran out: the lease must be
 	// presumed expired (the server may not have noticed yet).
 	CodeLeaseExpired
+	// CodeNotHeld: the lock or election leadership named by the request is
+	// not held any more (or belongs to another holder). Mirrors
+	// dengine.v1.ErrorCode NOT_HELD.
+	CodeNotHeld
 )
 
 var codeNames = [...]string{
@@ -82,6 +86,7 @@ var codeNames = [...]string{
 	CodeNoSpace:          "NO_SPACE",
 	CodeLeaseNotFound:    "LEASE_NOT_FOUND",
 	CodeLeaseExpired:     "LEASE_EXPIRED",
+	CodeNotHeld:          "NOT_HELD",
 }
 
 // String returns the code's wire name (e.g. "NOT_LEADER").
@@ -127,6 +132,8 @@ func codeFromReason(reason string) (Code, bool) {
 		return CodeNoSpace, true
 	case enginev1.ErrorCode_LEASE_NOT_FOUND:
 		return CodeLeaseNotFound, true
+	case enginev1.ErrorCode_NOT_HELD:
+		return CodeNotHeld, true
 	}
 	return CodeInternal, false
 }
@@ -211,6 +218,9 @@ var (
 	// lease's TTL ran out (cluster unreachable, no leader...): the lease must
 	// be presumed gone, and with it the keys attached to it.
 	ErrLeaseExpired = &sentinel{CodeLeaseExpired, "lease expired (no renewal acknowledged within its TTL)"}
+	// ErrNotHeld: the lock or election leadership is not held any more (its
+	// key is gone or belongs to another holder). Not retryable.
+	ErrNotHeld = &sentinel{CodeNotHeld, "not held"}
 	// ErrUnavailable: no endpoint could be reached.
 	ErrUnavailable = &sentinel{CodeUnavailable, "unavailable"}
 	// ErrCanceled: the caller's context was cancelled (also matches

@@ -72,6 +72,10 @@ const (
 	// The lease does not exist: never granted, revoked, or expired. gRPC
 	// NOT_FOUND; metadata "lease_id". Not retryable: grant a new lease.
 	ErrorCode_LEASE_NOT_FOUND ErrorCode = 14
+	// The lock or election leadership named by the request is not held: its
+	// key is gone (unlocked, resigned, or its lease ended) or belongs to
+	// another holder. gRPC FAILED_PRECONDITION. Not retryable.
+	ErrorCode_NOT_HELD ErrorCode = 15
 )
 
 // Enum value maps for ErrorCode.
@@ -92,6 +96,7 @@ var (
 		12: "UNKNOWN_NODE",
 		13: "NO_SPACE",
 		14: "LEASE_NOT_FOUND",
+		15: "NOT_HELD",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -109,6 +114,7 @@ var (
 		"UNKNOWN_NODE":           12,
 		"NO_SPACE":               13,
 		"LEASE_NOT_FOUND":        14,
+		"NOT_HELD":               15,
 	}
 )
 
@@ -3739,6 +3745,689 @@ func (x *NodeStatusResponse) GetLogBytes() uint64 {
 	return 0
 }
 
+// Distributed locks on leases (the recipe runs in the server, once, for
+// every client).
+//
+// A lock `name` is held by the key `name/<lease id, 16 hex digits>`,
+// attached to the holder's lease. Waiters queue in the order their keys
+// were created; the holder is the key of `name/` with the smallest
+// create_revision. When the holder's lease ends (expiry or revoke) or it
+// unlocks, its key is deleted and the next waiter holds the lock.
+type LockRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lock name, 1..=3072 bytes.
+	Name []byte `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The holder's lease (LEASE_NOT_FOUND if it does not exist). The lock is
+	// released when the lease ends.
+	Lease         uint64 `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockRequest) Reset() {
+	*x = LockRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockRequest) ProtoMessage() {}
+
+func (x *LockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockRequest.ProtoReflect.Descriptor instead.
+func (*LockRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *LockRequest) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *LockRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type LockResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The key that holds the lock; pass it to Unlock.
+	Key []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Fencing token: the key's create_revision. It increases with every new
+	// holder of the lock, so a protected resource can refuse any request
+	// carrying a token below the highest it has seen.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockResponse) Reset() {
+	*x = LockResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockResponse) ProtoMessage() {}
+
+func (x *LockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockResponse.ProtoReflect.Descriptor instead.
+func (*LockResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *LockResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LockResponse) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LockResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type UnlockRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key Lock returned.
+	Key           []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockRequest) Reset() {
+	*x = UnlockRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockRequest) ProtoMessage() {}
+
+func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
+func (*UnlockRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *UnlockRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type UnlockResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockResponse) Reset() {
+	*x = UnlockResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockResponse) ProtoMessage() {}
+
+func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
+func (*UnlockResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *UnlockResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+// Leader election on leases: the same queue as Lock, where each candidate's
+// key holds a value the leader publishes (e.g. its address).
+type LeaderKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Election name.
+	Name []byte `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The candidate's key, `name/<lease id, 16 hex digits>`.
+	Key []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The key's create_revision (fencing token of this leadership).
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Lease         uint64 `protobuf:"varint,4,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaderKey) Reset() {
+	*x = LeaderKey{}
+	mi := &file_dengine_v1_client_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaderKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaderKey) ProtoMessage() {}
+
+func (x *LeaderKey) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaderKey.ProtoReflect.Descriptor instead.
+func (*LeaderKey) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *LeaderKey) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *LeaderKey) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LeaderKey) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *LeaderKey) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type CampaignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Lease uint64                 `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	// The value to publish once elected.
+	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CampaignRequest) Reset() {
+	*x = CampaignRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CampaignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CampaignRequest) ProtoMessage() {}
+
+func (x *CampaignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CampaignRequest.ProtoReflect.Descriptor instead.
+func (*CampaignRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CampaignRequest) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *CampaignRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *CampaignRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type CampaignResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Leader        *LeaderKey             `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CampaignResponse) Reset() {
+	*x = CampaignResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CampaignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CampaignResponse) ProtoMessage() {}
+
+func (x *CampaignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CampaignResponse.ProtoReflect.Descriptor instead.
+func (*CampaignResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CampaignResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CampaignResponse) GetLeader() *LeaderKey {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+type ProclaimRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        *LeaderKey             `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProclaimRequest) Reset() {
+	*x = ProclaimRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProclaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProclaimRequest) ProtoMessage() {}
+
+func (x *ProclaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProclaimRequest.ProtoReflect.Descriptor instead.
+func (*ProclaimRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ProclaimRequest) GetLeader() *LeaderKey {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+func (x *ProclaimRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type ProclaimResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProclaimResponse) Reset() {
+	*x = ProclaimResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProclaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProclaimResponse) ProtoMessage() {}
+
+func (x *ProclaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProclaimResponse.ProtoReflect.Descriptor instead.
+func (*ProclaimResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ProclaimResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type ElectionLeaderRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElectionLeaderRequest) Reset() {
+	*x = ElectionLeaderRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElectionLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElectionLeaderRequest) ProtoMessage() {}
+
+func (x *ElectionLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElectionLeaderRequest.ProtoReflect.Descriptor instead.
+func (*ElectionLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ElectionLeaderRequest) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+type ElectionLeaderResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The leader's key and value; absent when the election has no leader.
+	Kv            *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3,oneof" json:"kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElectionLeaderResponse) Reset() {
+	*x = ElectionLeaderResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElectionLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElectionLeaderResponse) ProtoMessage() {}
+
+func (x *ElectionLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElectionLeaderResponse.ProtoReflect.Descriptor instead.
+func (*ElectionLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ElectionLeaderResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ElectionLeaderResponse) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+type ResignRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        *LeaderKey             `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResignRequest) Reset() {
+	*x = ResignRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResignRequest) ProtoMessage() {}
+
+func (x *ResignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResignRequest.ProtoReflect.Descriptor instead.
+func (*ResignRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ResignRequest) GetLeader() *LeaderKey {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+type ResignResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResignResponse) Reset() {
+	*x = ResignResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResignResponse) ProtoMessage() {}
+
+func (x *ResignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResignResponse.ProtoReflect.Descriptor instead.
+func (*ResignResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ResignResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 var File_dengine_v1_client_proto protoreflect.FileDescriptor
 
 const file_dengine_v1_client_proto_rawDesc = "" +
@@ -3981,7 +4670,45 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"data_bytes\x18\v \x01(\x04R\tdataBytes\x12\x1f\n" +
 	"\vquota_bytes\x18\f \x01(\x04R\n" +
 	"quotaBytes\x12\x1b\n" +
-	"\tlog_bytes\x18\r \x01(\x04R\blogBytes*\xa1\x02\n" +
+	"\tlog_bytes\x18\r \x01(\x04R\blogBytes\"7\n" +
+	"\vLockRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05lease\x18\x02 \x01(\x04R\x05lease\"p\n" +
+	"\fLockResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"!\n" +
+	"\rUnlockRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"D\n" +
+	"\x0eUnlockResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\"c\n" +
+	"\tLeaderKey\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05lease\x18\x04 \x01(\x04R\x05lease\"Q\n" +
+	"\x0fCampaignRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05lease\x18\x02 \x01(\x04R\x05lease\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"u\n" +
+	"\x10CampaignResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12-\n" +
+	"\x06leader\x18\x02 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\"V\n" +
+	"\x0fProclaimRequest\x12-\n" +
+	"\x06leader\x18\x01 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"F\n" +
+	"\x10ProclaimResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\"+\n" +
+	"\x15ElectionLeaderRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\"~\n" +
+	"\x16ElectionLeaderResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12)\n" +
+	"\x02kv\x18\x02 \x01(\v2\x14.dengine.v1.KeyValueH\x00R\x02kv\x88\x01\x01B\x05\n" +
+	"\x03_kv\">\n" +
+	"\rResignRequest\x12-\n" +
+	"\x06leader\x18\x01 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\"D\n" +
+	"\x0eResignResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header*\xaf\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -4000,7 +4727,8 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x11PERMISSION_DENIED\x10\v\x12\x10\n" +
 	"\fUNKNOWN_NODE\x10\f\x12\f\n" +
 	"\bNO_SPACE\x10\r\x12\x13\n" +
-	"\x0fLEASE_NOT_FOUND\x10\x0e*U\n" +
+	"\x0fLEASE_NOT_FOUND\x10\x0e\x12\f\n" +
+	"\bNOT_HELD\x10\x0f*U\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +
@@ -4048,7 +4776,16 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x0eTransferLeader\x12!.dengine.v1.TransferLeaderRequest\x1a\x1a.dengine.v1.ChangeResponse\x12Z\n" +
 	"\x0fTriggerSnapshot\x12\".dengine.v1.TriggerSnapshotRequest\x1a#.dengine.v1.TriggerSnapshotResponse\x12K\n" +
 	"\n" +
-	"NodeStatus\x12\x1d.dengine.v1.NodeStatusRequest\x1a\x1e.dengine.v1.NodeStatusResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
+	"NodeStatus\x12\x1d.dengine.v1.NodeStatusRequest\x1a\x1e.dengine.v1.NodeStatusResponse2\x82\x01\n" +
+	"\x04Lock\x129\n" +
+	"\x04Lock\x12\x17.dengine.v1.LockRequest\x1a\x18.dengine.v1.LockResponse\x12?\n" +
+	"\x06Unlock\x12\x19.dengine.v1.UnlockRequest\x1a\x1a.dengine.v1.UnlockResponse2\xfe\x02\n" +
+	"\bElection\x12E\n" +
+	"\bCampaign\x12\x1b.dengine.v1.CampaignRequest\x1a\x1c.dengine.v1.CampaignResponse\x12E\n" +
+	"\bProclaim\x12\x1b.dengine.v1.ProclaimRequest\x1a\x1c.dengine.v1.ProclaimResponse\x12O\n" +
+	"\x06Leader\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse\x12R\n" +
+	"\aObserve\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse0\x01\x12?\n" +
+	"\x06Resign\x12\x19.dengine.v1.ResignRequest\x1a\x1a.dengine.v1.ResignResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
 
 var (
 	file_dengine_v1_client_proto_rawDescOnce sync.Once
@@ -4063,7 +4800,7 @@ func file_dengine_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_dengine_v1_client_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: dengine.v1.ErrorCode
 	(Consistency)(0),                // 1: dengine.v1.Consistency
@@ -4122,6 +4859,19 @@ var file_dengine_v1_client_proto_goTypes = []any{
 	(*ChangeResponse)(nil),          // 54: dengine.v1.ChangeResponse
 	(*NodeStatusRequest)(nil),       // 55: dengine.v1.NodeStatusRequest
 	(*NodeStatusResponse)(nil),      // 56: dengine.v1.NodeStatusResponse
+	(*LockRequest)(nil),             // 57: dengine.v1.LockRequest
+	(*LockResponse)(nil),            // 58: dengine.v1.LockResponse
+	(*UnlockRequest)(nil),           // 59: dengine.v1.UnlockRequest
+	(*UnlockResponse)(nil),          // 60: dengine.v1.UnlockResponse
+	(*LeaderKey)(nil),               // 61: dengine.v1.LeaderKey
+	(*CampaignRequest)(nil),         // 62: dengine.v1.CampaignRequest
+	(*CampaignResponse)(nil),        // 63: dengine.v1.CampaignResponse
+	(*ProclaimRequest)(nil),         // 64: dengine.v1.ProclaimRequest
+	(*ProclaimResponse)(nil),        // 65: dengine.v1.ProclaimResponse
+	(*ElectionLeaderRequest)(nil),   // 66: dengine.v1.ElectionLeaderRequest
+	(*ElectionLeaderResponse)(nil),  // 67: dengine.v1.ElectionLeaderResponse
+	(*ResignRequest)(nil),           // 68: dengine.v1.ResignRequest
+	(*ResignResponse)(nil),          // 69: dengine.v1.ResignResponse
 }
 var file_dengine_v1_client_proto_depIdxs = []int32{
 	7,  // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
@@ -4180,59 +4930,83 @@ var file_dengine_v1_client_proto_depIdxs = []int32{
 	32, // 53: dengine.v1.ChangeResponse.members:type_name -> dengine.v1.Member
 	5,  // 54: dengine.v1.NodeStatusResponse.header:type_name -> dengine.v1.ResponseHeader
 	32, // 55: dengine.v1.NodeStatusResponse.members:type_name -> dengine.v1.Member
-	8,  // 56: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
-	10, // 57: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
-	12, // 58: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
-	14, // 59: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
-	16, // 60: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
-	27, // 61: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
-	29, // 62: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
-	18, // 63: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
-	20, // 64: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
-	25, // 65: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
-	37, // 66: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
-	39, // 67: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
-	41, // 68: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
-	41, // 69: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
-	43, // 70: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
-	45, // 71: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
-	33, // 72: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
-	35, // 73: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
-	48, // 74: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
-	49, // 75: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
-	50, // 76: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
-	51, // 77: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
-	52, // 78: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
-	55, // 79: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
-	9,  // 80: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
-	11, // 81: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
-	13, // 82: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
-	15, // 83: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
-	17, // 84: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
-	28, // 85: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
-	31, // 86: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
-	19, // 87: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
-	21, // 88: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
-	26, // 89: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
-	38, // 90: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
-	40, // 91: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
-	42, // 92: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
-	42, // 93: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
-	44, // 94: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
-	47, // 95: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
-	34, // 96: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
-	36, // 97: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
-	54, // 98: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
-	54, // 99: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
-	54, // 100: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
-	54, // 101: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
-	53, // 102: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
-	56, // 103: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
-	80, // [80:104] is the sub-list for method output_type
-	56, // [56:80] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	5,  // 56: dengine.v1.LockResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 57: dengine.v1.UnlockResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 58: dengine.v1.CampaignResponse.header:type_name -> dengine.v1.ResponseHeader
+	61, // 59: dengine.v1.CampaignResponse.leader:type_name -> dengine.v1.LeaderKey
+	61, // 60: dengine.v1.ProclaimRequest.leader:type_name -> dengine.v1.LeaderKey
+	5,  // 61: dengine.v1.ProclaimResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 62: dengine.v1.ElectionLeaderResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 63: dengine.v1.ElectionLeaderResponse.kv:type_name -> dengine.v1.KeyValue
+	61, // 64: dengine.v1.ResignRequest.leader:type_name -> dengine.v1.LeaderKey
+	5,  // 65: dengine.v1.ResignResponse.header:type_name -> dengine.v1.ResponseHeader
+	8,  // 66: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
+	10, // 67: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
+	12, // 68: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
+	14, // 69: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
+	16, // 70: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
+	27, // 71: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
+	29, // 72: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
+	18, // 73: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
+	20, // 74: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
+	25, // 75: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
+	37, // 76: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
+	39, // 77: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
+	41, // 78: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
+	41, // 79: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
+	43, // 80: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
+	45, // 81: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
+	33, // 82: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
+	35, // 83: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
+	48, // 84: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
+	49, // 85: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
+	50, // 86: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
+	51, // 87: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
+	52, // 88: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
+	55, // 89: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
+	57, // 90: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
+	59, // 91: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
+	62, // 92: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
+	64, // 93: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
+	66, // 94: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
+	66, // 95: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
+	68, // 96: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
+	9,  // 97: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
+	11, // 98: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
+	13, // 99: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
+	15, // 100: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
+	17, // 101: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
+	28, // 102: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
+	31, // 103: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
+	19, // 104: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
+	21, // 105: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
+	26, // 106: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
+	38, // 107: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
+	40, // 108: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
+	42, // 109: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
+	42, // 110: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
+	44, // 111: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
+	47, // 112: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
+	34, // 113: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
+	36, // 114: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
+	54, // 115: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
+	54, // 116: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
+	54, // 117: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
+	54, // 118: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
+	53, // 119: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
+	56, // 120: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
+	58, // 121: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
+	60, // 122: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
+	63, // 123: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
+	65, // 124: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
+	67, // 125: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
+	67, // 126: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
+	69, // 127: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
+	97, // [97:128] is the sub-list for method output_type
+	66, // [66:97] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_dengine_v1_client_proto_init() }
@@ -4260,15 +5034,16 @@ func file_dengine_v1_client_proto_init() {
 		(*TxnOpResult_Put)(nil),
 		(*TxnOpResult_DeleteRange)(nil),
 	}
+	file_dengine_v1_client_proto_msgTypes[62].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dengine_v1_client_proto_rawDesc), len(file_dengine_v1_client_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   52,
+			NumMessages:   65,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   6,
 		},
 		GoTypes:           file_dengine_v1_client_proto_goTypes,
 		DependencyIndexes: file_dengine_v1_client_proto_depIdxs,
