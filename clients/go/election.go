@@ -64,9 +64,9 @@ func (c *Client) Campaign(ctx context.Context, name string, value []byte, opts .
 		return err
 	})
 	if err != nil {
-		s.abandon(req.Name, func(ctx context.Context, key []byte) error {
-			return c.resign(ctx, &enginev1.LeaderKey{Name: req.Name, Key: key, Lease: uint64(s.lease)})
-		})
+		// Withdraw the candidacy: delete our queue key (Unlock deletes any
+		// `name/<lease>` key, whatever its revision).
+		s.abandon(req.Name, c.unlockKey)
 		return nil, err
 	}
 	lk := resp.GetLeader()

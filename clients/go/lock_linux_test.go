@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ func TestClusterLockElection(t *testing.T) {
 	t.Run("RevokedHolderPassesOn", func(t *testing.T) { clusterLockRevoked(t, c) })
 	t.Run("KilledProcessPassesOn", func(t *testing.T) { clusterLockKilledProcess(t, cl, c) })
 	t.Run("WithLock", func(t *testing.T) { clusterWithLock(t, c) })
+	t.Run("WaiterAcrossLeaderKill", func(t *testing.T) { clusterLockLeaderKill(t, cl, opts) })
 	t.Run("Election", func(t *testing.T) { clusterElection(t, cl, opts) })
 }
 
@@ -210,7 +212,9 @@ func TestLockHelperProcess(t *testing.T) {
 		fmt.Println("ERROR", err)
 		os.Exit(2)
 	}
-	fmt.Printf("LOCKED %d\n", l.Revision())
+	fmt.Printf("LOCKED %d %d\n", l.Revision(), l.Lease())
+	<-l.Lost()
+	fmt.Fprintf(os.Stderr, "lock helper: lost the lock: %v\n", l.Err())
 	select {}
 }
 
@@ -223,7 +227,19 @@ func clusterLockKilledProcess(t *testing.T, cl *testCluster, c *Client) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelperProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), lockHelperEnv+"="+strings.Join(cl.endpoints(), ",")+";"+name+";"+ttl.String())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Stderr = os.Stderr
+	errPath := filepath.Join(t.TempDir(), "helper.stderr")
+	errFile, err := os.Create(errPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	cmd.Stderr = errFile
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(errPath)
+			t.Logf("helper stderr:\n%s", tailString(string(b), 40))
+		}
+	}()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -241,6 +257,7 @@ func clusterLockKilledProcess(t *testing.T, cl *testCluster, c *Client) {
 		close(lines)
 	}()
 	var helperRev uint64
+	var helperLease LeaseID
 	deadline := time.After(30 * time.Second)
 	for helperRev == 0 {
 		select {
@@ -249,7 +266,10 @@ func clusterLockKilledProcess(t *testing.T, cl *testCluster, c *Client) {
 				t.Fatal("helper process exited without taking the lock")
 			}
 			if rest, found := strings.CutPrefix(line, "LOCKED "); found {
-				helperRev, _ = strconv.ParseUint(rest, 10, 64)
+				f := strings.Fields(rest)
+				helperRev, _ = strconv.ParseUint(f[0], 10, 64)
+				lease, _ := strconv.ParseUint(f[1], 10, 64)
+				helperLease = LeaseID(lease)
 			} else if strings.HasPrefix(line, "ERROR") {
 				t.Fatalf("helper: %s", line)
 			}
@@ -271,7 +291,11 @@ func clusterLockKilledProcess(t *testing.T, cl *testCluster, c *Client) {
 	}()
 	select {
 	case l := <-got:
-		t.Fatalf("got the lock (rev %d) while the helper process holds it (rev %d)", l.Revision(), helperRev)
+		// Tell a lost lease (the helper stalled past its TTL) from two
+		// holders at once.
+		ttlInfo, terr := c.TimeToLive(ctx, helperLease, false)
+		t.Fatalf("got the lock (rev %d) while the helper process holds it (rev %d); helper lease %x: %+v %v",
+			l.Revision(), helperRev, helperLease, ttlInfo, terr)
 	case err := <-errc:
 		t.Fatal(err)
 	case <-time.After(2 * ttl):
@@ -302,6 +326,92 @@ func clusterLockKilledProcess(t *testing.T, cl *testCluster, c *Client) {
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// clusterLockLeaderKill: two waiters queue behind a holder; the cluster's
+// leader is killed while they wait. Their Lock calls move to the new leader
+// with the same leases, keep their places (first come, first served) and
+// the holder keeps the lock (its keepalive follows the new leader).
+func clusterLockLeaderKill(t *testing.T, cl *testCluster, opts []Option) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const name = "leaderkill/test"
+	hc, w1c, w2c := cl.client(opts...), cl.client(opts...), cl.client(opts...)
+	holder, err := hc.Lock(ctx, name, WithSessionTTL(8*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type res struct {
+		i int
+		l *Lock
+	}
+	got := make(chan res, 2)
+	errc := make(chan error, 2)
+	wait := func(i int, c *Client) {
+		l, err := c.Lock(ctx, name, WithSessionTTL(8*time.Second))
+		if err != nil {
+			errc <- err
+			return
+		}
+		got <- res{i, l}
+	}
+	go wait(1, w1c)
+	// Wait until waiter 1 is queued (two keys) before queueing waiter 2.
+	for {
+		rr, err := hc.Range(ctx, []byte(name+"/"), WithPrefix(), WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rr.Count == 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	go wait(2, w2c)
+	time.Sleep(300 * time.Millisecond)
+	li := cl.leaderIndex(ctx, hc)
+	if li < 0 {
+		t.Fatal("no cluster leader")
+	}
+	cl.kill(li)
+	cl.waitLeader(30 * time.Second)
+	select {
+	case r := <-got:
+		t.Fatalf("waiter %d got the lock while it is held", r.i)
+	case err := <-errc:
+		t.Fatal(err)
+	case <-time.After(2 * time.Second):
+	}
+	select {
+	case <-holder.Lost():
+		t.Fatalf("holder lost the lock across the leader change: %v", holder.Err())
+	default:
+	}
+	prev := holder.Revision()
+	if err := holder.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 2; want++ {
+		select {
+		case r := <-got:
+			if r.i != want {
+				t.Fatalf("waiter %d got the lock, want waiter %d (queue order)", r.i, want)
+			}
+			if r.l.Revision() <= prev {
+				t.Fatalf("fencing token %d after %d", r.l.Revision(), prev)
+			}
+			prev = r.l.Revision()
+			if err := r.l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case err := <-errc:
+			t.Fatal(err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("waiter %d did not get the lock", want)
+		}
+	}
+	cl.start(li)
+	cl.waitLeader(30 * time.Second)
 }
 
 func clusterWithLock(t *testing.T, c *Client) {
@@ -502,4 +612,13 @@ func clusterElection(t *testing.T, cl *testCluster, opts []Option) {
 	cancel()
 	for range events {
 	}
+}
+
+// tailString is the last n lines of s.
+func tailString(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
