@@ -171,12 +171,12 @@ func (c *Client) Observe(ctx context.Context, name string) (<-chan LeaderEvent, 
 		return nil, err
 	}
 	o := &observer{c: c, ctx: ctx, name: []byte(name)}
-	st, first, err := o.open()
+	st, err := o.open()
 	if err != nil {
 		return nil, err
 	}
 	out := make(chan LeaderEvent, defaultWatchBuffer)
-	go o.run(st, first, out)
+	go o.run(st, out)
 	return out, nil
 }
 
@@ -195,8 +195,8 @@ type observeStream struct {
 
 // open starts an Observe stream on the leader, with the client's retries.
 // The server sends nothing until there is a leader, so open returns once
-// the stream is established (first is nil then) or the first leader came.
-func (o *observer) open() (*observeStream, *enginev1.ElectionLeaderResponse, error) {
+// the stream is established (its response headers arrived).
+func (o *observer) open() (*observeStream, error) {
 	var res *observeStream
 	err := o.c.invoke(o.ctx, routeLeader, func(actx context.Context, cn *conn) error {
 		sctx, scancel := context.WithCancel(o.ctx)
@@ -222,12 +222,12 @@ func (o *observer) open() (*observeStream, *enginev1.ElectionLeaderResponse, err
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return res, nil, nil
+	return res, nil
 }
 
-func (o *observer) run(st *observeStream, first *enginev1.ElectionLeaderResponse, out chan<- LeaderEvent) {
+func (o *observer) run(st *observeStream, out chan<- LeaderEvent) {
 	defer close(out)
 	defer func() {
 		if st != nil {
@@ -244,13 +244,7 @@ func (o *observer) run(st *observeStream, first *enginev1.ElectionLeaderResponse
 	}
 	reopens := 0
 	for {
-		var resp *enginev1.ElectionLeaderResponse
-		var err error
-		if first != nil {
-			resp, first = first, nil
-		} else {
-			resp, err = st.stream.Recv()
-		}
+		resp, err := st.stream.Recv()
 		if err == nil {
 			kv := kvFromProto(resp.GetKv())
 			if kv == nil || o.same(kv) {
@@ -299,7 +293,7 @@ func (o *observer) run(st *observeStream, first *enginev1.ElectionLeaderResponse
 			t.Stop()
 			return
 		}
-		st, first, err = o.open()
+		st, err = o.open()
 		if err != nil {
 			if o.ctx.Err() != nil {
 				return

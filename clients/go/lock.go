@@ -186,7 +186,7 @@ func (c *Client) queueWait(ctx context.Context, s *coordSession, call func(ctx c
 		}
 		actx, acancel := context.WithTimeout(wctx, attemptTimeout)
 		err = call(actx, cn)
-		timedOut := actx.Err() != nil && wctx.Err() == nil
+		attemptEnded := actx.Err() != nil
 		acancel()
 		if err == nil {
 			c.mu.Lock()
@@ -210,6 +210,10 @@ func (c *Client) queueWait(ctx context.Context, s *coordSession, call func(ctx c
 			return newError(CodeClosed, "client closed", err)
 		}
 		last = e
+		// The attempt's deadline passed: our own, or the server's (tonic
+		// answers CANCELLED "Timeout expired" when the grpc-timeout it was
+		// sent runs out, a little before the client's deadline fires).
+		timedOut := wctx.Err() == nil && (attemptEnded || e.Code == CodeCanceled || e.Code == CodeTimeout)
 		if timedOut {
 			// Still queued, or the node hangs: ask again at once (on the
 			// leader as the cluster sees it now).

@@ -108,15 +108,19 @@ func (f *fakeCoord) unlockRequests() []*enginev1.UnlockRequest {
 	return append([]*enginev1.UnlockRequest(nil), f.unlocks...)
 }
 
-// Lock follows NOT_LEADER to the leader and retries UNAVAILABLE, always
-// with the same lease (which keeps the place in the server's queue).
+// Lock follows NOT_LEADER to the leader and retries UNAVAILABLE and an
+// attempt ended by the server's timeout, always with the same lease (which keeps the place in the server's queue).
 func TestLockRetriesWithSameLease(t *testing.T) {
 	leader := startFakeCoord(t, func(f *fakeCoord) {
 		calls := 0
 		f.lock = func(ctx context.Context, r *enginev1.LockRequest) (*enginev1.LockResponse, error) {
 			calls++
-			if calls == 1 {
+			switch calls {
+			case 1:
 				return nil, status.Error(codes.Unavailable, "connection reset")
+			case 2:
+				// What tonic answers when the grpc-timeout runs out.
+				return nil, status.Error(codes.Canceled, "Timeout expired")
 			}
 			return &enginev1.LockResponse{Key: queueKey(r.Name, LeaseID(r.Lease)), Revision: 77}, nil
 		}
@@ -134,14 +138,15 @@ func TestLockRetriesWithSameLease(t *testing.T) {
 	if string(l.Key()) != "jobs/000000000000002a" || l.Revision() != 77 || l.Lease() != 0x2a || l.Name() != "jobs" {
 		t.Fatalf("lock: key %q rev %d lease %d", l.Key(), l.Revision(), l.Lease())
 	}
-	// The follower is asked first, and again after the leader failed
-	// (UNAVAILABLE makes the client forget the leader); it redirects.
-	if n := len(follower.lockRequests()); n != 2 {
-		t.Fatalf("%d Lock calls on the follower, want 2", n)
+	// The follower is asked first, and again after each failure of the
+	// leader (UNAVAILABLE and a timed-out attempt make the client forget
+	// the leader); it redirects each time.
+	if n := len(follower.lockRequests()); n != 3 {
+		t.Fatalf("%d Lock calls on the follower, want 3", n)
 	}
 	reqs := leader.lockRequests()
-	if len(reqs) != 2 {
-		t.Fatalf("%d Lock calls on the leader, want 2", len(reqs))
+	if len(reqs) != 3 {
+		t.Fatalf("%d Lock calls on the leader, want 3", len(reqs))
 	}
 	for _, r := range append(reqs, follower.lockRequests()...) {
 		if r.Lease != 0x2a || string(r.Name) != "jobs" {
