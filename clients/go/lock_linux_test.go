@@ -318,9 +318,10 @@ func clusterLockKilledProcess(t *testing.T, cl *testCluster, c *Client) {
 	if l.Revision() <= helperRev {
 		t.Fatalf("fencing token %d after the killed holder's %d", l.Revision(), helperRev)
 	}
-	// The lease lives at least until ttl after its last renewal, which was
-	// at most ttl/3 before the kill.
-	if took < ttl*2/3-200*time.Millisecond {
+	// The lease lives at least until ttl after its last renewal; renewals
+	// come every ttl/3 (later on a loaded machine), so the lock cannot pass
+	// on right at the kill.
+	if took < ttl/4 {
 		t.Fatalf("lock passed on %v after the kill: before the holder's lease (ttl %v) could expire", took, ttl)
 	}
 	if err := l.Unlock(ctx); err != nil {
