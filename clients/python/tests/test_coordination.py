@@ -135,8 +135,8 @@ def test_range_options(client: dengine.Client, ns: bytes):
 def test_delete_range(client: dengine.Client, ns: bytes):
     for k in (b"a", b"b", b"c", b"d"):
         client.put(ns + b"d/" + k, k * 2)
-    client.put(ns + b"e", b"outside")
-    with client.watch_prefix(ns + b"d/") as w:
+    last = client.put(ns + b"e", b"outside")
+    with client.watch_prefix(ns + b"d/", start_revision=last + 1) as w:
         res = client.delete_range(ns + b"d/a", ns + b"d/c", prev_kv=True)
         assert res.deleted == 2 and res.revision > 0 and not res.prev_kvs_truncated
         assert [(kv.key, kv.value) for kv in res.prev_kvs] == [(ns + b"d/a", b"aa"), (ns + b"d/b", b"bb")]
@@ -226,7 +226,8 @@ def test_lease_grant_attach_revoke(client: dengine.Client, ns: bytes):
     assert lid in [s.id for s in client.lease_list()]
     txn = client.txn([Compare.lease(ns + b"a") == lid], [Op.put(ns + b"t", b"in txn", lease=lid)], [])
     assert txn.succeeded and client.lease_time_to_live(lid).key_count == 3
-    with client.watch_prefix(ns) as w:
+    # from the next revision: a lagging node must not replay the txn's put
+    with client.watch_prefix(ns, start_revision=txn.revision + 1) as w:
         assert client.lease_revoke(lid) == 3
         events = [next(w) for _ in range(3)]
         assert all(e.type == "delete" for e in events) and len({e.revision for e in events}) == 1

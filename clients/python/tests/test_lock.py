@@ -16,7 +16,7 @@ import time
 from typing import List, Tuple
 
 import pytest
-from cluster import ServerCluster
+from cluster import ServerCluster, wait_until
 
 import d_engine as dengine
 
@@ -106,8 +106,10 @@ def test_election(locks: dengine.Client, cluster: ServerCluster, ns: bytes):
         reader.start()
         with a.campaign(name, b"host-a", ttl=5) as lead:
             assert b.election_leader(name).value == b"host-a"
+            wait_until("the observer to see the first leader", lambda: seen == [b"host-a"], timeout=10)
             lead.proclaim(b"host-a:2")
             assert b.election_leader(name).value == b"host-a:2"
+            wait_until("the observer to see the proclaimed value", lambda: seen[-1] == b"host-a:2", timeout=10)
             with pytest.raises(dengine.Timeout):
                 b.campaign(name, b"host-b", ttl=5, timeout=0.5)
         with b.campaign(name, b"host-b", ttl=5, timeout=10) as lead_b:
@@ -119,7 +121,7 @@ def test_election(locks: dengine.Client, cluster: ServerCluster, ns: bytes):
                 time.sleep(0.05)
         obs.cancel()
         reader.join(5)
-        assert seen[0] == b"host-a" and b"host-b" in seen
+        assert seen[:2] == [b"host-a", b"host-a:2"] and seen[-1] == b"host-b"
 
 
 async def test_async_lock_and_election(locks: dengine.Client, cluster: ServerCluster, ns: bytes):

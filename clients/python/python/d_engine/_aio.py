@@ -317,7 +317,7 @@ class AsyncClient:
 
     def observe(self, name: BytesLike) -> AsyncObservation:
         req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
-        return AsyncObservation(self._stubs(self._router.target(True)).election.Observe(req))
+        return AsyncObservation(self, req)
 
     async def _wait(
         self, fn: Callable[[_Stubs, Optional[float]], Awaitable[T]], timeout: Optional[float], own: Optional[AsyncLease]

@@ -380,7 +380,7 @@ class Client:
     def observe(self, name: BytesLike) -> Observation:
         """Iterator of the election's leaders, the current one first, then each new one."""
         req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
-        return Observation(self._stubs(self._router.target(True)).election.Observe(req))
+        return Observation(self, req)
 
     def _wait(self, fn: Callable[[_Stubs, Optional[float]], T], timeout: Optional[float], own: Optional[Lease]) -> T:
         """A call that waits on the server (Lock, Campaign) until ``timeout``

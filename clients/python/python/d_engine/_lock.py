@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, Generator, Optional
+import time
+from typing import TYPE_CHECKING, Any, Generator, Optional, Tuple
 
 import grpc
 import grpc.aio
 
 from . import _codec as codec
 from ._codec import BytesLike
-from ._errors import Error, WatchCanceled
+from ._errors import Error, Unavailable
 from ._lease import AsyncLease, Lease
 from ._proto import client_pb2 as pb
+from ._routing import Attempts
 from ._types import KeyValue, LeaderKey
 
 if TYPE_CHECKING:
@@ -142,35 +144,71 @@ class Leadership:
 class Observation:
     """Iterator of an election's leaders (``KeyValue`` of the leader's key:
     its value is what the leader published), starting with the current one.
-    ``cancel()`` (or leaving the ``with`` block) ends it quietly."""
+    It follows the cluster's leader (reconnecting after NotLeader or a lost
+    connection, within the client's retry deadline per outage, without
+    repeating a leader already seen). ``cancel()`` (or leaving the ``with``
+    block) ends it quietly."""
 
-    def __init__(self, call: Any):
-        self._call = call
+    def __init__(self, client: Client, req: pb.ElectionLeaderRequest):
+        self._client = client
+        self._req = req
+        self._call: Any = None
+        self._target = ""
+        self._last: Optional[Tuple[bytes, int]] = None
         self._cancelled = False
+        self._guard = threading.Lock()
+
+    def _open(self) -> None:
+        target = self._client._router.target(True)
+        call = self._client._stubs(target).election.Observe(self._req)
+        with self._guard:
+            self._call, self._target = call, target
+            if self._cancelled:
+                call.cancel()
 
     def __iter__(self) -> Observation:
         return self
 
     def __next__(self) -> KeyValue:
+        attempts: Optional[Attempts] = None
         while True:
             if self._cancelled:
                 raise StopIteration
             try:
+                if self._call is None:
+                    self._open()
                 resp = next(self._call)
             except StopIteration:
                 if self._cancelled:
                     raise
-                raise WatchCanceled("the server closed the observe stream") from None
+                err: Error = Unavailable("the server closed the observe stream")
             except grpc.RpcError as e:
                 if self._cancelled:
                     raise StopIteration from None
-                raise codec.error_from_rpc(e, "observe") from None
-            if resp.HasField("kv"):
-                return codec.kv_from_pb(resp.kv)
+                err = codec.error_from_rpc(e, self._target)
+            else:
+                if not resp.HasField("kv"):
+                    continue
+                self._client._router.succeeded(self._target, True)
+                kv = codec.kv_from_pb(resp.kv)
+                if (kv.key, kv.mod_revision) == self._last:
+                    continue  # the current leader, sent again after a reconnect
+                self._last = (kv.key, kv.mod_revision)
+                return kv
+            self._call = None
+            self._client._router.failed(self._target, err)
+            attempts = attempts or Attempts(self._client._retry)
+            delay = attempts.next_delay(err)
+            if delay is None:
+                raise attempts.final_error()
+            time.sleep(delay)
 
     def cancel(self) -> None:
-        self._cancelled = True
-        self._call.cancel()
+        with self._guard:
+            self._cancelled = True
+            call = self._call
+        if call is not None:
+            call.cancel()
 
     def __enter__(self) -> Observation:
         return self
@@ -299,18 +337,26 @@ class AsyncLeadership:
 class AsyncObservation:
     """``async for kv in observation``: an election's leaders (see :class:`Observation`)."""
 
-    def __init__(self, call: Any):
-        self._call = call
+    def __init__(self, client: AsyncClient, req: pb.ElectionLeaderRequest):
+        self._client = client
+        self._req = req
+        self._call: Any = None
+        self._target = ""
+        self._last: Optional[Tuple[bytes, int]] = None
         self._cancelled = False
 
     def __aiter__(self) -> AsyncObservation:
         return self
 
     async def __anext__(self) -> KeyValue:
+        attempts: Optional[Attempts] = None
         while True:
             if self._cancelled:
                 raise StopAsyncIteration
             try:
+                if self._call is None:
+                    self._target = self._client._router.target(True)
+                    self._call = self._client._stubs(self._target).election.Observe(self._req)
                 resp = await self._call.read()
             except asyncio.CancelledError:
                 if self._cancelled:
@@ -319,17 +365,33 @@ class AsyncObservation:
             except grpc.RpcError as e:
                 if self._cancelled:
                     raise StopAsyncIteration from None
-                raise codec.error_from_rpc(e, "observe") from None
-            if resp is grpc.aio.EOF:
-                if self._cancelled:
-                    raise StopAsyncIteration
-                raise WatchCanceled("the server closed the observe stream")
-            if resp.HasField("kv"):
-                return codec.kv_from_pb(resp.kv)
+                err: Error = codec.error_from_rpc(e, self._target)
+            else:
+                if resp is grpc.aio.EOF:
+                    if self._cancelled:
+                        raise StopAsyncIteration
+                    err = Unavailable("the server closed the observe stream")
+                elif not resp.HasField("kv"):
+                    continue
+                else:
+                    self._client._router.succeeded(self._target, True)
+                    kv = codec.kv_from_pb(resp.kv)
+                    if (kv.key, kv.mod_revision) == self._last:
+                        continue
+                    self._last = (kv.key, kv.mod_revision)
+                    return kv
+            self._call = None
+            self._client._router.failed(self._target, err)
+            attempts = attempts or Attempts(self._client._retry)
+            delay = attempts.next_delay(err)
+            if delay is None:
+                raise attempts.final_error()
+            await asyncio.sleep(delay)
 
     def cancel(self) -> None:
         self._cancelled = True
-        self._call.cancel()
+        if self._call is not None:
+            self._call.cancel()
 
     async def __aenter__(self) -> AsyncObservation:
         return self
