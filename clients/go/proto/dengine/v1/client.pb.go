@@ -2604,7 +2604,8 @@ type LeaseGrantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Time to live, 1 ms .. 1 year; INVALID_ARGUMENT outside.
 	TtlMs uint64 `protobuf:"varint,1,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
-	// 0 = the server picks (the grant's revision); else this id, which must
+	// 0 = the server picks a fresh id (below 2^63; a retry with the same
+	// write_id gets the same one); else this id, which must
 	// not name a live lease (INVALID_ARGUMENT).
 	Id            uint64   `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
 	WriteId       *WriteId `protobuf:"bytes,3,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
