@@ -584,3 +584,117 @@ async fn three_process_election_hands_over_on_kill_and_revoke() {
         "election: p1 (rev {rev1}) -> kill -9 -> p2 (rev {rev2}) after {took:?} -> revoke -> p3 (rev {rev3})"
     );
 }
+
+/// Reproducer of an engine bug found by the fault suite's txn-bank workload
+/// (five_nodes_partitions_and_crashes, FAULT_SEED=1): on the sled backend a
+/// Range page is not one point in time. `SledSm::range_each` iterates the
+/// tree without the apply lock, so a page can include writes applied after
+/// its `revision` (a `mod_revision` above it) and miss the other half of a
+/// transaction: six accounts moved by two-key txns sum to the wrong total.
+/// Without faults; ignored until the storage fix lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "engine bug: sled range pages are not point-in-time (see docs/fault-suite.md)"]
+async fn a_range_page_is_one_point_in_time_on_sled() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start(ClusterConfig {
+        extra_args: vec!["--state-machine".into(), "sled".into()],
+        ..Default::default()
+    });
+    c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let client = c.client().await;
+    let kv = client.kv();
+    let acct = |i: usize| format!("acct/{i}");
+    kv.txn(Txn::new().and_then((0..6).map(|i| TxnOp::put(acct(i), "100"))))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut movers = Vec::new();
+    for m in 0..2usize {
+        let (kv, stop) = (kv.clone(), stop.clone());
+        movers.push(tokio::spawn(async move {
+            let mut n = m;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (a, b) = (acct(n % 6), acct((n + 1 + m) % 6));
+                let cur = kv
+                    .get_multi(
+                        vec![a.clone().into(), b.clone().into()],
+                        Consistency::Linearizable,
+                    )
+                    .await
+                    .unwrap();
+                let (Some(x), Some(y)) = (&cur[0], &cur[1]) else {
+                    continue;
+                };
+                let (vx, vy): (u64, u64) = (
+                    String::from_utf8_lossy(&x.value).parse().unwrap(),
+                    String::from_utf8_lossy(&y.value).parse().unwrap(),
+                );
+                let amount = vx.min(7);
+                let _ = kv
+                    .txn(
+                        Txn::new()
+                            .when([
+                                d_engine_client::Compare::mod_revision_is(
+                                    a.clone(),
+                                    x.mod_revision,
+                                ),
+                                d_engine_client::Compare::mod_revision_is(
+                                    b.clone(),
+                                    y.mod_revision,
+                                ),
+                            ])
+                            .and_then([
+                                TxnOp::put(a, (vx - amount).to_string()),
+                                TxnOp::put(b, (vy + amount).to_string()),
+                            ]),
+                    )
+                    .await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut bad = Vec::new();
+    let mut pages = 0;
+    while started.elapsed() < Duration::from_secs(20) && bad.len() < 3 {
+        let p = kv
+            .range(
+                "acct/",
+                RangeOptions::prefix().with_consistency(Consistency::Linearizable),
+            )
+            .await
+            .unwrap();
+        pages += 1;
+        let total: u64 = p
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap())
+            .sum();
+        let newer = p.kvs.iter().any(|kv| kv.mod_revision > p.revision);
+        if total != 600 || newer {
+            bad.push(format!(
+                "page at revision {}: total {total}: {}",
+                p.revision,
+                p.kvs
+                    .iter()
+                    .map(|kv| format!(
+                        "{}={}@{}",
+                        String::from_utf8_lossy(&kv.key),
+                        String::from_utf8_lossy(&kv.value),
+                        kv.mod_revision
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for m in movers {
+        m.await.unwrap();
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {pages} pages torn: {bad:#?}",
+        bad.len()
+    );
+}

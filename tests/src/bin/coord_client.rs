@@ -115,15 +115,13 @@ impl KvClient for Printing {
     fn lease_revoke(&self, id: u64) -> impl Future<Output = Result<u64>> + Send {
         KvClient::lease_revoke(&self.0, id)
     }
-    fn lease_renew(&self, id: u64) -> impl Future<Output = Result<Duration>> + Send {
-        async move {
-            let invoke = unix_ms();
-            let r = KvClient::lease_renew(&self.0, id).await;
-            if r.is_ok() {
-                say(format!("ACK {invoke} {}", unix_ms()));
-            }
-            r
+    async fn lease_renew(&self, id: u64) -> Result<Duration> {
+        let invoke = unix_ms();
+        let r = KvClient::lease_renew(&self.0, id).await;
+        if r.is_ok() {
+            say(format!("ACK {invoke} {}", unix_ms()));
         }
+        r
     }
     fn lease_time_to_live(
         &self,

@@ -1,6 +1,8 @@
-//! *leases*: clients grant leases, attach one key each (`lease/<id>`),
-//! keep some alive with [`LeaseKeeper`] for the whole run and stop renewing
-//! others after a while, reading their keys (linearizable gets) all along.
+//! *leases*: clients grant leases (TTL 3 or 5 s) and attach one key each
+//! (`lease/<id>`), renewed by [`LeaseKeeper`]: client 0 keeps one lease
+//! for the whole run; the others keep theirs for 3-8 s then revoke it, or
+//! stop renewing after 0.5-2.5 s (abandon). Every client reads its key
+//! (linearizable gets) all along.
 //!
 //! Checked afterwards, from the recorded grants and renewals
 //! ([`super::renewals`]):
@@ -13,7 +15,8 @@
 //!   (stopped on purpose, or reported lost by its keeper) is gone by
 //!   `max(last renewal, end of faults) + 2 TTL + FAILOVER_BOUND` (a leader
 //!   change gives a lease its full TTL again);
-//! - a revoke deletes the key at once (the kept leases, at the end).
+//! - **a revoke deletes the key at once**: no read invoked after a revoke
+//!   returned finds the key (the whole-run leases are revoked at the end).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +32,16 @@ const PREFIX: &str = "lease/";
 /// How long after the faults stop an abandoned lease may still live, on
 /// top of two TTLs (one full TTL again per leader change).
 pub const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    /// Renewed until the run stops (revoked by the check).
+    KeepToTheEnd,
+    /// Renewed this long, then revoked: the key must be gone at once.
+    Revoke(Duration),
+    /// Renewed this long, then no more: the key must go after the TTL.
+    Abandon(Duration),
+}
 
 #[derive(Clone, Debug)]
 struct LeaseRec {
@@ -60,6 +73,8 @@ pub struct LeaseWorkload {
     reads: Mutex<Vec<Read>>,
     counts: Mutex<Counts>,
     keepers: Mutex<Vec<(usize, LeaseKeeper)>>,
+    /// Leases revoked during the run: (lease index, revoke returned).
+    revoked: Mutex<Vec<(usize, u64)>>,
 }
 
 impl LeaseWorkload {
@@ -70,6 +85,7 @@ impl LeaseWorkload {
             reads: Mutex::default(),
             counts: Mutex::default(),
             keepers: Mutex::default(),
+            revoked: Mutex::default(),
         })
     }
 
@@ -93,12 +109,18 @@ impl LeaseWorkload {
                 let ctx = ctx.clone();
                 let mut rng = Rng::new(seed ^ 0x1EA5E ^ ((c as u64) << 16));
                 tokio::spawn(async move {
-                    // Client 0 keeps its first lease for the whole run.
-                    let mut first = c == 0;
+                    // Client 0 keeps one lease for the whole run; the others
+                    // keep theirs for 3-8 s then revoke it, or abandon it
+                    // after 0.5-2.5 s.
                     while !ctx.stopped() {
-                        let kept = first || rng.below(3) == 0;
-                        first = false;
-                        me.one_lease(&ctx, &mut rng, kept).await;
+                        let fate = if c == 0 {
+                            Fate::KeepToTheEnd
+                        } else if rng.below(2) == 0 {
+                            Fate::Revoke(Duration::from_millis(rng.range(3000, 8000)))
+                        } else {
+                            Fate::Abandon(Duration::from_millis(rng.range(500, 2500)))
+                        };
+                        me.one_lease(&ctx, &mut rng, fate).await;
                     }
                 })
             })
@@ -128,7 +150,8 @@ impl LeaseWorkload {
         }
     }
 
-    async fn one_lease(&self, ctx: &Ctx, rng: &mut Rng, kept: bool) {
+    async fn one_lease(&self, ctx: &Ctx, rng: &mut Rng, fate: Fate) {
+        let kept = !matches!(fate, Fate::Abandon(_));
         let ttl = Duration::from_millis(if rng.below(2) == 0 { 3000 } else { 5000 });
         let grant = match self.rkv.lease_grant(ttl).await {
             Ok(g) => g,
@@ -166,11 +189,13 @@ impl LeaseWorkload {
             Err(Error::LeaseNotFound(_)) => self.count(Outcome::Fail),
             Err(_) => self.count(Outcome::Info),
         }
-        // Kept: until the run stops. Abandoned: renewed for 0.5-2.5 s.
-        let renew_for = Duration::from_millis(rng.range(500, 2500));
+        let renew_for = match fate {
+            Fate::KeepToTheEnd => Duration::MAX,
+            Fate::Revoke(d) | Fate::Abandon(d) => d,
+        };
         let started = Instant::now();
         loop {
-            if ctx.stopped() || (!kept && started.elapsed() >= renew_for) {
+            if ctx.stopped() || started.elapsed() >= renew_for {
                 break;
             }
             let pause = Duration::from_millis(rng.range(50, 250));
@@ -186,9 +211,29 @@ impl LeaseWorkload {
             }
             self.read(ctx, idx, &key).await;
         }
-        if kept {
+        if let Fate::KeepToTheEnd = fate {
             // Revoked by the check, after the "no early expiry" reads.
             self.keepers.lock().unwrap().push((idx, keeper));
+            return;
+        }
+        if let (Fate::Revoke(_), false) = (fate, ctx.stopped()) {
+            drop(keeper);
+            match self.rkv.kv.lease_revoke(grant.id).await {
+                Ok(_) => {
+                    self.count(Outcome::Ok);
+                    self.revoked.lock().unwrap().push((idx, ctx.clock.now()));
+                    // Deleted with the revoke, in the same step.
+                    self.read(ctx, idx, &key).await;
+                }
+                Err(Error::LeaseNotFound(_)) => {
+                    self.count(Outcome::Fail);
+                    self.leases.lock().unwrap()[idx].stopped = Some(ctx.clock.now());
+                }
+                Err(_) => {
+                    self.count(Outcome::Info);
+                    self.leases.lock().unwrap()[idx].stopped = Some(ctx.clock.now());
+                }
+            }
             return;
         }
         drop(keeper);
@@ -254,11 +299,28 @@ impl LeaseWorkload {
                 }
             }
         }
+        // A read invoked after a revoke returned must not find the key.
+        let revoked = self.revoked.lock().unwrap().clone();
+        for (idx, at) in &revoked {
+            for r in reads.iter().filter(|r| r.lease == *idx && r.invoke > *at) {
+                if r.found.is_some() {
+                    out.push(format!(
+                        "leases: {} found at [{:.3}s, {:.3}s] after its lease {} was revoked at {:.3}s",
+                        leases[*idx].key,
+                        secs(r.invoke),
+                        secs(r.complete),
+                        leases[*idx].id,
+                        secs(*at)
+                    ));
+                }
+            }
+        }
         let lost = leases.iter().filter(|l| l.lost.is_some()).count();
         notes.push(format!(
-            "leases: {} leases ({} kept, {} reported lost by the keeper), {} key reads ({} of a missing key checked against renewals)",
+            "leases: {} leases ({} kept then revoked, {} abandoned, {} reported lost by the keeper), {} key reads ({} of a missing key checked against renewals)",
             leases.len(),
             leases.iter().filter(|l| l.kept).count(),
+            leases.iter().filter(|l| !l.kept).count(),
             lost,
             reads.len(),
             checked

@@ -340,7 +340,7 @@ pub fn check_holdings(
                 out.push(format!(
                     "lock: guarded write of fencing {} at revision {rev} after a write of fencing {t} at revision {at} (holders interleaved): {}",
                     h.fencing,
-                    show(h, safe_end(*h))
+                    show(h, safe_end(h))
                 ));
             }
         }

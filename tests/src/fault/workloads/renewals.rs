@@ -173,39 +173,35 @@ impl KvClient for RecordingKv {
         KvClient::put_with_lease(&self.kv, key, value, lease)
     }
 
-    fn lease_grant(&self, ttl: Duration) -> impl Future<Output = Result<LeaseGrant>> + Send {
-        async move {
-            let invoke = self.clock.now();
-            let r = KvClient::lease_grant(&self.kv, ttl).await;
-            if let Ok(g) = &r {
-                self.renewals.ack(g.id, invoke, self.clock.now());
-            }
-            r
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        let invoke = self.clock.now();
+        let r = KvClient::lease_grant(&self.kv, ttl).await;
+        if let Ok(g) = &r {
+            self.renewals.ack(g.id, invoke, self.clock.now());
         }
+        r
     }
 
     fn lease_revoke(&self, id: u64) -> impl Future<Output = Result<u64>> + Send {
         KvClient::lease_revoke(&self.kv, id)
     }
 
-    fn lease_renew(&self, id: u64) -> impl Future<Output = Result<Duration>> + Send {
-        async move {
-            let invoke = self.clock.now();
-            let r = KvClient::lease_renew(&self.kv, id).await;
-            match &r {
-                Ok(_) => self.renewals.ack(id, invoke, self.clock.now()),
-                Err(_) => {
-                    *self
-                        .renewals
-                        .failures
-                        .lock()
-                        .unwrap()
-                        .entry(id)
-                        .or_default() += 1
-                }
+    async fn lease_renew(&self, id: u64) -> Result<Duration> {
+        let invoke = self.clock.now();
+        let r = KvClient::lease_renew(&self.kv, id).await;
+        match &r {
+            Ok(_) => self.renewals.ack(id, invoke, self.clock.now()),
+            Err(_) => {
+                *self
+                    .renewals
+                    .failures
+                    .lock()
+                    .unwrap()
+                    .entry(id)
+                    .or_default() += 1
             }
-            r
         }
+        r
     }
 
     fn lease_time_to_live(
