@@ -56,6 +56,8 @@ struct LeaseRec {
     stopped: Option<u64>,
     /// The keeper's loss report (time, reason).
     lost: Option<(u64, String)>,
+    /// When a revoke of it was invoked (the key may be gone from then on).
+    revoke_invoked: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -174,6 +176,7 @@ impl LeaseWorkload {
                 kept,
                 stopped: None,
                 lost: None,
+                revoke_invoked: None,
             });
             all.len() - 1
         };
@@ -218,6 +221,7 @@ impl LeaseWorkload {
         }
         if let (Fate::Revoke(_), false) = (fate, ctx.stopped()) {
             drop(keeper);
+            self.leases.lock().unwrap()[idx].revoke_invoked = Some(ctx.clock.now());
             match self.rkv.kv.lease_revoke(grant.id).await {
                 Ok(_) => {
                     self.count(Outcome::Ok);
@@ -270,7 +274,7 @@ impl LeaseWorkload {
                 Some(_) => {}
                 None => {
                     let Some(acked) = l.put_acked else { continue };
-                    if r.invoke < acked {
+                    if r.invoke < acked || l.revoke_invoked.is_some_and(|t| r.complete >= t) {
                         continue;
                     }
                     checked += 1;
