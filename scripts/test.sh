@@ -38,6 +38,11 @@ cargo test --workspace --locked
 # mixed-language cluster test runs it as its Rust node.
 export DENGINE_EMBEDDED_APP_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/embedded-app"
 
+stage "Rust examples (embedded mode)"
+for ex in job_lock service_discovery; do
+    timeout 120 cargo run -q --locked -p d-engine --example "$ex"
+done
+
 if [ -z "${SKIP_GO:-}" ]; then
     stage "Go client"
     bash clients/go/scripts/test.sh

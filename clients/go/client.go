@@ -55,6 +55,7 @@ type conn struct {
 	cc      *grpc.ClientConn
 	kv      enginev1.KvClient
 	cluster enginev1.ClusterClient
+	lease   enginev1.LeaseClient
 }
 
 type session struct {
@@ -168,7 +169,7 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 	} else {
 		creds = insecure.NewCredentials()
 	}
-	cc, err := grpc.NewClient(addr,
+	dialOpts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
@@ -185,11 +186,12 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 			Time:    10 * time.Second,
 			Timeout: 5 * time.Second,
 		}),
-	)
+	}, c.cfg.testDialOptions...)
+	cc, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, newError(CodeInvalidArgument, fmt.Sprintf("endpoint %q: %v", addr, err), err)
 	}
-	cn := &conn{addr: addr, cc: cc, kv: enginev1.NewKvClient(cc), cluster: enginev1.NewClusterClient(cc)}
+	cn := &conn{addr: addr, cc: cc, kv: enginev1.NewKvClient(cc), cluster: enginev1.NewClusterClient(cc), lease: enginev1.NewLeaseClient(cc)}
 	c.conns[addr] = cn
 	return cn, nil
 }

@@ -327,11 +327,16 @@ func TestReadsAndCAS(t *testing.T) {
 		n.cas = func(_ context.Context, r *enginev1.CompareAndSwapRequest) (*enginev1.CompareAndSwapResponse, error) {
 			return &enginev1.CompareAndSwapResponse{Succeeded: r.ExpectedValue == nil, Revision: 11}, nil
 		}
-		n.scan = func(_ context.Context, r *enginev1.ScanPrefixRequest) (*enginev1.ScanPrefixResponse, error) {
-			return &enginev1.ScanPrefixResponse{
-				Header: &enginev1.ResponseHeader{Revision: 12},
-				Kvs:    []*enginev1.KeyValue{{Key: []byte("p/1")}, {Key: []byte("p/2")}},
-				More:   r.GetLimit() == 2,
+		n.rng = func(_ context.Context, r *enginev1.RangeRequest) (*enginev1.RangeResponse, error) {
+			if string(r.GetKey()) != "p/" || string(r.GetRangeEnd()) != "p0" || r.GetLimit() != 2 {
+				return nil, status.Errorf(codes.InvalidArgument, "unexpected scan request %v", r)
+			}
+			return &enginev1.RangeResponse{
+				Header:  &enginev1.ResponseHeader{Revision: 12},
+				Kvs:     []*enginev1.KeyValue{{Key: []byte("p/1")}, {Key: []byte("p/2")}},
+				More:    true,
+				Count:   3,
+				NextKey: []byte("p/2\x00"),
 			}, nil
 		}
 		n.del = func(context.Context, *enginev1.DeleteRequest) (*enginev1.DeleteResponse, error) {

@@ -26,6 +26,16 @@
 // but whose answer was lost is not applied a second time. When a write fails
 // with ErrTimeout, ErrCanceled or ErrUnavailable its outcome is unknown.
 //
+// # Ranges, transactions, leases
+//
+// Range reads one page of a key range (WithPrefix, WithRangeEnd,
+// WithFromKey, WithLimit...); RangeAll and RangePages are iterators over
+// every pair or page. DeleteRange deletes a range in one step. Txn builds an
+// atomic If(compares).Then(ops).Else(ops) transaction. Grant, Revoke, Renew,
+// TimeToLive and Leases manage leases, Put(..., WithLease(id)) attaches a
+// key to one, and KeepAlive renews one in the background and reports its
+// loss.
+//
 // # Errors
 //
 // Failed operations return an *Error. Test its class with errors.Is and the

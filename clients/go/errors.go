@@ -52,6 +52,17 @@ const (
 	// Mirrors dengine.v1.ErrorCode NO_SPACE (added after the codes above,
 	// so their values do not change).
 	CodeNoSpace
+	// CodeLeaseNotFound: the lease does not exist (never granted, revoked or
+	// expired). Mirrors dengine.v1.ErrorCode LEASE_NOT_FOUND.
+	CodeLeaseNotFound
+	// CodeLeaseExpired: raised by the client's KeepAlive when no renewal was
+	// acknowledged before the lease's TTL ran out: the lease must be
+	// presumed expired (the server may not have noticed yet).
+	CodeLeaseExpired
+	// CodeNotHeld: the lock or election leadership named by the request is
+	// not held any more (or belongs to another holder). Mirrors
+	// dengine.v1.ErrorCode NOT_HELD.
+	CodeNotHeld
 )
 
 var codeNames = [...]string{
@@ -73,6 +84,9 @@ var codeNames = [...]string{
 	CodeClosed:           "CLIENT_CLOSED",
 	CodeWatchCanceled:    "WATCH_CANCELED",
 	CodeNoSpace:          "NO_SPACE",
+	CodeLeaseNotFound:    "LEASE_NOT_FOUND",
+	CodeLeaseExpired:     "LEASE_EXPIRED",
+	CodeNotHeld:          "NOT_HELD",
 }
 
 // String returns the code's wire name (e.g. "NOT_LEADER").
@@ -116,6 +130,10 @@ func codeFromReason(reason string) (Code, bool) {
 		return CodeUnknownNode, true
 	case enginev1.ErrorCode_NO_SPACE:
 		return CodeNoSpace, true
+	case enginev1.ErrorCode_LEASE_NOT_FOUND:
+		return CodeLeaseNotFound, true
+	case enginev1.ErrorCode_NOT_HELD:
+		return CodeNotHeld, true
 	}
 	return CodeInternal, false
 }
@@ -192,6 +210,17 @@ var (
 	// Reads and deletes still work: delete keys or raise storage.quota_bytes.
 	// Not retryable as is.
 	ErrNoSpace = &sentinel{CodeNoSpace, "no space (storage quota reached)"}
+	// ErrLeaseNotFound: the lease does not exist: never granted, revoked, or
+	// expired (Error.Metadata["lease_id"] names it). Not retryable: grant a
+	// new lease.
+	ErrLeaseNotFound = &sentinel{CodeLeaseNotFound, "lease not found"}
+	// ErrLeaseExpired: KeepAlive got no renewal acknowledged before the
+	// lease's TTL ran out (cluster unreachable, no leader...): the lease must
+	// be presumed gone, and with it the keys attached to it.
+	ErrLeaseExpired = &sentinel{CodeLeaseExpired, "lease expired (no renewal acknowledged within its TTL)"}
+	// ErrNotHeld: the lock or election leadership is not held any more (its
+	// key is gone or belongs to another holder). Not retryable.
+	ErrNotHeld = &sentinel{CodeNotHeld, "not held"}
 	// ErrUnavailable: no endpoint could be reached.
 	ErrUnavailable = &sentinel{CodeUnavailable, "unavailable"}
 	// ErrCanceled: the caller's context was cancelled (also matches

@@ -79,6 +79,9 @@ func TestFromStatusReasons(t *testing.T) {
 		{codes.NotFound, "UNKNOWN_NODE", ErrUnknownNode, false},
 		// Same gRPC code as OVERLOADED, told apart by its reason; not retryable.
 		{codes.ResourceExhausted, "NO_SPACE", ErrNoSpace, false},
+		// Same gRPC code as UNKNOWN_NODE, told apart by its reason.
+		{codes.NotFound, "LEASE_NOT_FOUND", ErrLeaseNotFound, false},
+		{codes.FailedPrecondition, "NOT_HELD", ErrNotHeld, false},
 		// An unknown reason falls back to the gRPC code.
 		{codes.ResourceExhausted, "SOMETHING_NEW", ErrOverloaded, true},
 		{codes.Unimplemented, "SOMETHING_NEW", ErrInternal, false},

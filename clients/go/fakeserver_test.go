@@ -15,12 +15,13 @@ import (
 	enginev1 "github.com/d-engine/d-engine/clients/go/proto/dengine/v1"
 )
 
-// fakeNode is an in-process gRPC server on 127.0.0.1:0 implementing the Kv
-// and Cluster services with scripted behaviour. Handlers left nil answer
+// fakeNode is an in-process gRPC server on 127.0.0.1:0 implementing the Kv,
+// Lease and Cluster services with scripted behaviour. Handlers left nil answer
 // UNIMPLEMENTED. Every request is recorded.
 type fakeNode struct {
 	enginev1.UnimplementedKvServer
 	enginev1.UnimplementedClusterServer
+	enginev1.UnimplementedLeaseServer
 
 	addr string
 	srv  *grpc.Server
@@ -35,8 +36,19 @@ type fakeNode struct {
 	cas     func(context.Context, *enginev1.CompareAndSwapRequest) (*enginev1.CompareAndSwapResponse, error)
 	scan    func(context.Context, *enginev1.ScanPrefixRequest) (*enginev1.ScanPrefixResponse, error)
 	watch   func(*enginev1.WatchRequest, enginev1.Kv_WatchServer) error
-	members func(context.Context, *enginev1.MembersRequest) (*enginev1.MembersResponse, error)
-	leader  func(context.Context, *enginev1.LeaderRequest) (*enginev1.LeaderResponse, error)
+	rng     func(context.Context, *enginev1.RangeRequest) (*enginev1.RangeResponse, error)
+	delRng  func(context.Context, *enginev1.DeleteRangeRequest) (*enginev1.DeleteRangeResponse, error)
+	txn     func(context.Context, *enginev1.TxnRequest) (*enginev1.TxnResponse, error)
+	grant   func(context.Context, *enginev1.LeaseGrantRequest) (*enginev1.LeaseGrantResponse, error)
+	revoke  func(context.Context, *enginev1.LeaseRevokeRequest) (*enginev1.LeaseRevokeResponse, error)
+	renew   func(context.Context, *enginev1.LeaseKeepAliveRequest) (*enginev1.LeaseKeepAliveResponse, error)
+	ttl     func(context.Context, *enginev1.LeaseTimeToLiveRequest) (*enginev1.LeaseTimeToLiveResponse, error)
+	list    func(context.Context, *enginev1.LeaseListRequest) (*enginev1.LeaseListResponse, error)
+	// keepAlive serves a LeaseKeepAlive stream (its requests are recorded
+	// by recvKeepAlive).
+	keepAlive func(n *fakeNode, s enginev1.Lease_LeaseKeepAliveServer) error
+	members   func(context.Context, *enginev1.MembersRequest) (*enginev1.MembersResponse, error)
+	leader    func(context.Context, *enginev1.LeaderRequest) (*enginev1.LeaderResponse, error)
 }
 
 func startFake(t *testing.T, configure func(n *fakeNode)) *fakeNode {
@@ -51,6 +63,7 @@ func startFake(t *testing.T, configure func(n *fakeNode)) *fakeNode {
 	}
 	enginev1.RegisterKvServer(n.srv, n)
 	enginev1.RegisterClusterServer(n.srv, n)
+	enginev1.RegisterLeaseServer(n.srv, n)
 	go func() { _ = n.srv.Serve(lis) }()
 	t.Cleanup(n.srv.Stop)
 	return n
@@ -130,6 +143,87 @@ func (n *fakeNode) Watch(r *enginev1.WatchRequest, s enginev1.Kv_WatchServer) er
 		return unimpl()
 	}
 	return n.watch(r, s)
+}
+
+func (n *fakeNode) Range(ctx context.Context, r *enginev1.RangeRequest) (*enginev1.RangeResponse, error) {
+	n.record(r)
+	if n.rng == nil {
+		return nil, unimpl()
+	}
+	return n.rng(ctx, r)
+}
+
+func (n *fakeNode) DeleteRange(ctx context.Context, r *enginev1.DeleteRangeRequest) (*enginev1.DeleteRangeResponse, error) {
+	n.record(r)
+	if n.delRng == nil {
+		return nil, unimpl()
+	}
+	return n.delRng(ctx, r)
+}
+
+func (n *fakeNode) Txn(ctx context.Context, r *enginev1.TxnRequest) (*enginev1.TxnResponse, error) {
+	n.record(r)
+	if n.txn == nil {
+		return nil, unimpl()
+	}
+	return n.txn(ctx, r)
+}
+
+func (n *fakeNode) LeaseGrant(ctx context.Context, r *enginev1.LeaseGrantRequest) (*enginev1.LeaseGrantResponse, error) {
+	n.record(r)
+	if n.grant == nil {
+		return nil, unimpl()
+	}
+	return n.grant(ctx, r)
+}
+
+func (n *fakeNode) LeaseRevoke(ctx context.Context, r *enginev1.LeaseRevokeRequest) (*enginev1.LeaseRevokeResponse, error) {
+	n.record(r)
+	if n.revoke == nil {
+		return nil, unimpl()
+	}
+	return n.revoke(ctx, r)
+}
+
+func (n *fakeNode) LeaseRenew(ctx context.Context, r *enginev1.LeaseKeepAliveRequest) (*enginev1.LeaseKeepAliveResponse, error) {
+	n.record(r)
+	if n.renew == nil {
+		return nil, unimpl()
+	}
+	return n.renew(ctx, r)
+}
+
+func (n *fakeNode) LeaseTimeToLive(ctx context.Context, r *enginev1.LeaseTimeToLiveRequest) (*enginev1.LeaseTimeToLiveResponse, error) {
+	n.record(r)
+	if n.ttl == nil {
+		return nil, unimpl()
+	}
+	return n.ttl(ctx, r)
+}
+
+func (n *fakeNode) LeaseList(ctx context.Context, r *enginev1.LeaseListRequest) (*enginev1.LeaseListResponse, error) {
+	n.record(r)
+	if n.list == nil {
+		return nil, unimpl()
+	}
+	return n.list(ctx, r)
+}
+
+func (n *fakeNode) LeaseKeepAlive(s enginev1.Lease_LeaseKeepAliveServer) error {
+	if n.keepAlive == nil {
+		return unimpl()
+	}
+	return n.keepAlive(n, s)
+}
+
+// recvKeepAlive receives (and records) the next request of a keepalive
+// stream.
+func (n *fakeNode) recvKeepAlive(s enginev1.Lease_LeaseKeepAliveServer) (*enginev1.LeaseKeepAliveRequest, error) {
+	r, err := s.Recv()
+	if err == nil {
+		n.record(r)
+	}
+	return r, err
 }
 
 func (n *fakeNode) Members(ctx context.Context, r *enginev1.MembersRequest) (*enginev1.MembersResponse, error) {

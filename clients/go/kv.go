@@ -31,11 +31,16 @@ func ttlMillis(ttl time.Duration) uint64 {
 	return uint64((ttl + time.Millisecond - 1) / time.Millisecond)
 }
 
-// Put stores value under key (replacing any value and TTL) and returns the
-// revision of the write. It returns once the write is committed by a
-// majority and applied on the leader.
-func (c *Client) Put(ctx context.Context, key, value []byte) (uint64, error) {
-	return c.put(ctx, key, value, 0)
+// Put stores value under key (replacing any value, TTL and lease) and
+// returns the revision of the write. It returns once the write is committed
+// by a majority and applied on the leader. WithLease attaches the key to a
+// lease (see Grant).
+func (c *Client) Put(ctx context.Context, key, value []byte, opts ...OpOption) (uint64, error) {
+	cfg, err := buildOp("Put", opts, allowPut)
+	if err != nil {
+		return 0, err
+	}
+	return c.put(ctx, key, value, 0, cfg.lease)
 }
 
 // PutWithTTL is Put with a time to live (> 0, rounded up to whole
@@ -44,16 +49,16 @@ func (c *Client) PutWithTTL(ctx context.Context, key, value []byte, ttl time.Dur
 	if ttl <= 0 {
 		return 0, newError(CodeInvalidArgument, fmt.Sprintf("ttl must be > 0 (got %v); use Put for a key without expiry", ttl), nil)
 	}
-	return c.put(ctx, key, value, ttlMillis(ttl))
+	return c.put(ctx, key, value, ttlMillis(ttl), 0)
 }
 
-func (c *Client) put(ctx context.Context, key, value []byte, ttlMs uint64) (uint64, error) {
+func (c *Client) put(ctx context.Context, key, value []byte, ttlMs uint64, lease LeaseID) (uint64, error) {
 	if err := checkKey("key", key); err != nil {
 		return 0, err
 	}
 	var rev uint64
 	err := c.write(ctx, func(ctx context.Context, cn *conn, id *enginev1.WriteId) error {
-		resp, err := cn.kv.Put(ctx, &enginev1.PutRequest{Key: key, Value: value, TtlMs: ttlMs, WriteId: id})
+		resp, err := cn.kv.Put(ctx, &enginev1.PutRequest{Key: key, Value: value, TtlMs: ttlMs, Lease: uint64(lease), WriteId: id})
 		if err != nil {
 			return err
 		}
@@ -133,11 +138,15 @@ func readOpts(opts []ReadOption) (readConfig, error) {
 	for _, o := range opts {
 		o(&rc)
 	}
+	return rc, rc.check()
+}
+
+func (rc readConfig) check() error {
 	switch rc.consistency {
 	case Linearizable, Lease, Eventual:
-		return rc, nil
+		return nil
 	}
-	return rc, newError(CodeInvalidArgument, fmt.Sprintf("unknown consistency %v (use Linearizable, Lease or Eventual)", rc.consistency), nil)
+	return newError(CodeInvalidArgument, fmt.Sprintf("unknown consistency %v (use Linearizable, Lease or Eventual)", rc.consistency), nil)
 }
 
 func (rc readConfig) proto() enginev1.Consistency {
@@ -212,9 +221,12 @@ func (c *Client) GetMulti(ctx context.Context, keys [][]byte, opts ...GetOption)
 	return out, err
 }
 
-// ScanPrefix returns up to limit pairs whose key starts with prefix, in key
-// order (limit 0: the server's maximum, 10,000). An empty prefix scans all
-// keys.
+// ScanPrefix returns the pairs whose key starts with prefix, in key order:
+// all of them for limit 0, else the first limit (More tells whether more
+// keys match). An empty prefix scans all keys. It reads the prefix page by
+// page with Range, so nothing is dropped silently; for a large prefix prefer
+// RangeAll, which does not hold every pair in memory. Revision is the first
+// page's (each page is its own point in time, see RangePages).
 func (c *Client) ScanPrefix(ctx context.Context, prefix []byte, limit int, opts ...GetOption) (*ScanResult, error) {
 	if limit < 0 || int64(limit) > math.MaxUint32 {
 		return nil, newError(CodeInvalidArgument, fmt.Sprintf("limit must be in [0, %d], got %d", uint32(math.MaxUint32), limit), nil)
@@ -223,19 +235,34 @@ func (c *Client) ScanPrefix(ctx context.Context, prefix []byte, limit int, opts 
 	if err != nil {
 		return nil, err
 	}
-	var out *ScanResult
-	err = c.invoke(ctx, rc.route(), func(ctx context.Context, cn *conn) error {
-		resp, err := cn.kv.ScanPrefix(ctx, &enginev1.ScanPrefixRequest{Prefix: prefix, Limit: uint32(limit), Consistency: rc.proto()})
+	cfg := &opConfig{mode: rangePrefix, read: rc}
+	req, err := cfg.rangeRequest(prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := &ScanResult{}
+	for first := true; ; first = false {
+		if limit > 0 {
+			req.Limit = uint32(min(limit-len(out.KVs), MaxRangeLimit))
+		}
+		page, err := c.rangePage(ctx, req, rc)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out = &ScanResult{More: resp.GetMore(), Revision: resp.GetHeader().GetRevision()}
-		for _, kv := range resp.GetKvs() {
-			out.KVs = append(out.KVs, kvFromProto(kv))
+		if first {
+			out.Revision = page.Revision
 		}
-		return nil
-	})
-	return out, err
+		out.KVs = append(out.KVs, page.KVs...)
+		if limit > 0 && len(out.KVs) >= limit {
+			out.More = len(out.KVs) > limit || page.More
+			out.KVs = out.KVs[:limit]
+			return out, nil
+		}
+		if !page.More {
+			return out, nil
+		}
+		req.Key = page.NextKey
+	}
 }
 
 // Members lists the cluster's members as the answering node knows them.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -37,7 +38,10 @@ type config struct {
 	retry          RetryPolicy
 	tls            *tls.Config
 	auth           credentials.PerRPCCredentials // WithBasicAuth / WithToken
-	err            error
+	// testDialOptions are extra dial options set by this package's tests
+	// (e.g. an interceptor that loses answers); never set otherwise.
+	testDialOptions []grpc.DialOption
+	err             error
 }
 
 func defaultConfig() config {

@@ -19,6 +19,9 @@ type KeyValue struct {
 	Version uint64
 	// ExpiresAt is when the key expires; the zero Time means no TTL.
 	ExpiresAt time.Time
+	// Lease is the lease the key is attached to (0: none); the key is
+	// deleted when the lease expires or is revoked.
+	Lease LeaseID
 }
 
 func kvFromProto(p *enginev1.KeyValue) *KeyValue {
@@ -31,6 +34,7 @@ func kvFromProto(p *enginev1.KeyValue) *KeyValue {
 		CreateRevision: p.GetCreateRevision(),
 		ModRevision:    p.GetModRevision(),
 		Version:        p.GetVersion(),
+		Lease:          LeaseID(p.GetLease()),
 	}
 	if ms := p.GetExpiresAtMs(); ms != 0 {
 		kv.ExpiresAt = time.UnixMilli(int64(ms))
@@ -53,8 +57,8 @@ type CASResult struct {
 type ScanResult struct {
 	// KVs are the matching pairs in key order.
 	KVs []*KeyValue
-	// More is true when more keys match than were returned; continue with a
-	// longer limit or a narrower prefix.
+	// More is true when more keys match than the limit let through (never
+	// with limit 0: ScanPrefix then reads every page).
 	More bool
 	// Revision is the store revision the result reflects.
 	Revision uint64

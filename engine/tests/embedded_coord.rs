@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use d_engine_node::{
-    Compare, CoordClient, EmbeddedEngine, Error, EventType, KvClient, RangeEnd, RangeOptions, Txn,
-    TxnOp, TxnOpResult,
+    Compare, CoordClient, EmbeddedEngine, Error, EventType, RangeEnd, RangeOptions, Txn, TxnOp,
+    TxnOpResult,
 };
 
 async fn engine(dir: &std::path::Path) -> EmbeddedEngine {

@@ -34,6 +34,7 @@ fn forged_put(from: u64, term: u64, last_index: u64, key: &str) -> pb::RaftMessa
         key: key.as_bytes().to_vec().into(),
         value: b"forged".to_vec().into(),
         expires_at_ms: None,
+        lease: 0,
     });
     pb::RaftMessage {
         from,

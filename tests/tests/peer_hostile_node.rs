@@ -93,6 +93,7 @@ fn put(key: &str) -> pb::raft_entry::Payload {
         key: Bytes::from(key.to_string()),
         value: Bytes::from_static(b"hostile"),
         expires_at_ms: None,
+        lease: 0,
     });
     pb::raft_entry::Payload::Command(cmd.encode().to_vec())
 }

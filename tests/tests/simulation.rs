@@ -12,9 +12,15 @@
 //!   purpose must make the checkers fire (they can fail, so they prove something).
 //! * `leases_overlap_when_the_margin_does_not_cover_drift`: the lease checker
 //!   fires when the clocks drift more than the lease margin allows.
+//! * `injected_key_lease_bugs_are_caught`: hosts that expire key leases on a
+//!   follower, keep old deadlines across a leader change, never run the
+//!   lease clock, or renew without the lease read barrier are caught by
+//!   `lease-decider`, `lease-early`, `lease-liveness` and `lease-early`.
+//!   (The key-lease model runs in every seed of `sweep`.)
 //!
 //! Other knobs (sweep and replay): `SIM_DRIFT_PPM`, `SIM_LEASE_MARGIN`,
-//! `SIM_OFFLOOP_LEASE=1`, `SIM_JOINER_BOOTSTRAP=1`; see `docs/simulation.md`.
+//! `SIM_OFFLOOP_LEASE=1`, `SIM_JOINER_BOOTSTRAP=1`, `SIM_LEASE_GRANT_FROM_ACK=1`;
+//! see `docs/simulation.md`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -40,6 +46,7 @@ fn options(seed: u64, events: u64) -> SimOptions {
     let mut o = SimOptions::new(seed, events);
     o.joiner_knows_bootstrap = env_u64("SIM_JOINER_BOOTSTRAP", 0) == 1;
     o.offloop_lease_reads = env_u64("SIM_OFFLOOP_LEASE", 0) == 1;
+    o.lease_grant_from_ack = env_u64("SIM_LEASE_GRANT_FROM_ACK", 0) == 1;
     o.drift_ppm = std::env::var("SIM_DRIFT_PPM")
         .ok()
         .map(|_| env_u64("SIM_DRIFT_PPM", 0));
@@ -60,6 +67,7 @@ fn replay_command(seed: u64, events: u64) -> String {
         "SIM_DRIFT_PPM",
         "SIM_LEASE_MARGIN",
         "SIM_OFFLOOP_LEASE",
+        "SIM_LEASE_GRANT_FROM_ACK",
     ] {
         if let Ok(v) = std::env::var(var) {
             ev.push_str(&format!("{var}={v} "));
@@ -94,7 +102,8 @@ fn sweep() {
     let threads = env_u64("SIM_THREADS", 2).max(1);
     let next = AtomicU64::new(start);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64)); // events, settle, writes, reads, leaders
+    // events, settle, writes, reads, leaders, key leases (granted, renewed, expired)
+    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64, [0u64; 3]));
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -111,6 +120,9 @@ fn sweep() {
                     t.2 += r.stats.writes_ok;
                     t.3 += r.stats.reads_ok.iter().sum::<u64>();
                     t.4 += r.stats.leaders as u64;
+                    t.5[0] += r.stats.leases_granted;
+                    t.5[1] += r.stats.keepalives_ok;
+                    t.5[2] += r.stats.leases_expired;
                 }
                 if let Some(v) = r.violation {
                     eprintln!("seed {seed} FAILED: {v}");
@@ -125,13 +137,16 @@ fn sweep() {
     println!(
         "simulated {seeds} seeds x {events} events (+{} settling events) on {threads} threads in \
          {secs:.1} s: {:.1} seeds/s, {:.0} events/s; {} writes and {} reads acknowledged, {} \
-         leaders elected",
+         leaders elected; key leases: {} granted, {} keepalives acknowledged, {} revoked by expiry",
         t.1,
         seeds as f64 / secs,
         all_events as f64 / secs,
         t.2,
         t.3,
-        t.4
+        t.4,
+        t.5[0],
+        t.5[1],
+        t.5[2]
     );
     let mut failures = failures.into_inner().unwrap();
     failures.sort();
@@ -214,7 +229,7 @@ fn injected_host_bugs_are_caught() {
                 break;
             }
         }
-        let v = caught.unwrap_or_else(|| panic!("{bug:?} went unnoticed for 40 seeds"));
+        let v = caught.unwrap_or_else(|| panic!("{bug:?} went unnoticed for 300 seeds"));
         assert!(
             checkers.contains(&v.checker),
             "{bug:?} was caught by {} instead of {checkers:?}: {v}",
@@ -245,4 +260,36 @@ fn leases_overlap_when_the_margin_does_not_cover_drift() {
         }
     }
     panic!("no lease overlap in 300 seeds with ±60% drift and a one-tick margin");
+}
+
+#[test]
+fn injected_key_lease_bugs_are_caught() {
+    // Renewing without the lease read barrier only bites when a holder's
+    // keepalive reaches a deposed leader that still believes it leads after
+    // its successor's clock started: 11 of seeds 0..1000 (76, 128, 291, 336,
+    // 459, ...). The search starts at 300 to keep the test short.
+    for (bug, checker, seeds) in [
+        (HostBug::FollowerExpiresLeases, "lease-decider", 0..40),
+        (HostBug::NoLeaseResetOnLeaderChange, "lease-early", 0..40),
+        (HostBug::LeaseClockNeverRuns, "lease-liveness", 0..40),
+        (HostBug::RenewWithoutBarrier, "lease-early", 300..700),
+    ] {
+        let mut caught = None;
+        for seed in seeds.clone() {
+            let mut o = SimOptions::new(seed, 3000);
+            o.bug = Some(bug);
+            if let Some(v) = sim::run(o).violation {
+                caught = Some((seed, v));
+                break;
+            }
+        }
+        let (seed, v) =
+            caught.unwrap_or_else(|| panic!("{bug:?} went unnoticed for seeds {seeds:?}"));
+        assert_eq!(
+            v.checker, checker,
+            "{bug:?} was caught by {} instead of {checker} (seed {seed}): {v}",
+            v.checker
+        );
+        println!("{bug:?} caught at seed {seed}: {v}");
+    }
 }

@@ -100,6 +100,8 @@ pub enum Out {
     Scan(Vec<KeyValue>),
     Cas(CasOutcome),
     Leader(LeaderInfo),
+    /// A serialized `dengine.v1` response (see `rpc.rs`).
+    Message(Vec<u8>),
 }
 
 pub fn kv_tuple<'py>(py: Python<'py>, kv: &KeyValue) -> PyResult<Bound<'py, PyTuple>> {
@@ -112,6 +114,7 @@ pub fn kv_tuple<'py>(py: Python<'py>, kv: &KeyValue) -> PyResult<Bound<'py, PyTu
             kv.mod_revision.into_pyobject(py)?.into_any(),
             kv.version.into_pyobject(py)?.into_any(),
             kv.expires_at_ms.into_pyobject(py)?.into_any(),
+            kv.lease.into_pyobject(py)?.into_any(),
         ],
     )
 }
@@ -170,6 +173,7 @@ impl Out {
                 .into_any()
                 .unbind(),
             Out::Leader(l) => leader_tuple(py, &l)?,
+            Out::Message(b) => PyBytes::new(py, &b).into_any().unbind(),
         })
     }
 }
@@ -302,6 +306,11 @@ impl Engine {
             OpArgs::Scan(p, limit, cons) => {
                 Box::pin(async move { c.scan_prefix(p, limit, cons).await.map(Out::Scan) })
             }
+            OpArgs::Call(method, req) => {
+                Box::pin(
+                    async move { crate::rpc::dispatch(c, method, req).await.map(Out::Message) },
+                )
+            }
             OpArgs::Timeout(d) => {
                 let engine_handle = c.handle().clone();
                 Box::pin(async move { engine_handle.wait_leader(d).await.map(Out::Leader) })
@@ -317,6 +326,7 @@ enum OpArgs {
     Key(Vec<u8>),
     Cas(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>, u64),
     Scan(Vec<u8>, u32, Consistency),
+    Call(String, Vec<u8>),
     Timeout(Duration),
 }
 
@@ -523,6 +533,25 @@ impl Engine {
             ttl_ms,
         );
         let f = self.op(args);
+        self.spawn(py, f, done)
+    }
+
+    /// A coordination call (`rpc.rs`): `method` is the RPC name (e.g.
+    /// "Txn"), `request` its serialized request; returns the serialized
+    /// response.
+    fn call(&self, py: Python<'_>, method: &str, request: &[u8]) -> PyResult<Py<PyAny>> {
+        let f = self.op(OpArgs::Call(method.to_string(), request.to_vec()));
+        self.block(py, f)
+    }
+
+    fn call_async(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        request: &[u8],
+        done: Py<PyAny>,
+    ) -> PyResult<()> {
+        let f = self.op(OpArgs::Call(method.to_string(), request.to_vec()));
         self.spawn(py, f, done)
     }
 

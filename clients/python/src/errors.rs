@@ -36,6 +36,8 @@ fn code_name(e: &Error) -> &'static str {
         Error::PermissionDenied(_) => "PERMISSION_DENIED",
         Error::UnknownNode(_) => "UNKNOWN_NODE",
         Error::NoSpace(_) => "NO_SPACE",
+        Error::LeaseNotFound(_) => "LEASE_NOT_FOUND",
+        Error::NotHeld(_) => "NOT_HELD",
         Error::Unavailable(_) => "UNAVAILABLE",
         Error::Internal(_) => "INTERNAL",
     }

@@ -9,6 +9,7 @@
 mod bench;
 mod engine;
 mod errors;
+mod rpc;
 mod watch;
 
 use pyo3::prelude::*;

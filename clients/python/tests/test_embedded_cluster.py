@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Iterator, List
 
@@ -93,3 +95,45 @@ def test_leader_process_killed_the_others_elect_and_keep_data(nodes: List[Embedd
     np_ = nodes[new - 1]
     assert [np_.request("get", key=f"d{i}")["ok"] for i in range(20)] == [str(i) for i in range(20)]
     assert "ok" in np_.request("put", key="after", value="1")
+
+
+def _request_in_thread(node: EmbeddedNodeProc, op: str, out: List[dict], **kw: object) -> threading.Thread:
+    t = threading.Thread(target=lambda: out.append(node.request(op, reply_timeout=60, **kw)))
+    t.start()
+    return t
+
+
+def test_a_lock_held_by_a_killed_process_passes_on(nodes: List[EmbeddedNodeProc]):
+    leader = _leader(nodes)
+    holder, waiter = [p for p in nodes if p.spec.id != leader]  # both followers: every step is forwarded
+    first = holder.request("lock", name="jobs", ttl=2)
+    assert "ok" in first, first
+    out: List[dict] = []
+    t = _request_in_thread(waiter, "lock", out, name="jobs", ttl=2)
+    time.sleep(1.0)
+    assert not out, f"two holders at once: {out}"  # the holder keeps its lease alive
+    holder.kill()
+    killed_at = time.monotonic()
+    t.join(30)
+    assert out and "ok" in out[0], out
+    waited = time.monotonic() - killed_at
+    assert out[0]["ok"]["revision"] > first["ok"]["revision"]  # the fencing token grows
+    # not before the dead holder's lease could expire (renewed every ttl/3), nor much later
+    assert 1.0 < waited < 10, f"the lock passed on {waited:.1f}s after the holder died (ttl 2s)"
+    assert "ok" in waiter.request("unlock", key=out[0]["ok"]["key"])
+
+
+def test_leadership_of_a_killed_process_passes_on(nodes: List[EmbeddedNodeProc]):
+    leader = _leader(nodes)
+    a, b = [p for p in nodes if p.spec.id != leader]
+    observer = nodes[leader - 1]
+    assert "ok" in a.request("campaign", name="sched", value="a", ttl=2)
+    assert observer.request("election_leader", name="sched")["ok"] == "a"
+    out: List[dict] = []
+    t = _request_in_thread(b, "campaign", out, name="sched", value="b", ttl=2)
+    time.sleep(1.0)
+    assert not out and observer.request("election_leader", name="sched")["ok"] == "a"
+    a.kill()
+    t.join(30)
+    assert out and "ok" in out[0], out
+    assert observer.request("election_leader", name="sched")["ok"] == "b"

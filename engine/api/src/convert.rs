@@ -286,6 +286,159 @@ pub fn duration_ms(d: Duration) -> u64 {
     }
 }
 
+/// A wire `range_end` (relative to the range's first key) as a [`RangeEnd`].
+pub fn range_end_from_wire(end: Vec<u8>) -> RangeEnd {
+    match end.as_slice() {
+        [] => RangeEnd::Single,
+        [0] => RangeEnd::FromKey,
+        _ => RangeEnd::Before(end),
+    }
+}
+
+/// A wire range request as a first key and [`RangeOptions`]; an unknown
+/// consistency is `InvalidArgument`.
+pub fn range_request_from_wire(r: pb::RangeRequest) -> Result<(Vec<u8>, RangeOptions)> {
+    Ok((
+        r.key,
+        RangeOptions {
+            end: range_end_from_wire(r.range_end),
+            limit: r.limit,
+            keys_only: r.keys_only,
+            count_only: r.count_only,
+            consistency: consistency_from_wire(r.consistency)?,
+        },
+    ))
+}
+
+/// A wire consistency (0 = the default, linearizable).
+pub fn consistency_from_wire(c: i32) -> Result<Consistency> {
+    match pb::Consistency::try_from(c) {
+        Ok(pb::Consistency::Unspecified) | Ok(pb::Consistency::Linearizable) => {
+            Ok(Consistency::Linearizable)
+        }
+        Ok(pb::Consistency::Lease) => Ok(Consistency::Lease),
+        Ok(pb::Consistency::Eventual) => Ok(Consistency::Eventual),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "consistency {c} is not one of LINEARIZABLE (1), LEASE (2), EVENTUAL (3)"
+        ))),
+    }
+}
+
+fn kv_to_wire(kv: KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: kv.key.into(),
+        value: kv.value.into(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        expires_at_ms: kv.expires_at_ms,
+        lease: kv.lease,
+    }
+}
+
+/// A page as the wire carries it (the inverse of [`range_page`]); the
+/// header's revision becomes the page's (the point in time it was read
+/// at, which a watch continues from).
+pub fn range_page_to_wire(p: RangePage, header: Option<pb::ResponseHeader>) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header: header.map(|h| pb::ResponseHeader {
+            revision: p.revision,
+            ..h
+        }),
+        kvs: p.kvs.into_iter().map(kv_to_wire).collect(),
+        more: p.more,
+        count: p.count,
+        next_key: p.next_key.unwrap_or_default(),
+    }
+}
+
+pub fn delete_range_to_wire(
+    d: DeleteRangeOutcome,
+    header: Option<pb::ResponseHeader>,
+) -> pb::DeleteRangeResponse {
+    pb::DeleteRangeResponse {
+        header,
+        deleted: d.deleted,
+        prev_kvs: d.prev_kvs.into_iter().map(kv_to_wire).collect(),
+        revision: d.revision,
+        prev_kvs_truncated: d.prev_kvs_truncated,
+    }
+}
+
+/// A wire transaction as an API [`Txn`] (without checks beyond the shape:
+/// the node validates sizes and limits); the write id is returned apart.
+pub fn txn_from_wire(r: pb::TxnRequest) -> Result<(Txn, Option<pb::WriteId>)> {
+    use pb::txn_op::Op;
+    let op = |o: pb::TxnOp| -> Result<TxnOp> {
+        Ok(match o.op {
+            Some(Op::Range(r)) => {
+                let (key, options) = range_request_from_wire(r)?;
+                TxnOp::Range { key, options }
+            }
+            Some(Op::Put(p)) => {
+                if p.ttl_ms != 0 {
+                    return Err(Error::InvalidArgument(
+                        "a put inside a transaction takes no ttl_ms; attach the key to a lease instead"
+                            .into(),
+                    ));
+                }
+                TxnOp::Put {
+                    key: p.key,
+                    value: p.value,
+                    lease: p.lease,
+                }
+            }
+            Some(Op::DeleteRange(d)) => TxnOp::DeleteRange {
+                key: d.key,
+                end: range_end_from_wire(d.range_end),
+                prev_kv: d.prev_kv,
+            },
+            None => {
+                return Err(Error::InvalidArgument(
+                    "txn op has no body; set one of range, put, delete_range".into(),
+                ))
+            }
+        })
+    };
+    let txn = Txn {
+        compares: r
+            .compare
+            .into_iter()
+            .map(compare_from_wire)
+            .collect::<Result<_>>()?,
+        success: r.success.into_iter().map(op).collect::<Result<_>>()?,
+        failure: r.failure.into_iter().map(op).collect::<Result<_>>()?,
+    };
+    Ok((txn, r.write_id))
+}
+
+/// A transaction outcome as the wire carries it (the inverse of
+/// [`txn_outcome`]).
+pub fn txn_outcome_to_wire(t: TxnOutcome, header: Option<pb::ResponseHeader>) -> pb::TxnResponse {
+    use pb::txn_op_result::Result as R;
+    let revision = t.revision;
+    pb::TxnResponse {
+        header: header,
+        succeeded: t.succeeded,
+        results: t
+            .results
+            .into_iter()
+            .map(|r| pb::TxnOpResult {
+                result: Some(match r {
+                    TxnOpResult::Range(p) => R::Range(range_page_to_wire(p, header)),
+                    TxnOpResult::Put { revision } => R::Put(pb::PutResponse {
+                        header: header,
+                        revision,
+                    }),
+                    TxnOpResult::DeleteRange(d) => R::DeleteRange(delete_range_to_wire(d, header)),
+                }),
+            })
+            .collect(),
+        revision,
+        replayed: t.replayed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,5 +532,65 @@ mod tests {
         assert_eq!(range_page(resp(false)).next_key, None);
         let req = range_request(b"ab", &RangeOptions::prefix().with_limit(5));
         assert_eq!((req.range_end, req.limit), (b"ac".to_vec(), 5));
+    }
+
+    #[test]
+    fn txns_and_outcomes_round_trip_through_the_wire() {
+        let txn = Txn::new()
+            .when([Compare::missing(b"k".to_vec())])
+            .and_then([
+                TxnOp::put(b"k".to_vec(), b"v".to_vec()),
+                TxnOp::Range {
+                    key: b"p/".to_vec(),
+                    options: RangeOptions::prefix().with_limit(9),
+                },
+            ])
+            .or_else([TxnOp::DeleteRange {
+                key: b"a".to_vec(),
+                end: RangeEnd::FromKey,
+                prev_kv: true,
+            }]);
+        let (back, wid) = txn_from_wire(txn_request(&txn)).unwrap();
+        assert_eq!(wid, None);
+        // A prefix end travels as its computed bound.
+        let mut want = txn.clone();
+        want.success[1] = TxnOp::Range {
+            key: b"p/".to_vec(),
+            options: RangeOptions {
+                end: RangeEnd::Before(b"p0".to_vec()),
+                limit: 9,
+                ..Default::default()
+            },
+        };
+        assert_eq!(back, want);
+        let out = TxnOutcome {
+            succeeded: true,
+            results: vec![
+                TxnOpResult::Put { revision: 5 },
+                TxnOpResult::Range(RangePage {
+                    kvs: vec![],
+                    more: true,
+                    count: 10,
+                    next_key: Some(b"p/x\0".to_vec()),
+                    revision: 5,
+                }),
+            ],
+            revision: 5,
+            replayed: false,
+        };
+        let header = Some(pb::ResponseHeader {
+            node_id: 1,
+            term: 2,
+            revision: 5,
+        });
+        assert_eq!(
+            txn_outcome(txn_outcome_to_wire(out.clone(), header)).unwrap(),
+            out
+        );
+        let mut bad = txn_request(&txn);
+        bad.success[0].op = None;
+        assert!(
+            matches!(txn_from_wire(bad), Err(Error::InvalidArgument(m)) if m.contains("no body"))
+        );
     }
 }

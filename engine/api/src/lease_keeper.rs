@@ -4,8 +4,10 @@
 //! Contract: renews every `ttl / 3` through [`KvClient::lease_renew`]
 //! (retrying failed renewals every `ttl / 10`, at least 50 ms); the lease is
 //! reported lost, once, when the server answers `LeaseNotFound` or when no
-//! renewal has been acknowledged for a whole `ttl` (the lease may then have
-//! expired: a holder must stop acting on it). Dropping the keeper or calling
+//! renewal has been acknowledged for a whole `ttl`, counted from when the
+//! last acknowledged renewal was *sent* (the server promises the lease
+//! lives at least `ttl` from then; see `docs/guarantees.md` §13): the lease
+//! may then have expired, and a holder must stop acting on it. Dropping the keeper or calling
 //! [`LeaseKeeper::stop`] stops renewing (the lease then expires after its
 //! TTL unless revoked). Runs on the caller's tokio runtime.
 
@@ -78,11 +80,14 @@ async fn renew_loop<C: KvClient>(
     let retry = (ttl / 10)
         .max(Duration::from_millis(50))
         .min(period.max(Duration::from_millis(1)));
+    // The grant was sent before this keeper started: counting from now is
+    // at most as generous as counting from its send.
     let mut last_ok = Instant::now();
     loop {
+        let sent = Instant::now();
         match client.lease_renew(id).await {
             Ok(_) => {
-                last_ok = Instant::now();
+                last_ok = sent;
                 tokio::time::sleep(period).await;
             }
             Err(e @ Error::LeaseNotFound(_)) => {

@@ -667,6 +667,41 @@ mod tests {
         assert_eq!(err.code(), d_engine_api::ErrorCode::PermissionDenied);
     }
 
+    #[tokio::test]
+    async fn ranges_and_lease_calls_are_checked() {
+        let (g, token) = gate();
+        let alice = g.authenticate(&md(&basic("alice", "pw"))).await.unwrap();
+        alice
+            .require_range(b"app/a", b"app/z", Access::Read)
+            .unwrap();
+        alice.require_range(b"app/1", b"", Access::Read).unwrap();
+        let e = alice
+            .require_range(b"app/", b"\0", Access::Read)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(e.message().contains("range"), "{}", e.message());
+        let e = alice
+            .require_range(b"app/a", b"app/z", Access::Readwrite)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        // Alice only reads: no lease calls.
+        let e = alice.require_lease("Lease.LeaseGrant").unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(e.message().contains("Lease.LeaseGrant"), "{}", e.message());
+        let root = g
+            .authenticate(&md(&format!("Bearer {token}")))
+            .await
+            .unwrap();
+        root.require_lease("Lease.LeaseGrant").unwrap();
+        root.require_range(b"\0", b"\0", Access::Readwrite).unwrap();
+        Gate::open()
+            .authenticate(&MetadataMap::new())
+            .await
+            .unwrap()
+            .require_lease("x")
+            .unwrap();
+    }
+
     fn fast_gate(verifier: Verifier) -> Gate {
         let cfg = AuthConfig {
             enabled: true,

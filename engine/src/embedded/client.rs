@@ -218,10 +218,7 @@ kv_methods! {
 
     /// Grants a lease of `ttl`; the leader picks its id.
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
-        match self.handle.lease_grant(ttl, 0, None).await {
-            Err(e) if should_forward(&e) => self.forward.lease_grant(&self.handle, e, ttl).await,
-            r => r,
-        }
+        self.lease_grant_with_id(ttl, 0).await
     }
 
     /// Revokes a lease and deletes its keys; returns how many.
@@ -334,6 +331,17 @@ impl EmbeddedClient {
             g.id,
             g.ttl,
         ))
+    }
+
+    /// Grants lease `id` (0 = the leader picks one) of `ttl`;
+    /// `InvalidArgument` if `id` names a live lease.
+    pub async fn lease_grant_with_id(&self, ttl: Duration, id: u64) -> Result<LeaseGrant> {
+        match self.handle.lease_grant(ttl, id, None).await {
+            Err(e) if should_forward(&e) => {
+                self.forward.lease_grant(&self.handle, e, ttl, id).await
+            }
+            r => r,
+        }
     }
 
     pub(super) fn new(handle: NodeHandle, forward: std::sync::Arc<Forwarder>) -> Self {

@@ -274,12 +274,13 @@ impl Forwarder {
         h: &NodeHandle,
         local: Error,
         ttl: Duration,
+        id: u64,
     ) -> Result<LeaseGrant> {
         let mut call = self.begin(h, local)?;
         let slot = self.ids.acquire(call.deadline).await?;
         let req = pb::LeaseGrantRequest {
             ttl_ms: convert::duration_ms(ttl),
-            id: 0,
+            id,
             write_id: Some(slot.id),
         };
         let resp = call

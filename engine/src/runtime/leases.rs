@@ -51,7 +51,7 @@ fn id_from(b: [u8; 8]) -> u64 {
 
 /// The id the node picks for a grant with write id `w`: the same for
 /// every retry of that write.
-fn id_for_write(w: &WriteId) -> u64 {
+pub(super) fn id_for_write(w: &WriteId) -> u64 {
     let mut h = Sha256::new();
     h.update(b"d-engine lease id\0");
     h.update(w.user.as_bytes());

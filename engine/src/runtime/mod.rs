@@ -53,6 +53,9 @@ pub(crate) mod watch_hub;
 mod watches;
 mod writes;
 
+#[cfg(test)]
+mod coord_tests;
+
 pub use addr::MemberAddr;
 pub use failure::NodeFailure;
 pub use handle::{

@@ -15,7 +15,11 @@
 //!   not read its responses stops being read (HTTP/2 flow control), so a
 //!   stream buffers a bounded amount whatever the client sends.
 //! - Auth: the lease calls name no key; they need a readwrite grant of any
-//!   prefix (or the admin role).
+//!   prefix (or the admin role). Revoking also needs readwrite access to
+//!   every key attached at the time of the call (it deletes them), and
+//!   listing a lease's keys (`LeaseTimeToLive` with `keys`) read access to
+//!   each listed key. Keys attached between that check and the revoke's
+//!   apply are deleted too (they were attached by writers of those keys).
 
 use std::time::Duration;
 
@@ -30,7 +34,7 @@ use super::convert;
 use super::kv::RESPONSE_SLACK;
 use super::status::{lease_status, status};
 use super::validate;
-use crate::auth::Gate;
+use crate::auth::{Access, Gate};
 use crate::runtime::NodeHandle;
 
 /// Keepalive responses queued per stream for the client, at most.
@@ -107,6 +111,18 @@ impl Lease for LeaseService {
         let r = req.into_inner();
         let id = validate::lease_id("id", r.id)?;
         let wid = validate::write_id(r.write_id)?.map(|w| w.owned_by(caller.user()));
+        if self.gate.enabled() {
+            // Revoking deletes the lease's keys: the caller needs readwrite
+            // access to each (checked on the keys attached now).
+            let t = self
+                .node
+                .lease_ttl_shared(id, true, None)
+                .await
+                .map_err(|e| lease_status(&e, id))?;
+            for k in &t.keys {
+                caller.require_key(k, Access::Readwrite)?;
+            }
+        }
         let (deleted, revision) = self
             .node
             .lease_revoke_shared(id, wid)
@@ -189,7 +205,8 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        self.authorize(&req, "Lease.LeaseTimeToLive").await?;
+        let caller = self.gate.authenticate_request(&req).await?;
+        caller.require_lease("Lease.LeaseTimeToLive")?;
         let r = req.into_inner();
         let id = validate::lease_id("id", r.id)?;
         let budget = self
@@ -203,6 +220,10 @@ impl Lease for LeaseService {
             .lease_ttl_shared(id, r.keys, Some(budget))
             .await
             .map_err(|e| lease_status(&e, id))?;
+        // Key names are data: list them only to a caller who may read each.
+        for k in &t.keys {
+            caller.require_key(k, Access::Read)?;
+        }
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
             header: self.header(),
             id,

@@ -41,6 +41,8 @@ pub mod status;
 pub mod validate;
 
 #[cfg(test)]
+mod coord_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;

@@ -42,17 +42,17 @@ impl Drop for TempDir {
 }
 
 /// A single-node engine with its client API on an ephemeral port.
-struct Fixture {
-    engine: EmbeddedEngine,
+pub(super) struct Fixture {
+    pub(super) engine: EmbeddedEngine,
     addr: String,
-    channel: Channel,
+    pub(super) channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     _dir: TempDir,
 }
 
 impl Fixture {
-    async fn start() -> Fixture {
+    pub(super) async fn start() -> Fixture {
         let dir = TempDir::new();
         let engine = EmbeddedEngine::builder(Config::single_node(&dir.0))
             .without_network()
@@ -84,11 +84,11 @@ impl Fixture {
         }
     }
 
-    fn kv(&self) -> KvClient<Channel> {
+    pub(super) fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
     }
 
-    async fn shutdown(mut self) {
+    pub(super) async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(10), &mut self.server)
             .await
@@ -99,7 +99,7 @@ impl Fixture {
     }
 }
 
-fn error_info(s: &tonic::Status) -> (String, HashMap<String, String>) {
+pub(super) fn error_info(s: &tonic::Status) -> (String, HashMap<String, String>) {
     let i = s
         .get_details_error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo in {s:?}"));
@@ -426,6 +426,7 @@ async fn cluster_admin_health_and_reflection_answer() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for want in [
         "dengine.v1.Kv",
+        "dengine.v1.Lease",
         "dengine.v1.Cluster",
         "dengine.v1.Admin",
         "grpc.health.v1.Health",

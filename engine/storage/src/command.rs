@@ -287,9 +287,12 @@ pub struct Txn {
 pub const MAX_TXN_OPS: usize = 128;
 /// Most pairs a range inside a transaction returns.
 pub const MAX_TXN_RANGE_LIMIT: u32 = 10_000;
-/// Response bytes (key + value + 64 per pair) at which a range inside a
-/// transaction, or a delete-range's `prev_kv` list, stops (a fixed number,
-/// so every replica computes the same result).
+/// Response bytes (key + value + 64 per pair) at which a range page, or a
+/// delete-range's `prev_kv` list, stops (a fixed number, so every replica
+/// computes the same result). One budget per command: the ranges and
+/// `prev_kv` lists of a transaction share it, so a whole transaction
+/// result stays under it (plus at most one pair, so that a single large
+/// pair is still returned).
 pub const RESULT_BUDGET_BYTES: usize = 3 << 20;
 /// Largest lease TTL (one year, in ms).
 pub const MAX_LEASE_TTL_MS: u64 = 365 * 24 * 3600 * 1000;

@@ -17,8 +17,9 @@
 //!   [`open_or_rebuild`] restores it from the snapshot first.
 //! - Entries must be applied in log order, each exactly once; a gap is an
 //!   error ([`SmError::Gap`]).
-//! - Reads (`get`, `scan_prefix`) may run concurrently with `apply` from other
-//!   threads; they see whole batches, never part of one.
+//! - Reads (`get`, `scan_prefix`, `range_each`, the lease reads) may run
+//!   concurrently with `apply` from other threads; they see whole batches,
+//!   never part of one.
 
 pub mod conformance;
 pub mod dedup;
@@ -74,7 +75,12 @@ pub fn result_pair_bytes(kv: &KeyValue) -> usize {
 pub struct PageBuilder {
     limit: usize,
     keys_only: bool,
+    /// Budget bytes used, by this page and by earlier results of the same
+    /// command (see [`PageBuilder::continuing`]).
     bytes: usize,
+    /// Whether a pair may be taken whatever the budget (nothing of the
+    /// command's result has been taken yet).
+    first: bool,
     kvs: Vec<KeyValue>,
     more: bool,
 }
@@ -92,9 +98,26 @@ impl PageBuilder {
             limit: limit as usize,
             keys_only,
             bytes: 0,
+            first: true,
             kvs: Vec::new(),
             more: false,
         }
+    }
+
+    /// A page of a command whose earlier results already used `used`
+    /// budget bytes (the ranges of one transaction share one budget); when
+    /// `used > 0` even the first pair must fit.
+    pub fn continuing(limit: u32, keys_only: bool, used: usize) -> Self {
+        PageBuilder {
+            bytes: used,
+            first: used == 0,
+            ..Self::new(limit, keys_only)
+        }
+    }
+
+    /// Budget bytes used so far (earlier results included).
+    pub fn used(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the page holds `limit` pairs already (a further pair would
@@ -111,12 +134,13 @@ impl PageBuilder {
         }
         let size = result_pair_bytes(&kv);
         if self.is_full()
-            || (!self.kvs.is_empty() && self.bytes + size > crate::command::RESULT_BUDGET_BYTES)
+            || (!self.first && self.bytes + size > crate::command::RESULT_BUDGET_BYTES)
         {
             self.more = true;
             return false;
         }
         self.bytes += size;
+        self.first = false;
         self.kvs.push(kv);
         true
     }
@@ -522,7 +546,10 @@ pub trait StateMachine: Send + Sync {
         visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), SmError>;
 
-    /// The number of live keys in `range` (no values read).
+    /// The number of live keys in `range` (no values read). O(keys in the
+    /// range). Under concurrent applies it is a count over whole batches
+    /// but, on an on-disk backend counting a large range in steps, not
+    /// necessarily over one batch.
     fn range_count(&self, range: &crate::command::KeyRange, now_ms: u64) -> Result<u64, SmError>;
 
     /// The lease `id`, if it exists.

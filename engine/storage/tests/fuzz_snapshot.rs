@@ -14,7 +14,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use d_engine_core::{Member, MemberRole, Membership, SnapshotMeta};
-use d_engine_storage::sm::{KeyValue, SnapshotRecord};
+use d_engine_storage::sm::{KeyValue, LeaseRecord, SnapshotRecord};
 use d_engine_storage::snapshot::format::SnapshotWriter;
 use d_engine_storage::snapshot::{SnapshotError, SnapshotFileReader};
 use proptest::prelude::*;
@@ -66,10 +66,12 @@ fn kv() -> impl Strategy<Value = KeyValue> {
         any::<u64>(),
         any::<u64>(),
         proptest::option::of(any::<u64>()),
+        any::<u64>(),
     )
         .prop_map(
-            |(key, value, create_revision, mod_revision, version, expires_at_ms)| KeyValue {
-                lease: 0,
+            |(key, value, create_revision, mod_revision, version, expires_at_ms, lease)| KeyValue {
+                // A key has a deadline or a lease, never both.
+                lease: if expires_at_ms.is_some() { 0 } else { lease },
                 key: Bytes::from(key),
                 value: Bytes::from(value),
                 create_revision,
@@ -105,13 +107,59 @@ fn meta() -> impl Strategy<Value = SnapshotMeta> {
         })
 }
 
-fn write_snapshot(path: &Path, meta: &SnapshotMeta, kvs: &[KeyValue]) {
+fn record() -> impl Strategy<Value = SnapshotRecord> {
+    prop_oneof![
+        3 => kv().prop_map(SnapshotRecord::Kv),
+        1 => (any::<u64>(), any::<u64>())
+            .prop_map(|(id, ttl_ms)| SnapshotRecord::Lease(LeaseRecord { id, ttl_ms })),
+    ]
+}
+
+fn write_snapshot(path: &Path, meta: &SnapshotMeta, records: &[SnapshotRecord]) {
     let file = std::fs::File::create(path).unwrap();
     let mut w = SnapshotWriter::new(file, path, meta).unwrap();
-    for kv in kvs {
-        w.record(&SnapshotRecord::Kv(kv.clone())).unwrap();
+    for r in records {
+        w.record(r).unwrap();
     }
     w.finish().unwrap();
+}
+
+/// A file written before leases (value records of version 1, no lease
+/// records) still reads, its keys without a lease.
+#[test]
+fn files_written_before_leases_still_read() {
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&7u64.to_le_bytes());
+    meta.extend_from_slice(&2u64.to_le_bytes());
+    meta.extend_from_slice(&0u32.to_le_bytes()); // no members
+    let mut kv = Vec::new();
+    kv.extend_from_slice(&1u32.to_le_bytes());
+    kv.push(b'k');
+    kv.push(1); // record version 1
+    for x in [3u64, 5, 2] {
+        kv.extend_from_slice(&x.to_le_bytes());
+    }
+    kv.push(1);
+    kv.extend_from_slice(&99u64.to_le_bytes());
+    kv.extend_from_slice(&2u32.to_le_bytes());
+    kv.extend_from_slice(b"vv");
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("old.snap");
+    std::fs::write(&p, forged(&meta, &[(1, kv)])).unwrap();
+    let (m, recs) = read_all(&p).unwrap();
+    assert_eq!((m.last_index, m.last_term), (7, 2));
+    assert_eq!(
+        recs,
+        vec![SnapshotRecord::Kv(KeyValue {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"vv"),
+            create_revision: 3,
+            mod_revision: 5,
+            version: 2,
+            expires_at_ms: Some(99),
+            lease: 0,
+        })]
+    );
 }
 
 proptest! {
@@ -136,7 +184,7 @@ proptest! {
     fn checksum_valid_files_with_arbitrary_bodies_never_panic(
         meta in proptest::collection::vec(any::<u8>(), 0..64),
         records in proptest::collection::vec(
-            (prop_oneof![Just(1u8), Just(2u8), any::<u8>()], proptest::collection::vec(any::<u8>(), 0..80)),
+            (prop_oneof![Just(1u8), Just(2u8), Just(5u8), any::<u8>()], proptest::collection::vec(any::<u8>(), 0..80)),
             0..6,
         ),
     ) {
@@ -152,17 +200,16 @@ proptest! {
     #[test]
     fn written_snapshots_read_back_and_damage_is_detected(
         m in meta(),
-        kvs in proptest::collection::vec(kv(), 0..12),
+        records in proptest::collection::vec(record(), 0..12),
         pos in any::<prop::sample::Index>(),
         mask in 1u8..=255,
     ) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("good.snap");
-        write_snapshot(&p, &m, &kvs);
+        write_snapshot(&p, &m, &records);
         let (meta_back, recs) = read_all(&p).expect("a written snapshot reads back");
         prop_assert_eq!(meta_back, m);
-        let expect: Vec<SnapshotRecord> = kvs.into_iter().map(SnapshotRecord::Kv).collect();
-        prop_assert_eq!(recs, expect);
+        prop_assert_eq!(recs, records);
 
         let mut bytes = std::fs::read(&p).unwrap();
         let at = pos.index(bytes.len());

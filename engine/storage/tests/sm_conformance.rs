@@ -56,6 +56,7 @@ both!(
     lease_snapshot_roundtrip,
     range_reads,
     dedup_multi_key_results,
+    snapshot_with_unknown_lease_is_refused,
 );
 
 #[test]

@@ -13,6 +13,7 @@ use d_engine_core::{
 
 use super::history::Time;
 use super::kv::{Command, Kv, OpId};
+use super::lease_clock::LeaseClock;
 use super::storage::{Durable, LogMirror, SnapshotData};
 
 /// A write queued on the simulated disk: completes (becomes durable) at `done_at`.
@@ -53,6 +54,11 @@ pub struct Host {
     pub now_tick: u64,
     pub lease_until_tick: u64,
     pub checked_leader_term: Term,
+    /// Deadlines of the key leases (runs only on a ready leader).
+    pub lease_clock: LeaseClock,
+    /// The node's local clock: `(global, local)` at the last rate change;
+    /// local time advances `TICK_US` per `tick_period` of global time.
+    pub clock_base: (Time, Time),
 }
 
 impl Host {
@@ -115,7 +121,21 @@ impl Host {
             now_tick: 0,
             lease_until_tick: 0,
             checked_leader_term: 0,
+            lease_clock: LeaseClock::default(),
+            clock_base: (0, 0),
         })
+    }
+
+    /// The node's local clock at global time `now` (rounded down).
+    pub fn local_now(&self, now: Time, tick_us: Time) -> Time {
+        let (g, l) = self.clock_base;
+        l + (now - g) * tick_us / self.tick_period
+    }
+
+    /// Changes the clock rate at global time `now`.
+    pub fn set_tick_period(&mut self, now: Time, period: Time, tick_us: Time) {
+        self.clock_base = (now, self.local_now(now, tick_us));
+        self.tick_period = period;
     }
 
     /// Index of the newest config entry in the (mirrored) log above `after`.

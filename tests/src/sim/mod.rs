@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod history;
 pub mod host;
 pub mod kv;
+pub mod lease_clock;
 pub mod rng;
 pub mod storage;
 

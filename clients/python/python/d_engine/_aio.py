@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+import time
+import weakref
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -12,13 +14,29 @@ from . import _auth
 from . import _codec as codec
 from ._client import _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
-from ._errors import ClientClosed, WatchCanceled
+from ._errors import ClientClosed, Error, Timeout, WatchCanceled
+from ._lease import AsyncLease, OnLost
+from ._lock import AsyncLeadership, AsyncLock, AsyncObservation, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
 from ._tls import PathLike
 from ._tls import credentials as tls_credentials
-from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+from ._txn import Compare, Op, txn_from_pb, txn_request
+from ._types import (
+    CasResult,
+    Consistency,
+    DeleteRangeResult,
+    KeyValue,
+    LeaderInfo,
+    LeaderKey,
+    LeaseInfo,
+    LeaseStatus,
+    Member,
+    RangePage,
+    TxnResult,
+    WatchEvent,
+)
 
 T = TypeVar("T")
 _MAX_MSG = 8 << 20
@@ -28,6 +46,9 @@ class _Stubs:
     def __init__(self, channel: grpc.aio.Channel):
         self.channel = channel
         self.kv = rpc.KvStub(channel)
+        self.lease = rpc.LeaseStub(channel)
+        self.lock = rpc.LockStub(channel)
+        self.election = rpc.ElectionStub(channel)
         self.cluster = rpc.ClusterStub(channel)
 
 
@@ -61,9 +82,14 @@ class AsyncClient:
         self._closed = False
         self._client_id = new_client_id()
         self._window = AsyncSeqWindow()
+        self._leases: weakref.WeakSet[AsyncLease] = weakref.WeakSet()
 
     async def close(self) -> None:
+        """Closes the connections; keepalive helpers stop (their leases are
+        not revoked and expire after their TTL)."""
         self._closed = True
+        for lease in list(self._leases):
+            await lease.stop()
         channels, self._channels = self._channels, {}
         for s in channels.values():
             await s.channel.close()
@@ -74,10 +100,13 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None) -> int:
-        key, value, ttl_ms = codec.check_key(key), codec.check_value(value), codec.ttl_ms(ttl)
+    async def put(
+        self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None, *, lease: Optional[int] = None
+    ) -> int:
+        key, value = codec.check_key(key), codec.check_value(value)
+        ttl_ms, lease_id = codec.put_lease(ttl, lease)
         async with self._window.seq() as seq:
-            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, write_id=self._write_id(seq))
+            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, lease=lease_id, write_id=self._write_id(seq))
             return (await self._call(lambda s, t: s.kv.Put(req, timeout=t), True)).revision
 
     async def get(
@@ -116,17 +145,209 @@ class AsyncClient:
     async def scan_prefix(
         self, prefix: BytesLike, limit: int = 0, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
     ) -> List[KeyValue]:
-        req = pb.ScanPrefixRequest(
-            prefix=codec.check_prefix(prefix), limit=_limit(limit), consistency=codec.consistency_pb(consistency)
-        )
-        resp = await self._call(lambda s, t: s.kv.ScanPrefix(req, timeout=t), _needs_leader(consistency))
-        return [codec.kv_from_pb(kv) for kv in resp.kvs]
+        limit = _limit(limit)
+        out: List[KeyValue] = []
+        page_size = min(limit, codec.MAX_RANGE_LIMIT)
+        async for kv in self.range_iter(prefix, prefix=True, page_size=page_size, consistency=consistency):
+            out.append(kv)
+            if len(out) == limit:
+                break
+        return out
+
+    async def range(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+    ) -> RangePage:
+        req = codec.range_request(key, range_end, prefix, limit, keys_only, count_only, consistency)
+        return await self._range_page(req, _needs_leader(consistency))
+
+    def range_iter(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        page_size: int = 0,
+        keys_only: bool = False,
+        consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+    ) -> AsyncIterator[KeyValue]:
+        """``async for kv in client.range_iter(...)``: every pair of the range, page by page
+        (arguments are checked at the call)."""
+        req = codec.range_request(key, range_end, prefix, page_size, keys_only, False, consistency)
+        return self._walk(req, _needs_leader(consistency))
+
+    async def _walk(self, first: pb.RangeRequest, need_leader: bool) -> AsyncIterator[KeyValue]:
+        req: Optional[pb.RangeRequest] = first
+        while req is not None:
+            page = await self._range_page(req, need_leader)
+            for kv in page.kvs:
+                yield kv
+            req = codec.next_page(req, page)
+
+    async def delete_range(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        prev_kv: bool = False,
+    ) -> DeleteRangeResult:
+        k, end = codec.range_bounds(key, range_end, prefix)
+        async with self._window.seq() as seq:
+            req = pb.DeleteRangeRequest(key=k, range_end=end, prev_kv=bool(prev_kv), write_id=self._write_id(seq))
+            return codec.delete_range_from_pb(await self._call(lambda s, t: s.kv.DeleteRange(req, timeout=t), True))
+
+    async def txn(
+        self,
+        compare: Sequence[Compare] = (),
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        req = txn_request(compare, success, failure)
+        async with self._window.seq() as seq:
+            req.write_id.CopyFrom(self._write_id(seq))
+            return txn_from_pb(await self._call(lambda s, t: s.kv.Txn(req, timeout=t), True))
+
+    async def lease_grant(self, ttl: float, *, id: int = 0) -> int:
+        ttl_ms, lease_id = codec.lease_ttl_ms(ttl), codec.check_id(id)
+        async with self._window.seq() as seq:
+            req = pb.LeaseGrantRequest(ttl_ms=ttl_ms, id=lease_id, write_id=self._write_id(seq))
+            return (await self._call(lambda s, t: s.lease.LeaseGrant(req, timeout=t), True)).id
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        lease_id = codec.check_id(lease_id)
+        async with self._window.seq() as seq:
+            req = pb.LeaseRevokeRequest(id=lease_id, write_id=self._write_id(seq))
+            return (await self._call(lambda s, t: s.lease.LeaseRevoke(req, timeout=t), True)).deleted
+
+    async def lease_renew(self, lease_id: int) -> float:
+        req = pb.LeaseKeepAliveRequest(id=codec.check_id(lease_id))
+        return (await self._call(lambda s, t: s.lease.LeaseRenew(req, timeout=t), True)).ttl_ms / 1000
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> LeaseInfo:
+        req = pb.LeaseTimeToLiveRequest(id=codec.check_id(lease_id), keys=bool(keys))
+        return codec.lease_info_from_pb(await self._call(lambda s, t: s.lease.LeaseTimeToLive(req, timeout=t), True))
+
+    async def lease_list(self) -> List[LeaseStatus]:
+        resp = await self._call(lambda s, t: s.lease.LeaseList(pb.LeaseListRequest(), timeout=t), True)
+        return [codec.lease_status_from_pb(x) for x in resp.leases]
+
+    def lease(self, ttl: float, *, id: int = 0, on_lost: Optional[OnLost] = None) -> AsyncLease:
+        """A lease of ``ttl`` seconds kept alive by a background task: ``async
+        with client.lease(10) as lease:`` (revoked on exit) or ``lease =
+        await client.lease(10)``. See :class:`d_engine.Client.lease`."""
+        return AsyncLease(self, ttl, id, on_lost)
 
     async def watch(self, key: BytesLike, start_revision: int = 0) -> AsyncWatch:
         return await self._watch(codec.check_key(key), False, start_revision)
 
     async def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> AsyncWatch:
         return await self._watch(codec.check_prefix(prefix), True, start_revision)
+
+    def lock(
+        self, name: BytesLike, ttl: float = 10.0, *, lease: Optional[int] = None, timeout: Optional[float] = None
+    ) -> AsyncLock:
+        """``async with client.lock("jobs", ttl=10) as lock:`` or ``lock = await
+        client.lock(...)``; see :meth:`d_engine.Client.lock`."""
+        name_b = codec.check_key(name, "lock name")
+        return AsyncLock(self, name_b, ttl, None if lease is None else codec.check_id(lease), timeout)
+
+    async def _lock(
+        self, name: bytes, ttl: float, lease_id: Optional[int], timeout: Optional[float]
+    ) -> Tuple[bytes, int, Optional[AsyncLease]]:
+        own = await self.lease(ttl) if lease_id is None else None
+        lid = own.id if own is not None else int(lease_id or 0)
+        req = pb.LockRequest(name=name, lease=lid)
+        try:
+            resp = await self._wait(lambda s, t: s.lock.Lock(req, timeout=t), timeout, own)
+        except BaseException:
+            await self._abandon(own, holder_key(name, lid))
+            raise
+        return resp.key, resp.revision, own
+
+    async def unlock(self, key: BytesLike) -> None:
+        req = pb.UnlockRequest(key=codec.check_key(key))
+        await self._call(lambda s, t: s.lock.Unlock(req, timeout=t), True)
+
+    def campaign(
+        self,
+        name: BytesLike,
+        value: BytesLike,
+        ttl: float = 10.0,
+        *,
+        lease: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncLeadership:
+        """``async with client.campaign(name, value, ttl=10) as leadership:`` or
+        ``leadership = await client.campaign(...)``; see :meth:`d_engine.Client.campaign`."""
+        name_b, value_b = codec.check_key(name, "election name"), codec.check_value(value)
+        return AsyncLeadership(self, name_b, value_b, ttl, None if lease is None else codec.check_id(lease), timeout)
+
+    async def _campaign(
+        self, name: bytes, value: bytes, ttl: float, lease_id: Optional[int], timeout: Optional[float]
+    ) -> Tuple[LeaderKey, Optional[AsyncLease]]:
+        own = await self.lease(ttl) if lease_id is None else None
+        lid = own.id if own is not None else int(lease_id or 0)
+        req = pb.CampaignRequest(name=name, lease=lid, value=value)
+        try:
+            resp = await self._wait(lambda s, t: s.election.Campaign(req, timeout=t), timeout, own)
+        except BaseException:
+            await self._abandon(own, holder_key(name, lid))
+            raise
+        return leader_key_from_pb(resp.leader), own
+
+    async def proclaim(self, leader: LeaderKey, value: BytesLike) -> None:
+        req = pb.ProclaimRequest(leader=leader_key_pb(leader), value=codec.check_value(value))
+        await self._call(lambda s, t: s.election.Proclaim(req, timeout=t), True)
+
+    async def resign(self, leader: LeaderKey) -> None:
+        req = pb.ResignRequest(leader=leader_key_pb(leader))
+        await self._call(lambda s, t: s.election.Resign(req, timeout=t), True)
+
+    async def election_leader(self, name: BytesLike) -> Optional[KeyValue]:
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return codec.opt_kv(await self._call(lambda s, t: s.election.Leader(req, timeout=t), True))
+
+    def observe(self, name: BytesLike) -> AsyncObservation:
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return AsyncObservation(self._stubs(self._router.target(True)).election.Observe(req))
+
+    async def _wait(
+        self, fn: Callable[[_Stubs, Optional[float]], Awaitable[T]], timeout: Optional[float], own: Optional[AsyncLease]
+    ) -> T:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+        while True:
+            try:
+                return await self._call(lambda s, t: fn(s, left()), True)
+            except Error as e:
+                if own is not None and own.lost.is_set():
+                    raise own.error or e from None
+                if not e.retryable:
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"not acquired within {timeout}s (last error: {e})") from None
+
+    async def _abandon(self, own: Optional[AsyncLease], key: bytes) -> None:
+        try:
+            if own is not None:
+                await own.revoke()
+            else:
+                await self.unlock(key)
+        except Error:
+            pass  # the key goes with its lease anyway
 
     async def members(self) -> List[Member]:
         resp = await self._call(lambda s, t: s.cluster.Members(pb.MembersRequest(), timeout=t), False)
@@ -153,6 +374,9 @@ class AsyncClient:
                 ch = grpc.aio.insecure_channel(target, options=opts, interceptors=_auth.aio_interceptors(self._auth))
             stubs = self._channels[target] = _Stubs(ch)
         return stubs
+
+    async def _range_page(self, req: pb.RangeRequest, need_leader: bool) -> RangePage:
+        return codec.range_from_pb(await self._call(lambda s, t: s.kv.Range(req, timeout=t), need_leader))
 
     async def _call(self, fn: Callable[[_Stubs, float], Awaitable[T]], need_leader: bool) -> T:
         attempts = Attempts(self._retry)

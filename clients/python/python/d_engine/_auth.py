@@ -49,8 +49,10 @@ def _with_auth(details: Any, value: str) -> _Details:
     )
 
 
-class AuthInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Adds the header to sync unary and server-streaming calls."""
+class AuthInterceptor(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamStreamClientInterceptor
+):
+    """Adds the header to sync unary, server-streaming and bidi (lease keepalive) calls."""
 
     def __init__(self, value: str):
         self._value = value
@@ -60,6 +62,9 @@ class AuthInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIn
 
     def intercept_unary_stream(self, continuation, client_call_details, request):  # noqa: ANN001
         return continuation(_with_auth(client_call_details, self._value), request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # noqa: ANN001
+        return continuation(_with_auth(client_call_details, self._value), request_iterator)
 
 
 class _AioDetails(
@@ -94,7 +99,15 @@ class AioAuthUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_aio_with_auth(client_call_details, self._value), request)
 
 
+class AioAuthStreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, value: str):
+        self._value = value
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # noqa: ANN001
+        return await continuation(_aio_with_auth(client_call_details, self._value), request_iterator)
+
+
 def aio_interceptors(value: Optional[str]) -> Optional[List[grpc.aio.ClientInterceptor]]:
     if value is None:
         return None
-    return [AioAuthUnaryUnary(value), AioAuthUnaryStream(value)]
+    return [AioAuthUnaryUnary(value), AioAuthUnaryStream(value), AioAuthStreamStream(value)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
 
 import grpc
@@ -11,13 +12,29 @@ import grpc
 from . import _auth
 from . import _codec as codec
 from ._codec import BytesLike, Endpoints
-from ._errors import ClientClosed, Error, WatchCanceled
+from ._errors import ClientClosed, Error, Timeout, WatchCanceled
+from ._lease import Lease, OnLost
+from ._lock import Leadership, Lock, Observation, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import Attempts, RetryPolicy, Router, SeqWindow, new_client_id
 from ._tls import PathLike
 from ._tls import credentials as tls_credentials
-from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+from ._txn import Compare, Op, txn_from_pb, txn_request
+from ._types import (
+    CasResult,
+    Consistency,
+    DeleteRangeResult,
+    KeyValue,
+    LeaderInfo,
+    LeaderKey,
+    LeaseInfo,
+    LeaseStatus,
+    Member,
+    RangePage,
+    TxnResult,
+    WatchEvent,
+)
 
 T = TypeVar("T")
 _MAX_MSG = 8 << 20
@@ -27,6 +44,9 @@ class _Stubs:
     def __init__(self, channel: grpc.Channel):
         self.channel = channel
         self.kv = rpc.KvStub(channel)
+        self.lease = rpc.LeaseStub(channel)
+        self.lock = rpc.LockStub(channel)
+        self.election = rpc.ElectionStub(channel)
         self.cluster = rpc.ClusterStub(channel)
 
 
@@ -72,12 +92,18 @@ class Client:
         self._closed = False
         self._client_id = new_client_id()
         self._window = SeqWindow()
+        self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:
+        """Closes the connections; keepalive helpers stop (their leases are
+        not revoked and expire after their TTL)."""
         with self._lock:
             self._closed = True
             channels, self._channels = self._channels, {}
+            leases = list(self._leases)
+        for lease in leases:
+            lease.stop()
         for s in channels.values():
             s.channel.close()
 
@@ -88,11 +114,14 @@ class Client:
         self.close()
 
     # -- key-value -------------------------------------------------------
-    def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None) -> int:
-        """Stores ``value`` under ``key`` (``ttl`` in seconds); returns the write's revision."""
-        key, value, ttl_ms = codec.check_key(key), codec.check_value(value), codec.ttl_ms(ttl)
+    def put(self, key: BytesLike, value: BytesLike, ttl: Optional[float] = None, *, lease: Optional[int] = None) -> int:
+        """Stores ``value`` under ``key`` (``ttl`` in seconds, or attached to
+        ``lease``: deleted with it); returns the write's revision. A put
+        without ``lease`` detaches the key from any lease it had."""
+        key, value = codec.check_key(key), codec.check_value(value)
+        ttl_ms, lease_id = codec.put_lease(ttl, lease)
         with self._window.seq() as seq:
-            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, write_id=self._write_id(seq))
+            req = pb.PutRequest(key=key, value=value, ttl_ms=ttl_ms, lease=lease_id, write_id=self._write_id(seq))
             return self._call(lambda s, t: s.kv.Put(req, timeout=t), True).revision
 
     def get(
@@ -137,12 +166,96 @@ class Client:
     def scan_prefix(
         self, prefix: BytesLike, limit: int = 0, consistency: Union[Consistency, str] = Consistency.LINEARIZABLE
     ) -> List[KeyValue]:
-        """Up to ``limit`` pairs (0 = server maximum) whose key starts with ``prefix``, in key order."""
-        req = pb.ScanPrefixRequest(
-            prefix=codec.check_prefix(prefix), limit=_limit(limit), consistency=codec.consistency_pb(consistency)
-        )
-        resp = self._call(lambda s, t: s.kv.ScanPrefix(req, timeout=t), _needs_leader(consistency))
-        return [codec.kv_from_pb(kv) for kv in resp.kvs]
+        """Every pair whose key starts with ``prefix``, in key order (``limit``
+        > 0: the first ``limit``). Reads as many ``range`` pages as needed:
+        nothing is left out, but each page is its own point in time."""
+        limit = _limit(limit)
+        out: List[KeyValue] = []
+        page_size = min(limit, codec.MAX_RANGE_LIMIT)
+        for kv in self.range_iter(prefix, prefix=True, page_size=page_size, consistency=consistency):
+            out.append(kv)
+            if len(out) == limit:
+                break
+        return out
+
+    def range(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+    ) -> RangePage:
+        """One page of the keys in ``[key, range_end)``, in key order.
+
+        ``range_end``: None = the single key ``key``; ``b"\\0"`` = every key
+        >= ``key``; ``prefix=True`` = every key starting with ``key`` (see
+        :func:`prefix_end`). ``limit``: most pairs in the page (0 = server
+        maximum, 10,000); a page also stops at the response byte budget.
+        When ``page.more``, ``range(page.next_key, ...)`` with the same
+        ``range_end`` reads the next page (``range_iter`` does this)."""
+        req = codec.range_request(key, range_end, prefix, limit, keys_only, count_only, consistency)
+        return self._range_page(req, _needs_leader(consistency))
+
+    def range_iter(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        page_size: int = 0,
+        keys_only: bool = False,
+        consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+    ) -> Iterator[KeyValue]:
+        """Every pair of the range (arguments as for :meth:`range`), reading
+        pages of ``page_size`` (0 = server maximum) lazily. Each key present
+        for the whole walk is yielded exactly once; each page is its own
+        point in time (``RangePage.revision``)."""
+        req = codec.range_request(key, range_end, prefix, page_size, keys_only, False, consistency)
+        return self._walk(req, _needs_leader(consistency))
+
+    def _walk(self, first: pb.RangeRequest, need_leader: bool) -> Iterator[KeyValue]:
+        req: Optional[pb.RangeRequest] = first
+        while req is not None:
+            page = self._range_page(req, need_leader)
+            yield from page.kvs
+            req = codec.next_page(req, page)
+
+    def delete_range(
+        self,
+        key: BytesLike,
+        range_end: Optional[BytesLike] = None,
+        *,
+        prefix: bool = False,
+        prev_kv: bool = False,
+    ) -> DeleteRangeResult:
+        """Deletes every key in ``[key, range_end)`` (or starting with ``key``
+        when ``prefix=True``; range rules as for :meth:`range`) in one
+        replicated step. ``prev_kv=True`` returns the deleted pairs."""
+        k, end = codec.range_bounds(key, range_end, prefix)
+        with self._window.seq() as seq:
+            req = pb.DeleteRangeRequest(key=k, range_end=end, prev_kv=bool(prev_kv), write_id=self._write_id(seq))
+            return codec.delete_range_from_pb(self._call(lambda s, t: s.kv.DeleteRange(req, timeout=t), True))
+
+    def txn(
+        self,
+        compare: Sequence[Compare] = (),
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        """Atomically: if every ``compare`` holds, run the ``success`` ops,
+        else the ``failure`` ops (in order, in one log entry). Ops come from
+        :class:`Op` (``Op.put``, ``Op.get``, ``Op.range``, ``Op.delete``,
+        ``Op.delete_range``), conditions from :class:`Compare`. At most 128
+        compares and 128 ops per branch. A retried txn applies once
+        (``result.replayed`` then tells; range results are empty then)."""
+        req = txn_request(compare, success, failure)
+        with self._window.seq() as seq:
+            req.write_id.CopyFrom(self._write_id(seq))
+            return txn_from_pb(self._call(lambda s, t: s.kv.Txn(req, timeout=t), True))
 
     def watch(self, key: BytesLike, start_revision: int = 0) -> Watch:
         """Iterator of changes to ``key`` after commit, in revision order."""
@@ -151,6 +264,154 @@ class Client:
     def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> Watch:
         """Iterator of changes to every key starting with ``prefix``."""
         return self._watch(codec.check_prefix(prefix), True, start_revision)
+
+    # -- leases ----------------------------------------------------------
+    def lease_grant(self, ttl: float, *, id: int = 0) -> int:
+        """Grants a lease of ``ttl`` seconds (0.001 ..= one year); returns its
+        id (``id`` > 0 asks for that id). Keys put with ``lease=`` are deleted
+        when it expires or is revoked. :meth:`lease` also keeps it alive."""
+        ttl_ms, lease_id = codec.lease_ttl_ms(ttl), codec.check_id(id)
+        with self._window.seq() as seq:
+            req = pb.LeaseGrantRequest(ttl_ms=ttl_ms, id=lease_id, write_id=self._write_id(seq))
+            return self._call(lambda s, t: s.lease.LeaseGrant(req, timeout=t), True).id
+
+    def lease_revoke(self, lease_id: int) -> int:
+        """Revokes the lease, deleting its keys in one step; returns how many.
+        Raises LeaseNotFound if it does not exist (any more)."""
+        lease_id = codec.check_id(lease_id)
+        with self._window.seq() as seq:
+            req = pb.LeaseRevokeRequest(id=lease_id, write_id=self._write_id(seq))
+            return self._call(lambda s, t: s.lease.LeaseRevoke(req, timeout=t), True).deleted
+
+    def lease_renew(self, lease_id: int) -> float:
+        """Restarts the lease's TTL once; returns the TTL in seconds. Raises
+        LeaseNotFound if it does not exist (any more)."""
+        req = pb.LeaseKeepAliveRequest(id=codec.check_id(lease_id))
+        return self._call(lambda s, t: s.lease.LeaseRenew(req, timeout=t), True).ttl_ms / 1000
+
+    def lease_time_to_live(self, lease_id: int, keys: bool = False) -> LeaseInfo:
+        """The lease's granted and remaining TTL (seconds) and key count; with
+        ``keys=True`` also its keys. Raises LeaseNotFound if it does not exist."""
+        req = pb.LeaseTimeToLiveRequest(id=codec.check_id(lease_id), keys=bool(keys))
+        return codec.lease_info_from_pb(self._call(lambda s, t: s.lease.LeaseTimeToLive(req, timeout=t), True))
+
+    def lease_list(self) -> List[LeaseStatus]:
+        """Every live lease."""
+        resp = self._call(lambda s, t: s.lease.LeaseList(pb.LeaseListRequest(), timeout=t), True)
+        return [codec.lease_status_from_pb(x) for x in resp.leases]
+
+    def lease(self, ttl: float, *, id: int = 0, on_lost: Optional[OnLost] = None) -> Lease:
+        """Grants a lease of ``ttl`` seconds and keeps it alive from a
+        background thread (renewing every ``ttl / 3`` over the keepalive
+        stream, following the leader). ``with client.lease(10) as lease:``
+        revokes it on exit. ``lease.lost`` (an Event) is set, and
+        ``on_lost(error)`` called, if the lease is lost anyway."""
+        granted_at = time.monotonic()
+        lease_id = self.lease_grant(ttl, id=id)
+        lease = Lease(self, lease_id, ttl, on_lost, granted_at)
+        with self._lock:
+            self._leases.add(lease)
+        return lease
+
+    # -- locks and elections ---------------------------------------------
+    def lock(
+        self, name: BytesLike, ttl: float = 10.0, *, lease: Optional[int] = None, timeout: Optional[float] = None
+    ) -> Lock:
+        """Waits until the lock ``name`` is held (at most ``timeout`` seconds;
+        None = as long as it takes) and returns it: ``with client.lock("jobs",
+        ttl=10) as lock:``. Without ``lease``, a lease of ``ttl`` seconds is
+        granted and kept alive for it: if this process dies, the lock passes
+        to the next waiter within ``ttl``. ``lock.revision`` is the fencing
+        token. Waiters get the lock in the order they asked for it."""
+        name_b = codec.check_key(name, "lock name")
+        own = self.lease(ttl) if lease is None else None
+        lease_id = own.id if own is not None else codec.check_id(lease)
+        req = pb.LockRequest(name=name_b, lease=lease_id)
+        try:
+            resp = self._wait(lambda s, t: s.lock.Lock(req, timeout=t), timeout, own)
+        except BaseException:
+            self._abandon(own, holder_key(name_b, lease_id))
+            raise
+        return Lock(self, name_b, resp.key, resp.revision, own)
+
+    def unlock(self, key: BytesLike) -> None:
+        """Releases the lock held by ``key`` (``Lock.key``); nothing if it is already gone."""
+        req = pb.UnlockRequest(key=codec.check_key(key))
+        self._call(lambda s, t: s.lock.Unlock(req, timeout=t), True)
+
+    def campaign(
+        self,
+        name: BytesLike,
+        value: BytesLike,
+        ttl: float = 10.0,
+        *,
+        lease: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Leadership:
+        """Waits until elected leader of ``name`` (at most ``timeout``
+        seconds), publishing ``value``: ``with client.campaign("scheduler",
+        b"host-1", ttl=10) as leadership:``. Lease as for :meth:`lock`."""
+        name_b, value_b = codec.check_key(name, "election name"), codec.check_value(value)
+        own = self.lease(ttl) if lease is None else None
+        lease_id = own.id if own is not None else codec.check_id(lease)
+        req = pb.CampaignRequest(name=name_b, lease=lease_id, value=value_b)
+        try:
+            resp = self._wait(lambda s, t: s.election.Campaign(req, timeout=t), timeout, own)
+        except BaseException:
+            self._abandon(own, holder_key(name_b, lease_id))
+            raise
+        return Leadership(self, leader_key_from_pb(resp.leader), own)
+
+    def proclaim(self, leader: LeaderKey, value: BytesLike) -> None:
+        """Publishes a new value as the leader (NotHeld if the leadership is gone)."""
+        req = pb.ProclaimRequest(leader=leader_key_pb(leader), value=codec.check_value(value))
+        self._call(lambda s, t: s.election.Proclaim(req, timeout=t), True)
+
+    def resign(self, leader: LeaderKey) -> None:
+        """Gives the leadership up (nothing if it is already gone)."""
+        req = pb.ResignRequest(leader=leader_key_pb(leader))
+        self._call(lambda s, t: s.election.Resign(req, timeout=t), True)
+
+    def election_leader(self, name: BytesLike) -> Optional[KeyValue]:
+        """The current leader's key and value, or None when the election has no leader."""
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return codec.opt_kv(self._call(lambda s, t: s.election.Leader(req, timeout=t), True))
+
+    def observe(self, name: BytesLike) -> Observation:
+        """Iterator of the election's leaders, the current one first, then each new one."""
+        req = pb.ElectionLeaderRequest(name=codec.check_key(name, "election name"))
+        return Observation(self._stubs(self._router.target(True)).election.Observe(req))
+
+    def _wait(self, fn: Callable[[_Stubs, Optional[float]], T], timeout: Optional[float], own: Optional[Lease]) -> T:
+        """A call that waits on the server (Lock, Campaign) until ``timeout``
+        seconds have passed (None: no limit), retried across leader changes."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+        while True:
+            try:
+                return self._call(lambda s, t: fn(s, left()), True)
+            except Error as e:
+                if own is not None and own.lost.is_set():
+                    raise own.error or e from None
+                if not e.retryable:
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"not acquired within {timeout}s (last error: {e})") from None
+
+    def _abandon(self, own: Optional[Lease], key: bytes) -> None:
+        """Leaves the queue of a lock or election that was not acquired."""
+        try:
+            if own is not None:
+                own.revoke()
+            else:
+                self.unlock(key)
+        except Error:
+            pass  # the key goes with its lease anyway
 
     # -- cluster ---------------------------------------------------------
     def members(self) -> List[Member]:
@@ -180,6 +441,9 @@ class Client:
                     ch = grpc.intercept_channel(ch, _auth.AuthInterceptor(self._auth))
                 stubs = self._channels[target] = _Stubs(ch)
             return stubs
+
+    def _range_page(self, req: pb.RangeRequest, need_leader: bool) -> RangePage:
+        return codec.range_from_pb(self._call(lambda s, t: s.kv.Range(req, timeout=t), need_leader))
 
     def _call(self, fn: Callable[[_Stubs, float], T], need_leader: bool) -> T:
         attempts = Attempts(self._retry)
@@ -258,6 +522,7 @@ def _needs_leader(consistency: Union[Consistency, str]) -> bool:
 
 
 def _limit(limit: int) -> int:
+    """``scan_prefix``'s limit: how many pairs at most (0 = all)."""
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(f"limit must be an int, not {type(limit).__name__}")
     if limit < 0:
@@ -280,4 +545,4 @@ def _cas_request(
     return req
 
 
-__all__ = ["Client", "Watch", "Error"]
+__all__ = ["Client", "Watch", "Error", "Lease"]

@@ -4,14 +4,25 @@ endpoint parsing, protobuf <-> Python values, gRPC errors -> exceptions."""
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from ._errors import Error, InvalidArgument, NotLeader, Timeout, Unavailable, error_for_code
+from ._errors import Error, InvalidArgument, LeaseNotFound, NotLeader, Timeout, Unavailable, error_for_code
 from ._proto import client_pb2 as pb
-from ._types import CasResult, Consistency, KeyValue, LeaderInfo, Member, WatchEvent
+from ._types import (
+    CasResult,
+    Consistency,
+    DeleteRangeResult,
+    KeyValue,
+    LeaderInfo,
+    LeaseInfo,
+    LeaseStatus,
+    Member,
+    RangePage,
+    WatchEvent,
+)
 
 # Copies of the Rust API crate's limits (engine/api/src/limits.rs): the
 # values and the messages; a test there fails when they drift.
@@ -19,6 +30,13 @@ MAX_KEY_BYTES = 4096
 """Largest key the server accepts."""
 MAX_VALUE_BYTES = 1 << 20
 """Largest value the server accepts (1 MiB)."""
+MAX_RANGE_LIMIT = 10_000
+"""Largest ``limit`` of one range page (0 asks for this many)."""
+MAX_TXN_OPS = 128
+"""Most compares, and most ops per branch, of one transaction."""
+MAX_LEASE_TTL_MS = 365 * 24 * 3600 * 1000
+"""Longest lease TTL the server grants (one year)."""
+_U64 = (1 << 64) - 1
 KEY_SETTING = "limits.max_key_bytes"
 VALUE_SETTING = "limits.max_value_bytes"
 ERROR_DOMAIN = "d-engine"
@@ -80,6 +98,76 @@ def check_prefix(prefix: object) -> bytes:
     return b
 
 
+def prefix_end(prefix: BytesLike) -> bytes:
+    """The ``range_end`` that makes ``[prefix, prefix_end(prefix))`` the keys
+    starting with ``prefix``: the last byte below 0xff is incremented and the
+    0xff bytes after it dropped; an empty or all-0xff prefix gives ``b"\\0"``
+    (every key from the start key on)."""
+    p = to_bytes(prefix, "prefix").rstrip(b"\xff")
+    if not p:
+        return b"\0"
+    return p[:-1] + bytes([p[-1] + 1])
+
+
+def range_bounds(key: object, range_end: Optional[object], prefix: bool) -> Tuple[bytes, bytes]:
+    """``(key, range_end)`` of a range request: a single key (no
+    ``range_end``), ``[key, range_end)``, or with ``prefix=True`` every key
+    starting with ``key``. ``range_end=b"\\0"`` reads every key >= ``key``."""
+    if not isinstance(prefix, bool):
+        raise TypeError(f"prefix must be a bool (True: key is a prefix), not {type(prefix).__name__}")
+    if prefix:
+        if range_end is not None:
+            raise InvalidArgument("give range_end or prefix=True, not both")
+        p = check_prefix(key)
+        return p, prefix_end(p)
+    if range_end is None:
+        return check_key(key), b""
+    end = to_bytes(range_end, "range_end")
+    if not end:
+        return check_key(key), b""
+    k = to_bytes(key, "key")
+    if len(k) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"key is {len(k)} bytes; the limit is {MAX_KEY_BYTES} bytes ({KEY_SETTING})")
+    if end != b"\0" and end <= k:
+        raise InvalidArgument(f"range_end {end!r} must sort after key {k!r} (or be b'\\0': every key >= key)")
+    return k, end
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0 or limit > MAX_RANGE_LIMIT:
+        raise InvalidArgument(f"limit must be 0 (server maximum) ..= {MAX_RANGE_LIMIT}, got {limit}")
+    return limit
+
+
+def check_id(value: object, what: str = "lease id") -> int:
+    """A lease id (or another u64 field): an int in 0..2**64."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0 or value > _U64:
+        raise InvalidArgument(f"{what} must be in 0..2**64, got {value}")
+    return value
+
+
+def lease_ttl_ms(ttl: object) -> int:
+    """A lease TTL in seconds -> milliseconds, 1 ms ..= one year."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+    ms = int(round(ttl * 1000)) if ttl == ttl else -1
+    if not 1 <= ms <= MAX_LEASE_TTL_MS:
+        raise InvalidArgument(f"lease ttl must be 0.001 ..= {MAX_LEASE_TTL_MS // 1000} seconds (one year), got {ttl}")
+    return ms
+
+
+def put_lease(ttl: Optional[float], lease: object) -> Tuple[int, int]:
+    """``(ttl_ms, lease)`` of a put: at most one of them."""
+    lease_id = 0 if lease is None else check_id(lease)
+    if lease_id and ttl is not None:
+        raise InvalidArgument("give ttl or lease, not both (a leased key lives as long as its lease)")
+    return ttl_ms(ttl), lease_id
+
+
 def check_value(value: object, what: str = "value") -> bytes:
     b = to_bytes(value, what)
     if len(b) > MAX_VALUE_BYTES:
@@ -117,6 +205,7 @@ def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
         mod_revision=kv.mod_revision,
         version=kv.version,
         expires_at_ms=kv.expires_at_ms,
+        lease=kv.lease,
     )
 
 
@@ -127,6 +216,71 @@ def opt_kv(resp: pb.GetResponse) -> Optional[KeyValue]:
 def cas_from_pb(resp: pb.CompareAndSwapResponse) -> CasResult:
     current = kv_from_pb(resp.current) if resp.HasField("current") else None
     return CasResult(succeeded=resp.succeeded, current=current, revision=resp.revision)
+
+
+def range_request(
+    key: object,
+    range_end: Optional[object],
+    prefix: bool,
+    limit: int,
+    keys_only: bool,
+    count_only: bool,
+    consistency: Union[Consistency, str] = Consistency.LINEARIZABLE,
+) -> pb.RangeRequest:
+    k, end = range_bounds(key, range_end, prefix)
+    return pb.RangeRequest(
+        key=k,
+        range_end=end,
+        limit=check_limit(limit),
+        keys_only=bool(keys_only),
+        count_only=bool(count_only),
+        consistency=consistency_pb(consistency),
+    )
+
+
+def range_from_pb(resp: pb.RangeResponse, revision: int = 0) -> RangePage:
+    return RangePage(
+        kvs=[kv_from_pb(kv) for kv in resp.kvs],
+        more=resp.more,
+        count=resp.count,
+        next_key=resp.next_key if resp.more else b"",
+        revision=resp.header.revision or revision,
+    )
+
+
+def next_page(req: pb.RangeRequest, page: RangePage) -> Optional[pb.RangeRequest]:
+    """The request of the page after ``page``, or None at the end of the range."""
+    if not page.more:
+        return None
+    if not page.next_key or page.next_key <= req.key:
+        raise Error(f"the server returned more=True with next_key {page.next_key!r} not after {req.key!r}")
+    nxt = pb.RangeRequest()
+    nxt.CopyFrom(req)
+    nxt.key = page.next_key
+    return nxt
+
+
+def delete_range_from_pb(resp: pb.DeleteRangeResponse) -> DeleteRangeResult:
+    return DeleteRangeResult(
+        deleted=resp.deleted,
+        prev_kvs=[kv_from_pb(kv) for kv in resp.prev_kvs],
+        revision=resp.revision or resp.header.revision,
+        prev_kvs_truncated=resp.prev_kvs_truncated,
+    )
+
+
+def lease_info_from_pb(r: pb.LeaseTimeToLiveResponse) -> LeaseInfo:
+    return LeaseInfo(
+        id=r.id,
+        granted_ttl=r.granted_ttl_ms / 1000,
+        remaining=r.remaining_ms / 1000,
+        keys=list(r.keys),
+        key_count=r.key_count,
+    )
+
+
+def lease_status_from_pb(s: pb.LeaseStatus) -> LeaseStatus:
+    return LeaseStatus(id=s.id, granted_ttl=s.granted_ttl_ms / 1000)
 
 
 def event_from_pb(ev: pb.WatchEvent) -> WatchEvent:
@@ -168,6 +322,9 @@ def error_from_rpc(e: grpc.RpcError, target: str) -> Error:
         if info.reason == "NOT_LEADER":
             lid = int(meta.get("leader_id") or 0) or None
             return NotLeader(f"{target}: {details}", lid, meta.get("leader_addr") or None)
+        if info.reason == "LEASE_NOT_FOUND":
+            lease = meta.get("lease_id") or ""
+            return LeaseNotFound(f"{target}: {details}", int(lease) if lease.isdigit() else None)
         return error_for_code(info.reason, f"{target}: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Timeout(f"{target}: request timed out")

@@ -117,6 +117,29 @@ class NoSpace(Error):
     code = "NO_SPACE"
 
 
+class LeaseNotFound(Error):
+    """The lease does not exist: never granted, revoked, or expired (its keys
+    are gone). ``lease_id`` names it when the server said. Not retryable:
+    grant a new lease. Also available as ``LeaseNotFoundError``."""
+
+    code = "LEASE_NOT_FOUND"
+
+    def __init__(self, message: str, lease_id: Optional[int] = None):
+        super().__init__(message)
+        self.lease_id = lease_id
+
+
+LeaseNotFoundError = LeaseNotFound
+
+
+class NotHeld(Error):
+    """The lock or election leadership named by the request is not held any
+    more: its key is gone (unlocked, resigned, or its lease ended) or belongs
+    to another holder. Not retryable."""
+
+    code = "NOT_HELD"
+
+
 class WatchCanceled(Error):
     """The server ended a watch (slow consumer, shutdown...); ``reason`` says why."""
 
@@ -146,6 +169,8 @@ _BY_CODE = {
         PermissionDenied,
         UnknownNode,
         NoSpace,
+        LeaseNotFound,
+        NotHeld,
         WatchCanceled,
         ClientClosed,
     )

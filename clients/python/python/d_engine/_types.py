@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Optional, Union
+from dataclasses import dataclass, field
+from typing import List, Optional, Union
 
 from ._errors import InvalidArgument
 
@@ -43,6 +43,8 @@ class KeyValue:
     """Modifications since creation (1 after create)."""
     expires_at_ms: int = 0
     """Absolute expiry in unix milliseconds; 0 = no TTL."""
+    lease: int = 0
+    """The lease the key is attached to (deleted with it); 0 = none."""
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,92 @@ class LeaderInfo:
     """0 if unknown."""
     addr: str
     """Client address of the leader; empty if unknown."""
+
+
+@dataclass(frozen=True)
+class RangePage:
+    """One page of a range read (``Client.range``)."""
+
+    kvs: List[KeyValue]
+    """The pairs of this page, in key order (values empty with ``keys_only``)."""
+    more: bool
+    """True when keys of the range follow the last one returned."""
+    count: int
+    """Live keys in the whole requested range (not only this page)."""
+    next_key: bytes
+    """When ``more``: the ``key`` that reads the next page (empty otherwise)."""
+    revision: int
+    """The store revision this page was read at."""
+
+
+@dataclass(frozen=True)
+class DeleteRangeResult:
+    deleted: int
+    """Number of keys deleted."""
+    prev_kvs: List[KeyValue]
+    """The deleted pairs (with ``prev_kv=True``; cut short past the response budget)."""
+    revision: int
+    prev_kvs_truncated: bool = False
+    """True when ``prev_kvs`` lists fewer pairs than were deleted."""
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """The result of a put inside a transaction."""
+
+    revision: int
+
+
+TxnOpResult = Union[RangePage, PutResult, DeleteRangeResult]
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    """Whether every compare held (the ``success`` ops ran) or not (``failure`` ran)."""
+    results: List[TxnOpResult]
+    """One result per op of the branch that ran, in order: ``RangePage``
+    for ``Op.range``/``Op.get``, ``PutResult`` for ``Op.put``,
+    ``DeleteRangeResult`` for ``Op.delete_range``/``Op.delete``."""
+    revision: int
+    """The revision of the transaction's log entry."""
+    replayed: bool = False
+    """This answers a retry of a transaction already applied: its writes took
+    effect once, at ``revision``; range results are empty then."""
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """``Client.lease_time_to_live``: a live lease's TTL and keys."""
+
+    id: int
+    granted_ttl: float
+    """Seconds the lease was granted for."""
+    remaining: float
+    """Seconds left on the leader's clock."""
+    keys: List[bytes] = field(default_factory=list)
+    """The attached keys (with ``keys=True``; cut short past the response budget)."""
+    key_count: int = 0
+    """Number of attached keys (all of them)."""
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    """One entry of ``Client.lease_list``."""
+
+    id: int
+    granted_ttl: float
+    """Seconds the lease was granted for."""
+
+
+@dataclass(frozen=True)
+class LeaderKey:
+    """A candidate's (or an elected leader's) key in an election."""
+
+    name: bytes
+    """The election name."""
+    key: bytes
+    """``name/<lease id, 16 hex digits>``."""
+    revision: int
+    """The key's create_revision: the fencing token of this leadership."""
+    lease: int

@@ -7,7 +7,8 @@
 //! - `DeleteRange` deletes every stored key of the range (expired keys not
 //!   yet reaped included, like `Delete`), one `Delete` event per key in key
 //!   order; `prev_kvs` (if asked for) stop at
-//!   [`RESULT_BUDGET_BYTES`] (`truncated`), the keys are all deleted anyway.
+//!   [`crate::command::RESULT_BUDGET_BYTES`] (`truncated`), the keys are
+//!   all deleted anyway.
 //! - `Txn` evaluates its compares against the state as of the batch so far;
 //!   a missing key has version, revisions and lease 0, and a `Value`
 //!   compare on it is false whatever the operator. `Less`/`Greater` on a
@@ -16,15 +17,22 @@
 //!   Applying never reads a clock, so a range inside a transaction returns
 //!   **every stored key** of the range, expired keys not yet reaped
 //!   included (their `expires_at_ms` tells the caller), and its `count`
-//!   counts them too. If any put of the chosen branch names a lease that
-//!   does not exist, the whole transaction is refused
-//!   ([`ApplyResult::LeaseNotFound`]) and nothing changes.
+//!   counts them too. The ranges and `prev_kvs` lists of one transaction
+//!   share one [`crate::command::RESULT_BUDGET_BYTES`] budget (a range that
+//!   finds it spent returns no pairs and `more`; its `count` stays exact),
+//!   so a whole transaction result stays under it plus at most one pair.
+//!   If any put of the chosen branch names a lease that does not exist,
+//!   the whole transaction is refused ([`ApplyResult::LeaseNotFound`]) and
+//!   nothing changes.
 //! - A put with a lease needs the lease ([`ApplyResult::LeaseNotFound`]
 //!   otherwise, nothing changes) and attaches the key to it; any put,
 //!   compare-and-swap write or delete of a key detaches it from the lease
 //!   it had (a compare-and-swap write leaves the key without a lease).
-//! - `LeaseRevoke` deletes every key attached to the lease (one `Delete`
-//!   event per key, key order), then the lease.
+//! - `LeaseGrant` of a lease that exists is [`ApplyResult::LeaseExists`]
+//!   (nothing changes); `LeaseRevoke` of one that does not is
+//!   [`ApplyResult::LeaseNotFound`]; otherwise it deletes every key
+//!   attached to the lease (one `Delete` event per key, key order), then
+//!   the lease.
 
 use super::dedup::{DedupTable, SessionChange, SessionKey};
 use super::{
@@ -33,7 +41,6 @@ use super::{
 };
 use crate::command::{
     Command, Compare, CompareOp, CompareTarget, KeyRange, Op, RangeSpec, Txn, TxnOp,
-    RESULT_BUDGET_BYTES,
 };
 use bytes::Bytes;
 use d_engine_core::{ConfChange, Entry, EntryPayload, Index, Member, MemberRole, Membership, Term};
@@ -358,38 +365,40 @@ fn missing(key: &[u8], what: &str) -> SmError {
 }
 
 /// Deletes every key of `range`; returns (deleted, prev_kvs, truncated).
+/// `used`: result budget bytes the command has used so far (updated).
 fn delete_range<S: KvStore>(
     store: &mut S,
     index: Index,
     range: &KeyRange,
     prev_kv: bool,
+    used: &mut usize,
     events: &mut Vec<WatchEvent>,
 ) -> Result<(u64, Vec<KeyValue>, bool), SmError> {
     let keys = keys_in(store, range)?;
-    let mut prev_kvs = Vec::new();
-    let mut bytes = 0;
+    let mut page = PageBuilder::continuing(u32::MAX, false, *used);
     let mut truncated = false;
     for (key, old) in &keys {
         if prev_kv && !truncated {
             let kv = store
                 .get(key)?
                 .ok_or_else(|| missing(key, "the key index"))?;
-            let size = super::result_pair_bytes(&kv);
-            if !prev_kvs.is_empty() && bytes + size > RESULT_BUDGET_BYTES {
-                truncated = true;
-            } else {
-                bytes += size;
-                prev_kvs.push(kv);
-            }
+            truncated = !page.offer(kv);
         }
         delete_value(store, index, key, *old, events)?;
     }
+    *used = page.used();
+    let prev_kvs = page.finish(0).kvs;
     Ok((keys.len() as u64, prev_kvs, truncated))
 }
 
 /// A range inside a transaction: every stored key (no clock while applying).
-fn txn_range<S: KvStore>(store: &mut S, spec: &RangeSpec) -> Result<RangeResult, SmError> {
-    let mut page = PageBuilder::new(spec.limit, spec.keys_only);
+/// `used`: result budget bytes the transaction has used so far (updated).
+fn txn_range<S: KvStore>(
+    store: &mut S,
+    spec: &RangeSpec,
+    used: &mut usize,
+) -> Result<RangeResult, SmError> {
+    let mut page = PageBuilder::continuing(spec.limit, spec.keys_only, *used);
     if spec.count_only {
         let mut count = 0u64;
         store.range_meta(&spec.range, &mut |_, _| {
@@ -441,6 +450,7 @@ fn txn_range<S: KvStore>(store: &mut S, spec: &RangeSpec) -> Result<RangeResult,
             break;
         }
     }
+    *used = page.used();
     Ok(page.finish(count))
 }
 
@@ -501,9 +511,10 @@ fn apply_txn<S: KvStore>(
         return Ok(ApplyResult::LeaseNotFound { id });
     }
     let mut results = Vec::with_capacity(ops.len());
+    let mut used = 0;
     for op in ops {
         results.push(match op {
-            TxnOp::Range(spec) => TxnOpResult::Range(txn_range(store, spec)?),
+            TxnOp::Range(spec) => TxnOpResult::Range(txn_range(store, spec, &mut used)?),
             TxnOp::Put {
                 key,
                 value,
@@ -514,7 +525,7 @@ fn apply_txn<S: KvStore>(
             },
             TxnOp::DeleteRange { range, prev_kv } => {
                 let (deleted, prev_kvs, truncated) =
-                    delete_range(store, index, range, *prev_kv, events)?;
+                    delete_range(store, index, range, *prev_kv, &mut used, events)?;
                 TxnOpResult::DeleteRange {
                     deleted,
                     prev_kvs,
@@ -597,7 +608,7 @@ fn apply_op<S: KvStore>(
         }
         Op::DeleteRange { range, prev_kv } => {
             let (deleted, prev_kvs, truncated) =
-                delete_range(store, index, range, *prev_kv, events)?;
+                delete_range(store, index, range, *prev_kv, &mut 0, events)?;
             ApplyResult::DeleteRange {
                 deleted,
                 prev_kvs,

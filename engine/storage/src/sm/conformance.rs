@@ -985,6 +985,53 @@ pub fn delete_range_semantics(f: Factory<'_>, dir: &Path) {
     assert_eq!(names(prev_kvs), ["big/1", "big/2"]);
     assert_eq!(r.events.len(), 4);
     assert!(dump(&*sm).is_empty());
+    // The ranges and prev_kvs of one transaction share the budget.
+    for k in ["big/1", "big/2", "big/3", "big/4"] {
+        apply1(&*sm, cmd(next(), 1, put(k, &big, None)));
+    }
+    let r = apply1(
+        &*sm,
+        cmd(
+            next(),
+            1,
+            txn(
+                vec![],
+                vec![
+                    txn_range(range("big/1", "big/3"), 0),
+                    txn_range(range("big/3", "\0"), 0),
+                    TxnOp::DeleteRange {
+                        range: KeyRange::prefix("big/"),
+                        prev_kv: true,
+                    },
+                ],
+                vec![],
+            ),
+        ),
+    );
+    let ApplyResult::Txn { results, .. } = &r.result else {
+        panic!("{:?}", r.result)
+    };
+    let TxnOpResult::Range(first) = &results[0] else {
+        panic!()
+    };
+    assert_eq!((first.kvs.len(), first.more, first.count), (2, false, 2));
+    let TxnOpResult::Range(second) = &results[1] else {
+        panic!()
+    };
+    assert_eq!(
+        (second.kvs.len(), second.more, second.count),
+        (0, true, 2),
+        "the budget is spent: no pairs, more, an exact count"
+    );
+    assert_eq!(
+        results[2],
+        TxnOpResult::DeleteRange {
+            deleted: 4,
+            prev_kvs: vec![],
+            truncated: true
+        }
+    );
+    assert!(dump(&*sm).is_empty());
     // Within one batch, a delete-range sees the batch's earlier writes.
     let i0 = next();
     let out = sm
@@ -1583,6 +1630,30 @@ pub fn range_reads(f: Factory<'_>, dir: &Path) {
         (4, false),
         "keys only: no value bytes"
     );
+    // Counts over many keys (an on-disk backend counts in steps).
+    let mut i = sm.applied_index();
+    for chunk in 0..18u64 {
+        let batch: Vec<_> = (0..500u64)
+            .map(|j| {
+                let n = chunk * 500 + j;
+                i += 1;
+                let ttl = (n % 7 == 0).then_some(50);
+                cmd(i, 1, put(&format!("many/{n:05}"), "v", ttl))
+            })
+            .collect();
+        sm.apply(&batch).unwrap();
+    }
+    let many = KeyRange::prefix("many/");
+    assert_eq!(sm.range_count(&many, 0).unwrap(), 9_000);
+    assert_eq!(
+        sm.range_count(&many, 100).unwrap(),
+        9_000 - 9_000_u64.div_ceil(7)
+    );
+    assert_eq!(
+        sm.range_count(&range("many/04096", "many/08193"), 0)
+            .unwrap(),
+        4_097
+    );
 }
 
 /// A retried transaction or delete-range is answered from the dedup table
@@ -1669,6 +1740,42 @@ pub fn dedup_multi_key_results(f: Factory<'_>, dir: &Path) {
     }
 }
 
+/// A snapshot file whose key names a lease no earlier record defines is
+/// refused by every backend, and the current state stays.
+pub fn snapshot_with_unknown_lease_is_refused(f: Factory<'_>, dir: &Path) {
+    use crate::snapshot::format::SnapshotWriter;
+    use d_engine_core::SnapshotMeta;
+    let path = dir.join("bad.snap");
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = SnapshotMeta {
+        last_index: 50,
+        last_term: 2,
+        ..Default::default()
+    };
+    let mut w = SnapshotWriter::new(file, &path, &meta).unwrap();
+    w.record(&SnapshotRecord::Kv(KeyValue {
+        key: b("k"),
+        value: b("v"),
+        create_revision: 1,
+        mod_revision: 1,
+        version: 1,
+        expires_at_ms: None,
+        lease: 5,
+    }))
+    .unwrap();
+    w.record(&SnapshotRecord::Lease(LeaseRecord { id: 5, ttl_ms: 10 }))
+        .unwrap();
+    w.finish().unwrap();
+    let sm = f(&dir.join("sm"));
+    apply1(&*sm, cmd(1, 1, put("keep", "me", None)));
+    let e = sm.install_snapshot(&path).unwrap_err();
+    assert!(e.to_string().contains("lease 5"), "{e}");
+    assert_eq!(sm.applied_index(), 1);
+    assert_eq!(names(&dump(&*sm)), ["keep"]);
+    assert!(sm.leases().unwrap().is_empty());
+    apply1(&*sm, cmd(2, 1, put("still", "works", None)));
+}
+
 pub fn run_all(f: Factory<'_>, dir: &Path) {
     type Check = fn(Factory<'_>, &Path);
     let checks: &[(&str, Check)] = &[
@@ -1693,6 +1800,10 @@ pub fn run_all(f: Factory<'_>, dir: &Path) {
         ("lease_snapshot_roundtrip", lease_snapshot_roundtrip),
         ("range_reads", range_reads),
         ("dedup_multi_key_results", dedup_multi_key_results),
+        (
+            "snapshot_with_unknown_lease_is_refused",
+            snapshot_with_unknown_lease_is_refused,
+        ),
     ];
     for (name, check) in checks {
         let d = dir.join(name);

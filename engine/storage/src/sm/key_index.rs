@@ -148,6 +148,38 @@ impl KeyIndex {
             .map(|(k, p)| (&k[..], KeyMeta::from(*p)))
     }
 
+    /// The keys of `range` after `after` (all of them if `None`), in key
+    /// order: a walk resumed where an earlier one stopped.
+    pub fn range_after<'a>(
+        &'a self,
+        range: &'a KeyRange,
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a [u8], KeyMeta)> + 'a {
+        use std::ops::Bound;
+        range
+            .bounds()
+            .and_then(|(lo, hi)| match after {
+                None => Some((lo, hi)),
+                Some(a) => {
+                    let past_end = match hi {
+                        Bound::Included(h) | Bound::Excluded(h) => a >= h,
+                        Bound::Unbounded => false,
+                    };
+                    let before_start = matches!(lo, Bound::Included(l) if a < l);
+                    if past_end {
+                        None
+                    } else if before_start {
+                        Some((lo, hi))
+                    } else {
+                        Some((Bound::Excluded(a), hi))
+                    }
+                }
+            })
+            .into_iter()
+            .flat_map(move |b| self.keys.range::<[u8], _>(b))
+            .map(|(k, p)| (&k[..], KeyMeta::from(*p)))
+    }
+
     /// Every key with its metadata, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], KeyMeta)> {
         self.keys.iter().map(|(k, p)| (&k[..], KeyMeta::from(*p)))
@@ -363,6 +395,28 @@ mod tests {
         assert!(
             names(&backwards).is_empty(),
             "an inverted range is empty, no panic"
+        );
+        let after = |r: &KeyRange, a: &'static [u8]| -> Vec<Vec<u8>> {
+            idx.range_after(r, Some(a))
+                .map(|(k, _)| k.to_vec())
+                .collect()
+        };
+        let all = KeyRange::from_key("a");
+        assert_eq!(after(&all, b"b/1"), vec![b"b/2".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            after(&all, b"0"),
+            names(&all),
+            "before the start: everything"
+        );
+        assert!(after(&all, b"c").is_empty());
+        assert!(after(&KeyRange::key("c"), b"c").is_empty());
+        assert!(
+            after(&KeyRange::prefix("b/"), b"b0").is_empty(),
+            "past the end"
+        );
+        assert_eq!(
+            after(&KeyRange::prefix("b/"), b"b/1"),
+            vec![b"b/2".to_vec()]
         );
         let leases = LeaseIndex::build([LeaseRecord { id: 7, ttl_ms: 5 }], &idx).unwrap();
         let attached: Vec<_> = leases.keys_of(7).map(|k| k.to_vec()).collect();

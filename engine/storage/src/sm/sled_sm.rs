@@ -68,6 +68,8 @@ const M_FORMAT: &[u8] = b"m/format";
 /// open.
 const LAYOUT_VERSION: u64 = 4;
 const CURRENT: &str = "CURRENT";
+/// Keys `range_count` counts per acquisition of the apply lock.
+const COUNT_STEP: usize = 4096;
 
 pub(crate) fn prefixed(p: u8, key: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(key.len() + 1);
@@ -799,17 +801,33 @@ impl StateMachine for SledStateMachine {
         Ok(())
     }
 
-    /// Counts in the key index (no value read). Waits for an apply in
-    /// progress.
+    /// Counts in the key index (no value read), [`COUNT_STEP`] keys per
+    /// acquisition of the apply lock, so that counting a huge range never
+    /// holds up applies for long (the count may then span several batches).
     fn range_count(&self, range: &KeyRange, now_ms: u64) -> Result<u64, SmError> {
         self.check()?;
-        let state = self.state.lock().expect("lock");
-        let n = state
-            .keys
-            .range(range)
-            .filter(|(_, m)| !m.is_expired(now_ms))
-            .count();
-        Ok(n as u64)
+        let mut count = 0u64;
+        let mut after: Option<Box<[u8]>> = None;
+        loop {
+            let state = self.state.lock().expect("lock");
+            let mut seen = 0;
+            let mut last = None;
+            for (k, m) in state.keys.range_after(range, after.as_deref()) {
+                if !m.is_expired(now_ms) {
+                    count += 1;
+                }
+                seen += 1;
+                if seen == COUNT_STEP {
+                    last = Some(Box::from(k));
+                    break;
+                }
+            }
+            drop(state);
+            match last {
+                Some(k) => after = Some(k),
+                None => return Ok(count),
+            }
+        }
     }
 
     fn lease(&self, id: u64) -> Result<Option<LeaseRecord>, SmError> {
@@ -1056,15 +1074,25 @@ fn build_from_snapshot(
     };
     let mut keys = KeyIndex::default();
     let mut leases = Vec::new();
+    let mut seen_leases = BTreeSet::new();
     let mut b = sled::Batch::default();
     let mut n = 0;
     while let Some(rec) = r.next_record()? {
         match rec {
             SnapshotRecord::Lease(l) => {
                 b.insert(lease_key(l.id), lease_value_bytes(&l));
+                seen_leases.insert(l.id);
                 leases.push(l);
             }
             SnapshotRecord::Kv(kv) => {
+                // A key's lease precedes it in the file (as for the memory
+                // state machine, which installs while it reads).
+                if kv.lease != 0 && !seen_leases.contains(&kv.lease) {
+                    return Err(SmError::Corrupt(format!(
+                        "snapshot key {:?} is attached to lease {} which no earlier record defines",
+                        kv.key, kv.lease
+                    )));
+                }
                 keys.set(&kv.key, Some((kv.meta(), kv.value.len())));
                 if let Some(d) = kv.expires_at_ms {
                     b.insert(ttl_key(d, &kv.key), &[][..]);

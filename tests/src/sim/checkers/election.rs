@@ -28,6 +28,11 @@ impl ElectionSafety {
         }
     }
 
+    /// The node recorded as the leader of `term`, if any.
+    pub fn leader_of(&self, term: Term) -> Option<NodeId> {
+        self.leaders.get(&term).copied()
+    }
+
     pub fn terms_with_leader(&self) -> usize {
         self.leaders.len()
     }

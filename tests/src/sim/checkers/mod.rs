@@ -10,6 +10,7 @@ pub mod contract;
 pub mod election;
 pub mod leader_completeness;
 pub mod lease;
+pub mod lease_expiry;
 pub mod linearizability;
 pub mod log_matching;
 pub mod reads;

@@ -5,6 +5,13 @@ use super::*;
 
 impl World {
     pub(super) fn complete_op(&mut self, op: OpId, outcome: Outcome, hint: Option<NodeId>) -> bool {
+        if leases::is_lease_op(op) {
+            let o = match outcome {
+                Outcome::Failed(why) => leases::LeaseOutcome::Failed(why),
+                _ => leases::LeaseOutcome::Unknown,
+            };
+            return self.complete_lease_op(op, o, hint);
+        }
         let failed = matches!(outcome, Outcome::Failed(_));
         let unknown = outcome == Outcome::Unknown;
         if !self.history.complete(op, self.now, outcome) {
@@ -117,7 +124,12 @@ impl World {
         };
         match kind {
             OpKind::Put { value } => {
-                let cmd = Command::Put { op, key, value };
+                let cmd = Command::Put {
+                    op,
+                    key,
+                    value,
+                    lease: 0,
+                };
                 h.batch.push((op, cmd));
                 if h.batch.len() == 1 {
                     let inc = h.incarnation;

@@ -280,49 +280,58 @@ impl World {
                 membership: h.applied_membership.clone(),
             });
         }
-        if e.index > self.max_applied {
+        let first = e.index > self.max_applied;
+        if let Some((cmd, r)) = &applied_cmd {
+            self.lease_applied(h, e.index, cmd, r, first)?;
+        }
+        if first {
             self.max_applied = e.index;
             if let Some((cmd, r)) = &applied_cmd {
-                self.history.committed_write(cmd.key(), e.index, cmd.op());
-                self.dirty_keys.insert(cmd.key());
-                let new_value = match (cmd, r) {
-                    (Command::Put { value, .. }, _) => Some(*value),
-                    (Command::Cas { new, .. }, ApplyResult::Cas { ok: true }) => Some(*new),
-                    _ => None,
-                };
-                if let Some(v) = new_value {
-                    self.value_index.insert(v, e.index);
+                if let Some(key) = cmd.key().filter(|_| !leases::is_lease_op(cmd.op())) {
+                    self.history.committed_write(key, e.index, cmd.op());
+                    self.dirty_keys.insert(key);
+                    let new_value = match (cmd, r) {
+                        (Command::Put { value, .. }, _) => Some(*value),
+                        (Command::Cas { new, .. }, ApplyResult::Cas { ok: true }) => Some(*new),
+                        _ => None,
+                    };
+                    if let Some(v) = new_value {
+                        self.value_index.insert(v, e.index);
+                    }
                 }
             }
         }
         if let Some((t, op)) = h.proposals.remove(&e.index) {
-            if t == e.term {
-                match &applied_cmd {
-                    Some((cmd, r)) if cmd.op() == op => {
-                        let outcome = match r {
-                            ApplyResult::Put => Outcome::Put,
-                            ApplyResult::Cas { ok } => Outcome::Cas { ok: *ok },
-                        };
-                        if self.complete_op(op, outcome, None) {
-                            let version =
-                                h.kv.get(cmd.key())
-                                    .and_then(|v| self.value_index.get(&v).copied())
-                                    .unwrap_or(0);
-                            self.ck
-                                .stale
-                                .on_write_ack(self.now, cmd.key(), e.index, version);
-                        }
-                    }
-                    _ => {
-                        return Err(Violation::new(
-                            "log-matching",
-                            format!(
-                                "node {id} proposed op {op} at (index {}, term {t}) but applied a \
-                                 different entry with that index and term",
-                                e.index
-                            ),
-                        ))
-                    }
+            let matched = applied_cmd.as_ref().filter(|(c, _)| c.op() == op);
+            if t == e.term && matched.is_none() {
+                return Err(Violation::new(
+                    "log-matching",
+                    format!(
+                        "node {id} proposed op {op} at (index {}, term {t}) but applied a \
+                         different entry with that index and term",
+                        e.index
+                    ),
+                ));
+            }
+            let matched = matched.filter(|_| t == e.term);
+            if leases::is_expiry_op(op) {
+                if matched.is_none() {
+                    self.expiry_failed(h, op);
+                }
+            } else if leases::is_lease_op(op) {
+                self.lease_proposal_done(op, matched.map(|(_, r)| r))?;
+            } else if let Some((cmd, r)) = matched {
+                let outcome = match r {
+                    ApplyResult::Cas { ok } => Outcome::Cas { ok: *ok },
+                    _ => Outcome::Put,
+                };
+                if self.complete_op(op, outcome, None) {
+                    let key = cmd.key().expect("a register write");
+                    let version =
+                        h.kv.get(key)
+                            .and_then(|v| self.value_index.get(&v).copied())
+                            .unwrap_or(0);
+                    self.ck.stale.on_write_ack(self.now, key, e.index, version);
                 }
             } else {
                 self.complete_op(
@@ -341,7 +350,11 @@ impl World {
             .first_key_value()
             .is_some_and(|(i, _)| *i < e.index)
         {
-            h.proposals.pop_first();
+            if let Some((_, (_, op))) = h.proposals.pop_first() {
+                if leases::is_expiry_op(op) {
+                    self.expiry_failed(h, op);
+                }
+            }
         }
         Ok(())
     }
@@ -355,6 +368,10 @@ impl World {
             h.reads_ready.drain(..).partition(|(ri, _)| *ri <= applied);
         h.reads_ready = later;
         for (read_index, op) in now {
+            if leases::is_lease_op(op) {
+                self.serve_keepalive(h, op);
+                continue;
+            }
             let rec = self.history.get(op).expect("known op").clone();
             let OpKind::Read(consistency) = rec.kind else {
                 unreachable!("only reads wait for ReadReady")

@@ -23,6 +23,7 @@ use super::checkers::{
     election::ElectionSafety,
     leader_completeness::LeaderCompleteness,
     lease::{check_leases, LeaderState},
+    lease_expiry::LeaseExpiry,
     linearizability,
     log_matching::LogMatching,
     reads::{ReadObs, StaleReads},
@@ -40,6 +41,7 @@ mod describe;
 mod exec;
 mod faults;
 mod hostile;
+mod leases;
 mod observe;
 
 use describe::{describe, summarize};
@@ -83,6 +85,21 @@ pub enum HostBug {
     /// On restart, claim the state machine applied entries the log never
     /// had (the core must refuse: it asserts and the node panics).
     ClaimAppliedBeyondLog,
+    /// Every node runs a lease clock from its own applied state, whatever
+    /// its role, and a follower forwards the revokes it decides to its
+    /// leader (`lease-decider` must fire).
+    FollowerExpiresLeases,
+    /// Every node tracks lease deadlines from the grant's apply, and a new
+    /// leader keeps them instead of giving every lease its full TTL: a lease
+    /// kept alive on the old leader expires at once (`lease-early`).
+    NoLeaseResetOnLeaderChange,
+    /// The lease clock never starts: leases never expire
+    /// (`lease-liveness`).
+    LeaseClockNeverRuns,
+    /// A keepalive renews at once on a node whose clock runs, without the
+    /// lease read barrier: a deposed leader that still believes it leads
+    /// renews after its successor's clock started (`lease-early`).
+    RenewWithoutBarrier,
 }
 
 /// How one run is configured.
@@ -97,6 +114,10 @@ pub struct SimOptions {
     /// lease checker fires when the margin does not cover the drift.
     pub drift_ppm: Option<u64>,
     pub lease_margin_ticks: Option<u64>,
+    /// `lease-early` counts a key lease's life from the grant's
+    /// acknowledgement to the client instead of its commit (finding F4:
+    /// the engine does not guarantee that).
+    pub lease_grant_from_ack: bool,
     /// Serve Lease reads off the consensus loop from `Status`.
     pub offloop_lease_reads: bool,
     pub seed: u64,
@@ -123,6 +144,7 @@ impl SimOptions {
             drift_ppm: None,
             lease_margin_ticks: None,
             offloop_lease_reads: false,
+            lease_grant_from_ack: false,
             hostile_non_members: false,
         }
     }
@@ -152,6 +174,12 @@ pub struct Stats {
     pub transfers: u64,
     /// Hostile messages a stranger sent (`SimOptions::hostile_non_members`).
     pub hostile_sent: u64,
+    /// Key leases: grants and keepalives acknowledged, leases revoked by
+    /// expiry (committed) and by their holder.
+    pub leases_granted: u64,
+    pub keepalives_ok: u64,
+    pub leases_expired: u64,
+    pub leases_revoked: u64,
 }
 
 /// The result of one run.
@@ -198,6 +226,9 @@ struct Profile {
     clients: usize,
     think: (Time, Time),
     keys: u64,
+    /// Lease holders and the share of their keepalives that is lost.
+    holders: usize,
+    keepalive_loss_ppm: u32,
 }
 
 enum Ev {
@@ -215,6 +246,9 @@ enum Ev {
     Crash(NodeId, u64),
     /// A stranger sends a hostile message (`SimOptions::hostile_non_members`).
     Hostile,
+    /// A lease holder acts / gives up on its op.
+    LeaseWake(usize),
+    LeaseTimeout(OpId),
 }
 
 struct Scheduled {
@@ -256,6 +290,7 @@ struct Checkers {
     sm: StateMachineSafety,
     commit: CommitMonotonic,
     stale: StaleReads,
+    leases: LeaseExpiry,
 }
 
 struct Client {
@@ -290,6 +325,7 @@ pub struct World {
     settling: bool,
     /// Draws for hostile messages (a fork, so other draws are not shifted).
     hostile_rng: Option<Rng>,
+    lw: leases::LeaseWorkload,
 }
 
 fn addr(id: NodeId) -> String {
@@ -345,6 +381,12 @@ impl World {
             clients: rng.range(2, 5) as usize,
             think: (rng.range(0, 5_000), rng.range(10_000, 60_000)),
             keys: rng.range(1, 4),
+            holders: rng.range(1, 3) as usize,
+            keepalive_loss_ppm: if calm {
+                0
+            } else {
+                rng.range(0, 200_000) as u32
+            },
         };
         let mut initial = Membership::default();
         for id in 1..=nodes as NodeId {
@@ -363,7 +405,14 @@ impl World {
             })
             .collect();
         let hostile_rng = opts.hostile_non_members.then(|| rng.fork());
+        let lw = leases::LeaseWorkload::new(profile.holders, nodes, profile.keepalive_loss_ppm);
+        let mut ck = Checkers {
+            leases: LeaseExpiry::new(profile.drift_ppm),
+            ..Default::default()
+        };
+        ck.leases.grant_from_ack = opts.lease_grant_from_ack;
         World {
+            lw,
             hostile_rng,
             trace: VecDeque::with_capacity(opts.trace_len),
             opts,
@@ -382,7 +431,7 @@ impl World {
             value_index: BTreeMap::new(),
             max_applied: 0,
             dirty_keys: BTreeSet::new(),
-            ck: Checkers::default(),
+            ck,
             stats: Stats::default(),
             fingerprint: fnv1a(0, b"sim"),
             events: 0,
@@ -428,6 +477,10 @@ impl World {
         for c in 0..self.clients.len() {
             let at = self.rng.range(0, 50_000);
             self.schedule(at, Ev::ClientWake(c));
+        }
+        for hi in 0..self.lw.holders.len() {
+            let at = self.rng.range(0, 50_000);
+            self.schedule(at, Ev::LeaseWake(hi));
         }
         let gap = self.fault_gap();
         self.schedule(gap, Ev::Fault);
@@ -509,7 +562,8 @@ impl World {
             let ops = self.history.ops();
             let tail = &ops[ops.partition_point(|o| o.invoke < start)..];
             if tail.iter().any(|o| ok(o, true)) && tail.iter().any(|o| ok(o, false)) {
-                return self.converge();
+                self.converge()?;
+                return self.lease_liveness();
             }
         }
         let st: Vec<String> = self
@@ -718,8 +772,10 @@ impl World {
                 membership: Default::default(),
             });
         }
-        let host = Host::restore(cfg, slot.incarnation, &durable, membership, tick_period)
+        let mut host = Host::restore(cfg, slot.incarnation, &durable, membership, tick_period)
             .map_err(|e| Violation::new("simulator", format!("node {id}: {e}")))?;
+        host.clock_base = (self.now, 0);
+        host.lease_clock.passive = self.opts.bug == Some(HostBug::NoLeaseResetOnLeaderChange);
         let (inc, snap, digest) = (slot.incarnation, host.applied, host.kv.digest());
         if host.applied > slot.durable.snapshot_index() {
             self.stats.flushed_sm_restores += 1;
@@ -760,13 +816,14 @@ impl World {
                     return Ok(());
                 };
                 if let Some(p) = new_period {
-                    h.tick_period = p;
+                    h.set_tick_period(now, p, TICK_US);
                 }
                 h.node.tick();
                 let next = now + h.tick_period;
                 self.mix(b"tick", id, 0);
                 self.schedule(next, Ev::Tick(id, inc));
-                self.drive(id)
+                self.drive(id)?;
+                self.expire_leases(id, inc)
             }
             Ev::Deliver(msg, data, from_inc) => self.deliver(*msg, data, from_inc),
             Ev::DiskDone(id, inc) => {
@@ -830,6 +887,11 @@ impl World {
                 Ok(())
             }
             Ev::Hostile => self.hostile(),
+            Ev::LeaseWake(hi) => self.lease_wake(hi),
+            Ev::LeaseTimeout(op) => {
+                self.complete_lease_op(op, leases::LeaseOutcome::Unknown, None);
+                Ok(())
+            }
             Ev::Heal(gen) => {
                 if gen == self.partition_gen && !self.blocked.is_empty() {
                     self.blocked.clear();

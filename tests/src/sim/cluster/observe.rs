@@ -15,6 +15,12 @@ impl World {
         h.leader = st.leader;
         h.now_tick = st.now_tick;
         h.lease_until_tick = st.lease_until_tick;
+        self.sync_lease_clock(id, &st);
+        let h = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.host.as_mut())
+            .expect("running");
         // Entries this node compacted before we looked are known from the
         // global applied record (a snapshot only covers applied entries).
         let from = h.seen_commit + 1;

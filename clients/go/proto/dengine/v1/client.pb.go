@@ -69,6 +69,13 @@ const (
 	// delete keys to free space, or raise the quota. gRPC RESOURCE_EXHAUSTED
 	// (told apart from OVERLOADED by this reason). Not retryable as is.
 	ErrorCode_NO_SPACE ErrorCode = 13
+	// The lease does not exist: never granted, revoked, or expired. gRPC
+	// NOT_FOUND; metadata "lease_id". Not retryable: grant a new lease.
+	ErrorCode_LEASE_NOT_FOUND ErrorCode = 14
+	// The lock or election leadership named by the request is not held: its
+	// key is gone (unlocked, resigned, or its lease ended) or belongs to
+	// another holder. gRPC FAILED_PRECONDITION. Not retryable.
+	ErrorCode_NOT_HELD ErrorCode = 15
 )
 
 // Enum value maps for ErrorCode.
@@ -88,6 +95,8 @@ var (
 		11: "PERMISSION_DENIED",
 		12: "UNKNOWN_NODE",
 		13: "NO_SPACE",
+		14: "LEASE_NOT_FOUND",
+		15: "NOT_HELD",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -104,6 +113,8 @@ var (
 		"PERMISSION_DENIED":      11,
 		"UNKNOWN_NODE":           12,
 		"NO_SPACE":               13,
+		"LEASE_NOT_FOUND":        14,
+		"NOT_HELD":               15,
 	}
 )
 
@@ -290,6 +301,58 @@ func (MemberRole) EnumDescriptor() ([]byte, []int) {
 	return file_dengine_v1_client_proto_rawDescGZIP(), []int{3}
 }
 
+type Compare_Op int32
+
+const (
+	Compare_EQUAL     Compare_Op = 0
+	Compare_NOT_EQUAL Compare_Op = 1
+	Compare_LESS      Compare_Op = 2
+	Compare_GREATER   Compare_Op = 3
+)
+
+// Enum value maps for Compare_Op.
+var (
+	Compare_Op_name = map[int32]string{
+		0: "EQUAL",
+		1: "NOT_EQUAL",
+		2: "LESS",
+		3: "GREATER",
+	}
+	Compare_Op_value = map[string]int32{
+		"EQUAL":     0,
+		"NOT_EQUAL": 1,
+		"LESS":      2,
+		"GREATER":   3,
+	}
+)
+
+func (x Compare_Op) Enum() *Compare_Op {
+	p := new(Compare_Op)
+	*p = x
+	return p
+}
+
+func (x Compare_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compare_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_dengine_v1_client_proto_enumTypes[4].Descriptor()
+}
+
+func (Compare_Op) Type() protoreflect.EnumType {
+	return &file_dengine_v1_client_proto_enumTypes[4]
+}
+
+func (x Compare_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compare_Op.Descriptor instead.
+func (Compare_Op) EnumDescriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{17, 0}
+}
+
 // Returned with every successful response.
 type ResponseHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -365,7 +428,10 @@ type KeyValue struct {
 	// Number of modifications since creation (1 after create).
 	Version uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Absolute expiry time in unix milliseconds; 0 = no TTL.
-	ExpiresAtMs   uint64 `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	ExpiresAtMs uint64 `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// The lease the key is attached to; 0 = none. The key is deleted when
+	// the lease expires or is revoked.
+	Lease         uint64 `protobuf:"varint,7,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,6 +508,13 @@ func (x *KeyValue) GetExpiresAtMs() uint64 {
 	return 0
 }
 
+func (x *KeyValue) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
 // Exactly-once retries: a write carrying the same (client_id, seq) twice is
 // applied once; the retry gets the original result. seq must increase per
 // client_id. client_id 0 disables deduplication.
@@ -502,8 +575,12 @@ type PutRequest struct {
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Time to live in milliseconds; 0 = no expiry.
-	TtlMs         uint64   `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
-	WriteId       *WriteId `protobuf:"bytes,4,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	TtlMs   uint64   `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	WriteId *WriteId `protobuf:"bytes,4,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	// Attach the key to this lease (0 = none; LEASE_NOT_FOUND if it does not
+	// exist when the put applies). Exclusive with ttl_ms. A put without a
+	// lease detaches the key from any lease it had.
+	Lease         uint64 `protobuf:"varint,5,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -564,6 +641,13 @@ func (x *PutRequest) GetWriteId() *WriteId {
 		return x.WriteId
 	}
 	return nil
+}
+
+func (x *PutRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
 }
 
 type PutResponse struct {
@@ -1088,6 +1172,842 @@ func (x *CompareAndSwapResponse) GetRevision() uint64 {
 	return 0
 }
 
+// Keys in [key, range_end), in key order.
+//
+// range_end: empty = the single key `key`; "\0" = every key >= key; the
+// prefix p is [p, prefix_end(p)) where prefix_end increments the last byte
+// below 0xff and drops the 0xff bytes after it (an all-0xff prefix uses
+// "\0"). range_end <= key (and not empty or "\0") is INVALID_ARGUMENT.
+//
+// Paging: a response with `more` set carries `next_key`; sending the same
+// request with key = next_key reads the next page. Every key of the range
+// is read exactly once by such a walk, except keys created or deleted
+// behind the walk's position while it runs (each page is its own point in
+// time, at header.revision). To follow the range afterwards without a gap,
+// watch it from (first page's header.revision + 1) and apply an event only
+// if its revision is above the mod_revision already seen for the key.
+type RangeRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd []byte                 `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	// Maximum pairs returned; 0 = server maximum (10,000). Above it is
+	// INVALID_ARGUMENT. A page also stops at the response byte budget
+	// (`limits.max_request_bytes`, less framing), with `more` set.
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Omit values (kvs carry keys and metadata only).
+	KeysOnly bool `protobuf:"varint,4,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	// Return only `count` (no kvs, more = false).
+	CountOnly     bool        `protobuf:"varint,5,opt,name=count_only,json=countOnly,proto3" json:"count_only,omitempty"`
+	Consistency   Consistency `protobuf:"varint,6,opt,name=consistency,proto3,enum=dengine.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeRequest) Reset() {
+	*x = RangeRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeRequest) ProtoMessage() {}
+
+func (x *RangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
+func (*RangeRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RangeRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RangeRequest) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *RangeRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RangeRequest) GetKeysOnly() bool {
+	if x != nil {
+		return x.KeysOnly
+	}
+	return false
+}
+
+func (x *RangeRequest) GetCountOnly() bool {
+	if x != nil {
+		return x.CountOnly
+	}
+	return false
+}
+
+func (x *RangeRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+type RangeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header.revision: the point in time the page was read at.
+	Header *ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Kvs    []*KeyValue     `protobuf:"bytes,2,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	// True when keys of the range follow the last one returned.
+	More bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// Number of live keys in the whole range [key, range_end) of the request.
+	Count uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	// When `more`: the `key` of the request that reads the next page.
+	NextKey       []byte `protobuf:"bytes,5,opt,name=next_key,json=nextKey,proto3" json:"next_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeResponse) Reset() {
+	*x = RangeResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeResponse) ProtoMessage() {}
+
+func (x *RangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
+func (*RangeResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RangeResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RangeResponse) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *RangeResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *RangeResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RangeResponse) GetNextKey() []byte {
+	if x != nil {
+		return x.NextKey
+	}
+	return nil
+}
+
+// Deletes every key in [key, range_end) (same range rules as Range) in one
+// replicated step.
+type DeleteRangeRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd []byte                 `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	// Return the deleted pairs (up to the response byte budget; past it,
+	// prev_kvs_truncated is set: the keys were deleted all the same).
+	PrevKv        bool     `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	WriteId       *WriteId `protobuf:"bytes,4,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRangeRequest) Reset() {
+	*x = DeleteRangeRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRangeRequest) ProtoMessage() {}
+
+func (x *DeleteRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRangeRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRangeRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteRangeRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *DeleteRangeRequest) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *DeleteRangeRequest) GetPrevKv() bool {
+	if x != nil {
+		return x.PrevKv
+	}
+	return false
+}
+
+func (x *DeleteRangeRequest) GetWriteId() *WriteId {
+	if x != nil {
+		return x.WriteId
+	}
+	return nil
+}
+
+type DeleteRangeResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Number of keys deleted.
+	Deleted          uint64      `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	PrevKvs          []*KeyValue `protobuf:"bytes,3,rep,name=prev_kvs,json=prevKvs,proto3" json:"prev_kvs,omitempty"`
+	Revision         uint64      `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	PrevKvsTruncated bool        `protobuf:"varint,5,opt,name=prev_kvs_truncated,json=prevKvsTruncated,proto3" json:"prev_kvs_truncated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DeleteRangeResponse) Reset() {
+	*x = DeleteRangeResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRangeResponse) ProtoMessage() {}
+
+func (x *DeleteRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRangeResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRangeResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteRangeResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DeleteRangeResponse) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *DeleteRangeResponse) GetPrevKvs() []*KeyValue {
+	if x != nil {
+		return x.PrevKvs
+	}
+	return nil
+}
+
+func (x *DeleteRangeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DeleteRangeResponse) GetPrevKvsTruncated() bool {
+	if x != nil {
+		return x.PrevKvsTruncated
+	}
+	return false
+}
+
+// One condition of a transaction, on one key. A missing key has version,
+// create_revision, mod_revision and lease 0; a VALUE compare on a missing
+// key is false whatever the operator.
+type Compare struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    Compare_Op             `protobuf:"varint,1,opt,name=op,proto3,enum=dengine.v1.Compare_Op" json:"op,omitempty"`
+	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The target is the field set here; exactly one must be set.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*Compare_Value
+	//	*Compare_Version
+	//	*Compare_CreateRevision
+	//	*Compare_ModRevision
+	//	*Compare_Lease
+	Target        isCompare_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compare) Reset() {
+	*x = Compare{}
+	mi := &file_dengine_v1_client_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compare) ProtoMessage() {}
+
+func (x *Compare) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compare.ProtoReflect.Descriptor instead.
+func (*Compare) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Compare) GetOp() Compare_Op {
+	if x != nil {
+		return x.Op
+	}
+	return Compare_EQUAL
+}
+
+func (x *Compare) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Compare) GetTarget() isCompare_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Compare) GetValue() []byte {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Value); ok {
+			return x.Value
+		}
+	}
+	return nil
+}
+
+func (x *Compare) GetVersion() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Version); ok {
+			return x.Version
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetCreateRevision() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_CreateRevision); ok {
+			return x.CreateRevision
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetModRevision() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_ModRevision); ok {
+			return x.ModRevision
+		}
+	}
+	return 0
+}
+
+func (x *Compare) GetLease() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*Compare_Lease); ok {
+			return x.Lease
+		}
+	}
+	return 0
+}
+
+type isCompare_Target interface {
+	isCompare_Target()
+}
+
+type Compare_Value struct {
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3,oneof"`
+}
+
+type Compare_Version struct {
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3,oneof"`
+}
+
+type Compare_CreateRevision struct {
+	CreateRevision uint64 `protobuf:"varint,5,opt,name=create_revision,json=createRevision,proto3,oneof"`
+}
+
+type Compare_ModRevision struct {
+	ModRevision uint64 `protobuf:"varint,6,opt,name=mod_revision,json=modRevision,proto3,oneof"`
+}
+
+type Compare_Lease struct {
+	Lease uint64 `protobuf:"varint,7,opt,name=lease,proto3,oneof"`
+}
+
+func (*Compare_Value) isCompare_Target() {}
+
+func (*Compare_Version) isCompare_Target() {}
+
+func (*Compare_CreateRevision) isCompare_Target() {}
+
+func (*Compare_ModRevision) isCompare_Target() {}
+
+func (*Compare_Lease) isCompare_Target() {}
+
+// One operation inside a transaction. Puts and delete-ranges inside a txn
+// carry no write_id (the txn's own write_id covers them).
+type TxnOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*TxnOp_Range
+	//	*TxnOp_Put
+	//	*TxnOp_DeleteRange
+	Op            isTxnOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOp) Reset() {
+	*x = TxnOp{}
+	mi := &file_dengine_v1_client_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOp) ProtoMessage() {}
+
+func (x *TxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
+func (*TxnOp) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TxnOp) GetOp() isTxnOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *TxnOp) GetRange() *RangeRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Range); ok {
+			return x.Range
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDeleteRange() *DeleteRangeRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_DeleteRange); ok {
+			return x.DeleteRange
+		}
+	}
+	return nil
+}
+
+type isTxnOp_Op interface {
+	isTxnOp_Op()
+}
+
+type TxnOp_Range struct {
+	Range *RangeRequest `protobuf:"bytes,1,opt,name=range,proto3,oneof"`
+}
+
+type TxnOp_Put struct {
+	Put *PutRequest `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
+}
+
+type TxnOp_DeleteRange struct {
+	DeleteRange *DeleteRangeRequest `protobuf:"bytes,3,opt,name=delete_range,json=deleteRange,proto3,oneof"`
+}
+
+func (*TxnOp_Range) isTxnOp_Op() {}
+
+func (*TxnOp_Put) isTxnOp_Op() {}
+
+func (*TxnOp_DeleteRange) isTxnOp_Op() {}
+
+type TxnOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*TxnOpResult_Range
+	//	*TxnOpResult_Put
+	//	*TxnOpResult_DeleteRange
+	Result        isTxnOpResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOpResult) Reset() {
+	*x = TxnOpResult{}
+	mi := &file_dengine_v1_client_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResult) ProtoMessage() {}
+
+func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
+func (*TxnOpResult) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TxnOpResult) GetResult() isTxnOpResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetRange() *RangeResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Range); ok {
+			return x.Range
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDeleteRange() *DeleteRangeResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_DeleteRange); ok {
+			return x.DeleteRange
+		}
+	}
+	return nil
+}
+
+type isTxnOpResult_Result interface {
+	isTxnOpResult_Result()
+}
+
+type TxnOpResult_Range struct {
+	Range *RangeResponse `protobuf:"bytes,1,opt,name=range,proto3,oneof"`
+}
+
+type TxnOpResult_Put struct {
+	Put *PutResponse `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
+}
+
+type TxnOpResult_DeleteRange struct {
+	DeleteRange *DeleteRangeResponse `protobuf:"bytes,3,opt,name=delete_range,json=deleteRange,proto3,oneof"`
+}
+
+func (*TxnOpResult_Range) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Put) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_DeleteRange) isTxnOpResult_Result() {}
+
+// If every compare holds, run `success`, else `failure`: atomically, in one
+// log entry, in order (a later op sees an earlier op's writes). At most
+// 128 compares and 128 ops per branch (INVALID_ARGUMENT above). Ranges
+// inside a txn read at the txn's revision, ignore `consistency`, and stop
+// at the response byte budget like any page.
+type TxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Compare       []*Compare             `protobuf:"bytes,1,rep,name=compare,proto3" json:"compare,omitempty"`
+	Success       []*TxnOp               `protobuf:"bytes,2,rep,name=success,proto3" json:"success,omitempty"`
+	Failure       []*TxnOp               `protobuf:"bytes,3,rep,name=failure,proto3" json:"failure,omitempty"`
+	WriteId       *WriteId               `protobuf:"bytes,4,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRequest) Reset() {
+	*x = TxnRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRequest) ProtoMessage() {}
+
+func (x *TxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
+func (*TxnRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TxnRequest) GetCompare() []*Compare {
+	if x != nil {
+		return x.Compare
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetSuccess() []*TxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetFailure() []*TxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetWriteId() *WriteId {
+	if x != nil {
+		return x.WriteId
+	}
+	return nil
+}
+
+type TxnResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Whether every compare held (success ran) or not (failure ran).
+	Succeeded bool `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// One result per op of the branch that ran, in order.
+	Results []*TxnOpResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// The revision of the txn's log entry.
+	Revision uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// This answers a retry (same write_id) of a txn already applied: its
+	// writes took effect once, at `revision`; range results are not
+	// remembered and are empty here.
+	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResponse) Reset() {
+	*x = TxnResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResponse) ProtoMessage() {}
+
+func (x *TxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
+func (*TxnResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TxnResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *TxnResponse) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *TxnResponse) GetResults() []*TxnOpResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *TxnResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *TxnResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type ScanPrefixRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Prefix []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
@@ -1100,7 +2020,7 @@ type ScanPrefixRequest struct {
 
 func (x *ScanPrefixRequest) Reset() {
 	*x = ScanPrefixRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[13]
+	mi := &file_dengine_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +2032,7 @@ func (x *ScanPrefixRequest) String() string {
 func (*ScanPrefixRequest) ProtoMessage() {}
 
 func (x *ScanPrefixRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[13]
+	mi := &file_dengine_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +2045,7 @@ func (x *ScanPrefixRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanPrefixRequest.ProtoReflect.Descriptor instead.
 func (*ScanPrefixRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ScanPrefixRequest) GetPrefix() []byte {
@@ -1161,7 +2081,7 @@ type ScanPrefixResponse struct {
 
 func (x *ScanPrefixResponse) Reset() {
 	*x = ScanPrefixResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[14]
+	mi := &file_dengine_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +2093,7 @@ func (x *ScanPrefixResponse) String() string {
 func (*ScanPrefixResponse) ProtoMessage() {}
 
 func (x *ScanPrefixResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[14]
+	mi := &file_dengine_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +2106,7 @@ func (x *ScanPrefixResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanPrefixResponse.ProtoReflect.Descriptor instead.
 func (*ScanPrefixResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ScanPrefixResponse) GetHeader() *ResponseHeader {
@@ -1224,7 +2144,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[15]
+	mi := &file_dengine_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +2156,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[15]
+	mi := &file_dengine_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +2169,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchRequest) GetKey() []byte {
@@ -1284,7 +2204,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_dengine_v1_client_proto_msgTypes[16]
+	mi := &file_dengine_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +2216,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[16]
+	mi := &file_dengine_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +2229,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchEvent) GetType() EventType {
@@ -1343,7 +2263,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[17]
+	mi := &file_dengine_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +2275,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[17]
+	mi := &file_dengine_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +2288,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -1420,7 +2340,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_dengine_v1_client_proto_msgTypes[18]
+	mi := &file_dengine_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +2352,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[18]
+	mi := &file_dengine_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +2365,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{18}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1484,7 +2404,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[19]
+	mi := &file_dengine_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +2416,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[19]
+	mi := &file_dengine_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +2429,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{19}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 type MembersResponse struct {
@@ -1524,7 +2444,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[20]
+	mi := &file_dengine_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +2456,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[20]
+	mi := &file_dengine_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +2469,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{20}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -1581,7 +2501,7 @@ type LeaderRequest struct {
 
 func (x *LeaderRequest) Reset() {
 	*x = LeaderRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[21]
+	mi := &file_dengine_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +2513,7 @@ func (x *LeaderRequest) String() string {
 func (*LeaderRequest) ProtoMessage() {}
 
 func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[21]
+	mi := &file_dengine_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +2526,7 @@ func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderRequest.ProtoReflect.Descriptor instead.
 func (*LeaderRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{21}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 type LeaderResponse struct {
@@ -1622,7 +2542,7 @@ type LeaderResponse struct {
 
 func (x *LeaderResponse) Reset() {
 	*x = LeaderResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[22]
+	mi := &file_dengine_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +2554,7 @@ func (x *LeaderResponse) String() string {
 func (*LeaderResponse) ProtoMessage() {}
 
 func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[22]
+	mi := &file_dengine_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +2567,7 @@ func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderResponse.ProtoReflect.Descriptor instead.
 func (*LeaderResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LeaderResponse) GetHeader() *ResponseHeader {
@@ -1671,6 +2591,645 @@ func (x *LeaderResponse) GetLeaderAddr() string {
 	return ""
 }
 
+// Leases: a TTL that many keys share, kept alive by its holder.
+//
+// Expiry is decided by the leader alone, on its monotonic clock, and
+// replicated as a revoke: all the lease's keys are deleted in one log
+// entry and watchers see the deletes. A keepalive restarts the TTL on the
+// leader. A new leader (and a restarted cluster) gives every lease its
+// full TTL again, so a lease never expires before its TTL has passed since
+// its last acknowledged keepalive; a holder that died may keep its lease
+// up to one TTL (plus the election time) longer after a leader change.
+type LeaseGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Time to live, 1 ms .. 1 year; INVALID_ARGUMENT outside.
+	TtlMs uint64 `protobuf:"varint,1,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// 0 = the server picks (the grant's revision); else this id, which must
+	// not name a live lease (INVALID_ARGUMENT).
+	Id            uint64   `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	WriteId       *WriteId `protobuf:"bytes,3,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantRequest) Reset() {
+	*x = LeaseGrantRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantRequest) ProtoMessage() {}
+
+func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
+func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *LeaseGrantRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *LeaseGrantRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantRequest) GetWriteId() *WriteId {
+	if x != nil {
+		return x.WriteId
+	}
+	return nil
+}
+
+type LeaseGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	TtlMs         uint64                 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	Revision      uint64                 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantResponse) Reset() {
+	*x = LeaseGrantResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantResponse) ProtoMessage() {}
+
+func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
+func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *LeaseGrantResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseGrantResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseRevokeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	WriteId       *WriteId               `protobuf:"bytes,2,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeRequest) Reset() {
+	*x = LeaseRevokeRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeRequest) ProtoMessage() {}
+
+func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LeaseRevokeRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseRevokeRequest) GetWriteId() *WriteId {
+	if x != nil {
+		return x.WriteId
+	}
+	return nil
+}
+
+type LeaseRevokeResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Keys deleted with the lease.
+	Deleted       uint64 `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeResponse) Reset() {
+	*x = LeaseRevokeResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeResponse) ProtoMessage() {}
+
+func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LeaseRevokeResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseRevokeResponse) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *LeaseRevokeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseKeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveRequest) Reset() {
+	*x = LeaseKeepAliveRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveRequest) ProtoMessage() {}
+
+func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *LeaseKeepAliveRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseKeepAliveResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id     uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	// The TTL restarted; the lease now expires no sooner than ttl_ms from the
+	// moment the leader handled the request.
+	TtlMs         uint64 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveResponse) Reset() {
+	*x = LeaseKeepAliveResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveResponse) ProtoMessage() {}
+
+func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LeaseKeepAliveResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseKeepAliveResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseKeepAliveResponse) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type LeaseTimeToLiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Also list the attached keys (up to the response byte budget).
+	Keys          bool `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveRequest) Reset() {
+	*x = LeaseTimeToLiveRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveRequest) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *LeaseTimeToLiveRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveRequest) GetKeys() bool {
+	if x != nil {
+		return x.Keys
+	}
+	return false
+}
+
+type LeaseTimeToLiveResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id     uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	// The TTL the lease was granted with.
+	GrantedTtlMs uint64 `protobuf:"varint,3,opt,name=granted_ttl_ms,json=grantedTtlMs,proto3" json:"granted_ttl_ms,omitempty"`
+	// Time left on the leader's clock.
+	RemainingMs uint64   `protobuf:"varint,4,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	Keys        [][]byte `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Number of attached keys (all of them, even when `keys` is cut short).
+	KeyCount      uint64 `protobuf:"varint,6,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveResponse) Reset() {
+	*x = LeaseTimeToLiveResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveResponse) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *LeaseTimeToLiveResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseTimeToLiveResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetGrantedTtlMs() uint64 {
+	if x != nil {
+		return x.GrantedTtlMs
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetRemainingMs() uint64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *LeaseTimeToLiveResponse) GetKeyCount() uint64 {
+	if x != nil {
+		return x.KeyCount
+	}
+	return 0
+}
+
+type LeaseListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseListRequest) Reset() {
+	*x = LeaseListRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseListRequest) ProtoMessage() {}
+
+func (x *LeaseListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseListRequest.ProtoReflect.Descriptor instead.
+func (*LeaseListRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{40}
+}
+
+type LeaseStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrantedTtlMs  uint64                 `protobuf:"varint,2,opt,name=granted_ttl_ms,json=grantedTtlMs,proto3" json:"granted_ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseStatus) Reset() {
+	*x = LeaseStatus{}
+	mi := &file_dengine_v1_client_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseStatus) ProtoMessage() {}
+
+func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
+func (*LeaseStatus) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *LeaseStatus) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseStatus) GetGrantedTtlMs() uint64 {
+	if x != nil {
+		return x.GrantedTtlMs
+	}
+	return 0
+}
+
+type LeaseListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Leases        []*LeaseStatus         `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseListResponse) Reset() {
+	*x = LeaseListResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseListResponse) ProtoMessage() {}
+
+func (x *LeaseListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseListResponse.ProtoReflect.Descriptor instead.
+func (*LeaseListResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *LeaseListResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseListResponse) GetLeases() []*LeaseStatus {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 type AddLearnerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1682,7 +3241,7 @@ type AddLearnerRequest struct {
 
 func (x *AddLearnerRequest) Reset() {
 	*x = AddLearnerRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[23]
+	mi := &file_dengine_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +3253,7 @@ func (x *AddLearnerRequest) String() string {
 func (*AddLearnerRequest) ProtoMessage() {}
 
 func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[23]
+	mi := &file_dengine_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +3266,7 @@ func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddLearnerRequest.ProtoReflect.Descriptor instead.
 func (*AddLearnerRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AddLearnerRequest) GetId() uint64 {
@@ -1740,7 +3299,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[24]
+	mi := &file_dengine_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +3311,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[24]
+	mi := &file_dengine_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +3324,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PromoteRequest) GetId() uint64 {
@@ -1784,7 +3343,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[25]
+	mi := &file_dengine_v1_client_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +3355,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[25]
+	mi := &file_dengine_v1_client_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +3368,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveMemberRequest) GetId() uint64 {
@@ -1828,7 +3387,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[26]
+	mi := &file_dengine_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +3399,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[26]
+	mi := &file_dengine_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +3412,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferLeaderRequest) GetTo() uint64 {
@@ -1871,7 +3430,7 @@ type TriggerSnapshotRequest struct {
 
 func (x *TriggerSnapshotRequest) Reset() {
 	*x = TriggerSnapshotRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[27]
+	mi := &file_dengine_v1_client_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +3442,7 @@ func (x *TriggerSnapshotRequest) String() string {
 func (*TriggerSnapshotRequest) ProtoMessage() {}
 
 func (x *TriggerSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[27]
+	mi := &file_dengine_v1_client_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +3455,7 @@ func (x *TriggerSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*TriggerSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{47}
 }
 
 type TriggerSnapshotResponse struct {
@@ -1909,7 +3468,7 @@ type TriggerSnapshotResponse struct {
 
 func (x *TriggerSnapshotResponse) Reset() {
 	*x = TriggerSnapshotResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[28]
+	mi := &file_dengine_v1_client_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +3480,7 @@ func (x *TriggerSnapshotResponse) String() string {
 func (*TriggerSnapshotResponse) ProtoMessage() {}
 
 func (x *TriggerSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[28]
+	mi := &file_dengine_v1_client_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +3493,7 @@ func (x *TriggerSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*TriggerSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TriggerSnapshotResponse) GetHeader() *ResponseHeader {
@@ -1961,7 +3520,7 @@ type ChangeResponse struct {
 
 func (x *ChangeResponse) Reset() {
 	*x = ChangeResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[29]
+	mi := &file_dengine_v1_client_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +3532,7 @@ func (x *ChangeResponse) String() string {
 func (*ChangeResponse) ProtoMessage() {}
 
 func (x *ChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[29]
+	mi := &file_dengine_v1_client_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +3545,7 @@ func (x *ChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeResponse.ProtoReflect.Descriptor instead.
 func (*ChangeResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ChangeResponse) GetHeader() *ResponseHeader {
@@ -2011,7 +3570,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[30]
+	mi := &file_dengine_v1_client_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +3582,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[30]
+	mi := &file_dengine_v1_client_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +3595,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{50}
 }
 
 type NodeStatusResponse struct {
@@ -2067,7 +3626,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[31]
+	mi := &file_dengine_v1_client_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +3638,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[31]
+	mi := &file_dengine_v1_client_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +3651,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *NodeStatusResponse) GetHeader() *ResponseHeader {
@@ -2186,6 +3745,689 @@ func (x *NodeStatusResponse) GetLogBytes() uint64 {
 	return 0
 }
 
+// Distributed locks on leases (the recipe runs in the server, once, for
+// every client).
+//
+// A lock `name` is held by the key `name/<lease id, 16 hex digits>`,
+// attached to the holder's lease. Waiters queue in the order their keys
+// were created; the holder is the key of `name/` with the smallest
+// create_revision. When the holder's lease ends (expiry or revoke) or it
+// unlocks, its key is deleted and the next waiter holds the lock.
+type LockRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lock name, 1..=3072 bytes.
+	Name []byte `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The holder's lease (LEASE_NOT_FOUND if it does not exist). The lock is
+	// released when the lease ends.
+	Lease         uint64 `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockRequest) Reset() {
+	*x = LockRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockRequest) ProtoMessage() {}
+
+func (x *LockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockRequest.ProtoReflect.Descriptor instead.
+func (*LockRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *LockRequest) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *LockRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type LockResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The key that holds the lock; pass it to Unlock.
+	Key []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Fencing token: the key's create_revision. It increases with every new
+	// holder of the lock, so a protected resource can refuse any request
+	// carrying a token below the highest it has seen.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockResponse) Reset() {
+	*x = LockResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockResponse) ProtoMessage() {}
+
+func (x *LockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockResponse.ProtoReflect.Descriptor instead.
+func (*LockResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *LockResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LockResponse) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LockResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type UnlockRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key Lock returned.
+	Key           []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockRequest) Reset() {
+	*x = UnlockRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockRequest) ProtoMessage() {}
+
+func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
+func (*UnlockRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *UnlockRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type UnlockResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockResponse) Reset() {
+	*x = UnlockResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockResponse) ProtoMessage() {}
+
+func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
+func (*UnlockResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *UnlockResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+// Leader election on leases: the same queue as Lock, where each candidate's
+// key holds a value the leader publishes (e.g. its address).
+type LeaderKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Election name.
+	Name []byte `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The candidate's key, `name/<lease id, 16 hex digits>`.
+	Key []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The key's create_revision (fencing token of this leadership).
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Lease         uint64 `protobuf:"varint,4,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaderKey) Reset() {
+	*x = LeaderKey{}
+	mi := &file_dengine_v1_client_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaderKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaderKey) ProtoMessage() {}
+
+func (x *LeaderKey) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaderKey.ProtoReflect.Descriptor instead.
+func (*LeaderKey) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *LeaderKey) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *LeaderKey) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LeaderKey) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *LeaderKey) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type CampaignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Lease uint64                 `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	// The value to publish once elected.
+	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CampaignRequest) Reset() {
+	*x = CampaignRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CampaignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CampaignRequest) ProtoMessage() {}
+
+func (x *CampaignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CampaignRequest.ProtoReflect.Descriptor instead.
+func (*CampaignRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CampaignRequest) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *CampaignRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *CampaignRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type CampaignResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Leader        *LeaderKey             `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CampaignResponse) Reset() {
+	*x = CampaignResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CampaignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CampaignResponse) ProtoMessage() {}
+
+func (x *CampaignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CampaignResponse.ProtoReflect.Descriptor instead.
+func (*CampaignResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CampaignResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CampaignResponse) GetLeader() *LeaderKey {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+type ProclaimRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        *LeaderKey             `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProclaimRequest) Reset() {
+	*x = ProclaimRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProclaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProclaimRequest) ProtoMessage() {}
+
+func (x *ProclaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProclaimRequest.ProtoReflect.Descriptor instead.
+func (*ProclaimRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ProclaimRequest) GetLeader() *LeaderKey {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+func (x *ProclaimRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type ProclaimResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProclaimResponse) Reset() {
+	*x = ProclaimResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProclaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProclaimResponse) ProtoMessage() {}
+
+func (x *ProclaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProclaimResponse.ProtoReflect.Descriptor instead.
+func (*ProclaimResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ProclaimResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type ElectionLeaderRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElectionLeaderRequest) Reset() {
+	*x = ElectionLeaderRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElectionLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElectionLeaderRequest) ProtoMessage() {}
+
+func (x *ElectionLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElectionLeaderRequest.ProtoReflect.Descriptor instead.
+func (*ElectionLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ElectionLeaderRequest) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+type ElectionLeaderResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The leader's key and value; absent when the election has no leader.
+	Kv            *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3,oneof" json:"kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElectionLeaderResponse) Reset() {
+	*x = ElectionLeaderResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElectionLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElectionLeaderResponse) ProtoMessage() {}
+
+func (x *ElectionLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElectionLeaderResponse.ProtoReflect.Descriptor instead.
+func (*ElectionLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ElectionLeaderResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ElectionLeaderResponse) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+type ResignRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        *LeaderKey             `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResignRequest) Reset() {
+	*x = ResignRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResignRequest) ProtoMessage() {}
+
+func (x *ResignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResignRequest.ProtoReflect.Descriptor instead.
+func (*ResignRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ResignRequest) GetLeader() *LeaderKey {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+type ResignResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResignResponse) Reset() {
+	*x = ResignResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResignResponse) ProtoMessage() {}
+
+func (x *ResignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResignResponse.ProtoReflect.Descriptor instead.
+func (*ResignResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ResignResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 var File_dengine_v1_client_proto protoreflect.FileDescriptor
 
 const file_dengine_v1_client_proto_rawDesc = "" +
@@ -2195,23 +4437,25 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x0eResponseHeader\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\xbc\x01\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xd2\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x04R\aversion\x12\"\n" +
-	"\rexpires_at_ms\x18\x06 \x01(\x04R\vexpiresAtMs\"8\n" +
+	"\rexpires_at_ms\x18\x06 \x01(\x04R\vexpiresAtMs\x12\x14\n" +
+	"\x05lease\x18\a \x01(\x04R\x05lease\"8\n" +
 	"\aWriteId\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"{\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x91\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x15\n" +
 	"\x06ttl_ms\x18\x03 \x01(\x04R\x05ttlMs\x12.\n" +
-	"\bwrite_id\x18\x04 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\"]\n" +
+	"\bwrite_id\x18\x04 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\x12\x14\n" +
+	"\x05lease\x18\x05 \x01(\x04R\x05lease\"]\n" +
 	"\vPutResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"Y\n" +
@@ -2251,7 +4495,68 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\acurrent\x18\x03 \x01(\v2\x14.dengine.v1.KeyValueH\x00R\acurrent\x88\x01\x01\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x04R\brevisionB\n" +
 	"\n" +
-	"\b_current\"|\n" +
+	"\b_current\"\xca\x01\n" +
+	"\fRangeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
+	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tkeys_only\x18\x04 \x01(\bR\bkeysOnly\x12\x1d\n" +
+	"\n" +
+	"count_only\x18\x05 \x01(\bR\tcountOnly\x129\n" +
+	"\vconsistency\x18\x06 \x01(\x0e2\x17.dengine.v1.ConsistencyR\vconsistency\"\xb0\x01\n" +
+	"\rRangeResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12&\n" +
+	"\x03kvs\x18\x02 \x03(\v2\x14.dengine.v1.KeyValueR\x03kvs\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\x12\x19\n" +
+	"\bnext_key\x18\x05 \x01(\fR\anextKey\"\x8c\x01\n" +
+	"\x12DeleteRangeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
+	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x17\n" +
+	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12.\n" +
+	"\bwrite_id\x18\x04 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\"\xde\x01\n" +
+	"\x13DeleteRangeResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x04R\adeleted\x12/\n" +
+	"\bprev_kvs\x18\x03 \x03(\v2\x14.dengine.v1.KeyValueR\aprevKvs\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\x12,\n" +
+	"\x12prev_kvs_truncated\x18\x05 \x01(\bR\x10prevKvsTruncated\"\xa0\x02\n" +
+	"\aCompare\x12&\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x16.dengine.v1.Compare.OpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x16\n" +
+	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x1a\n" +
+	"\aversion\x18\x04 \x01(\x04H\x00R\aversion\x12)\n" +
+	"\x0fcreate_revision\x18\x05 \x01(\x04H\x00R\x0ecreateRevision\x12#\n" +
+	"\fmod_revision\x18\x06 \x01(\x04H\x00R\vmodRevision\x12\x16\n" +
+	"\x05lease\x18\a \x01(\x04H\x00R\x05lease\"5\n" +
+	"\x02Op\x12\t\n" +
+	"\x05EQUAL\x10\x00\x12\r\n" +
+	"\tNOT_EQUAL\x10\x01\x12\b\n" +
+	"\x04LESS\x10\x02\x12\v\n" +
+	"\aGREATER\x10\x03B\b\n" +
+	"\x06target\"\xb0\x01\n" +
+	"\x05TxnOp\x120\n" +
+	"\x05range\x18\x01 \x01(\v2\x18.dengine.v1.RangeRequestH\x00R\x05range\x12*\n" +
+	"\x03put\x18\x02 \x01(\v2\x16.dengine.v1.PutRequestH\x00R\x03put\x12C\n" +
+	"\fdelete_range\x18\x03 \x01(\v2\x1e.dengine.v1.DeleteRangeRequestH\x00R\vdeleteRangeB\x04\n" +
+	"\x02op\"\xbd\x01\n" +
+	"\vTxnOpResult\x121\n" +
+	"\x05range\x18\x01 \x01(\v2\x19.dengine.v1.RangeResponseH\x00R\x05range\x12+\n" +
+	"\x03put\x18\x02 \x01(\v2\x17.dengine.v1.PutResponseH\x00R\x03put\x12D\n" +
+	"\fdelete_range\x18\x03 \x01(\v2\x1f.dengine.v1.DeleteRangeResponseH\x00R\vdeleteRangeB\b\n" +
+	"\x06result\"\xc5\x01\n" +
+	"\n" +
+	"TxnRequest\x12-\n" +
+	"\acompare\x18\x01 \x03(\v2\x13.dengine.v1.CompareR\acompare\x12+\n" +
+	"\asuccess\x18\x02 \x03(\v2\x11.dengine.v1.TxnOpR\asuccess\x12+\n" +
+	"\afailure\x18\x03 \x03(\v2\x11.dengine.v1.TxnOpR\afailure\x12.\n" +
+	"\bwrite_id\x18\x04 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\"\xca\x01\n" +
+	"\vTxnResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x121\n" +
+	"\aresults\x18\x03 \x03(\v2\x17.dengine.v1.TxnOpResultR\aresults\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\x12\x1a\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\"|\n" +
 	"\x11ScanPrefixRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x129\n" +
@@ -2290,7 +4595,46 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x03 \x01(\tR\n" +
-	"leaderAddr\"a\n" +
+	"leaderAddr\"j\n" +
+	"\x11LeaseGrantRequest\x12\x15\n" +
+	"\x06ttl_ms\x18\x01 \x01(\x04R\x05ttlMs\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12.\n" +
+	"\bwrite_id\x18\x03 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\"\x8b\x01\n" +
+	"\x12LeaseGrantResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x04R\x05ttlMs\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"T\n" +
+	"\x12LeaseRevokeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
+	"\bwrite_id\x18\x02 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\"\x7f\n" +
+	"\x13LeaseRevokeResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x04R\adeleted\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"'\n" +
+	"\x15LeaseKeepAliveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"s\n" +
+	"\x16LeaseKeepAliveResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x04R\x05ttlMs\"<\n" +
+	"\x16LeaseTimeToLiveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04keys\x18\x02 \x01(\bR\x04keys\"\xd7\x01\n" +
+	"\x17LeaseTimeToLiveResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12$\n" +
+	"\x0egranted_ttl_ms\x18\x03 \x01(\x04R\fgrantedTtlMs\x12!\n" +
+	"\fremaining_ms\x18\x04 \x01(\x04R\vremainingMs\x12\x12\n" +
+	"\x04keys\x18\x05 \x03(\fR\x04keys\x12\x1b\n" +
+	"\tkey_count\x18\x06 \x01(\x04R\bkeyCount\"\x12\n" +
+	"\x10LeaseListRequest\"C\n" +
+	"\vLeaseStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12$\n" +
+	"\x0egranted_ttl_ms\x18\x02 \x01(\x04R\fgrantedTtlMs\"x\n" +
+	"\x11LeaseListResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12/\n" +
+	"\x06leases\x18\x02 \x03(\v2\x17.dengine.v1.LeaseStatusR\x06leases\"a\n" +
 	"\x11AddLearnerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
@@ -2326,7 +4670,45 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"data_bytes\x18\v \x01(\x04R\tdataBytes\x12\x1f\n" +
 	"\vquota_bytes\x18\f \x01(\x04R\n" +
 	"quotaBytes\x12\x1b\n" +
-	"\tlog_bytes\x18\r \x01(\x04R\blogBytes*\x8c\x02\n" +
+	"\tlog_bytes\x18\r \x01(\x04R\blogBytes\"7\n" +
+	"\vLockRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05lease\x18\x02 \x01(\x04R\x05lease\"p\n" +
+	"\fLockResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"!\n" +
+	"\rUnlockRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"D\n" +
+	"\x0eUnlockResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\"c\n" +
+	"\tLeaderKey\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05lease\x18\x04 \x01(\x04R\x05lease\"Q\n" +
+	"\x0fCampaignRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05lease\x18\x02 \x01(\x04R\x05lease\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"u\n" +
+	"\x10CampaignResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12-\n" +
+	"\x06leader\x18\x02 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\"V\n" +
+	"\x0fProclaimRequest\x12-\n" +
+	"\x06leader\x18\x01 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"F\n" +
+	"\x10ProclaimResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\"+\n" +
+	"\x15ElectionLeaderRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\"~\n" +
+	"\x16ElectionLeaderResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12)\n" +
+	"\x02kv\x18\x02 \x01(\v2\x14.dengine.v1.KeyValueH\x00R\x02kv\x88\x01\x01B\x05\n" +
+	"\x03_kv\">\n" +
+	"\rResignRequest\x12-\n" +
+	"\x06leader\x18\x01 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\"D\n" +
+	"\x0eResignResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header*\xaf\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2344,7 +4726,9 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x12\x15\n" +
 	"\x11PERMISSION_DENIED\x10\v\x12\x10\n" +
 	"\fUNKNOWN_NODE\x10\f\x12\f\n" +
-	"\bNO_SPACE\x10\r*U\n" +
+	"\bNO_SPACE\x10\r\x12\x13\n" +
+	"\x0fLEASE_NOT_FOUND\x10\x0e\x12\f\n" +
+	"\bNOT_HELD\x10\x0f*U\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +
@@ -2359,7 +4743,7 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"MemberRole\x12\x1b\n" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05VOTER\x10\x01\x12\v\n" +
-	"\aLEARNER\x10\x022\xe2\x03\n" +
+	"\aLEARNER\x10\x022\xa8\x05\n" +
 	"\x02Kv\x126\n" +
 	"\x03Put\x12\x16.dengine.v1.PutRequest\x1a\x17.dengine.v1.PutResponse\x126\n" +
 	"\x03Get\x12\x16.dengine.v1.GetRequest\x1a\x17.dengine.v1.GetResponse\x12E\n" +
@@ -2368,7 +4752,19 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12!.dengine.v1.CompareAndSwapRequest\x1a\".dengine.v1.CompareAndSwapResponse\x12K\n" +
 	"\n" +
 	"ScanPrefix\x12\x1d.dengine.v1.ScanPrefixRequest\x1a\x1e.dengine.v1.ScanPrefixResponse\x12>\n" +
-	"\x05Watch\x12\x18.dengine.v1.WatchRequest\x1a\x19.dengine.v1.WatchResponse0\x012\x8e\x01\n" +
+	"\x05Watch\x12\x18.dengine.v1.WatchRequest\x1a\x19.dengine.v1.WatchResponse0\x01\x12<\n" +
+	"\x05Range\x12\x18.dengine.v1.RangeRequest\x1a\x19.dengine.v1.RangeResponse\x12N\n" +
+	"\vDeleteRange\x12\x1e.dengine.v1.DeleteRangeRequest\x1a\x1f.dengine.v1.DeleteRangeResponse\x126\n" +
+	"\x03Txn\x12\x16.dengine.v1.TxnRequest\x1a\x17.dengine.v1.TxnResponse2\xfc\x03\n" +
+	"\x05Lease\x12K\n" +
+	"\n" +
+	"LeaseGrant\x12\x1d.dengine.v1.LeaseGrantRequest\x1a\x1e.dengine.v1.LeaseGrantResponse\x12N\n" +
+	"\vLeaseRevoke\x12\x1e.dengine.v1.LeaseRevokeRequest\x1a\x1f.dengine.v1.LeaseRevokeResponse\x12[\n" +
+	"\x0eLeaseKeepAlive\x12!.dengine.v1.LeaseKeepAliveRequest\x1a\".dengine.v1.LeaseKeepAliveResponse(\x010\x01\x12S\n" +
+	"\n" +
+	"LeaseRenew\x12!.dengine.v1.LeaseKeepAliveRequest\x1a\".dengine.v1.LeaseKeepAliveResponse\x12Z\n" +
+	"\x0fLeaseTimeToLive\x12\".dengine.v1.LeaseTimeToLiveRequest\x1a#.dengine.v1.LeaseTimeToLiveResponse\x12H\n" +
+	"\tLeaseList\x12\x1c.dengine.v1.LeaseListRequest\x1a\x1d.dengine.v1.LeaseListResponse2\x8e\x01\n" +
 	"\aCluster\x12B\n" +
 	"\aMembers\x12\x1a.dengine.v1.MembersRequest\x1a\x1b.dengine.v1.MembersResponse\x12?\n" +
 	"\x06Leader\x12\x19.dengine.v1.LeaderRequest\x1a\x1a.dengine.v1.LeaderResponse2\xda\x03\n" +
@@ -2380,7 +4776,16 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x0eTransferLeader\x12!.dengine.v1.TransferLeaderRequest\x1a\x1a.dengine.v1.ChangeResponse\x12Z\n" +
 	"\x0fTriggerSnapshot\x12\".dengine.v1.TriggerSnapshotRequest\x1a#.dengine.v1.TriggerSnapshotResponse\x12K\n" +
 	"\n" +
-	"NodeStatus\x12\x1d.dengine.v1.NodeStatusRequest\x1a\x1e.dengine.v1.NodeStatusResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
+	"NodeStatus\x12\x1d.dengine.v1.NodeStatusRequest\x1a\x1e.dengine.v1.NodeStatusResponse2\x82\x01\n" +
+	"\x04Lock\x129\n" +
+	"\x04Lock\x12\x17.dengine.v1.LockRequest\x1a\x18.dengine.v1.LockResponse\x12?\n" +
+	"\x06Unlock\x12\x19.dengine.v1.UnlockRequest\x1a\x1a.dengine.v1.UnlockResponse2\xfe\x02\n" +
+	"\bElection\x12E\n" +
+	"\bCampaign\x12\x1b.dengine.v1.CampaignRequest\x1a\x1c.dengine.v1.CampaignResponse\x12E\n" +
+	"\bProclaim\x12\x1b.dengine.v1.ProclaimRequest\x1a\x1c.dengine.v1.ProclaimResponse\x12O\n" +
+	"\x06Leader\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse\x12R\n" +
+	"\aObserve\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse0\x01\x12?\n" +
+	"\x06Resign\x12\x19.dengine.v1.ResignRequest\x1a\x1a.dengine.v1.ResignResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
 
 var (
 	file_dengine_v1_client_proto_rawDescOnce sync.Once
@@ -2394,111 +4799,214 @@ func file_dengine_v1_client_proto_rawDescGZIP() []byte {
 	return file_dengine_v1_client_proto_rawDescData
 }
 
-var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_dengine_v1_client_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: dengine.v1.ErrorCode
 	(Consistency)(0),                // 1: dengine.v1.Consistency
 	(EventType)(0),                  // 2: dengine.v1.EventType
 	(MemberRole)(0),                 // 3: dengine.v1.MemberRole
-	(*ResponseHeader)(nil),          // 4: dengine.v1.ResponseHeader
-	(*KeyValue)(nil),                // 5: dengine.v1.KeyValue
-	(*WriteId)(nil),                 // 6: dengine.v1.WriteId
-	(*PutRequest)(nil),              // 7: dengine.v1.PutRequest
-	(*PutResponse)(nil),             // 8: dengine.v1.PutResponse
-	(*GetRequest)(nil),              // 9: dengine.v1.GetRequest
-	(*GetResponse)(nil),             // 10: dengine.v1.GetResponse
-	(*GetMultiRequest)(nil),         // 11: dengine.v1.GetMultiRequest
-	(*GetMultiResponse)(nil),        // 12: dengine.v1.GetMultiResponse
-	(*DeleteRequest)(nil),           // 13: dengine.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 14: dengine.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 15: dengine.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 16: dengine.v1.CompareAndSwapResponse
-	(*ScanPrefixRequest)(nil),       // 17: dengine.v1.ScanPrefixRequest
-	(*ScanPrefixResponse)(nil),      // 18: dengine.v1.ScanPrefixResponse
-	(*WatchRequest)(nil),            // 19: dengine.v1.WatchRequest
-	(*WatchEvent)(nil),              // 20: dengine.v1.WatchEvent
-	(*WatchResponse)(nil),           // 21: dengine.v1.WatchResponse
-	(*Member)(nil),                  // 22: dengine.v1.Member
-	(*MembersRequest)(nil),          // 23: dengine.v1.MembersRequest
-	(*MembersResponse)(nil),         // 24: dengine.v1.MembersResponse
-	(*LeaderRequest)(nil),           // 25: dengine.v1.LeaderRequest
-	(*LeaderResponse)(nil),          // 26: dengine.v1.LeaderResponse
-	(*AddLearnerRequest)(nil),       // 27: dengine.v1.AddLearnerRequest
-	(*PromoteRequest)(nil),          // 28: dengine.v1.PromoteRequest
-	(*RemoveMemberRequest)(nil),     // 29: dengine.v1.RemoveMemberRequest
-	(*TransferLeaderRequest)(nil),   // 30: dengine.v1.TransferLeaderRequest
-	(*TriggerSnapshotRequest)(nil),  // 31: dengine.v1.TriggerSnapshotRequest
-	(*TriggerSnapshotResponse)(nil), // 32: dengine.v1.TriggerSnapshotResponse
-	(*ChangeResponse)(nil),          // 33: dengine.v1.ChangeResponse
-	(*NodeStatusRequest)(nil),       // 34: dengine.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),      // 35: dengine.v1.NodeStatusResponse
+	(Compare_Op)(0),                 // 4: dengine.v1.Compare.Op
+	(*ResponseHeader)(nil),          // 5: dengine.v1.ResponseHeader
+	(*KeyValue)(nil),                // 6: dengine.v1.KeyValue
+	(*WriteId)(nil),                 // 7: dengine.v1.WriteId
+	(*PutRequest)(nil),              // 8: dengine.v1.PutRequest
+	(*PutResponse)(nil),             // 9: dengine.v1.PutResponse
+	(*GetRequest)(nil),              // 10: dengine.v1.GetRequest
+	(*GetResponse)(nil),             // 11: dengine.v1.GetResponse
+	(*GetMultiRequest)(nil),         // 12: dengine.v1.GetMultiRequest
+	(*GetMultiResponse)(nil),        // 13: dengine.v1.GetMultiResponse
+	(*DeleteRequest)(nil),           // 14: dengine.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 15: dengine.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 16: dengine.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 17: dengine.v1.CompareAndSwapResponse
+	(*RangeRequest)(nil),            // 18: dengine.v1.RangeRequest
+	(*RangeResponse)(nil),           // 19: dengine.v1.RangeResponse
+	(*DeleteRangeRequest)(nil),      // 20: dengine.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),     // 21: dengine.v1.DeleteRangeResponse
+	(*Compare)(nil),                 // 22: dengine.v1.Compare
+	(*TxnOp)(nil),                   // 23: dengine.v1.TxnOp
+	(*TxnOpResult)(nil),             // 24: dengine.v1.TxnOpResult
+	(*TxnRequest)(nil),              // 25: dengine.v1.TxnRequest
+	(*TxnResponse)(nil),             // 26: dengine.v1.TxnResponse
+	(*ScanPrefixRequest)(nil),       // 27: dengine.v1.ScanPrefixRequest
+	(*ScanPrefixResponse)(nil),      // 28: dengine.v1.ScanPrefixResponse
+	(*WatchRequest)(nil),            // 29: dengine.v1.WatchRequest
+	(*WatchEvent)(nil),              // 30: dengine.v1.WatchEvent
+	(*WatchResponse)(nil),           // 31: dengine.v1.WatchResponse
+	(*Member)(nil),                  // 32: dengine.v1.Member
+	(*MembersRequest)(nil),          // 33: dengine.v1.MembersRequest
+	(*MembersResponse)(nil),         // 34: dengine.v1.MembersResponse
+	(*LeaderRequest)(nil),           // 35: dengine.v1.LeaderRequest
+	(*LeaderResponse)(nil),          // 36: dengine.v1.LeaderResponse
+	(*LeaseGrantRequest)(nil),       // 37: dengine.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 38: dengine.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 39: dengine.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 40: dengine.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 41: dengine.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 42: dengine.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 43: dengine.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 44: dengine.v1.LeaseTimeToLiveResponse
+	(*LeaseListRequest)(nil),        // 45: dengine.v1.LeaseListRequest
+	(*LeaseStatus)(nil),             // 46: dengine.v1.LeaseStatus
+	(*LeaseListResponse)(nil),       // 47: dengine.v1.LeaseListResponse
+	(*AddLearnerRequest)(nil),       // 48: dengine.v1.AddLearnerRequest
+	(*PromoteRequest)(nil),          // 49: dengine.v1.PromoteRequest
+	(*RemoveMemberRequest)(nil),     // 50: dengine.v1.RemoveMemberRequest
+	(*TransferLeaderRequest)(nil),   // 51: dengine.v1.TransferLeaderRequest
+	(*TriggerSnapshotRequest)(nil),  // 52: dengine.v1.TriggerSnapshotRequest
+	(*TriggerSnapshotResponse)(nil), // 53: dengine.v1.TriggerSnapshotResponse
+	(*ChangeResponse)(nil),          // 54: dengine.v1.ChangeResponse
+	(*NodeStatusRequest)(nil),       // 55: dengine.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),      // 56: dengine.v1.NodeStatusResponse
+	(*LockRequest)(nil),             // 57: dengine.v1.LockRequest
+	(*LockResponse)(nil),            // 58: dengine.v1.LockResponse
+	(*UnlockRequest)(nil),           // 59: dengine.v1.UnlockRequest
+	(*UnlockResponse)(nil),          // 60: dengine.v1.UnlockResponse
+	(*LeaderKey)(nil),               // 61: dengine.v1.LeaderKey
+	(*CampaignRequest)(nil),         // 62: dengine.v1.CampaignRequest
+	(*CampaignResponse)(nil),        // 63: dengine.v1.CampaignResponse
+	(*ProclaimRequest)(nil),         // 64: dengine.v1.ProclaimRequest
+	(*ProclaimResponse)(nil),        // 65: dengine.v1.ProclaimResponse
+	(*ElectionLeaderRequest)(nil),   // 66: dengine.v1.ElectionLeaderRequest
+	(*ElectionLeaderResponse)(nil),  // 67: dengine.v1.ElectionLeaderResponse
+	(*ResignRequest)(nil),           // 68: dengine.v1.ResignRequest
+	(*ResignResponse)(nil),          // 69: dengine.v1.ResignResponse
 }
 var file_dengine_v1_client_proto_depIdxs = []int32{
-	6,  // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
-	4,  // 1: dengine.v1.PutResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,  // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 1: dengine.v1.PutResponse.header:type_name -> dengine.v1.ResponseHeader
 	1,  // 2: dengine.v1.GetRequest.consistency:type_name -> dengine.v1.Consistency
-	4,  // 3: dengine.v1.GetResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 4: dengine.v1.GetResponse.kv:type_name -> dengine.v1.KeyValue
+	5,  // 3: dengine.v1.GetResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 4: dengine.v1.GetResponse.kv:type_name -> dengine.v1.KeyValue
 	1,  // 5: dengine.v1.GetMultiRequest.consistency:type_name -> dengine.v1.Consistency
-	4,  // 6: dengine.v1.GetMultiResponse.header:type_name -> dengine.v1.ResponseHeader
-	10, // 7: dengine.v1.GetMultiResponse.results:type_name -> dengine.v1.GetResponse
-	6,  // 8: dengine.v1.DeleteRequest.write_id:type_name -> dengine.v1.WriteId
-	4,  // 9: dengine.v1.DeleteResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 10: dengine.v1.CompareAndSwapRequest.write_id:type_name -> dengine.v1.WriteId
-	4,  // 11: dengine.v1.CompareAndSwapResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 12: dengine.v1.CompareAndSwapResponse.current:type_name -> dengine.v1.KeyValue
-	1,  // 13: dengine.v1.ScanPrefixRequest.consistency:type_name -> dengine.v1.Consistency
-	4,  // 14: dengine.v1.ScanPrefixResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 15: dengine.v1.ScanPrefixResponse.kvs:type_name -> dengine.v1.KeyValue
-	2,  // 16: dengine.v1.WatchEvent.type:type_name -> dengine.v1.EventType
-	5,  // 17: dengine.v1.WatchEvent.kv:type_name -> dengine.v1.KeyValue
-	4,  // 18: dengine.v1.WatchResponse.header:type_name -> dengine.v1.ResponseHeader
-	20, // 19: dengine.v1.WatchResponse.events:type_name -> dengine.v1.WatchEvent
-	3,  // 20: dengine.v1.Member.role:type_name -> dengine.v1.MemberRole
-	4,  // 21: dengine.v1.MembersResponse.header:type_name -> dengine.v1.ResponseHeader
-	22, // 22: dengine.v1.MembersResponse.members:type_name -> dengine.v1.Member
-	4,  // 23: dengine.v1.LeaderResponse.header:type_name -> dengine.v1.ResponseHeader
-	4,  // 24: dengine.v1.TriggerSnapshotResponse.header:type_name -> dengine.v1.ResponseHeader
-	4,  // 25: dengine.v1.ChangeResponse.header:type_name -> dengine.v1.ResponseHeader
-	22, // 26: dengine.v1.ChangeResponse.members:type_name -> dengine.v1.Member
-	4,  // 27: dengine.v1.NodeStatusResponse.header:type_name -> dengine.v1.ResponseHeader
-	22, // 28: dengine.v1.NodeStatusResponse.members:type_name -> dengine.v1.Member
-	7,  // 29: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
-	9,  // 30: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
-	11, // 31: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
-	13, // 32: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
-	15, // 33: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
-	17, // 34: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
-	19, // 35: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
-	23, // 36: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
-	25, // 37: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
-	27, // 38: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
-	28, // 39: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
-	29, // 40: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
-	30, // 41: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
-	31, // 42: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
-	34, // 43: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
-	8,  // 44: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
-	10, // 45: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
-	12, // 46: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
-	14, // 47: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
-	16, // 48: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
-	18, // 49: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
-	21, // 50: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
-	24, // 51: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
-	26, // 52: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
-	33, // 53: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
-	33, // 54: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
-	33, // 55: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
-	33, // 56: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
-	32, // 57: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
-	35, // 58: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
-	44, // [44:59] is the sub-list for method output_type
-	29, // [29:44] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	5,  // 6: dengine.v1.GetMultiResponse.header:type_name -> dengine.v1.ResponseHeader
+	11, // 7: dengine.v1.GetMultiResponse.results:type_name -> dengine.v1.GetResponse
+	7,  // 8: dengine.v1.DeleteRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 9: dengine.v1.DeleteResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,  // 10: dengine.v1.CompareAndSwapRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 11: dengine.v1.CompareAndSwapResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 12: dengine.v1.CompareAndSwapResponse.current:type_name -> dengine.v1.KeyValue
+	1,  // 13: dengine.v1.RangeRequest.consistency:type_name -> dengine.v1.Consistency
+	5,  // 14: dengine.v1.RangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 15: dengine.v1.RangeResponse.kvs:type_name -> dengine.v1.KeyValue
+	7,  // 16: dengine.v1.DeleteRangeRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 17: dengine.v1.DeleteRangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 18: dengine.v1.DeleteRangeResponse.prev_kvs:type_name -> dengine.v1.KeyValue
+	4,  // 19: dengine.v1.Compare.op:type_name -> dengine.v1.Compare.Op
+	18, // 20: dengine.v1.TxnOp.range:type_name -> dengine.v1.RangeRequest
+	8,  // 21: dengine.v1.TxnOp.put:type_name -> dengine.v1.PutRequest
+	20, // 22: dengine.v1.TxnOp.delete_range:type_name -> dengine.v1.DeleteRangeRequest
+	19, // 23: dengine.v1.TxnOpResult.range:type_name -> dengine.v1.RangeResponse
+	9,  // 24: dengine.v1.TxnOpResult.put:type_name -> dengine.v1.PutResponse
+	21, // 25: dengine.v1.TxnOpResult.delete_range:type_name -> dengine.v1.DeleteRangeResponse
+	22, // 26: dengine.v1.TxnRequest.compare:type_name -> dengine.v1.Compare
+	23, // 27: dengine.v1.TxnRequest.success:type_name -> dengine.v1.TxnOp
+	23, // 28: dengine.v1.TxnRequest.failure:type_name -> dengine.v1.TxnOp
+	7,  // 29: dengine.v1.TxnRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 30: dengine.v1.TxnResponse.header:type_name -> dengine.v1.ResponseHeader
+	24, // 31: dengine.v1.TxnResponse.results:type_name -> dengine.v1.TxnOpResult
+	1,  // 32: dengine.v1.ScanPrefixRequest.consistency:type_name -> dengine.v1.Consistency
+	5,  // 33: dengine.v1.ScanPrefixResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 34: dengine.v1.ScanPrefixResponse.kvs:type_name -> dengine.v1.KeyValue
+	2,  // 35: dengine.v1.WatchEvent.type:type_name -> dengine.v1.EventType
+	6,  // 36: dengine.v1.WatchEvent.kv:type_name -> dengine.v1.KeyValue
+	5,  // 37: dengine.v1.WatchResponse.header:type_name -> dengine.v1.ResponseHeader
+	30, // 38: dengine.v1.WatchResponse.events:type_name -> dengine.v1.WatchEvent
+	3,  // 39: dengine.v1.Member.role:type_name -> dengine.v1.MemberRole
+	5,  // 40: dengine.v1.MembersResponse.header:type_name -> dengine.v1.ResponseHeader
+	32, // 41: dengine.v1.MembersResponse.members:type_name -> dengine.v1.Member
+	5,  // 42: dengine.v1.LeaderResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,  // 43: dengine.v1.LeaseGrantRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 44: dengine.v1.LeaseGrantResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,  // 45: dengine.v1.LeaseRevokeRequest.write_id:type_name -> dengine.v1.WriteId
+	5,  // 46: dengine.v1.LeaseRevokeResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 47: dengine.v1.LeaseKeepAliveResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 48: dengine.v1.LeaseTimeToLiveResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 49: dengine.v1.LeaseListResponse.header:type_name -> dengine.v1.ResponseHeader
+	46, // 50: dengine.v1.LeaseListResponse.leases:type_name -> dengine.v1.LeaseStatus
+	5,  // 51: dengine.v1.TriggerSnapshotResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 52: dengine.v1.ChangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	32, // 53: dengine.v1.ChangeResponse.members:type_name -> dengine.v1.Member
+	5,  // 54: dengine.v1.NodeStatusResponse.header:type_name -> dengine.v1.ResponseHeader
+	32, // 55: dengine.v1.NodeStatusResponse.members:type_name -> dengine.v1.Member
+	5,  // 56: dengine.v1.LockResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 57: dengine.v1.UnlockResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 58: dengine.v1.CampaignResponse.header:type_name -> dengine.v1.ResponseHeader
+	61, // 59: dengine.v1.CampaignResponse.leader:type_name -> dengine.v1.LeaderKey
+	61, // 60: dengine.v1.ProclaimRequest.leader:type_name -> dengine.v1.LeaderKey
+	5,  // 61: dengine.v1.ProclaimResponse.header:type_name -> dengine.v1.ResponseHeader
+	5,  // 62: dengine.v1.ElectionLeaderResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,  // 63: dengine.v1.ElectionLeaderResponse.kv:type_name -> dengine.v1.KeyValue
+	61, // 64: dengine.v1.ResignRequest.leader:type_name -> dengine.v1.LeaderKey
+	5,  // 65: dengine.v1.ResignResponse.header:type_name -> dengine.v1.ResponseHeader
+	8,  // 66: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
+	10, // 67: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
+	12, // 68: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
+	14, // 69: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
+	16, // 70: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
+	27, // 71: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
+	29, // 72: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
+	18, // 73: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
+	20, // 74: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
+	25, // 75: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
+	37, // 76: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
+	39, // 77: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
+	41, // 78: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
+	41, // 79: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
+	43, // 80: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
+	45, // 81: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
+	33, // 82: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
+	35, // 83: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
+	48, // 84: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
+	49, // 85: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
+	50, // 86: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
+	51, // 87: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
+	52, // 88: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
+	55, // 89: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
+	57, // 90: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
+	59, // 91: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
+	62, // 92: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
+	64, // 93: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
+	66, // 94: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
+	66, // 95: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
+	68, // 96: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
+	9,  // 97: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
+	11, // 98: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
+	13, // 99: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
+	15, // 100: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
+	17, // 101: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
+	28, // 102: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
+	31, // 103: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
+	19, // 104: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
+	21, // 105: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
+	26, // 106: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
+	38, // 107: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
+	40, // 108: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
+	42, // 109: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
+	42, // 110: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
+	44, // 111: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
+	47, // 112: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
+	34, // 113: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
+	36, // 114: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
+	54, // 115: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
+	54, // 116: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
+	54, // 117: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
+	54, // 118: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
+	53, // 119: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
+	56, // 120: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
+	58, // 121: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
+	60, // 122: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
+	63, // 123: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
+	65, // 124: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
+	67, // 125: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
+	67, // 126: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
+	69, // 127: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
+	97, // [97:128] is the sub-list for method output_type
+	66, // [66:97] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_dengine_v1_client_proto_init() }
@@ -2509,15 +5017,33 @@ func file_dengine_v1_client_proto_init() {
 	file_dengine_v1_client_proto_msgTypes[6].OneofWrappers = []any{}
 	file_dengine_v1_client_proto_msgTypes[11].OneofWrappers = []any{}
 	file_dengine_v1_client_proto_msgTypes[12].OneofWrappers = []any{}
+	file_dengine_v1_client_proto_msgTypes[17].OneofWrappers = []any{
+		(*Compare_Value)(nil),
+		(*Compare_Version)(nil),
+		(*Compare_CreateRevision)(nil),
+		(*Compare_ModRevision)(nil),
+		(*Compare_Lease)(nil),
+	}
+	file_dengine_v1_client_proto_msgTypes[18].OneofWrappers = []any{
+		(*TxnOp_Range)(nil),
+		(*TxnOp_Put)(nil),
+		(*TxnOp_DeleteRange)(nil),
+	}
+	file_dengine_v1_client_proto_msgTypes[19].OneofWrappers = []any{
+		(*TxnOpResult_Range)(nil),
+		(*TxnOpResult_Put)(nil),
+		(*TxnOpResult_DeleteRange)(nil),
+	}
+	file_dengine_v1_client_proto_msgTypes[62].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dengine_v1_client_proto_rawDesc), len(file_dengine_v1_client_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   32,
+			NumEnums:      5,
+			NumMessages:   65,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   6,
 		},
 		GoTypes:           file_dengine_v1_client_proto_goTypes,
 		DependencyIndexes: file_dengine_v1_client_proto_depIdxs,

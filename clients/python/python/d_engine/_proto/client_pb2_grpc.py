@@ -71,6 +71,21 @@ class KvStub:
                 request_serializer=client__pb2.WatchRequest.SerializeToString,
                 response_deserializer=client__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.Range = channel.unary_unary(
+                '/dengine.v1.Kv/Range',
+                request_serializer=client__pb2.RangeRequest.SerializeToString,
+                response_deserializer=client__pb2.RangeResponse.FromString,
+                _registered_method=True)
+        self.DeleteRange = channel.unary_unary(
+                '/dengine.v1.Kv/DeleteRange',
+                request_serializer=client__pb2.DeleteRangeRequest.SerializeToString,
+                response_deserializer=client__pb2.DeleteRangeResponse.FromString,
+                _registered_method=True)
+        self.Txn = channel.unary_unary(
+                '/dengine.v1.Kv/Txn',
+                request_serializer=client__pb2.TxnRequest.SerializeToString,
+                response_deserializer=client__pb2.TxnResponse.FromString,
+                _registered_method=True)
 
 
 class KvServicer:
@@ -109,12 +124,31 @@ class KvServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ScanPrefix(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deprecated: one page of a prefix; use Range, which can read the rest.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Range(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Txn(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +191,21 @@ def add_KvServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=client__pb2.WatchRequest.FromString,
                     response_serializer=client__pb2.WatchResponse.SerializeToString,
+            ),
+            'Range': grpc.unary_unary_rpc_method_handler(
+                    servicer.Range,
+                    request_deserializer=client__pb2.RangeRequest.FromString,
+                    response_serializer=client__pb2.RangeResponse.SerializeToString,
+            ),
+            'DeleteRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRange,
+                    request_deserializer=client__pb2.DeleteRangeRequest.FromString,
+                    response_serializer=client__pb2.DeleteRangeResponse.SerializeToString,
+            ),
+            'Txn': grpc.unary_unary_rpc_method_handler(
+                    servicer.Txn,
+                    request_deserializer=client__pb2.TxnRequest.FromString,
+                    response_serializer=client__pb2.TxnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +399,384 @@ class Kv:
             '/dengine.v1.Kv/Watch',
             client__pb2.WatchRequest.SerializeToString,
             client__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Range(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Kv/Range',
+            client__pb2.RangeRequest.SerializeToString,
+            client__pb2.RangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Kv/DeleteRange',
+            client__pb2.DeleteRangeRequest.SerializeToString,
+            client__pb2.DeleteRangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Txn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Kv/Txn',
+            client__pb2.TxnRequest.SerializeToString,
+            client__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class LeaseStub:
+    """Lease calls go to the leader (NOT_LEADER otherwise). An unknown, revoked
+    or expired lease is LEASE_NOT_FOUND.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.LeaseGrant = channel.unary_unary(
+                '/dengine.v1.Lease/LeaseGrant',
+                request_serializer=client__pb2.LeaseGrantRequest.SerializeToString,
+                response_deserializer=client__pb2.LeaseGrantResponse.FromString,
+                _registered_method=True)
+        self.LeaseRevoke = channel.unary_unary(
+                '/dengine.v1.Lease/LeaseRevoke',
+                request_serializer=client__pb2.LeaseRevokeRequest.SerializeToString,
+                response_deserializer=client__pb2.LeaseRevokeResponse.FromString,
+                _registered_method=True)
+        self.LeaseKeepAlive = channel.stream_stream(
+                '/dengine.v1.Lease/LeaseKeepAlive',
+                request_serializer=client__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=client__pb2.LeaseKeepAliveResponse.FromString,
+                _registered_method=True)
+        self.LeaseRenew = channel.unary_unary(
+                '/dengine.v1.Lease/LeaseRenew',
+                request_serializer=client__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=client__pb2.LeaseKeepAliveResponse.FromString,
+                _registered_method=True)
+        self.LeaseTimeToLive = channel.unary_unary(
+                '/dengine.v1.Lease/LeaseTimeToLive',
+                request_serializer=client__pb2.LeaseTimeToLiveRequest.SerializeToString,
+                response_deserializer=client__pb2.LeaseTimeToLiveResponse.FromString,
+                _registered_method=True)
+        self.LeaseList = channel.unary_unary(
+                '/dengine.v1.Lease/LeaseList',
+                request_serializer=client__pb2.LeaseListRequest.SerializeToString,
+                response_deserializer=client__pb2.LeaseListResponse.FromString,
+                _registered_method=True)
+
+
+class LeaseServicer:
+    """Lease calls go to the leader (NOT_LEADER otherwise). An unknown, revoked
+    or expired lease is LEASE_NOT_FOUND.
+    """
+
+    def LeaseGrant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseRevoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseKeepAlive(self, request_iterator, context):
+        """One renewal per request message, answered in order. The stream ends
+        with LEASE_NOT_FOUND when the lease is gone, or NOT_LEADER on a
+        leadership change (reconnect to the new leader and go on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseRenew(self, request, context):
+        """A single renewal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseTimeToLive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LeaseServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'LeaseGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseGrant,
+                    request_deserializer=client__pb2.LeaseGrantRequest.FromString,
+                    response_serializer=client__pb2.LeaseGrantResponse.SerializeToString,
+            ),
+            'LeaseRevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseRevoke,
+                    request_deserializer=client__pb2.LeaseRevokeRequest.FromString,
+                    response_serializer=client__pb2.LeaseRevokeResponse.SerializeToString,
+            ),
+            'LeaseKeepAlive': grpc.stream_stream_rpc_method_handler(
+                    servicer.LeaseKeepAlive,
+                    request_deserializer=client__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=client__pb2.LeaseKeepAliveResponse.SerializeToString,
+            ),
+            'LeaseRenew': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseRenew,
+                    request_deserializer=client__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=client__pb2.LeaseKeepAliveResponse.SerializeToString,
+            ),
+            'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseTimeToLive,
+                    request_deserializer=client__pb2.LeaseTimeToLiveRequest.FromString,
+                    response_serializer=client__pb2.LeaseTimeToLiveResponse.SerializeToString,
+            ),
+            'LeaseList': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseList,
+                    request_deserializer=client__pb2.LeaseListRequest.FromString,
+                    response_serializer=client__pb2.LeaseListResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Lease', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Lease', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Lease:
+    """Lease calls go to the leader (NOT_LEADER otherwise). An unknown, revoked
+    or expired lease is LEASE_NOT_FOUND.
+    """
+
+    @staticmethod
+    def LeaseGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lease/LeaseGrant',
+            client__pb2.LeaseGrantRequest.SerializeToString,
+            client__pb2.LeaseGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseRevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lease/LeaseRevoke',
+            client__pb2.LeaseRevokeRequest.SerializeToString,
+            client__pb2.LeaseRevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseKeepAlive(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dengine.v1.Lease/LeaseKeepAlive',
+            client__pb2.LeaseKeepAliveRequest.SerializeToString,
+            client__pb2.LeaseKeepAliveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseRenew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lease/LeaseRenew',
+            client__pb2.LeaseKeepAliveRequest.SerializeToString,
+            client__pb2.LeaseKeepAliveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseTimeToLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lease/LeaseTimeToLive',
+            client__pb2.LeaseTimeToLiveRequest.SerializeToString,
+            client__pb2.LeaseTimeToLiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lease/LeaseList',
+            client__pb2.LeaseListRequest.SerializeToString,
+            client__pb2.LeaseListResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -758,6 +1185,389 @@ class Admin:
             '/dengine.v1.Admin/NodeStatus',
             client__pb2.NodeStatusRequest.SerializeToString,
             client__pb2.NodeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class LockStub:
+    """Lock waits (up to the call's deadline) until the lock is held; a lease
+    that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
+    key (succeeds if it is already gone). Both go to the leader.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Lock = channel.unary_unary(
+                '/dengine.v1.Lock/Lock',
+                request_serializer=client__pb2.LockRequest.SerializeToString,
+                response_deserializer=client__pb2.LockResponse.FromString,
+                _registered_method=True)
+        self.Unlock = channel.unary_unary(
+                '/dengine.v1.Lock/Unlock',
+                request_serializer=client__pb2.UnlockRequest.SerializeToString,
+                response_deserializer=client__pb2.UnlockResponse.FromString,
+                _registered_method=True)
+
+
+class LockServicer:
+    """Lock waits (up to the call's deadline) until the lock is held; a lease
+    that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
+    key (succeeds if it is already gone). Both go to the leader.
+    """
+
+    def Lock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unlock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LockServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Lock': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lock,
+                    request_deserializer=client__pb2.LockRequest.FromString,
+                    response_serializer=client__pb2.LockResponse.SerializeToString,
+            ),
+            'Unlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unlock,
+                    request_deserializer=client__pb2.UnlockRequest.FromString,
+                    response_serializer=client__pb2.UnlockResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Lock', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Lock', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Lock:
+    """Lock waits (up to the call's deadline) until the lock is held; a lease
+    that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
+    key (succeeds if it is already gone). Both go to the leader.
+    """
+
+    @staticmethod
+    def Lock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lock/Lock',
+            client__pb2.LockRequest.SerializeToString,
+            client__pb2.LockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Lock/Unlock',
+            client__pb2.UnlockRequest.SerializeToString,
+            client__pb2.UnlockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ElectionStub:
+    """Campaign waits (up to the call's deadline) until elected. Proclaim and
+    Resign need the leadership still held (NOT_HELD otherwise; Resign of a
+    key already gone succeeds). Observe streams the leader (key and value)
+    each time it changes, starting with the current one; an election
+    without a leader sends nothing until one is elected.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Campaign = channel.unary_unary(
+                '/dengine.v1.Election/Campaign',
+                request_serializer=client__pb2.CampaignRequest.SerializeToString,
+                response_deserializer=client__pb2.CampaignResponse.FromString,
+                _registered_method=True)
+        self.Proclaim = channel.unary_unary(
+                '/dengine.v1.Election/Proclaim',
+                request_serializer=client__pb2.ProclaimRequest.SerializeToString,
+                response_deserializer=client__pb2.ProclaimResponse.FromString,
+                _registered_method=True)
+        self.Leader = channel.unary_unary(
+                '/dengine.v1.Election/Leader',
+                request_serializer=client__pb2.ElectionLeaderRequest.SerializeToString,
+                response_deserializer=client__pb2.ElectionLeaderResponse.FromString,
+                _registered_method=True)
+        self.Observe = channel.unary_stream(
+                '/dengine.v1.Election/Observe',
+                request_serializer=client__pb2.ElectionLeaderRequest.SerializeToString,
+                response_deserializer=client__pb2.ElectionLeaderResponse.FromString,
+                _registered_method=True)
+        self.Resign = channel.unary_unary(
+                '/dengine.v1.Election/Resign',
+                request_serializer=client__pb2.ResignRequest.SerializeToString,
+                response_deserializer=client__pb2.ResignResponse.FromString,
+                _registered_method=True)
+
+
+class ElectionServicer:
+    """Campaign waits (up to the call's deadline) until elected. Proclaim and
+    Resign need the leadership still held (NOT_HELD otherwise; Resign of a
+    key already gone succeeds). Observe streams the leader (key and value)
+    each time it changes, starting with the current one; an election
+    without a leader sends nothing until one is elected.
+    """
+
+    def Campaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Proclaim(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Leader(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Observe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ElectionServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Campaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Campaign,
+                    request_deserializer=client__pb2.CampaignRequest.FromString,
+                    response_serializer=client__pb2.CampaignResponse.SerializeToString,
+            ),
+            'Proclaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.Proclaim,
+                    request_deserializer=client__pb2.ProclaimRequest.FromString,
+                    response_serializer=client__pb2.ProclaimResponse.SerializeToString,
+            ),
+            'Leader': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leader,
+                    request_deserializer=client__pb2.ElectionLeaderRequest.FromString,
+                    response_serializer=client__pb2.ElectionLeaderResponse.SerializeToString,
+            ),
+            'Observe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Observe,
+                    request_deserializer=client__pb2.ElectionLeaderRequest.FromString,
+                    response_serializer=client__pb2.ElectionLeaderResponse.SerializeToString,
+            ),
+            'Resign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resign,
+                    request_deserializer=client__pb2.ResignRequest.FromString,
+                    response_serializer=client__pb2.ResignResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Election', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Election', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Election:
+    """Campaign waits (up to the call's deadline) until elected. Proclaim and
+    Resign need the leadership still held (NOT_HELD otherwise; Resign of a
+    key already gone succeeds). Observe streams the leader (key and value)
+    each time it changes, starting with the current one; an election
+    without a leader sends nothing until one is elected.
+    """
+
+    @staticmethod
+    def Campaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Campaign',
+            client__pb2.CampaignRequest.SerializeToString,
+            client__pb2.CampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Proclaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Proclaim',
+            client__pb2.ProclaimRequest.SerializeToString,
+            client__pb2.ProclaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Leader',
+            client__pb2.ElectionLeaderRequest.SerializeToString,
+            client__pb2.ElectionLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Observe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dengine.v1.Election/Observe',
+            client__pb2.ElectionLeaderRequest.SerializeToString,
+            client__pb2.ElectionLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Election/Resign',
+            client__pb2.ResignRequest.SerializeToString,
+            client__pb2.ResignResponse.FromString,
             options,
             channel_credentials,
             insecure,
