@@ -1,6 +1,6 @@
 //! Wires a run together: cluster with a proxy on every directed peer link
 //! (and a tmpfs under every data dir when the disk-full fault is on), the
-//! four workloads, and the nemesis for a given duration; then checks every
+//! seven workloads, and the nemesis for a given duration; then checks every
 //! workload and returns the [`Report`].
 
 use std::collections::BTreeMap;
@@ -14,7 +14,8 @@ use super::nemesis::{Fault, Nemesis};
 use super::proxy::LinkProxy;
 use super::report::Report;
 use super::workloads::{
-    bank::Bank, register::Register, set::SetWorkload, watch::WatchWorkload, Ctx,
+    bank::Bank, leases::LeaseWorkload, lock::LockWorkload, register::Register, set::SetWorkload,
+    txn_bank::TxnBank, watch::WatchWorkload, Ctx,
 };
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::sim::rng::Rng;
@@ -138,7 +139,13 @@ pub async fn run(cfg: RunConfig) -> Report {
     let set = SetWorkload::new();
     let bank = Bank::new();
     let watch = WatchWorkload::new();
+    let txn_bank = TxnBank::new();
+    let leases = LeaseWorkload::new(&ctx);
+    let lock = LockWorkload::new(&ctx);
     if let Err(e) = bank.setup(&ctx).await {
+        report.anomalies.push(e);
+    }
+    if let Err(e) = txn_bank.setup(&ctx).await {
         report.anomalies.push(e);
     }
     let mut tasks = Vec::new();
@@ -146,6 +153,9 @@ pub async fn run(cfg: RunConfig) -> Report {
     tasks.extend(set.spawn(&ctx, 2));
     tasks.extend(bank.spawn(&ctx, 2, cfg.seed));
     tasks.extend(watch.spawn(&ctx, 2));
+    tasks.extend(txn_bank.spawn(&ctx, 2, 2, cfg.seed));
+    tasks.extend(leases.spawn(&ctx, 3, cfg.seed));
+    tasks.extend(lock.spawn(&ctx, 3, cfg.seed));
 
     let mut nemesis = Nemesis::new(cluster, links, disks, client.clone(), cfg.seed);
     let mut rng = Rng::new(cfg.seed);
@@ -198,6 +208,7 @@ pub async fn run(cfg: RunConfig) -> Report {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    let faults_end = ctx.clock.now();
     // Let the workloads run on a healthy cluster for a moment, then stop.
     tokio::time::sleep(Duration::from_secs(1)).await;
     ctx.stop.store(true, Ordering::Relaxed);
@@ -213,10 +224,20 @@ pub async fn run(cfg: RunConfig) -> Report {
     report.notes.extend(reg_notes);
     report.anomalies.extend(set.check(&ctx).await);
     report.anomalies.extend(bank.check(&ctx).await);
+    report.anomalies.extend(txn_bank.check(&ctx).await);
+    let (lease_anomalies, lease_notes) = leases.check(&ctx, faults_end).await;
+    report.anomalies.extend(lease_anomalies);
+    report.notes.extend(lease_notes);
+    let (lock_anomalies, lock_note) = lock.check();
+    report.anomalies.extend(lock_anomalies);
+    report.notes.push(lock_note);
     report.ops.insert("register".into(), register.counts());
     report.ops.insert("set".into(), set.counts());
     report.ops.insert("bank".into(), bank.counts());
     report.ops.insert("watch (writes)".into(), watch.counts());
+    report.ops.insert("txn-bank".into(), txn_bank.counts());
+    report.ops.insert("leases".into(), leases.counts());
+    report.ops.insert("lock".into(), lock.counts());
     let (events, instances, cancelled) = watch.stats();
     report.notes.push(format!(
         "watch: {events} events delivered to {instances} watch instances ({cancelled} ended with a cancellation or failed to open)"
@@ -228,6 +249,14 @@ pub async fn run(cfg: RunConfig) -> Report {
         "bank: {} balance reads checked",
         *bank.reads.lock().unwrap()
     ));
+    {
+        let r = *txn_bank.reads.lock().unwrap();
+        let t = *txn_bank.transfers.lock().unwrap();
+        report.notes.push(format!(
+            "txn-bank: {} transfers committed ({} compares failed and retried); reads checked: {} txn range ops, {} txn get ops, {} range pages",
+            t[0], t[1], r[0], r[1], r[2]
+        ));
+    }
     for (name, c) in &report.ops {
         if c[0] == 0 {
             report.anomalies.push(format!(

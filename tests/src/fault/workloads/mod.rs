@@ -5,8 +5,12 @@
 //! returns the anomalies found (empty = the invariant held).
 
 pub mod bank;
+pub mod leases;
+pub mod lock;
 pub mod register;
+pub mod renewals;
 pub mod set;
+pub mod txn_bank;
 pub mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
