@@ -591,9 +591,9 @@ async fn three_process_election_hands_over_on_kill_and_revoke() {
 /// tree without the apply lock, so a page can include writes applied after
 /// its `revision` (a `mod_revision` above it) and miss the other half of a
 /// transaction: six accounts moved by two-key txns sum to the wrong total.
-/// Without faults; ignored until the storage fix lands.
+/// Without faults (found by the fault suite's txn-bank workload; fixed by
+/// walking sled under the apply lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: sled range pages are not point-in-time (see docs/fault-suite.md)"]
 async fn a_range_page_is_one_point_in_time_on_sled() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(ClusterConfig {

@@ -418,7 +418,7 @@ pub fn txn_outcome_to_wire(t: TxnOutcome, header: Option<pb::ResponseHeader>) ->
     use pb::txn_op_result::Result as R;
     let revision = t.revision;
     pb::TxnResponse {
-        header: header,
+        header,
         succeeded: t.succeeded,
         results: t
             .results
@@ -426,10 +426,7 @@ pub fn txn_outcome_to_wire(t: TxnOutcome, header: Option<pb::ResponseHeader>) ->
             .map(|r| pb::TxnOpResult {
                 result: Some(match r {
                     TxnOpResult::Range(p) => R::Range(range_page_to_wire(p, header)),
-                    TxnOpResult::Put { revision } => R::Put(pb::PutResponse {
-                        header: header,
-                        revision,
-                    }),
+                    TxnOpResult::Put { revision } => R::Put(pb::PutResponse { header, revision }),
                     TxnOpResult::DeleteRange(d) => R::DeleteRange(delete_range_to_wire(d, header)),
                 }),
             })

@@ -9,7 +9,8 @@
 //!   `get` (leader-only levels answer `NotLeader`/`NoLeader` on a
 //!   follower). `limit` 0 = `limits.max_scan_limit`; above it is
 //!   `InvalidArgument` naming the setting. The page is one point in time:
-//!   its `revision` is the applied index read before the page, so a watch
+//!   its `revision` is the applied index of the state the page was read from
+//!   (the walk sees whole batches), so a watch
 //!   from `revision + 1` misses nothing after it. `count` = live keys in
 //!   the whole requested range (counted right after the page when the page
 //!   does not hold them all, so it may include writes applied since);
@@ -167,7 +168,8 @@ impl NodeHandle {
         let limit = self.range_limit(limit, "limit")?;
         self.read_barrier(c).await?;
         let sm = self.shared.sm()?;
-        // Before reading: the page holds at least everything up to it.
+        // Before reading (kept for a count-only read); a page's own
+        // revision comes from the walk: exactly the state it read.
         let revision = self.shared.applied.load(Ordering::Acquire);
         let now = now_ms();
         let mut out = SharedRange {
@@ -178,21 +180,22 @@ impl NodeHandle {
         if !count_only {
             let mut bytes = 0usize;
             let (kvs, more) = (&mut out.kvs, &mut out.more);
-            sm.range_each(&range, now, &mut |mut kv| {
-                if keys_only {
-                    kv.value = Bytes::new();
-                }
-                let n = read_cost(&kv);
-                let over_budget = budget.is_some_and(|b| bytes + n > b) && !kvs.is_empty();
-                if kvs.len() == limit || over_budget {
-                    *more = true;
-                    return false;
-                }
-                bytes += n;
-                kvs.push(kv);
-                true
-            })
-            .map_err(sm_err)?;
+            out.revision = sm
+                .range_each(&range, now, &mut |mut kv| {
+                    if keys_only {
+                        kv.value = Bytes::new();
+                    }
+                    let n = read_cost(&kv);
+                    let over_budget = budget.is_some_and(|b| bytes + n > b) && !kvs.is_empty();
+                    if kvs.len() == limit || over_budget {
+                        *more = true;
+                        return false;
+                    }
+                    bytes += n;
+                    kvs.push(kv);
+                    true
+                })
+                .map_err(sm_err)?;
         }
         out.count = if count_only || out.more {
             sm.range_count(&range, now).map_err(sm_err)?

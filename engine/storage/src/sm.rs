@@ -537,14 +537,17 @@ pub trait StateMachine: Send + Sync {
     ) -> Result<(), SmError>;
 
     /// Hands the live keys of `range` to `visit` one at a time, in key
-    /// order, until `visit` returns false or the keys run out (same
-    /// laziness and point-in-time rules as `scan_prefix_each`).
+    /// order, until `visit` returns false or the keys run out. Every
+    /// visited pair belongs to one point in time (whole applied batches);
+    /// returns the applied index of that point (the page's revision: every
+    /// entry at or below it is reflected, none above). `visit` may run
+    /// while applies wait: keep it cheap.
     fn range_each(
         &self,
         range: &crate::command::KeyRange,
         now_ms: u64,
         visit: &mut dyn FnMut(KeyValue) -> bool,
-    ) -> Result<(), SmError>;
+    ) -> Result<Index, SmError>;
 
     /// The number of live keys in `range` (no values read). O(keys in the
     /// range). Under concurrent applies it is a count over whole batches

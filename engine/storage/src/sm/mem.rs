@@ -325,7 +325,7 @@ impl StateMachine for MemStateMachine {
         range: &KeyRange,
         now_ms: u64,
         visit: &mut dyn FnMut(KeyValue) -> bool,
-    ) -> Result<(), SmError> {
+    ) -> Result<Index, SmError> {
         let v = self.current();
         for kv in v.kv.range_iter(range).filter(|v| !v.is_expired(now_ms)) {
             // A clone shares the stored key and value bytes.
@@ -333,7 +333,7 @@ impl StateMachine for MemStateMachine {
                 break;
             }
         }
-        Ok(())
+        Ok(v.applied_index)
     }
 
     fn range_count(&self, range: &KeyRange, now_ms: u64) -> Result<u64, SmError> {

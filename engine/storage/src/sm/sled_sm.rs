@@ -766,16 +766,22 @@ impl KvStore for SledView<'_> {
 
 impl StateMachine for SledStateMachine {
     /// Reads the tree (like `scan_prefix_each`); no apply lock.
+    /// Walks under the apply lock, so the walk sees whole batches (a sled
+    /// iterator alone may observe a batch half applied) and the returned
+    /// applied index is exactly the state walked. Applies wait meanwhile:
+    /// callers bound the walk (a page's limit and byte budget).
     fn range_each(
         &self,
         range: &KeyRange,
         now_ms: u64,
         visit: &mut dyn FnMut(KeyValue) -> bool,
-    ) -> Result<(), SmError> {
+    ) -> Result<Index, SmError> {
         self.check()?;
         let db = self.db();
+        let state = self.state.lock().expect("lock");
+        let applied = state.meta.applied_index;
         if range.bounds().is_none() {
-            return Ok(());
+            return Ok(applied);
         }
         if range.is_single_key() {
             if let Some(kv) = read_kv(&db.db, &range.start)? {
@@ -783,7 +789,7 @@ impl StateMachine for SledStateMachine {
                     visit(kv);
                 }
             }
-            return Ok(());
+            return Ok(applied);
         }
         let start = prefixed(P_KV, &range.start);
         let iter = if range.is_unbounded() {
@@ -798,7 +804,8 @@ impl StateMachine for SledStateMachine {
                 break;
             }
         }
-        Ok(())
+        drop(state);
+        Ok(applied)
     }
 
     /// Counts in the key index (no value read), [`COUNT_STEP`] keys per
@@ -947,6 +954,8 @@ impl StateMachine for SledStateMachine {
     ) -> Result<(), SmError> {
         self.check()?;
         let db = self.db();
+        // Under the apply lock: whole batches only (see `range_each`).
+        let _state = self.state.lock().expect("lock");
         for item in db.db.scan_prefix(prefixed(P_KV, prefix)) {
             let (k, v) = item?;
             let kv = decode_kv_entry(&k, &v)?;
