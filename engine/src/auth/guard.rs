@@ -515,6 +515,11 @@ impl Caller {
         match &self.0 {
             None => Ok(()),
             Some((_, p)) if p.allows_range(key, range_end, need) => Ok(()),
+            // A prefix range is named as the prefix (what the caller asked
+            // for through scan_prefix or a prefix option).
+            Some(_) if range_end == d_engine_api::prefix_end(key).as_slice() => {
+                Err(self.denied("prefix", key, need))
+            }
             Some(_) => {
                 let mut target = key.to_vec();
                 target.extend_from_slice(b"..");
