@@ -431,7 +431,11 @@ impl GrpcKv {
 
     fn check_range(&self, key: &[u8], end: &RangeEnd) -> Result<()> {
         let limits = self.client.inner.cfg.limits;
-        limits.check_key(key)?;
+        match end {
+            RangeEnd::Single => limits.check_key(key)?,
+            // A range with an end may start at the empty key (every key).
+            _ => limits.check_prefix(key)?,
+        }
         if let RangeEnd::Before(e) = end {
             if e.as_slice() <= key {
                 return Err(Error::InvalidArgument(
