@@ -38,18 +38,6 @@ fn leader_key(k: Option<pb::LeaderKey>) -> Result<LeaderKey> {
     })
 }
 
-fn kv_to_wire(kv: d_engine::KeyValue) -> pb::KeyValue {
-    pb::KeyValue {
-        key: kv.key.into(),
-        value: kv.value.into(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        expires_at_ms: kv.expires_at_ms,
-        lease: kv.lease,
-    }
-}
-
 /// Runs `method` with the serialized request `req`; returns the serialized
 /// response.
 pub async fn dispatch(c: EmbeddedClient, method: String, req: Vec<u8>) -> Result<Vec<u8>> {
@@ -199,7 +187,7 @@ pub async fn dispatch(c: EmbeddedClient, method: String, req: Vec<u8>) -> Result
             let kv = c.election_leader(r.name).await?;
             pb::ElectionLeaderResponse {
                 header: header(&c),
-                kv: kv.map(kv_to_wire),
+                kv: kv.map(convert::kv_to_wire),
             }
             .encode_to_vec()
         }

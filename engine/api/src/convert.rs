@@ -324,7 +324,8 @@ pub fn consistency_from_wire(c: i32) -> Result<Consistency> {
     }
 }
 
-fn kv_to_wire(kv: KeyValue) -> pb::KeyValue {
+/// An API key-value as the wire carries it (the inverse of [`key_value`]).
+pub fn kv_to_wire(kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: kv.key.into(),
         value: kv.value.into(),

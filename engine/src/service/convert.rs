@@ -5,7 +5,6 @@
 //! its bytes, they never copy them.
 
 use bytes::Bytes;
-use d_engine_api::KeyValue;
 use d_engine_proto::v1 as pb;
 use d_engine_storage::sm::{KeyValue as SmKv, WatchEvent as SmEvent, WatchEventKind};
 
@@ -20,17 +19,7 @@ pub fn header(h: Header) -> Option<pb::ResponseHeader> {
 }
 
 /// A client-typed key-value (owned `Vec`s, moved into the message).
-pub fn kv(k: KeyValue) -> pb::KeyValue {
-    pb::KeyValue {
-        key: Bytes::from(k.key),
-        value: Bytes::from(k.value),
-        create_revision: k.create_revision,
-        mod_revision: k.mod_revision,
-        version: k.version,
-        expires_at_ms: k.expires_at_ms,
-        lease: k.lease,
-    }
-}
+pub use d_engine_api::convert::kv_to_wire as kv;
 
 /// A state-machine key-value; the message shares its key and value bytes.
 pub fn shared_kv(k: &SmKv) -> pb::KeyValue {
