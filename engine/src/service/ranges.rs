@@ -20,7 +20,7 @@
 //!   LEASE_NOT_FOUND (nothing applied).
 
 use bytes::Bytes;
-use d_engine_api::{RangeEnd, RangeOptions, Txn, TxnOp};
+use d_engine_api::{RangeOptions, Txn, TxnOp};
 use d_engine_proto::v1 as pb;
 use d_engine_storage::command::MAX_TXN_OPS;
 use d_engine_storage::sm::{KeyValue as SmKv, TxnOpResult};
@@ -34,14 +34,7 @@ use crate::auth::{Access, Caller};
 use crate::runtime::ranges::key_after;
 use crate::runtime::reads::read_cost;
 
-/// A wire `range_end` as the API's [`RangeEnd`].
-fn range_end(end: Vec<u8>) -> RangeEnd {
-    match end.as_slice() {
-        [] => RangeEnd::Single,
-        [0] => RangeEnd::FromKey,
-        _ => RangeEnd::Before(end),
-    }
-}
+use d_engine_api::convert::range_end_from_wire as range_end;
 
 /// Pairs from `kvs` until they pass the budget left (`used` counts what
 /// the response already holds); whether some were left out.
