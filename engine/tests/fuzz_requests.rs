@@ -260,6 +260,7 @@ async fn send(mut kv: KvClient<Channel>, r: Req) -> Result<(), tonic::Status> {
                     key,
                     prefix,
                     start_revision,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

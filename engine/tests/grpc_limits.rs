@@ -145,6 +145,7 @@ async fn watch_history_larger_than_one_message_arrives_in_several() {
             key: b"h".to_vec(),
             prefix: true,
             start_revision: 1,
+            ..Default::default()
         })
         .await
         .unwrap()

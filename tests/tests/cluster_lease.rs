@@ -137,6 +137,7 @@ async fn expiry_is_replicated_and_followers_refuse_lease_calls() {
             key: b"svc/".to_vec(),
             prefix: true,
             start_revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -632,6 +632,7 @@ impl GrpcKv {
                 key,
                 prefix,
                 start_revision: start,
+                ..Default::default()
             },
         )
         .await

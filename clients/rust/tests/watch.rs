@@ -48,6 +48,7 @@ async fn events_then_server_cancel_is_a_final_error() {
             mod_revision: 7,
             ..Default::default()
         }),
+        prev_kv: None,
     });
     b.feed(0, Ok(two)).await;
     let e = next(&mut w).await.unwrap().unwrap();

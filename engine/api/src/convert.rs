@@ -455,18 +455,21 @@ mod tests {
         let ev = watch_event(pb::WatchEvent {
             r#type: pb::EventType::Delete as i32,
             kv: Some(kv.clone()),
+            prev_kv: None,
         })
         .unwrap();
         assert_eq!(ev.kind, EventType::Delete);
         assert_eq!(ev.kv.mod_revision, 2);
         assert!(watch_event(pb::WatchEvent {
             r#type: 0,
-            kv: Some(kv)
+            kv: Some(kv),
+            prev_kv: None,
         })
         .is_err());
         assert!(watch_event(pb::WatchEvent {
             r#type: 1,
-            kv: None
+            kv: None,
+            prev_kv: None,
         })
         .is_err());
         let m = member(pb::Member {

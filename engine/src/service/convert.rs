@@ -60,5 +60,6 @@ pub fn event(e: &SmEvent) -> pb::WatchEvent {
     pb::WatchEvent {
         r#type: kind as i32,
         kv: Some(kv),
+        prev_kv: None,
     }
 }

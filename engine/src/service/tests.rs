@@ -287,6 +287,7 @@ async fn watch_starts_with_created_delivers_in_order_and_is_cancelled_on_shutdow
             key: b"w/".to_vec(),
             prefix: true,
             start_revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -191,6 +191,7 @@ pub fn put_event(key: &[u8], value: &[u8], rev: u64) -> pb::WatchResponse {
                 lease: 0,
                 expires_at_ms: 0,
             }),
+            prev_kv: None,
         }],
         ..Default::default()
     }
@@ -533,6 +534,19 @@ impl Cluster for Svc {
             leader_id,
             leader_addr,
         }))
+    }
+
+    type WatchClusterStream = ReceiverStream<Result<pb::ClusterEvent, Status>>;
+
+    /// The scripted server has no cluster stream (tests of it run against
+    /// real nodes).
+    async fn watch_cluster(
+        &self,
+        _r: Request<pb::WatchClusterRequest>,
+    ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        Err(Status::unimplemented(
+            "the scripted test server has no WatchCluster",
+        ))
     }
 }
 

@@ -203,6 +203,57 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_dengine_v1_client_proto_rawDescGZIP(), []int{1}
 }
 
+type WatchFilter int32
+
+const (
+	WatchFilter_WATCH_FILTER_UNSPECIFIED WatchFilter = 0
+	// Do not deliver PUT events.
+	WatchFilter_NO_PUT WatchFilter = 1
+	// Do not deliver DELETE events.
+	WatchFilter_NO_DELETE WatchFilter = 2
+)
+
+// Enum value maps for WatchFilter.
+var (
+	WatchFilter_name = map[int32]string{
+		0: "WATCH_FILTER_UNSPECIFIED",
+		1: "NO_PUT",
+		2: "NO_DELETE",
+	}
+	WatchFilter_value = map[string]int32{
+		"WATCH_FILTER_UNSPECIFIED": 0,
+		"NO_PUT":                   1,
+		"NO_DELETE":                2,
+	}
+)
+
+func (x WatchFilter) Enum() *WatchFilter {
+	p := new(WatchFilter)
+	*p = x
+	return p
+}
+
+func (x WatchFilter) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchFilter) Descriptor() protoreflect.EnumDescriptor {
+	return file_dengine_v1_client_proto_enumTypes[2].Descriptor()
+}
+
+func (WatchFilter) Type() protoreflect.EnumType {
+	return &file_dengine_v1_client_proto_enumTypes[2]
+}
+
+func (x WatchFilter) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchFilter.Descriptor instead.
+func (WatchFilter) EnumDescriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{2}
+}
+
 type EventType int32
 
 const (
@@ -236,11 +287,11 @@ func (x EventType) String() string {
 }
 
 func (EventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_dengine_v1_client_proto_enumTypes[2].Descriptor()
+	return file_dengine_v1_client_proto_enumTypes[3].Descriptor()
 }
 
 func (EventType) Type() protoreflect.EnumType {
-	return &file_dengine_v1_client_proto_enumTypes[2]
+	return &file_dengine_v1_client_proto_enumTypes[3]
 }
 
 func (x EventType) Number() protoreflect.EnumNumber {
@@ -249,7 +300,7 @@ func (x EventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventType.Descriptor instead.
 func (EventType) EnumDescriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{2}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{3}
 }
 
 type MemberRole int32
@@ -285,11 +336,11 @@ func (x MemberRole) String() string {
 }
 
 func (MemberRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_dengine_v1_client_proto_enumTypes[3].Descriptor()
+	return file_dengine_v1_client_proto_enumTypes[4].Descriptor()
 }
 
 func (MemberRole) Type() protoreflect.EnumType {
-	return &file_dengine_v1_client_proto_enumTypes[3]
+	return &file_dengine_v1_client_proto_enumTypes[4]
 }
 
 func (x MemberRole) Number() protoreflect.EnumNumber {
@@ -298,7 +349,7 @@ func (x MemberRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberRole.Descriptor instead.
 func (MemberRole) EnumDescriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{3}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{4}
 }
 
 type Compare_Op int32
@@ -337,11 +388,11 @@ func (x Compare_Op) String() string {
 }
 
 func (Compare_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_dengine_v1_client_proto_enumTypes[4].Descriptor()
+	return file_dengine_v1_client_proto_enumTypes[5].Descriptor()
 }
 
 func (Compare_Op) Type() protoreflect.EnumType {
-	return &file_dengine_v1_client_proto_enumTypes[4]
+	return &file_dengine_v1_client_proto_enumTypes[5]
 }
 
 func (x Compare_Op) Number() protoreflect.EnumNumber {
@@ -2133,11 +2184,25 @@ func (x *ScanPrefixResponse) GetMore() bool {
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// Watch every key starting with `key`.
+	// Watch every key starting with `key`. Not together with range_end.
 	Prefix bool `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	// Deliver events with mod revision >= start_revision that are still in
 	// the watch history; 0 = only changes after the watch starts.
 	StartRevision uint64 `protobuf:"varint,3,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// Watch the keys in [key, range_end), with the same rules as
+	// RangeRequest.range_end ("\0" = every key >= key). Empty = the one key
+	// (or the prefix, if `prefix` is set). range_end <= key and range_end
+	// together with prefix are INVALID_ARGUMENT.
+	RangeEnd []byte `protobuf:"bytes,4,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	// Every event carries the key's previous value in WatchEvent.prev_kv
+	// (absent when the key did not exist before the event).
+	PrevKv bool `protobuf:"varint,5,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// The server sends a progress message (no events, `progress` set,
+	// header.revision = the revision the watch has caught up to) when the
+	// watch has been idle for the server's progress interval.
+	ProgressNotify bool `protobuf:"varint,6,opt,name=progress_notify,json=progressNotify,proto3" json:"progress_notify,omitempty"`
+	// Event types NOT to deliver.
+	Filters       []WatchFilter `protobuf:"varint,7,rep,packed,name=filters,proto3,enum=dengine.v1.WatchFilter" json:"filters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2193,11 +2258,42 @@ func (x *WatchRequest) GetStartRevision() uint64 {
 	return 0
 }
 
+func (x *WatchRequest) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetPrevKv() bool {
+	if x != nil {
+		return x.PrevKv
+	}
+	return false
+}
+
+func (x *WatchRequest) GetProgressNotify() bool {
+	if x != nil {
+		return x.ProgressNotify
+	}
+	return false
+}
+
+func (x *WatchRequest) GetFilters() []WatchFilter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
 type WatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=dengine.v1.EventType" json:"type,omitempty"`
 	// For DELETE, value is empty and mod_revision is the deletion's revision.
-	Kv            *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	Kv *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	// The key before this event; set only when the watch asked for prev_kv
+	// and the key existed.
+	PrevKv        *KeyValue `protobuf:"bytes,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2246,6 +2342,13 @@ func (x *WatchEvent) GetKv() *KeyValue {
 	return nil
 }
 
+func (x *WatchEvent) GetPrevKv() *KeyValue {
+	if x != nil {
+		return x.PrevKv
+	}
+	return nil
+}
+
 // Events arrive after commit, in log (revision) order. A watch that ends
 // for a reason other than the client cancelling gets a final message with
 // `canceled` set and a reason, then the stream closes.
@@ -2256,7 +2359,22 @@ type WatchResponse struct {
 	Canceled     bool                   `protobuf:"varint,3,opt,name=canceled,proto3" json:"canceled,omitempty"`
 	CancelReason string                 `protobuf:"bytes,4,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
 	// The first message of every watch is an empty "created" message.
-	Created       bool `protobuf:"varint,5,opt,name=created,proto3" json:"created,omitempty"`
+	Created bool `protobuf:"varint,5,opt,name=created,proto3" json:"created,omitempty"`
+	// Why the watch was canceled, as a code from the one error table
+	// (COMPACTED, OVERLOADED for a slow consumer, SHUTTING_DOWN, NOT_LEADER,
+	// UNAUTHENTICATED, PERMISSION_DENIED, ...); set with `canceled`. Clients
+	// decide on this code, never on `cancel_reason` (text for humans).
+	CancelCode ErrorCode `protobuf:"varint,6,opt,name=cancel_code,json=cancelCode,proto3,enum=dengine.v1.ErrorCode" json:"cancel_code,omitempty"`
+	// With cancel_code COMPACTED: the oldest revision still in the watch
+	// history (re-list, then watch from the list's revision + 1).
+	CompactRevision uint64 `protobuf:"varint,7,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
+	// With `canceled`: the revision to resume from (one past the last event
+	// this watch delivered, or its start revision if none), so a client can
+	// re-watch elsewhere without a gap.
+	ResumeRevision uint64 `protobuf:"varint,8,opt,name=resume_revision,json=resumeRevision,proto3" json:"resume_revision,omitempty"`
+	// A progress notification (see WatchRequest.progress_notify): no events;
+	// header.revision is the revision the watch has caught up to.
+	Progress      bool `protobuf:"varint,9,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2322,6 +2440,34 @@ func (x *WatchResponse) GetCancelReason() string {
 func (x *WatchResponse) GetCreated() bool {
 	if x != nil {
 		return x.Created
+	}
+	return false
+}
+
+func (x *WatchResponse) GetCancelCode() ErrorCode {
+	if x != nil {
+		return x.CancelCode
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *WatchResponse) GetCompactRevision() uint64 {
+	if x != nil {
+		return x.CompactRevision
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetResumeRevision() uint64 {
+	if x != nil {
+		return x.ResumeRevision
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetProgress() bool {
+	if x != nil {
+		return x.Progress
 	}
 	return false
 }
@@ -2591,6 +2737,141 @@ func (x *LeaderResponse) GetLeaderAddr() string {
 	return ""
 }
 
+type WatchClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchClusterRequest) Reset() {
+	*x = WatchClusterRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchClusterRequest) ProtoMessage() {}
+
+func (x *WatchClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchClusterRequest.ProtoReflect.Descriptor instead.
+func (*WatchClusterRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{32}
+}
+
+// One message per change of leader or membership seen by the serving node.
+// The first message describes the current state (both *_changed set).
+// Every message carries the whole state, so a client that missed messages
+// only needs the latest one.
+type ClusterEvent struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// 0 if no leader is known (an election is in progress).
+	LeaderId uint64 `protobuf:"varint,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// Client address of the leader; empty if unknown.
+	LeaderAddr string `protobuf:"bytes,3,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	// Term of leader_id.
+	Term           uint64    `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Members        []*Member `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	LeaderChanged  bool      `protobuf:"varint,6,opt,name=leader_changed,json=leaderChanged,proto3" json:"leader_changed,omitempty"`
+	MembersChanged bool      `protobuf:"varint,7,opt,name=members_changed,json=membersChanged,proto3" json:"members_changed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ClusterEvent) Reset() {
+	*x = ClusterEvent{}
+	mi := &file_dengine_v1_client_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterEvent) ProtoMessage() {}
+
+func (x *ClusterEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterEvent.ProtoReflect.Descriptor instead.
+func (*ClusterEvent) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ClusterEvent) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ClusterEvent) GetLeaderId() uint64 {
+	if x != nil {
+		return x.LeaderId
+	}
+	return 0
+}
+
+func (x *ClusterEvent) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
+func (x *ClusterEvent) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ClusterEvent) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ClusterEvent) GetLeaderChanged() bool {
+	if x != nil {
+		return x.LeaderChanged
+	}
+	return false
+}
+
+func (x *ClusterEvent) GetMembersChanged() bool {
+	if x != nil {
+		return x.MembersChanged
+	}
+	return false
+}
+
 // Leases: a TTL that many keys share, kept alive by its holder.
 //
 // Expiry is decided by the leader alone, on its monotonic clock, and
@@ -2615,7 +2896,7 @@ type LeaseGrantRequest struct {
 
 func (x *LeaseGrantRequest) Reset() {
 	*x = LeaseGrantRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[32]
+	mi := &file_dengine_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2908,7 @@ func (x *LeaseGrantRequest) String() string {
 func (*LeaseGrantRequest) ProtoMessage() {}
 
 func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[32]
+	mi := &file_dengine_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2921,7 @@ func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
 func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LeaseGrantRequest) GetTtlMs() uint64 {
@@ -2676,7 +2957,7 @@ type LeaseGrantResponse struct {
 
 func (x *LeaseGrantResponse) Reset() {
 	*x = LeaseGrantResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[33]
+	mi := &file_dengine_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2969,7 @@ func (x *LeaseGrantResponse) String() string {
 func (*LeaseGrantResponse) ProtoMessage() {}
 
 func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[33]
+	mi := &file_dengine_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2982,7 @@ func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
 func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LeaseGrantResponse) GetHeader() *ResponseHeader {
@@ -2742,7 +3023,7 @@ type LeaseRevokeRequest struct {
 
 func (x *LeaseRevokeRequest) Reset() {
 	*x = LeaseRevokeRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[34]
+	mi := &file_dengine_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +3035,7 @@ func (x *LeaseRevokeRequest) String() string {
 func (*LeaseRevokeRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[34]
+	mi := &file_dengine_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +3048,7 @@ func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeaseRevokeRequest) GetId() uint64 {
@@ -2796,7 +3077,7 @@ type LeaseRevokeResponse struct {
 
 func (x *LeaseRevokeResponse) Reset() {
 	*x = LeaseRevokeResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[35]
+	mi := &file_dengine_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3089,7 @@ func (x *LeaseRevokeResponse) String() string {
 func (*LeaseRevokeResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[35]
+	mi := &file_dengine_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3102,7 @@ func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LeaseRevokeResponse) GetHeader() *ResponseHeader {
@@ -2854,7 +3135,7 @@ type LeaseKeepAliveRequest struct {
 
 func (x *LeaseKeepAliveRequest) Reset() {
 	*x = LeaseKeepAliveRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[36]
+	mi := &file_dengine_v1_client_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3147,7 @@ func (x *LeaseKeepAliveRequest) String() string {
 func (*LeaseKeepAliveRequest) ProtoMessage() {}
 
 func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[36]
+	mi := &file_dengine_v1_client_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3160,7 @@ func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{36}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LeaseKeepAliveRequest) GetId() uint64 {
@@ -2902,7 +3183,7 @@ type LeaseKeepAliveResponse struct {
 
 func (x *LeaseKeepAliveResponse) Reset() {
 	*x = LeaseKeepAliveResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[37]
+	mi := &file_dengine_v1_client_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +3195,7 @@ func (x *LeaseKeepAliveResponse) String() string {
 func (*LeaseKeepAliveResponse) ProtoMessage() {}
 
 func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[37]
+	mi := &file_dengine_v1_client_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +3208,7 @@ func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{37}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LeaseKeepAliveResponse) GetHeader() *ResponseHeader {
@@ -2962,7 +3243,7 @@ type LeaseTimeToLiveRequest struct {
 
 func (x *LeaseTimeToLiveRequest) Reset() {
 	*x = LeaseTimeToLiveRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[38]
+	mi := &file_dengine_v1_client_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3255,7 @@ func (x *LeaseTimeToLiveRequest) String() string {
 func (*LeaseTimeToLiveRequest) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[38]
+	mi := &file_dengine_v1_client_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3268,7 @@ func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{38}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaseTimeToLiveRequest) GetId() uint64 {
@@ -3021,7 +3302,7 @@ type LeaseTimeToLiveResponse struct {
 
 func (x *LeaseTimeToLiveResponse) Reset() {
 	*x = LeaseTimeToLiveResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[39]
+	mi := &file_dengine_v1_client_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3314,7 @@ func (x *LeaseTimeToLiveResponse) String() string {
 func (*LeaseTimeToLiveResponse) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[39]
+	mi := &file_dengine_v1_client_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3327,7 @@ func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{39}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LeaseTimeToLiveResponse) GetHeader() *ResponseHeader {
@@ -3099,7 +3380,7 @@ type LeaseListRequest struct {
 
 func (x *LeaseListRequest) Reset() {
 	*x = LeaseListRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[40]
+	mi := &file_dengine_v1_client_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3392,7 @@ func (x *LeaseListRequest) String() string {
 func (*LeaseListRequest) ProtoMessage() {}
 
 func (x *LeaseListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[40]
+	mi := &file_dengine_v1_client_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3405,7 @@ func (x *LeaseListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseListRequest.ProtoReflect.Descriptor instead.
 func (*LeaseListRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{40}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{42}
 }
 
 type LeaseStatus struct {
@@ -3137,7 +3418,7 @@ type LeaseStatus struct {
 
 func (x *LeaseStatus) Reset() {
 	*x = LeaseStatus{}
-	mi := &file_dengine_v1_client_proto_msgTypes[41]
+	mi := &file_dengine_v1_client_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3430,7 @@ func (x *LeaseStatus) String() string {
 func (*LeaseStatus) ProtoMessage() {}
 
 func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[41]
+	mi := &file_dengine_v1_client_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3443,7 @@ func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
 func (*LeaseStatus) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{41}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LeaseStatus) GetId() uint64 {
@@ -3189,7 +3470,7 @@ type LeaseListResponse struct {
 
 func (x *LeaseListResponse) Reset() {
 	*x = LeaseListResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[42]
+	mi := &file_dengine_v1_client_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3482,7 @@ func (x *LeaseListResponse) String() string {
 func (*LeaseListResponse) ProtoMessage() {}
 
 func (x *LeaseListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[42]
+	mi := &file_dengine_v1_client_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3495,7 @@ func (x *LeaseListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseListResponse.ProtoReflect.Descriptor instead.
 func (*LeaseListResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{42}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LeaseListResponse) GetHeader() *ResponseHeader {
@@ -3242,7 +3523,7 @@ type AddLearnerRequest struct {
 
 func (x *AddLearnerRequest) Reset() {
 	*x = AddLearnerRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[43]
+	mi := &file_dengine_v1_client_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3535,7 @@ func (x *AddLearnerRequest) String() string {
 func (*AddLearnerRequest) ProtoMessage() {}
 
 func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[43]
+	mi := &file_dengine_v1_client_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3548,7 @@ func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddLearnerRequest.ProtoReflect.Descriptor instead.
 func (*AddLearnerRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{43}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AddLearnerRequest) GetId() uint64 {
@@ -3300,7 +3581,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[44]
+	mi := &file_dengine_v1_client_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3593,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[44]
+	mi := &file_dengine_v1_client_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3606,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{44}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PromoteRequest) GetId() uint64 {
@@ -3344,7 +3625,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[45]
+	mi := &file_dengine_v1_client_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3356,7 +3637,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[45]
+	mi := &file_dengine_v1_client_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3369,7 +3650,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{45}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RemoveMemberRequest) GetId() uint64 {
@@ -3388,7 +3669,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[46]
+	mi := &file_dengine_v1_client_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +3681,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[46]
+	mi := &file_dengine_v1_client_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +3694,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{46}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TransferLeaderRequest) GetTo() uint64 {
@@ -3431,7 +3712,7 @@ type TriggerSnapshotRequest struct {
 
 func (x *TriggerSnapshotRequest) Reset() {
 	*x = TriggerSnapshotRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[47]
+	mi := &file_dengine_v1_client_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3724,7 @@ func (x *TriggerSnapshotRequest) String() string {
 func (*TriggerSnapshotRequest) ProtoMessage() {}
 
 func (x *TriggerSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[47]
+	mi := &file_dengine_v1_client_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3737,7 @@ func (x *TriggerSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*TriggerSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{47}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{49}
 }
 
 type TriggerSnapshotResponse struct {
@@ -3469,7 +3750,7 @@ type TriggerSnapshotResponse struct {
 
 func (x *TriggerSnapshotResponse) Reset() {
 	*x = TriggerSnapshotResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[48]
+	mi := &file_dengine_v1_client_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +3762,7 @@ func (x *TriggerSnapshotResponse) String() string {
 func (*TriggerSnapshotResponse) ProtoMessage() {}
 
 func (x *TriggerSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[48]
+	mi := &file_dengine_v1_client_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +3775,7 @@ func (x *TriggerSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*TriggerSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{48}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TriggerSnapshotResponse) GetHeader() *ResponseHeader {
@@ -3521,7 +3802,7 @@ type ChangeResponse struct {
 
 func (x *ChangeResponse) Reset() {
 	*x = ChangeResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[49]
+	mi := &file_dengine_v1_client_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3814,7 @@ func (x *ChangeResponse) String() string {
 func (*ChangeResponse) ProtoMessage() {}
 
 func (x *ChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[49]
+	mi := &file_dengine_v1_client_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3827,7 @@ func (x *ChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeResponse.ProtoReflect.Descriptor instead.
 func (*ChangeResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{49}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ChangeResponse) GetHeader() *ResponseHeader {
@@ -3571,7 +3852,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[50]
+	mi := &file_dengine_v1_client_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3864,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[50]
+	mi := &file_dengine_v1_client_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3877,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{50}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{52}
 }
 
 type NodeStatusResponse struct {
@@ -3627,7 +3908,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[51]
+	mi := &file_dengine_v1_client_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3920,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[51]
+	mi := &file_dengine_v1_client_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3933,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{51}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *NodeStatusResponse) GetHeader() *ResponseHeader {
@@ -3767,7 +4048,7 @@ type LockRequest struct {
 
 func (x *LockRequest) Reset() {
 	*x = LockRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[52]
+	mi := &file_dengine_v1_client_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +4060,7 @@ func (x *LockRequest) String() string {
 func (*LockRequest) ProtoMessage() {}
 
 func (x *LockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[52]
+	mi := &file_dengine_v1_client_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +4073,7 @@ func (x *LockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockRequest.ProtoReflect.Descriptor instead.
 func (*LockRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{52}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *LockRequest) GetName() []byte {
@@ -3824,7 +4105,7 @@ type LockResponse struct {
 
 func (x *LockResponse) Reset() {
 	*x = LockResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[53]
+	mi := &file_dengine_v1_client_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +4117,7 @@ func (x *LockResponse) String() string {
 func (*LockResponse) ProtoMessage() {}
 
 func (x *LockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[53]
+	mi := &file_dengine_v1_client_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +4130,7 @@ func (x *LockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockResponse.ProtoReflect.Descriptor instead.
 func (*LockResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{53}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LockResponse) GetHeader() *ResponseHeader {
@@ -3883,7 +4164,7 @@ type UnlockRequest struct {
 
 func (x *UnlockRequest) Reset() {
 	*x = UnlockRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[54]
+	mi := &file_dengine_v1_client_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4176,7 @@ func (x *UnlockRequest) String() string {
 func (*UnlockRequest) ProtoMessage() {}
 
 func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[54]
+	mi := &file_dengine_v1_client_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4189,7 @@ func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
 func (*UnlockRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{54}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UnlockRequest) GetKey() []byte {
@@ -3927,7 +4208,7 @@ type UnlockResponse struct {
 
 func (x *UnlockResponse) Reset() {
 	*x = UnlockResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[55]
+	mi := &file_dengine_v1_client_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +4220,7 @@ func (x *UnlockResponse) String() string {
 func (*UnlockResponse) ProtoMessage() {}
 
 func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[55]
+	mi := &file_dengine_v1_client_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +4233,7 @@ func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
 func (*UnlockResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{55}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *UnlockResponse) GetHeader() *ResponseHeader {
@@ -3979,7 +4260,7 @@ type LeaderKey struct {
 
 func (x *LeaderKey) Reset() {
 	*x = LeaderKey{}
-	mi := &file_dengine_v1_client_proto_msgTypes[56]
+	mi := &file_dengine_v1_client_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4272,7 @@ func (x *LeaderKey) String() string {
 func (*LeaderKey) ProtoMessage() {}
 
 func (x *LeaderKey) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[56]
+	mi := &file_dengine_v1_client_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4285,7 @@ func (x *LeaderKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderKey.ProtoReflect.Descriptor instead.
 func (*LeaderKey) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{56}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *LeaderKey) GetName() []byte {
@@ -4047,7 +4328,7 @@ type CampaignRequest struct {
 
 func (x *CampaignRequest) Reset() {
 	*x = CampaignRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[57]
+	mi := &file_dengine_v1_client_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4340,7 @@ func (x *CampaignRequest) String() string {
 func (*CampaignRequest) ProtoMessage() {}
 
 func (x *CampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[57]
+	mi := &file_dengine_v1_client_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4353,7 @@ func (x *CampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignRequest.ProtoReflect.Descriptor instead.
 func (*CampaignRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{57}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CampaignRequest) GetName() []byte {
@@ -4106,7 +4387,7 @@ type CampaignResponse struct {
 
 func (x *CampaignResponse) Reset() {
 	*x = CampaignResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[58]
+	mi := &file_dengine_v1_client_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4118,7 +4399,7 @@ func (x *CampaignResponse) String() string {
 func (*CampaignResponse) ProtoMessage() {}
 
 func (x *CampaignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[58]
+	mi := &file_dengine_v1_client_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4131,7 +4412,7 @@ func (x *CampaignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignResponse.ProtoReflect.Descriptor instead.
 func (*CampaignResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{58}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CampaignResponse) GetHeader() *ResponseHeader {
@@ -4158,7 +4439,7 @@ type ProclaimRequest struct {
 
 func (x *ProclaimRequest) Reset() {
 	*x = ProclaimRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[59]
+	mi := &file_dengine_v1_client_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4170,7 +4451,7 @@ func (x *ProclaimRequest) String() string {
 func (*ProclaimRequest) ProtoMessage() {}
 
 func (x *ProclaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[59]
+	mi := &file_dengine_v1_client_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4183,7 +4464,7 @@ func (x *ProclaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProclaimRequest.ProtoReflect.Descriptor instead.
 func (*ProclaimRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{59}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ProclaimRequest) GetLeader() *LeaderKey {
@@ -4209,7 +4490,7 @@ type ProclaimResponse struct {
 
 func (x *ProclaimResponse) Reset() {
 	*x = ProclaimResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[60]
+	mi := &file_dengine_v1_client_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4221,7 +4502,7 @@ func (x *ProclaimResponse) String() string {
 func (*ProclaimResponse) ProtoMessage() {}
 
 func (x *ProclaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[60]
+	mi := &file_dengine_v1_client_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4234,7 +4515,7 @@ func (x *ProclaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProclaimResponse.ProtoReflect.Descriptor instead.
 func (*ProclaimResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{60}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ProclaimResponse) GetHeader() *ResponseHeader {
@@ -4253,7 +4534,7 @@ type ElectionLeaderRequest struct {
 
 func (x *ElectionLeaderRequest) Reset() {
 	*x = ElectionLeaderRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[61]
+	mi := &file_dengine_v1_client_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4265,7 +4546,7 @@ func (x *ElectionLeaderRequest) String() string {
 func (*ElectionLeaderRequest) ProtoMessage() {}
 
 func (x *ElectionLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[61]
+	mi := &file_dengine_v1_client_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4278,7 +4559,7 @@ func (x *ElectionLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectionLeaderRequest.ProtoReflect.Descriptor instead.
 func (*ElectionLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{61}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ElectionLeaderRequest) GetName() []byte {
@@ -4299,7 +4580,7 @@ type ElectionLeaderResponse struct {
 
 func (x *ElectionLeaderResponse) Reset() {
 	*x = ElectionLeaderResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[62]
+	mi := &file_dengine_v1_client_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4311,7 +4592,7 @@ func (x *ElectionLeaderResponse) String() string {
 func (*ElectionLeaderResponse) ProtoMessage() {}
 
 func (x *ElectionLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[62]
+	mi := &file_dengine_v1_client_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4324,7 +4605,7 @@ func (x *ElectionLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectionLeaderResponse.ProtoReflect.Descriptor instead.
 func (*ElectionLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{62}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ElectionLeaderResponse) GetHeader() *ResponseHeader {
@@ -4350,7 +4631,7 @@ type ResignRequest struct {
 
 func (x *ResignRequest) Reset() {
 	*x = ResignRequest{}
-	mi := &file_dengine_v1_client_proto_msgTypes[63]
+	mi := &file_dengine_v1_client_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4362,7 +4643,7 @@ func (x *ResignRequest) String() string {
 func (*ResignRequest) ProtoMessage() {}
 
 func (x *ResignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[63]
+	mi := &file_dengine_v1_client_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4375,7 +4656,7 @@ func (x *ResignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignRequest.ProtoReflect.Descriptor instead.
 func (*ResignRequest) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{63}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ResignRequest) GetLeader() *LeaderKey {
@@ -4394,7 +4675,7 @@ type ResignResponse struct {
 
 func (x *ResignResponse) Reset() {
 	*x = ResignResponse{}
-	mi := &file_dengine_v1_client_proto_msgTypes[64]
+	mi := &file_dengine_v1_client_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4406,7 +4687,7 @@ func (x *ResignResponse) String() string {
 func (*ResignResponse) ProtoMessage() {}
 
 func (x *ResignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dengine_v1_client_proto_msgTypes[64]
+	mi := &file_dengine_v1_client_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4419,7 +4700,7 @@ func (x *ResignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignResponse.ProtoReflect.Descriptor instead.
 func (*ResignResponse) Descriptor() ([]byte, []int) {
-	return file_dengine_v1_client_proto_rawDescGZIP(), []int{64}
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ResignResponse) GetHeader() *ResponseHeader {
@@ -4565,21 +4846,31 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x12ScanPrefixResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12&\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x14.dengine.v1.KeyValueR\x03kvs\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"_\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xf1\x01\n" +
 	"\fWatchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12%\n" +
-	"\x0estart_revision\x18\x03 \x01(\x04R\rstartRevision\"]\n" +
+	"\x0estart_revision\x18\x03 \x01(\x04R\rstartRevision\x12\x1b\n" +
+	"\trange_end\x18\x04 \x01(\fR\brangeEnd\x12\x17\n" +
+	"\aprev_kv\x18\x05 \x01(\bR\x06prevKv\x12'\n" +
+	"\x0fprogress_notify\x18\x06 \x01(\bR\x0eprogressNotify\x121\n" +
+	"\afilters\x18\a \x03(\x0e2\x17.dengine.v1.WatchFilterR\afilters\"\x8c\x01\n" +
 	"\n" +
 	"WatchEvent\x12)\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x15.dengine.v1.EventTypeR\x04type\x12$\n" +
-	"\x02kv\x18\x02 \x01(\v2\x14.dengine.v1.KeyValueR\x02kv\"\xce\x01\n" +
+	"\x02kv\x18\x02 \x01(\v2\x14.dengine.v1.KeyValueR\x02kv\x12-\n" +
+	"\aprev_kv\x18\x03 \x01(\v2\x14.dengine.v1.KeyValueR\x06prevKv\"\xf6\x02\n" +
 	"\rWatchResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12.\n" +
 	"\x06events\x18\x02 \x03(\v2\x16.dengine.v1.WatchEventR\x06events\x12\x1a\n" +
 	"\bcanceled\x18\x03 \x01(\bR\bcanceled\x12#\n" +
 	"\rcancel_reason\x18\x04 \x01(\tR\fcancelReason\x12\x18\n" +
-	"\acreated\x18\x05 \x01(\bR\acreated\"\x82\x01\n" +
+	"\acreated\x18\x05 \x01(\bR\acreated\x126\n" +
+	"\vcancel_code\x18\x06 \x01(\x0e2\x15.dengine.v1.ErrorCodeR\n" +
+	"cancelCode\x12)\n" +
+	"\x10compact_revision\x18\a \x01(\x04R\x0fcompactRevision\x12'\n" +
+	"\x0fresume_revision\x18\b \x01(\x04R\x0eresumeRevision\x12\x1a\n" +
+	"\bprogress\x18\t \x01(\bR\bprogress\"\x82\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
@@ -4596,7 +4887,17 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x03 \x01(\tR\n" +
-	"leaderAddr\"j\n" +
+	"leaderAddr\"\x15\n" +
+	"\x13WatchClusterRequest\"\x92\x02\n" +
+	"\fClusterEvent\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x1f\n" +
+	"\vleader_addr\x18\x03 \x01(\tR\n" +
+	"leaderAddr\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12,\n" +
+	"\amembers\x18\x05 \x03(\v2\x12.dengine.v1.MemberR\amembers\x12%\n" +
+	"\x0eleader_changed\x18\x06 \x01(\bR\rleaderChanged\x12'\n" +
+	"\x0fmembers_changed\x18\a \x01(\bR\x0emembersChanged\"j\n" +
 	"\x11LeaseGrantRequest\x12\x15\n" +
 	"\x06ttl_ms\x18\x01 \x01(\x04R\x05ttlMs\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12.\n" +
@@ -4734,7 +5035,12 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +
 	"\x05LEASE\x10\x02\x12\f\n" +
-	"\bEVENTUAL\x10\x03*<\n" +
+	"\bEVENTUAL\x10\x03*F\n" +
+	"\vWatchFilter\x12\x1c\n" +
+	"\x18WATCH_FILTER_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06NO_PUT\x10\x01\x12\r\n" +
+	"\tNO_DELETE\x10\x02*<\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +
@@ -4765,10 +5071,11 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"LeaseRenew\x12!.dengine.v1.LeaseKeepAliveRequest\x1a\".dengine.v1.LeaseKeepAliveResponse\x12Z\n" +
 	"\x0fLeaseTimeToLive\x12\".dengine.v1.LeaseTimeToLiveRequest\x1a#.dengine.v1.LeaseTimeToLiveResponse\x12H\n" +
-	"\tLeaseList\x12\x1c.dengine.v1.LeaseListRequest\x1a\x1d.dengine.v1.LeaseListResponse2\x8e\x01\n" +
+	"\tLeaseList\x12\x1c.dengine.v1.LeaseListRequest\x1a\x1d.dengine.v1.LeaseListResponse2\xdb\x01\n" +
 	"\aCluster\x12B\n" +
 	"\aMembers\x12\x1a.dengine.v1.MembersRequest\x1a\x1b.dengine.v1.MembersResponse\x12?\n" +
-	"\x06Leader\x12\x19.dengine.v1.LeaderRequest\x1a\x1a.dengine.v1.LeaderResponse2\xda\x03\n" +
+	"\x06Leader\x12\x19.dengine.v1.LeaderRequest\x1a\x1a.dengine.v1.LeaderResponse\x12K\n" +
+	"\fWatchCluster\x12\x1f.dengine.v1.WatchClusterRequest\x1a\x18.dengine.v1.ClusterEvent0\x012\xda\x03\n" +
 	"\x05Admin\x12G\n" +
 	"\n" +
 	"AddLearner\x12\x1d.dengine.v1.AddLearnerRequest\x1a\x1a.dengine.v1.ChangeResponse\x12A\n" +
@@ -4800,214 +5107,224 @@ func file_dengine_v1_client_proto_rawDescGZIP() []byte {
 	return file_dengine_v1_client_proto_rawDescData
 }
 
-var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_dengine_v1_client_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: dengine.v1.ErrorCode
 	(Consistency)(0),                // 1: dengine.v1.Consistency
-	(EventType)(0),                  // 2: dengine.v1.EventType
-	(MemberRole)(0),                 // 3: dengine.v1.MemberRole
-	(Compare_Op)(0),                 // 4: dengine.v1.Compare.Op
-	(*ResponseHeader)(nil),          // 5: dengine.v1.ResponseHeader
-	(*KeyValue)(nil),                // 6: dengine.v1.KeyValue
-	(*WriteId)(nil),                 // 7: dengine.v1.WriteId
-	(*PutRequest)(nil),              // 8: dengine.v1.PutRequest
-	(*PutResponse)(nil),             // 9: dengine.v1.PutResponse
-	(*GetRequest)(nil),              // 10: dengine.v1.GetRequest
-	(*GetResponse)(nil),             // 11: dengine.v1.GetResponse
-	(*GetMultiRequest)(nil),         // 12: dengine.v1.GetMultiRequest
-	(*GetMultiResponse)(nil),        // 13: dengine.v1.GetMultiResponse
-	(*DeleteRequest)(nil),           // 14: dengine.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 15: dengine.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 16: dengine.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 17: dengine.v1.CompareAndSwapResponse
-	(*RangeRequest)(nil),            // 18: dengine.v1.RangeRequest
-	(*RangeResponse)(nil),           // 19: dengine.v1.RangeResponse
-	(*DeleteRangeRequest)(nil),      // 20: dengine.v1.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),     // 21: dengine.v1.DeleteRangeResponse
-	(*Compare)(nil),                 // 22: dengine.v1.Compare
-	(*TxnOp)(nil),                   // 23: dengine.v1.TxnOp
-	(*TxnOpResult)(nil),             // 24: dengine.v1.TxnOpResult
-	(*TxnRequest)(nil),              // 25: dengine.v1.TxnRequest
-	(*TxnResponse)(nil),             // 26: dengine.v1.TxnResponse
-	(*ScanPrefixRequest)(nil),       // 27: dengine.v1.ScanPrefixRequest
-	(*ScanPrefixResponse)(nil),      // 28: dengine.v1.ScanPrefixResponse
-	(*WatchRequest)(nil),            // 29: dengine.v1.WatchRequest
-	(*WatchEvent)(nil),              // 30: dengine.v1.WatchEvent
-	(*WatchResponse)(nil),           // 31: dengine.v1.WatchResponse
-	(*Member)(nil),                  // 32: dengine.v1.Member
-	(*MembersRequest)(nil),          // 33: dengine.v1.MembersRequest
-	(*MembersResponse)(nil),         // 34: dengine.v1.MembersResponse
-	(*LeaderRequest)(nil),           // 35: dengine.v1.LeaderRequest
-	(*LeaderResponse)(nil),          // 36: dengine.v1.LeaderResponse
-	(*LeaseGrantRequest)(nil),       // 37: dengine.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 38: dengine.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 39: dengine.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 40: dengine.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 41: dengine.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 42: dengine.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 43: dengine.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 44: dengine.v1.LeaseTimeToLiveResponse
-	(*LeaseListRequest)(nil),        // 45: dengine.v1.LeaseListRequest
-	(*LeaseStatus)(nil),             // 46: dengine.v1.LeaseStatus
-	(*LeaseListResponse)(nil),       // 47: dengine.v1.LeaseListResponse
-	(*AddLearnerRequest)(nil),       // 48: dengine.v1.AddLearnerRequest
-	(*PromoteRequest)(nil),          // 49: dengine.v1.PromoteRequest
-	(*RemoveMemberRequest)(nil),     // 50: dengine.v1.RemoveMemberRequest
-	(*TransferLeaderRequest)(nil),   // 51: dengine.v1.TransferLeaderRequest
-	(*TriggerSnapshotRequest)(nil),  // 52: dengine.v1.TriggerSnapshotRequest
-	(*TriggerSnapshotResponse)(nil), // 53: dengine.v1.TriggerSnapshotResponse
-	(*ChangeResponse)(nil),          // 54: dengine.v1.ChangeResponse
-	(*NodeStatusRequest)(nil),       // 55: dengine.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),      // 56: dengine.v1.NodeStatusResponse
-	(*LockRequest)(nil),             // 57: dengine.v1.LockRequest
-	(*LockResponse)(nil),            // 58: dengine.v1.LockResponse
-	(*UnlockRequest)(nil),           // 59: dengine.v1.UnlockRequest
-	(*UnlockResponse)(nil),          // 60: dengine.v1.UnlockResponse
-	(*LeaderKey)(nil),               // 61: dengine.v1.LeaderKey
-	(*CampaignRequest)(nil),         // 62: dengine.v1.CampaignRequest
-	(*CampaignResponse)(nil),        // 63: dengine.v1.CampaignResponse
-	(*ProclaimRequest)(nil),         // 64: dengine.v1.ProclaimRequest
-	(*ProclaimResponse)(nil),        // 65: dengine.v1.ProclaimResponse
-	(*ElectionLeaderRequest)(nil),   // 66: dengine.v1.ElectionLeaderRequest
-	(*ElectionLeaderResponse)(nil),  // 67: dengine.v1.ElectionLeaderResponse
-	(*ResignRequest)(nil),           // 68: dengine.v1.ResignRequest
-	(*ResignResponse)(nil),          // 69: dengine.v1.ResignResponse
+	(WatchFilter)(0),                // 2: dengine.v1.WatchFilter
+	(EventType)(0),                  // 3: dengine.v1.EventType
+	(MemberRole)(0),                 // 4: dengine.v1.MemberRole
+	(Compare_Op)(0),                 // 5: dengine.v1.Compare.Op
+	(*ResponseHeader)(nil),          // 6: dengine.v1.ResponseHeader
+	(*KeyValue)(nil),                // 7: dengine.v1.KeyValue
+	(*WriteId)(nil),                 // 8: dengine.v1.WriteId
+	(*PutRequest)(nil),              // 9: dengine.v1.PutRequest
+	(*PutResponse)(nil),             // 10: dengine.v1.PutResponse
+	(*GetRequest)(nil),              // 11: dengine.v1.GetRequest
+	(*GetResponse)(nil),             // 12: dengine.v1.GetResponse
+	(*GetMultiRequest)(nil),         // 13: dengine.v1.GetMultiRequest
+	(*GetMultiResponse)(nil),        // 14: dengine.v1.GetMultiResponse
+	(*DeleteRequest)(nil),           // 15: dengine.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 16: dengine.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 17: dengine.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 18: dengine.v1.CompareAndSwapResponse
+	(*RangeRequest)(nil),            // 19: dengine.v1.RangeRequest
+	(*RangeResponse)(nil),           // 20: dengine.v1.RangeResponse
+	(*DeleteRangeRequest)(nil),      // 21: dengine.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),     // 22: dengine.v1.DeleteRangeResponse
+	(*Compare)(nil),                 // 23: dengine.v1.Compare
+	(*TxnOp)(nil),                   // 24: dengine.v1.TxnOp
+	(*TxnOpResult)(nil),             // 25: dengine.v1.TxnOpResult
+	(*TxnRequest)(nil),              // 26: dengine.v1.TxnRequest
+	(*TxnResponse)(nil),             // 27: dengine.v1.TxnResponse
+	(*ScanPrefixRequest)(nil),       // 28: dengine.v1.ScanPrefixRequest
+	(*ScanPrefixResponse)(nil),      // 29: dengine.v1.ScanPrefixResponse
+	(*WatchRequest)(nil),            // 30: dengine.v1.WatchRequest
+	(*WatchEvent)(nil),              // 31: dengine.v1.WatchEvent
+	(*WatchResponse)(nil),           // 32: dengine.v1.WatchResponse
+	(*Member)(nil),                  // 33: dengine.v1.Member
+	(*MembersRequest)(nil),          // 34: dengine.v1.MembersRequest
+	(*MembersResponse)(nil),         // 35: dengine.v1.MembersResponse
+	(*LeaderRequest)(nil),           // 36: dengine.v1.LeaderRequest
+	(*LeaderResponse)(nil),          // 37: dengine.v1.LeaderResponse
+	(*WatchClusterRequest)(nil),     // 38: dengine.v1.WatchClusterRequest
+	(*ClusterEvent)(nil),            // 39: dengine.v1.ClusterEvent
+	(*LeaseGrantRequest)(nil),       // 40: dengine.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 41: dengine.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 42: dengine.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 43: dengine.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 44: dengine.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 45: dengine.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 46: dengine.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 47: dengine.v1.LeaseTimeToLiveResponse
+	(*LeaseListRequest)(nil),        // 48: dengine.v1.LeaseListRequest
+	(*LeaseStatus)(nil),             // 49: dengine.v1.LeaseStatus
+	(*LeaseListResponse)(nil),       // 50: dengine.v1.LeaseListResponse
+	(*AddLearnerRequest)(nil),       // 51: dengine.v1.AddLearnerRequest
+	(*PromoteRequest)(nil),          // 52: dengine.v1.PromoteRequest
+	(*RemoveMemberRequest)(nil),     // 53: dengine.v1.RemoveMemberRequest
+	(*TransferLeaderRequest)(nil),   // 54: dengine.v1.TransferLeaderRequest
+	(*TriggerSnapshotRequest)(nil),  // 55: dengine.v1.TriggerSnapshotRequest
+	(*TriggerSnapshotResponse)(nil), // 56: dengine.v1.TriggerSnapshotResponse
+	(*ChangeResponse)(nil),          // 57: dengine.v1.ChangeResponse
+	(*NodeStatusRequest)(nil),       // 58: dengine.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),      // 59: dengine.v1.NodeStatusResponse
+	(*LockRequest)(nil),             // 60: dengine.v1.LockRequest
+	(*LockResponse)(nil),            // 61: dengine.v1.LockResponse
+	(*UnlockRequest)(nil),           // 62: dengine.v1.UnlockRequest
+	(*UnlockResponse)(nil),          // 63: dengine.v1.UnlockResponse
+	(*LeaderKey)(nil),               // 64: dengine.v1.LeaderKey
+	(*CampaignRequest)(nil),         // 65: dengine.v1.CampaignRequest
+	(*CampaignResponse)(nil),        // 66: dengine.v1.CampaignResponse
+	(*ProclaimRequest)(nil),         // 67: dengine.v1.ProclaimRequest
+	(*ProclaimResponse)(nil),        // 68: dengine.v1.ProclaimResponse
+	(*ElectionLeaderRequest)(nil),   // 69: dengine.v1.ElectionLeaderRequest
+	(*ElectionLeaderResponse)(nil),  // 70: dengine.v1.ElectionLeaderResponse
+	(*ResignRequest)(nil),           // 71: dengine.v1.ResignRequest
+	(*ResignResponse)(nil),          // 72: dengine.v1.ResignResponse
 }
 var file_dengine_v1_client_proto_depIdxs = []int32{
-	7,  // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 1: dengine.v1.PutResponse.header:type_name -> dengine.v1.ResponseHeader
-	1,  // 2: dengine.v1.GetRequest.consistency:type_name -> dengine.v1.Consistency
-	5,  // 3: dengine.v1.GetResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 4: dengine.v1.GetResponse.kv:type_name -> dengine.v1.KeyValue
-	1,  // 5: dengine.v1.GetMultiRequest.consistency:type_name -> dengine.v1.Consistency
-	5,  // 6: dengine.v1.GetMultiResponse.header:type_name -> dengine.v1.ResponseHeader
-	11, // 7: dengine.v1.GetMultiResponse.results:type_name -> dengine.v1.GetResponse
-	7,  // 8: dengine.v1.DeleteRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 9: dengine.v1.DeleteResponse.header:type_name -> dengine.v1.ResponseHeader
-	7,  // 10: dengine.v1.CompareAndSwapRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 11: dengine.v1.CompareAndSwapResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 12: dengine.v1.CompareAndSwapResponse.current:type_name -> dengine.v1.KeyValue
-	1,  // 13: dengine.v1.RangeRequest.consistency:type_name -> dengine.v1.Consistency
-	5,  // 14: dengine.v1.RangeResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 15: dengine.v1.RangeResponse.kvs:type_name -> dengine.v1.KeyValue
-	7,  // 16: dengine.v1.DeleteRangeRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 17: dengine.v1.DeleteRangeResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 18: dengine.v1.DeleteRangeResponse.prev_kvs:type_name -> dengine.v1.KeyValue
-	4,  // 19: dengine.v1.Compare.op:type_name -> dengine.v1.Compare.Op
-	18, // 20: dengine.v1.TxnOp.range:type_name -> dengine.v1.RangeRequest
-	8,  // 21: dengine.v1.TxnOp.put:type_name -> dengine.v1.PutRequest
-	20, // 22: dengine.v1.TxnOp.delete_range:type_name -> dengine.v1.DeleteRangeRequest
-	19, // 23: dengine.v1.TxnOpResult.range:type_name -> dengine.v1.RangeResponse
-	9,  // 24: dengine.v1.TxnOpResult.put:type_name -> dengine.v1.PutResponse
-	21, // 25: dengine.v1.TxnOpResult.delete_range:type_name -> dengine.v1.DeleteRangeResponse
-	22, // 26: dengine.v1.TxnRequest.compare:type_name -> dengine.v1.Compare
-	23, // 27: dengine.v1.TxnRequest.success:type_name -> dengine.v1.TxnOp
-	23, // 28: dengine.v1.TxnRequest.failure:type_name -> dengine.v1.TxnOp
-	7,  // 29: dengine.v1.TxnRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 30: dengine.v1.TxnResponse.header:type_name -> dengine.v1.ResponseHeader
-	24, // 31: dengine.v1.TxnResponse.results:type_name -> dengine.v1.TxnOpResult
-	1,  // 32: dengine.v1.ScanPrefixRequest.consistency:type_name -> dengine.v1.Consistency
-	5,  // 33: dengine.v1.ScanPrefixResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 34: dengine.v1.ScanPrefixResponse.kvs:type_name -> dengine.v1.KeyValue
-	2,  // 35: dengine.v1.WatchEvent.type:type_name -> dengine.v1.EventType
-	6,  // 36: dengine.v1.WatchEvent.kv:type_name -> dengine.v1.KeyValue
-	5,  // 37: dengine.v1.WatchResponse.header:type_name -> dengine.v1.ResponseHeader
-	30, // 38: dengine.v1.WatchResponse.events:type_name -> dengine.v1.WatchEvent
-	3,  // 39: dengine.v1.Member.role:type_name -> dengine.v1.MemberRole
-	5,  // 40: dengine.v1.MembersResponse.header:type_name -> dengine.v1.ResponseHeader
-	32, // 41: dengine.v1.MembersResponse.members:type_name -> dengine.v1.Member
-	5,  // 42: dengine.v1.LeaderResponse.header:type_name -> dengine.v1.ResponseHeader
-	7,  // 43: dengine.v1.LeaseGrantRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 44: dengine.v1.LeaseGrantResponse.header:type_name -> dengine.v1.ResponseHeader
-	7,  // 45: dengine.v1.LeaseRevokeRequest.write_id:type_name -> dengine.v1.WriteId
-	5,  // 46: dengine.v1.LeaseRevokeResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 47: dengine.v1.LeaseKeepAliveResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 48: dengine.v1.LeaseTimeToLiveResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 49: dengine.v1.LeaseListResponse.header:type_name -> dengine.v1.ResponseHeader
-	46, // 50: dengine.v1.LeaseListResponse.leases:type_name -> dengine.v1.LeaseStatus
-	5,  // 51: dengine.v1.TriggerSnapshotResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 52: dengine.v1.ChangeResponse.header:type_name -> dengine.v1.ResponseHeader
-	32, // 53: dengine.v1.ChangeResponse.members:type_name -> dengine.v1.Member
-	5,  // 54: dengine.v1.NodeStatusResponse.header:type_name -> dengine.v1.ResponseHeader
-	32, // 55: dengine.v1.NodeStatusResponse.members:type_name -> dengine.v1.Member
-	5,  // 56: dengine.v1.LockResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 57: dengine.v1.UnlockResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 58: dengine.v1.CampaignResponse.header:type_name -> dengine.v1.ResponseHeader
-	61, // 59: dengine.v1.CampaignResponse.leader:type_name -> dengine.v1.LeaderKey
-	61, // 60: dengine.v1.ProclaimRequest.leader:type_name -> dengine.v1.LeaderKey
-	5,  // 61: dengine.v1.ProclaimResponse.header:type_name -> dengine.v1.ResponseHeader
-	5,  // 62: dengine.v1.ElectionLeaderResponse.header:type_name -> dengine.v1.ResponseHeader
-	6,  // 63: dengine.v1.ElectionLeaderResponse.kv:type_name -> dengine.v1.KeyValue
-	61, // 64: dengine.v1.ResignRequest.leader:type_name -> dengine.v1.LeaderKey
-	5,  // 65: dengine.v1.ResignResponse.header:type_name -> dengine.v1.ResponseHeader
-	8,  // 66: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
-	10, // 67: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
-	12, // 68: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
-	14, // 69: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
-	16, // 70: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
-	27, // 71: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
-	29, // 72: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
-	18, // 73: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
-	20, // 74: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
-	25, // 75: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
-	37, // 76: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
-	39, // 77: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
-	41, // 78: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
-	41, // 79: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
-	43, // 80: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
-	45, // 81: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
-	33, // 82: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
-	35, // 83: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
-	48, // 84: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
-	49, // 85: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
-	50, // 86: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
-	51, // 87: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
-	52, // 88: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
-	55, // 89: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
-	57, // 90: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
-	59, // 91: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
-	62, // 92: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
-	64, // 93: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
-	66, // 94: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
-	66, // 95: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
-	68, // 96: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
-	9,  // 97: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
-	11, // 98: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
-	13, // 99: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
-	15, // 100: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
-	17, // 101: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
-	28, // 102: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
-	31, // 103: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
-	19, // 104: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
-	21, // 105: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
-	26, // 106: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
-	38, // 107: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
-	40, // 108: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
-	42, // 109: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
-	42, // 110: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
-	44, // 111: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
-	47, // 112: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
-	34, // 113: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
-	36, // 114: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
-	54, // 115: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
-	54, // 116: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
-	54, // 117: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
-	54, // 118: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
-	53, // 119: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
-	56, // 120: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
-	58, // 121: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
-	60, // 122: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
-	63, // 123: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
-	65, // 124: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
-	67, // 125: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
-	67, // 126: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
-	69, // 127: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
-	97, // [97:128] is the sub-list for method output_type
-	66, // [66:97] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	8,   // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 1: dengine.v1.PutResponse.header:type_name -> dengine.v1.ResponseHeader
+	1,   // 2: dengine.v1.GetRequest.consistency:type_name -> dengine.v1.Consistency
+	6,   // 3: dengine.v1.GetResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,   // 4: dengine.v1.GetResponse.kv:type_name -> dengine.v1.KeyValue
+	1,   // 5: dengine.v1.GetMultiRequest.consistency:type_name -> dengine.v1.Consistency
+	6,   // 6: dengine.v1.GetMultiResponse.header:type_name -> dengine.v1.ResponseHeader
+	12,  // 7: dengine.v1.GetMultiResponse.results:type_name -> dengine.v1.GetResponse
+	8,   // 8: dengine.v1.DeleteRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 9: dengine.v1.DeleteResponse.header:type_name -> dengine.v1.ResponseHeader
+	8,   // 10: dengine.v1.CompareAndSwapRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 11: dengine.v1.CompareAndSwapResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,   // 12: dengine.v1.CompareAndSwapResponse.current:type_name -> dengine.v1.KeyValue
+	1,   // 13: dengine.v1.RangeRequest.consistency:type_name -> dengine.v1.Consistency
+	6,   // 14: dengine.v1.RangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,   // 15: dengine.v1.RangeResponse.kvs:type_name -> dengine.v1.KeyValue
+	8,   // 16: dengine.v1.DeleteRangeRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 17: dengine.v1.DeleteRangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,   // 18: dengine.v1.DeleteRangeResponse.prev_kvs:type_name -> dengine.v1.KeyValue
+	5,   // 19: dengine.v1.Compare.op:type_name -> dengine.v1.Compare.Op
+	19,  // 20: dengine.v1.TxnOp.range:type_name -> dengine.v1.RangeRequest
+	9,   // 21: dengine.v1.TxnOp.put:type_name -> dengine.v1.PutRequest
+	21,  // 22: dengine.v1.TxnOp.delete_range:type_name -> dengine.v1.DeleteRangeRequest
+	20,  // 23: dengine.v1.TxnOpResult.range:type_name -> dengine.v1.RangeResponse
+	10,  // 24: dengine.v1.TxnOpResult.put:type_name -> dengine.v1.PutResponse
+	22,  // 25: dengine.v1.TxnOpResult.delete_range:type_name -> dengine.v1.DeleteRangeResponse
+	23,  // 26: dengine.v1.TxnRequest.compare:type_name -> dengine.v1.Compare
+	24,  // 27: dengine.v1.TxnRequest.success:type_name -> dengine.v1.TxnOp
+	24,  // 28: dengine.v1.TxnRequest.failure:type_name -> dengine.v1.TxnOp
+	8,   // 29: dengine.v1.TxnRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 30: dengine.v1.TxnResponse.header:type_name -> dengine.v1.ResponseHeader
+	25,  // 31: dengine.v1.TxnResponse.results:type_name -> dengine.v1.TxnOpResult
+	1,   // 32: dengine.v1.ScanPrefixRequest.consistency:type_name -> dengine.v1.Consistency
+	6,   // 33: dengine.v1.ScanPrefixResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,   // 34: dengine.v1.ScanPrefixResponse.kvs:type_name -> dengine.v1.KeyValue
+	2,   // 35: dengine.v1.WatchRequest.filters:type_name -> dengine.v1.WatchFilter
+	3,   // 36: dengine.v1.WatchEvent.type:type_name -> dengine.v1.EventType
+	7,   // 37: dengine.v1.WatchEvent.kv:type_name -> dengine.v1.KeyValue
+	7,   // 38: dengine.v1.WatchEvent.prev_kv:type_name -> dengine.v1.KeyValue
+	6,   // 39: dengine.v1.WatchResponse.header:type_name -> dengine.v1.ResponseHeader
+	31,  // 40: dengine.v1.WatchResponse.events:type_name -> dengine.v1.WatchEvent
+	0,   // 41: dengine.v1.WatchResponse.cancel_code:type_name -> dengine.v1.ErrorCode
+	4,   // 42: dengine.v1.Member.role:type_name -> dengine.v1.MemberRole
+	6,   // 43: dengine.v1.MembersResponse.header:type_name -> dengine.v1.ResponseHeader
+	33,  // 44: dengine.v1.MembersResponse.members:type_name -> dengine.v1.Member
+	6,   // 45: dengine.v1.LeaderResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 46: dengine.v1.ClusterEvent.header:type_name -> dengine.v1.ResponseHeader
+	33,  // 47: dengine.v1.ClusterEvent.members:type_name -> dengine.v1.Member
+	8,   // 48: dengine.v1.LeaseGrantRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 49: dengine.v1.LeaseGrantResponse.header:type_name -> dengine.v1.ResponseHeader
+	8,   // 50: dengine.v1.LeaseRevokeRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 51: dengine.v1.LeaseRevokeResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 52: dengine.v1.LeaseKeepAliveResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 53: dengine.v1.LeaseTimeToLiveResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 54: dengine.v1.LeaseListResponse.header:type_name -> dengine.v1.ResponseHeader
+	49,  // 55: dengine.v1.LeaseListResponse.leases:type_name -> dengine.v1.LeaseStatus
+	6,   // 56: dengine.v1.TriggerSnapshotResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 57: dengine.v1.ChangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	33,  // 58: dengine.v1.ChangeResponse.members:type_name -> dengine.v1.Member
+	6,   // 59: dengine.v1.NodeStatusResponse.header:type_name -> dengine.v1.ResponseHeader
+	33,  // 60: dengine.v1.NodeStatusResponse.members:type_name -> dengine.v1.Member
+	6,   // 61: dengine.v1.LockResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 62: dengine.v1.UnlockResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 63: dengine.v1.CampaignResponse.header:type_name -> dengine.v1.ResponseHeader
+	64,  // 64: dengine.v1.CampaignResponse.leader:type_name -> dengine.v1.LeaderKey
+	64,  // 65: dengine.v1.ProclaimRequest.leader:type_name -> dengine.v1.LeaderKey
+	6,   // 66: dengine.v1.ProclaimResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 67: dengine.v1.ElectionLeaderResponse.header:type_name -> dengine.v1.ResponseHeader
+	7,   // 68: dengine.v1.ElectionLeaderResponse.kv:type_name -> dengine.v1.KeyValue
+	64,  // 69: dengine.v1.ResignRequest.leader:type_name -> dengine.v1.LeaderKey
+	6,   // 70: dengine.v1.ResignResponse.header:type_name -> dengine.v1.ResponseHeader
+	9,   // 71: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
+	11,  // 72: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
+	13,  // 73: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
+	15,  // 74: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
+	17,  // 75: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
+	28,  // 76: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
+	30,  // 77: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
+	19,  // 78: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
+	21,  // 79: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
+	26,  // 80: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
+	40,  // 81: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
+	42,  // 82: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
+	44,  // 83: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
+	44,  // 84: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
+	46,  // 85: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
+	48,  // 86: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
+	34,  // 87: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
+	36,  // 88: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
+	38,  // 89: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
+	51,  // 90: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
+	52,  // 91: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
+	53,  // 92: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
+	54,  // 93: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
+	55,  // 94: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
+	58,  // 95: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
+	60,  // 96: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
+	62,  // 97: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
+	65,  // 98: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
+	67,  // 99: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
+	69,  // 100: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
+	69,  // 101: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
+	71,  // 102: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
+	10,  // 103: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
+	12,  // 104: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
+	14,  // 105: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
+	16,  // 106: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
+	18,  // 107: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
+	29,  // 108: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
+	32,  // 109: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
+	20,  // 110: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
+	22,  // 111: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
+	27,  // 112: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
+	41,  // 113: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
+	43,  // 114: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
+	45,  // 115: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
+	45,  // 116: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
+	47,  // 117: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
+	50,  // 118: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
+	35,  // 119: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
+	37,  // 120: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
+	39,  // 121: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
+	57,  // 122: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
+	57,  // 123: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
+	57,  // 124: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
+	57,  // 125: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
+	56,  // 126: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
+	59,  // 127: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
+	61,  // 128: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
+	63,  // 129: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
+	66,  // 130: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
+	68,  // 131: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
+	70,  // 132: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
+	70,  // 133: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
+	72,  // 134: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
+	103, // [103:135] is the sub-list for method output_type
+	71,  // [71:103] is the sub-list for method input_type
+	71,  // [71:71] is the sub-list for extension type_name
+	71,  // [71:71] is the sub-list for extension extendee
+	0,   // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_dengine_v1_client_proto_init() }
@@ -5035,14 +5352,14 @@ func file_dengine_v1_client_proto_init() {
 		(*TxnOpResult_Put)(nil),
 		(*TxnOpResult_DeleteRange)(nil),
 	}
-	file_dengine_v1_client_proto_msgTypes[62].OneofWrappers = []any{}
+	file_dengine_v1_client_proto_msgTypes[64].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dengine_v1_client_proto_rawDesc), len(file_dengine_v1_client_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   65,
+			NumEnums:      6,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -785,8 +785,9 @@ var Lease_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Cluster_Members_FullMethodName = "/dengine.v1.Cluster/Members"
-	Cluster_Leader_FullMethodName  = "/dengine.v1.Cluster/Leader"
+	Cluster_Members_FullMethodName      = "/dengine.v1.Cluster/Members"
+	Cluster_Leader_FullMethodName       = "/dengine.v1.Cluster/Leader"
+	Cluster_WatchCluster_FullMethodName = "/dengine.v1.Cluster/WatchCluster"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -797,6 +798,9 @@ const (
 type ClusterClient interface {
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	Leader(ctx context.Context, in *LeaderRequest, opts ...grpc.CallOption) (*LeaderResponse, error)
+	// A stream of leader and membership changes as this node sees them.
+	// Ends with UNAVAILABLE/SHUTTING_DOWN when the node stops.
+	WatchCluster(ctx context.Context, in *WatchClusterRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ClusterEvent], error)
 }
 
 type clusterClient struct {
@@ -827,6 +831,25 @@ func (c *clusterClient) Leader(ctx context.Context, in *LeaderRequest, opts ...g
 	return out, nil
 }
 
+func (c *clusterClient) WatchCluster(ctx context.Context, in *WatchClusterRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ClusterEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_WatchCluster_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchClusterRequest, ClusterEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_WatchClusterClient = grpc.ServerStreamingClient[ClusterEvent]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -835,6 +858,9 @@ func (c *clusterClient) Leader(ctx context.Context, in *LeaderRequest, opts ...g
 type ClusterServer interface {
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	Leader(context.Context, *LeaderRequest) (*LeaderResponse, error)
+	// A stream of leader and membership changes as this node sees them.
+	// Ends with UNAVAILABLE/SHUTTING_DOWN when the node stops.
+	WatchCluster(*WatchClusterRequest, grpc.ServerStreamingServer[ClusterEvent]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -850,6 +876,9 @@ func (UnimplementedClusterServer) Members(context.Context, *MembersRequest) (*Me
 }
 func (UnimplementedClusterServer) Leader(context.Context, *LeaderRequest) (*LeaderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Leader not implemented")
+}
+func (UnimplementedClusterServer) WatchCluster(*WatchClusterRequest, grpc.ServerStreamingServer[ClusterEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchCluster not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -908,6 +937,17 @@ func _Cluster_Leader_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_WatchCluster_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchClusterRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).WatchCluster(m, &grpc.GenericServerStream[WatchClusterRequest, ClusterEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_WatchClusterServer = grpc.ServerStreamingServer[ClusterEvent]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -924,7 +964,13 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Leader_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchCluster",
+			Handler:       _Cluster_WatchCluster_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "dengine/v1/client.proto",
 }
 

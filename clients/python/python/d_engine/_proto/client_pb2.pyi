@@ -33,6 +33,12 @@ class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEASE: _ClassVar[Consistency]
     EVENTUAL: _ClassVar[Consistency]
 
+class WatchFilter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_FILTER_UNSPECIFIED: _ClassVar[WatchFilter]
+    NO_PUT: _ClassVar[WatchFilter]
+    NO_DELETE: _ClassVar[WatchFilter]
+
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
@@ -64,6 +70,9 @@ CONSISTENCY_UNSPECIFIED: Consistency
 LINEARIZABLE: Consistency
 LEASE: Consistency
 EVENTUAL: Consistency
+WATCH_FILTER_UNSPECIFIED: WatchFilter
+NO_PUT: WatchFilter
+NO_DELETE: WatchFilter
 EVENT_TYPE_UNSPECIFIED: EventType
 PUT: EventType
 DELETE: EventType
@@ -356,36 +365,54 @@ class ScanPrefixResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("key", "prefix", "start_revision")
+    __slots__ = ("key", "prefix", "start_revision", "range_end", "prev_kv", "progress_notify", "filters")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    RANGE_END_FIELD_NUMBER: _ClassVar[int]
+    PREV_KV_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_NOTIFY_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     prefix: bool
     start_revision: int
-    def __init__(self, key: _Optional[bytes] = ..., prefix: _Optional[bool] = ..., start_revision: _Optional[int] = ...) -> None: ...
+    range_end: bytes
+    prev_kv: bool
+    progress_notify: bool
+    filters: _containers.RepeatedScalarFieldContainer[WatchFilter]
+    def __init__(self, key: _Optional[bytes] = ..., prefix: _Optional[bool] = ..., start_revision: _Optional[int] = ..., range_end: _Optional[bytes] = ..., prev_kv: _Optional[bool] = ..., progress_notify: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[WatchFilter, str]]] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "kv")
+    __slots__ = ("type", "kv", "prev_kv")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
+    PREV_KV_FIELD_NUMBER: _ClassVar[int]
     type: EventType
     kv: KeyValue
-    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
+    prev_kv: KeyValue
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., prev_kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("header", "events", "canceled", "cancel_reason", "created")
+    __slots__ = ("header", "events", "canceled", "cancel_reason", "created", "cancel_code", "compact_revision", "resume_revision", "progress")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     CANCELED_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_CODE_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_REVISION_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
     canceled: bool
     cancel_reason: str
     created: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., canceled: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
+    cancel_code: ErrorCode
+    compact_revision: int
+    resume_revision: int
+    progress: bool
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., canceled: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., created: _Optional[bool] = ..., cancel_code: _Optional[_Union[ErrorCode, str]] = ..., compact_revision: _Optional[int] = ..., resume_revision: _Optional[int] = ..., progress: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("id", "peer_addr", "client_addr", "role")
@@ -426,6 +453,28 @@ class LeaderResponse(_message.Message):
     leader_id: int
     leader_addr: str
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., leader_id: _Optional[int] = ..., leader_addr: _Optional[str] = ...) -> None: ...
+
+class WatchClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterEvent(_message.Message):
+    __slots__ = ("header", "leader_id", "leader_addr", "term", "members", "leader_changed", "members_changed")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDR_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    leader_id: int
+    leader_addr: str
+    term: int
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    leader_changed: bool
+    members_changed: bool
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., leader_id: _Optional[int] = ..., leader_addr: _Optional[str] = ..., term: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., leader_changed: _Optional[bool] = ..., members_changed: _Optional[bool] = ...) -> None: ...
 
 class LeaseGrantRequest(_message.Message):
     __slots__ = ("ttl_ms", "id", "write_id")

@@ -808,6 +808,11 @@ class ClusterStub:
                 request_serializer=client__pb2.LeaderRequest.SerializeToString,
                 response_deserializer=client__pb2.LeaderResponse.FromString,
                 _registered_method=True)
+        self.WatchCluster = channel.unary_stream(
+                '/dengine.v1.Cluster/WatchCluster',
+                request_serializer=client__pb2.WatchClusterRequest.SerializeToString,
+                response_deserializer=client__pb2.ClusterEvent.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -826,6 +831,14 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCluster(self, request, context):
+        """A stream of leader and membership changes as this node sees them.
+        Ends with UNAVAILABLE/SHUTTING_DOWN when the node stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -838,6 +851,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Leader,
                     request_deserializer=client__pb2.LeaderRequest.FromString,
                     response_serializer=client__pb2.LeaderResponse.SerializeToString,
+            ),
+            'WatchCluster': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCluster,
+                    request_deserializer=client__pb2.WatchClusterRequest.FromString,
+                    response_serializer=client__pb2.ClusterEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -895,6 +913,33 @@ class Cluster:
             '/dengine.v1.Cluster/Leader',
             client__pb2.LeaderRequest.SerializeToString,
             client__pb2.LeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dengine.v1.Cluster/WatchCluster',
+            client__pb2.WatchClusterRequest.SerializeToString,
+            client__pb2.ClusterEvent.FromString,
             options,
             channel_credentials,
             insecure,
