@@ -4,9 +4,9 @@
 use std::fmt;
 
 use base64::Engine as _;
+use d_engine_api::AuthHeader;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
@@ -64,36 +64,20 @@ impl Credentials {
     }
 }
 
-/// Adds the `authorization` entry (if any) to every outgoing request.
-#[derive(Clone, Default)]
-pub(crate) struct AuthInterceptor(Option<MetadataValue<Ascii>>);
-
-impl AuthInterceptor {
-    pub(crate) fn new(creds: Option<&Credentials>) -> Result<Self> {
-        Ok(AuthInterceptor(
-            creds.map(|c| c.header_value()).transpose()?,
-        ))
-    }
-}
-
-impl Interceptor for AuthInterceptor {
-    fn call(
-        &mut self,
-        mut req: tonic::Request<()>,
-    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
+/// The interceptor that adds `creds` (if any) to every outgoing request.
+pub(crate) fn interceptor(creds: Option<&Credentials>) -> Result<AuthHeader> {
+    Ok(AuthHeader::new(
+        creds.map(|c| c.header_value()).transpose()?,
+    ))
 }
 
 /// The channel type every generated stub of the client runs on.
-pub(crate) type RpcChannel = InterceptedService<Channel, AuthInterceptor>;
+pub(crate) type RpcChannel = InterceptedService<Channel, AuthHeader>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::service::Interceptor;
 
     #[test]
     fn header_values_and_validation() {
@@ -129,10 +113,10 @@ mod tests {
     #[test]
     fn the_interceptor_adds_the_header() {
         let c = Credentials::Token("t".into());
-        let mut i = AuthInterceptor::new(Some(&c)).unwrap();
+        let mut i = interceptor(Some(&c)).unwrap();
         let r = i.call(tonic::Request::new(())).unwrap();
         assert_eq!(r.metadata().get("authorization").unwrap(), "Bearer t");
-        let mut none = AuthInterceptor::default();
+        let mut none = AuthHeader::default();
         let r = none.call(tonic::Request::new(())).unwrap();
         assert!(r.metadata().get("authorization").is_none());
     }

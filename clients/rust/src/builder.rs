@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use tonic::transport::Endpoint;
 
-use crate::backoff::RetryPolicy;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::tls::TlsOptions;
+use d_engine_api::RetryPolicy;
 
 /// Customizes every connection's `tonic` endpoint before it is used; the
 /// place for TLS (`|ep| ep.tls_config(cfg)`, with one of tonic's `tls-*`

@@ -25,7 +25,6 @@
 
 mod admin;
 mod auth;
-mod backoff;
 mod builder;
 mod client;
 mod cluster;
@@ -38,10 +37,10 @@ mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
 pub use auth::Credentials;
-pub use backoff::RetryPolicy;
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;
 pub use cluster::{GrpcCluster, Membership};
+pub use d_engine_api::RetryPolicy;
 pub use endpoint::{normalize_endpoint, DEFAULT_CLIENT_PORT};
 pub use grpc_kv::GrpcKv;
 pub use tls::{PemSource, TlsOptions};

@@ -27,11 +27,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::auth::{AuthInterceptor, RpcChannel};
+use crate::auth::{self, RpcChannel};
 use crate::builder::{ClientConfig, EndpointHook};
 use crate::endpoint::normalize_endpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::session::WriteSessions;
+use d_engine_api::AuthHeader;
 
 /// Which node an attempt goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub(crate) struct Inner {
     discovery: tokio::sync::Mutex<()>,
     pub(crate) sessions: WriteSessions,
     /// Adds the configured credentials to every RPC.
-    auth: AuthInterceptor,
+    auth: AuthHeader,
 }
 
 /// A request carrying its deadline to the server as `grpc-timeout`.
@@ -97,7 +98,7 @@ impl Inner {
         hook: Option<EndpointHook>,
     ) -> Result<Inner> {
         let sessions = WriteSessions::new(cfg.write_sessions)?;
-        let auth = AuthInterceptor::new(cfg.credentials.as_ref())?;
+        let auth = auth::interceptor(cfg.credentials.as_ref())?;
         Ok(Inner {
             cfg,
             endpoints,

@@ -17,21 +17,25 @@
 //! [`TlsOptions`] names, and nothing here links a TLS stack, a runtime or
 //! client machinery (routing, sessions, retries stay in the client crate).
 
+pub mod auth_header;
 pub mod convert;
 pub mod coord;
 pub mod error;
 pub mod kv;
 pub mod lease_keeper;
 pub mod limits;
+pub mod retry;
 pub mod status_codec;
 pub mod tls;
 pub mod types;
 
+pub use auth_header::AuthHeader;
 pub use coord::{CoordClient, HeldLock};
 pub use error::{Error, ErrorCode, Result};
 pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 pub use lease_keeper::LeaseKeeper;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use retry::RetryPolicy;
 pub use status_codec::cancel_error;
 pub use tls::{PemSource, TlsOptions};
 pub use types::*;

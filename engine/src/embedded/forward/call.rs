@@ -9,10 +9,7 @@ use tokio::time::Instant;
 
 use super::link::{Forwarder, Stubs, ATTEMPT_TIMEOUT, MAX_ATTEMPTS};
 use crate::runtime::NodeHandle;
-use d_engine_api::{status_codec, Error, Result};
-
-const BASE_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+use d_engine_api::{status_codec, Error, Result, RetryPolicy};
 
 /// What to do after a failed attempt.
 enum Next {
@@ -154,14 +151,10 @@ impl Call<'_> {
 }
 
 /// The wait before backoff number `n` (1-based) for a jitter sample `unit`
-/// in `[0, 1]`: uniform in the upper half of `min(1 s, 50 ms * 2^(n-1))`.
+/// in `[0, 1]`: the Rust client's default curve (upper half of
+/// `min(1 s, 50 ms * 2^(n-1))`).
 fn backoff(n: u32, unit: f64) -> Duration {
-    let ceiling = BASE_BACKOFF
-        .checked_mul(1u32 << n.saturating_sub(1).min(20))
-        .unwrap_or(MAX_BACKOFF)
-        .min(MAX_BACKOFF);
-    let half = ceiling / 2;
-    half + (ceiling - half).mul_f64(unit.clamp(0.0, 1.0))
+    RetryPolicy::default().delay_with(n, unit)
 }
 
 fn random_unit() -> f64 {

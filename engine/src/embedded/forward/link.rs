@@ -10,13 +10,12 @@ use std::time::Duration;
 use d_engine_proto::v1 as pb;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::write_ids::WriteIds;
 use crate::config::Config;
 use crate::tls::NodeTls;
-use d_engine_api::{Error, Result};
+use d_engine_api::{AuthHeader, Error, Result};
 
 /// Attempts per forwarded call, the first included.
 pub(super) const MAX_ATTEMPTS: u32 = 10;
@@ -30,9 +29,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The generated `Kv` stub with the forward token attached.
-pub(super) type Kv = pb::kv_client::KvClient<InterceptedService<Channel, Bearer>>;
+pub(super) type Kv = pb::kv_client::KvClient<InterceptedService<Channel, AuthHeader>>;
 /// The generated `Lease` stub with the forward token attached.
-pub(super) type Lease = pb::lease_client::LeaseClient<InterceptedService<Channel, Bearer>>;
+pub(super) type Lease = pb::lease_client::LeaseClient<InterceptedService<Channel, AuthHeader>>;
 
 /// The stubs of one forwarded attempt, on one channel.
 pub(super) struct Stubs {
@@ -40,28 +39,13 @@ pub(super) struct Stubs {
     pub(super) lease: Lease,
 }
 
-/// Adds `authorization: Bearer <auth.forward_token>` when configured.
-#[derive(Clone, Default)]
-pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut req: tonic::Request<()>,
-    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
 /// Sends the calls the local node refuses to the leader.
 pub(crate) struct Forwarder {
     pub(super) enabled: bool,
     /// Set when the client API uses TLS.
     pub(super) tls: Option<ClientTlsConfig>,
-    pub(super) bearer: Bearer,
+    /// Adds `authorization: Bearer <auth.forward_token>` when configured.
+    pub(super) bearer: AuthHeader,
     /// Channel per URL, created on first use.
     pub(super) channels: Mutex<HashMap<String, Channel>>,
     /// URL of the last node that answered (or was named leader).
@@ -86,10 +70,10 @@ impl Forwarder {
         } else {
             None
         };
-        let mut bearer = Bearer::default();
+        let mut bearer = AuthHeader::default();
         if let Some(token) = &config.auth.forward_token {
             match bearer_value(token) {
-                Some(v) => bearer = Bearer(Some(v)),
+                Some(v) => bearer = AuthHeader::new(Some(v)),
                 None => {
                     tracing::warn!(
                         "auth.forward_token is not printable ASCII without spaces: writes on \

@@ -1,4 +1,5 @@
 //! Retry policy: how many attempts and how long to wait between them.
+//! One curve for the Rust client and the embedded node's leader forwarder.
 
 use std::time::Duration;
 
