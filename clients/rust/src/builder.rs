@@ -35,7 +35,7 @@ pub struct ClientConfig {
     /// Client-side size checks. Default: key 1..=4096 bytes, value <= 1 MiB.
     pub limits: Limits,
     /// Independent write sessions (random client ids), each allowing
-    /// [`crate::session::WRITE_WINDOW`] writes in flight. Default 4 (128 writes).
+    /// [`d_engine_api::WRITE_WINDOW`] writes in flight. Default 4 (128 writes).
     pub write_sessions: usize,
     /// Events buffered per watch before the client stops reading from the
     /// server (which then may cancel the watch as too slow). Default 1024.

@@ -31,7 +31,6 @@ mod cluster;
 mod endpoint;
 mod grpc_kv;
 mod router;
-pub mod session;
 pub mod tls;
 mod watch;
 
@@ -40,6 +39,8 @@ pub use auth::Credentials;
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;
 pub use cluster::{GrpcCluster, Membership};
+/// Write identities for exactly-once retries (moved to `d-engine-api`).
+pub use d_engine_api::write_ids as session;
 pub use d_engine_api::RetryPolicy;
 pub use endpoint::{normalize_endpoint, DEFAULT_CLIENT_PORT};
 pub use grpc_kv::GrpcKv;

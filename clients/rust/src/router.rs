@@ -31,8 +31,8 @@ use crate::auth::{self, RpcChannel};
 use crate::builder::{ClientConfig, EndpointHook};
 use crate::endpoint::normalize_endpoint;
 use crate::error::{Error, ErrorCode, Result};
-use crate::session::WriteSessions;
 use d_engine_api::AuthHeader;
+use d_engine_api::WriteSessions;
 
 /// Which node an attempt goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +97,10 @@ impl Inner {
         scheme: String,
         hook: Option<EndpointHook>,
     ) -> Result<Inner> {
-        let sessions = WriteSessions::new(cfg.write_sessions)?;
+        let sessions = WriteSessions::new(
+            cfg.write_sessions,
+            "raise write_sessions or use more clients",
+        )?;
         let auth = auth::interceptor(cfg.credentials.as_ref())?;
         Ok(Inner {
             cfg,

@@ -28,6 +28,7 @@ pub mod retry;
 pub mod status_codec;
 pub mod tls;
 pub mod types;
+pub mod write_ids;
 
 pub use auth_header::AuthHeader;
 pub use coord::{CoordClient, HeldLock};
@@ -39,3 +40,4 @@ pub use retry::RetryPolicy;
 pub use status_codec::cancel_error;
 pub use tls::{PemSource, TlsOptions};
 pub use types::*;
+pub use write_ids::{WriteSessions, WriteTicket, WRITE_WINDOW};

@@ -23,7 +23,7 @@
 //!   Any other error is returned at once.
 //! - Every forwarded write carries a `WriteId` (client id, seq) that stays
 //!   the same across its retries, so the leader applies it once even when
-//!   an attempt timed out after it was applied (`forward/write_ids.rs`).
+//!   an attempt timed out after it was applied (`d_engine_api::WriteSessions`).
 //! - With `auth.forward_token` set, every call carries it as
 //!   `authorization: Bearer <token>`: the leader checks forwarded calls as
 //!   that token's user.
@@ -33,7 +33,6 @@
 
 mod call;
 mod link;
-mod write_ids;
 
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ impl Forwarder {
             key: key.into(),
             value: value.into(),
             ttl_ms,
-            write_id: Some(slot.id),
+            write_id: Some(slot.id()),
             lease: 0,
         };
         let resp = call
@@ -90,7 +89,7 @@ impl Forwarder {
         let slot = self.ids.acquire(call.deadline).await?;
         let req = pb::DeleteRequest {
             key: key.into(),
-            write_id: Some(slot.id),
+            write_id: Some(slot.id()),
         };
         let resp = call
             .run("delete", |Stubs { mut kv, .. }, t| {
@@ -119,7 +118,7 @@ impl Forwarder {
             expected_value: expected,
             new_value,
             ttl_ms,
-            write_id: Some(slot.id),
+            write_id: Some(slot.id()),
         };
         let resp = call
             .run("compare_and_swap", |Stubs { mut kv, .. }, t| {
@@ -219,7 +218,7 @@ impl Forwarder {
         let mut call = self.begin(h, local)?;
         let slot = self.ids.acquire(call.deadline).await?;
         let mut req = convert::delete_range_request(&key, &end, prev_kv);
-        req.write_id = Some(slot.id);
+        req.write_id = Some(slot.id());
         let resp = call
             .run("delete_range", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
@@ -233,7 +232,7 @@ impl Forwarder {
         let mut call = self.begin(h, local)?;
         let slot = self.ids.acquire(call.deadline).await?;
         let mut req = convert::txn_request(txn);
-        req.write_id = Some(slot.id);
+        req.write_id = Some(slot.id());
         let resp = call
             .run("txn", |Stubs { mut kv, .. }, t| {
                 let req = request(req.clone(), t);
@@ -257,7 +256,7 @@ impl Forwarder {
             key: key.into(),
             value: value.into(),
             ttl_ms: 0,
-            write_id: Some(slot.id),
+            write_id: Some(slot.id()),
             lease,
         };
         let resp = call
@@ -281,7 +280,7 @@ impl Forwarder {
         let req = pb::LeaseGrantRequest {
             ttl_ms: convert::duration_ms(ttl),
             id,
-            write_id: Some(slot.id),
+            write_id: Some(slot.id()),
         };
         let resp = call
             .run("lease_grant", |Stubs { mut lease, .. }, t| {
@@ -297,7 +296,7 @@ impl Forwarder {
         let slot = self.ids.acquire(call.deadline).await?;
         let req = pb::LeaseRevokeRequest {
             id,
-            write_id: Some(slot.id),
+            write_id: Some(slot.id()),
         };
         let resp = call
             .run("lease_revoke", |Stubs { mut lease, .. }, t| {

@@ -12,11 +12,13 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::write_ids::WriteIds;
 use crate::config::Config;
 use crate::tls::NodeTls;
-use d_engine_api::{AuthHeader, Error, Result};
+use d_engine_api::{AuthHeader, Error, Result, WriteSessions};
 
+/// Client ids (write sessions) of one engine's forwarded writes: up to
+/// `WRITE_SESSIONS * WRITE_WINDOW` forwarded writes in flight.
+const WRITE_SESSIONS: usize = 4;
 /// Attempts per forwarded call, the first included.
 pub(super) const MAX_ATTEMPTS: u32 = 10;
 /// Longest wait for one attempt's answer.
@@ -52,11 +54,12 @@ pub(crate) struct Forwarder {
     pub(super) leader: Mutex<Option<String>>,
     /// Which other member to try next when no leader is known.
     pub(super) cursor: AtomicUsize,
-    pub(super) ids: WriteIds,
+    pub(super) ids: WriteSessions,
 }
 
 impl Forwarder {
-    pub(crate) fn new(config: &Config, tls: &NodeTls) -> Forwarder {
+    /// Fails only if the OS random number generator fails (write ids).
+    pub(crate) fn new(config: &Config, tls: &NodeTls) -> Result<Forwarder> {
         let mut enabled = config.embedded.forward_to_leader;
         let client_tls = if config.tls.client_api {
             if tls.forward.is_none() && enabled {
@@ -83,15 +86,15 @@ impl Forwarder {
                 }
             }
         }
-        Forwarder {
+        Ok(Forwarder {
             enabled,
             tls: client_tls,
             bearer,
             channels: Mutex::default(),
             leader: Mutex::default(),
             cursor: AtomicUsize::new(0),
-            ids: WriteIds::default(),
-        }
+            ids: WriteSessions::new(WRITE_SESSIONS, "the leader is not keeping up; retry later")?,
+        })
     }
 
     /// `addr` (`host:port` or a URL) as a URL of this forwarder's scheme.
@@ -177,12 +180,27 @@ mod tests {
     fn addresses_become_urls_of_the_forwarding_scheme() {
         let mut config = Config::single_node(std::path::Path::new("/nonexistent"));
         config.embedded.forward_to_leader = true;
-        let plain = Forwarder::new(&config, &NodeTls::default());
+        let plain = Forwarder::new(&config, &NodeTls::default()).unwrap();
         assert!(plain.enabled);
         assert_eq!(plain.url("10.0.0.1:9083"), "http://10.0.0.1:9083");
         assert_eq!(plain.url("https://a:1"), "https://a:1");
         // A TLS client API without a CA to trust: forwarding is off.
         config.tls.client_api = true;
-        assert!(!Forwarder::new(&config, &NodeTls::default()).enabled);
+        assert!(
+            !Forwarder::new(&config, &NodeTls::default())
+                .unwrap()
+                .enabled
+        );
+    }
+
+    #[test]
+    fn write_windows_fit_the_leaders_dedup_window() {
+        use d_engine_storage::sm::dedup::DEDUP_WINDOW_PER_CLIENT;
+        assert_eq!(
+            d_engine_api::write_ids::SERVER_DEDUP_WINDOW,
+            DEDUP_WINDOW_PER_CLIENT as u64,
+            "clients size their write windows from the leader's dedup window"
+        );
+        assert!(d_engine_api::WRITE_WINDOW < DEDUP_WINDOW_PER_CLIENT as u64);
     }
 }

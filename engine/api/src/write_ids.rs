@@ -1,10 +1,12 @@
-//! Write identities for exactly-once retries.
+//! Write identities for exactly-once retries, handed out by the Rust
+//! client and by an embedded node forwarding writes to its leader.
 //!
 //! Every write carries a `WriteId { client_id, seq }`; all retries of one
 //! logical write reuse the same pair, so the server applies it once and
 //! answers the retry with the original result.
 //!
-//! The server remembers the last 64 results per `client_id` (by seq) and
+//! The server remembers the last [`SERVER_DEDUP_WINDOW`] results per
+//! `client_id` (by seq) and
 //! treats a seq below that window as an expired duplicate that is never
 //! applied. A seq must therefore reach the server before 64 larger seqs of
 //! the same client_id have been applied. Each session enforces this with a
@@ -24,8 +26,12 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
-/// Writes one session may have in flight (half the server's 64-result window).
-pub const WRITE_WINDOW: u64 = 32;
+/// Results the server remembers per client id (the storage crate's
+/// `DEDUP_WINDOW_PER_CLIENT`; the node's tests check they agree).
+pub const SERVER_DEDUP_WINDOW: u64 = 64;
+
+/// Writes one session may have in flight (half the server's window).
+pub const WRITE_WINDOW: u64 = SERVER_DEDUP_WINDOW / 2;
 
 struct Session {
     client_id: u64,
@@ -39,22 +45,24 @@ struct SessionState {
     outstanding: BTreeSet<u64>,
 }
 
-/// The write sessions of one `Client`.
-pub(crate) struct WriteSessions {
+/// The write sessions of one client (or one node's forwarder).
+pub struct WriteSessions {
     sessions: Vec<Session>,
     rr: AtomicUsize,
     freed: Notify,
+    /// What to do when every window is full, for the timeout message.
+    full_hint: &'static str,
 }
 
 /// One in-flight write's identity; finishing (dropping) it frees its slot.
-pub(crate) struct WriteTicket<'a> {
+pub struct WriteTicket<'a> {
     owner: &'a WriteSessions,
     index: usize,
     id: WriteId,
 }
 
 impl WriteTicket<'_> {
-    pub(crate) fn id(&self) -> WriteId {
+    pub fn id(&self) -> WriteId {
         self.id
     }
 }
@@ -86,8 +94,10 @@ fn random_client_id() -> Result<u64> {
 }
 
 impl WriteSessions {
-    /// `count` sessions, each with a fresh random client id.
-    pub(crate) fn new(count: usize) -> Result<Self> {
+    /// `count` sessions (at least one), each with a fresh random client
+    /// id. `full_hint` ends the timeout message when every window stays
+    /// full (e.g. "raise write_sessions or use more clients").
+    pub fn new(count: usize, full_hint: &'static str) -> Result<Self> {
         let mut sessions: Vec<Session> = Vec::with_capacity(count);
         while sessions.len() < count.max(1) {
             let client_id = random_client_id()?;
@@ -106,10 +116,11 @@ impl WriteSessions {
             sessions,
             rr: AtomicUsize::new(0),
             freed: Notify::new(),
+            full_hint,
         })
     }
 
-    pub(crate) fn client_ids(&self) -> Vec<u64> {
+    pub fn client_ids(&self) -> Vec<u64> {
         self.sessions.iter().map(|s| s.client_id).collect()
     }
 
@@ -140,7 +151,7 @@ impl WriteSessions {
 
     /// A write identity, waiting (until `deadline`) while every session's
     /// window is full.
-    pub(crate) async fn acquire(&self, deadline: Instant) -> Result<WriteTicket<'_>> {
+    pub async fn acquire(&self, deadline: Instant) -> Result<WriteTicket<'_>> {
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -151,9 +162,10 @@ impl WriteSessions {
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(Error::Timeout(format!(
                     "no write slot freed before the request timeout: {} writes already in \
-                     flight on this client (write_sessions x {WRITE_WINDOW}); raise \
-                     write_sessions or use more clients",
-                    self.sessions.len() as u64 * WRITE_WINDOW
+                     flight ({} sessions x {WRITE_WINDOW}); {}",
+                    self.sessions.len() as u64 * WRITE_WINDOW,
+                    self.sessions.len(),
+                    self.full_hint
                 )));
             }
         }
@@ -167,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn ids_are_distinct_nonzero_and_seqs_increase() {
-        let s = WriteSessions::new(3).unwrap();
+        let s = WriteSessions::new(3, "hint").unwrap();
         let ids = s.client_ids();
         assert_eq!(ids.len(), 3);
         assert!(ids.iter().all(|i| *i != 0));
@@ -180,12 +192,15 @@ mod tests {
             assert_eq!(t.id().seq, prev + 1, "seqs start at 1 and increase by 1");
         }
         // Two fresh clients never share an id (64 random bits).
-        assert_ne!(WriteSessions::new(1).unwrap().client_ids(), ids[..1]);
+        assert_ne!(
+            WriteSessions::new(1, "hint").unwrap().client_ids(),
+            ids[..1]
+        );
     }
 
     #[tokio::test]
     async fn window_blocks_until_the_oldest_write_finishes() {
-        let s = WriteSessions::new(1).unwrap();
+        let s = WriteSessions::new(1, "hint").unwrap();
         let far = Instant::now() + Duration::from_secs(5);
         let mut held = Vec::new();
         for _ in 0..WRITE_WINDOW {
@@ -203,7 +218,7 @@ mod tests {
         // A waiter times out with a clear message.
         let soon = Instant::now() + Duration::from_millis(30);
         match s.acquire(soon).await {
-            Err(Error::Timeout(m)) => assert!(m.contains("write_sessions"), "{m}"),
+            Err(Error::Timeout(m)) => assert!(m.contains("hint"), "{m}"),
             other => panic!("{:?}", other.map(|t| t.id())),
         }
         // Finishing seq 1 wakes a waiter, who gets seq 33.
@@ -223,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_multiply_the_window() {
-        let s = WriteSessions::new(2).unwrap();
+        let s = WriteSessions::new(2, "hint").unwrap();
         let far = Instant::now() + Duration::from_secs(5);
         let mut held = Vec::new();
         for _ in 0..2 * WRITE_WINDOW {
