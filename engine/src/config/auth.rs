@@ -144,19 +144,6 @@ pub struct UserConfig {
     pub roles: Vec<String>,
 }
 
-/// True if `addr` can only be reached from this machine: a socket address
-/// (`127.0.0.1:9083`, `[::1]:9083`) with a loopback IP, or `localhost:port`.
-/// Stricter than [`super::is_loopback_addr`] about IPv6 (brackets needed);
-/// kept as it was when `[auth]` had its own copy, so that which client
-/// addresses may serve auth over plaintext does not change.
-fn client_addr_is_loopback(addr: &str) -> bool {
-    if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
-        return a.ip().is_loopback();
-    }
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.eq_ignore_ascii_case("localhost")
-}
-
 /// sha256 of `data` as 64 lowercase hex digits (how tokens are configured).
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
@@ -385,7 +372,7 @@ impl Config {
             || self.tls.client_api
             || self.auth.allow_plaintext
             || self.client_addr.is_empty()
-            || client_addr_is_loopback(&self.client_addr)
+            || super::is_loopback_addr(&self.client_addr)
         {
             return Ok(());
         }
@@ -515,16 +502,6 @@ mod tests {
             parse(&good().replace("name = \"bot\"", &format!("name = \"{long}\""))).unwrap_err();
         assert_eq!(e.key, "auth.users[1].name", "{e}");
         assert!(e.to_string().contains("255"), "{e}");
-    }
-
-    #[test]
-    fn loopback_addresses() {
-        for a in ["127.0.0.1:9083", "[::1]:1", "localhost:9083", "127.1.2.3:5"] {
-            assert!(client_addr_is_loopback(a), "{a}");
-        }
-        for a in ["0.0.0.0:9083", "[::]:1", "10.0.0.1:9083", "db.example:9083"] {
-            assert!(!client_addr_is_loopback(a), "{a}");
-        }
     }
 
     #[test]

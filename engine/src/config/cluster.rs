@@ -153,21 +153,20 @@ fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// True when `addr` (`host:port`) names a loopback address: `localhost`,
-/// 127.0.0.0/8 or ::1. Unspecified addresses (0.0.0.0, ::) and other host
-/// names are not loopback.
+/// True when `addr` can only be reached from this machine: a socket
+/// address with a loopback IP (`127.0.0.0/8`, `[::1]:port`) or
+/// `localhost:port`. Unspecified addresses (0.0.0.0, ::), other host names
+/// and unbracketed IPv6 text are not. The one check for peer exposure and
+/// for serving auth without TLS.
 pub fn is_loopback_addr(addr: &str) -> bool {
-    let host = match addr.rsplit_once(':') {
-        Some((h, _)) => h,
-        None => addr,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
+    if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
     }
-    host.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
+    // Not an IP socket address: only `localhost:<port>` is loopback. An
+    // unbracketed IPv6 text such as `::1:9083` is the address
+    // 0:0:0:0:0:0:1:9083 (not loopback), never `[::1]` port 9083.
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 #[cfg(test)]
@@ -206,7 +205,16 @@ mod tests {
         for a in ["127.0.0.1:9083", "[::1]:1", "localhost:9083", "127.1.2.3:5"] {
             assert!(is_loopback_addr(a), "{a}");
         }
-        for a in ["0.0.0.0:9083", "[::]:1", "10.0.0.1:9083", "db.example:9083"] {
+        // `::1:9083` is an IPv6 address without a port, not [::1]:9083.
+        for a in [
+            "0.0.0.0:9083",
+            "[::]:1",
+            "10.0.0.1:9083",
+            "db.example:9083",
+            "::1:9083",
+            "localhost",
+            "notlocalhost:1",
+        ] {
             assert!(!is_loopback_addr(a), "{a}");
         }
     }
