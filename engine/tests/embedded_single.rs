@@ -103,9 +103,18 @@ async fn compare_and_swap_and_scan() {
     assert_eq!(some[0].key, b"user/00");
     let page = e
         .handle()
-        .scan_prefix(&b"user/"[..], 5, Consistency::Lease)
+        .range(
+            bytes::Bytes::from_static(b"user/"),
+            d_engine_node::RangeOptions {
+                end: d_engine_node::RangeEnd::Prefix,
+                limit: 5,
+                consistency: Consistency::Lease,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
+    assert_eq!(page.kvs.len(), 5);
     assert!(page.more);
     e.stop().await.unwrap();
 }

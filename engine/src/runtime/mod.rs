@@ -59,7 +59,7 @@ mod coord_tests;
 pub use addr::MemberAddr;
 pub use failure::NodeFailure;
 pub use handle::{
-    Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, ScanOutcome,
-    WatchStream, WriteId,
+    Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, WatchStream,
+    WriteId,
 };
 pub use node::{start, StartError};

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::handle::NodeHandle;
 use super::input::{take_slot, Input, ReadWaiter};
 use super::shared::now_ms;
-use super::types::{to_client_kv, Consistency, Error, KeyValue, Result, ScanOutcome};
+use super::types::{to_client_kv, Consistency, Error, KeyValue, Result};
 use super::validate::{duplicate_key_message, first_duplicate};
 
 /// Response bytes one pair costs in a read's byte budget: its key, value
@@ -219,23 +219,6 @@ impl NodeHandle {
             out.push(kv);
         }
         Ok(MultiRead::Complete(out))
-    }
-
-    /// Up to `limit` live pairs whose key starts with `prefix`, in key order
-    /// (`limit` 0 = `limits.max_scan_limit`; larger limits are capped to it).
-    pub async fn scan_prefix(
-        &self,
-        prefix: impl Into<Bytes>,
-        limit: u32,
-        consistency: Consistency,
-    ) -> Result<ScanOutcome> {
-        let s = self
-            .scan_prefix_shared(prefix.into(), limit, consistency, None)
-            .await?;
-        Ok(ScanOutcome {
-            kvs: s.kvs.iter().map(to_client_kv).collect(),
-            more: s.more,
-        })
     }
 
     /// Up to `limit` live pairs under `prefix` in key order (`limit` 0 =

@@ -32,14 +32,6 @@ pub struct DeleteOutcome {
     pub revision: u64,
 }
 
-/// Result of a prefix scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanOutcome {
-    pub kvs: Vec<KeyValue>,
-    /// More keys match than were returned.
-    pub more: bool,
-}
-
 /// Result of a raw proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProposeOutcome {
