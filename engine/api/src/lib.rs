@@ -32,7 +32,7 @@ pub mod write_ids;
 
 pub use auth_header::AuthHeader;
 pub use coord::{CoordClient, HeldLock};
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Error, ErrorCode, Result, WatchCancel};
 pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 pub use lease_keeper::LeaseKeeper;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
