@@ -178,9 +178,7 @@ def test_watch_options_travel_and_prev_kv_and_progress_arrive():
     srv, addr = _serve(kv)
     try:
         with dengine.Client(addr) as c:
-            with c.watch(
-                b"a/", 4, range_end=b"b", prev_kv=True, progress_notify=True, filters=["no_delete"]
-            ) as w:
+            with c.watch(b"a/", 4, range_end=b"b", prev_kv=True, progress_notify=True, filters=["no_delete"]) as w:
                 ev = next(w)
                 assert ev.prev_kv is not None and ev.prev_kv.value == b"old" and not ev.is_progress
                 p = next(w)
@@ -310,14 +308,22 @@ TRANSPORT = [
     (grpc.StatusCode.CANCELLED, "Timeout expired", dengine.Unavailable, True, True),
     (grpc.StatusCode.INTERNAL, "RST_STREAM", dengine.Error, False, True),
     (grpc.StatusCode.UNKNOWN, "connection reset", dengine.Error, False, True),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (9 vs. 4)", dengine.InvalidArgument, False, False),
+    (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "Received message larger than max (9 vs. 4)",
+        dengine.InvalidArgument,
+        False,
+        False,
+    ),
     (grpc.StatusCode.OUT_OF_RANGE, "decoded message length too large", dengine.InvalidArgument, False, False),
     (grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", dengine.Overloaded, True, False),
     (grpc.StatusCode.UNAUTHENTICATED, "no token", dengine.Unauthenticated, False, False),
 ]
 
 
-@pytest.mark.parametrize("status,details,cls,retried,resumes", TRANSPORT, ids=[f"{t[0].name}:{t[1]}" for t in TRANSPORT])
+@pytest.mark.parametrize(
+    "status,details,cls,retried,resumes", TRANSPORT, ids=[f"{t[0].name}:{t[1]}" for t in TRANSPORT]
+)
 def test_transport_failure_row(status, details, cls, retried, resumes):
     e = _FakeRpcError(status, details)
     err = codec.error_from_rpc(e, "n1")
@@ -326,7 +332,9 @@ def test_transport_failure_row(status, details, cls, retried, resumes):
 
 
 def test_watch_cancel_without_code_reads_the_reason_name():
-    assert isinstance(_watch.cancel_error(pb.WatchResponse(canceled=True, cancel_reason="SHUTTING_DOWN: bye")), dengine.ShuttingDown)
+    assert isinstance(
+        _watch.cancel_error(pb.WatchResponse(canceled=True, cancel_reason="SHUTTING_DOWN: bye")), dengine.ShuttingDown
+    )
     plain = _watch.cancel_error(pb.WatchResponse(canceled=True, cancel_reason="watcher too slow"))
     assert type(plain) is dengine.WatchCanceled
 

@@ -45,6 +45,9 @@ def channel_options(max_message_bytes: int, extra: Sequence[Tuple[str, Any]] = (
         "grpc.max_send_message_length": max_message_bytes,
         "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
         "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+        # gRPC core (>= 1.5x) times pings out after this, not after
+        # keepalive_timeout_ms (its default is a minute).
+        "grpc.http2.ping_timeout_ms": KEEPALIVE_TIMEOUT_MS,
         "grpc.keepalive_permit_without_calls": 1,
         "grpc.http2.max_pings_without_data": 0,
     }
@@ -79,6 +82,10 @@ class Router:
         elif target == self.leader:
             self.leader = None
         self._next += 1
+        if len(self.endpoints) > 1 and self.endpoints[self._next % len(self.endpoints)] == target:
+            # Never rotate straight back to the node that just failed (a
+            # paused node would cost a whole attempt timeout again).
+            self._next += 1
 
     def succeeded(self, target: str, need_leader: bool) -> None:
         if need_leader:
