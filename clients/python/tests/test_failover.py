@@ -196,3 +196,39 @@ def test_calls_and_watches_fail_over_from_a_sigstopped_leader(fresh_cluster: Ser
             assert revs == sorted(revs) and len(set(revs)) == len(revs)
     finally:
         paused.popen.send_signal(signal.SIGCONT)
+
+
+def test_watch_survives_graceful_restart_of_its_node(fresh_cluster: ServerCluster):
+    """SIGTERM (graceful stop: the node cancels its watches with
+    SHUTTING_DOWN) and restart of the node serving a watch, during writes:
+    every acknowledged write reaches the watch once, in order."""
+    cluster = fresh_cluster
+    with dengine.Client(cluster.endpoints) as wc, dengine.Client(cluster.endpoints) as c:
+        w = wc.watch_prefix(b"gr/")
+        node = next(s.id for s in cluster.specs if s.client_addr == wc._router.leader)
+        events: List[dengine.WatchEvent] = []
+        errors: List[Exception] = []
+
+        def consume():
+            try:
+                for ev in w:
+                    events.append(ev)
+            except dengine.Error as e:
+                errors.append(e)
+
+        th = threading.Thread(target=consume, daemon=True)
+        th.start()
+        acked: Dict[int, bytes] = {}
+        for i in range(30):
+            if i == 10:
+                cluster.proc(node).kill(signal.SIGTERM)
+            if i == 20:
+                cluster.proc(node).start()
+            acked[c.put(b"gr/%02d" % i, b"v%d" % i)] = b"gr/%02d" % i
+        wait_until("every acknowledged write in the watch", lambda: errors or len(events) >= 30, timeout=30)
+        w.cancel()
+        th.join(5)
+        assert not errors, errors
+        revs = [e.revision for e in events]
+        assert revs == sorted(revs) and len(set(revs)) == len(revs), f"duplicate or out of order: {revs}"
+        assert {e.revision: e.kv.key for e in events} == acked
