@@ -347,3 +347,14 @@ def test_keepalive_and_channel_options():
     assert opts["grpc.primary_user_agent"] == "x" and opts["grpc.max_receive_message_length"] == 100
     with pytest.raises(TypeError, match="channel_options"):
         dengine.Client("127.0.0.1:1", channel_options=["bad"])
+
+
+def test_router_never_rotates_straight_back_to_the_failed_node():
+    from d_engine._routing import Router
+
+    r = Router(["a:1", "b:1", "c:1"])
+    r.leader, r._next = "b:1", 0
+    r.failed("b:1", dengine.Timeout("paused"))
+    assert r.leader is None and r.target(True) != "b:1"
+    r.failed("a:1", dengine.Unavailable("down"))
+    assert r.target(True) not in ("a:1",)
