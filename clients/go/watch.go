@@ -388,7 +388,7 @@ func (w *watcher) send(ev WatchEvent) *Error {
 // final sends the terminal error value (stamped with the revision to resume
 // from) unless the caller has gone away.
 func (w *watcher) final(err error) {
-	if e, ok := err.(*Error); ok && e.ResumeRevision == 0 {
+	if e, ok := err.(*Error); ok && e.ResumeRevision < w.next {
 		stamped := *e
 		stamped.ResumeRevision = w.next
 		err = &stamped
