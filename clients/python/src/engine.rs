@@ -126,11 +126,13 @@ fn opt_kv(py: Python<'_>, kv: &Option<KeyValue>) -> PyResult<Py<PyAny>> {
     })
 }
 
-/// `(type, kv)` with type `"put"` or `"delete"`.
+/// `(type, kv)` with type `"put"`, `"delete"` or `"progress"` (only for
+/// watches that asked for progress notifications).
 pub fn event_tuple(py: Python<'_>, ev: &WatchEvent) -> PyResult<Py<PyAny>> {
     let kind = match ev.kind {
         EventType::Put => "put",
         EventType::Delete => "delete",
+        EventType::Progress => "progress",
     };
     Ok((kind, kv_tuple(py, &ev.kv)?)
         .into_pyobject(py)?

@@ -14,6 +14,7 @@ use crate::router::{request, Retry, Route};
 use crate::types::{
     CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, LeaderKey, LeaseGrant, LeaseStatus,
     LeaseTtl, LockKey, RangeEnd, RangeOptions, RangePage, ScanPage, Txn, TxnOp, TxnOutcome,
+    WatchOptions,
 };
 use crate::{CoordClient, HeldLock, LeaseKeeper};
 
@@ -235,8 +236,11 @@ impl GrpcKv {
 
     /// Watches one key (see [`KvClient::watch`]).
     pub async fn watch(&self, key: impl AsRef<[u8]>, start_revision: u64) -> Result<WatchStream> {
-        self.do_watch(key.as_ref().to_vec(), false, start_revision)
-            .await
+        self.do_watch(
+            key.as_ref().to_vec(),
+            WatchOptions::key().with_start_revision(start_revision),
+        )
+        .await
     }
 
     /// Watches every key with the given prefix (empty = every key).
@@ -245,8 +249,22 @@ impl GrpcKv {
         prefix: impl AsRef<[u8]>,
         start_revision: u64,
     ) -> Result<WatchStream> {
-        self.do_watch(prefix.as_ref().to_vec(), true, start_revision)
-            .await
+        self.do_watch(
+            prefix.as_ref().to_vec(),
+            WatchOptions::prefix().with_start_revision(start_revision),
+        )
+        .await
+    }
+
+    /// Watches the keys `options` describe, with `prev_kv`, progress
+    /// notifications and filters (see [`KvClient::watch_with`]). Resumes
+    /// across leader changes and restarts like every watch of this client.
+    pub async fn watch_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: WatchOptions,
+    ) -> Result<WatchStream> {
+        self.do_watch(key.as_ref().to_vec(), options).await
     }
 
     async fn do_put(&self, key: Vec<u8>, value: Vec<u8>, ttl_ms: u64, lease: u64) -> Result<u64> {
@@ -619,21 +637,15 @@ impl GrpcKv {
         Ok(convert::lease_list(resp))
     }
 
-    async fn do_watch(&self, key: Vec<u8>, prefix: bool, start: u64) -> Result<WatchStream> {
+    async fn do_watch(&self, key: Vec<u8>, options: WatchOptions) -> Result<WatchStream> {
         let limits = self.client.inner.cfg.limits;
-        if prefix {
-            limits.check_prefix(&key)?;
-        } else {
-            limits.check_key(&key)?;
+        match &options.end {
+            RangeEnd::Prefix => limits.check_prefix(&key)?,
+            end => self.check_range(&key, end)?,
         }
         watch::open(
             self.client.inner.clone(),
-            pb::WatchRequest {
-                key,
-                prefix,
-                start_revision: start,
-                ..Default::default()
-            },
+            convert::watch_request(&key, &options),
         )
         .await
     }
@@ -741,20 +753,12 @@ impl KvClient for GrpcKv {
         self.do_lease_list()
     }
 
-    fn watch(
+    fn watch_with(
         &self,
         key: impl AsRef<[u8]> + Send,
-        start_revision: u64,
+        options: WatchOptions,
     ) -> impl Future<Output = Result<WatchStream>> + Send {
-        self.do_watch(key.as_ref().to_vec(), false, start_revision)
-    }
-
-    fn watch_prefix(
-        &self,
-        prefix: impl AsRef<[u8]> + Send,
-        start_revision: u64,
-    ) -> impl Future<Output = Result<WatchStream>> + Send {
-        self.do_watch(prefix.as_ref().to_vec(), true, start_revision)
+        self.do_watch(key.as_ref().to_vec(), options)
     }
 }
 

@@ -55,7 +55,7 @@ pub use d_engine_api::{cancel_error, limits, status_codec};
 pub use d_engine_api::{
     scan_prefix_pages, CoordClient, HeldLock, KvClient, LeaseKeeper, RangeWalk, WatchStream,
 };
-pub use d_engine_api::{Error, ErrorCode, Result};
+pub use d_engine_api::{Error, ErrorCode, Result, WatchCancel};
 pub use d_engine_api::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 // Crate-internal paths of the moved modules.
 use d_engine_api::{convert, error, kv, types};

@@ -1,17 +1,26 @@
 //! Watches over gRPC: open (consuming the server's `created` message),
-//! forward events into the caller's [`WatchStream`], resume after a broken
-//! stream, and turn a server-side cancellation into a final `Err`.
+//! forward events (and progress notifications, if asked for) into the
+//! caller's [`WatchStream`], resume after a broken stream, and turn a
+//! server-side cancellation into a final typed `Err`.
 //!
 //! Delivery contract: events arrive in revision order, each at most once.
 //! After a transport failure, leader change or node shutdown the watch is
-//! re-opened (within the retry policy and request timeout) from the
-//! revision after the last delivered event, so nothing is skipped as long
-//! as the server still holds that history (otherwise the final error is
-//! `Compacted`). A cancellation because the node is shutting down
-//! (`SHUTTING_DOWN: ...`) is treated the same way. Any other cancellation
-//! (`canceled` + reason: slow consumer, compaction, ...) yields one `Err`
-//! and then `None`; so does a failed re-open, or any break when
-//! `watch_resume` is off. Dropping the stream ends the watch.
+//! re-opened (within the retry policy and request timeout) where it left
+//! off, so nothing is skipped as long as the server still holds that
+//! history (otherwise the final error is a `Compacted` cancel). Where it
+//! left off: one past the last delivered event, or further when a progress
+//! notification or the server's `resume_revision` says so; when the
+//! server's cancel says a revision was cut in the middle (`resume_revision`
+//! = the last delivered revision), the watch resumes at that revision and
+//! drops the events of it already delivered.
+//!
+//! Decisions are made on the cancel's `cancel_code`, never on its text:
+//! `SHUTTING_DOWN` and `NOT_LEADER` are resumed like a broken stream; any
+//! other cancel (`OVERLOADED` slow consumer, `COMPACTED`, auth, ...) yields
+//! one `Err(Error::WatchCanceled(..))` carrying the code, the
+//! `compact_revision` and the `resume_revision`, then `None`; so does a
+//! failed re-open, or any break when `watch_resume` is off. Dropping the
+//! stream ends the watch.
 
 use std::sync::Arc;
 
@@ -23,7 +32,8 @@ use crate::convert;
 use crate::error::{Error, ErrorCode, Result};
 use crate::kv::WatchStream;
 use crate::router::{Inner, Retry, Route};
-use crate::status_codec::cancel_error;
+use crate::status_codec::cancel_from_wire;
+use crate::types::WatchEvent;
 
 /// Errors after which a broken watch is re-opened.
 /// A status that did not come from a d-engine handler (no error details)
@@ -35,8 +45,25 @@ fn is_transport_break(st: &tonic::Status) -> bool {
     matches!(st.code(), Code::Unknown | Code::Internal | Code::Cancelled) && st.details().is_empty()
 }
 
+/// A broken stream (transport or node) after which the watch is re-opened.
 fn resumable(e: &Error) -> bool {
-    e.is_retryable() || matches!(e.code(), ErrorCode::ShuttingDown | ErrorCode::Timeout)
+    if matches!(e, Error::WatchCanceled(_)) {
+        return resumable_cancel(e.code());
+    }
+    matches!(
+        e.code(),
+        ErrorCode::NotLeader
+            | ErrorCode::NoLeader
+            | ErrorCode::Unavailable
+            | ErrorCode::ChangeInProgress
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Timeout
+    )
+}
+
+/// A server cancel that means "this node is going away, watch elsewhere".
+fn resumable_cancel(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::ShuttingDown | ErrorCode::NotLeader)
 }
 
 /// Opens the watch on the leader (following redirects and retrying like
@@ -59,7 +86,7 @@ async fn establish(
                 async move {
                     let mut stream = rpc.watch(req).await?.into_inner();
                     match stream.message().await? {
-                        Some(first) if first.canceled => Err(cancel_error(&first.cancel_reason)),
+                        Some(first) if first.canceled => Err(cancel_from_wire(&first)),
                         Some(first) if first.created => {
                             Ok((stream, first.header.map_or(0, |h| h.revision)))
                         }
@@ -76,56 +103,133 @@ async fn establish(
         .await
 }
 
+/// Where a watch stands: what it delivered, and where to re-open it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Position {
+    /// Revision of the last delivered event (0 = none yet).
+    last: u64,
+    /// Events of revision `last` delivered.
+    at_last: usize,
+    /// Every revision below this one is delivered or known to have no
+    /// event for this watch (start revision, progress, server resume).
+    floor: u64,
+    /// The current stream was opened at this revision: its events below
+    /// it, and the first `skip` at it, were delivered before.
+    from: u64,
+    skip: usize,
+}
+
+impl Position {
+    fn starting_at(start: u64) -> Self {
+        Position {
+            floor: start,
+            from: start,
+            ..Default::default()
+        }
+    }
+
+    /// Whether an event of revision `rev` from the current stream is new;
+    /// records it as delivered if so.
+    fn admit(&mut self, rev: u64) -> bool {
+        if rev < self.from {
+            return false;
+        }
+        if rev == self.from && self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        if rev == self.last {
+            self.at_last += 1;
+        } else {
+            self.last = rev;
+            self.at_last = 1;
+        }
+        true
+    }
+
+    /// Everything at or below `rev` is delivered (a progress notification).
+    fn caught_up(&mut self, rev: u64) {
+        self.floor = self.floor.max(rev + 1);
+    }
+
+    /// Where to re-open: `server_resume` is the cancel's `resume_revision`
+    /// (0 = none). Returns the start revision of the next stream and sets
+    /// up dropping the events already delivered.
+    fn reopen(&mut self, server_resume: u64) -> u64 {
+        if server_resume > 0 && server_resume == self.last {
+            // The server cut revision `last` in the middle.
+            self.from = self.last;
+            self.skip = self.at_last;
+        } else {
+            self.from = self.floor.max(self.last + 1).max(server_resume);
+            self.skip = 0;
+        }
+        self.from
+    }
+}
+
 /// Opens a watch and spawns the task that feeds the returned stream.
 pub(crate) async fn open(inner: Arc<Inner>, mut req: pb::WatchRequest) -> Result<WatchStream> {
     let (stream, created_rev) = establish(&inner, &req).await?;
     let (tx, rx) = mpsc::channel(inner.cfg.watch_buffer);
-    // First revision not yet delivered.
-    let next = if req.start_revision > 0 {
+    // First revision this watch can deliver.
+    let start = if req.start_revision > 0 {
         req.start_revision
     } else if created_rev > 0 {
         created_rev + 1
     } else {
         0
     };
-    req.start_revision = next;
-    tokio::spawn(forward(inner, req, stream, tx));
+    req.start_revision = start;
+    tokio::spawn(forward(
+        inner,
+        req,
+        stream,
+        tx,
+        Position::starting_at(start),
+    ));
     Ok(rx)
 }
 
 /// Feeds `tx` until the caller drops it, the server cancels, or a broken
-/// stream cannot be re-opened. `req.start_revision` tracks the first
-/// revision not yet delivered.
+/// stream cannot be re-opened.
 async fn forward(
     inner: Arc<Inner>,
     mut req: pb::WatchRequest,
     mut stream: Streaming<pb::WatchResponse>,
-    tx: mpsc::Sender<Result<crate::types::WatchEvent>>,
+    tx: mpsc::Sender<Result<WatchEvent>>,
+    mut pos: Position,
 ) {
     loop {
         let msg = tokio::select! {
             _ = tx.closed() => return,
             m = stream.message() => m,
         };
-        let broken = match msg {
+        let (broken, server_resume) = match msg {
             Ok(Some(resp)) if resp.canceled => {
-                let e = cancel_error(&resp.cancel_reason);
-                if e.code() != ErrorCode::ShuttingDown {
+                let e = cancel_from_wire(&resp);
+                if !resumable_cancel(e.code()) {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
                 // The node is going away: same as a broken stream.
-                e
+                (e, resp.resume_revision)
+            }
+            Ok(Some(resp)) if resp.progress => {
+                let rev = resp.header.map_or(0, |h| h.revision);
+                pos.caught_up(rev);
+                if tx.send(Ok(WatchEvent::progress(rev))).await.is_err() {
+                    return;
+                }
+                continue;
             }
             Ok(Some(resp)) => {
                 for ev in resp.events {
                     match convert::watch_event(ev) {
                         Ok(e) => {
-                            let rev = e.kv.mod_revision;
-                            if req.start_revision > 0 && rev < req.start_revision {
+                            if !pos.admit(e.kv.mod_revision) {
                                 continue; // already delivered before a resume
                             }
-                            req.start_revision = rev + 1;
                             if tx.send(Ok(e)).await.is_err() {
                                 return;
                             }
@@ -138,15 +242,18 @@ async fn forward(
                 }
                 continue;
             }
-            Ok(None) => Error::Unavailable("watch stream ended without a cancel message".into()),
+            Ok(None) => (
+                Error::Unavailable("watch stream ended without a cancel message".into()),
+                0,
+            ),
             Err(st) => {
                 let transport = is_transport_break(&st);
                 let e = Error::from(st);
                 if transport && inner.cfg.watch_resume {
                     tracing::debug!(error = %e, "watch stream broken by the transport");
-                    Error::Unavailable(format!("watch stream broken: {e}"))
+                    (Error::Unavailable(format!("watch stream broken: {e}")), 0)
                 } else {
-                    e
+                    (e, 0)
                 }
             }
         };
@@ -154,6 +261,7 @@ async fn forward(
             let _ = tx.send(Err(broken)).await;
             return;
         }
+        req.start_revision = pos.reopen(server_resume);
         tracing::debug!(error = %broken, from = req.start_revision, "re-opening watch");
         let reopened = tokio::select! {
             _ = tx.closed() => return,
@@ -163,7 +271,8 @@ async fn forward(
             Ok((s, created_rev)) => {
                 stream = s;
                 if req.start_revision == 0 && created_rev > 0 {
-                    req.start_revision = created_rev + 1;
+                    // Nothing known yet: from the re-opened watch's start.
+                    pos = Position::starting_at(created_rev + 1);
                 }
             }
             Err(e) => {
@@ -200,5 +309,48 @@ mod tests {
             bytes::Bytes::from_static(b"\x0a\x01x"),
         );
         assert!(!is_transport_break(&server_error));
+    }
+
+    #[test]
+    fn resume_decisions_follow_the_cancel_code() {
+        let cancel = |code| {
+            Error::WatchCanceled(crate::WatchCancel {
+                code,
+                reason: "x".into(),
+                compact_revision: 0,
+                resume_revision: 5,
+            })
+        };
+        assert!(resumable(&cancel(ErrorCode::ShuttingDown)));
+        assert!(resumable(&cancel(ErrorCode::NotLeader)));
+        assert!(
+            !resumable(&cancel(ErrorCode::Overloaded)),
+            "slow consumer ends the watch"
+        );
+        assert!(!resumable(&cancel(ErrorCode::Compacted)));
+        assert!(!resumable(&cancel(ErrorCode::PermissionDenied)));
+        assert!(resumable(&Error::Unavailable("reset".into())));
+        assert!(!resumable(&Error::Overloaded("queue full".into())));
+    }
+
+    #[test]
+    fn a_resume_skips_nothing_and_repeats_nothing() {
+        let mut p = Position::starting_at(10);
+        assert!(p.admit(10) && p.admit(12) && p.admit(12));
+        // A broken stream: re-open past the last delivered event.
+        assert_eq!(p.reopen(0), 13);
+        assert!(!p.admit(12), "older than the re-open point");
+        assert!(p.admit(13));
+        // The server cut revision 13 in the middle (resume_revision = 13):
+        // re-open at 13 and drop the one event of it already delivered.
+        assert_eq!(p.reopen(13), 13);
+        assert!(!p.admit(13));
+        assert!(p.admit(13), "the rest of revision 13 is new");
+        assert!(p.admit(14));
+        // A progress notification moves the floor past idle revisions.
+        p.caught_up(40);
+        assert_eq!(p.reopen(0), 41);
+        // The server's resume revision wins when it is further.
+        assert_eq!(p.reopen(50), 50);
     }
 }

@@ -240,3 +240,165 @@ async fn a_shutting_down_node_hands_the_watch_to_the_next_leader() {
     let e = next(&mut w).await.unwrap().unwrap();
     assert_eq!((e.kv.mod_revision, e.kv.value.as_slice()), (22, &b"2"[..]));
 }
+
+/// Waits until `node` has received `n` watch requests.
+async fn wait_requests(node: &MockNode, n: usize) {
+    for _ in 0..250 {
+        if node.st().watch_requests.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{n} watch requests never arrived");
+}
+
+#[tokio::test]
+async fn the_cancel_code_decides_not_the_reason_text() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    b.st().revision = 10;
+    let client = client_for(&b).await;
+    let mut w = client.kv().watch(b"k", 0).await.unwrap();
+    // Text that reads like a shutdown, code that says slow consumer.
+    b.feed(
+        0,
+        Ok(pb::WatchResponse {
+            canceled: true,
+            cancel_code: pb::ErrorCode::Overloaded as i32,
+            cancel_reason: "the server is shutting down".into(),
+            resume_revision: 11,
+            ..Default::default()
+        }),
+    )
+    .await;
+    let err = next(&mut w).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Overloaded, "{err:?}");
+    assert_eq!(err.resume_revision(), Some(11));
+    assert!(next(&mut w).await.is_none());
+    assert_eq!(
+        b.st().watch_requests.len(),
+        1,
+        "a slow-consumer cancel is not resumed"
+    );
+}
+
+#[tokio::test]
+async fn a_compacted_cancel_carries_the_oldest_revision() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    let client = client_for(&b).await;
+    let mut w = client.kv().watch(b"k", 5).await.unwrap();
+    b.feed(
+        0,
+        Ok(pb::WatchResponse {
+            canceled: true,
+            cancel_code: pb::ErrorCode::Compacted as i32,
+            cancel_reason: "COMPACTED: snapshot installed".into(),
+            compact_revision: 90,
+            resume_revision: 5,
+            ..Default::default()
+        }),
+    )
+    .await;
+    match next(&mut w).await.unwrap().unwrap_err() {
+        Error::WatchCanceled(c) => {
+            assert_eq!(
+                (c.code, c.compact_revision, c.resume_revision),
+                (ErrorCode::Compacted, 90, 5)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_cancel_resumes_from_the_servers_resume_revision_and_progress_flows() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    b.st().revision = 10;
+    let client = client_for(&b).await;
+    let mut w = client.kv().watch(b"k", 0).await.unwrap();
+    b.feed(0, Ok(put_event(b"k", b"1", 11))).await;
+    assert_eq!(next(&mut w).await.unwrap().unwrap().kv.mod_revision, 11);
+    // A progress notification reaches the caller.
+    b.feed(
+        0,
+        Ok(pb::WatchResponse {
+            header: Some(pb::ResponseHeader {
+                revision: 15,
+                ..Default::default()
+            }),
+            progress: true,
+            ..Default::default()
+        }),
+    )
+    .await;
+    let p = next(&mut w).await.unwrap().unwrap();
+    assert_eq!((p.kind, p.revision()), (EventType::Progress, 15));
+    // The node leaves: its cancel says everything up to 19 was covered.
+    b.feed(
+        0,
+        Ok(pb::WatchResponse {
+            canceled: true,
+            cancel_code: pb::ErrorCode::ShuttingDown as i32,
+            cancel_reason: "bye".into(),
+            resume_revision: 20,
+            ..Default::default()
+        }),
+    )
+    .await;
+    wait_requests(&b, 2).await;
+    assert_eq!(b.st().watch_requests[1].start_revision, 20);
+    b.feed(1, Ok(put_event(b"k", b"2", 20))).await;
+    assert_eq!(next(&mut w).await.unwrap().unwrap().kv.mod_revision, 20);
+}
+
+#[tokio::test]
+async fn watch_options_travel_on_the_request() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    let client = client_for(&b).await;
+    let _w = client
+        .kv()
+        .watch_with(
+            b"a",
+            d_engine_client::WatchOptions::key()
+                .with_end(d_engine_client::RangeEnd::Before(b"c".to_vec()))
+                .with_prev_kv()
+                .with_progress_notify()
+                .with_no_delete()
+                .with_start_revision(7),
+        )
+        .await
+        .unwrap();
+    let req = b.st().watch_requests[0].clone();
+    assert_eq!(
+        (
+            req.range_end.as_slice(),
+            req.prefix,
+            req.prev_kv,
+            req.progress_notify,
+            req.filters.clone(),
+            req.start_revision
+        ),
+        (
+            &b"c"[..],
+            false,
+            true,
+            true,
+            vec![pb::WatchFilter::NoDelete as i32],
+            7
+        )
+    );
+    // A range that ends before it starts never leaves the client.
+    let err = client
+        .kv()
+        .watch_with(
+            b"c",
+            d_engine_client::WatchOptions::key()
+                .with_end(d_engine_client::RangeEnd::Before(b"a".to_vec())),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+}

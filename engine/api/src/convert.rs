@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::types::{
     Compare, CompareOp, CompareTarget, Consistency, DeleteRangeOutcome, EventType, KeyValue,
     LeaderInfo, LeaseGrant, LeaseStatus, LeaseTtl, MemberInfo, MemberRole, RangeEnd, RangeOptions,
-    RangePage, Txn, TxnOp, TxnOpResult, TxnOutcome, WatchEvent,
+    RangePage, Txn, TxnOp, TxnOpResult, TxnOutcome, WatchEvent, WatchOptions,
 };
 use std::time::Duration;
 
@@ -95,7 +95,70 @@ pub fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {
     Ok(WatchEvent {
         kind,
         kv: key_value(kv),
+        prev_kv: e.prev_kv.map(key_value),
     })
+}
+
+/// The wire request of a watch on `key` with `o` (a prefix travels as
+/// `prefix`, which every server version understands; other ends as
+/// `range_end`).
+pub fn watch_request(key: &[u8], o: &WatchOptions) -> pb::WatchRequest {
+    let mut filters = Vec::new();
+    if o.no_put {
+        filters.push(pb::WatchFilter::NoPut as i32);
+    }
+    if o.no_delete {
+        filters.push(pb::WatchFilter::NoDelete as i32);
+    }
+    let (prefix, range_end) = match &o.end {
+        RangeEnd::Prefix => (true, Vec::new()),
+        end => (false, end.to_wire(key)),
+    };
+    pb::WatchRequest {
+        key: key.to_vec(),
+        prefix,
+        start_revision: o.start_revision,
+        range_end,
+        prev_kv: o.prev_kv,
+        progress_notify: o.progress_notify,
+        filters,
+    }
+}
+
+/// A wire watch request as its first key and [`WatchOptions`] (the end is
+/// not checked against the key here: see the server's validation). An
+/// unknown filter is `InvalidArgument` naming `filters`; `prefix` together
+/// with `range_end` is `InvalidArgument` naming `range_end`.
+pub fn watch_request_from_wire(r: pb::WatchRequest) -> Result<(Vec<u8>, WatchOptions)> {
+    let end = match (r.prefix, r.range_end.is_empty()) {
+        (true, false) => {
+            return Err(Error::InvalidArgument(
+                "range_end: a watch has either `prefix` or `range_end`, not both".into(),
+            ))
+        }
+        (true, true) => RangeEnd::Prefix,
+        (false, _) => range_end_from_wire(r.range_end),
+    };
+    let mut o = WatchOptions {
+        end,
+        start_revision: r.start_revision,
+        prev_kv: r.prev_kv,
+        progress_notify: r.progress_notify,
+        no_put: false,
+        no_delete: false,
+    };
+    for f in r.filters {
+        match pb::WatchFilter::try_from(f) {
+            Ok(pb::WatchFilter::NoPut) => o.no_put = true,
+            Ok(pb::WatchFilter::NoDelete) => o.no_delete = true,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "filters: unknown watch filter {f} (NO_PUT = 1, NO_DELETE = 2)"
+                )))
+            }
+        }
+    }
+    Ok((r.key, o))
 }
 
 /// The wire request for one page of `[key, options.end)`.

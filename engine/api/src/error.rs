@@ -85,6 +85,29 @@ pub enum Error {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The server ended a watch (see [`WatchCancel`]); [`Error::code`] is
+    /// the cancel code (`Compacted`, `Overloaded`, `ShuttingDown`,
+    /// `NotLeader`, `Unauthenticated`, `PermissionDenied`, ...).
+    #[error("watch canceled ({:?}): {}", .0.code, .0.reason)]
+    WatchCanceled(WatchCancel),
+}
+
+/// Why and where the server ended a watch. Decided from the wire's
+/// `cancel_code`, never from the reason text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchCancel {
+    /// `Compacted`: the next revision is no longer in the history (re-read,
+    /// then watch from `compact_revision` or later). `Overloaded`: the
+    /// consumer fell behind. `ShuttingDown` / `NotLeader`: the node is going
+    /// away; watch again (elsewhere) from `resume_revision`.
+    pub code: ErrorCode,
+    /// Text for humans.
+    pub reason: String,
+    /// With `Compacted`: the oldest revision still in the history (0 = not known).
+    pub compact_revision: u64,
+    /// Watch again from this revision to miss nothing: one past the last
+    /// event delivered (or the watch's start revision). 0 = not known.
+    pub resume_revision: u64,
 }
 
 impl Error {
@@ -107,6 +130,23 @@ impl Error {
             Error::NotHeld(_) => ErrorCode::NotHeld,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::WatchCanceled(c) => c.code,
+        }
+    }
+
+    /// For a watch the server ended: the revision to watch again from.
+    pub fn resume_revision(&self) -> Option<u64> {
+        match self {
+            Error::WatchCanceled(c) if c.resume_revision > 0 => Some(c.resume_revision),
+            _ => None,
+        }
+    }
+
+    /// For a watch ended by compaction: the oldest revision still in the history.
+    pub fn compact_revision(&self) -> Option<u64> {
+        match self {
+            Error::WatchCanceled(c) if c.compact_revision > 0 => Some(c.compact_revision),
+            _ => None,
         }
     }
 

@@ -8,12 +8,14 @@ use tokio::sync::mpsc;
 use crate::error::Result;
 use crate::types::{
     CasOutcome, Consistency, DeleteRangeOutcome, KeyValue, LeaseGrant, LeaseStatus, LeaseTtl,
-    RangeEnd, RangeOptions, RangePage, Txn, TxnOutcome, WatchEvent,
+    RangeEnd, RangeOptions, RangePage, Txn, TxnOutcome, WatchEvent, WatchOptions,
 };
 
-/// A stream of watch events. It yields `Ok(event)` in revision order; a watch
-/// the server ends (slow consumer, shutdown, compaction) yields one final
-/// `Err` naming the reason, then `None`. Dropping it cancels the watch.
+/// A stream of watch events. It yields `Ok(event)` in revision order (and,
+/// if asked for, [`crate::EventType::Progress`] notifications); a watch the
+/// server ends (slow consumer, shutdown, compaction) yields one final
+/// `Err(Error::WatchCanceled(..))` with the cancel code and the revision to
+/// resume from, then `None`. Dropping it cancels the watch.
 pub type WatchStream = mpsc::Receiver<Result<WatchEvent>>;
 
 /// Key-value operations shared by the embedded client and the gRPC client.
@@ -138,20 +140,39 @@ pub trait KvClient: Send + Sync {
     /// Every live lease.
     fn lease_list(&self) -> impl Future<Output = Result<Vec<LeaseStatus>>> + Send;
 
+    /// Watches the keys `options` describe (one key, a prefix, or
+    /// `[key, end)`), with `prev_kv`, progress notifications and filters as
+    /// asked. Events arrive in revision order; a watch the server ends
+    /// yields one final `Err(Error::WatchCanceled(..))` whose code says why
+    /// and whose `resume_revision` says where to watch again from (see
+    /// `docs/guarantees.md`). An end at or before `key` is `InvalidArgument`.
+    fn watch_with(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: WatchOptions,
+    ) -> impl Future<Output = Result<WatchStream>> + Send;
+
     /// Watches one key for changes committed after the watch starts, or
     /// from `start_revision` if it is still in the history (0 = now).
     fn watch(
         &self,
         key: impl AsRef<[u8]> + Send,
         start_revision: u64,
-    ) -> impl Future<Output = Result<WatchStream>> + Send;
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.watch_with(key, WatchOptions::key().with_start_revision(start_revision))
+    }
 
     /// Watches every key with the given prefix.
     fn watch_prefix(
         &self,
         prefix: impl AsRef<[u8]> + Send,
         start_revision: u64,
-    ) -> impl Future<Output = Result<WatchStream>> + Send;
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.watch_with(
+            prefix,
+            WatchOptions::prefix().with_start_revision(start_revision),
+        )
+    }
 }
 
 /// Walks every page of a range: `next_page` reads the next page until the

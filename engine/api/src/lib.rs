@@ -28,7 +28,7 @@ pub mod tls;
 pub mod types;
 
 pub use coord::{CoordClient, HeldLock};
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Error, ErrorCode, Result, WatchCancel};
 pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 pub use lease_keeper::LeaseKeeper;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};

@@ -18,7 +18,7 @@ use d_engine_proto::v1 as pb;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, WatchCancel};
 
 /// `ErrorInfo.domain` of every d-engine error.
 pub const DOMAIN: &str = d_engine_proto::ERROR_DOMAIN;
@@ -30,6 +30,12 @@ pub const META_LEADER_ADDR: &str = "leader_addr";
 pub const META_FIELD: &str = "field";
 /// Metadata key: the limit that was exceeded (decimal).
 pub const META_LIMIT: &str = "limit";
+/// Metadata key of a refused or ended watch: the oldest revision still in
+/// the watch history (decimal; with COMPACTED).
+pub const META_COMPACT_REVISION: &str = "compact_revision";
+/// Metadata key of a refused or ended watch: the revision to watch again
+/// from (decimal).
+pub const META_RESUME_REVISION: &str = "resume_revision";
 
 /// The gRPC status code an error travels with (per client.proto).
 pub fn grpc_code(code: ErrorCode) -> Code {
@@ -95,6 +101,7 @@ fn message(err: &Error) -> String {
         | Error::NotHeld(m)
         | Error::Unavailable(m)
         | Error::Internal(m) => m.clone(),
+        Error::WatchCanceled(c) => c.reason.clone(),
     }
 }
 
@@ -125,6 +132,14 @@ pub fn to_status_with_metadata(
             META_LEADER_ADDR.into(),
             leader_addr.clone().unwrap_or_default(),
         );
+    }
+    if let Error::WatchCanceled(c) = err {
+        if c.compact_revision > 0 {
+            meta.insert(META_COMPACT_REVISION.into(), c.compact_revision.to_string());
+        }
+        if c.resume_revision > 0 {
+            meta.insert(META_RESUME_REVISION.into(), c.resume_revision.to_string());
+        }
     }
     let details = ErrorDetails::with_error_info(wire.as_str_name(), DOMAIN, meta);
     Status::with_error_details(grpc_code(code), message(err), details)
@@ -177,6 +192,25 @@ fn with_causes(status: &Status, mut msg: String) -> String {
 
 fn from_error_info(reason: &str, meta: &HashMap<String, String>, msg: &str) -> Option<Error> {
     let m = msg.to_string();
+    let revision = |key: &str| {
+        meta.get(key)
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (compact_revision, resume_revision) = (
+        revision(META_COMPACT_REVISION),
+        revision(META_RESUME_REVISION),
+    );
+    if compact_revision > 0 || resume_revision > 0 {
+        // A watch refused or ended with the revisions to continue from.
+        let code = code_from_wire(pb::ErrorCode::from_str_name(reason)?)?;
+        return Some(Error::WatchCanceled(WatchCancel {
+            code,
+            reason: m,
+            compact_revision,
+            resume_revision,
+        }));
+    }
     Some(match pb::ErrorCode::from_str_name(reason)? {
         pb::ErrorCode::Unspecified => return None,
         pb::ErrorCode::NotLeader => Error::NotLeader {
@@ -220,6 +254,90 @@ fn from_code(code: Code, msg: String) -> Error {
         Code::Internal => Error::Internal(msg),
         other => Error::Internal(format!("gRPC {other:?}: {msg}")),
     }
+}
+
+/// The client class of a wire `ErrorCode` (`None` for `UNSPECIFIED`).
+pub fn code_from_wire(code: pb::ErrorCode) -> Option<ErrorCode> {
+    Some(match code {
+        pb::ErrorCode::Unspecified => return None,
+        pb::ErrorCode::NotLeader => ErrorCode::NotLeader,
+        pb::ErrorCode::NoLeader => ErrorCode::NoLeader,
+        pb::ErrorCode::InvalidArgument => ErrorCode::InvalidArgument,
+        pb::ErrorCode::Overloaded => ErrorCode::Overloaded,
+        pb::ErrorCode::Timeout => ErrorCode::Timeout,
+        pb::ErrorCode::ShuttingDown => ErrorCode::ShuttingDown,
+        pb::ErrorCode::Storage => ErrorCode::Storage,
+        pb::ErrorCode::ChangeInProgress => ErrorCode::ChangeInProgress,
+        pb::ErrorCode::Compacted => ErrorCode::Compacted,
+        pb::ErrorCode::Unauthenticated => ErrorCode::Unauthenticated,
+        pb::ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+        pb::ErrorCode::UnknownNode => ErrorCode::UnknownNode,
+        pb::ErrorCode::NoSpace => ErrorCode::NoSpace,
+        pb::ErrorCode::LeaseNotFound => ErrorCode::LeaseNotFound,
+        pb::ErrorCode::NotHeld => ErrorCode::NotHeld,
+    })
+}
+
+/// `err` as a [`WatchCancel`]: the cancel itself, or any other error with
+/// `resume_revision` as where to watch again from (0 = not known).
+pub fn watch_cancel(err: &Error, resume_revision: u64) -> WatchCancel {
+    match err {
+        Error::WatchCanceled(c) => WatchCancel {
+            resume_revision: if c.resume_revision > 0 {
+                c.resume_revision
+            } else {
+                resume_revision
+            },
+            ..c.clone()
+        },
+        other => WatchCancel {
+            code: other.code(),
+            reason: message(other),
+            compact_revision: 0,
+            resume_revision,
+        },
+    }
+}
+
+/// The final message of a watch the server ends with `cancel` (server
+/// side): `canceled`, the typed `cancel_code`, `compact_revision`,
+/// `resume_revision`, and a `cancel_reason` text that starts with the code
+/// name (what clients before `cancel_code` parsed).
+pub fn cancel_response(
+    header: Option<pb::ResponseHeader>,
+    cancel: &WatchCancel,
+) -> pb::WatchResponse {
+    let code = wire_code(cancel.code).unwrap_or(pb::ErrorCode::Unspecified);
+    pb::WatchResponse {
+        header,
+        canceled: true,
+        cancel_code: code as i32,
+        cancel_reason: format!("{}: {}", code.as_str_name(), cancel.reason),
+        compact_revision: cancel.compact_revision,
+        resume_revision: cancel.resume_revision,
+        ..Default::default()
+    }
+}
+
+/// The error a `canceled` watch message becomes (client side), decided by
+/// its `cancel_code`. Only a message without a code (a server older than
+/// the code) falls back to [`cancel_error`] on the reason text.
+pub fn cancel_from_wire(resp: &pb::WatchResponse) -> Error {
+    let code = pb::ErrorCode::try_from(resp.cancel_code)
+        .ok()
+        .and_then(code_from_wire)
+        .unwrap_or_else(|| cancel_error(&resp.cancel_reason).code());
+    let reason = if resp.cancel_reason.trim().is_empty() {
+        "watch canceled by the server (no reason given)".to_string()
+    } else {
+        resp.cancel_reason.clone()
+    };
+    Error::WatchCanceled(WatchCancel {
+        code,
+        reason,
+        compact_revision: resp.compact_revision,
+        resume_revision: resp.resume_revision,
+    })
 }
 
 /// The error a server cancellation becomes. A reason that starts with an
@@ -275,8 +393,9 @@ pub fn cancel_error(reason: &str) -> Error {
     }
 }
 
-/// The reason text a server puts in a watch cancellation for `err`:
-/// `"<ERROR_CODE>: <text>"`, the form [`cancel_error`] parses back.
+/// The reason text of a watch cancellation for `err`:
+/// `"<ERROR_CODE>: <text>"`, the form [`cancel_error`] parses back (servers
+/// now send [`cancel_response`], which carries the code as data too).
 pub fn cancel_reason(err: &Error) -> String {
     let code = wire_code(err.code())
         .map(|c| c.as_str_name())

@@ -40,19 +40,122 @@ pub struct CasOutcome {
     pub revision: u64,
 }
 
-/// Kind of change a watch reports.
+/// Kind of item a watch stream yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
     Put,
     Delete,
+    /// A progress notification (only with [`WatchOptions::progress_notify`]):
+    /// no key changed. `kv.key` is empty and `kv.mod_revision` is the
+    /// revision the watch has caught up to: every matching change at or
+    /// below it has been delivered, the next event has a higher revision.
+    Progress,
 }
 
-/// One committed change, delivered in log (revision) order.
+/// One committed change, delivered in log (revision) order, or a progress
+/// notification ([`EventType::Progress`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchEvent {
     pub kind: EventType,
     /// For `Delete`, `value` is empty and `mod_revision` is the deletion's revision.
     pub kv: KeyValue,
+    /// The key before this change; only with [`WatchOptions::prev_kv`], and
+    /// only when the key existed before it.
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl WatchEvent {
+    /// The revision of the change (for a progress notification: the
+    /// revision the watch has caught up to).
+    pub fn revision(&self) -> u64 {
+        self.kv.mod_revision
+    }
+
+    /// A progress notification at `revision`.
+    pub fn progress(revision: u64) -> WatchEvent {
+        WatchEvent {
+            kind: EventType::Progress,
+            kv: KeyValue {
+                key: Vec::new(),
+                value: Vec::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                version: 0,
+                expires_at_ms: 0,
+                lease: 0,
+            },
+            prev_kv: None,
+        }
+    }
+}
+
+/// What a watch covers and delivers (see `docs/guarantees.md`, "Watches").
+///
+/// The keys are `[key, end)` with the rules of [`RangeEnd`] (one key by
+/// default, a prefix, every key from `key` on, or up to an exclusive end,
+/// which must sort after `key`: `InvalidArgument` otherwise).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchOptions {
+    pub end: RangeEnd,
+    /// First revision to deliver, if still in the node's watch history
+    /// (`Compacted` otherwise); 0 = only changes after the watch starts.
+    pub start_revision: u64,
+    /// Every event carries the key's previous value in
+    /// [`WatchEvent::prev_kv`] (absent when the key did not exist).
+    pub prev_kv: bool,
+    /// Ask for [`EventType::Progress`] notifications when the watch is
+    /// idle (every `watch.progress_interval_ms` of the serving node).
+    pub progress_notify: bool,
+    /// Do not deliver puts.
+    pub no_put: bool,
+    /// Do not deliver deletes.
+    pub no_delete: bool,
+}
+
+impl WatchOptions {
+    /// One key.
+    pub fn key() -> Self {
+        WatchOptions::default()
+    }
+
+    /// Every key starting with the watch's key.
+    pub fn prefix() -> Self {
+        WatchOptions {
+            end: RangeEnd::Prefix,
+            ..Default::default()
+        }
+    }
+
+    /// The keys of `[key, end)`.
+    pub fn with_end(mut self, end: RangeEnd) -> Self {
+        self.end = end;
+        self
+    }
+
+    pub fn with_start_revision(mut self, start_revision: u64) -> Self {
+        self.start_revision = start_revision;
+        self
+    }
+
+    pub fn with_prev_kv(mut self) -> Self {
+        self.prev_kv = true;
+        self
+    }
+
+    pub fn with_progress_notify(mut self) -> Self {
+        self.progress_notify = true;
+        self
+    }
+
+    pub fn with_no_put(mut self) -> Self {
+        self.no_put = true;
+        self
+    }
+
+    pub fn with_no_delete(mut self) -> Self {
+        self.no_delete = true;
+        self
+    }
 }
 
 /// Role of a cluster member.

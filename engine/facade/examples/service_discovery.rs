@@ -77,6 +77,7 @@ async fn demo<C: KvClient + 'static>(client: Arc<C>) -> Result<(), AnyError> {
                 println!("- {}", String::from_utf8_lossy(&ev.kv.key));
                 live.remove(&ev.kv.key);
             }
+            EventType::Progress => {} // not asked for
         }
     }
     println!(

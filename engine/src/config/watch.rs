@@ -1,5 +1,5 @@
 //! `[watch]`: per-watcher buffers (in events and bytes), the history kept
-//! for `start_revision`, and how many watchers a node, a user and a
+//! for `start_revision`, the progress notification interval, and how many watchers a node, a user and a
 //! connection may hold.
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,10 @@ pub struct WatchConfig {
     /// `history` is exceeded, and a watch from a revision that left fails
     /// with `Compacted`. Default 64 MiB; 0..=16 GiB.
     pub history_bytes: u64,
+    /// A watch that asked for progress notifications (`progress_notify`)
+    /// gets one after this long without a message: no events, the revision
+    /// it has caught up to. Default 10000 (10 s); 10..=3,600,000.
+    pub progress_interval_ms: u64,
 }
 
 impl Default for WatchConfig {
@@ -50,6 +54,7 @@ impl Default for WatchConfig {
             max_watchers_per_connection: 256,
             max_buffer_bytes: 4 << 20,
             history_bytes: 64 << 20,
+            progress_interval_ms: 10_000,
         }
     }
 }
@@ -79,6 +84,12 @@ impl Config {
             1 << 30,
         )?;
         range("watch.history_bytes", self.watch.history_bytes, 0, 16 << 30)?;
+        range(
+            "watch.progress_interval_ms",
+            self.watch.progress_interval_ms,
+            10,
+            3_600_000,
+        )?;
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ use crate::runtime::{NodeHandle, WatchStream};
 use d_engine_api::{
     scan_prefix_pages, CasOutcome, Consistency, CoordClient, DeleteRangeOutcome, HeldLock,
     KeyValue, KvClient, LeaderInfo, LeaderKey, LeaseGrant, LeaseKeeper, LeaseStatus, LeaseTtl,
-    LockKey, MemberInfo, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome,
+    LockKey, MemberInfo, RangeEnd, RangeOptions, RangePage, Result, Txn, TxnOutcome, WatchOptions,
 };
 
 /// The in-process client of an [`super::EmbeddedEngine`]. Implements
@@ -267,6 +267,17 @@ kv_methods! {
         start_revision: u64,
     ) -> Result<WatchStream> {
         self.handle.watch(b(prefix), true, start_revision)
+    }
+
+    /// Watches the keys `options` describe, with `prev_kv`, progress
+    /// notifications and filters (served by the local node; see
+    /// [`KvClient::watch_with`]).
+    async fn watch_with(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: WatchOptions,
+    ) -> Result<WatchStream> {
+        self.handle.watch_with(b(key), &options)
     }
 }
 

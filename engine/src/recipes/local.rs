@@ -143,4 +143,12 @@ impl KvClient for LocalKv {
     ) -> Result<WatchStream> {
         self.0.watch(b(prefix), true, start_revision)
     }
+
+    async fn watch_with(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: d_engine_api::WatchOptions,
+    ) -> Result<WatchStream> {
+        self.0.watch_with(b(key), &options)
+    }
 }

@@ -25,8 +25,8 @@ pub mod local;
 pub mod lock;
 
 use d_engine_api::{
-    Compare, Consistency, Error, EventType, KeyValue, KvClient, RangeOptions, Result, Txn, TxnOp,
-    TxnOpResult,
+    Compare, Consistency, Error, ErrorCode, EventType, KeyValue, KvClient, RangeOptions, Result,
+    Txn, TxnOp, TxnOpResult,
 };
 
 /// Longest lock or election name, in bytes (the key adds 17).
@@ -170,7 +170,7 @@ async fn wait_deleted<C: KvClient + ?Sized>(c: &C, key: &[u8], from_revision: u6
         match ev {
             Ok(ev) if ev.kind == EventType::Delete => return Ok(()),
             Ok(_) => {}
-            Err(Error::Compacted(_)) => return Ok(()),
+            Err(e) if e.code() == ErrorCode::Compacted => return Ok(()),
             Err(e) => return Err(e),
         }
     }

@@ -199,7 +199,7 @@ impl Applier {
             .iter_mut()
             .flat_map(|a| std::mem::take(&mut a.events))
             .collect();
-        self.shared.hub.publish(events);
+        self.shared.hub.publish(events, applied);
         for a in results {
             if let Some((term, w)) = self.waiters.remove(&a.index) {
                 if term == a.term {

@@ -2,7 +2,16 @@
 //!
 //! - Events are published by the apply thread after each applied batch, so
 //!   every watcher sees changes after commit, in log (revision) order.
-//! - **One copy per event.** On publish each event's key and value are
+//! - **What a watcher gets** ([`WatchSpec`]): the changes of one key, a
+//!   prefix or a range `[key, end)` (`end` = `[0]`: every key from `key`
+//!   on), minus the kinds its filters drop (no puts / no deletes), each with
+//!   the key's previous value if it asked for `prev_kv`.
+//! - **Previous values** are read from the state machine while applying
+//!   (`SmEvent::prev_value`, which shares the stored bytes with the memory
+//!   backend) and kept with the event in the history, where they count in
+//!   `watch.history_bytes`. Only a watcher that asked for them is charged
+//!   for them and gets them on the wire.
+//! - **One copy per event.** On publish each event's key and values are
 //!   copied once into buffers of exactly their size (an applied command's
 //!   bytes may be a slice of a much larger replication or WAL buffer, which
 //!   must not stay alive with the event). That copy is shared, by reference
@@ -13,42 +22,69 @@
 //! - A bounded in-memory history of the latest events, at most
 //!   `watch.history` events and `watch.history_bytes` bytes, lets a watcher
 //!   start from an earlier revision; asking for a revision older than the
-//!   history yields `Error::Compacted`.
+//!   history is refused with a `Compacted` [`WatchCancel`] carrying the
+//!   oldest revision still held.
 //! - Every watcher has a queue bounded at `watch.buffer` events (plus one
 //!   slot reserved for the final error) **and** at `watch.max_buffer_bytes`
 //!   bytes: an event stays charged to the watcher until its consumer drops
 //!   the [`Delivery`] (for gRPC, when the transport takes the message). A
 //!   watcher whose next event would pass either bound is cancelled with a
-//!   final `Err(Overloaded)` naming the limit, never silently skipped.
+//!   final `Overloaded` [`WatchCancel`] naming the limit, never silently
+//!   skipped.
+//! - **Every cancel is typed** (`Error::WatchCanceled`): `Overloaded` (slow
+//!   consumer), `Compacted` (snapshot installed: `compact_revision` is the
+//!   oldest revision the node can replay), `ShuttingDown` (node stopping or
+//!   failed), each with the `resume_revision` to watch again from: the first
+//!   revision the watcher has not been handed (events are never skipped by
+//!   resuming there; a revision cut in the middle is delivered again).
+//! - **Progress**: [`HubStream::caught_up`] tells a watch's consumer, when
+//!   nothing is waiting, the revision it has caught up to (the node's
+//!   applied revision as of the last publish).
 //! - A watcher whose receiver was dropped is removed on the next publish.
 //!
 //! (Over 500 lines only because of its unit tests, which follow the code.)
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use d_engine_api::{Error, EventType, KeyValue, Result, WatchEvent};
-use d_engine_storage::sm::{WatchEvent as SmEvent, WatchEventKind};
+use d_engine_api::{
+    Error, ErrorCode, EventType, KeyValue, Result, WatchCancel, WatchEvent, WatchOptions,
+};
+use d_engine_storage::sm::{KeyValue as SmKv, WatchEvent as SmEvent, WatchEventKind};
 use tokio::sync::mpsc;
 
 use super::types::{to_client_kv, WatchStream};
 use crate::config::WatchConfig;
 
-/// Bytes charged per event beyond its key and value (the event's fixed
+/// Bytes charged per event beyond its key and values (the event's fixed
 /// fields and its share of the queue), so that many empty values still
 /// count.
 pub(crate) const EVENT_OVERHEAD: usize = 64;
 
-/// Bytes an event holds in memory (keys and value plus [`EVENT_OVERHEAD`]).
-/// The key is counted once: after [`own`] the event's key and its
-/// key-value's key are one buffer.
+/// Bytes an event holds in memory (key, value and previous value plus
+/// [`EVENT_OVERHEAD`]). The key is counted once: after [`own`] the event's
+/// key and its key-value's key are one buffer.
 pub(crate) fn event_bytes(ev: &SmEvent) -> usize {
-    ev.key.len() + ev.kv.as_ref().map_or(0, |kv| kv.value.len()) + EVENT_OVERHEAD
+    ev.key.len()
+        + ev.kv.as_ref().map_or(0, |kv| kv.value.len())
+        + ev.prev_value.as_ref().map_or(0, |v| v.len())
+        + EVENT_OVERHEAD
 }
 
-/// `ev` with its key and value in buffers of exactly their size, the key
+/// The bytes of an event of `full` [`event_bytes`] charged to a watcher:
+/// its previous value only if the watcher asked for it.
+fn charged_bytes(ev: &SmEvent, full: usize, prev_kv: bool) -> usize {
+    if prev_kv {
+        full
+    } else {
+        full - ev.prev_value.as_ref().map_or(0, |v| v.len())
+    }
+}
+
+/// `ev` with its key and values in buffers of exactly their size, the key
 /// shared by the event and its key-value.
 fn own(mut ev: SmEvent) -> SmEvent {
     ev.key = Bytes::copy_from_slice(&ev.key);
@@ -56,7 +92,70 @@ fn own(mut ev: SmEvent) -> SmEvent {
         kv.key = ev.key.clone();
         kv.value = Bytes::copy_from_slice(&kv.value);
     }
+    if let Some(v) = ev.prev_value.as_mut() {
+        *v = Bytes::copy_from_slice(v);
+    }
     ev
+}
+
+/// What a watcher covers and delivers: the hub's form of
+/// [`WatchOptions`] (validated by the caller).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WatchSpec {
+    pub key: Bytes,
+    /// The wire `range_end`: empty = `key` only; `[0]` = every key from
+    /// `key` on; otherwise the exclusive end (above `key`).
+    pub end: Bytes,
+    /// 0 = only events published after the watch is registered.
+    pub start_revision: u64,
+    pub prev_kv: bool,
+    pub progress_notify: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl WatchSpec {
+    pub(crate) fn new(key: Bytes, o: &WatchOptions) -> Self {
+        let end = Bytes::from(o.end.to_wire(&key));
+        WatchSpec {
+            key,
+            end,
+            start_revision: o.start_revision,
+            prev_kv: o.prev_kv,
+            progress_notify: o.progress_notify,
+            no_put: o.no_put,
+            no_delete: o.no_delete,
+        }
+    }
+
+    /// One key, or every key starting with it (`prefix`).
+    #[cfg(test)]
+    pub(crate) fn simple(key: &'static [u8], prefix: bool, start_revision: u64) -> Self {
+        let o = if prefix {
+            WatchOptions::prefix()
+        } else {
+            WatchOptions::key()
+        };
+        WatchSpec::new(
+            Bytes::from_static(key),
+            &o.with_start_revision(start_revision),
+        )
+    }
+
+    fn matches(&self, key: &[u8]) -> bool {
+        match &self.end[..] {
+            [] => key == &self.key[..],
+            [0] => key >= &self.key[..],
+            end => key >= &self.key[..] && key < end,
+        }
+    }
+
+    fn wants_kind(&self, kind: &WatchEventKind) -> bool {
+        match kind {
+            WatchEventKind::Put => !self.no_put,
+            WatchEventKind::Delete => !self.no_delete,
+        }
+    }
 }
 
 /// One event handed to one watcher. The event's bytes are shared with the
@@ -65,6 +164,7 @@ fn own(mut ev: SmEvent) -> SmEvent {
 pub(crate) struct Delivery {
     event: SmEvent,
     bytes: usize,
+    prev_kv: bool,
     queued: Arc<Queued>,
 }
 
@@ -77,12 +177,13 @@ struct Queued {
 }
 
 impl Queued {
-    fn charge(self: &Arc<Self>, event: &SmEvent, bytes: usize) -> Delivery {
+    fn charge(self: &Arc<Self>, event: &SmEvent, bytes: usize, prev_kv: bool) -> Delivery {
         self.events.fetch_add(1, Ordering::AcqRel);
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
         Delivery {
             event: event.clone(),
             bytes,
+            prev_kv,
             queued: self.clone(),
         }
     }
@@ -92,6 +193,24 @@ impl Delivery {
     /// The event (its key and value are shared bytes).
     pub(crate) fn event(&self) -> &SmEvent {
         &self.event
+    }
+
+    /// The key before the event, if the watcher asked for `prev_kv` and
+    /// the key existed (shares the event's bytes).
+    pub(crate) fn prev_kv(&self) -> Option<SmKv> {
+        if !self.prev_kv {
+            return None;
+        }
+        let (meta, value) = (self.event.prev?, self.event.prev_value.clone()?);
+        Some(SmKv {
+            key: self.event.key.clone(),
+            value,
+            create_revision: meta.create_revision,
+            mod_revision: meta.mod_revision,
+            version: meta.version,
+            expires_at_ms: meta.expires_at_ms,
+            lease: meta.lease,
+        })
     }
 }
 
@@ -112,13 +231,42 @@ impl std::fmt::Debug for Delivery {
 }
 
 /// The node side of a watch: events as shared [`Delivery`]s, ending with a
-/// final `Err` when the node cancels the watch. Dropping it cancels the
-/// watch.
-pub(crate) type HubStream = mpsc::Receiver<Result<Delivery>>;
+/// final `Err(Error::WatchCanceled)` when the node cancels the watch.
+/// Dropping it cancels the watch.
+#[derive(Debug)]
+pub(crate) struct HubStream {
+    rx: mpsc::Receiver<Result<Delivery>>,
+    /// The first revision the watch can deliver: its start revision, or
+    /// (start 0) one past the node's applied revision at registration.
+    pub(crate) start: u64,
+    /// The hub's published revision (see [`HubStream::caught_up`]).
+    published: Arc<AtomicU64>,
+}
+
+impl HubStream {
+    pub(crate) async fn recv(&mut self) -> Option<Result<Delivery>> {
+        self.rx.recv().await
+    }
+
+    pub(crate) fn try_recv(
+        &mut self,
+    ) -> std::result::Result<Result<Delivery>, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// When nothing is waiting: the revision this watch has caught up to
+    /// (every matching change at or below it has been received). The hub
+    /// stores its published revision after handing that batch's events
+    /// out, so reading it before checking the queue never claims an event
+    /// still queued.
+    pub(crate) fn caught_up(&self) -> Option<u64> {
+        let published = self.published.load(Ordering::Acquire);
+        self.rx.is_empty().then_some(published)
+    }
+}
 
 struct Watcher {
-    key: Bytes,
-    prefix: bool,
+    spec: WatchSpec,
     /// Events below this revision are never delivered (the watch asked to
     /// start later; on a lagging node they may still be published after
     /// registration).
@@ -128,51 +276,69 @@ struct Watcher {
     queued: Arc<Queued>,
 }
 
+/// A typed cancel.
+fn cancel(code: ErrorCode, reason: String, compact_revision: u64, resume_revision: u64) -> Error {
+    Error::WatchCanceled(WatchCancel {
+        code,
+        reason,
+        compact_revision,
+        resume_revision,
+    })
+}
+
 impl Watcher {
     fn wants(&self, ev: &SmEvent) -> bool {
-        ev.revision >= self.min_revision && self.matches(&ev.key)
+        ev.revision >= self.min_revision
+            && self.spec.wants_kind(&ev.kind)
+            && self.spec.matches(&ev.key)
     }
 
-    fn matches(&self, key: &[u8]) -> bool {
-        if self.prefix {
-            key.starts_with(&self.key)
-        } else {
-            key == &self.key[..]
-        }
-    }
-
-    /// Delivers `ev` (of `bytes` bytes); false if the watcher is gone
+    /// Delivers `ev` (of `full` bytes); false if the watcher is gone
     /// (dropped, or cancelled now because it fell too far behind).
-    fn deliver(&self, ev: &SmEvent, bytes: usize, limits: &Limits) -> bool {
+    fn deliver(&self, ev: &SmEvent, full: usize, limits: &Limits) -> bool {
+        let bytes = charged_bytes(ev, full, self.spec.prev_kv);
         // The channel holds `buffer` events plus the cancellation notice;
         // events the consumer holds but has not dropped count too.
         if self.queued.events.load(Ordering::Acquire) >= limits.buffer {
-            let _ = self.tx.try_send(Err(Error::Overloaded(format!(
-                "watch cancelled: the watcher fell {} events behind (watch.buffer); \
-                 re-watch from revision {} to resume",
-                limits.buffer, ev.revision
-            ))));
+            let _ = self.tx.try_send(Err(cancel(
+                ErrorCode::Overloaded,
+                format!(
+                    "watch cancelled: the watcher fell {} events behind (watch.buffer); \
+                     re-watch from revision {} to resume",
+                    limits.buffer, ev.revision
+                ),
+                0,
+                ev.revision,
+            )));
             return false;
         }
         let queued = self.queued.bytes.load(Ordering::Acquire);
         if queued > 0 && queued + bytes > limits.max_buffer_bytes {
-            let _ = self.tx.try_send(Err(Error::Overloaded(format!(
-                "watch cancelled: the watcher has {queued} bytes of events it has not \
-                 received, and the next one ({bytes} bytes) would pass watch.max_buffer_bytes \
-                 = {}; read events faster, then re-watch from revision {} to resume",
-                limits.max_buffer_bytes, ev.revision
-            ))));
+            let _ = self.tx.try_send(Err(cancel(
+                ErrorCode::Overloaded,
+                format!(
+                    "watch cancelled: the watcher has {queued} bytes of events it has not \
+                     received, and the next one ({bytes} bytes) would pass \
+                     watch.max_buffer_bytes = {}; read events faster, then re-watch from \
+                     revision {} to resume",
+                    limits.max_buffer_bytes, ev.revision
+                ),
+                0,
+                ev.revision,
+            )));
             return false;
         }
-        let d = self.queued.charge(ev, bytes);
+        let d = self.queued.charge(ev, bytes, self.spec.prev_kv);
         // On failure the delivery is dropped, which uncharges it.
         self.tx.try_send(Ok(d)).is_ok()
     }
 }
 
-/// Converts a state-machine event to the client type (copies the key and
-/// value into the client's `Vec`s).
-pub(crate) fn to_client_event(ev: &SmEvent) -> WatchEvent {
+/// Converts a delivered event to the client type (copies the key and
+/// values into the client's `Vec`s).
+pub(crate) fn to_client_event(d: &Delivery) -> WatchEvent {
+    let ev = d.event();
+    let prev_kv = d.prev_kv().as_ref().map(to_client_kv);
     match ev.kind {
         WatchEventKind::Put => WatchEvent {
             kind: EventType::Put,
@@ -181,10 +347,12 @@ pub(crate) fn to_client_event(ev: &SmEvent) -> WatchEvent {
                 .as_ref()
                 .map(to_client_kv)
                 .unwrap_or_else(|| deleted_kv(&ev.key, ev.revision)),
+            prev_kv,
         },
         WatchEventKind::Delete => WatchEvent {
             kind: EventType::Delete,
             kv: deleted_kv(&ev.key, ev.revision),
+            prev_kv,
         },
     }
 }
@@ -225,6 +393,12 @@ struct Inner {
 pub(crate) struct WatchHub {
     inner: Mutex<Inner>,
     limits: Limits,
+    /// The applied revision whose events have all been handed to watchers
+    /// (stored after each publish).
+    published: Arc<AtomicU64>,
+    /// `watch.progress_interval_ms`: idleness after which a watch that asked
+    /// for progress notifications gets one.
+    progress_interval: Duration,
     /// Where embedded watches run their forwarding task (the runtime the
     /// node was started on), so `watch` works from any thread.
     rt: Option<tokio::runtime::Handle>,
@@ -249,13 +423,19 @@ impl WatchHub {
                 history_bytes: config.history_bytes,
                 max_watchers: config.max_watchers,
             },
+            published: Arc::new(AtomicU64::new(applied)),
+            progress_interval: Duration::from_millis(config.progress_interval_ms),
             rt: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
-    /// Registers a watcher. `start_revision` 0 = only future events.
-    /// Events arrive as shared [`Delivery`]s.
-    pub(crate) fn watch(&self, key: Bytes, prefix: bool, start_revision: u64) -> Result<HubStream> {
+    /// `watch.progress_interval_ms`.
+    pub(crate) fn progress_interval(&self) -> Duration {
+        self.progress_interval
+    }
+
+    /// Registers a watcher. Events arrive as shared [`Delivery`]s.
+    pub(crate) fn watch(&self, spec: WatchSpec) -> Result<HubStream> {
         let l = &self.limits;
         let mut g = self.inner.lock().expect("watch hub poisoned");
         g.watchers.retain(|w| !w.tx.is_closed());
@@ -266,22 +446,33 @@ impl WatchHub {
                 l.max_watchers
             )));
         }
+        let start_revision = spec.start_revision;
+        let start = if start_revision > 0 {
+            start_revision
+        } else {
+            self.published.load(Ordering::Acquire) + 1
+        };
         let (tx, rx) = mpsc::channel(l.buffer + 1);
         let w = Watcher {
-            key,
-            prefix,
+            spec,
             min_revision: start_revision,
             tx,
             queued: Arc::new(Queued::default()),
         };
         if start_revision > 0 {
             if start_revision < g.floor {
-                return Err(Error::Compacted(format!(
-                    "start_revision {start_revision} is older than the watch history, which \
-                     begins at revision {} on this node (watch.history, watch.history_bytes); \
-                     read the current state and watch from revision 0 (or a later revision)",
-                    g.floor
-                )));
+                return Err(cancel(
+                    ErrorCode::Compacted,
+                    format!(
+                        "start_revision {start_revision} is older than the watch history, \
+                         which begins at revision {} on this node (watch.history, \
+                         watch.history_bytes); read the current state and watch from the \
+                         read's revision + 1 (or from revision 0)",
+                        g.floor
+                    ),
+                    g.floor,
+                    start_revision,
+                ));
             }
             let replay: Vec<&(SmEvent, usize)> =
                 g.history.iter().filter(|(e, _)| w.wants(e)).collect();
@@ -298,49 +489,68 @@ impl WatchHub {
             // live events, so a consumer that does not drain it is
             // cancelled at the next event past watch.max_buffer_bytes.
             for (e, n) in replay {
-                let _ = w.tx.try_send(Ok(w.queued.charge(e, *n)));
+                let bytes = charged_bytes(e, *n, w.spec.prev_kv);
+                let _ = w.tx.try_send(Ok(w.queued.charge(e, bytes, w.spec.prev_kv)));
             }
         }
         g.watchers.push(w);
-        Ok(rx)
+        Ok(HubStream {
+            rx,
+            start,
+            published: self.published.clone(),
+        })
     }
 
     /// Like [`WatchHub::watch`], for the embedded API: a task on the node's
-    /// runtime converts each event to the client type for the consumer.
-    /// The consumer's channel holds one event, which stays charged to the
+    /// runtime converts each event to the client type for the consumer, and
+    /// sends [`EventType::Progress`] notifications when the watch asked for
+    /// them and has been idle for `watch.progress_interval_ms`. The
+    /// consumer's channel holds one event, which stays charged to the
     /// watcher (`watch.buffer`, `watch.max_buffer_bytes`) until the consumer
     /// takes it, so the bounds mean the same as over gRPC.
-    pub(crate) fn watch_client(
-        &self,
-        key: Bytes,
-        prefix: bool,
-        start_revision: u64,
-    ) -> Result<WatchStream> {
+    pub(crate) fn watch_client(&self, spec: WatchSpec) -> Result<WatchStream> {
         let rt = match &self.rt {
             Some(rt) => rt.clone(),
             None => tokio::runtime::Handle::try_current().map_err(|_| {
                 Error::Internal("watch needs a tokio runtime: start the node inside one".into())
             })?,
         };
-        let mut from = self.watch(key, prefix, start_revision)?;
+        let progress = spec.progress_notify.then_some(self.progress_interval);
+        let mut from = self.watch(spec)?;
         let (tx, rx) = mpsc::channel(1);
         rt.spawn(async move {
             // The event last handed over, charged until the consumer takes it.
             let mut handed: Option<Delivery> = None;
+            let mut idle_since = tokio::time::Instant::now();
             loop {
                 // Room in a one-slot channel: the consumer took the last one.
                 let Ok(permit) = tx.reserve().await else {
                     return;
                 };
                 drop(handed.take());
+                let tick = async {
+                    match progress {
+                        Some(every) => tokio::time::sleep_until(idle_since + every).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = from.recv() => next,
+                    _ = tick => {
+                        idle_since = tokio::time::Instant::now();
+                        match from.caught_up() {
+                            Some(rev) => permit.send(Ok(WatchEvent::progress(rev))),
+                            None => drop(permit),
+                        }
+                        continue;
+                    }
                 };
+                idle_since = tokio::time::Instant::now();
                 match next {
                     None => return,
                     Some(Ok(d)) => {
-                        permit.send(Ok(to_client_event(d.event())));
+                        permit.send(Ok(to_client_event(&d)));
                         handed = Some(d);
                     }
                     Some(Err(e)) => {
@@ -354,9 +564,10 @@ impl WatchHub {
     }
 
     /// Publishes the events of one applied batch (in log order); they move
-    /// into the history.
-    pub(crate) fn publish(&self, events: Vec<SmEvent>) {
+    /// into the history. `applied`: the applied index after the batch.
+    pub(crate) fn publish(&self, events: Vec<SmEvent>, applied: u64) {
         if events.is_empty() {
+            self.published.fetch_max(applied, Ordering::AcqRel);
             return;
         }
         let l = &self.limits;
@@ -381,11 +592,12 @@ impl WatchHub {
                 !w.tx.is_closed()
             });
         }
+        // After the events are queued (see `HubStream::caught_up`).
+        let last = events.last().map_or(0, |(e, _)| e.revision);
+        self.published
+            .fetch_max(applied.max(last), Ordering::AcqRel);
         if !keep {
-            g.floor = events
-                .last()
-                .map(|(e, _)| e.revision + 1)
-                .unwrap_or(g.floor);
+            g.floor = g.floor.max(last + 1);
             return;
         }
         for (ev, n) in events {
@@ -404,27 +616,50 @@ impl WatchHub {
         }
     }
 
-    /// The state was replaced by a snapshot at `index`: history before it is gone.
+    /// Where a watcher ended now resumes: past everything published, or
+    /// its start if later.
+    fn resume_of(&self, w: &Watcher) -> u64 {
+        w.min_revision
+            .max(self.published.load(Ordering::Acquire) + 1)
+    }
+
+    /// The state was replaced by a snapshot at `index`: history before it
+    /// is gone, and every watch ends `Compacted` (its events between its
+    /// resume revision and `index` are not in any history of this node).
     pub(crate) fn reset(&self, index: u64) {
         let mut g = self.inner.lock().expect("watch hub poisoned");
         g.history.clear();
         g.history_bytes = 0;
         g.floor = index + 1;
         for w in g.watchers.drain(..) {
-            let _ = w.tx.try_send(Err(Error::Compacted(format!(
-                "watch cancelled: this node installed a snapshot at revision {index}; \
-                 re-read and watch again"
-            ))));
+            let resume = self.resume_of(&w);
+            let _ = w.tx.try_send(Err(cancel(
+                ErrorCode::Compacted,
+                format!(
+                    "watch cancelled: this node installed a snapshot at revision {index}; \
+                     re-read and watch again from the read's revision + 1"
+                ),
+                index + 1,
+                resume,
+            )));
         }
+        self.published.fetch_max(index, Ordering::AcqRel);
     }
 
-    /// Ends every watch with `reason` (shutdown).
+    /// Ends every watch with a `ShuttingDown` cancel saying `reason` and
+    /// where to resume (on another node).
     pub(crate) fn close_all(&self, reason: &str) {
         let mut g = self.inner.lock().expect("watch hub poisoned");
         for w in g.watchers.drain(..) {
-            let _ = w.tx.try_send(Err(Error::ShuttingDown(format!(
-                "watch cancelled: {reason}"
-            ))));
+            let resume = self.resume_of(&w);
+            let _ = w.tx.try_send(Err(cancel(
+                ErrorCode::ShuttingDown,
+                format!(
+                    "watch cancelled: {reason}; watch again on another node from revision {resume}"
+                ),
+                0,
+                resume,
+            )));
         }
     }
 }
@@ -461,6 +696,7 @@ mod tests {
                 lease: 0,
             }),
             prev: None,
+            prev_value: None,
         }
     }
 
@@ -479,9 +715,9 @@ mod tests {
     #[test]
     fn key_and_prefix_matching_in_order() {
         let hub = hub_with(16, 100, 10);
-        let mut k = hub.watch(Bytes::from_static(b"a"), false, 0).unwrap();
-        let mut p = hub.watch(Bytes::from_static(b"a"), true, 0).unwrap();
-        hub.publish(vec![put("a", 1), put("ab", 2), put("b", 3), put("a", 4)]);
+        let mut k = hub.watch(WatchSpec::simple(b"a", false, 0)).unwrap();
+        let mut p = hub.watch(WatchSpec::simple(b"a", true, 0)).unwrap();
+        hub.publish(vec![put("a", 1), put("ab", 2), put("b", 3), put("a", 4)], 0);
         assert_eq!(revs(&mut k), vec![1, 4]);
         assert_eq!(revs(&mut p), vec![1, 2, 4]);
     }
@@ -489,8 +725,8 @@ mod tests {
     #[test]
     fn slow_watcher_is_cancelled_with_reason() {
         let hub = hub_with(2, 100, 10);
-        let mut w = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
-        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3), put("k", 4)]);
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3), put("k", 4)], 0);
         assert!(w.try_recv().unwrap().is_ok());
         assert!(w.try_recv().unwrap().is_ok());
         let e = w.try_recv().unwrap().unwrap_err();
@@ -505,13 +741,16 @@ mod tests {
             ..WatchConfig::default()
         };
         let hub = WatchHub::new(&cfg, 0);
-        let mut slow = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
-        let mut fast = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
+        let mut slow = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        let mut fast = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
         let mut fast_got = 0;
         // 16 events of 256 KiB: 4 MiB against a 1 MiB budget, well under
         // watch.buffer (1024 events).
         for rev in 1..=16u64 {
-            hub.publish(vec![put_value("k", rev, Bytes::from(vec![0u8; 256 << 10]))]);
+            hub.publish(
+                vec![put_value("k", rev, Bytes::from(vec![0u8; 256 << 10]))],
+                0,
+            );
             // The fast watcher takes (and drops) each event at once.
             fast_got += revs(&mut fast).len();
         }
@@ -527,7 +766,7 @@ mod tests {
             }
         };
         assert_eq!(got, 3, "3 events of 256 KiB + overhead fit in 1 MiB");
-        assert!(matches!(err, Error::Overloaded(_)), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::Overloaded, "{err:?}");
         assert!(err.to_string().contains("watch.max_buffer_bytes"), "{err}");
         assert!(slow.try_recv().is_err(), "closed after the notice");
     }
@@ -539,14 +778,20 @@ mod tests {
             ..WatchConfig::default()
         };
         let hub = WatchHub::new(&cfg, 0);
-        let mut w = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
         // Larger than the budget, but nothing is queued: delivered.
-        hub.publish(vec![put_value("k", 1, Bytes::from(vec![1u8; 100 << 10]))]);
+        hub.publish(
+            vec![put_value("k", 1, Bytes::from(vec![1u8; 100 << 10]))],
+            0,
+        );
         let d = w.try_recv().unwrap().unwrap();
         drop(d);
         // Received and dropped: the next one fits again, many times over.
         for rev in 2..50 {
-            hub.publish(vec![put_value("k", rev, Bytes::from(vec![1u8; 100 << 10]))]);
+            hub.publish(
+                vec![put_value("k", rev, Bytes::from(vec![1u8; 100 << 10]))],
+                0,
+            );
             assert_eq!(revs(&mut w), vec![rev]);
         }
     }
@@ -554,11 +799,11 @@ mod tests {
     #[test]
     fn watchers_and_history_share_one_copy_of_each_value() {
         let hub = hub_with(16, 100, 10);
-        let mut a = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
-        let mut b = hub.watch(Bytes::from_static(b"k"), true, 0).unwrap();
+        let mut a = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        let mut b = hub.watch(WatchSpec::simple(b"k", true, 0)).unwrap();
         // The value is a slice of a larger buffer (as a command's is).
         let buffer = Bytes::from(vec![5u8; 1 << 20]);
-        hub.publish(vec![put_value("k", 1, buffer.slice(10..1010))]);
+        hub.publish(vec![put_value("k", 1, buffer.slice(10..1010))], 0);
         let da = a.try_recv().unwrap().unwrap();
         let db = b.try_recv().unwrap().unwrap();
         let va = &da.event().kv.as_ref().unwrap().value;
@@ -569,7 +814,7 @@ mod tests {
             !(buffer.as_ptr_range().contains(&va.as_ptr())),
             "the event does not keep the 1 MiB buffer it was sliced from alive"
         );
-        let mut c = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap();
+        let mut c = hub.watch(WatchSpec::simple(b"k", false, 1)).unwrap();
         let dc = c.try_recv().unwrap().unwrap();
         assert_eq!(
             dc.event().kv.as_ref().unwrap().value.as_ptr(),
@@ -581,11 +826,11 @@ mod tests {
     #[test]
     fn start_revision_replays_history_or_reports_compaction() {
         let hub = hub_with(16, 3, 10);
-        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3), put("k", 4)]);
-        let mut w = hub.watch(Bytes::from_static(b"k"), false, 3).unwrap();
+        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3), put("k", 4)], 0);
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 3)).unwrap();
         assert_eq!(revs(&mut w), vec![3, 4]);
-        let e = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap_err();
-        assert!(matches!(e, Error::Compacted(_)), "{e}");
+        let e = hub.watch(WatchSpec::simple(b"k", false, 1)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Compacted, "{e}");
     }
 
     #[test]
@@ -596,13 +841,16 @@ mod tests {
         };
         let hub = WatchHub::new(&cfg, 0);
         for rev in 1..=10u64 {
-            hub.publish(vec![put_value("k", rev, Bytes::from(vec![0u8; 300 << 10]))]);
+            hub.publish(
+                vec![put_value("k", rev, Bytes::from(vec![0u8; 300 << 10]))],
+                0,
+            );
         }
         // 3 events of 300 KiB fit in 1 MiB, a fourth does not.
-        let e = hub.watch(Bytes::from_static(b"k"), false, 7).unwrap_err();
-        assert!(matches!(e, Error::Compacted(_)), "{e}");
+        let e = hub.watch(WatchSpec::simple(b"k", false, 7)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Compacted, "{e}");
         assert!(e.to_string().contains("watch.history_bytes"), "{e}");
-        let mut w = hub.watch(Bytes::from_static(b"k"), false, 8).unwrap();
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 8)).unwrap();
         assert_eq!(revs(&mut w), vec![8, 9, 10]);
         let g = hub.inner.lock().unwrap();
         assert!(g.history_bytes <= 1 << 20);
@@ -620,12 +868,15 @@ mod tests {
         };
         let hub = WatchHub::new(&cfg, 0);
         for rev in 1..=4u64 {
-            hub.publish(vec![put_value("k", rev, Bytes::from(vec![0u8; 30 << 10]))]);
+            hub.publish(
+                vec![put_value("k", rev, Bytes::from(vec![0u8; 30 << 10]))],
+                0,
+            );
         }
-        let mut drained = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap();
-        let mut stalled = hub.watch(Bytes::from_static(b"k"), false, 1).unwrap();
+        let mut drained = hub.watch(WatchSpec::simple(b"k", false, 1)).unwrap();
+        let mut stalled = hub.watch(WatchSpec::simple(b"k", false, 1)).unwrap();
         assert_eq!(revs(&mut drained), vec![1, 2, 3, 4]);
-        hub.publish(vec![put_value("k", 5, Bytes::from(vec![0u8; 30 << 10]))]);
+        hub.publish(vec![put_value("k", 5, Bytes::from(vec![0u8; 30 << 10]))], 0);
         assert_eq!(revs(&mut drained), vec![5], "a drained replay leaves room");
         for rev in 1..=4 {
             assert_eq!(stalled.try_recv().unwrap().unwrap().event().revision, rev);
@@ -638,18 +889,223 @@ mod tests {
     fn start_revision_ahead_of_applied_skips_older_events() {
         // A lagging node: the watch starts at 5 but the node has applied 2.
         let hub = hub_with(16, 100, 10);
-        hub.publish(vec![put("k", 1), put("k", 2)]);
-        let mut w = hub.watch(Bytes::from_static(b"k"), false, 5).unwrap();
-        hub.publish(vec![put("k", 3), put("k", 4), put("k", 5), put("k", 6)]);
+        hub.publish(vec![put("k", 1), put("k", 2)], 0);
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 5)).unwrap();
+        hub.publish(vec![put("k", 3), put("k", 4), put("k", 5), put("k", 6)], 0);
         assert_eq!(revs(&mut w), vec![5, 6]);
+    }
+
+    fn spec(key: &'static [u8], end: &'static [u8]) -> WatchSpec {
+        WatchSpec {
+            key: Bytes::from_static(key),
+            end: Bytes::from_static(end),
+            ..WatchSpec::default()
+        }
+    }
+
+    fn del(key: &str, rev: u64, prev_value: &'static [u8], prev_rev: u64) -> SmEvent {
+        SmEvent {
+            kind: WatchEventKind::Delete,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            revision: rev,
+            kv: None,
+            prev: Some(d_engine_storage::sm::KeyMeta {
+                create_revision: prev_rev,
+                mod_revision: prev_rev,
+                version: 1,
+                expires_at_ms: None,
+                lease: 0,
+            }),
+            prev_value: Some(Bytes::from_static(prev_value)),
+        }
+    }
+
+    /// An overwrite of `key` (previous value `prev_value` from `prev_rev`).
+    fn overwrite(key: &str, rev: u64, prev_value: &'static [u8], prev_rev: u64) -> SmEvent {
+        let mut e = put(key, rev);
+        let d = del(key, rev, prev_value, prev_rev);
+        e.prev = d.prev;
+        e.prev_value = d.prev_value;
+        e
+    }
+
+    fn cancel_of(e: &Error) -> &WatchCancel {
+        match e {
+            Error::WatchCanceled(c) => c,
+            other => panic!("not a watch cancel: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ranges_match_half_open_and_from_key() {
+        let hub = hub_with(16, 100, 10);
+        let mut r = hub.watch(spec(b"b", b"d")).unwrap();
+        let mut from = hub.watch(spec(b"c", b"\0")).unwrap();
+        let mut all = hub.watch(spec(b"", b"\0")).unwrap();
+        hub.publish(
+            vec![
+                put("a", 1),
+                put("b", 2),
+                put("bz", 3),
+                put("c", 4),
+                put("d", 5),
+                put("zz", 6),
+            ],
+            6,
+        );
+        assert_eq!(revs(&mut r), vec![2, 3, 4], "[b, d): d itself is out");
+        assert_eq!(revs(&mut from), vec![4, 5, 6]);
+        assert_eq!(revs(&mut all), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn filters_drop_kinds_and_still_advance_progress() {
+        let hub = hub_with(16, 100, 10);
+        let mut no_delete = hub
+            .watch(WatchSpec {
+                no_delete: true,
+                ..WatchSpec::simple(b"k", true, 0)
+            })
+            .unwrap();
+        let mut no_put = hub
+            .watch(WatchSpec {
+                no_put: true,
+                ..WatchSpec::simple(b"k", true, 0)
+            })
+            .unwrap();
+        hub.publish(vec![put("k1", 1), del("k1", 2, b"v", 1), put("k2", 3)], 3);
+        assert_eq!(revs(&mut no_delete), vec![1, 3]);
+        assert_eq!(revs(&mut no_put), vec![2]);
+        // Idle and drained: caught up to the applied revision, filtered
+        // events included.
+        hub.publish(vec![put("other", 4)], 5);
+        assert_eq!(no_put.caught_up(), Some(5));
+    }
+
+    #[test]
+    fn prev_kv_only_for_watchers_that_ask_and_charged_only_to_them() {
+        let hub = hub_with(16, 100, 10);
+        let mut with = hub
+            .watch(WatchSpec {
+                prev_kv: true,
+                ..WatchSpec::simple(b"k", false, 0)
+            })
+            .unwrap();
+        let mut without = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        hub.publish(vec![put("k", 1)], 1);
+        hub.publish(vec![overwrite("k", 2, b"old-value", 1)], 2);
+        hub.publish(vec![del("k", 3, b"v", 2)], 3);
+        let got: Vec<Delivery> =
+            std::iter::from_fn(|| with.try_recv().ok().map(|r| r.unwrap())).collect();
+        assert!(
+            got[0].prev_kv().is_none(),
+            "a new key has no previous value"
+        );
+        let prev = got[1].prev_kv().expect("overwrite carries the old value");
+        assert_eq!((&prev.value[..], prev.mod_revision), (&b"old-value"[..], 1));
+        let client = to_client_event(&got[2]);
+        assert_eq!(client.kind, EventType::Delete);
+        assert_eq!(client.prev_kv.unwrap().value, b"v");
+        // Charged with the previous value: 9 more bytes than the other watcher.
+        assert_eq!(
+            got[1].bytes,
+            event_bytes(&overwrite("k", 2, b"old-value", 1))
+        );
+        let plain: Vec<Delivery> =
+            std::iter::from_fn(|| without.try_recv().ok().map(|r| r.unwrap())).collect();
+        assert!(plain.iter().all(|d| d.prev_kv().is_none()));
+        assert_eq!(plain[1].bytes + 9, got[1].bytes);
+        // The history keeps the previous value for a later replay.
+        let mut late = hub
+            .watch(WatchSpec {
+                prev_kv: true,
+                ..WatchSpec::simple(b"k", false, 2)
+            })
+            .unwrap();
+        let d = late.try_recv().unwrap().unwrap();
+        assert_eq!(&d.prev_kv().unwrap().value[..], b"old-value");
+    }
+
+    #[test]
+    fn progress_is_reported_only_when_nothing_is_queued() {
+        let hub = hub_with(16, 100, 10);
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        assert_eq!(w.start, 1, "start 0 = one past the applied revision");
+        assert_eq!(w.caught_up(), Some(0));
+        hub.publish(vec![put("k", 1)], 2);
+        assert_eq!(w.caught_up(), None, "an event is waiting");
+        assert_eq!(revs(&mut w), vec![1]);
+        assert_eq!(w.caught_up(), Some(2));
+        // Entries without key changes (no-ops, leases) advance it too.
+        hub.publish(vec![], 7);
+        assert_eq!(w.caught_up(), Some(7));
+    }
+
+    #[test]
+    fn every_cancel_is_typed_with_where_to_resume() {
+        // Slow consumer: resume at the first event it was not handed.
+        let hub = hub_with(2, 100, 10);
+        let mut slow = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3)], 3);
+        let (got, e) = revs_until_err(&mut slow);
+        assert_eq!(got, vec![1, 2]);
+        let c = cancel_of(&e);
+        assert_eq!((c.code, c.resume_revision), (ErrorCode::Overloaded, 3));
+
+        // Shutdown: resume past everything published (or at the start).
+        let hub = hub_with(16, 100, 10);
+        let mut live = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        let mut ahead = hub.watch(WatchSpec::simple(b"k", false, 50)).unwrap();
+        hub.publish(vec![put("k", 1), put("x", 2)], 4);
+        hub.close_all("the node is shutting down");
+        let (got, e) = revs_until_err(&mut live);
+        assert_eq!(got, vec![1]);
+        let c = cancel_of(&e);
+        assert_eq!((c.code, c.resume_revision), (ErrorCode::ShuttingDown, 5));
+        let c = cancel_of(&revs_until_err(&mut ahead).1).clone();
+        assert_eq!(c.resume_revision, 50);
+
+        // Snapshot installed: compacted, oldest revision = the snapshot's + 1.
+        let hub = hub_with(16, 100, 10);
+        let mut w = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
+        hub.publish(vec![put("k", 1)], 1);
+        hub.reset(90);
+        let (got, e) = revs_until_err(&mut w);
+        assert_eq!(got, vec![1]);
+        let c = cancel_of(&e);
+        assert_eq!(
+            (c.code, c.compact_revision, c.resume_revision),
+            (ErrorCode::Compacted, 91, 2)
+        );
+
+        // A start older than the history: refused, typed the same way.
+        let hub = hub_with(16, 2, 10);
+        hub.publish(vec![put("k", 1), put("k", 2), put("k", 3)], 3);
+        let e = hub.watch(WatchSpec::simple(b"k", false, 1)).unwrap_err();
+        let c = cancel_of(&e);
+        assert_eq!(
+            (c.code, c.compact_revision, c.resume_revision),
+            (ErrorCode::Compacted, 2, 1)
+        );
+    }
+
+    /// The revisions received until the final error (which must come).
+    fn revs_until_err(rx: &mut HubStream) -> (Vec<u64>, Error) {
+        let mut v = vec![];
+        loop {
+            match rx.try_recv().expect("the watch ends with an error") {
+                Ok(d) => v.push(d.event().revision),
+                Err(e) => return (v, e),
+            }
+        }
     }
 
     #[test]
     fn watcher_limit() {
         let hub = hub_with(4, 0, 1);
-        let _a = hub.watch(Bytes::from_static(b"k"), false, 0).unwrap();
+        let _a = hub.watch(WatchSpec::simple(b"k", false, 0)).unwrap();
         assert!(matches!(
-            hub.watch(Bytes::from_static(b"k"), false, 0),
+            hub.watch(WatchSpec::simple(b"k", false, 0)),
             Err(Error::Overloaded(_))
         ));
     }

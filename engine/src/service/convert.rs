@@ -6,9 +6,10 @@
 
 use bytes::Bytes;
 use d_engine_proto::v1 as pb;
-use d_engine_storage::sm::{KeyValue as SmKv, WatchEvent as SmEvent, WatchEventKind};
+use d_engine_storage::sm::{KeyValue as SmKv, WatchEventKind};
 
 use crate::runtime::handle::Header;
+use crate::runtime::watch_hub::Delivery;
 
 pub fn header(h: Header) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader {
@@ -36,9 +37,11 @@ pub fn shared_kv(k: &SmKv) -> pb::KeyValue {
 
 pub use d_engine_api::convert::{member_to_wire as member, members_to_wire as members};
 
-/// A watch event; the message shares the event's key and value bytes. A
+/// A delivered watch event; the message shares the event's key and value
+/// bytes (and its previous value, if the watcher asked for `prev_kv`). A
 /// delete carries the key, an empty value and the deletion's revision.
-pub fn event(e: &SmEvent) -> pb::WatchEvent {
+pub(crate) fn event(d: &Delivery) -> pb::WatchEvent {
+    let e = d.event();
     let (kind, kv) = match (&e.kind, &e.kv) {
         (WatchEventKind::Put, Some(kv)) => (pb::EventType::Put, shared_kv(kv)),
         (kind, _) => (
@@ -60,6 +63,6 @@ pub fn event(e: &SmEvent) -> pb::WatchEvent {
     pb::WatchEvent {
         r#type: kind as i32,
         kv: Some(kv),
-        prev_kv: None,
+        prev_kv: d.prev_kv().as_ref().map(shared_kv),
     }
 }

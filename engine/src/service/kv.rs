@@ -20,7 +20,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::status::{limit, status};
+use super::status::{invalid, limit, status};
 use super::validate;
 use crate::auth::{Access, Gate};
 use crate::runtime::reads::MultiRead;
@@ -297,16 +297,25 @@ impl Kv for KvService {
         let permit = self.watch_quota.acquire(caller.user(), req.remote_addr())?;
         let r = req.into_inner();
         let l = self.limits();
+        if r.prefix && !r.range_end.is_empty() {
+            return Err(invalid(
+                "range_end",
+                "a watch has either `prefix` or `range_end`, not both: drop one",
+            ));
+        }
         if r.prefix {
             validate::prefix(l, "key", &r.key)?;
             caller.require_prefix(&r.key, Access::Read)?;
         } else {
-            validate::key(l, "key", &r.key)?;
-            caller.require_key(&r.key, Access::Read)?;
+            // One key (empty range_end) or a range, with the rules of Range.
+            validate::range(l, "key", "range_end", &r.key, &r.range_end)?;
+            caller.require_range(&r.key, &r.range_end, Access::Read)?;
         }
+        let (key, options) =
+            d_engine_api::convert::watch_request_from_wire(r).map_err(|e| status(&e))?;
         let events = self
             .node
-            .watch_shared(Bytes::from(r.key), r.prefix, r.start_revision)
+            .watch_shared(Bytes::from(key), &options)
             .map_err(|e| status(&e))?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let created = pb::WatchResponse {
@@ -319,9 +328,12 @@ impl Kv for KvService {
         let node = self.node.clone();
         let shutdown = self.shutdown.clone();
         let max = l.max_request_bytes;
+        let progress = options
+            .progress_notify
+            .then(|| self.node.watch_progress_interval());
         tokio::spawn(async move {
             let _permit = permit; // the quota place lasts as long as the watch
-            pump_watch(node, events, tx, shutdown, max).await
+            pump_watch(node, events, tx, shutdown, max, progress).await
         });
         Ok(Response::new(WatchOut(rx)))
     }
@@ -346,24 +358,31 @@ impl Stream for WatchOut {
 
 /// Forwards a node watch to a gRPC stream until the client goes away (the
 /// node watch is dropped, which cancels it), the node cancels it, or the
-/// server shuts down; the last two end with a `canceled` message whose
-/// reason starts with an `ErrorCode` name.
+/// server shuts down; the last two end with a `canceled` message carrying
+/// the typed `cancel_code` and the `resume_revision` (one past what this
+/// stream delivered, or where a revision it cut short begins). With
+/// `progress` set, an idle stream gets a progress message (no events,
+/// `header.revision` = the revision it has caught up to) after each
+/// `progress` of silence.
 async fn pump_watch(
     node: NodeHandle,
     mut events: HubStream,
     tx: mpsc::Sender<Outgoing>,
     mut shutdown: watch::Receiver<bool>,
     max_message_bytes: usize,
+    progress: Option<std::time::Duration>,
 ) {
     let budget = max_message_bytes.saturating_sub(RESPONSE_SLACK);
-    let cancel = |reason: String| -> Outgoing {
+    // One past the last event sent (or the start): where a cancel with the
+    // hub gone resumes.
+    let mut resume = events.start;
+    let cancel = |err: &Error, resume: u64| -> Outgoing {
+        let c = status_codec::watch_cancel(err, resume);
         (
-            Ok(pb::WatchResponse {
-                header: convert::header(node.header()),
-                canceled: true,
-                cancel_reason: reason,
-                ..Default::default()
-            }),
+            Ok(status_codec::cancel_response(
+                convert::header(node.header()),
+                &c,
+            )),
             Vec::new(),
         )
     };
@@ -377,21 +396,57 @@ async fn pump_watch(
             held,
         )
     };
+    let mut idle_since = tokio::time::Instant::now();
     loop {
+        let tick = async {
+            match progress {
+                Some(every) => tokio::time::sleep_until(idle_since + every).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tx.closed() => return,
             _ = stopping(&mut shutdown) => {
-                let _ = tx.send(cancel("SHUTTING_DOWN: the server is shutting down; reconnect to another node".into())).await;
+                // Resume where this stream stops: at the next queued event
+                // (possibly mid-revision), or past everything published.
+                let resume = match events.try_recv() {
+                    Ok(Ok(d)) => d.event().revision,
+                    Ok(Err(e)) => e.resume_revision().unwrap_or(resume),
+                    Err(_) => events.caught_up().map_or(resume, |p| resume.max(p + 1)),
+                };
+                let e = Error::ShuttingDown(
+                    "the server is shutting down; watch again on another node from the \
+                     resume revision".into(),
+                );
+                let _ = tx.send(cancel(&e, resume)).await;
                 return;
             }
+            _ = tick => {
+                idle_since = tokio::time::Instant::now();
+                if let Some(rev) = events.caught_up() {
+                    let mut header = node.header();
+                    header.revision = rev;
+                    resume = resume.max(rev + 1);
+                    let msg = pb::WatchResponse {
+                        header: convert::header(header),
+                        progress: true,
+                        ..Default::default()
+                    };
+                    if tx.send((Ok(msg), Vec::new())).await.is_err() {
+                        return;
+                    }
+                }
+            }
             ev = events.recv() => {
+                idle_since = tokio::time::Instant::now();
                 let first = match ev {
                     None => {
-                        let _ = tx.send(cancel("SHUTTING_DOWN: the node stopped".into())).await;
+                        let e = Error::ShuttingDown("the node stopped".into());
+                        let _ = tx.send(cancel(&e, resume)).await;
                         return;
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(cancel(status_codec::cancel_reason(&e))).await;
+                        let _ = tx.send(cancel(&e, resume)).await;
                         return;
                     }
                     Some(Ok(ev)) => ev,
@@ -400,7 +455,8 @@ async fn pump_watch(
                 // would exceed the response budget (history replays can
                 // hold many large values). The messages share the events'
                 // bytes; the deliveries travel with them to stay charged.
-                let ev = convert::event(first.event());
+                let ev = convert::event(&first);
+                let mut last = first.event().revision;
                 let mut size = prost::Message::encoded_len(&ev);
                 let mut batch = vec![ev];
                 let mut held = vec![first];
@@ -408,7 +464,7 @@ async fn pump_watch(
                 while batch.len() < WATCH_EVENTS_PER_MESSAGE {
                     match events.try_recv() {
                         Ok(Ok(d)) => {
-                            let ev = convert::event(d.event());
+                            let ev = convert::event(&d);
                             let n = prost::Message::encoded_len(&ev) + 8;
                             if size + n > budget {
                                 let full = std::mem::take(&mut batch);
@@ -419,6 +475,7 @@ async fn pump_watch(
                                 size = 0;
                             }
                             size += n;
+                            last = d.event().revision;
                             batch.push(ev);
                             held.push(d);
                         }
@@ -429,8 +486,9 @@ async fn pump_watch(
                 if tx.send(events_msg(batch, held)).await.is_err() {
                     return;
                 }
+                resume = resume.max(last + 1);
                 if let Some(e) = end {
-                    let _ = tx.send(cancel(status_codec::cancel_reason(&e))).await;
+                    let _ = tx.send(cancel(&e, resume)).await;
                     return;
                 }
             }

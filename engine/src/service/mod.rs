@@ -44,6 +44,8 @@ pub mod validate;
 mod coord_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 use std::future::Future;
 use std::time::Duration;

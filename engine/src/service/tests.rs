@@ -53,8 +53,15 @@ pub(super) struct Fixture {
 
 impl Fixture {
     pub(super) async fn start() -> Fixture {
+        Fixture::start_with(|_| {}).await
+    }
+
+    /// Like [`Fixture::start`], with `tune` applied to the node's config.
+    pub(super) async fn start_with(tune: impl FnOnce(&mut Config)) -> Fixture {
         let dir = TempDir::new();
-        let engine = EmbeddedEngine::builder(Config::single_node(&dir.0))
+        let mut config = Config::single_node(&dir.0);
+        tune(&mut config);
+        let engine = EmbeddedEngine::builder(config)
             .without_network()
             .start()
             .await
@@ -341,6 +348,12 @@ async fn watch_starts_with_created_delivers_in_order_and_is_cancelled_on_shutdow
         last.cancel_reason.starts_with("SHUTTING_DOWN"),
         "{}",
         last.cancel_reason
+    );
+    assert_eq!(last.cancel_code, pb::ErrorCode::ShuttingDown as i32);
+    assert_eq!(
+        last.resume_revision,
+        revs.last().unwrap() + 1,
+        "resume one past the last delivered event"
     );
     tokio::time::timeout(Duration::from_secs(10), server)
         .await

@@ -368,9 +368,12 @@ pub struct WatchEvent {
     pub revision: Index,
     /// The new key-value (for `Put`), `None` for `Delete`.
     pub kv: Option<KeyValue>,
-    /// The key's metadata before the change, if it existed (the previous
-    /// value itself is not kept: writes do not read it).
+    /// The key's metadata before the change, if it existed.
     pub prev: Option<KeyMeta>,
+    /// The key's value before the change (with `prev`), read from the
+    /// state machine at apply time for watches that ask for `prev_kv`.
+    /// Shares the stored bytes where the backend keeps values in memory.
+    pub prev_value: Option<Bytes>,
 }
 
 /// One applied entry: its result and the key changes it made.

@@ -147,6 +147,14 @@ impl KvClient for Printing {
     ) -> impl Future<Output = Result<WatchStream>> + Send {
         KvClient::watch_prefix(&self.0, prefix, start_revision)
     }
+
+    fn watch_with(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: d_engine_client::WatchOptions,
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        KvClient::watch_with(&self.0, key, options)
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -301,6 +301,7 @@ fn write_value<S: KvStore>(
         expires_at_ms,
         lease,
     };
+    let prev_value = prev_value(store, key, old.as_ref())?;
     store.put(kv.clone(), old.as_ref())?;
     events.push(WatchEvent {
         kind: WatchEventKind::Put,
@@ -308,6 +309,7 @@ fn write_value<S: KvStore>(
         revision: index,
         kv: Some(kv.clone()),
         prev: old,
+        prev_value,
     });
     Ok(kv)
 }
@@ -319,6 +321,7 @@ fn delete_value<S: KvStore>(
     old: KeyMeta,
     events: &mut Vec<WatchEvent>,
 ) -> Result<(), SmError> {
+    let prev_value = prev_value(store, key, Some(&old))?;
     store.delete(key, &old)?;
     events.push(WatchEvent {
         kind: WatchEventKind::Delete,
@@ -326,8 +329,22 @@ fn delete_value<S: KvStore>(
         revision: index,
         kv: None,
         prev: Some(old),
+        prev_value,
     });
     Ok(())
+}
+
+/// The value a change replaces (for watches with `prev_kv`): read before
+/// the change, only if the key existed.
+fn prev_value<S: KvStore>(
+    store: &mut S,
+    key: &[u8],
+    old: Option<&KeyMeta>,
+) -> Result<Option<Bytes>, SmError> {
+    if old.is_none() {
+        return Ok(None);
+    }
+    Ok(store.get(key)?.map(|kv| kv.value))
 }
 
 /// A put (plain or inside a transaction) whose lease, if any, exists.

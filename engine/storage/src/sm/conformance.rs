@@ -500,13 +500,16 @@ pub fn watch_events(f: Factory<'_>, dir: &Path) {
         (e.kind.clone(), e.revision, e.prev.is_none()),
         (WatchEventKind::Put, 1, true)
     );
+    assert!(e.prev_value.is_none(), "a new key has no previous value");
     assert_eq!(e.kv.as_ref().unwrap().value.as_ref(), b"1");
     let r = apply1(&*sm, cmd(2, 1, put("w", "2", None)));
     assert_eq!(r.events[0].prev.unwrap().mod_revision, 1);
     assert_eq!(r.events[0].prev.unwrap().version, 1);
+    assert_eq!(r.events[0].prev_value.as_deref(), Some(&b"1"[..]));
     assert_eq!(r.events[0].kv.as_ref().unwrap().mod_revision, 2);
     let r = apply1(&*sm, cmd(3, 1, del("w")));
     assert_eq!(r.events[0].kind, WatchEventKind::Delete);
+    assert_eq!(r.events[0].prev_value.as_deref(), Some(&b"2"[..]));
     assert!(r.events[0].kv.is_none());
     assert_eq!(r.events[0].prev.as_ref().unwrap().mod_revision, 2);
     assert!(apply1(&*sm, cmd(4, 1, del("w"))).events.is_empty());

@@ -231,6 +231,14 @@ impl KvClient for RecordingKv {
     ) -> impl Future<Output = Result<WatchStream>> + Send {
         KvClient::watch_prefix(&self.kv, prefix, start_revision)
     }
+
+    fn watch_with(
+        &self,
+        key: impl AsRef<[u8]> + Send,
+        options: d_engine_client::WatchOptions,
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        KvClient::watch_with(&self.kv, key, options)
+    }
 }
 
 #[cfg(test)]
