@@ -373,10 +373,12 @@ func FromStatus(err error) *Error {
 		}
 		e.fromServer = true
 		e.Metadata = info.GetMetadata()
-		if e.Code == CodeCompacted {
-			if rev, perr := strconv.ParseUint(e.Metadata["compact_revision"], 10, 64); perr == nil {
-				e.CompactRevision = rev
-			}
+		// A watch refused at creation names where to continue from.
+		if rev, perr := strconv.ParseUint(e.Metadata["compact_revision"], 10, 64); perr == nil && e.Code == CodeCompacted {
+			e.CompactRevision = rev
+		}
+		if rev, perr := strconv.ParseUint(e.Metadata["resume_revision"], 10, 64); perr == nil {
+			e.ResumeRevision = rev
 		}
 		break
 	}

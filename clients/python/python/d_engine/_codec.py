@@ -325,10 +325,15 @@ def error_from_rpc(e: grpc.RpcError, target: str) -> Error:
         if info.reason == "LEASE_NOT_FOUND":
             lease = meta.get("lease_id") or ""
             return LeaseNotFound(f"{target}: {details}", int(lease) if lease.isdigit() else None)
+        resume = meta.get("resume_revision") or ""
         if info.reason == "COMPACTED":
             rev = meta.get("compact_revision") or ""
-            return Compacted(f"{target}: {details}", int(rev) if rev.isdigit() else None)
-        return error_for_code(info.reason, f"{target}: {details}")
+            err: Error = Compacted(f"{target}: {details}", int(rev) if rev.isdigit() else None)
+        else:
+            err = error_for_code(info.reason, f"{target}: {details}")
+        if resume.isdigit() and int(resume) > 0:
+            err.resume_revision = int(resume)  # a watch refused at creation: where to continue
+        return err
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Timeout(f"{target}: request timed out")
     if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE) and _is_size_limit(details):
