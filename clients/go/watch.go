@@ -34,7 +34,9 @@ const defaultWatchBuffer = 64
 // NO_LEADER, CHANGE_IN_PROGRESS or TIMEOUT (a graceful restart, a leader
 // change), the client re-creates the watch on the leader from the revision
 // after the last delivered event (or the server's resume_revision if that
-// is later), so no change is lost or delivered twice. It keeps trying until
+// is later; or inside the last revision, skipping the events of it already
+// delivered, when the server says it cut that revision), so no change is
+// lost or delivered twice. It keeps trying until
 // ctx is cancelled or the Client is closed (bound it with
 // WithResumeTimeout). The watch ends with a typed error, decided from the
 // server's cancel_code, only when resuming cannot help: ErrCompacted (the
@@ -72,6 +74,13 @@ type watcher struct {
 	// floor is the start revision of the current stream: events below it
 	// are duplicates of events delivered before a resume and are dropped.
 	floor uint64
+	// lastRev is the revision of the last delivered event and atLast how
+	// many events of that revision were delivered. When the server cancels
+	// in the middle of a revision (its resume_revision = lastRev), the
+	// stream is re-created from lastRev and the first skip events of
+	// skipRev are dropped as already delivered.
+	lastRev, skipRev uint64
+	atLast, skip     int
 }
 
 // openedStream is an established watch stream.
@@ -160,6 +169,10 @@ func (w *watcher) open() (*openedStream, error) {
 			w.next = rev + 1
 		}
 		w.floor = w.next
+		w.skipRev, w.skip = 0, 0
+		if w.lastRev != 0 && w.next == w.lastRev {
+			w.skipRev, w.skip = w.lastRev, w.atLast
+		}
 		res = &openedStream{stream: stream, cancel: scancel, addr: cn.addr, first: first}
 		return nil
 	})
@@ -250,8 +263,11 @@ func (w *watcher) run(st *openedStream) {
 			return
 		}
 		if end.canceled {
-			if end.err.ResumeRevision > w.next {
-				w.next = end.err.ResumeRevision
+			switch r := end.err.ResumeRevision; {
+			case r != 0 && r == w.lastRev && w.next == r+1:
+				w.next = r // the server cut revision r in the middle: resume inside it
+			case r > w.next:
+				w.next = r // events up to r were filtered on the server
 			}
 			if !cancelResumable(end.err.Code) {
 				w.final(end.err)
@@ -346,12 +362,21 @@ func (w *watcher) pump(st *openedStream) streamEnd {
 				if kv.ModRevision < w.floor {
 					continue // delivered before a resume
 				}
+				if w.skip > 0 && kv.ModRevision == w.skipRev {
+					w.skip-- // delivered before the server cut this revision
+					continue
+				}
 				t := EventPut
 				if ev.GetType() == enginev1.EventType_DELETE {
 					t = EventDelete
 				}
 				if err := w.send(WatchEvent{Type: t, KV: *kv, PrevKV: kvFromProto(ev.GetPrevKv())}); err != nil {
 					return streamEnd{err: err}
+				}
+				if kv.ModRevision == w.lastRev {
+					w.atLast++
+				} else {
+					w.lastRev, w.atLast = kv.ModRevision, 1
 				}
 				if kv.ModRevision+1 > w.next {
 					w.next = kv.ModRevision + 1

@@ -3,6 +3,8 @@ package dengine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -264,5 +266,46 @@ func TestInvokeRetriesUnaskedCancel(t *testing.T) {
 	cancel()
 	if _, err := c.Put(ctx, []byte("k"), []byte("v")); !errors.Is(err, ErrCanceled) {
 		t.Fatalf("cancelled ctx: %v, want ErrCanceled", err)
+	}
+}
+
+// The server cancels in the middle of a revision (a txn's events split over
+// two messages): resume_revision is that revision; the client re-creates the
+// watch there and drops the events of it it already delivered.
+func TestWatchResumesInsideACutRevision(t *testing.T) {
+	var streams atomic.Int32
+	starts := make(chan uint64, 4)
+	node := startFake(t, func(n *fakeNode) {
+		n.watch = func(r *enginev1.WatchRequest, s enginev1.Kv_WatchServer) error {
+			starts <- r.GetStartRevision()
+			if streams.Add(1) == 1 {
+				_ = s.Send(created(4))
+				_ = s.Send(&enginev1.WatchResponse{Events: []*enginev1.WatchEvent{putEvent("a", 5), putEvent("t1", 6)}})
+				return s.Send(canceledWith(enginev1.ErrorCode_SHUTTING_DOWN, "bye", 6, 0))
+			}
+			_ = s.Send(created(9))
+			_ = s.Send(&enginev1.WatchResponse{Events: []*enginev1.WatchEvent{putEvent("t1", 6), putEvent("t2", 6), putEvent("b", 7)}})
+			<-s.Context().Done()
+			return nil
+		}
+	})
+	c := newTestClient(t, []string{node.addr})
+	ch, err := c.Watch(testCtx(t), nil, WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 4 {
+		ev, ok := recvEvent(t, ch)
+		if !ok || ev.Err != nil {
+			t.Fatalf("watch ended: %+v", ev)
+		}
+		got = append(got, fmt.Sprintf("%s@%d", ev.KV.Key, ev.Revision()))
+	}
+	if want := "a@5 t1@6 t2@6 b@7"; strings.Join(got, " ") != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	if s1, s2 := <-starts, <-starts; s1 != 0 || s2 != 6 {
+		t.Fatalf("start revisions %d, %d; want 0, 6", s1, s2)
 	}
 }

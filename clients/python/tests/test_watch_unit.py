@@ -358,3 +358,26 @@ def test_router_never_rotates_straight_back_to_the_failed_node():
     assert r.leader is None and r.target(True) != "b:1"
     r.failed("a:1", dengine.Unavailable("down"))
     assert r.target(True) not in ("a:1",)
+
+
+def test_watch_resumes_inside_a_revision_the_server_cut():
+    def first(req, ctx):
+        yield created(4)
+        yield events(put("a", 5), put("t1", 6))
+        yield cancel(pb.SHUTTING_DOWN, resume=6)  # revision 6 (a txn) was cut after t1
+
+    def second(req, ctx):
+        yield created(9)
+        yield events(put("t1", 6), put("t2", 6), put("b", 7))
+        time.sleep(5)
+
+    kv = _WatchKv([first, second])
+    srv, addr = _serve(kv)
+    try:
+        with dengine.Client(addr) as c:
+            with c.watch(b"a", range_end=b"\0") as w:
+                got = [next(w).kv.key for _ in range(4)]
+        assert got == [b"a", b"t1", b"t2", b"b"]
+        assert [r.start_revision for r in kv.requests] == [0, 6]
+    finally:
+        srv.stop(0)

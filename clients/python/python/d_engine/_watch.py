@@ -5,8 +5,9 @@ Resume rule (docs/clients.md): a watch whose stream breaks (node killed,
 connection lost, keepalive timeout) or that the server cancels with
 ``SHUTTING_DOWN``, ``NOT_LEADER``, ``NO_LEADER``, ``CHANGE_IN_PROGRESS`` or
 ``TIMEOUT`` is re-created on the leader from the revision after the last
-delivered event (or the server's ``resume_revision`` if later), so nothing
-is missed or delivered twice. It keeps trying until it is cancelled (or
+delivered event (or the server's ``resume_revision`` if later; or inside the
+last revision, skipping its events already delivered, when the server says
+it cut that revision), so nothing is missed or delivered twice. It keeps trying until it is cancelled (or
 ``resume_timeout`` seconds pass). Any other cancel ends it with the typed
 error of its ``cancel_code`` (``Compacted`` with ``compact_revision``,
 ``Overloaded`` for a slow consumer, ``Unauthenticated``...), whose
@@ -141,6 +142,14 @@ class WatchState:
         self.floor = req.start_revision
         self.resume_timeout = resume_timeout
         self._broken_at: Optional[float] = None
+        # The last delivered revision and how many of its events were
+        # delivered: when the server cuts a revision in the middle (its
+        # resume_revision = that revision), the watch resumes inside it and
+        # skips the events of it already delivered.
+        self.last_rev = 0
+        self.at_last = 0
+        self._skip_rev = 0
+        self._skip = 0
 
     def request(self) -> pb.WatchRequest:
         req = pb.WatchRequest()
@@ -154,6 +163,9 @@ class WatchState:
             self.next = first.header.revision + 1
         self.floor = self.next
         self._broken_at = None
+        self._skip_rev, self._skip = 0, 0
+        if self.last_rev and self.next == self.last_rev:
+            self._skip_rev, self._skip = self.last_rev, self.at_last
 
     def events(self, resp: pb.WatchResponse) -> List[WatchEvent]:
         """The new events of a (non-canceled) response, advancing ``next``."""
@@ -167,14 +179,24 @@ class WatchState:
             rev = ev.kv.mod_revision
             if rev < self.floor:
                 continue  # delivered before a resume
+            if self._skip and rev == self._skip_rev:
+                self._skip -= 1  # delivered before the server cut this revision
+                continue
             out.append(event_from_pb(ev))
+            if rev == self.last_rev:
+                self.at_last += 1
+            else:
+                self.last_rev, self.at_last = rev, 1
             self.next = max(self.next, rev + 1)
         return out
 
     def canceled(self, resp: pb.WatchResponse) -> Error:
         err = cancel_error(resp)
-        if err.resume_revision and err.resume_revision > self.next:
-            self.next = err.resume_revision
+        r = err.resume_revision or 0
+        if r and r == self.last_rev and self.next == r + 1:
+            self.next = r  # the server cut revision r in the middle: resume inside it
+        elif r > self.next:
+            self.next = r  # events up to r were filtered on the server
         err.resume_revision = None
         return err
 
