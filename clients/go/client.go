@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -340,6 +341,7 @@ func (c *Client) invoke(ctx context.Context, r route, call func(ctx context.Cont
 		if e.Code == CodeCanceled && isClosed(c) {
 			return newError(CodeClosed, "client closed", err)
 		}
+		e = unaskedCancel(e)
 		last = e
 		if !e.Code.retryable() {
 			return e
@@ -362,6 +364,23 @@ func (c *Client) invoke(ctx context.Context, r route, call func(ctx context.Cont
 		last.Message = fmt.Sprintf("%s (gave up after %d attempts)", last.Message, pol.MaxAttempts)
 	}
 	return last
+}
+
+// unaskedCancel reclassifies a CANCELLED status the caller did not ask for
+// (its context is still live and the client is open): the server or the
+// transport ended the call, e.g. a server-side request timeout ("Timeout
+// expired") or a stream reset by a node going away. That is an attempt
+// that ran out of time, so it becomes CodeTimeout: retried like any
+// timeout (safe for reads and for writes, which carry their WriteId). The
+// caller must have ruled out its own cancellation and a closed client first.
+func unaskedCancel(e *Error) *Error {
+	if e.Code != CodeCanceled || e.GRPCCode != codes.Canceled || e.fromServer {
+		return e
+	}
+	out := *e
+	out.Code = CodeTimeout
+	out.Message = "call cancelled by the server or transport (not by the caller): " + e.Message
+	return &out
 }
 
 func isClosed(c *Client) bool {

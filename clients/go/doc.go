@@ -15,9 +15,22 @@
 // from NOT_LEADER answers (which name the leader) and from Leader, and
 // rotates through the endpoints when it is unknown or unreachable. Retryable
 // errors (NOT_LEADER, NO_LEADER, OVERLOADED, UNAVAILABLE, SHUTTING_DOWN,
-// CHANGE_IN_PROGRESS and per-attempt timeouts) are retried under the
-// RetryPolicy with exponential backoff and jitter; every attempt is bounded
-// by the request timeout and the whole operation by the caller's context.
+// CHANGE_IN_PROGRESS, per-attempt timeouts and a CANCELLED status the
+// caller did not ask for) are retried under the RetryPolicy with exponential
+// backoff and jitter; every attempt is bounded by the request timeout and
+// the whole operation by the caller's context. docs/clients.md in the
+// repository has the retry rule and error table shared with the Rust and
+// Python clients.
+//
+// # Watches
+//
+// Watch and WatchPrefix stream changes (options: WithRangeEnd, WithFromKey,
+// WithStartRevision, WithPrevKV, WithProgressNotify, WithFilters,
+// WithWatchBuffer, WithResumeTimeout). A watch resumes by itself, from the
+// revision after the last delivered event, after node kills, graceful
+// restarts and leader changes, until its context is cancelled; it ends only
+// with a typed error (ErrCompacted, ErrOverloaded, ...) whose
+// Error.ResumeRevision says where to watch from again.
 //
 // # Exactly-once writes
 //

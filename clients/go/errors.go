@@ -199,6 +199,7 @@ var (
 	// ErrChangeInProgress: a membership or leadership change is in progress.
 	ErrChangeInProgress = &sentinel{CodeChangeInProgress, "change in progress"}
 	// ErrCompacted: a watch's start revision is no longer in the history.
+	// Error.CompactRevision names the oldest revision still available.
 	ErrCompacted = &sentinel{CodeCompacted, "compacted"}
 	// ErrUnauthenticated: authentication required or failed.
 	ErrUnauthenticated = &sentinel{CodeUnauthenticated, "unauthenticated"}
@@ -228,7 +229,9 @@ var (
 	ErrCanceled = &sentinel{CodeCanceled, "canceled"}
 	// ErrClosed: the Client was closed.
 	ErrClosed = &sentinel{CodeClosed, "client closed"}
-	// ErrWatchCanceled: the server ended a watch; Error.Message has its reason.
+	// ErrWatchCanceled: the server ended a watch for a reason that has no
+	// more specific code (a server that sent no cancel_code and no code
+	// name in its reason); Error.Message has the reason.
 	ErrWatchCanceled = &sentinel{CodeWatchCanceled, "watch canceled by server"}
 	// ErrInternal: an error the client cannot classify.
 	ErrInternal = &sentinel{CodeInternal, "internal error"}
@@ -248,9 +251,21 @@ type Error struct {
 	Metadata map[string]string
 	// Endpoint is the address of the node that answered last, if any.
 	Endpoint string
+	// CompactRevision is set with CodeCompacted: the oldest revision still
+	// in the server's watch history (re-list, then watch from the list's
+	// revision + 1). 0 when the server did not say.
+	CompactRevision uint64
+	// ResumeRevision is set on the error that ends a watch: the revision to
+	// watch from again so that no change after the last delivered event is
+	// missed (one past the last delivered event, or the watch's start
+	// revision if none was delivered). 0 when unknown.
+	ResumeRevision uint64
 
 	notLeader *NotLeaderError
 	cause     error
+	// fromServer: the status carried a d-engine ErrorInfo (a handler's
+	// answer, not a transport failure).
+	fromServer bool
 }
 
 func (e *Error) Error() string {
@@ -356,7 +371,15 @@ func FromStatus(err error) *Error {
 		if c, known := codeFromReason(info.GetReason()); known {
 			e.Code = c
 		}
+		e.fromServer = true
 		e.Metadata = info.GetMetadata()
+		// A watch refused at creation names where to continue from.
+		if rev, perr := strconv.ParseUint(e.Metadata["compact_revision"], 10, 64); perr == nil && e.Code == CodeCompacted {
+			e.CompactRevision = rev
+		}
+		if rev, perr := strconv.ParseUint(e.Metadata["resume_revision"], 10, 64); perr == nil {
+			e.ResumeRevision = rev
+		}
 		break
 	}
 	if e.Code == CodeNotLeader {

@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// OpOption configures Range, RangeAll, RangePages, DeleteRange, Put and the
-// transaction ops (OpRange, OpPut, OpDeleteRange). Each call accepts the
+// OpOption configures Range, RangeAll, RangePages, DeleteRange, Put, Watch
+// and the transaction ops (OpRange, OpPut, OpDeleteRange). Each call accepts the
 // options that make sense for it and refuses the others with
 // ErrInvalidArgument (e.g. WithPrevKV on Range), so a misplaced option never
 // goes unnoticed. WithConsistency is also an OpOption (for Range and
@@ -46,6 +46,12 @@ const (
 	optPrevKV      = "WithPrevKV"
 	optLease       = "WithLease"
 	optConsistency = "WithConsistency"
+	// watch-only options (watchoptions.go)
+	optStartRevision  = "WithStartRevision"
+	optWatchBuffer    = "WithWatchBuffer"
+	optProgressNotify = "WithProgressNotify"
+	optFilters        = "WithFilters"
+	optResumeTimeout  = "WithResumeTimeout"
 )
 
 type opConfig struct {
@@ -57,11 +63,22 @@ type opConfig struct {
 	prevKV    bool
 	lease     LeaseID
 	read      readConfig
+	watch     watchConfig
 	used      []string
 	err       error
 }
 
 func (c *opConfig) use(name string) { c.used = append(c.used, name) }
+
+// has reports whether the option named name was given.
+func (c *opConfig) has(name string) bool {
+	for _, u := range c.used {
+		if u == name {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *opConfig) setMode(name string, m rangeMode) {
 	c.use(name)
@@ -114,7 +131,9 @@ func WithCountOnly() OpOption {
 	return opOptionFunc(func(c *opConfig) { c.use(optCountOnly); c.countOnly = true })
 }
 
-// WithPrevKV makes DeleteRange return the deleted pairs.
+// WithPrevKV makes DeleteRange return the deleted pairs, and a Watch deliver
+// each event with the key's previous state (WatchEvent.PrevKV; nil when the
+// key did not exist before the event).
 func WithPrevKV() OpOption {
 	return opOptionFunc(func(c *opConfig) { c.use(optPrevKV); c.prevKV = true })
 }
@@ -135,6 +154,7 @@ var (
 	allowTxnRange    = append([]string{optLimit, optKeysOnly, optCountOnly}, rangeModeOpts...)
 	allowDeleteRange = append([]string{optPrevKV}, rangeModeOpts...)
 	allowPut         = []string{optLease}
+	allowWatch       = append([]string{optStartRevision, optWatchBuffer, optPrevKV, optProgressNotify, optFilters, optResumeTimeout}, rangeModeOpts...)
 )
 
 // buildOp applies opts and refuses options that call does not take.

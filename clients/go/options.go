@@ -211,27 +211,3 @@ type casConfig struct{ ttl time.Duration }
 func WithCASTTL(ttl time.Duration) CASOption {
 	return func(c *casConfig) { c.ttl = ttl }
 }
-
-// WatchOption configures Watch and WatchPrefix.
-type WatchOption func(*watchConfig)
-
-type watchConfig struct {
-	startRevision uint64
-	bufferSize    int
-}
-
-// WithStartRevision delivers events with revision >= rev that are still in
-// the server's watch history (ErrCompacted otherwise) before live events.
-// 0 (the default) means only changes after the watch is created.
-func WithStartRevision(rev uint64) WatchOption {
-	return func(w *watchConfig) { w.startRevision = rev }
-}
-
-// WithWatchBuffer sets the capacity of the event channel (default 64).
-func WithWatchBuffer(n int) WatchOption {
-	return func(w *watchConfig) {
-		if n >= 0 {
-			w.bufferSize = n
-		}
-	}
-}

@@ -82,21 +82,39 @@ func (t EventType) String() string {
 	return "UNKNOWN"
 }
 
-// WatchEvent is one value received from a watch channel. Either Err is nil
-// and the event describes a committed change, or Err is set: then it is the
-// last value before the channel is closed.
+// WatchEvent is one value received from a watch channel. It is one of:
+//   - a committed change (Err nil, ProgressRevision 0): Type, KV, PrevKV;
+//   - a progress notification (IsProgress(); only WithProgressNotify):
+//     every change up to ProgressRevision has been delivered;
+//   - the final value (Err set) before the channel is closed.
 type WatchEvent struct {
 	Type EventType
 	// KV is the key after the change. For EventDelete, Value is empty and
 	// ModRevision is the revision of the deletion.
 	KV KeyValue
+	// PrevKV is the key before the change (WithPrevKV only; nil when the
+	// key did not exist before it, or without the option).
+	PrevKV *KeyValue
+	// ProgressRevision is set on a progress notification (see
+	// WithProgressNotify): the revision the watch has caught up to.
+	ProgressRevision uint64
 	// Err is non-nil on the final value of a watch that ended for a reason
-	// other than the caller cancelling its context.
+	// other than the caller cancelling its context. It is an *Error whose
+	// ResumeRevision says where to watch from again.
 	Err error
 }
 
-// Revision is the revision of the change (KV.ModRevision).
-func (e WatchEvent) Revision() uint64 { return e.KV.ModRevision }
+// Revision is the revision of the change (KV.ModRevision), or for a
+// progress notification the revision the watch has caught up to.
+func (e WatchEvent) Revision() uint64 {
+	if e.ProgressRevision != 0 {
+		return e.ProgressRevision
+	}
+	return e.KV.ModRevision
+}
+
+// IsProgress reports whether e is a progress notification (no change).
+func (e WatchEvent) IsProgress() bool { return e.ProgressRevision != 0 && e.Err == nil }
 
 // MemberRole is a member's voting role.
 type MemberRole int

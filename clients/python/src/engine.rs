@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use d_engine::{
     CasOutcome, Consistency, EmbeddedClient, EmbeddedEngine, Error, EventType, KeyValue,
-    LeaderInfo, MemberInfo, MemberRole, WatchEvent,
+    LeaderInfo, MemberInfo, MemberRole, RangeEnd, WatchEvent, WatchOptions,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -126,15 +126,16 @@ fn opt_kv(py: Python<'_>, kv: &Option<KeyValue>) -> PyResult<Py<PyAny>> {
     })
 }
 
-/// `(type, kv)` with type `"put"`, `"delete"` or `"progress"` (only for
-/// watches that asked for progress notifications).
+/// `(type, kv, prev_kv)` with type `"put"`, `"delete"` or `"progress"`
+/// (only for watches that asked for progress notifications); `prev_kv` is
+/// `None` unless the watch asked for it and the key existed.
 pub fn event_tuple(py: Python<'_>, ev: &WatchEvent) -> PyResult<Py<PyAny>> {
     let kind = match ev.kind {
         EventType::Put => "put",
         EventType::Delete => "delete",
         EventType::Progress => "progress",
     };
-    Ok((kind, kv_tuple(py, &ev.kv)?)
+    Ok((kind, kv_tuple(py, &ev.kv)?, opt_kv(py, &ev.prev_kv)?)
         .into_pyobject(py)?
         .into_any()
         .unbind())
@@ -589,21 +590,44 @@ impl Engine {
         self.spawn(py, f, done)
     }
 
-    /// A watch of `key` (or of every key under it if `prefix`), served by
-    /// the local node.
+    /// A watch served by the local node of `key`, of every key under it if
+    /// `prefix`, or of `[key, range_end)` (`b"\0"`: every key from `key`
+    /// on), with the options of [`WatchOptions`].
+    #[pyo3(signature = (key, prefix, start_revision, range_end=None, prev_kv=false, progress_notify=false, no_put=false, no_delete=false))]
+    #[allow(clippy::too_many_arguments)]
     fn watch(
         &self,
         py: Python<'_>,
         key: &[u8],
         prefix: bool,
         start_revision: u64,
+        range_end: Option<Vec<u8>>,
+        prev_kv: bool,
+        progress_notify: bool,
+        no_put: bool,
+        no_delete: bool,
     ) -> PyResult<Watch> {
         self.check_open(py)?;
+        let end = match (prefix, range_end) {
+            (true, _) => RangeEnd::Prefix,
+            (false, None) => RangeEnd::Single,
+            (false, Some(e)) if e.is_empty() => RangeEnd::Single,
+            (false, Some(e)) if e == [0] => RangeEnd::FromKey,
+            (false, Some(e)) => RangeEnd::Before(e),
+        };
+        let options = WatchOptions {
+            end,
+            start_revision,
+            prev_kv,
+            progress_notify,
+            no_put,
+            no_delete,
+        };
         let stream = self
             .inner
             .client
             .handle()
-            .watch(key.to_vec(), prefix, start_revision)
+            .watch_with(key.to_vec(), &options)
             .map_err(|e| errors::to_py(py, e))?;
         Ok(Watch::new(self.inner.rt.clone(), stream))
     }

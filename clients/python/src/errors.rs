@@ -4,7 +4,7 @@
 //! `dengine.v1.ErrorCode` name the gRPC clients raise, so code written
 //! against `d_engine.Client` handles embedded errors unchanged.
 
-use d_engine::{Error, StartError};
+use d_engine::{Error, ErrorCode, StartError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -20,26 +20,27 @@ fn errors_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-/// The `ErrorCode` name of a Rust client error (as in `dengine.v1.ErrorCode`).
+/// The `ErrorCode` name of a Rust client error (as in `dengine.v1.ErrorCode`);
+/// a canceled watch is named by its cancel code.
 fn code_name(e: &Error) -> &'static str {
-    match e {
-        Error::NotLeader { .. } => "NOT_LEADER",
-        Error::NoLeader(_) => "NO_LEADER",
-        Error::InvalidArgument(_) => "INVALID_ARGUMENT",
-        Error::Overloaded(_) => "OVERLOADED",
-        Error::Timeout(_) => "TIMEOUT",
-        Error::ShuttingDown(_) => "SHUTTING_DOWN",
-        Error::Storage(_) => "STORAGE",
-        Error::ChangeInProgress(_) => "CHANGE_IN_PROGRESS",
-        Error::Compacted(_) => "COMPACTED",
-        Error::Unauthenticated(_) => "UNAUTHENTICATED",
-        Error::PermissionDenied(_) => "PERMISSION_DENIED",
-        Error::UnknownNode(_) => "UNKNOWN_NODE",
-        Error::NoSpace(_) => "NO_SPACE",
-        Error::LeaseNotFound(_) => "LEASE_NOT_FOUND",
-        Error::NotHeld(_) => "NOT_HELD",
-        Error::Unavailable(_) => "UNAVAILABLE",
-        Error::Internal(_) => "INTERNAL",
+    match e.code() {
+        ErrorCode::NotLeader => "NOT_LEADER",
+        ErrorCode::NoLeader => "NO_LEADER",
+        ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+        ErrorCode::Overloaded => "OVERLOADED",
+        ErrorCode::Timeout => "TIMEOUT",
+        ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+        ErrorCode::Storage => "STORAGE",
+        ErrorCode::ChangeInProgress => "CHANGE_IN_PROGRESS",
+        ErrorCode::Compacted => "COMPACTED",
+        ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+        ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+        ErrorCode::UnknownNode => "UNKNOWN_NODE",
+        ErrorCode::NoSpace => "NO_SPACE",
+        ErrorCode::LeaseNotFound => "LEASE_NOT_FOUND",
+        ErrorCode::NotHeld => "NOT_HELD",
+        ErrorCode::Unavailable => "UNAVAILABLE",
+        ErrorCode::Internal => "INTERNAL",
     }
 }
 
@@ -75,7 +76,19 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
             return err;
         }
     }
-    coded(py, code_name(&e), e.to_string())
+    let err = coded(py, code_name(&e), e.to_string());
+    if let Error::WatchCanceled(c) = &e {
+        // Where to resume (and, for Compacted, the oldest revision left),
+        // as the gRPC clients' watch errors carry them.
+        let v = err.value(py);
+        if c.resume_revision > 0 {
+            let _ = v.setattr("resume_revision", c.resume_revision);
+        }
+        if c.compact_revision > 0 && c.code == ErrorCode::Compacted {
+            let _ = v.setattr("compact_revision", c.compact_revision);
+        }
+    }
+    err
 }
 
 /// Converts an engine start failure: configuration problems are

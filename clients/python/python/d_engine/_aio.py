@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 import grpc.aio
 
 from . import _auth
 from . import _codec as codec
-from ._client import _cas_request, _limit, _needs_leader
+from ._client import _AttemptTimedOut, _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
-from ._errors import ClientClosed, Error, Timeout, WatchCanceled
+from ._errors import ClientClosed, Error, Timeout, Unavailable
 from ._lease import AsyncLease, OnLost
 from ._lock import AsyncLeadership, AsyncLock, AsyncObservation, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
+from ._routing import channel_options as grpc_options
 from ._tls import PathLike
 from ._tls import credentials as tls_credentials
 from ._txn import Compare, Op, txn_from_pb, txn_request
@@ -37,14 +38,24 @@ from ._types import (
     TxnResult,
     WatchEvent,
 )
+from ._watch import (
+    FilterArg,
+    WatchState,
+    cancel_resumable,
+    check_resume_timeout,
+    open_resumable,
+    rpc_break_resumable,
+    watch_request,
+)
 
 T = TypeVar("T")
 _MAX_MSG = 8 << 20
 
 
 class _Stubs:
-    def __init__(self, channel: grpc.aio.Channel):
+    def __init__(self, channel: grpc.aio.Channel, target: str):
         self.channel = channel
+        self.target = target
         self.kv = rpc.KvStub(channel)
         self.lease = rpc.LeaseStub(channel)
         self.lock = rpc.LockStub(channel)
@@ -55,7 +66,8 @@ class _Stubs:
 class AsyncClient:
     """asyncio client of a d-engine cluster; same behaviour and method names
     as :class:`d_engine.Client`, with every method a coroutine and watches
-    consumed with ``async for``. Use ``async with`` or ``await close()``.
+    consumed with ``async for`` (retries, keepalive and watch resume as
+    there). Use ``async with`` or ``await close()``.
     TLS arguments (``ca_file``, ``cert_file``, ``key_file``) as for Client."""
 
     def __init__(
@@ -71,8 +83,11 @@ class AsyncClient:
         username: Optional[str] = None,
         password: Optional[str] = None,
         token: Optional[str] = None,
+        channel_options: Sequence[Tuple[str, Any]] = (),
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
+        self._channel_options = list(channel_options)
+        grpc_options(_MAX_MSG, self._channel_options)  # refuses malformed options now
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
@@ -245,11 +260,51 @@ class AsyncClient:
         await client.lease(10)``. See :class:`d_engine.Client.lease`."""
         return AsyncLease(self, ttl, id, on_lost)
 
-    async def watch(self, key: BytesLike, start_revision: int = 0) -> AsyncWatch:
-        return await self._watch(codec.check_key(key), False, start_revision)
+    async def watch(
+        self,
+        key: BytesLike,
+        start_revision: int = 0,
+        *,
+        range_end: Optional[BytesLike] = None,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
+    ) -> AsyncWatch:
+        """As :meth:`d_engine.Client.watch` (same options, same resume rule);
+        consume with ``async for``."""
+        req = watch_request(
+            key,
+            start_revision,
+            prefix=False,
+            range_end=range_end,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+            filters=filters,
+        )
+        return await self._watch(req, check_resume_timeout(resume_timeout))
 
-    async def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> AsyncWatch:
-        return await self._watch(codec.check_prefix(prefix), True, start_revision)
+    async def watch_prefix(
+        self,
+        prefix: BytesLike,
+        start_revision: int = 0,
+        *,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
+    ) -> AsyncWatch:
+        """As :meth:`d_engine.Client.watch_prefix`."""
+        req = watch_request(
+            prefix,
+            start_revision,
+            prefix=True,
+            range_end=None,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+            filters=filters,
+        )
+        return await self._watch(req, check_resume_timeout(resume_timeout))
 
     def lock(
         self, name: BytesLike, ttl: float = 10.0, *, lease: Optional[int] = None, timeout: Optional[float] = None
@@ -365,14 +420,14 @@ class AsyncClient:
             raise ClientClosed("the client is closed")
         stubs = self._channels.get(target)
         if stubs is None:
-            opts = [("grpc.max_receive_message_length", _MAX_MSG), ("grpc.max_send_message_length", _MAX_MSG)]
+            opts = grpc_options(_MAX_MSG, self._channel_options)
             if self._credentials is not None:
                 ch = grpc.aio.secure_channel(
                     target, self._credentials, options=opts, interceptors=_auth.aio_interceptors(self._auth)
                 )
             else:
                 ch = grpc.aio.insecure_channel(target, options=opts, interceptors=_auth.aio_interceptors(self._auth))
-            stubs = self._channels[target] = _Stubs(ch)
+            stubs = self._channels[target] = _Stubs(ch, target)
         return stubs
 
     async def _range_page(self, req: pb.RangeRequest, need_leader: bool) -> RangePage:
@@ -395,30 +450,54 @@ class AsyncClient:
             self._router.succeeded(target, need_leader)
             return result
 
-    async def _watch(self, key: bytes, prefix: bool, start_revision: int) -> AsyncWatch:
-        req = pb.WatchRequest(key=key, prefix=prefix, start_revision=int(start_revision))
+    async def _watch(self, req: pb.WatchRequest, resume_timeout: Optional[float]) -> AsyncWatch:
+        state = WatchState(req, resume_timeout)
+        call, first, target = await self._open_watch(state)
+        return AsyncWatch(self, state, call, first, target)
 
-        async def open_stream(stubs: _Stubs, timeout: float) -> AsyncWatch:
+    async def _open_watch(self, state: WatchState) -> Tuple[Any, pb.WatchResponse, str]:
+        """Creates the watch from ``state.next`` (on the leader, with the
+        client's retries) and waits for its ``created`` message."""
+        req = state.request()
+        opened: List[str] = []
+
+        async def open_stream(stubs: _Stubs, timeout: float) -> Tuple[Any, pb.WatchResponse]:
             call = stubs.kv.Watch(req)
-            first = await call.read()
+            try:
+                # The attempt timeout bounds only the wait for "created".
+                first = await asyncio.wait_for(call.read(), timeout)
+            except asyncio.TimeoutError:
+                call.cancel()
+                raise _AttemptTimedOut() from None
             if first is grpc.aio.EOF:
-                raise WatchCanceled("the server closed the watch stream")
+                raise Unavailable("the watch stream closed before it was created")
             if first.canceled:
                 call.cancel()
-                raise WatchCanceled(first.cancel_reason or "watch refused")
-            return AsyncWatch(call, first)
+                raise state.canceled(first)
+            opened.append(stubs.target)
+            return call, first
 
-        return await self._call(open_stream, False)
+        call, first = await self._call(open_stream, True)
+        state.created(first)
+        return call, first, opened[-1]
 
 
 class AsyncWatch:
-    """``async for event in watch``; ends with ``WatchCanceled`` (server's
-    reason) or a transport error; ``cancel()`` ends it quietly."""
+    """``async for event in watch``; the same resume rule and typed end as
+    :class:`d_engine.Watch`. ``cancel()`` ends it quietly."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall, created: pb.WatchResponse):
-        self._call = call
-        self._pending: List[WatchEvent] = [codec.event_from_pb(e) for e in created.events]
+    def __init__(self, client: AsyncClient, state: WatchState, call: Any, created: pb.WatchResponse, target: str):
+        self._client = client
+        self._state = state
+        self._call: Optional[Any] = call
+        self._target = target
+        self._pending: List[WatchEvent] = state.events(created)
         self._cancelled = False
+
+    @property
+    def resume_revision(self) -> int:
+        """The revision the watch would resume from now."""
+        return self._state.next
 
     def __aiter__(self) -> AsyncWatch:
         return self
@@ -427,6 +506,9 @@ class AsyncWatch:
         while not self._pending:
             if self._cancelled:
                 raise StopAsyncIteration
+            if self._call is None:
+                await self._reopen()
+                continue
             try:
                 resp = await self._call.read()
             except asyncio.CancelledError:
@@ -436,19 +518,51 @@ class AsyncWatch:
             except grpc.RpcError as e:
                 if self._cancelled:
                     raise StopAsyncIteration from None
-                raise codec.error_from_rpc(e, "watch") from None
-            if resp is grpc.aio.EOF:
-                if self._cancelled:
-                    raise StopAsyncIteration
-                raise WatchCanceled("the server closed the watch stream")
-            if resp.canceled:
-                raise WatchCanceled(resp.cancel_reason or "canceled by the server")
-            self._pending.extend(codec.event_from_pb(e) for e in resp.events)
+                err: Error = codec.error_from_rpc(e, self._target)
+                resumable = rpc_break_resumable(e, err)
+            else:
+                if resp is grpc.aio.EOF:
+                    if self._cancelled:
+                        raise StopAsyncIteration
+                    err = Unavailable(f"{self._target}: the watch stream closed without a cancel")
+                    resumable = True
+                elif not resp.canceled:
+                    self._pending.extend(self._state.events(resp))
+                    continue
+                else:
+                    err = self._state.canceled(resp)
+                    resumable = cancel_resumable(err)
+            self._call = None
+            if not resumable:
+                raise self._state.final(err) from None
         return self._pending.pop(0)
+
+    async def _reopen(self) -> None:
+        attempt = 0
+        while not self._cancelled:
+            try:
+                call, first, target = await self._client._open_watch(self._state)
+            except Error as err:
+                if isinstance(err, ClientClosed) or not open_resumable(err):
+                    raise self._state.final(err) from None
+                delay = self._state.retry_delay(attempt, err)
+                if delay is None:
+                    raise self._state.final(err) from None
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            if self._cancelled:
+                call.cancel()
+                return
+            self._call, self._target = call, target
+            self._pending.extend(self._state.events(first))
+            return
 
     def cancel(self) -> None:
         self._cancelled = True
-        self._call.cancel()
+        call = self._call
+        if call is not None:
+            call.cancel()
 
     async def __aenter__(self) -> AsyncWatch:
         return self

@@ -5,19 +5,20 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 
 from . import _auth
 from . import _codec as codec
 from ._codec import BytesLike, Endpoints
-from ._errors import ClientClosed, Error, Timeout, WatchCanceled
+from ._errors import ClientClosed, Error, Timeout, Unavailable
 from ._lease import Lease, OnLost
 from ._lock import Leadership, Lock, Observation, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
 from ._proto import client_pb2_grpc as rpc
 from ._routing import Attempts, RetryPolicy, Router, SeqWindow, new_client_id
+from ._routing import channel_options as grpc_options
 from ._tls import PathLike
 from ._tls import credentials as tls_credentials
 from ._txn import Compare, Op, txn_from_pb, txn_request
@@ -35,14 +36,24 @@ from ._types import (
     TxnResult,
     WatchEvent,
 )
+from ._watch import (
+    FilterArg,
+    WatchState,
+    cancel_resumable,
+    check_resume_timeout,
+    open_resumable,
+    rpc_break_resumable,
+    watch_request,
+)
 
 T = TypeVar("T")
 _MAX_MSG = 8 << 20
 
 
 class _Stubs:
-    def __init__(self, channel: grpc.Channel):
+    def __init__(self, channel: grpc.Channel, target: str):
         self.channel = channel
+        self.target = target
         self.kv = rpc.KvStub(channel)
         self.lease = rpc.LeaseStub(channel)
         self.lock = rpc.LockStub(channel)
@@ -55,9 +66,15 @@ class Client:
 
     ``endpoints`` is ``"host:port"`` or a list of them (any cluster members).
     The client finds the leader, follows NotLeader hints and retries
-    retryable errors with backoff until ``retry.deadline``; each request
-    attempt is bounded by ``timeout`` seconds. Writes carry a (client id,
-    sequence) pair reused across retries, so a retried write applies once.
+    retryable errors (including ``Timeout`` and ``ShuttingDown``) on the
+    next node with backoff until ``retry.deadline`` (10 s: the operation
+    timeout); each attempt is bounded by ``timeout`` seconds (5 s), so a
+    paused or partitioned leader costs one attempt before the call moves on
+    to the new leader. Writes carry a (client id, sequence) pair reused
+    across those retries, so a retried write applies once. Channels send
+    keepalive pings (every 10 s, 5 s to answer) so a dead or paused node is
+    noticed by idle channels and watches too. ``channel_options``: extra
+    ``(name, value)`` gRPC channel options (override the defaults).
     Thread-safe. Use as a context manager or call ``close()``.
 
     TLS: ``ca_file`` (PEM CA bundle the servers' certificates must chain to)
@@ -80,8 +97,11 @@ class Client:
         username: Optional[str] = None,
         password: Optional[str] = None,
         token: Optional[str] = None,
+        channel_options: Sequence[Tuple[str, Any]] = (),
     ):
         self._router = Router(codec.parse_endpoints(endpoints))
+        self._channel_options = list(channel_options)
+        grpc_options(_MAX_MSG, self._channel_options)  # refuses malformed options now
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
@@ -257,13 +277,58 @@ class Client:
             req.write_id.CopyFrom(self._write_id(seq))
             return txn_from_pb(self._call(lambda s, t: s.kv.Txn(req, timeout=t), True))
 
-    def watch(self, key: BytesLike, start_revision: int = 0) -> Watch:
-        """Iterator of changes to ``key`` after commit, in revision order."""
-        return self._watch(codec.check_key(key), False, start_revision)
+    def watch(
+        self,
+        key: BytesLike,
+        start_revision: int = 0,
+        *,
+        range_end: Optional[BytesLike] = None,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
+    ) -> Watch:
+        """Iterator of changes to ``key`` (or to ``[key, range_end)``;
+        ``range_end=b"\\0"``: every key >= key) after commit, in revision
+        order, each once. ``start_revision`` replays history from that
+        revision (``Compacted`` if it is gone). ``prev_kv=True``: events
+        carry ``prev_kv``. ``progress_notify=True``: an idle watch yields
+        ``type == "progress"`` events. ``filters``: ``"no_put"`` and/or
+        ``"no_delete"``. The watch resumes by itself after a node kill,
+        restart or leader change until it is cancelled (``resume_timeout``
+        seconds bounds that); see :class:`Watch` for how it ends."""
+        req = watch_request(
+            key,
+            start_revision,
+            prefix=False,
+            range_end=range_end,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+            filters=filters,
+        )
+        return self._watch(req, check_resume_timeout(resume_timeout))
 
-    def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> Watch:
-        """Iterator of changes to every key starting with ``prefix``."""
-        return self._watch(codec.check_prefix(prefix), True, start_revision)
+    def watch_prefix(
+        self,
+        prefix: BytesLike,
+        start_revision: int = 0,
+        *,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
+    ) -> Watch:
+        """:meth:`watch` for every key starting with ``prefix`` (all keys if empty)."""
+        req = watch_request(
+            prefix,
+            start_revision,
+            prefix=True,
+            range_end=None,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+            filters=filters,
+        )
+        return self._watch(req, check_resume_timeout(resume_timeout))
 
     # -- leases ----------------------------------------------------------
     def lease_grant(self, ttl: float, *, id: int = 0) -> int:
@@ -432,14 +497,14 @@ class Client:
                 raise ClientClosed("the client is closed")
             stubs = self._channels.get(target)
             if stubs is None:
-                opts = [("grpc.max_receive_message_length", _MAX_MSG), ("grpc.max_send_message_length", _MAX_MSG)]
+                opts = grpc_options(_MAX_MSG, self._channel_options)
                 if self._credentials is not None:
                     ch = grpc.secure_channel(target, self._credentials, options=opts)
                 else:
                     ch = grpc.insecure_channel(target, options=opts)
                 if self._auth is not None:
                     ch = grpc.intercept_channel(ch, _auth.AuthInterceptor(self._auth))
-                stubs = self._channels[target] = _Stubs(ch)
+                stubs = self._channels[target] = _Stubs(ch, target)
             return stubs
 
     def _range_page(self, req: pb.RangeRequest, need_leader: bool) -> RangePage:
@@ -462,29 +527,70 @@ class Client:
             self._router.succeeded(target, need_leader)
             return result
 
-    def _watch(self, key: bytes, prefix: bool, start_revision: int) -> Watch:
-        req = pb.WatchRequest(key=key, prefix=prefix, start_revision=int(start_revision))
+    def _watch(self, req: pb.WatchRequest, resume_timeout: Optional[float]) -> Watch:
+        state = WatchState(req, resume_timeout)
+        call, first, target = self._open_watch(state)
+        return Watch(self, state, call, first, target)
 
-        def open_stream(stubs: _Stubs, timeout: float) -> Watch:
+    def _open_watch(self, state: WatchState) -> Tuple[Any, pb.WatchResponse, str]:
+        """Creates the watch from ``state.next`` (on the leader, with the
+        client's retries) and waits for its ``created`` message."""
+        req = state.request()
+        opened: List[str] = []
+
+        def open_stream(stubs: _Stubs, timeout: float) -> Tuple[Any, pb.WatchResponse]:
             call = stubs.kv.Watch(req)
-            first = next(call)  # the "created" message, or an error
+            # The attempt timeout bounds only the wait for "created".
+            timer = threading.Timer(timeout, call.cancel)
+            timer.start()
+            try:
+                first = next(call)  # the "created" message, or an error
+            except StopIteration:
+                raise Unavailable("the watch stream closed before it was created") from None
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.CANCELLED and not timer.is_alive():
+                    raise _AttemptTimedOut() from None
+                raise
+            finally:
+                timer.cancel()
             if first.canceled:
                 call.cancel()
-                raise WatchCanceled(first.cancel_reason or "watch refused")
-            return Watch(call, first)
+                raise state.canceled(first)
+            opened.append(stubs.target)
+            return call, first
 
-        return self._call(open_stream, False)
+        call, first = self._call(open_stream, True)
+        state.created(first)
+        return call, first, opened[-1]
 
 
 class Watch:
-    """An iterator of :class:`WatchEvent`. Ends by raising ``WatchCanceled``
-    (with the server's reason) or a transport error; ``cancel()`` (or leaving
-    the ``with`` block) stops it and the iteration ends quietly."""
+    """An iterator of :class:`WatchEvent` that survives node kills, graceful
+    restarts and leader changes (see :meth:`Client.watch`).
 
-    def __init__(self, call: grpc.Call, created: pb.WatchResponse):
-        self._call = call
-        self._pending: List[WatchEvent] = [codec.event_from_pb(e) for e in created.events]
+    It ends by raising a typed error decided from the server's cancel code:
+    ``Compacted`` (``compact_revision``: the history to resume from is
+    gone), ``Overloaded`` (this watcher read too slowly), ``Unauthenticated``
+    / ``PermissionDenied``, ``InvalidArgument``, ``ClientClosed``, the last
+    retry error after ``resume_timeout``, or ``WatchCanceled`` for a cancel
+    with no known code; the error's ``resume_revision`` says where to watch
+    from again. ``cancel()`` (or leaving the ``with`` block) stops it and
+    the iteration ends quietly."""
+
+    def __init__(self, client: Client, state: WatchState, call: Any, created: pb.WatchResponse, target: str):
+        self._client = client
+        self._state = state
+        self._call: Optional[Any] = call
+        self._target = target
+        self._pending: List[WatchEvent] = state.events(created)
         self._cancelled = False
+        self._wake = threading.Event()
+
+    @property
+    def resume_revision(self) -> int:
+        """The revision the watch would resume from now (one past the last
+        delivered event or progress notification)."""
+        return self._state.next
 
     def __iter__(self) -> Iterator[WatchEvent]:
         return self
@@ -493,28 +599,79 @@ class Watch:
         while not self._pending:
             if self._cancelled:
                 raise StopIteration
+            if self._call is None:
+                self._reopen()
+                continue
             try:
                 resp = next(self._call)
             except StopIteration:
-                raise WatchCanceled("the server closed the watch stream") from None
+                err: Error = Unavailable(f"{self._target}: the watch stream closed without a cancel")
+                resumable = True
             except grpc.RpcError as e:
                 if self._cancelled:
                     raise StopIteration from None
-                raise codec.error_from_rpc(e, "watch") from None
-            if resp.canceled:
-                raise WatchCanceled(resp.cancel_reason or "canceled by the server")
-            self._pending.extend(codec.event_from_pb(e) for e in resp.events)
+                err = codec.error_from_rpc(e, self._target)
+                resumable = rpc_break_resumable(e, err)
+            else:
+                if not resp.canceled:
+                    self._pending.extend(self._state.events(resp))
+                    continue
+                err = self._state.canceled(resp)
+                resumable = cancel_resumable(err)
+            self._call = None
+            if not resumable:
+                raise self._state.final(err) from None
         return self._pending.pop(0)
+
+    def _reopen(self) -> None:
+        """Re-creates the stream from the resume revision until it works,
+        fails for good, ``resume_timeout`` passes or the watch is cancelled."""
+        attempt = 0
+        while not self._cancelled:
+            try:
+                call, first, target = self._client._open_watch(self._state)
+            except Error as err:
+                if isinstance(err, ClientClosed) or not open_resumable(err):
+                    raise self._state.final(err) from None
+                delay = self._state.retry_delay(attempt, err)
+                if delay is None:
+                    raise self._state.final(err) from None
+                attempt += 1
+                self._wake.wait(delay)
+                continue
+            if self._cancelled:
+                call.cancel()
+                return
+            self._call, self._target = call, target
+            self._pending.extend(self._state.events(first))
+            return
 
     def cancel(self) -> None:
         self._cancelled = True
-        self._call.cancel()
+        self._wake.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
 
     def __enter__(self) -> Watch:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
+
+
+class _AttemptTimedOut(grpc.RpcError):
+    """DEADLINE_EXCEEDED for a watch whose ``created`` message did not arrive
+    within the attempt timeout (the stream itself has no deadline)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "the watch was not created within the attempt timeout"
+
+    def trailing_metadata(self) -> tuple:
+        return ()
 
 
 def _needs_leader(consistency: Union[Consistency, str]) -> bool:

@@ -9,7 +9,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from ._errors import Error, InvalidArgument, LeaseNotFound, NotLeader, Timeout, Unavailable, error_for_code
+from ._errors import Compacted, Error, InvalidArgument, LeaseNotFound, NotLeader, Timeout, Unavailable, error_for_code
 from ._proto import client_pb2 as pb
 from ._types import (
     CasResult,
@@ -325,12 +325,35 @@ def error_from_rpc(e: grpc.RpcError, target: str) -> Error:
         if info.reason == "LEASE_NOT_FOUND":
             lease = meta.get("lease_id") or ""
             return LeaseNotFound(f"{target}: {details}", int(lease) if lease.isdigit() else None)
-        return error_for_code(info.reason, f"{target}: {details}")
+        resume = meta.get("resume_revision") or ""
+        if info.reason == "COMPACTED":
+            rev = meta.get("compact_revision") or ""
+            err: Error = Compacted(f"{target}: {details}", int(rev) if rev.isdigit() else None)
+        else:
+            err = error_for_code(info.reason, f"{target}: {details}")
+        if resume.isdigit() and int(resume) > 0:
+            err.resume_revision = int(resume)  # a watch refused at creation: where to continue
+        return err
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Timeout(f"{target}: request timed out")
+    if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE) and _is_size_limit(details):
+        # gRPC's (or tonic's) message size limit, raised by the transport
+        # without an ErrorInfo: the same request can never pass, so it is not
+        # ``Overloaded`` (which would be retried until the deadline).
+        return InvalidArgument(f"{target}: message too large: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return Unavailable(f"{target}: {details}")
     return error_for_code(_STATUS_FALLBACK.get(code, "INTERNAL"), f"{target}: {details}")
+
+
+def has_error_info(e: grpc.RpcError) -> bool:
+    """True if the failure carries a d-engine ErrorInfo (a server's answer)."""
+    return _error_info(e) is not None
+
+
+def _is_size_limit(details: str) -> bool:
+    d = details.lower()
+    return "larger than max" in d or "too large" in d or "message length" in d
 
 
 def _error_info(e: grpc.RpcError) -> Optional[error_details_pb2.ErrorInfo]:

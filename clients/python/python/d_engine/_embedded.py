@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from . import _codec as codec
 from ._client import _limit
 from ._codec import BytesLike
-from ._errors import ClientClosed, Error, Timeout, WatchCanceled
+from ._errors import ClientClosed, Error, Overloaded, Timeout, WatchCanceled
 from ._lease import AsyncLease, Lease, OnLost, _fatal
 from ._lock import AsyncLeadership, AsyncLock, Leadership, Lock, holder_key, leader_key_from_pb, leader_key_pb
 from ._proto import client_pb2 as pb
@@ -44,6 +44,7 @@ from ._types import (
     TxnResult,
     WatchEvent,
 )
+from ._watch import FilterArg, watch_request
 
 try:
     from . import _native
@@ -125,7 +126,39 @@ def _cas(t: tuple) -> CasResult:
 
 
 def _event(t: tuple) -> WatchEvent:
-    return WatchEvent(type=t[0], kv=KeyValue(*t[1]))
+    prev = KeyValue(*t[2]) if len(t) > 2 and t[2] is not None else None
+    return WatchEvent(type=t[0], kv=KeyValue(*t[1]), prev_kv=prev)
+
+
+def _watch_args(
+    key: object,
+    start_revision: object,
+    prefix: bool,
+    range_end: Optional[object],
+    prev_kv: bool,
+    progress_notify: bool,
+    filters: FilterArg,
+) -> tuple:
+    """The native ``watch(...)`` arguments, checked like the gRPC clients' watch options."""
+    req = watch_request(
+        key,
+        _revision(start_revision),
+        prefix=prefix,
+        range_end=range_end,
+        prev_kv=prev_kv,
+        progress_notify=progress_notify,
+        filters=filters,
+    )
+    return (
+        req.key,
+        req.prefix,
+        req.start_revision,
+        req.range_end or None,
+        req.prev_kv,
+        req.progress_notify,
+        pb.NO_PUT in req.filters,
+        pb.NO_DELETE in req.filters,
+    )
 
 
 def _leader(t: tuple) -> LeaderInfo:
@@ -406,14 +439,35 @@ class EmbeddedClient:
         req = txn_request(compare, success, failure)
         return txn_from_pb(self._call("Txn", req, pb.TxnResponse))
 
-    def watch(self, key: BytesLike, start_revision: int = 0) -> EmbeddedWatch:
-        """Iterator of changes to ``key`` after commit, in revision order
-        (served by the local node)."""
-        return EmbeddedWatch(self._engine().watch(codec.check_key(key), False, _revision(start_revision)))
+    def watch(
+        self,
+        key: BytesLike,
+        start_revision: int = 0,
+        *,
+        range_end: Optional[BytesLike] = None,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+    ) -> EmbeddedWatch:
+        """Iterator of changes to ``key`` (or ``[key, range_end)``) after
+        commit, in revision order (served by the local node). Options as for
+        :meth:`d_engine.Client.watch` (``prev_kv``, ``progress_notify``,
+        ``filters``); the local node's watch does not need to resume."""
+        args = _watch_args(key, start_revision, False, range_end, prev_kv, progress_notify, filters)
+        return EmbeddedWatch(self._engine().watch(*args))
 
-    def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> EmbeddedWatch:
+    def watch_prefix(
+        self,
+        prefix: BytesLike,
+        start_revision: int = 0,
+        *,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+    ) -> EmbeddedWatch:
         """Iterator of changes to every key starting with ``prefix``."""
-        return EmbeddedWatch(self._engine().watch(codec.check_prefix(prefix), True, _revision(start_revision)))
+        args = _watch_args(prefix, start_revision, True, None, prev_kv, progress_notify, filters)
+        return EmbeddedWatch(self._engine().watch(*args))
 
     # -- leases ----------------------------------------------------------
     def lease_grant(self, ttl: float, *, id: int = 0) -> int:
@@ -684,7 +738,7 @@ class EmbeddedObservation:
                 if t is False:
                     self._cancelled = True
                     return
-        except WatchCanceled:
+        except (WatchCanceled, Overloaded):
             if self._cancelled or self._client._n.closed:
                 raise
             # the engine dropped the watch (this consumer fell behind): watch
@@ -705,7 +759,8 @@ class EmbeddedObservation:
 
 class EmbeddedWatch:
     """An iterator of :class:`WatchEvent` (like :class:`d_engine.Watch`).
-    Ends by raising ``WatchCanceled`` (engine stopped, consumer too slow) or
+    Ends by raising ``Overloaded`` (consumer too slow), ``Compacted``,
+    ``WatchCanceled`` (engine stopped) or
     the node's error; ``cancel()`` (from any thread, or leaving the ``with``
     block) ends the iteration quietly. ``next()`` blocks without the GIL."""
 
@@ -926,15 +981,34 @@ class AsyncEmbeddedClient:
         await client.lease(10)``. See :meth:`EmbeddedClient.lease`."""
         return AsyncEmbeddedLease(self, ttl, id, on_lost)
 
-    async def watch(self, key: BytesLike, start_revision: int = 0) -> AsyncEmbeddedWatch:
+    async def watch(
+        self,
+        key: BytesLike,
+        start_revision: int = 0,
+        *,
+        range_end: Optional[BytesLike] = None,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+    ) -> AsyncEmbeddedWatch:
         if self._closed:
             raise ClientClosed("the client is closed")
-        return AsyncEmbeddedWatch(self._n.watch(codec.check_key(key), False, _revision(start_revision)))
+        args = _watch_args(key, start_revision, False, range_end, prev_kv, progress_notify, filters)
+        return AsyncEmbeddedWatch(self._n.watch(*args))
 
-    async def watch_prefix(self, prefix: BytesLike, start_revision: int = 0) -> AsyncEmbeddedWatch:
+    async def watch_prefix(
+        self,
+        prefix: BytesLike,
+        start_revision: int = 0,
+        *,
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        filters: FilterArg = (),
+    ) -> AsyncEmbeddedWatch:
         if self._closed:
             raise ClientClosed("the client is closed")
-        return AsyncEmbeddedWatch(self._n.watch(codec.check_prefix(prefix), True, _revision(start_revision)))
+        args = _watch_args(prefix, start_revision, True, None, prev_kv, progress_notify, filters)
+        return AsyncEmbeddedWatch(self._n.watch(*args))
 
     def lock(
         self, name: BytesLike, ttl: float = 10.0, *, lease: Optional[int] = None, timeout: Optional[float] = None
@@ -1141,7 +1215,7 @@ class AsyncEmbeddedObservation:
             except StopAsyncIteration:
                 self._cancelled = True
                 raise
-            except WatchCanceled:
+            except (WatchCanceled, Overloaded):
                 if self._cancelled or self._client._n.closed:
                     raise
                 # fell behind: watch again, then read the leader again

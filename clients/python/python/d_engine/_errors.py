@@ -11,6 +11,10 @@ class Error(Exception):
 
     code: str = "INTERNAL"
 
+    resume_revision: Optional[int] = None
+    """Set on the error that ends a watch: the revision to watch from again
+    so that nothing after the last delivered event is missed."""
+
     @property
     def retryable(self) -> bool:
         """True if the same request may succeed later or on another node."""
@@ -68,10 +72,21 @@ class ChangeInProgress(Unavailable):
 
 
 class Timeout(Error):
-    """The request did not complete in time. The outcome of a write is
-    unknown (retrying through the same client is safe: writes are deduplicated)."""
+    """The request did not complete in time (an attempt's ``timeout``, or the
+    whole operation's ``retry.deadline``). The client retries a timed-out
+    attempt itself, on the next node, within the deadline: reads are safe to
+    repeat and a write keeps its write id across those retries, so the
+    server applies it at most once. When ``Timeout`` reaches the caller the
+    write's outcome is unknown: calling the method again is a *new* write
+    (a new sequence number, not deduplicated against the first), so repeat
+    it only if it is idempotent (a put of the same value) or conditional
+    (``compare_and_swap``, ``txn``)."""
 
     code = "TIMEOUT"
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class InvalidArgument(Error, ValueError):
@@ -88,9 +103,16 @@ class StorageError(Error):
 
 
 class Compacted(Error):
-    """A watch's start revision is no longer in the history."""
+    """A watch's start revision is no longer in the history.
+    ``compact_revision`` is the oldest revision still available (None if the
+    server did not say): re-list the keys, then watch from the list's
+    revision + 1."""
 
     code = "COMPACTED"
+
+    def __init__(self, message: str, compact_revision: Optional[int] = None):
+        super().__init__(message)
+        self.compact_revision = compact_revision
 
 
 class Unauthenticated(Error):
@@ -141,7 +163,11 @@ class NotHeld(Error):
 
 
 class WatchCanceled(Error):
-    """The server ended a watch (slow consumer, shutdown...); ``reason`` says why."""
+    """The server ended a watch with no more specific code (a server that
+    sent neither a ``cancel_code`` nor a code name in its reason); the
+    message carries the server's reason. Watches otherwise end with the
+    typed error of their cancel code (``Compacted``, ``Overloaded``,
+    ``PermissionDenied``...)."""
 
     code = "WATCH_CANCELED"
 

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator, List, Optional, Set
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ._errors import Error, NotLeader, Timeout
 
@@ -18,12 +18,44 @@ from ._errors import Error, NotLeader, Timeout
 @dataclass
 class RetryPolicy:
     """Retries of retryable errors (NotLeader, NoLeader, Unavailable,
-    Overloaded...) within ``deadline`` seconds, with exponential backoff
-    and full jitter between ``base_backoff`` and ``max_backoff``."""
+    Overloaded, ShuttingDown, ChangeInProgress, Timeout) within ``deadline``
+    seconds (the operation timeout), with exponential backoff and full
+    jitter between ``base_backoff`` and ``max_backoff``. Retrying is safe:
+    reads have no effect and a write keeps its write id (client id,
+    sequence) on every retry, so the server applies it at most once."""
 
     deadline: float = 10.0
     base_backoff: float = 0.02
     max_backoff: float = 0.5
+
+
+KEEPALIVE_TIME_MS = 10_000
+"""An HTTP/2 ping every 10 s on every channel (as the Go client) ..."""
+KEEPALIVE_TIMEOUT_MS = 5_000
+"""... and the connection is dropped when a ping is not answered in 5 s, so
+a call or watch on a paused (SIGSTOP) or partitioned node fails over
+instead of hanging."""
+
+
+def channel_options(max_message_bytes: int, extra: Sequence[Tuple[str, Any]] = ()) -> List[Tuple[str, Any]]:
+    """gRPC channel options: message size limits, keepalive, then the
+    caller's ``channel_options`` (which override a default of the same name)."""
+    opts: Dict[str, Any] = {
+        "grpc.max_receive_message_length": max_message_bytes,
+        "grpc.max_send_message_length": max_message_bytes,
+        "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
+        "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+        # gRPC core (>= 1.5x) times pings out after this, not after
+        # keepalive_timeout_ms (its default is a minute).
+        "grpc.http2.ping_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.http2.max_pings_without_data": 0,
+    }
+    for item in extra:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError(f"channel_options must be (name, value) pairs, got {item!r}")
+        opts[item[0]] = item[1]
+    return list(opts.items())
 
 
 class Router:
@@ -50,6 +82,10 @@ class Router:
         elif target == self.leader:
             self.leader = None
         self._next += 1
+        if len(self.endpoints) > 1 and self.endpoints[self._next % len(self.endpoints)] == target:
+            # Never rotate straight back to the node that just failed (a
+            # paused node would cost a whole attempt timeout again).
+            self._next += 1
 
     def succeeded(self, target: str, need_leader: bool) -> None:
         if need_leader:

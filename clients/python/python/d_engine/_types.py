@@ -58,13 +58,24 @@ class CasResult:
 @dataclass(frozen=True)
 class WatchEvent:
     type: str
-    """``"put"`` or ``"delete"``."""
+    """``"put"``, ``"delete"``, or ``"progress"`` (a progress notification,
+    only for watches with ``progress_notify=True``: no change; every change
+    up to ``revision`` has been delivered; ``kv`` is empty then)."""
     kv: KeyValue
     """For deletes, ``value`` is empty and ``mod_revision`` is the deletion's revision."""
+    prev_kv: Optional[KeyValue] = None
+    """The key before the change, for watches with ``prev_kv=True`` (None
+    when the key did not exist before it)."""
 
     @property
     def revision(self) -> int:
+        """The change's revision; for a progress notification, the revision
+        the watch has caught up to."""
         return self.kv.mod_revision
+
+    @property
+    def is_progress(self) -> bool:
+        return self.type == "progress"
 
 
 @dataclass(frozen=True)
