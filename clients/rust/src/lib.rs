@@ -29,6 +29,7 @@ mod backoff;
 mod builder;
 mod client;
 mod cluster;
+mod cluster_watch;
 mod endpoint;
 mod grpc_kv;
 mod router;
@@ -55,6 +56,7 @@ pub use d_engine_api::{cancel_error, limits, status_codec};
 pub use d_engine_api::{
     scan_prefix_pages, CoordClient, HeldLock, KvClient, LeaseKeeper, RangeWalk, WatchStream,
 };
+pub use d_engine_api::{ClusterChangeStream, ClusterState};
 pub use d_engine_api::{Error, ErrorCode, Result};
 pub use d_engine_api::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 // Crate-internal paths of the moved modules.

@@ -3,6 +3,8 @@
 //! binding, so each concept has one type and one spelling on the wire.
 //!
 //! - [`types`]: plain values of the key-value and cluster API.
+//! - [`cluster_state`]: [`ClusterState`], the item of every cluster-change
+//!   stream, and the rule that decides which views are news.
 //! - [`error`]: [`Error`] / [`ErrorCode`], what a caller can act on.
 //! - [`limits`]: request size limits and the one message each refusal has.
 //! - [`status_codec`]: [`Error`] ⇄ gRPC status (the `client.proto` error
@@ -17,6 +19,7 @@
 //! [`TlsOptions`] names, and nothing here links a TLS stack, a runtime or
 //! client machinery (routing, sessions, retries stay in the client crate).
 
+pub mod cluster_state;
 pub mod convert;
 pub mod coord;
 pub mod error;
@@ -27,6 +30,9 @@ pub mod status_codec;
 pub mod tls;
 pub mod types;
 
+pub use cluster_state::{
+    ClusterChangeStream, ClusterState, ClusterStateStream, ClusterStateTracker,
+};
 pub use coord::{CoordClient, HeldLock};
 pub use error::{Error, ErrorCode, Result};
 pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};

@@ -7,8 +7,10 @@ asyncio) and the engine itself in-process (``EmbeddedEngine``,
     client.put(b"key", b"value")
 """
 
+from ._admin import NodeStatus
 from ._aio import AsyncClient, AsyncWatch
 from ._client import Client, Watch
+from ._cluster import AsyncClusterChanges, ClusterChanges, ClusterState
 from ._codec import MAX_KEY_BYTES, MAX_RANGE_LIMIT, MAX_TXN_OPS, MAX_VALUE_BYTES, prefix_end
 from ._embedded import (
     AsyncEmbeddedClient,
@@ -62,6 +64,7 @@ from ._types import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncClusterChanges",
     "AsyncEmbeddedClient",
     "AsyncEmbeddedEngine",
     "AsyncEmbeddedWatch",
@@ -73,6 +76,8 @@ __all__ = [
     "CasResult",
     "ChangeInProgress",
     "Client",
+    "ClusterChanges",
+    "ClusterState",
     "ClientClosed",
     "Compacted",
     "Compare",
@@ -99,6 +104,7 @@ __all__ = [
     "MAX_TXN_OPS",
     "MAX_VALUE_BYTES",
     "Member",
+    "NodeStatus",
     "NoLeader",
     "NoSpace",
     "NotHeld",
