@@ -20,6 +20,7 @@ from ._embedded import (
     EmbeddedEngine,
     EmbeddedWatch,
 )
+from ._embedded_admin import AsyncEmbeddedChanges, EmbeddedChanges
 from ._errors import (
     ChangeInProgress,
     ClientClosed,
@@ -66,6 +67,7 @@ __all__ = [
     "AsyncClient",
     "AsyncClusterChanges",
     "AsyncEmbeddedClient",
+    "AsyncEmbeddedChanges",
     "AsyncEmbeddedEngine",
     "AsyncEmbeddedWatch",
     "AsyncLeadership",
@@ -84,6 +86,7 @@ __all__ = [
     "CompareTarget",
     "Consistency",
     "DeleteRangeResult",
+    "EmbeddedChanges",
     "EmbeddedClient",
     "EmbeddedEngine",
     "EmbeddedWatch",
