@@ -228,11 +228,19 @@ func (w *clusterWatcher) observe(ev *enginev1.ClusterEvent) (ClusterState, bool)
 			s.Members = membersFromProto(ev.GetMembers(), s.Leader.ID)
 		}
 		s.LeaderChanged = s.Leader != p.Leader || s.Term != p.Term
-		s.MembersChanged = !slices.Equal(s.Members, p.Members)
+		s.MembersChanged = !sameMembers(s.Members, p.Members)
 		if !s.LeaderChanged && !s.MembersChanged {
 			return ClusterState{}, false
 		}
 	}
 	w.last = &s
 	return s, true
+}
+
+// sameMembers compares memberships (not Member.IsLeader, which follows the
+// leader).
+func sameMembers(a, b []Member) bool {
+	return slices.EqualFunc(a, b, func(x, y Member) bool {
+		return x.ID == y.ID && x.PeerAddr == y.PeerAddr && x.ClientAddr == y.ClientAddr && x.Role == y.Role
+	})
 }

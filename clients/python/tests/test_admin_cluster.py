@@ -175,3 +175,23 @@ async def test_async_admin_and_cluster_changes(fresh_cluster: ServerCluster):
                 assert s.term > first.term and s.node_id != leader.id
             with pytest.raises(StopAsyncIteration):
                 await changes.__anext__()
+
+
+def test_state_tracking_follows_the_contract():
+    """Whatever the server's flags: first item with both flags, no repeats,
+    flags against the last item, never an older term's leader."""
+    from d_engine._cluster import StateTracker
+
+    def state(node: int, leader: int, term: int, *ids: int) -> dengine.ClusterState:
+        ms = [dengine.Member(id=i, peer_addr=f"p{i}", client_addr=f"c{i}", role="voter") for i in ids]
+        return dengine.ClusterState(dengine.LeaderInfo(leader, f"c{leader}"), term, ms, True, True, node)
+
+    t = StateTracker()
+    first = t.observe(state(1, 1, 5, 1, 2, 3))
+    assert first is not None and first.leader_changed and first.members_changed
+    assert t.observe(state(2, 1, 5, 1, 2, 3)) is None, "the same state from another node"
+    assert t.observe(state(2, 1, 4, 1, 2, 3)) is None, "an older term's view"
+    grown = t.observe(state(2, 1, 4, 1, 2, 3, 4))
+    assert grown is not None and not grown.leader_changed and grown.members_changed and grown.term == 5
+    election = t.observe(state(2, 0, 6, 1, 2, 3, 4))
+    assert election is not None and election.leader_changed and not election.members_changed

@@ -5,14 +5,16 @@
 //! message now, then one per change of leader, term or membership, each
 //! carrying the whole state (a slow reader skips to the latest state; it
 //! never sees a stale one last). The stream ends with `SHUTTING_DOWN` when
-//! the node stops.
+//! the server starts draining or the node stops.
 
 use std::pin::Pin;
 
 use d_engine_api::{ClusterState, Error};
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::cluster_server::Cluster;
-use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -24,13 +26,27 @@ pub struct ClusterService {
     node: NodeHandle,
     /// With auth on, any authenticated user may ask.
     gate: Gate,
+    /// The server's drain signal: open `WatchCluster` streams end with
+    /// `SHUTTING_DOWN` when it turns true (before the node itself stops).
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl ClusterService {
     /// Auth follows the node's `[auth]` config.
     pub fn new(node: NodeHandle) -> Self {
         let gate = Gate::from_config(&node.config().auth);
-        ClusterService { node, gate }
+        ClusterService {
+            node,
+            gate,
+            stop: None,
+        }
+    }
+
+    /// Ends `WatchCluster` streams when `stop` turns true (the server
+    /// drains), as well as when the node stops.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Uses `gate` (shared with the other services of one server).
@@ -75,13 +91,27 @@ impl Cluster for ClusterService {
     ) -> Result<Response<Self::WatchClusterStream>, Status> {
         self.gate.authenticate_request(&req).await?;
         let node = self.node.clone();
-        // The node's stream ends only when the node stops (a client that
-        // goes away drops this stream, which ends the node's).
+        let mut stop = self.stop.clone();
+        let draining = async move {
+            match stop.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        // The node's stream ends when the node stops; the server's drain
+        // ends it earlier. A client that goes away drops this stream, which
+        // ends the node's.
         let events = ReceiverStream::new(self.node.cluster_changes())
             .map(move |s| Ok(cluster_event(&node, s)))
-            .chain(tokio_stream::once(Err(status(&Error::ShuttingDown(
-                "cluster watch ended: the node is stopping; reconnect to another member".into(),
-            )))));
+            .take_until(Box::pin(draining))
+            .chain(stream::once(async {
+                Err(status(&Error::ShuttingDown(
+                    "cluster watch ended: the node is stopping; reconnect to another member"
+                        .into(),
+                )))
+            }));
         Ok(Response::new(Box::pin(events)))
     }
 }
