@@ -284,6 +284,10 @@ func (c *Client) PromoteWhenCaughtUp(ctx context.Context, id uint64) ([]Member, 
 		}
 		select {
 		case <-ctx.Done():
+			if err == nil {
+				return nil, newError(CodeTimeout, fmt.Sprintf("learner %d applied index %d did not reach the "+
+					"leader's commit index %d before the context ended", id, st.AppliedIndex, leader.CommitIndex), ctx.Err())
+			}
 			return nil, ctxError(ctx, 0, FromStatus(err))
 		case <-time.After(50 * time.Millisecond):
 		}
