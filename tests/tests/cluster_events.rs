@@ -51,7 +51,9 @@ async fn client_until(
         match tokio::time::timeout(left, stream.recv()).await {
             Ok(Some(Ok(s))) if pred(&s) => return s,
             Ok(Some(Ok(s))) => seen.push(s),
-            Ok(Some(Err(e))) => panic!("client stream failed waiting for {what}: {e}; saw {seen:#?}"),
+            Ok(Some(Err(e))) => {
+                panic!("client stream failed waiting for {what}: {e}; saw {seen:#?}")
+            }
             Ok(None) => panic!("client stream ended waiting for {what}; saw {seen:#?}"),
             Err(_) => panic!("client stream: no {what} within {EVENT_BOUND:?}; saw {seen:#?}"),
         }
@@ -105,7 +107,11 @@ async fn cluster_events_follow_failover_membership_and_shutdown() {
         e.leader_changed && e.leader_id != 0 && e.leader_id != leader
     })
     .await;
-    assert!(ev.term > old_term, "new leader's term {} <= {old_term}", ev.term);
+    assert!(
+        ev.term > old_term,
+        "new leader's term {} <= {old_term}",
+        ev.term
+    );
     assert!(!ev.members_changed, "{ev:?}");
     let new_leader = ev.leader_id;
     let s = client_until(&mut changes, "the new leader", |s| {
@@ -180,5 +186,8 @@ async fn cluster_events_follow_failover_membership_and_shutdown() {
     })
     .await;
     assert_eq!(s.members.len(), 3, "{s:?}");
-    assert!([leader, o].contains(&s.node_id), "served by a live node: {s:?}");
+    assert!(
+        [leader, o].contains(&s.node_id),
+        "served by a live node: {s:?}"
+    );
 }

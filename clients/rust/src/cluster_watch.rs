@@ -48,7 +48,10 @@ fn is_final(e: &Error) -> bool {
 }
 
 /// Asks `addr` for the stream and waits for its first message.
-async fn open_on(inner: &Inner, addr: &str) -> Result<(Streaming<pb::ClusterEvent>, pb::ClusterEvent)> {
+async fn open_on(
+    inner: &Inner,
+    addr: &str,
+) -> Result<(Streaming<pb::ClusterEvent>, pb::ClusterEvent)> {
     let ch = inner.channel(addr)?;
     let mut rpc = inner.cluster_rpc(ch);
     // No grpc-timeout: it would end the stream.

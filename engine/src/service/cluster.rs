@@ -108,8 +108,7 @@ impl Cluster for ClusterService {
             .take_until(Box::pin(draining))
             .chain(stream::once(async {
                 Err(status(&Error::ShuttingDown(
-                    "cluster watch ended: the node is stopping; reconnect to another member"
-                        .into(),
+                    "cluster watch ended: the node is stopping; reconnect to another member".into(),
                 )))
             }));
         Ok(Response::new(Box::pin(events)))
