@@ -29,6 +29,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use tokio::runtime::Runtime;
 
+use crate::cluster::ClusterWatch;
 use crate::errors;
 use crate::watch::Watch;
 
@@ -630,6 +631,15 @@ impl Engine {
             .watch_with(key.to_vec(), &options)
             .map_err(|e| errors::to_py(py, e))?;
         Ok(Watch::new(self.inner.rt.clone(), stream))
+    }
+
+    /// The local node's leader/membership changes (see `cluster.rs`).
+    fn cluster_changes(&self, py: Python<'_>) -> PyResult<ClusterWatch> {
+        self.check_open(py)?;
+        // The stream's task runs on the engine's runtime.
+        let _in_runtime = self.inner.rt.get().enter();
+        let stream = self.inner.client.handle().cluster_changes();
+        Ok(ClusterWatch::new(self.inner.rt.clone(), stream))
     }
 
     /// `[(id, peer_addr, client_addr, role)]`.

@@ -7,6 +7,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod cluster;
 mod engine;
 mod errors;
 mod rpc;
@@ -35,6 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     init_logging();
     m.add_class::<engine::Engine>()?;
     m.add_class::<watch::Watch>()?;
+    m.add_class::<cluster::ClusterWatch>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The API's size limits (one definition: `d_engine_api::limits`).
     m.add("MAX_KEY_BYTES", d_engine::MAX_KEY_BYTES)?;

@@ -5,6 +5,10 @@
 //! modes share one codec; the calls run on the embedded client (forwarded
 //! to the leader like every call).
 //!
+//! Admin calls (`AddLearner`, `Promote`, `RemoveMember`, `TransferLeader`,
+//! `TriggerSnapshot`, `NodeStatus`) run on the local node's handle, like a
+//! Rust embedder's `engine.handle()`: changes on a follower are NotLeader.
+//!
 //! Contract: an unknown method or an undecodable request is
 //! `InvalidArgument`; otherwise the call's own errors.
 
@@ -191,10 +195,70 @@ pub async fn dispatch(c: EmbeddedClient, method: String, req: Vec<u8>) -> Result
             }
             .encode_to_vec()
         }
+        // Admin calls on the local node (leader-only ones answer NotLeader
+        // on a follower, as for a Rust embedder's `NodeHandle`).
+        "AddLearner" => {
+            let r: pb::AddLearnerRequest = decode(m, &req)?;
+            let ms = c
+                .handle()
+                .add_learner(r.id, r.peer_addr, r.client_addr)
+                .await?;
+            change_response(&c, ms)
+        }
+        "Promote" => {
+            let r: pb::PromoteRequest = decode(m, &req)?;
+            let ms = c.handle().promote(r.id).await?;
+            change_response(&c, ms)
+        }
+        "RemoveMember" => {
+            let r: pb::RemoveMemberRequest = decode(m, &req)?;
+            let ms = c.handle().remove_member(r.id).await?;
+            change_response(&c, ms)
+        }
+        "TransferLeader" => {
+            let r: pb::TransferLeaderRequest = decode(m, &req)?;
+            c.handle().transfer_leader(r.to).await?;
+            change_response(&c, c.handle().members())
+        }
+        "TriggerSnapshot" => {
+            let snapshot_index = c.handle().trigger_snapshot().await?;
+            pb::TriggerSnapshotResponse {
+                header: header(&c),
+                snapshot_index,
+            }
+            .encode_to_vec()
+        }
+        "NodeStatus" => {
+            let s = c.handle().status();
+            pb::NodeStatusResponse {
+                header: header(&c),
+                id: s.id,
+                role: s.role.as_str().to_string(),
+                leader_id: s.leader_id,
+                commit_index: s.commit_index,
+                applied_index: s.applied_index,
+                last_log_index: s.last_log_index,
+                snapshot_index: s.snapshot_index,
+                members: convert::members_to_wire(s.members),
+                alarms: s.alarms.iter().map(|a| a.as_str().to_string()).collect(),
+                data_bytes: s.data_bytes,
+                quota_bytes: s.quota_bytes,
+                log_bytes: s.log_bytes,
+            }
+            .encode_to_vec()
+        }
         other => {
             return Err(Error::InvalidArgument(format!(
                 "unknown embedded call {other:?}"
             )))
         }
     })
+}
+
+fn change_response(c: &EmbeddedClient, members: Vec<d_engine::MemberInfo>) -> Vec<u8> {
+    pb::ChangeResponse {
+        header: header(c),
+        members: convert::members_to_wire(members),
+    }
+    .encode_to_vec()
 }

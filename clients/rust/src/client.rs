@@ -105,6 +105,18 @@ impl Client {
         }
     }
 
+    /// Leader and membership changes as a stream of whole states
+    /// ([`ClusterState`](crate::ClusterState)), served by any node and
+    /// followed to another endpoint when that node goes away; the same
+    /// items as the embedded engine's `cluster_changes()`. Contract in
+    /// the `cluster_watch` module: first item has both `*_changed` flags,
+    /// no repeats, the term never goes backwards; one `Err` then the end
+    /// when no endpoint serves it within `request_timeout`. Fails at once
+    /// when no endpoint serves it now.
+    pub async fn cluster_changes(&self) -> Result<crate::ClusterChangeStream> {
+        crate::cluster_watch::open(self.inner.clone()).await
+    }
+
     /// The configured endpoints, normalized (`scheme://host:port`).
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints

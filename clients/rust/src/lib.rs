@@ -28,6 +28,7 @@ mod auth;
 mod builder;
 mod client;
 mod cluster;
+mod cluster_watch;
 mod endpoint;
 mod grpc_kv;
 mod router;
@@ -56,6 +57,8 @@ pub use d_engine_api::{
     scan_prefix_pages, CoordClient, HeldLock, KvClient, LeaseKeeper, RangeWalk, WatchStream,
 };
 pub use d_engine_api::{Error, ErrorCode, Result, WatchCancel};
+pub use d_engine_api::{ClusterChangeStream, ClusterState};
+pub use d_engine_api::{Error, ErrorCode, Result};
 pub use d_engine_api::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 // Crate-internal paths of the moved modules.
 use d_engine_api::{convert, error, kv, types};

@@ -76,6 +76,17 @@ pub fn leader(r: &pb::LeaderResponse) -> LeaderInfo {
     }
 }
 
+/// A `ClusterEvent` as (serving node id, leader, members).
+pub fn cluster_event(e: pb::ClusterEvent) -> (u64, LeaderInfo, Vec<MemberInfo>) {
+    let node_id = e.header.as_ref().map_or(0, |h| h.node_id);
+    let leader = LeaderInfo {
+        id: e.leader_id,
+        client_addr: e.leader_addr,
+        term: e.term,
+    };
+    (node_id, leader, members(e.members))
+}
+
 /// A watch event; an event without a type or key-value is a server bug,
 /// reported as `Internal` rather than guessed at.
 pub fn watch_event(e: pb::WatchEvent) -> Result<WatchEvent> {

@@ -3,6 +3,8 @@
 //! binding, so each concept has one type and one spelling on the wire.
 //!
 //! - [`types`]: plain values of the key-value and cluster API.
+//! - [`cluster_state`]: [`ClusterState`], the item of every cluster-change
+//!   stream, and the rule that decides which views are news.
 //! - [`error`]: [`Error`] / [`ErrorCode`], what a caller can act on.
 //! - [`limits`]: request size limits and the one message each refusal has.
 //! - [`status_codec`]: [`Error`] ⇄ gRPC status (the `client.proto` error
@@ -12,12 +14,17 @@
 //! - [`coord`]: the [`CoordClient`] trait (locks, election) and [`HeldLock`].
 //! - [`lease_keeper`]: [`LeaseKeeper`], background lease renewal.
 //! - [`tls`]: TLS options as data and the PEM file checks.
+//! - [`retry`], [`write_ids`], [`auth_header`]: the retry curve, the
+//!   exactly-once write-id windows and the `authorization` interceptor,
+//!   shared by the Rust client and the embedded node's leader forwarder.
+//! - [`cluster_state`]: leader and membership change streams.
 //!
 //! Contract: nothing here performs I/O except reading the PEM files a
 //! [`TlsOptions`] names, and nothing here links a TLS stack, a runtime or
-//! client machinery (routing, sessions, retries stay in the client crate).
+//! connection machinery (channels and routing stay in the client crate).
 
 pub mod auth_header;
+pub mod cluster_state;
 pub mod convert;
 pub mod coord;
 pub mod error;
@@ -31,6 +38,9 @@ pub mod types;
 pub mod write_ids;
 
 pub use auth_header::AuthHeader;
+pub use cluster_state::{
+    ClusterChangeStream, ClusterState, ClusterStateStream, ClusterStateTracker,
+};
 pub use coord::{CoordClient, HeldLock};
 pub use error::{Error, ErrorCode, Result, WatchCancel};
 pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};

@@ -66,7 +66,7 @@ pub use client::EmbeddedClient;
 
 use crate::config::Config;
 use crate::runtime::{NodeHandle, NodeStatus, StartError};
-use d_engine_api::{LeaderInfo, MemberInfo, Result};
+use d_engine_api::{ClusterStateStream, LeaderInfo, MemberInfo, Result};
 
 /// A running embedded node. See the module docs.
 pub struct EmbeddedEngine {
@@ -163,6 +163,15 @@ impl EmbeddedEngine {
     /// Fires on every membership change.
     pub fn member_changes(&self) -> watch::Receiver<Vec<MemberInfo>> {
         self.handle.subscribe_members()
+    }
+
+    /// Leader and membership changes as one stream of whole states
+    /// ([`d_engine_api::ClusterState`]): the current state at once, then one item per
+    /// change; ends when the node stops. The same stream the gRPC
+    /// `Cluster.WatchCluster` call serves and `Client::cluster_changes`
+    /// follows across nodes.
+    pub fn cluster_changes(&self) -> ClusterStateStream {
+        self.handle.cluster_changes()
     }
 
     /// Stops the servers and the node (the WAL is synced, threads joined).

@@ -1,12 +1,15 @@
 //! Leader and membership information: what this node knows about the
 //! cluster, read from the values the consensus loop publishes after every
 //! iteration. Never touches the loop; never blocks except
-//! [`NodeHandle::wait_leader`].
+//! [`NodeHandle::wait_leader`]. [`NodeHandle::cluster_changes`] is the one
+//! cluster-change stream the embedded engine and the `WatchCluster` RPC
+//! both serve.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use d_engine_api::{ClusterStateStream, ClusterStateTracker};
+use tokio::sync::{mpsc, watch};
 
 use super::handle::NodeHandle;
 use super::shared::{ROLE_CANDIDATE, ROLE_LEADER, ROLE_LEARNER, ROLE_PRE_CANDIDATE};
@@ -90,6 +93,41 @@ impl NodeHandle {
         self.shared.members_tx.subscribe()
     }
 
+    /// A stream of this node's view of the leader and the members: the
+    /// current state now, then one item per change (contract in
+    /// [`d_engine_api::cluster_state`]); it ends when the node stops or
+    /// the receiver is dropped. A slow reader delays the stream but never
+    /// ends it; intermediate states may then be skipped (each item is the
+    /// whole state). Must be called inside a Tokio runtime.
+    pub fn cluster_changes(&self) -> ClusterStateStream {
+        let (tx, rx) = mpsc::channel(CLUSTER_CHANGE_BUFFER);
+        let node = self.clone();
+        tokio::spawn(async move { node.forward_cluster_changes(tx).await });
+        rx
+    }
+
+    async fn forward_cluster_changes(self, tx: mpsc::Sender<d_engine_api::ClusterState>) {
+        let mut leaders = self.subscribe_leader();
+        let mut members = self.subscribe_members();
+        let mut tracker = ClusterStateTracker::new();
+        loop {
+            let leader = leaders.borrow_and_update().clone();
+            let list = members.borrow_and_update().clone();
+            if let Some(state) = tracker.observe(self.id(), leader, list) {
+                tokio::select! {
+                    sent = tx.send(state) => if sent.is_err() { return },
+                    _ = self.stopped() => return,
+                }
+            }
+            tokio::select! {
+                _ = self.stopped() => return,
+                _ = tx.closed() => return,
+                changed = leaders.changed() => if changed.is_err() { return },
+                changed = members.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
     /// Waits until some leader is known (and, if this node leads, it has
     /// committed an entry of its term), or fails with `Timeout`.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<LeaderInfo> {
@@ -118,3 +156,7 @@ impl NodeHandle {
         }
     }
 }
+
+/// Items buffered per cluster-change stream (each is the whole state, so
+/// a full buffer only delays the reader).
+const CLUSTER_CHANGE_BUFFER: usize = 4;

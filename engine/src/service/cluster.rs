@@ -1,18 +1,20 @@
 //! The `dengine.v1.Cluster` service: membership and leader, answered by
 //! any node from its local view (no consensus round).
 //!
-//! `WatchCluster` streams that view: one message now, then one per change
-//! of leader, term or membership, each carrying the whole state (a slow
-//! reader skips to the latest state; it never sees a stale one last). The
-//! stream ends with `SHUTTING_DOWN` when the node stops.
+//! `WatchCluster` streams that view ([`NodeHandle::cluster_changes`]): one
+//! message now, then one per change of leader, term or membership, each
+//! carrying the whole state (a slow reader skips to the latest state; it
+//! never sees a stale one last). The stream ends with `SHUTTING_DOWN` when
+//! the server starts draining or the node stops.
 
 use std::pin::Pin;
 
-use d_engine_api::{Error, LeaderInfo, MemberInfo};
+use d_engine_api::{ClusterState, Error};
 use d_engine_proto::v1 as pb;
 use d_engine_proto::v1::cluster_server::Cluster;
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -24,13 +26,27 @@ pub struct ClusterService {
     node: NodeHandle,
     /// With auth on, any authenticated user may ask.
     gate: Gate,
+    /// The server's drain signal: open `WatchCluster` streams end with
+    /// `SHUTTING_DOWN` when it turns true (before the node itself stops).
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl ClusterService {
     /// Auth follows the node's `[auth]` config.
     pub fn new(node: NodeHandle) -> Self {
         let gate = Gate::from_config(&node.config().auth);
-        ClusterService { node, gate }
+        ClusterService {
+            node,
+            gate,
+            stop: None,
+        }
+    }
+
+    /// Ends `WatchCluster` streams when `stop` turns true (the server
+    /// drains), as well as when the node stops.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Uses `gate` (shared with the other services of one server).
@@ -74,76 +90,41 @@ impl Cluster for ClusterService {
         req: Request<pb::WatchClusterRequest>,
     ) -> Result<Response<Self::WatchClusterStream>, Status> {
         self.gate.authenticate_request(&req).await?;
-        let (tx, rx) = mpsc::channel(CLUSTER_EVENT_BUFFER);
         let node = self.node.clone();
-        tokio::spawn(forward_cluster_changes(node, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut stop = self.stop.clone();
+        let draining = async move {
+            match stop.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        // The node's stream ends when the node stops; the server's drain
+        // ends it earlier. A client that goes away drops this stream, which
+        // ends the node's.
+        let events = ReceiverStream::new(self.node.cluster_changes())
+            .map(move |s| Ok(cluster_event(&node, s)))
+            .take_until(Box::pin(draining))
+            .chain(stream::once(async {
+                Err(status(&Error::ShuttingDown(
+                    "cluster watch ended: the node is stopping; reconnect to another member".into(),
+                )))
+            }));
+        Ok(Response::new(Box::pin(events)))
     }
 }
-
-/// Events buffered per WatchCluster stream (each is the whole state, so a
-/// full buffer only delays the reader; it never loses the latest state).
-const CLUSTER_EVENT_BUFFER: usize = 4;
 
 type ClusterEventStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
 
-/// Sends the current state, then one event per change, until the client
-/// goes away (send fails) or the node stops (a final `SHUTTING_DOWN`).
-async fn forward_cluster_changes(
-    node: NodeHandle,
-    tx: mpsc::Sender<Result<pb::ClusterEvent, Status>>,
-) {
-    let mut leaders = node.subscribe_leader();
-    let mut members = node.subscribe_members();
-    let mut last_leader = leaders.borrow_and_update().clone();
-    let mut last_members = members.borrow_and_update().clone();
-    let first = cluster_event(&node, &last_leader, &last_members, true, true);
-    if tx.send(Ok(first)).await.is_err() {
-        return;
-    }
-    loop {
-        tokio::select! {
-            _ = node.stopped() => break,
-            _ = tx.closed() => return,
-            changed = leaders.changed() => {
-                if changed.is_err() { break; }
-                let l = leaders.borrow_and_update().clone();
-                if l == last_leader { continue; }
-                last_leader = l;
-                let ev = cluster_event(&node, &last_leader, &last_members, true, false);
-                if tx.send(Ok(ev)).await.is_err() { return; }
-            }
-            changed = members.changed() => {
-                if changed.is_err() { break; }
-                let m = members.borrow_and_update().clone();
-                if m == last_members { continue; }
-                last_members = m;
-                let ev = cluster_event(&node, &last_leader, &last_members, false, true);
-                if tx.send(Ok(ev)).await.is_err() { return; }
-            }
-        }
-    }
-    let _ = tx
-        .send(Err(status(&Error::ShuttingDown(
-            "cluster watch ended: the node is stopping; reconnect to another member".into(),
-        ))))
-        .await;
-}
-
-fn cluster_event(
-    node: &NodeHandle,
-    leader: &LeaderInfo,
-    members: &[MemberInfo],
-    leader_changed: bool,
-    members_changed: bool,
-) -> pb::ClusterEvent {
+fn cluster_event(node: &NodeHandle, s: ClusterState) -> pb::ClusterEvent {
     pb::ClusterEvent {
         header: convert::header(node.header()),
-        leader_id: leader.id,
-        leader_addr: leader.client_addr.clone(),
-        term: leader.term,
-        members: convert::members(members.to_vec()),
-        leader_changed,
-        members_changed,
+        leader_id: s.leader.id,
+        leader_addr: s.leader.client_addr,
+        term: s.leader.term,
+        members: convert::members(s.members),
+        leader_changed: s.leader_changed,
+        members_changed: s.members_changed,
     }
 }

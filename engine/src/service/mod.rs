@@ -172,9 +172,13 @@ pub async fn serve_clients_tls(
         ElectionServer::new(ElectionService::new(handle.clone()).with_gate(gate.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-    let cluster = ClusterServer::new(ClusterService::new(handle.clone()).with_gate(gate.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let cluster = ClusterServer::new(
+        ClusterService::new(handle.clone())
+            .with_gate(gate.clone())
+            .with_stop(stop_rx.clone()),
+    )
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let admin = AdminServer::new(AdminService::new(handle.clone()).with_gate(gate))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

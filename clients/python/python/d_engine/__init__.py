@@ -7,8 +7,10 @@ asyncio) and the engine itself in-process (``EmbeddedEngine``,
     client.put(b"key", b"value")
 """
 
+from ._admin import NodeStatus
 from ._aio import AsyncClient, AsyncWatch
 from ._client import Client, Watch
+from ._cluster import AsyncClusterChanges, ClusterChanges, ClusterState
 from ._codec import MAX_KEY_BYTES, MAX_RANGE_LIMIT, MAX_TXN_OPS, MAX_VALUE_BYTES, prefix_end
 from ._embedded import (
     AsyncEmbeddedClient,
@@ -18,6 +20,7 @@ from ._embedded import (
     EmbeddedEngine,
     EmbeddedWatch,
 )
+from ._embedded_admin import AsyncEmbeddedChanges, EmbeddedChanges
 from ._errors import (
     ChangeInProgress,
     ClientClosed,
@@ -62,7 +65,9 @@ from ._types import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncClusterChanges",
     "AsyncEmbeddedClient",
+    "AsyncEmbeddedChanges",
     "AsyncEmbeddedEngine",
     "AsyncEmbeddedWatch",
     "AsyncLeadership",
@@ -73,12 +78,15 @@ __all__ = [
     "CasResult",
     "ChangeInProgress",
     "Client",
+    "ClusterChanges",
+    "ClusterState",
     "ClientClosed",
     "Compacted",
     "Compare",
     "CompareTarget",
     "Consistency",
     "DeleteRangeResult",
+    "EmbeddedChanges",
     "EmbeddedClient",
     "EmbeddedEngine",
     "EmbeddedWatch",
@@ -99,6 +107,7 @@ __all__ = [
     "MAX_TXN_OPS",
     "MAX_VALUE_BYTES",
     "Member",
+    "NodeStatus",
     "NoLeader",
     "NoSpace",
     "NotHeld",

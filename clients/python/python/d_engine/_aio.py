@@ -12,6 +12,7 @@ import grpc.aio
 
 from . import _auth
 from . import _codec as codec
+from ._admin import AsyncAdminMixin
 from ._client import _AttemptTimedOut, _cas_request, _limit, _needs_leader
 from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, Error, Timeout, Unavailable
@@ -63,7 +64,7 @@ class _Stubs:
         self.cluster = rpc.ClusterStub(channel)
 
 
-class AsyncClient:
+class AsyncClient(AsyncAdminMixin):
     """asyncio client of a d-engine cluster; same behaviour and method names
     as :class:`d_engine.Client`, with every method a coroutine and watches
     consumed with ``async for`` (retries, keepalive and watch resume as

@@ -11,6 +11,7 @@ import grpc
 
 from . import _auth
 from . import _codec as codec
+from ._admin import AdminMixin
 from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, Error, Timeout, Unavailable
 from ._lease import Lease, OnLost
@@ -61,7 +62,7 @@ class _Stubs:
         self.cluster = rpc.ClusterStub(channel)
 
 
-class Client:
+class Client(AdminMixin):
     """Synchronous client of a d-engine cluster.
 
     ``endpoints`` is ``"host:port"`` or a list of them (any cluster members).

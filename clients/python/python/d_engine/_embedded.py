@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from . import _codec as codec
 from ._client import _limit
 from ._codec import BytesLike
+from ._embedded_admin import AsyncEmbeddedAdminMixin, EmbeddedAdminMixin
 from ._errors import ClientClosed, Error, Overloaded, Timeout, WatchCanceled
 from ._lease import AsyncLease, Lease, OnLost, _fatal
 from ._lock import AsyncLeadership, AsyncLock, Leadership, Lock, holder_key, leader_key_from_pb, leader_key_pb
@@ -209,7 +210,7 @@ class _Pending:
         return self._value
 
 
-class EmbeddedEngine:
+class EmbeddedEngine(EmbeddedAdminMixin):
     """A d-engine node running inside this process.
 
     ``EmbeddedEngine.start(data_dir)`` runs a single node with no network
@@ -225,6 +226,9 @@ class EmbeddedEngine:
         if _native is None or not isinstance(native, _native.Engine):
             raise TypeError("use EmbeddedEngine.start(data_dir) or EmbeddedEngine.start_with(config_path)")
         self._n = native
+
+    def _native_engine(self) -> Any:
+        return self._n
 
     @classmethod
     def start(cls, data_dir: PathLike) -> EmbeddedEngine:
@@ -284,7 +288,7 @@ class EmbeddedEngine:
         return f"EmbeddedEngine(node_id={self.node_id}, client_addr={self.client_addr!r}, stopped={self.stopped})"
 
 
-class EmbeddedClient:
+class EmbeddedClient(EmbeddedAdminMixin):
     """In-process client of an :class:`EmbeddedEngine`; the methods of
     :class:`d_engine.Client`. On a follower, writes and linearizable/lease
     reads are forwarded to the leader (when members have client addresses).
@@ -301,6 +305,8 @@ class EmbeddedClient:
         if self._closed:
             raise ClientClosed("the client is closed")
         return self._n
+
+    _native_engine = _engine
 
     def close(self) -> None:
         with self._guard:
@@ -818,7 +824,7 @@ class _Done:
             self.fut.set_exception(e)
 
 
-class AsyncEmbeddedClient:
+class AsyncEmbeddedClient(AsyncEmbeddedAdminMixin):
     """asyncio in-process client; the methods of :class:`d_engine.AsyncClient`.
     Requests run on the engine's runtime and never block the event loop."""
 
@@ -834,6 +840,11 @@ class AsyncEmbeddedClient:
         fut = loop.create_future()
         getattr(self._n, method)(*args, _Done(loop, fut, conv))
         return fut
+
+    def _native_engine(self) -> Any:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        return self._n
 
     def _call(self, method: str, req: Message, cls: Type[M]) -> asyncio.Future:
         """A coordination call of the native engine (a future of a ``cls`` message)."""
@@ -1305,7 +1316,7 @@ class AsyncEmbeddedWatch:
         self.cancel()
 
 
-class AsyncEmbeddedEngine:
+class AsyncEmbeddedEngine(AsyncEmbeddedAdminMixin):
     """The asyncio form of :class:`EmbeddedEngine`: ``engine = await
     AsyncEmbeddedEngine.start(data_dir)``; ``await engine.wait_ready()``;
     ``engine.client()`` is an :class:`AsyncEmbeddedClient`; ``await
@@ -1317,6 +1328,9 @@ class AsyncEmbeddedEngine:
             raise TypeError("use `await AsyncEmbeddedEngine.start(data_dir)` or `.start_with(config_path)`")
         self.sync = engine
         """The blocking :class:`EmbeddedEngine` behind this one."""
+
+    def _native_engine(self) -> Any:
+        return self.sync._n
 
     @classmethod
     async def start(cls, data_dir: PathLike) -> AsyncEmbeddedEngine:
