@@ -361,6 +361,23 @@ mod tests {
     }
 
     #[test]
+    fn listen_metrics_sets_the_listener_and_a_bad_one_names_the_key() {
+        let cli = Cli {
+            listen_metrics: Some("127.0.0.1:9090".into()),
+            ..Default::default()
+        };
+        let (c, _) = cli.config().unwrap();
+        assert_eq!(c.metrics.listen_addr, "127.0.0.1:9090");
+        let cli = Cli {
+            listen_metrics: Some("nope".into()),
+            ..Default::default()
+        };
+        let e = cli.config().unwrap_err();
+        assert_eq!(e.key, "metrics.listen_addr", "{e}");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
     fn dial_overrides_parse_and_bad_ones_name_the_key_and_flag() {
         let cli = Cli {
             node_id: Some(1),
