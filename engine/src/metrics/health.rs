@@ -24,7 +24,14 @@ use serde::Serialize;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use super::Observe;
+/// What the listeners need from a node: its metrics text and its health.
+/// Implemented by `NodeHandle`.
+pub trait Observe: Clone + Send + Sync + 'static {
+    /// Every metric in the Prometheus text format.
+    fn metrics_text(&self) -> String;
+    /// The liveness/readiness decision now.
+    fn health(&self) -> Health;
+}
 
 /// Lifecycle of the node as the health decision sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,15 +35,7 @@ use prometheus::{
 };
 
 use health::Health;
-
-/// What the listeners need from a node: its metrics text and its health.
-/// Implemented by `NodeHandle`.
-pub trait Observe: Clone + Send + Sync + 'static {
-    /// Every metric in the Prometheus text format.
-    fn metrics_text(&self) -> String;
-    /// The liveness/readiness decision now.
-    fn health(&self) -> Health;
-}
+pub use health::Observe;
 
 /// Values read from the node when a scrape renders.
 #[derive(Clone, Debug, Default)]
