@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod embedded;
+pub mod metrics;
 pub mod recipes;
 pub mod runtime;
 pub mod service;

@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 /// test until it is placed.
 const LAYERS: &[&str] = &[
     "config",
+    "metrics",
     "tls",
     "auth",
     "transport",

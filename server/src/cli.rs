@@ -47,6 +47,12 @@ pub struct Cli {
     #[arg(long, env = "DENGINE_LISTEN_CLIENT", value_name = "ADDR")]
     pub listen_client: Option<String>,
 
+    /// Metrics and health HTTP listen address (ip:port) serving /metrics,
+    /// /health and /ready; empty disables it. Overrides `metrics.listen_addr`
+    /// (default: off; see docs/metrics.md).
+    #[arg(long, env = "DENGINE_LISTEN_METRICS", value_name = "ADDR")]
+    pub listen_metrics: Option<String>,
+
     /// Peer (Raft) listen address (host:port). Overrides `peer_addr`.
     #[arg(long, env = "DENGINE_LISTEN_PEER", value_name = "ADDR")]
     pub listen_peer: Option<String>,
@@ -189,6 +195,14 @@ impl Cli {
         if let Some(v) = &self.listen_client {
             config.client_addr = v.clone();
             mark("client_addr", "--listen-client", "DENGINE_LISTEN_CLIENT");
+        }
+        if let Some(v) = &self.listen_metrics {
+            config.metrics.listen_addr = v.clone();
+            mark(
+                "metrics.listen_addr",
+                "--listen-metrics",
+                "DENGINE_LISTEN_METRICS",
+            );
         }
         if let Some(v) = &self.listen_peer {
             config.peer_addr = v.clone();
@@ -344,6 +358,23 @@ mod tests {
             assert_eq!(e.key, "members");
             assert!(e.message.contains("ID=PEER_ADDR"), "{e}");
         }
+    }
+
+    #[test]
+    fn listen_metrics_sets_the_listener_and_a_bad_one_names_the_key() {
+        let cli = Cli {
+            listen_metrics: Some("127.0.0.1:9090".into()),
+            ..Default::default()
+        };
+        let (c, _) = cli.config().unwrap();
+        assert_eq!(c.metrics.listen_addr, "127.0.0.1:9090");
+        let cli = Cli {
+            listen_metrics: Some("nope".into()),
+            ..Default::default()
+        };
+        let e = cli.config().unwrap_err();
+        assert_eq!(e.key, "metrics.listen_addr", "{e}");
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]

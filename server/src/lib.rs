@@ -156,6 +156,7 @@ pub async fn run(
         data_dir = %data_dir,
         client_addr = %engine.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
         peer_addr = %engine.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        metrics_addr = %engine.metrics_addr().map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()),
         "d-engine-server started"
     );
     let handle = engine.handle().clone();

@@ -473,6 +473,17 @@ impl RaftNode {
         }
     }
 
+    /// While leading: every other member's match index (the highest log
+    /// index known to be replicated there). Empty otherwise. For the host's
+    /// replication-lag metrics; allocation-free.
+    pub fn follower_matches(&self) -> impl Iterator<Item = (NodeId, Index)> + '_ {
+        let leading = self.role == Role::Leader;
+        self.progress
+            .iter()
+            .filter(move |(id, _)| leading && **id != self.id)
+            .map(|(id, p)| (*id, p.match_index))
+    }
+
     /// Entries in `[lo, hi)` still held in memory (for hosts that re-read the log).
     pub fn entries(&self, lo: Index, hi: Index) -> Vec<Entry> {
         self.log.slice(lo, hi).to_vec()

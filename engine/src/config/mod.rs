@@ -42,7 +42,7 @@
 //! (their types are re-exported here): `cluster` (identity, members,
 //! addresses), `raft`, `limits` (limits, batching, queues), `storage`
 //! (durability, quota, snapshots, state machine), `watch`, `ttl`,
-//! `embedded`, `tls`, `peer` (peer authentication) and [`auth`] (client
+//! `embedded`, `tls`, `peer` (peer authentication), `metrics` and [`auth`] (client
 //! authentication and authorization; public, as `crate::auth::config`
 //! names it).
 
@@ -56,6 +56,7 @@ pub mod auth;
 mod cluster;
 mod embedded;
 mod limits;
+mod metrics;
 mod peer;
 mod raft;
 mod storage;
@@ -67,6 +68,7 @@ pub use auth::AuthConfig;
 pub use cluster::{is_loopback_addr, MemberConfig, DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT};
 pub use embedded::EmbeddedConfig;
 pub use limits::{BatchingConfig, LimitsConfig, QueueConfig, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use metrics::MetricsConfig;
 pub use peer::PeerConfig;
 pub use raft::RaftConfig;
 pub use storage::{
@@ -159,6 +161,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Authentication of the peer (Raft) port (`docs/tls.md`, "Peer authentication").
     pub peer: PeerConfig,
+    /// The metrics and health HTTP listener (`docs/metrics.md`); off by default.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -186,6 +190,7 @@ impl Default for Config {
             tls: Default::default(),
             auth: Default::default(),
             peer: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -262,6 +267,7 @@ impl Config {
         self.validate_auth_transport()?;
         self.validate_tls()?;
         self.validate_peer_auth()?;
+        self.validate_metrics()?;
         Ok(())
     }
 }

@@ -11,6 +11,8 @@
 //! - With the tonic transport, the node, its peer links and the peer server
 //!   run on a dedicated one-thread runtime ([`NetRuntime`]); the client API
 //!   server runs on the caller's runtime.
+//! - The metrics/health listener (`[metrics] listen_addr`) is served only
+//!   when configured, also by an engine without the other listeners.
 //! - The servers stop when the engine's shutdown signal fires
 //!   ([`EmbeddedEngine::stop`] or drop).
 
@@ -94,10 +96,19 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
     let config = config;
     let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
     let client_addr = client_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The metrics/health listener is opt-in (`[metrics] listen_addr`), with
+    // or without the other listeners.
+    let metrics_listener = if config.metrics.listen_addr.is_empty() {
+        None
+    } else {
+        Some(take_or_bind(None, "metrics.listen_addr", &config.metrics.listen_addr).await?)
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     // 3. Start the node with its transport; with tonic, serve the peer
     //    service from the peer runtime.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_rx_metrics = shutdown_rx.clone();
     let mut servers = Vec::new();
     let (handle, net) = match (peers, peer_listener) {
         (PeerSide::Custom(f), _) => (runtime::start(config.clone(), f).await?, None),
@@ -124,16 +135,27 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
         ));
     }
 
-    // 5. The in-process client's way to the leader.
-    let forward =
-        Arc::new(Forwarder::new(&config, &tls).map_err(|e| {
-            StartError::Io(std::io::Error::other(format!("leader forwarder: {e}")))
-        })?);
+    // 5. Serve /metrics, /health and /ready (if configured).
+    if let Some(listener) = metrics_listener {
+        let (h, stop) = (handle.clone(), shutdown_rx_metrics);
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::http::serve(listener, h, stopped(stop)).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        }));
+        tracing::info!(metrics_addr = ?metrics_addr, "serving /metrics, /health and /ready");
+    }
+
+    // 6. The in-process client's way to the leader.
+    let forward = Arc::new(Forwarder::new(&config, &tls).map_err(|e| {
+        StartError::Io(std::io::Error::other(format!("leader forwarder: {e}")))
+    })?);
     Ok(EmbeddedEngine {
         handle,
         _net: net,
         peer_addr,
         client_addr,
+        metrics_addr,
         shutdown_tx,
         servers: std::sync::Mutex::new(servers),
         forward,

@@ -75,6 +75,7 @@ pub struct EmbeddedEngine {
     _net: Option<net_runtime::NetRuntime>,
     peer_addr: Option<SocketAddr>,
     client_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     forward: Arc<forward::Forwarder>,
@@ -149,6 +150,12 @@ impl EmbeddedEngine {
     /// Bound address of the client gRPC API, if served.
     pub fn client_addr(&self) -> Option<SocketAddr> {
         self.client_addr
+    }
+
+    /// Bound address of the `/metrics`, `/health` and `/ready` listener,
+    /// if `[metrics] listen_addr` is set (`docs/metrics.md`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn status(&self) -> NodeStatus {

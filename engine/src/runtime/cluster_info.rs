@@ -57,13 +57,7 @@ impl NodeHandle {
         let applied = self.shared.applied.load(Ordering::Acquire);
         NodeStatus {
             id: self.shared.id,
-            role: match p.role.load(Ordering::Acquire) {
-                ROLE_LEADER => NodeRole::Leader,
-                ROLE_CANDIDATE => NodeRole::Candidate,
-                ROLE_PRE_CANDIDATE => NodeRole::PreCandidate,
-                ROLE_LEARNER => NodeRole::Learner,
-                _ => NodeRole::Follower,
-            },
+            role: self.status_role(),
             term: p.term.load(Ordering::Acquire),
             leader_id: p.leader.load(Ordering::Acquire),
             commit_index: p.commit.load(Ordering::Acquire).max(applied),
@@ -80,6 +74,17 @@ impl NodeHandle {
             data_bytes: self.shared.quota.used(),
             quota_bytes: self.shared.quota.limit(),
             log_bytes: p.log_bytes.load(Ordering::Acquire),
+        }
+    }
+
+    /// The role the loop last published.
+    pub(crate) fn status_role(&self) -> NodeRole {
+        match self.shared.published.role.load(Ordering::Acquire) {
+            ROLE_LEADER => NodeRole::Leader,
+            ROLE_CANDIDATE => NodeRole::Candidate,
+            ROLE_PRE_CANDIDATE => NodeRole::PreCandidate,
+            ROLE_LEARNER => NodeRole::Learner,
+            _ => NodeRole::Follower,
         }
     }
 

@@ -106,6 +106,9 @@ pub(crate) struct CoreLoop {
     /// Per peer: when the transport last delivered a message from it, and
     /// when this loop stepped it (reported when the leader is lost).
     pub(crate) heard: HashMap<d_engine_core::NodeId, (Instant, Instant)>,
+    /// `ticks_done` when the followers' match indexes were last published
+    /// to the metrics.
+    pub(crate) metrics_tick: u64,
 
     // Per-iteration batches (kept to reuse their allocations).
     pub(crate) batch: Vec<Bytes>,

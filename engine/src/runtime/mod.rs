@@ -41,6 +41,7 @@ pub(crate) mod lease_clock;
 mod leases;
 mod lifecycle;
 mod node;
+mod observe;
 pub(crate) mod quota;
 pub(crate) mod ranges;
 pub(crate) mod reads;

@@ -301,6 +301,7 @@ where
         threads: Mutex::new(Vec::new()),
         quota,
         leases: Default::default(),
+        metrics: Arc::new(crate::metrics::NodeMetrics::new()),
         config,
     });
     shared
@@ -310,7 +311,13 @@ where
     let transport = make_transport(Arc::new(NodeInbox::new(&shared)));
 
     let periodic = shared.config.durability.sync_interval();
-    let (wal_tx, wal_h) = wal_thread::spawn(st.wal, periodic, input_tx, shared.id)?;
+    let (wal_tx, wal_h) = wal_thread::spawn(
+        st.wal,
+        periodic,
+        input_tx,
+        shared.id,
+        shared.metrics.clone(),
+    )?;
     let (apply_tx, apply_h) = apply::spawn(shared.clone(), st.sm, applied_tx)?;
 
     let tick = shared.config.tick();
@@ -347,6 +354,7 @@ where
         last_leader: (u64::MAX, u64::MAX),
         logged_leader: (0, 0),
         heard: Default::default(),
+        metrics_tick: 0,
         batch: Vec::new(),
         batch_bytes: 0,
         batch_waiters: Vec::new(),

@@ -79,15 +79,25 @@ impl NodeHandle {
                     self.shared.config.queues.max_pending_reads,
                     "linearizable reads",
                     "queues.max_pending_reads",
-                )?;
+                )
+                .inspect_err(|_| self.shared.metrics.overloaded("queues.max_pending_reads"))?;
+                let started = std::time::Instant::now();
                 let (tx, rx) = oneshot::channel();
                 self.shared.send_client(Input::Read {
                     waiter: ReadWaiter::new(tx, slot),
                 })?;
-                self.shared
+                let r = self
+                    .shared
                     .wait(rx, "the linearizable read")
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
+                if r.is_ok() {
+                    self.shared
+                        .metrics
+                        .read_index_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                r
             }
         }
     }

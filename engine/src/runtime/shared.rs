@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) quota: Quota,
     /// Lease deadlines while this node leads (see [`super::lease_clock`]).
     pub(crate) leases: LeaseClock,
+    /// Prometheus metrics of this node (`crate::metrics`).
+    pub(crate) metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 /// Unix time in milliseconds (TTL deadlines and expiry checks).
@@ -187,6 +189,7 @@ impl Shared {
             "writes",
             "queues.max_pending_proposals",
         )
+        .inspect_err(|_| self.metrics.overloaded("queues.max_pending_proposals"))
     }
 
     /// The state machine, or the reason the node cannot serve.
@@ -225,6 +228,7 @@ impl Shared {
         let n = self.queued.fetch_add(1, Ordering::AcqRel);
         if n >= cap {
             self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.overloaded("queues.input_capacity");
             return Err(Error::Overloaded(format!(
                 "{n} requests are queued for the consensus loop, the limit is \
                  queues.input_capacity = {cap}; back off and retry"

@@ -44,12 +44,13 @@ pub(crate) fn spawn(
     periodic: Option<Duration>,
     input: std_mpsc::Sender<Input>,
     node_id: u64,
+    metrics: Arc<crate::metrics::NodeMetrics>,
 ) -> std::io::Result<(std_mpsc::Sender<WalTask>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std_mpsc::channel::<WalTask>();
     let h = std::thread::Builder::new()
         .name(format!("dengine-wal-{node_id}"))
         .spawn(move || {
-            if let Err(stopped) = run(&mut wal, periodic, &rx, &input) {
+            if let Err(stopped) = run(&mut wal, periodic, &rx, &input, &metrics) {
                 let e = Arc::new(stopped.error);
                 tracing::error!(error = %e, "WAL failed; stopping the node");
                 let _ = input.send(Input::Fatal(NodeFailure::Shared(e.clone())));
@@ -117,6 +118,7 @@ fn run(
     periodic: Option<Duration>,
     rx: &std_mpsc::Receiver<WalTask>,
     input: &std_mpsc::Sender<Input>,
+    metrics: &crate::metrics::NodeMetrics,
 ) -> Result<(), Stopped> {
     let closed = |error: NodeFailure| Stopped {
         error,
@@ -160,6 +162,10 @@ fn run(
                 last_batch: entries,
                 last_sync: started.elapsed(),
             };
+            metrics
+                .wal_sync_seconds
+                .observe(pacing.last_sync.as_secs_f64());
+            metrics.wal_batch_entries.observe(entries as f64);
         }
         if shutdown {
             return finish(wal).map_err(closed);
@@ -286,7 +292,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
             let (input, inputs) = std_mpsc::channel();
-            let (tx, thread) = spawn(wal, None, input, 1).unwrap();
+            let (tx, thread) = spawn(wal, None, input, 1, Default::default()).unwrap();
             // Index 5 on an empty log leaves a gap: the append is refused.
             tx.send(WalTask::Append(vec![entry(5, 1, 8)])).unwrap();
             tx.send(WalTask::Shutdown).unwrap();

@@ -664,6 +664,14 @@ impl WatchHub {
     }
 }
 
+impl WatchHub {
+    /// Open watchers (for `dengine_watchers`).
+    pub(crate) fn watcher_count(&self) -> usize {
+        let g = self.inner.lock().expect("watch hub poisoned");
+        g.watchers.iter().filter(|w| !w.tx.is_closed()).count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,12 +102,20 @@ impl NodeHandle {
             });
         }
         let slot = self.shared.proposal_slot()?;
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.send_client(Input::Propose {
             cmd: cmd.encode(),
             waiter: ProposalWaiter::new(tx, slot),
         })?;
-        self.shared.wait(rx, "the write").await
+        let out = self.shared.wait(rx, "the write").await;
+        let m = &self.shared.metrics;
+        match &out {
+            Ok(_) => m.proposals_ok.inc(),
+            Err(_) => m.proposals_failed.inc(),
+        }
+        m.proposal_seconds.observe(started.elapsed().as_secs_f64());
+        out
     }
 
     pub(super) fn command(op: Op, write_id: Option<WriteId>) -> Command {

@@ -18,8 +18,12 @@
 //!   follower or learner → UNAVAILABLE / `NOT_LEADER` with the leader's id
 //!   and client address; clients follow the hint. No server-side forwarding.
 //! - Health: the empty service name and every d-engine service report
-//!   SERVING while the node runs, NOT_SERVING once it stops or the server
-//!   shuts down.
+//!   SERVING while the node can serve linearizable requests and has
+//!   storage quota left (`crate::metrics::health`: a leader heard from
+//!   recently, not failed, no NOSPACE alarm), NOT_SERVING otherwise and
+//!   once the server shuts down.
+//! - Metrics: every call is counted by method and status
+//!   (`crate::metrics::grpc`, `docs/metrics.md`).
 //! - Auth (`[auth]`, off by default; `docs/auth.md`): every Kv, Cluster
 //!   and Admin RPC authenticates (UNAUTHENTICATED otherwise); Kv checks
 //!   the key or prefix against the user's grants and Admin needs the
@@ -110,7 +114,18 @@ pub async fn serve_clients_tls(
     }
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    set_health(&reporter, ServingStatus::Serving).await;
+    // The status before the first call; the driver keeps it current.
+    let initial = if handle.health().serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    set_health(&reporter, initial).await;
+    let health_driver = tokio::spawn(crate::metrics::health::drive_grpc_health(
+        handle.clone(),
+        reporter.clone(),
+        &SERVICE_NAMES,
+    ));
 
     // List only what this port serves (the descriptor set also holds the
     // peer-only `dengine.v1.Raft`).
@@ -143,6 +158,8 @@ pub async fn serve_clients_tls(
             _ = shutdown => {}
             _ = node.stopped() => {}
         }
+        health_driver.abort();
+        let _ = health_driver.await;
         set_health(&health_reporter, ServingStatus::NotServing).await;
         stop.send_replace(true);
     });
@@ -185,6 +202,9 @@ pub async fn serve_clients_tls(
 
     let mut server_stop = stop_rx.clone();
     let result = builder
+        .layer(crate::metrics::grpc::GrpcMetricsLayer::new(
+            handle.shared.metrics.clone(),
+        ))
         .max_concurrent_streams(Some(handle.config().limits.max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

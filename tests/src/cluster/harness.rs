@@ -369,7 +369,11 @@ impl Cluster {
         }
     }
 
-    /// Waits until node `id` answers on its client port (health SERVING).
+    /// Waits until node `id` answers the gRPC health check on its client
+    /// port, SERVING or NOT_SERVING: the process is up and its client API
+    /// runs. (Health says SERVING only once the node follows a live leader
+    /// — docs/metrics.md — which a restarted node in a cluster that lost
+    /// its majority, or a joiner not yet added, does not.)
     pub async fn wait_serving(&mut self, id: u64, timeout: Duration) -> Result<(), String> {
         use tonic_health::pb::health_client::HealthClient;
         use tonic_health::pb::HealthCheckRequest;
@@ -382,7 +386,8 @@ impl Cluster {
                     })
                     .await
                 {
-                    if r.into_inner().status == 1 {
+                    // 1 = SERVING, 2 = NOT_SERVING.
+                    if matches!(r.into_inner().status, 1 | 2) {
                         return Ok(());
                     }
                 }

@@ -16,6 +16,22 @@ use super::super::shared::{role_code, MembersView};
 use super::CoreLoop;
 
 impl CoreLoop {
+    /// Health and lag inputs for `crate::metrics`: when the leader was
+    /// last heard from (now, on the leader itself) and, once per tick on
+    /// the leader, the followers' match indexes.
+    fn publish_metrics(&mut self, leader: u64, is_leader: bool) {
+        let m = &self.shared.metrics;
+        if is_leader {
+            m.leader_contact(self.shared.epoch, Instant::now());
+            if self.ticks_done != self.metrics_tick {
+                self.metrics_tick = self.ticks_done;
+                m.set_follower_match(self.core.follower_matches());
+            }
+        } else if let Some((_, stepped)) = self.heard.get(&leader) {
+            m.leader_contact(self.shared.epoch, *stepped);
+        }
+    }
+
     /// Logs a change of leader or term as this node sees it: an election
     /// under load shows up here (and in latency), nowhere else.
     fn log_leader_change(&mut self, now: (u64, u64), role: Role) {
@@ -126,8 +142,12 @@ impl CoreLoop {
         }
         let leader = (st.leader.unwrap_or(0), st.term);
         if leader != self.logged_leader {
+            if leader.0 != 0 {
+                self.shared.metrics.leader_changes.inc();
+            }
             self.log_leader_change(leader, st.role);
         }
+        self.publish_metrics(leader.0, is_leader);
         if leader != self.last_leader {
             self.last_leader = leader;
             let view = self.shared.members_view();

@@ -117,16 +117,26 @@ impl CoreLoop {
         let mut source = super::super::apply::WithMembership::new(source, membership);
         let store = self.snapshots.clone();
         let input = self.shared.input.clone();
+        let metrics = self.shared.metrics.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dengine-snapshot-{}", self.shared.id))
             .spawn(move || {
                 if let Err(e) = lower_this_thread_priority() {
                     tracing::debug!(error = %e, "snapshot builder runs at normal priority");
                 }
+                let started = std::time::Instant::now();
                 let result = store
                     .create(&mut source)
                     .map(|info| (info.meta, info.path))
                     .map_err(|e| NodeFailure::during("writing a snapshot", e));
+                if let Ok((_, path)) = &result {
+                    metrics
+                        .snapshot_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    if let Ok(md) = std::fs::metadata(path) {
+                        metrics.snapshot_bytes.set(md.len() as i64);
+                    }
+                }
                 let _ = input.send(Input::SnapshotCreated { result });
             });
         if let Err(e) = spawned {
@@ -142,6 +152,7 @@ impl CoreLoop {
         match result {
             Ok((meta, path)) => {
                 tracing::info!(index = meta.last_index, path = %path.display(), "snapshot created");
+                self.shared.metrics.snapshots_created.inc();
                 let index = meta.last_index;
                 let newer = self
                     .latest_snapshot
@@ -163,6 +174,7 @@ impl CoreLoop {
             }
             Err(e) => {
                 tracing::error!(error = %e, "snapshot failed");
+                self.shared.metrics.snapshots_failed.inc();
                 for tx in self.snapshot_waiters.drain(..) {
                     let _ = tx.send(Err(Error::Storage(e.to_string())));
                 }
@@ -219,6 +231,11 @@ impl CoreLoop {
             tracing::warn!(error = %e, "pruning old snapshots failed");
         }
         tracing::info!(index = meta.last_index, "installed snapshot from leader");
+        let m = &self.shared.metrics;
+        m.snapshots_installed.inc();
+        if let Ok(md) = std::fs::metadata(&dest) {
+            m.snapshot_bytes.set(md.len() as i64);
+        }
         self.shared
             .published
             .snapshot_index
