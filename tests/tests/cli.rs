@@ -206,52 +206,124 @@ fn keys_ranges_txn_watch_and_leases(ep: &str) {
     run(ep, &["put", "app/c", "3"]).ok();
     run(ep, &["put", "other", "x"]).ok();
     let out = run(ep, &["get", "app/a"]).ok();
-    assert_eq!(out.stdout.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
-        ["KEY", "VALUE", "MOD_REV", "VERSION", "LEASE"]);
-    assert!(out.stdout.lines().nth(1).unwrap().starts_with("app/a  1  "), "{out:?}");
-    assert_eq!(run(ep, &["get", "app/b", "-o", "simple"]).ok().stdout, "app/b\n2\n");
-    let j = run(ep, &["get", "app/", "--prefix", "-o", "json"]).ok().json();
+    assert_eq!(
+        out.stdout
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["KEY", "VALUE", "MOD_REV", "VERSION", "LEASE"]
+    );
+    assert!(
+        out.stdout.lines().nth(1).unwrap().starts_with("app/a  1  "),
+        "{out:?}"
+    );
+    assert_eq!(
+        run(ep, &["get", "app/b", "-o", "simple"]).ok().stdout,
+        "app/b\n2\n"
+    );
+    let j = run(ep, &["get", "app/", "--prefix", "-o", "json"])
+        .ok()
+        .json();
     assert_eq!(j["count"], 3);
-    let keys: Vec<_> = j["kvs"].as_array().unwrap().iter().map(|k| k["key"].clone()).collect();
+    let keys: Vec<_> = j["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].clone())
+        .collect();
     assert_eq!(keys, ["app/a", "app/b", "app/c"]);
     assert_eq!(j["kvs"][1]["mod_revision"], r1);
     // Ranges, limits, keys-only, count-only, consistency.
     assert_eq!(
-        run(ep, &["get", "app/a", "--range-end", "app/c", "-o", "simple", "--keys-only"]).ok().stdout,
+        run(
+            ep,
+            &[
+                "get",
+                "app/a",
+                "--range-end",
+                "app/c",
+                "-o",
+                "simple",
+                "--keys-only"
+            ]
+        )
+        .ok()
+        .stdout,
         "app/a\napp/b\n"
     );
     assert_eq!(
-        run(ep, &["get", "app/b", "--from-key", "-o", "simple", "--keys-only"]).ok().stdout,
+        run(
+            ep,
+            &["get", "app/b", "--from-key", "-o", "simple", "--keys-only"]
+        )
+        .ok()
+        .stdout,
         "app/b\napp/c\nother\n"
     );
-    let j = run(ep, &["get", "app/", "--prefix", "--limit", "2", "-o", "json"]).ok().json();
+    let j = run(
+        ep,
+        &["get", "app/", "--prefix", "--limit", "2", "-o", "json"],
+    )
+    .ok()
+    .json();
     assert_eq!(j["kvs"].as_array().unwrap().len(), 2);
     assert_eq!(j["more"], true);
-    assert_eq!(run(ep, &["get", "app/", "--prefix", "--count-only"]).ok().stdout, "3\n");
     assert_eq!(
-        run(ep, &["get", "app/c", "--consistency", "eventual", "-o", "simple"]).ok().stdout,
+        run(ep, &["get", "app/", "--prefix", "--count-only"])
+            .ok()
+            .stdout,
+        "3\n"
+    );
+    assert_eq!(
+        run(
+            ep,
+            &["get", "app/c", "--consistency", "eventual", "-o", "simple"]
+        )
+        .ok()
+        .stdout,
         "app/c\n3\n"
     );
     // A missing key: nothing on stdout, NOT_FOUND.
     let out = run(ep, &["get", "nope"]).code(NOT_FOUND);
-    assert!(out.stdout.is_empty() && out.stderr.contains("not found"), "{out:?}");
+    assert!(
+        out.stdout.is_empty() && out.stderr.contains("not found"),
+        "{out:?}"
+    );
     // Conflicting range flags: usage.
     let out = run(ep, &["get", "a", "--prefix", "--from-key"]).code(USAGE);
     assert!(out.stderr.contains("cannot be used with"), "{out:?}");
     // A range end before the key: the server's message, USAGE.
     let out = run(ep, &["get", "b", "--range-end", "a"]).code(USAGE);
-    assert!(out.stderr.contains("error:") && out.stderr.contains("hint:"), "{out:?}");
+    assert!(
+        out.stderr.contains("error:") && out.stderr.contains("hint:"),
+        "{out:?}"
+    );
 
     // del: single, prefix with prev-kv, range.
     run(ep, &["put", "tmp/1", "a"]).ok();
     run(ep, &["put", "tmp/2", "b"]).ok();
     run(ep, &["put", "tmp/3", "c"]).ok();
-    assert_eq!(run(ep, &["del", "tmp/1", "-o", "simple"]).ok().stdout, "1\n");
-    assert_eq!(run(ep, &["del", "tmp/1", "-o", "simple"]).ok().stdout, "0\n");
-    let j = run(ep, &["del", "tmp/", "--prefix", "--prev-kv", "-o", "json"]).ok().json();
+    assert_eq!(
+        run(ep, &["del", "tmp/1", "-o", "simple"]).ok().stdout,
+        "1\n"
+    );
+    assert_eq!(
+        run(ep, &["del", "tmp/1", "-o", "simple"]).ok().stdout,
+        "0\n"
+    );
+    let j = run(ep, &["del", "tmp/", "--prefix", "--prev-kv", "-o", "json"])
+        .ok()
+        .json();
     assert_eq!(j["deleted"], 2);
     assert_eq!(j["prev_kvs"][1]["value"], "c");
-    assert_eq!(run(ep, &["get", "tmp/", "--prefix", "--count-only"]).ok().stdout, "0\n");
+    assert_eq!(
+        run(ep, &["get", "tmp/", "--prefix", "--count-only"])
+            .ok()
+            .stdout,
+        "0\n"
+    );
 
     // txn, text form from stdin: compares hold.
     let mut cmd = cli(ep);
@@ -263,7 +335,10 @@ fn keys_ranges_txn_watch_and_leases(ep: &str) {
     )
     .ok();
     assert_eq!(out.stdout, "SUCCESS\nOK\napp/b\n2\n");
-    assert_eq!(run(ep, &["get", "app/a", "-o", "simple"]).ok().stdout, "app/a\none\n");
+    assert_eq!(
+        run(ep, &["get", "app/a", "-o", "simple"]).ok().stdout,
+        "app/a\none\n"
+    );
     // Compares fail: the failure branch runs, COMPARE_FAILED.
     let mut cmd = cli(ep);
     cmd.args(["txn", "-o", "json"]);
@@ -286,7 +361,10 @@ fn keys_ranges_txn_watch_and_leases(ep: &str) {
     .unwrap();
     let out = run(ep, &["txn", "--file", f.to_str().unwrap()]).ok();
     assert!(out.stdout.starts_with("SUCCESS"), "{out:?}");
-    assert_eq!(run(ep, &["get", "app/new", "-o", "simple"]).ok().stdout, "app/new\nmade\n");
+    assert_eq!(
+        run(ep, &["get", "app/new", "-o", "simple"]).ok().stdout,
+        "app/new\nmade\n"
+    );
     // Malformed text: USAGE, the line and what was expected.
     let mut cmd = cli(ep);
     cmd.arg("txn");
@@ -302,30 +380,83 @@ fn keys_ranges_txn_watch_and_leases(ep: &str) {
     assert!(out.stderr.contains("before a section"), "{out:?}");
 
     // watch: replay from a revision, --count, range filtering, JSON lines.
-    let w1 = run(ep, &["-o", "json", "put", "w/a", "1"]).ok().json()["revision"].as_u64().unwrap();
+    let w1 = run(ep, &["-o", "json", "put", "w/a", "1"]).ok().json()["revision"]
+        .as_u64()
+        .unwrap();
     run(ep, &["put", "w/b", "2"]).ok();
     run(ep, &["put", "w/c", "3"]).ok();
     run(ep, &["del", "w/a"]).ok();
-    let out = run(ep, &["watch", "w/", "--prefix", "--rev", &w1.to_string(), "--count", "4", "-o", "json"]).ok();
-    let events: Vec<serde_json::Value> =
-        out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let seen: Vec<_> = events.iter().map(|e| (e["type"].as_str().unwrap(), e["key"].as_str().unwrap())).collect();
-    assert_eq!(seen, [("PUT", "w/a"), ("PUT", "w/b"), ("PUT", "w/c"), ("DELETE", "w/a")]);
-    let out = run(ep, &["watch", "w/b", "--range-end", "w/c", "--rev", &w1.to_string(), "--count", "1", "-o", "simple"]).ok();
+    let out = run(
+        ep,
+        &[
+            "watch",
+            "w/",
+            "--prefix",
+            "--rev",
+            &w1.to_string(),
+            "--count",
+            "4",
+            "-o",
+            "json",
+        ],
+    )
+    .ok();
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("PUT", "w/a"),
+            ("PUT", "w/b"),
+            ("PUT", "w/c"),
+            ("DELETE", "w/a")
+        ]
+    );
+    let out = run(
+        ep,
+        &[
+            "watch",
+            "w/b",
+            "--range-end",
+            "w/c",
+            "--rev",
+            &w1.to_string(),
+            "--count",
+            "1",
+            "-o",
+            "simple",
+        ],
+    )
+    .ok();
     assert_eq!(out.stdout, "PUT\nw/b\n2\n");
     // A live watch prints new events, and Ctrl-C ends it with 0.
     let live = Running::start(ep, &["watch", "live"]);
     eventually("the live watch sees a put", || {
         run(ep, &["put", "live", "v"]).ok();
-        live.lines.recv_timeout(Duration::from_millis(500)).is_ok_and(|l| l.contains("live"))
+        live.lines
+            .recv_timeout(Duration::from_millis(500))
+            .is_ok_and(|l| l.contains("live"))
     });
     live.interrupt();
     assert_eq!(live.wait(), OK);
 
     // leases: grant, put --lease, timetolive --keys, list, keepalive, revoke.
-    let id = run(ep, &["lease", "grant", "60", "-o", "simple"]).ok().stdout.trim().to_string();
+    let id = run(ep, &["lease", "grant", "60", "-o", "simple"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     run(ep, &["put", "leased", "x", "--lease", &id]).ok();
-    let j = run(ep, &["lease", "timetolive", &id, "--keys", "-o", "json"]).ok().json();
+    let j = run(ep, &["lease", "timetolive", &id, "--keys", "-o", "json"])
+        .ok()
+        .json();
     assert_eq!(j["granted_ttl_ms"], 60_000);
     assert_eq!(j["keys"][0], "leased");
     let out = run(ep, &["lease", "list"]).ok();
@@ -341,28 +472,65 @@ fn keys_ranges_txn_watch_and_leases(ep: &str) {
     run(ep, &["get", "leased"]).code(NOT_FOUND);
     // Unknown lease: NOT_FOUND with the server's message and a hint.
     let out = run(ep, &["lease", "revoke", &id]).code(NOT_FOUND);
-    assert!(out.stderr.contains("lease not found") && out.stderr.contains("lease grant"), "{out:?}");
+    assert!(
+        out.stderr.contains("lease not found") && out.stderr.contains("lease grant"),
+        "{out:?}"
+    );
     run(ep, &["put", "k", "v", "--lease", "12345"]).code(NOT_FOUND);
     run(ep, &["lease", "timetolive", "12345"]).code(NOT_FOUND);
     // put --ttl: the key expires.
     run(ep, &["put", "short", "x", "--ttl", "1s"]).ok();
-    eventually("the key with a TTL expires", || run(ep, &["get", "short"]).code == NOT_FOUND);
+    eventually("the key with a TTL expires", || {
+        run(ep, &["get", "short"]).code == NOT_FOUND
+    });
 
     // check perf: a short load test prints throughput and percentiles and
     // removes its keys.
-    let j = run(ep, &["check", "perf", "--clients", "2", "--duration", "1s", "-o", "json"]).ok().json();
+    let j = run(
+        ep,
+        &[
+            "check",
+            "perf",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+            "-o",
+            "json",
+        ],
+    )
+    .ok()
+    .json();
     assert!(j["ops"].as_u64().unwrap() > 0, "{j}");
-    assert!(j["p99_us"].as_u64().unwrap() >= j["p50_us"].as_u64().unwrap(), "{j}");
+    assert!(
+        j["p99_us"].as_u64().unwrap() >= j["p50_us"].as_u64().unwrap(),
+        "{j}"
+    );
     assert_eq!(
-        run(ep, &["get", "/dengine-check-perf/", "--prefix", "--count-only"]).ok().stdout,
+        run(
+            ep,
+            &["get", "/dengine-check-perf/", "--prefix", "--count-only"]
+        )
+        .ok()
+        .stdout,
         "0\n"
     );
-    let out = run(ep, &["check", "perf", "--clients", "1", "--duration", "500ms"]).ok();
-    assert!(out.stdout.contains("OPS/S") && out.stdout.contains("P99"), "{out:?}");
+    let out = run(
+        ep,
+        &["check", "perf", "--clients", "1", "--duration", "500ms"],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("OPS/S") && out.stdout.contains("P99"),
+        "{out:?}"
+    );
 
     // snapshot trigger.
     let out = run(ep, &["snapshot", "trigger"]).ok();
-    assert!(out.stdout.starts_with("snapshot taken at index "), "{out:?}");
+    assert!(
+        out.stdout.starts_with("snapshot taken at index "),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +544,11 @@ async fn cli_lock_elect_membership_and_status() {
     let j = run(&ep, &["endpoint", "status", "-o", "json"]).ok().json();
     let members = j["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{j}");
-    assert_eq!(members.iter().filter(|m| m["leader"] == true).count(), 1, "{j}");
+    assert_eq!(
+        members.iter().filter(|m| m["leader"] == true).count(),
+        1,
+        "{j}"
+    );
     assert_eq!(j["leader_id"], leader);
     for m in members {
         for f in ["term", "commit_index", "applied_index", "lag", "data_bytes"] {
@@ -397,9 +569,22 @@ async fn cli_lock_elect_membership_and_status() {
 
     // lock with a command: the command gets the fencing token, the CLI
     // exits with the command's code, and the lock is released afterwards.
-    let out = run(&ep, &["lock", "jobs", "--", "sh", "-c", "echo token=$DENGINE_LOCK_FENCING_TOKEN; exit 7"]);
+    let out = run(
+        &ep,
+        &[
+            "lock",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            "echo token=$DENGINE_LOCK_FENCING_TOKEN; exit 7",
+        ],
+    );
     assert_eq!(out.code, 7, "{out:?}");
-    assert!(out.stdout.starts_with("token=") && out.stdout.trim().len() > "token=".len(), "{out:?}");
+    assert!(
+        out.stdout.starts_with("token=") && out.stdout.trim().len() > "token=".len(),
+        "{out:?}"
+    );
     // Held until Ctrl-C: a second locker waits meanwhile.
     let holder = Running::start(&ep, &["lock", "jobs"]);
     let first = holder.line("lock acquired");
@@ -415,12 +600,23 @@ async fn cli_lock_elect_membership_and_status() {
     waiter.interrupt();
     assert_eq!(waiter.wait(), OK);
     // Released: no lock keys remain.
-    assert_eq!(run(&ep, &["get", "jobs/", "--prefix", "--count-only"]).ok().stdout, "0\n");
+    assert_eq!(
+        run(&ep, &["get", "jobs/", "--prefix", "--count-only"])
+            .ok()
+            .stdout,
+        "0\n"
+    );
 
     // elect: a candidate leads until Ctrl-C; --listen sees it.
     let cand = Running::start(&ep, &["elect", "primary", "node-a"]);
     assert!(cand.line("elected").starts_with("elected primary/"));
-    let out = run(&ep, &["elect", "primary", "--listen", "--count", "1", "-o", "simple"]).ok();
+    let out = run(
+        &ep,
+        &[
+            "elect", "primary", "--listen", "--count", "1", "-o", "simple",
+        ],
+    )
+    .ok();
     assert_eq!(out.stdout, "node-a\n");
     let listener = Running::start(&ep, &["elect", "primary", "--listen", "-o", "simple"]);
     assert_eq!(listener.line("current leader"), "node-a");
@@ -437,17 +633,35 @@ async fn cli_lock_elect_membership_and_status() {
 
     // member add-learner / promote / remove, leader transfer.
     let (peer, client) = c.spawn_joiner(4);
-    let j = run(&ep, &["member", "add-learner", "4", &peer, &client, "-o", "json"]).ok().json();
-    let m4 = j["members"].as_array().unwrap().iter().find(|m| m["id"] == 4).cloned().unwrap();
+    let j = run(
+        &ep,
+        &["member", "add-learner", "4", &peer, &client, "-o", "json"],
+    )
+    .ok()
+    .json();
+    let m4 = j["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .cloned()
+        .unwrap();
     assert_eq!(m4["role"], "learner");
     eventually("learner 4 is promoted once caught up", || {
         run(&ep, &["member", "promote", "4"]).code == OK
     });
     let out = run(&ep, &["member", "list", "-o", "simple"]).ok();
-    assert!(out.stdout.lines().any(|l| l.starts_with("4 voter ")), "{out:?}");
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("4 voter ")),
+        "{out:?}"
+    );
     let out = run(&ep, &["member", "promote", "99"]);
     assert_ne!(out.code, OK, "{out:?}");
-    let target = *c.ids().iter().find(|id| **id != leader && **id != 4).unwrap();
+    let target = *c
+        .ids()
+        .iter()
+        .find(|id| **id != leader && **id != 4)
+        .unwrap();
     run(&ep, &["leader", "transfer", &target.to_string()]).ok();
     eventually("the leadership moves", || {
         run(&ep, &["member", "list", "-o", "json"]).json()["leader_id"] == target
@@ -465,10 +679,16 @@ fn cli_errors_without_a_cluster() {
     let port = free_ports(1)[0];
     let nobody = format!("127.0.0.1:{port}");
     let out = run(&nobody, &["--timeout", "2s", "get", "k"]).code(UNAVAILABLE);
-    assert!(out.stderr.contains(&nobody) && out.stderr.contains("--endpoints"), "{out:?}");
+    assert!(
+        out.stderr.contains(&nobody) && out.stderr.contains("--endpoints"),
+        "{out:?}"
+    );
     // The flag wins over the environment variable.
-    let out = run("127.0.0.1:1", &["--endpoints", &nobody, "--timeout", "2s", "member", "list"])
-        .code(UNAVAILABLE);
+    let out = run(
+        "127.0.0.1:1",
+        &["--endpoints", &nobody, "--timeout", "2s", "member", "list"],
+    )
+    .code(UNAVAILABLE);
     assert!(out.stderr.contains(&nobody), "{out:?}");
     // Usage errors: exit 2 before any connection.
     run(&nobody, &["get"]).code(USAGE);
@@ -567,15 +787,28 @@ async fn cli_auth_flags() {
         let out = run(&ep, &["put", "app/x", "1"]).code(AUTH);
         assert!(out.stderr.contains("--user"), "{out:?}");
         eventually("the writer can write", || {
-            run(&ep, &["--user", "writer", "--password", "wpw", "put", "app/x", "1"]).code == OK
+            run(
+                &ep,
+                &["--user", "writer", "--password", "wpw", "put", "app/x", "1"],
+            )
+            .code
+                == OK
         });
         let mut cmd = cli(&ep);
         cmd.env("DENGINE_USER", "writer")
             .env("DENGINE_PASSWORD", "wpw")
             .args(["get", "app/x", "-o", "simple"]);
         assert_eq!(run_with(cmd, "").ok().stdout, "app/x\n1\n");
-        run(&ep, &["--user", "writer", "--password", "nope", "get", "app/x"]).code(AUTH);
-        let out = run(&ep, &["--user", "writer", "--password", "wpw", "put", "other", "1"]).code(AUTH);
+        run(
+            &ep,
+            &["--user", "writer", "--password", "nope", "get", "app/x"],
+        )
+        .code(AUTH);
+        let out = run(
+            &ep,
+            &["--user", "writer", "--password", "wpw", "put", "other", "1"],
+        )
+        .code(AUTH);
         assert!(out.stderr.contains("permission denied"), "{out:?}");
     });
 }

@@ -64,7 +64,12 @@ pub struct Global {
     #[arg(long, global = true, env = "DENGINE_CACERT", value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs --key.
-    #[arg(long = "cert", global = true, env = "DENGINE_CERT", value_name = "FILE")]
+    #[arg(
+        long = "cert",
+        global = true,
+        env = "DENGINE_CERT",
+        value_name = "FILE"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS; needs --cert.
     #[arg(long = "key", global = true, env = "DENGINE_KEY", value_name = "FILE")]

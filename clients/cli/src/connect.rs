@@ -58,9 +58,7 @@ pub fn builder(g: &Global) -> CliResult<ClientBuilder> {
             ))
         }
         (None, Some(_), _) => {
-            return Err(CliError::usage(
-                "--password needs --user (or DENGINE_USER)",
-            ))
+            return Err(CliError::usage("--password needs --user (or DENGINE_USER)"))
         }
         (None, None, Some(t)) => b = b.token(t.clone()),
         (None, None, None) => {}

@@ -27,9 +27,11 @@ pub fn parse(input: &str) -> Result<Txn, String> {
         parse_text(input)?
     };
     if txn.compares.is_empty() && txn.success.is_empty() && txn.failure.is_empty() {
-        return Err("the transaction is empty: give at least one compare or operation \
+        return Err(
+            "the transaction is empty: give at least one compare or operation \
                     (see `dengine txn --help` and docs/cli.md)"
-            .into());
+                .into(),
+        );
     }
     Ok(txn)
 }
@@ -194,7 +196,8 @@ fn parse_compare(toks: &[Tok]) -> Result<Compare, String> {
         _ => return Err(COMPARE_FORM.into()),
     };
     let op = compare_op(&op_text)?;
-    let operand_text = || String::from_utf8_lossy(&bytes(&operand).unwrap_or_default()).into_owned();
+    let operand_text =
+        || String::from_utf8_lossy(&bytes(&operand).unwrap_or_default()).into_owned();
     let number = || -> Result<u64, String> {
         let s = operand_text();
         s.parse()
@@ -245,7 +248,12 @@ fn parse_op(toks: &[Tok]) -> Result<TxnOp, String> {
                     Tok::Word(w) if w.starts_with("lease=") => {
                         lease = crate::args::parse_id(&w["lease=".len()..])?;
                     }
-                    other => return Err(format!("unexpected {} after put; {OP_FORM}", other.describe())),
+                    other => {
+                        return Err(format!(
+                            "unexpected {} after put; {OP_FORM}",
+                            other.describe()
+                        ))
+                    }
                 }
             }
             Ok(TxnOp::Put { key, value, lease })
@@ -270,11 +278,15 @@ fn parse_op(toks: &[Tok]) -> Result<TxnOp, String> {
                         let e = it.next().and_then(bytes).ok_or("end= needs a key")?;
                         set(&mut end, RangeEnd::Before(e))?
                     }
-                    Tok::Word(w) if w.starts_with("end=") => {
-                        set(&mut end, RangeEnd::Before(w["end=".len()..].as_bytes().to_vec()))?
-                    }
+                    Tok::Word(w) if w.starts_with("end=") => set(
+                        &mut end,
+                        RangeEnd::Before(w["end=".len()..].as_bytes().to_vec()),
+                    )?,
                     other => {
-                        return Err(format!("unexpected {} after {verb}; {OP_FORM}", other.describe()))
+                        return Err(format!(
+                            "unexpected {} after {verb}; {OP_FORM}",
+                            other.describe()
+                        ))
                     }
                 }
             }
@@ -382,7 +394,8 @@ fn parse_json(input: &str) -> Result<Txn, String> {
                 )))
             }
         };
-        txn.compares.push(Compare::new(c.key.into_bytes(), op, target));
+        txn.compares
+            .push(Compare::new(c.key.into_bytes(), op, target));
     }
     let ops = |list: Vec<JsonOp>, branch: &str| -> Result<Vec<TxnOp>, String> {
         list.into_iter()

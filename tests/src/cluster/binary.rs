@@ -17,10 +17,12 @@ use std::sync::OnceLock;
 /// it cannot be found or built.
 pub fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| match locate("d-engine-server", "d-engine-server", "DENGINE_SERVER_BIN") {
-        Ok(p) => p,
-        Err(e) => panic!("cannot find or build d-engine-server: {e}"),
-    })
+    BIN.get_or_init(
+        || match locate("d-engine-server", "d-engine-server", "DENGINE_SERVER_BIN") {
+            Ok(p) => p,
+            Err(e) => panic!("cannot find or build d-engine-server: {e}"),
+        },
+    )
     .clone()
 }
 
@@ -28,10 +30,12 @@ pub fn server_binary() -> PathBuf {
 /// [`server_binary`] (`$DENGINE_CLI_BIN` overrides).
 pub fn cli_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| match locate("dengine", "dengine-cli", "DENGINE_CLI_BIN") {
-        Ok(p) => p,
-        Err(e) => panic!("cannot find or build dengine: {e}"),
-    })
+    BIN.get_or_init(
+        || match locate("dengine", "dengine-cli", "DENGINE_CLI_BIN") {
+            Ok(p) => p,
+            Err(e) => panic!("cannot find or build dengine: {e}"),
+        },
+    )
     .clone()
 }
 

@@ -32,7 +32,13 @@ fn print_members(format: Format, members: &[MemberInfo], leader: u64) {
         })),
         Format::Simple => {
             for m in members {
-                println!("{} {} {} {}", m.id, role(m.role), m.peer_addr, m.client_addr);
+                println!(
+                    "{} {} {} {}",
+                    m.id,
+                    role(m.role),
+                    m.peer_addr,
+                    m.client_addr
+                );
             }
         }
         Format::Table => {
@@ -210,10 +216,7 @@ pub async fn endpoint(g: &Global, c: EndpointCmd) -> CliResult {
                     }
                     Err(e) => {
                         failed += 1;
-                        eprintln!(
-                            "member {} at {}: {e}",
-                            p.member.id, p.member.client_addr
-                        );
+                        eprintln!("member {} at {}: {e}", p.member.id, p.member.client_addr);
                         rows.push(json!({
                             "endpoint": p.member.client_addr, "id": p.member.id, "error": e,
                         }));

@@ -46,11 +46,13 @@ pub async fn lock(g: &Global, a: LockArgs) -> CliResult {
     let lease = held.lease();
     let ended = if a.cmd.is_empty() {
         match g.output {
-            Format::Json => print_json(&json!({"key": key, "fencing_token": token, "lease": lease})),
+            Format::Json => {
+                print_json(&json!({"key": key, "fencing_token": token, "lease": lease}))
+            }
             Format::Simple => println!("{key}"),
-            Format::Table => println!(
-                "locked {key} (fencing token {token}, lease {lease}); Ctrl-C releases it"
-            ),
+            Format::Table => {
+                println!("locked {key} (fencing token {token}, lease {lease}); Ctrl-C releases it")
+            }
         }
         tokio::select! {
             _ = stop.recv() => Ended::Interrupted,
@@ -110,7 +112,7 @@ pub async fn elect(g: &Global, a: ElectArgs) -> CliResult {
         let mut rx = kv.observe(&a.name).await?;
         let mut seen = 0u64;
         let mut stop = Interrupt::new()?;
-                loop {
+        loop {
             let item = tokio::select! {
                 _ = stop.recv() => return Ok(exit::OK),
                 m = rx.recv() => m,

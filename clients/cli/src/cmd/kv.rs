@@ -112,7 +112,10 @@ pub async fn get(g: &Global, a: GetArgs) -> CliResult {
                 print_kvs(f, &kvs, a.keys_only);
             }
             if more {
-                eprintln!("({} of {count} keys shown; raise --limit for more)", kvs.len());
+                eprintln!(
+                    "({} of {count} keys shown; raise --limit for more)",
+                    kvs.len()
+                );
             }
         }
     }
@@ -167,9 +170,8 @@ pub async fn del(g: &Global, a: DelArgs) -> CliResult {
 
 pub async fn txn(g: &Global, a: TxnArgs) -> CliResult {
     let input = match &a.file {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| {
-            CliError::usage(format!("cannot read txn file {}: {e}", p.display()))
-        })?,
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| CliError::usage(format!("cannot read txn file {}: {e}", p.display())))?,
         None => {
             let mut s = String::new();
             std::io::stdin()

@@ -36,22 +36,24 @@ pub async fn lease(g: &Global, c: LeaseCmd) -> CliResult {
         }
         LeaseCmd::Keepalive { id, once } => {
             let mut stop = Interrupt::new()?;
-                        loop {
-            let ttl = kv.lease_renew(id).await?;
-            match g.output {
-                Format::Json => print_json(&json!({"id": id, "ttl_ms": ttl.as_millis() as u64})),
-                Format::Simple => println!("{}", ttl.as_millis()),
-                Format::Table => println!("lease {id} kept alive, TTL {}", human_duration(ttl)),
-            }
-            if once {
-                break;
-            }
-            // Renew three times per TTL, like the clients' lease keepers.
-            let pause = (ttl / 3).max(Duration::from_millis(50));
-            tokio::select! {
-                _ = stop.recv() => break,
-                _ = tokio::time::sleep(pause) => {}
-            }
+            loop {
+                let ttl = kv.lease_renew(id).await?;
+                match g.output {
+                    Format::Json => {
+                        print_json(&json!({"id": id, "ttl_ms": ttl.as_millis() as u64}))
+                    }
+                    Format::Simple => println!("{}", ttl.as_millis()),
+                    Format::Table => println!("lease {id} kept alive, TTL {}", human_duration(ttl)),
+                }
+                if once {
+                    break;
+                }
+                // Renew three times per TTL, like the clients' lease keepers.
+                let pause = (ttl / 3).max(Duration::from_millis(50));
+                tokio::select! {
+                    _ = stop.recv() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
         }
         LeaseCmd::Timetolive { id, keys } => {

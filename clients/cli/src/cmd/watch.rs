@@ -87,7 +87,7 @@ pub async fn watch(g: &Global, a: WatchArgs) -> CliResult {
         return Ok(exit::OK);
     }
     let mut stop = Interrupt::new()?;
-        loop {
+    loop {
         tokio::select! {
             _ = stop.recv() => return Ok(exit::OK),
             ev = stream.recv() => match ev {
