@@ -26,6 +26,7 @@
 mod admin;
 mod auth;
 mod backoff;
+mod backup;
 mod builder;
 mod client;
 mod cluster;
@@ -37,6 +38,7 @@ pub mod tls;
 mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
+pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use auth::Credentials;
 pub use backoff::RetryPolicy;
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
