@@ -531,6 +531,22 @@ fn keys_ranges_txn_watch_and_leases(ep: &str) {
         out.stdout.starts_with("snapshot taken at index "),
         "{out:?}"
     );
+    // snapshot save: a verified file; an existing file needs --overwrite.
+    let file = dir.path().join("backup.snap");
+    let file_s = file.to_str().unwrap();
+    let j = run(ep, &["snapshot", "save", file_s, "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        j["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&file).unwrap().len()
+    );
+    assert!(j["revision"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["sha256"].as_str().unwrap().len(), 64, "{j}");
+    let out = run(ep, &["snapshot", "save", file_s]).code(USAGE);
+    assert!(out.stderr.contains("--overwrite"), "{out:?}");
+    let out = run(ep, &["snapshot", "save", file_s, "--overwrite"]).ok();
+    assert!(out.stdout.starts_with("saved "), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

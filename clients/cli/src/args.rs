@@ -361,6 +361,18 @@ pub struct PerfArgs {
 pub enum SnapshotCmd {
     /// Snapshot the leader's state machine now (compacts its log).
     Trigger,
+    /// Stream a consistent backup into FILE (verified by its sha256; restore
+    /// it with `d-engine-server restore`, docs/operations.md).
+    Save {
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        /// Save from this member (its client address) instead of the
+        /// leader; covers what that member has applied.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+    },
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.

@@ -96,8 +96,44 @@ pub async fn leader(g: &Global, c: LeaderCmd) -> CliResult {
 }
 
 pub async fn snapshot(g: &Global, c: SnapshotCmd) -> CliResult {
-    let SnapshotCmd::Trigger = c;
     let client = connect(g).await?;
+    let (file, overwrite, from) = match c {
+        SnapshotCmd::Trigger => return snapshot_trigger(g, &client).await,
+        SnapshotCmd::Save {
+            file,
+            overwrite,
+            from,
+        } => (file, overwrite, from),
+    };
+    let admin = client.admin();
+    let s = match from {
+        Some(addr) => admin.snapshot_save_from(&addr, &file, overwrite).await?,
+        None => admin.snapshot_save(&file, overwrite).await?,
+    };
+    match g.output {
+        Format::Json => print_json(&json!({
+            "path": s.path.display().to_string(),
+            "node_id": s.node_id,
+            "revision": s.revision,
+            "term": s.term,
+            "bytes": s.bytes,
+            "sha256": s.sha256,
+        })),
+        Format::Simple => println!("{}", s.sha256),
+        Format::Table => println!(
+            "saved {} from node {}: revision {}, term {}, {}, sha256 {}",
+            s.path.display(),
+            s.node_id,
+            s.revision,
+            s.term,
+            human_bytes(s.bytes),
+            s.sha256
+        ),
+    }
+    Ok(exit::OK)
+}
+
+async fn snapshot_trigger(g: &Global, client: &Client) -> CliResult {
     let index = client.admin().trigger_snapshot().await?;
     match g.output {
         Format::Json => print_json(&json!({"snapshot_index": index})),
