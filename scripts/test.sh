@@ -28,9 +28,12 @@ cargo fmt --all -- --check
 stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-stage "build d-engine-server"
-cargo build -p d-engine-server --locked
+stage "build d-engine-server and the dengine CLI"
+cargo build -p d-engine-server -p dengine-cli --locked
 export DENGINE_SERVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/d-engine-server"
+# tests/tests/cli.rs runs it; `cargo test --workspace` also runs the CLI's
+# own tests (txn grammar, help text in docs/cli.md).
+export DENGINE_CLI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/dengine"
 
 stage "cargo test --workspace"
 cargo test --workspace --locked

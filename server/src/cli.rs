@@ -118,6 +118,16 @@ pub struct Cli {
     )]
     pub log: String,
 
+    /// DISASTER RECOVERY ONLY: before starting, make this node the only
+    /// voter of its cluster from its own data (the other members are
+    /// removed from its configuration, durably), so it serves again after
+    /// the majority was lost for good. Never set it on a healthy cluster,
+    /// never start the removed members with their old data, and remove the
+    /// flag after this start (`docs/operations.md`). No environment
+    /// variable sets it.
+    #[arg(long)]
+    pub force_new_cluster: bool,
+
     /// Print the effective configuration as TOML and exit. Secrets
     /// (`auth.forward_token`, password hashes, token digests) are shown as
     /// "<redacted>".
@@ -159,6 +169,9 @@ pub enum Command {
     /// Write a new random cluster secret (mode 0600) for `[peer]
     /// secret_file`; copy the same file to every node.
     GenSecret(crate::secrets::GenSecretArgs),
+    /// Build the data directory of a node of a NEW cluster from a backup
+    /// (`dengine snapshot save FILE`); see `docs/operations.md`.
+    Restore(crate::restore::RestoreArgs),
 }
 
 /// A configuration key and the flag / environment variable that set it.

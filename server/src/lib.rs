@@ -17,6 +17,7 @@
 pub mod certs;
 pub mod cli;
 pub mod logging;
+pub mod restore;
 pub mod secrets;
 
 use std::future::Future;
@@ -256,6 +257,30 @@ impl Signals {
     }
 }
 
+/// `--force-new-cluster`: rewrites the membership of the node's data dir
+/// (it becomes the only voter) before the node starts; logged at `warn` by
+/// the runtime. Refused for a joining node.
+async fn force_new_cluster(config: &Config) -> Result<(), ServerError> {
+    if config.join {
+        return Err(ConfigError::new(
+            "join",
+            "--force-new-cluster restarts a survivor from its own data; a joining node has              none. Remove --join (or --force-new-cluster)",
+        )
+        .into());
+    }
+    tracing::warn!(
+        node_id = config.node_id,
+        data_dir = %config.data_dir.display(),
+        "FORCE-NEW-CLUSTER requested: making this node the only voter of its cluster"
+    );
+    let cfg = config.clone();
+    tokio::task::spawn_blocking(move || d_engine::runtime::force_new_cluster(&cfg))
+        .await
+        .map_err(|e| ServerError::Start(format!("force-new-cluster task failed: {e}")))?
+        .map_err(|e| ServerError::Start(format!("force-new-cluster: {e}")))?;
+    Ok(())
+}
+
 /// Everything `main` does after parsing flags: configuration, listeners,
 /// serving until a signal.
 pub async fn main_with(cli: Cli) -> Result<(), ServerError> {
@@ -267,6 +292,9 @@ pub async fn main_with(cli: Cli) -> Result<(), ServerError> {
     if !overrides.is_empty() {
         let keys: Vec<&str> = overrides.iter().map(|o| o.key).collect();
         tracing::info!(?keys, "configuration keys set by flags or environment");
+    }
+    if cli.force_new_cluster {
+        force_new_cluster(&config).await?;
     }
     let listeners = bind(&mut config).await?;
     run(config, listeners, shutdown_signal()).await

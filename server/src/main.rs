@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use d_engine_server::{certs, logging, main_with, secrets, Cli, Command, LogFormat};
+use d_engine_server::{certs, logging, main_with, restore, secrets, Cli, Command, LogFormat};
 
 /// mimalloc: sled and the request path allocate from several threads at
 /// once, where glibc malloc's arena locks cost a third of the write
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             }
             Command::GenToken => secrets::gen_token().map_err(|e| e.to_string()),
             Command::GenSecret(args) => secrets::gen_secret(args).map_err(|e| e.to_string()),
+            Command::Restore(args) => restore::main(args),
         };
         return match out {
             Ok(text) => {

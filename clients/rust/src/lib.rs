@@ -25,6 +25,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod builder;
 mod client;
 mod cluster;
@@ -36,6 +37,7 @@ pub mod tls;
 mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
+pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use auth::Credentials;
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;

@@ -180,6 +180,15 @@ impl Inner {
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
+    pub(crate) fn maintenance_rpc(
+        &self,
+        ch: Channel,
+    ) -> pb::maintenance_client::MaintenanceClient<RpcChannel> {
+        pb::maintenance_client::MaintenanceClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
     /// Normalizes an address (a leader hint or a user-given node address)
     /// with this client's default scheme.
     pub(crate) fn normalize(&self, raw: &str) -> Result<String> {

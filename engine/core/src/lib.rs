@@ -21,6 +21,7 @@ mod snapshot;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use membership::membership_after;
 pub use node::{RaftNode, RestoreState};
 pub use ready::{ReadReady, ReadRefused, Ready};
 pub use types::*;

@@ -64,6 +64,13 @@ pub(crate) fn apply(m: &Membership, change: &ConfChange) -> Membership {
     out
 }
 
+/// The configuration after `change`, exactly as a node applies a config
+/// entry appended to its log (for hosts that rewrite a log offline, e.g.
+/// force-new-cluster; changes that do not apply are ignored).
+pub fn membership_after(m: &Membership, change: &ConfChange) -> Membership {
+    apply(m, change)
+}
+
 /// Number of votes needed among `n` voters.
 pub(crate) fn quorum(n: usize) -> usize {
     n / 2 + 1

@@ -27,6 +27,7 @@
 mod addr;
 mod admin;
 mod apply;
+mod backup;
 mod cluster_info;
 mod core_loop;
 mod failure;
@@ -45,6 +46,7 @@ mod observe;
 pub(crate) mod quota;
 pub(crate) mod ranges;
 pub(crate) mod reads;
+mod recovery;
 pub(crate) mod shared;
 mod txn;
 pub(crate) mod types;
@@ -58,9 +60,11 @@ mod writes;
 mod coord_tests;
 
 pub use addr::MemberAddr;
+pub use backup::BackupSnapshot;
 pub use failure::NodeFailure;
 pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, WatchStream,
     WriteId,
 };
 pub use node::{start, StartError};
+pub use recovery::{force_new_cluster, restore_backup, RecoveryError};

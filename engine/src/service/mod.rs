@@ -1,5 +1,5 @@
 //! The client gRPC API of a node: `dengine.v1.Kv`, `Lease`, `Lock`,
-//! `Election`, `Cluster` and `Admin`
+//! `Election`, `Cluster`, `Admin` and `Maintenance` (backups)
 //! over a [`NodeHandle`], plus the standard gRPC health service
 //! (`grpc.health.v1.Health`) and server reflection (v1 and v1alpha), so
 //! `grpcurl -plaintext 127.0.0.1:9083 list` works.
@@ -39,6 +39,7 @@ pub mod election;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod maintenance;
 pub mod quota;
 mod ranges;
 pub mod status;
@@ -60,6 +61,7 @@ use d_engine_proto::v1::election_server::ElectionServer;
 use d_engine_proto::v1::kv_server::KvServer;
 use d_engine_proto::v1::lease_server::LeaseServer;
 use d_engine_proto::v1::lock_server::LockServer;
+use d_engine_proto::v1::maintenance_server::MaintenanceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
@@ -70,17 +72,19 @@ pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use lock::LockService;
+pub use maintenance::MaintenanceService;
 
 use crate::runtime::NodeHandle;
 
 /// Names reported by the health service (besides "").
-const SERVICE_NAMES: [&str; 6] = [
+const SERVICE_NAMES: [&str; 7] = [
     "dengine.v1.Kv",
     "dengine.v1.Lease",
     "dengine.v1.Lock",
     "dengine.v1.Election",
     "dengine.v1.Cluster",
     "dengine.v1.Admin",
+    "dengine.v1.Maintenance",
 ];
 
 /// Serves the client API (Kv, Cluster, Admin, health, reflection) for
@@ -196,9 +200,13 @@ pub async fn serve_clients_tls(
     )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let admin = AdminServer::new(AdminService::new(handle.clone()).with_gate(gate))
+    let admin = AdminServer::new(AdminService::new(handle.clone()).with_gate(gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let maintenance =
+        MaintenanceServer::new(MaintenanceService::new(handle.clone()).with_gate(gate))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
 
     let mut server_stop = stop_rx.clone();
     let result = builder
@@ -214,6 +222,7 @@ pub async fn serve_clients_tls(
         .add_service(election)
         .add_service(cluster)
         .add_service(admin)
+        .add_service(maintenance)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,12 +7,15 @@
 //! - [`hard_state`]: term / vote / commit, replaced atomically.
 //! - [`command`]: application commands carried in log entries, and their limits.
 //! - [`sm`]: the key-value state machine (sled) behind the `StateMachine` trait.
+//! - [`rebuild`]: offline rewrites of a data dir: restore from a backup,
+//!   force-new-cluster.
 //! - [`snapshot`]: point-in-time snapshot files, chunked transfer and atomic install.
 
 pub mod command;
 pub mod data_dir;
 pub mod hard_state;
 pub mod layout;
+pub mod rebuild;
 pub mod sm;
 pub mod snapshot;
 pub mod wal;

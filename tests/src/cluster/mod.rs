@@ -28,7 +28,7 @@ mod ports;
 mod process;
 mod tls;
 
-pub use binary::server_binary;
+pub use binary::{cli_binary, server_binary};
 pub use harness::{gen_secret, Cluster, ClusterConfig};
 pub use ports::free_ports;
 pub use process::{NodeProcess, NodeSpec};

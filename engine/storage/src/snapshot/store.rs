@@ -257,6 +257,21 @@ impl SnapshotStore {
         })
     }
 
+    /// The complete snapshot file of `index` in `<data_dir>/snapshots`, if
+    /// one exists. Read-only (unlike [`SnapshotStore::open`], which cleans
+    /// up), so it may be called while the node runs; the file may be pruned
+    /// at any time, so open it at once and read through the open handle.
+    pub fn find_complete(data_dir: &Path, index: Index) -> Result<Option<PathBuf>, SnapshotError> {
+        let store = SnapshotStore {
+            dir: data_dir.join(crate::layout::SNAPSHOTS_DIR),
+        };
+        Ok(store
+            .list()?
+            .into_iter()
+            .find(|(i, _, _)| *i == index)
+            .map(|(_, _, p)| p))
+    }
+
     /// Deletes all but the newest [`KEEP_SNAPSHOTS`] complete snapshots.
     pub fn prune(&self) -> Result<(), SnapshotError> {
         for (_, _, p) in self.list()?.into_iter().skip(KEEP_SNAPSHOTS) {

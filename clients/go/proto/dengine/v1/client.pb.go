@@ -4710,6 +4710,149 @@ func (x *ResignResponse) GetHeader() *ResponseHeader {
 	return nil
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{67}
+}
+
+// One piece of a backup. The chunks of one stream, concatenated in order
+// (`data` of each), are one snapshot file in the node's own format (magic
+// "DENGSNAP", format version, meta, records, CRC32C trailer): the file
+// `d-engine-server restore --snapshot FILE` reads.
+//
+// A backup is complete only if the stream delivered a chunk with
+// `last = true` and the sha256 of all received `data` bytes equals its
+// `sha256`; a stream that ends (or fails) before that is not a backup.
+type BackupChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// On the first chunk only: the node that serves the backup.
+	Header *ResponseHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The next bytes of the file (at most 1 MiB; may be empty on the last chunk).
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// On every chunk: the snapshot's revision (the log index it covers: every
+	// write at or below it is in the file, none above) and its Raft term.
+	Revision uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Term     uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// On every chunk: the size of the whole file in bytes.
+	TotalBytes uint64 `protobuf:"varint,5,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// On the last chunk only: sha256 of the whole file (32 bytes).
+	Sha256 []byte `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// True on the last chunk only.
+	Last          bool `protobuf:"varint,7,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_dengine_v1_client_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *BackupChunk) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
 var File_dengine_v1_client_proto protoreflect.FileDescriptor
 
 const file_dengine_v1_client_proto_rawDesc = "" +
@@ -5010,7 +5153,17 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\rResignRequest\x12-\n" +
 	"\x06leader\x18\x01 \x01(\v2\x15.dengine.v1.LeaderKeyR\x06leader\"D\n" +
 	"\x0eResignResponse\x122\n" +
-	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header*\xaf\x02\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\"\x0f\n" +
+	"\rBackupRequest\"\xd2\x01\n" +
+	"\vBackupChunk\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x1f\n" +
+	"\vtotal_bytes\x18\x05 \x01(\x04R\n" +
+	"totalBytes\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04last\x18\a \x01(\bR\x04last*\xaf\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -5093,7 +5246,9 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\bProclaim\x12\x1b.dengine.v1.ProclaimRequest\x1a\x1c.dengine.v1.ProclaimResponse\x12O\n" +
 	"\x06Leader\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse\x12R\n" +
 	"\aObserve\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse0\x01\x12?\n" +
-	"\x06Resign\x12\x19.dengine.v1.ResignRequest\x1a\x1a.dengine.v1.ResignResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
+	"\x06Resign\x12\x19.dengine.v1.ResignRequest\x1a\x1a.dengine.v1.ResignResponse2O\n" +
+	"\vMaintenance\x12@\n" +
+	"\bSnapshot\x12\x19.dengine.v1.BackupRequest\x1a\x17.dengine.v1.BackupChunk0\x01BCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
 
 var (
 	file_dengine_v1_client_proto_rawDescOnce sync.Once
@@ -5108,7 +5263,7 @@ func file_dengine_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_dengine_v1_client_proto_goTypes = []any{
 	(ErrorCode)(0),                  // 0: dengine.v1.ErrorCode
 	(Consistency)(0),                // 1: dengine.v1.Consistency
@@ -5183,6 +5338,8 @@ var file_dengine_v1_client_proto_goTypes = []any{
 	(*ElectionLeaderResponse)(nil),  // 70: dengine.v1.ElectionLeaderResponse
 	(*ResignRequest)(nil),           // 71: dengine.v1.ResignRequest
 	(*ResignResponse)(nil),          // 72: dengine.v1.ResignResponse
+	(*BackupRequest)(nil),           // 73: dengine.v1.BackupRequest
+	(*BackupChunk)(nil),             // 74: dengine.v1.BackupChunk
 }
 var file_dengine_v1_client_proto_depIdxs = []int32{
 	8,   // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
@@ -5256,75 +5413,78 @@ var file_dengine_v1_client_proto_depIdxs = []int32{
 	7,   // 68: dengine.v1.ElectionLeaderResponse.kv:type_name -> dengine.v1.KeyValue
 	64,  // 69: dengine.v1.ResignRequest.leader:type_name -> dengine.v1.LeaderKey
 	6,   // 70: dengine.v1.ResignResponse.header:type_name -> dengine.v1.ResponseHeader
-	9,   // 71: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
-	11,  // 72: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
-	13,  // 73: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
-	15,  // 74: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
-	17,  // 75: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
-	28,  // 76: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
-	30,  // 77: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
-	19,  // 78: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
-	21,  // 79: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
-	26,  // 80: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
-	40,  // 81: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
-	42,  // 82: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
-	44,  // 83: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
-	44,  // 84: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
-	46,  // 85: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
-	48,  // 86: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
-	34,  // 87: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
-	36,  // 88: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
-	38,  // 89: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
-	51,  // 90: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
-	52,  // 91: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
-	53,  // 92: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
-	54,  // 93: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
-	55,  // 94: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
-	58,  // 95: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
-	60,  // 96: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
-	62,  // 97: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
-	65,  // 98: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
-	67,  // 99: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
-	69,  // 100: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
-	69,  // 101: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
-	71,  // 102: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
-	10,  // 103: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
-	12,  // 104: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
-	14,  // 105: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
-	16,  // 106: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
-	18,  // 107: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
-	29,  // 108: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
-	32,  // 109: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
-	20,  // 110: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
-	22,  // 111: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
-	27,  // 112: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
-	41,  // 113: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
-	43,  // 114: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
-	45,  // 115: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
-	45,  // 116: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
-	47,  // 117: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
-	50,  // 118: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
-	35,  // 119: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
-	37,  // 120: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
-	39,  // 121: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
-	57,  // 122: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
-	57,  // 123: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
-	57,  // 124: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
-	57,  // 125: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
-	56,  // 126: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
-	59,  // 127: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
-	61,  // 128: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
-	63,  // 129: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
-	66,  // 130: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
-	68,  // 131: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
-	70,  // 132: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
-	70,  // 133: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
-	72,  // 134: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
-	103, // [103:135] is the sub-list for method output_type
-	71,  // [71:103] is the sub-list for method input_type
-	71,  // [71:71] is the sub-list for extension type_name
-	71,  // [71:71] is the sub-list for extension extendee
-	0,   // [0:71] is the sub-list for field type_name
+	6,   // 71: dengine.v1.BackupChunk.header:type_name -> dengine.v1.ResponseHeader
+	9,   // 72: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
+	11,  // 73: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
+	13,  // 74: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
+	15,  // 75: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
+	17,  // 76: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
+	28,  // 77: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
+	30,  // 78: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
+	19,  // 79: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
+	21,  // 80: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
+	26,  // 81: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
+	40,  // 82: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
+	42,  // 83: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
+	44,  // 84: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
+	44,  // 85: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
+	46,  // 86: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
+	48,  // 87: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
+	34,  // 88: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
+	36,  // 89: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
+	38,  // 90: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
+	51,  // 91: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
+	52,  // 92: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
+	53,  // 93: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
+	54,  // 94: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
+	55,  // 95: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
+	58,  // 96: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
+	60,  // 97: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
+	62,  // 98: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
+	65,  // 99: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
+	67,  // 100: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
+	69,  // 101: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
+	69,  // 102: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
+	71,  // 103: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
+	73,  // 104: dengine.v1.Maintenance.Snapshot:input_type -> dengine.v1.BackupRequest
+	10,  // 105: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
+	12,  // 106: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
+	14,  // 107: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
+	16,  // 108: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
+	18,  // 109: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
+	29,  // 110: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
+	32,  // 111: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
+	20,  // 112: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
+	22,  // 113: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
+	27,  // 114: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
+	41,  // 115: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
+	43,  // 116: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
+	45,  // 117: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
+	45,  // 118: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
+	47,  // 119: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
+	50,  // 120: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
+	35,  // 121: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
+	37,  // 122: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
+	39,  // 123: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
+	57,  // 124: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
+	57,  // 125: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
+	57,  // 126: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
+	57,  // 127: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
+	56,  // 128: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
+	59,  // 129: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
+	61,  // 130: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
+	63,  // 131: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
+	66,  // 132: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
+	68,  // 133: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
+	70,  // 134: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
+	70,  // 135: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
+	72,  // 136: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
+	74,  // 137: dengine.v1.Maintenance.Snapshot:output_type -> dengine.v1.BackupChunk
+	105, // [105:138] is the sub-list for method output_type
+	72,  // [72:105] is the sub-list for method input_type
+	72,  // [72:72] is the sub-list for extension type_name
+	72,  // [72:72] is the sub-list for extension extendee
+	0,   // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_dengine_v1_client_proto_init() }
@@ -5359,9 +5519,9 @@ func file_dengine_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dengine_v1_client_proto_rawDesc), len(file_dengine_v1_client_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   67,
+			NumMessages:   69,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_dengine_v1_client_proto_goTypes,
 		DependencyIndexes: file_dengine_v1_client_proto_depIdxs,

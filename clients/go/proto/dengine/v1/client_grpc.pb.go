@@ -1687,3 +1687,122 @@ var Election_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "dengine/v1/client.proto",
 }
+
+const (
+	Maintenance_Snapshot_FullMethodName = "/dengine.v1.Maintenance/Snapshot"
+)
+
+// MaintenanceClient is the client API for Maintenance service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
+// the serving member's state machine (on the leader, after a linearizable
+// read barrier, so it covers every write acknowledged before the call; on a
+// follower or learner, what that member has applied) and streams it in
+// chunks; writes continue meanwhile. With auth on it needs the `admin` role
+// (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
+type MaintenanceClient interface {
+	Snapshot(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+}
+
+type maintenanceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMaintenanceClient(cc grpc.ClientConnInterface) MaintenanceClient {
+	return &maintenanceClient{cc}
+}
+
+func (c *maintenanceClient) Snapshot(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Maintenance_ServiceDesc.Streams[0], Maintenance_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Maintenance_SnapshotClient = grpc.ServerStreamingClient[BackupChunk]
+
+// MaintenanceServer is the server API for Maintenance service.
+// All implementations must embed UnimplementedMaintenanceServer
+// for forward compatibility.
+//
+// Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
+// the serving member's state machine (on the leader, after a linearizable
+// read barrier, so it covers every write acknowledged before the call; on a
+// follower or learner, what that member has applied) and streams it in
+// chunks; writes continue meanwhile. With auth on it needs the `admin` role
+// (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
+type MaintenanceServer interface {
+	Snapshot(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	mustEmbedUnimplementedMaintenanceServer()
+}
+
+// UnimplementedMaintenanceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMaintenanceServer struct{}
+
+func (UnimplementedMaintenanceServer) Snapshot(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedMaintenanceServer) mustEmbedUnimplementedMaintenanceServer() {}
+func (UnimplementedMaintenanceServer) testEmbeddedByValue()                     {}
+
+// UnsafeMaintenanceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MaintenanceServer will
+// result in compilation errors.
+type UnsafeMaintenanceServer interface {
+	mustEmbedUnimplementedMaintenanceServer()
+}
+
+func RegisterMaintenanceServer(s grpc.ServiceRegistrar, srv MaintenanceServer) {
+	// If the following call panics, it indicates UnimplementedMaintenanceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Maintenance_ServiceDesc, srv)
+}
+
+func _Maintenance_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MaintenanceServer).Snapshot(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Maintenance_SnapshotServer = grpc.ServerStreamingServer[BackupChunk]
+
+// Maintenance_ServiceDesc is the grpc.ServiceDesc for Maintenance service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Maintenance_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "dengine.v1.Maintenance",
+	HandlerType: (*MaintenanceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Snapshot",
+			Handler:       _Maintenance_Snapshot_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "dengine/v1/client.proto",
+}

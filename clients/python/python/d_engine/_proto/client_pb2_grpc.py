@@ -1622,3 +1622,93 @@ class Election:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class MaintenanceStub:
+    """Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
+    the serving member's state machine (on the leader, after a linearizable
+    read barrier, so it covers every write acknowledged before the call; on a
+    follower or learner, what that member has applied) and streams it in
+    chunks; writes continue meanwhile. With auth on it needs the `admin` role
+    (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Snapshot = channel.unary_stream(
+                '/dengine.v1.Maintenance/Snapshot',
+                request_serializer=client__pb2.BackupRequest.SerializeToString,
+                response_deserializer=client__pb2.BackupChunk.FromString,
+                _registered_method=True)
+
+
+class MaintenanceServicer:
+    """Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
+    the serving member's state machine (on the leader, after a linearizable
+    read barrier, so it covers every write acknowledged before the call; on a
+    follower or learner, what that member has applied) and streams it in
+    chunks; writes continue meanwhile. With auth on it needs the `admin` role
+    (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
+    """
+
+    def Snapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MaintenanceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=client__pb2.BackupRequest.FromString,
+                    response_serializer=client__pb2.BackupChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Maintenance', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Maintenance', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Maintenance:
+    """Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
+    the serving member's state machine (on the leader, after a linearizable
+    read barrier, so it covers every write acknowledged before the call; on a
+    follower or learner, what that member has applied) and streams it in
+    chunks; writes continue meanwhile. With auth on it needs the `admin` role
+    (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
+    """
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dengine.v1.Maintenance/Snapshot',
+            client__pb2.BackupRequest.SerializeToString,
+            client__pb2.BackupChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
