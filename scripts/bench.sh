@@ -34,6 +34,11 @@ if [ -n "$smoke" ]; then
     # The smoke run must have measured something and reported every request.
     grep -q '| d-engine-embedded | 1 | write-single |' "$out/smoke.md" || {
         cat "$out/stdout.md"; echo "bench smoke: no embedded result" >&2; exit 1; }
+    # ... and the coordination scenarios (txn, range pages, lease keep-alive).
+    for sc in txn range-page lease-keepalive; do
+        grep -q "| d-engine-embedded | 1 | $sc |" "$out/smoke.md" || {
+            cat "$out/stdout.md"; echo "bench smoke: no embedded $sc result" >&2; exit 1; }
+    done
     echo "bench smoke: ok ($(grep -c '^| d-engine\|^| etcd' "$out/smoke.md") result rows)"
     exit 0
 fi

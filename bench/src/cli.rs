@@ -72,7 +72,8 @@ pub enum Matrix {
     /// hot-key at 100 (docs/performance.md); on 1-node targets also memory
     /// (`--memory-keys`, default 1 M) loaded by 1,000 clients.
     Standard,
-    /// A few seconds in total: tiny request counts, every scenario once (CI).
+    /// A few seconds in total: tiny request counts, every scenario once (CI;
+    /// not `lease-renew` and `write-range-reader`, variants of others).
     Smoke,
 }
 
@@ -128,6 +129,15 @@ pub struct Args {
     /// Distinct keys the `memory` scenario loads before reading resident memory.
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_keys: usize,
+    /// Keys per page of `range-page` and of the `write-range-reader` readers.
+    #[arg(long, default_value_t = 100)]
+    pub page_size: u32,
+    /// Range readers beside the writers of `write-range-reader`.
+    #[arg(long, default_value_t = 1)]
+    pub range_readers: usize,
+    /// TTL (seconds) of each client's lease in the lease scenarios.
+    #[arg(long, default_value_t = 60.0)]
+    pub lease_ttl: f64,
     /// State machine backend of the d-engine nodes (embedded and standalone).
     #[arg(long, value_enum, default_value = "memory")]
     pub state_machine: SmBackend,
@@ -237,6 +247,9 @@ impl Args {
                 c(ReadLease, 10),
                 c(ReadEventual, 10),
                 c(HotKey, 10),
+                c(Txn, 10),
+                c(RangePage, 10),
+                c(LeaseKeepalive, 10),
                 c(Memory, 10),
             ],
             None => {
@@ -289,6 +302,8 @@ mod tests {
         assert!(a.targets.contains(&Target::Etcd1));
         let memory = |t| a.cases(t).iter().any(|c| c.scenario == Scenario::Memory);
         assert!(memory(Target::Embedded1) && memory(Target::Standalone1));
+        let has = |s| a.cases(Target::Etcd1).iter().any(|c| c.scenario == s);
+        assert!(has(Scenario::Txn) && has(Scenario::RangePage) && has(Scenario::LeaseKeepalive));
     }
 
     #[test]

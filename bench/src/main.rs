@@ -43,7 +43,7 @@ use stats::CaseResult;
 use systems::embedded::EmbeddedCluster;
 use systems::etcd::{find_etcd, EtcdCluster};
 use systems::standalone::{find_server, StandaloneCluster};
-use workload::{Driver, OpKind, RunSpec, Scenario};
+use workload::{Consistency, Driver, OpKind, RunSpec, Scenario};
 
 /// UTC date and time from the system clock: ("YYYY-MM-DD", "YYYY-MM-DD HH:MM:SS UTC").
 fn utc_now() -> (String, String) {
@@ -83,9 +83,12 @@ struct Ctx {
 impl Ctx {
     fn floor_for(&self, target: Target, op: OpKind) -> Option<&FloorResult> {
         let name = match (op, target.system()) {
-            (OpKind::Put, _) => floors::FSYNC_PREALLOC,
-            (OpKind::Get(_), "d-engine-embedded") => floors::CHANNEL,
-            (OpKind::Get(_), _) => floors::GRPC,
+            (OpKind::Put | OpKind::Txn, _) => floors::FSYNC_PREALLOC,
+            (
+                OpKind::Get(_) | OpKind::RangePage | OpKind::LeaseRenew { .. },
+                "d-engine-embedded",
+            ) => floors::CHANNEL,
+            (OpKind::Get(_) | OpKind::RangePage | OpKind::LeaseRenew { .. }, _) => floors::GRPC,
         };
         self.floors.iter().find(|f| f.name == name)
     }
@@ -159,32 +162,35 @@ async fn run_cases<D: Driver>(
             continue;
         }
         let op = case.scenario.op(a.consistency);
-        if let OpKind::Get(c) = op {
-            if !driver.supports(c) {
-                eprintln!(
-                    "  {} {} c={}: skipped ({} has no {} read)",
-                    target.name(),
-                    case.scenario.name(),
-                    case.clients,
-                    target.system(),
-                    c.name()
-                );
-                continue;
-            }
-            if !preloaded {
-                eprintln!("  preloading {} keys", ctx.keys.len());
-                workload::preload(
-                    driver.clone(),
-                    ctx.keys.len(),
-                    a.key_size,
-                    ctx.value.clone(),
-                    64,
-                    timeout,
-                )
-                .await
-                .with_context(|| format!("preloading {}", target.name()))?;
-                preloaded = true;
-            }
+        let range_readers = case.scenario.range_readers(a.range_readers);
+        if !driver.supports_op(op) {
+            let what = match op {
+                OpKind::Get(c) => format!("{} read", c.name()),
+                OpKind::LeaseRenew { stream: false } => "unary lease renew".into(),
+                other => format!("{other:?}"),
+            };
+            eprintln!(
+                "  {} {} c={}: skipped ({} has no {what})",
+                target.name(),
+                case.scenario.name(),
+                case.clients,
+                target.system(),
+            );
+            continue;
+        }
+        if (op.needs_preload() || range_readers > 0) && !preloaded {
+            eprintln!("  preloading {} keys", ctx.keys.len());
+            workload::preload(
+                driver.clone(),
+                ctx.keys.len(),
+                a.key_size,
+                ctx.value.clone(),
+                64,
+                timeout,
+            )
+            .await
+            .with_context(|| format!("preloading {}", target.name()))?;
+            preloaded = true;
         }
         let mut rounds = Vec::new();
         for round in 0..a.rounds.max(1) {
@@ -204,11 +210,27 @@ async fn run_cases<D: Driver>(
                     round + 1
                 ),
                 progress: !a.no_progress,
+                page_size: a.page_size,
+                range_readers,
+                lease_ttl: Duration::from_secs_f64(a.lease_ttl),
             };
             let r = workload::run_round(driver.clone(), ctx.keys.clone(), ctx.value.clone(), &spec)
                 .await?;
+            let figure = match (op, &r.background) {
+                (OpKind::Txn, _) => format!("  {:.1} % succeeded", 100.0 * r.success_ratio()),
+                (OpKind::RangePage, _) => {
+                    format!("  {} keys/s", report::thousands(r.items_per_sec))
+                }
+                (_, Some(b)) => format!(
+                    "  readers {} pages/s (p50 {:.1} µs, p99 {:.1} µs)",
+                    report::thousands(b.pages_per_sec),
+                    b.latency.p50_us,
+                    b.latency.p99_us
+                ),
+                _ => String::new(),
+            };
             eprintln!(
-                "  {:<44} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  err {} to {}",
+                "  {:<44} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  err {} to {}{figure}",
                 spec.label,
                 report::thousands(r.ops_per_sec),
                 r.latency.p50_us,
@@ -221,8 +243,9 @@ async fn run_cases<D: Driver>(
         let (median, all, errors, timeouts) = CaseResult::median_of(rounds);
         let floor = ctx.floor_for(target, op);
         let consistency = match op {
-            OpKind::Put => "-".to_string(),
+            OpKind::Put | OpKind::Txn | OpKind::LeaseRenew { .. } => "-".to_string(),
             OpKind::Get(c) => c.name().to_string(),
+            OpKind::RangePage => Consistency::Linearizable.name().to_string(),
         };
         out.cases.push(CaseResult {
             system: target.system().into(),
@@ -353,6 +376,9 @@ fn settings_json(a: &Args) -> serde_json::Value {
         "connections": a.connections,
         "request_timeout_ms": a.request_timeout_ms,
         "state_machine": a.state_machine.toml_name(),
+        "page_size": a.page_size,
+        "range_readers": a.range_readers,
+        "lease_ttl_s": a.lease_ttl,
     })
 }
 

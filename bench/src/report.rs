@@ -44,8 +44,11 @@ fn ms(us: f64) -> String {
         format!("{:.0}", us / 1000.0)
     } else if us >= 1_000.0 {
         format!("{:.1}", us / 1000.0)
-    } else {
+    } else if us >= 1.0 {
         format!("{:.3}", us / 1000.0)
+    } else {
+        // Below a microsecond (in-process calls): keep two digits.
+        format!("{:.5}", us / 1000.0)
     }
 }
 
@@ -75,13 +78,40 @@ pub fn thousands(v: f64) -> String {
     out
 }
 
+/// The scenario's own figure beside throughput: the success ratio of a
+/// txn, the keys/s of a range page, the pages/s of range readers.
+fn extra(c: &CaseResult) -> String {
+    let r = &c.median;
+    match (c.scenario.as_str(), &r.background) {
+        ("txn", _) => format!(", {:.1} % succeeded", 100.0 * r.success_ratio()),
+        ("range-page", _) => format!(", {} keys/s", thousands(r.items_per_sec)),
+        (_, Some(b)) => format!(
+            ", {} reader{} {} pages/s",
+            b.readers,
+            if b.readers == 1 { "" } else { "s" },
+            thousands(b.pages_per_sec)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Scenarios of the coordination table.
+const COORDINATION: [&str; 5] = [
+    "txn",
+    "range-page",
+    "lease-keepalive",
+    "lease-renew",
+    "write-range-reader",
+];
+
 fn cell(c: &CaseResult) -> String {
     let l = &c.median.latency;
     let mut s = format!(
-        "{}/s ({} / {} ms)",
+        "{}/s ({} / {} ms){}",
         thousands(c.median.ops_per_sec),
         ms(l.p50_us),
-        ms(l.p99_us)
+        ms(l.p99_us),
+        extra(c)
     );
     if c.total_errors + c.total_timeouts > 0 {
         let _ = write!(s, " **{} err, {} to**", c.total_errors, c.total_timeouts);
@@ -114,6 +144,7 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += &side_by_side(r);
+    s += &coordination(r);
     s += &memory_section(r);
     s += &targets(r);
     let _ = writeln!(s, "\n## All cases (median round by throughput)\n");
@@ -173,6 +204,70 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(s, "- {k}");
         }
     }
+    s
+}
+
+/// The coordination scenarios (txn, range pages, leases, writes beside a
+/// range reader), one row per case, with the ratio to etcd's case of the
+/// same nodes, scenario and clients in this run. A `write-range-reader`
+/// row is followed by the same system's `write` case at the same clients.
+fn coordination(r: &Report) -> String {
+    let mut s = String::new();
+    let rows: Vec<&CaseResult> = r
+        .cases
+        .iter()
+        .filter(|c| COORDINATION.contains(&c.scenario.as_str()))
+        .collect();
+    if rows.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## Coordination scenarios\n\ntxn: % of transactions whose compare held; range-page: keys/s; write-range-reader: the readers' pages/s and page p50 / p99. *÷ etcd*: this case's ops/s over etcd's (same nodes, scenario, clients, this run).\n\n| system | nodes | scenario | clients | ops/s | p50 ms | p99 ms | errors + timeouts | scenario figure | ÷ etcd |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let row = |s: &mut String, c: &CaseResult| {
+        let l = &c.median.latency;
+        let figure = match (c.scenario.as_str(), &c.median.background) {
+            ("txn", _) => format!("{:.1} % succeeded", 100.0 * c.median.success_ratio()),
+            ("range-page", _) => format!("{} keys/s", thousands(c.median.items_per_sec)),
+            (_, Some(b)) => format!(
+                "{} × {}-key pages: {} pages/s ({} / {} ms)",
+                b.readers,
+                b.page_size,
+                thousands(b.pages_per_sec),
+                ms(b.latency.p50_us),
+                ms(b.latency.p99_us)
+            ),
+            _ => String::new(),
+        };
+        let vs_etcd = find(r, "etcd", c.nodes, &c.scenario, c.clients)
+            .filter(|e| c.system != "etcd" && e.median.ops_per_sec > 0.0)
+            .map(|e| format!("{:.2}×", c.median.ops_per_sec / e.median.ops_per_sec))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.system,
+            c.nodes,
+            c.scenario,
+            c.clients,
+            thousands(c.median.ops_per_sec),
+            ms(l.p50_us),
+            ms(l.p99_us),
+            c.total_errors + c.total_timeouts,
+            figure,
+            vs_etcd
+        );
+    };
+    for c in rows {
+        row(&mut s, c);
+        if c.scenario == "write-range-reader" {
+            if let Some(w) = find(r, &c.system, c.nodes, "write", c.clients) {
+                row(&mut s, w);
+            }
+        }
+    }
+    s.push('\n');
     s
 }
 
@@ -535,7 +630,7 @@ mod tests {
                     max_us: p50 * 4.0,
                     mean_us: p50,
                 },
-                error_kinds: Default::default(),
+                ..Default::default()
             },
             rounds_ops_per_sec: vec![ops],
             total_errors: 0,
@@ -593,6 +688,53 @@ mod tests {
         ]);
         let md = markdown(&r);
         assert!(md.contains("| write (-) | 1000 | 100,000/s (0.900 / 1.8 ms) | – | 17,000/s (54.0 / 108 ms) **0 err, 3 to** |"), "{md}");
+    }
+
+    #[test]
+    fn coordination_table_shows_each_scenario_figure_and_the_ratio_to_etcd() {
+        let mut txn = case("d-engine-standalone", 3, "txn", 100, 9_000.0, 800.0);
+        txn.median.items = 9;
+        let mut etcd_txn = case("etcd", 3, "txn", 100, 3_000.0, 2_000.0);
+        etcd_txn.median.items = 10;
+        let mut page = case("d-engine-embedded", 1, "range-page", 10, 2_000.0, 500.0);
+        page.median.items_per_sec = 200_000.0;
+        let mut rr = case(
+            "d-engine-embedded",
+            1,
+            "write-range-reader",
+            100,
+            5_000.0,
+            900.0,
+        );
+        rr.median.background = Some(crate::stats::Background {
+            readers: 1,
+            page_size: 100,
+            pages_per_sec: 1_500.0,
+            ..Default::default()
+        });
+        let w = case("d-engine-embedded", 1, "write", 100, 6_000.0, 800.0);
+        let md = markdown(&report(vec![txn, etcd_txn, page, rr, w]));
+        assert!(md.contains("| d-engine-standalone | 3 | txn | 100 | 9,000 | 0.800 | 1.6 | 0 | 90.0 % succeeded | 3.00× |"), "{md}");
+        assert!(
+            md.contains("| etcd | 3 | txn | 100 | 3,000 | 2.0 | 4.0 | 0 | 100.0 % succeeded |  |"),
+            "{md}"
+        );
+        assert!(md.contains("| d-engine-embedded | 1 | range-page | 10 | 2,000 | 0.500 | 1.0 | 0 | 200,000 keys/s |  |"), "{md}");
+        let rr_at = md
+            .find("| d-engine-embedded | 1 | write-range-reader |")
+            .unwrap();
+        let w_at = md
+            .find("| d-engine-embedded | 1 | write | 100 | 6,000 |")
+            .unwrap();
+        assert!(
+            w_at > rr_at,
+            "the plain write case follows its reader case: {md}"
+        );
+        assert!(md.contains("1 × 100-key pages: 1,500 pages/s"), "{md}");
+        assert!(
+            md.contains("9,000/s (0.800 / 1.6 ms), 90.0 % succeeded"),
+            "{md}"
+        );
     }
 
     fn mem(system: &str, nodes: usize, keys: usize, rss_mib: u64) -> MemoryResult {

@@ -43,8 +43,24 @@ impl Latency {
     }
 }
 
+/// Range readers that ran beside a round's clients (`write-range-reader`),
+/// over the same measured window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Background {
+    pub readers: usize,
+    pub page_size: u32,
+    pub pages: u64,
+    pub keys: u64,
+    pub pages_per_sec: f64,
+    pub keys_per_sec: f64,
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Latency of a page.
+    pub latency: Latency,
+}
+
 /// The outcome of one measured round of one case.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Round {
     /// Successful requests in the measured window.
     pub ok: u64,
@@ -57,9 +73,26 @@ pub struct Round {
     pub elapsed_s: f64,
     /// Successful requests per second.
     pub ops_per_sec: f64,
+    /// `txn`: transactions whose compare held; `range-page`: keys
+    /// returned; other scenarios: the successful requests.
+    pub items: u64,
+    pub items_per_sec: f64,
     pub latency: Latency,
     /// Distinct error messages (truncated) and how often each occurred.
     pub error_kinds: BTreeMap<String, u64>,
+    /// Range readers beside the clients, if any.
+    pub background: Option<Background>,
+}
+
+impl Round {
+    /// Share of successful requests whose transaction succeeded (`txn`).
+    pub fn success_ratio(&self) -> f64 {
+        if self.ok == 0 {
+            0.0
+        } else {
+            self.items as f64 / self.ok as f64
+        }
+    }
 }
 
 /// One case (target x scenario x clients) over all its rounds.
@@ -123,8 +156,7 @@ mod tests {
             timeouts: 1,
             elapsed_s: 1.0,
             ops_per_sec: ops,
-            latency: Latency::default(),
-            error_kinds: BTreeMap::new(),
+            ..Default::default()
         };
         let (m, all, e, t) = CaseResult::median_of(vec![r(3.0, 1), r(1.0, 2), r(2.0, 3)]);
         assert_eq!(m.ops_per_sec, 2.0);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::stats::{new_histogram, Latency, Round};
+use crate::stats::{new_histogram, Background, Latency, Round};
 
 /// Read consistency, as the benchmark names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -51,6 +52,28 @@ pub enum Scenario {
     /// Loads `--memory-keys` distinct keys on a fresh node, then reports its
     /// resident memory (VmRSS / VmHWM); not a timed round.
     Memory,
+    /// A transfer-style transaction on two distinct keys: if the first
+    /// key's mod revision is the one this tool last saw, put both keys,
+    /// else read the first key (to learn its revision). Reports the share
+    /// that succeeded.
+    Txn,
+    /// Linearizable range reads of `--page-size` keys (default 100), each
+    /// client walking the preloaded key space page by page from a random
+    /// start (continuing after the last key returned, wrapping at the end).
+    /// Reports pages/s and keys/s.
+    RangePage,
+    /// Each client keeps one lease alive: grants it (`--lease-ttl`), then
+    /// renews it in a closed loop over a keep-alive stream (etcd's
+    /// LeaseKeepAlive, d-engine's LeaseKeepAlive; embedded: the in-process
+    /// renew call, there is no stream). Reports renewals/s.
+    LeaseKeepalive,
+    /// Like `lease-keepalive`, one unary renew call per renewal (d-engine's
+    /// LeaseRenew; etcd has no unary renew, so skipped there).
+    LeaseRenew,
+    /// Writes from `--clients` clients while `--range-readers` more tasks
+    /// read range pages back to back (compare with `write`, same session):
+    /// what a range reader costs the writers.
+    WriteRangeReader,
 }
 
 /// What one request does.
@@ -58,6 +81,21 @@ pub enum Scenario {
 pub enum OpKind {
     Put,
     Get(Consistency),
+    /// See [`Scenario::Txn`].
+    Txn,
+    /// See [`Scenario::RangePage`].
+    RangePage,
+    /// One lease renewal, over a stream (`true`) or a unary call.
+    LeaseRenew {
+        stream: bool,
+    },
+}
+
+impl OpKind {
+    /// Whether the key space must be written before this op is measured.
+    pub fn needs_preload(self) -> bool {
+        matches!(self, OpKind::Get(_) | OpKind::Txn | OpKind::RangePage)
+    }
 }
 
 impl Scenario {
@@ -71,6 +109,19 @@ impl Scenario {
             Scenario::ReadEventual => "read-eventual",
             Scenario::HotKey => "hot-key",
             Scenario::Memory => "memory",
+            Scenario::Txn => "txn",
+            Scenario::RangePage => "range-page",
+            Scenario::LeaseKeepalive => "lease-keepalive",
+            Scenario::LeaseRenew => "lease-renew",
+            Scenario::WriteRangeReader => "write-range-reader",
+        }
+    }
+
+    /// Background range readers this scenario runs beside its clients.
+    pub fn range_readers(self, requested: usize) -> usize {
+        match self {
+            Scenario::WriteRangeReader => requested,
+            _ => 0,
         }
     }
 
@@ -78,7 +129,14 @@ impl Scenario {
     /// (`memory` loads with puts).
     pub fn op(self, c: Consistency) -> OpKind {
         match self {
-            Scenario::WriteSingle | Scenario::Write | Scenario::Memory => OpKind::Put,
+            Scenario::WriteSingle
+            | Scenario::Write
+            | Scenario::Memory
+            | Scenario::WriteRangeReader => OpKind::Put,
+            Scenario::Txn => OpKind::Txn,
+            Scenario::RangePage => OpKind::RangePage,
+            Scenario::LeaseKeepalive => OpKind::LeaseRenew { stream: true },
+            Scenario::LeaseRenew => OpKind::LeaseRenew { stream: false },
             Scenario::Read | Scenario::HotKey => OpKind::Get(c),
             Scenario::ReadLinearizable => OpKind::Get(Consistency::Linearizable),
             Scenario::ReadLease => OpKind::Get(Consistency::Lease),
@@ -111,6 +169,40 @@ pub enum OpError {
     Other(String),
 }
 
+/// The reply to a transfer transaction ([`Driver::txn_transfer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnReply {
+    /// Whether the compare held (both keys were written).
+    pub succeeded: bool,
+    /// Succeeded: the transaction's revision (the new mod revision of both
+    /// keys). Failed: the first key's current mod revision (0 if missing).
+    pub revision: u64,
+}
+
+/// One page of a range read ([`Driver::range_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageReply {
+    /// Keys returned.
+    pub keys: u64,
+    /// Where the next page starts; `None` when the range is exhausted.
+    pub next: Option<Vec<u8>>,
+}
+
+/// A boxed request future (lease renewers are trait objects).
+pub type OpFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, OpError>> + Send + 'a>>;
+
+/// One lease, granted by [`Driver::lease_open`], that one client renews.
+pub trait LeaseRenewer: Send {
+    /// Renews the lease once and waits for the acknowledgement.
+    fn renew(&mut self) -> OpFuture<'_, ()>;
+}
+
+fn unsupported<T>(what: &str) -> Result<T, OpError> {
+    Err(OpError::Other(format!(
+        "{what} is not supported by this system"
+    )))
+}
+
 /// One system under test, reachable over `connections()` connections.
 pub trait Driver: Send + Sync + 'static {
     fn connections(&self) -> usize;
@@ -136,6 +228,60 @@ pub trait Driver: Send + Sync + 'static {
         key: &'a [u8],
         c: Consistency,
     ) -> impl Future<Output = Result<bool, OpError>> + Send + 'a;
+    /// Whether the system offers this request at all (reads: [`Driver::supports`]).
+    /// Puts and reads are universal; the coordination requests are opt-in.
+    fn supports_op(&self, op: OpKind) -> bool {
+        match op {
+            OpKind::Put => true,
+            OpKind::Get(c) => self.supports(c),
+            OpKind::Txn | OpKind::RangePage | OpKind::LeaseRenew { .. } => false,
+        }
+    }
+    /// One transaction: if `from`'s mod revision is `from_mod_revision`,
+    /// put `value` under `from` and `to`; else read `from`.
+    fn txn_transfer<'a>(
+        &'a self,
+        _conn: usize,
+        _from: &'a [u8],
+        _to: &'a [u8],
+        _from_mod_revision: u64,
+        _value: &'a [u8],
+    ) -> impl Future<Output = Result<TxnReply, OpError>> + Send + 'a {
+        std::future::ready(unsupported("txn"))
+    }
+    /// One linearizable page of at most `limit` keys of `[start, end)`
+    /// (`end` = `[0]`: every key from `start` on).
+    fn range_page<'a>(
+        &'a self,
+        _conn: usize,
+        _start: &'a [u8],
+        _end: &'a [u8],
+        _limit: u32,
+    ) -> impl Future<Output = Result<PageReply, OpError>> + Send + 'a {
+        std::future::ready(unsupported("range"))
+    }
+    /// Grants a lease of `ttl` and returns its renewer: over a keep-alive
+    /// stream when `stream`, else one unary call per renewal.
+    fn lease_open(
+        &self,
+        _conn: usize,
+        _ttl: Duration,
+        _stream: bool,
+    ) -> impl Future<Output = Result<Box<dyn LeaseRenewer>, OpError>> + Send + '_ {
+        std::future::ready(unsupported("lease"))
+    }
+}
+
+/// The exclusive end of the key space `0..count` (see [`key`]): key
+/// `count` when it still has `key_size` digits, else `[0]` (every key from
+/// the start on).
+pub fn key_space_end(count: usize, key_size: usize) -> Vec<u8> {
+    let k = key(count, key_size);
+    if k.len() == key_size {
+        k
+    } else {
+        vec![0]
+    }
 }
 
 /// Key number `i`: `i` in decimal, zero-padded to `key_size` bytes (longer
@@ -182,6 +328,12 @@ pub struct RunSpec {
     pub request_timeout: Duration,
     pub label: String,
     pub progress: bool,
+    /// Keys per page of a range read (`range-page`, range readers).
+    pub page_size: u32,
+    /// Range readers beside the clients (`write-range-reader`).
+    pub range_readers: usize,
+    /// TTL of each client's lease (lease scenarios).
+    pub lease_ttl: Duration,
 }
 
 /// xorshift64*: a per-client key picker (no shared state, no syscalls).
@@ -204,6 +356,8 @@ struct Shared {
 struct ClientOutcome {
     hist: hdrhistogram::Histogram<u64>,
     ok: u64,
+    /// Txn: transactions that succeeded; range pages: keys returned.
+    items: u64,
     errors: u64,
     timeouts: u64,
     kinds: BTreeMap<String, u64>,
@@ -229,6 +383,93 @@ async fn with_deadline<T>(
     }
 }
 
+/// What one client's request produced: items (see [`ClientOutcome::items`]).
+type Outcome = Result<Result<u64, OpError>, tokio::time::error::Elapsed>;
+
+/// Per-client state of the request loop.
+struct ClientState {
+    rng: Rng,
+    conn: usize,
+    /// Where this client's next range page starts.
+    cursor: Vec<u8>,
+    /// This client's lease (lease scenarios).
+    lease: Option<Box<dyn LeaseRenewer>>,
+}
+
+/// Shared by the clients of one round: the key space and what the clients
+/// last learned of each key's mod revision (txn).
+struct KeySpace {
+    keys: Arc<Vec<Vec<u8>>>,
+    count: usize,
+    end: Vec<u8>,
+    value: Arc<Vec<u8>>,
+    revisions: Vec<AtomicU64>,
+}
+
+/// Issues one request of `op` for a client.
+async fn one_request<D: Driver>(
+    driver: &D,
+    op: OpKind,
+    ks: &KeySpace,
+    st: &mut ClientState,
+    spec_page: u32,
+    timeout: Duration,
+) -> Outcome {
+    let conn = st.conn;
+    match op {
+        OpKind::Put => {
+            let key = &ks.keys[st.rng.next(ks.count)];
+            with_deadline(timeout, async {
+                driver.put(conn, key, &ks.value).await.map(|_| 1)
+            })
+            .await
+        }
+        OpKind::Get(c) => {
+            let key = &ks.keys[st.rng.next(ks.count)];
+            with_deadline(timeout, async { driver.get(conn, key, c).await.map(|_| 1) }).await
+        }
+        OpKind::Txn => {
+            let a = st.rng.next(ks.count);
+            let b = (a + 1 + st.rng.next(ks.count - 1)) % ks.count;
+            let seen = ks.revisions[a].load(Ordering::Relaxed);
+            let r = with_deadline(
+                timeout,
+                driver.txn_transfer(conn, &ks.keys[a], &ks.keys[b], seen, &ks.value),
+            )
+            .await;
+            r.map(|r| {
+                r.map(|reply| {
+                    if reply.succeeded {
+                        ks.revisions[a].store(reply.revision, Ordering::Relaxed);
+                        ks.revisions[b].store(reply.revision, Ordering::Relaxed);
+                        1
+                    } else {
+                        ks.revisions[a].store(reply.revision, Ordering::Relaxed);
+                        0
+                    }
+                })
+            })
+        }
+        OpKind::RangePage => {
+            let r = with_deadline(
+                timeout,
+                driver.range_page(conn, &st.cursor, &ks.end, spec_page),
+            )
+            .await;
+            r.map(|r| {
+                r.map(|page| {
+                    st.cursor = page.next.unwrap_or_else(|| ks.keys[0].clone());
+                    page.keys
+                })
+            })
+        }
+        OpKind::LeaseRenew { .. } => match st.lease.as_mut() {
+            Some(l) => with_deadline(timeout, async { l.renew().await.map(|_| 1) }).await,
+            None => Ok(Err(OpError::Other("no lease granted".into()))),
+        },
+    }
+}
+
 /// Runs one round: warm-up (not recorded), then the measured window.
 pub async fn run_round<D: Driver>(
     driver: Arc<D>,
@@ -239,6 +480,23 @@ pub async fn run_round<D: Driver>(
     if spec.key_count == 0 || spec.key_count > keys.len() {
         bail!("key count {} outside 1..={}", spec.key_count, keys.len());
     }
+    if spec.op == OpKind::Txn && spec.key_count < 2 {
+        bail!("a transfer transaction needs at least 2 keys (--key-space)");
+    }
+    if (spec.op == OpKind::RangePage || spec.range_readers > 0) && spec.page_size == 0 {
+        bail!("--page-size must be at least 1");
+    }
+    let ks = Arc::new(KeySpace {
+        end: key_space_end(spec.key_count, keys[0].len()),
+        count: spec.key_count,
+        revisions: if spec.op == OpKind::Txn {
+            (0..spec.key_count).map(|_| AtomicU64::new(0)).collect()
+        } else {
+            Vec::new()
+        },
+        keys,
+        value,
+    });
     let shared = Arc::new(Shared {
         done: AtomicU64::new(0),
         remaining: AtomicI64::new(spec.requests.map(|r| r as i64).unwrap_or(i64::MAX)),
@@ -250,21 +508,53 @@ pub async fn run_round<D: Driver>(
 
     let mut tasks = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
-        let (driver, keys, value, shared) =
-            (driver.clone(), keys.clone(), value.clone(), shared.clone());
-        let (op, key_count, timeout) = (spec.op, spec.key_count, spec.request_timeout);
+        let (driver, ks, shared) = (driver.clone(), ks.clone(), shared.clone());
+        let (op, timeout, page, ttl) = (
+            spec.op,
+            spec.request_timeout,
+            spec.page_size,
+            spec.lease_ttl,
+        );
         let conns = driver.connections().max(1);
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x1000_0001));
-            let conn = i % conns;
+            let cursor = ks.keys[rng.next(ks.count)].clone();
+            let mut st = ClientState {
+                rng,
+                conn: i % conns,
+                cursor,
+                lease: None,
+            };
             let mut out = ClientOutcome {
                 hist: new_histogram(),
                 ok: 0,
+                items: 0,
                 errors: 0,
                 timeouts: 0,
                 kinds: BTreeMap::new(),
                 last_done: None,
             };
+            if let OpKind::LeaseRenew { stream } = op {
+                // Granting is set-up, not a measured request; a client
+                // without a lease counts one error and stops.
+                match with_deadline(timeout, driver.lease_open(st.conn, ttl, stream)).await {
+                    Ok(Ok(l)) => st.lease = Some(l),
+                    Ok(Err(OpError::Timeout(m) | OpError::Other(m))) => {
+                        out.errors += 1;
+                        *out.kinds
+                            .entry(kind_of(&format!("lease grant: {m}")))
+                            .or_default() += 1;
+                        return out;
+                    }
+                    Err(_) => {
+                        out.timeouts += 1;
+                        *out.kinds
+                            .entry(format!("lease grant: no reply within {timeout:?}"))
+                            .or_default() += 1;
+                        return out;
+                    }
+                }
+            }
             loop {
                 if shared.stop.load(Ordering::Relaxed) {
                     break;
@@ -280,26 +570,18 @@ pub async fn run_round<D: Driver>(
                         break;
                     }
                 }
-                let key = &keys[rng.next(key_count)];
-                let res = match op {
-                    OpKind::Put => with_deadline(timeout, driver.put(conn, key, &value)).await,
-                    OpKind::Get(c) => {
-                        with_deadline(timeout, async {
-                            driver.get(conn, key, c).await.map(|_| ())
-                        })
-                        .await
-                    }
-                };
+                let res = one_request(&*driver, op, &ks, &mut st, page, timeout).await;
                 let t1 = Instant::now();
                 if !measured {
                     continue;
                 }
                 out.last_done = Some(t1);
                 match res {
-                    Ok(Ok(())) => {
+                    Ok(Ok(items)) => {
                         let ns = (t1 - t0).as_nanos().max(1) as u64;
                         out.hist.record(ns).expect("auto-resizing histogram");
                         out.ok += 1;
+                        out.items += items;
                     }
                     Ok(Err(OpError::Timeout(m))) => {
                         out.timeouts += 1;
@@ -319,6 +601,58 @@ pub async fn run_round<D: Driver>(
                     }
                 }
                 shared.done.fetch_add(1, Ordering::Relaxed);
+            }
+            out
+        }));
+    }
+
+    // Range readers beside the clients: pages back to back until the
+    // clients are done; only pages started in the measured window count.
+    let mut readers = Vec::new();
+    for i in 0..spec.range_readers {
+        let (driver, ks, shared) = (driver.clone(), ks.clone(), shared.clone());
+        let (page, timeout) = (spec.page_size, spec.request_timeout);
+        let conns = driver.connections().max(1);
+        readers.push(tokio::spawn(async move {
+            let mut rng = Rng(0x5851_f42d_4c95_7f2d ^ ((i as u64 + 1) * 0x2000_0003));
+            let cursor = ks.keys[rng.next(ks.count)].clone();
+            let mut st = ClientState {
+                rng,
+                conn: (conns - 1 - i % conns) % conns,
+                cursor,
+                lease: None,
+            };
+            let mut out = ClientOutcome {
+                hist: new_histogram(),
+                ok: 0,
+                items: 0,
+                errors: 0,
+                timeouts: 0,
+                kinds: BTreeMap::new(),
+                last_done: None,
+            };
+            while !shared.stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let res =
+                    one_request(&*driver, OpKind::RangePage, &ks, &mut st, page, timeout).await;
+                let t1 = Instant::now();
+                if t0 < warm_end || end.is_some_and(|e| t0 >= e) {
+                    continue;
+                }
+                out.last_done = Some(t1);
+                match res {
+                    Ok(Ok(items)) => {
+                        let ns = (t1 - t0).as_nanos().max(1) as u64;
+                        out.hist.record(ns).expect("auto-resizing histogram");
+                        out.ok += 1;
+                        out.items += items;
+                    }
+                    Ok(Err(OpError::Timeout(_))) | Err(_) => out.timeouts += 1,
+                    Ok(Err(OpError::Other(m))) => {
+                        out.errors += 1;
+                        *out.kinds.entry(kind_of(&m)).or_default() += 1;
+                    }
+                }
             }
             out
         }));
@@ -351,7 +685,7 @@ pub async fn run_round<D: Driver>(
     });
 
     let mut hist = new_histogram();
-    let (mut ok, mut errors, mut timeouts) = (0, 0, 0);
+    let (mut ok, mut items, mut errors, mut timeouts) = (0, 0, 0, 0);
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut last = warm_end;
     let mut join_errors = 0;
@@ -360,6 +694,7 @@ pub async fn run_round<D: Driver>(
             Ok(o) => {
                 hist.add(&o.hist).expect("auto-resizing histogram");
                 ok += o.ok;
+                items += o.items;
                 errors += o.errors;
                 timeouts += o.timeouts;
                 for (k, v) in o.kinds {
@@ -376,21 +711,51 @@ pub async fn run_round<D: Driver>(
         }
     }
     errors += join_errors;
+    shared.stop.store(true, Ordering::Relaxed);
+    let elapsed = (last - warm_end).as_secs_f64().max(1e-9);
+    let background = if readers.is_empty() {
+        None
+    } else {
+        let mut b = Background {
+            readers: readers.len(),
+            page_size: spec.page_size,
+            ..Default::default()
+        };
+        let mut bh = new_histogram();
+        for r in readers {
+            match r.await {
+                Ok(o) => {
+                    bh.add(&o.hist).expect("auto-resizing histogram");
+                    b.pages += o.ok;
+                    b.keys += o.items;
+                    b.errors += o.errors;
+                    b.timeouts += o.timeouts;
+                }
+                Err(_) => b.errors += 1,
+            }
+        }
+        b.pages_per_sec = b.pages as f64 / elapsed;
+        b.keys_per_sec = b.keys as f64 / elapsed;
+        b.latency = Latency::from_histogram(&bh);
+        Some(b)
+    };
     if let Some(t) = ticker {
         t.abort();
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let elapsed = (last - warm_end).as_secs_f64().max(1e-9);
     Ok(Round {
         ok,
         errors,
         timeouts,
         elapsed_s: elapsed,
         ops_per_sec: ok as f64 / elapsed,
+        items,
+        items_per_sec: items as f64 / elapsed,
         latency: Latency::from_histogram(&hist),
         error_kinds: kinds,
+        background,
     })
 }
 
@@ -549,6 +914,9 @@ mod tests {
             request_timeout: Duration::from_millis(5),
             label: "t".into(),
             progress: false,
+            page_size: 10,
+            range_readers: 0,
+            lease_ttl: Duration::from_secs(60),
         };
         let keys = Arc::new(make_keys(10, 8).unwrap());
         let r = run_round(d, keys, Arc::new(make_value(4)), &spec)

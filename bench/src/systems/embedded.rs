@@ -14,9 +14,13 @@ use d_engine::config::MemberConfig;
 use d_engine::{Config, EmbeddedClient, EmbeddedEngine};
 use tokio::net::TcpListener;
 
-use super::{dengine_consistency, dengine_error};
+use super::{
+    dengine_consistency, dengine_error, page_options, page_reply, transfer_reply, transfer_txn,
+};
 use crate::cli::SmBackend;
-use crate::workload::{Consistency, Driver, OpError};
+use crate::workload::{
+    Consistency, Driver, LeaseRenewer, OpError, OpFuture, OpKind, PageReply, TxnReply,
+};
 
 pub struct EmbeddedCluster {
     engines: Vec<EmbeddedEngine>,
@@ -161,5 +165,69 @@ impl Driver for EmbeddedCluster {
             .await
             .map(|kv| kv.is_some())
             .map_err(dengine_error)
+    }
+
+    /// Every op; a lease "stream" is the in-process renew call (an
+    /// embedded client has no stream to keep).
+    fn supports_op(&self, _: OpKind) -> bool {
+        true
+    }
+
+    async fn txn_transfer<'a>(
+        &'a self,
+        _: usize,
+        from: &'a [u8],
+        to: &'a [u8],
+        from_mod_revision: u64,
+        value: &'a [u8],
+    ) -> Result<TxnReply, OpError> {
+        self.client()
+            .txn(transfer_txn(from, to, from_mod_revision, value))
+            .await
+            .map(|o| transfer_reply(&o))
+            .map_err(dengine_error)
+    }
+
+    async fn range_page<'a>(
+        &'a self,
+        _: usize,
+        start: &'a [u8],
+        end: &'a [u8],
+        limit: u32,
+    ) -> Result<PageReply, OpError> {
+        self.client()
+            .range(start, page_options(end, limit))
+            .await
+            .map(page_reply)
+            .map_err(dengine_error)
+    }
+
+    async fn lease_open(
+        &self,
+        _: usize,
+        ttl: Duration,
+        _stream: bool,
+    ) -> Result<Box<dyn LeaseRenewer>, OpError> {
+        let client = self.client().clone();
+        let g = client.lease_grant(ttl).await.map_err(dengine_error)?;
+        Ok(Box::new(EmbeddedLease { client, id: g.id }))
+    }
+}
+
+/// A lease renewed through the leader's `EmbeddedClient`.
+struct EmbeddedLease {
+    client: EmbeddedClient,
+    id: u64,
+}
+
+impl LeaseRenewer for EmbeddedLease {
+    fn renew(&mut self) -> OpFuture<'_, ()> {
+        Box::pin(async move {
+            self.client
+                .lease_renew(self.id)
+                .await
+                .map(|_| ())
+                .map_err(dengine_error)
+        })
     }
 }

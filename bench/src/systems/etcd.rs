@@ -4,24 +4,35 @@
 //!
 //! Connections are spread round-robin over all members (as etcd's own
 //! benchmark tool does); a follower forwards writes to the leader itself.
-//! etcd has no lease read: `lease` cases are skipped.
+//! etcd has no lease read: `lease` cases are skipped; nor a unary lease
+//! renew: `lease-renew` is skipped (its keep-alive is a stream).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use super::procs::{free_port, Proc};
+use super::ttl_secs;
 use crate::memory::Holder;
 use crate::pb::etcd::kv_client::KvClient;
-use crate::pb::etcd::{PutRequest, RangeRequest};
-use crate::workload::{Consistency, Driver, OpError};
+use crate::pb::etcd::lease_client::LeaseClient;
+use crate::pb::etcd::{
+    compare, request_op, response_op, Compare, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use crate::workload::{
+    Consistency, Driver, LeaseRenewer, OpError, OpFuture, OpKind, PageReply, TxnReply,
+};
 
 pub struct EtcdCluster {
     procs: Vec<Proc>,
     _dir: tempfile::TempDir,
     clients: Vec<KvClient<Channel>>,
+    /// Lease service clients on the same connections.
+    leases: Vec<LeaseClient<Channel>>,
 }
 
 /// `--etcd-bin`, else `etcd` on PATH, else /usr/bin/etcd.
@@ -91,6 +102,7 @@ impl EtcdCluster {
             procs,
             _dir: dir,
             clients: Vec::new(),
+            leases: Vec::new(),
         };
         cluster
             .wait_ready(&endpoints, Duration::from_secs(30))
@@ -102,7 +114,8 @@ impl EtcdCluster {
                 .connect()
                 .await
                 .with_context(|| format!("connecting to etcd at {ep}"))?;
-            cluster.clients.push(KvClient::new(ch));
+            cluster.clients.push(KvClient::new(ch.clone()));
+            cluster.leases.push(LeaseClient::new(ch));
         }
         Ok(cluster)
     }
@@ -160,6 +173,7 @@ impl EtcdCluster {
 
     pub async fn stop(self) {
         drop(self.clients);
+        drop(self.leases);
         for p in self.procs {
             p.stop().await;
         }
@@ -201,10 +215,178 @@ impl Driver for EtcdCluster {
                 limit: 0,
                 revision: 0,
                 serializable: c == Consistency::Eventual,
+                ..Default::default()
             })
             .await
             .map_err(status_error)?;
         Ok(!r.into_inner().kvs.is_empty())
+    }
+
+    /// Txn, Range with a limit and the LeaseKeepAlive stream; no unary renew.
+    fn supports_op(&self, op: OpKind) -> bool {
+        match op {
+            OpKind::Get(c) => self.supports(c),
+            OpKind::LeaseRenew { stream } => stream,
+            OpKind::Put | OpKind::Txn | OpKind::RangePage => true,
+        }
+    }
+
+    async fn txn_transfer<'a>(
+        &'a self,
+        conn: usize,
+        from: &'a [u8],
+        to: &'a [u8],
+        from_mod_revision: u64,
+        value: &'a [u8],
+    ) -> Result<TxnReply, OpError> {
+        let put = |key: &[u8]| RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                lease: 0,
+            })),
+        };
+        let req = TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Mod as i32,
+                key: from.to_vec(),
+                target_union: Some(compare::TargetUnion::ModRevision(from_mod_revision as i64)),
+            }],
+            success: vec![put(from), put(to)],
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key: from.to_vec(),
+                    ..Default::default()
+                })),
+            }],
+        };
+        let r = self.clients[conn]
+            .clone()
+            .txn(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if r.succeeded {
+            let revision = r.header.map_or(0, |h| h.revision) as u64;
+            return Ok(TxnReply {
+                succeeded: true,
+                revision,
+            });
+        }
+        let current = match r.responses.into_iter().next().and_then(|op| op.response) {
+            Some(response_op::Response::ResponseRange(rr)) => {
+                rr.kvs.first().map_or(0, |kv| kv.mod_revision as u64)
+            }
+            _ => 0,
+        };
+        Ok(TxnReply {
+            succeeded: false,
+            revision: current,
+        })
+    }
+
+    async fn range_page<'a>(
+        &'a self,
+        conn: usize,
+        start: &'a [u8],
+        end: &'a [u8],
+        limit: u32,
+    ) -> Result<PageReply, OpError> {
+        let r = self.clients[conn]
+            .clone()
+            .range(RangeRequest {
+                key: start.to_vec(),
+                range_end: end.to_vec(),
+                limit: i64::from(limit),
+                ..Default::default()
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let next = match (r.more, r.kvs.last()) {
+            (true, Some(last)) => {
+                let mut k = last.key.clone();
+                k.push(0);
+                Some(k)
+            }
+            _ => None,
+        };
+        Ok(PageReply {
+            keys: r.kvs.len() as u64,
+            next,
+        })
+    }
+
+    async fn lease_open(
+        &self,
+        conn: usize,
+        ttl: Duration,
+        _stream: bool,
+    ) -> Result<Box<dyn LeaseRenewer>, OpError> {
+        let mut client = self.leases[conn].clone();
+        let g = client
+            .lease_grant(LeaseGrantRequest {
+                ttl: ttl_secs(ttl),
+                id: 0,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if !g.error.is_empty() {
+            return Err(OpError::Other(format!("etcd lease grant: {}", g.error)));
+        }
+        // etcd sends the stream's response headers with its first answer,
+        // so the first renewal is queued before the call (else opening the
+        // stream would wait for ever) and its answer read here, as set-up.
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(LeaseKeepAliveRequest { id: g.id })
+            .await
+            .map_err(|_| OpError::Other("etcd keep-alive stream closed".into()))?;
+        let responses = client
+            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let mut lease = EtcdLease {
+            tx,
+            responses,
+            id: g.id,
+        };
+        lease.answer().await?;
+        Ok(Box::new(lease))
+    }
+}
+
+/// An etcd lease renewed over its own LeaseKeepAlive stream: one request
+/// message, then its answer (a TTL of 0 or less: the lease is gone).
+struct EtcdLease {
+    tx: mpsc::Sender<LeaseKeepAliveRequest>,
+    responses: tonic::Streaming<LeaseKeepAliveResponse>,
+    id: i64,
+}
+
+impl EtcdLease {
+    /// Reads the answer to the renewal sent last.
+    async fn answer(&mut self) -> Result<(), OpError> {
+        match self.responses.message().await {
+            Ok(Some(r)) if r.ttl > 0 => Ok(()),
+            Ok(Some(r)) => Err(OpError::Other(format!("etcd lease {} not found", r.id))),
+            Ok(None) => Err(OpError::Other("etcd keep-alive stream ended".into())),
+            Err(s) => Err(status_error(s)),
+        }
+    }
+}
+
+impl LeaseRenewer for EtcdLease {
+    fn renew(&mut self) -> OpFuture<'_, ()> {
+        Box::pin(async move {
+            self.tx
+                .send(LeaseKeepAliveRequest { id: self.id })
+                .await
+                .map_err(|_| OpError::Other("etcd keep-alive stream closed".into()))?;
+            self.answer().await
+        })
     }
 }
 

@@ -5,7 +5,13 @@ pub mod etcd;
 pub mod procs;
 pub mod standalone;
 
-use crate::workload::{Consistency, OpError};
+use std::time::Duration;
+
+use d_engine_client::{
+    Compare, RangeEnd, RangeOptions, RangePage, Txn, TxnOp, TxnOpResult, TxnOutcome,
+};
+
+use crate::workload::{Consistency, OpError, PageReply, TxnReply};
 
 /// Maps a d-engine client error to the benchmark's error classes.
 pub fn dengine_error(e: d_engine_client::Error) -> OpError {
@@ -21,5 +27,124 @@ pub fn dengine_consistency(c: Consistency) -> d_engine_client::Consistency {
         Consistency::Linearizable => d_engine_client::Consistency::Linearizable,
         Consistency::Lease => d_engine_client::Consistency::Lease,
         Consistency::Eventual => d_engine_client::Consistency::Eventual,
+    }
+}
+
+/// The transfer transaction of the `txn` scenario: if `from` was last
+/// modified at `from_mod_revision`, put `value` under `from` and `to`;
+/// else read `from`.
+pub fn transfer_txn(from: &[u8], to: &[u8], from_mod_revision: u64, value: &[u8]) -> Txn {
+    Txn::new()
+        .when([Compare::mod_revision_is(from, from_mod_revision)])
+        .and_then([TxnOp::put(from, value), TxnOp::put(to, value)])
+        .or_else([TxnOp::get(from)])
+}
+
+/// A [`transfer_txn`] outcome as the benchmark counts it.
+pub fn transfer_reply(o: &TxnOutcome) -> TxnReply {
+    if o.succeeded {
+        return TxnReply {
+            succeeded: true,
+            revision: o.revision,
+        };
+    }
+    let current = match o.results.first() {
+        Some(TxnOpResult::Range(page)) => page.kvs.first().map_or(0, |kv| kv.mod_revision),
+        _ => 0,
+    };
+    TxnReply {
+        succeeded: false,
+        revision: current,
+    }
+}
+
+/// Linearizable range options for a page of `[start, end)` (`end` = `[0]`:
+/// every key from the start on).
+pub fn page_options(end: &[u8], limit: u32) -> RangeOptions {
+    RangeOptions {
+        end: if end == [0] {
+            RangeEnd::FromKey
+        } else {
+            RangeEnd::Before(end.to_vec())
+        },
+        limit,
+        consistency: d_engine_client::Consistency::Linearizable,
+        ..Default::default()
+    }
+}
+
+/// A d-engine range page as the benchmark counts it.
+pub fn page_reply(p: RangePage) -> PageReply {
+    PageReply {
+        keys: p.kvs.len() as u64,
+        next: if p.more { p.next_key } else { None },
+    }
+}
+
+/// A lease TTL as whole seconds (etcd's unit), at least 1.
+pub fn ttl_secs(ttl: Duration) -> i64 {
+    ttl.as_secs_f64().ceil().max(1.0) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d_engine_client::KeyValue;
+
+    #[test]
+    fn a_failed_transfer_reports_the_current_revision_of_its_first_key() {
+        let kv = KeyValue {
+            key: b"a".to_vec(),
+            value: b"v".to_vec(),
+            create_revision: 3,
+            mod_revision: 7,
+            version: 2,
+            expires_at_ms: 0,
+            lease: 0,
+        };
+        let failed = TxnOutcome {
+            succeeded: false,
+            results: vec![TxnOpResult::Range(RangePage {
+                kvs: vec![kv],
+                ..Default::default()
+            })],
+            revision: 9,
+            replayed: false,
+        };
+        assert_eq!(
+            transfer_reply(&failed),
+            TxnReply {
+                succeeded: false,
+                revision: 7
+            }
+        );
+        let ok = TxnOutcome {
+            succeeded: true,
+            revision: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            transfer_reply(&ok),
+            TxnReply {
+                succeeded: true,
+                revision: 9
+            }
+        );
+        let t = transfer_txn(b"a", b"b", 7, b"v");
+        assert_eq!(
+            (t.compares.len(), t.success.len(), t.failure.len()),
+            (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn page_options_map_the_open_end() {
+        assert_eq!(page_options(&[0], 5).end, RangeEnd::FromKey);
+        assert_eq!(
+            page_options(b"0100", 5).end,
+            RangeEnd::Before(b"0100".to_vec())
+        );
+        assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl_secs(Duration::ZERO), 1);
     }
 }

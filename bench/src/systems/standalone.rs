@@ -9,10 +9,17 @@ use anyhow::{bail, Context, Result};
 use d_engine_client::{Client, ClientBuilder, GrpcKv};
 
 use super::procs::{free_port, Proc};
-use super::{dengine_consistency, dengine_error};
+use d_engine_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use super::{
+    dengine_consistency, dengine_error, page_options, page_reply, transfer_reply, transfer_txn,
+};
 use crate::cli::SmBackend;
 use crate::memory::Holder;
-use crate::workload::{Consistency, Driver, OpError};
+use crate::workload::{
+    Consistency, Driver, LeaseRenewer, OpError, OpFuture, OpKind, PageReply, TxnReply,
+};
 
 pub struct StandaloneCluster {
     procs: Vec<Proc>,
@@ -193,6 +200,130 @@ impl Driver for StandaloneCluster {
             .await
             .map(|kv| kv.is_some())
             .map_err(dengine_error)
+    }
+
+    fn supports_op(&self, _: OpKind) -> bool {
+        true
+    }
+
+    async fn txn_transfer<'a>(
+        &'a self,
+        conn: usize,
+        from: &'a [u8],
+        to: &'a [u8],
+        from_mod_revision: u64,
+        value: &'a [u8],
+    ) -> Result<TxnReply, OpError> {
+        self.kvs[conn]
+            .txn(transfer_txn(from, to, from_mod_revision, value))
+            .await
+            .map(|o| transfer_reply(&o))
+            .map_err(dengine_error)
+    }
+
+    async fn range_page<'a>(
+        &'a self,
+        conn: usize,
+        start: &'a [u8],
+        end: &'a [u8],
+        limit: u32,
+    ) -> Result<PageReply, OpError> {
+        self.kvs[conn]
+            .range(start, page_options(end, limit))
+            .await
+            .map(page_reply)
+            .map_err(dengine_error)
+    }
+
+    /// Grants through the client (leader discovery, retries); the stream
+    /// is `Lease.LeaseKeepAlive` opened on the leader's channel, the unary
+    /// renew the client's `lease_renew` (`Lease.LeaseRenew`).
+    async fn lease_open(
+        &self,
+        conn: usize,
+        ttl: Duration,
+        stream: bool,
+    ) -> Result<Box<dyn LeaseRenewer>, OpError> {
+        let kv = self.kvs[conn].clone();
+        let id = kv.lease_grant(ttl).await.map_err(dengine_error)?.id;
+        if !stream {
+            return Ok(Box::new(UnaryLease { kv, id }));
+        }
+        let client = &self.clients[conn];
+        let leader = match client.cached_leader() {
+            Some(l) => l,
+            None => client.refresh_leader().await.map_err(dengine_error)?,
+        };
+        let ch = client.channel(&leader).map_err(dengine_error)?;
+        // The first renewal is queued before the call and answered here, as
+        // set-up (a server may send the stream's headers with its first
+        // answer only).
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(pb::LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| OpError::Other("keep-alive stream closed".into()))?;
+        let responses = pb::lease_client::LeaseClient::new(ch)
+            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let mut lease = StreamLease { tx, responses, id };
+        lease.answer().await?;
+        Ok(Box::new(lease))
+    }
+}
+
+fn status_error(s: tonic::Status) -> OpError {
+    dengine_error(d_engine_client::status_codec::from_status(&s))
+}
+
+/// A lease renewed with one `LeaseRenew` call per renewal.
+struct UnaryLease {
+    kv: GrpcKv,
+    id: u64,
+}
+
+impl LeaseRenewer for UnaryLease {
+    fn renew(&mut self) -> OpFuture<'_, ()> {
+        Box::pin(async move {
+            self.kv
+                .lease_renew(self.id)
+                .await
+                .map(|_| ())
+                .map_err(dengine_error)
+        })
+    }
+}
+
+/// A lease renewed over its own `LeaseKeepAlive` stream: one request
+/// message, then its answer.
+struct StreamLease {
+    tx: mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    responses: tonic::Streaming<pb::LeaseKeepAliveResponse>,
+    id: u64,
+}
+
+impl StreamLease {
+    /// Reads the answer to the renewal sent last.
+    async fn answer(&mut self) -> Result<(), OpError> {
+        match self.responses.message().await {
+            Ok(Some(r)) if r.ttl_ms > 0 => Ok(()),
+            Ok(Some(r)) => Err(OpError::Other(format!("lease {} not renewed", r.id))),
+            Ok(None) => Err(OpError::Other("keep-alive stream ended".into())),
+            Err(s) => Err(status_error(s)),
+        }
+    }
+}
+
+impl LeaseRenewer for StreamLease {
+    fn renew(&mut self) -> OpFuture<'_, ()> {
+        Box::pin(async move {
+            self.tx
+                .send(pb::LeaseKeepAliveRequest { id: self.id })
+                .await
+                .map_err(|_| OpError::Other("keep-alive stream closed".into()))?;
+            self.answer().await
+        })
     }
 }
 
