@@ -37,8 +37,8 @@ pub mod tls;
 mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
-pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use auth::Credentials;
+pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;
 pub use cluster::{GrpcCluster, Membership};
@@ -58,9 +58,8 @@ pub use d_engine_api::{cancel_error, limits, status_codec};
 pub use d_engine_api::{
     scan_prefix_pages, CoordClient, HeldLock, KvClient, LeaseKeeper, RangeWalk, WatchStream,
 };
-pub use d_engine_api::{Error, ErrorCode, Result, WatchCancel};
 pub use d_engine_api::{ClusterChangeStream, ClusterState};
-pub use d_engine_api::{Error, ErrorCode, Result};
+pub use d_engine_api::{Error, ErrorCode, Result, WatchCancel};
 pub use d_engine_api::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 // Crate-internal paths of the moved modules.
 use d_engine_api::{convert, error, kv, types};

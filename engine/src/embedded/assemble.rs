@@ -147,9 +147,10 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
     }
 
     // 6. The in-process client's way to the leader.
-    let forward = Arc::new(Forwarder::new(&config, &tls).map_err(|e| {
-        StartError::Io(std::io::Error::other(format!("leader forwarder: {e}")))
-    })?);
+    let forward =
+        Arc::new(Forwarder::new(&config, &tls).map_err(|e| {
+            StartError::Io(std::io::Error::other(format!("leader forwarder: {e}")))
+        })?);
     Ok(EmbeddedEngine {
         handle,
         _net: net,
