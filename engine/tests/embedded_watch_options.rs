@@ -113,12 +113,9 @@ async fn range_prev_kv_filters_progress_and_a_typed_shutdown() {
     // Stopping the node ends the watch with a typed cancel saying where to
     // resume: past everything applied.
     e.stop().await.unwrap();
-    let err = loop {
-        match next(&mut deletes).await {
-            Ok(ev) => panic!("unexpected {ev:?}"),
-            Err(e) => break e,
-        }
-    };
+    let err = next(&mut deletes)
+        .await
+        .expect_err("the watch ends with an error");
     assert_eq!(err.code(), ErrorCode::ShuttingDown, "{err:?}");
     assert!(err.resume_revision().unwrap() > now, "{err:?}");
 }
