@@ -268,7 +268,7 @@ async fn grpc_serving(c: &Cluster, id: u64) -> Result<bool, String> {
 /// Waits until node `id`'s `/ready` and gRPC health both say `want`.
 async fn wait_ready_is(c: &Cluster, addrs: &BTreeMap<u64, String>, id: u64, want: bool) {
     let deadline = Instant::now() + BOUND;
-    let mut last = String::new();
+    let mut last: String;
     loop {
         match (ready(&addrs[&id]).await, grpc_serving(c, id).await) {
             (Ok((status, flag, body)), Ok(serving)) => {
