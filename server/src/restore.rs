@@ -67,7 +67,8 @@ pub fn main(args: &RestoreArgs) -> Result<String, String> {
             args.node_id
         ));
     }
-    let meta = d_engine::runtime::restore_backup(&config, &args.snapshot).map_err(|e| e.to_string())?;
+    let meta =
+        d_engine::runtime::restore_backup(&config, &args.snapshot).map_err(|e| e.to_string())?;
     Ok(format!(
         "restored {} into {} as node {} of the new cluster {:?} (members {:?}) at revision {} \
          (term {}).\nStart the node with --data-dir {} --node-id {} --cluster-id {} --peers {}",

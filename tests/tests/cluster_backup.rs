@@ -132,7 +132,12 @@ async fn load_keys(client: &Client, n: usize) {
 /// Acknowledged concurrent writes: key → (value, revision).
 type Acked = Arc<Mutex<BTreeMap<String, (String, u64)>>>;
 
-fn start_writers(client: &Client, n: usize, stop: Arc<AtomicBool>, acked: Acked) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_writers(
+    client: &Client,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..n)
         .map(|w| {
             let kv = client.kv();
@@ -178,7 +183,9 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
     let writers = start_writers(&client, 2, stop.clone(), acked.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked_before_backup = acked.lock().unwrap().clone();
-    let backup = c.dir().join("backup.snap");
+    // Outside the cluster's directory: it outlives the old cluster.
+    let keep = tempfile::tempdir().unwrap();
+    let backup = keep.path().join("backup.snap");
     let saved = client
         .admin()
         .snapshot_save(&backup, false)
@@ -190,7 +197,10 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(!acked_before_backup.is_empty(), "no concurrent write before the backup");
+    assert!(
+        !acked_before_backup.is_empty(),
+        "no concurrent write before the backup"
+    );
     assert!(
         acked.values().any(|(_, rev)| *rev > saved.revision),
         "no write after the backup's revision {}: the backup did not run under writes",
@@ -211,7 +221,7 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&backup).unwrap(), before);
     // No temp file is left beside it.
-    let leftovers: Vec<_> = std::fs::read_dir(c.dir())
+    let leftovers: Vec<_> = std::fs::read_dir(keep.path())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
@@ -248,7 +258,10 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
         assert_eq!(kvp.value, format!("value-{i}").into_bytes());
         assert!(kvp.mod_revision <= saved.revision);
     }
-    assert_eq!(all[0].mod_revision, sample.mod_revision, "revisions are kept");
+    assert_eq!(
+        all[0].mod_revision, sample.mod_revision,
+        "revisions are kept"
+    );
     assert_eq!(all[0].create_revision, sample.create_revision);
 
     // Concurrent writes: everything at or below the backup's revision is
@@ -269,11 +282,17 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
         if *rev <= saved.revision {
             assert_eq!(restored.get(k), Some(&(v.clone(), *rev)), "{k} at {rev}");
         } else {
-            assert!(!restored.contains_key(k), "{k} at {rev} is newer than the backup");
+            assert!(
+                !restored.contains_key(k),
+                "{k} at {rev} is newer than the backup"
+            );
         }
     }
     for (k, _) in &acked_before_backup {
-        assert!(restored.contains_key(k), "{k} was acknowledged before the backup started");
+        assert!(
+            restored.contains_key(k),
+            "{k} was acknowledged before the backup started"
+        );
     }
     assert!(restored.values().all(|(_, rev)| *rev <= saved.revision));
 
@@ -281,7 +300,9 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
     let rev = kv.put("after-restore", "yes").await.unwrap();
     assert!(rev > saved.revision, "{rev} <= {}", saved.revision);
     for id in r.ids() {
-        r.wait_applied(id, rev, Duration::from_secs(20)).await.unwrap();
+        r.wait_applied(id, rev, Duration::from_secs(20))
+            .await
+            .unwrap();
     }
     eprintln!(
         "backup test: {n} keys loaded in {loaded:?}, backed up ({} bytes, revision {}) at \
@@ -318,7 +339,9 @@ async fn lost_majority_recovers_with_force_new_cluster_and_learners() {
     }
     // The survivor has every acknowledged write (the operator picks the
     // survivor with the highest applied index).
-    c.wait_applied(1, last, Duration::from_secs(20)).await.unwrap();
+    c.wait_applied(1, last, Duration::from_secs(20))
+        .await
+        .unwrap();
     drop(client);
     c.kill(2);
     c.kill(3);
@@ -330,7 +353,10 @@ async fn lost_majority_recovers_with_force_new_cluster_and_learners() {
     let lone = short_client(vec![format!("http://{}", c.client_addr(1))]).await;
     let e = lone.kv().put("dr/refused", "x").await.unwrap_err();
     assert!(
-        matches!(e, Error::NoLeader(_) | Error::Timeout(_) | Error::Unavailable(_)),
+        matches!(
+            e,
+            Error::NoLeader(_) | Error::Timeout(_) | Error::Unavailable(_)
+        ),
         "{e}"
     );
     drop(lone);
@@ -342,7 +368,10 @@ async fn lost_majority_recovers_with_force_new_cluster_and_learners() {
     let leader = c.wait_leader(Duration::from_secs(30)).await;
     assert_eq!(leader, Ok(1), "{}", c.log_tails(30));
     let log = c.node(1).log();
-    assert!(log.contains("FORCE-NEW-CLUSTER"), "not logged loudly:\n{log}");
+    assert!(
+        log.contains("FORCE-NEW-CLUSTER"),
+        "not logged loudly:\n{log}"
+    );
     // The flag is for one start only; later starts must not carry it.
     c.node(1).spec.args.retain(|a| a != "--force-new-cluster");
     let client = ClientBuilder::new(vec![format!("http://{}", c.client_addr(1))])
@@ -401,6 +430,11 @@ async fn lost_majority_recovers_with_force_new_cluster_and_learners() {
     // The new voters hold everything: stop the survivor, 4 and 5 still
     // form a majority and serve every acknowledged write.
     c.terminate(1, Duration::from_secs(10));
+    let leader = c
+        .wait_new_leader(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
+    assert!(leader == 4 || leader == 5, "leader {leader}");
     let client = ClientBuilder::new(vec![
         format!("http://{}", c.client_addr(4)),
         format!("http://{}", c.client_addr(5)),
@@ -456,7 +490,11 @@ async fn restore_refuses_bad_input_and_changes_nothing() {
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not a usable d-engine backup"), "{}", text(&o));
-    assert!(err.contains("snapshot save"), "says what to do: {}", text(&o));
+    assert!(
+        err.contains("snapshot save"),
+        "says what to do: {}",
+        text(&o)
+    );
     assert!(!target.exists(), "nothing written for a corrupt backup");
 
     // A foreign file.
@@ -464,7 +502,11 @@ async fn restore_refuses_bad_input_and_changes_nothing() {
     std::fs::write(&foreign, "hello world, not a backup").unwrap();
     let o = restore(&foreign, &target, 1, "new", peers);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bad magic"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bad magic"),
+        "{}",
+        text(&o)
+    );
     assert!(!target.exists());
 
     // A non-empty data dir is never touched.
@@ -473,8 +515,15 @@ async fn restore_refuses_bad_input_and_changes_nothing() {
     let o = restore(&good, &target, 1, "new", peers);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("not empty") && err.contains("old-data"), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(target.join("old-data")).unwrap(), "keep");
+    assert!(
+        err.contains("not empty") && err.contains("old-data"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("old-data")).unwrap(),
+        "keep"
+    );
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
 
     // A node id that is not among the members.
@@ -489,9 +538,23 @@ async fn restore_refuses_bad_input_and_changes_nothing() {
     assert!(!fresh.exists());
 
     // A missing flag: clap names it.
-    let o = run_server(&["restore", "--data-dir", "x", "--node-id", "1", "--cluster-id", "n", "--peers", peers]);
+    let o = run_server(&[
+        "restore",
+        "--data-dir",
+        "x",
+        "--node-id",
+        "1",
+        "--cluster-id",
+        "n",
+        "--peers",
+        peers,
+    ]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--snapshot"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--snapshot"),
+        "{}",
+        text(&o)
+    );
 
     // The good file restores (and the result is a startable node).
     let o = restore(&good, &fresh, 1, "new", peers);
@@ -513,6 +576,10 @@ async fn restore_refuses_bad_input_and_changes_nothing() {
         "new",
     ]);
     assert!(!o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--join"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--join"),
+        "{}",
+        text(&o)
+    );
     drop(c);
 }

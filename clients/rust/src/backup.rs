@@ -106,12 +106,10 @@ impl GrpcAdmin {
             .await?;
         let res = receive(stream, &tmp).await;
         let res = match res {
-            Ok(mut saved) => finish(&tmp, path, overwrite)
-                .await
-                .map(|()| {
-                    saved.path = path.to_path_buf();
-                    saved
-                }),
+            Ok(mut saved) => finish(&tmp, path, overwrite).await.map(|()| {
+                saved.path = path.to_path_buf();
+                saved
+            }),
             Err(e) => Err(e),
         };
         if res.is_err() {
@@ -228,7 +226,9 @@ async fn finish(tmp: &Path, path: &Path, overwrite: bool) -> Result<()> {
     let d = tokio::fs::File::open(&dir)
         .await
         .map_err(io("cannot open directory", &dir))?;
-    d.sync_all().await.map_err(io("cannot fsync directory", &dir))?;
+    d.sync_all()
+        .await
+        .map_err(io("cannot fsync directory", &dir))?;
     Ok(())
 }
 

@@ -38,9 +38,9 @@ pub mod tls;
 mod watch;
 
 pub use admin::{GrpcAdmin, NodeStatus};
-pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use auth::Credentials;
 pub use backoff::RetryPolicy;
+pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;
 pub use cluster::{GrpcCluster, Membership};

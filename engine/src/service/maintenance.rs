@@ -71,11 +71,7 @@ impl Maintenance for MaintenanceService {
             .authenticate_request(&req)
             .await?
             .require_admin("Maintenance.Snapshot")?;
-        let backup = self
-            .node
-            .backup_snapshot()
-            .await
-            .map_err(|e| status(&e))?;
+        let backup = self.node.backup_snapshot().await.map_err(|e| status(&e))?;
         tracing::info!(
             revision = backup.index,
             term = backup.term,

@@ -39,7 +39,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use d_engine_core::{
-    membership_after, ConfChange, Entry, EntryPayload, HardState, Index, Membership, MemberRole,
+    membership_after, ConfChange, Entry, EntryPayload, HardState, Index, MemberRole, Membership,
     NodeId, SnapshotMeta,
 };
 
@@ -314,7 +314,8 @@ pub fn force_sole_voter(
             ),
         });
     }
-    let dir = DataDir::open(data_dir, node_id, cluster_id).map_err(storage("opening the data dir"))?;
+    let dir =
+        DataDir::open(data_dir, node_id, cluster_id).map_err(storage("opening the data dir"))?;
     let (mut hs_store, hs) =
         HardStateStore::open(dir.hard_state_dir()).map_err(storage("reading the hard state"))?;
     let snapshots = dir
