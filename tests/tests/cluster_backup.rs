@@ -183,7 +183,9 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
     let writers = start_writers(&client, 2, stop.clone(), acked.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked_before_backup = acked.lock().unwrap().clone();
-    let backup = c.dir().join("backup.snap");
+    // Outside the cluster's directory: it outlives the old cluster.
+    let keep = tempfile::tempdir().unwrap();
+    let backup = keep.path().join("backup.snap");
     let saved = client
         .admin()
         .snapshot_save(&backup, false)
@@ -219,7 +221,7 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&backup).unwrap(), before);
     // No temp file is left beside it.
-    let leftovers: Vec<_> = std::fs::read_dir(c.dir())
+    let leftovers: Vec<_> = std::fs::read_dir(keep.path())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
@@ -428,6 +430,11 @@ async fn lost_majority_recovers_with_force_new_cluster_and_learners() {
     // The new voters hold everything: stop the survivor, 4 and 5 still
     // form a majority and serve every acknowledged write.
     c.terminate(1, Duration::from_secs(10));
+    let leader = c
+        .wait_new_leader(1, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
+    assert!(leader == 4 || leader == 5, "leader {leader}");
     let client = ClientBuilder::new(vec![
         format!("http://{}", c.client_addr(4)),
         format!("http://{}", c.client_addr(5)),
