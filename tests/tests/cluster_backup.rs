@@ -288,7 +288,7 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
             );
         }
     }
-    for (k, _) in &acked_before_backup {
+    for k in acked_before_backup.keys() {
         assert!(
             restored.contains_key(k),
             "{k} was acknowledged before the backup started"
@@ -313,14 +313,12 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
     );
 }
 
-fn short_client(addrs: Vec<String>) -> impl std::future::Future<Output = Client> {
-    async move {
-        ClientBuilder::new(addrs)
-            .request_timeout(Duration::from_secs(2))
-            .build()
-            .await
-            .expect("client builds")
-    }
+async fn short_client(addrs: Vec<String>) -> Client {
+    ClientBuilder::new(addrs)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("client builds")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

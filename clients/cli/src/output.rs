@@ -80,7 +80,7 @@ impl Table {
 /// A duration in the unit people read best.
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -280,7 +280,7 @@ fn parse_op(toks: &[Tok]) -> Result<TxnOp, String> {
                     }
                     Tok::Word(w) if w.starts_with("end=") => set(
                         &mut end,
-                        RangeEnd::Before(w["end=".len()..].as_bytes().to_vec()),
+                        RangeEnd::Before(w.as_bytes()["end=".len()..].to_vec()),
                     )?,
                     other => {
                         return Err(format!(

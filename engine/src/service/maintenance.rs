@@ -113,12 +113,12 @@ fn stream_file(
         let last = offset == b.len;
         let msg = pb::BackupChunk {
             header: header.take(),
-            data: data.into(),
+            data,
             revision: b.index,
             term: b.term,
             total_bytes: b.len,
             sha256: if last {
-                hasher.clone().finalize().to_vec().into()
+                hasher.clone().finalize().to_vec()
             } else {
                 Default::default()
             },
