@@ -103,6 +103,9 @@ pub struct RaftNode {
 
     // Snapshots.
     pub(crate) snapshot_requested: bool,
+    /// After the host made no snapshot for a request, the core asks again
+    /// no earlier than this tick.
+    pub(crate) snapshot_retry_at: u64,
     /// A peer that joined after bootstrap needs a snapshot and none exists.
     pub(crate) joiner_needs_snapshot: bool,
 
@@ -181,6 +184,7 @@ impl RaftNode {
             ack_wait: None,
             pending_install: None,
             snapshot_requested: false,
+            snapshot_retry_at: 0,
             joiner_needs_snapshot: false,
             msgs: Vec::new(),
             reads_out: Vec::new(),
@@ -386,6 +390,16 @@ impl RaftNode {
     /// `meta.membership` differs from it (see [`RaftNode::membership_at`]).
     pub fn snapshot_created(&mut self, meta: SnapshotMeta) {
         self.on_snapshot_created(meta)
+    }
+
+    /// The host made no new snapshot for the core's last request
+    /// (`Ready::create_snapshot`): it failed, or its image was no newer
+    /// than the latest snapshot. The core asks again, no sooner than one
+    /// election timeout from now. Without this call a request the host
+    /// dropped would stop every later snapshot.
+    pub fn snapshot_not_created(&mut self) {
+        self.snapshot_requested = false;
+        self.snapshot_retry_at = self.now + self.cfg.election_ticks;
     }
 
     /// The host installed the snapshot it was asked to install.

@@ -10,7 +10,7 @@ impl RaftNode {
     /// Also true when a peer that joined after bootstrap needs a first
     /// snapshot and none exists yet.
     pub(crate) fn snapshot_due(&self) -> bool {
-        if self.snapshot_requested {
+        if self.snapshot_requested || self.now < self.snapshot_retry_at {
             return false;
         }
         let since = self.log.applied.saturating_sub(self.log.snap_index());

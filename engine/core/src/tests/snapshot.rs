@@ -41,6 +41,46 @@ fn create_snapshot_is_requested_past_the_threshold_and_compacts() {
 }
 
 #[test]
+fn a_request_the_host_made_no_snapshot_for_is_asked_again_later() {
+    // Before `snapshot_not_created`, a request the host dropped (its image
+    // was no newer than the latest snapshot, or writing it failed) left the
+    // core waiting for it forever: no snapshot was ever asked for again, so
+    // a learner that needed one never caught up.
+    let mut net = Network::new(&[1], &[]);
+    net.node_mut(1).cfg.snapshot_threshold = 3;
+    net.auto_snapshot = false;
+    net.elect(1);
+    for i in 0..4 {
+        net.propose(1, &format!("c{i}"));
+    }
+    let _ = net.node_mut(1).ready();
+    let last = net.status(1).last_index;
+    net.node_mut(1).log_persisted(last, 1);
+    let _ = net.node_mut(1).ready();
+    assert!(
+        net.node(1).snapshot_requested,
+        "past the threshold the core asked for a snapshot"
+    );
+    assert!(
+        !net.node_mut(1).ready().create_snapshot,
+        "not asked twice while the host works on it"
+    );
+    net.node_mut(1).snapshot_not_created();
+    assert!(
+        !net.node_mut(1).ready().create_snapshot,
+        "not asked again at once"
+    );
+    let election = net.node(1).cfg.election_ticks;
+    for _ in 0..election {
+        net.node_mut(1).tick();
+    }
+    assert!(
+        net.node_mut(1).has_ready() && net.node_mut(1).ready().create_snapshot,
+        "asked again one election timeout later"
+    );
+}
+
+#[test]
 fn lagging_follower_gets_the_snapshot_and_catches_up() {
     let mut net = Network::new(&[1, 2, 3], &[]);
     net.node_mut(1).cfg.snapshot_threshold = 4;

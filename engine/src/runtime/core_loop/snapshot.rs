@@ -81,7 +81,10 @@ impl CoreLoop {
         if !self.snapshot_building {
             if let Some((meta, _)) = &self.latest_snapshot {
                 if meta.last_index >= applied {
-                    // Nothing applied since the latest snapshot.
+                    // Nothing applied since the latest snapshot (the core
+                    // may have handed out entries the apply thread has not
+                    // applied yet): the core asks again later.
+                    self.core.snapshot_not_created();
                     if let Some(tx) = tx {
                         let _ = tx.send(Ok(meta.last_index));
                     }
@@ -158,6 +161,9 @@ impl CoreLoop {
                     .latest_snapshot
                     .as_ref()
                     .is_none_or(|(m, _)| m.last_index < index);
+                if !newer {
+                    self.core.snapshot_not_created();
+                }
                 if newer {
                     self.core.snapshot_created(meta.clone());
                     self.log_bytes.compacted(index);
@@ -175,6 +181,7 @@ impl CoreLoop {
             Err(e) => {
                 tracing::error!(error = %e, "snapshot failed");
                 self.shared.metrics.snapshots_failed.inc();
+                self.core.snapshot_not_created();
                 for tx in self.snapshot_waiters.drain(..) {
                     let _ = tx.send(Err(Error::Storage(e.to_string())));
                 }
