@@ -293,3 +293,47 @@ fn founding_member_started_without_its_membership_gets_a_snapshot() {
     assert_eq!(st.membership, membership(&[1, 2, 3], &[]));
     assert!(net.node(1).progress[&3].needs_snapshot);
 }
+
+#[test]
+fn joiner_gets_the_snapshot_that_was_made_while_it_kept_rejecting() {
+    // The host makes snapshots asynchronously: while the snapshot a joiner
+    // needs is being written, the joiner keeps answering heartbeats; once
+    // the snapshot exists (with nothing applied since), the leader must
+    // still send it rather than wait for another one.
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.propose(1, "a");
+    net.settle();
+    net.nodes
+        .insert(4, node_with(4, &Membership::default(), 0, vec![]));
+    net.disks.insert(4, Disk::default());
+    net.auto_snapshot = false;
+    net.node_mut(1)
+        .propose_conf_change(ConfChange::AddLearner {
+            id: 4,
+            addr: "n4".into(),
+        })
+        .unwrap();
+    net.tick_all(2 * H);
+    assert!(
+        net.node(1).snapshot_requested,
+        "the joiner's rejections asked for a snapshot"
+    );
+    assert_eq!(net.status(4).last_index, 0);
+    // The host finishes the snapshot now, at the leader's applied index.
+    let last = net.disks[&1].applied.last().cloned().expect("applied");
+    let meta = SnapshotMeta {
+        last_index: last.index,
+        last_term: last.term,
+        membership: net.node(1).membership_at(last.index).expect("in memory"),
+    };
+    net.node_mut(1).snapshot_created(meta);
+    net.auto_snapshot = true;
+    net.tick_all(3 * H);
+    assert!(
+        net.status(4).snapshot_index >= last.index,
+        "the learner installed the snapshot"
+    );
+    assert_eq!(net.status(4).membership, membership(&[1, 2, 3], &[4]));
+    assert_eq!(net.status(4).commit, net.status(1).commit);
+}
