@@ -797,7 +797,9 @@ async fn cli_auth_flags() {
         extra_args: vec!["--config".into(), config.display().to_string()],
         ..Default::default()
     });
-    c.wait_leader(ELECTION_BOUND).await.unwrap();
+    // The harness's leader probe has no credentials (auth refuses it);
+    // health is open, so wait for the node to answer it instead.
+    c.wait_serving(1, ELECTION_BOUND).await.unwrap();
     let ep = endpoints_of(&c);
     tokio::task::block_in_place(|| {
         let out = run(&ep, &["put", "app/x", "1"]).code(AUTH);

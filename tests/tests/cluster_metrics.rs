@@ -160,9 +160,10 @@ async fn metrics_parse_as_prometheus_text_and_move_under_load() {
     let (mut c, addrs) = cluster_with_metrics().await;
     let leader = c.wait_leader(BOUND).await.unwrap();
     let follower = *c.ids().iter().find(|id| **id != leader).unwrap();
-    let put_ok = "dengine_grpc_requests_total{method=\"/dengine.v1.Kv/Put\",code=\"OK\"}";
+    // The exposition lists label names in sorted order.
+    let put_ok = "dengine_grpc_requests_total{code=\"OK\",method=\"/dengine.v1.Kv/Put\"}";
     let put_bad =
-        "dengine_grpc_requests_total{method=\"/dengine.v1.Kv/Put\",code=\"INVALID_ARGUMENT\"}";
+        "dengine_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"/dengine.v1.Kv/Put\"}";
     let proposals = "dengine_proposals_total{result=\"ok\"}";
 
     let before = scrape(&addrs[&leader]).await;
@@ -211,8 +212,18 @@ async fn metrics_parse_as_prometheus_text_and_move_under_load() {
         val(&before, proposals),
         val(&after, proposals)
     );
-    assert!(val(&after, put_ok) >= val(&before, put_ok) + 40.0);
-    assert!(val(&after, put_bad) >= val(&before, put_bad) + 1.0);
+    assert!(
+        val(&after, put_ok) >= val(&before, put_ok) + 40.0,
+        "{put_ok}: {} -> {}",
+        val(&before, put_ok),
+        val(&after, put_ok)
+    );
+    assert!(
+        val(&after, put_bad) >= val(&before, put_bad) + 1.0,
+        "{put_bad}: {} -> {}",
+        val(&before, put_bad),
+        val(&after, put_bad)
+    );
     assert!(val(&after, "dengine_applied_index") >= last as f64);
     assert!(val(&after, "dengine_applied_index") > val(&before, "dengine_applied_index"));
     assert!(
