@@ -454,6 +454,7 @@ class EmbeddedClient(EmbeddedAdminMixin):
         prev_kv: bool = False,
         progress_notify: bool = False,
         filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
     ) -> EmbeddedWatch:
         """Iterator of changes to ``key`` (or ``[key, range_end)``) after
         commit, in revision order (served by the local node). Options as for
@@ -470,6 +471,7 @@ class EmbeddedClient(EmbeddedAdminMixin):
         prev_kv: bool = False,
         progress_notify: bool = False,
         filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
     ) -> EmbeddedWatch:
         """Iterator of changes to every key starting with ``prefix``."""
         args = _watch_args(prefix, start_revision, True, None, prev_kv, progress_notify, filters)
@@ -1001,6 +1003,7 @@ class AsyncEmbeddedClient(AsyncEmbeddedAdminMixin):
         prev_kv: bool = False,
         progress_notify: bool = False,
         filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
     ) -> AsyncEmbeddedWatch:
         if self._closed:
             raise ClientClosed("the client is closed")
@@ -1015,6 +1018,7 @@ class AsyncEmbeddedClient(AsyncEmbeddedAdminMixin):
         prev_kv: bool = False,
         progress_notify: bool = False,
         filters: FilterArg = (),
+        resume_timeout: Optional[float] = None,
     ) -> AsyncEmbeddedWatch:
         if self._closed:
             raise ClientClosed("the client is closed")
