@@ -350,3 +350,34 @@ async fn one_node_grows_to_three_under_write_load() {
             .unwrap();
     }
 }
+
+/// A loopback cluster without a peer secret (what local test clusters and
+/// the Go and Python suites run): the joiner knows no member, so it can
+/// answer the leader that adds it only through the return link it learns
+/// from that leader's call. Before that was allowed for loopback addresses
+/// the learner's answers were dropped and it stayed at applied index 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_loopback_joiner_catches_up() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::start(ClusterConfig {
+        peer_secret: false,
+        ..config(3)
+    });
+    c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let client = c.client().await;
+    for i in 0..20 {
+        client.kv().put(format!("k{i}"), "v").await.unwrap();
+    }
+    let (peer, client_addr) = c.spawn_joiner(4);
+    c.wait_serving(4, Duration::from_secs(30)).await.unwrap();
+    client
+        .admin()
+        .add_learner(4, peer, client_addr)
+        .await
+        .unwrap_or_else(|e| panic!("add learner: {e}\n{}", c.log_tails(30)));
+    let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let commit = c.status(leader).await.unwrap().commit_index;
+    c.wait_applied(4, commit, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
+}

@@ -105,16 +105,10 @@ def test_admin_calls_and_cluster_changes(fresh_cluster: ServerCluster, server_bi
             s = _until(q, "learner 4", lambda s: s.members_changed and _has(s.members, 4, "learner"))
             assert not s.leader_changed
 
-            # Known server bug (reported): on an idle cluster a new learner
-            # sometimes never gets its first snapshot (applied index stays 0);
-            # promote_when_caught_up then times out, correctly, and the test
-            # promotes it anyway so the rest still runs.
-            try:
-                ms = c.promote_when_caught_up(4, timeout=10)
-                assert c.node_status(joiner.spec.client_addr).applied_index >= st.applied_index
-            except dengine.Timeout as e:
-                print(f"KNOWN BUG: learner 4 did not catch up: {e}")
-                ms = c.promote(4)
+            # The joiner knows only node 1's address; it must catch up
+            # whichever node leads (it learns the leader's return address).
+            ms = c.promote_when_caught_up(4, timeout=10)
+            assert c.node_status(joiner.spec.client_addr).applied_index >= st.applied_index
             assert _has(ms, 4, "voter")
             _until(q, "voter 4", lambda s: s.members_changed and _has(s.members, 4, "voter"))
             assert _has(c.promote(4), 4, "voter"), "a repeated promote is idempotent"

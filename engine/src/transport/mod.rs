@@ -25,7 +25,7 @@ mod tonic_snapshot_tests;
 mod tonic_tests;
 
 pub use tonic_client::TonicTransport;
-pub use tonic_common::{PeerDirectory, TransportOptions};
+pub use tonic_common::{PeerDirectory, TransportOptions, UnauthenticatedReturnLinks};
 pub use tonic_server::{serve_peers, RaftService};
 
 use std::collections::BTreeMap;

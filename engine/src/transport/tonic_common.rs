@@ -93,6 +93,39 @@ pub struct TransportOptions {
     /// A learned return link not refreshed by a new call from its peer for
     /// this long is dropped.
     pub learned_link_ttl: Duration,
+    /// Which advertised addresses a joining node may learn from callers
+    /// that did not authenticate (no cluster secret, no peer mTLS).
+    pub unauthenticated_return_links: UnauthenticatedReturnLinks,
+}
+
+/// Return links a joining node may learn from unauthenticated callers.
+///
+/// Without a cluster secret or peer mTLS a joining node cannot check who
+/// calls it, yet it must answer the leader that adds it, which is not in
+/// its configuration. The config only runs unauthenticated when every
+/// address is loopback or the operator opted out
+/// (`peer.allow_unauthenticated`), so the node learns loopback addresses in
+/// the first case and any address in the second. `Refused` (the default
+/// for hand-built options) learns nothing unauthenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnauthenticatedReturnLinks {
+    #[default]
+    Refused,
+    /// Only an advertised loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+    LoopbackOnly,
+    /// Any advertised address (`peer.allow_unauthenticated = true`).
+    Any,
+}
+
+impl UnauthenticatedReturnLinks {
+    /// True when an unauthenticated caller's advertised `addr` may be learned.
+    pub fn permits(self, addr: &str) -> bool {
+        match self {
+            UnauthenticatedReturnLinks::Refused => false,
+            UnauthenticatedReturnLinks::LoopbackOnly => crate::config::is_loopback_addr(addr),
+            UnauthenticatedReturnLinks::Any => true,
+        }
+    }
 }
 
 impl TransportOptions {
@@ -122,6 +155,7 @@ impl TransportOptions {
             joining: false,
             max_learned_links: 8,
             learned_link_ttl: Duration::from_secs(300),
+            unauthenticated_return_links: UnauthenticatedReturnLinks::Refused,
         }
     }
 
@@ -147,6 +181,14 @@ impl TransportOptions {
         // Validated with the rest of the config; an invalid map dials nothing special.
         o.dial_overrides = config.dial_overrides().unwrap_or_default();
         o.joining = config.join;
+        o.unauthenticated_return_links = if config.peer_authenticated() {
+            UnauthenticatedReturnLinks::Refused
+        } else if config.peer.allow_unauthenticated {
+            UnauthenticatedReturnLinks::Any
+        } else {
+            // Config validation admits this only when every address is loopback.
+            UnauthenticatedReturnLinks::LoopbackOnly
+        };
         o
     }
 

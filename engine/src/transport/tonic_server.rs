@@ -66,7 +66,8 @@ impl RaftService {
     /// Lets the service open a return link to a sender that is not in the
     /// peer list, at the address the sender advertises — only while the
     /// node waits to join, only for senders that authenticated (cluster
-    /// secret or peer mTLS), at most `max_learned_links` of them, each
+    /// secret or peer mTLS) or whose address
+    /// [`TransportOptions::unauthenticated_return_links`] permits, at most `max_learned_links` of them, each
     /// dropped after `learned_link_ttl` without a new call.
     pub(crate) fn with_return_links(mut self, links: Arc<Links>) -> Self {
         self.return_links = Some(links);
@@ -110,15 +111,17 @@ impl Raft for RaftService {
         let mut learned_link = None;
         if let (Some(links), Some(addr)) = (&self.return_links, sender_addr(request.metadata())) {
             if !self.peers.contains(from) && self.peers.is_joining() {
-                if self.opts.authenticated() {
+                if self.opts.authenticated()
+                    || self.opts.unauthenticated_return_links.permits(&addr)
+                {
                     links.learn(from, addr);
                     learned_link = Some((links.clone(), std::time::Instant::now()));
                 } else {
                     tracing::debug!(
                         peer = from,
                         %addr,
-                        "not learning a return link from an unauthenticated peer \
-                         (set peer.secret_file or tls.peer)"
+                        "not learning a return link from an unauthenticated peer at a \
+                         non-loopback address (set peer.secret_file or tls.peer)"
                     );
                 }
             }

@@ -599,6 +599,19 @@ async fn learned_return_links_need_authentication_are_bounded_and_expire() {
     raw_call_md(&n.addr, &md(7), vec![hb(7)]).await.unwrap();
     assert_eq!(n.transport.learned_links(), 0);
 
+    // A loopback-only cluster without peer authentication (what the config
+    // admits): loopback addresses are learned, others are not.
+    let mut o = opts(2);
+    o.joining = true;
+    o.unauthenticated_return_links = super::UnauthenticatedReturnLinks::LoopbackOnly;
+    let n = start_node(2, o, listener().await, BTreeMap::new()).await;
+    let mut remote = md(6);
+    remote[2].1 = "10.1.2.3:9082".to_string();
+    raw_call_md(&n.addr, &remote, vec![hb(6)]).await.unwrap();
+    assert_eq!(n.transport.learned_links(), 0, "a non-loopback address");
+    raw_call_md(&n.addr, &md(7), vec![hb(7)]).await.unwrap();
+    assert_eq!(n.transport.learned_links(), 1, "a loopback address");
+
     // With the secret: at most max_learned_links, each for learned_link_ttl.
     let mut o = with_secret(opts(2), 3);
     o.joining = true;
