@@ -199,3 +199,35 @@ mod tests {
         assert!(e.to_string().contains("1..=4096"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod drift_tests {
+    use super::*;
+
+    /// The storage format's hard maxima, the API's defaults (which the
+    /// clients check before sending) and the refusal texts agree: a key or
+    /// value refused at apply time reads like one refused at the front.
+    #[test]
+    fn storage_and_api_limits_agree() {
+        assert_eq!(MAX_KEY_BYTES, d_engine_api::limits::MAX_KEY_BYTES);
+        assert_eq!(MAX_VALUE_BYTES, d_engine_api::limits::MAX_VALUE_BYTES);
+        let big = vec![b'k'; MAX_KEY_BYTES + 1];
+        let front = d_engine_api::Limits::default()
+            .key("key", &big)
+            .unwrap_err();
+        let apply = d_engine_storage::command::CommandError::KeyTooLarge { len: big.len() };
+        assert!(
+            apply.to_string().starts_with(&front.message),
+            "{apply} / {front}"
+        );
+        let big = vec![0u8; MAX_VALUE_BYTES + 1];
+        let front = d_engine_api::Limits::default()
+            .value("value", &big)
+            .unwrap_err();
+        let apply = d_engine_storage::command::CommandError::ValueTooLarge { len: big.len() };
+        assert!(
+            apply.to_string().starts_with(&front.message),
+            "{apply} / {front}"
+        );
+    }
+}

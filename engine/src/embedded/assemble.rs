@@ -201,11 +201,9 @@ fn advertise_bound(config: &mut Config, peer: Option<&TcpListener>, client: Opti
 }
 
 /// Starts the node with the tonic transport to the configured members and
-/// returns it with the transport's inbound Raft service.
-///
-/// The transport needs the node's inbox and the node needs the transport,
-/// so `runtime::start` makes the inbox and calls back for the transport;
-/// the service is taken from the transport in that call and returned here.
+/// returns it with the transport's inbound Raft service (the transport
+/// needs the node's inbox, so it is built in `runtime::start_with`'s
+/// callback, which hands the service back).
 async fn start_with_tonic(
     config: Config,
     opts: TransportOptions,
@@ -216,15 +214,12 @@ async fn start_with_tonic(
         .filter(|m| m.id != config.node_id)
         .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
-    let mut raft_service = None;
-    let handle = runtime::start(config, |inbox| {
+    runtime::start_with(config, |inbox| {
         let transport = TonicTransport::new(opts, inbox, peers);
-        raft_service = Some(transport.raft_service());
-        Arc::new(transport) as Arc<dyn Transport>
+        let raft_service = transport.raft_service();
+        (Arc::new(transport) as Arc<dyn Transport>, raft_service)
     })
-    .await?;
-    let raft_service = raft_service.expect("runtime::start builds the transport before it returns");
-    Ok((handle, raft_service))
+    .await
 }
 
 /// Serves the client gRPC API (Kv, Cluster, Admin) over `handle` until

@@ -66,5 +66,5 @@ pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, WatchStream,
     WriteId,
 };
-pub use node::{start, StartError};
+pub use node::{start, start_with, StartError};
 pub use recovery::{force_new_cluster, restore_backup, RecoveryError};

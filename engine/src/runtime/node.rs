@@ -247,6 +247,22 @@ pub async fn start<F>(config: Config, make_transport: F) -> Result<NodeHandle, S
 where
     F: FnOnce(Arc<dyn PeerInbox>) -> Arc<dyn Transport>,
 {
+    let (handle, ()) = start_with(config, |inbox| (make_transport(inbox), ())).await?;
+    Ok(handle)
+}
+
+/// [`start`] for a transport that comes with a companion the caller needs
+/// afterwards (e.g. the tonic transport's inbound Raft service):
+/// `make_transport` returns both, and the companion is handed back beside
+/// the node. `make_transport` is called exactly once, after storage opened
+/// and before the node's threads start.
+pub async fn start_with<F, X>(
+    config: Config,
+    make_transport: F,
+) -> Result<(NodeHandle, X), StartError>
+where
+    F: FnOnce(Arc<dyn PeerInbox>) -> (Arc<dyn Transport>, X),
+{
     config.validate()?;
     let cfg = config.clone();
     let st = tokio::task::spawn_blocking(move || open_storage(&cfg))
@@ -308,7 +324,7 @@ where
         .published
         .snapshot_index
         .store(snapshot_index, std::sync::atomic::Ordering::Release);
-    let transport = make_transport(Arc::new(NodeInbox::new(&shared)));
+    let (transport, companion) = make_transport(Arc::new(NodeInbox::new(&shared)));
 
     let periodic = shared.config.durability.sync_interval();
     let (wal_tx, wal_h) = wal_thread::spawn(
@@ -369,5 +385,5 @@ where
     // The loop publishes members and leader before its first wait; wait for
     // that so the handle never reports an empty view.
     let _ = first_publish.changed().await;
-    Ok(NodeHandle { shared })
+    Ok((NodeHandle { shared }, companion))
 }

@@ -340,14 +340,14 @@ pub enum CommandError {
 impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CommandError::EmptyKey => write!(f, "key is empty; keys must be 1..={MAX_KEY_BYTES} bytes"),
+            CommandError::EmptyKey => write!(f, "key is empty; keys must be 1..={MAX_KEY_BYTES} bytes (limits.max_key_bytes)"),
             CommandError::KeyTooLarge { len } => write!(
                 f,
-                "key is {len} bytes; the limit is MAX_KEY_BYTES = {MAX_KEY_BYTES}; use a shorter key"
+                "key is {len} bytes; the limit is {MAX_KEY_BYTES} bytes (limits.max_key_bytes); use a shorter key"
             ),
             CommandError::ValueTooLarge { len } => write!(
                 f,
-                "value is {len} bytes; the limit is MAX_VALUE_BYTES = {MAX_VALUE_BYTES} (1 MiB); split the value across several keys"
+                "value is {len} bytes; the limit is {MAX_VALUE_BYTES} bytes (limits.max_value_bytes); split the value across several keys"
             ),
             CommandError::UnsupportedVersion { version } => write!(
                 f,
@@ -355,7 +355,7 @@ impl fmt::Display for CommandError {
             ),
             CommandError::UserTooLong { len } => write!(
                 f,
-                "the session's user name is {len} bytes; the limit is MAX_USER_BYTES = {MAX_USER_BYTES}"
+                "the session's user name is {len} bytes; the limit is {MAX_USER_BYTES} bytes (MAX_USER_BYTES)"
             ),
             CommandError::EmptyRange => write!(
                 f,
@@ -1386,7 +1386,11 @@ mod tests {
                 len: MAX_KEY_BYTES + 1
             }
         );
-        assert!(e.to_string().contains("MAX_KEY_BYTES = 4096"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the limit is 4096 bytes (limits.max_key_bytes)"),
+            "{e}"
+        );
         let big_val = Op::Put {
             key: Bytes::from_static(b"k"),
             value: Bytes::from(vec![0; MAX_VALUE_BYTES + 1]),
@@ -1394,7 +1398,11 @@ mod tests {
             lease: 0,
         };
         let e = big_val.validate().unwrap_err();
-        assert!(e.to_string().contains("MAX_VALUE_BYTES = 1048576"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the limit is 1048576 bytes (limits.max_value_bytes)"),
+            "{e}"
+        );
         let ok_val = Op::Put {
             key: Bytes::from(vec![b'k'; MAX_KEY_BYTES]),
             value: Bytes::from(vec![0; MAX_VALUE_BYTES]),
