@@ -72,7 +72,10 @@ async fn a_server_at_its_quota_refuses_puts_with_no_space_and_recovers_after_a_d
     assert_eq!(st.alarms, vec!["NOSPACE".to_string()], "{st:?}");
     assert_eq!(st.quota_bytes, QUOTA);
     let via_client = client.admin().node_status_at(&c.client_addr(leader)).await;
-    assert_eq!(via_client.unwrap().alarms, vec!["NOSPACE".to_string()]);
+    assert_eq!(
+        via_client.unwrap().alarms,
+        vec![d_engine_client::Alarm::NoSpace]
+    );
 
     // Reads and deletes still work; the delete frees space and clears the
     // alarm; writes are accepted again.

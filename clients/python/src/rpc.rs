@@ -229,23 +229,7 @@ pub async fn dispatch(c: EmbeddedClient, method: String, req: Vec<u8>) -> Result
             .encode_to_vec()
         }
         "NodeStatus" => {
-            let s = c.handle().status();
-            pb::NodeStatusResponse {
-                header: header(&c),
-                id: s.id,
-                role: s.role.as_str().to_string(),
-                leader_id: s.leader_id,
-                commit_index: s.commit_index,
-                applied_index: s.applied_index,
-                last_log_index: s.last_log_index,
-                snapshot_index: s.snapshot_index,
-                members: convert::members_to_wire(s.members),
-                alarms: s.alarms.iter().map(|a| a.as_str().to_string()).collect(),
-                data_bytes: s.data_bytes,
-                quota_bytes: s.quota_bytes,
-                log_bytes: s.log_bytes,
-            }
-            .encode_to_vec()
+            convert::node_status_to_wire(c.handle().status(), header(&c)).encode_to_vec()
         }
         other => {
             return Err(Error::InvalidArgument(format!(

@@ -20,34 +20,7 @@ pub struct GrpcAdmin {
     pub(crate) client: Client,
 }
 
-/// One node's view of itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub id: u64,
-    /// "leader", "follower", "candidate", "pre_candidate" or "learner".
-    pub role: String,
-    /// 0 if unknown.
-    pub leader_id: u64,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub last_log_index: u64,
-    pub snapshot_index: u64,
-    pub members: Vec<MemberInfo>,
-    /// Raised alarms by name, e.g. `"NOSPACE"`: the node's stored data
-    /// reached its storage quota and writes that store data fail with
-    /// [`Error::NoSpace`]. Empty when none (or from a server that predates
-    /// alarms).
-    pub alarms: Vec<String>,
-    /// Logical size of the node's stored data: every key's key + value +
-    /// 32 bytes of metadata (what the quota counts).
-    pub data_bytes: u64,
-    /// The node's storage quota (`storage.quota_bytes`); 0 = none.
-    pub quota_bytes: u64,
-    /// Payload bytes of the committed log since the node's latest
-    /// snapshot (compare `snapshot.threshold_bytes`).
-    pub log_bytes: u64,
-}
+pub use d_engine_api::NodeStatus;
 
 impl GrpcAdmin {
     /// Adds node `id` as a learner (receives the log, does not vote).
@@ -175,20 +148,6 @@ impl GrpcAdmin {
                 async move { Ok(rpc.node_status(req).await?.into_inner()) }
             })
             .await?;
-        Ok(NodeStatus {
-            id: r.id,
-            role: r.role,
-            leader_id: r.leader_id,
-            term: r.header.map_or(0, |h| h.term),
-            commit_index: r.commit_index,
-            applied_index: r.applied_index,
-            last_log_index: r.last_log_index,
-            snapshot_index: r.snapshot_index,
-            members: convert::members(r.members),
-            alarms: r.alarms,
-            data_bytes: r.data_bytes,
-            quota_bytes: r.quota_bytes,
-            log_bytes: r.log_bytes,
-        })
+        convert::node_status(r)
     }
 }

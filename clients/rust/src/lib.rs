@@ -36,7 +36,7 @@ mod router;
 pub mod tls;
 mod watch;
 
-pub use admin::{GrpcAdmin, NodeStatus};
+pub use admin::GrpcAdmin;
 pub use auth::Credentials;
 pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
@@ -45,6 +45,7 @@ pub use cluster::{GrpcCluster, Membership};
 /// Write identities for exactly-once retries (moved to `d-engine-api`).
 pub use d_engine_api::write_ids as session;
 pub use d_engine_api::RetryPolicy;
+pub use d_engine_api::{Alarm, NodeRole, NodeStatus};
 pub use endpoint::{normalize_endpoint, DEFAULT_CLIENT_PORT};
 pub use grpc_kv::GrpcKv;
 pub use tls::{PemSource, TlsOptions};

@@ -4,6 +4,7 @@
 use d_engine_proto::v1 as pb;
 
 use crate::error::{Error, Result};
+use crate::status::{Alarm, NodeRole, NodeStatus};
 use crate::types::{
     Compare, CompareOp, CompareTarget, Consistency, DeleteRangeOutcome, EventType, KeyValue,
     LeaderInfo, LeaseGrant, LeaseStatus, LeaseTtl, MemberInfo, MemberRole, RangeEnd, RangeOptions,
@@ -509,6 +510,57 @@ pub fn txn_outcome_to_wire(t: TxnOutcome, header: Option<pb::ResponseHeader>) ->
         revision,
         replayed: t.replayed,
     }
+}
+
+/// A node's status on the wire (`Admin.NodeStatus`); `sole_voter` is not
+/// sent.
+pub fn node_status_to_wire(
+    s: NodeStatus,
+    header: Option<pb::ResponseHeader>,
+) -> pb::NodeStatusResponse {
+    pb::NodeStatusResponse {
+        header,
+        id: s.id,
+        role: s.role.as_str().to_string(),
+        leader_id: s.leader_id,
+        commit_index: s.commit_index,
+        applied_index: s.applied_index,
+        last_log_index: s.last_log_index,
+        snapshot_index: s.snapshot_index,
+        members: members_to_wire(s.members),
+        alarms: s.alarms.iter().map(|a| a.as_str().to_string()).collect(),
+        data_bytes: s.data_bytes,
+        quota_bytes: s.quota_bytes,
+        log_bytes: s.log_bytes,
+    }
+}
+
+/// A node's status from the wire. A role this build does not know (from a
+/// newer server) is an `Internal` error naming it; an unknown alarm is
+/// kept as [`Alarm::Other`].
+pub fn node_status(r: pb::NodeStatusResponse) -> Result<NodeStatus> {
+    let role = NodeRole::parse(&r.role).ok_or_else(|| {
+        Error::Internal(format!(
+            "node {} reported role {:?}, which this client does not know; upgrade the client",
+            r.id, r.role
+        ))
+    })?;
+    Ok(NodeStatus {
+        id: r.id,
+        role,
+        term: r.header.map_or(0, |h| h.term),
+        leader_id: r.leader_id,
+        commit_index: r.commit_index,
+        applied_index: r.applied_index,
+        last_log_index: r.last_log_index,
+        snapshot_index: r.snapshot_index,
+        members: members(r.members),
+        sole_voter: false,
+        alarms: r.alarms.iter().map(|a| Alarm::parse(a)).collect(),
+        data_bytes: r.data_bytes,
+        quota_bytes: r.quota_bytes,
+        log_bytes: r.log_bytes,
+    })
 }
 
 #[cfg(test)]

@@ -44,76 +44,7 @@ pub struct ProposeOutcome {
     pub result: ApplyResult,
 }
 
-/// Role of this node, as reported by [`NodeHandle::status`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeRole {
-    Follower,
-    PreCandidate,
-    Candidate,
-    Leader,
-    Learner,
-}
-
-impl NodeRole {
-    /// The lowercase name used by the admin API ("leader", "follower", ...).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            NodeRole::Follower => "follower",
-            NodeRole::PreCandidate => "pre_candidate",
-            NodeRole::Candidate => "candidate",
-            NodeRole::Leader => "leader",
-            NodeRole::Learner => "learner",
-        }
-    }
-}
-
-/// An alarm a node raises in its [`NodeStatus`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Alarm {
-    /// A write was refused with `Error::NoSpace` because it did not fit in
-    /// the storage quota (`storage.quota_bytes`), and no space has been
-    /// freed (nor a write admitted) since; or the applied data exceeds the
-    /// quota.
-    NoSpace,
-}
-
-impl Alarm {
-    /// The name the admin API reports (`"NOSPACE"`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Alarm::NoSpace => "NOSPACE",
-        }
-    }
-}
-
-/// A snapshot of the node's state for the admin API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub id: u64,
-    pub role: NodeRole,
-    pub term: u64,
-    /// 0 if unknown.
-    pub leader_id: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub last_log_index: u64,
-    pub snapshot_index: u64,
-    pub members: Vec<MemberInfo>,
-    /// This node is the only voter of its configuration. As leader it then
-    /// confirms linearizable reads alone, with no ReadIndex round through
-    /// the consensus loop.
-    pub sole_voter: bool,
-    /// Raised alarms (empty when none).
-    pub alarms: Vec<Alarm>,
-    /// Logical size of the stored data: every key's key + value + 32 bytes
-    /// of metadata (what `storage.quota_bytes` counts).
-    pub data_bytes: u64,
-    /// `storage.quota_bytes`; 0 = no quota.
-    pub quota_bytes: u64,
-    /// Payload bytes of the committed log since the latest snapshot (a
-    /// snapshot is taken once it passes `snapshot.threshold_bytes`).
-    pub log_bytes: u64,
-}
+pub use d_engine_api::{Alarm, NodeRole, NodeStatus};
 
 /// Copies a state-machine pair into the client type (the client types own
 /// their bytes).

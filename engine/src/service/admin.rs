@@ -117,20 +117,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
         self.admin(&req, "Admin.NodeStatus").await?;
         let s = self.node.status();
-        Ok(Response::new(pb::NodeStatusResponse {
-            header: convert::header(self.node.header()),
-            id: s.id,
-            role: s.role.as_str().to_string(),
-            leader_id: s.leader_id,
-            commit_index: s.commit_index,
-            applied_index: s.applied_index,
-            last_log_index: s.last_log_index,
-            snapshot_index: s.snapshot_index,
-            members: convert::members(s.members),
-            alarms: s.alarms.iter().map(|a| a.as_str().to_string()).collect(),
-            data_bytes: s.data_bytes,
-            quota_bytes: s.quota_bytes,
-            log_bytes: s.log_bytes,
-        }))
+        Ok(Response::new(d_engine_api::convert::node_status_to_wire(
+            s,
+            convert::header(self.node.header()),
+        )))
     }
 }

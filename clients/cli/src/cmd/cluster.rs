@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use d_engine_client::{Client, MemberInfo, MemberRole, NodeStatus};
+use d_engine_client::{Alarm, Client, MemberInfo, MemberRole, NodeRole, NodeStatus};
 use serde_json::json;
 
 use crate::args::{EndpointCmd, Format, Global, LeaderCmd, MemberCmd, SnapshotCmd};
@@ -206,7 +206,7 @@ pub async fn endpoint(g: &Global, c: EndpointCmd) -> CliResult {
     let leader_commit = probes
         .iter()
         .filter_map(|p| p.status.as_ref().ok())
-        .find(|s| s.role == "leader")
+        .find(|s| s.role == NodeRole::Leader)
         .map(|s| s.commit_index);
     let mut failed = 0;
     match c {
@@ -223,8 +223,8 @@ pub async fn endpoint(g: &Global, c: EndpointCmd) -> CliResult {
                         rows.push(json!({
                             "endpoint": p.member.client_addr,
                             "id": s.id,
-                            "role": s.role,
-                            "leader": s.role == "leader",
+                            "role": s.role.as_str(),
+                            "leader": s.role == NodeRole::Leader,
                             "leader_id": s.leader_id,
                             "term": s.term,
                             "commit_index": s.commit_index,
@@ -235,19 +235,19 @@ pub async fn endpoint(g: &Global, c: EndpointCmd) -> CliResult {
                             "data_bytes": s.data_bytes,
                             "quota_bytes": s.quota_bytes,
                             "log_bytes": s.log_bytes,
-                            "alarms": s.alarms,
+                            "alarms": alarm_names(&s.alarms),
                         }));
                         t.row(vec![
                             p.member.client_addr.clone(),
                             s.id.to_string(),
-                            s.role.clone(),
-                            if s.role == "leader" { "*" } else { "" }.into(),
+                            s.role.to_string(),
+                            if s.role == NodeRole::Leader { "*" } else { "" }.into(),
                             s.term.to_string(),
                             s.commit_index.to_string(),
                             s.applied_index.to_string(),
                             lag.map_or("?".into(), |l| l.to_string()),
                             human_bytes(s.data_bytes),
-                            s.alarms.join(","),
+                            alarm_names(&s.alarms).join(","),
                         ]);
                     }
                     Err(e) => {
@@ -276,9 +276,10 @@ pub async fn endpoint(g: &Global, c: EndpointCmd) -> CliResult {
                 let problem = match &p.status {
                     Err(e) => Some(e.clone()),
                     Ok(s) if s.leader_id == 0 => Some("knows no leader".into()),
-                    Ok(s) if !s.alarms.is_empty() => {
-                        Some(format!("alarms raised: {}", s.alarms.join(",")))
-                    }
+                    Ok(s) if !s.alarms.is_empty() => Some(format!(
+                        "alarms raised: {}",
+                        alarm_names(&s.alarms).join(",")
+                    )),
                     Ok(_) => None,
                 };
                 if problem.is_some() {
@@ -317,6 +318,11 @@ pub async fn endpoint(g: &Global, c: EndpointCmd) -> CliResult {
         .with_hint("see the rows above; `dengine member list` shows every member's address"));
     }
     Ok(exit::OK)
+}
+
+/// Alarm names as the admin API spells them (`NOSPACE`).
+fn alarm_names(alarms: &[Alarm]) -> Vec<&str> {
+    alarms.iter().map(Alarm::as_str).collect()
 }
 
 #[cfg(test)]
