@@ -16,8 +16,8 @@ from fake_server import coded_status
 import d_engine as dengine
 from d_engine import _codec as codec
 from d_engine import _watch
-from d_engine._proto import client_pb2 as pb
-from d_engine._proto import client_pb2_grpc as rpc
+from d_engine._proto.dengine.v1 import client_pb2 as pb
+from d_engine._proto.dengine.v1 import client_pb2_grpc as rpc
 
 Script = Callable[[pb.WatchRequest, grpc.ServicerContext], Iterator[pb.WatchResponse]]
 
