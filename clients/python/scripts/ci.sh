@@ -61,13 +61,20 @@ abi3=("$dist"/d_engine-*-cp39-abi3-*.whl)
 pure=("$dist"/d_engine-*-py3-none-any.whl)
 [ -f "${abi3[0]}" ] && [ -f "${pure[0]}" ] || { echo "expected one abi3 and one py3-none-any wheel in $dist" >&2; exit 1; }
 "$venv/bin/python" - "${abi3[0]}" "${pure[0]}" <<'PY'
-import sys, zipfile
+import re, sys, zipfile
 def meta(path):
     with zipfile.ZipFile(path) as z:
         name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         lines = z.read(name).decode().splitlines()
     keep = ("Name:", "Version:", "Requires-Python:", "Requires-Dist:")
-    return sorted(l.replace(" ", "") for l in lines if l.startswith(keep) and "extra==" not in l.replace(" ", ""))
+    out = []
+    for l in lines:
+        l = l.replace(" ", "")
+        if l.startswith(keep) and "extra==" not in l:
+            m = re.match(r"(Requires-Dist:[A-Za-z0-9_.-]+)(.*)", l)
+            # Specifier order is the backend's choice: compare them as sets.
+            out.append(m.group(1) + ",".join(sorted(m.group(2).split(","))) if m else l)
+    return sorted(out)
 a, p = meta(sys.argv[1]), meta(sys.argv[2])
 if a != p:
     sys.exit(f"the wheels' metadata differ:\nabi3: {a}\nclient-only: {p}")
@@ -75,6 +82,7 @@ print("both wheels:", "; ".join(a))
 PY
 
 step "dependencies resolve for Python ${claimed[*]}"
+rm -rf "$root/target/py-resolve"
 for v in "${claimed[@]}"; do
     # The abi3 wheel's own tags and Requires-Python, and binary wheels of
     # every dependency for that interpreter (no sdist builds).
