@@ -14,6 +14,7 @@ engine's own tokio runtime and complete the awaiting future through
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import threading
 import time
@@ -77,12 +78,16 @@ work the same."""
 def _native_module() -> Any:
     """The Rust extension, or ImportError saying how to get it."""
     if _native is None:
+        present = importlib.util.find_spec("d_engine._native") is not None
+        why = (
+            f"is installed but does not load ({_NATIVE_ERROR})"
+            if present
+            else "is not in this installation (the client-only build, or a source tree that was not built)"
+        )
         raise ImportError(
-            "EmbeddedEngine needs the d-engine engine (the Rust extension d_engine._native), "
-            "which this installation does not have (the client-only build, or a source tree "
-            "that was not built). Install the full package: the d_engine-*-abi3 wheel "
-            "(clients/python/scripts/build_wheels.sh) or `pip install ./clients/python` "
-            f"(compiles it with cargo). Import error: {_NATIVE_ERROR}",
+            f"EmbeddedEngine needs the d-engine engine; its Rust extension d_engine._native {why}. "
+            "Install the full package: the d_engine-*-abi3 wheel (clients/python/scripts/build_wheels.sh) "
+            "or `pip install ./clients/python` (compiles it with cargo).",
             name="d_engine._native",
         )
     return _native
