@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails if the committed Python stubs differ from what proto/ generates.
+# Fails if the committed Python stubs differ from what proto/ generates with
+# the pinned grpcio-tools (scripts/stub-tools.txt; $PYTHON must have it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 tmp="$(mktemp -d)"

@@ -16,8 +16,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from d_engine._proto import client_pb2 as pb
-from d_engine._proto import client_pb2_grpc as rpc
+from d_engine._proto.dengine.v1 import client_pb2 as pb
+from d_engine._proto.dengine.v1 import client_pb2_grpc as rpc
 
 
 def coded_status(code: grpc.StatusCode, reason: str, message: str, **meta: str) -> grpc.Status:

@@ -7,14 +7,15 @@ from __future__ import annotations
 from concurrent import futures
 
 import grpc
+import grpc.aio
 import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 import d_engine as dengine
 from d_engine._codec import parse_endpoints
-from d_engine._proto import client_pb2 as pb
-from d_engine._proto import client_pb2_grpc as rpc
+from d_engine._proto.dengine.v1 import client_pb2 as pb
+from d_engine._proto.dengine.v1 import client_pb2_grpc as rpc
 
 
 def test_endpoints_accept_common_forms():
@@ -198,3 +199,129 @@ async def test_async_client_follows_redirects():
     finally:
         leader_srv.stop(0)
         follower_srv.stop(0)
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_leader_hints_outside_the_endpoints_are_followed_only_when_asked(follow):
+    """A follower's NOT_LEADER hint names an address the client was not given
+    (as behind NAT or port forwarding): followed by default; with
+    ``follow_hints_outside_endpoints=False`` the client tries its next
+    endpoint instead and never dials the hinted address."""
+    hidden = _ScriptedKv(None)
+    hidden_srv, hidden_addr = _serve(hidden)
+    listed = _ScriptedKv(None)
+    listed_srv, listed_addr = _serve(listed)
+    follower_srv, follower_addr = _serve(_ScriptedKv(hidden_addr))
+    try:
+        with dengine.Client(
+            [follower_addr, listed_addr],
+            retry=dengine.RetryPolicy(deadline=5.0),
+            follow_hints_outside_endpoints=follow,
+        ) as c:
+            assert c.put(b"k", b"v") == 1
+        if follow:
+            assert hidden.write_ids and not listed.write_ids
+        else:
+            assert listed.write_ids and not hidden.write_ids, "the unlisted address was dialled"
+    finally:
+        for s in (hidden_srv, listed_srv, follower_srv):
+            s.stop(0)
+
+
+async def test_async_client_does_not_follow_unlisted_hints_when_asked():
+    hidden = _ScriptedKv(None)
+    hidden_srv, hidden_addr = _serve(hidden)
+    listed = _ScriptedKv(None)
+    listed_srv, listed_addr = _serve(listed)
+    follower_srv, follower_addr = _serve(_ScriptedKv(hidden_addr))
+    try:
+        async with dengine.AsyncClient([follower_addr, listed_addr], follow_hints_outside_endpoints=False) as c:
+            assert await c.put(b"k", b"v") == 1
+        assert listed.write_ids and not hidden.write_ids
+    finally:
+        for s in (hidden_srv, listed_srv, follower_srv):
+            s.stop(0)
+
+
+def test_a_listed_hint_is_followed_even_when_unlisted_ones_are_not():
+    leader = _ScriptedKv(None)
+    leader_srv, leader_addr = _serve(leader)
+    follower_srv, follower_addr = _serve(_ScriptedKv(leader_addr))
+    try:
+        from d_engine._routing import Router
+
+        r = Router([follower_addr, leader_addr], follow_hints_outside_endpoints=False)
+        r.failed(follower_addr, dengine.NotLeader("m", leader_id=2, leader_addr=leader_addr))
+        assert r.leader == leader_addr
+        r.failed(follower_addr, dengine.NotLeader("m", leader_id=3, leader_addr="10.0.0.9:9083"))
+        assert r.leader is None
+        with pytest.raises(TypeError, match="follow_hints_outside_endpoints"):
+            dengine.Client(follower_addr, follow_hints_outside_endpoints="no")  # type: ignore[arg-type]
+    finally:
+        leader_srv.stop(0)
+        follower_srv.stop(0)
+
+
+class _Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Records each call's method and whether it already carried credentials."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, bool]] = []
+
+    def _note(self, details):
+        md = dict(details.metadata or ())
+        self.calls.append((details.method, "authorization" in md))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        self._note(client_call_details)
+        return continuation(client_call_details, request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        self._note(client_call_details)
+        return continuation(client_call_details, request)
+
+
+class _AioRecorder(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self):
+        self.calls: list[str] = []
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        self.calls.append(client_call_details.method)
+        return await continuation(client_call_details, request)
+
+
+def test_interceptors_see_every_call_before_the_credentials_header():
+    leader = _ScriptedKv(None)
+    srv, addr = _serve(leader)
+    rec = _Recorder()
+    try:
+        with dengine.Client(addr, interceptors=[rec], token="t0k") as c:
+            c.put(b"k", b"v")
+            assert c.get(b"k").value == b"v"
+        methods = [m if isinstance(m, str) else m.decode() for m, _ in rec.calls]
+        assert methods == ["/dengine.v1.Kv/Put", "/dengine.v1.Kv/Get"]
+        assert not any(auth for _, auth in rec.calls), "the caller's interceptors run before the auth header"
+    finally:
+        srv.stop(0)
+
+
+async def test_async_client_takes_aio_interceptors():
+    srv, addr = _serve(_ScriptedKv(None))
+    rec = _AioRecorder()
+    try:
+        async with dengine.AsyncClient(addr, interceptors=[rec]) as c:
+            await c.put(b"k", b"v")
+            await c.get(b"k")
+        methods = [m if isinstance(m, str) else m.decode() for m in rec.calls]
+        assert methods == ["/dengine.v1.Kv/Put", "/dengine.v1.Kv/Get"]
+    finally:
+        srv.stop(0)
+
+
+def test_bad_interceptors_are_refused_naming_the_argument():
+    with pytest.raises(TypeError, match=r"interceptors\[0\]"):
+        dengine.Client("127.0.0.1:1", interceptors=[object()])
+    with pytest.raises(TypeError, match=r"interceptors\[0\]"):
+        dengine.AsyncClient("127.0.0.1:1", interceptors=[_Recorder()])  # sync interceptors on grpc.aio
+    with pytest.raises(TypeError, match="interceptors must be a list"):
+        dengine.Client("127.0.0.1:1", interceptors=_Recorder())  # type: ignore[arg-type]

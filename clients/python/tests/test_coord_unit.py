@@ -17,7 +17,7 @@ import d_engine as dengine
 from d_engine import Compare, Op
 from d_engine._codec import error_from_rpc, range_bounds
 from d_engine._errors import error_for_code
-from d_engine._proto import client_pb2 as pb
+from d_engine._proto.dengine.v1 import client_pb2 as pb
 from d_engine._txn import compare_pb, txn_op_pb, txn_request
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
+import grpc
 import pytest
 from cluster import Proc, cluster_specs, wait_until, write_config
 
@@ -20,9 +21,9 @@ TIMEOUT = 2.0
 FAIL_FAST = dengine.RetryPolicy(deadline=3.0)
 
 
-def make_certs(binary: str, out: Path) -> Path:
+def make_certs(binary: str, out: Path, hosts: str = "127.0.0.1,localhost") -> Path:
     subprocess.run(
-        [binary, "certs", "--out", str(out), "--nodes", "1", "--clients", "app"],
+        [binary, "certs", "--out", str(out), "--nodes", "1", "--clients", "app", "--hosts", hosts],
         check=True,
         capture_output=True,
     )
@@ -40,8 +41,10 @@ def tls_toml(certs: Path, client_auth: str) -> str:
     )
 
 
-def start_tls_node(binary: str, root: Path, client_auth: str) -> Tuple[Proc, Path]:
-    certs = make_certs(binary, root / "certs")
+def start_tls_node(
+    binary: str, root: Path, client_auth: str, hosts: str = "127.0.0.1,localhost"
+) -> Tuple[Proc, Path]:
+    certs = make_certs(binary, root / "certs", hosts)
     specs = cluster_specs(root, 1)
     cfg = write_config(specs[0], specs, root / "node1.toml", extra=tls_toml(certs, client_auth))
     proc = Proc(specs[0], [binary, "--config", str(cfg)], root / "node1.log")
@@ -49,13 +52,14 @@ def start_tls_node(binary: str, root: Path, client_auth: str) -> Tuple[Proc, Pat
     return proc, certs
 
 
-def wait_serving(proc: Proc, certs: Path) -> None:
+def wait_serving(proc: Proc, certs: Path, server_name: Optional[str] = None) -> None:
     with dengine.Client(
         proc.spec.client_addr,
         timeout=TIMEOUT,
         ca_file=certs / "ca.pem",
         cert_file=certs / "client-app.pem",
         key_file=certs / "client-app-key.pem",
+        tls_server_name=server_name,
     ) as c:
 
         def ready() -> bool:
@@ -148,3 +152,81 @@ def test_bad_tls_arguments_name_the_argument(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("junk")
     with pytest.raises(dengine.InvalidArgument, match="no PEM CERTIFICATE"):
         dengine.Client("127.0.0.1:1", ca_file=tmp_path / "junk.pem")
+
+
+def test_https_endpoint_means_tls_with_or_without_a_ca_file(tls_node: Tuple[Proc, Path]) -> None:
+    proc, certs = tls_node
+    url = f"https://{proc.spec.client_addr}"
+    with dengine.Client(url, timeout=TIMEOUT, ca_file=certs / "ca.pem") as c:
+        c.put(b"https-key", b"v")
+        kv = c.get(b"https-key")
+        assert kv is not None and kv.value == b"v"
+    # No CA given: still TLS (gRPC's default roots), which do not hold the
+    # cluster's private CA, so the handshake fails; never a plaintext retry.
+    with dengine.Client(url, timeout=TIMEOUT, retry=FAIL_FAST) as c:
+        with pytest.raises(dengine.Unavailable):
+            c.put(b"https-no-ca", b"x")
+
+
+def test_https_endpoint_never_falls_back_to_plaintext(server_bin: str, tmp_path: Path) -> None:
+    specs = cluster_specs(tmp_path, 1)
+    cfg = write_config(specs[0], specs, tmp_path / "node1.toml")
+    proc = Proc(specs[0], [server_bin, "--config", str(cfg)], tmp_path / "node1.log")
+    proc.start()
+    try:
+        with dengine.Client(specs[0].client_addr, timeout=TIMEOUT) as plain:
+            wait_until("the plaintext node to accept a write", lambda: plain.put(b"p", b"1"), timeout=30)
+        with dengine.Client(f"https://{specs[0].client_addr}", timeout=TIMEOUT, retry=FAIL_FAST) as c:
+            with pytest.raises(dengine.Unavailable):
+                c.put(b"must-not-be-plaintext", b"x")
+    finally:
+        proc.kill()
+
+
+def test_tls_server_name_checks_the_certificate_against_that_name(server_bin: str, tmp_path: Path) -> None:
+    # The node's certificate names only db.internal.test, not the 127.0.0.1 dialled.
+    proc, certs = start_tls_node(server_bin, tmp_path, "none", hosts="db.internal.test")
+    try:
+        wait_serving(proc, certs, server_name="db.internal.test")
+        with dengine.Client(
+            proc.spec.client_addr, timeout=TIMEOUT, ca_file=certs / "ca.pem", tls_server_name="db.internal.test"
+        ) as c:
+            c.put(b"sni", b"ok")
+            assert c.get(b"sni").value == b"ok"
+
+        async def run() -> bytes:
+            async with dengine.AsyncClient(
+                f"https://{proc.spec.client_addr}",
+                timeout=TIMEOUT,
+                ca_file=certs / "ca.pem",
+                tls_server_name="db.internal.test",
+            ) as ac:
+                kv = await ac.get(b"sni")
+                assert kv is not None
+                return kv.value
+
+        assert asyncio.run(run()) == b"ok"
+        for name in (None, "other.internal.test"):
+            with dengine.Client(
+                proc.spec.client_addr, timeout=TIMEOUT, retry=FAIL_FAST, ca_file=certs / "ca.pem", tls_server_name=name
+            ) as c:
+                with pytest.raises(dengine.Unavailable):
+                    c.put(b"sni-mismatch", b"x")
+    finally:
+        proc.kill()
+
+
+def test_tls_argument_conflicts_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(dengine.InvalidArgument, match="tls_server_name needs TLS"):
+        dengine.Client("127.0.0.1:1", tls_server_name="db.internal.test")
+    with pytest.raises(dengine.InvalidArgument, match="tls_server_name"):
+        dengine.Client("https://127.0.0.1:1", tls_server_name="")
+    with pytest.raises(dengine.InvalidArgument, match="mix schemes"):
+        dengine.Client(["https://127.0.0.1:1", "127.0.0.1:2"])
+    with pytest.raises(dengine.InvalidArgument, match="http://"):
+        dengine.AsyncClient("http://127.0.0.1:1", credentials=grpc.ssl_channel_credentials())
+    with pytest.raises(TypeError, match="credentials"):
+        dengine.Client("127.0.0.1:1", credentials="ca.pem")  # type: ignore[arg-type]
+    # https:// alone builds TLS credentials (gRPC's default roots).
+    assert dengine.Client("https://127.0.0.1:1")._credentials is not None
+    assert dengine.Client("http://127.0.0.1:1")._credentials is None

@@ -4,6 +4,7 @@ one write id, and the Python row of docs/clients.md's error table."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent import futures
@@ -16,8 +17,8 @@ from fake_server import coded_status
 import d_engine as dengine
 from d_engine import _codec as codec
 from d_engine import _watch
-from d_engine._proto import client_pb2 as pb
-from d_engine._proto import client_pb2_grpc as rpc
+from d_engine._proto.dengine.v1 import client_pb2 as pb
+from d_engine._proto.dengine.v1 import client_pb2_grpc as rpc
 
 Script = Callable[[pb.WatchRequest, grpc.ServicerContext], Iterator[pb.WatchResponse]]
 
@@ -381,3 +382,55 @@ def test_watch_resumes_inside_a_revision_the_server_cut():
         assert [r.start_revision for r in kv.requests] == [0, 6]
     finally:
         srv.stop(0)
+
+
+def _doc_error_table():
+    """docs/clients.md's error table as (first cell, Python cell, retried cell) rows."""
+    from cluster import REPO
+
+    text = (REPO / "docs" / "clients.md").read_text()
+    section = text[text.index("## The error table") :]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break  # the end of the first table of the section
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    header = rows[0]
+    py, retried = header.index("Python class"), header.index("retried")
+    return [(r[0], r[py], r[retried]) for r in rows[2:] if len(r) == len(header)]
+
+
+def _first_name(cell: str) -> str:
+    m = re.search(r"`([A-Za-z_.]+)", cell)
+    assert m, f"no `Name` in {cell!r}"
+    return m.group(1)
+
+
+def test_error_table_python_column_is_what_the_client_does():
+    """Every server-code row of docs/clients.md names the class the client
+    raises and says "retried" exactly when the client retries it."""
+    rows = {r[0].split()[0].strip("`"): r for r in _doc_error_table() if r[0].startswith("`")}
+    for reason, _status, cls, retried in SERVER_CODES:
+        assert reason in rows, f"docs/clients.md's error table has no row for {reason}"
+        _, py_cell, retried_cell = rows[reason]
+        assert _first_name(py_cell) == cls.__name__, f"{reason}: docs say {py_cell!r}, the client raises {cls.__name__}"
+        assert retried_cell.startswith("yes" if retried else "no"), f"{reason}: docs say retried = {retried_cell!r}"
+
+
+def test_closed_client_row():
+    c = dengine.Client("127.0.0.1:1")
+    c.close()
+    with pytest.raises(dengine.ClientClosed) as info:
+        c.get(b"k")
+    assert info.value.code == "CLOSED" and not info.value.retryable
+    rows = [r for r in _doc_error_table() if r[0].startswith("the client was closed")]
+    assert rows and _first_name(rows[0][1]) == "ClientClosed" and rows[0][2].startswith("no")
+
+
+async def test_closed_async_client_row():
+    c = dengine.AsyncClient("127.0.0.1:1")
+    await c.close()
+    with pytest.raises(dengine.ClientClosed):
+        await c.get(b"k")

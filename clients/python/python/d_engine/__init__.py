@@ -5,6 +5,9 @@ asyncio) and the engine itself in-process (``EmbeddedEngine``,
     import d_engine as dengine
     client = dengine.Client("127.0.0.1:9083")
     client.put(b"key", b"value")
+
+The gRPC clients are pure Python; the embedded engine is a Rust extension
+that the client-only wheel leaves out (``EMBEDDED_AVAILABLE`` tells).
 """
 
 from ._admin import NodeStatus
@@ -13,6 +16,7 @@ from ._client import Client, Watch
 from ._cluster import AsyncClusterChanges, ClusterChanges, ClusterState
 from ._codec import MAX_KEY_BYTES, MAX_RANGE_LIMIT, MAX_TXN_OPS, MAX_VALUE_BYTES, prefix_end
 from ._embedded import (
+    EMBEDDED_AVAILABLE,
     AsyncEmbeddedClient,
     AsyncEmbeddedEngine,
     AsyncEmbeddedWatch,
@@ -62,8 +66,11 @@ from ._types import (
     TxnResult,
     WatchEvent,
 )
+from ._version import __version__
 
 __all__ = [
+    "__version__",
+    "EMBEDDED_AVAILABLE",
     "AsyncClient",
     "AsyncClusterChanges",
     "AsyncEmbeddedClient",

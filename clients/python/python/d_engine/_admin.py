@@ -25,8 +25,8 @@ import grpc
 from . import _codec as codec
 from ._cluster import AsyncClusterChanges, ClusterChanges
 from ._errors import Error, InvalidArgument, Timeout, UnknownNode
-from ._proto import client_pb2 as pb
-from ._proto import client_pb2_grpc as rpc
+from ._proto.dengine.v1 import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2_grpc as rpc
 from ._types import LeaderInfo, Member
 
 T = TypeVar("T")

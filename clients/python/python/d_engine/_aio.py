@@ -18,11 +18,12 @@ from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, Error, Timeout, Unavailable
 from ._lease import AsyncLease, OnLost
 from ._lock import AsyncLeadership, AsyncLock, AsyncObservation, holder_key, leader_key_from_pb, leader_key_pb
-from ._proto import client_pb2 as pb
-from ._proto import client_pb2_grpc as rpc
+from ._proto.dengine.v1 import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2_grpc as rpc
 from ._routing import AsyncSeqWindow, Attempts, RetryPolicy, Router, new_client_id
 from ._routing import channel_options as grpc_options
-from ._tls import PathLike
+from ._tls import PathLike, check_interceptors
+from ._tls import channel_options as tls_options
 from ._tls import credentials as tls_credentials
 from ._txn import Compare, Op, txn_from_pb, txn_request
 from ._types import (
@@ -69,7 +70,10 @@ class AsyncClient(AsyncAdminMixin):
     as :class:`d_engine.Client`, with every method a coroutine and watches
     consumed with ``async for`` (retries, keepalive and watch resume as
     there). Use ``async with`` or ``await close()``.
-    TLS arguments (``ca_file``, ``cert_file``, ``key_file``) as for Client."""
+    TLS arguments (``ca_file``, ``cert_file``, ``key_file``,
+    ``tls_server_name``), ``follow_hints_outside_endpoints`` and
+    ``channel_options`` as for Client; ``interceptors`` are
+    ``grpc.aio.ClientInterceptor`` s passed to every channel."""
 
     def __init__(
         self,
@@ -85,13 +89,24 @@ class AsyncClient(AsyncAdminMixin):
         password: Optional[str] = None,
         token: Optional[str] = None,
         channel_options: Sequence[Tuple[str, Any]] = (),
+        tls_server_name: Optional[str] = None,
+        interceptors: Sequence[Any] = (),
+        follow_hints_outside_endpoints: bool = True,
     ):
-        self._router = Router(codec.parse_endpoints(endpoints))
-        self._channel_options = list(channel_options)
+        self._router = Router(codec.parse_endpoints(endpoints), follow_hints_outside_endpoints)
+        self._channel_options = tls_options(tls_server_name) + list(channel_options)
         grpc_options(_MAX_MSG, self._channel_options)  # refuses malformed options now
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
-        self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
+        self._credentials = tls_credentials(
+            ca_file,
+            cert_file,
+            key_file,
+            credentials,
+            scheme=codec.endpoint_scheme(endpoints),
+            server_name=tls_server_name,
+        )
+        self._interceptors = check_interceptors(interceptors, aio=True)
         # username/password or token: sent as `authorization` metadata on every RPC.
         self._auth = _auth.header_value(username, password, token)
         self._channels: Dict[str, _Stubs] = {}
@@ -422,12 +437,12 @@ class AsyncClient(AsyncAdminMixin):
         stubs = self._channels.get(target)
         if stubs is None:
             opts = grpc_options(_MAX_MSG, self._channel_options)
+            # The caller's interceptors see each call first (without the credentials header).
+            chain = list(self._interceptors) + (_auth.aio_interceptors(self._auth) or [])
             if self._credentials is not None:
-                ch = grpc.aio.secure_channel(
-                    target, self._credentials, options=opts, interceptors=_auth.aio_interceptors(self._auth)
-                )
+                ch = grpc.aio.secure_channel(target, self._credentials, options=opts, interceptors=chain or None)
             else:
-                ch = grpc.aio.insecure_channel(target, options=opts, interceptors=_auth.aio_interceptors(self._auth))
+                ch = grpc.aio.insecure_channel(target, options=opts, interceptors=chain or None)
             stubs = self._channels[target] = _Stubs(ch, target)
         return stubs
 

@@ -16,11 +16,12 @@ from ._codec import BytesLike, Endpoints
 from ._errors import ClientClosed, Error, Timeout, Unavailable
 from ._lease import Lease, OnLost
 from ._lock import Leadership, Lock, Observation, holder_key, leader_key_from_pb, leader_key_pb
-from ._proto import client_pb2 as pb
-from ._proto import client_pb2_grpc as rpc
+from ._proto.dengine.v1 import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2_grpc as rpc
 from ._routing import Attempts, RetryPolicy, Router, SeqWindow, new_client_id
 from ._routing import channel_options as grpc_options
-from ._tls import PathLike
+from ._tls import PathLike, check_interceptors
+from ._tls import channel_options as tls_options
 from ._tls import credentials as tls_credentials
 from ._txn import Compare, Op, txn_from_pb, txn_request
 from ._types import (
@@ -82,7 +83,20 @@ class Client(AdminMixin):
     and, for mutual TLS, ``cert_file`` + ``key_file`` (the client certificate
     and key), e.g. the files ``d-engine-server certs`` writes; or any
     ``credentials`` (``grpc.ssl_channel_credentials(...)``). Unreadable files
-    raise InvalidArgument naming the argument and the path.
+    raise InvalidArgument naming the argument and the path. ``https://``
+    endpoints always mean TLS (gRPC's default roots when no CA is given);
+    ``http://`` endpoints with TLS arguments are refused.
+    ``tls_server_name``: the name the servers' certificates are checked
+    against (and the SNI) instead of the endpoint's host, e.g. when
+    connecting by IP address (gRPC's ``grpc.ssl_target_name_override``).
+
+    ``interceptors``: gRPC client interceptors wrapped around every channel
+    (``grpc.intercept_channel``), e.g. OpenTelemetry's; they see each call
+    before the ``authorization`` header is added.
+    ``follow_hints_outside_endpoints=False``: a NotLeader hint naming an
+    address that is not one of ``endpoints`` is not dialled; the client
+    tries its next endpoint instead (clusters behind NAT or port
+    forwarding, whose advertised addresses the client cannot reach).
     """
 
     def __init__(
@@ -99,13 +113,24 @@ class Client(AdminMixin):
         password: Optional[str] = None,
         token: Optional[str] = None,
         channel_options: Sequence[Tuple[str, Any]] = (),
+        tls_server_name: Optional[str] = None,
+        interceptors: Sequence[Any] = (),
+        follow_hints_outside_endpoints: bool = True,
     ):
-        self._router = Router(codec.parse_endpoints(endpoints))
-        self._channel_options = list(channel_options)
+        self._router = Router(codec.parse_endpoints(endpoints), follow_hints_outside_endpoints)
+        self._channel_options = tls_options(tls_server_name) + list(channel_options)
         grpc_options(_MAX_MSG, self._channel_options)  # refuses malformed options now
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
-        self._credentials = tls_credentials(ca_file, cert_file, key_file, credentials)
+        self._credentials = tls_credentials(
+            ca_file,
+            cert_file,
+            key_file,
+            credentials,
+            scheme=codec.endpoint_scheme(endpoints),
+            server_name=tls_server_name,
+        )
+        self._interceptors = check_interceptors(interceptors, aio=False)
         # username/password or token: sent as `authorization` metadata on every RPC.
         self._auth = _auth.header_value(username, password, token)
         self._channels: Dict[str, _Stubs] = {}
@@ -503,8 +528,12 @@ class Client(AdminMixin):
                     ch = grpc.secure_channel(target, self._credentials, options=opts)
                 else:
                     ch = grpc.insecure_channel(target, options=opts)
+                # The caller's interceptors see each call first (without the credentials header).
+                chain: List[Any] = list(self._interceptors)
                 if self._auth is not None:
-                    ch = grpc.intercept_channel(ch, _auth.AuthInterceptor(self._auth))
+                    chain.append(_auth.AuthInterceptor(self._auth))
+                if chain:
+                    ch = grpc.intercept_channel(ch, *chain)
                 stubs = self._channels[target] = _Stubs(ch, target)
             return stubs
 

@@ -26,7 +26,7 @@ import grpc
 
 from . import _codec as codec
 from ._errors import ClientClosed, Error, PermissionDenied, Unauthenticated, Unavailable
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._routing import RetryPolicy
 from ._types import LeaderInfo, Member
 

@@ -4,13 +4,13 @@ endpoint parsing, protobuf <-> Python values, gRPC errors -> exceptions."""
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from ._errors import Compacted, Error, InvalidArgument, LeaseNotFound, NotLeader, Timeout, Unavailable, error_for_code
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._types import (
     CasResult,
     Consistency,
@@ -48,7 +48,8 @@ _ENDPOINT = re.compile(r"^(?:https?://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d
 
 
 def parse_endpoints(endpoints: Endpoints) -> List[str]:
-    """``"host:port"`` or a list of them (an ``http://`` prefix is accepted);
+    """``"host:port"`` or a list of them (an ``http://`` or ``https://``
+    prefix is accepted; :func:`endpoint_scheme` tells which);
     returns ``host:port`` targets. Raises InvalidArgument on anything else."""
     if isinstance(endpoints, str):
         items: Iterable[object] = [e for e in endpoints.split(",") if e.strip()] or [endpoints]
@@ -69,6 +70,26 @@ def parse_endpoints(endpoints: Endpoints) -> List[str]:
     if not out:
         raise InvalidArgument("at least one endpoint is required, e.g. '127.0.0.1:9083'")
     return out
+
+
+def endpoint_scheme(endpoints: Endpoints) -> Optional[str]:
+    """``"https"`` when the endpoints carry an ``https://`` scheme,
+    ``"http"`` for ``http://``, None when they carry none (the TLS arguments
+    decide). Raises InvalidArgument when endpoints mix the two schemes (or a
+    scheme with none): one client talks to its cluster one way."""
+    items = [e for e in endpoints.split(",") if e.strip()] if isinstance(endpoints, str) else list(endpoints)
+    schemes = set()
+    for e in items:
+        if isinstance(e, str):
+            low = e.strip().lower()
+            schemes.add("https" if low.startswith("https://") else "http" if low.startswith("http://") else "")
+    if len(schemes) > 1:
+        raise InvalidArgument(
+            f"endpoints mix schemes ({', '.join(sorted(s + '://' if s else 'none' for s in schemes))}): "
+            "use https:// on every endpoint for TLS, or no scheme on any"
+        )
+    scheme = schemes.pop() if schemes else ""
+    return scheme or None
 
 
 def to_bytes(value: object, what: str) -> bytes:
@@ -193,7 +214,7 @@ _CONSISTENCY_PB = {
 }
 
 
-def consistency_pb(c: Union[Consistency, str]) -> int:
+def consistency_pb(c: Union[Consistency, str]) -> pb.Consistency:
     return _CONSISTENCY_PB[Consistency.parse(c)]
 
 
@@ -209,7 +230,7 @@ def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
     )
 
 
-def opt_kv(resp: pb.GetResponse) -> Optional[KeyValue]:
+def opt_kv(resp: Union[pb.GetResponse, pb.ElectionLeaderResponse]) -> Optional[KeyValue]:
     return kv_from_pb(resp.kv) if resp.HasField("kv") else None
 
 
@@ -358,7 +379,7 @@ def _is_size_limit(details: str) -> bool:
 
 def _error_info(e: grpc.RpcError) -> Optional[error_details_pb2.ErrorInfo]:
     try:
-        trailers = e.trailing_metadata() or ()
+        trailers: Any = e.trailing_metadata() or ()
     except Exception:  # noqa: BLE001 - a broken call may have no trailers
         return None
     for key, value in trailers:

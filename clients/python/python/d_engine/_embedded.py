@@ -14,6 +14,7 @@ engine's own tokio runtime and complete the awaiting future through
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ from ._embedded_admin import AsyncEmbeddedAdminMixin, EmbeddedAdminMixin
 from ._errors import ClientClosed, Error, Overloaded, Timeout, WatchCanceled
 from ._lease import AsyncLease, Lease, OnLost, _fatal
 from ._lock import AsyncLeadership, AsyncLock, Leadership, Lock, holder_key, leader_key_from_pb, leader_key_pb
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._txn import Compare, Op, txn_from_pb, txn_request
 from ._types import (
     CasResult,
@@ -48,7 +49,7 @@ from ._types import (
 from ._watch import FilterArg, watch_request
 
 try:
-    from . import _native
+    from . import _native  # type: ignore[attr-defined]  # the Rust extension (absent in the client-only wheel)
 except ImportError as _e:  # pragma: no cover - only in a source tree without the built extension
     _native = None
     _NATIVE_ERROR: Optional[ImportError] = _e
@@ -67,11 +68,27 @@ _RETRY_PAUSE = 0.05
 """Seconds between two attempts of a lock or campaign after a retryable error."""
 
 
+EMBEDDED_AVAILABLE = _native is not None
+"""Whether this installation has the engine (the Rust extension
+``d_engine._native``): True for the abi3 wheel and ``pip install
+./clients/python``, False for the client-only wheel, whose gRPC clients
+work the same."""
+
+
 def _native_module() -> Any:
+    """The Rust extension, or ImportError saying how to get it."""
     if _native is None:
-        raise Error(
-            "the d-engine native extension (d_engine._native) is not built; "
-            f"install the package with `pip install ./clients/python` ({_NATIVE_ERROR})"
+        present = importlib.util.find_spec("d_engine._native") is not None
+        why = (
+            f"is installed but does not load ({_NATIVE_ERROR})"
+            if present
+            else "is not in this installation (the client-only build, or a source tree that was not built)"
+        )
+        raise ImportError(
+            f"EmbeddedEngine needs the d-engine engine; its Rust extension d_engine._native {why}. "
+            "Install the full package: the d_engine-*-abi3 wheel (clients/python/scripts/build_wheels.sh) "
+            "or `pip install ./clients/python` (compiles it with cargo).",
+            name="d_engine._native",
         )
     return _native
 
@@ -517,7 +534,7 @@ class EmbeddedClient(EmbeddedAdminMixin):
         ``Timeout``). See :class:`d_engine.Lease`."""
         granted_at = time.monotonic()
         lease_id = self.lease_grant(ttl, id=id)
-        lease = EmbeddedLease(self, lease_id, ttl, on_lost, granted_at)
+        lease = EmbeddedLease(self, lease_id, ttl, on_lost, granted_at)  # type: ignore[arg-type]  # the embedded subclass overrides what uses gRPC internals
         with self._guard:
             self._leases.add(lease)
         return lease
@@ -541,7 +558,7 @@ class EmbeddedClient(EmbeddedAdminMixin):
         except BaseException:
             self._abandon(own, holder_key(name_b, lease_id))
             raise
-        return Lock(self, name_b, resp.key, resp.revision, own)
+        return Lock(self, name_b, resp.key, resp.revision, own)  # type: ignore[arg-type]  # the embedded subclass overrides what uses gRPC internals
 
     def unlock(self, key: BytesLike) -> None:
         """Releases the lock held by ``key`` (``Lock.key``); nothing if it is already gone."""
@@ -569,7 +586,7 @@ class EmbeddedClient(EmbeddedAdminMixin):
         except BaseException:
             self._abandon(own, holder_key(name_b, lease_id))
             raise
-        return Leadership(self, leader_key_from_pb(resp.leader), own)
+        return Leadership(self, leader_key_from_pb(resp.leader), own)  # type: ignore[arg-type]  # the embedded subclass overrides what uses gRPC internals
 
     def proclaim(self, leader: LeaderKey, value: BytesLike) -> None:
         """Publishes a new value as the leader (NotHeld if the leadership is gone)."""
@@ -652,7 +669,7 @@ class EmbeddedLease(Lease):
     ``ttl / 3``. Lost on ``LeaseNotFound`` or when no renewal was
     acknowledged within the TTL (``Timeout``)."""
 
-    _client: EmbeddedClient
+    _client: EmbeddedClient  # type: ignore[assignment]
 
     def _run(self) -> None:
         client = self._client
@@ -992,7 +1009,7 @@ class AsyncEmbeddedClient(AsyncEmbeddedAdminMixin):
         """A lease of ``ttl`` seconds kept alive by a background task: ``async
         with client.lease(10) as lease:`` (revoked on exit) or ``lease =
         await client.lease(10)``. See :meth:`EmbeddedClient.lease`."""
-        return AsyncEmbeddedLease(self, ttl, id, on_lost)
+        return AsyncEmbeddedLease(self, ttl, id, on_lost)  # type: ignore[arg-type]  # the embedded subclass overrides what uses gRPC internals
 
     async def watch(
         self,
@@ -1032,7 +1049,7 @@ class AsyncEmbeddedClient(AsyncEmbeddedAdminMixin):
         client.lock(...)``; see :meth:`EmbeddedClient.lock`."""
         name_b = codec.check_key(name, "lock name")
         _wait_timeout(timeout)
-        return AsyncLock(self, name_b, ttl, None if lease is None else codec.check_id(lease), timeout)
+        return AsyncLock(self, name_b, ttl, None if lease is None else codec.check_id(lease), timeout)  # type: ignore[arg-type]  # the embedded subclass overrides what uses gRPC internals
 
     async def _lock(
         self, name: bytes, ttl: float, lease_id: Optional[int], timeout: Optional[float]
@@ -1063,7 +1080,7 @@ class AsyncEmbeddedClient(AsyncEmbeddedAdminMixin):
         ``leadership = await client.campaign(...)``; see :meth:`EmbeddedClient.campaign`."""
         name_b, value_b = codec.check_key(name, "election name"), codec.check_value(value)
         _wait_timeout(timeout)
-        return AsyncLeadership(self, name_b, value_b, ttl, None if lease is None else codec.check_id(lease), timeout)
+        return AsyncLeadership(self, name_b, value_b, ttl, None if lease is None else codec.check_id(lease), timeout)  # type: ignore[arg-type]  # the embedded subclass overrides what uses gRPC internals
 
     async def _campaign(
         self, name: bytes, value: bytes, ttl: float, lease_id: Optional[int], timeout: Optional[float]

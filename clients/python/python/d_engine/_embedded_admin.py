@@ -30,7 +30,7 @@ from . import _codec as codec
 from ._admin import NodeStatus, _check_learner, _find_learner_addr, _members, _status_from_pb
 from ._cluster import ClusterState
 from ._errors import Error, InvalidArgument, ShuttingDown, Timeout, UnknownNode
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._types import LeaderInfo, Member
 
 T = TypeVar("T")

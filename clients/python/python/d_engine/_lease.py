@@ -28,7 +28,7 @@ import grpc.aio
 
 from . import _codec as codec
 from ._errors import ClientClosed, Error, LeaseNotFound, NotLeader, Timeout, Unavailable
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 
 if TYPE_CHECKING:
     from ._aio import AsyncClient

@@ -22,7 +22,7 @@ from . import _codec as codec
 from ._codec import BytesLike
 from ._errors import Error, Unavailable
 from ._lease import AsyncLease, Lease
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._routing import Attempts
 from ._types import KeyValue, LeaderKey
 

@@ -59,12 +59,29 @@ def channel_options(max_message_bytes: int, extra: Sequence[Tuple[str, Any]] = (
 
 
 class Router:
-    """Tracks the believed leader and rotates through endpoints."""
+    """Tracks the believed leader and rotates through endpoints.
 
-    def __init__(self, endpoints: List[str]):
+    A ``NotLeader`` hint names the leader's client address. With
+    ``follow_hints_outside_endpoints`` (the default) it is followed wherever
+    it points; without it, a hint to an address that is not one of the
+    endpoints is ignored and the next endpoint is tried instead (for
+    clusters reached through NAT, port forwarding or a proxy, whose
+    advertised addresses the client cannot dial)."""
+
+    def __init__(self, endpoints: List[str], follow_hints_outside_endpoints: bool = True):
+        if not isinstance(follow_hints_outside_endpoints, bool):
+            raise TypeError(
+                "follow_hints_outside_endpoints must be a bool, "
+                f"not {type(follow_hints_outside_endpoints).__name__}"
+            )
         self.endpoints = list(endpoints)
+        self.follow_outside = follow_hints_outside_endpoints
         self.leader: Optional[str] = None
         self._next = 0
+
+    def follows(self, leader_addr: str) -> bool:
+        """Whether a NotLeader hint to ``leader_addr`` is followed."""
+        return self.follow_outside or leader_addr in self.endpoints
 
     def target(self, need_leader: bool) -> str:
         if need_leader and self.leader:
@@ -75,7 +92,7 @@ class Router:
     def failed(self, target: str, err: Error) -> None:
         """Updates routing after ``err`` from ``target``."""
         if isinstance(err, NotLeader):
-            if err.leader_addr and err.leader_addr != target:
+            if err.leader_addr and err.leader_addr != target and self.follows(err.leader_addr):
                 self.leader = err.leader_addr
                 return
             self.leader = None

@@ -17,7 +17,7 @@ from typing import NoReturn, Optional, Sequence, Union
 from . import _codec as codec
 from ._codec import BytesLike
 from ._errors import Error, InvalidArgument
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._types import DeleteRangeResult, PutResult, TxnOpResult, TxnResult
 
 CompareOperand = Union[bytes, int]

@@ -37,7 +37,7 @@ from ._errors import (
     WatchCanceled,
     error_for_code,
 )
-from ._proto import client_pb2 as pb
+from ._proto.dengine.v1 import client_pb2 as pb
 from ._types import KeyValue, WatchEvent
 
 _FILTERS = {"no_put": pb.NO_PUT, "no_delete": pb.NO_DELETE}

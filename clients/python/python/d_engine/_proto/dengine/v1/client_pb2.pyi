@@ -186,7 +186,7 @@ class DeleteResponse(_message.Message):
     header: ResponseHeader
     deleted: bool
     revision: int
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., deleted: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., deleted: bool = ..., revision: _Optional[int] = ...) -> None: ...
 
 class CompareAndSwapRequest(_message.Message):
     __slots__ = ("key", "expected_value", "new_value", "ttl_ms", "write_id")
@@ -212,7 +212,7 @@ class CompareAndSwapResponse(_message.Message):
     succeeded: bool
     current: KeyValue
     revision: int
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., succeeded: _Optional[bool] = ..., current: _Optional[_Union[KeyValue, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., succeeded: bool = ..., current: _Optional[_Union[KeyValue, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class RangeRequest(_message.Message):
     __slots__ = ("key", "range_end", "limit", "keys_only", "count_only", "consistency")
@@ -228,7 +228,7 @@ class RangeRequest(_message.Message):
     keys_only: bool
     count_only: bool
     consistency: Consistency
-    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys_only: _Optional[bool] = ..., count_only: _Optional[bool] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys_only: bool = ..., count_only: bool = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
 
 class RangeResponse(_message.Message):
     __slots__ = ("header", "kvs", "more", "count", "next_key")
@@ -242,7 +242,7 @@ class RangeResponse(_message.Message):
     more: bool
     count: int
     next_key: bytes
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., more: _Optional[bool] = ..., count: _Optional[int] = ..., next_key: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., more: bool = ..., count: _Optional[int] = ..., next_key: _Optional[bytes] = ...) -> None: ...
 
 class DeleteRangeRequest(_message.Message):
     __slots__ = ("key", "range_end", "prev_kv", "write_id")
@@ -254,7 +254,7 @@ class DeleteRangeRequest(_message.Message):
     range_end: bytes
     prev_kv: bool
     write_id: WriteId
-    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., prev_kv: _Optional[bool] = ..., write_id: _Optional[_Union[WriteId, _Mapping]] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., prev_kv: bool = ..., write_id: _Optional[_Union[WriteId, _Mapping]] = ...) -> None: ...
 
 class DeleteRangeResponse(_message.Message):
     __slots__ = ("header", "deleted", "prev_kvs", "revision", "prev_kvs_truncated")
@@ -268,7 +268,7 @@ class DeleteRangeResponse(_message.Message):
     prev_kvs: _containers.RepeatedCompositeFieldContainer[KeyValue]
     revision: int
     prev_kvs_truncated: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., deleted: _Optional[int] = ..., prev_kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., revision: _Optional[int] = ..., prev_kvs_truncated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., deleted: _Optional[int] = ..., prev_kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., revision: _Optional[int] = ..., prev_kvs_truncated: bool = ...) -> None: ...
 
 class Compare(_message.Message):
     __slots__ = ("op", "key", "value", "version", "create_revision", "mod_revision", "lease")
@@ -342,7 +342,7 @@ class TxnResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[TxnOpResult]
     revision: int
     replayed: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., succeeded: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ..., revision: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., succeeded: bool = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ..., revision: _Optional[int] = ..., replayed: bool = ...) -> None: ...
 
 class ScanPrefixRequest(_message.Message):
     __slots__ = ("prefix", "limit", "consistency")
@@ -362,7 +362,7 @@ class ScanPrefixResponse(_message.Message):
     header: ResponseHeader
     kvs: _containers.RepeatedCompositeFieldContainer[KeyValue]
     more: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., more: bool = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("key", "prefix", "start_revision", "range_end", "prev_kv", "progress_notify", "filters")
@@ -380,7 +380,7 @@ class WatchRequest(_message.Message):
     prev_kv: bool
     progress_notify: bool
     filters: _containers.RepeatedScalarFieldContainer[WatchFilter]
-    def __init__(self, key: _Optional[bytes] = ..., prefix: _Optional[bool] = ..., start_revision: _Optional[int] = ..., range_end: _Optional[bytes] = ..., prev_kv: _Optional[bool] = ..., progress_notify: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[WatchFilter, str]]] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., prefix: bool = ..., start_revision: _Optional[int] = ..., range_end: _Optional[bytes] = ..., prev_kv: bool = ..., progress_notify: bool = ..., filters: _Optional[_Iterable[_Union[WatchFilter, str]]] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("type", "kv", "prev_kv")
@@ -412,7 +412,7 @@ class WatchResponse(_message.Message):
     compact_revision: int
     resume_revision: int
     progress: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., canceled: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., created: _Optional[bool] = ..., cancel_code: _Optional[_Union[ErrorCode, str]] = ..., compact_revision: _Optional[int] = ..., resume_revision: _Optional[int] = ..., progress: _Optional[bool] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., canceled: bool = ..., cancel_reason: _Optional[str] = ..., created: bool = ..., cancel_code: _Optional[_Union[ErrorCode, str]] = ..., compact_revision: _Optional[int] = ..., resume_revision: _Optional[int] = ..., progress: bool = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("id", "peer_addr", "client_addr", "role")
@@ -474,7 +474,7 @@ class ClusterEvent(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[Member]
     leader_changed: bool
     members_changed: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., leader_id: _Optional[int] = ..., leader_addr: _Optional[str] = ..., term: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., leader_changed: _Optional[bool] = ..., members_changed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., leader_id: _Optional[int] = ..., leader_addr: _Optional[str] = ..., term: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., leader_changed: bool = ..., members_changed: bool = ...) -> None: ...
 
 class LeaseGrantRequest(_message.Message):
     __slots__ = ("ttl_ms", "id", "write_id")
@@ -538,7 +538,7 @@ class LeaseTimeToLiveRequest(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     id: int
     keys: bool
-    def __init__(self, id: _Optional[int] = ..., keys: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., keys: bool = ...) -> None: ...
 
 class LeaseTimeToLiveResponse(_message.Message):
     __slots__ = ("header", "id", "granted_ttl_ms", "remaining_ms", "keys", "key_count")
@@ -778,4 +778,4 @@ class BackupChunk(_message.Message):
     total_bytes: int
     sha256: bytes
     last: bool
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., revision: _Optional[int] = ..., term: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., revision: _Optional[int] = ..., term: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., last: bool = ...) -> None: ...

@@ -3,9 +3,9 @@
 import grpc
 import warnings
 
-from . import client_pb2 as client__pb2
+from . import client_pb2 as dengine_dot_v1_dot_client__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in client_pb2_grpc.py depends on'
+        + f' but the generated code in dengine/v1/client_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class KvStub:
+class KvStub(object):
     """The key-value and coordination API. Writes go to the leader; a follower
     answers NOT_LEADER with the leader's id and client address.
     """
@@ -38,57 +38,57 @@ class KvStub:
         """
         self.Put = channel.unary_unary(
                 '/dengine.v1.Kv/Put',
-                request_serializer=client__pb2.PutRequest.SerializeToString,
-                response_deserializer=client__pb2.PutResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.PutRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.PutResponse.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
                 '/dengine.v1.Kv/Get',
-                request_serializer=client__pb2.GetRequest.SerializeToString,
-                response_deserializer=client__pb2.GetResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.GetRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.GetResponse.FromString,
                 _registered_method=True)
         self.GetMulti = channel.unary_unary(
                 '/dengine.v1.Kv/GetMulti',
-                request_serializer=client__pb2.GetMultiRequest.SerializeToString,
-                response_deserializer=client__pb2.GetMultiResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.GetMultiRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.GetMultiResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/dengine.v1.Kv/Delete',
-                request_serializer=client__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=client__pb2.DeleteResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.CompareAndSwap = channel.unary_unary(
                 '/dengine.v1.Kv/CompareAndSwap',
-                request_serializer=client__pb2.CompareAndSwapRequest.SerializeToString,
-                response_deserializer=client__pb2.CompareAndSwapResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.CompareAndSwapRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.CompareAndSwapResponse.FromString,
                 _registered_method=True)
         self.ScanPrefix = channel.unary_unary(
                 '/dengine.v1.Kv/ScanPrefix',
-                request_serializer=client__pb2.ScanPrefixRequest.SerializeToString,
-                response_deserializer=client__pb2.ScanPrefixResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.ScanPrefixRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ScanPrefixResponse.FromString,
                 _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/dengine.v1.Kv/Watch',
-                request_serializer=client__pb2.WatchRequest.SerializeToString,
-                response_deserializer=client__pb2.WatchResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.WatchRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.WatchResponse.FromString,
                 _registered_method=True)
         self.Range = channel.unary_unary(
                 '/dengine.v1.Kv/Range',
-                request_serializer=client__pb2.RangeRequest.SerializeToString,
-                response_deserializer=client__pb2.RangeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.RangeRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.RangeResponse.FromString,
                 _registered_method=True)
         self.DeleteRange = channel.unary_unary(
                 '/dengine.v1.Kv/DeleteRange',
-                request_serializer=client__pb2.DeleteRangeRequest.SerializeToString,
-                response_deserializer=client__pb2.DeleteRangeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.DeleteRangeRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.DeleteRangeResponse.FromString,
                 _registered_method=True)
         self.Txn = channel.unary_unary(
                 '/dengine.v1.Kv/Txn',
-                request_serializer=client__pb2.TxnRequest.SerializeToString,
-                response_deserializer=client__pb2.TxnResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.TxnRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.TxnResponse.FromString,
                 _registered_method=True)
 
 
-class KvServicer:
+class KvServicer(object):
     """The key-value and coordination API. Writes go to the leader; a follower
     answers NOT_LEADER with the leader's id and client address.
     """
@@ -159,53 +159,53 @@ def add_KvServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Put': grpc.unary_unary_rpc_method_handler(
                     servicer.Put,
-                    request_deserializer=client__pb2.PutRequest.FromString,
-                    response_serializer=client__pb2.PutResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.PutRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.PutResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=client__pb2.GetRequest.FromString,
-                    response_serializer=client__pb2.GetResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.GetRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.GetResponse.SerializeToString,
             ),
             'GetMulti': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMulti,
-                    request_deserializer=client__pb2.GetMultiRequest.FromString,
-                    response_serializer=client__pb2.GetMultiResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.GetMultiRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.GetMultiResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=client__pb2.DeleteRequest.FromString,
-                    response_serializer=client__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.DeleteRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.DeleteResponse.SerializeToString,
             ),
             'CompareAndSwap': grpc.unary_unary_rpc_method_handler(
                     servicer.CompareAndSwap,
-                    request_deserializer=client__pb2.CompareAndSwapRequest.FromString,
-                    response_serializer=client__pb2.CompareAndSwapResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.CompareAndSwapRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.CompareAndSwapResponse.SerializeToString,
             ),
             'ScanPrefix': grpc.unary_unary_rpc_method_handler(
                     servicer.ScanPrefix,
-                    request_deserializer=client__pb2.ScanPrefixRequest.FromString,
-                    response_serializer=client__pb2.ScanPrefixResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.ScanPrefixRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ScanPrefixResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
-                    request_deserializer=client__pb2.WatchRequest.FromString,
-                    response_serializer=client__pb2.WatchResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.WatchRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.WatchResponse.SerializeToString,
             ),
             'Range': grpc.unary_unary_rpc_method_handler(
                     servicer.Range,
-                    request_deserializer=client__pb2.RangeRequest.FromString,
-                    response_serializer=client__pb2.RangeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.RangeRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.RangeResponse.SerializeToString,
             ),
             'DeleteRange': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRange,
-                    request_deserializer=client__pb2.DeleteRangeRequest.FromString,
-                    response_serializer=client__pb2.DeleteRangeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.DeleteRangeRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.DeleteRangeResponse.SerializeToString,
             ),
             'Txn': grpc.unary_unary_rpc_method_handler(
                     servicer.Txn,
-                    request_deserializer=client__pb2.TxnRequest.FromString,
-                    response_serializer=client__pb2.TxnResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.TxnRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.TxnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,7 +215,7 @@ def add_KvServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Kv:
+class Kv(object):
     """The key-value and coordination API. Writes go to the leader; a follower
     answers NOT_LEADER with the leader's id and client address.
     """
@@ -235,8 +235,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/Put',
-            client__pb2.PutRequest.SerializeToString,
-            client__pb2.PutResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.PutRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.PutResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -262,8 +262,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/Get',
-            client__pb2.GetRequest.SerializeToString,
-            client__pb2.GetResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.GetRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -289,8 +289,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/GetMulti',
-            client__pb2.GetMultiRequest.SerializeToString,
-            client__pb2.GetMultiResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.GetMultiRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.GetMultiResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -316,8 +316,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/Delete',
-            client__pb2.DeleteRequest.SerializeToString,
-            client__pb2.DeleteResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.DeleteRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -343,8 +343,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/CompareAndSwap',
-            client__pb2.CompareAndSwapRequest.SerializeToString,
-            client__pb2.CompareAndSwapResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.CompareAndSwapRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.CompareAndSwapResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -370,8 +370,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/ScanPrefix',
-            client__pb2.ScanPrefixRequest.SerializeToString,
-            client__pb2.ScanPrefixResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.ScanPrefixRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ScanPrefixResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -397,8 +397,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/Watch',
-            client__pb2.WatchRequest.SerializeToString,
-            client__pb2.WatchResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.WatchRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -424,8 +424,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/Range',
-            client__pb2.RangeRequest.SerializeToString,
-            client__pb2.RangeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.RangeRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.RangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -451,8 +451,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/DeleteRange',
-            client__pb2.DeleteRangeRequest.SerializeToString,
-            client__pb2.DeleteRangeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.DeleteRangeRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.DeleteRangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -478,8 +478,8 @@ class Kv:
             request,
             target,
             '/dengine.v1.Kv/Txn',
-            client__pb2.TxnRequest.SerializeToString,
-            client__pb2.TxnResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.TxnRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.TxnResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -491,7 +491,7 @@ class Kv:
             _registered_method=True)
 
 
-class LeaseStub:
+class LeaseStub(object):
     """Lease calls go to the leader (NOT_LEADER otherwise). An unknown, revoked
     or expired lease is LEASE_NOT_FOUND.
     """
@@ -504,37 +504,37 @@ class LeaseStub:
         """
         self.LeaseGrant = channel.unary_unary(
                 '/dengine.v1.Lease/LeaseGrant',
-                request_serializer=client__pb2.LeaseGrantRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaseGrantResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaseGrantRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaseGrantResponse.FromString,
                 _registered_method=True)
         self.LeaseRevoke = channel.unary_unary(
                 '/dengine.v1.Lease/LeaseRevoke',
-                request_serializer=client__pb2.LeaseRevokeRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaseRevokeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaseRevokeRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaseRevokeResponse.FromString,
                 _registered_method=True)
         self.LeaseKeepAlive = channel.stream_stream(
                 '/dengine.v1.Lease/LeaseKeepAlive',
-                request_serializer=client__pb2.LeaseKeepAliveRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaseKeepAliveResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveResponse.FromString,
                 _registered_method=True)
         self.LeaseRenew = channel.unary_unary(
                 '/dengine.v1.Lease/LeaseRenew',
-                request_serializer=client__pb2.LeaseKeepAliveRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaseKeepAliveResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveResponse.FromString,
                 _registered_method=True)
         self.LeaseTimeToLive = channel.unary_unary(
                 '/dengine.v1.Lease/LeaseTimeToLive',
-                request_serializer=client__pb2.LeaseTimeToLiveRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaseTimeToLiveResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaseTimeToLiveRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaseTimeToLiveResponse.FromString,
                 _registered_method=True)
         self.LeaseList = channel.unary_unary(
                 '/dengine.v1.Lease/LeaseList',
-                request_serializer=client__pb2.LeaseListRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaseListResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaseListRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaseListResponse.FromString,
                 _registered_method=True)
 
 
-class LeaseServicer:
+class LeaseServicer(object):
     """Lease calls go to the leader (NOT_LEADER otherwise). An unknown, revoked
     or expired lease is LEASE_NOT_FOUND.
     """
@@ -584,33 +584,33 @@ def add_LeaseServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'LeaseGrant': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseGrant,
-                    request_deserializer=client__pb2.LeaseGrantRequest.FromString,
-                    response_serializer=client__pb2.LeaseGrantResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaseGrantRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaseGrantResponse.SerializeToString,
             ),
             'LeaseRevoke': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseRevoke,
-                    request_deserializer=client__pb2.LeaseRevokeRequest.FromString,
-                    response_serializer=client__pb2.LeaseRevokeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaseRevokeRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaseRevokeResponse.SerializeToString,
             ),
             'LeaseKeepAlive': grpc.stream_stream_rpc_method_handler(
                     servicer.LeaseKeepAlive,
-                    request_deserializer=client__pb2.LeaseKeepAliveRequest.FromString,
-                    response_serializer=client__pb2.LeaseKeepAliveResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveResponse.SerializeToString,
             ),
             'LeaseRenew': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseRenew,
-                    request_deserializer=client__pb2.LeaseKeepAliveRequest.FromString,
-                    response_serializer=client__pb2.LeaseKeepAliveResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaseKeepAliveResponse.SerializeToString,
             ),
             'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseTimeToLive,
-                    request_deserializer=client__pb2.LeaseTimeToLiveRequest.FromString,
-                    response_serializer=client__pb2.LeaseTimeToLiveResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaseTimeToLiveRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaseTimeToLiveResponse.SerializeToString,
             ),
             'LeaseList': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseList,
-                    request_deserializer=client__pb2.LeaseListRequest.FromString,
-                    response_serializer=client__pb2.LeaseListResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaseListRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaseListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -620,7 +620,7 @@ def add_LeaseServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Lease:
+class Lease(object):
     """Lease calls go to the leader (NOT_LEADER otherwise). An unknown, revoked
     or expired lease is LEASE_NOT_FOUND.
     """
@@ -640,8 +640,8 @@ class Lease:
             request,
             target,
             '/dengine.v1.Lease/LeaseGrant',
-            client__pb2.LeaseGrantRequest.SerializeToString,
-            client__pb2.LeaseGrantResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaseGrantRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaseGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -667,8 +667,8 @@ class Lease:
             request,
             target,
             '/dengine.v1.Lease/LeaseRevoke',
-            client__pb2.LeaseRevokeRequest.SerializeToString,
-            client__pb2.LeaseRevokeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaseRevokeRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaseRevokeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -694,8 +694,8 @@ class Lease:
             request_iterator,
             target,
             '/dengine.v1.Lease/LeaseKeepAlive',
-            client__pb2.LeaseKeepAliveRequest.SerializeToString,
-            client__pb2.LeaseKeepAliveResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaseKeepAliveRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaseKeepAliveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -721,8 +721,8 @@ class Lease:
             request,
             target,
             '/dengine.v1.Lease/LeaseRenew',
-            client__pb2.LeaseKeepAliveRequest.SerializeToString,
-            client__pb2.LeaseKeepAliveResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaseKeepAliveRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaseKeepAliveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -748,8 +748,8 @@ class Lease:
             request,
             target,
             '/dengine.v1.Lease/LeaseTimeToLive',
-            client__pb2.LeaseTimeToLiveRequest.SerializeToString,
-            client__pb2.LeaseTimeToLiveResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaseTimeToLiveRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaseTimeToLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -775,8 +775,8 @@ class Lease:
             request,
             target,
             '/dengine.v1.Lease/LeaseList',
-            client__pb2.LeaseListRequest.SerializeToString,
-            client__pb2.LeaseListResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaseListRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaseListResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -788,7 +788,7 @@ class Lease:
             _registered_method=True)
 
 
-class ClusterStub:
+class ClusterStub(object):
     """Cluster information any node answers.
     """
 
@@ -800,22 +800,22 @@ class ClusterStub:
         """
         self.Members = channel.unary_unary(
                 '/dengine.v1.Cluster/Members',
-                request_serializer=client__pb2.MembersRequest.SerializeToString,
-                response_deserializer=client__pb2.MembersResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.MembersRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.MembersResponse.FromString,
                 _registered_method=True)
         self.Leader = channel.unary_unary(
                 '/dengine.v1.Cluster/Leader',
-                request_serializer=client__pb2.LeaderRequest.SerializeToString,
-                response_deserializer=client__pb2.LeaderResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LeaderRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LeaderResponse.FromString,
                 _registered_method=True)
         self.WatchCluster = channel.unary_stream(
                 '/dengine.v1.Cluster/WatchCluster',
-                request_serializer=client__pb2.WatchClusterRequest.SerializeToString,
-                response_deserializer=client__pb2.ClusterEvent.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.WatchClusterRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ClusterEvent.FromString,
                 _registered_method=True)
 
 
-class ClusterServicer:
+class ClusterServicer(object):
     """Cluster information any node answers.
     """
 
@@ -844,18 +844,18 @@ def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Members': grpc.unary_unary_rpc_method_handler(
                     servicer.Members,
-                    request_deserializer=client__pb2.MembersRequest.FromString,
-                    response_serializer=client__pb2.MembersResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.MembersRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.MembersResponse.SerializeToString,
             ),
             'Leader': grpc.unary_unary_rpc_method_handler(
                     servicer.Leader,
-                    request_deserializer=client__pb2.LeaderRequest.FromString,
-                    response_serializer=client__pb2.LeaderResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LeaderRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LeaderResponse.SerializeToString,
             ),
             'WatchCluster': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchCluster,
-                    request_deserializer=client__pb2.WatchClusterRequest.FromString,
-                    response_serializer=client__pb2.ClusterEvent.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.WatchClusterRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ClusterEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -865,7 +865,7 @@ def add_ClusterServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Cluster:
+class Cluster(object):
     """Cluster information any node answers.
     """
 
@@ -884,8 +884,8 @@ class Cluster:
             request,
             target,
             '/dengine.v1.Cluster/Members',
-            client__pb2.MembersRequest.SerializeToString,
-            client__pb2.MembersResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.MembersRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.MembersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -911,8 +911,8 @@ class Cluster:
             request,
             target,
             '/dengine.v1.Cluster/Leader',
-            client__pb2.LeaderRequest.SerializeToString,
-            client__pb2.LeaderResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LeaderRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -938,8 +938,8 @@ class Cluster:
             request,
             target,
             '/dengine.v1.Cluster/WatchCluster',
-            client__pb2.WatchClusterRequest.SerializeToString,
-            client__pb2.ClusterEvent.FromString,
+            dengine_dot_v1_dot_client__pb2.WatchClusterRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ClusterEvent.FromString,
             options,
             channel_credentials,
             insecure,
@@ -951,7 +951,7 @@ class Cluster:
             _registered_method=True)
 
 
-class AdminStub:
+class AdminStub(object):
     """Cluster administration. Changes go to the leader (NOT_LEADER otherwise).
     """
 
@@ -963,37 +963,37 @@ class AdminStub:
         """
         self.AddLearner = channel.unary_unary(
                 '/dengine.v1.Admin/AddLearner',
-                request_serializer=client__pb2.AddLearnerRequest.SerializeToString,
-                response_deserializer=client__pb2.ChangeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.AddLearnerRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
                 _registered_method=True)
         self.Promote = channel.unary_unary(
                 '/dengine.v1.Admin/Promote',
-                request_serializer=client__pb2.PromoteRequest.SerializeToString,
-                response_deserializer=client__pb2.ChangeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
                 _registered_method=True)
         self.RemoveMember = channel.unary_unary(
                 '/dengine.v1.Admin/RemoveMember',
-                request_serializer=client__pb2.RemoveMemberRequest.SerializeToString,
-                response_deserializer=client__pb2.ChangeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
                 _registered_method=True)
         self.TransferLeader = channel.unary_unary(
                 '/dengine.v1.Admin/TransferLeader',
-                request_serializer=client__pb2.TransferLeaderRequest.SerializeToString,
-                response_deserializer=client__pb2.ChangeResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
                 _registered_method=True)
         self.TriggerSnapshot = channel.unary_unary(
                 '/dengine.v1.Admin/TriggerSnapshot',
-                request_serializer=client__pb2.TriggerSnapshotRequest.SerializeToString,
-                response_deserializer=client__pb2.TriggerSnapshotResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.TriggerSnapshotRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.TriggerSnapshotResponse.FromString,
                 _registered_method=True)
         self.NodeStatus = channel.unary_unary(
                 '/dengine.v1.Admin/NodeStatus',
-                request_serializer=client__pb2.NodeStatusRequest.SerializeToString,
-                response_deserializer=client__pb2.NodeStatusResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.NodeStatusRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.NodeStatusResponse.FromString,
                 _registered_method=True)
 
 
-class AdminServicer:
+class AdminServicer(object):
     """Cluster administration. Changes go to the leader (NOT_LEADER otherwise).
     """
 
@@ -1038,33 +1038,33 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'AddLearner': grpc.unary_unary_rpc_method_handler(
                     servicer.AddLearner,
-                    request_deserializer=client__pb2.AddLearnerRequest.FromString,
-                    response_serializer=client__pb2.ChangeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AddLearnerRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.SerializeToString,
             ),
             'Promote': grpc.unary_unary_rpc_method_handler(
                     servicer.Promote,
-                    request_deserializer=client__pb2.PromoteRequest.FromString,
-                    response_serializer=client__pb2.ChangeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.PromoteRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.SerializeToString,
             ),
             'RemoveMember': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveMember,
-                    request_deserializer=client__pb2.RemoveMemberRequest.FromString,
-                    response_serializer=client__pb2.ChangeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.SerializeToString,
             ),
             'TransferLeader': grpc.unary_unary_rpc_method_handler(
                     servicer.TransferLeader,
-                    request_deserializer=client__pb2.TransferLeaderRequest.FromString,
-                    response_serializer=client__pb2.ChangeResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ChangeResponse.SerializeToString,
             ),
             'TriggerSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.TriggerSnapshot,
-                    request_deserializer=client__pb2.TriggerSnapshotRequest.FromString,
-                    response_serializer=client__pb2.TriggerSnapshotResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.TriggerSnapshotRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.TriggerSnapshotResponse.SerializeToString,
             ),
             'NodeStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.NodeStatus,
-                    request_deserializer=client__pb2.NodeStatusRequest.FromString,
-                    response_serializer=client__pb2.NodeStatusResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.NodeStatusRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.NodeStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1074,7 +1074,7 @@ def add_AdminServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Admin:
+class Admin(object):
     """Cluster administration. Changes go to the leader (NOT_LEADER otherwise).
     """
 
@@ -1093,8 +1093,8 @@ class Admin:
             request,
             target,
             '/dengine.v1.Admin/AddLearner',
-            client__pb2.AddLearnerRequest.SerializeToString,
-            client__pb2.ChangeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.AddLearnerRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1120,8 +1120,8 @@ class Admin:
             request,
             target,
             '/dengine.v1.Admin/Promote',
-            client__pb2.PromoteRequest.SerializeToString,
-            client__pb2.ChangeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.PromoteRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1147,8 +1147,8 @@ class Admin:
             request,
             target,
             '/dengine.v1.Admin/RemoveMember',
-            client__pb2.RemoveMemberRequest.SerializeToString,
-            client__pb2.ChangeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.RemoveMemberRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1174,8 +1174,8 @@ class Admin:
             request,
             target,
             '/dengine.v1.Admin/TransferLeader',
-            client__pb2.TransferLeaderRequest.SerializeToString,
-            client__pb2.ChangeResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.TransferLeaderRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1201,8 +1201,8 @@ class Admin:
             request,
             target,
             '/dengine.v1.Admin/TriggerSnapshot',
-            client__pb2.TriggerSnapshotRequest.SerializeToString,
-            client__pb2.TriggerSnapshotResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.TriggerSnapshotRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.TriggerSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1228,8 +1228,8 @@ class Admin:
             request,
             target,
             '/dengine.v1.Admin/NodeStatus',
-            client__pb2.NodeStatusRequest.SerializeToString,
-            client__pb2.NodeStatusResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.NodeStatusRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.NodeStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1241,7 +1241,7 @@ class Admin:
             _registered_method=True)
 
 
-class LockStub:
+class LockStub(object):
     """Lock waits (up to the call's deadline) until the lock is held; a lease
     that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
     key (succeeds if it is already gone). Both go to the leader.
@@ -1255,17 +1255,17 @@ class LockStub:
         """
         self.Lock = channel.unary_unary(
                 '/dengine.v1.Lock/Lock',
-                request_serializer=client__pb2.LockRequest.SerializeToString,
-                response_deserializer=client__pb2.LockResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.LockRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.LockResponse.FromString,
                 _registered_method=True)
         self.Unlock = channel.unary_unary(
                 '/dengine.v1.Lock/Unlock',
-                request_serializer=client__pb2.UnlockRequest.SerializeToString,
-                response_deserializer=client__pb2.UnlockResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.UnlockRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.UnlockResponse.FromString,
                 _registered_method=True)
 
 
-class LockServicer:
+class LockServicer(object):
     """Lock waits (up to the call's deadline) until the lock is held; a lease
     that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
     key (succeeds if it is already gone). Both go to the leader.
@@ -1288,13 +1288,13 @@ def add_LockServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Lock': grpc.unary_unary_rpc_method_handler(
                     servicer.Lock,
-                    request_deserializer=client__pb2.LockRequest.FromString,
-                    response_serializer=client__pb2.LockResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.LockRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.LockResponse.SerializeToString,
             ),
             'Unlock': grpc.unary_unary_rpc_method_handler(
                     servicer.Unlock,
-                    request_deserializer=client__pb2.UnlockRequest.FromString,
-                    response_serializer=client__pb2.UnlockResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.UnlockRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.UnlockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1304,7 +1304,7 @@ def add_LockServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Lock:
+class Lock(object):
     """Lock waits (up to the call's deadline) until the lock is held; a lease
     that ends while waiting fails it with LEASE_NOT_FOUND. Unlock deletes the
     key (succeeds if it is already gone). Both go to the leader.
@@ -1325,8 +1325,8 @@ class Lock:
             request,
             target,
             '/dengine.v1.Lock/Lock',
-            client__pb2.LockRequest.SerializeToString,
-            client__pb2.LockResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.LockRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.LockResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1352,8 +1352,8 @@ class Lock:
             request,
             target,
             '/dengine.v1.Lock/Unlock',
-            client__pb2.UnlockRequest.SerializeToString,
-            client__pb2.UnlockResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.UnlockRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.UnlockResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1365,7 +1365,7 @@ class Lock:
             _registered_method=True)
 
 
-class ElectionStub:
+class ElectionStub(object):
     """Campaign waits (up to the call's deadline) until elected. Proclaim and
     Resign need the leadership still held (NOT_HELD otherwise; Resign of a
     key already gone succeeds). Observe streams the leader (key and value)
@@ -1381,32 +1381,32 @@ class ElectionStub:
         """
         self.Campaign = channel.unary_unary(
                 '/dengine.v1.Election/Campaign',
-                request_serializer=client__pb2.CampaignRequest.SerializeToString,
-                response_deserializer=client__pb2.CampaignResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.CampaignRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.CampaignResponse.FromString,
                 _registered_method=True)
         self.Proclaim = channel.unary_unary(
                 '/dengine.v1.Election/Proclaim',
-                request_serializer=client__pb2.ProclaimRequest.SerializeToString,
-                response_deserializer=client__pb2.ProclaimResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.ProclaimRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ProclaimResponse.FromString,
                 _registered_method=True)
         self.Leader = channel.unary_unary(
                 '/dengine.v1.Election/Leader',
-                request_serializer=client__pb2.ElectionLeaderRequest.SerializeToString,
-                response_deserializer=client__pb2.ElectionLeaderResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderResponse.FromString,
                 _registered_method=True)
         self.Observe = channel.unary_stream(
                 '/dengine.v1.Election/Observe',
-                request_serializer=client__pb2.ElectionLeaderRequest.SerializeToString,
-                response_deserializer=client__pb2.ElectionLeaderResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderResponse.FromString,
                 _registered_method=True)
         self.Resign = channel.unary_unary(
                 '/dengine.v1.Election/Resign',
-                request_serializer=client__pb2.ResignRequest.SerializeToString,
-                response_deserializer=client__pb2.ResignResponse.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.ResignRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.ResignResponse.FromString,
                 _registered_method=True)
 
 
-class ElectionServicer:
+class ElectionServicer(object):
     """Campaign waits (up to the call's deadline) until elected. Proclaim and
     Resign need the leadership still held (NOT_HELD otherwise; Resign of a
     key already gone succeeds). Observe streams the leader (key and value)
@@ -1449,28 +1449,28 @@ def add_ElectionServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Campaign': grpc.unary_unary_rpc_method_handler(
                     servicer.Campaign,
-                    request_deserializer=client__pb2.CampaignRequest.FromString,
-                    response_serializer=client__pb2.CampaignResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.CampaignRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.CampaignResponse.SerializeToString,
             ),
             'Proclaim': grpc.unary_unary_rpc_method_handler(
                     servicer.Proclaim,
-                    request_deserializer=client__pb2.ProclaimRequest.FromString,
-                    response_serializer=client__pb2.ProclaimResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.ProclaimRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ProclaimResponse.SerializeToString,
             ),
             'Leader': grpc.unary_unary_rpc_method_handler(
                     servicer.Leader,
-                    request_deserializer=client__pb2.ElectionLeaderRequest.FromString,
-                    response_serializer=client__pb2.ElectionLeaderResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderResponse.SerializeToString,
             ),
             'Observe': grpc.unary_stream_rpc_method_handler(
                     servicer.Observe,
-                    request_deserializer=client__pb2.ElectionLeaderRequest.FromString,
-                    response_serializer=client__pb2.ElectionLeaderResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ElectionLeaderResponse.SerializeToString,
             ),
             'Resign': grpc.unary_unary_rpc_method_handler(
                     servicer.Resign,
-                    request_deserializer=client__pb2.ResignRequest.FromString,
-                    response_serializer=client__pb2.ResignResponse.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.ResignRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.ResignResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1480,7 +1480,7 @@ def add_ElectionServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Election:
+class Election(object):
     """Campaign waits (up to the call's deadline) until elected. Proclaim and
     Resign need the leadership still held (NOT_HELD otherwise; Resign of a
     key already gone succeeds). Observe streams the leader (key and value)
@@ -1503,8 +1503,8 @@ class Election:
             request,
             target,
             '/dengine.v1.Election/Campaign',
-            client__pb2.CampaignRequest.SerializeToString,
-            client__pb2.CampaignResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.CampaignRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.CampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1530,8 +1530,8 @@ class Election:
             request,
             target,
             '/dengine.v1.Election/Proclaim',
-            client__pb2.ProclaimRequest.SerializeToString,
-            client__pb2.ProclaimResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.ProclaimRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ProclaimResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1557,8 +1557,8 @@ class Election:
             request,
             target,
             '/dengine.v1.Election/Leader',
-            client__pb2.ElectionLeaderRequest.SerializeToString,
-            client__pb2.ElectionLeaderResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.ElectionLeaderRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ElectionLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1584,8 +1584,8 @@ class Election:
             request,
             target,
             '/dengine.v1.Election/Observe',
-            client__pb2.ElectionLeaderRequest.SerializeToString,
-            client__pb2.ElectionLeaderResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.ElectionLeaderRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ElectionLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1611,8 +1611,8 @@ class Election:
             request,
             target,
             '/dengine.v1.Election/Resign',
-            client__pb2.ResignRequest.SerializeToString,
-            client__pb2.ResignResponse.FromString,
+            dengine_dot_v1_dot_client__pb2.ResignRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.ResignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1624,7 +1624,7 @@ class Election:
             _registered_method=True)
 
 
-class MaintenanceStub:
+class MaintenanceStub(object):
     """Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
     the serving member's state machine (on the leader, after a linearizable
     read barrier, so it covers every write acknowledged before the call; on a
@@ -1641,12 +1641,12 @@ class MaintenanceStub:
         """
         self.Snapshot = channel.unary_stream(
                 '/dengine.v1.Maintenance/Snapshot',
-                request_serializer=client__pb2.BackupRequest.SerializeToString,
-                response_deserializer=client__pb2.BackupChunk.FromString,
+                request_serializer=dengine_dot_v1_dot_client__pb2.BackupRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.BackupChunk.FromString,
                 _registered_method=True)
 
 
-class MaintenanceServicer:
+class MaintenanceServicer(object):
     """Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
     the serving member's state machine (on the leader, after a linearizable
     read barrier, so it covers every write acknowledged before the call; on a
@@ -1666,8 +1666,8 @@ def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Snapshot': grpc.unary_stream_rpc_method_handler(
                     servicer.Snapshot,
-                    request_deserializer=client__pb2.BackupRequest.FromString,
-                    response_serializer=client__pb2.BackupChunk.SerializeToString,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.BackupRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1677,7 +1677,7 @@ def add_MaintenanceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Maintenance:
+class Maintenance(object):
     """Backups of a live member. Snapshot takes a fresh point-in-time snapshot of
     the serving member's state machine (on the leader, after a linearizable
     read barrier, so it covers every write acknowledged before the call; on a
@@ -1701,8 +1701,8 @@ class Maintenance:
             request,
             target,
             '/dengine.v1.Maintenance/Snapshot',
-            client__pb2.BackupRequest.SerializeToString,
-            client__pb2.BackupChunk.FromString,
+            dengine_dot_v1_dot_client__pb2.BackupRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,
