@@ -536,9 +536,11 @@ impl Run<'_> {
                 Item::Closed => {
                     return Err(format!("after {i} events the watch closed without {want}"))
                 }
-                Item::Timeout if i >= count => return Err(format!(
+                Item::Timeout if i >= count => {
+                    return Err(format!(
                     "all {i} events were delivered without {want}: the watcher never fell behind"
-                )),
+                ))
+                }
                 Item::Timeout => return Err(format!("after {i} events: nothing more in time")),
             }
         }
