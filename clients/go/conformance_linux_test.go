@@ -172,9 +172,8 @@ func TestConformance(t *testing.T) {
 			}
 			c.waitLeader(30 * time.Second)
 			r := &confRun{t: t, c: c, f: f, sc: sc, ns: "conf/go/" + sc.Name + "/",
-				revs: map[string]uint64{}, watches: map[string]*confWatch{}}
-			opts := []Option{}
-			cl, err := NewClientWithOptions(c.endpoints(), opts...)
+				revs: map[string]uint64{}, watches: map[string]*confWatch{}, stopped: -1, paused: -1}
+			cl, err := NewClientWithOptions(c.endpoints())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -204,7 +203,7 @@ type confRun struct {
 	revs    map[string]uint64 // key -> revision of its last write here
 	watches map[string]*confWatch
 	stopped int // node index of the last killed/terminated node (-1: none)
-	paused  int
+	paused  int // node index of the paused node (-1: none)
 }
 
 type confWatch struct {
@@ -656,6 +655,9 @@ func (r *confRun) fault(kind string) {
 		r.paused = r.leader()
 		r.c.pause(r.paused)
 	case "resume_paused":
+		if r.paused < 0 {
+			r.fatalf("resume_paused: no node was paused")
+		}
 		r.c.resume(r.paused)
 	case "terminate_leader":
 		r.stopped = r.leader()
@@ -667,6 +669,9 @@ func (r *confRun) fault(kind string) {
 			r.fatalf("node %d did not exit within 15 s of SIGTERM", nd.id)
 		}
 	case "restart_stopped":
+		if r.stopped < 0 {
+			r.fatalf("restart_stopped: no node was stopped")
+		}
 		r.c.start(r.stopped)
 	default:
 		r.fatalf("unknown fault %q", kind)
