@@ -367,9 +367,12 @@ func TestReadsAndCAS(t *testing.T) {
 	if err != nil || !res.Succeeded || res.Revision != 11 {
 		t.Fatalf("CAS(nil) = %+v, %v", res, err)
 	}
-	res, err = c.CompareAndSwap(ctx, []byte("k"), []byte{}, nil, WithCASTTL(1500*time.Microsecond))
+	res, err = c.CompareAndSwap(ctx, []byte("k"), []byte{}, []byte{}, WithCASTTL(1500*time.Microsecond))
 	if err != nil || res.Succeeded {
 		t.Fatalf("CAS([]byte{}) = %+v, %v", res, err)
+	}
+	if _, err := c.CompareAndSwap(ctx, []byte("k"), []byte("old"), nil); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c.CompareAndDelete(ctx, []byte("k"), []byte("old")); err != nil {
 		t.Fatal(err)
@@ -401,17 +404,20 @@ func TestReadsAndCAS(t *testing.T) {
 	if !sawLease || !sawEventual {
 		t.Fatal("consistency not sent")
 	}
-	if len(casReqs) != 3 {
+	if len(casReqs) != 4 {
 		t.Fatalf("%d CAS requests", len(casReqs))
 	}
 	if casReqs[0].ExpectedValue != nil || !bytes.Equal(casReqs[0].NewValue, []byte("new")) {
 		t.Fatalf("CAS with nil expected must omit expected_value: %v", casReqs[0])
 	}
 	if casReqs[1].ExpectedValue == nil || len(casReqs[1].ExpectedValue) != 0 || casReqs[1].NewValue == nil || casReqs[1].TtlMs != 2 {
-		t.Fatalf("CAS with empty expected and nil new value: %v", casReqs[1])
+		t.Fatalf("CAS with empty expected and an empty new value: %v", casReqs[1])
 	}
 	if casReqs[2].NewValue != nil || string(casReqs[2].ExpectedValue) != "old" {
-		t.Fatalf("CompareAndDelete must omit new_value: %v", casReqs[2])
+		t.Fatalf("CAS with a nil new value must omit new_value (delete): %v", casReqs[2])
+	}
+	if casReqs[3].NewValue != nil || string(casReqs[3].ExpectedValue) != "old" {
+		t.Fatalf("CompareAndDelete must omit new_value: %v", casReqs[3])
 	}
 	if casReqs[0].GetWriteId().GetSeq() == casReqs[1].GetWriteId().GetSeq() &&
 		casReqs[0].GetWriteId().GetClientId() == casReqs[1].GetWriteId().GetClientId() {

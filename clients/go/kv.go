@@ -90,7 +90,10 @@ func (c *Client) Delete(ctx context.Context, key []byte) (bool, error) {
 //
 // A nil expected means "the key must not exist" (create-if-absent); to
 // require an existing empty value pass a non-nil empty slice ([]byte{}).
-// A nil newValue stores an empty value; use CompareAndDelete to delete.
+// Likewise a nil newValue means "no new value": a successful comparison
+// deletes the key (as in the Rust and Python clients, docs/clients.md); to
+// store an empty value pass []byte{}. CompareAndDelete says the same more
+// plainly.
 //
 // A failed comparison is not an error: the result has Succeeded false and
 // Current set to the key's current state (nil if absent).
@@ -98,9 +101,6 @@ func (c *Client) CompareAndSwap(ctx context.Context, key, expected, newValue []b
 	var cc casConfig
 	for _, o := range opts {
 		o(&cc)
-	}
-	if newValue == nil {
-		newValue = []byte{}
 	}
 	return c.cas(ctx, key, expected, newValue, ttlMillis(cc.ttl))
 }

@@ -144,12 +144,14 @@ class Proc:
 class ServerCluster:
     """Three ``d-engine-server`` processes started with ``--config``."""
 
-    def __init__(self, binary: str, root: Path, n: int = 3):
+    def __init__(self, binary: str, root: Path, n: int = 3, extra_toml: str = ""):
+        """``extra_toml``: more config sections (e.g. ``[watch]``) appended
+        to every node's file after the fast-election ``[raft]`` section."""
         self.root = root
         self.specs = cluster_specs(root, n)
         self.procs: List[Proc] = []
         for s in self.specs:
-            cfg = write_config(s, self.specs, root / f"node{s.id}.toml")
+            cfg = write_config(s, self.specs, root / f"node{s.id}.toml", RAFT_TOML + "\n" + extra_toml)
             self.procs.append(Proc(s, [binary, "--config", str(cfg)], root / f"node{s.id}.log"))
 
     @property

@@ -26,9 +26,10 @@ def server_bin() -> str:
         pytest.skip(f"d-engine-server binary unavailable: {e}")
 
 
-def start_cluster(binary: str, root: Path) -> ServerCluster:
-    """Starts 3 servers and waits until the cluster accepts a write."""
-    cluster = ServerCluster(binary, root)
+def start_cluster(binary: str, root: Path, extra_toml: str = "") -> ServerCluster:
+    """Starts 3 servers (``extra_toml`` appended to their config files) and
+    waits until the cluster accepts a write."""
+    cluster = ServerCluster(binary, root, extra_toml=extra_toml)
     cluster.start()
     try:
         with dengine.Client(cluster.endpoints, timeout=2.0) as c:

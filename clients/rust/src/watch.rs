@@ -66,6 +66,19 @@ fn resumable_cancel(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::ShuttingDown | ErrorCode::NotLeader)
 }
 
+/// A failure to open (or re-open) a watch. A transport break (a connection
+/// reset by a node that was just killed, no d-engine details) is
+/// `Unavailable`, so the router tries another node: opening a watch has no
+/// side effects. Without this a watch resuming after its node was killed
+/// could end with `Internal` when the re-open hit the dead connection.
+fn open_error(st: tonic::Status) -> Error {
+    if is_transport_break(&st) {
+        Error::Unavailable(format!("opening the watch: {}", Error::from(st)))
+    } else {
+        Error::from(st)
+    }
+}
+
 /// Opens the watch on the leader (following redirects and retrying like
 /// any read) and waits for its `created` message. Returns the stream and
 /// the store revision the server reported at creation (0 if none).
@@ -84,8 +97,8 @@ async fn establish(
                 // bounds only the wait for `created`.
                 let req = tonic::Request::new(req.clone());
                 async move {
-                    let mut stream = rpc.watch(req).await?.into_inner();
-                    match stream.message().await? {
+                    let mut stream = rpc.watch(req).await.map_err(open_error)?.into_inner();
+                    match stream.message().await.map_err(open_error)? {
                         Some(first) if first.canceled => Err(cancel_from_wire(&first)),
                         Some(first) if first.created => {
                             Ok((stream, first.header.map_or(0, |h| h.revision)))
@@ -309,6 +322,19 @@ mod tests {
             bytes::Bytes::from_static(b"\x0a\x01x"),
         );
         assert!(!is_transport_break(&server_error));
+    }
+
+    #[test]
+    fn a_transport_break_while_opening_is_retried_elsewhere() {
+        use tonic::{Code, Status};
+        let e = open_error(Status::new(
+            Code::Unknown,
+            "transport error: connection error: connection reset",
+        ));
+        assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+        assert!(resumable(&e));
+        let e = open_error(Status::new(Code::InvalidArgument, "bad range"));
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
     }
 
     #[test]
