@@ -2,13 +2,18 @@
 # Runs every d-engine test, in order of cost:
 #   1. gates: rustfmt, clippy -D warnings
 #   2. Rust: unit tests, the seeded Raft simulation sweep, storage crash and
-#      corruption suites, multi-process cluster tests (cargo test --workspace)
+#      corruption suites, multi-process cluster tests and the Rust driver of
+#      the cross-language conformance suite (cargo test --workspace)
 #   3. Go client: stub drift, gofmt, vet, unit + 3-node cluster +
-#      porcupine linearizability tests against real d-engine-server processes
-#   4. Python package: stub drift, ruff, build with maturin, pytest (real
-#      3-node cluster, embedded engine in-process and in three processes)
+#      porcupine linearizability tests and the conformance driver against
+#      real d-engine-server processes
+#   4. Python package (clients/python/scripts/ci.sh): stub drift, ruff,
+#      mypy, both wheels (abi3 with the engine; client-only), a fresh venv
+#      on the oldest claimed Python with the lowest allowed dependencies,
+#      a fresh client-only venv, then pytest (real 3-node cluster,
+#      conformance, embedded engine in-process and in three processes)
 #   5. a few-second smoke run of the benchmark tool
-# Installs what it needs (Go modules, Python packages into .venv).
+# Installs what it needs (Go modules, Python packages into venvs under target/).
 # Set SKIP_GO=1 / SKIP_PYTHON=1 / SKIP_BENCH=1 to skip a stage locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
