@@ -43,9 +43,12 @@ type Client struct {
 	mu     sync.Mutex
 	conns  map[string]*conn
 	leader string // client address of the leader; "" = unknown
-	rr     int    // round-robin cursor into endpoints
-	closed bool
-	done   chan struct{} // closed by Close
+	// leaderHTTPS: the leader came from an "https://" hint outside the
+	// endpoints (dial it with TLS).
+	leaderHTTPS bool
+	rr          int // round-robin cursor into endpoints
+	closed      bool
+	done        chan struct{} // closed by Close
 
 	sessMu   sync.Mutex
 	sessions []*session // idle write sessions
@@ -66,9 +69,11 @@ type session struct {
 
 // NewClient returns a client for the cluster reachable at endpoints
 // ("host:port", "http://host:port" or "https://host:port"; port 9083 if
-// omitted). Give every member's client address if you can: any one of them
-// suffices to find the leader, but only listed endpoints are tried when the
-// leader is unknown. NewClient does no network I/O; connections are made on
+// omitted). "https://" always means TLS (with the system roots unless
+// WithTLS/WithTLSFiles say otherwise), never plaintext. Give every member's
+// client address if you can: any one of them suffices to find the leader
+// (leader hints are followed, unless WithRestrictToEndpoints), but only
+// listed endpoints are tried when the leader is unknown. NewClient does no network I/O; connections are made on
 // first use. It fails only on invalid endpoints or options.
 func NewClient(endpoints ...string) (*Client, error) {
 	return NewClientWithOptions(endpoints)
@@ -187,7 +192,14 @@ func (c *Client) dial(addr string, useTLS bool) (*conn, error) {
 			Time:    10 * time.Second,
 			Timeout: 5 * time.Second,
 		}),
-	}, c.cfg.testDialOptions...)
+	}, c.cfg.dialOptions...)
+	if len(c.cfg.unaryInts) > 0 {
+		dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(c.cfg.unaryInts...))
+	}
+	if len(c.cfg.streamInts) > 0 {
+		dialOpts = append(dialOpts, grpc.WithChainStreamInterceptor(c.cfg.streamInts...))
+	}
+	dialOpts = append(dialOpts, c.cfg.testDialOptions...)
 	cc, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, newError(CodeInvalidArgument, fmt.Sprintf("endpoint %q: %v", addr, err), err)
@@ -222,6 +234,7 @@ func (c *Client) pick(r route) (*conn, error) {
 		}
 		addr, useTLS = ep.addr, ep.tls
 	} else {
+		useTLS = useTLS || c.leaderHTTPS
 		for _, ep := range c.endpoints {
 			if ep.addr == addr {
 				useTLS = ep.tls
@@ -232,16 +245,36 @@ func (c *Client) pick(r route) (*conn, error) {
 	return c.dial(addr, useTLS)
 }
 
-// setLeader records a leader hint (a client address, possibly with scheme).
+// setLeader records a leader hint (a client address, possibly with
+// scheme) and returns its normalised address; "" if the hint is unusable or,
+// with WithRestrictToEndpoints, not one of the endpoints (then the leader
+// is not changed).
 func (c *Client) setLeader(hint string) string {
 	ep, err := parseEndpoint(hint)
 	if err != nil {
 		return ""
 	}
+	listed := c.isEndpoint(ep.addr)
+	if c.cfg.onlyListed && !listed {
+		return ""
+	}
 	c.mu.Lock()
 	c.leader = ep.addr
+	// An "https://" hint is dialed with TLS even if the endpoints are not
+	// all TLS: "https" never means plaintext.
+	c.leaderHTTPS = ep.tls && !listed
 	c.mu.Unlock()
 	return ep.addr
+}
+
+// isEndpoint reports whether addr (normalised) is one of the endpoints.
+func (c *Client) isEndpoint(addr string) bool {
+	for _, ep := range c.endpoints {
+		if ep.addr == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // markFailed forgets addr as leader and moves the cursor past it.

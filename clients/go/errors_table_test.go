@@ -1,6 +1,7 @@
 package dengine
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -92,5 +93,93 @@ func TestTransportFailureTable(t *testing.T) {
 	own := FromStatus(statusWithInfo(t, codes.Canceled, "x", "INVALID_ARGUMENT", nil))
 	if unaskedCancel(own) != own {
 		t.Fatal("a server error must not be reclassified")
+	}
+}
+
+// The Go row of docs/clients.md's error table for server answers: every
+// wire ErrorCode (the test fails when the proto gains one without a row),
+// sent with the gRPC code the table gives, becomes the table's sentinel and
+// IsRetryable answers its "retried" column.
+func TestServerErrorTable(t *testing.T) {
+	rows := map[enginev1.ErrorCode]struct {
+		grpc      codes.Code
+		sentinel  error
+		retryable bool
+	}{
+		enginev1.ErrorCode_NOT_LEADER:         {codes.Unavailable, ErrNotLeader, true},
+		enginev1.ErrorCode_NO_LEADER:          {codes.Unavailable, ErrNoLeader, true},
+		enginev1.ErrorCode_INVALID_ARGUMENT:   {codes.InvalidArgument, ErrInvalidArgument, false},
+		enginev1.ErrorCode_OVERLOADED:         {codes.ResourceExhausted, ErrOverloaded, true},
+		enginev1.ErrorCode_TIMEOUT:            {codes.DeadlineExceeded, ErrTimeout, true},
+		enginev1.ErrorCode_SHUTTING_DOWN:      {codes.Unavailable, ErrShuttingDown, true},
+		enginev1.ErrorCode_STORAGE:            {codes.Internal, ErrStorage, false},
+		enginev1.ErrorCode_CHANGE_IN_PROGRESS: {codes.FailedPrecondition, ErrChangeInProgress, true},
+		enginev1.ErrorCode_COMPACTED:          {codes.OutOfRange, ErrCompacted, false},
+		enginev1.ErrorCode_UNAUTHENTICATED:    {codes.Unauthenticated, ErrUnauthenticated, false},
+		enginev1.ErrorCode_PERMISSION_DENIED:  {codes.PermissionDenied, ErrPermissionDenied, false},
+		enginev1.ErrorCode_UNKNOWN_NODE:       {codes.NotFound, ErrUnknownNode, false},
+		enginev1.ErrorCode_NO_SPACE:           {codes.ResourceExhausted, ErrNoSpace, false},
+		enginev1.ErrorCode_LEASE_NOT_FOUND:    {codes.NotFound, ErrLeaseNotFound, false},
+		enginev1.ErrorCode_NOT_HELD:           {codes.FailedPrecondition, ErrNotHeld, false},
+	}
+	for v, name := range enginev1.ErrorCode_name {
+		code := enginev1.ErrorCode(v)
+		if code == enginev1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			continue
+		}
+		row, ok := rows[code]
+		if !ok {
+			t.Errorf("ErrorCode %s has no row here (add one here and in docs/clients.md)", name)
+			continue
+		}
+		md := map[string]string{}
+		if code == enginev1.ErrorCode_NOT_LEADER {
+			md = map[string]string{"leader_id": "3", "leader_addr": "10.0.0.3:9083"}
+		}
+		err := FromStatus(statusWithInfo(t, row.grpc, "from the table test", name, md))
+		if !errors.Is(err, row.sentinel) {
+			t.Errorf("%s → %v, want %v", name, err, row.sentinel)
+		}
+		if IsRetryable(err) != row.retryable {
+			t.Errorf("%s: IsRetryable = %v, want %v", name, IsRetryable(err), row.retryable)
+		}
+		if code == enginev1.ErrorCode_NOT_LEADER {
+			var nl *NotLeaderError
+			if !errors.As(err, &nl) || nl.LeaderID != 3 || nl.LeaderAddr != "10.0.0.3:9083" {
+				t.Errorf("NOT_LEADER hint lost: %+v", nl)
+			}
+		}
+	}
+}
+
+// The client-side rows of the table: errors no server sends.
+func TestClientSideErrorRows(t *testing.T) {
+	rows := []struct {
+		err       error
+		sentinel  error
+		retryable bool
+	}{
+		{newError(CodeClosed, "client is closed", nil), ErrClosed, false},
+		{FromStatus(context.Canceled), ErrCanceled, false},
+		{FromStatus(context.DeadlineExceeded), ErrTimeout, true},
+		{newError(CodeLeaseExpired, "no renewal acknowledged", nil), ErrLeaseExpired, false},
+		{watchCancel(&enginev1.WatchResponse{Canceled: true, CancelReason: "no code"}, "n1"), ErrWatchCanceled, false},
+	}
+	for _, r := range rows {
+		if !errors.Is(r.err, r.sentinel) {
+			t.Errorf("%v is not %v", r.err, r.sentinel)
+		}
+		if IsRetryable(r.err) != r.retryable {
+			t.Errorf("%v: IsRetryable = %v, want %v", r.err, IsRetryable(r.err), r.retryable)
+		}
+	}
+	// A closed client answers ErrClosed for real.
+	c, err := NewClient("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	if _, err := c.Put(context.Background(), []byte("k"), []byte("v")); !errors.Is(err, ErrClosed) || IsRetryable(err) {
+		t.Fatalf("Put after Close = %v", err)
 	}
 }

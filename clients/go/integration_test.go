@@ -27,6 +27,7 @@ func TestCluster(t *testing.T) {
 	t.Run("ScanAndMulti", func(t *testing.T) { clusterScan(t, c) })
 	t.Run("Watch", func(t *testing.T) { clusterWatch(t, c) })
 	t.Run("Membership", func(t *testing.T) { clusterMembers(t, c) })
+	t.Run("Interceptors", func(t *testing.T) { clusterInterceptors(t, cl) })
 	t.Run("LeaderKillDuringWrites", func(t *testing.T) { clusterLeaderKill(t, cl, c) })
 }
 

@@ -309,8 +309,13 @@ func (c *Client) Leader(ctx context.Context) (LeaderInfo, error) {
 			return &Error{Code: CodeNoLeader, Message: "the node knows no leader yet", Endpoint: cn.addr}
 		}
 		out = LeaderInfo{ID: resp.GetLeaderId(), Addr: resp.GetLeaderAddr()}
-		if out.Addr != "" {
-			c.setLeader(out.Addr)
+		if out.Addr != "" && c.setLeader(out.Addr) == "" &&
+			resp.GetHeader().GetNodeId() == resp.GetLeaderId() {
+			// The leader's address is not usable here (restricted to the
+			// endpoints), but the node that answered is the leader.
+			c.mu.Lock()
+			c.leader, c.leaderHTTPS = cn.addr, false
+			c.mu.Unlock()
 		}
 		return nil
 	})

@@ -38,6 +38,13 @@ type config struct {
 	retry          RetryPolicy
 	tls            *tls.Config
 	auth           credentials.PerRPCCredentials // WithBasicAuth / WithToken
+	// dialOptions, unaryInts and streamInts come from WithDialOptions,
+	// WithUnaryInterceptor and WithStreamInterceptor, in the order given.
+	dialOptions []grpc.DialOption
+	unaryInts   []grpc.UnaryClientInterceptor
+	streamInts  []grpc.StreamClientInterceptor
+	// onlyListed is WithRestrictToEndpoints.
+	onlyListed bool
 	// testDialOptions are extra dial options set by this package's tests
 	// (e.g. an interceptor that loses answers); never set otherwise.
 	testDialOptions []grpc.DialOption
@@ -210,4 +217,71 @@ type casConfig struct{ ttl time.Duration }
 // live (rounded up to whole milliseconds).
 func WithCASTTL(ttl time.Duration) CASOption {
 	return func(c *casConfig) { c.ttl = ttl }
+}
+
+// WithDialOptions adds gRPC dial options to every connection the client
+// makes (a stats handler, window sizes, a custom dialer, a user agent).
+// They are applied after the client's own settings (transport security,
+// keepalive 10s/5s, connect backoff, the 256 MiB receive limit,
+// credentials), so an option gRPC keeps one value of (e.g.
+// grpc.WithKeepaliveParams) replaces the client's. Do not pass transport
+// credentials here: use WithTLS / WithTLSFiles or an "https://" endpoint,
+// which keep TLS for the addresses learned from leader hints too.
+// Interceptors given with grpc.WithChainUnaryInterceptor compose with
+// WithUnaryInterceptor's; grpc.WithUnaryInterceptor would be replaced by
+// them, so prefer the client's options. May be given several times.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return optionFunc(func(c *config) {
+		for i, o := range opts {
+			if o == nil {
+				c.fail("WithDialOptions: option %d is nil", i)
+				return
+			}
+		}
+		c.dialOptions = append(c.dialOptions, opts...)
+	})
+}
+
+// WithUnaryInterceptor adds a unary client interceptor to every
+// connection; it sees each attempt of each unary call (a retried call
+// passes through it once per attempt, on the node tried). Chainable: each
+// use adds one, and they run in the order given (the first is outermost).
+// For OpenTelemetry, pass the interceptor of go.opentelemetry.io/contrib's
+// otelgrpc, or better its stats handler through WithDialOptions
+// (grpc.WithStatsHandler(otelgrpc.NewClientHandler())).
+func WithUnaryInterceptor(i grpc.UnaryClientInterceptor) Option {
+	return optionFunc(func(c *config) {
+		if i == nil {
+			c.fail("WithUnaryInterceptor: interceptor must not be nil")
+			return
+		}
+		c.unaryInts = append(c.unaryInts, i)
+	})
+}
+
+// WithStreamInterceptor adds a stream client interceptor to every
+// connection (watches, lease keepalives, observe, snapshots); it sees each
+// stream the client opens, including a watch re-opened after a break.
+// Chainable like WithUnaryInterceptor.
+func WithStreamInterceptor(i grpc.StreamClientInterceptor) Option {
+	return optionFunc(func(c *config) {
+		if i == nil {
+			c.fail("WithStreamInterceptor: interceptor must not be nil")
+			return
+		}
+		c.streamInts = append(c.streamInts, i)
+	})
+}
+
+// WithRestrictToEndpoints makes the client connect only to the endpoints it
+// was given. By default (without it) a leader hint — a NOT_LEADER answer or
+// Leader() — naming another address is followed, so one endpoint is enough
+// to reach the whole cluster. Use it when the nodes' advertised client
+// addresses are not reachable from here (NAT, port forwarding, a proxy per
+// node): a hint outside the list is then ignored, the client tries the
+// listed endpoints in turn and remembers the one that serves as leader —
+// so list every node. Addresses are compared after normalisation
+// ("host:port"), as written: a host name and its IP are different.
+func WithRestrictToEndpoints() Option {
+	return optionFunc(func(c *config) { c.onlyListed = true })
 }

@@ -52,6 +52,16 @@ pub struct ClientConfig {
     pub max_message_bytes: usize,
     /// Skip the reachability probe in `build()`. Default false.
     pub lazy: bool,
+    /// Connect only to the configured endpoints. Default false: a leader
+    /// hint (`NotLeader`, leader discovery) naming another address is
+    /// followed, so one endpoint is enough to reach a cluster. Set it when
+    /// the nodes' advertised addresses are not reachable from the client
+    /// (NAT, port forwarding, a proxy per node): a hint outside the list is
+    /// then ignored, and the leader is the listed endpoint whose node says
+    /// it is the leader — list every node. Addresses are compared after
+    /// normalization (`scheme://host:port`), as written: a host name and
+    /// its IP are different addresses.
+    pub restrict_to_endpoints: bool,
     /// Sent on every RPC when set (servers with `[auth]` enabled require
     /// them). Default none.
     pub credentials: Option<crate::auth::Credentials>,
@@ -72,6 +82,7 @@ impl Default for ClientConfig {
             keepalive_timeout: Duration::from_secs(5),
             max_message_bytes: 64 << 20,
             lazy: false,
+            restrict_to_endpoints: false,
             credentials: None,
         }
     }
@@ -252,6 +263,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Connect only to the configured endpoints, never to a leader
+    /// address outside them (see [`ClientConfig::restrict_to_endpoints`]).
+    pub fn restrict_to_endpoints(mut self, on: bool) -> Self {
+        self.config.restrict_to_endpoints = on;
+        self
+    }
+
     /// Authenticates every RPC with a user name and password (HTTP Basic
     /// in the `authorization` metadata). Use with TLS outside trusted networks.
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
@@ -282,7 +300,9 @@ impl ClientBuilder {
 
     /// Connects over TLS (see [`TlsOptions`]): endpoints without a scheme
     /// use `https://`, `http://` endpoints are refused, and the files are
-    /// read and checked in `build()`.
+    /// read and checked in `build()`. Without a CA the system roots are
+    /// trusted (see [`crate::tls`]). Not needed for `https://` endpoints
+    /// alone: those always mean TLS, with the system roots.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
         self
@@ -296,15 +316,12 @@ impl ClientBuilder {
         self.config.validate()?;
         let (endpoints, hook) = match &self.tls {
             Some(tls) => with_tls(self.endpoints, tls, self.hook)?,
-            None => {
-                if let Some(e) = self.endpoints.iter().find(|e| is_https(e)) {
-                    return Err(Error::InvalidArgument(format!(
-                        "endpoint {e:?} uses https:// but no TLS is configured: add \
-                         .tls(TlsOptions::new().ca_file(\"ca.pem\"))"
-                    )));
-                }
-                (self.endpoints, self.hook)
+            // `https://` always means TLS, never plaintext: without TLS
+            // options, with the system roots.
+            None if self.endpoints.iter().any(|e| is_https(e)) => {
+                with_tls(self.endpoints, &TlsOptions::new(), self.hook)?
             }
+            None => (self.endpoints, self.hook),
         };
         Client::connect(endpoints, self.config, hook).await
     }

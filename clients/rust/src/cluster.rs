@@ -60,7 +60,10 @@ impl GrpcCluster {
         if let Some(addr) = inner.cached_leader() {
             match inner.query_leader(&addr, inner.cfg.attempt_timeout).await {
                 Ok(r) if r.leader_id != 0 && !r.leader_addr.is_empty() => {
-                    if let Ok(l) = inner.normalize(&r.leader_addr) {
+                    let node_id = r.header.as_ref().map_or(0, |h| h.node_id);
+                    if let Some(l) =
+                        inner.accept_leader(&r.leader_addr, r.leader_id, Some((&addr, node_id)))
+                    {
                         inner.set_leader(Some(l));
                         return Ok(convert::leader(&r));
                     }

@@ -55,9 +55,10 @@ pub use tls::{PemSource, TlsOptions};
 // `d_engine_client::status_codec::…` and `d_engine_client::KvClient` keep
 // working.
 pub use d_engine_api::types::*;
-pub use d_engine_api::{cancel_error, limits, status_codec};
+pub use d_engine_api::{cancel_error, dyn_kv, limits, status_codec};
 pub use d_engine_api::{
-    scan_prefix_pages, CoordClient, HeldLock, KvClient, LeaseKeeper, RangeWalk, WatchStream,
+    scan_prefix_pages, CoordClient, DynKvClient, HeldLock, KvClient, LeaseKeeper, RangeWalk,
+    WatchStream,
 };
 pub use d_engine_api::{ClusterChangeStream, ClusterState};
 pub use d_engine_api::{Error, ErrorCode, Result, WatchCancel};

@@ -14,7 +14,10 @@
 //!   [`Retry::Safe`] operations (reads, and writes carrying a `WriteId`,
 //!   which the server applies at most once);
 //! - any other error is returned at once; when attempts or time run out,
-//!   the last error is returned.
+//!   the last error is returned;
+//! - with `restrict_to_endpoints`, a leader address (hint or discovery
+//!   answer) outside the configured endpoints is never connected to: the
+//!   leader is the endpoint whose own node id is the leader id it reports.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -195,6 +198,30 @@ impl Inner {
         normalize_endpoint(raw, &self.scheme)
     }
 
+    /// The address to use for a leader at client address `raw` (as a node
+    /// reported it): `raw` normalized, unless `restrict_to_endpoints` is set
+    /// and it is not a configured endpoint; then the endpoint `answered_by`
+    /// if that node is the leader itself (`node_id == leader_id`), else
+    /// `None` (the leader is not reachable through the endpoint list).
+    pub(crate) fn accept_leader(
+        &self,
+        raw: &str,
+        leader_id: u64,
+        answered_by: Option<(&str, u64)>,
+    ) -> Option<String> {
+        let addr = self.normalize(raw).ok();
+        if !self.cfg.restrict_to_endpoints {
+            return addr;
+        }
+        if let Some(a) = addr.filter(|a| self.endpoints.contains(a)) {
+            return Some(a);
+        }
+        match answered_by {
+            Some((ep, node_id)) if leader_id != 0 && node_id == leader_id => Some(ep.to_string()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn cached_leader(&self) -> Option<String> {
         self.leader.read().expect("leader lock").clone()
     }
@@ -299,13 +326,24 @@ impl Inner {
                     answered += 1;
                     let resp = resp.into_inner();
                     if resp.leader_id != 0 && !resp.leader_addr.is_empty() {
-                        match self.normalize(&resp.leader_addr) {
-                            Ok(leader) => {
+                        let node_id = resp.header.as_ref().map_or(0, |h| h.node_id);
+                        match self.accept_leader(
+                            &resp.leader_addr,
+                            resp.leader_id,
+                            Some((&addr, node_id)),
+                        ) {
+                            Some(leader) => {
                                 set.abort_all();
                                 self.set_leader(Some(leader.clone()));
                                 return Ok((leader, Some(resp)));
                             }
-                            Err(e) => failures.push(format!("{addr}: bad leader address: {e}")),
+                            None if self.cfg.restrict_to_endpoints => failures.push(format!(
+                                "{addr}: leader {} at {:?} is not one of the endpoints \
+                                 (restrict_to_endpoints)",
+                                resp.leader_id, resp.leader_addr
+                            )),
+                            None => failures
+                                .push(format!("{addr}: bad leader address {:?}", resp.leader_addr)),
                         }
                     } else {
                         failures.push(format!("{addr}: no leader known"));
@@ -360,7 +398,11 @@ impl Inner {
                 if pinned {
                     return Action::Fail;
                 }
-                let hint = leader_addr.as_deref().and_then(|a| self.normalize(a).ok());
+                // A hint outside the endpoints (restrict_to_endpoints) is
+                // dropped: discovery then finds the leader among them.
+                let hint = leader_addr
+                    .as_deref()
+                    .and_then(|a| self.accept_leader(a, 0, None));
                 match hint {
                     Some(h) if h != addr => {
                         self.set_leader(Some(h.clone()));
@@ -491,5 +533,92 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner(restrict: bool) -> Inner {
+        let cfg = ClientConfig {
+            restrict_to_endpoints: restrict,
+            ..ClientConfig::default()
+        };
+        let eps = vec![
+            "http://10.0.0.1:9083".to_string(),
+            "http://10.0.0.2:9083".to_string(),
+        ];
+        Inner::new(cfg, eps, "http".into(), None).expect("inner")
+    }
+
+    /// The router retries (for reads and deduplicated writes) exactly the
+    /// errors `is_retryable()` says yes to: the two never disagree.
+    #[test]
+    fn on_error_retries_exactly_the_retryable_errors() {
+        let i = inner(false);
+        let all = [
+            Error::NotLeader {
+                leader_id: Some(2),
+                leader_addr: Some("10.0.0.2:9083".into()),
+            },
+            Error::NoLeader("x".into()),
+            Error::InvalidArgument("x".into()),
+            Error::Overloaded("x".into()),
+            Error::Timeout("x".into()),
+            Error::ShuttingDown("x".into()),
+            Error::Storage("x".into()),
+            Error::ChangeInProgress("x".into()),
+            Error::Compacted("x".into()),
+            Error::Unauthenticated("x".into()),
+            Error::PermissionDenied("x".into()),
+            Error::UnknownNode("x".into()),
+            Error::NoSpace("x".into()),
+            Error::LeaseNotFound("x".into()),
+            Error::NotHeld("x".into()),
+            Error::Unavailable("x".into()),
+            Error::Internal("x".into()),
+        ];
+        for e in &all {
+            let action = i.on_error(&Route::Leader, Retry::Safe, "http://10.0.0.1:9083", e);
+            let retried = !matches!(action, Action::Fail);
+            assert_eq!(retried, e.is_retryable(), "{e:?}");
+        }
+        // Admin changes (unknown outcome is not safe to repeat) report a
+        // timeout instead of retrying it.
+        let action = i.on_error(
+            &Route::Leader,
+            Retry::Unsafe,
+            "http://10.0.0.1:9083",
+            &Error::Timeout("x".into()),
+        );
+        assert!(matches!(action, Action::Fail));
+    }
+
+    #[test]
+    fn restricted_routers_accept_only_listed_leader_addresses() {
+        let open = inner(false);
+        assert_eq!(
+            open.accept_leader("10.9.9.9:9083", 3, None).as_deref(),
+            Some("http://10.9.9.9:9083")
+        );
+        let r = inner(true);
+        assert_eq!(r.accept_leader("10.9.9.9:9083", 3, None), None);
+        assert_eq!(
+            r.accept_leader("10.0.0.2", 3, None).as_deref(),
+            Some("http://10.0.0.2:9083"),
+            "a listed address (default port) is accepted"
+        );
+        // The leader itself answered through a listed endpoint.
+        assert_eq!(
+            r.accept_leader("10.9.9.9:9083", 3, Some(("http://10.0.0.1:9083", 3)))
+                .as_deref(),
+            Some("http://10.0.0.1:9083")
+        );
+        // A follower answered: its endpoint is not the leader.
+        assert_eq!(
+            r.accept_leader("10.9.9.9:9083", 3, Some(("http://10.0.0.1:9083", 1))),
+            None
+        );
     }
 }

@@ -16,6 +16,14 @@
 //! Files are read and checked when the client is built: an unreadable file
 //! or one without the expected PEM block is an `InvalidArgument` naming the
 //! option and the path.
+//!
+//! Which certificates are trusted:
+//! - a CA given with [`TlsOptions::ca_file`] / [`TlsOptions::ca_pem`]: that
+//!   CA only (a private cluster CA, e.g. from `d-engine-server certs`);
+//! - no CA (`https://` endpoints without `.tls(...)`, or `TlsOptions`
+//!   without a CA): the operating system's trust store, read once per
+//!   client (cargo feature `tls-native-roots`, on by default). Without that
+//!   feature, TLS without a CA is refused with an error that says so.
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -25,11 +33,16 @@ pub use d_engine_api::tls::{
 
 use crate::error::Result;
 
-/// Reads and checks `tls` ([`TlsOptions::read`]); the tonic configuration
-/// to connect with.
+/// Reads and checks `tls`; the tonic configuration to connect with. With a
+/// CA, only that CA is trusted; without one, the system roots (see the
+/// module documentation).
 pub fn client_config(tls: &TlsOptions) -> Result<ClientTlsConfig> {
-    let m = tls.read()?;
-    let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(m.ca));
+    let m = tls.read_allowing_system_roots()?;
+    let mut cfg = if m.ca.is_empty() {
+        system_roots()?
+    } else {
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(m.ca))
+    };
     if let Some((cert, key)) = m.identity {
         cfg = cfg.identity(Identity::from_pem(cert, key));
     }
@@ -37,4 +50,19 @@ pub fn client_config(tls: &TlsOptions) -> Result<ClientTlsConfig> {
         cfg = cfg.domain_name(d);
     }
     Ok(cfg)
+}
+
+/// A configuration trusting the operating system's roots.
+#[cfg(feature = "tls-native-roots")]
+fn system_roots() -> Result<ClientTlsConfig> {
+    Ok(ClientTlsConfig::new().with_native_roots())
+}
+
+#[cfg(not(feature = "tls-native-roots"))]
+fn system_roots() -> Result<ClientTlsConfig> {
+    Err(crate::error::Error::InvalidArgument(
+        "TLS without a CA needs the system roots, but d-engine-client was built without its \
+         `tls-native-roots` feature: enable it, or set TlsOptions::ca_file"
+            .into(),
+    ))
 }

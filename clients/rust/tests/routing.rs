@@ -575,3 +575,106 @@ async fn many_concurrent_writes_get_distinct_ids() {
     assert!(clients.len() <= 2);
     assert_eq!(b.st().store.len(), 200);
 }
+
+/// Nodes that advertise addresses the client cannot reach (NAT, port
+/// forwarding): with `restrict_to_endpoints` the client never dials them;
+/// it finds the leader among its endpoints by the node id each reports.
+#[tokio::test]
+async fn restrict_to_endpoints_ignores_unreachable_leader_addresses() {
+    let a = MockNode::spawn(1).await;
+    let b = MockNode::spawn(2).await;
+    let unreachable = dead_addr().await;
+    // A wrongly believes it leads, so discovery picks it first.
+    a.st().leader = Some((1, a.addr.clone()));
+    b.lead();
+    b.st().leader = Some((2, unreachable.clone()));
+    let client = fast(vec![a.url(), b.url()])
+        .restrict_to_endpoints(true)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.cached_leader(), Some(a.url()));
+
+    // A now answers NotLeader with a hint at B's advertised (unreachable)
+    // address: the hint is dropped and discovery maps leader 2 to B.
+    a.st().leader = Some((2, unreachable.clone()));
+    let rev = client.kv().put(b"k", b"v").await.unwrap();
+    assert_eq!(rev, 1);
+    let (at_a, at_b) = (a.calls("put"), b.calls("put"));
+    assert_eq!((at_a.len(), at_b.len()), (1, 1));
+    assert_eq!(at_a[0].write_id, at_b[0].write_id, "same write id");
+    assert_eq!(client.cached_leader(), Some(b.url()));
+
+    // Leader discovery from scratch also lands on B.
+    assert_eq!(client.refresh_leader().await.unwrap(), b.url());
+    let l = client.cluster().leader().await.unwrap();
+    assert_eq!(l.id, 2);
+    assert_eq!(client.cached_leader(), Some(b.url()));
+}
+
+/// The default follows a hint outside the endpoint list: one endpoint is
+/// enough to reach the whole cluster.
+#[tokio::test]
+async fn hints_outside_the_endpoints_are_followed_by_default() {
+    let a = MockNode::spawn(1).await;
+    let b = MockNode::spawn(2).await;
+    a.follow(Some(&b));
+    b.lead();
+    let client = fast(vec![a.url()]).build().await.unwrap();
+    client.kv().put(b"k", b"v").await.unwrap();
+    assert_eq!(client.cached_leader(), Some(b.url()));
+    assert_eq!(b.calls("put").len(), 1);
+
+    // Restricted to A alone, B cannot be used: the write fails with the
+    // cause rather than going to an address the user did not list.
+    let only_a = fast(vec![a.url()])
+        .request_timeout(Duration::from_millis(800))
+        .restrict_to_endpoints(true)
+        .build()
+        .await
+        .unwrap();
+    let err = only_a.kv().put(b"k2", b"v").await.unwrap_err();
+    assert!(
+        matches!(err.code(), ErrorCode::NoLeader | ErrorCode::NotLeader),
+        "{err:?}"
+    );
+    assert_eq!(b.calls("put").len(), 1, "B was never dialed");
+}
+
+/// `https://` always means TLS: without TLS options the client uses the
+/// system roots, and a plaintext server is never talked to in plaintext.
+#[tokio::test]
+async fn https_endpoints_mean_tls_even_without_tls_options() {
+    let a = MockNode::spawn(1).await;
+    a.lead();
+    let client = fast(vec![format!("https://{}", a.addr)])
+        .request_timeout(Duration::from_millis(1500))
+        .lazy(true)
+        .build()
+        .await
+        .expect("https:// without .tls(..) builds (system roots)");
+    assert_eq!(client.endpoints(), [format!("https://{}", a.addr)]);
+    let err = client.kv().put(b"k", b"v").await.unwrap_err();
+    assert!(
+        matches!(err.code(), ErrorCode::Unavailable | ErrorCode::Timeout),
+        "{err:?}"
+    );
+    assert!(
+        a.calls("put").is_empty(),
+        "no plaintext request reached the node"
+    );
+
+    // Mixing http:// into a TLS endpoint list is refused, naming the endpoint.
+    let mixed = ClientBuilder::new(vec![
+        format!("https://{}", a.addr),
+        format!("http://{}", a.addr),
+    ])
+    .lazy(true)
+    .build()
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&mixed, Error::InvalidArgument(m) if m.contains("http://")),
+        "{mixed:?}"
+    );
+}

@@ -151,7 +151,17 @@ impl Error {
     }
 
     /// True if retrying the same request (after backoff or on another node)
-    /// may succeed.
+    /// may succeed: the "retried" column of the error table in
+    /// `docs/clients.md` — `NotLeader`, `NoLeader`, `Overloaded`,
+    /// `Unavailable`, `ChangeInProgress`, `Timeout` and `ShuttingDown`,
+    /// the codes the gRPC client's router retries by itself.
+    ///
+    /// "May succeed" is not "is safe to repeat": after `Timeout` or
+    /// `Unavailable` a write's outcome is unknown, and a write the caller
+    /// repeats is a new write (a new write id, not deduplicated against the
+    /// first); repeat it only if it is idempotent or conditional. A watch
+    /// the server ended answers by its cancel code (a `ShuttingDown` cancel
+    /// is retryable, a `Compacted` one is not).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.code(),
@@ -160,6 +170,8 @@ impl Error {
                 | ErrorCode::Overloaded
                 | ErrorCode::Unavailable
                 | ErrorCode::ChangeInProgress
+                | ErrorCode::Timeout
+                | ErrorCode::ShuttingDown
         )
     }
 }

@@ -10,7 +10,9 @@
 //! - [`status_codec`]: [`Error`] ⇄ gRPC status (the `client.proto` error
 //!   convention), identical on both sides of the wire.
 //! - [`convert`]: pure conversions between wire messages and these types.
-//! - [`kv`]: the [`KvClient`] trait every client implements.
+//! - [`kv`]: the [`KvClient`] trait every client implements;
+//!   [`dyn_kv`]: [`DynKvClient`], any `KvClient` behind one type, and the
+//!   object-safe `dyn_kv::ErasedKvClient`.
 //! - [`coord`]: the [`CoordClient`] trait (locks, election) and [`HeldLock`].
 //! - [`lease_keeper`]: [`LeaseKeeper`], background lease renewal.
 //! - [`tls`]: TLS options as data and the PEM file checks.
@@ -27,6 +29,7 @@ pub mod auth_header;
 pub mod cluster_state;
 pub mod convert;
 pub mod coord;
+pub mod dyn_kv;
 pub mod error;
 pub mod kv;
 pub mod lease_keeper;
@@ -43,6 +46,7 @@ pub use cluster_state::{
     ClusterChangeStream, ClusterState, ClusterStateStream, ClusterStateTracker,
 };
 pub use coord::{CoordClient, HeldLock};
+pub use dyn_kv::DynKvClient;
 pub use error::{Error, ErrorCode, Result, WatchCancel};
 pub use kv::{scan_prefix_pages, KvClient, RangeWalk, WatchStream};
 pub use lease_keeper::LeaseKeeper;

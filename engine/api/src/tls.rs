@@ -54,8 +54,10 @@ impl PemSource {
 /// `http://` endpoint is refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsOptions {
-    /// CA bundle the server's certificate must chain to. Required: the
-    /// client has no built-in roots.
+    /// CA bundle the server's certificate must chain to. `None`: the Rust
+    /// gRPC client trusts the operating system's roots instead (its
+    /// `tls-native-roots` feature, on by default); a given CA replaces the
+    /// system roots.
     pub ca: Option<PemSource>,
     /// Client certificate chain and key for mutual TLS (both or neither).
     pub cert: Option<PemSource>,
@@ -107,16 +109,28 @@ impl TlsOptions {
     /// identity (both halves or neither) and the domain (not empty). Every
     /// refusal is `InvalidArgument` naming the option and the file.
     pub fn read(&self) -> Result<TlsMaterial> {
-        let invalid = |m: String| Error::InvalidArgument(m);
-        let ca = self.ca.as_ref().ok_or_else(|| {
-            invalid(
+        if self.ca.is_none() {
+            return Err(Error::InvalidArgument(
                 "TLS needs a CA to trust: set TlsOptions::ca_file (e.g. the ca.pem written by \
                  `d-engine-server certs`)"
                     .into(),
-            )
-        })?;
-        let ca_pem = ca.bytes("ca").map_err(invalid)?;
-        check_certs("ca", &ca.describe(), &ca_pem).map_err(invalid)?;
+            ));
+        }
+        self.read_allowing_system_roots()
+    }
+
+    /// Like [`TlsOptions::read`], but without a CA the material's `ca` is
+    /// empty: the caller trusts the system roots instead.
+    pub fn read_allowing_system_roots(&self) -> Result<TlsMaterial> {
+        let invalid = |m: String| Error::InvalidArgument(m);
+        let ca_pem = match &self.ca {
+            Some(ca) => {
+                let pem = ca.bytes("ca").map_err(invalid)?;
+                check_certs("ca", &ca.describe(), &pem).map_err(invalid)?;
+                pem
+            }
+            None => Vec::new(),
+        };
         let identity = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => {
                 let cert = c.bytes("cert").map_err(invalid)?;
@@ -148,7 +162,8 @@ impl TlsOptions {
 /// Checked TLS material of a [`TlsOptions`] (PEM bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsMaterial {
-    /// CA bundle: at least one certificate.
+    /// CA bundle: at least one certificate (empty only from
+    /// [`TlsOptions::read_allowing_system_roots`] without a CA).
     pub ca: Vec<u8>,
     /// Client certificate chain and private key, for mutual TLS.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
