@@ -429,8 +429,7 @@ impl AuthGuard {
                             tok.expires_at_ms.unwrap_or_default()
                         )));
                     }
-                    if self.users.contains_key(&tok.user) || live.users.contains_key(&tok.user)
-                    {
+                    if self.users.contains_key(&tok.user) || live.users.contains_key(&tok.user) {
                         return Ok((tok.user.clone(), Proof::Token(digest)));
                     }
                 }

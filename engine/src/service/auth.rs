@@ -125,11 +125,7 @@ impl AuthService {
                 roles: u.roles.clone(),
                 source: "config".into(),
                 has_password: u.password_hash.is_some(),
-                tokens: state
-                    .tokens
-                    .values()
-                    .filter(|t| t.user == u.name)
-                    .count() as u32,
+                tokens: state.tokens.values().filter(|t| t.user == u.name).count() as u32,
             })
             .collect();
         out.extend(state.users.iter().map(|(name, u)| pb::AuthUser {
@@ -163,16 +159,18 @@ impl AuthService {
                 source: "config".into(),
             })
             .collect();
-        out.extend(state.roles.iter().map(|(name, grants)| pb::AuthRole {
-            name: name.clone(),
-            permissions: grants
-                .iter()
-                .map(|g| pb::AuthPermission {
-                    prefix: g.prefix.clone(),
-                    access: g.access.as_str().into(),
-                })
-                .collect(),
-            source: "runtime".into(),
+        out.extend(state.roles.iter().map(|(name, grants)| {
+            pb::AuthRole {
+                name: name.clone(),
+                permissions: grants
+                    .iter()
+                    .map(|g| pb::AuthPermission {
+                        prefix: g.prefix.clone(),
+                        access: g.access.as_str().into(),
+                    })
+                    .collect(),
+                source: "runtime".into(),
+            }
         }));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -185,7 +183,10 @@ fn parse_access(field: &str, v: &str) -> Result<GrantAccess, Status> {
         "readwrite" => Ok(GrantAccess::Readwrite),
         other => Err(invalid(
             field,
-            format!("\"{}\" is not an access; use \"read\" or \"readwrite\"", other.escape_debug()),
+            format!(
+                "\"{}\" is not an access; use \"read\" or \"readwrite\"",
+                other.escape_debug()
+            ),
         )),
     }
 }
@@ -439,17 +440,16 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthChangeResponse>, Status> {
         self.admin(&req, "Auth.TokenRevoke").await?;
         let r = req.into_inner();
-        let digest = match (r.token.is_empty(), r.token_sha256.is_empty()) {
-            (false, true) => sha256_hex(r.token.as_bytes()),
-            (true, false) => r.token_sha256.to_ascii_lowercase(),
-            _ => {
-                return Err(invalid(
+        let digest =
+            match (r.token.is_empty(), r.token_sha256.is_empty()) {
+                (false, true) => sha256_hex(r.token.as_bytes()),
+                (true, false) => r.token_sha256.to_ascii_lowercase(),
+                _ => return Err(invalid(
                     "token",
                     "give exactly one of `token` (the token) and `token_sha256` (its sha256 as \
                      64 hex digits)",
-                ))
-            }
-        };
+                )),
+            };
         let configured = self
             .node
             .config()
@@ -463,6 +463,7 @@ impl Auth for AuthService {
                 "no such token (neither configured nor created at runtime)",
             ));
         }
-        self.change(AuthOp::TokenRevoke { digest, configured }).await
+        self.change(AuthOp::TokenRevoke { digest, configured })
+            .await
     }
 }

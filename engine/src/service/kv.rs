@@ -294,7 +294,16 @@ impl Kv for KvService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = self.gate.authenticate_request(&req).await?;
-        let permit = self.watch_quota.acquire(caller.user(), req.remote_addr())?;
+        let permit = self
+            .watch_quota
+            .acquire(caller.user(), req.remote_addr())
+            .inspect_err(|st| {
+                let limit = tonic_types::StatusExt::get_error_details(st)
+                    .error_info()
+                    .and_then(|i| i.metadata.get("limit").cloned())
+                    .unwrap_or_else(|| "watch.per_user".into());
+                self.node.shared.metrics.overloaded(&limit);
+            })?;
         let r = req.into_inner();
         let l = self.limits();
         if r.prefix && !r.range_end.is_empty() {
@@ -400,6 +409,11 @@ async fn pump_watch(
     let mut resume = events.start;
     let cancel = |err: &Error, resume: u64| -> Outgoing {
         let c = status_codec::watch_cancel(err, resume);
+        if c.code == d_engine_api::ErrorCode::Overloaded {
+            // A watcher that fell behind its buffer (the hub's only
+            // Overloaded cancel).
+            node.shared.metrics.overloaded("watch.max_buffer_bytes");
+        }
         (
             Ok(status_codec::cancel_response(
                 convert::header(node.header()),
