@@ -974,6 +974,112 @@ mod tests {
         assert_eq!(guard.queued.load(Ordering::Acquire), 0);
     }
 
+    /// Runtime users and tokens from the replicated state: accepted,
+    /// re-checked, refused once revoked, expired or deleted; a configured
+    /// token revoked at runtime is refused.
+    #[tokio::test]
+    async fn replicated_users_and_tokens_are_checked_against_the_live_state() {
+        use d_engine_storage::auth::{AuthOp, AuthState, Grant, GrantAccess};
+        let (g, root_token) = gate();
+        let state = Arc::new(Mutex::new(Arc::new(AuthState::default())));
+        let src = state.clone();
+        let g = g.with_replicated(Arc::new(move || src.lock().unwrap().clone()));
+        let apply = |op: AuthOp| {
+            let mut s = state.lock().unwrap();
+            let mut next = AuthState::clone(&s);
+            let rev = next.revision + 1;
+            next.apply(&op, rev).unwrap();
+            *s = Arc::new(next);
+        };
+        apply(AuthOp::RoleAdd { name: "rt".into() });
+        apply(AuthOp::RoleGrantPermission {
+            role: "rt".into(),
+            grant: Grant {
+                prefix: b"rt/".to_vec(),
+                access: GrantAccess::Read,
+            },
+        });
+        apply(AuthOp::UserAdd {
+            name: "carol".into(),
+            password_hash: Some(hash_password("cpw").unwrap()),
+        });
+        apply(AuthOp::UserGrantRole {
+            name: "carol".into(),
+            role: "rt".into(),
+        });
+        let carol = g.authenticate(&md(&basic("carol", "cpw"))).await.unwrap();
+        carol.require_key(b"rt/1", Access::Read).unwrap();
+        assert_eq!(
+            carol.require_key(b"app/1", Access::Read).unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        let tok = "t-live";
+        apply(AuthOp::TokenAdd {
+            digest: sha256_hex(tok.as_bytes()),
+            user: "carol".into(),
+            expires_at_ms: None,
+            configured_user: false,
+        });
+        let by_token = g.authenticate(&md(&format!("Bearer {tok}"))).await.unwrap();
+        assert_eq!(by_token.user(), Some("carol"));
+        g.recheck(&by_token).unwrap();
+        // A lost grant shows in a re-check's permissions.
+        apply(AuthOp::UserRevokeRole {
+            name: "carol".into(),
+            role: "rt".into(),
+        });
+        let now = g.recheck(&by_token).unwrap();
+        assert!(now.require_key(b"rt/1", Access::Read).is_err());
+        // Revoked: refused at once, and the re-check of an open stream fails.
+        apply(AuthOp::TokenRevoke {
+            digest: sha256_hex(tok.as_bytes()),
+            configured: false,
+        });
+        let e = g
+            .authenticate(&md(&format!("Bearer {tok}")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert_eq!(g.recheck(&by_token).unwrap_err().code(), Code::Unauthenticated);
+        // Expired tokens are refused with the reason.
+        apply(AuthOp::TokenAdd {
+            digest: sha256_hex(b"t-old"),
+            user: "carol".into(),
+            expires_at_ms: Some(1),
+            configured_user: false,
+        });
+        let e = g.authenticate(&md("Bearer t-old")).await.unwrap_err();
+        assert!(e.message().contains("expired"), "{}", e.message());
+        // A changed password: the old one is not answered from the cache.
+        apply(AuthOp::UserChangePassword {
+            name: "carol".into(),
+            password_hash: hash_password("new").unwrap(),
+        });
+        assert_eq!(g.recheck(&carol).unwrap_err().code(), Code::Unauthenticated);
+        let e = g
+            .authenticate(&md(&basic("carol", "cpw")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        g.authenticate(&md(&basic("carol", "new"))).await.unwrap();
+        // A configured token revoked at runtime.
+        let root = g
+            .authenticate(&md(&format!("Bearer {root_token}")))
+            .await
+            .unwrap();
+        apply(AuthOp::TokenRevoke {
+            digest: sha256_hex(root_token.as_bytes()),
+            configured: true,
+        });
+        assert_eq!(g.recheck(&root).unwrap_err().code(), Code::Unauthenticated);
+        let e = g
+            .authenticate(&md(&format!("Bearer {root_token}")))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("revoked"), "{}", e.message());
+        assert!(g.revision() > 0);
+    }
+
     #[tokio::test]
     async fn an_open_gate_allows_everything() {
         let c = Gate::open()

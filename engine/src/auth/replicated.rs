@@ -6,9 +6,9 @@
 //!   Auth service refuses a runtime user or role with a configured name).
 //! - A configured token revoked at runtime is refused from then on, on
 //!   every node that applied the revocation.
-//! - A runtime user's permissions are the union of its roles' grants; a
-//!   role is looked up among the runtime roles, then the configured ones;
-//!   `admin` is the built-in role.
+//! - A runtime user's permissions are the union of its roles' grants
+//!   (runtime roles; the Auth service refuses granting a configured role
+//!   to a runtime user); `admin` is the built-in role.
 //! - Runtime tokens expire at their deadline (unix ms, compared with this
 //!   node's clock) and end with their user.
 //! - Every credential is re-checked against the state when it is used
