@@ -879,7 +879,15 @@ async fn cli_user_role_token() {
         assert!(out.stderr.contains("read"), "{out:?}");
         // The password from stdin.
         let mut add = cli(&ep);
-        add.args(["--user", "root", "--password", "apw", "user", "add", "carol"]);
+        add.args([
+            "--user",
+            "root",
+            "--password",
+            "apw",
+            "user",
+            "add",
+            "carol",
+        ]);
         run_with(add, "cpw\n").ok();
         admin(&["user", "grant-role", "carol", "app"]).ok();
         let out = admin(&["user", "list", "-o", "json"]).ok();
@@ -899,12 +907,18 @@ async fn cli_user_role_token() {
             &["--user", "carol", "--password", "cpw", "put", "app/k", "v"],
         )
         .ok();
-        run(&ep, &["--user", "carol", "--password", "cpw", "put", "x", "v"]).code(AUTH);
+        run(
+            &ep,
+            &["--user", "carol", "--password", "cpw", "put", "x", "v"],
+        )
+        .code(AUTH);
         // A name clash with a configured user is refused.
-        admin(&["user", "add", "root", "--password", "p"]).code(USAGE);
+        admin(&["user", "add", "root", "--new-password", "p"]).code(USAGE);
 
         // A token: works, then revoked, then refused.
-        let token = admin(&["token", "create", "carol", "--ttl", "1h"]).ok().stdout;
+        let token = admin(&["token", "create", "carol", "--ttl", "1h"])
+            .ok()
+            .stdout;
         let token = token.trim().to_string();
         run(&ep, &["--token", &token, "get", "app/k"]).ok();
         admin(&["token", "revoke", &token]).ok();
@@ -912,17 +926,41 @@ async fn cli_user_role_token() {
 
         // A changed password, a revoked role, a deleted user.
         let mut pw = cli(&ep);
-        pw.args(["--user", "root", "--password", "apw", "user", "passwd", "carol"]);
+        pw.args([
+            "--user",
+            "root",
+            "--password",
+            "apw",
+            "user",
+            "passwd",
+            "carol",
+        ]);
         run_with(pw, "new\n").ok();
-        run(&ep, &["--user", "carol", "--password", "cpw", "get", "app/k"]).code(AUTH);
-        run(&ep, &["--user", "carol", "--password", "new", "get", "app/k"]).ok();
+        run(
+            &ep,
+            &["--user", "carol", "--password", "cpw", "get", "app/k"],
+        )
+        .code(AUTH);
+        run(
+            &ep,
+            &["--user", "carol", "--password", "new", "get", "app/k"],
+        )
+        .ok();
         admin(&["user", "revoke-role", "carol", "app"]).ok();
-        run(&ep, &["--user", "carol", "--password", "new", "get", "app/k"]).code(AUTH);
+        run(
+            &ep,
+            &["--user", "carol", "--password", "new", "get", "app/k"],
+        )
+        .code(AUTH);
         admin(&["role", "revoke", "app", "app/"]).ok();
         admin(&["role", "delete", "app"]).ok();
         admin(&["user", "delete", "carol"]).ok();
         admin(&["user", "get", "carol"]).code(USAGE);
         // Not an admin: refused.
-        run(&ep, &["--user", "nobody", "--password", "x", "user", "list"]).code(AUTH);
+        run(
+            &ep,
+            &["--user", "nobody", "--password", "x", "user", "list"],
+        )
+        .code(AUTH);
     });
 }

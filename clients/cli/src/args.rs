@@ -148,28 +148,29 @@ pub enum Command {
     Token(TokenCmd),
 }
 
-/// A new password: `--password`, or one line read from stdin.
+/// A new password: `--new-password`, or one line read from stdin
+/// (`--password` is the caller's own, a global flag).
 #[derive(Debug, Args)]
 pub struct PasswordArg {
-    /// The password (visible in the process list; prefer stdin).
+    /// The new password (visible in the process list; prefer stdin).
     #[arg(long, value_name = "PW")]
-    pub password: Option<String>,
+    pub new_password: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
-    /// Add a user (password from --password or one line of stdin).
+    /// Add a user (password from --new-password or one line of stdin).
     Add {
         name: String,
         #[command(flatten)]
         password: PasswordArg,
         /// A token-only user without a password.
-        #[arg(long, conflicts_with = "password")]
+        #[arg(long, conflicts_with = "new_password")]
         no_password: bool,
     },
     /// Delete a runtime user and its tokens.
     Delete { name: String },
-    /// Change a runtime user's password (from --password or stdin).
+    /// Change a runtime user's password (from --new-password or stdin).
     Passwd {
         name: String,
         #[command(flatten)]
@@ -210,13 +211,17 @@ pub enum RoleCmd {
 pub enum TokenCmd {
     /// Create a token for USER and print it (shown once).
     Create {
-        user: String,
+        #[arg(value_name = "USER")]
+        owner: String,
         /// Lifetime (e.g. 1h, 30d as 720h); none = never expires.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
     /// Revoke TOKEN (runtime or configured) on every node.
-    Revoke { token: String },
+    Revoke {
+        #[arg(value_name = "TOKEN")]
+        revoked: String,
+    },
 }
 
 /// Which keys besides KEY: at most one of these.

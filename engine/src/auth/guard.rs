@@ -1010,7 +1010,10 @@ mod tests {
         let carol = g.authenticate(&md(&basic("carol", "cpw"))).await.unwrap();
         carol.require_key(b"rt/1", Access::Read).unwrap();
         assert_eq!(
-            carol.require_key(b"app/1", Access::Read).unwrap_err().code(),
+            carol
+                .require_key(b"app/1", Access::Read)
+                .unwrap_err()
+                .code(),
             Code::PermissionDenied
         );
         let tok = "t-live";
@@ -1040,7 +1043,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
-        assert_eq!(g.recheck(&by_token).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            g.recheck(&by_token).unwrap_err().code(),
+            Code::Unauthenticated
+        );
         // Expired tokens are refused with the reason.
         apply(AuthOp::TokenAdd {
             digest: sha256_hex(b"t-old"),

@@ -10,9 +10,9 @@ use crate::connect::connect;
 use crate::exit::{self, CliError, CliResult};
 use crate::output::{print_json, text, Table};
 
-/// `--password`, or one line of stdin (without its line end).
+/// `--new-password`, or one line of stdin (without its line end).
 fn password(p: PasswordArg) -> CliResult<String> {
-    if let Some(pw) = p.password {
+    if let Some(pw) = p.new_password {
         return Ok(pw);
     }
     let mut line = String::new();
@@ -22,7 +22,7 @@ fn password(p: PasswordArg) -> CliResult<String> {
     let pw = line.trim_end_matches(['\n', '\r']).to_string();
     if pw.is_empty() {
         return Err(CliError::usage("no password given")
-            .with_hint("pass --password PW, or write it as one line to stdin"));
+            .with_hint("pass --new-password PW, or write it as one line to stdin"));
     }
     Ok(pw)
 }
@@ -105,7 +105,12 @@ fn print_roles(format: Format, roles: &[AuthRole]) {
             let mut t = Table::new(&["ROLE", "SOURCE", "PREFIX", "ACCESS"]);
             for r in roles {
                 if r.permissions.is_empty() {
-                    t.row(vec![r.name.clone(), r.source.clone(), String::new(), String::new()]);
+                    t.row(vec![
+                        r.name.clone(),
+                        r.source.clone(),
+                        String::new(),
+                        String::new(),
+                    ]);
                 }
                 for p in &r.permissions {
                     t.row(vec![
@@ -130,7 +135,11 @@ pub async fn user(g: &Global, c: UserCmd) -> CliResult {
             password: p,
             no_password,
         } => {
-            let pw = if no_password { String::new() } else { password(p)? };
+            let pw = if no_password {
+                String::new()
+            } else {
+                password(p)?
+            };
             let ch = auth.user_add(&name, &pw).await?;
             print_change(g.output, &format!("user {name} added"), ch);
         }
@@ -184,7 +193,9 @@ pub async fn role(g: &Global, c: RoleCmd) -> CliResult {
             );
         }
         RoleCmd::Revoke { role, prefix } => {
-            let ch = auth.role_revoke_permission(&role, prefix.as_bytes()).await?;
+            let ch = auth
+                .role_revoke_permission(&role, prefix.as_bytes())
+                .await?;
             print_change(
                 g.output,
                 &format!("role {role}: grant on prefix {prefix:?} revoked"),
@@ -201,9 +212,9 @@ pub async fn token(g: &Global, c: TokenCmd) -> CliResult {
     let client = connect(g).await?;
     let auth = client.auth();
     match c {
-        TokenCmd::Create { user, ttl } => {
+        TokenCmd::Create { owner, ttl } => {
             let t = auth
-                .token_create(&user, ttl.map_or(0, |d| d.as_secs().max(1)))
+                .token_create(&owner, ttl.map_or(0, |d| d.as_secs().max(1)))
                 .await?;
             match g.output {
                 Format::Json => print_json(&json!({
@@ -213,8 +224,8 @@ pub async fn token(g: &Global, c: TokenCmd) -> CliResult {
                 _ => println!("{}", t.token),
             }
         }
-        TokenCmd::Revoke { token } => {
-            let ch = auth.token_revoke(&token).await?;
+        TokenCmd::Revoke { revoked } => {
+            let ch = auth.token_revoke(&revoked).await?;
             print_change(g.output, "token revoked", ch);
         }
     }
