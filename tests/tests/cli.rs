@@ -830,3 +830,137 @@ async fn cli_auth_flags() {
         assert!(out.stderr.contains("permission denied"), "{out:?}");
     });
 }
+
+/// `dengine user/role/token` against a real one-node cluster with auth:
+/// a runtime role, grant and user, used with its password and a token,
+/// then the token revoked and the user deleted; bad input exits USAGE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_user_role_token() {
+    let hash = {
+        let mut child = Command::new(server_binary())
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run d-engine-server hash-password");
+        child.stdin.take().unwrap().write_all(b"apw\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nenabled = true\n\n[[auth.users]]\nname = \"root\"\n\
+             password_hash = \"{hash}\"\nroles = [\"admin\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Cluster::start(ClusterConfig {
+        nodes: 1,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    c.wait_serving(1, ELECTION_BOUND).await.unwrap();
+    let ep = endpoints_of(&c);
+    tokio::task::block_in_place(|| {
+        let admin = |args: &[&str]| {
+            let mut a = vec!["--user", "root", "--password", "apw"];
+            a.extend_from_slice(args);
+            run(&ep, &a)
+        };
+        eventually("the admin is served", || {
+            admin(&["role", "add", "app"]).code == OK
+        });
+        admin(&["role", "grant", "app", "app/", "readwrite"]).ok();
+        let out = admin(&["role", "grant", "app", "x/", "write"]).code(USAGE);
+        assert!(out.stderr.contains("read"), "{out:?}");
+        // The password from stdin.
+        let mut add = cli(&ep);
+        add.args([
+            "--user",
+            "root",
+            "--password",
+            "apw",
+            "user",
+            "add",
+            "carol",
+        ]);
+        run_with(add, "cpw\n").ok();
+        admin(&["user", "grant-role", "carol", "app"]).ok();
+        let out = admin(&["user", "list", "-o", "json"]).ok();
+        let users = out.json();
+        let carol = users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "carol")
+            .expect("carol listed");
+        assert_eq!(carol["source"], "runtime");
+        assert_eq!(carol["roles"][0], "app");
+        let out = admin(&["role", "get", "app", "-o", "simple"]).ok();
+        assert_eq!(out.stdout, "app runtime app/ readwrite\n");
+        run(
+            &ep,
+            &["--user", "carol", "--password", "cpw", "put", "app/k", "v"],
+        )
+        .ok();
+        run(
+            &ep,
+            &["--user", "carol", "--password", "cpw", "put", "x", "v"],
+        )
+        .code(AUTH);
+        // A name clash with a configured user is refused.
+        admin(&["user", "add", "root", "--new-password", "p"]).code(USAGE);
+
+        // A token: works, then revoked, then refused.
+        let token = admin(&["token", "create", "carol", "--ttl", "1h"])
+            .ok()
+            .stdout;
+        let token = token.trim().to_string();
+        run(&ep, &["--token", &token, "get", "app/k"]).ok();
+        admin(&["token", "revoke", &token]).ok();
+        run(&ep, &["--token", &token, "get", "app/k"]).code(AUTH);
+
+        // A changed password, a revoked role, a deleted user.
+        let mut pw = cli(&ep);
+        pw.args([
+            "--user",
+            "root",
+            "--password",
+            "apw",
+            "user",
+            "passwd",
+            "carol",
+        ]);
+        run_with(pw, "new\n").ok();
+        run(
+            &ep,
+            &["--user", "carol", "--password", "cpw", "get", "app/k"],
+        )
+        .code(AUTH);
+        run(
+            &ep,
+            &["--user", "carol", "--password", "new", "get", "app/k"],
+        )
+        .ok();
+        admin(&["user", "revoke-role", "carol", "app"]).ok();
+        run(
+            &ep,
+            &["--user", "carol", "--password", "new", "get", "app/k"],
+        )
+        .code(AUTH);
+        admin(&["role", "revoke", "app", "app/"]).ok();
+        admin(&["role", "delete", "app"]).ok();
+        admin(&["user", "delete", "carol"]).ok();
+        admin(&["user", "get", "carol"]).code(USAGE);
+        // Not an admin: refused.
+        run(
+            &ep,
+            &["--user", "nobody", "--password", "x", "user", "list"],
+        )
+        .code(AUTH);
+    });
+}

@@ -137,6 +137,91 @@ pub enum Command {
     /// Snapshots of the state machine.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Manage users at runtime (needs the admin role; docs/auth.md).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage roles and their grants at runtime (needs the admin role).
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Create and revoke tokens at runtime (needs the admin role).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+/// A new password: `--new-password`, or one line read from stdin
+/// (`--password` is the caller's own, a global flag).
+#[derive(Debug, Args)]
+pub struct PasswordArg {
+    /// The new password (visible in the process list; prefer stdin).
+    #[arg(long, value_name = "PW")]
+    pub new_password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user (password from --new-password or one line of stdin).
+    Add {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArg,
+        /// A token-only user without a password.
+        #[arg(long, conflicts_with = "new_password")]
+        no_password: bool,
+    },
+    /// Delete a runtime user and its tokens.
+    Delete { name: String },
+    /// Change a runtime user's password (from --new-password or stdin).
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArg,
+    },
+    /// Give a user a role.
+    GrantRole { name: String, role: String },
+    /// Take a role from a user.
+    RevokeRole { name: String, role: String },
+    /// List configured and runtime users.
+    List,
+    /// Show one user.
+    Get { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCmd {
+    /// Add a role.
+    Add { name: String },
+    /// Delete a role no user holds.
+    Delete { name: String },
+    /// Grant ACCESS (read or readwrite) on every key starting with PREFIX.
+    Grant {
+        role: String,
+        prefix: String,
+        #[arg(value_parser = ["read", "readwrite"])]
+        access: String,
+    },
+    /// Revoke the grant on PREFIX.
+    Revoke { role: String, prefix: String },
+    /// List configured and runtime roles.
+    List,
+    /// Show one role.
+    Get { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token for USER and print it (shown once).
+    Create {
+        #[arg(value_name = "USER")]
+        owner: String,
+        /// Lifetime (e.g. 1h, 30d as 720h); none = never expires.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Revoke TOKEN (runtime or configured) on every node.
+    Revoke {
+        #[arg(value_name = "TOKEN")]
+        revoked: String,
+    },
 }
 
 /// Which keys besides KEY: at most one of these.
@@ -307,6 +392,9 @@ pub enum MemberCmd {
     Promote {
         #[arg(value_parser = parse_id)]
         id: u64,
+        /// Promote even if the learner has not caught up with the leader's log.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove node ID (voter or learner).
     Remove {

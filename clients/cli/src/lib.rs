@@ -69,6 +69,9 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Leader(c) => cmd::cluster::leader(g, c).await,
         Command::Endpoint(c) => cmd::cluster::endpoint(g, c).await,
         Command::Snapshot(c) => cmd::cluster::snapshot(g, c).await,
+        Command::User(c) => cmd::auth::user(g, c).await,
+        Command::Role(c) => cmd::auth::role(g, c).await,
+        Command::Token(c) => cmd::auth::token(g, c).await,
         Command::Check(args::CheckCmd::Perf(a)) => cmd::perf::perf(g, a).await,
     }
 }

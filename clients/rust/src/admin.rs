@@ -56,8 +56,14 @@ impl GrpcAdmin {
 
     /// Promotes learner `id` to voter.
     pub async fn promote(&self, id: u64) -> Result<Vec<MemberInfo>> {
+        self.promote_with(id, false).await
+    }
+
+    /// Promotes learner `id` to voter; with `force`, even if it has not
+    /// caught up with the leader's log.
+    pub async fn promote_with(&self, id: u64, force: bool) -> Result<Vec<MemberInfo>> {
         self.change("promote", |mut rpc, t| {
-            let req = request(pb::PromoteRequest { id }, t);
+            let req = request(pb::PromoteRequest { id, force }, t);
             async move { rpc.promote(req).await }
         })
         .await

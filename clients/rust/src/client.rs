@@ -98,6 +98,13 @@ impl Client {
         }
     }
 
+    /// Runtime users, roles, grants and tokens (needs the `admin` role).
+    pub fn auth(&self) -> crate::GrpcAuth {
+        crate::GrpcAuth {
+            client: self.clone(),
+        }
+    }
+
     /// Cluster administration.
     pub fn admin(&self) -> GrpcAdmin {
         GrpcAdmin {

@@ -25,6 +25,7 @@
 
 mod admin;
 mod auth;
+mod auth_admin;
 mod backup;
 mod builder;
 mod client;
@@ -38,6 +39,7 @@ mod watch;
 
 pub use admin::GrpcAdmin;
 pub use auth::Credentials;
+pub use auth_admin::{AuthChange, AuthPermission, AuthRole, AuthToken, AuthUser, GrpcAuth};
 pub use backup::{SavedSnapshot, BACKUP_IDLE_TIMEOUT};
 pub use builder::{ClientBuilder, ClientConfig, EndpointHook, MAX_WRITE_SESSIONS};
 pub use client::Client;

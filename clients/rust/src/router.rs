@@ -177,6 +177,12 @@ impl Inner {
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
+    pub(crate) fn auth_rpc(&self, ch: Channel) -> pb::auth_client::AuthClient<RpcChannel> {
+        pb::auth_client::AuthClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
     pub(crate) fn admin_rpc(&self, ch: Channel) -> pb::admin_client::AdminClient<RpcChannel> {
         pb::admin_client::AdminClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)

@@ -44,6 +44,10 @@ use tonic::{Request, Status};
 use super::config::{Access, AuthConfig};
 use super::credentials::{dummy_password_hash, sha256_hex, verify_password, Credentials};
 use super::perm::{resolve, Permissions};
+use super::replicated::{
+    config_roles, invalid_reason, live_permissions, now_ms, AuthSource, Proof,
+};
+use d_engine_storage::auth::AuthState;
 
 /// Concurrent Argon2 verifications (each costs ~19 MiB and tens of ms).
 pub const VERIFY_SLOTS: usize = 2;
@@ -82,6 +86,10 @@ pub struct AuthGuard {
     /// Argon2 verifications run (for tests and diagnostics).
     verifications: AtomicU64,
     failures: Mutex<FailureLimiter>,
+    /// The replicated users, roles and tokens (none: config only).
+    live: std::sync::OnceLock<AuthSource>,
+    /// The configured roles (runtime users may hold them).
+    config_roles: BTreeMap<String, Vec<(Vec<u8>, Access)>>,
 }
 
 /// Token buckets of failed logins per user name and per source IP.
@@ -205,9 +213,10 @@ fn prune<K>(map: &mut HashMap<K, Bucket>, per_minute: u32, now: Instant) {
 #[derive(Clone, Default)]
 pub struct Gate(Option<Arc<AuthGuard>>);
 
-/// The authenticated identity of one request (`None` inside: auth is off).
+/// The authenticated identity of one request (`None` inside: auth is off),
+/// and what proved it.
 #[derive(Clone, Debug)]
-pub struct Caller(Option<(String, Arc<Permissions>)>);
+pub struct Caller(Option<(String, Arc<Permissions>)>, Option<Proof>);
 
 fn unauthenticated(msg: impl Into<String>) -> Status {
     to_status_with_metadata(&Error::Unauthenticated(msg.into()), [])
@@ -260,7 +269,46 @@ impl Gate {
             verifier,
             verifications: AtomicU64::new(0),
             failures: Mutex::new(FailureLimiter::new(cfg.failed_logins_per_minute)),
+            live: std::sync::OnceLock::new(),
+            config_roles: config_roles(cfg),
         })))
+    }
+
+    /// Also accepts the replicated users and tokens `source` reads (see
+    /// [`super::replicated`]); set once, before serving. No effect on an
+    /// open gate.
+    pub fn with_replicated(self, source: AuthSource) -> Gate {
+        if let Some(g) = &self.0 {
+            let _ = g.live.set(source);
+        }
+        self
+    }
+
+    /// The replicated auth state's revision (0: none, or auth off): it
+    /// changes whenever a user, role or token changes.
+    pub fn revision(&self) -> u64 {
+        self.0.as_ref().map_or(0, |g| g.live().revision)
+    }
+
+    /// Whether `caller`'s credentials still hold, and its permissions now:
+    /// UNAUTHENTICATED when its token was revoked or expired, or its user
+    /// deleted or its password changed (streams that outlive a request,
+    /// like watches, call this when [`Gate::revision`] moves).
+    pub fn recheck(&self, caller: &Caller) -> Result<Caller, Status> {
+        let (Some(g), Some((user, perms)), Some(proof)) = (&self.0, &caller.0, &caller.1) else {
+            return Ok(caller.clone());
+        };
+        let state = g.live();
+        if let Some(why) = invalid_reason(proof, &state, now_ms()) {
+            return Err(unauthenticated(format!(
+                "{why}; authenticate again (user \"{user}\")"
+            )));
+        }
+        let perms = match proof {
+            Proof::Config | Proof::ConfigToken(_) => perms.clone(),
+            Proof::Token(_) | Proof::Password { .. } => g.perms_of(user, &state),
+        };
+        Ok(Caller(Some((user.clone(), perms)), Some(proof.clone())))
     }
 
     pub fn enabled(&self) -> bool {
@@ -293,7 +341,7 @@ impl Gate {
         peer: Option<SocketAddr>,
     ) -> Result<Caller, Status> {
         let Some(g) = &self.0 else {
-            return Ok(Caller(None));
+            return Ok(Caller(None, None));
         };
         let creds = Credentials::from_metadata(md)
             .map_err(unauthenticated)?
@@ -303,9 +351,9 @@ impl Gate {
                      or `authorization: Bearer <token>` metadata",
                 )
             })?;
-        let user = g.verify(&creds, peer).await?;
-        let perms = g.users[&user].perms.clone();
-        Ok(Caller(Some((user, perms))))
+        let (user, proof) = g.verify(&creds, peer).await?;
+        let perms = g.perms_of(&user, &g.live());
+        Ok(Caller(Some((user, perms)), Some(proof)))
     }
 
     /// Argon2 verifications this gate has run (0 when auth is off).
@@ -333,31 +381,93 @@ impl Drop for Queued<'_> {
 }
 
 impl AuthGuard {
+    fn live(&self) -> Arc<AuthState> {
+        self.live.get().map(|f| f()).unwrap_or_default()
+    }
+
+    /// A configured user's permissions, else a runtime user's.
+    fn perms_of(&self, user: &str, state: &AuthState) -> Arc<Permissions> {
+        match self.users.get(user) {
+            Some(u) => u.perms.clone(),
+            None => Arc::new(live_permissions(state, &self.config_roles, user)),
+        }
+    }
+
     fn dummy_hash(&self) -> &str {
         self.dummy_hash
             .get_or_init(|| dummy_password_hash(self.dummy_model.as_deref()))
     }
 
-    /// The user these credentials prove, or UNAUTHENTICATED / OVERLOADED.
+    /// The user these credentials prove and how, or UNAUTHENTICATED /
+    /// OVERLOADED. Configured users and tokens first, then the replicated
+    /// ones (see [`super::replicated`]).
     async fn verify(
         &self,
         creds: &Credentials,
         peer: Option<SocketAddr>,
-    ) -> Result<String, Status> {
+    ) -> Result<(String, Proof), Status> {
         let source = peer.map(|p| p.ip());
         let shown_peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        let live = self.live();
         match creds {
             Credentials::Bearer(t) => {
-                if let Some(u) = self.tokens.get(&sha256_hex(t.as_bytes())) {
-                    return Ok(u.clone());
+                let digest = sha256_hex(t.as_bytes());
+                if live.revoked.contains(&digest) {
+                    self.refuse(None, source, &shown_peer, "revoked token")?;
+                    return Err(unauthenticated(
+                        "the token was revoked; ask an administrator for a new one",
+                    ));
+                }
+                if let Some(u) = self.tokens.get(&digest) {
+                    return Ok((u.clone(), Proof::ConfigToken(digest)));
+                }
+                if let Some(tok) = live.tokens.get(&digest) {
+                    if tok.is_expired(now_ms()) {
+                        return Err(unauthenticated(format!(
+                            "the token expired at unix ms {}; create a new one (`dengine token \
+                             create`)",
+                            tok.expires_at_ms.unwrap_or_default()
+                        )));
+                    }
+                    if self.users.contains_key(&tok.user) || live.users.contains_key(&tok.user) {
+                        return Ok((tok.user.clone(), Proof::Token(digest)));
+                    }
                 }
                 self.refuse(None, source, &shown_peer, "invalid token")?;
                 Err(unauthenticated("invalid token"))
             }
             Credentials::Basic { user, password } => {
-                let key = creds.fingerprint();
-                if self.verified.lock().expect("cache lock").contains(&key) {
-                    return Ok(user.clone());
+                // The hash the password must match: a configured user's,
+                // else a runtime user's (configured names win).
+                let (stored, configured) = match self.users.get(user) {
+                    Some(u) => (u.password_hash.clone(), true),
+                    None => (
+                        live.users.get(user).and_then(|u| u.password_hash.clone()),
+                        false,
+                    ),
+                };
+                // The cache key covers the stored hash too, so a changed
+                // password or a deleted user is never answered from it.
+                let key = {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    h.update(creds.fingerprint());
+                    h.update(stored.as_deref().unwrap_or("").as_bytes());
+                    let k: [u8; 32] = h.finalize().into();
+                    k
+                };
+                let proof = |phc: &Option<String>| {
+                    if configured {
+                        Proof::Config
+                    } else {
+                        Proof::Password {
+                            user: user.clone(),
+                            phc: phc.clone().unwrap_or_default(),
+                        }
+                    }
+                };
+                if stored.is_some() && self.verified.lock().expect("cache lock").contains(&key) {
+                    return Ok((user.clone(), proof(&stored)));
                 }
                 let now = Instant::now();
                 let limited = self.failures.lock().expect("limiter lock").limited(
@@ -377,8 +487,7 @@ impl AuthGuard {
                 }
                 // Unknown users and users without a password cost the same
                 // verification as a real one (no enumeration by timing).
-                let (phc, known) = match self.users.get(user).and_then(|u| u.password_hash.clone())
-                {
+                let (phc, known) = match stored.clone() {
                     Some(h) => (h, true),
                     None => (self.dummy_hash().to_string(), false),
                 };
@@ -415,7 +524,7 @@ impl AuthGuard {
                     cache.clear();
                 }
                 cache.insert(key);
-                Ok(user.clone())
+                Ok((user.clone(), proof(&stored)))
             }
         }
     }
@@ -863,6 +972,118 @@ mod tests {
             assert_eq!(w.await.unwrap().unwrap_err().code(), Code::Unauthenticated);
         }
         assert_eq!(guard.queued.load(Ordering::Acquire), 0);
+    }
+
+    /// Runtime users and tokens from the replicated state: accepted,
+    /// re-checked, refused once revoked, expired or deleted; a configured
+    /// token revoked at runtime is refused.
+    #[tokio::test]
+    async fn replicated_users_and_tokens_are_checked_against_the_live_state() {
+        use d_engine_storage::auth::{AuthOp, AuthState, Grant, GrantAccess};
+        let (g, root_token) = gate();
+        let state = Arc::new(Mutex::new(Arc::new(AuthState::default())));
+        let src = state.clone();
+        let g = g.with_replicated(Arc::new(move || src.lock().unwrap().clone()));
+        let apply = |op: AuthOp| {
+            let mut s = state.lock().unwrap();
+            let mut next = AuthState::clone(&s);
+            let rev = next.revision + 1;
+            next.apply(&op, rev).unwrap();
+            *s = Arc::new(next);
+        };
+        apply(AuthOp::RoleAdd { name: "rt".into() });
+        apply(AuthOp::RoleGrantPermission {
+            role: "rt".into(),
+            grant: Grant {
+                prefix: b"rt/".to_vec(),
+                access: GrantAccess::Read,
+            },
+        });
+        apply(AuthOp::UserAdd {
+            name: "carol".into(),
+            password_hash: Some(hash_password("cpw").unwrap()),
+        });
+        apply(AuthOp::UserGrantRole {
+            name: "carol".into(),
+            role: "rt".into(),
+        });
+        let carol = g.authenticate(&md(&basic("carol", "cpw"))).await.unwrap();
+        carol.require_key(b"rt/1", Access::Read).unwrap();
+        assert_eq!(
+            carol
+                .require_key(b"app/1", Access::Read)
+                .unwrap_err()
+                .code(),
+            Code::PermissionDenied
+        );
+        let tok = "t-live";
+        apply(AuthOp::TokenAdd {
+            digest: sha256_hex(tok.as_bytes()),
+            user: "carol".into(),
+            expires_at_ms: None,
+            configured_user: false,
+        });
+        let by_token = g.authenticate(&md(&format!("Bearer {tok}"))).await.unwrap();
+        assert_eq!(by_token.user(), Some("carol"));
+        g.recheck(&by_token).unwrap();
+        // A lost grant shows in a re-check's permissions.
+        apply(AuthOp::UserRevokeRole {
+            name: "carol".into(),
+            role: "rt".into(),
+        });
+        let now = g.recheck(&by_token).unwrap();
+        assert!(now.require_key(b"rt/1", Access::Read).is_err());
+        // Revoked: refused at once, and the re-check of an open stream fails.
+        apply(AuthOp::TokenRevoke {
+            digest: sha256_hex(tok.as_bytes()),
+            configured: false,
+        });
+        let e = g
+            .authenticate(&md(&format!("Bearer {tok}")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert_eq!(
+            g.recheck(&by_token).unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        // Expired tokens are refused with the reason.
+        apply(AuthOp::TokenAdd {
+            digest: sha256_hex(b"t-old"),
+            user: "carol".into(),
+            expires_at_ms: Some(1),
+            configured_user: false,
+        });
+        let e = g.authenticate(&md("Bearer t-old")).await.unwrap_err();
+        assert!(e.message().contains("expired"), "{}", e.message());
+        // A changed password: the old one is not answered from the cache.
+        apply(AuthOp::UserChangePassword {
+            name: "carol".into(),
+            password_hash: hash_password("new").unwrap(),
+        });
+        assert_eq!(g.recheck(&carol).unwrap_err().code(), Code::Unauthenticated);
+        let e = g
+            .authenticate(&md(&basic("carol", "cpw")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        g.authenticate(&md(&basic("carol", "new"))).await.unwrap();
+        // A configured token revoked at runtime.
+        let root = g
+            .authenticate(&md(&format!("Bearer {root_token}")))
+            .await
+            .unwrap();
+        apply(AuthOp::TokenRevoke {
+            digest: sha256_hex(root_token.as_bytes()),
+            configured: true,
+        });
+        assert_eq!(g.recheck(&root).unwrap_err().code(), Code::Unauthenticated);
+        let e = g
+            .authenticate(&md(&format!("Bearer {root_token}")))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("revoked"), "{}", e.message());
+        assert!(g.revision() > 0);
     }
 
     #[tokio::test]

@@ -16,8 +16,10 @@ pub use crate::config::auth as config;
 pub mod credentials;
 pub mod guard;
 pub mod perm;
+pub mod replicated;
 
 pub use config::{Access, AuthConfig, GrantConfig, RoleConfig, UserConfig, ADMIN_ROLE};
 pub use credentials::{generate_token, hash_password, sha256_hex, Credentials};
 pub use guard::{Caller, Gate};
 pub use perm::Permissions;
+pub use replicated::AuthSource;

@@ -383,6 +383,15 @@ impl NodeMetrics {
         }
     }
 
+    /// The followers' match indexes as last published (empty when not
+    /// leading; refreshed once per tick).
+    pub(crate) fn follower_matches(&self) -> Vec<(u64, u64)> {
+        self.follower_match
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
     /// The leader's followers and their match indexes (empty when not
     /// leading); called by the loop at most once per tick.
     pub(crate) fn set_follower_match(&self, matches: impl Iterator<Item = (u64, u64)>) {

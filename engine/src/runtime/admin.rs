@@ -21,6 +21,10 @@ use super::handle::NodeHandle;
 use super::input::{Input, ProposalWaiter};
 use super::types::{ApplyResult, Error, MemberInfo, Result};
 
+/// How long an unforced promote waits for a lagging learner to catch up
+/// before it is refused.
+pub const PROMOTE_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl NodeHandle {
     async fn conf_change(&self, change: ConfChange) -> Result<Vec<MemberInfo>> {
         self.shared.check_running()?;
@@ -92,14 +96,57 @@ impl NodeHandle {
         self.conf_change(ConfChange::AddLearner { id, addr }).await
     }
 
-    /// Turns a learner into a voter.
+    /// Turns a learner into a voter once it has caught up (see
+    /// [`NodeHandle::promote_with`]).
     pub async fn promote(&self, id: NodeId) -> Result<Vec<MemberInfo>> {
+        self.promote_with(id, false).await
+    }
+
+    /// Turns a learner into a voter. Without `force` the learner must have
+    /// caught up: its log must hold everything the leader had committed
+    /// when the call came (waiting up to [`PROMOTE_CATCH_UP_WAIT`] for it);
+    /// otherwise `ChangeInProgress` (FAILED_PRECONDITION) names how far
+    /// behind it is. A voter far behind weakens the quorum: it cannot help
+    /// commit until it has caught up. `force` skips the check.
+    pub async fn promote_with(&self, id: NodeId, force: bool) -> Result<Vec<MemberInfo>> {
         self.check_member(id)?;
         if self.shared.members_view().membership.is_voter(id) {
             // Idempotent: a retried promote succeeds.
             return Ok(self.members());
         }
+        if !force {
+            self.wait_caught_up(id).await?;
+        }
         self.conf_change(ConfChange::Promote { id }).await
+    }
+
+    async fn wait_caught_up(&self, id: NodeId) -> Result<()> {
+        if !self.shared.is_leader() {
+            return Err(self.shared.leader_hint_error());
+        }
+        let target = self.status().commit_index;
+        let deadline = std::time::Instant::now() + PROMOTE_CATCH_UP_WAIT;
+        loop {
+            let matched = self
+                .shared
+                .metrics
+                .follower_matches()
+                .into_iter()
+                .find(|(m, _)| *m == id)
+                .map_or(0, |(_, matched)| matched);
+            if matched >= target {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::ChangeInProgress(format!(
+                    "learner {id} is {} entries behind: its log holds up to index {matched}, \
+                     the leader had committed up to {target}; wait until it catches up \
+                     (`dengine endpoint status`), or promote with force to promote it anyway",
+                    target - matched
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Removes a voter or learner.

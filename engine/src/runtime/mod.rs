@@ -27,6 +27,7 @@
 mod addr;
 mod admin;
 mod apply;
+mod auth_changes;
 mod backup;
 mod cluster_info;
 mod core_loop;
@@ -60,6 +61,7 @@ mod writes;
 mod coord_tests;
 
 pub use addr::MemberAddr;
+pub use auth_changes::AuthChangeOutcome;
 pub use backup::BackupSnapshot;
 pub use failure::NodeFailure;
 pub use handle::{

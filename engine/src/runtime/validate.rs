@@ -95,7 +95,9 @@ impl NodeHandle {
                 }
                 Self::storage_checks(op)
             }
-            Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } => Self::storage_checks(op),
+            Op::LeaseGrant { .. } | Op::LeaseRevoke { .. } | Op::Auth(_) => {
+                Self::storage_checks(op)
+            }
         }
     }
 

@@ -45,7 +45,16 @@ impl NodeHandle {
     /// A watch whose events share the hub's bytes (see [`super::watch_hub::WatchHub::watch`]).
     pub(crate) fn watch_shared(&self, key: Bytes, options: &WatchOptions) -> Result<HubStream> {
         let spec = self.watch_spec(key, options)?;
-        self.shared.hub.watch(spec)
+        self.shared.hub.watch(spec).inspect_err(|e| {
+            if e.code() == d_engine_api::ErrorCode::Overloaded {
+                let limit = if e.to_string().contains("watch.max_watchers") {
+                    "watch.max_watchers"
+                } else {
+                    "watch.buffer"
+                };
+                self.shared.metrics.overloaded(limit);
+            }
+        })
     }
 
     /// `watch.progress_interval_ms`.

@@ -68,7 +68,8 @@ impl NodeHandle {
                 new_value: None, ..
             }
             | Op::Delete { .. }
-            | Op::Expire { .. } => 0,
+            | Op::Expire { .. }
+            | Op::Auth(_) => 0,
         }
     }
 

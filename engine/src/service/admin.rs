@@ -71,8 +71,13 @@ impl Admin for AdminService {
         req: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         self.admin(&req, "Admin.Promote").await?;
-        let id = validate::node_id("id", req.into_inner().id)?;
-        let members = self.node.promote(id).await.map_err(|e| status(&e))?;
+        let r = req.into_inner();
+        let id = validate::node_id("id", r.id)?;
+        let members = self
+            .node
+            .promote_with(id, r.force)
+            .await
+            .map_err(|e| status(&e))?;
         Ok(self.change(members))
     }
 

@@ -294,7 +294,16 @@ impl Kv for KvService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = self.gate.authenticate_request(&req).await?;
-        let permit = self.watch_quota.acquire(caller.user(), req.remote_addr())?;
+        let permit = self
+            .watch_quota
+            .acquire(caller.user(), req.remote_addr())
+            .inspect_err(|st| {
+                let limit = tonic_types::StatusExt::get_error_details(st)
+                    .error_info()
+                    .and_then(|i| i.metadata.get("limit").cloned())
+                    .unwrap_or_else(|| "watch.per_user".into());
+                self.node.shared.metrics.overloaded(&limit);
+            })?;
         let r = req.into_inner();
         let l = self.limits();
         if r.prefix && !r.range_end.is_empty() {
@@ -303,6 +312,21 @@ impl Kv for KvService {
                 "a watch has either `prefix` or `range_end`, not both: drop one",
             ));
         }
+        // With auth on, the watch re-checks its caller while it runs: a
+        // revoked or expired credential, a deleted user or a lost grant
+        // ends it with a typed cancel (UNAUTHENTICATED / PERMISSION_DENIED).
+        let recheck: Option<Recheck> = self.gate.enabled().then(|| {
+            let (gate, caller) = (self.gate.clone(), caller.clone());
+            let (key, end, prefix) = (r.key.clone(), r.range_end.clone(), r.prefix);
+            Box::new(move || {
+                let c = gate.recheck(&caller)?;
+                if prefix {
+                    c.require_prefix(&key, Access::Read)
+                } else {
+                    c.require_range(&key, &end, Access::Read)
+                }
+            }) as Recheck
+        });
         if r.prefix {
             validate::prefix(l, "key", &r.key)?;
             caller.require_prefix(&r.key, Access::Read)?;
@@ -333,11 +357,17 @@ impl Kv for KvService {
             .then(|| self.node.watch_progress_interval());
         tokio::spawn(async move {
             let _permit = permit; // the quota place lasts as long as the watch
-            pump_watch(node, events, tx, shutdown, max, progress).await
+            pump_watch(node, events, tx, shutdown, max, progress, recheck).await
         });
         Ok(Response::new(WatchOut(rx)))
     }
 }
+
+/// Re-checks a watch's caller (see [`KvService::watch`]).
+type Recheck = Box<dyn Fn() -> Result<(), Status> + Send + Sync>;
+
+/// How often a watch re-checks its caller's credentials and grants.
+const AUTH_RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A watch response and the events it carries, which stay charged to the
 /// watcher's `watch.max_buffer_bytes` until the transport takes the message.
@@ -371,6 +401,7 @@ async fn pump_watch(
     mut shutdown: watch::Receiver<bool>,
     max_message_bytes: usize,
     progress: Option<std::time::Duration>,
+    recheck: Option<Recheck>,
 ) {
     let budget = max_message_bytes.saturating_sub(RESPONSE_SLACK);
     // One past the last event sent (or the start): where a cancel with the
@@ -378,6 +409,11 @@ async fn pump_watch(
     let mut resume = events.start;
     let cancel = |err: &Error, resume: u64| -> Outgoing {
         let c = status_codec::watch_cancel(err, resume);
+        if c.code == d_engine_api::ErrorCode::Overloaded {
+            // A watcher that fell behind its buffer (the hub's only
+            // Overloaded cancel).
+            node.shared.metrics.overloaded("watch.max_buffer_bytes");
+        }
         (
             Ok(status_codec::cancel_response(
                 convert::header(node.header()),
@@ -404,8 +440,21 @@ async fn pump_watch(
                 None => std::future::pending().await,
             }
         };
+        let auth_tick = async {
+            match &recheck {
+                Some(_) => tokio::time::sleep(AUTH_RECHECK_EVERY).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tx.closed() => return,
+            _ = auth_tick => {
+                if let Some(Err(st)) = recheck.as_ref().map(|f| f()) {
+                    let e = status_codec::from_status(&st);
+                    let _ = tx.send(cancel(&e, resume)).await;
+                    return;
+                }
+            }
             _ = stopping(&mut shutdown) => {
                 // Resume where this stream stops: at the next queued event
                 // (possibly mid-revision), or past everything published.

@@ -33,6 +33,7 @@
 //!   `canceled` message ("SHUTTING_DOWN: ..."), in-flight unary calls finish.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod election;
@@ -77,7 +78,7 @@ pub use maintenance::MaintenanceService;
 use crate::runtime::NodeHandle;
 
 /// Names reported by the health service (besides "").
-const SERVICE_NAMES: [&str; 7] = [
+const SERVICE_NAMES: [&str; 8] = [
     "dengine.v1.Kv",
     "dengine.v1.Lease",
     "dengine.v1.Lock",
@@ -85,6 +86,7 @@ const SERVICE_NAMES: [&str; 7] = [
     "dengine.v1.Cluster",
     "dengine.v1.Admin",
     "dengine.v1.Maintenance",
+    "dengine.v1.Auth",
 ];
 
 /// Serves the client API (Kv, Cluster, Admin, health, reflection) for
@@ -169,7 +171,11 @@ pub async fn serve_clients_tls(
     });
 
     // One gate (and one verification cache) for all three services.
-    let gate = crate::auth::Gate::from_config(&handle.config().auth);
+    let gate = {
+        let node = handle.clone();
+        crate::auth::Gate::from_config(&handle.config().auth)
+            .with_replicated(std::sync::Arc::new(move || node.auth_state()))
+    };
     if gate.enabled() && !tls_on {
         tracing::warn!(
             client_addr = %handle.config().client_addr,
@@ -203,6 +209,12 @@ pub async fn serve_clients_tls(
     let admin = AdminServer::new(AdminService::new(handle.clone()).with_gate(gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let auth = d_engine_proto::v1::auth_server::AuthServer::new(auth::AuthService::new(
+        handle.clone(),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let maintenance =
         MaintenanceServer::new(MaintenanceService::new(handle.clone()).with_gate(gate))
             .max_decoding_message_size(max)
@@ -223,6 +235,7 @@ pub async fn serve_clients_tls(
         .add_service(cluster)
         .add_service(admin)
         .add_service(maintenance)
+        .add_service(auth)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -14,7 +14,7 @@
 //! [bytes user]               if flags bit 1 (UTF-8, 1..=MAX_USER_BYTES)
 //! u8  op                 1 Put | 2 Delete | 3 CompareAndSwap | 4 Expire
 //!                        | 5 PutLeased | 6 DeleteRange | 7 Txn
-//!                        | 8 LeaseGrant | 9 LeaseRevoke
+//!                        | 8 LeaseGrant | 9 LeaseRevoke | 10 Auth
 //! Put:            bytes key, bytes value, opt<u64> expires_at_ms
 //! Delete:         bytes key
 //! CompareAndSwap: bytes key, opt<bytes> expected, opt<bytes> new_value, opt<u64> expires_at_ms
@@ -25,6 +25,8 @@
 //! Txn:            u32 n, n × compare; u32 n, n × txn_op (success); u32 n, n × txn_op (failure)
 //! LeaseGrant:     u64 id, u64 ttl_ms
 //! LeaseRevoke:    u64 id
+//! Auth:           u8 auth op, fields ([`crate::auth::AuthOp::encode`];
+//!                 a node that predates it refuses the command as malformed)
 //!
 //! range:    bytes start, bytes end
 //! compare:  bytes key, u8 op (0 = | 1 != | 2 < | 3 >),
@@ -78,6 +80,7 @@ const OP_DELETE_RANGE: u8 = 6;
 const OP_TXN: u8 = 7;
 const OP_LEASE_GRANT: u8 = 8;
 const OP_LEASE_REVOKE: u8 = 9;
+const OP_AUTH: u8 = 10;
 const TXN_RANGE: u8 = 1;
 const TXN_PUT: u8 = 2;
 const TXN_DELETE_RANGE: u8 = 3;
@@ -132,6 +135,8 @@ pub enum Op {
     },
     /// Remove every key whose deadline is `<= now_ms`. Proposed by the leader.
     Expire { now_ms: u64 },
+    /// Change the replicated auth state (never a key; see [`crate::auth`]).
+    Auth(Box<crate::auth::AuthOp>),
 }
 
 /// The keys `[start, end)`. `end` empty: only `start`; `end == [0]`:
@@ -334,6 +339,8 @@ pub enum CommandError {
     /// Lease id 0, a TTL of 0 or above [`MAX_LEASE_TTL_MS`], or a put with
     /// both a lease and a TTL.
     BadLease(String),
+    /// An auth change with a bad name, hash or digest.
+    BadAuth(String),
     Malformed(WireError),
 }
 
@@ -370,6 +377,7 @@ impl fmt::Display for CommandError {
                 "range limit is {limit}; the limit is {MAX_TXN_RANGE_LIMIT}; read further pages instead"
             ),
             CommandError::BadLease(m) => write!(f, "{m}"),
+            CommandError::BadAuth(m) => write!(f, "{m}"),
             CommandError::Malformed(e) => write!(f, "malformed command {e}"),
         }
     }
@@ -537,6 +545,7 @@ impl Op {
                 Ok(())
             }
             Op::Expire { .. } => Ok(()),
+            Op::Auth(a) => a.validate().map_err(CommandError::BadAuth),
         }
     }
 }
@@ -679,6 +688,10 @@ fn encode_op(op: &Op, w: &mut Writer) {
             }
             Op::Expire { now_ms } => {
                 w.u8(OP_EXPIRE).u64(*now_ms);
+            }
+            Op::Auth(a) => {
+                w.u8(OP_AUTH);
+                a.encode(w);
             }
         }
     }
@@ -864,6 +877,7 @@ impl Command {
                     + new_value.as_ref().map_or(0, |v| v.len())
             }
             Op::Expire { .. } => 0,
+            Op::Auth(a) => a.payload_len(),
         }
     }
 
@@ -957,6 +971,7 @@ impl Command {
             OP_EXPIRE => Op::Expire {
                 now_ms: r.u64("now_ms")?,
             },
+            OP_AUTH => Op::Auth(Box::new(crate::auth::AuthOp::decode(&mut r)?)),
             other => return Err(r.err(format!("unknown op code {other}")).into()),
         };
         r.finish("command")?;
@@ -1055,6 +1070,21 @@ mod tests {
                 3,
             ),
             Command::new(Op::LeaseRevoke { id: u64::MAX }),
+            Command::new(Op::Auth(Box::new(
+                crate::auth::AuthOp::RoleGrantPermission {
+                    role: "r".into(),
+                    grant: crate::auth::Grant {
+                        prefix: b"app/".to_vec(),
+                        access: crate::auth::GrantAccess::Read,
+                    },
+                },
+            ))),
+            Command::new(Op::Auth(Box::new(crate::auth::AuthOp::TokenAdd {
+                digest: "f".repeat(64),
+                user: "alice".into(),
+                expires_at_ms: Some(7),
+                configured_user: false,
+            }))),
         ]
     }
 

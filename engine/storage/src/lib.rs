@@ -5,12 +5,14 @@
 //!   each part (snapshot store, staging area, state machine of a backend).
 //! - [`wal`]: the Raft log as segmented, checksummed, group-committed files.
 //! - [`hard_state`]: term / vote / commit, replaced atomically.
+//! - [`auth`]: the replicated users, roles and tokens, and their changes.
 //! - [`command`]: application commands carried in log entries, and their limits.
 //! - [`sm`]: the key-value state machine (sled) behind the `StateMachine` trait.
 //! - [`rebuild`]: offline rewrites of a data dir: restore from a backup,
 //!   force-new-cluster.
 //! - [`snapshot`]: point-in-time snapshot files, chunked transfer and atomic install.
 
+pub mod auth;
 pub mod command;
 pub mod data_dir;
 pub mod hard_state;

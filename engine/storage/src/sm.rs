@@ -311,6 +311,14 @@ pub enum ApplyResult {
     Rejected {
         reason: String,
     },
+    /// An auth change was applied; `revision` is the entry's index.
+    AuthChanged {
+        revision: Index,
+    },
+    /// An auth change was refused (the same on every replica); nothing changed.
+    AuthRefused {
+        reason: String,
+    },
     /// A retry of a client write whose result is no longer remembered (older
     /// than the dedup window); it was NOT applied again.
     DuplicateExpired {
@@ -402,6 +410,8 @@ pub enum SnapshotRecord {
         key: dedup::SessionKey,
         session: dedup::ClientSession,
     },
+    /// The whole replicated auth state ([`crate::auth::AuthState::encode`]).
+    Auth(Vec<u8>),
 }
 
 /// A point-in-time image of a state machine, produced while applies go on.
@@ -600,4 +610,10 @@ pub trait StateMachine: Send + Sync {
     /// (verified first). A crash at any point leaves either the old or the new
     /// state. Returns the snapshot's meta.
     fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError>;
+
+    /// The replicated auth state as of the last applied batch (empty for a
+    /// backend that keeps none).
+    fn auth_state(&self) -> std::sync::Arc<crate::auth::AuthState> {
+        Default::default()
+    }
 }

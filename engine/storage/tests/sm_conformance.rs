@@ -54,6 +54,7 @@ both!(
     txn_semantics,
     lease_semantics,
     lease_snapshot_roundtrip,
+    auth_state_roundtrip,
     range_reads,
     dedup_multi_key_results,
     snapshot_with_unknown_lease_is_refused,

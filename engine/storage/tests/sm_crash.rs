@@ -277,6 +277,7 @@ fn records(sm: &dyn StateMachine) -> Vec<SnapshotRecord> {
             (1, k)
         }
         SnapshotRecord::Lease(l) => (2, l.id.to_be_bytes().to_vec()),
+        SnapshotRecord::Auth(a) => (3, a.clone()),
     });
     v
 }

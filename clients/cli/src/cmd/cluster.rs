@@ -75,7 +75,7 @@ pub async fn member(g: &Global, c: MemberCmd) -> CliResult {
                 .add_learner(id, peer_addr, client_addr.unwrap_or_default())
                 .await?
         }
-        MemberCmd::Promote { id } => admin.promote(id).await?,
+        MemberCmd::Promote { id, force } => admin.promote_with(id, force).await?,
         MemberCmd::Remove { id } => admin.remove_member(id).await?,
     };
     let leader = client.cluster().leader().await.map(|l| l.id).unwrap_or(0);

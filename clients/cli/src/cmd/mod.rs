@@ -1,6 +1,7 @@
 //! One module per command group; each function runs one subcommand and
 //! returns the exit code.
 
+pub mod auth;
 pub mod cluster;
 pub mod coord;
 pub mod kv;

@@ -86,6 +86,8 @@ pub(crate) struct SmMeta {
     pub applied_term: Term,
     pub membership: Membership,
     pub dedup: DedupTable,
+    /// Users, roles and tokens ([`crate::auth`]).
+    pub auth: std::sync::Arc<crate::auth::AuthState>,
 }
 
 /// What a batch changed besides the keys (for persistence).
@@ -93,6 +95,8 @@ pub(crate) struct SmMeta {
 pub(crate) struct MetaChanges {
     pub membership: bool,
     pub sessions: Vec<SessionChange>,
+    /// The auth state changed.
+    pub auth: bool,
 }
 
 /// Applies `entries` in order. Entries at or below the applied index are
@@ -133,6 +137,12 @@ pub(crate) fn apply_entries<S: KvStore>(
                 Err(err) => ApplyResult::Rejected {
                     reason: err.to_string(),
                 },
+                Ok((
+                    Command {
+                        op: Op::Auth(a), ..
+                    },
+                    _,
+                )) => crate::auth::apply_to_meta(&mut meta.auth, &a, e.index, &mut changes.auth),
                 Ok((cmd, fingerprint)) => match cmd.client {
                     Some(c) => {
                         let key = SessionKey::new(c.user, c.client_id);
@@ -670,6 +680,10 @@ fn apply_op<S: KvStore>(
                 deleted: keys.len() as u64,
             }
         }
+        // Applied by `apply_entries` (never reaches the keys).
+        Op::Auth(_) => ApplyResult::Rejected {
+            reason: "an auth change cannot run inside a key operation".into(),
+        },
         Op::Expire { now_ms } => {
             let keys = store.expired(*now_ms)?;
             let mut n = 0;

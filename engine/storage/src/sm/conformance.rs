@@ -747,7 +747,7 @@ pub fn snapshot_is_point_in_time(f: Factory<'_>, dir: &Path) {
                 assert!(got.is_empty(), "leases come before the keys");
                 got_leases.push(l);
             }
-            Some(SnapshotRecord::Client { .. }) => {}
+            Some(SnapshotRecord::Client { .. }) | Some(SnapshotRecord::Auth(_)) => {}
             None => break,
         }
     }
@@ -1545,6 +1545,133 @@ pub fn lease_snapshot_roundtrip(f: Factory<'_>, dir: &Path) {
     }
 }
 
+fn auth(op: crate::auth::AuthOp) -> Command {
+    Command::new(Op::Auth(Box::new(op)))
+}
+
+/// Auth changes: applied in their own state (no key, range or scan sees
+/// them), refused deterministically, carried by snapshots, kept across a
+/// reopen of an on-disk backend.
+pub fn auth_state_roundtrip(f: Factory<'_>, dir: &Path) {
+    use crate::auth::{AuthOp, Grant, GrantAccess};
+    let sm = f(&dir.join("a"));
+    let h = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    apply1(&*sm, cmd(1, 1, put("k", "v", None)));
+    let r = apply1(&*sm, cmd(2, 1, auth(AuthOp::RoleAdd { name: "r".into() })));
+    assert_eq!(r.result, ApplyResult::AuthChanged { revision: 2 });
+    assert!(r.events.is_empty(), "auth changes are not key events");
+    apply1(
+        &*sm,
+        cmd(
+            3,
+            1,
+            auth(AuthOp::RoleGrantPermission {
+                role: "r".into(),
+                grant: Grant {
+                    prefix: b"app/".to_vec(),
+                    access: GrantAccess::Read,
+                },
+            }),
+        ),
+    );
+    apply1(
+        &*sm,
+        cmd(
+            4,
+            1,
+            auth(AuthOp::UserAdd {
+                name: "alice".into(),
+                password_hash: Some(h.into()),
+            }),
+        ),
+    );
+    let r = apply1(
+        &*sm,
+        cmd(
+            5,
+            1,
+            auth(AuthOp::UserAdd {
+                name: "alice".into(),
+                password_hash: None,
+            }),
+        ),
+    );
+    assert!(
+        matches!(&r.result, ApplyResult::AuthRefused { reason } if reason.contains("already exists")),
+        "{:?}",
+        r.result
+    );
+    apply1(
+        &*sm,
+        cmd(
+            6,
+            1,
+            auth(AuthOp::TokenAdd {
+                digest: "a".repeat(64),
+                user: "alice".into(),
+                expires_at_ms: Some(10),
+                configured_user: false,
+            }),
+        ),
+    );
+    let state = sm.auth_state();
+    assert_eq!(state.revision, 6);
+    assert!(state.users.contains_key("alice"));
+    assert_eq!(state.tokens.len(), 1);
+    // Nothing of it among the keys.
+    assert_eq!(names(&dump(&*sm)), ["k"]);
+    assert_eq!(
+        crate::sm::range_page(
+            &*sm,
+            &RangeSpec {
+                range: range("", "\0"),
+                limit: 0,
+                keys_only: false,
+                count_only: false
+            },
+            0
+        )
+        .unwrap()
+        .count,
+        1
+    );
+    let store = SnapshotStore::open(&dir.join("snaps")).unwrap();
+    let info = store.create(&mut *sm.begin_snapshot().unwrap()).unwrap();
+    let other = f(&dir.join("b"));
+    apply1(
+        &*other,
+        cmd(
+            1,
+            1,
+            auth(AuthOp::RoleAdd {
+                name: "junk".into(),
+            }),
+        ),
+    );
+    other.install_snapshot(&info.path).unwrap();
+    assert_eq!(*other.auth_state(), *state, "installed with the snapshot");
+    drop(other);
+    let reopened = f(&dir.join("b"));
+    if reopened.applied_index() > 0 {
+        assert_eq!(*reopened.auth_state(), *state, "kept across a reopen");
+        apply1(
+            &*reopened,
+            cmd(
+                7,
+                1,
+                auth(AuthOp::UserDelete {
+                    name: "alice".into(),
+                }),
+            ),
+        );
+        drop(reopened);
+        let again = f(&dir.join("b"));
+        let s = again.auth_state();
+        assert!(s.users.is_empty() && s.tokens.is_empty(), "{s:?}");
+        assert_eq!(s.revision, 7);
+    }
+}
+
 /// `range_each`, `range_count` and the `range_page` helper: bounds, TTL
 /// hiding, visitor stop, limits, byte budget, next keys.
 pub fn range_reads(f: Factory<'_>, dir: &Path) {
@@ -1801,6 +1928,7 @@ pub fn run_all(f: Factory<'_>, dir: &Path) {
         ("txn_semantics", txn_semantics),
         ("lease_semantics", lease_semantics),
         ("lease_snapshot_roundtrip", lease_snapshot_roundtrip),
+        ("auth_state_roundtrip", auth_state_roundtrip),
         ("range_reads", range_reads),
         ("dedup_multi_key_results", dedup_multi_key_results),
         (

@@ -284,6 +284,8 @@ struct MemSnapshot {
     cursor: Option<Bytes>,
     keys_done: bool,
     clients: std::vec::IntoIter<(SessionKey, ClientSession)>,
+    /// The auth state, taken by the first `next_record`.
+    auth: Option<Vec<u8>>,
 }
 
 impl SnapshotSource for MemSnapshot {
@@ -291,6 +293,9 @@ impl SnapshotSource for MemSnapshot {
         &self.meta
     }
     fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError> {
+        if let Some(a) = self.auth.take() {
+            return Ok(Some(SnapshotRecord::Auth(a)));
+        }
         if let Some(l) = self.leases.next() {
             return Ok(Some(SnapshotRecord::Lease(l)));
         }
@@ -469,7 +474,15 @@ impl StateMachine for MemStateMachine {
             cursor: None,
             keys_done: false,
             clients: clients.into_iter(),
+            auth: (meta.auth.revision != 0).then(|| meta.auth.encode()),
         }))
+    }
+
+    fn auth_state(&self) -> Arc<crate::auth::AuthState> {
+        match self.apply.lock() {
+            Ok(m) => m.auth.clone(),
+            Err(p) => p.into_inner().auth.clone(),
+        }
     }
 
     /// Reads (and so verifies) the whole file before anything changes: a bad
@@ -488,6 +501,7 @@ impl StateMachine for MemStateMachine {
                     meta.dedup.insert(key, session);
                 }
                 SnapshotRecord::Lease(l) => kv.put_lease(l)?,
+                SnapshotRecord::Auth(a) => meta.auth = crate::auth::decode_record(&a)?,
             }
         }
         meta.applied_index = snap.last_index;

@@ -265,6 +265,7 @@ fn decode_txn_op_result(r: &mut Reader<'_>) -> Result<TxnOpResult, WireError> {
 ///    u64 count | 2 put: opt<u64> prev_revision | 3 delete_range: as tag 9)
 /// 11 LeaseGranted: u64 id, u64 ttl_ms | 12 LeaseRevoked: u64 id, u64 deleted
 /// 13 LeaseNotFound: u64 id | 14 LeaseExists: u64 id
+/// 15 AuthChanged: u64 revision | 16 AuthRefused: str reason
 /// kvs = u32 n, n × (bytes key, value record)
 /// ```
 pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
@@ -321,6 +322,12 @@ pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
         ApplyResult::LeaseExists { id } => {
             w.u8(14).u64(*id);
         }
+        ApplyResult::AuthChanged { revision } => {
+            w.u8(15).u64(*revision);
+        }
+        ApplyResult::AuthRefused { reason } => {
+            w.u8(16).str(reason);
+        }
     }
 }
 
@@ -375,6 +382,12 @@ pub fn decode_result(r: &mut Reader<'_>) -> Result<ApplyResult, WireError> {
         },
         14 => ApplyResult::LeaseExists {
             id: r.u64("lease id")?,
+        },
+        15 => ApplyResult::AuthChanged {
+            revision: r.u64("auth revision")?,
+        },
+        16 => ApplyResult::AuthRefused {
+            reason: r.string("reason")?,
         },
         x => return Err(r.err(format!("unknown result tag {x}"))),
     })

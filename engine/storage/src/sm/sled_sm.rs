@@ -62,6 +62,9 @@ pub(crate) const P_LEASE: u8 = b'l';
 const M_APPLIED: &[u8] = b"m/applied";
 const M_MEMBERSHIP: &[u8] = b"m/membership";
 const M_FORMAT: &[u8] = b"m/format";
+/// The replicated auth state ([`crate::auth::AuthState::encode`]); absent
+/// until the first auth change. Not under `P_KV`: no key read reaches it.
+const M_AUTH: &[u8] = b"m/auth";
 /// Layout written by this node. Layouts 1 and 2 differ only in the
 /// encoding of dedup sessions (1: no result indexes, 2: no operation
 /// fingerprints); layout 3 has no leases. All are upgraded in place on
@@ -372,6 +375,9 @@ fn load_meta(db: &sled::Db) -> Result<SmMeta, SmError> {
     if let Some(m) = db.get(M_MEMBERSHIP)? {
         meta.membership = membership_from_bytes(&m)
             .map_err(|e| SmError::Corrupt(format!("m/membership: {e}")))?;
+    }
+    if let Some(a) = db.get(M_AUTH)? {
+        meta.auth = crate::auth::decode_record(&a)?;
     }
     for item in db.scan_prefix([P_DEDUP]) {
         let (k, v) = item?;
@@ -909,6 +915,9 @@ impl StateMachine for SledStateMachine {
         if changes.membership {
             b.insert(M_MEMBERSHIP, membership_bytes(&meta.membership));
         }
+        if changes.auth {
+            b.insert(M_AUTH, meta.auth.encode());
+        }
         for ch in &changes.sessions {
             let key = match ch {
                 SessionChange::Upsert(k) | SessionChange::Remove(k) => k,
@@ -1012,14 +1021,17 @@ impl StateMachine for SledStateMachine {
             .collect();
         let leases = state.leases.records();
         drop(ctl);
-        Ok(Box::new(SledSnapshotSource::new(
-            snap_meta,
-            db,
-            self.snap.clone(),
-            id,
-            leases,
-            sessions,
-        )))
+        Ok(Box::new(
+            SledSnapshotSource::new(snap_meta, db, self.snap.clone(), id, leases, sessions)
+                .with_auth((meta.auth.revision != 0).then(|| meta.auth.encode())),
+        ))
+    }
+
+    fn auth_state(&self) -> Arc<crate::auth::AuthState> {
+        match self.state.lock() {
+            Ok(s) => s.meta.auth.clone(),
+            Err(p) => p.into_inner().meta.auth.clone(),
+        }
     }
 
     fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError> {
@@ -1111,6 +1123,10 @@ fn build_from_snapshot(
             SnapshotRecord::Client { key, session } => {
                 b.insert(dedup_key(&key), session_bytes(&session));
                 meta.dedup.insert(key, session);
+            }
+            SnapshotRecord::Auth(a) => {
+                meta.auth = crate::auth::decode_record(&a)?;
+                b.insert(M_AUTH, a);
             }
         }
         n += 1;

@@ -182,6 +182,14 @@ impl SledSnapshotSource {
         }
     }
 
+    /// Adds the auth state record (emitted before the keys).
+    pub fn with_auth(mut self, auth: Option<Vec<u8>>) -> Self {
+        if let Some(a) = auth {
+            self.pending.push_back(SnapshotRecord::Auth(a));
+        }
+        self
+    }
+
     fn live_step(&mut self) -> Result<(), SmError> {
         let Stage::Live(iter) = &mut self.stage else {
             return Ok(());

@@ -6,7 +6,8 @@
 //! record : u8 tag (1 = key-value, 4 = (user, client) dedup session; 2 and
 //!          3 = anonymous sessions without result indexes / without
 //!          operation fingerprints, still read; 5 = lease: u64 id,
-//!          u64 ttl_ms) | u32 len | body
+//!          u64 ttl_ms; 6 = the replicated auth state, at most one,
+//!          [`crate::auth::AuthState::encode`]) | u32 len | body
 //!
 //! Key-value bodies are `bytes key` + a value record
 //! ([`crate::sm::record::encode_value`], version 1 or 2). Lease records
@@ -47,6 +48,8 @@ const TAG_CLIENT_V2: u8 = 3;
 const TAG_CLIENT: u8 = 4;
 /// `u64 id, u64 ttl_ms`.
 const TAG_LEASE: u8 = 5;
+/// The auth state (opaque here; decoded by the installer).
+const TAG_AUTH: u8 = 6;
 const TAG_TRAILER: u8 = 0xFF;
 /// Upper bound on one record or the meta block (a corrupt length beyond it
 /// or beyond the file is reported, never allocated).
@@ -113,6 +116,10 @@ impl SnapshotWriter {
             SnapshotRecord::Kv(kv) => {
                 encode_kv(kv, &mut body);
                 TAG_KV
+            }
+            SnapshotRecord::Auth(a) => {
+                body.raw(a);
+                TAG_AUTH
             }
             SnapshotRecord::Client { key, session } => {
                 body.str(&key.user).u64(key.client_id);
@@ -327,13 +334,15 @@ impl SnapshotFileReader {
                 self.done = true;
                 Ok(None)
             }
-            TAG_KV | TAG_LEASE | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 => {
+            TAG_KV | TAG_LEASE | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 | TAG_AUTH => {
                 let mut l = [0u8; 4];
                 self.read_exact(&mut l, "record length")?;
                 let body_at = self.offset;
                 let body = self.read_body(u32::from_le_bytes(l) as u64, "record")?;
                 let mut rd = Reader::new(&body);
-                let rec = if tag[0] == TAG_KV {
+                let rec = if tag[0] == TAG_AUTH {
+                    Ok(SnapshotRecord::Auth(rd.rest().to_vec()))
+                } else if tag[0] == TAG_KV {
                     decode_kv(&mut rd).map(SnapshotRecord::Kv)
                 } else if tag[0] == TAG_LEASE {
                     decode_lease(&mut rd).map(SnapshotRecord::Lease)

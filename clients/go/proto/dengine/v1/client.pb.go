@@ -3573,8 +3573,12 @@ func (x *AddLearnerRequest) GetClientAddr() string {
 }
 
 type PromoteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Promote even if the learner has not caught up with the leader's log
+	// (by default a lagging learner is refused with FAILED_PRECONDITION
+	// naming how far behind it is).
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3614,6 +3618,13 @@ func (x *PromoteRequest) GetId() uint64 {
 		return x.Id
 	}
 	return 0
+}
+
+func (x *PromoteRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type RemoveMemberRequest struct {
@@ -4853,6 +4864,1226 @@ func (x *BackupChunk) GetLast() bool {
 	return false
 }
 
+// Runtime authentication management (docs/auth.md). Every call needs the
+// built-in admin role. Changes go through the Raft log to the leader
+// (NOT_LEADER otherwise) and are applied on every node; a change returns
+// once the leader applied it and every voter acknowledged it (see
+// `AuthChangeResponse.every_voter_acknowledged`). Configured users
+// (`[auth]` in the config file) always exist and cannot be changed here;
+// a runtime user or role may not take a configured name.
+type AuthUserAddRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..=255 bytes, no ':' or control characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Hashed with Argon2id by the node that receives the request; only the
+	// hash is replicated. Empty: the user logs in with tokens only.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserAddRequest) Reset() {
+	*x = AuthUserAddRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserAddRequest) ProtoMessage() {}
+
+func (x *AuthUserAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserAddRequest.ProtoReflect.Descriptor instead.
+func (*AuthUserAddRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *AuthUserAddRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthUserAddRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type AuthUserDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserDeleteRequest) Reset() {
+	*x = AuthUserDeleteRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserDeleteRequest) ProtoMessage() {}
+
+func (x *AuthUserDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserDeleteRequest.ProtoReflect.Descriptor instead.
+func (*AuthUserDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *AuthUserDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type AuthUserChangePasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Must not be empty.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserChangePasswordRequest) Reset() {
+	*x = AuthUserChangePasswordRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserChangePasswordRequest) ProtoMessage() {}
+
+func (x *AuthUserChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*AuthUserChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *AuthUserChangePasswordRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthUserChangePasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type AuthUserRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A runtime role, a configured role, or "admin".
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserRoleRequest) Reset() {
+	*x = AuthUserRoleRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserRoleRequest) ProtoMessage() {}
+
+func (x *AuthUserRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserRoleRequest.ProtoReflect.Descriptor instead.
+func (*AuthUserRoleRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *AuthUserRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthUserRoleRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type AuthUserGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserGetRequest) Reset() {
+	*x = AuthUserGetRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserGetRequest) ProtoMessage() {}
+
+func (x *AuthUserGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserGetRequest.ProtoReflect.Descriptor instead.
+func (*AuthUserGetRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *AuthUserGetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type AuthUserListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserListRequest) Reset() {
+	*x = AuthUserListRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserListRequest) ProtoMessage() {}
+
+func (x *AuthUserListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserListRequest.ProtoReflect.Descriptor instead.
+func (*AuthUserListRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{74}
+}
+
+type AuthRoleAddRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleAddRequest) Reset() {
+	*x = AuthRoleAddRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleAddRequest) ProtoMessage() {}
+
+func (x *AuthRoleAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleAddRequest.ProtoReflect.Descriptor instead.
+func (*AuthRoleAddRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *AuthRoleAddRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type AuthRoleDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleDeleteRequest) Reset() {
+	*x = AuthRoleDeleteRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleDeleteRequest) ProtoMessage() {}
+
+func (x *AuthRoleDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleDeleteRequest.ProtoReflect.Descriptor instead.
+func (*AuthRoleDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *AuthRoleDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type AuthRoleGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleGetRequest) Reset() {
+	*x = AuthRoleGetRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleGetRequest) ProtoMessage() {}
+
+func (x *AuthRoleGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleGetRequest.ProtoReflect.Descriptor instead.
+func (*AuthRoleGetRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *AuthRoleGetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type AuthRoleListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleListRequest) Reset() {
+	*x = AuthRoleListRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleListRequest) ProtoMessage() {}
+
+func (x *AuthRoleListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleListRequest.ProtoReflect.Descriptor instead.
+func (*AuthRoleListRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{78}
+}
+
+type AuthPermission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every key starting with `prefix` (empty: every key).
+	Prefix []byte `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// "read" or "readwrite".
+	Access        string `protobuf:"bytes,2,opt,name=access,proto3" json:"access,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthPermission) Reset() {
+	*x = AuthPermission{}
+	mi := &file_dengine_v1_client_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthPermission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthPermission) ProtoMessage() {}
+
+func (x *AuthPermission) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthPermission.ProtoReflect.Descriptor instead.
+func (*AuthPermission) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *AuthPermission) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *AuthPermission) GetAccess() string {
+	if x != nil {
+		return x.Access
+	}
+	return ""
+}
+
+type AuthRoleGrantPermissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Permission    *AuthPermission        `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleGrantPermissionRequest) Reset() {
+	*x = AuthRoleGrantPermissionRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleGrantPermissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleGrantPermissionRequest) ProtoMessage() {}
+
+func (x *AuthRoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleGrantPermissionRequest.ProtoReflect.Descriptor instead.
+func (*AuthRoleGrantPermissionRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *AuthRoleGrantPermissionRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuthRoleGrantPermissionRequest) GetPermission() *AuthPermission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
+}
+
+type AuthRoleRevokePermissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Prefix        []byte                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleRevokePermissionRequest) Reset() {
+	*x = AuthRoleRevokePermissionRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleRevokePermissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleRevokePermissionRequest) ProtoMessage() {}
+
+func (x *AuthRoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleRevokePermissionRequest.ProtoReflect.Descriptor instead.
+func (*AuthRoleRevokePermissionRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *AuthRoleRevokePermissionRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuthRoleRevokePermissionRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+type AuthTokenCreateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A runtime or configured user.
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Lifetime in seconds; 0 = never expires.
+	TtlSeconds    uint64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthTokenCreateRequest) Reset() {
+	*x = AuthTokenCreateRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthTokenCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthTokenCreateRequest) ProtoMessage() {}
+
+func (x *AuthTokenCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthTokenCreateRequest.ProtoReflect.Descriptor instead.
+func (*AuthTokenCreateRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *AuthTokenCreateRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AuthTokenCreateRequest) GetTtlSeconds() uint64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type AuthTokenCreateResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The token (shown once; the cluster stores only its sha256).
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// Unix ms after which it is refused; 0 = never.
+	ExpiresAtMs            uint64 `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	EveryVoterAcknowledged bool   `protobuf:"varint,4,opt,name=every_voter_acknowledged,json=everyVoterAcknowledged,proto3" json:"every_voter_acknowledged,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *AuthTokenCreateResponse) Reset() {
+	*x = AuthTokenCreateResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthTokenCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthTokenCreateResponse) ProtoMessage() {}
+
+func (x *AuthTokenCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthTokenCreateResponse.ProtoReflect.Descriptor instead.
+func (*AuthTokenCreateResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *AuthTokenCreateResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthTokenCreateResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AuthTokenCreateResponse) GetExpiresAtMs() uint64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *AuthTokenCreateResponse) GetEveryVoterAcknowledged() bool {
+	if x != nil {
+		return x.EveryVoterAcknowledged
+	}
+	return false
+}
+
+type AuthTokenRevokeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token itself, or `token_sha256` (64 hex digits); exactly one.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	TokenSha256   string `protobuf:"bytes,2,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthTokenRevokeRequest) Reset() {
+	*x = AuthTokenRevokeRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthTokenRevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthTokenRevokeRequest) ProtoMessage() {}
+
+func (x *AuthTokenRevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthTokenRevokeRequest.ProtoReflect.Descriptor instead.
+func (*AuthTokenRevokeRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *AuthTokenRevokeRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AuthTokenRevokeRequest) GetTokenSha256() string {
+	if x != nil {
+		return x.TokenSha256
+	}
+	return ""
+}
+
+type AuthChangeResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The auth revision (log index) of the change.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Every voter had the change in its log before the reply (followers
+	// apply it with the next heartbeat); false after the wait timed out.
+	EveryVoterAcknowledged bool `protobuf:"varint,3,opt,name=every_voter_acknowledged,json=everyVoterAcknowledged,proto3" json:"every_voter_acknowledged,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *AuthChangeResponse) Reset() {
+	*x = AuthChangeResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChangeResponse) ProtoMessage() {}
+
+func (x *AuthChangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChangeResponse.ProtoReflect.Descriptor instead.
+func (*AuthChangeResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *AuthChangeResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthChangeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AuthChangeResponse) GetEveryVoterAcknowledged() bool {
+	if x != nil {
+		return x.EveryVoterAcknowledged
+	}
+	return false
+}
+
+type AuthUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Roles []string               `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// "config" (static) or "runtime".
+	Source      string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	HasPassword bool   `protobuf:"varint,4,opt,name=has_password,json=hasPassword,proto3" json:"has_password,omitempty"`
+	// Runtime tokens issued to the user (not the tokens themselves).
+	Tokens        uint32 `protobuf:"varint,5,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUser) Reset() {
+	*x = AuthUser{}
+	mi := &file_dengine_v1_client_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUser) ProtoMessage() {}
+
+func (x *AuthUser) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUser.ProtoReflect.Descriptor instead.
+func (*AuthUser) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *AuthUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthUser) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AuthUser) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *AuthUser) GetHasPassword() bool {
+	if x != nil {
+		return x.HasPassword
+	}
+	return false
+}
+
+func (x *AuthUser) GetTokens() uint32 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+type AuthUserGetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	User          *AuthUser              `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserGetResponse) Reset() {
+	*x = AuthUserGetResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserGetResponse) ProtoMessage() {}
+
+func (x *AuthUserGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserGetResponse.ProtoReflect.Descriptor instead.
+func (*AuthUserGetResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *AuthUserGetResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthUserGetResponse) GetUser() *AuthUser {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type AuthUserListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Users         []*AuthUser            `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUserListResponse) Reset() {
+	*x = AuthUserListResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUserListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUserListResponse) ProtoMessage() {}
+
+func (x *AuthUserListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUserListResponse.ProtoReflect.Descriptor instead.
+func (*AuthUserListResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *AuthUserListResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthUserListResponse) GetUsers() []*AuthUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *AuthUserListResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type AuthRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Permissions   []*AuthPermission      `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	Source        string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRole) Reset() {
+	*x = AuthRole{}
+	mi := &file_dengine_v1_client_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRole) ProtoMessage() {}
+
+func (x *AuthRole) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRole.ProtoReflect.Descriptor instead.
+func (*AuthRole) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *AuthRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthRole) GetPermissions() []*AuthPermission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *AuthRole) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type AuthRoleGetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Role          *AuthRole              `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleGetResponse) Reset() {
+	*x = AuthRoleGetResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleGetResponse) ProtoMessage() {}
+
+func (x *AuthRoleGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleGetResponse.ProtoReflect.Descriptor instead.
+func (*AuthRoleGetResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *AuthRoleGetResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthRoleGetResponse) GetRole() *AuthRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+type AuthRoleListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Roles         []*AuthRole            `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRoleListResponse) Reset() {
+	*x = AuthRoleListResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRoleListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRoleListResponse) ProtoMessage() {}
+
+func (x *AuthRoleListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRoleListResponse.ProtoReflect.Descriptor instead.
+func (*AuthRoleListResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *AuthRoleListResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AuthRoleListResponse) GetRoles() []*AuthRole {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AuthRoleListResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_dengine_v1_client_proto protoreflect.FileDescriptor
 
 const file_dengine_v1_client_proto_rawDesc = "" +
@@ -5084,9 +6315,10 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
 	"\vclient_addr\x18\x03 \x01(\tR\n" +
-	"clientAddr\" \n" +
+	"clientAddr\"6\n" +
 	"\x0ePromoteRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"%\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\"'\n" +
 	"\x15TransferLeaderRequest\x12\x0e\n" +
@@ -5163,7 +6395,79 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\vtotal_bytes\x18\x05 \x01(\x04R\n" +
 	"totalBytes\x12\x16\n" +
 	"\x06sha256\x18\x06 \x01(\fR\x06sha256\x12\x12\n" +
-	"\x04last\x18\a \x01(\bR\x04last*\xaf\x02\n" +
+	"\x04last\x18\a \x01(\bR\x04last\"D\n" +
+	"\x12AuthUserAddRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"+\n" +
+	"\x15AuthUserDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"O\n" +
+	"\x1dAuthUserChangePasswordRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"=\n" +
+	"\x13AuthUserRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"(\n" +
+	"\x12AuthUserGetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13AuthUserListRequest\"(\n" +
+	"\x12AuthRoleAddRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"+\n" +
+	"\x15AuthRoleDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"(\n" +
+	"\x12AuthRoleGetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13AuthRoleListRequest\"@\n" +
+	"\x0eAuthPermission\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x16\n" +
+	"\x06access\x18\x02 \x01(\tR\x06access\"p\n" +
+	"\x1eAuthRoleGrantPermissionRequest\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12:\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\v2\x1a.dengine.v1.AuthPermissionR\n" +
+	"permission\"M\n" +
+	"\x1fAuthRoleRevokePermissionRequest\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\fR\x06prefix\"M\n" +
+	"\x16AuthTokenCreateRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x04R\n" +
+	"ttlSeconds\"\xc1\x01\n" +
+	"\x17AuthTokenCreateResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x04R\vexpiresAtMs\x128\n" +
+	"\x18every_voter_acknowledged\x18\x04 \x01(\bR\x16everyVoterAcknowledged\"Q\n" +
+	"\x16AuthTokenRevokeRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12!\n" +
+	"\ftoken_sha256\x18\x02 \x01(\tR\vtokenSha256\"\x9e\x01\n" +
+	"\x12AuthChangeResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x128\n" +
+	"\x18every_voter_acknowledged\x18\x03 \x01(\bR\x16everyVoterAcknowledged\"\x87\x01\n" +
+	"\bAuthUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12!\n" +
+	"\fhas_password\x18\x04 \x01(\bR\vhasPassword\x12\x16\n" +
+	"\x06tokens\x18\x05 \x01(\rR\x06tokens\"s\n" +
+	"\x13AuthUserGetResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12(\n" +
+	"\x04user\x18\x02 \x01(\v2\x14.dengine.v1.AuthUserR\x04user\"\x92\x01\n" +
+	"\x14AuthUserListResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12*\n" +
+	"\x05users\x18\x02 \x03(\v2\x14.dengine.v1.AuthUserR\x05users\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"t\n" +
+	"\bAuthRole\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x1a.dengine.v1.AuthPermissionR\vpermissions\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\"s\n" +
+	"\x13AuthRoleGetResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12(\n" +
+	"\x04role\x18\x02 \x01(\v2\x14.dengine.v1.AuthRoleR\x04role\"\x92\x01\n" +
+	"\x14AuthRoleListResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12*\n" +
+	"\x05roles\x18\x02 \x03(\v2\x14.dengine.v1.AuthRoleR\x05roles\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision*\xaf\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -5248,7 +6552,25 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\aObserve\x12!.dengine.v1.ElectionLeaderRequest\x1a\".dengine.v1.ElectionLeaderResponse0\x01\x12?\n" +
 	"\x06Resign\x12\x19.dengine.v1.ResignRequest\x1a\x1a.dengine.v1.ResignResponse2O\n" +
 	"\vMaintenance\x12@\n" +
-	"\bSnapshot\x12\x19.dengine.v1.BackupRequest\x1a\x17.dengine.v1.BackupChunk0\x01BCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
+	"\bSnapshot\x12\x19.dengine.v1.BackupRequest\x1a\x17.dengine.v1.BackupChunk0\x012\xed\t\n" +
+	"\x04Auth\x12I\n" +
+	"\aUserAdd\x12\x1e.dengine.v1.AuthUserAddRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12O\n" +
+	"\n" +
+	"UserDelete\x12!.dengine.v1.AuthUserDeleteRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12_\n" +
+	"\x12UserChangePassword\x12).dengine.v1.AuthUserChangePasswordRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12P\n" +
+	"\rUserGrantRole\x12\x1f.dengine.v1.AuthUserRoleRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12Q\n" +
+	"\x0eUserRevokeRole\x12\x1f.dengine.v1.AuthUserRoleRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12J\n" +
+	"\aUserGet\x12\x1e.dengine.v1.AuthUserGetRequest\x1a\x1f.dengine.v1.AuthUserGetResponse\x12M\n" +
+	"\bUserList\x12\x1f.dengine.v1.AuthUserListRequest\x1a .dengine.v1.AuthUserListResponse\x12I\n" +
+	"\aRoleAdd\x12\x1e.dengine.v1.AuthRoleAddRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12O\n" +
+	"\n" +
+	"RoleDelete\x12!.dengine.v1.AuthRoleDeleteRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12a\n" +
+	"\x13RoleGrantPermission\x12*.dengine.v1.AuthRoleGrantPermissionRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12c\n" +
+	"\x14RoleRevokePermission\x12+.dengine.v1.AuthRoleRevokePermissionRequest\x1a\x1e.dengine.v1.AuthChangeResponse\x12J\n" +
+	"\aRoleGet\x12\x1e.dengine.v1.AuthRoleGetRequest\x1a\x1f.dengine.v1.AuthRoleGetResponse\x12M\n" +
+	"\bRoleList\x12\x1f.dengine.v1.AuthRoleListRequest\x1a .dengine.v1.AuthRoleListResponse\x12V\n" +
+	"\vTokenCreate\x12\".dengine.v1.AuthTokenCreateRequest\x1a#.dengine.v1.AuthTokenCreateResponse\x12Q\n" +
+	"\vTokenRevoke\x12\".dengine.v1.AuthTokenRevokeRequest\x1a\x1e.dengine.v1.AuthChangeResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
 
 var (
 	file_dengine_v1_client_proto_rawDescOnce sync.Once
@@ -5263,83 +6585,106 @@ func file_dengine_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_dengine_v1_client_proto_goTypes = []any{
-	(ErrorCode)(0),                  // 0: dengine.v1.ErrorCode
-	(Consistency)(0),                // 1: dengine.v1.Consistency
-	(WatchFilter)(0),                // 2: dengine.v1.WatchFilter
-	(EventType)(0),                  // 3: dengine.v1.EventType
-	(MemberRole)(0),                 // 4: dengine.v1.MemberRole
-	(Compare_Op)(0),                 // 5: dengine.v1.Compare.Op
-	(*ResponseHeader)(nil),          // 6: dengine.v1.ResponseHeader
-	(*KeyValue)(nil),                // 7: dengine.v1.KeyValue
-	(*WriteId)(nil),                 // 8: dengine.v1.WriteId
-	(*PutRequest)(nil),              // 9: dengine.v1.PutRequest
-	(*PutResponse)(nil),             // 10: dengine.v1.PutResponse
-	(*GetRequest)(nil),              // 11: dengine.v1.GetRequest
-	(*GetResponse)(nil),             // 12: dengine.v1.GetResponse
-	(*GetMultiRequest)(nil),         // 13: dengine.v1.GetMultiRequest
-	(*GetMultiResponse)(nil),        // 14: dengine.v1.GetMultiResponse
-	(*DeleteRequest)(nil),           // 15: dengine.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 16: dengine.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 17: dengine.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 18: dengine.v1.CompareAndSwapResponse
-	(*RangeRequest)(nil),            // 19: dengine.v1.RangeRequest
-	(*RangeResponse)(nil),           // 20: dengine.v1.RangeResponse
-	(*DeleteRangeRequest)(nil),      // 21: dengine.v1.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),     // 22: dengine.v1.DeleteRangeResponse
-	(*Compare)(nil),                 // 23: dengine.v1.Compare
-	(*TxnOp)(nil),                   // 24: dengine.v1.TxnOp
-	(*TxnOpResult)(nil),             // 25: dengine.v1.TxnOpResult
-	(*TxnRequest)(nil),              // 26: dengine.v1.TxnRequest
-	(*TxnResponse)(nil),             // 27: dengine.v1.TxnResponse
-	(*ScanPrefixRequest)(nil),       // 28: dengine.v1.ScanPrefixRequest
-	(*ScanPrefixResponse)(nil),      // 29: dengine.v1.ScanPrefixResponse
-	(*WatchRequest)(nil),            // 30: dengine.v1.WatchRequest
-	(*WatchEvent)(nil),              // 31: dengine.v1.WatchEvent
-	(*WatchResponse)(nil),           // 32: dengine.v1.WatchResponse
-	(*Member)(nil),                  // 33: dengine.v1.Member
-	(*MembersRequest)(nil),          // 34: dengine.v1.MembersRequest
-	(*MembersResponse)(nil),         // 35: dengine.v1.MembersResponse
-	(*LeaderRequest)(nil),           // 36: dengine.v1.LeaderRequest
-	(*LeaderResponse)(nil),          // 37: dengine.v1.LeaderResponse
-	(*WatchClusterRequest)(nil),     // 38: dengine.v1.WatchClusterRequest
-	(*ClusterEvent)(nil),            // 39: dengine.v1.ClusterEvent
-	(*LeaseGrantRequest)(nil),       // 40: dengine.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 41: dengine.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 42: dengine.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 43: dengine.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 44: dengine.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 45: dengine.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 46: dengine.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 47: dengine.v1.LeaseTimeToLiveResponse
-	(*LeaseListRequest)(nil),        // 48: dengine.v1.LeaseListRequest
-	(*LeaseStatus)(nil),             // 49: dengine.v1.LeaseStatus
-	(*LeaseListResponse)(nil),       // 50: dengine.v1.LeaseListResponse
-	(*AddLearnerRequest)(nil),       // 51: dengine.v1.AddLearnerRequest
-	(*PromoteRequest)(nil),          // 52: dengine.v1.PromoteRequest
-	(*RemoveMemberRequest)(nil),     // 53: dengine.v1.RemoveMemberRequest
-	(*TransferLeaderRequest)(nil),   // 54: dengine.v1.TransferLeaderRequest
-	(*TriggerSnapshotRequest)(nil),  // 55: dengine.v1.TriggerSnapshotRequest
-	(*TriggerSnapshotResponse)(nil), // 56: dengine.v1.TriggerSnapshotResponse
-	(*ChangeResponse)(nil),          // 57: dengine.v1.ChangeResponse
-	(*NodeStatusRequest)(nil),       // 58: dengine.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),      // 59: dengine.v1.NodeStatusResponse
-	(*LockRequest)(nil),             // 60: dengine.v1.LockRequest
-	(*LockResponse)(nil),            // 61: dengine.v1.LockResponse
-	(*UnlockRequest)(nil),           // 62: dengine.v1.UnlockRequest
-	(*UnlockResponse)(nil),          // 63: dengine.v1.UnlockResponse
-	(*LeaderKey)(nil),               // 64: dengine.v1.LeaderKey
-	(*CampaignRequest)(nil),         // 65: dengine.v1.CampaignRequest
-	(*CampaignResponse)(nil),        // 66: dengine.v1.CampaignResponse
-	(*ProclaimRequest)(nil),         // 67: dengine.v1.ProclaimRequest
-	(*ProclaimResponse)(nil),        // 68: dengine.v1.ProclaimResponse
-	(*ElectionLeaderRequest)(nil),   // 69: dengine.v1.ElectionLeaderRequest
-	(*ElectionLeaderResponse)(nil),  // 70: dengine.v1.ElectionLeaderResponse
-	(*ResignRequest)(nil),           // 71: dengine.v1.ResignRequest
-	(*ResignResponse)(nil),          // 72: dengine.v1.ResignResponse
-	(*BackupRequest)(nil),           // 73: dengine.v1.BackupRequest
-	(*BackupChunk)(nil),             // 74: dengine.v1.BackupChunk
+	(ErrorCode)(0),                          // 0: dengine.v1.ErrorCode
+	(Consistency)(0),                        // 1: dengine.v1.Consistency
+	(WatchFilter)(0),                        // 2: dengine.v1.WatchFilter
+	(EventType)(0),                          // 3: dengine.v1.EventType
+	(MemberRole)(0),                         // 4: dengine.v1.MemberRole
+	(Compare_Op)(0),                         // 5: dengine.v1.Compare.Op
+	(*ResponseHeader)(nil),                  // 6: dengine.v1.ResponseHeader
+	(*KeyValue)(nil),                        // 7: dengine.v1.KeyValue
+	(*WriteId)(nil),                         // 8: dengine.v1.WriteId
+	(*PutRequest)(nil),                      // 9: dengine.v1.PutRequest
+	(*PutResponse)(nil),                     // 10: dengine.v1.PutResponse
+	(*GetRequest)(nil),                      // 11: dengine.v1.GetRequest
+	(*GetResponse)(nil),                     // 12: dengine.v1.GetResponse
+	(*GetMultiRequest)(nil),                 // 13: dengine.v1.GetMultiRequest
+	(*GetMultiResponse)(nil),                // 14: dengine.v1.GetMultiResponse
+	(*DeleteRequest)(nil),                   // 15: dengine.v1.DeleteRequest
+	(*DeleteResponse)(nil),                  // 16: dengine.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),           // 17: dengine.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),          // 18: dengine.v1.CompareAndSwapResponse
+	(*RangeRequest)(nil),                    // 19: dengine.v1.RangeRequest
+	(*RangeResponse)(nil),                   // 20: dengine.v1.RangeResponse
+	(*DeleteRangeRequest)(nil),              // 21: dengine.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),             // 22: dengine.v1.DeleteRangeResponse
+	(*Compare)(nil),                         // 23: dengine.v1.Compare
+	(*TxnOp)(nil),                           // 24: dengine.v1.TxnOp
+	(*TxnOpResult)(nil),                     // 25: dengine.v1.TxnOpResult
+	(*TxnRequest)(nil),                      // 26: dengine.v1.TxnRequest
+	(*TxnResponse)(nil),                     // 27: dengine.v1.TxnResponse
+	(*ScanPrefixRequest)(nil),               // 28: dengine.v1.ScanPrefixRequest
+	(*ScanPrefixResponse)(nil),              // 29: dengine.v1.ScanPrefixResponse
+	(*WatchRequest)(nil),                    // 30: dengine.v1.WatchRequest
+	(*WatchEvent)(nil),                      // 31: dengine.v1.WatchEvent
+	(*WatchResponse)(nil),                   // 32: dengine.v1.WatchResponse
+	(*Member)(nil),                          // 33: dengine.v1.Member
+	(*MembersRequest)(nil),                  // 34: dengine.v1.MembersRequest
+	(*MembersResponse)(nil),                 // 35: dengine.v1.MembersResponse
+	(*LeaderRequest)(nil),                   // 36: dengine.v1.LeaderRequest
+	(*LeaderResponse)(nil),                  // 37: dengine.v1.LeaderResponse
+	(*WatchClusterRequest)(nil),             // 38: dengine.v1.WatchClusterRequest
+	(*ClusterEvent)(nil),                    // 39: dengine.v1.ClusterEvent
+	(*LeaseGrantRequest)(nil),               // 40: dengine.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),              // 41: dengine.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),              // 42: dengine.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),             // 43: dengine.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),           // 44: dengine.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),          // 45: dengine.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),          // 46: dengine.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil),         // 47: dengine.v1.LeaseTimeToLiveResponse
+	(*LeaseListRequest)(nil),                // 48: dengine.v1.LeaseListRequest
+	(*LeaseStatus)(nil),                     // 49: dengine.v1.LeaseStatus
+	(*LeaseListResponse)(nil),               // 50: dengine.v1.LeaseListResponse
+	(*AddLearnerRequest)(nil),               // 51: dengine.v1.AddLearnerRequest
+	(*PromoteRequest)(nil),                  // 52: dengine.v1.PromoteRequest
+	(*RemoveMemberRequest)(nil),             // 53: dengine.v1.RemoveMemberRequest
+	(*TransferLeaderRequest)(nil),           // 54: dengine.v1.TransferLeaderRequest
+	(*TriggerSnapshotRequest)(nil),          // 55: dengine.v1.TriggerSnapshotRequest
+	(*TriggerSnapshotResponse)(nil),         // 56: dengine.v1.TriggerSnapshotResponse
+	(*ChangeResponse)(nil),                  // 57: dengine.v1.ChangeResponse
+	(*NodeStatusRequest)(nil),               // 58: dengine.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),              // 59: dengine.v1.NodeStatusResponse
+	(*LockRequest)(nil),                     // 60: dengine.v1.LockRequest
+	(*LockResponse)(nil),                    // 61: dengine.v1.LockResponse
+	(*UnlockRequest)(nil),                   // 62: dengine.v1.UnlockRequest
+	(*UnlockResponse)(nil),                  // 63: dengine.v1.UnlockResponse
+	(*LeaderKey)(nil),                       // 64: dengine.v1.LeaderKey
+	(*CampaignRequest)(nil),                 // 65: dengine.v1.CampaignRequest
+	(*CampaignResponse)(nil),                // 66: dengine.v1.CampaignResponse
+	(*ProclaimRequest)(nil),                 // 67: dengine.v1.ProclaimRequest
+	(*ProclaimResponse)(nil),                // 68: dengine.v1.ProclaimResponse
+	(*ElectionLeaderRequest)(nil),           // 69: dengine.v1.ElectionLeaderRequest
+	(*ElectionLeaderResponse)(nil),          // 70: dengine.v1.ElectionLeaderResponse
+	(*ResignRequest)(nil),                   // 71: dengine.v1.ResignRequest
+	(*ResignResponse)(nil),                  // 72: dengine.v1.ResignResponse
+	(*BackupRequest)(nil),                   // 73: dengine.v1.BackupRequest
+	(*BackupChunk)(nil),                     // 74: dengine.v1.BackupChunk
+	(*AuthUserAddRequest)(nil),              // 75: dengine.v1.AuthUserAddRequest
+	(*AuthUserDeleteRequest)(nil),           // 76: dengine.v1.AuthUserDeleteRequest
+	(*AuthUserChangePasswordRequest)(nil),   // 77: dengine.v1.AuthUserChangePasswordRequest
+	(*AuthUserRoleRequest)(nil),             // 78: dengine.v1.AuthUserRoleRequest
+	(*AuthUserGetRequest)(nil),              // 79: dengine.v1.AuthUserGetRequest
+	(*AuthUserListRequest)(nil),             // 80: dengine.v1.AuthUserListRequest
+	(*AuthRoleAddRequest)(nil),              // 81: dengine.v1.AuthRoleAddRequest
+	(*AuthRoleDeleteRequest)(nil),           // 82: dengine.v1.AuthRoleDeleteRequest
+	(*AuthRoleGetRequest)(nil),              // 83: dengine.v1.AuthRoleGetRequest
+	(*AuthRoleListRequest)(nil),             // 84: dengine.v1.AuthRoleListRequest
+	(*AuthPermission)(nil),                  // 85: dengine.v1.AuthPermission
+	(*AuthRoleGrantPermissionRequest)(nil),  // 86: dengine.v1.AuthRoleGrantPermissionRequest
+	(*AuthRoleRevokePermissionRequest)(nil), // 87: dengine.v1.AuthRoleRevokePermissionRequest
+	(*AuthTokenCreateRequest)(nil),          // 88: dengine.v1.AuthTokenCreateRequest
+	(*AuthTokenCreateResponse)(nil),         // 89: dengine.v1.AuthTokenCreateResponse
+	(*AuthTokenRevokeRequest)(nil),          // 90: dengine.v1.AuthTokenRevokeRequest
+	(*AuthChangeResponse)(nil),              // 91: dengine.v1.AuthChangeResponse
+	(*AuthUser)(nil),                        // 92: dengine.v1.AuthUser
+	(*AuthUserGetResponse)(nil),             // 93: dengine.v1.AuthUserGetResponse
+	(*AuthUserListResponse)(nil),            // 94: dengine.v1.AuthUserListResponse
+	(*AuthRole)(nil),                        // 95: dengine.v1.AuthRole
+	(*AuthRoleGetResponse)(nil),             // 96: dengine.v1.AuthRoleGetResponse
+	(*AuthRoleListResponse)(nil),            // 97: dengine.v1.AuthRoleListResponse
 }
 var file_dengine_v1_client_proto_depIdxs = []int32{
 	8,   // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
@@ -5414,77 +6759,119 @@ var file_dengine_v1_client_proto_depIdxs = []int32{
 	64,  // 69: dengine.v1.ResignRequest.leader:type_name -> dengine.v1.LeaderKey
 	6,   // 70: dengine.v1.ResignResponse.header:type_name -> dengine.v1.ResponseHeader
 	6,   // 71: dengine.v1.BackupChunk.header:type_name -> dengine.v1.ResponseHeader
-	9,   // 72: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
-	11,  // 73: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
-	13,  // 74: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
-	15,  // 75: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
-	17,  // 76: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
-	28,  // 77: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
-	30,  // 78: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
-	19,  // 79: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
-	21,  // 80: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
-	26,  // 81: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
-	40,  // 82: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
-	42,  // 83: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
-	44,  // 84: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
-	44,  // 85: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
-	46,  // 86: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
-	48,  // 87: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
-	34,  // 88: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
-	36,  // 89: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
-	38,  // 90: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
-	51,  // 91: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
-	52,  // 92: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
-	53,  // 93: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
-	54,  // 94: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
-	55,  // 95: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
-	58,  // 96: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
-	60,  // 97: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
-	62,  // 98: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
-	65,  // 99: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
-	67,  // 100: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
-	69,  // 101: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
-	69,  // 102: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
-	71,  // 103: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
-	73,  // 104: dengine.v1.Maintenance.Snapshot:input_type -> dengine.v1.BackupRequest
-	10,  // 105: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
-	12,  // 106: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
-	14,  // 107: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
-	16,  // 108: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
-	18,  // 109: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
-	29,  // 110: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
-	32,  // 111: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
-	20,  // 112: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
-	22,  // 113: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
-	27,  // 114: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
-	41,  // 115: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
-	43,  // 116: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
-	45,  // 117: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
-	45,  // 118: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
-	47,  // 119: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
-	50,  // 120: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
-	35,  // 121: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
-	37,  // 122: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
-	39,  // 123: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
-	57,  // 124: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
-	57,  // 125: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
-	57,  // 126: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
-	57,  // 127: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
-	56,  // 128: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
-	59,  // 129: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
-	61,  // 130: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
-	63,  // 131: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
-	66,  // 132: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
-	68,  // 133: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
-	70,  // 134: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
-	70,  // 135: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
-	72,  // 136: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
-	74,  // 137: dengine.v1.Maintenance.Snapshot:output_type -> dengine.v1.BackupChunk
-	105, // [105:138] is the sub-list for method output_type
-	72,  // [72:105] is the sub-list for method input_type
-	72,  // [72:72] is the sub-list for extension type_name
-	72,  // [72:72] is the sub-list for extension extendee
-	0,   // [0:72] is the sub-list for field type_name
+	85,  // 72: dengine.v1.AuthRoleGrantPermissionRequest.permission:type_name -> dengine.v1.AuthPermission
+	6,   // 73: dengine.v1.AuthTokenCreateResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 74: dengine.v1.AuthChangeResponse.header:type_name -> dengine.v1.ResponseHeader
+	6,   // 75: dengine.v1.AuthUserGetResponse.header:type_name -> dengine.v1.ResponseHeader
+	92,  // 76: dengine.v1.AuthUserGetResponse.user:type_name -> dengine.v1.AuthUser
+	6,   // 77: dengine.v1.AuthUserListResponse.header:type_name -> dengine.v1.ResponseHeader
+	92,  // 78: dengine.v1.AuthUserListResponse.users:type_name -> dengine.v1.AuthUser
+	85,  // 79: dengine.v1.AuthRole.permissions:type_name -> dengine.v1.AuthPermission
+	6,   // 80: dengine.v1.AuthRoleGetResponse.header:type_name -> dengine.v1.ResponseHeader
+	95,  // 81: dengine.v1.AuthRoleGetResponse.role:type_name -> dengine.v1.AuthRole
+	6,   // 82: dengine.v1.AuthRoleListResponse.header:type_name -> dengine.v1.ResponseHeader
+	95,  // 83: dengine.v1.AuthRoleListResponse.roles:type_name -> dengine.v1.AuthRole
+	9,   // 84: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
+	11,  // 85: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
+	13,  // 86: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
+	15,  // 87: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
+	17,  // 88: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
+	28,  // 89: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
+	30,  // 90: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
+	19,  // 91: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
+	21,  // 92: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
+	26,  // 93: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
+	40,  // 94: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
+	42,  // 95: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
+	44,  // 96: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
+	44,  // 97: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
+	46,  // 98: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
+	48,  // 99: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
+	34,  // 100: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
+	36,  // 101: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
+	38,  // 102: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
+	51,  // 103: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
+	52,  // 104: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
+	53,  // 105: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
+	54,  // 106: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
+	55,  // 107: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
+	58,  // 108: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
+	60,  // 109: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
+	62,  // 110: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
+	65,  // 111: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
+	67,  // 112: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
+	69,  // 113: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
+	69,  // 114: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
+	71,  // 115: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
+	73,  // 116: dengine.v1.Maintenance.Snapshot:input_type -> dengine.v1.BackupRequest
+	75,  // 117: dengine.v1.Auth.UserAdd:input_type -> dengine.v1.AuthUserAddRequest
+	76,  // 118: dengine.v1.Auth.UserDelete:input_type -> dengine.v1.AuthUserDeleteRequest
+	77,  // 119: dengine.v1.Auth.UserChangePassword:input_type -> dengine.v1.AuthUserChangePasswordRequest
+	78,  // 120: dengine.v1.Auth.UserGrantRole:input_type -> dengine.v1.AuthUserRoleRequest
+	78,  // 121: dengine.v1.Auth.UserRevokeRole:input_type -> dengine.v1.AuthUserRoleRequest
+	79,  // 122: dengine.v1.Auth.UserGet:input_type -> dengine.v1.AuthUserGetRequest
+	80,  // 123: dengine.v1.Auth.UserList:input_type -> dengine.v1.AuthUserListRequest
+	81,  // 124: dengine.v1.Auth.RoleAdd:input_type -> dengine.v1.AuthRoleAddRequest
+	82,  // 125: dengine.v1.Auth.RoleDelete:input_type -> dengine.v1.AuthRoleDeleteRequest
+	86,  // 126: dengine.v1.Auth.RoleGrantPermission:input_type -> dengine.v1.AuthRoleGrantPermissionRequest
+	87,  // 127: dengine.v1.Auth.RoleRevokePermission:input_type -> dengine.v1.AuthRoleRevokePermissionRequest
+	83,  // 128: dengine.v1.Auth.RoleGet:input_type -> dengine.v1.AuthRoleGetRequest
+	84,  // 129: dengine.v1.Auth.RoleList:input_type -> dengine.v1.AuthRoleListRequest
+	88,  // 130: dengine.v1.Auth.TokenCreate:input_type -> dengine.v1.AuthTokenCreateRequest
+	90,  // 131: dengine.v1.Auth.TokenRevoke:input_type -> dengine.v1.AuthTokenRevokeRequest
+	10,  // 132: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
+	12,  // 133: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
+	14,  // 134: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
+	16,  // 135: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
+	18,  // 136: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
+	29,  // 137: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
+	32,  // 138: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
+	20,  // 139: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
+	22,  // 140: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
+	27,  // 141: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
+	41,  // 142: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
+	43,  // 143: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
+	45,  // 144: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
+	45,  // 145: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
+	47,  // 146: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
+	50,  // 147: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
+	35,  // 148: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
+	37,  // 149: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
+	39,  // 150: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
+	57,  // 151: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
+	57,  // 152: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
+	57,  // 153: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
+	57,  // 154: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
+	56,  // 155: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
+	59,  // 156: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
+	61,  // 157: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
+	63,  // 158: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
+	66,  // 159: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
+	68,  // 160: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
+	70,  // 161: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
+	70,  // 162: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
+	72,  // 163: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
+	74,  // 164: dengine.v1.Maintenance.Snapshot:output_type -> dengine.v1.BackupChunk
+	91,  // 165: dengine.v1.Auth.UserAdd:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 166: dengine.v1.Auth.UserDelete:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 167: dengine.v1.Auth.UserChangePassword:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 168: dengine.v1.Auth.UserGrantRole:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 169: dengine.v1.Auth.UserRevokeRole:output_type -> dengine.v1.AuthChangeResponse
+	93,  // 170: dengine.v1.Auth.UserGet:output_type -> dengine.v1.AuthUserGetResponse
+	94,  // 171: dengine.v1.Auth.UserList:output_type -> dengine.v1.AuthUserListResponse
+	91,  // 172: dengine.v1.Auth.RoleAdd:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 173: dengine.v1.Auth.RoleDelete:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 174: dengine.v1.Auth.RoleGrantPermission:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 175: dengine.v1.Auth.RoleRevokePermission:output_type -> dengine.v1.AuthChangeResponse
+	96,  // 176: dengine.v1.Auth.RoleGet:output_type -> dengine.v1.AuthRoleGetResponse
+	97,  // 177: dengine.v1.Auth.RoleList:output_type -> dengine.v1.AuthRoleListResponse
+	89,  // 178: dengine.v1.Auth.TokenCreate:output_type -> dengine.v1.AuthTokenCreateResponse
+	91,  // 179: dengine.v1.Auth.TokenRevoke:output_type -> dengine.v1.AuthChangeResponse
+	132, // [132:180] is the sub-list for method output_type
+	84,  // [84:132] is the sub-list for method input_type
+	84,  // [84:84] is the sub-list for extension type_name
+	84,  // [84:84] is the sub-list for extension extendee
+	0,   // [0:84] is the sub-list for field type_name
 }
 
 func init() { file_dengine_v1_client_proto_init() }
@@ -5519,9 +6906,9 @@ func file_dengine_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dengine_v1_client_proto_rawDesc), len(file_dengine_v1_client_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   69,
+			NumMessages:   92,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_dengine_v1_client_proto_goTypes,
 		DependencyIndexes: file_dengine_v1_client_proto_depIdxs,

@@ -587,10 +587,12 @@ class AddLearnerRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., peer_addr: _Optional[str] = ..., client_addr: _Optional[str] = ...) -> None: ...
 
 class PromoteRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "force")
     ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, id: _Optional[int] = ..., force: bool = ...) -> None: ...
 
 class RemoveMemberRequest(_message.Message):
     __slots__ = ("id",)
@@ -779,3 +781,187 @@ class BackupChunk(_message.Message):
     sha256: bytes
     last: bool
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., revision: _Optional[int] = ..., term: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., last: bool = ...) -> None: ...
+
+class AuthUserAddRequest(_message.Message):
+    __slots__ = ("name", "password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password: str
+    def __init__(self, name: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class AuthUserDeleteRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AuthUserChangePasswordRequest(_message.Message):
+    __slots__ = ("name", "password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password: str
+    def __init__(self, name: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class AuthUserRoleRequest(_message.Message):
+    __slots__ = ("name", "role")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class AuthUserGetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AuthUserListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuthRoleAddRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AuthRoleDeleteRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AuthRoleGetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AuthRoleListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuthPermission(_message.Message):
+    __slots__ = ("prefix", "access")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    prefix: bytes
+    access: str
+    def __init__(self, prefix: _Optional[bytes] = ..., access: _Optional[str] = ...) -> None: ...
+
+class AuthRoleGrantPermissionRequest(_message.Message):
+    __slots__ = ("role", "permission")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    permission: AuthPermission
+    def __init__(self, role: _Optional[str] = ..., permission: _Optional[_Union[AuthPermission, _Mapping]] = ...) -> None: ...
+
+class AuthRoleRevokePermissionRequest(_message.Message):
+    __slots__ = ("role", "prefix")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    prefix: bytes
+    def __init__(self, role: _Optional[str] = ..., prefix: _Optional[bytes] = ...) -> None: ...
+
+class AuthTokenCreateRequest(_message.Message):
+    __slots__ = ("user", "ttl_seconds")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    ttl_seconds: int
+    def __init__(self, user: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class AuthTokenCreateResponse(_message.Message):
+    __slots__ = ("header", "token", "expires_at_ms", "every_voter_acknowledged")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_VOTER_ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    token: str
+    expires_at_ms: int
+    every_voter_acknowledged: bool
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., every_voter_acknowledged: bool = ...) -> None: ...
+
+class AuthTokenRevokeRequest(_message.Message):
+    __slots__ = ("token", "token_sha256")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SHA256_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    token_sha256: str
+    def __init__(self, token: _Optional[str] = ..., token_sha256: _Optional[str] = ...) -> None: ...
+
+class AuthChangeResponse(_message.Message):
+    __slots__ = ("header", "revision", "every_voter_acknowledged")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    EVERY_VOTER_ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    revision: int
+    every_voter_acknowledged: bool
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., revision: _Optional[int] = ..., every_voter_acknowledged: bool = ...) -> None: ...
+
+class AuthUser(_message.Message):
+    __slots__ = ("name", "roles", "source", "has_password", "tokens")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HAS_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    source: str
+    has_password: bool
+    tokens: int
+    def __init__(self, name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., has_password: bool = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class AuthUserGetResponse(_message.Message):
+    __slots__ = ("header", "user")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    user: AuthUser
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., user: _Optional[_Union[AuthUser, _Mapping]] = ...) -> None: ...
+
+class AuthUserListResponse(_message.Message):
+    __slots__ = ("header", "users", "revision")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    users: _containers.RepeatedCompositeFieldContainer[AuthUser]
+    revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., users: _Optional[_Iterable[_Union[AuthUser, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class AuthRole(_message.Message):
+    __slots__ = ("name", "permissions", "source")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    permissions: _containers.RepeatedCompositeFieldContainer[AuthPermission]
+    source: str
+    def __init__(self, name: _Optional[str] = ..., permissions: _Optional[_Iterable[_Union[AuthPermission, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class AuthRoleGetResponse(_message.Message):
+    __slots__ = ("header", "role")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    role: AuthRole
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., role: _Optional[_Union[AuthRole, _Mapping]] = ...) -> None: ...
+
+class AuthRoleListResponse(_message.Message):
+    __slots__ = ("header", "roles", "revision")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    roles: _containers.RepeatedCompositeFieldContainer[AuthRole]
+    revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., roles: _Optional[_Iterable[_Union[AuthRole, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...

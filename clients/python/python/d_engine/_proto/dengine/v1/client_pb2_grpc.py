@@ -1712,3 +1712,677 @@ class Maintenance(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AuthStub(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UserAdd = channel.unary_unary(
+                '/dengine.v1.Auth/UserAdd',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserAddRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserDelete = channel.unary_unary(
+                '/dengine.v1.Auth/UserDelete',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserDeleteRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserChangePassword = channel.unary_unary(
+                '/dengine.v1.Auth/UserChangePassword',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserChangePasswordRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserGrantRole = channel.unary_unary(
+                '/dengine.v1.Auth/UserGrantRole',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserRoleRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserRevokeRole = channel.unary_unary(
+                '/dengine.v1.Auth/UserRevokeRole',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserRoleRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserGet = channel.unary_unary(
+                '/dengine.v1.Auth/UserGet',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserGetRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserGetResponse.FromString,
+                _registered_method=True)
+        self.UserList = channel.unary_unary(
+                '/dengine.v1.Auth/UserList',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthUserListRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserListResponse.FromString,
+                _registered_method=True)
+        self.RoleAdd = channel.unary_unary(
+                '/dengine.v1.Auth/RoleAdd',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleAddRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleDelete = channel.unary_unary(
+                '/dengine.v1.Auth/RoleDelete',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleDeleteRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleGrantPermission = channel.unary_unary(
+                '/dengine.v1.Auth/RoleGrantPermission',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleGrantPermissionRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleRevokePermission = channel.unary_unary(
+                '/dengine.v1.Auth/RoleRevokePermission',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleRevokePermissionRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleGet = channel.unary_unary(
+                '/dengine.v1.Auth/RoleGet',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleGetRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleGetResponse.FromString,
+                _registered_method=True)
+        self.RoleList = channel.unary_unary(
+                '/dengine.v1.Auth/RoleList',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleListRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleListResponse.FromString,
+                _registered_method=True)
+        self.TokenCreate = channel.unary_unary(
+                '/dengine.v1.Auth/TokenCreate',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthTokenCreateRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthTokenCreateResponse.FromString,
+                _registered_method=True)
+        self.TokenRevoke = channel.unary_unary(
+                '/dengine.v1.Auth/TokenRevoke',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AuthTokenRevokeRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+
+
+class AuthServicer(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def UserAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserChangePassword(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserGrantRole(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserRevokeRole(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserGet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleGrantPermission(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleRevokePermission(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleGet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TokenCreate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TokenRevoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UserAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserAdd,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserAddRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserDelete,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserDeleteRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserChangePassword,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserChangePasswordRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserGrantRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserGrantRole,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserRoleRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserRevokeRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserRevokeRole,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserRoleRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserGet,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserGetRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthUserGetResponse.SerializeToString,
+            ),
+            'UserList': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserList,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthUserListRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthUserListResponse.SerializeToString,
+            ),
+            'RoleAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleAdd,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleAddRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleDelete,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleDeleteRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleGrantPermission': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleGrantPermission,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleGrantPermissionRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleRevokePermission': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleRevokePermission,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleRevokePermissionRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleGet,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleGetRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleGetResponse.SerializeToString,
+            ),
+            'RoleList': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleList,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthRoleListRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthRoleListResponse.SerializeToString,
+            ),
+            'TokenCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenCreate,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthTokenCreateRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthTokenCreateResponse.SerializeToString,
+            ),
+            'TokenRevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenRevoke,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AuthTokenRevokeRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AuthChangeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.Auth', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.Auth', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Auth(object):
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def UserAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserAdd',
+            dengine_dot_v1_dot_client__pb2.AuthUserAddRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserDelete',
+            dengine_dot_v1_dot_client__pb2.AuthUserDeleteRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserChangePassword',
+            dengine_dot_v1_dot_client__pb2.AuthUserChangePasswordRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserGrantRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserGrantRole',
+            dengine_dot_v1_dot_client__pb2.AuthUserRoleRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserRevokeRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserRevokeRole',
+            dengine_dot_v1_dot_client__pb2.AuthUserRoleRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserGet',
+            dengine_dot_v1_dot_client__pb2.AuthUserGetRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthUserGetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/UserList',
+            dengine_dot_v1_dot_client__pb2.AuthUserListRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthUserListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/RoleAdd',
+            dengine_dot_v1_dot_client__pb2.AuthRoleAddRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/RoleDelete',
+            dengine_dot_v1_dot_client__pb2.AuthRoleDeleteRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleGrantPermission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/RoleGrantPermission',
+            dengine_dot_v1_dot_client__pb2.AuthRoleGrantPermissionRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleRevokePermission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/RoleRevokePermission',
+            dengine_dot_v1_dot_client__pb2.AuthRoleRevokePermissionRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/RoleGet',
+            dengine_dot_v1_dot_client__pb2.AuthRoleGetRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthRoleGetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/RoleList',
+            dengine_dot_v1_dot_client__pb2.AuthRoleListRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthRoleListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/TokenCreate',
+            dengine_dot_v1_dot_client__pb2.AuthTokenCreateRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthTokenCreateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenRevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.Auth/TokenRevoke',
+            dengine_dot_v1_dot_client__pb2.AuthTokenRevokeRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
