@@ -124,7 +124,9 @@ fn hint_of(code: ErrorCode) -> &'static str {
         ErrorCode::Compacted => "that revision is no longer in the history: use a later --rev",
         ErrorCode::Storage => "the node has a storage failure: see its log",
         ErrorCode::Internal => "see the server's log",
-        ErrorCode::ClientClosed => "the command's client was closed before it finished: run it again",
+        ErrorCode::ClientClosed => {
+            "the command's client was closed before it finished: run it again"
+        }
     }
 }
 

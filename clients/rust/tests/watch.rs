@@ -430,11 +430,18 @@ async fn close_ends_watches_and_refuses_later_calls() {
     assert_eq!(err.code(), ErrorCode::ClientClosed);
     assert_eq!(err.resume_revision(), Some(6));
     assert!(!err.is_retryable());
-    assert!(next(&mut w).await.is_none(), "the watch ends after ClientClosed");
+    assert!(
+        next(&mut w).await.is_none(),
+        "the watch ends after ClientClosed"
+    );
 
     let puts_before = b.calls("put").len();
     let started = std::time::Instant::now();
-    let err = client.kv().put(b"c/2".to_vec(), b"2".to_vec()).await.unwrap_err();
+    let err = client
+        .kv()
+        .put(b"c/2".to_vec(), b"2".to_vec())
+        .await
+        .unwrap_err();
     assert_eq!(err, Error::CLIENT_CLOSED);
     let err = other.kv().get(b"c/1".to_vec()).await.unwrap_err();
     assert_eq!(err, Error::CLIENT_CLOSED);
@@ -453,5 +460,9 @@ async fn close_ends_watches_and_refuses_later_calls() {
         "refused at once, not retried: {:?}",
         started.elapsed()
     );
-    assert_eq!(b.calls("put").len(), puts_before, "nothing reached the server");
+    assert_eq!(
+        b.calls("put").len(),
+        puts_before,
+        "nothing reached the server"
+    );
 }
