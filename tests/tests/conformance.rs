@@ -22,8 +22,7 @@ use d_engine_tests::cluster::{Cluster, ClusterConfig};
 use serde_json::Value;
 
 /// Rust's row of the error table in `docs/clients.md`: contract name ->
-/// `Error::code()`. `CLIENT_CLOSED` has no Rust error (the client has no
-/// `close()`; scenarios needing it are known differences in the data).
+/// `Error::code()`.
 fn error_code(name: &str) -> Option<ErrorCode> {
     Some(match name {
         "NOT_LEADER" => ErrorCode::NotLeader,
@@ -43,6 +42,7 @@ fn error_code(name: &str) -> Option<ErrorCode> {
         "NOT_HELD" => ErrorCode::NotHeld,
         "UNAVAILABLE" => ErrorCode::Unavailable,
         "INTERNAL" => ErrorCode::Internal,
+        "CLIENT_CLOSED" => ErrorCode::ClientClosed,
         _ => return None,
     })
 }
@@ -362,10 +362,7 @@ impl Run<'_> {
                     }
                 }
             }
-            "close_client" => return Err(
-                "the Rust client has no close(); mark the scenario as a known difference for rust"
-                    .into(),
-            ),
+            "close_client" => self.client.close(),
             "fault" => self.fault(s(st, "kind")?).await?,
             other => return Err(format!("unknown op {other:?}")),
         }

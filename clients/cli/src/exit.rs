@@ -81,7 +81,10 @@ pub fn code_of(code: ErrorCode) -> i32 {
         ErrorCode::Timeout => TIMEOUT,
         ErrorCode::Unauthenticated | ErrorCode::PermissionDenied => AUTH,
         ErrorCode::NoSpace => NO_SPACE,
-        ErrorCode::Compacted | ErrorCode::Storage | ErrorCode::Internal => ERROR,
+        ErrorCode::Compacted
+        | ErrorCode::Storage
+        | ErrorCode::Internal
+        | ErrorCode::ClientClosed => ERROR,
     }
 }
 
@@ -121,6 +124,9 @@ fn hint_of(code: ErrorCode) -> &'static str {
         ErrorCode::Compacted => "that revision is no longer in the history: use a later --rev",
         ErrorCode::Storage => "the node has a storage failure: see its log",
         ErrorCode::Internal => "see the server's log",
+        ErrorCode::ClientClosed => {
+            "the command's client was closed before it finished: run it again"
+        }
     }
 }
 

@@ -41,6 +41,7 @@ fn code_name(e: &Error) -> &'static str {
         ErrorCode::NotHeld => "NOT_HELD",
         ErrorCode::Unavailable => "UNAVAILABLE",
         ErrorCode::Internal => "INTERNAL",
+        ErrorCode::ClientClosed => "CLOSED",
     }
 }
 

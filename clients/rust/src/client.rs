@@ -22,6 +22,9 @@ use crate::router::Inner;
 ///   [`crate::KvClient`], like the embedded client).
 /// - [`Client::cluster`]: members and leader.
 /// - [`Client::admin`]: membership changes, leadership transfer, snapshots.
+///
+/// The connections are released when the last handle (clone, watch,
+/// stream) is dropped, or at once with [`Client::close`].
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -120,8 +123,33 @@ impl Client {
     /// no repeats, the term never goes backwards; one `Err` then the end
     /// when no endpoint serves it within `request_timeout`. Fails at once
     /// when no endpoint serves it now.
+    /// Ends with `Err(Error::ClientClosed)` when the client is closed.
     pub async fn cluster_changes(&self) -> Result<crate::ClusterChangeStream> {
         crate::cluster_watch::open(self.inner.clone()).await
+    }
+
+    /// Closes the client and all its clones (they share the state);
+    /// idempotent. After it returns:
+    /// - every call on any clone fails at once with
+    ///   [`Error::CLIENT_CLOSED`] (not retried; `is_retryable()` is false),
+    ///   and calls still in flight end with it;
+    /// - every open watch, `cluster_changes` stream and election observer
+    ///   of this client yields its buffered items, then one
+    ///   `Err(Error::ClientClosed { .. })` (a watch's carries its
+    ///   `resume_revision`: one past its last delivered event), then ends;
+    /// - the cached connections are dropped (they close once the streams'
+    ///   tasks have ended). Lease keepers stop renewing (`lost()` answers
+    ///   `ClientClosed`), so their leases expire after their TTL.
+    ///
+    /// Writes in flight may or may not have been applied. Build a new
+    /// client to talk to the cluster again.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether [`Client::close`] was called on this client or a clone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// The configured endpoints, normalized (`scheme://host:port`).

@@ -10,7 +10,9 @@
 //! whole state, nothing is lost across the switch, and a state identical
 //! to the last one delivered is not delivered again. When no endpoint
 //! serves it within `request_timeout`, or the credentials are refused, the
-//! stream yields one `Err` and ends. Dropping the receiver ends it.
+//! stream yields one `Err` and ends. Dropping the receiver ends it;
+//! closing the client (`Client::close`) ends it with one
+//! `Err(Error::CLIENT_CLOSED)`.
 //!
 //! Not detected: a serving node that is alive but cut off from the
 //! others keeps reporting its own (stale) view; configure HTTP/2
@@ -34,6 +36,7 @@ const BUFFER: usize = 4;
 /// Opens the stream on the first endpoint that serves it and spawns the
 /// task that feeds the returned receiver.
 pub(crate) async fn open(inner: Arc<Inner>) -> Result<ClusterChangeStream> {
+    inner.ensure_open()?;
     let (addr, stream, first) = connect(&inner, None).await?;
     let (tx, rx) = mpsc::channel(BUFFER);
     tokio::spawn(forward(inner, addr, stream, first, tx));
@@ -126,7 +129,12 @@ async fn forward(
         let msg = match pending.take() {
             Some(ev) => Ok(Some(ev)),
             None => tokio::select! {
+                biased;
                 _ = tx.closed() => return,
+                _ = inner.wait_closed() => {
+                    let _ = tx.send(Err(Error::CLIENT_CLOSED)).await;
+                    return;
+                }
                 m = stream.message() => m,
             },
         };
@@ -153,7 +161,9 @@ async fn forward(
             Ok(None) => tracing::debug!(%addr, "cluster watch ended; switching node"),
         }
         let reopened = tokio::select! {
+            biased;
             _ = tx.closed() => return,
+            _ = inner.wait_closed() => Err(Error::CLIENT_CLOSED),
             r = connect(&inner, Some(&addr)) => r,
         };
         match reopened {

@@ -937,8 +937,13 @@ impl CoordClient for GrpcKv {
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
-                    m = stream.message() => m,
+                    biased;
                     _ = tx.closed() => return,
+                    _ = inner.wait_closed() => {
+                        let _ = tx.send(Err(Error::CLIENT_CLOSED)).await;
+                        return;
+                    }
+                    m = stream.message() => m,
                 };
                 let out = match item {
                     Ok(Some(m)) => match m.kv {

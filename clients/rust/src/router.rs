@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: WriteSessions,
     /// Adds the configured credentials to every RPC.
     auth: AuthHeader,
+    /// `true` once [`Inner::close`] ran (never goes back to `false`).
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 /// A request carrying its deadline to the server as `grpc-timeout`.
@@ -116,11 +118,44 @@ impl Inner {
             discovery: tokio::sync::Mutex::new(()),
             sessions,
             auth,
+            closed: tokio::sync::watch::Sender::new(false),
         })
     }
 
-    /// The (lazily connecting, cached) channel to a normalized address.
+    /// Closes the client (idempotent): later calls fail at once with
+    /// [`Error::CLIENT_CLOSED`], calls in flight and open streams end with
+    /// it (they wait on [`Inner::wait_closed`]), and the cached channels
+    /// are dropped so their connections close once nothing uses them.
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+        self.channels.lock().expect("channels lock").clear();
+        self.set_leader(None);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// `Err(ClientClosed)` once the client is closed.
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::CLIENT_CLOSED)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Resolves when the client is closed (at once if it already is).
+    pub(crate) async fn wait_closed(&self) {
+        let mut rx = self.closed.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail here.
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// The (lazily connecting, cached) channel to a normalized address;
+    /// `Err(ClientClosed)` once the client is closed.
     pub(crate) fn channel(&self, addr: &str) -> Result<Channel> {
+        self.ensure_open()?;
         if let Some(c) = self.channels.lock().expect("channels lock").get(addr) {
             return Ok(c.clone());
         }
@@ -292,6 +327,7 @@ impl Inner {
         use_cache: bool,
     ) -> Result<(String, Option<pb::LeaderResponse>)> {
         let _one_at_a_time = self.discovery.lock().await;
+        self.ensure_open()?;
         if use_cache {
             if let Some(l) = self.cached_leader() {
                 return Ok((l, None));
@@ -456,8 +492,30 @@ impl Inner {
         self.execute_until(deadline, op, route, class, call).await
     }
 
-    /// [`Inner::execute`] with an explicit overall deadline.
+    /// [`Inner::execute`] with an explicit overall deadline. Fails at once
+    /// with `ClientClosed` on a closed client, and ends with it when the
+    /// client is closed while the operation runs (never retried).
     pub(crate) async fn execute_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        op: &str,
+        route: Route,
+        class: Retry,
+        call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.ensure_open()?;
+        tokio::select! {
+            biased;
+            _ = self.wait_closed() => Err(Error::CLIENT_CLOSED),
+            r = self.retry_loop(deadline, op, route, class, call) => r,
+        }
+    }
+
+    async fn retry_loop<T, F, Fut>(
         &self,
         deadline: Instant,
         op: &str,
@@ -584,6 +642,7 @@ mod tests {
             Error::NotHeld("x".into()),
             Error::Unavailable("x".into()),
             Error::Internal("x".into()),
+            Error::CLIENT_CLOSED,
         ];
         for e in &all {
             let action = i.on_error(&Route::Leader, Retry::Safe, "http://10.0.0.1:9083", e);

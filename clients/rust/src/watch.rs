@@ -20,7 +20,9 @@
 //! one `Err(Error::WatchCanceled(..))` carrying the code, the
 //! `compact_revision` and the `resume_revision`, then `None`; so does a
 //! failed re-open, or any break when `watch_resume` is off. Dropping the
-//! stream ends the watch.
+//! stream ends the watch; closing the client (`Client::close`) ends it
+//! with one `Err(Error::ClientClosed { resume_revision })` (after the
+//! events already buffered; `resume_revision` as a cancel's), then `None`.
 
 use std::sync::Arc;
 
@@ -165,6 +167,18 @@ impl Position {
         self.floor = self.floor.max(rev + 1);
     }
 
+    /// The watch's end on `Client::close`: `ClientClosed` carrying where to
+    /// watch again from (one past the last delivered event, or the floor;
+    /// 0 when nothing is known).
+    fn closed(&self) -> Error {
+        let resume_revision = if self.last == 0 && self.floor == 0 {
+            0
+        } else {
+            self.floor.max(self.last + 1)
+        };
+        Error::ClientClosed { resume_revision }
+    }
+
     /// Where to re-open: `server_resume` is the cancel's `resume_revision`
     /// (0 = none). Returns the start revision of the next stream and sets
     /// up dropping the events already delivered.
@@ -215,7 +229,12 @@ async fn forward(
 ) {
     loop {
         let msg = tokio::select! {
+            biased;
             _ = tx.closed() => return,
+            _ = inner.wait_closed() => {
+                let _ = tx.send(Err(pos.closed())).await;
+                return;
+            }
             m = stream.message() => m,
         };
         let (broken, server_resume) = match msg {
@@ -276,6 +295,7 @@ async fn forward(
         }
         req.start_revision = pos.reopen(server_resume);
         tracing::debug!(error = %broken, from = req.start_revision, "re-opening watch");
+        // `establish` ends with `ClientClosed` if the client is closed.
         let reopened = tokio::select! {
             _ = tx.closed() => return,
             r = establish(&inner, &req) => r,
@@ -289,6 +309,10 @@ async fn forward(
                 }
             }
             Err(e) => {
+                let e = match e {
+                    Error::ClientClosed { .. } => pos.closed(),
+                    e => e,
+                };
                 let _ = tx.send(Err(e)).await;
                 return;
             }

@@ -177,3 +177,22 @@ fn watch_cancels_answer_by_their_code() {
         assert_eq!(e.resume_revision(), Some(7));
     }
 }
+
+/// "the client was closed": a client-side class with no wire code (the
+/// proto loop in `server_error_row` does not see it), not retryable, and
+/// never produced from a status a server sends.
+#[test]
+fn closed_client_row() {
+    let e = Error::CLIENT_CLOSED;
+    assert_eq!(e.code(), ErrorCode::ClientClosed);
+    assert!(!e.is_retryable());
+    assert_eq!(e.resume_revision(), None);
+    assert_eq!(d_engine_client::status_codec::wire_code(e.code()), None);
+    // Encoded (e.g. by a proxy) it carries no ErrorInfo; decoded back it is
+    // not mistaken for a server error with a retryable code.
+    let back = from_status(&d_engine_client::status_codec::to_status(&e));
+    assert!(!back.is_retryable(), "{back:?}");
+    let watch_end = Error::ClientClosed { resume_revision: 9 };
+    assert_eq!(watch_end.resume_revision(), Some(9));
+    assert!(!watch_end.is_retryable());
+}

@@ -402,3 +402,67 @@ async fn watch_options_travel_on_the_request() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
+
+/// `Client::close` (on a clone): the open watch yields its event, then one
+/// `ClientClosed` with its resume revision, then ends; every later call on any clone fails
+/// at once with `ClientClosed` without reaching the server.
+#[tokio::test]
+async fn close_ends_watches_and_refuses_later_calls() {
+    let b = MockNode::spawn(2).await;
+    b.lead();
+    let client = client_for(&b).await;
+    let other = client.clone();
+    let mut w = client.kv().watch_prefix(b"c/", 0).await.unwrap();
+    b.feed(0, Ok(put_event(b"c/1", b"1", 5))).await;
+    let e = next(&mut w).await.unwrap().unwrap();
+    assert_eq!(e.kv.mod_revision, 5);
+    assert!(!client.is_closed());
+
+    other.close();
+    other.close(); // idempotent
+    assert!(client.is_closed(), "clones share the closed state");
+    let err = next(&mut w).await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        Error::ClientClosed { resume_revision: 6 },
+        "carries one past the last delivered event"
+    );
+    assert_eq!(err.code(), ErrorCode::ClientClosed);
+    assert_eq!(err.resume_revision(), Some(6));
+    assert!(!err.is_retryable());
+    assert!(
+        next(&mut w).await.is_none(),
+        "the watch ends after ClientClosed"
+    );
+
+    let puts_before = b.calls("put").len();
+    let started = std::time::Instant::now();
+    let err = client
+        .kv()
+        .put(b"c/2".to_vec(), b"2".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::CLIENT_CLOSED);
+    let err = other.kv().get(b"c/1".to_vec()).await.unwrap_err();
+    assert_eq!(err, Error::CLIENT_CLOSED);
+    let err = client.kv().watch_prefix(b"c/", 0).await.unwrap_err();
+    assert_eq!(err, Error::CLIENT_CLOSED);
+    assert_eq!(
+        client.cluster_changes().await.unwrap_err(),
+        Error::CLIENT_CLOSED
+    );
+    assert_eq!(
+        client.refresh_leader().await.unwrap_err(),
+        Error::CLIENT_CLOSED
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "refused at once, not retried: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        b.calls("put").len(),
+        puts_before,
+        "nothing reached the server"
+    );
+}

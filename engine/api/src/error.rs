@@ -25,6 +25,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else the server reported.
     Internal,
+    /// Client-side, never on the wire: the client was closed
+    /// (`Client::close`). Not retryable. Go `CLIENT_CLOSED`, Python
+    /// `ClientClosed` (`CLOSED`).
+    ClientClosed,
 }
 
 /// Errors returned by every d-engine client operation.
@@ -85,6 +89,14 @@ pub enum Error {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The client was closed (`Client::close` on it or on any clone): every
+    /// call after that fails at once with this error, and every watch or
+    /// stream it had open ends with it. Not retryable: build a new client.
+    /// A watch ended by the close carries where to watch again from (one
+    /// past its last delivered event, as [`WatchCancel::resume_revision`]);
+    /// 0 for everything else (or not known).
+    #[error("the client is closed (Client::close was called)")]
+    ClientClosed { resume_revision: u64 },
     /// The server ended a watch (see [`WatchCancel`]); [`Error::code`] is
     /// the cancel code (`Compacted`, `Overloaded`, `ShuttingDown`,
     /// `NotLeader`, `Unauthenticated`, `PermissionDenied`, ...).
@@ -111,6 +123,9 @@ pub struct WatchCancel {
 }
 
 impl Error {
+    /// `ClientClosed` for a call (no resume revision).
+    pub const CLIENT_CLOSED: Error = Error::ClientClosed { resume_revision: 0 };
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::NotLeader { .. } => ErrorCode::NotLeader,
@@ -130,14 +145,19 @@ impl Error {
             Error::NotHeld(_) => ErrorCode::NotHeld,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::ClientClosed { .. } => ErrorCode::ClientClosed,
             Error::WatchCanceled(c) => c.code,
         }
     }
 
-    /// For a watch the server ended: the revision to watch again from.
+    /// For a watch the server (or `Client::close`) ended: the revision to
+    /// watch again from.
     pub fn resume_revision(&self) -> Option<u64> {
         match self {
             Error::WatchCanceled(c) if c.resume_revision > 0 => Some(c.resume_revision),
+            Error::ClientClosed { resume_revision } if *resume_revision > 0 => {
+                Some(*resume_revision)
+            }
             _ => None,
         }
     }

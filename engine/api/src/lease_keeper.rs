@@ -3,7 +3,8 @@
 //!
 //! Contract: renews every `ttl / 3` through [`KvClient::lease_renew`]
 //! (retrying failed renewals every `ttl / 10`, at least 50 ms); the lease is
-//! reported lost, once, when the server answers `LeaseNotFound` or when no
+//! reported lost, once, when the server answers `LeaseNotFound`, when the
+//! client is closed (`ClientClosed`, the lease then expires), or when no
 //! renewal has been acknowledged for a whole `ttl`, counted from when the
 //! last acknowledged renewal was *sent* (the server promises the lease
 //! lives at least `ttl` from then; see `docs/guarantees.md` §13): the lease
@@ -90,7 +91,8 @@ async fn renew_loop<C: KvClient>(
                 last_ok = sent;
                 tokio::time::sleep(period).await;
             }
-            Err(e @ Error::LeaseNotFound(_)) => {
+            // Final: the lease is gone, or the client was closed.
+            Err(e @ (Error::LeaseNotFound(_) | Error::ClientClosed { .. })) => {
                 let _ = lost.send(Some(e));
                 return;
             }

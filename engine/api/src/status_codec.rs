@@ -54,11 +54,15 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::NoSpace => Code::ResourceExhausted,
         ErrorCode::LeaseNotFound => Code::NotFound,
         ErrorCode::NotHeld => Code::FailedPrecondition,
+        // Client-side only (never sent by a server). Not `Cancelled`: a bare
+        // `Cancelled` decodes as a retryable `Timeout`; this decodes as
+        // `Internal`, not retryable, like the original.
+        ErrorCode::ClientClosed => Code::FailedPrecondition,
     }
 }
 
 /// The wire `dengine.v1.ErrorCode`, or `None` for the client-side classes
-/// (`Unavailable`, `Internal`) that have no wire code: those travel as a
+/// (`Unavailable`, `Internal`, `ClientClosed`) that have no wire code: those travel as a
 /// bare gRPC status without `ErrorInfo`.
 pub fn wire_code(code: ErrorCode) -> Option<pb::ErrorCode> {
     Some(match code {
@@ -77,14 +81,14 @@ pub fn wire_code(code: ErrorCode) -> Option<pb::ErrorCode> {
         ErrorCode::NoSpace => pb::ErrorCode::NoSpace,
         ErrorCode::LeaseNotFound => pb::ErrorCode::LeaseNotFound,
         ErrorCode::NotHeld => pb::ErrorCode::NotHeld,
-        ErrorCode::Unavailable | ErrorCode::Internal => return None,
+        ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::ClientClosed => return None,
     })
 }
 
 /// The error's text without the class prefix `Display` adds.
 fn message(err: &Error) -> String {
     match err {
-        Error::NotLeader { .. } => err.to_string(),
+        Error::NotLeader { .. } | Error::ClientClosed { .. } => err.to_string(),
         Error::NoLeader(m)
         | Error::InvalidArgument(m)
         | Error::Overloaded(m)
