@@ -47,6 +47,9 @@ const TAG_CLIENT_V2: u8 = 3;
 const TAG_CLIENT: u8 = 4;
 /// `u64 id, u64 ttl_ms`.
 const TAG_LEASE: u8 = 5;
+/// An application machine's opaque record (`SnapshotRecord::App`); far
+/// from the key-value tags so new key-value records can take 6, 7, ...
+const TAG_APP: u8 = 0x40;
 const TAG_TRAILER: u8 = 0xFF;
 /// Upper bound on one record or the meta block (a corrupt length beyond it
 /// or beyond the file is reported, never allocated).
@@ -118,6 +121,10 @@ impl SnapshotWriter {
                 body.str(&key.user).u64(key.client_id);
                 encode_session(session, &mut body);
                 TAG_CLIENT
+            }
+            SnapshotRecord::App(bytes) => {
+                body.buf.extend_from_slice(bytes);
+                TAG_APP
             }
         };
         let mut head = [0u8; 5];
@@ -326,6 +333,13 @@ impl SnapshotFileReader {
                 }
                 self.done = true;
                 Ok(None)
+            }
+            TAG_APP => {
+                let mut l = [0u8; 4];
+                self.read_exact(&mut l, "record length")?;
+                let body = self.read_body(u32::from_le_bytes(l) as u64, "record")?;
+                self.count += 1;
+                Ok(Some(SnapshotRecord::App(bytes::Bytes::from(body))))
             }
             TAG_KV | TAG_LEASE | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 => {
                 let mut l = [0u8; 4];
