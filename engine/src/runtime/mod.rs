@@ -26,6 +26,7 @@
 
 mod addr;
 mod admin;
+mod app_ops;
 mod apply;
 mod backup;
 mod cluster_info;
@@ -66,5 +67,5 @@ pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, WatchStream,
     WriteId,
 };
-pub use node::{start, StartError};
+pub use node::{start, start_with_state_machine, StartError, StateMachineFactory};
 pub use recovery::{force_new_cluster, restore_backup, RecoveryError};

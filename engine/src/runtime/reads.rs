@@ -60,7 +60,7 @@ fn sm_err(e: d_engine_storage::sm::SmError) -> Error {
 
 impl NodeHandle {
     /// Waits until this node may serve a read with `consistency`.
-    pub(super) async fn read_barrier(&self, consistency: Consistency) -> Result<()> {
+    pub(crate) async fn read_barrier(&self, consistency: Consistency) -> Result<()> {
         self.shared.check_running()?;
         match consistency {
             Consistency::Eventual => Ok(()),
