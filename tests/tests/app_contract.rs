@@ -76,7 +76,9 @@ impl Application for Fragile {
             return Err(AppError::new("this reader refuses every image"));
         }
         let mut b = Vec::new();
-        image.read_to_end(&mut b).map_err(|e| AppError::new(e.to_string()))?;
+        image
+            .read_to_end(&mut b)
+            .map_err(|e| AppError::new(e.to_string()))?;
         self.sum = u64::decode(&b)?;
         Ok(())
     }
@@ -98,14 +100,36 @@ async fn assert_stops_on(bad: u64, what: &str) {
     let dir = tempfile::tempdir().unwrap();
     let engine = single_node(dir.path()).await;
     assert_eq!(engine.propose(5).await.unwrap(), 5);
-    assert_eq!(engine.query(&(), Consistency::Linearizable).await.unwrap(), 5);
-    assert!(engine.propose(bad).await.is_err(), "the failing write must fail");
+    assert_eq!(
+        engine.query(&(), Consistency::Linearizable).await.unwrap(),
+        5
+    );
+    assert!(
+        engine.propose(bad).await.is_err(),
+        "the failing write must fail"
+    );
     // The node stopped applying and reports failed, naming the entry.
-    let health = engine.engine().handle().health();
-    assert!(!health.live, "health still live after a failed apply: {health:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = engine.engine().handle().health();
+        if !health.live {
+            let why = health.reasons.join("; ");
+            assert!(why.contains(what), "health does not name the cause: {why}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health still live after a failed apply: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let e = engine.propose(1).await.unwrap_err().to_string();
     assert!(e.contains(what) && e.contains("entry"), "{e}");
-    assert_eq!(engine.machine().query(&()), 5, "nothing after the failure applied");
+    assert_eq!(
+        engine.machine().query(&()),
+        5,
+        "nothing after the failure applied"
+    );
     let _ = engine.stop().await;
 }
 
@@ -146,7 +170,10 @@ fn a_snapshot_the_reader_refuses_keeps_the_previous_state() {
         ..Default::default()
     });
     follower.apply(&[entry(1, 2)]).unwrap();
-    let e = follower.install_snapshot(&info.path).unwrap_err().to_string();
+    let e = follower
+        .install_snapshot(&info.path)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("refused") && e.contains("refuses every image"),
         "{e}"

@@ -210,6 +210,12 @@ async fn app_cluster_survives_kills_and_catches_up_by_snapshot() {
     nodes[l].process.start().unwrap();
     assert_eq!(propose(&nodes, &all, "push last").await, "130");
 
+    eprintln!(
+        "follower {} was at {f_applied}, caught up to leader snapshot {lead_snap}; \
+         old leader {} killed, new leader {}",
+        nodes[f].id, nodes[l].id, nodes[new_leader].id
+    );
+
     // Every replica: same applied index, same state.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -221,6 +227,7 @@ async fn app_cluster_survives_kills_and_catches_up_by_snapshot() {
         }
         let same = states.windows(2).all(|w| w[0] == w[1]) && states[0].0 > 0;
         if same {
+            eprintln!("converged: {states:?}");
             let d = &states[0].1;
             assert!(d.contains(&format!("hits:{expected_total}")), "{d}");
             assert!(d.contains("popped=2"), "{d}");

@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::time::Duration;
 
-use d_engine::app::{AppEngine, AppError, Application, Applying, Codec, Consistency, SnapshotImage};
+use d_engine::app::{
+    AppEngine, AppError, Application, Applying, Codec, Consistency, SnapshotImage,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -151,7 +153,9 @@ impl Application for Jobs {
         };
         let (counters, queue, popped) = (next("counters=")?, next("queue=")?, next("popped=")?);
         for c in counters.split(',').filter(|c| !c.is_empty()) {
-            let (k, v) = c.split_once(':').ok_or_else(|| bad("counter without ':'"))?;
+            let (k, v) = c
+                .split_once(':')
+                .ok_or_else(|| bad("counter without ':'"))?;
             let v = v.parse().map_err(|_| bad("counter value"))?;
             self.counters.insert(k.to_string(), v);
         }
@@ -202,8 +206,9 @@ async fn answer(engine: &AppEngine<Jobs>, line: &str) -> String {
     }
 }
 
+/// `pub`: `tests/src/bin/app_jobs.rs` runs this file as a binary.
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: app_jobs <config.toml> <app addr, e.g. 127.0.0.1:7001>";
     let config = args.next().ok_or(usage)?;

@@ -114,8 +114,15 @@ where
         for chunk in entries.chunks(size) {
             out.extend(outputs(m.apply(chunk).expect("apply in batches")));
         }
-        assert_eq!(out, out_whole, "outputs differ when applied in batches of {size}");
-        assert_eq!(probe(&m), probe(&whole), "state differs in batches of {size}");
+        assert_eq!(
+            out, out_whole,
+            "outputs differ when applied in batches of {size}"
+        );
+        assert_eq!(
+            probe(&m),
+            probe(&whole),
+            "state differs in batches of {size}"
+        );
         assert_eq!(m.applied_index(), n as u64);
     }
 
@@ -127,12 +134,20 @@ where
     a.apply(&entries[..half]).expect("apply the first half");
     let mut source = a.begin_snapshot().expect("begin a snapshot");
     let rest = outputs(a.apply(&entries[half..]).expect("apply the second half"));
-    assert_eq!(rest, out_whole[half..], "outputs after a snapshot began differ");
+    assert_eq!(
+        rest,
+        out_whole[half..],
+        "outputs after a snapshot began differ"
+    );
     let info = store.create(&mut *source).expect("write the snapshot file");
     let first_half = fresh();
-    first_half.apply(&entries[..half]).expect("apply the first half");
+    first_half
+        .apply(&entries[..half])
+        .expect("apply the first half");
     let b = fresh();
-    let meta = b.install_snapshot(&info.path).expect("install the snapshot");
+    let meta = b
+        .install_snapshot(&info.path)
+        .expect("install the snapshot");
     assert_eq!(meta.last_index, half as u64, "snapshot index");
     assert_eq!(
         probe(&b),
@@ -142,7 +157,11 @@ where
     );
     let again = outputs(b.apply(&entries[half..]).expect("apply after restoring"));
     assert_eq!(again, out_whole[half..], "outputs after restoring differ");
-    assert_eq!(probe(&b), probe(&whole), "state after restoring and applying differs");
+    assert_eq!(
+        probe(&b),
+        probe(&whole),
+        "state after restoring and applying differs"
+    );
 
     // 3. Exactly-once: the whole history again under the same write ids.
     let replay: Vec<Entry> = payloads
@@ -151,7 +170,10 @@ where
         .map(|(i, p)| entry(n as u64 + 1 + i as u64, p.clone()))
         .collect();
     let dup = outputs(whole.apply(&replay).expect("apply retries"));
-    assert_eq!(dup, out_whole, "a retry was not answered with the first output");
+    assert_eq!(
+        dup, out_whole,
+        "a retry was not answered with the first output"
+    );
     assert_eq!(probe(&whole), probe(&b), "a retry was applied again");
 
     // 4. A refused image keeps the previous state.
@@ -179,7 +201,11 @@ where
         // image for this machine; then the state must be whatever it says.
         return;
     }
-    assert_eq!(b.applied_index(), applied, "a refused snapshot moved the applied index");
+    assert_eq!(
+        b.applied_index(),
+        applied,
+        "a refused snapshot moved the applied index"
+    );
     assert_eq!(probe(&b), before, "a refused snapshot changed the state");
     let _ = A::Output::decode(&out_whole[0]).expect("outputs decode");
 }

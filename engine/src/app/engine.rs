@@ -147,13 +147,13 @@ impl<A: Application> AppEngine<A> {
                 Error::Internal(format!("output of the write at index {}: {e}", out.index))
             }),
             ApplyResult::Rejected { reason } => Err(Error::InvalidArgument(reason)),
-            ApplyResult::DuplicateExpired { client_id, seq } => Err(Error::InvalidArgument(
-                format!(
+            ApplyResult::DuplicateExpired { client_id, seq } => {
+                Err(Error::InvalidArgument(format!(
                     "write (client_id {client_id}, seq {seq}) is a retry older than the \
                      deduplication window; it was not applied again and its output is no \
                      longer known"
-                ),
-            )),
+                )))
+            }
             other => Err(Error::Internal(format!(
                 "unexpected apply result {other:?} for an application command"
             ))),
@@ -161,7 +161,11 @@ impl<A: Application> AppEngine<A> {
     }
 
     /// Answers `query` at `consistency` (see the type docs).
-    pub async fn query(&self, query: &A::Query, consistency: Consistency) -> Result<A::QueryOutput> {
+    pub async fn query(
+        &self,
+        query: &A::Query,
+        consistency: Consistency,
+    ) -> Result<A::QueryOutput> {
         self.engine.handle().read_barrier(consistency).await?;
         Ok(self.machine.query(query))
     }

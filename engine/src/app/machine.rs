@@ -88,9 +88,11 @@ fn decode_payload(b: &[u8]) -> Result<(Option<(u64, u64)>, &[u8]), String> {
             Ok((Some((client, seq)), &rest[16..]))
         }
         [APP_MAGIC, ..] => Err("malformed application command header".into()),
-        _ => Err("not an application command (a key-value command was proposed to a node \
+        _ => Err(
+            "not an application command (a key-value command was proposed to a node \
                   running an application state machine)"
-            .into()),
+                .into(),
+        ),
     }
 }
 
@@ -178,10 +180,7 @@ impl<A: Application> AppStateMachine<A> {
             .map_err(|e| self.fail(e))?,
             Ok(Err(e)) => return Err(self.fail(format!("apply failed at {where_}: {e}"))),
             Err(p) => {
-                return Err(self.fail(format!(
-                    "apply panicked at {where_}: {}",
-                    panic_text(p)
-                )))
+                return Err(self.fail(format!("apply panicked at {where_}: {}", panic_text(p))))
             }
         };
         for ((index, term, id), o) in meta.into_iter().zip(outputs) {

@@ -207,10 +207,8 @@ pub trait Application: Send + Sync + 'static {
 
     /// Applies committed commands in log order: one output per command, in
     /// the same order. Deterministic. An `Err` (or a panic) stops the node.
-    fn apply(
-        &mut self,
-        batch: Vec<Applying<Self::Command>>,
-    ) -> Result<Vec<Self::Output>, AppError>;
+    fn apply(&mut self, batch: Vec<Applying<Self::Command>>)
+        -> Result<Vec<Self::Output>, AppError>;
 
     /// Answers `query` from the current state. Must not change the state.
     fn query(&self, query: &Self::Query) -> Self::QueryOutput;

@@ -384,7 +384,11 @@ impl CoreLoop {
             return;
         }
         let now_ms = now_ms();
-        let due = match self.shared.sm().map(|sm| sm.into_kv().map(|kv| kv.earliest_deadline())) {
+        let due = match self
+            .shared
+            .sm()
+            .map(|sm| sm.into_kv().map(|kv| kv.earliest_deadline()))
+        {
             Ok(Some(Ok(Some(deadline)))) => deadline <= now_ms,
             // No keys (an application machine), or none with a TTL.
             Ok(None) | Ok(Some(Ok(None))) => false,

@@ -86,9 +86,8 @@ pub(crate) fn initial_membership(config: &Config) -> Membership {
 /// engine then replays the committed log after it. The seam for
 /// application machines (`d_engine::app`) and custom storage engines: see
 /// `docs/embedding.md`.
-pub type StateMachineFactory = Arc<
-    dyn Fn(Option<&std::path::Path>) -> Result<Arc<dyn StateMachine>, SmError> + Send + Sync,
->;
+pub type StateMachineFactory =
+    Arc<dyn Fn(Option<&std::path::Path>) -> Result<Arc<dyn StateMachine>, SmError> + Send + Sync>;
 
 fn open_storage(
     config: &Config,
@@ -166,7 +165,10 @@ fn open_storage(
     let opened = match custom_sm {
         Some(open) => d_engine_storage::layout::OpenedStateMachine {
             sm: open(latest_path).map_err(|e| {
-                storage(NodeFailure::during("opening the application state machine", e))
+                storage(NodeFailure::during(
+                    "opening the application state machine",
+                    e,
+                ))
             })?,
             how: StateMachineOpened::Memory,
         },

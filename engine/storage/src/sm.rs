@@ -664,5 +664,4 @@ pub trait KvStateMachine: StateMachine {
     /// not; `None` when no key has a TTL. The leader uses it to skip
     /// `Expire` proposals that would remove nothing.
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError>;
-
 }

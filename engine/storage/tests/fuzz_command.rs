@@ -18,7 +18,9 @@ use d_engine_storage::command::{
     Command, Compare, CompareOp, CompareTarget, KeyRange, Op, RangeSpec, Txn, TxnOp, MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
 };
-use d_engine_storage::sm::{MemStateMachine, SledOptions, SledStateMachine, KvStateMachine, StateMachine};
+use d_engine_storage::sm::{
+    KvStateMachine, MemStateMachine, SledOptions, SledStateMachine, StateMachine,
+};
 use proptest::prelude::*;
 
 mod common;

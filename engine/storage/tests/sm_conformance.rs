@@ -1,7 +1,9 @@
 //! The state-machine conformance suite, run against both implementations.
 
 use d_engine_storage::sm::conformance as c;
-use d_engine_storage::sm::{MemStateMachine, SledOptions, SledStateMachine, KvStateMachine, StateMachine};
+use d_engine_storage::sm::{
+    KvStateMachine, MemStateMachine, SledOptions, SledStateMachine, StateMachine,
+};
 use std::path::Path;
 
 fn mem(_: &Path) -> Box<dyn KvStateMachine> {

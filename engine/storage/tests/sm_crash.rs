@@ -16,7 +16,8 @@ use d_engine_storage::command::{
 };
 use d_engine_storage::sm::conformance::{dump, dump_leases};
 use d_engine_storage::sm::{
-    open_or_rebuild, MemStateMachine, SledOptions, SledStateMachine, SnapshotRecord, KvStateMachine, StateMachine,
+    open_or_rebuild, KvStateMachine, MemStateMachine, SledOptions, SledStateMachine,
+    SnapshotRecord, StateMachine,
 };
 use d_engine_storage::snapshot::{verify_snapshot_file, SnapshotStore};
 use std::io::{BufRead, BufReader, Write};

@@ -21,8 +21,8 @@
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::{ClientSession, SessionKey};
 use super::{
-    logical_kv_bytes, Applied, KeyMeta, KeyValue, LeaseRecord, SmError, SnapshotRecord,
-    KvStateMachine, SnapshotSource, StateMachine, LEASE_OVERHEAD_BYTES,
+    logical_kv_bytes, Applied, KeyMeta, KeyValue, KvStateMachine, LeaseRecord, SmError,
+    SnapshotRecord, SnapshotSource, StateMachine, LEASE_OVERHEAD_BYTES,
 };
 use crate::command::KeyRange;
 use crate::snapshot::SnapshotFileReader;

@@ -41,8 +41,8 @@ use super::record::{
 use super::sled_snapshot::{SledSnapshotSource, SnapCtl, SnapShared};
 use super::wire::{Reader, Writer};
 use super::{
-    Applied, KeyMeta, KeyValue, KvStateMachine, LeaseRecord, SmError, SnapshotRecord, SnapshotSource,
-    StateMachine,
+    Applied, KeyMeta, KeyValue, KvStateMachine, LeaseRecord, SmError, SnapshotRecord,
+    SnapshotSource, StateMachine,
 };
 use crate::command::KeyRange;
 use crate::snapshot::SnapshotFileReader;
