@@ -78,8 +78,11 @@ pub(super) fn encode_payload<C: Codec>(cmd: &C, write_id: Option<(u64, u64)>) ->
     Bytes::from(b)
 }
 
+/// A write id: `(client_id, seq)`.
+type Id = (u64, u64);
+
 /// The write id and command bytes of a payload, or why it is not one.
-fn decode_payload(b: &[u8]) -> Result<(Option<(u64, u64)>, &[u8]), String> {
+fn decode_payload(b: &[u8]) -> Result<(Option<Id>, &[u8]), String> {
     match b {
         [APP_MAGIC, 0, rest @ ..] => Ok((None, rest)),
         [APP_MAGIC, FLAG_WRITE_ID, rest @ ..] if rest.len() >= 16 => {
@@ -105,7 +108,7 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Commands waiting to be applied as one batch.
 struct Run<C> {
-    items: Vec<(Applying<C>, Option<(u64, u64)>)>,
+    items: Vec<(Applying<C>, Option<Id>)>,
     ids: HashSet<(u64, u64)>,
 }
 
@@ -220,15 +223,13 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
         }
         let mut st = self.state.write().expect("poisoned");
         let start = st.applied_index;
-        let mut expect = start + 1;
-        for e in entries.iter().filter(|e| e.index > start) {
+        for (expect, e) in (start + 1..).zip(entries.iter().filter(|e| e.index > start)) {
             if e.index != expect {
                 return Err(SmError::Gap {
                     applied: expect - 1,
                     got: e.index,
                 });
             }
-            expect += 1;
         }
         let mut out = Vec::with_capacity(entries.len());
         let mut run = Run {
