@@ -16,6 +16,7 @@
 //! - [`service`]: the client gRPC services over a node handle.
 //! - [`tls`]: TLS and peer mTLS material from `[tls]`.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod embedded;

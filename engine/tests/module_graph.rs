@@ -49,6 +49,8 @@ const LAYERS: &[&str] = &[
     "recipes",
     "service",
     "embedded",
+    // Application state machines: an embedded node running `Application`.
+    "app",
 ];
 
 /// File edges that close circles in areas being re-cut on other branches

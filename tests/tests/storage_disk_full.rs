@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use d_engine_core::HardState;
 use d_engine_storage::hard_state::{self, HardStateStore};
 use d_engine_storage::sm::conformance::{apply1, cmd, put, varied_history};
-use d_engine_storage::sm::{MemStateMachine, SledOptions, SledStateMachine, StateMachine};
+use d_engine_storage::sm::{
+    KvStateMachine, MemStateMachine, SledOptions, SledStateMachine, StateMachine,
+};
 use d_engine_storage::snapshot::{verify_snapshot_file, SnapshotStore};
 use d_engine_storage::wal::conformance::entry;
 use d_engine_storage::wal::{LogStore, Wal, WalOptions};

@@ -57,6 +57,7 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
         client_listener,
         network,
         transport,
+        state_machine,
     } = b;
 
     // 1. Check what needs no side effects: configuration, TLS files and
@@ -111,17 +112,25 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
     let shutdown_rx_metrics = shutdown_rx.clone();
     let mut servers = Vec::new();
     let (handle, net) = match (peers, peer_listener) {
-        (PeerSide::Custom(f), _) => (runtime::start(config.clone(), f).await?, None),
+        (PeerSide::Custom(f), _) => (
+            runtime::start_with_state_machine(config.clone(), state_machine, f).await?,
+            None,
+        ),
         (PeerSide::Tonic(opts), Some(listener)) => {
             let net = NetRuntime::new(config.node_id)?;
-            let (handle, raft_service) = net.run(start_with_tonic(config.clone(), *opts)).await??;
+            let (handle, raft_service) = net
+                .run(start_with_tonic(config.clone(), *opts, state_machine))
+                .await??;
             servers.push(net.serve_peers(listener, raft_service, shutdown_rx.clone())?);
             (handle, Some(net))
         }
         (PeerSide::Tonic(_), None) => unreachable!("bound in step 2"),
         (PeerSide::Alone, _) => {
             let alone = |_inbox| Arc::new(NoTransport) as Arc<dyn Transport>;
-            (runtime::start(config.clone(), alone).await?, None)
+            (
+                runtime::start_with_state_machine(config.clone(), state_machine, alone).await?,
+                None,
+            )
         }
     };
 
@@ -207,6 +216,7 @@ fn advertise_bound(config: &mut Config, peer: Option<&TcpListener>, client: Opti
 async fn start_with_tonic(
     config: Config,
     opts: TransportOptions,
+    state_machine: Option<runtime::StateMachineFactory>,
 ) -> Result<(NodeHandle, RaftService), StartError> {
     let peers: BTreeMap<u64, String> = config
         .members
@@ -214,7 +224,7 @@ async fn start_with_tonic(
         .filter(|m| m.id != config.node_id)
         .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
-    runtime::start_with(config, |inbox| {
+    runtime::start_with(config, state_machine, |inbox| {
         let transport = TonicTransport::new(opts, inbox, peers);
         let raft_service = transport.raft_service();
         (Arc::new(transport) as Arc<dyn Transport>, raft_service)

@@ -19,6 +19,7 @@ pub struct EngineBuilder {
     pub(super) client_listener: Option<TcpListener>,
     pub(super) network: bool,
     pub(super) transport: Option<TransportFactory>,
+    pub(super) state_machine: Option<crate::runtime::StateMachineFactory>,
 }
 
 impl EngineBuilder {
@@ -29,7 +30,19 @@ impl EngineBuilder {
             client_listener: None,
             network: true,
             transport: None,
+            state_machine: None,
         }
+    }
+
+    /// Run the state machine `open` returns instead of the configured
+    /// key-value backend (the storage seam; see
+    /// [`crate::runtime::StateMachineFactory`] and `docs/embedding.md`).
+    /// The key-value API is then unavailable unless the machine offers
+    /// it ([`d_engine_storage::sm::StateMachine::into_kv`]). For an
+    /// application's own machine use [`EngineBuilder::start_app`].
+    pub fn state_machine(mut self, open: crate::runtime::StateMachineFactory) -> Self {
+        self.state_machine = Some(open);
+        self
     }
 
     /// Serve the peer service on this already-bound listener (instead of

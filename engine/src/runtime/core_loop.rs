@@ -384,11 +384,16 @@ impl CoreLoop {
             return;
         }
         let now_ms = now_ms();
-        let due = match self.shared.sm().map(|sm| sm.earliest_deadline()) {
-            Ok(Ok(Some(deadline))) => deadline <= now_ms,
-            Ok(Ok(None)) => false,
+        let due = match self
+            .shared
+            .sm()
+            .map(|sm| sm.into_kv().map(|kv| kv.earliest_deadline()))
+        {
+            Ok(Some(Ok(Some(deadline)))) => deadline <= now_ms,
+            // No keys (an application machine), or none with a TTL.
+            Ok(None) | Ok(Some(Ok(None))) => false,
             // Let the apply path report a failing state machine.
-            Ok(Err(_)) | Err(_) => true,
+            Ok(Some(Err(_))) | Err(_) => true,
         };
         if !due {
             return;

@@ -228,7 +228,7 @@ impl NodeHandle {
             LeaseView::Gone => return Err(lease_not_found(id)),
             LeaseView::NotRunning => return Err(self.not_running()),
         };
-        let sm = self.shared.sm()?;
+        let sm = self.shared.kv()?;
         let mut list = Vec::new();
         let mut key_count = 0u64;
         let mut bytes = 0usize;
@@ -257,7 +257,7 @@ impl NodeHandle {
         self.lease_leader().await?;
         let leases = self
             .shared
-            .sm()?
+            .kv()?
             .leases()
             .map_err(|e| Error::Storage(e.to_string()))?;
         let now = Instant::now();

@@ -26,6 +26,7 @@
 
 mod addr;
 mod admin;
+mod app_ops;
 mod apply;
 mod auth_changes;
 mod backup;
@@ -68,5 +69,5 @@ pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, WatchStream,
     WriteId,
 };
-pub use node::{start, start_with, StartError};
+pub use node::{start, start_with, start_with_state_machine, StartError, StateMachineFactory};
 pub use recovery::{force_new_cluster, restore_backup, RecoveryError};

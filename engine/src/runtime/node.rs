@@ -19,7 +19,7 @@ use d_engine_core::{Member, MemberRole, Membership, RaftNode, RestoreState, Snap
 use d_engine_storage::data_dir::DataDir;
 use d_engine_storage::hard_state::HardStateStore;
 use d_engine_storage::layout::{StateMachineBackend as SmBackend, StateMachineOpened};
-use d_engine_storage::sm::{OpenOutcome, SledOptions, StateMachine};
+use d_engine_storage::sm::{OpenOutcome, SledOptions, SmError, StateMachine};
 use d_engine_storage::snapshot::SnapshotStore;
 use d_engine_storage::wal::{LogStore, Wal};
 use tokio::sync::watch;
@@ -79,7 +79,20 @@ pub(crate) fn initial_membership(config: &Config) -> Membership {
     m
 }
 
-fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
+/// Opens the state machine a node runs instead of the configured
+/// key-value backend: called once at start, with the newest valid snapshot
+/// file (if any), after the log is known to continue it. It returns a
+/// machine whose applied index is that snapshot's (or 0 without one); the
+/// engine then replays the committed log after it. The seam for
+/// application machines (`d_engine::app`) and custom storage engines: see
+/// `docs/embedding.md`.
+pub type StateMachineFactory =
+    Arc<dyn Fn(Option<&std::path::Path>) -> Result<Arc<dyn StateMachine>, SmError> + Send + Sync>;
+
+fn open_storage(
+    config: &Config,
+    custom_sm: Option<&StateMachineFactory>,
+) -> Result<OpenedStorage, StartError> {
     let data_dir =
         DataDir::open(&config.data_dir, config.node_id, &config.cluster_id).map_err(storage)?;
     if let Some(notice) = data_dir.mode_notice() {
@@ -149,9 +162,20 @@ fn open_storage(config: &Config) -> Result<OpenedStorage, StartError> {
         }),
         StateMachineBackend::Memory => SmBackend::Memory,
     };
-    let opened = data_dir
-        .open_state_machine(backend, latest_path)
-        .map_err(storage)?;
+    let opened = match custom_sm {
+        Some(open) => d_engine_storage::layout::OpenedStateMachine {
+            sm: open(latest_path).map_err(|e| {
+                storage(NodeFailure::during(
+                    "opening the application state machine",
+                    e,
+                ))
+            })?,
+            how: StateMachineOpened::Memory,
+        },
+        None => data_dir
+            .open_state_machine(backend, latest_path)
+            .map_err(storage)?,
+    };
     let sm: Arc<dyn StateMachine> = opened.sm;
     match opened.how {
         StateMachineOpened::Sled(OpenOutcome::Opened) => {}
@@ -247,17 +271,31 @@ pub async fn start<F>(config: Config, make_transport: F) -> Result<NodeHandle, S
 where
     F: FnOnce(Arc<dyn PeerInbox>) -> Arc<dyn Transport>,
 {
-    let (handle, ()) = start_with(config, |inbox| (make_transport(inbox), ())).await?;
+    start_with_state_machine(config, None, make_transport).await
+}
+
+/// [`start`], running the state machine `custom_sm` opens instead of the
+/// configured key-value backend (`None`: the key-value one).
+pub async fn start_with_state_machine<F>(
+    config: Config,
+    custom_sm: Option<StateMachineFactory>,
+    make_transport: F,
+) -> Result<NodeHandle, StartError>
+where
+    F: FnOnce(Arc<dyn PeerInbox>) -> Arc<dyn Transport>,
+{
+    let (handle, ()) = start_with(config, custom_sm, |inbox| (make_transport(inbox), ())).await?;
     Ok(handle)
 }
 
-/// [`start`] for a transport that comes with a companion the caller needs
-/// afterwards (e.g. the tonic transport's inbound Raft service):
-/// `make_transport` returns both, and the companion is handed back beside
-/// the node. `make_transport` is called exactly once, after storage opened
-/// and before the node's threads start.
+/// [`start_with_state_machine`] for a transport that comes with a companion
+/// the caller needs afterwards (e.g. the tonic transport's inbound Raft
+/// service): `make_transport` returns both, and the companion is handed
+/// back beside the node. `make_transport` is called exactly once, after
+/// storage opened and before the node's threads start.
 pub async fn start_with<F, X>(
     config: Config,
+    custom_sm: Option<StateMachineFactory>,
     make_transport: F,
 ) -> Result<(NodeHandle, X), StartError>
 where
@@ -265,7 +303,7 @@ where
 {
     config.validate()?;
     let cfg = config.clone();
-    let st = tokio::task::spawn_blocking(move || open_storage(&cfg))
+    let st = tokio::task::spawn_blocking(move || open_storage(&cfg, custom_sm.as_ref()))
         .await
         .map_err(|e| {
             StartError::Storage(NodeFailure::Thread(format!(

@@ -39,7 +39,7 @@ impl NodeHandle {
             ],
             watchers: sh.hub.watcher_count(),
             leases: sh
-                .sm()
+                .kv()
                 .ok()
                 .and_then(|sm| sm.leases().ok())
                 .map(|l| l.len()),

@@ -167,7 +167,7 @@ impl NodeHandle {
         let range = self.key_range(key, end, "key", "range_end")?;
         let limit = self.range_limit(limit, "limit")?;
         self.read_barrier(c).await?;
-        let sm = self.shared.sm()?;
+        let sm = self.shared.kv()?;
         // Before reading (kept for a count-only read); a page's own
         // revision comes from the walk: exactly the state it read.
         let revision = self.shared.applied.load(Ordering::Acquire);

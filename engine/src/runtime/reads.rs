@@ -60,7 +60,7 @@ fn sm_err(e: d_engine_storage::sm::SmError) -> Error {
 
 impl NodeHandle {
     /// Waits until this node may serve a read with `consistency`.
-    pub(super) async fn read_barrier(&self, consistency: Consistency) -> Result<()> {
+    pub(crate) async fn read_barrier(&self, consistency: Consistency) -> Result<()> {
         self.shared.check_running()?;
         match consistency {
             Consistency::Eventual => Ok(()),
@@ -165,7 +165,7 @@ impl NodeHandle {
     pub(crate) async fn get_shared(&self, key: Bytes, c: Consistency) -> Result<Option<SmKv>> {
         self.validate_key(&key)?;
         self.read_barrier(c).await?;
-        self.shared.sm()?.get(&key, now_ms()).map_err(sm_err)
+        self.shared.kv()?.get(&key, now_ms()).map_err(sm_err)
     }
 
     /// Reads several keys at one point in time (at most
@@ -214,7 +214,7 @@ impl NodeHandle {
         }
         self.read_barrier(c).await?;
         let now = now_ms();
-        let sm = self.shared.sm()?;
+        let sm = self.shared.kv()?;
         let mut out = Vec::with_capacity(keys.len());
         let mut bytes = 0usize;
         for k in &keys {
@@ -252,7 +252,7 @@ impl NodeHandle {
         let mut bytes = 0usize;
         let mut more = false;
         self.shared
-            .sm()?
+            .kv()?
             .scan_prefix_each(&prefix, now_ms(), &mut |kv| {
                 let n = read_cost(&kv);
                 let over_budget = budget.is_some_and(|b| bytes + n > b) && !kvs.is_empty();

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use d_engine_core::{Membership, NodeId, ProposeError};
-use d_engine_storage::sm::StateMachine;
+use d_engine_storage::sm::{KvStateMachine, StateMachine};
 use tokio::sync::{oneshot, watch};
 
 use super::addr::MemberAddr;
@@ -198,6 +198,20 @@ impl Shared {
             Some(sm) => Ok(sm.clone()),
             None => Err(self.stopped_error()),
         }
+    }
+
+    /// The key-value view of the state machine, or why the key-value API
+    /// cannot be served: the node stopped, or it runs an application's own
+    /// state machine (`d_engine::app`), which stores no keys.
+    pub(crate) fn kv(&self) -> Result<Arc<dyn KvStateMachine>> {
+        self.sm()?.into_kv().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "node {} runs an application state machine, not the key-value one: the \
+                 key-value, lease and watch calls are not available on it (use the \
+                 application's AppEngine::propose and AppEngine::query)",
+                self.id
+            ))
+        })
     }
 
     pub(crate) fn is_running(&self) -> bool {

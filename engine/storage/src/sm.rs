@@ -167,7 +167,7 @@ impl PageBuilder {
 /// reads: under concurrent writes the count may come from a later batch.
 /// The next page starts at [`RangeResult::next_key`].
 pub fn range_page(
-    sm: &dyn StateMachine,
+    sm: &dyn KvStateMachine,
     spec: &crate::command::RangeSpec,
     now_ms: u64,
 ) -> Result<RangeResult, SmError> {
@@ -325,6 +325,9 @@ pub enum ApplyResult {
         client_id: u64,
         seq: u64,
     },
+    /// The encoded output of an application command (a machine other than
+    /// the key-value one; see `d_engine::app`).
+    Output(Bytes),
 }
 
 /// The result of one op of a transaction.
@@ -412,6 +415,21 @@ pub enum SnapshotRecord {
     },
     /// The whole replicated auth state ([`crate::auth::AuthState::encode`]).
     Auth(Vec<u8>),
+    /// Opaque bytes of a machine other than the key-value one (see
+    /// `d_engine::app`); the key-value machines refuse a snapshot holding
+    /// one.
+    App(Bytes),
+}
+
+/// The refusal of a key-value machine given an application machine's
+/// snapshot (a data directory or a leader of another kind of machine).
+pub(crate) fn not_kv_snapshot(path: &Path) -> SmError {
+    SmError::Corrupt(format!(
+        "snapshot {} holds an application state machine's records, not key-value data: \
+         this node runs the key-value machine; start it with the same state machine as \
+         the rest of the cluster",
+        path.display()
+    ))
 }
 
 /// A point-in-time image of a state machine, produced while applies go on.
@@ -446,6 +464,10 @@ pub enum SmError {
     /// A previous failure left the in-memory state uncertain; reopen.
     Poisoned,
     Io(std::io::Error),
+    /// An application state machine failed (an error or a panic in its
+    /// apply, or its snapshot reader refused an image); the message names
+    /// the entry or the snapshot file.
+    Application(String),
 }
 
 impl fmt::Display for SmError {
@@ -470,6 +492,7 @@ impl fmt::Display for SmError {
                 "state machine stopped after an earlier storage failure; restart the node"
             ),
             SmError::Io(e) => write!(f, "state machine I/O error: {e}"),
+            SmError::Application(e) => write!(f, "application state machine: {e}"),
         }
     }
 }
@@ -498,16 +521,92 @@ impl From<SnapshotError> for SmError {
     }
 }
 
-/// The state machine the runtime drives. Implementations:
-/// [`MemStateMachine`] (memory-resident, rebuilt from the latest snapshot and
-/// the log on start; the default backend, also the simulator's and the fuzz
-/// tests' model) and [`SledStateMachine`] (on disk; see the module docs).
+/// The state machine the runtime drives: the public seam between the
+/// engine and whatever it replicates (see `docs/embedding.md`).
+///
+/// The engine keeps ordering, batching, the log, snapshots (scheduling,
+/// files, transfer, compaction) and restart; an implementation keeps the
+/// applied state. Built-in implementations: the key-value machines
+/// [`MemStateMachine`] (memory-resident, rebuilt from the latest snapshot
+/// and the log on start; the default backend, also the simulator's and
+/// the fuzz tests' model) and [`SledStateMachine`] (on disk; see the
+/// module docs), which also implement [`KvStateMachine`] for the key-value
+/// API; and `d_engine::app::AppStateMachine`, which runs an application's
+/// own machine (`d_engine::app::Application`).
+///
+/// # Contract
+///
+/// - `apply` is called from one thread (the apply thread), in log order,
+///   each committed entry once; it must be deterministic: replicas given
+///   the same entries must reach the same state and return the same
+///   results, whatever their clock, thread timing or hash seeds. It may
+///   block (it runs on its own thread), but every apply delays the
+///   acknowledgement of the writes behind it.
+/// - An `Err` from `apply` (or `install_snapshot`) stops the node: it stops
+///   applying, reports failed in its status and health, and logs the
+///   error, which must name the entry (or file). The engine never skips an
+///   entry and never applies out of order after an error.
+/// - `begin_snapshot` captures the applied state at the current applied
+///   index; the returned source is drained on another thread while applies
+///   go on, so it must not see later applies.
+/// - `install_snapshot` replaces the whole state atomically: on an error
+///   the previous state must still be in place.
+/// - Durability: the Raft log is the source of truth; an implementation
+///   needs not make applies durable (on restart the engine replays the log
+///   after [`StateMachine::applied_index`]).
 pub trait StateMachine: Send + Sync {
     /// Applies committed entries in order, atomically as one batch. Entries at
     /// or below `applied_index()` are skipped. `Noop` and `Config` entries
     /// advance the applied index; `Config` entries update the membership.
     fn apply(&self, entries: &[d_engine_core::Entry]) -> Result<Vec<Applied>, SmError>;
 
+    /// The logical size of the stored data: the sum over every stored key
+    /// (expired keys not yet removed included) of
+    /// [`logical_kv_bytes`]`(key, value)`, plus [`LEASE_OVERHEAD_BYTES`]
+    /// per lease. One definition for every
+    /// backend, a function of the applied state only, so replicas at the
+    /// same applied index agree. The storage quota (`storage.quota_bytes`)
+    /// counts this. O(1): implementations keep a running total.
+    fn data_bytes(&self) -> u64;
+
+    /// Index of the last applied entry (0 if none).
+    fn applied_index(&self) -> Index;
+
+    /// Term of the last applied entry (0 if none).
+    fn applied_term(&self) -> Term;
+
+    /// Membership as of the last applied `Config` entry or installed snapshot
+    /// (empty if none: the host then uses its initial membership).
+    fn membership(&self) -> Membership;
+
+    /// Starts a point-in-time image at the current applied index. Applies may
+    /// continue while the returned source is drained (on another thread).
+    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError>;
+
+    /// Atomically replaces the whole state with the snapshot file at `path`
+    /// (verified first). A crash at any point leaves either the old or the new
+    /// state. Returns the snapshot's meta.
+    fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError>;
+
+    /// The key-value view of this machine, for the key-value API (reads,
+    /// leases, TTL expiry); `None` (the default) for a machine that does
+    /// not store keys: the key-value calls then fail with a clear error.
+    fn into_kv(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn KvStateMachine>> {
+        None
+    }
+
+    /// The replicated auth state as of the last applied batch (empty for a
+    /// machine that keeps none, e.g. an application machine: only the
+    /// configured users exist there).
+    fn auth_state(&self) -> std::sync::Arc<crate::auth::AuthState> {
+        Default::default()
+    }
+}
+
+/// The key-value extension of [`StateMachine`]: what the key-value reads,
+/// ranges, leases, watches and TTL expiry need beyond applying entries.
+/// Implemented by the built-in key-value machines only.
+pub trait KvStateMachine: StateMachine {
     /// The live value of `key`, hiding keys whose deadline is `<= now_ms`.
     fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError>;
 
@@ -582,38 +681,4 @@ pub trait StateMachine: Send + Sync {
     /// not; `None` when no key has a TTL. The leader uses it to skip
     /// `Expire` proposals that would remove nothing.
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError>;
-
-    /// The logical size of the stored data: the sum over every stored key
-    /// (expired keys not yet removed included) of
-    /// [`logical_kv_bytes`]`(key, value)`, plus [`LEASE_OVERHEAD_BYTES`]
-    /// per lease. One definition for every
-    /// backend, a function of the applied state only, so replicas at the
-    /// same applied index agree. The storage quota (`storage.quota_bytes`)
-    /// counts this. O(1): implementations keep a running total.
-    fn data_bytes(&self) -> u64;
-
-    /// Index of the last applied entry (0 if none).
-    fn applied_index(&self) -> Index;
-
-    /// Term of the last applied entry (0 if none).
-    fn applied_term(&self) -> Term;
-
-    /// Membership as of the last applied `Config` entry or installed snapshot
-    /// (empty if none: the host then uses its initial membership).
-    fn membership(&self) -> Membership;
-
-    /// Starts a point-in-time image at the current applied index. Applies may
-    /// continue while the returned source is drained (on another thread).
-    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, SmError>;
-
-    /// Atomically replaces the whole state with the snapshot file at `path`
-    /// (verified first). A crash at any point leaves either the old or the new
-    /// state. Returns the snapshot's meta.
-    fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError>;
-
-    /// The replicated auth state as of the last applied batch (empty for a
-    /// backend that keeps none).
-    fn auth_state(&self) -> std::sync::Arc<crate::auth::AuthState> {
-        Default::default()
-    }
 }

@@ -18,7 +18,9 @@ use d_engine_storage::command::{
     Command, Compare, CompareOp, CompareTarget, KeyRange, Op, RangeSpec, Txn, TxnOp, MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
 };
-use d_engine_storage::sm::{MemStateMachine, SledOptions, SledStateMachine, StateMachine};
+use d_engine_storage::sm::{
+    KvStateMachine, MemStateMachine, SledOptions, SledStateMachine, StateMachine,
+};
 use proptest::prelude::*;
 
 mod common;
@@ -281,7 +283,7 @@ proptest! {
         }
         prop_assert_eq!(mem.leases().unwrap(), sled.leases().unwrap());
         for id in 1..4 {
-            let keys = |sm: &dyn StateMachine| {
+            let keys = |sm: &dyn KvStateMachine| {
                 let mut v = Vec::new();
                 sm.lease_keys_each(id, &mut |k| {
                     v.push(k.to_vec());

@@ -1,14 +1,16 @@
 //! The state-machine conformance suite, run against both implementations.
 
 use d_engine_storage::sm::conformance as c;
-use d_engine_storage::sm::{MemStateMachine, SledOptions, SledStateMachine, StateMachine};
+use d_engine_storage::sm::{
+    KvStateMachine, MemStateMachine, SledOptions, SledStateMachine, StateMachine,
+};
 use std::path::Path;
 
-fn mem(_: &Path) -> Box<dyn StateMachine> {
+fn mem(_: &Path) -> Box<dyn KvStateMachine> {
     Box::new(MemStateMachine::new())
 }
 
-fn sled(dir: &Path) -> Box<dyn StateMachine> {
+fn sled(dir: &Path) -> Box<dyn KvStateMachine> {
     Box::new(
         SledStateMachine::open(
             dir,

@@ -16,7 +16,8 @@ use d_engine_storage::command::{
 };
 use d_engine_storage::sm::conformance::{dump, dump_leases};
 use d_engine_storage::sm::{
-    open_or_rebuild, MemStateMachine, SledOptions, SledStateMachine, SnapshotRecord, StateMachine,
+    open_or_rebuild, KvStateMachine, MemStateMachine, SledOptions, SledStateMachine,
+    SnapshotRecord, StateMachine,
 };
 use d_engine_storage::snapshot::{verify_snapshot_file, SnapshotStore};
 use std::io::{BufRead, BufReader, Write};
@@ -175,7 +176,7 @@ fn entries(from: u64, to_inclusive: u64) -> Vec<Entry> {
 }
 
 /// Applies the workload up to `to` (inclusive) in batches of varying size.
-fn advance(sm: &dyn StateMachine, to: u64) {
+fn advance(sm: &dyn KvStateMachine, to: u64) {
     let mut i = sm.applied_index() + 1;
     while i <= to {
         let n = 1 + splitmix(i ^ 0xabc) % 40;
@@ -263,7 +264,7 @@ fn crash_child() {
     }
 }
 
-fn records(sm: &dyn StateMachine) -> Vec<SnapshotRecord> {
+fn records(sm: &dyn KvStateMachine) -> Vec<SnapshotRecord> {
     let mut src = sm.begin_snapshot().unwrap();
     let mut v = Vec::new();
     while let Some(r) = src.next_record().unwrap() {
@@ -278,12 +279,13 @@ fn records(sm: &dyn StateMachine) -> Vec<SnapshotRecord> {
         }
         SnapshotRecord::Lease(l) => (2, l.id.to_be_bytes().to_vec()),
         SnapshotRecord::Auth(a) => (3, a.clone()),
+        SnapshotRecord::App(b) => (4, b.to_vec()),
     });
     v
 }
 
 /// The state must be exactly the model at its applied index.
-fn assert_consistent(sm: &dyn StateMachine, what: &str) {
+fn assert_consistent(sm: &dyn KvStateMachine, what: &str) {
     let model = MemStateMachine::new();
     advance(&model, sm.applied_index());
     assert_eq!(sm.applied_term(), model.applied_term(), "{what}: term");

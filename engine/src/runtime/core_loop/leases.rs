@@ -42,7 +42,7 @@ impl CoreLoop {
             tracing::info!(term, "lease clock stopped: no longer leader");
         }
         if ready && clock.running_term().is_none() {
-            let sm = match self.shared.sm() {
+            let sm = match self.shared.kv() {
                 Ok(sm) => sm,
                 Err(_) => return,
             };

@@ -225,8 +225,15 @@ impl CoreLoop {
             path: dest.clone(),
             done: tx,
         });
-        rx.recv()
-            .map_err(|_| NodeFailure::Thread("apply thread stopped".into()))??;
+        let installed = rx
+            .recv()
+            .map_err(|_| NodeFailure::Thread("apply thread stopped".into()))?;
+        if let Err(e) = installed {
+            if refused_by_application(&e) {
+                self.set_aside_refused(&dest);
+            }
+            return Err(e);
+        }
         let (tx, rx) = std_mpsc::channel();
         let _ = self.wal_tx.send(WalTask::Reset {
             next: meta.last_index + 1,
@@ -254,6 +261,30 @@ impl CoreLoop {
         Ok(())
     }
 
+    /// Moves a snapshot an application machine refused (its reader failed)
+    /// out of the store, so the next start comes back from the previous
+    /// snapshot plus the log (which the install had not reset yet).
+    fn set_aside_refused(&self, path: &std::path::Path) {
+        let dir = self
+            .snapshots
+            .dir()
+            .join(d_engine_storage::snapshot::QUARANTINE_DIR);
+        let to = dir.join(path.file_name().unwrap_or_default());
+        match std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(path, &to)) {
+            Ok(()) => tracing::error!(
+                file = %path.display(),
+                moved_to = %to.display(),
+                "the application state machine refused this snapshot; moved it aside \
+                 (the previous snapshot and the log are kept)"
+            ),
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "cannot move the refused snapshot aside; delete it before restarting"
+            ),
+        }
+    }
+
     /// Starts a snapshot when the committed log since the latest one holds
     /// more than `snapshot.threshold_bytes` of payload (0: never). The
     /// entry threshold is the core's; whichever is passed first triggers.
@@ -268,5 +299,15 @@ impl CoreLoop {
             "snapshot: the log passed snapshot.threshold_bytes"
         );
         self.request_snapshot(None);
+    }
+}
+
+/// True if an install failed because an application machine refused the
+/// image (not an I/O or corruption problem of the file itself).
+fn refused_by_application(e: &NodeFailure) -> bool {
+    match e {
+        NodeFailure::During { source, .. } => refused_by_application(source),
+        NodeFailure::StateMachine(d_engine_storage::sm::SmError::Application(_)) => true,
+        _ => false,
     }
 }

@@ -1,4 +1,4 @@
-//! A conformance suite any [`StateMachine`] implementation can run.
+//! A conformance suite any key-value [`KvStateMachine`] implementation can run.
 //!
 //! Each check takes a factory that opens a fresh, empty state machine in the
 //! given (empty) directory. Checks panic with a description on failure; call
@@ -6,7 +6,7 @@
 //! [`run_all`].
 
 use super::{
-    ApplyResult, KeyValue, LeaseRecord, RangeResult, SnapshotRecord, StateMachine, TxnOpResult,
+    ApplyResult, KeyValue, KvStateMachine, LeaseRecord, RangeResult, SnapshotRecord, TxnOpResult,
     WatchEventKind,
 };
 use crate::command::{
@@ -19,7 +19,7 @@ use d_engine_core::{ConfChange, Entry, EntryPayload, MemberRole};
 use std::path::Path;
 
 /// Opens a fresh state machine in an empty directory.
-pub type Factory<'a> = &'a dyn Fn(&Path) -> Box<dyn StateMachine>;
+pub type Factory<'a> = &'a dyn Fn(&Path) -> Box<dyn KvStateMachine>;
 
 /// A command entry.
 pub fn cmd(index: u64, term: u64, c: Command) -> Entry {
@@ -122,7 +122,7 @@ pub fn txn_range(r: KeyRange, limit: u32) -> TxnOp {
 }
 
 /// The keys attached to lease `id`, as strings.
-pub fn lease_keys(sm: &dyn StateMachine, id: u64) -> Vec<String> {
+pub fn lease_keys(sm: &dyn KvStateMachine, id: u64) -> Vec<String> {
     let mut v = Vec::new();
     sm.lease_keys_each(id, &mut |k| {
         v.push(String::from_utf8_lossy(k).into_owned());
@@ -133,7 +133,7 @@ pub fn lease_keys(sm: &dyn StateMachine, id: u64) -> Vec<String> {
 }
 
 /// Every lease with its keys.
-pub fn dump_leases(sm: &dyn StateMachine) -> Vec<(LeaseRecord, Vec<String>)> {
+pub fn dump_leases(sm: &dyn KvStateMachine) -> Vec<(LeaseRecord, Vec<String>)> {
     sm.leases()
         .expect("leases")
         .into_iter()
@@ -158,14 +158,14 @@ fn event_keys(r: &super::Applied) -> Vec<(WatchEventKind, String)> {
 }
 
 /// Applies one entry and returns its result.
-pub fn apply1(sm: &dyn StateMachine, e: Entry) -> super::Applied {
+pub fn apply1(sm: &dyn KvStateMachine, e: Entry) -> super::Applied {
     let mut v = sm.apply(&[e]).expect("apply");
     assert_eq!(v.len(), 1, "one entry applied");
     v.pop().expect("one")
 }
 
 /// Every key (including expired ones not yet reaped).
-pub fn dump(sm: &dyn StateMachine) -> Vec<KeyValue> {
+pub fn dump(sm: &dyn KvStateMachine) -> Vec<KeyValue> {
     sm.scan_prefix(b"", usize::MAX, 0).expect("scan")
 }
 
@@ -580,7 +580,7 @@ pub fn scan_prefix_order_and_limit(f: Factory<'_>, dir: &Path) {
 }
 
 /// Applies a varied history (puts, TTLs, CAS, deletes, membership, client sessions).
-pub fn varied_history(sm: &dyn StateMachine, from: u64, n: u64) {
+pub fn varied_history(sm: &dyn KvStateMachine, from: u64, n: u64) {
     for i in from..from + n {
         let k = format!("key/{:03}", i % 37);
         let lease = 1 + i % 3;
@@ -748,6 +748,7 @@ pub fn snapshot_is_point_in_time(f: Factory<'_>, dir: &Path) {
                 got_leases.push(l);
             }
             Some(SnapshotRecord::Client { .. }) | Some(SnapshotRecord::Auth(_)) => {}
+            Some(SnapshotRecord::App(_)) => panic!("a key-value machine wrote an App record"),
             None => break,
         }
     }
@@ -775,7 +776,7 @@ pub fn snapshot_is_point_in_time(f: Factory<'_>, dir: &Path) {
 /// installs into exactly the state at S.
 pub fn snapshot_concurrent_with_applies(f: Factory<'_>, dir: &Path) {
     const KEYS: u64 = 10_000;
-    let sm: std::sync::Arc<dyn StateMachine> = std::sync::Arc::from(f(&dir.join("live")));
+    let sm: std::sync::Arc<dyn KvStateMachine> = std::sync::Arc::from(f(&dir.join("live")));
     for b in 0..KEYS / 100 {
         let batch: Vec<Entry> = (0..100)
             .map(|j| {
@@ -825,7 +826,7 @@ pub fn snapshot_concurrent_with_applies(f: Factory<'_>, dir: &Path) {
 
 /// Runs every check, each in its own subdirectory of `dir`.
 /// The logical size recomputed from scratch: what `data_bytes` must equal.
-pub fn logical_size(sm: &dyn StateMachine) -> u64 {
+pub fn logical_size(sm: &dyn KvStateMachine) -> u64 {
     let keys: u64 = dump(sm)
         .iter()
         .map(|kv| super::logical_kv_bytes(kv.key.len(), kv.value.len()))

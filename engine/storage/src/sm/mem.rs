@@ -21,8 +21,8 @@
 use super::apply::{apply_entries, KvStore, MetaChanges, SmMeta};
 use super::dedup::{ClientSession, SessionKey};
 use super::{
-    logical_kv_bytes, Applied, KeyMeta, KeyValue, LeaseRecord, SmError, SnapshotRecord,
-    SnapshotSource, StateMachine, LEASE_OVERHEAD_BYTES,
+    logical_kv_bytes, Applied, KeyMeta, KeyValue, KvStateMachine, LeaseRecord, SmError,
+    SnapshotRecord, SnapshotSource, StateMachine, LEASE_OVERHEAD_BYTES,
 };
 use crate::command::KeyRange;
 use crate::snapshot::SnapshotFileReader;
@@ -324,7 +324,7 @@ impl SnapshotSource for MemSnapshot {
     }
 }
 
-impl StateMachine for MemStateMachine {
+impl KvStateMachine for MemStateMachine {
     fn range_each(
         &self,
         range: &KeyRange,
@@ -377,25 +377,6 @@ impl StateMachine for MemStateMachine {
         Ok(())
     }
 
-    fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
-        let mut meta = self.lock_apply()?;
-        let base = self.current();
-        let mut kv = base.kv.clone();
-        let res = apply_entries(&mut kv, &mut meta, entries, &mut MetaChanges::default());
-        match res {
-            Ok(out) => {
-                self.publish(kv, &meta);
-                Ok(out)
-            }
-            // Refused before anything changed.
-            Err(e @ SmError::Gap { .. }) => Err(e),
-            Err(e) => {
-                self.poisoned.store(true, Ordering::Release);
-                Err(e)
-            }
-        }
-    }
-
     fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError> {
         Ok(self.get_raw(key)?.filter(|kv| !kv.is_expired(now_ms)))
     }
@@ -435,6 +416,31 @@ impl StateMachine for MemStateMachine {
 
     fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
         Ok(self.current().kv.ttl.get_min().map(|(d, _)| *d))
+    }
+}
+
+impl StateMachine for MemStateMachine {
+    fn into_kv(self: Arc<Self>) -> Option<Arc<dyn KvStateMachine>> {
+        Some(self)
+    }
+
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
+        let mut meta = self.lock_apply()?;
+        let base = self.current();
+        let mut kv = base.kv.clone();
+        let res = apply_entries(&mut kv, &mut meta, entries, &mut MetaChanges::default());
+        match res {
+            Ok(out) => {
+                self.publish(kv, &meta);
+                Ok(out)
+            }
+            // Refused before anything changed.
+            Err(e @ SmError::Gap { .. }) => Err(e),
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     fn data_bytes(&self) -> u64 {
@@ -502,6 +508,7 @@ impl StateMachine for MemStateMachine {
                 }
                 SnapshotRecord::Lease(l) => kv.put_lease(l)?,
                 SnapshotRecord::Auth(a) => meta.auth = crate::auth::decode_record(&a)?,
+                SnapshotRecord::App(_) => return Err(super::not_kv_snapshot(path)),
             }
         }
         meta.applied_index = snap.last_index;

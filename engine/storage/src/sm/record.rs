@@ -266,6 +266,7 @@ fn decode_txn_op_result(r: &mut Reader<'_>) -> Result<TxnOpResult, WireError> {
 /// 11 LeaseGranted: u64 id, u64 ttl_ms | 12 LeaseRevoked: u64 id, u64 deleted
 /// 13 LeaseNotFound: u64 id | 14 LeaseExists: u64 id
 /// 15 AuthChanged: u64 revision | 16 AuthRefused: str reason
+/// 64 Output: bytes (an application machine's output)
 /// kvs = u32 n, n × (bytes key, value record)
 /// ```
 pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
@@ -328,6 +329,10 @@ pub fn encode_result(res: &ApplyResult, w: &mut Writer) {
         ApplyResult::AuthRefused { reason } => {
             w.u8(16).str(reason);
         }
+        // Far from the key-value tags, which grow from 15.
+        ApplyResult::Output(b) => {
+            w.u8(64).bytes(b);
+        }
     }
 }
 
@@ -335,6 +340,7 @@ pub fn decode_result(r: &mut Reader<'_>) -> Result<ApplyResult, WireError> {
     Ok(match r.u8("result tag")? {
         1 => ApplyResult::Noop,
         2 => ApplyResult::MembershipChanged,
+        64 => ApplyResult::Output(r.bytes_owned("output")?),
         3 => ApplyResult::Put {
             prev_revision: r.opt_u64("prev_revision")?,
         },

@@ -41,7 +41,8 @@ use super::record::{
 use super::sled_snapshot::{SledSnapshotSource, SnapCtl, SnapShared};
 use super::wire::{Reader, Writer};
 use super::{
-    Applied, KeyMeta, KeyValue, LeaseRecord, SmError, SnapshotRecord, SnapshotSource, StateMachine,
+    Applied, KeyMeta, KeyValue, KvStateMachine, LeaseRecord, SmError, SnapshotRecord,
+    SnapshotSource, StateMachine,
 };
 use crate::command::KeyRange;
 use crate::snapshot::SnapshotFileReader;
@@ -770,7 +771,7 @@ impl KvStore for SledView<'_> {
     }
 }
 
-impl StateMachine for SledStateMachine {
+impl KvStateMachine for SledStateMachine {
     /// Reads the tree (like `scan_prefix_each`); no apply lock.
     /// Walks under the apply lock, so the walk sees whole batches (a sled
     /// iterator alone may observe a batch half applied) and the returned
@@ -869,6 +870,49 @@ impl StateMachine for SledStateMachine {
         Ok(())
     }
 
+    fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError> {
+        Ok(self.get_raw(key)?.filter(|kv| !kv.is_expired(now_ms)))
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
+        self.check()?;
+        read_kv(&self.db().db, key)
+    }
+
+    fn scan_prefix_each(
+        &self,
+        prefix: &[u8],
+        now_ms: u64,
+        visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), SmError> {
+        self.check()?;
+        let db = self.db();
+        // Under the apply lock: whole batches only (see `range_each`).
+        let _state = self.state.lock().expect("lock");
+        for item in db.db.scan_prefix(prefixed(P_KV, prefix)) {
+            let (k, v) = item?;
+            let kv = decode_kv_entry(&k, &v)?;
+            if !kv.is_expired(now_ms) && !visit(kv) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
+        self.check()?;
+        match self.db().db.scan_prefix([P_TTL]).next() {
+            None => Ok(None),
+            Some(item) => Ok(Some(split_ttl_key(&item?.0)?.0)),
+        }
+    }
+}
+
+impl StateMachine for SledStateMachine {
+    fn into_kv(self: Arc<Self>) -> Option<Arc<dyn KvStateMachine>> {
+        Some(self)
+    }
+
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, SmError> {
         self.check()?;
         let started = Instant::now();
@@ -944,43 +988,6 @@ impl StateMachine for SledStateMachine {
         }
         fetch_max_us(&self.stats.apply, started);
         Ok(out)
-    }
-
-    fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<KeyValue>, SmError> {
-        Ok(self.get_raw(key)?.filter(|kv| !kv.is_expired(now_ms)))
-    }
-
-    fn get_raw(&self, key: &[u8]) -> Result<Option<KeyValue>, SmError> {
-        self.check()?;
-        read_kv(&self.db().db, key)
-    }
-
-    fn scan_prefix_each(
-        &self,
-        prefix: &[u8],
-        now_ms: u64,
-        visit: &mut dyn FnMut(KeyValue) -> bool,
-    ) -> Result<(), SmError> {
-        self.check()?;
-        let db = self.db();
-        // Under the apply lock: whole batches only (see `range_each`).
-        let _state = self.state.lock().expect("lock");
-        for item in db.db.scan_prefix(prefixed(P_KV, prefix)) {
-            let (k, v) = item?;
-            let kv = decode_kv_entry(&k, &v)?;
-            if !kv.is_expired(now_ms) && !visit(kv) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn earliest_deadline(&self) -> Result<Option<u64>, SmError> {
-        self.check()?;
-        match self.db().db.scan_prefix([P_TTL]).next() {
-            None => Ok(None),
-            Some(item) => Ok(Some(split_ttl_key(&item?.0)?.0)),
-        }
     }
 
     /// Kept by the key index (which knows every live key's value length),
@@ -1128,6 +1135,7 @@ fn build_from_snapshot(
                 meta.auth = crate::auth::decode_record(&a)?;
                 b.insert(M_AUTH, a);
             }
+            SnapshotRecord::App(_) => return Err(super::not_kv_snapshot(r.path())),
         }
         n += 1;
         if n % 1024 == 0 {

@@ -50,6 +50,9 @@ const TAG_CLIENT: u8 = 4;
 const TAG_LEASE: u8 = 5;
 /// The auth state (opaque here; decoded by the installer).
 const TAG_AUTH: u8 = 6;
+/// An application machine's opaque record (`SnapshotRecord::App`); far
+/// from the key-value tags so new key-value records can take 7, 8, ...
+const TAG_APP: u8 = 0x40;
 const TAG_TRAILER: u8 = 0xFF;
 /// Upper bound on one record or the meta block (a corrupt length beyond it
 /// or beyond the file is reported, never allocated).
@@ -125,6 +128,10 @@ impl SnapshotWriter {
                 body.str(&key.user).u64(key.client_id);
                 encode_session(session, &mut body);
                 TAG_CLIENT
+            }
+            SnapshotRecord::App(bytes) => {
+                body.buf.extend_from_slice(bytes);
+                TAG_APP
             }
         };
         let mut head = [0u8; 5];
@@ -333,6 +340,13 @@ impl SnapshotFileReader {
                 }
                 self.done = true;
                 Ok(None)
+            }
+            TAG_APP => {
+                let mut l = [0u8; 4];
+                self.read_exact(&mut l, "record length")?;
+                let body = self.read_body(u32::from_le_bytes(l) as u64, "record")?;
+                self.count += 1;
+                Ok(Some(SnapshotRecord::App(bytes::Bytes::from(body))))
             }
             TAG_KV | TAG_LEASE | TAG_CLIENT | TAG_CLIENT_V2 | TAG_CLIENT_V1 | TAG_AUTH => {
                 let mut l = [0u8; 4];
