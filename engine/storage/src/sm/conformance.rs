@@ -543,7 +543,7 @@ pub fn rejects_bad_commands(f: Factory<'_>, dir: &Path) {
     let ApplyResult::Rejected { reason } = r.result else {
         panic!()
     };
-    assert!(reason.contains("MAX_KEY_BYTES"), "{reason}");
+    assert!(reason.contains("limits.max_key_bytes"), "{reason}");
     assert_eq!(sm.applied_index(), 2);
     assert!(dump(&*sm).is_empty());
 }
