@@ -23,9 +23,12 @@ def test_endpoints_accept_common_forms():
     assert parse_endpoints("http://localhost:9083") == ["localhost:9083"]
     assert parse_endpoints(["a:1", "b:2"]) == ["a:1", "b:2"]
     assert parse_endpoints("a:1,b:2") == ["a:1", "b:2"]
+    # No port: the client port every client defaults to.
+    assert parse_endpoints("db1") == ["db1:9083"]
+    assert parse_endpoints("https://[::1]/") == ["[::1]:9083"]
 
 
-@pytest.mark.parametrize("bad", ["", "nope", "host:", "host:99999", "a:b:c", 9083, [1]])
+@pytest.mark.parametrize("bad", ["", "a b", "host:", "host:99999", "host:0", "a:b:c", 9083, [1]])
 def test_malformed_endpoints_are_rejected_with_a_clear_error(bad):
     with pytest.raises(dengine.InvalidArgument, match="endpoint"):
         dengine.Client(bad)

@@ -44,13 +44,17 @@ ERROR_DOMAIN = "d-engine"
 BytesLike = Union[bytes, bytearray, memoryview, str]
 Endpoints = Union[str, Sequence[str]]
 
-_ENDPOINT = re.compile(r"^(?:https?://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})/?$")
+_ENDPOINT = re.compile(r"^(?:https?://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+)(?::(\d{1,5}))?/?$")
+
+#: The client port an endpoint without one gets (as in the Rust and Go clients).
+DEFAULT_CLIENT_PORT = 9083
 
 
 def parse_endpoints(endpoints: Endpoints) -> List[str]:
     """``"host:port"`` or a list of them (an ``http://`` or ``https://``
-    prefix is accepted; :func:`endpoint_scheme` tells which);
-    returns ``host:port`` targets. Raises InvalidArgument on anything else."""
+    prefix is accepted; :func:`endpoint_scheme` tells which; a missing port
+    is :data:`DEFAULT_CLIENT_PORT`); returns ``host:port`` targets. Raises
+    InvalidArgument on anything else."""
     if isinstance(endpoints, str):
         items: Iterable[object] = [e for e in endpoints.split(",") if e.strip()] or [endpoints]
     elif isinstance(endpoints, (list, tuple)):
@@ -64,9 +68,10 @@ def parse_endpoints(endpoints: Endpoints) -> List[str]:
         if not isinstance(e, str):
             raise InvalidArgument(f"endpoint {e!r} must be a str like '127.0.0.1:9083'")
         m = _ENDPOINT.match(e.strip())
-        if not m or not (0 < int(m.group(2)) < 65536):
+        port = int(m.group(2)) if m and m.group(2) is not None else DEFAULT_CLIENT_PORT
+        if not m or not (0 < port < 65536):
             raise InvalidArgument(f"malformed endpoint {e!r}: expected 'host:port', e.g. '127.0.0.1:9083'")
-        out.append(f"{m.group(1)}:{int(m.group(2))}")
+        out.append(f"{m.group(1)}:{port}")
     if not out:
         raise InvalidArgument("at least one endpoint is required, e.g. '127.0.0.1:9083'")
     return out
