@@ -124,7 +124,19 @@ func (c *Client) AddLearner(ctx context.Context, id uint64, peerAddr, clientAddr
 // NodeStatusAt(...).AppliedIndex with the leader's CommitIndex, or use
 // PromoteWhenCaughtUp): a voter that is far behind weakens the quorum.
 func (c *Client) Promote(ctx context.Context, id uint64) ([]Member, error) {
-	req := &enginev1.PromoteRequest{Id: id}
+	return c.promote(ctx, id, false)
+}
+
+// PromoteForce turns learner id into a voter even if it has not caught up
+// (Promote is refused then). A voter far behind cannot help commit until it
+// has caught up, so a forced promote of a lagging learner weakens the
+// quorum; prefer PromoteWhenCaughtUp.
+func (c *Client) PromoteForce(ctx context.Context, id uint64) ([]Member, error) {
+	return c.promote(ctx, id, true)
+}
+
+func (c *Client) promote(ctx context.Context, id uint64, force bool) ([]Member, error) {
+	req := &enginev1.PromoteRequest{Id: id, Force: force}
 	return c.change(ctx, "Promote", func(ctx context.Context, a enginev1.AdminClient) (*enginev1.ChangeResponse, error) {
 		return a.Promote(ctx, req)
 	})

@@ -207,7 +207,7 @@ pub async fn dispatch(c: EmbeddedClient, method: String, req: Vec<u8>) -> Result
         }
         "Promote" => {
             let r: pb::PromoteRequest = decode(m, &req)?;
-            let ms = c.handle().promote(r.id).await?;
+            let ms = c.handle().promote_with(r.id, r.force).await?;
             change_response(&c, ms)
         }
         "RemoveMember" => {

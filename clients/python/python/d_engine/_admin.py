@@ -136,9 +136,12 @@ class AdminMixin:
         req = pb.AddLearnerRequest(id=id, peer_addr=peer_addr, client_addr=client_addr)
         return self._change("add_learner", lambda a, t: a.AddLearner(req, timeout=t))
 
-    def promote(self, id: int) -> List[Member]:
-        """Turns learner ``id`` into a voter (see ``promote_when_caught_up``)."""
-        req = pb.PromoteRequest(id=id)
+    def promote(self, id: int, force: bool = False) -> List[Member]:
+        """Turns learner ``id`` into a voter (see ``promote_when_caught_up``).
+        The server refuses a learner that has not caught up
+        (:class:`ChangeInProgress` naming the lag) unless ``force``; a
+        forced voter far behind cannot help commit until it catches up."""
+        req = pb.PromoteRequest(id=id, force=force)
         return self._change("promote", lambda a, t: a.Promote(req, timeout=t))
 
     def promote_when_caught_up(self, id: int, timeout: float = 30.0) -> List[Member]:
@@ -251,8 +254,8 @@ class AsyncAdminMixin:
         req = pb.AddLearnerRequest(id=id, peer_addr=peer_addr, client_addr=client_addr)
         return await self._change("add_learner", lambda a, t: a.AddLearner(req, timeout=t))
 
-    async def promote(self, id: int) -> List[Member]:
-        req = pb.PromoteRequest(id=id)
+    async def promote(self, id: int, force: bool = False) -> List[Member]:
+        req = pb.PromoteRequest(id=id, force=force)
         return await self._change("promote", lambda a, t: a.Promote(req, timeout=t))
 
     async def promote_when_caught_up(self, id: int, timeout: float = 30.0) -> List[Member]:

@@ -204,9 +204,11 @@ class EmbeddedAdminMixin:
         req = pb.AddLearnerRequest(id=id, peer_addr=peer_addr, client_addr=client_addr)
         return _members(self._admin("AddLearner", req, pb.ChangeResponse))
 
-    def promote(self, id: int) -> List[Member]:
-        """Turns learner ``id`` into a voter (on the leader)."""
-        return _members(self._admin("Promote", pb.PromoteRequest(id=id), pb.ChangeResponse))
+    def promote(self, id: int, force: bool = False) -> List[Member]:
+        """Turns learner ``id`` into a voter (on the leader); refused with
+        :class:`ChangeInProgress` while it lags, unless ``force``."""
+        req = pb.PromoteRequest(id=id, force=force)
+        return _members(self._admin("Promote", req, pb.ChangeResponse))
 
     def promote_when_caught_up(self, id: int, timeout: float = 30.0) -> List[Member]:
         """Waits until learner ``id`` (asked over gRPC at its client address)
@@ -292,8 +294,9 @@ class AsyncEmbeddedAdminMixin:
         req = pb.AddLearnerRequest(id=id, peer_addr=peer_addr, client_addr=client_addr)
         return _members(await self._admin("AddLearner", req, pb.ChangeResponse))
 
-    async def promote(self, id: int) -> List[Member]:
-        return _members(await self._admin("Promote", pb.PromoteRequest(id=id), pb.ChangeResponse))
+    async def promote(self, id: int, force: bool = False) -> List[Member]:
+        req = pb.PromoteRequest(id=id, force=force)
+        return _members(await self._admin("Promote", req, pb.ChangeResponse))
 
     async def promote_when_caught_up(self, id: int, timeout: float = 30.0) -> List[Member]:
         status = await self.node_status()
