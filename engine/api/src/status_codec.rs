@@ -248,6 +248,10 @@ fn from_error_info(reason: &str, meta: &HashMap<String, String>, msg: &str) -> O
 fn from_code(code: Code, msg: String) -> Error {
     match code {
         Code::Unavailable => Error::Unavailable(msg),
+        // tonic reports a connection that broke under a call (reset, broken
+        // pipe, the node killed) as Unknown "transport error: ...": the
+        // node is gone, as with Unavailable. A server never sends that.
+        Code::Unknown if msg.starts_with("transport error") => Error::Unavailable(msg),
         // tonic reports an expired grpc-timeout as Cancelled.
         Code::DeadlineExceeded | Code::Cancelled => Error::Timeout(msg),
         Code::ResourceExhausted => Error::Overloaded(msg),
@@ -564,6 +568,21 @@ mod tests {
             assert_eq!(e.code(), want, "{code:?}");
             assert!(e.to_string().contains("boom"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_connection_broken_under_a_call_is_unavailable() {
+        for m in [
+            "transport error: connection error: stream closed because of a broken pipe",
+            "transport error: connection error: connection reset",
+        ] {
+            let e = from_status(&Status::new(Code::Unknown, m));
+            assert_eq!(e.code(), ErrorCode::Unavailable, "{m}");
+            assert!(e.is_retryable(), "{m}");
+        }
+        // Any other bare Unknown stays Internal (not retried).
+        let e = from_status(&Status::new(Code::Unknown, "handler panicked"));
+        assert_eq!(e.code(), ErrorCode::Internal);
     }
 
     #[test]
