@@ -39,7 +39,22 @@ if [ -n "$smoke" ]; then
         grep -q "| d-engine-embedded | 1 | $sc |" "$out/smoke.md" || {
             cat "$out/stdout.md"; echo "bench smoke: no embedded $sc result" >&2; exit 1; }
     done
+    # Every case reports CPU per op (the tool's at least; "–" only without ops).
+    grep -q '| d-engine-embedded | 1 | write-single |.*| [0-9][0-9.]* | – | [0-9][0-9.]* | [0-9][0-9.]* |$' "$out/smoke.md" || {
+        cat "$out/stdout.md"; echo "bench smoke: no CPU per op for embedded write-single" >&2; exit 1; }
     echo "bench smoke: ok ($(grep -c '^| d-engine\|^| etcd' "$out/smoke.md") result rows)"
+    # The seed's latency table, quick variant (200 requests per row, 2
+    # election/failover runs): every row measured, none failed.
+    "$bin" --latency-table --smoke --no-progress --server-bin "$server" --out-dir "$out" --name table > "$out/table.md.out"
+    for row in '| embedded | put(), 1 node |' '| embedded | leader election, 3 nodes |' \
+               '| standalone | put(), local |' '| standalone | leader election, 3 processes: failover |'; do
+        grep -qF "$row" "$out/table.md" || {
+            cat "$out/table.md.out"; echo "bench smoke: latency table has no row $row" >&2; exit 1; }
+    done
+    if grep -q 'FAILED' "$out/table.md"; then
+        cat "$out/table.md"; echo "bench smoke: a latency-table part failed" >&2; exit 1
+    fi
+    echo "bench smoke: latency table ok ($(grep -c '^| embedded\|^| standalone' "$out/table.md") rows)"
     exit 0
 fi
 

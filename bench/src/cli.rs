@@ -171,6 +171,15 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Instead of the matrix: measure the seed's latency table row by row
+    /// (embedded and standalone put/get with 1 client, leader elections,
+    /// standalone failover; docs/performance.md). Uses --duration,
+    /// --warmup, --requests, --runs; with --smoke: 200 requests, 2 runs.
+    #[arg(long)]
+    pub latency_table: bool,
+    /// Latency table: fresh systems per election / failover row.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
 }
 
 /// One case of a target.

@@ -8,10 +8,12 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
+mod cpu;
 mod floors;
 mod memory;
 mod plot;
 mod report;
+mod seedtable;
 mod stats;
 mod systems;
 mod workload;
@@ -213,6 +215,7 @@ async fn run_cases<D: Driver>(
                 page_size: a.page_size,
                 range_readers,
                 lease_ttl: Duration::from_secs_f64(a.lease_ttl),
+                cpu: Some(cpu::CpuProbe::of(holder)),
             };
             let r = workload::run_round(driver.clone(), ctx.keys.clone(), ctx.value.clone(), &spec)
                 .await?;
@@ -230,13 +233,17 @@ async fn run_cases<D: Driver>(
                 _ => String::new(),
             };
             eprintln!(
-                "  {:<44} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  err {} to {}{figure}",
+                "  {:<44} {:>10}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  err {} to {}{}{figure}",
                 spec.label,
                 report::thousands(r.ops_per_sec),
                 r.latency.p50_us,
                 r.latency.p99_us,
                 r.errors,
-                r.timeouts
+                r.timeouts,
+                r.cpu
+                    .as_ref()
+                    .map(|c| format!("  cpu {}", report::cpu_per_op(c)))
+                    .unwrap_or_default(),
             );
             rounds.push(r);
         }
@@ -383,8 +390,11 @@ fn settings_json(a: &Args) -> serde_json::Value {
 }
 
 async fn run(mut args: Args) -> Result<bool> {
-    args.apply_matrix();
     let (date, started) = utc_now();
+    if args.latency_table {
+        return seedtable::run(&args, started, date).await;
+    }
+    args.apply_matrix();
     let data_dir = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let loadavg_before = report::loadavg();
     eprintln!(

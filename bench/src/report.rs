@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::cpu::CpuUse;
 use crate::floors::FloorResult;
 use crate::memory::MemoryResult;
 use crate::stats::CaseResult;
@@ -78,6 +79,22 @@ pub fn thousands(v: f64) -> String {
     out
 }
 
+/// CPU µs per operation, total first, then the tool's and the servers'
+/// shares when the system has server processes.
+pub fn cpu_per_op(c: &CpuUse) -> String {
+    let f = |v: Option<f64>| v.map(us).unwrap_or_else(|| "–".into());
+    if c.server_processes == 0 {
+        format!("{} µs/op (in process)", f(c.total_us_per_op))
+    } else {
+        format!(
+            "{} µs/op (tool {} + servers {})",
+            f(c.total_us_per_op),
+            f(c.tool_us_per_op),
+            f(c.servers_us_per_op)
+        )
+    }
+}
+
 /// The scenario's own figure beside throughput: the success ratio of a
 /// txn, the keys/s of a range page, the pages/s of range readers.
 fn extra(c: &CaseResult) -> String {
@@ -113,6 +130,9 @@ fn cell(c: &CaseResult) -> String {
         ms(l.p99_us),
         extra(c)
     );
+    if let Some(t) = c.median.cpu.as_ref().and_then(|u| u.total_us_per_op) {
+        let _ = write!(s, ", {} µs CPU/op", us(t));
+    }
     if c.total_errors + c.total_timeouts > 0 {
         let _ = write!(s, " **{} err, {} to**", c.total_errors, c.total_timeouts);
     }
@@ -148,7 +168,7 @@ pub fn markdown(r: &Report) -> String {
     s += &memory_section(r);
     s += &targets(r);
     let _ = writeln!(s, "\n## All cases (median round by throughput)\n");
-    let _ = writeln!(s, "| system | nodes | scenario | consistency | clients | conns | ok | errors | timeouts | ops/s | rounds ops/s | p50 ms | p99 ms | p99.9 ms | max ms | p50 / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| system | nodes | scenario | consistency | clients | conns | ok | errors | timeouts | ops/s | rounds ops/s | p50 ms | p99 ms | p99.9 ms | max ms | p50 / floor | CPU µs/op tool | CPU µs/op servers | CPU µs/op total | cores busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &r.cases {
         let l = &c.median.latency;
         let rounds: Vec<String> = c.rounds_ops_per_sec.iter().map(|v| thousands(*v)).collect();
@@ -156,9 +176,24 @@ pub fn markdown(r: &Report) -> String {
             (Some(f), Some(x)) => format!("{x:.1}× {f}"),
             _ => String::new(),
         };
+        let cpu = c.median.cpu.as_ref();
+        let per_op = |v: Option<f64>| v.map(us).unwrap_or_else(|| "–".into());
+        let (tool, servers, total, busy) = match cpu {
+            Some(u) => (
+                per_op(u.tool_us_per_op),
+                if u.server_processes == 0 {
+                    "–".to_string()
+                } else {
+                    per_op(u.servers_us_per_op)
+                },
+                per_op(u.total_us_per_op),
+                format!("{:.2}", u.cores_busy),
+            ),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {tool} | {servers} | {total} | {busy} |",
             c.system,
             c.nodes,
             c.scenario,
@@ -313,7 +348,7 @@ fn side_by_side(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n## Side by side: throughput (p50 / p99)\n\nCells: successful ops/s of the median round (p50 / p99 latency in ms); errors and timeouts in bold if any.\n"
+        "\n## Side by side: throughput (p50 / p99)\n\nCells: successful ops/s of the median round (p50 / p99 latency in ms), then CPU µs per successful op (user + system CPU of the tool and of every server process of the system over the measured window; embedded: the tool's process, which holds the system); errors and timeouts in bold if any. The CPU split (tool / servers) is in *All cases*.\n"
     );
     let nodes: BTreeSet<usize> = r.cases.iter().map(|c| c.nodes).collect();
     for n in nodes {
@@ -656,6 +691,36 @@ mod tests {
             memory: vec![],
             skipped: vec![],
         }
+    }
+
+    #[test]
+    fn cpu_per_op_is_beside_throughput_and_split_in_all_cases() {
+        let mut sa = case("d-engine-standalone", 3, "write", 100, 10_000.0, 900.0);
+        let t0 = std::time::Instant::now();
+        let at = |tool: f64, servers: &[f64], secs: u64| crate::cpu::CpuSample {
+            at: t0 + std::time::Duration::from_secs(secs),
+            tool_s: tool,
+            servers_s: servers.to_vec(),
+        };
+        let u = CpuUse::between(
+            &at(1.0, &[1.0, 1.0, 1.0], 0),
+            &at(1.2, &[1.4, 1.1, 1.1], 1),
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(cpu_per_op(&u), "80.0 µs/op (tool 20.0 + servers 60.0)");
+        sa.median.cpu = Some(u);
+        let mut emb = case("d-engine-embedded", 1, "write", 100, 50_000.0, 500.0);
+        emb.median.cpu = Some(
+            CpuUse::between(&at(1.0, &[], 0), &at(1.5, &[], 1), 50_000).unwrap(),
+        );
+        let md = markdown(&report(vec![sa, emb]));
+        assert!(
+            md.contains("| write (-) | 100 | – | 10,000/s (0.900 / 1.8 ms), 80.0 µs CPU/op | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| 20.0 | 60.0 | 80.0 | 0.80 |"), "{md}");
+        assert!(md.contains("| 10.0 | – | 10.0 | 0.50 |"), "{md}");
     }
 
     #[test]

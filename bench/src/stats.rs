@@ -82,6 +82,9 @@ pub struct Round {
     pub error_kinds: BTreeMap<String, u64>,
     /// Range readers beside the clients, if any.
     pub background: Option<Background>,
+    /// CPU of the tool and of the system's server processes over the
+    /// measured window, per successful request (`None`: not measured).
+    pub cpu: Option<crate::cpu::CpuUse>,
 }
 
 impl Round {
@@ -93,6 +96,19 @@ impl Round {
             self.items as f64 / self.ok as f64
         }
     }
+}
+
+/// The `q` quantile (0..=1) of `values` by nearest rank (the smallest
+/// value with at least `q` of the values at or below it); `None` if empty.
+/// For a handful of runs (elections, failovers) p99 is then the maximum.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil().max(1.0) as usize;
+    Some(v[rank - 1])
 }
 
 /// One case (target x scenario x clients) over all its rounds.
@@ -146,6 +162,17 @@ mod tests {
         assert!((l.p50_us - 500.0).abs() < 1.0, "{l:?}");
         assert!((l.p99_us - 990.0).abs() < 1.0, "{l:?}");
         assert!((l.max_us - 1000.0).abs() < 1.0, "{l:?}");
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        assert_eq!(quantile(&[], 0.5), None);
+        let v = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0];
+        assert_eq!(quantile(&v, 0.5), Some(5.0));
+        assert_eq!(quantile(&v, 0.99), Some(10.0));
+        assert_eq!(quantile(&v, 0.0), Some(1.0));
+        assert_eq!(quantile(&[3.0, 1.0], 0.5), Some(1.0));
+        assert_eq!(quantile(&[3.0, 1.0], 0.99), Some(3.0));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cpu::{CpuProbe, CpuUse};
 use crate::stats::{new_histogram, Background, Latency, Round};
 
 /// Read consistency, as the benchmark names it.
@@ -334,6 +335,8 @@ pub struct RunSpec {
     pub range_readers: usize,
     /// TTL of each client's lease (lease scenarios).
     pub lease_ttl: Duration,
+    /// Whose CPU to measure over the measured window (`None`: no CPU figures).
+    pub cpu: Option<CpuProbe>,
 }
 
 /// xorshift64*: a per-client key picker (no shared state, no syscalls).
@@ -505,6 +508,16 @@ pub async fn run_round<D: Driver>(
     let start = Instant::now();
     let warm_end = start + spec.warmup;
     let end = spec.requests.is_none().then_some(warm_end + spec.duration);
+
+    // CPU is sampled when the measured window opens and once every client
+    // is done, so warm-up and lease grants before the window do not count.
+    let cpu_start = spec.cpu.clone().map(|probe| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(warm_end)).await;
+            let s = probe.sample();
+            (probe, s)
+        })
+    });
 
     let mut tasks = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
@@ -711,6 +724,10 @@ pub async fn run_round<D: Driver>(
         }
     }
     errors += join_errors;
+    let cpu = match cpu_start {
+        Some(h) => cpu_use(h.await, ok, &spec.label),
+        None => None,
+    };
     shared.stop.store(true, Ordering::Relaxed);
     let elapsed = (last - warm_end).as_secs_f64().max(1e-9);
     let background = if readers.is_empty() {
@@ -756,7 +773,29 @@ pub async fn run_round<D: Driver>(
         latency: Latency::from_histogram(&hist),
         error_kinds: kinds,
         background,
+        cpu,
     })
+}
+
+/// The CPU of a round from its window-opening sample (taken by a task) and
+/// one taken now; a failed sample is reported and leaves the round without
+/// CPU figures rather than with wrong ones.
+fn cpu_use(
+    start: Result<(CpuProbe, Result<crate::cpu::CpuSample>), tokio::task::JoinError>,
+    ops: u64,
+    label: &str,
+) -> Option<CpuUse> {
+    let r = start.map_err(anyhow::Error::from).and_then(|(probe, s0)| {
+        let s0 = s0?;
+        CpuUse::between(&s0, &probe.sample()?, ops)
+    });
+    match r {
+        Ok(u) => Some(u),
+        Err(e) => {
+            eprintln!("  {label}: no CPU figures: {e:#}");
+            None
+        }
+    }
 }
 
 fn progress_bar(spec: &RunSpec) -> ProgressBar {
@@ -917,6 +956,7 @@ mod tests {
             page_size: 10,
             range_readers: 0,
             lease_ttl: Duration::from_secs(60),
+            cpu: Some(CpuProbe::default()),
         };
         let keys = Arc::new(make_keys(10, 8).unwrap());
         let r = run_round(d, keys, Arc::new(make_value(4)), &spec)
@@ -926,5 +966,8 @@ mod tests {
         assert!(r.errors > 0 && r.timeouts > 0, "{r:?}");
         assert_eq!(r.error_kinds.values().sum::<u64>(), r.errors + r.timeouts);
         assert_eq!(r.error_kinds.get("boom"), Some(&r.errors));
+        let cpu = r.cpu.expect("the tool's CPU is measured");
+        assert_eq!(cpu.ops, r.ok);
+        assert_eq!(cpu.server_processes, 0);
     }
 }

@@ -29,6 +29,10 @@ pub struct EmbeddedCluster {
     clients: Vec<EmbeddedClient>,
     /// Index of the leader in `engines`, as last resolved.
     leader: AtomicUsize,
+    /// From the first engine's start to the leader's `wait_ready` returning.
+    pub ready_in: Duration,
+    /// From the first engine's start to the last engine's start returning.
+    pub started_in: Duration,
 }
 
 async fn listener() -> Result<(TcpListener, String)> {
@@ -40,13 +44,26 @@ async fn listener() -> Result<(TcpListener, String)> {
 impl EmbeddedCluster {
     /// Starts `nodes` engines with data dirs under `base` and waits for a leader.
     pub async fn start(nodes: usize, base: &Path, sm: SmBackend) -> Result<Self> {
+        Self::start_with(nodes, base, sm, |_| {}).await
+    }
+
+    /// [`EmbeddedCluster::start`] with each node's configuration passed
+    /// through `tune` last (e.g. another durability mode).
+    pub async fn start_with(
+        nodes: usize,
+        base: &Path,
+        sm: SmBackend,
+        tune: impl Fn(&mut Config),
+    ) -> Result<Self> {
         std::fs::create_dir_all(base)?;
+        let t0 = Instant::now();
         let mut dirs = Vec::new();
         let mut engines = Vec::new();
         if nodes == 1 {
             let dir = tempfile::Builder::new().prefix("emb-").tempdir_in(base)?;
             let mut cfg = Config::single_node(dir.path());
             cfg.state_machine.backend = sm.config();
+            tune(&mut cfg);
             let e = EmbeddedEngine::start_in_process(cfg)
                 .await
                 .context("starting the embedded engine")?;
@@ -74,6 +91,7 @@ impl EmbeddedCluster {
                 cfg.client_addr = ca;
                 cfg.members = members.clone();
                 cfg.state_machine.backend = sm.config();
+                tune(&mut cfg);
                 let e = EmbeddedEngine::builder(cfg)
                     .peer_listener(pl)
                     .client_listener(cl)
@@ -84,19 +102,53 @@ impl EmbeddedCluster {
                 dirs.push(dir);
             }
         }
-        let leader = wait_leader(&engines, Duration::from_secs(20)).await?;
+        let started_in = t0.elapsed();
+        let leader = first_ready(&engines, Duration::from_secs(20)).await?;
+        let ready_in = t0.elapsed();
         let clients = engines.iter().map(|e| e.client()).collect();
         Ok(EmbeddedCluster {
             engines,
             _dirs: dirs,
             clients,
             leader: AtomicUsize::new(leader),
+            ready_in,
+            started_in,
         })
     }
 
     pub async fn stop(self) {
         for e in &self.engines {
             let _ = e.stop().await;
+        }
+    }
+}
+
+/// Index of the engine that leads and serves, without polling pauses:
+/// waits for node 1 to know a leader, then for that leader's `wait_ready`
+/// (it has committed an entry of its term); again if leadership moved.
+async fn first_ready(engines: &[EmbeddedEngine], timeout: Duration) -> Result<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no embedded leader elected within {timeout:?}");
+        }
+        let Ok(info) = engines[0].wait_ready(left).await else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        if engines.len() == 1 {
+            return Ok(0);
+        }
+        let Some(i) = engines.iter().position(|e| e.node_id() == info.id) else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(info) = engines[i].wait_ready(left).await {
+            if info.id == engines[i].node_id() {
+                return Ok(i);
+            }
         }
     }
 }

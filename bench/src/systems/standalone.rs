@@ -26,6 +26,11 @@ pub struct StandaloneCluster {
     _dir: tempfile::TempDir,
     clients: Vec<Client>,
     kvs: Vec<GrpcKv>,
+    /// Client endpoints, in node order.
+    endpoints: Vec<String>,
+    /// From spawning the first server to the first acknowledged write
+    /// (polled every 100 ms).
+    pub ready_in: Duration,
 }
 
 /// Where the server binary is: `--server-bin`, else next to this tool, else
@@ -53,6 +58,11 @@ pub fn find_server(explicit: Option<&Path>) -> Result<PathBuf> {
         "d-engine-server not found (looked at {:?}); build it with `cargo build --release -p d-engine-server` or pass --server-bin",
         candidates
     )
+}
+
+/// The name of node `id`'s server process (logs, errors).
+fn node_proc_name(id: usize) -> String {
+    format!("d-engine-server node {id}")
 }
 
 /// The TOML configuration of node `id` of the cluster.
@@ -87,6 +97,7 @@ impl StandaloneCluster {
         let dir = tempfile::Builder::new()
             .prefix("standalone-")
             .tempdir_in(base)?;
+        let t0 = Instant::now();
         let mut ports = Vec::new();
         for _ in 0..nodes {
             ports.push((free_port()?, free_port()?));
@@ -98,7 +109,7 @@ impl StandaloneCluster {
             std::fs::write(&cfg, node_config(id, &data, &ports, sm))?;
             let log = dir.path().join(format!("node{id}.log"));
             procs.push(Proc::spawn(
-                &format!("d-engine-server node {id}"),
+                &node_proc_name(id),
                 server,
                 &["--config".into(), cfg.display().to_string()],
                 &log,
@@ -113,10 +124,13 @@ impl StandaloneCluster {
             _dir: dir,
             clients: Vec::new(),
             kvs: Vec::new(),
+            endpoints: endpoints.clone(),
+            ready_in: Duration::ZERO,
         };
         cluster
             .wait_ready(&endpoints, Duration::from_secs(30))
             .await?;
+        cluster.ready_in = t0.elapsed();
         for i in 0..connections.max(1) {
             let c = ClientBuilder::new(endpoints.clone())
                 .request_timeout(request_timeout)
@@ -161,6 +175,27 @@ impl StandaloneCluster {
     /// Fails if one has already been reaped.
     pub fn holder(&self) -> Result<Holder> {
         Holder::servers("d-engine-server", &self.procs)
+    }
+
+    /// The client endpoints (`http://127.0.0.1:port`), in node order.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Client `i` of the `connections` the cluster was started with.
+    pub fn client(&self, i: usize) -> &Client {
+        &self.clients[i]
+    }
+
+    /// SIGKILLs the server of node `index` (0-based, node order) and reaps
+    /// it; the cluster keeps running without it.
+    pub async fn kill_node(&mut self, index: usize) -> Result<()> {
+        let name = node_proc_name(index + 1);
+        let Some(p) = self.procs.iter().position(|p| p.name == name) else {
+            bail!("node {} is not running", index + 1);
+        };
+        self.procs.remove(p).stop().await;
+        Ok(())
     }
 
     pub async fn stop(self) {
