@@ -711,9 +711,7 @@ mod tests {
         assert_eq!(cpu_per_op(&u), "80.0 µs/op (tool 20.0 + servers 60.0)");
         sa.median.cpu = Some(u);
         let mut emb = case("d-engine-embedded", 1, "write", 100, 50_000.0, 500.0);
-        emb.median.cpu = Some(
-            CpuUse::between(&at(1.0, &[], 0), &at(1.5, &[], 1), 50_000).unwrap(),
-        );
+        emb.median.cpu = Some(CpuUse::between(&at(1.0, &[], 0), &at(1.5, &[], 1), 50_000).unwrap());
         let md = markdown(&report(vec![sa, emb]));
         assert!(
             md.contains("| write (-) | 100 | – | 10,000/s (0.900 / 1.8 ms), 80.0 µs CPU/op | – |"),

@@ -264,7 +264,12 @@ async fn embedded_ops(a: &Args, base: &Path, load: &Load, rows: &mut Vec<Row>) -
         .await?,
     );
     let r = load
-        .round(c.clone(), &Holder::ThisProcess, put, "embedded-1 put periodic")
+        .round(
+            c.clone(),
+            &Holder::ThisProcess,
+            put,
+            "embedded-1 put periodic",
+        )
         .await;
     stop_embedded(c).await;
     rows.push(
@@ -430,7 +435,10 @@ async fn failover_once(c: &mut StandaloneCluster, value: &[u8]) -> Result<Durati
             .await
             .context("writing before the kill")?;
     }
-    let leader = client.refresh_leader().await.context("finding the leader")?;
+    let leader = client
+        .refresh_leader()
+        .await
+        .context("finding the leader")?;
     let port = |e: &str| e.rsplit(':').next().map(str::to_string);
     let index = c
         .endpoints()
@@ -442,8 +450,7 @@ async fn failover_once(c: &mut StandaloneCluster, value: &[u8]) -> Result<Durati
     let deadline = t0 + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), kv.put(b"failover-after", value)).await
-        {
+        match tokio::time::timeout(Duration::from_secs(5), kv.put(b"failover-after", value)).await {
             Ok(Ok(_)) => return Ok(t0.elapsed()),
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "no reply within 5 s".into(),
@@ -687,7 +694,8 @@ mod tests {
         let md = markdown(&t);
         assert!(md.contains("| embedded | put(), 1 node | < 0.1 ms | 42.0 µs | 1.50 ms | 1000 | 12.3 | fsync (default: fdatasync before acknowledging) | x | met |"), "{md}");
         assert!(
-            md.contains("| 1.20 s | 1.50 s | 2 | – |") && md.contains("runs (ms): 1500, 1200 | **missed** |"),
+            md.contains("| 1.20 s | 1.50 s | 2 | – |")
+                && md.contains("runs (ms): 1500, 1200 | **missed** |"),
             "{md}"
         );
         assert!(

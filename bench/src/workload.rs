@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cpu::{CpuProbe, CpuUse};
+use crate::cpu::{CpuProbe, CpuSample, CpuUse};
 use crate::stats::{new_histogram, Background, Latency, Round};
 
 /// Read consistency, as the benchmark names it.
@@ -354,6 +354,11 @@ struct Shared {
     done: AtomicU64,
     remaining: AtomicI64,
     stop: AtomicBool,
+    /// Whose CPU the round measures, and the sample taken by the first
+    /// client to enter the measured window (a timer task could run late:
+    /// in-process requests that complete without waiting never yield).
+    cpu: Option<CpuProbe>,
+    cpu_start: OnceLock<Result<CpuSample, String>>,
 }
 
 struct ClientOutcome {
@@ -504,20 +509,12 @@ pub async fn run_round<D: Driver>(
         done: AtomicU64::new(0),
         remaining: AtomicI64::new(spec.requests.map(|r| r as i64).unwrap_or(i64::MAX)),
         stop: AtomicBool::new(false),
+        cpu: spec.cpu.clone(),
+        cpu_start: OnceLock::new(),
     });
     let start = Instant::now();
     let warm_end = start + spec.warmup;
     let end = spec.requests.is_none().then_some(warm_end + spec.duration);
-
-    // CPU is sampled when the measured window opens and once every client
-    // is done, so warm-up and lease grants before the window do not count.
-    let cpu_start = spec.cpu.clone().map(|probe| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(warm_end)).await;
-            let s = probe.sample();
-            (probe, s)
-        })
-    });
 
     let mut tasks = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
@@ -575,6 +572,11 @@ pub async fn run_round<D: Driver>(
                 let t0 = Instant::now();
                 let measured = t0 >= warm_end;
                 if measured {
+                    if let Some(p) = &shared.cpu {
+                        shared
+                            .cpu_start
+                            .get_or_init(|| p.sample().map_err(|e| format!("{e:#}")));
+                    }
                     if let Some(end) = end {
                         if t0 >= end {
                             break;
@@ -724,10 +726,10 @@ pub async fn run_round<D: Driver>(
         }
     }
     errors += join_errors;
-    let cpu = match cpu_start {
-        Some(h) => cpu_use(h.await, ok, &spec.label),
-        None => None,
-    };
+    let cpu = shared
+        .cpu
+        .as_ref()
+        .and_then(|p| cpu_use(p, shared.cpu_start.get(), ok, &spec.label));
     shared.stop.store(true, Ordering::Relaxed);
     let elapsed = (last - warm_end).as_secs_f64().max(1e-9);
     let background = if readers.is_empty() {
@@ -777,22 +779,27 @@ pub async fn run_round<D: Driver>(
     })
 }
 
-/// The CPU of a round from its window-opening sample (taken by a task) and
-/// one taken now; a failed sample is reported and leaves the round without
-/// CPU figures rather than with wrong ones.
+/// The CPU of a round from its window-opening sample and one taken now; a
+/// failed (or missing) sample is reported and leaves the round without CPU
+/// figures rather than with wrong ones.
 fn cpu_use(
-    start: Result<(CpuProbe, Result<crate::cpu::CpuSample>), tokio::task::JoinError>,
+    probe: &CpuProbe,
+    start: Option<&Result<CpuSample, String>>,
     ops: u64,
     label: &str,
 ) -> Option<CpuUse> {
-    let r = start.map_err(anyhow::Error::from).and_then(|(probe, s0)| {
-        let s0 = s0?;
-        CpuUse::between(&s0, &probe.sample()?, ops)
-    });
+    let r = match start {
+        None => Err("no request entered the measured window".to_string()),
+        Some(Err(e)) => Err(e.clone()),
+        Some(Ok(s0)) => probe
+            .sample()
+            .and_then(|s1| CpuUse::between(s0, &s1, ops))
+            .map_err(|e| format!("{e:#}")),
+    };
     match r {
         Ok(u) => Some(u),
         Err(e) => {
-            eprintln!("  {label}: no CPU figures: {e:#}");
+            eprintln!("  {label}: no CPU figures: {e}");
             None
         }
     }
@@ -938,6 +945,58 @@ mod tests {
         async fn get<'a>(&'a self, _: usize, _: &'a [u8], _: Consistency) -> Result<bool, OpError> {
             Ok(true)
         }
+    }
+
+    /// Requests that complete without waiting never yield to other tasks:
+    /// the CPU window must still open when the measured window does.
+    #[tokio::test]
+    async fn cpu_window_matches_the_measured_window_when_requests_never_wait() {
+        struct Instant0;
+        impl Driver for Instant0 {
+            fn connections(&self) -> usize {
+                1
+            }
+            fn supports(&self, _: Consistency) -> bool {
+                true
+            }
+            async fn put<'a>(&'a self, _: usize, _: &'a [u8], _: &'a [u8]) -> Result<(), OpError> {
+                Ok(())
+            }
+            async fn get<'a>(
+                &'a self,
+                _: usize,
+                _: &'a [u8],
+                _: Consistency,
+            ) -> Result<bool, OpError> {
+                Ok(true)
+            }
+        }
+        let spec = RunSpec {
+            op: OpKind::Get(Consistency::Lease),
+            clients: 2,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(300),
+            requests: None,
+            key_count: 10,
+            request_timeout: Duration::from_secs(1),
+            label: "t".into(),
+            progress: false,
+            page_size: 10,
+            range_readers: 0,
+            lease_ttl: Duration::from_secs(60),
+            cpu: Some(CpuProbe::default()),
+        };
+        let keys = Arc::new(make_keys(10, 8).unwrap());
+        let r = run_round(Arc::new(Instant0), keys, Arc::new(make_value(4)), &spec)
+            .await
+            .unwrap();
+        let cpu = r.cpu.expect("measured");
+        assert!(
+            cpu.window_s >= 0.2 && cpu.window_s < 2.0,
+            "CPU window {} s for a 0.3 s measured window",
+            cpu.window_s
+        );
+        assert!(cpu.total_us_per_op.unwrap() > 0.0, "{cpu:?}");
     }
 
     #[tokio::test]
