@@ -1907,9 +1907,22 @@ pub fn snapshot_with_unknown_lease_is_refused(f: Factory<'_>, dir: &Path) {
     apply1(&*sm, cmd(2, 1, put("still", "works", None)));
 }
 
+/// One check of the suite: opens machines with the factory in the
+/// (empty) directory it is given.
+pub type Check = fn(Factory<'_>, &Path);
+
+/// Runs every check of [`CHECKS`], each in its own subdirectory of `dir`
+/// (named after the check); panics on the first broken contract.
 pub fn run_all(f: Factory<'_>, dir: &Path) {
-    type Check = fn(Factory<'_>, &Path);
-    let checks: &[(&str, Check)] = &[
+    for (name, check) in CHECKS {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        check(f, &d);
+    }
+}
+
+/// Every check of the suite, by name (what [`run_all`] runs).
+pub const CHECKS: &[(&str, Check)] = &[
         ("put_get_revisions", put_get_revisions),
         ("compare_and_swap", compare_and_swap),
         ("ttl_expiry", ttl_expiry),
@@ -1936,10 +1949,4 @@ pub fn run_all(f: Factory<'_>, dir: &Path) {
             "snapshot_with_unknown_lease_is_refused",
             snapshot_with_unknown_lease_is_refused,
         ),
-    ];
-    for (name, check) in checks {
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        check(f, &d);
-    }
-}
+];
