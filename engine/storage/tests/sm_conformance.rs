@@ -73,7 +73,10 @@ fn the_exported_suite_runs_exactly_these_checks() {
     listed_sorted.sort();
     let mut here = CHECKED_HERE.to_vec();
     here.sort();
-    assert_eq!(listed_sorted, here, "sm::conformance::CHECKS and this file differ");
+    assert_eq!(
+        listed_sorted, here,
+        "sm::conformance::CHECKS and this file differ"
+    );
 }
 
 /// The exported entry point itself, on the memory machine (a cheap run;
