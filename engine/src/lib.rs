@@ -11,6 +11,8 @@
 //! - [`config`]: the node configuration (TOML, `docs/config.md`).
 //! - [`runtime`]: the node runtime and its [`runtime::NodeHandle`].
 //! - [`embedded`]: [`EmbeddedEngine`] / [`EmbeddedClient`].
+//! - [`storage`]: the storage crate, for custom log stores and state
+//!   machines (`EngineBuilder::log_store`, `EngineBuilder::state_machine`).
 //! - [`recipes`]: locks and leader election over leases and transactions.
 //! - [`transport`]: the peer transport (tonic) behind a trait.
 //! - [`service`]: the client gRPC services over a node handle.
@@ -31,5 +33,9 @@ pub use config::Config;
 // The API vocabulary: `Error`, `KeyValue`, `KvClient`, `status_codec`, ...
 pub use d_engine_api::*;
 pub use d_engine_core as core;
+/// The storage crate: the public storage seams an embedder implements
+/// ([`storage::wal::LogStore`], [`storage::sm::StateMachine`]) and their
+/// conformance suites ([`storage::conformance`]); see `docs/embedding.md`.
+pub use d_engine_storage as storage;
 pub use embedded::{EmbeddedClient, EmbeddedEngine, EngineBuilder};
 pub use runtime::{NodeHandle, StartError};

@@ -57,7 +57,7 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
         client_listener,
         network,
         transport,
-        state_machine,
+        storage,
     } = b;
 
     // 1. Check what needs no side effects: configuration, TLS files and
@@ -113,13 +113,15 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
     let mut servers = Vec::new();
     let (handle, net) = match (peers, peer_listener) {
         (PeerSide::Custom(f), _) => (
-            runtime::start_with_state_machine(config.clone(), state_machine, f).await?,
+            runtime::start_with_storage(config.clone(), storage, |inbox| (f(inbox), ()))
+                .await?
+                .0,
             None,
         ),
         (PeerSide::Tonic(opts), Some(listener)) => {
             let net = NetRuntime::new(config.node_id)?;
             let (handle, raft_service) = net
-                .run(start_with_tonic(config.clone(), *opts, state_machine))
+                .run(start_with_tonic(config.clone(), *opts, storage))
                 .await??;
             servers.push(net.serve_peers(listener, raft_service, shutdown_rx.clone())?);
             (handle, Some(net))
@@ -128,7 +130,9 @@ pub(super) async fn assemble(b: EngineBuilder) -> Result<EmbeddedEngine, StartEr
         (PeerSide::Alone, _) => {
             let alone = |_inbox| Arc::new(NoTransport) as Arc<dyn Transport>;
             (
-                runtime::start_with_state_machine(config.clone(), state_machine, alone).await?,
+                runtime::start_with_storage(config.clone(), storage, |inbox| (alone(inbox), ()))
+                    .await?
+                    .0,
                 None,
             )
         }
@@ -216,7 +220,7 @@ fn advertise_bound(config: &mut Config, peer: Option<&TcpListener>, client: Opti
 async fn start_with_tonic(
     config: Config,
     opts: TransportOptions,
-    state_machine: Option<runtime::StateMachineFactory>,
+    storage: runtime::NodeStorage,
 ) -> Result<(NodeHandle, RaftService), StartError> {
     let peers: BTreeMap<u64, String> = config
         .members
@@ -224,7 +228,7 @@ async fn start_with_tonic(
         .filter(|m| m.id != config.node_id)
         .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
-    runtime::start_with(config, state_machine, |inbox| {
+    runtime::start_with_storage(config, storage, |inbox| {
         let transport = TonicTransport::new(opts, inbox, peers);
         let raft_service = transport.raft_service();
         (Arc::new(transport) as Arc<dyn Transport>, raft_service)

@@ -19,7 +19,7 @@ pub struct EngineBuilder {
     pub(super) client_listener: Option<TcpListener>,
     pub(super) network: bool,
     pub(super) transport: Option<TransportFactory>,
-    pub(super) state_machine: Option<crate::runtime::StateMachineFactory>,
+    pub(super) storage: crate::runtime::NodeStorage,
 }
 
 impl EngineBuilder {
@@ -30,7 +30,7 @@ impl EngineBuilder {
             client_listener: None,
             network: true,
             transport: None,
-            state_machine: None,
+            storage: Default::default(),
         }
     }
 
@@ -41,7 +41,24 @@ impl EngineBuilder {
     /// it ([`d_engine_storage::sm::StateMachine::into_kv`]). For an
     /// application's own machine use [`EngineBuilder::start_app`].
     pub fn state_machine(mut self, open: crate::runtime::StateMachineFactory) -> Self {
-        self.state_machine = Some(open);
+        self.storage.state_machine = Some(open);
+        self
+    }
+
+    /// Keep the Raft log in the store `open` returns instead of the
+    /// built-in WAL (`<data_dir>/wal`). `open` is called once per start
+    /// with a [`d_engine_storage::wal::LogStoreContext`] (node id, the
+    /// private directory `<data_dir>/log-store`, the durability mode) and
+    /// must return the store with everything it kept before. The store
+    /// must meet the [`d_engine_storage::wal::LogStore`] contract — above
+    /// all, entries appended before a `sync` that returned survive any
+    /// crash — and should pass
+    /// `d_engine_storage::conformance::run_durable_log_store_conformance`.
+    /// A data dir keeps the log store it was created with (the node
+    /// refuses to switch in place). See `docs/embedding.md`, "Storage
+    /// backends".
+    pub fn log_store(mut self, open: crate::runtime::LogStoreFactory) -> Self {
+        self.storage.log_store = Some(open);
         self
     }
 

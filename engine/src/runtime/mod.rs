@@ -69,5 +69,8 @@ pub use handle::{
     Alarm, DeleteOutcome, Header, NodeHandle, NodeRole, NodeStatus, ProposeOutcome, WatchStream,
     WriteId,
 };
-pub use node::{start, start_with, start_with_state_machine, StartError, StateMachineFactory};
+pub use node::{
+    start, start_with, start_with_state_machine, start_with_storage, LogStoreFactory, NodeStorage,
+    StartError, StateMachineFactory,
+};
 pub use recovery::{force_new_cluster, restore_backup, RecoveryError};

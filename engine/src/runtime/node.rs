@@ -21,7 +21,7 @@ use d_engine_storage::hard_state::HardStateStore;
 use d_engine_storage::layout::{StateMachineBackend as SmBackend, StateMachineOpened};
 use d_engine_storage::sm::{OpenOutcome, SledOptions, SmError, StateMachine};
 use d_engine_storage::snapshot::SnapshotStore;
-use d_engine_storage::wal::{LogStore, Wal};
+use d_engine_storage::wal::{read_all, LogStore, LogStoreContext, Wal, WalError};
 use tokio::sync::watch;
 
 use super::addr::MemberAddr;
@@ -54,9 +54,25 @@ fn storage<E: Into<NodeFailure>>(e: E) -> StartError {
     StartError::Storage(e.into())
 }
 
+/// The node's log store, as opened: the built-in WAL runs unboxed on the
+/// log thread (static dispatch), an embedder's store boxed.
+enum OpenedLog {
+    Wal(Wal),
+    Custom(Box<dyn LogStore>),
+}
+
+impl OpenedLog {
+    fn store(&mut self) -> &mut dyn LogStore {
+        match self {
+            OpenedLog::Wal(w) => w,
+            OpenedLog::Custom(b) => &mut **b,
+        }
+    }
+}
+
 struct OpenedStorage {
     data_dir: DataDir,
-    wal: Wal,
+    log: OpenedLog,
     hard_state: HardStateStore,
     snapshots: SnapshotStore,
     latest: Option<(SnapshotMeta, PathBuf)>,
@@ -89,10 +105,82 @@ pub(crate) fn initial_membership(config: &Config) -> Membership {
 pub type StateMachineFactory =
     Arc<dyn Fn(Option<&std::path::Path>) -> Result<Arc<dyn StateMachine>, SmError> + Send + Sync>;
 
-fn open_storage(
+/// Opens the log store a node runs instead of the built-in WAL: called
+/// once at start (in a blocking task), with the node id, a private
+/// directory `<data_dir>/log-store` (created `0700`) and the durability
+/// mode. It returns the store holding everything it kept (see the
+/// [`LogStore`] contract: every synced entry, in place); the engine reads
+/// it all back, checks it continues the latest snapshot, and runs it on
+/// the log thread. An error stops the start, named. A data dir whose log
+/// is in the built-in WAL refuses a custom store and vice versa (either
+/// would start from an empty log). See `docs/embedding.md`, "Storage
+/// backends".
+pub type LogStoreFactory =
+    Arc<dyn Fn(&LogStoreContext) -> Result<Box<dyn LogStore>, WalError> + Send + Sync>;
+
+/// Which storage a node runs where it does not use the built-ins: `None`
+/// is the default (the configured key-value backend; the built-in WAL).
+#[derive(Clone, Default)]
+pub struct NodeStorage {
+    /// The state machine (see [`StateMachineFactory`]).
+    pub state_machine: Option<StateMachineFactory>,
+    /// The Raft log store (see [`LogStoreFactory`]).
+    pub log_store: Option<LogStoreFactory>,
+}
+
+/// Opens the node's log: the built-in WAL, or the embedder's store.
+/// Returns it with every entry it holds, in order.
+fn open_log(
     config: &Config,
-    custom_sm: Option<&StateMachineFactory>,
-) -> Result<OpenedStorage, StartError> {
+    data_dir: &DataDir,
+    custom: Option<&LogStoreFactory>,
+) -> Result<(OpenedLog, Vec<d_engine_core::Entry>), StartError> {
+    let wal_opts = config.durability.wal_options();
+    let Some(open) = custom else {
+        data_dir.check_builtin_log().map_err(storage)?;
+        let (wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage)?;
+        if let Some(t) = &recovered.torn_tail {
+            tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
+                "WAL: cut an unsynced torn tail");
+        }
+        return Ok((OpenedLog::Wal(wal), recovered.entries));
+    };
+    let dir = data_dir.prepare_custom_log().map_err(storage)?;
+    let ctx = LogStoreContext {
+        node_id: config.node_id,
+        dir,
+        sync_mode: wal_opts.sync_mode,
+    };
+    let during = |what: &str, e: WalError| storage(NodeFailure::during(what, e));
+    let store = open(&ctx).map_err(|e| during("opening the custom log store", e))?;
+    let entries = read_all(&*store).map_err(|e| during("reading the custom log store back", e))?;
+    // A store that breaks the read contract would hand the core a log with
+    // holes: refuse it here, naming the store's own claim.
+    let (first, last) = (store.first_index(), store.last_index());
+    let contiguous = entries
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.index == first + i as u64);
+    if !contiguous || entries.len() as u64 != (last + 1).saturating_sub(first) {
+        return Err(StartError::Storage(NodeFailure::Inconsistent(format!(
+            "the custom log store reports entries {first}..={last} but read({first}, {}) \
+             returned {} entries{}: it breaks the LogStore contract (run \
+             d_engine_storage::conformance against it)",
+            last + 1,
+            entries.len(),
+            if contiguous {
+                ""
+            } else {
+                " with indexes out of order"
+            }
+        ))));
+    }
+    tracing::info!(first, last, "custom log store opened");
+    Ok((OpenedLog::Custom(store), entries))
+}
+
+fn open_storage(config: &Config, custom: &NodeStorage) -> Result<OpenedStorage, StartError> {
+    let custom_sm = custom.state_machine.as_ref();
     let data_dir =
         DataDir::open(&config.data_dir, config.node_id, &config.cluster_id).map_err(storage)?;
     if let Some(notice) = data_dir.mode_notice() {
@@ -111,24 +199,18 @@ fn open_storage(
     }
     let quarantined = valid.quarantined;
     let latest = valid.latest.map(|i| (i.meta, i.path));
-    let wal_opts = config.durability.wal_options();
-    let (mut wal, recovered) = Wal::open(data_dir.wal_dir(), wal_opts).map_err(storage)?;
-    if let Some(t) = &recovered.torn_tail {
-        tracing::warn!(file = %t.file.display(), offset = t.offset, reason = %t.reason,
-            "WAL: cut an unsynced torn tail");
-    }
+    let (mut log, mut entries) = open_log(config, &data_dir, custom.log_store.as_ref())?;
     let (snap_index, snap_term) = latest
         .as_ref()
         .map(|(m, _)| (m.last_index, m.last_term))
         .unwrap_or((0, 0));
-    let mut entries = recovered.entries;
     // Even an empty log knows where it starts (after a compaction or an
     // installed snapshot): a gap between the snapshot and the log means
     // entries this node may have acknowledged are gone.
     let wal_first = entries
         .first()
         .map(|e| e.index)
-        .unwrap_or_else(|| wal.first_index());
+        .unwrap_or_else(|| log.store().first_index());
     if wal_first > snap_index + 1 {
         return Err(StartError::Storage(NodeFailure::Inconsistent(
             log_gap_message(snap_index, wal_first, &quarantined, &snapshots),
@@ -146,7 +228,8 @@ fn open_storage(
                 snap_index,
                 "WAL diverges from the latest snapshot; resetting it"
             );
-            wal.reset(snap_index + 1)
+            log.store()
+                .reset(snap_index + 1)
                 .map_err(|e| storage(NodeFailure::during("resetting the WAL", e)))?;
             entries.clear();
         } else {
@@ -204,7 +287,7 @@ fn open_storage(
     let staging_dir = staging.dir().to_path_buf();
     Ok(OpenedStorage {
         data_dir,
-        wal,
+        log,
         hard_state,
         snapshots,
         latest,
@@ -288,11 +371,8 @@ where
     Ok(handle)
 }
 
-/// [`start_with_state_machine`] for a transport that comes with a companion
-/// the caller needs afterwards (e.g. the tonic transport's inbound Raft
-/// service): `make_transport` returns both, and the companion is handed
-/// back beside the node. `make_transport` is called exactly once, after
-/// storage opened and before the node's threads start.
+/// [`start_with_storage`] choosing only the state machine (the log is the
+/// built-in WAL).
 pub async fn start_with<F, X>(
     config: Config,
     custom_sm: Option<StateMachineFactory>,
@@ -301,9 +381,30 @@ pub async fn start_with<F, X>(
 where
     F: FnOnce(Arc<dyn PeerInbox>) -> (Arc<dyn Transport>, X),
 {
+    let storage = NodeStorage {
+        state_machine: custom_sm,
+        log_store: None,
+    };
+    start_with_storage(config, storage, make_transport).await
+}
+
+/// [`start_with_state_machine`] for a transport that comes with a companion
+/// the caller needs afterwards (e.g. the tonic transport's inbound Raft
+/// service): `make_transport` returns both, and the companion is handed
+/// back beside the node. `make_transport` is called exactly once, after
+/// storage opened and before the node's threads start. `custom` chooses
+/// the state machine and the log store (the built-ins where `None`).
+pub async fn start_with_storage<F, X>(
+    config: Config,
+    custom: NodeStorage,
+    make_transport: F,
+) -> Result<(NodeHandle, X), StartError>
+where
+    F: FnOnce(Arc<dyn PeerInbox>) -> (Arc<dyn Transport>, X),
+{
     config.validate()?;
     let cfg = config.clone();
-    let st = tokio::task::spawn_blocking(move || open_storage(&cfg, custom_sm.as_ref()))
+    let st = tokio::task::spawn_blocking(move || open_storage(&cfg, &custom))
         .await
         .map_err(|e| {
             StartError::Storage(NodeFailure::Thread(format!(
@@ -365,13 +466,14 @@ where
     let (transport, companion) = make_transport(Arc::new(NodeInbox::new(&shared)));
 
     let periodic = shared.config.durability.sync_interval();
-    let (wal_tx, wal_h) = wal_thread::spawn(
-        st.wal,
-        periodic,
-        input_tx,
-        shared.id,
-        shared.metrics.clone(),
-    )?;
+    let (wal_tx, wal_h) = match st.log {
+        OpenedLog::Wal(wal) => {
+            wal_thread::spawn(wal, periodic, input_tx, shared.id, shared.metrics.clone())?
+        }
+        OpenedLog::Custom(store) => {
+            wal_thread::spawn(store, periodic, input_tx, shared.id, shared.metrics.clone())?
+        }
+    };
     let (apply_tx, apply_h) = apply::spawn(shared.clone(), st.sm, applied_tx)?;
 
     let tick = shared.config.tick();

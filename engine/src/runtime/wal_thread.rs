@@ -1,19 +1,29 @@
-//! The WAL thread: owns the [`Wal`], does group commit, reports durability.
+//! The log thread: owns the node's log store (the built-in [`Wal`] or an
+//! embedder's [`LogStore`]), does group commit, reports durability.
 //!
-//! Contract: every `Append` drained in one wake-up is written, then ONE
-//! `fdatasync` covers all of it (`durability.mode = "fsync"`), and only then
-//! is `log_persisted(last_index, last_term)` reported to the consensus loop.
-//! In `periodic` mode entries are reported once handed to the OS and synced
-//! at least every `durability.interval_ms` (see `docs/config.md` for the
-//! exact risk). Any WAL error stops the node (`Input::Fatal`): a failed
+//! Contract: every `Append` drained in one wake-up is appended, then ONE
+//! `LogStore::sync` covers all of it (`durability.mode = "fsync"`; one
+//! `fdatasync` in the WAL), and only then is `log_persisted(last_index,
+//! last_term)` reported to the consensus loop. In `periodic` mode entries
+//! are reported after `LogStore::flush` (handed to the OS) and synced at
+//! least every `durability.interval_ms` (see `docs/config.md` for the exact
+//! risk). Any log-store error stops the node (`Input::Fatal`): a failed
 //! fsync may have dropped data, so nothing more may be acknowledged.
+//!
+//! The thread uses the store only through the [`LogStore`] trait and is
+//! generic over it: the built-in WAL runs monomorphized (static calls, as
+//! before the seam existed); an embedder's store runs as
+//! `Box<dyn LogStore>`, a handful of indirect calls per wake-up next to at
+//! least one sync.
 
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use d_engine_core::{Entry, Index};
-use d_engine_storage::wal::{LogStore, Wal};
+use d_engine_storage::wal::LogStore;
+#[cfg(doc)]
+use d_engine_storage::wal::Wal;
 
 use super::failure::NodeFailure;
 use super::input::Input;
@@ -39,8 +49,8 @@ struct Stopped {
     shutdown_taken: bool,
 }
 
-pub(crate) fn spawn(
-    mut wal: Wal,
+pub(crate) fn spawn<L: LogStore + 'static>(
+    mut wal: L,
     periodic: Option<Duration>,
     input: std_mpsc::Sender<Input>,
     node_id: u64,
@@ -100,6 +110,28 @@ impl Pacing {
     }
 }
 
+/// What the thread knows about the store's durability (periodic mode).
+struct Durable {
+    /// Entries were appended (and perhaps flushed) since the last sync.
+    unsynced: bool,
+    /// When the last sync completed (or the thread started).
+    last_sync: Instant,
+}
+
+impl Durable {
+    /// Whether periodic mode (`interval`) must sync now.
+    fn due(&self, interval: Duration) -> bool {
+        self.unsynced && self.last_sync.elapsed() >= interval
+    }
+
+    fn sync<L: LogStore>(&mut self, log: &mut L) -> Result<(), NodeFailure> {
+        log.sync()?;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
 /// Log entries a task appends.
 fn entries_in(t: &WalTask) -> usize {
     match t {
@@ -113,8 +145,8 @@ fn is_urgent(t: &WalTask) -> bool {
     matches!(t, WalTask::Shutdown | WalTask::Reset { .. })
 }
 
-fn run(
-    wal: &mut Wal,
+fn run<L: LogStore>(
+    wal: &mut L,
     periodic: Option<Duration>,
     rx: &std_mpsc::Receiver<WalTask>,
     input: &std_mpsc::Sender<Input>,
@@ -126,10 +158,14 @@ fn run(
     };
     let mut tasks: Vec<WalTask> = Vec::new();
     let mut pacing = Pacing::default();
+    let mut durable = Durable {
+        unsynced: false,
+        last_sync: Instant::now(),
+    };
     loop {
         let first = match periodic {
-            Some(iv) if wal.has_unsynced() => {
-                let wait = iv.saturating_sub(wal.last_sync().elapsed());
+            Some(iv) if durable.unsynced => {
+                let wait = iv.saturating_sub(durable.last_sync.elapsed());
                 match rx.recv_timeout(wait) {
                     Ok(t) => Some(t),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -153,10 +189,11 @@ fn run(
         }
         let shutdown = tasks.iter().any(|t| matches!(t, WalTask::Shutdown));
         let started = Instant::now();
-        let synced = wake_up(wal, periodic, &mut tasks, input).map_err(|error| Stopped {
-            error,
-            shutdown_taken: shutdown,
-        })?;
+        let synced =
+            wake_up(wal, &mut durable, periodic, &mut tasks, input).map_err(|error| Stopped {
+                error,
+                shutdown_taken: shutdown,
+            })?;
         if synced {
             pacing = Pacing {
                 last_batch: entries,
@@ -202,8 +239,9 @@ fn gather(
 
 /// Executes the tasks of one wake-up: appends, then one sync for all of
 /// them. Returns whether entries were appended.
-fn wake_up(
-    wal: &mut Wal,
+fn wake_up<L: LogStore>(
+    wal: &mut L,
+    durable: &mut Durable,
     periodic: Option<Duration>,
     tasks: &mut Vec<WalTask>,
     input: &std_mpsc::Sender<Input>,
@@ -232,11 +270,12 @@ fn wake_up(
     }
     if appended {
         match periodic {
-            None => wal.sync()?,
-            Some(_) => {
+            None => durable.sync(wal)?,
+            Some(iv) => {
                 wal.flush()?;
-                if wal.needs_sync(Instant::now()) {
-                    wal.sync()?;
+                durable.unsynced = true;
+                if durable.due(iv) {
+                    durable.sync(wal)?;
                 }
             }
         }
@@ -246,13 +285,13 @@ fn wake_up(
                 term,
             });
         }
-    } else if periodic.is_some() && wal.needs_sync(Instant::now()) {
-        wal.sync()?;
+    } else if periodic.is_some_and(|iv| durable.due(iv)) {
+        durable.sync(wal)?;
     }
     Ok(appended)
 }
 
-fn finish(wal: &mut Wal) -> Result<(), NodeFailure> {
+fn finish<L: LogStore>(wal: &mut L) -> Result<(), NodeFailure> {
     Ok(wal.sync()?)
 }
 
@@ -260,7 +299,7 @@ fn finish(wal: &mut Wal) -> Result<(), NodeFailure> {
 mod tests {
     use super::*;
     use d_engine_storage::wal::conformance::entry;
-    use d_engine_storage::wal::WalOptions;
+    use d_engine_storage::wal::{Wal, WalOptions};
 
     #[test]
     fn only_a_wake_up_smaller_than_the_last_batch_waits_and_briefly() {
@@ -281,6 +320,99 @@ mod tests {
             Some(Duration::from_micros(150))
         );
         assert_eq!(after(100, 10_000).gather_budget(99), Some(MAX_GATHER));
+    }
+
+    /// A store that counts the calls the thread makes (over `MemLog`).
+    #[derive(Default)]
+    struct Counting {
+        log: d_engine_storage::wal::MemLog,
+        appends: usize,
+        syncs: usize,
+        flushes: usize,
+    }
+
+    impl LogStore for Counting {
+        fn append(&mut self, e: &[Entry]) -> d_engine_storage::wal::Result<()> {
+            self.appends += 1;
+            self.log.append(e)
+        }
+        fn sync(&mut self) -> d_engine_storage::wal::Result<()> {
+            self.syncs += 1;
+            Ok(())
+        }
+        fn flush(&mut self) -> d_engine_storage::wal::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+        fn truncate_suffix(&mut self, from: Index) -> d_engine_storage::wal::Result<()> {
+            self.log.truncate_suffix(from)
+        }
+        fn compact(&mut self, upto: Index) -> d_engine_storage::wal::Result<()> {
+            self.log.compact(upto)
+        }
+        fn reset(&mut self, next: Index) -> d_engine_storage::wal::Result<()> {
+            self.log.reset(next)
+        }
+        fn read(&self, lo: Index, hi: Index) -> d_engine_storage::wal::Result<Vec<Entry>> {
+            self.log.read(lo, hi)
+        }
+        fn set_committed(&mut self, index: Index) {
+            self.log.set_committed(index)
+        }
+        fn first_index(&self) -> Index {
+            self.log.first_index()
+        }
+        fn last_index(&self) -> Index {
+            self.log.last_index()
+        }
+        fn last_term(&self) -> Option<d_engine_core::Term> {
+            self.log.last_term()
+        }
+    }
+
+    fn appends(lo: Index, hi: Index) -> Vec<WalTask> {
+        (lo..=hi)
+            .map(|i| WalTask::Append(vec![entry(i, 1, 8)]))
+            .collect()
+    }
+
+    /// Group commit through the trait: every batch of a wake-up appended,
+    /// ONE sync for all, then the last one reported persisted; in periodic
+    /// mode a flush per wake-up and a sync only once the interval passed.
+    #[test]
+    fn one_sync_per_wake_up_and_periodic_flushes_through_the_trait() {
+        let (input, inputs) = std_mpsc::channel();
+        let mut log = Counting::default();
+        let mut durable = Durable {
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
+        let mut tasks = appends(1, 5);
+        assert!(wake_up(&mut log, &mut durable, None, &mut tasks, &input).unwrap());
+        assert_eq!((log.appends, log.syncs, log.flushes), (5, 1, 0));
+        assert!(matches!(
+            inputs.try_recv(),
+            Ok(Input::Persisted { index: 5, term: 1 })
+        ));
+
+        let iv = Duration::from_secs(10);
+        let mut tasks = appends(6, 7);
+        assert!(wake_up(&mut log, &mut durable, Some(iv), &mut tasks, &input).unwrap());
+        assert_eq!((log.appends, log.syncs, log.flushes), (7, 1, 1));
+        assert!(durable.unsynced, "flushed, not synced");
+        assert!(matches!(
+            inputs.try_recv(),
+            Ok(Input::Persisted { index: 7, .. })
+        ));
+        // The interval passes: the next wake-up (even without entries) syncs.
+        durable.last_sync = Instant::now().checked_sub(iv).expect("a clock 10 s old");
+        assert!(!wake_up(&mut log, &mut durable, Some(iv), &mut Vec::new(), &input).unwrap());
+        assert_eq!(log.syncs, 2);
+        assert!(!durable.unsynced);
+        // Nothing pending: no sync.
+        durable.last_sync = Instant::now().checked_sub(iv).expect("a clock 10 s old");
+        wake_up(&mut log, &mut durable, Some(iv), &mut Vec::new(), &input).unwrap();
+        assert_eq!(log.syncs, 2);
     }
 
     /// A wake-up that holds both a failing task and `Shutdown` must end the

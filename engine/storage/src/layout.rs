@@ -8,6 +8,7 @@
 //!   snapshots/           crate::snapshot::store (+ quarantine/)
 //!   snapshot-staging/    crate::snapshot::transfer (inbound transfers from a leader)
 //!   sm/                  crate::sm::sled_sm (backend `sled` only)
+//!   log-store/           an embedder's own log store, instead of wal/ (`EngineBuilder::log_store`)
 //! ```
 //!
 //! Contract: a host never joins these names itself. It opens a
@@ -19,7 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, DataDirError};
 use crate::sm::StateMachine;
 use crate::sm::{open_or_rebuild, MemStateMachine, OpenOutcome, SledOptions, SmError};
 use crate::snapshot::{SnapshotError, SnapshotStaging, SnapshotStore};
@@ -32,6 +33,9 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const SNAPSHOT_STAGING_DIR: &str = "snapshot-staging";
 /// `<data_dir>/sm`: the sled state machine.
 pub const STATE_MACHINE_DIR: &str = "sm";
+/// `<data_dir>/log-store`: the directory handed to an embedder's log store
+/// (a node runs either the built-in WAL in `wal/` or its own store).
+pub const LOG_STORE_DIR: &str = "log-store";
 
 /// Where the state machine keeps its keys.
 #[derive(Clone, Debug)]
@@ -64,6 +68,19 @@ pub enum StateMachineOpenError {
     Memory(SmError),
     /// Opening (or rebuilding) the sled database failed.
     Sled(SmError),
+}
+
+/// True if `dir` exists and holds any entry.
+fn non_empty(dir: &Path) -> Result<bool, DataDirError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => Ok(it.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(DataDirError::Io {
+            op: "list directory",
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 impl std::fmt::Display for StateMachineOpenError {
@@ -100,6 +117,51 @@ impl DataDir {
     /// `<data_dir>/sm` (used by the sled backend only).
     pub fn state_machine_dir(&self) -> PathBuf {
         self.path().join(STATE_MACHINE_DIR)
+    }
+
+    /// `<data_dir>/log-store`: the directory of an embedder's log store.
+    pub fn log_store_dir(&self) -> PathBuf {
+        self.path().join(LOG_STORE_DIR)
+    }
+
+    /// Before opening the built-in WAL: refuses a data dir whose log was
+    /// kept by an embedder's store (`log-store/` exists: the engine
+    /// creates it for every custom store, wherever the store keeps its
+    /// data), since starting on an empty `wal/` would lose every entry it
+    /// holds.
+    pub fn check_builtin_log(&self) -> Result<(), DataDirError> {
+        let dir = self.log_store_dir();
+        if dir.exists() {
+            return Err(DataDirError::InvalidArgument(format!(
+                "{} holds the log of a custom log store (EngineBuilder::log_store); this node \
+                 was started with the built-in WAL, which would start from an empty log and \
+                 lose acknowledged entries: start it with the same log store as before",
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Before opening an embedder's log store: refuses a data dir whose
+    /// log is in the built-in WAL (segments in `wal/`), then creates
+    /// `log-store/` (`0700`) and returns it.
+    pub fn prepare_custom_log(&self) -> Result<PathBuf, DataDirError> {
+        let wal = self.wal_dir();
+        if non_empty(&wal)? {
+            return Err(DataDirError::InvalidArgument(format!(
+                "{} holds this node's log in the built-in WAL; a custom log store \
+                 (EngineBuilder::log_store) would start from an empty log and lose \
+                 acknowledged entries: start the node without it, or give it a new data dir",
+                wal.display()
+            )));
+        }
+        let dir = self.log_store_dir();
+        crate::data_dir::create_private_dir_all(&dir).map_err(|source| DataDirError::Io {
+            op: "create directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
     }
 
     /// Opens (creating) the snapshot store; removes abandoned builds.

@@ -5,7 +5,9 @@
 //!   compaction, and recovery that cuts a torn tail but refuses to start on
 //!   any other damage.
 //! - [`SyncMode`] / [`WalOptions`]: durability mode and sizing.
-//! - [`LogStore`]: the contract, also implemented in memory by [`MemLog`];
+//! - [`LogStore`]: the contract the node runtime drives the log through
+//!   (the public seam: an embedder may plug in its own store, see
+//!   `docs/embedding.md`), also implemented in memory by [`MemLog`];
 //!   [`conformance`] checks any implementation against it.
 //!
 //! Host usage (one dedicated blocking thread owns the `Wal`):
@@ -36,4 +38,4 @@ pub use error::{Result, WalError, RESTORE_ADVICE};
 pub use mem::MemLog;
 pub use options::{SyncMode, WalOptions, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use segmented::{segment_file_name, sync_dir, Recovered, TornTail, Wal};
-pub use store::LogStore;
+pub use store::{read_all, LogStore, LogStoreContext};

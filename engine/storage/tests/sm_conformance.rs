@@ -24,6 +24,7 @@ fn sled(dir: &Path) -> Box<dyn KvStateMachine> {
 
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
+        const CHECKED_HERE: &[&str] = &[$(stringify!($name)),*];
         mod mem_sm {
             $(#[test] fn $name() {
                 let d = tempfile::tempdir().unwrap();
@@ -61,6 +62,30 @@ both!(
     dedup_multi_key_results,
     snapshot_with_unknown_lease_is_refused,
 );
+
+/// The exported suite (`d_engine_storage::conformance::
+/// run_state_machine_conformance`, what an implementer runs) is exactly the
+/// checks run one by one above, so the built-in machines pass what it asks.
+#[test]
+fn the_exported_suite_runs_exactly_these_checks() {
+    let listed: Vec<&str> = c::CHECKS.iter().map(|(name, _)| *name).collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    let mut here = CHECKED_HERE.to_vec();
+    here.sort();
+    assert_eq!(
+        listed_sorted, here,
+        "sm::conformance::CHECKS and this file differ"
+    );
+}
+
+/// The exported entry point itself, on the memory machine (a cheap run;
+/// the per-check tests above cover both backends with better names).
+#[test]
+fn exported_suite_passes_on_the_memory_machine() {
+    let d = tempfile::tempdir().unwrap();
+    d_engine_storage::conformance::run_state_machine_conformance(&mem, d.path());
+}
 
 #[test]
 fn mem_and_sled_snapshots_are_interchangeable() {

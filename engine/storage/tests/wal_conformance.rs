@@ -1,9 +1,15 @@
-//! Runs the log-store conformance suite against the durable WAL (with tiny
-//! segments, so compaction and truncation cross segment boundaries, and
-//! with a reopen after every step) and against the in-memory MemLog.
+//! Runs the exported log-store conformance suite
+//! (`d_engine_storage::conformance`, what an embedder runs on their own
+//! store) against the durable WAL (with tiny segments, so compaction and
+//! truncation cross segment boundaries, and with a reopen after every
+//! step), the in-memory MemLog, and a boxed `dyn LogStore` (how the
+//! runtime holds an embedder's store).
 
 use d_engine_core::Entry;
-use d_engine_storage::wal::conformance::{self, Harness};
+use d_engine_storage::conformance::{
+    run_durable_log_store_conformance, run_log_store_conformance, LogStoreHarness as Harness,
+};
+use d_engine_storage::wal::conformance;
 use d_engine_storage::wal::{LogStore, MemLog, Wal, WalOptions};
 
 struct WalHarness {
@@ -32,21 +38,6 @@ impl Harness for WalHarness {
     }
 }
 
-struct MemHarness;
-
-impl Harness for MemHarness {
-    type Store = MemLog;
-    fn fresh(&mut self) -> MemLog {
-        MemLog::new()
-    }
-    fn reopen(&mut self, _: MemLog) -> Option<(MemLog, Vec<Entry>)> {
-        None
-    }
-    fn durable(&self) -> bool {
-        false
-    }
-}
-
 #[test]
 fn wal_with_tiny_segments_conforms() {
     let mut h = WalHarness {
@@ -57,7 +48,7 @@ fn wal_with_tiny_segments_conforms() {
             ..Default::default()
         },
     };
-    conformance::run(&mut h);
+    run_durable_log_store_conformance(&mut h);
 }
 
 #[test]
@@ -66,12 +57,17 @@ fn wal_with_default_options_conforms() {
         dirs: Vec::new(),
         opts: WalOptions::default(),
     };
-    conformance::run(&mut h);
+    run_durable_log_store_conformance(&mut h);
 }
 
 #[test]
 fn mem_log_conforms() {
-    conformance::run(&mut MemHarness);
+    run_log_store_conformance(MemLog::new);
+}
+
+#[test]
+fn boxed_dyn_log_store_conforms() {
+    run_log_store_conformance(|| Box::new(MemLog::new()) as Box<dyn LogStore>);
 }
 
 #[test]

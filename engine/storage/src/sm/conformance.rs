@@ -1907,39 +1907,46 @@ pub fn snapshot_with_unknown_lease_is_refused(f: Factory<'_>, dir: &Path) {
     apply1(&*sm, cmd(2, 1, put("still", "works", None)));
 }
 
+/// One check of the suite: opens machines with the factory in the
+/// (empty) directory it is given.
+pub type Check = fn(Factory<'_>, &Path);
+
+/// Runs every check of [`CHECKS`], each in its own subdirectory of `dir`
+/// (named after the check); panics on the first broken contract.
 pub fn run_all(f: Factory<'_>, dir: &Path) {
-    type Check = fn(Factory<'_>, &Path);
-    let checks: &[(&str, Check)] = &[
-        ("put_get_revisions", put_get_revisions),
-        ("compare_and_swap", compare_and_swap),
-        ("ttl_expiry", ttl_expiry),
-        ("dedup_retries", dedup_retries),
-        ("membership_changes", membership_changes),
-        ("watch_events", watch_events),
-        ("rejects_bad_commands", rejects_bad_commands),
-        ("scan_prefix_order_and_limit", scan_prefix_order_and_limit),
-        ("snapshot_roundtrip", snapshot_roundtrip),
-        ("data_bytes_accounting", data_bytes_accounting),
-        ("snapshot_is_point_in_time", snapshot_is_point_in_time),
-        (
-            "snapshot_concurrent_with_applies",
-            snapshot_concurrent_with_applies,
-        ),
-        ("delete_range_semantics", delete_range_semantics),
-        ("txn_semantics", txn_semantics),
-        ("lease_semantics", lease_semantics),
-        ("lease_snapshot_roundtrip", lease_snapshot_roundtrip),
-        ("auth_state_roundtrip", auth_state_roundtrip),
-        ("range_reads", range_reads),
-        ("dedup_multi_key_results", dedup_multi_key_results),
-        (
-            "snapshot_with_unknown_lease_is_refused",
-            snapshot_with_unknown_lease_is_refused,
-        ),
-    ];
-    for (name, check) in checks {
+    for (name, check) in CHECKS {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).expect("mkdir");
         check(f, &d);
     }
 }
+
+/// Every check of the suite, by name (what [`run_all`] runs).
+pub const CHECKS: &[(&str, Check)] = &[
+    ("put_get_revisions", put_get_revisions),
+    ("compare_and_swap", compare_and_swap),
+    ("ttl_expiry", ttl_expiry),
+    ("dedup_retries", dedup_retries),
+    ("membership_changes", membership_changes),
+    ("watch_events", watch_events),
+    ("rejects_bad_commands", rejects_bad_commands),
+    ("scan_prefix_order_and_limit", scan_prefix_order_and_limit),
+    ("snapshot_roundtrip", snapshot_roundtrip),
+    ("data_bytes_accounting", data_bytes_accounting),
+    ("snapshot_is_point_in_time", snapshot_is_point_in_time),
+    (
+        "snapshot_concurrent_with_applies",
+        snapshot_concurrent_with_applies,
+    ),
+    ("delete_range_semantics", delete_range_semantics),
+    ("txn_semantics", txn_semantics),
+    ("lease_semantics", lease_semantics),
+    ("lease_snapshot_roundtrip", lease_snapshot_roundtrip),
+    ("auth_state_roundtrip", auth_state_roundtrip),
+    ("range_reads", range_reads),
+    ("dedup_multi_key_results", dedup_multi_key_results),
+    (
+        "snapshot_with_unknown_lease_is_refused",
+        snapshot_with_unknown_lease_is_refused,
+    ),
+];

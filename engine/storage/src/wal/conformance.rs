@@ -11,6 +11,10 @@ use super::error::WalError;
 use super::store::LogStore;
 
 /// Makes stores for the suite.
+///
+/// For a store without a reopen (in memory, or to run the quick checks
+/// only) use [`Fresh`]; for a durable store implement `reopen` so every
+/// check also verifies what survives closing and opening the store again.
 pub trait Harness {
     type Store: LogStore;
     /// A new, empty store (first index 1).
@@ -21,6 +25,23 @@ pub trait Harness {
     fn reopen(&mut self, store: Self::Store) -> Option<(Self::Store, Vec<Entry>)>;
     /// True if `reopen` is supported.
     fn durable(&self) -> bool;
+}
+
+/// A [`Harness`] from a function making fresh, empty stores; no reopen
+/// checks. `run(&mut Fresh(|| MyLog::new()))`.
+pub struct Fresh<F>(pub F);
+
+impl<S: LogStore, F: FnMut() -> S> Harness for Fresh<F> {
+    type Store = S;
+    fn fresh(&mut self) -> S {
+        (self.0)()
+    }
+    fn reopen(&mut self, _: S) -> Option<(S, Vec<Entry>)> {
+        None
+    }
+    fn durable(&self) -> bool {
+        false
+    }
 }
 
 /// A command entry whose payload is derived from `(index, term)` and is
@@ -63,6 +84,8 @@ pub fn run<H: Harness>(h: &mut H) {
     resets(h);
     keeps_every_payload_kind(h);
     many_small_batches(h);
+    flush_keeps_entries(h);
+    reset_raises_committed_floor(h);
 }
 
 fn assert_log<S: LogStore>(s: &S, first: Index, last: Index, want: &[Entry], check: &str) {
@@ -436,4 +459,46 @@ fn many_small_batches<H: Harness>(h: &mut H) {
     s.sync().expect("sync");
     assert_log(&s, 1, 500, &want, "many small batches");
     let _ = maybe_reopen(h, s, 1, &want, "many small batches");
+}
+
+/// `flush` (the `periodic` durability mode's step) keeps every appended
+/// entry readable, and a reopen after it (a process restart) finds them.
+fn flush_keeps_entries<H: Harness>(h: &mut H) {
+    let mut s = h.fresh();
+    let want = entries(1, 25, 1, 200);
+    s.append(&want[..10]).expect("append 1..=10");
+    s.flush().expect("flush");
+    s.append(&want[10..]).expect("append 11..=25");
+    s.flush().expect("flush");
+    assert_log(&s, 1, 25, &want, "after flush");
+    let s = maybe_reopen(h, s, 1, &want, "after flush");
+    let mut s = s;
+    s.sync().expect("sync after flush");
+    assert_log(&s, 1, 25, &want, "sync after flush");
+}
+
+/// After `reset(n)` the entries before `n` are committed: the store must
+/// refuse to overwrite below it (there is nothing there to overwrite) and
+/// accept exactly `n` next.
+fn reset_raises_committed_floor<H: Harness>(h: &mut H) {
+    let mut s = h.fresh();
+    s.append(&entries(1, 8, 1, 40)).expect("append");
+    s.set_committed(3);
+    s.reset(50).expect("reset(50)");
+    assert!(
+        s.append(&entries(49, 49, 2, 10)).is_err(),
+        "append at next_index - 1 after a reset must fail"
+    );
+    assert!(
+        matches!(
+            s.truncate_suffix(1),
+            Ok(()) | Err(WalError::TruncateCommitted { .. })
+        ),
+        "truncating below an empty reset log is a no-op or refused"
+    );
+    let want = entries(50, 52, 2, 10);
+    s.append(&want).expect("append at next_index after reset");
+    s.sync().expect("sync");
+    assert_log(&s, 50, 52, &want, "after reset");
+    let _ = maybe_reopen(h, s, 50, &want, "after reset");
 }

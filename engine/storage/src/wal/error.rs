@@ -62,6 +62,10 @@ pub enum WalError {
     },
     /// Invalid [`super::WalOptions`].
     InvalidOptions(String),
+    /// A failure of a log store other than the built-in WAL (an
+    /// embedder's [`super::LogStore`]); the node stops, as on any log
+    /// error. Make it with [`WalError::store`].
+    Store(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl WalError {
@@ -82,6 +86,12 @@ impl WalError {
     /// True for damage or foreign data found on disk (the node must not start).
     pub fn is_corruption(&self) -> bool {
         matches!(self, WalError::Corrupt { .. } | WalError::Foreign { .. })
+    }
+
+    /// An embedder's log-store failure (see [`WalError::Store`]); its
+    /// text should name what failed and what the operator should do.
+    pub fn store(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        WalError::Store(e.into())
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -151,6 +161,7 @@ impl fmt::Display for WalError {
                 "entry {index} is {bytes} bytes encoded; the WAL limit is {max} bytes per entry"
             ),
             WalError::InvalidOptions(msg) => write!(f, "invalid WAL options: {msg}"),
+            WalError::Store(e) => write!(f, "log store failed: {e}"),
         }
     }
 }
@@ -159,6 +170,7 @@ impl std::error::Error for WalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WalError::Io { source, .. } => Some(source),
+            WalError::Store(e) => Some(&**e),
             _ => None,
         }
     }

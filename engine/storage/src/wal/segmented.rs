@@ -315,13 +315,6 @@ impl Wal {
             })
     }
 
-    /// Hands buffered entries to the operating system without syncing
-    /// them: after this they survive a process crash, not a power loss.
-    pub fn flush(&mut self) -> Result<()> {
-        self.check()?;
-        self.flush_buf()
-    }
-
     fn check(&self) -> Result<()> {
         match self.poisoned() {
             Some(e) => Err(e),
@@ -585,6 +578,13 @@ impl LogStore for Wal {
         self.sync_active()?;
         self.last_sync = Instant::now();
         Ok(())
+    }
+
+    /// Hands buffered entries to the operating system without syncing
+    /// them: after this they survive a process crash, not a power loss.
+    fn flush(&mut self) -> Result<()> {
+        self.check()?;
+        self.flush_buf()
     }
 
     fn truncate_suffix(&mut self, from: Index) -> Result<()> {
