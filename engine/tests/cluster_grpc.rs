@@ -128,7 +128,7 @@ async fn eventually_has(n: &Node, key: &[u8], value: &[u8]) {
             .get_with(key, Consistency::Eventual)
             .await
             .unwrap();
-        if got.as_ref().map(|kv| kv.value.as_slice()) == Some(value) {
+        if got.as_ref().map(|kv| &kv.value[..]) == Some(value) {
             return;
         }
         assert!(
@@ -334,7 +334,7 @@ async fn follower_writes_are_forwarded_to_the_leader() {
     // Writes and linearizable reads on a follower go to the leader over gRPC.
     let rev = fc.put(b"fwd", b"1").await.unwrap();
     assert!(rev > 0);
-    assert_eq!(fc.get(b"fwd").await.unwrap().unwrap().value, b"1");
+    assert_eq!(fc.get(b"fwd").await.unwrap().unwrap().value, b"1"[..]);
     let o = fc
         .compare_and_swap(b"fwd", Some(b"1".to_vec()), Some(b"2".to_vec()))
         .await
@@ -352,7 +352,7 @@ async fn follower_writes_are_forwarded_to_the_leader() {
         .unwrap();
     assert!(o.succeeded);
     let kv = e(&nodes[l]).client().get(b"fwd").await.unwrap().unwrap();
-    assert_eq!(kv.value, b"3");
+    assert_eq!(kv.value, b"3"[..]);
     assert!(kv.expires_at_ms > 0, "the leader stored the TTL");
     assert!(fc.delete(b"fwd").await.unwrap());
     assert_eq!(fc.get(b"fwd").await.unwrap(), None);
@@ -370,13 +370,16 @@ async fn follower_writes_are_forwarded_to_the_leader() {
         )
         .await
         .unwrap();
-    let values: Vec<Option<Vec<u8>>> = got.into_iter().map(|kv| kv.map(|kv| kv.value)).collect();
+    let values: Vec<Option<Vec<u8>>> = got
+        .into_iter()
+        .map(|kv| kv.map(|kv| kv.value.to_vec()))
+        .collect();
     assert_eq!(values, [Some(b"x".to_vec()), None, Some(b"y".to_vec())]);
     let kvs = fc
         .scan_prefix(b"fwd", 0, Consistency::Linearizable)
         .await
         .unwrap();
-    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    let keys: Vec<&[u8]> = kvs.iter().map(|kv| &kv.key[..]).collect();
     assert_eq!(keys, [b"fwd2".as_slice(), b"fwd3".as_slice()]);
     assert!(kvs[1].expires_at_ms > 0, "the TTL was forwarded");
     for n in &nodes {
@@ -419,7 +422,7 @@ async fn forwarded_calls_act_as_the_forward_token_user() {
     fc.put(b"app/1", b"ok")
         .await
         .expect("granted to the token's user");
-    assert_eq!(fc.get(b"app/1").await.unwrap().unwrap().value, b"ok");
+    assert_eq!(fc.get(b"app/1").await.unwrap().unwrap().value, b"ok"[..]);
     let err = fc.put(b"other/1", b"no").await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
     e(&nodes[l])

@@ -33,7 +33,7 @@ async fn range_pages_walk_every_key_once_and_scan_prefix_is_complete() {
         d_engine_node::RangeWalk::new(&c, b"r/".to_vec(), RangeOptions::prefix().with_limit(64));
     let mut keys = Vec::new();
     while let Some(p) = walk.next_page().await.unwrap() {
-        keys.extend(p.kvs.into_iter().map(|kv| kv.key));
+        keys.extend(p.kvs.into_iter().map(|kv| kv.key.to_vec()));
     }
     let want: Vec<Vec<u8>> = (0..250u32)
         .map(|i| format!("r/{i:04}").into_bytes())
@@ -94,7 +94,8 @@ async fn txn_compares_and_runs_one_branch_atomically() {
     assert_eq!(out.results.len(), 3);
     match &out.results[2] {
         TxnOpResult::Range(p) => assert_eq!(
-            p.kvs[0].value, b"40",
+            p.kvs[0].value,
+            b"40"[..],
             "a later op sees an earlier op's write"
         ),
         other => panic!("{other:?}"),
@@ -107,10 +108,10 @@ async fn txn_compares_and_runs_one_branch_atomically() {
     let again = c.txn(transfer).await.unwrap();
     assert!(!again.succeeded);
     match &again.results[0] {
-        TxnOpResult::Range(p) => assert_eq!(p.kvs[0].value, b"60"),
+        TxnOpResult::Range(p) => assert_eq!(p.kvs[0].value, b"60"[..]),
         other => panic!("{other:?}"),
     }
-    assert_eq!(c.get(b"acct/b").await.unwrap().unwrap().value, b"40");
+    assert_eq!(c.get(b"acct/b").await.unwrap().unwrap().value, b"40"[..]);
     let too_many =
         Txn::new().and_then((0..129).map(|i| TxnOp::put(format!("k{i}"), b"v".to_vec())));
     assert!(matches!(c.txn(too_many).await, Err(Error::InvalidArgument(m)) if m.contains("128")));
@@ -236,12 +237,12 @@ async fn election_observes_leaders_in_turn() {
     let la = c.campaign(b"svc", a.id, b"node-a").await.unwrap();
     let mut obs = c.observe(b"svc").await.unwrap();
     let first = obs.recv().await.unwrap().unwrap();
-    assert_eq!(first.value, b"node-a");
+    assert_eq!(first.value, b"node-a"[..]);
     let cb = c.clone();
     let b_campaign = tokio::spawn(async move { cb.campaign(b"svc", b.id, b"node-b").await });
     c.proclaim(&la, b"node-a v2").await.unwrap();
     let v2 = obs.recv().await.unwrap().unwrap();
-    assert_eq!(v2.value, b"node-a v2");
+    assert_eq!(v2.value, b"node-a v2"[..]);
     c.resign(&la).await.unwrap();
     let lb = tokio::time::timeout(Duration::from_secs(5), b_campaign)
         .await
@@ -249,7 +250,7 @@ async fn election_observes_leaders_in_turn() {
         .unwrap()
         .unwrap();
     let next = obs.recv().await.unwrap().unwrap();
-    assert_eq!(next.value, b"node-b");
+    assert_eq!(next.value, b"node-b"[..]);
     assert_eq!(next.key, lb.key);
     assert!(matches!(
         c.proclaim(&la, b"stale").await,
@@ -257,6 +258,6 @@ async fn election_observes_leaders_in_turn() {
     ));
     assert_eq!(
         c.election_leader(b"svc").await.unwrap().unwrap().value,
-        b"node-b"
+        b"node-b"[..]
     );
 }

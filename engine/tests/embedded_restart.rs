@@ -41,7 +41,11 @@ async fn switching_backends_keeps_acknowledged_writes() {
         e.wait_ready(Duration::from_secs(5)).await.unwrap();
         let c = e.client();
         for i in 0..written {
-            let got = c.get(format!("k{i}")).await.unwrap().map(|kv| kv.value);
+            let got = c
+                .get(format!("k{i}"))
+                .await
+                .unwrap()
+                .map(|kv| kv.value.to_vec());
             assert_eq!(got, Some(format!("v{i}").into_bytes()), "round {round}");
         }
         for _ in 0..50 {
@@ -68,7 +72,7 @@ async fn restart_keeps_acknowledged_writes_with(backend: StateMachineBackend) {
         for (k, v) in &acked {
             let got = c.get(k).await.unwrap();
             assert_eq!(
-                got.map(|kv| kv.value),
+                got.map(|kv| kv.value.to_vec()),
                 Some(v.clone()),
                 "round {round} key {k:?}"
             );

@@ -19,7 +19,7 @@ async fn put_get_delete() {
     let r2 = c.put(b"a", b"2").await.unwrap();
     assert!(r2 > r1, "revisions increase: {r1} {r2}");
     let kv = c.get(b"a").await.unwrap().expect("present");
-    assert_eq!(kv.value, b"2");
+    assert_eq!(kv.value, b"2"[..]);
     assert_eq!(kv.mod_revision, r2);
     assert_eq!(kv.create_revision, r1);
     assert_eq!(kv.version, 2);
@@ -28,7 +28,10 @@ async fn put_get_delete() {
         Consistency::Lease,
         Consistency::Eventual,
     ] {
-        assert_eq!(c.get_with(b"a", cons).await.unwrap().unwrap().value, b"2");
+        assert_eq!(
+            c.get_with(b"a", cons).await.unwrap().unwrap().value,
+            b"2"[..]
+        );
     }
     assert!(c.delete(b"a").await.unwrap());
     assert!(!c.delete(b"a").await.unwrap());
@@ -47,7 +50,7 @@ async fn put_get_delete() {
         .await
         .unwrap();
     assert_eq!(got[0], None);
-    assert_eq!(got[1].as_ref().unwrap().value, b"x");
+    assert_eq!(got[1].as_ref().unwrap().value, b"x"[..]);
     e.stop().await.unwrap();
     // Stopped: a clear error, no hang.
     let err = c.put(b"a", b"1").await.unwrap_err();
@@ -65,13 +68,13 @@ async fn compare_and_swap_and_scan() {
         .await
         .unwrap();
     assert!(o.succeeded);
-    assert_eq!(o.current.unwrap().value, b"me");
+    assert_eq!(o.current.unwrap().value, b"me"[..]);
     let o = c
         .compare_and_swap(b"lock", None, Some(b"you".to_vec()))
         .await
         .unwrap();
     assert!(!o.succeeded);
-    assert_eq!(o.current.unwrap().value, b"me");
+    assert_eq!(o.current.unwrap().value, b"me"[..]);
     // Swap on match, delete on match.
     let o = c
         .compare_and_swap(b"lock", Some(b"me".to_vec()), Some(b"you".to_vec()))
@@ -100,7 +103,7 @@ async fn compare_and_swap_and_scan() {
         .await
         .unwrap();
     assert_eq!(some.len(), 5);
-    assert_eq!(some[0].key, b"user/00");
+    assert_eq!(some[0].key, b"user/00"[..]);
     let page = e
         .handle()
         .range(
@@ -270,7 +273,7 @@ async fn bad_input_names_the_limit() {
     assert!(matches!(err, Error::InvalidArgument(_)));
     // The node keeps serving.
     c.put(b"ok", b"1").await.unwrap();
-    assert_eq!(c.get(b"ok").await.unwrap().unwrap().value, b"1");
+    assert_eq!(c.get(b"ok").await.unwrap().unwrap().value, b"1"[..]);
     e.stop().await.unwrap();
 }
 

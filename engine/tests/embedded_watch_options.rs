@@ -63,8 +63,8 @@ async fn range_prev_kv_filters_progress_and_a_typed_shutdown() {
     c.delete(b"r/c").await.unwrap(); // outside [r/a, r/c)
     let ev = next(&mut deletes).await.unwrap();
     assert_eq!(ev.kind, EventType::Delete);
-    assert_eq!(ev.kv.key, b"r/a");
-    assert_eq!(ev.prev_kv.as_ref().unwrap().value, b"2");
+    assert_eq!(ev.kv.key, b"r/a"[..]);
+    assert_eq!(ev.prev_kv.as_ref().unwrap().value, b"2"[..]);
     assert!(
         tokio::time::timeout(Duration::from_millis(300), deletes.recv())
             .await
@@ -78,7 +78,7 @@ async fn range_prev_kv_filters_progress_and_a_typed_shutdown() {
         let ev = next(&mut from_b).await.unwrap();
         match ev.kind {
             EventType::Progress => progress += 1,
-            k => changes.push((k, ev.kv.key.clone(), ev.prev_kv.is_some())),
+            k => changes.push((k, ev.kv.key.to_vec(), ev.prev_kv.is_some())),
         }
     }
     assert_eq!(

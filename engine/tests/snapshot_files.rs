@@ -38,7 +38,11 @@ async fn put_range(e: &EmbeddedEngine, range: std::ops::Range<u32>) {
 async fn assert_range(e: &EmbeddedEngine, range: std::ops::Range<u32>) {
     let c = e.client();
     for i in range {
-        let got = c.get(format!("k{i:04}")).await.unwrap().map(|kv| kv.value);
+        let got = c
+            .get(format!("k{i:04}"))
+            .await
+            .unwrap()
+            .map(|kv| kv.value.to_vec());
         assert_eq!(
             got,
             Some(format!("value-{i:04}-{}", "x".repeat(200)).into_bytes()),

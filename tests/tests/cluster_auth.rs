@@ -173,7 +173,7 @@ async fn auth_enforces_users_roles_and_prefixes() {
     .await;
 
     // The reader reads, scans and watches app/ ...
-    assert_eq!(r.get("app/a").await.unwrap().unwrap().value, b"1");
+    assert_eq!(r.get("app/a").await.unwrap().unwrap().value, b"1"[..]);
     let got = r
         .get_multi(
             vec![b"app/a".to_vec(), b"app/c".to_vec()],
@@ -197,8 +197,8 @@ async fn auth_enforces_users_roles_and_prefixes() {
             .expect("event in time")
             .expect("stream open")
             .expect("event");
-        assert_eq!(ev.kv.key, b"app/a");
-        assert_eq!(ev.kv.value, b"4");
+        assert_eq!(ev.kv.key, b"app/a"[..]);
+        assert_eq!(ev.kv.value, b"4"[..]);
     }
 
     // ... but writes nothing, and reads nothing outside app/.

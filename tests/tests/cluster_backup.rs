@@ -273,8 +273,11 @@ async fn backup_under_writes_restores_into_a_new_cluster() {
         .into_iter()
         .map(|kv| {
             (
-                String::from_utf8(kv.key).unwrap(),
-                (String::from_utf8(kv.value).unwrap(), kv.mod_revision),
+                String::from_utf8(kv.key.to_vec()).unwrap(),
+                (
+                    String::from_utf8(kv.value.to_vec()).unwrap(),
+                    kv.mod_revision,
+                ),
             )
         })
         .collect();
@@ -449,8 +452,8 @@ async fn lost_majority_recovers_with_force_new_cluster_and_learners() {
         .into_iter()
         .map(|kv| {
             (
-                String::from_utf8(kv.key).unwrap(),
-                String::from_utf8(kv.value).unwrap(),
+                String::from_utf8(kv.key.to_vec()).unwrap(),
+                String::from_utf8(kv.value.to_vec()).unwrap(),
             )
         })
         .collect();

@@ -87,7 +87,7 @@ async fn garbage_on_the_client_and_peer_ports_does_not_stop_the_node() {
             .unwrap()
             .unwrap()
             .value,
-        b"ok"
+        b"ok"[..]
     );
 }
 

@@ -27,7 +27,7 @@ async fn three_node_cluster_replicates_redirects_and_shuts_down_cleanly() {
     }
     assert_eq!(
         kv.get("k049").await.unwrap().expect("present").value,
-        b"v49"
+        b"v49"[..]
     );
 
     // Every node applies the writes; eventual reads on each node see them.
@@ -81,7 +81,7 @@ async fn three_node_cluster_replicates_redirects_and_shuts_down_cleanly() {
             .unwrap()
             .unwrap()
             .value,
-        b"v0"
+        b"v0"[..]
     );
 
     // Graceful shutdown: SIGTERM → exit code 0, and the data survives a restart.

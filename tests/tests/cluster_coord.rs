@@ -11,6 +11,7 @@
 //! The tests in this file run one at a time (a 2-core CI machine should
 //! not host several clusters at once: timing bounds would become noise).
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -404,7 +405,7 @@ async fn list_then_watch_over_25000_keys_sees_every_key_once() {
     let events = events.lock().unwrap().clone();
 
     // Merge by mod_revision: (revision, Some(value) | None for deleted).
-    let mut merged: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+    let mut merged: BTreeMap<Bytes, (u64, Option<Bytes>)> = BTreeMap::new();
     for kv in &listed {
         merged.insert(kv.key.clone(), (kv.mod_revision, Some(kv.value.clone())));
     }
@@ -424,7 +425,7 @@ async fn list_then_watch_over_25000_keys_sees_every_key_once() {
             merged.insert(kv.key.clone(), (kv.mod_revision, v));
         }
     }
-    let reconstructed: BTreeMap<Vec<u8>, (u64, Vec<u8>)> = merged
+    let reconstructed: BTreeMap<Bytes, (u64, Bytes)> = merged
         .into_iter()
         .filter_map(|(k, (r, v))| v.map(|v| (k, (r, v))))
         .collect();
@@ -449,8 +450,8 @@ async fn list_then_watch_over_25000_keys_sees_every_key_once() {
             String::from_utf8_lossy(&k)
         );
     }
-    let show = |m: &BTreeMap<Vec<u8>, (u64, Vec<u8>)>, k: &Vec<u8>| format!("{:?}", m.get(k));
-    let keys: BTreeSet<&Vec<u8>> = reconstructed.keys().chain(final_map.keys()).collect();
+    let show = |m: &BTreeMap<Bytes, (u64, Bytes)>, k: &Bytes| format!("{:?}", m.get(k));
+    let keys: BTreeSet<&Bytes> = reconstructed.keys().chain(final_map.keys()).collect();
     let diff: Vec<String> = keys
         .into_iter()
         .filter(|k| reconstructed.get(*k) != final_map.get(*k))
@@ -533,7 +534,7 @@ async fn three_process_election_hands_over_on_kill_and_revoke() {
         }
     }
     let first = next_leader(&mut observe, None, Duration::from_secs(10)).await;
-    assert_eq!(first.value, b"p1", "first leader");
+    assert_eq!(first.value, b"p1"[..], "first leader");
     assert_eq!(first.create_revision, rev1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(procs[1].line("LEADER").is_none() && procs[2].line("LEADER").is_none());
@@ -548,7 +549,7 @@ async fn three_process_election_hands_over_on_kill_and_revoke() {
     )
     .await;
     let took = killed.elapsed();
-    assert_eq!(second.value, b"p2", "after the kill");
+    assert_eq!(second.value, b"p2"[..], "after the kill");
     assert!(
         took <= TTL + HANDOVER_MARGIN,
         "p2 led {took:?} after p1 was killed"
@@ -564,7 +565,7 @@ async fn three_process_election_hands_over_on_kill_and_revoke() {
     let revoked_at = Instant::now();
     kv.lease_revoke(lease(&procs[1])).await.expect("revoke");
     let third = next_leader(&mut observe, Some(&second), Duration::from_secs(10)).await;
-    assert_eq!(third.value, b"p3", "after the revoke");
+    assert_eq!(third.value, b"p3"[..], "after the revoke");
     assert!(
         revoked_at.elapsed() < TTL,
         "p3 led {:?} after p2's lease was revoked",
@@ -578,7 +579,7 @@ async fn three_process_election_hands_over_on_kill_and_revoke() {
     assert_eq!(status.code(), Some(3), "p2 exits after losing its lease");
 
     let now = kv.election_leader(name).await.unwrap().expect("a leader");
-    assert_eq!(now.value, b"p3");
+    assert_eq!(now.value, b"p3"[..]);
     assert!(procs[2].line("LOST").is_none(), "{:?}", procs[2].all());
     eprintln!(
         "election: p1 (rev {rev1}) -> kill -9 -> p2 (rev {rev2}) after {took:?} -> revoke -> p3 (rev {rev3})"

@@ -197,7 +197,7 @@ async fn embedded_leader_killed_while_all_write_loses_nothing() {
                 assert!(kvs.len() < 10_000, "scan page full: raise the limit");
                 break kvs
                     .into_iter()
-                    .map(|kv| String::from_utf8(kv.key).unwrap())
+                    .map(|kv| String::from_utf8(kv.key.to_vec()).unwrap())
                     .collect();
             }
             Err(e) => {

@@ -82,7 +82,10 @@ async fn tls_cluster_serves_trusted_clients_and_refuses_the_rest() {
     for i in 0..20u32 {
         rev = kv.put(format!("k{i:02}"), format!("v{i}")).await.unwrap();
     }
-    assert_eq!(kv.get("k19").await.unwrap().expect("present").value, b"v19");
+    assert_eq!(
+        kv.get("k19").await.unwrap().expect("present").value,
+        b"v19"[..]
+    );
     // Replicated over peer mTLS to every node.
     for id in c.ids() {
         wait_applied(&client, &c.client_addr(id), rev, Duration::from_secs(20))
@@ -223,7 +226,7 @@ async fn client_auth_require_needs_a_client_certificate() {
     assert!(rev > 0);
     assert_eq!(
         client.kv().get("secure").await.unwrap().unwrap().value,
-        b"yes"
+        b"yes"[..]
     );
 }
 

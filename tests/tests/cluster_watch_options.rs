@@ -61,9 +61,10 @@ async fn range_prev_kv_filters_progress_and_resume_across_a_graceful_restart() {
         let e = next(&mut w, "range watch").await;
         got.push((
             e.kind,
-            String::from_utf8(e.kv.key).unwrap(),
+            String::from_utf8(e.kv.key.to_vec()).unwrap(),
             e.kv.mod_revision,
-            e.prev_kv.map(|p| String::from_utf8(p.value).unwrap()),
+            e.prev_kv
+                .map(|p| String::from_utf8(p.value.to_vec()).unwrap()),
         ));
     }
     assert_eq!(
@@ -187,7 +188,7 @@ async fn range_prev_kv_filters_progress_and_resume_across_a_graceful_restart() {
             break;
         }
     }
-    let want: Vec<(u64, Vec<u8>)> = {
+    let want: Vec<(u64, d_engine_client::Bytes)> = {
         let mut v: Vec<_> = listed
             .into_iter()
             .map(|kv| (kv.mod_revision, kv.key))

@@ -225,7 +225,7 @@ impl Run<'_> {
                     .get(&key)
                     .await
                     .map_err(|e| format!("get {key:?}: {e}"))?
-                    .map(|kv| kv.value);
+                    .map(|kv| kv.value.to_vec());
                 let want = opt_bytes(st, "expect");
                 ensure!(got == want, "get {key:?} = {got:?}, want {want:?}");
             }
@@ -243,7 +243,7 @@ impl Run<'_> {
                     );
                 }
                 if st.get("expect_current").is_some() {
-                    let got = res.current.map(|kv| kv.value);
+                    let got = res.current.map(|kv| kv.value.to_vec());
                     let want = opt_bytes(st, "expect_current");
                     ensure!(got == want, "cas {key:?}: current = {got:?}, want {want:?}");
                 }
@@ -279,7 +279,7 @@ impl Run<'_> {
                         "page {pages} has {} pairs, more than the limit {page_size}",
                         page.kvs.len()
                     );
-                    keys.extend(page.kvs.into_iter().map(|kv| kv.key));
+                    keys.extend(page.kvs.into_iter().map(|kv| kv.key.to_vec()));
                     if !page.more {
                         break;
                     }
@@ -303,7 +303,7 @@ impl Run<'_> {
                     .collect_all()
                     .await
                     .map_err(|e| format!("range_all: {e}"))?;
-                let keys: Vec<Vec<u8>> = kvs.into_iter().map(|kv| kv.key).collect();
+                let keys: Vec<Vec<u8>> = kvs.into_iter().map(|kv| kv.key.to_vec()).collect();
                 check_batch_keys(&keys, &prefix, n(st, "expect_keys")?)?;
             }
             "watch" => self.open_watch(st).await?,

@@ -121,7 +121,10 @@ async fn a_strangers_forged_write_on_the_peer_port_of_a_single_node_is_refused()
     // Nothing forged was applied; the node still serves its clients.
     assert!(client.kv().get("stolen").await.unwrap().is_none());
     client.kv().put("after", "2").await.unwrap();
-    assert_eq!(client.kv().get("after").await.unwrap().unwrap().value, b"2");
+    assert_eq!(
+        client.kv().get("after").await.unwrap().unwrap().value,
+        b"2"[..]
+    );
     let log = c.node(1).log();
     assert!(log.contains("refused a peer call"), "{log}");
 }

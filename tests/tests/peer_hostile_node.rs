@@ -235,7 +235,7 @@ async fn a_strangers_hostile_messages_are_refused_at_the_transport_of_a_real_nod
     client.kv().put("after", "ok").await.expect("write after");
     assert_eq!(
         client.kv().get("after").await.unwrap().unwrap().value,
-        b"ok"
+        b"ok"[..]
     );
     assert!(client.kv().get("forged").await.unwrap().is_none());
     let log = c.node(1).log();
@@ -486,7 +486,7 @@ async fn a_hostile_member_is_refused_by_the_core_and_the_cluster_recovers() {
     client.kv().put("after", "ok").await.expect("write after");
     assert_eq!(
         client.kv().get("after").await.unwrap().unwrap().value,
-        b"ok"
+        b"ok"[..]
     );
     assert!(started.elapsed() < BOUND, "{:?}", started.elapsed());
     for i in 0..5 {

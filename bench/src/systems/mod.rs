@@ -94,8 +94,8 @@ mod tests {
     #[test]
     fn a_failed_transfer_reports_the_current_revision_of_its_first_key() {
         let kv = KeyValue {
-            key: b"a".to_vec(),
-            value: b"v".to_vec(),
+            key: b"a".to_vec().into(),
+            value: b"v".to_vec().into(),
             create_revision: 3,
             mod_revision: 7,
             version: 2,

@@ -62,8 +62,8 @@ pub use d_engine_api::{
     scan_prefix_pages, CoordClient, DynKvClient, HeldLock, KvClient, LeaseKeeper, RangeWalk,
     WatchStream,
 };
+pub use d_engine_api::{Bytes, Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use d_engine_api::{ClusterChangeStream, ClusterState};
 pub use d_engine_api::{Error, ErrorCode, Result, WatchCancel};
-pub use d_engine_api::{Limits, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 // Crate-internal paths of the moved modules.
 use d_engine_api::{convert, error, kv, types};

@@ -35,7 +35,7 @@ async fn seed_snippet_works_with_and_without_scheme() {
         .await
         .unwrap();
     let kv = client.kv().get(b"key").await.unwrap().unwrap();
-    assert_eq!(kv.value, b"value");
+    assert_eq!(kv.value, b"value"[..]);
     assert_eq!(kv.mod_revision, 1);
 
     let bare = ClientBuilder::new(vec![a.addr.clone()])
@@ -44,7 +44,7 @@ async fn seed_snippet_works_with_and_without_scheme() {
         .unwrap();
     assert_eq!(bare.endpoints(), [a.url()]);
     let kv = bare.kv().get(b"key").await.unwrap().unwrap();
-    assert_eq!(kv.value, b"value");
+    assert_eq!(kv.value, b"value"[..]);
     assert_eq!(bare.cached_leader(), Some(a.url()));
 }
 
@@ -254,7 +254,7 @@ async fn eventual_reads_go_to_any_node_others_to_the_leader() {
         .get_with(b"k", Consistency::Eventual)
         .await
         .unwrap();
-    assert_eq!(got.unwrap().value, b"stale");
+    assert_eq!(got.unwrap().value, b"stale"[..]);
     assert_eq!(a.calls("get").len(), 1);
     assert!(b.calls("get").is_empty());
 
@@ -288,7 +288,7 @@ async fn dead_endpoints_are_skipped() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(v.value, b"v");
+    assert_eq!(v.value, b"v"[..]);
 }
 
 #[tokio::test]
@@ -373,12 +373,12 @@ async fn business<C: KvClient>(c: &C) -> d_engine_client::Result<()> {
     c.put(b"user:1", b"ada").await?;
     c.put_with_ttl(b"session:1", b"x", Duration::from_secs(30))
         .await?;
-    assert_eq!(c.get(b"user:1").await?.unwrap().value, b"ada");
+    assert_eq!(c.get(b"user:1").await?.unwrap().value, b"ada"[..]);
     let cas = c
         .compare_and_swap(b"user:1", Some(b"ada".to_vec()), Some(b"grace".to_vec()))
         .await?;
     assert!(cas.succeeded);
-    assert_eq!(cas.current.unwrap().value, b"grace");
+    assert_eq!(cas.current.unwrap().value, b"grace"[..]);
     let cas = c
         .compare_and_swap(b"user:1", None, Some(b"x".to_vec()))
         .await?;
@@ -440,7 +440,7 @@ async fn range_walks_every_page_and_scan_prefix_never_truncates() {
     let mut pages = 0;
     while let Some(page) = walk.next_page().await.unwrap() {
         pages += 1;
-        seen.extend(page.kvs.into_iter().map(|kv| kv.key));
+        seen.extend(page.kvs.into_iter().map(|kv| kv.key.to_vec()));
     }
     let want: Vec<Vec<u8>> = (0..7).map(|i| format!("p/{i}").into_bytes()).collect();
     assert_eq!((pages, seen), (3, want));

@@ -37,7 +37,7 @@ async fn events_then_server_cancel_is_a_final_error() {
         let s = b.st();
         assert_eq!(s.watch_requests.len(), 1);
         assert!(s.watch_requests[0].prefix);
-        assert_eq!(s.watch_requests[0].key, b"app/");
+        assert_eq!(s.watch_requests[0].key, b"app/"[..]);
     }
     b.feed(0, Ok(put_event(b"app/a", b"1", 5))).await;
     let mut two = put_event(b"app/b", b"2", 6);
@@ -53,7 +53,7 @@ async fn events_then_server_cancel_is_a_final_error() {
     b.feed(0, Ok(two)).await;
     let e = next(&mut w).await.unwrap().unwrap();
     assert_eq!(
-        (e.kind, e.kv.key.as_slice(), e.kv.mod_revision),
+        (e.kind, &e.kv.key[..], e.kv.mod_revision),
         (EventType::Put, &b"app/a"[..], 5)
     );
     let e = next(&mut w).await.unwrap().unwrap();
@@ -103,7 +103,7 @@ async fn a_broken_stream_resumes_after_the_last_event() {
     b.feed(1, Ok(put_event(b"k", b"1", 11))).await;
     b.feed(1, Ok(put_event(b"k", b"2", 12))).await;
     let e = next(&mut w).await.unwrap().unwrap();
-    assert_eq!((e.kv.mod_revision, e.kv.value.as_slice()), (12, &b"2"[..]));
+    assert_eq!((e.kv.mod_revision, &e.kv.value[..]), (12, &b"2"[..]));
 }
 
 #[tokio::test]
@@ -238,7 +238,7 @@ async fn a_shutting_down_node_hands_the_watch_to_the_next_leader() {
     assert_eq!(b.st().watch_requests[0].start_revision, 22);
     b.feed(0, Ok(put_event(b"k", b"2", 22))).await;
     let e = next(&mut w).await.unwrap().unwrap();
-    assert_eq!((e.kv.mod_revision, e.kv.value.as_slice()), (22, &b"2"[..]));
+    assert_eq!((e.kv.mod_revision, &e.kv.value[..]), (22, &b"2"[..]));
 }
 
 /// Waits until `node` has received `n` watch requests.

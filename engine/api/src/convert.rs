@@ -20,12 +20,12 @@ pub fn consistency(c: Consistency) -> i32 {
     }
 }
 
-/// The wire key-value's `Bytes` become the client's `Vec`s (a copy out of
-/// the received message).
+/// The wire key-value as the API's: the received message's buffers are
+/// shared, not copied.
 pub fn key_value(kv: pb::KeyValue) -> KeyValue {
     KeyValue {
-        key: Vec::from(kv.key),
-        value: Vec::from(kv.value),
+        key: kv.key,
+        value: kv.value,
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
@@ -402,8 +402,8 @@ pub fn consistency_from_wire(c: i32) -> Result<Consistency> {
 /// An API key-value as the wire carries it (the inverse of [`key_value`]).
 pub fn kv_to_wire(kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
-        key: kv.key.into(),
-        value: kv.value.into(),
+        key: kv.key,
+        value: kv.value,
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,

@@ -42,6 +42,9 @@ pub mod types;
 pub mod write_ids;
 
 pub use auth_header::AuthHeader;
+/// The buffer type of keys and values in [`KeyValue`] (re-exported so users
+/// need no direct `bytes` dependency).
+pub use bytes::Bytes;
 pub use cluster_state::{
     ClusterChangeStream, ClusterState, ClusterStateStream, ClusterStateTracker,
 };

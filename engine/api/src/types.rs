@@ -1,5 +1,7 @@
 //! Plain data types of the key-value API, shared by embedded and gRPC clients.
 
+use bytes::Bytes;
+
 /// How a read is ordered against writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Consistency {
@@ -14,10 +16,15 @@ pub enum Consistency {
 }
 
 /// A stored key with its metadata.
+///
+/// `key` and `value` are [`Bytes`]: a read hands out the state machine's
+/// (or the wire message's) own buffer, shared and never copied per read.
+/// Compare with `kv.value == b"x"[..]`, `kv.value == "x"`, or
+/// `kv.value.as_ref() == b"x"`; `kv.value.to_vec()` gives an owned `Vec<u8>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    pub key: Bytes,
+    pub value: Bytes,
     /// Log index that created the key (since its last deletion).
     pub create_revision: u64,
     /// Log index that last modified the key.
@@ -76,8 +83,8 @@ impl WatchEvent {
         WatchEvent {
             kind: EventType::Progress,
             kv: KeyValue {
-                key: Vec::new(),
-                value: Vec::new(),
+                key: Bytes::new(),
+                value: Bytes::new(),
                 create_revision: 0,
                 mod_revision: revision,
                 version: 0,

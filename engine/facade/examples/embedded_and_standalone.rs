@@ -31,7 +31,11 @@ async fn reserve_items<C: KvClient>(
         }
         let left = have - n;
         let out = kv
-            .compare_and_swap(&key, Some(cur.value), Some(left.to_string().into_bytes()))
+            .compare_and_swap(
+                &key,
+                Some(cur.value.into()),
+                Some(left.to_string().into_bytes()),
+            )
             .await?;
         if out.succeeded {
             kv.put_with_ttl(

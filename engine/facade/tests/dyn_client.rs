@@ -26,7 +26,7 @@ async fn counter<C: KvClient>(kv: &C, key: &str) -> d_engine::Result<u64> {
         let out = kv
             .compare_and_swap(
                 key,
-                cur.map(|kv| kv.value),
+                cur.map(|kv| kv.value.to_vec()),
                 Some((n + 1).to_string().into_bytes()),
             )
             .await?;
@@ -42,7 +42,7 @@ async fn through_dyn(kv: &Erased, prefix: &str) {
     let rev = kv.put(k.as_bytes(), b"1").await.expect("put");
     assert!(rev > 0);
     let got = kv.get(k.as_bytes()).await.expect("get").expect("present");
-    assert_eq!(got.value, b"1");
+    assert_eq!(got.value, b"1"[..]);
     kv.put(format!("{prefix}/b").as_bytes(), b"2")
         .await
         .expect("put b");
@@ -128,7 +128,7 @@ async fn one_type_holds_the_embedded_and_the_grpc_client() {
             .expect("get")
             .expect("present")
             .value,
-        b"2"
+        b"2"[..]
     );
 
     engine.stop().await.expect("stop");

@@ -9,7 +9,7 @@
 //! engine.wait_ready(Duration::from_secs(5)).await?;
 //! let client = engine.client();
 //! client.put(b"key".to_vec(), b"value".to_vec()).await?;
-//! assert_eq!(client.get(b"key").await?.unwrap().value, b"value");
+//! assert_eq!(client.get(b"key").await?.unwrap().value, b"value"[..]);
 //! engine.stop().await?;
 //! # Ok(()) }
 //! ```

@@ -109,7 +109,7 @@ pub fn observe<C: KvClient + Clone + 'static>(
     check(&name, 1)?;
     let (tx, rx) = mpsc::channel(buffer.max(1));
     tokio::spawn(async move {
-        let mut last: Option<(Vec<u8>, u64)> = None;
+        let mut last: Option<(bytes::Bytes, u64)> = None;
         loop {
             let (current, seen_at) = match holder(&c, &name).await {
                 Ok(h) => h,

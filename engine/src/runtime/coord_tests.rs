@@ -106,7 +106,7 @@ async fn range_pages_walk_every_key_once() {
             break;
         }
         let next = page.next_key.expect("next_key with more");
-        let mut expect = page.kvs.last().unwrap().key.clone();
+        let mut expect = page.kvs.last().unwrap().key.to_vec();
         expect.push(0);
         assert_eq!(next, expect, "next_key is the last key + 0x00");
         key = Bytes::from(next);

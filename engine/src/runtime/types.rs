@@ -46,12 +46,12 @@ pub struct ProposeOutcome {
 
 pub use d_engine_api::{Alarm, NodeRole, NodeStatus};
 
-/// Copies a state-machine pair into the client type (the client types own
-/// their bytes).
+/// A state-machine pair as the API's type; the key and value buffers are
+/// shared with the state machine, not copied.
 pub(crate) fn to_client_kv(kv: &SmKv) -> KeyValue {
     KeyValue {
-        key: kv.key.to_vec(),
-        value: kv.value.to_vec(),
+        key: kv.key.clone(),
+        value: kv.value.clone(),
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,

@@ -359,8 +359,8 @@ pub(crate) fn to_client_event(d: &Delivery) -> WatchEvent {
 
 fn deleted_kv(key: &Bytes, revision: u64) -> KeyValue {
     KeyValue {
-        key: key.to_vec(),
-        value: Vec::new(),
+        key: key.clone(),
+        value: Bytes::new(),
         create_revision: 0,
         mod_revision: revision,
         version: 0,
@@ -1013,7 +1013,7 @@ mod tests {
         assert_eq!((&prev.value[..], prev.mod_revision), (&b"old-value"[..], 1));
         let client = to_client_event(&got[2]);
         assert_eq!(client.kind, EventType::Delete);
-        assert_eq!(client.prev_kv.unwrap().value, b"v");
+        assert_eq!(client.prev_kv.unwrap().value, b"v"[..]);
         // Charged with the previous value: 9 more bytes than the other watcher.
         assert_eq!(
             got[1].bytes,

@@ -11,6 +11,10 @@ use d_engine_storage::sm::{KeyValue as SmKv, WatchEventKind};
 use crate::runtime::handle::Header;
 use crate::runtime::watch_hub::Delivery;
 
+/// Response bytes kept free for headers and framing when a response is
+/// cut to fit `limits.max_request_bytes`.
+pub(crate) const RESPONSE_SLACK: usize = 64 << 10;
+
 pub fn header(h: Header) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader {
         node_id: h.node_id,

@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use super::kv::RESPONSE_SLACK;
+use super::convert::RESPONSE_SLACK;
 use super::status::{lease_status, status};
 use super::validate;
 use crate::auth::{Access, Gate};

@@ -45,6 +45,7 @@ pub mod quota;
 mod ranges;
 pub mod status;
 pub mod validate;
+mod watch_stream;
 
 #[cfg(test)]
 mod coord_tests;

@@ -27,7 +27,8 @@ use d_engine_storage::sm::{KeyValue as SmKv, TxnOpResult};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::kv::{KvService, RESPONSE_SLACK};
+use super::convert::RESPONSE_SLACK;
+use super::kv::KvService;
 use super::status::{invalid, status};
 use super::validate;
 use crate::auth::{Access, Caller};

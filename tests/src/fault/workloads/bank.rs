@@ -114,7 +114,7 @@ impl Bank {
         b[from] -= amount;
         b[to] += amount;
         let o = match kv
-            .compare_and_swap(KEY, Some(cur.value.clone()), Some(encode(&b).into_bytes()))
+            .compare_and_swap(KEY, Some(cur.value.to_vec()), Some(encode(&b).into_bytes()))
             .await
         {
             Ok(r) => {

@@ -319,8 +319,8 @@ mod tests {
 
     fn kv(i: usize, v: &str) -> KeyValue {
         KeyValue {
-            key: key(i).into_bytes(),
-            value: v.as_bytes().to_vec(),
+            key: key(i).into_bytes().into(),
+            value: v.as_bytes().to_vec().into(),
             create_revision: 1,
             mod_revision: 1,
             version: 1,
