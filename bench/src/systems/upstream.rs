@@ -43,12 +43,14 @@ pub const NODE_BIN: &str = "upstream-node";
 /// share upstream's one listener).
 ///
 /// Settings: the cluster, the data dir, snapshots off (as upstream's own
-/// benchmark configs), and `general_raft_timeout_duration_in_ms` =
-/// `request_timeout`: upstream uses it as the deadline of a pending client
-/// write or read (default 50 ms, which drops requests under load); ours
-/// answers every request, so upstream gets the tool's request timeout.
-/// Everything else is upstream's default (`MemFirst` persistence, its only
-/// strategy in 0.2.4).
+/// benchmark configs), and two timeouts set to `request_timeout`:
+/// `raft.general_raft_timeout_duration_in_ms`, the deadline of a pending
+/// client write or read inside the engine (default 50 ms), and
+/// `network.control.request_timeout_in_ms`, the server-wide gRPC timeout,
+/// which also cuts client calls (default 100 ms: under load every call got
+/// `Cancelled: Timeout expired` and the cluster wedged). Ours answers every
+/// request, so upstream gets the tool's request timeout. Everything else is
+/// upstream's default (`MemFirst` persistence, its only strategy in 0.2.4).
 pub fn node_config(id: usize, data_dir: &Path, ports: &[u16], request_timeout: Duration) -> String {
     let members: Vec<String> = ports
         .iter()
@@ -61,12 +63,12 @@ pub fn node_config(id: usize, data_dir: &Path, ports: &[u16], request_timeout: D
         })
         .collect();
     format!(
-        "[cluster]\nnode_id = {id}\nlisten_address = \"127.0.0.1:{}\"\ninitial_cluster = [\n{}\n]\ndb_root_dir = \"{}\"\nlog_dir = \"{}\"\n\n[raft]\ngeneral_raft_timeout_duration_in_ms = {}\n\n[raft.snapshot]\nenable = false\n",
+        "[cluster]\nnode_id = {id}\nlisten_address = \"127.0.0.1:{}\"\ninitial_cluster = [\n{}\n]\ndb_root_dir = \"{}\"\nlog_dir = \"{}\"\n\n[raft]\ngeneral_raft_timeout_duration_in_ms = {timeout}\n\n[raft.snapshot]\nenable = false\n\n[network.control]\nrequest_timeout_in_ms = {timeout}\n",
         ports[id - 1],
         members.join("\n"),
         data_dir.display(),
         data_dir.join("logs").display(),
-        request_timeout.as_millis().max(1),
+        timeout = request_timeout.as_millis().max(1),
     )
 }
 
@@ -401,6 +403,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[raft.snapshot]\nenable = false"), "{text}");
+        assert!(
+            text.contains("[network.control]\nrequest_timeout_in_ms = 10000\n"),
+            "{text}"
+        );
     }
 
     /// Upstream's own config loader accepts the generated file (a wrong key
