@@ -7,6 +7,15 @@
 #   bash scripts/bench.sh --smoke    # a few seconds, tiny counts, etcd only if
 #                                    # installed (CI: scripts/test.sh)
 #   bash scripts/bench.sh [--smoke] --rounds 5 --duration 10   # extra flags go to the tool
+#   bash scripts/bench.sh --upstream # the standard matrix plus upstream d-engine
+#                                    # 0.2.4 (crates.io) embedded 1 and 3 nodes and
+#                                    # standalone 3 nodes, in the same tables
+#
+# --upstream builds the tool with `--features upstream` (the published
+# d-engine 0.2.4 crate, renamed upstream-d-engine in bench/Cargo.toml; never
+# built by CI or a default build) and installs `protoc` (Debian
+# protobuf-compiler), which upstream's proto crate needs at build time.
+# See docs/performance.md, "Upstream d-engine in the same run".
 #
 # Installs etcd (Debian `etcd-server`) with apt-get if it is missing (not in
 # --smoke mode), builds the tool and d-engine-server in release mode (debug
@@ -17,10 +26,19 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 
 smoke=""
+upstream=""
 args=()
 for a in "$@"; do
-    if [ "$a" = "--smoke" ]; then smoke=1; else args+=("$a"); fi
+    case "$a" in
+        --smoke) smoke=1 ;;
+        --upstream) upstream=1 ;;
+        *) args+=("$a") ;;
+    esac
 done
+if [ -n "$smoke" ] && [ -n "$upstream" ]; then
+    echo "bench.sh: --upstream is for the measured run, not --smoke" >&2
+    exit 2
+fi
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
@@ -66,11 +84,29 @@ if ! command -v etcd > /dev/null && [ ! -x /usr/bin/etcd ]; then
         $sudo_cmd apt-get update > /dev/null && $sudo_cmd apt-get install -y etcd-server > /dev/null; }
 fi
 
-cargo build --release -p d-engine-bench -p d-engine-server
+tool_flags=()
+if [ -n "$upstream" ]; then
+    if ! command -v protoc > /dev/null; then
+        echo "installing protoc (Debian protobuf-compiler) for upstream d-engine's build..." >&2
+        sudo_cmd=""
+        if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+        $sudo_cmd apt-get install -y protobuf-compiler > /dev/null || {
+            $sudo_cmd apt-get update > /dev/null && $sudo_cmd apt-get install -y protobuf-compiler > /dev/null; }
+    fi
+    # Two invocations: with the feature on, `-p d-engine-server` would also
+    # name upstream's crate of that name; and our server is built exactly as
+    # without --upstream.
+    cargo build --release -p d-engine-bench --features upstream
+    cargo build --release -p d-engine-server
+    tool_flags+=(--upstream)
+else
+    cargo build --release -p d-engine-bench -p d-engine-server
+fi
 bin="$target_dir/release/d-engine-bench"
 server="${DENGINE_SERVER_BIN:-$target_dir/release/d-engine-server}"
 # Date and UTC time: a second run the same day does not overwrite the first.
 date="$(date -u +%Y-%m-%d-%H%M)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs" >&2
 exec "$bin" --matrix standard --duration 3 --warmup 1 --rounds 3 --plot \
-    --server-bin "$server" --out-dir docs/bench-results --name "$date" "${args[@]}"
+    --server-bin "$server" --out-dir docs/bench-results --name "$date" \
+    "${tool_flags[@]+"${tool_flags[@]}"}" "${args[@]+"${args[@]}"}"

@@ -17,6 +17,13 @@ pub enum Target {
     Standalone1,
     #[value(name = "standalone-3")]
     Standalone3,
+    /// Upstream d-engine 0.2.4 (needs a build with `--features upstream`).
+    #[value(name = "upstream-embedded-1")]
+    UpstreamEmbedded1,
+    #[value(name = "upstream-embedded-3")]
+    UpstreamEmbedded3,
+    #[value(name = "upstream-standalone-3")]
+    UpstreamStandalone3,
     #[value(name = "etcd-1")]
     Etcd1,
     #[value(name = "etcd-3")]
@@ -28,12 +35,24 @@ impl Target {
         match self {
             Target::Embedded1 | Target::Embedded3 => "d-engine-embedded",
             Target::Standalone1 | Target::Standalone3 => "d-engine-standalone",
+            Target::UpstreamEmbedded1 | Target::UpstreamEmbedded3 => "upstream-embedded",
+            Target::UpstreamStandalone3 => "upstream-standalone",
             Target::Etcd1 | Target::Etcd3 => "etcd",
         }
     }
+    /// Upstream d-engine 0.2.4 (`--upstream`, `--features upstream`).
+    pub fn is_upstream(self) -> bool {
+        self.system().starts_with("upstream-")
+    }
+    /// The nodes live in this process (embedded).
+    pub fn in_process(self) -> bool {
+        self.system().ends_with("-embedded")
+    }
     pub fn nodes(self) -> usize {
         match self {
-            Target::Embedded1 | Target::Standalone1 | Target::Etcd1 => 1,
+            Target::Embedded1 | Target::Standalone1 | Target::UpstreamEmbedded1 | Target::Etcd1 => {
+                1
+            }
             _ => 3,
         }
     }
@@ -68,7 +87,7 @@ impl SmBackend {
 /// Preset case lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Matrix {
-    /// Every target; write at 1/10/100/1,000 clients, reads at 1/100/1,000,
+    /// Every target (upstream's only with `--upstream`); write at 1/10/100/1,000 clients, reads at 1/100/1,000,
     /// hot-key at 100 (docs/performance.md); on 1-node targets also memory
     /// (`--memory-keys`, default 1 M) loaded by 1,000 clients.
     Standard,
@@ -105,6 +124,11 @@ pub struct Args {
     /// Same as --matrix smoke.
     #[arg(long)]
     pub smoke: bool,
+    /// With --matrix standard: also measure upstream d-engine 0.2.4
+    /// (targets upstream-embedded-1, upstream-embedded-3,
+    /// upstream-standalone-3; needs a build with `--features upstream`).
+    #[arg(long)]
+    pub upstream: bool,
     /// Measured seconds per round.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
@@ -202,7 +226,11 @@ impl Args {
     pub fn apply_matrix(&mut self) {
         match self.matrix() {
             Some(Matrix::Standard) => {
-                self.targets = Target::value_variants().to_vec();
+                self.targets = Target::value_variants()
+                    .iter()
+                    .copied()
+                    .filter(|t| self.upstream || !t.is_upstream())
+                    .collect();
             }
             Some(Matrix::Smoke) => {
                 self.targets = vec![
@@ -244,7 +272,9 @@ impl Args {
                     c(ReadEventual, 1000),
                     c(HotKey, 100),
                 ];
-                if target.nodes() == 1 {
+                // Not upstream's: its file state machine rewrites every
+                // key on each checkpoint (every 1,000 writes).
+                if target.nodes() == 1 && !target.is_upstream() {
                     cases.push(c(Memory, 1000));
                 }
                 cases
@@ -323,5 +353,29 @@ mod tests {
         let memory = |t| a.cases(t).iter().any(|c| c.scenario == Scenario::Memory);
         assert!(memory(Target::Embedded1) && memory(Target::Standalone1) && memory(Target::Etcd1));
         assert!(!memory(Target::Embedded3) && !memory(Target::Standalone3));
+        assert!(!a.targets.iter().any(|t| t.is_upstream()));
+    }
+
+    #[test]
+    fn upstream_targets_join_the_standard_matrix_on_request() {
+        let mut a = Args::parse_from(["b", "--matrix", "standard", "--upstream"]);
+        a.apply_matrix();
+        let names: Vec<String> = a.targets.iter().map(|t| t.name()).collect();
+        for n in [
+            "upstream-embedded-1",
+            "upstream-embedded-3",
+            "upstream-standalone-3",
+            "etcd-3",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{names:?}");
+        }
+        assert!(
+            Target::UpstreamEmbedded1.in_process() && !Target::UpstreamStandalone3.in_process()
+        );
+        let memory = a
+            .cases(Target::UpstreamEmbedded1)
+            .iter()
+            .any(|c| c.scenario == Scenario::Memory);
+        assert!(!memory);
     }
 }

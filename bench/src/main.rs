@@ -84,13 +84,15 @@ struct Ctx {
 
 impl Ctx {
     fn floor_for(&self, target: Target, op: OpKind) -> Option<&FloorResult> {
-        let name = match (op, target.system()) {
-            (OpKind::Put | OpKind::Txn, _) => floors::FSYNC_PREALLOC,
-            (
-                OpKind::Get(_) | OpKind::RangePage | OpKind::LeaseRenew { .. },
-                "d-engine-embedded",
-            ) => floors::CHANNEL,
-            (OpKind::Get(_) | OpKind::RangePage | OpKind::LeaseRenew { .. }, _) => floors::GRPC,
+        let name = match op {
+            OpKind::Put | OpKind::Txn => floors::FSYNC_PREALLOC,
+            OpKind::Get(_) | OpKind::RangePage | OpKind::LeaseRenew { .. } => {
+                if target.in_process() {
+                    floors::CHANNEL
+                } else {
+                    floors::GRPC
+                }
+            }
         };
         self.floors.iter().find(|f| f.name == name)
     }
@@ -345,6 +347,43 @@ async fn run_session(
                 c.stop().await;
             }
             r?;
+        }
+        #[cfg(feature = "upstream")]
+        Target::UpstreamEmbedded1 | Target::UpstreamEmbedded3 => {
+            use systems::upstream::UpstreamEmbedded;
+            let c =
+                Arc::new(UpstreamEmbedded::start(target.nodes(), &ctx.data_dir, timeout).await?);
+            let r = run_cases(ctx, target, c.clone(), &Holder::ThisProcess, cases, out).await;
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.stop().await;
+            }
+            r?;
+        }
+        #[cfg(feature = "upstream")]
+        Target::UpstreamStandalone3 => {
+            use systems::upstream::{find_node_bin, UpstreamStandalone};
+            let bin = find_node_bin()?;
+            let c = Arc::new(
+                UpstreamStandalone::start(&bin, target.nodes(), conns, &ctx.data_dir, timeout)
+                    .await?,
+            );
+            let r = match c.holder() {
+                Ok(h) => run_cases(ctx, target, c.clone(), &h, cases, out).await,
+                Err(e) => Err(e),
+            };
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.stop().await;
+            }
+            r?;
+        }
+        #[cfg(not(feature = "upstream"))]
+        Target::UpstreamEmbedded1 | Target::UpstreamEmbedded3 | Target::UpstreamStandalone3 => {
+            return Ok(Some(format!(
+                "{}: this d-engine-bench was built without the `upstream` feature; build it with \
+                 `cargo build --release -p d-engine-bench --features upstream` or run \
+                 `bash scripts/bench.sh --upstream`",
+                target.name()
+            )));
         }
         Target::Etcd1 | Target::Etcd3 => {
             let Some(bin) = find_etcd(a.etcd_bin.as_deref()) else {

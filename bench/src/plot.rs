@@ -18,7 +18,7 @@ const TOP: i32 = 30;
 const BOTTOM: i32 = 50;
 
 /// (system, nodes, colour name, colour, dashed)
-const SERIES: [(&str, usize, &str, RGBColor, bool); 6] = [
+const SERIES: [(&str, usize, &str, RGBColor, bool); 9] = [
     (
         "d-engine-embedded",
         1,
@@ -45,6 +45,27 @@ const SERIES: [(&str, usize, &str, RGBColor, bool); 6] = [
         3,
         "green, dashed",
         RGBColor(44, 160, 44),
+        true,
+    ),
+    (
+        "upstream-embedded",
+        1,
+        "purple, solid",
+        RGBColor(148, 103, 189),
+        false,
+    ),
+    (
+        "upstream-embedded",
+        3,
+        "purple, dashed",
+        RGBColor(148, 103, 189),
+        true,
+    ),
+    (
+        "upstream-standalone",
+        3,
+        "orange, dashed",
+        RGBColor(255, 127, 14),
         true,
     ),
     ("etcd", 1, "red, solid", RGBColor(214, 39, 40), false),

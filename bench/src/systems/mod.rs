@@ -1,9 +1,12 @@
-//! The systems under test: d-engine embedded, d-engine standalone, etcd.
+//! The systems under test: d-engine embedded, d-engine standalone, etcd,
+//! and (feature `upstream`) upstream d-engine 0.2.4.
 
 pub mod embedded;
 pub mod etcd;
 pub mod procs;
 pub mod standalone;
+#[cfg(feature = "upstream")]
+pub mod upstream;
 
 use std::time::Duration;
 
