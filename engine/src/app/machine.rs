@@ -3,22 +3,29 @@
 //! should not write: the applied index and term, the membership from
 //! configuration entries, the write-id table, and the snapshot records.
 //!
-//! Log payload of an application command (distinct from a key-value
-//! command, whose first byte is its version, 1):
-//!
-//! ```text
-//! u8 APP_MAGIC (0xA5) | u8 flags (bit 0: write id follows)
-//! [u64 client_id, u64 seq] | command bytes (Application::Command::encode)
-//! ```
+//! Log payload of an application command: `crate::runtime::app_ops`
+//! (`u8 0xA5 | u8 flags | [u64 client_id, u64 seq] | command bytes`).
 //!
 //! Snapshot: `App` records, each starting with a kind byte: one
-//! [`KIND_SESSIONS`] record (the write-id table) then the image written by
-//! [`SnapshotImage::write_to`] in [`KIND_DATA`] chunks of at most
-//! [`CHUNK_BYTES`]. The image is buffered in memory while it is written.
+//! [`KIND_SESSIONS`] record (the write-id table) first, then the image
+//! written by [`SnapshotImage::write_to`] in [`KIND_DATA`] chunks of at
+//! most [`CHUNK_BYTES`].
+//!
+//! Neither direction holds the whole image in memory:
+//! - writing: `write_to` runs on its own thread (lowered priority) into a
+//!   sink that cuts [`CHUNK_BYTES`] chunks and hands them over a channel of
+//!   one to the snapshot builder, which writes each as a record of the
+//!   storage's snapshot file (checksum, fsyncs, atomic rename). At most
+//!   about three chunks exist at once, whatever the image's size.
+//! - reading: `restore` reads the records one by one from the file as it
+//!   goes ([`ImageReader`]); the file's checksum is verified at its end,
+//!   after `restore` returned and before the restored instance replaces the
+//!   state, so a damaged or refused file leaves the previous state.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -26,13 +33,13 @@ use d_engine_core::{membership_after, Entry, EntryPayload, Membership, SnapshotM
 use d_engine_storage::sm::{
     Applied, ApplyResult, SmError, SnapshotRecord, SnapshotSource, StateMachine,
 };
+use d_engine_storage::snapshot::priority::lower_this_thread_priority;
 use d_engine_storage::snapshot::SnapshotFileReader;
 
 use super::sessions::{Seen, Sessions};
+use crate::runtime::app_ops::{app_payload, APP_MAGIC, FLAG_WRITE_ID};
 use super::{AppError, Application, Applying, Codec, SnapshotImage};
 
-pub(super) const APP_MAGIC: u8 = 0xA5;
-const FLAG_WRITE_ID: u8 = 1;
 /// Snapshot record kinds.
 pub(super) const KIND_SESSIONS: u8 = 1;
 pub(super) const KIND_DATA: u8 = 2;
@@ -63,19 +70,7 @@ pub struct AppStateMachine<A: Application> {
 
 /// Encodes a command for the log (see the module docs).
 pub(super) fn encode_payload<C: Codec>(cmd: &C, write_id: Option<(u64, u64)>) -> Bytes {
-    let body = cmd.encode();
-    let mut b = Vec::with_capacity(18 + body.len());
-    b.push(APP_MAGIC);
-    match write_id {
-        Some((client, seq)) => {
-            b.push(FLAG_WRITE_ID);
-            b.extend_from_slice(&client.to_le_bytes());
-            b.extend_from_slice(&seq.to_le_bytes());
-        }
-        None => b.push(0),
-    }
-    b.extend_from_slice(&body);
-    Bytes::from(b)
+    app_payload(&cmd.encode(), write_id)
 }
 
 /// A write id: `(client_id, seq)`.
@@ -342,42 +337,17 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
             },
             sessions: Some(Bytes::from(sessions)),
             image: Some(image),
-            chunks: VecDeque::new(),
+            chunks: None,
         }))
     }
 
-    /// Reads and checks the whole file, restores a fresh instance from it,
-    /// and only then replaces the state: a failing reader keeps the old one.
+    /// Restores a fresh instance from the file as it reads it (see the
+    /// module docs), checks the rest of the file to its checksum, and only
+    /// then replaces the state: a damaged file or a failing reader keeps
+    /// the old one.
     fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError> {
         let mut r = SnapshotFileReader::open(path)?;
         let meta = r.meta().clone();
-        let mut sessions = None;
-        let mut image = Vec::new();
-        while let Some(rec) = r.next_record()? {
-            let SnapshotRecord::App(b) = rec else {
-                return Err(SmError::Corrupt(format!(
-                    "snapshot {} holds key-value records: this node runs an application \
-                     state machine; start it with the same state machine as the rest of \
-                     the cluster",
-                    path.display()
-                )));
-            };
-            match b.first() {
-                Some(&KIND_SESSIONS) => {
-                    let s = Sessions::decode(&b[1..]).map_err(|e| {
-                        SmError::Corrupt(format!("snapshot {}: {e}", path.display()))
-                    })?;
-                    sessions = Some(s);
-                }
-                Some(&KIND_DATA) => image.extend_from_slice(&b[1..]),
-                other => {
-                    return Err(SmError::Corrupt(format!(
-                        "snapshot {}: unknown application record kind {other:?}",
-                        path.display()
-                    )))
-                }
-            }
-        }
         let refused = |why: String| {
             SmError::Application(format!(
                 "snapshot {} (index {}) refused, the previous state is kept: {why}",
@@ -385,9 +355,34 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
                 meta.last_index
             ))
         };
-        let sessions = sessions.ok_or_else(|| refused("it has no write-id table".into()))?;
+        let sessions = match r.next_record()? {
+            Some(SnapshotRecord::App(b)) if b.first() == Some(&KIND_SESSIONS) => {
+                Sessions::decode(&b[1..])
+                    .map_err(|e| SmError::Corrupt(format!("snapshot {}: {e}", path.display())))?
+            }
+            Some(SnapshotRecord::App(_)) | None => {
+                return Err(refused("it does not start with a write-id table".into()))
+            }
+            Some(_) => return Err(kv_records(path)),
+        };
         let mut fresh = (self.factory)();
-        match catch_unwind(AssertUnwindSafe(|| fresh.restore(&mut &image[..]))) {
+        let mut image = ImageReader {
+            file: &mut r,
+            path,
+            chunk: Bytes::new(),
+            failed: None,
+            end: false,
+        };
+        let restored = catch_unwind(AssertUnwindSafe(|| fresh.restore(&mut image)));
+        if let Some(e) = image.failed.take() {
+            // The file, not the reader, failed.
+            return Err(e);
+        }
+        // The rest of the file (image bytes the reader left unread, the
+        // trailer) is checked whether the reader accepted the image or not:
+        // a damaged file is reported as such, not as a refusal.
+        image.drain()?;
+        match restored {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(refused(format!("the application's reader failed: {e}"))),
             Err(p) => {
@@ -409,11 +404,175 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
     }
 }
 
+fn kv_records(path: &Path) -> SmError {
+    SmError::Corrupt(format!(
+        "snapshot {} holds key-value records: this node runs an application state machine; \
+         start it with the same state machine as the rest of the cluster",
+        path.display()
+    ))
+}
+
+/// The image of a snapshot file as a `Read`: its [`KIND_DATA`] records in
+/// order, read from the file one at a time. A file problem is kept in
+/// `failed` (and reported to the reader as an I/O error), so the install
+/// names the file rather than blaming the application's reader.
+struct ImageReader<'a> {
+    file: &'a mut SnapshotFileReader,
+    path: &'a Path,
+    chunk: Bytes,
+    failed: Option<SmError>,
+    /// The trailer was read and the checksum verified.
+    end: bool,
+}
+
+impl ImageReader<'_> {
+    /// The next image chunk into `self.chunk`; false at the end of the file.
+    fn next_chunk(&mut self) -> Result<bool, SmError> {
+        match self.file.next_record()? {
+            None => {
+                self.end = true;
+                Ok(false)
+            }
+            Some(SnapshotRecord::App(b)) if b.first() == Some(&KIND_DATA) => {
+                self.chunk = b.slice(1..);
+                Ok(true)
+            }
+            Some(SnapshotRecord::App(b)) => Err(SmError::Corrupt(format!(
+                "snapshot {}: unexpected application record kind {:?} inside the image",
+                self.path.display(),
+                b.first()
+            ))),
+            Some(_) => Err(kv_records(self.path)),
+        }
+    }
+
+    /// Reads what the application did not, to the verified end.
+    fn drain(&mut self) -> Result<(), SmError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        while !self.end {
+            self.next_chunk()?;
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for ImageReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            if self.end || out.is_empty() {
+                return Ok(0);
+            }
+            if let Some(e) = &self.failed {
+                return Err(std::io::Error::other(e.to_string()));
+            }
+            match self.next_chunk() {
+                Ok(_) => {}
+                Err(e) => {
+                    let io = std::io::Error::other(e.to_string());
+                    self.failed = Some(e);
+                    return Err(io);
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
+/// What the image writer thread hands the snapshot builder.
+type Chunk = Result<Bytes, String>;
+
 struct AppSnapshotSource {
     meta: SnapshotMeta,
     sessions: Option<Bytes>,
     image: Option<Box<dyn SnapshotImage>>,
-    chunks: VecDeque<Bytes>,
+    /// Chunks from the image writer thread, once started.
+    chunks: Option<Receiver<Chunk>>,
+}
+
+impl AppSnapshotSource {
+    /// Runs `write_to` on its own thread into a [`ChunkSink`].
+    fn start_writer(&mut self, image: Box<dyn SnapshotImage>) -> Result<(), SmError> {
+        let (tx, rx) = sync_channel::<Chunk>(1);
+        let index = self.meta.last_index;
+        std::thread::Builder::new()
+            .name("app-snapshot-image".into())
+            .spawn(move || {
+                // Background work, like the builder that reads its chunks.
+                let _ = lower_this_thread_priority();
+                let mut sink = ChunkSink {
+                    buf: Vec::new(),
+                    tx: &tx,
+                };
+                let res = catch_unwind(AssertUnwindSafe(|| {
+                    image.write_to(&mut sink)?;
+                    sink.send()
+                }));
+                let err = match res {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => format!("writing the snapshot image at index {index}: {e}"),
+                    Err(p) => format!(
+                        "writing the snapshot image at index {index} panicked: {}",
+                        panic_text(p)
+                    ),
+                };
+                // Fails only when the snapshot was abandoned meanwhile.
+                let _ = tx.send(Err(err));
+            })
+            .map_err(SmError::Io)?;
+        self.chunks = Some(rx);
+        Ok(())
+    }
+}
+
+/// The `Write` an image is written into: cuts it into [`KIND_DATA`]
+/// records of at most [`CHUNK_BYTES`] and sends each as soon as it is
+/// full (blocking while the builder is one chunk behind).
+struct ChunkSink<'a> {
+    /// `KIND_DATA` then up to `CHUNK_BYTES` of image; empty between chunks.
+    buf: Vec<u8>,
+    tx: &'a SyncSender<Chunk>,
+}
+
+impl ChunkSink<'_> {
+    /// Sends the chunk being filled (if it holds any image bytes).
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.len() <= 1 {
+            return Ok(());
+        }
+        let full = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.send(Ok(full)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the snapshot build stopped reading the image",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkSink<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf.reserve_exact(CHUNK_BYTES + 1);
+            self.buf.push(KIND_DATA);
+        }
+        let n = data.len().min(CHUNK_BYTES + 1 - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK_BYTES + 1 {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    /// A no-op: chunks go out when full (flushing an image often would
+    /// otherwise cut it into tiny records).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl SnapshotSource for AppSnapshotSource {
@@ -426,21 +585,23 @@ impl SnapshotSource for AppSnapshotSource {
             return Ok(Some(SnapshotRecord::App(s)));
         }
         if let Some(image) = self.image.take() {
-            let mut buf = Vec::new();
-            image.write_to(&mut buf).map_err(|e| {
-                SmError::Application(format!(
-                    "writing the snapshot image at index {}: {e}",
-                    self.meta.last_index
-                ))
-            })?;
-            for c in buf.chunks(CHUNK_BYTES) {
-                let mut rec = Vec::with_capacity(c.len() + 1);
-                rec.push(KIND_DATA);
-                rec.extend_from_slice(c);
-                self.chunks.push_back(Bytes::from(rec));
+            self.start_writer(image)?;
+        }
+        let Some(rx) = &self.chunks else {
+            return Ok(None);
+        };
+        match rx.recv() {
+            Ok(Ok(chunk)) => Ok(Some(SnapshotRecord::App(chunk))),
+            Ok(Err(e)) => {
+                self.chunks = None;
+                Err(SmError::Application(e))
+            }
+            // The writer finished and closed the channel.
+            Err(_) => {
+                self.chunks = None;
+                Ok(None)
             }
         }
-        Ok(self.chunks.pop_front().map(SnapshotRecord::App))
     }
 }
 
