@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use d_engine_api::{Error, LeaderInfo, Result};
-use d_engine_storage::sm::StateMachine;
+use d_engine_storage::sm::{Applied, SmError, SnapshotSource, StateMachine};
 
 use super::machine::{AppStateMachine, Factory};
 use super::{Application, Codec, Consistency, WriteId};
@@ -69,7 +69,7 @@ impl EngineBuilder {
         let open: StateMachineFactory = Arc::new(move |snapshot| {
             let m = Arc::new(AppStateMachine::open(f.clone(), snapshot)?);
             *s.lock().expect("poisoned") = Some(m.clone());
-            Ok(m as Arc<dyn StateMachine>)
+            Ok(Arc::new(Running(m)) as Arc<dyn StateMachine>)
         });
         let engine = self.state_machine(open).start().await?;
         let machine = slot
@@ -83,6 +83,39 @@ impl EngineBuilder {
             client_id: fresh_client_id(),
             next_seq: AtomicU64::new(1),
         })
+    }
+}
+
+/// The runtime's reference to the machine, a separate allocation: a
+/// stopping node waits (up to 5 s) for its reference to be the last one,
+/// which the [`AppEngine`]'s own reference (for queries) would never let
+/// happen.
+struct Running<A: Application>(Arc<AppStateMachine<A>>);
+
+impl<A: Application> StateMachine for Running<A> {
+    fn apply(&self, entries: &[d_engine_core::Entry]) -> std::result::Result<Vec<Applied>, SmError> {
+        self.0.apply(entries)
+    }
+    fn data_bytes(&self) -> u64 {
+        self.0.data_bytes()
+    }
+    fn applied_index(&self) -> u64 {
+        self.0.applied_index()
+    }
+    fn applied_term(&self) -> u64 {
+        self.0.applied_term()
+    }
+    fn membership(&self) -> d_engine_core::Membership {
+        self.0.membership()
+    }
+    fn begin_snapshot(&self) -> std::result::Result<Box<dyn SnapshotSource>, SmError> {
+        self.0.begin_snapshot()
+    }
+    fn install_snapshot(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<d_engine_core::SnapshotMeta, SmError> {
+        self.0.install_snapshot(path)
     }
 }
 
