@@ -321,13 +321,18 @@ impl Application for Big {
             }
             for (i, b) in piece[..n].iter().enumerate() {
                 if *b != big_byte(at + i as u64) {
-                    return Err(AppError::new(format!("big image: wrong byte at {}", at + i as u64)));
+                    return Err(AppError::new(format!(
+                        "big image: wrong byte at {}",
+                        at + i as u64
+                    )));
                 }
             }
             at += n as u64;
         }
         if at != len {
-            return Err(AppError::new(format!("big image: {at} bytes, expected {len}")));
+            return Err(AppError::new(format!(
+                "big image: {at} bytes, expected {len}"
+            )));
         }
         self.len = len;
         self.restored = true;
@@ -364,7 +369,11 @@ fn a_large_snapshot_is_written_and_restored_in_bounded_memory() {
         .create(&mut *leader.begin_snapshot().unwrap())
         .unwrap();
     let peak = PEAK.load(Ordering::Relaxed) - base;
-    assert!(info.size > LEN, "the file holds the image ({} bytes)", info.size);
+    assert!(
+        info.size > LEN,
+        "the file holds the image ({} bytes)",
+        info.size
+    );
     assert!(
         peak < BOUND,
         "writing a {LEN}-byte image held {peak} bytes at its peak (bound {BOUND})"
@@ -391,7 +400,10 @@ fn a_large_snapshot_is_written_and_restored_in_bounded_memory() {
     let keeper = AppStateMachine::new(Big::default);
     keeper.apply(&[command_entry(1, 5)]).unwrap();
     let e = keeper.install_snapshot(&bad).unwrap_err().to_string();
-    assert!(e.contains("checksum"), "a damaged file is named as such: {e}");
+    assert!(
+        e.contains("checksum"),
+        "a damaged file is named as such: {e}"
+    );
     assert_eq!(keeper.applied_index(), 1);
     assert_eq!(keeper.query(&()), (5, false), "the previous state is kept");
 }
@@ -534,7 +546,10 @@ async fn forwarded_commands_are_applied_once_under_the_leaders_auth_and_limits()
     let id = engines[f].next_write_id();
     assert_eq!(engines[f].propose_with_id(&2, &id).await.unwrap(), 2);
     assert_eq!(
-        engines[l].query(&(), Consistency::Linearizable).await.unwrap(),
+        engines[l]
+            .query(&(), Consistency::Linearizable)
+            .await
+            .unwrap(),
         2
     );
     // The same write id again, through the other follower: the first

@@ -180,9 +180,18 @@ async fn app_cluster_survives_kills_and_catches_up_by_snapshot() {
     let l0 = leader(&nodes, &all).await;
     let (f0, f1) = ((l0 + 1) % 3, (l0 + 2) % 3);
     let r = ask(&nodes[f0], "W 4242 1 incr fwd 5").await;
-    assert_eq!(r.as_deref(), Some("OK 5"), "forwarded write:\n{}", dump(&nodes));
+    assert_eq!(
+        r.as_deref(),
+        Some("OK 5"),
+        "forwarded write:\n{}",
+        dump(&nodes)
+    );
     let r = ask(&nodes[f1], "W 4242 1 incr fwd 5").await;
-    assert_eq!(r.as_deref(), Some("OK 5"), "retry through the other follower");
+    assert_eq!(
+        r.as_deref(),
+        Some("OK 5"),
+        "retry through the other follower"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     for n in &nodes {
         loop {

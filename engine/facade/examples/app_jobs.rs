@@ -197,7 +197,11 @@ async fn answer(engine: &AppEngine<Jobs>, line: &str) -> String {
         ("W", rest) => {
             let mut parts = rest.splitn(3, ' ');
             let mut num = || parts.next().and_then(|p| p.parse::<u64>().ok());
-            match (num(), num(), parts.next().map(|c| Cmd::decode(c.as_bytes()))) {
+            match (
+                num(),
+                num(),
+                parts.next().map(|c| Cmd::decode(c.as_bytes())),
+            ) {
                 (Some(client_id), Some(seq), Some(Ok(cmd))) => {
                     let id = WriteId {
                         client_id,

@@ -93,7 +93,10 @@ impl EngineBuilder {
 struct Running<A: Application>(Arc<AppStateMachine<A>>);
 
 impl<A: Application> StateMachine for Running<A> {
-    fn apply(&self, entries: &[d_engine_core::Entry]) -> std::result::Result<Vec<Applied>, SmError> {
+    fn apply(
+        &self,
+        entries: &[d_engine_core::Entry],
+    ) -> std::result::Result<Vec<Applied>, SmError> {
         self.0.apply(entries)
     }
     fn data_bytes(&self) -> u64 {

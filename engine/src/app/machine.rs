@@ -37,8 +37,8 @@ use d_engine_storage::snapshot::priority::lower_this_thread_priority;
 use d_engine_storage::snapshot::SnapshotFileReader;
 
 use super::sessions::{Seen, Sessions};
-use crate::runtime::app_ops::{app_payload, APP_MAGIC, FLAG_WRITE_ID};
 use super::{AppError, Application, Applying, Codec, SnapshotImage};
+use crate::runtime::app_ops::{app_payload, APP_MAGIC, FLAG_WRITE_ID};
 
 /// Snapshot record kinds.
 pub(super) const KIND_SESSIONS: u8 = 1;

@@ -95,9 +95,7 @@ impl NodeHandle {
         if !self.shared.is_leader() {
             return Err(self.shared.leader_hint_error());
         }
-        let out = self
-            .propose_encoded(app_payload(command, write_id))
-            .await?;
+        let out = self.propose_encoded(app_payload(command, write_id)).await?;
         match out.result {
             ApplyResult::Output(output) => Ok(AppOutcome {
                 revision: out.revision,

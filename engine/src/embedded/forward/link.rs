@@ -139,12 +139,9 @@ impl Forwarder {
             kv: pb::kv_client::KvClient::with_interceptor(ch.clone(), self.bearer.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            lease: pb::lease_client::LeaseClient::with_interceptor(
-                ch.clone(),
-                self.bearer.clone(),
-            )
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            lease: pb::lease_client::LeaseClient::with_interceptor(ch.clone(), self.bearer.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             app: pb::app_client::AppClient::with_interceptor(ch, self.bearer.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
