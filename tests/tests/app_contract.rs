@@ -11,6 +11,10 @@
 //! The tests of this file run one at a time ([`serial`]) so the memory
 //! measurement sees only its own allocations.
 
+// The guard of [`serial`] is held across awaits on purpose: it serializes
+// whole tests, each on its own runtime, and no task takes it twice.
+#![allow(clippy::await_holding_lock)]
+
 #[allow(dead_code)]
 #[path = "../../engine/facade/examples/app_jobs.rs"]
 mod example;

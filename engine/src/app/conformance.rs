@@ -29,7 +29,8 @@ use d_engine_storage::sm::{ApplyResult, SnapshotRecord, StateMachine};
 use d_engine_storage::snapshot::format::SnapshotWriter;
 use d_engine_storage::snapshot::SnapshotStore;
 
-use super::machine::{encode_payload, AppStateMachine, KIND_DATA, KIND_SESSIONS};
+use super::image::{KIND_DATA, KIND_SESSIONS};
+use super::machine::{encode_payload, AppStateMachine};
 use super::{Application, Applying, Codec};
 
 /// What [`app_conformance`] needs besides a factory.

@@ -74,11 +74,13 @@
 //!
 //! Layout: this file (the trait and the codecs), `machine.rs` (the
 //! engine-side [`AppStateMachine`]: indexes, membership, write-id
-//! deduplication, snapshot records), `engine.rs` ([`AppEngine`]: propose and
-//! query), `conformance.rs` (checks an implementer runs on their machine).
+//! deduplication, snapshot records), `image.rs` (snapshot images streamed
+//! to and from the file), `engine.rs` ([`AppEngine`]: propose and query),
+//! `conformance.rs` (checks an implementer runs on their machine).
 
 mod conformance;
 mod engine;
+mod image;
 mod machine;
 mod sessions;
 
