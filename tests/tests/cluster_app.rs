@@ -2,11 +2,15 @@
 //! counters and a job queue) as a 3-process cluster on 127.0.0.1, with
 //! snapshots every 40 entries:
 //!
-//! 1. writes through the leader; a follower is killed, the leader writes
-//!    past several snapshots (its log is compacted), the follower restarts
-//!    and catches up by snapshot;
-//! 2. the leader's process is killed: a new leader is elected and takes
-//!    writes; the old leader restarts from its snapshot + log;
+//! 1. writes; a write proposed on a follower is forwarded to the leader and
+//!    applied once on every replica (the same write id again, through the
+//!    other follower, gets the first output); a follower is killed, the
+//!    leader writes past several snapshots (its log is compacted), the
+//!    follower restarts and catches up by snapshot;
+//! 2. the leader's process is killed while a follower forwards a stream of
+//!    writes: each either succeeds or fails retryably, and retried under its
+//!    write id it is applied once (the outputs are exactly 1..=N); a new
+//!    leader takes writes; the old leader restarts from its snapshot + log;
 //! 3. every replica ends at the same applied index with the same state,
 //!    which matches the outputs the writes were acknowledged with.
 
@@ -77,8 +81,13 @@ fn spawn(dir: &Path, ports: &[u16]) -> Vec<Node> {
 
 /// One request line to a node's app port; `None` if it is unreachable.
 async fn ask(node: &Node, line: &str) -> Option<String> {
+    ask_addr(&node.app_addr, line).await
+}
+
+/// [`ask`] by the app port's address.
+async fn ask_addr(app_addr: &str, line: &str) -> Option<String> {
     let fut = async {
-        let mut s = TcpStream::connect(&node.app_addr).await.ok()?;
+        let mut s = TcpStream::connect(app_addr).await.ok()?;
         s.write_all(format!("{line}\n").as_bytes()).await.ok()?;
         let mut r = BufReader::new(s);
         let mut reply = String::new();
@@ -107,12 +116,17 @@ fn dump(nodes: &[Node]) -> String {
         .join("\n")
 }
 
-/// Proposes `cmd` on whichever live node leads (bounded retries).
+/// Proposes `cmd` on the first live node that answers OK (bounded retries).
 async fn propose(nodes: &[Node], live: &[usize], cmd: &str) -> String {
+    propose_line(nodes, live, &format!("P {cmd}")).await
+}
+
+/// [`propose`] with a whole request line (`P ...` or `W <id> <seq> ...`).
+async fn propose_line(nodes: &[Node], live: &[usize], cmd: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for &i in live {
-            if let Some(r) = ask(&nodes[i], &format!("P {cmd}")).await {
+            if let Some(r) = ask(&nodes[i], cmd).await {
                 if let Some(out) = r.strip_prefix("OK ") {
                     return out.to_string();
                 }
@@ -161,6 +175,39 @@ async fn app_cluster_survives_kills_and_catches_up_by_snapshot() {
     }
     assert_eq!(propose(&nodes, &all, "push job-a").await, "1");
 
+    // A write on a follower is forwarded to the leader, applied once; the
+    // same write id through the other follower gets the first output.
+    let l0 = leader(&nodes, &all).await;
+    let (f0, f1) = ((l0 + 1) % 3, (l0 + 2) % 3);
+    let r = ask(&nodes[f0], "W 4242 1 incr fwd 5").await;
+    assert_eq!(
+        r.as_deref(),
+        Some("OK 5"),
+        "forwarded write:\n{}",
+        dump(&nodes)
+    );
+    let r = ask(&nodes[f1], "W 4242 1 incr fwd 5").await;
+    assert_eq!(
+        r.as_deref(),
+        Some("OK 5"),
+        "retry through the other follower"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in &nodes {
+        loop {
+            let got = ask(n, "Q e counter fwd").await.unwrap_or_default();
+            if got == "OK 5" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} has fwd {got:?}, expected 5 (applied once)",
+                n.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // A follower dies; the leader writes past several snapshots.
     let l = leader(&nodes, &all).await;
     let f = (0..3).find(|&i| i != l).unwrap();
@@ -194,9 +241,50 @@ async fn app_cluster_survives_kills_and_catches_up_by_snapshot() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The leader's process dies: a new leader takes writes.
-    nodes[l].process.kill();
+    // The leader's process dies while a follower forwards writes to it.
+    const FORWARDED: u64 = 12;
     let rest: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let sender_addr = nodes[rest[0]].app_addr.clone();
+    let (sent_tx, mut sent) = tokio::sync::watch::channel(0u64);
+    let sender = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for seq in 1..=FORWARDED {
+            let r = ask_addr(&sender_addr, &format!("W 4343 {seq} incr kill 1")).await;
+            results.push(r);
+            sent_tx.send_replace(seq);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        results
+    });
+    tokio::time::timeout(Duration::from_secs(30), sent.wait_for(|n| *n >= 3))
+        .await
+        .expect("the first forwarded writes answered")
+        .unwrap();
+    nodes[l].process.kill();
+    let results = sender.await.unwrap();
+    let mut outputs = Vec::new();
+    let mut retried = 0;
+    for (i, r) in results.into_iter().enumerate() {
+        let seq = i as u64 + 1;
+        let out = match r.as_deref().and_then(|r| r.strip_prefix("OK ")) {
+            Some(out) => out.to_string(),
+            None => {
+                // Unknown outcome (an error or no answer): the same write id
+                // again, on any live node.
+                retried += 1;
+                eprintln!("forwarded write {seq} answered {r:?}; retrying it");
+                propose_line(&nodes, &rest, &format!("W 4343 {seq} incr kill 1")).await
+            }
+        };
+        outputs.push(out.parse::<u64>().expect("incr answers a number"));
+    }
+    outputs.sort_unstable();
+    assert_eq!(
+        outputs,
+        (1..=FORWARDED).collect::<Vec<_>>(),
+        "each forwarded write applied exactly once ({retried} retried)"
+    );
+    eprintln!("{FORWARDED} writes forwarded across the leader kill, {retried} retried");
     let new_leader = leader(&nodes, &rest).await;
     assert_ne!(new_leader, l);
     expected_total += 1000;
@@ -231,6 +319,8 @@ async fn app_cluster_survives_kills_and_catches_up_by_snapshot() {
             let d = &states[0].1;
             assert!(d.contains(&format!("hits:{expected_total}")), "{d}");
             assert!(d.contains("popped=2"), "{d}");
+            assert!(d.contains(&format!(",kill:{FORWARDED} ")), "{d}");
+            assert!(d.contains("counters=fwd:5,"), "{d}");
             assert!(d.ends_with("|last popped=2"), "{d}");
             break;
         }

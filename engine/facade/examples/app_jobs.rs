@@ -13,19 +13,24 @@
 //!
 //! ```text
 //! P incr <name> <n> | P push <job> | P pop   -> OK <output> | ERR <error>
+//! W <client id> <seq> <command>              -> as P, under that write id (a retry
+//!                                               with the same id applies once)
 //! Q <e|s|l> dump | Q <e|s|l> counter <name>  -> OK <answer>  (eventual, linearizable, lease)
 //! S                                          -> OK role=.. leader=.. applied=.. snapshot=..
 //! ```
 //!
-//! Proposals are leader only: a follower answers `ERR` with the leader's id.
+//! Proposals work on any node: a follower forwards them to the leader.
+//! The snapshot image is streamed (one line per counter and job), never
+//! rendered whole, and the state is shared copy-on-write with it.
 //! `tests/tests/cluster_app.rs` runs this file as a 3-process cluster.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Read;
+use std::io::{BufRead, BufReader as StdBufReader, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use d_engine::app::{
-    AppEngine, AppError, Application, Applying, Codec, Consistency, SnapshotImage,
+    AppEngine, AppError, Application, Applying, Codec, Consistency, SnapshotImage, WriteId,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -67,11 +72,30 @@ impl Codec for Cmd {
 
 /// The replicated state. Ordered maps only: iteration order is part of
 /// the snapshot and the dump, and must be the same on every replica.
+/// The collections sit behind `Arc`s: a snapshot shares them (O(1) on the
+/// apply thread) and an apply copies one only while a snapshot still holds
+/// it (`Arc::make_mut`). A large state would use a persistent structure.
 #[derive(Default, Clone)]
 pub struct Jobs {
-    counters: BTreeMap<String, u64>,
-    queue: VecDeque<String>,
+    counters: Arc<BTreeMap<String, u64>>,
+    queue: Arc<VecDeque<String>>,
     popped: u64,
+}
+
+/// The snapshot image: the shared state, written out line by line
+/// (`c <name> <value>`, `j <job>`, `p <popped>`) straight into the file.
+struct JobsImage(Jobs);
+
+impl SnapshotImage for JobsImage {
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
+        for (name, v) in self.0.counters.iter() {
+            writeln!(out, "c {name} {v}")?;
+        }
+        for job in self.0.queue.iter() {
+            writeln!(out, "j {job}")?;
+        }
+        writeln!(out, "p {}", self.0.popped)
+    }
 }
 
 impl Jobs {
@@ -104,15 +128,15 @@ impl Application for Jobs {
         for a in batch {
             out.push(match a.command {
                 Cmd::Incr(name, n) => {
-                    let v = self.counters.entry(name).or_default();
+                    let v = Arc::make_mut(&mut self.counters).entry(name).or_default();
                     *v = v.saturating_add(n);
                     v.to_string()
                 }
                 Cmd::Push(job) => {
-                    self.queue.push_back(job);
+                    Arc::make_mut(&mut self.queue).push_back(job);
                     self.queue.len().to_string()
                 }
-                Cmd::Pop => match self.queue.pop_front() {
+                Cmd::Pop => match Arc::make_mut(&mut self.queue).pop_front() {
                     Some(job) => {
                         self.popped += 1;
                         job
@@ -132,39 +156,30 @@ impl Application for Jobs {
         }
     }
 
-    /// The dump is the image: one line of text (a clone is cheap here; a
-    /// large state would share an immutable structure instead).
+    /// Shares the state with the image (see [`Jobs`]); nothing is copied
+    /// or rendered on the apply thread.
     fn snapshot(&self) -> Box<dyn SnapshotImage> {
-        Box::new(self.dump().into_bytes())
+        Box::new(JobsImage(self.clone()))
     }
 
+    /// Reads the image line by line as it streams from the file.
     fn restore(&mut self, image: &mut dyn Read) -> Result<(), AppError> {
-        let mut text = String::new();
-        image
-            .read_to_string(&mut text)
-            .map_err(|e| AppError::new(format!("image is not UTF-8 text: {e}")))?;
-        let bad = |what: &str| AppError::new(format!("image: {what} in {text:?}"));
-        let mut fields = text.split(' ');
-        let mut next = |key: &str| {
-            fields
-                .next()
-                .and_then(|f| f.strip_prefix(key))
-                .ok_or_else(|| bad(&format!("missing {key}")))
-        };
-        let (counters, queue, popped) = (next("counters=")?, next("queue=")?, next("popped=")?);
-        for c in counters.split(',').filter(|c| !c.is_empty()) {
-            let (k, v) = c
-                .split_once(':')
-                .ok_or_else(|| bad("counter without ':'"))?;
-            let v = v.parse().map_err(|_| bad("counter value"))?;
-            self.counters.insert(k.to_string(), v);
+        let (mut counters, mut queue, mut popped) = (BTreeMap::new(), VecDeque::new(), None);
+        for (n, line) in StdBufReader::new(image).lines().enumerate() {
+            let line = line.map_err(|e| AppError::new(format!("image line {}: {e}", n + 1)))?;
+            let bad = || AppError::new(format!("image line {}: {line:?}", n + 1));
+            match line.split(' ').collect::<Vec<_>>().as_slice() {
+                ["c", name, v] => {
+                    counters.insert(name.to_string(), v.parse().map_err(|_| bad())?);
+                }
+                ["j", job] => queue.push_back(job.to_string()),
+                ["p", p] if popped.is_none() => popped = Some(p.parse().map_err(|_| bad())?),
+                _ => return Err(bad()),
+            }
         }
-        self.queue = queue
-            .split('|')
-            .filter(|j| !j.is_empty())
-            .map(str::to_string)
-            .collect();
-        self.popped = popped.parse().map_err(|_| bad("popped"))?;
+        self.popped = popped.ok_or_else(|| AppError::new("image: no popped count (p line)"))?;
+        self.counters = Arc::new(counters);
+        self.queue = Arc::new(queue);
         Ok(())
     }
 
@@ -179,6 +194,29 @@ async fn answer(engine: &AppEngine<Jobs>, line: &str) -> String {
             Ok(cmd) => engine.propose(cmd).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         },
+        ("W", rest) => {
+            let mut parts = rest.splitn(3, ' ');
+            let mut num = || parts.next().and_then(|p| p.parse::<u64>().ok());
+            match (
+                num(),
+                num(),
+                parts.next().map(|c| Cmd::decode(c.as_bytes())),
+            ) {
+                (Some(client_id), Some(seq), Some(Ok(cmd))) => {
+                    let id = WriteId {
+                        client_id,
+                        seq,
+                        user: String::new(),
+                    };
+                    engine
+                        .propose_with_id(&cmd, &id)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                (_, _, Some(Err(e))) => Err(e.to_string()),
+                _ => Err("usage: W <client id> <seq> <command>".to_string()),
+            }
+        }
         ("Q", rest) => {
             let (c, q) = rest.split_once(' ').unwrap_or((rest, ""));
             let c = match c {

@@ -10,7 +10,10 @@
 //! 2. **Snapshots**: an image taken halfway is point-in-time (later applies
 //!    do not leak into it); a fresh instance restored from it and given
 //!    the rest of the commands reaches the same outputs and state; the
-//!    image survives a snapshot file (checksums, chunking).
+//!    image survives a snapshot file (checksums, chunking); `restore`
+//!    copes with a stream that returns a few bytes per read (as the file's
+//!    records do at their boundaries) and `write_to` with a sink that
+//!    takes a few bytes per write.
 //! 3. **Exactly-once**: a command re-proposed with the same write id is
 //!    applied once and answered with the first output.
 //! 4. **Refused snapshots**: an image the reader refuses (an error or a
@@ -26,8 +29,9 @@ use d_engine_storage::sm::{ApplyResult, SnapshotRecord, StateMachine};
 use d_engine_storage::snapshot::format::SnapshotWriter;
 use d_engine_storage::snapshot::SnapshotStore;
 
-use super::machine::{encode_payload, AppStateMachine, KIND_DATA, KIND_SESSIONS};
-use super::{Application, Codec};
+use super::image::{KIND_DATA, KIND_SESSIONS};
+use super::machine::{encode_payload, AppStateMachine};
+use super::{Application, Applying, Codec};
 
 /// What [`app_conformance`] needs besides a factory.
 pub struct ConformanceCase<A: Application> {
@@ -59,6 +63,30 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A reader or writer that moves at most `most` bytes per call.
+struct Trickle<T> {
+    inner: T,
+    most: usize,
+}
+
+impl<T: std::io::Read> std::io::Read for Trickle<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.most);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+impl std::io::Write for Trickle<Vec<u8>> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.most);
+        self.inner.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -161,6 +189,40 @@ where
         probe(&b),
         probe(&whole),
         "state after restoring and applying differs"
+    );
+
+    // 2b. Streams: the image written into a sink taking at most 5 bytes
+    // per write, read back from a stream giving at most 7 per read.
+    let mut direct = factory();
+    let first: Vec<Applying<A::Command>> = (0..half)
+        .map(|i| Applying {
+            index: i as u64 + 1,
+            term: 1,
+            command: A::Command::decode(&case.commands[i].encode()).expect("a command decodes"),
+        })
+        .collect();
+    direct.apply(first).expect("apply the first half directly");
+    let mut image = Trickle {
+        inner: Vec::new(),
+        most: 5,
+    };
+    direct
+        .snapshot()
+        .write_to(&mut image)
+        .expect("write the image into a slow sink");
+    let mut restored = factory();
+    let mut stream = Trickle {
+        inner: std::io::Cursor::new(image.inner),
+        most: 7,
+    };
+    restored
+        .restore(&mut stream)
+        .expect("restore from a stream of short reads");
+    assert_eq!(
+        restored.query(&case.probe),
+        probe(&first_half),
+        "restoring from short reads (7 bytes each) gives another state: read the image \
+         with read_exact/read_to_end or a BufReader, never assume one read returns it all"
     );
 
     // 3. Exactly-once: the whole history again under the same write ids.

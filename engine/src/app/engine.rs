@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use d_engine_api::{Error, LeaderInfo, Result};
-use d_engine_storage::sm::{ApplyResult, StateMachine};
+use d_engine_storage::sm::{Applied, SmError, SnapshotSource, StateMachine};
 
-use super::machine::{encode_payload, AppStateMachine, Factory};
+use super::machine::{AppStateMachine, Factory};
 use super::{Application, Codec, Consistency, WriteId};
 use crate::config::Config;
 use crate::embedded::{EmbeddedEngine, EngineBuilder};
@@ -17,13 +17,22 @@ use crate::runtime::{StartError, StateMachineFactory};
 /// An embedded node whose state machine is the application's `A`.
 ///
 /// - [`AppEngine::propose`] commits a command through the Raft log and
-///   returns its output once it is applied on this node. Leader only: on a
-///   follower it fails with `Error::NotLeader` naming the leader and its
-///   client address (application commands are not forwarded; route them
-///   to the leader, e.g. with [`EmbeddedEngine::leader_changes`]).
-///   `Error::Timeout` means the outcome is unknown: retry with the same
+///   returns its output once it is applied on the node that answered. On
+///   a follower the command is forwarded to the leader's client API
+///   (`dengine.v1.App`) under the same write id, following leader changes
+///   with the embedded client's retry rules (`crate::embedded`, "Writes
+///   on a follower"), so it is applied once even when an attempt times
+///   out after the leader applied it. With `embedded.forward_to_leader =
+///   false`, or when no other member has a client address, a follower
+///   answers `Error::NotLeader` naming the leader and its client address
+///   (`NoLeader` during an election). With `[auth]` on, forwarded commands
+///   authenticate with `auth.forward_token`, whose user needs a readwrite
+///   grant of the whole keyspace or the admin role. `Error::Timeout` (or
+///   a retryable error after the forwarder's attempts: `NoLeader`,
+///   `Unavailable`) means the outcome is unknown: retry with the same
 ///   [`WriteId`] ([`AppEngine::propose_with_id`]) and the command is
 ///   applied at most once, the retry getting the original output.
+///   A command is at most `limits.max_value_bytes` encoded.
 /// - [`AppEngine::query`] answers from the local state after the read
 ///   barrier of `consistency`: `Linearizable` (ReadIndex, leader only),
 ///   `Lease` (leader, off the loop while its lease holds) or `Eventual`
@@ -60,7 +69,7 @@ impl EngineBuilder {
         let open: StateMachineFactory = Arc::new(move |snapshot| {
             let m = Arc::new(AppStateMachine::open(f.clone(), snapshot)?);
             *s.lock().expect("poisoned") = Some(m.clone());
-            Ok(m as Arc<dyn StateMachine>)
+            Ok(Arc::new(Running(m)) as Arc<dyn StateMachine>)
         });
         let engine = self.state_machine(open).start().await?;
         let machine = slot
@@ -74,6 +83,42 @@ impl EngineBuilder {
             client_id: fresh_client_id(),
             next_seq: AtomicU64::new(1),
         })
+    }
+}
+
+/// The runtime's reference to the machine, a separate allocation: a
+/// stopping node waits (up to 5 s) for its reference to be the last one,
+/// which the [`AppEngine`]'s own reference (for queries) would never let
+/// happen.
+struct Running<A: Application>(Arc<AppStateMachine<A>>);
+
+impl<A: Application> StateMachine for Running<A> {
+    fn apply(
+        &self,
+        entries: &[d_engine_core::Entry],
+    ) -> std::result::Result<Vec<Applied>, SmError> {
+        self.0.apply(entries)
+    }
+    fn data_bytes(&self) -> u64 {
+        self.0.data_bytes()
+    }
+    fn applied_index(&self) -> u64 {
+        self.0.applied_index()
+    }
+    fn applied_term(&self) -> u64 {
+        self.0.applied_term()
+    }
+    fn membership(&self) -> d_engine_core::Membership {
+        self.0.membership()
+    }
+    fn begin_snapshot(&self) -> std::result::Result<Box<dyn SnapshotSource>, SmError> {
+        self.0.begin_snapshot()
+    }
+    fn install_snapshot(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<d_engine_core::SnapshotMeta, SmError> {
+        self.0.install_snapshot(path)
     }
 }
 
@@ -140,24 +185,23 @@ impl<A: Application> AppEngine<A> {
     /// retry older than the deduplication window (256 writes per client
     /// id) fails with `InvalidArgument` and is not applied again.
     pub async fn propose_with_id(&self, command: &A::Command, id: &WriteId) -> Result<A::Output> {
-        let payload = encode_payload(command, Some((id.client_id, id.seq)));
-        let out = self.engine.handle().propose_encoded(payload).await?;
-        match out.result {
-            ApplyResult::Output(b) => A::Output::decode(&b).map_err(|e| {
-                Error::Internal(format!("output of the write at index {}: {e}", out.index))
-            }),
-            ApplyResult::Rejected { reason } => Err(Error::InvalidArgument(reason)),
-            ApplyResult::DuplicateExpired { client_id, seq } => {
-                Err(Error::InvalidArgument(format!(
-                    "write (client_id {client_id}, seq {seq}) is a retry older than the \
-                     deduplication window; it was not applied again and its output is no \
-                     longer known"
-                )))
-            }
-            other => Err(Error::Internal(format!(
-                "unexpected apply result {other:?} for an application command"
-            ))),
+        if id.client_id == 0 || id.seq == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "write id (client_id {}, seq {}): both must be >= 1 (take ids from \
+                 next_write_id())",
+                id.client_id, id.seq
+            )));
         }
+        let out = self
+            .engine
+            .propose_app(&command.encode(), (id.client_id, id.seq))
+            .await?;
+        A::Output::decode(&out.output).map_err(|e| {
+            Error::Internal(format!(
+                "output of the write at index {}: {e}",
+                out.revision
+            ))
+        })
     }
 
     /// Answers `query` at `consistency` (see the type docs).

@@ -3,20 +3,20 @@
 //! should not write: the applied index and term, the membership from
 //! configuration entries, the write-id table, and the snapshot records.
 //!
-//! Log payload of an application command (distinct from a key-value
-//! command, whose first byte is its version, 1):
-//!
-//! ```text
-//! u8 APP_MAGIC (0xA5) | u8 flags (bit 0: write id follows)
-//! [u64 client_id, u64 seq] | command bytes (Application::Command::encode)
-//! ```
+//! Log payload of an application command: `crate::runtime::app_ops`
+//! (`u8 0xA5 | u8 flags | [u64 client_id, u64 seq] | command bytes`).
 //!
 //! Snapshot: `App` records, each starting with a kind byte: one
-//! [`KIND_SESSIONS`] record (the write-id table) then the image written by
-//! [`SnapshotImage::write_to`] in [`KIND_DATA`] chunks of at most
-//! [`CHUNK_BYTES`]. The image is buffered in memory while it is written.
+//! `KIND_SESSIONS` record (the write-id table) first, then the image
+//! written by `SnapshotImage::write_to` in `KIND_DATA` chunks of at most
+//! `CHUNK_BYTES` (1 MiB). Neither direction holds the whole image in
+//! memory (`image.rs`): it is written on a thread of its own into the
+//! snapshot file chunk by chunk, and `restore` reads the records from the
+//! file as it goes; the file's checksum is verified at its end, after
+//! `restore` returned and before the restored instance replaces the
+//! state, so a damaged or refused file leaves the previous state.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,16 +28,10 @@ use d_engine_storage::sm::{
 };
 use d_engine_storage::snapshot::SnapshotFileReader;
 
+use super::image::{kv_records, panic_text, AppSnapshotSource, ImageReader, KIND_SESSIONS};
 use super::sessions::{Seen, Sessions};
-use super::{AppError, Application, Applying, Codec, SnapshotImage};
-
-pub(super) const APP_MAGIC: u8 = 0xA5;
-const FLAG_WRITE_ID: u8 = 1;
-/// Snapshot record kinds.
-pub(super) const KIND_SESSIONS: u8 = 1;
-pub(super) const KIND_DATA: u8 = 2;
-/// Largest image chunk per snapshot record.
-pub(super) const CHUNK_BYTES: usize = 1 << 20;
+use super::{AppError, Application, Applying, Codec};
+use crate::runtime::app_ops::{app_payload, APP_MAGIC, FLAG_WRITE_ID};
 
 /// Builds the engine's application factory from the application's.
 pub(super) type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
@@ -63,19 +57,7 @@ pub struct AppStateMachine<A: Application> {
 
 /// Encodes a command for the log (see the module docs).
 pub(super) fn encode_payload<C: Codec>(cmd: &C, write_id: Option<(u64, u64)>) -> Bytes {
-    let body = cmd.encode();
-    let mut b = Vec::with_capacity(18 + body.len());
-    b.push(APP_MAGIC);
-    match write_id {
-        Some((client, seq)) => {
-            b.push(FLAG_WRITE_ID);
-            b.extend_from_slice(&client.to_le_bytes());
-            b.extend_from_slice(&seq.to_le_bytes());
-        }
-        None => b.push(0),
-    }
-    b.extend_from_slice(&body);
-    Bytes::from(b)
+    app_payload(&cmd.encode(), write_id)
 }
 
 /// A write id: `(client_id, seq)`.
@@ -97,13 +79,6 @@ fn decode_payload(b: &[u8]) -> Result<(Option<Id>, &[u8]), String> {
                 .into(),
         ),
     }
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Commands waiting to be applied as one batch.
@@ -334,50 +309,24 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
         })?;
         let mut sessions = vec![KIND_SESSIONS];
         sessions.extend_from_slice(&st.sessions.encode());
-        Ok(Box::new(AppSnapshotSource {
-            meta: SnapshotMeta {
+        Ok(Box::new(AppSnapshotSource::new(
+            SnapshotMeta {
                 last_index: st.applied_index,
                 last_term: st.applied_term,
                 membership: st.membership.clone(),
             },
-            sessions: Some(Bytes::from(sessions)),
-            image: Some(image),
-            chunks: VecDeque::new(),
-        }))
+            Bytes::from(sessions),
+            image,
+        )))
     }
 
-    /// Reads and checks the whole file, restores a fresh instance from it,
-    /// and only then replaces the state: a failing reader keeps the old one.
+    /// Restores a fresh instance from the file as it reads it (see the
+    /// module docs), checks the rest of the file to its checksum, and only
+    /// then replaces the state: a damaged file or a failing reader keeps
+    /// the old one.
     fn install_snapshot(&self, path: &Path) -> Result<SnapshotMeta, SmError> {
         let mut r = SnapshotFileReader::open(path)?;
         let meta = r.meta().clone();
-        let mut sessions = None;
-        let mut image = Vec::new();
-        while let Some(rec) = r.next_record()? {
-            let SnapshotRecord::App(b) = rec else {
-                return Err(SmError::Corrupt(format!(
-                    "snapshot {} holds key-value records: this node runs an application \
-                     state machine; start it with the same state machine as the rest of \
-                     the cluster",
-                    path.display()
-                )));
-            };
-            match b.first() {
-                Some(&KIND_SESSIONS) => {
-                    let s = Sessions::decode(&b[1..]).map_err(|e| {
-                        SmError::Corrupt(format!("snapshot {}: {e}", path.display()))
-                    })?;
-                    sessions = Some(s);
-                }
-                Some(&KIND_DATA) => image.extend_from_slice(&b[1..]),
-                other => {
-                    return Err(SmError::Corrupt(format!(
-                        "snapshot {}: unknown application record kind {other:?}",
-                        path.display()
-                    )))
-                }
-            }
-        }
         let refused = |why: String| {
             SmError::Application(format!(
                 "snapshot {} (index {}) refused, the previous state is kept: {why}",
@@ -385,9 +334,28 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
                 meta.last_index
             ))
         };
-        let sessions = sessions.ok_or_else(|| refused("it has no write-id table".into()))?;
+        let sessions = match r.next_record()? {
+            Some(SnapshotRecord::App(b)) if b.first() == Some(&KIND_SESSIONS) => {
+                Sessions::decode(&b[1..])
+                    .map_err(|e| SmError::Corrupt(format!("snapshot {}: {e}", path.display())))?
+            }
+            Some(SnapshotRecord::App(_)) | None => {
+                return Err(refused("it does not start with a write-id table".into()))
+            }
+            Some(_) => return Err(kv_records(path)),
+        };
         let mut fresh = (self.factory)();
-        match catch_unwind(AssertUnwindSafe(|| fresh.restore(&mut &image[..]))) {
+        let mut image = ImageReader::new(&mut r, path);
+        let restored = catch_unwind(AssertUnwindSafe(|| fresh.restore(&mut image)));
+        if let Some(e) = image.failed.take() {
+            // The file, not the reader, failed.
+            return Err(e);
+        }
+        // The rest of the file (image bytes the reader left unread, the
+        // trailer) is checked whether the reader accepted the image or not:
+        // a damaged file is reported as such, not as a refusal.
+        image.drain()?;
+        match restored {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(refused(format!("the application's reader failed: {e}"))),
             Err(p) => {
@@ -406,41 +374,6 @@ impl<A: Application> StateMachine for AppStateMachine<A> {
         };
         *self.failed.lock().expect("poisoned") = None;
         Ok(meta)
-    }
-}
-
-struct AppSnapshotSource {
-    meta: SnapshotMeta,
-    sessions: Option<Bytes>,
-    image: Option<Box<dyn SnapshotImage>>,
-    chunks: VecDeque<Bytes>,
-}
-
-impl SnapshotSource for AppSnapshotSource {
-    fn meta(&self) -> &SnapshotMeta {
-        &self.meta
-    }
-
-    fn next_record(&mut self) -> Result<Option<SnapshotRecord>, SmError> {
-        if let Some(s) = self.sessions.take() {
-            return Ok(Some(SnapshotRecord::App(s)));
-        }
-        if let Some(image) = self.image.take() {
-            let mut buf = Vec::new();
-            image.write_to(&mut buf).map_err(|e| {
-                SmError::Application(format!(
-                    "writing the snapshot image at index {}: {e}",
-                    self.meta.last_index
-                ))
-            })?;
-            for c in buf.chunks(CHUNK_BYTES) {
-                let mut rec = Vec::with_capacity(c.len() + 1);
-                rec.push(KIND_DATA);
-                rec.extend_from_slice(c);
-                self.chunks.push_back(Bytes::from(rec));
-            }
-        }
-        Ok(self.chunks.pop_front().map(SnapshotRecord::App))
     }
 }
 

@@ -39,7 +39,7 @@
 //! # async fn run(config: d_engine_node::config::Config) -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = AppEngine::start(config, Counter::default).await?;
 //! engine.wait_ready(std::time::Duration::from_secs(5)).await?;
-//! let total = engine.propose(5).await?;
+//! let total = engine.propose(5).await?; // on a follower: forwarded to the leader
 //! assert_eq!(engine.query(&(), Consistency::Linearizable).await?, total);
 //! # Ok(()) }
 //! ```
@@ -57,20 +57,30 @@
 //!   never skips the entry or applies later ones.
 //! - [`Application::snapshot`] runs on the apply thread between batches and
 //!   must capture the state as of that moment cheaply (clone, or share an
-//!   immutable structure); the returned image is written on another thread.
+//!   immutable structure); the returned [`SnapshotImage`] is then written
+//!   on another thread, straight into the snapshot file in 1 MiB records:
+//!   the engine never holds the whole image, so write it piece by piece
+//!   (never render it into one buffer first) and memory stays flat however
+//!   large the state is.
 //! - [`Application::restore`] is called on a **fresh** instance (from your
-//!   factory); if it fails, the snapshot is refused and the previous state
-//!   stays in place.
+//!   factory) with the image as a stream read from the file as it goes; if
+//!   it fails, or the file turns out damaged (its checksum is verified at
+//!   its end, after `restore` returns), the snapshot is refused and the
+//!   previous state stays in place.
+//! - [`AppEngine::propose`] on a follower is forwarded to the leader under
+//!   the same write id (applied once); see [`AppEngine`].
 //! - Queries run concurrently with each other (never with `apply`, which
 //!   holds the machine exclusively); they must not change the state.
 //!
 //! Layout: this file (the trait and the codecs), `machine.rs` (the
 //! engine-side [`AppStateMachine`]: indexes, membership, write-id
-//! deduplication, snapshot records), `engine.rs` ([`AppEngine`]: propose and
-//! query), `conformance.rs` (checks an implementer runs on their machine).
+//! deduplication, snapshot records), `image.rs` (snapshot images streamed
+//! to and from the file), `engine.rs` ([`AppEngine`]: propose and query),
+//! `conformance.rs` (checks an implementer runs on their machine).
 
 mod conformance;
 mod engine;
+mod image;
 mod machine;
 mod sessions;
 
@@ -179,8 +189,20 @@ where
 }
 
 /// A point-in-time image of an application's state, taken by
-/// [`Application::snapshot`] and written (on a snapshot thread) by
-/// [`SnapshotImage::write_to`]. `Vec<u8>` is an image of itself.
+/// [`Application::snapshot`] (on the apply thread) and written by
+/// [`SnapshotImage::write_to`] on a thread of its own while applies go on.
+///
+/// `out` streams into the snapshot file: every 1 MiB written becomes one
+/// checksummed record of the file (fsynced every few MiB, renamed into
+/// place only when complete), and `write_to` blocks while the file writer
+/// is a record behind. Write the state piece by piece (a `BufWriter` is
+/// not needed): the engine holds at most a few MiB of it at any time.
+/// `Vec<u8>` is an image of itself (fine for a small state; it is the
+/// whole image in memory).
+///
+/// An `Err` or a panic fails this snapshot (the previous one stays; the
+/// next is tried later). An `Err` from `out` means the snapshot was
+/// abandoned (e.g. the node stops): return it.
 pub trait SnapshotImage: Send {
     /// Writes the image; [`Application::restore`] reads these bytes back.
     fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()>;
@@ -213,11 +235,17 @@ pub trait Application: Send + Sync + 'static {
     /// Answers `query` from the current state. Must not change the state.
     fn query(&self, query: &Self::Query) -> Self::QueryOutput;
 
-    /// Captures the current state (cheaply; see [`SnapshotImage`]).
+    /// Captures the current state (cheaply; see [`SnapshotImage`]): called
+    /// on the apply thread, which waits for it; the image is written later.
     fn snapshot(&self) -> Box<dyn SnapshotImage>;
 
     /// Loads an image written by [`SnapshotImage::write_to`] into this
-    /// fresh instance. An `Err` (or a panic) refuses the snapshot.
+    /// fresh instance, reading `image` as a stream (it is read from the
+    /// snapshot file record by record; reads may return fewer bytes than
+    /// asked, and crossing a record is invisible). An `Err` (or a panic)
+    /// refuses the snapshot. Bytes left unread are checked with the rest
+    /// of the file and ignored. An I/O error from `image` is a damaged
+    /// file: return it (the engine reports the file, not your reader).
     fn restore(&mut self, image: &mut dyn std::io::Read) -> Result<(), AppError>;
 
     /// The logical size of the state in bytes, counted by the storage quota

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedConfig {
-    /// When the local node is not the leader, forward writes and
-    /// linearizable/lease reads to the leader's client API over gRPC
+    /// When the local node is not the leader, forward writes,
+    /// linearizable/lease reads and application commands
+    /// (`AppEngine::propose`) to the leader's client API over gRPC
     /// (otherwise return NotLeader). Default true.
     pub forward_to_leader: bool,
 }

@@ -27,10 +27,13 @@
 //! - With `auth.forward_token` set, every call carries it as
 //!   `authorization: Bearer <token>`: the leader checks forwarded calls as
 //!   that token's user.
+//! - Application commands (`crate::app`, [`app`]) are forwarded to the
+//!   leader's `dengine.v1.App` under the application's own write id.
 //! - Errors are decoded with the shared status codec
 //!   ([`crate::status_codec`]), so a forwarded call fails with the same
 //!   [`Error`] the leader's node returned.
 
+mod app;
 mod call;
 mod link;
 

@@ -34,6 +34,8 @@
 //! with `embedded.forward_to_leader = false`, or when no client address is
 //! known, the call fails with `Error::NotLeader` carrying the leader's id and
 //! client address. Eventual reads and watches are always served locally.
+//! Application commands (`AppEngine::propose`, `crate::app`) follow the
+//! same rules, to the leader's `dengine.v1.App` service.
 //!
 //! With `[auth]` enabled, the local calls of [`EmbeddedClient`] are not
 //! checked (the application is the node); forwarded calls authenticate
@@ -179,6 +181,24 @@ impl EmbeddedEngine {
     /// follows across nodes.
     pub fn cluster_changes(&self) -> ClusterStateStream {
         self.handle.cluster_changes()
+    }
+
+    /// An application command (`crate::app`) proposed here, or forwarded
+    /// to the leader under the same write id when this node is not the
+    /// leader (see "Writes on a follower").
+    pub(crate) async fn propose_app(
+        &self,
+        command: &[u8],
+        write_id: (u64, u64),
+    ) -> Result<crate::runtime::AppOutcome> {
+        match self.handle.propose_app(command, Some(write_id)).await {
+            Err(e) if forward::should_forward(&e) => {
+                self.forward
+                    .app_propose(&self.handle, e, command, write_id)
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// Stops the servers and the node (the WAL is synced, threads joined).

@@ -26,7 +26,7 @@
 
 mod addr;
 mod admin;
-mod app_ops;
+pub(crate) mod app_ops;
 mod apply;
 mod auth_changes;
 mod backup;
@@ -62,6 +62,7 @@ mod writes;
 mod coord_tests;
 
 pub use addr::MemberAddr;
+pub use app_ops::AppOutcome;
 pub use auth_changes::AuthChangeOutcome;
 pub use backup::BackupSnapshot;
 pub use failure::NodeFailure;

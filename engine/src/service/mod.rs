@@ -1,5 +1,6 @@
 //! The client gRPC API of a node: `dengine.v1.Kv`, `Lease`, `Lock`,
-//! `Election`, `Cluster`, `Admin` and `Maintenance` (backups)
+//! `Election`, `Cluster`, `Admin`, `Maintenance` (backups) and `App`
+//! (application commands, [`app`])
 //! over a [`NodeHandle`], plus the standard gRPC health service
 //! (`grpc.health.v1.Health`) and server reflection (v1 and v1alpha), so
 //! `grpcurl -plaintext 127.0.0.1:9083 list` works.
@@ -33,6 +34,7 @@
 //!   `canceled` message ("SHUTTING_DOWN: ..."), in-flight unary calls finish.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod convert;
@@ -79,7 +81,7 @@ pub use maintenance::MaintenanceService;
 use crate::runtime::NodeHandle;
 
 /// Names reported by the health service (besides "").
-const SERVICE_NAMES: [&str; 8] = [
+const SERVICE_NAMES: [&str; 9] = [
     "dengine.v1.Kv",
     "dengine.v1.Lease",
     "dengine.v1.Lock",
@@ -88,6 +90,7 @@ const SERVICE_NAMES: [&str; 8] = [
     "dengine.v1.Admin",
     "dengine.v1.Maintenance",
     "dengine.v1.Auth",
+    "dengine.v1.App",
 ];
 
 /// Serves the client API (Kv, Cluster, Admin, health, reflection) for
@@ -216,6 +219,11 @@ pub async fn serve_clients_tls(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let app = d_engine_proto::v1::app_server::AppServer::new(
+        app::AppService::new(handle.clone()).with_gate(gate.clone()),
+    )
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let maintenance =
         MaintenanceServer::new(MaintenanceService::new(handle.clone()).with_gate(gate))
             .max_decoding_message_size(max)
@@ -237,6 +245,7 @@ pub async fn serve_clients_tls(
         .add_service(admin)
         .add_service(maintenance)
         .add_service(auth)
+        .add_service(app)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

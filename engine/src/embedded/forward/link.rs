@@ -35,10 +35,14 @@ pub(super) type Kv = pb::kv_client::KvClient<InterceptedService<Channel, AuthHea
 /// The generated `Lease` stub with the forward token attached.
 pub(super) type Lease = pb::lease_client::LeaseClient<InterceptedService<Channel, AuthHeader>>;
 
+/// The generated `App` stub (application commands) with the token attached.
+pub(super) type App = pb::app_client::AppClient<InterceptedService<Channel, AuthHeader>>;
+
 /// The stubs of one forwarded attempt, on one channel.
 pub(super) struct Stubs {
     pub(super) kv: Kv,
     pub(super) lease: Lease,
+    pub(super) app: App,
 }
 
 /// Sends the calls the local node refuses to the leader.
@@ -135,7 +139,10 @@ impl Forwarder {
             kv: pb::kv_client::KvClient::with_interceptor(ch.clone(), self.bearer.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            lease: pb::lease_client::LeaseClient::with_interceptor(ch, self.bearer.clone())
+            lease: pb::lease_client::LeaseClient::with_interceptor(ch.clone(), self.bearer.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            app: pb::app_client::AppClient::with_interceptor(ch, self.bearer.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         }

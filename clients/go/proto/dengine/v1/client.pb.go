@@ -6084,6 +6084,134 @@ func (x *AuthRoleListResponse) GetRevision() uint64 {
 	return 0
 }
 
+// Application state machines (`d_engine::app`): a node that runs an
+// application's own state machine instead of the key-value one. The
+// command and output bytes are the application's codec's; the node does
+// not interpret them. A follower's `AppEngine::propose` forwards its
+// command here (to the leader's client address) when
+// `embedded.forward_to_leader` is on. A node running the key-value machine
+// answers INVALID_ARGUMENT.
+type AppProposeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The encoded command; at most limits.max_value_bytes (INVALID_ARGUMENT
+	// naming "command" and the limit otherwise).
+	Command []byte `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	// Exactly-once: required (client_id != 0, seq >= 1). A retry with the
+	// same pair is applied once and answered with the first output; a retry
+	// older than the node's window (the newest 256 outputs per client_id)
+	// is refused with INVALID_ARGUMENT and not applied again. client_ids are
+	// shared by every user: pick them at random (64 bits).
+	WriteId       *WriteId `protobuf:"bytes,2,opt,name=write_id,json=writeId,proto3" json:"write_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppProposeRequest) Reset() {
+	*x = AppProposeRequest{}
+	mi := &file_dengine_v1_client_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppProposeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppProposeRequest) ProtoMessage() {}
+
+func (x *AppProposeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppProposeRequest.ProtoReflect.Descriptor instead.
+func (*AppProposeRequest) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *AppProposeRequest) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *AppProposeRequest) GetWriteId() *WriteId {
+	if x != nil {
+		return x.WriteId
+	}
+	return nil
+}
+
+type AppProposeResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Log index the command applied at (for a retry: the first attempt's).
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The application's output for the command, as its codec encoded it.
+	Output        []byte `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppProposeResponse) Reset() {
+	*x = AppProposeResponse{}
+	mi := &file_dengine_v1_client_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppProposeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppProposeResponse) ProtoMessage() {}
+
+func (x *AppProposeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dengine_v1_client_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppProposeResponse.ProtoReflect.Descriptor instead.
+func (*AppProposeResponse) Descriptor() ([]byte, []int) {
+	return file_dengine_v1_client_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *AppProposeResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AppProposeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AppProposeResponse) GetOutput() []byte {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
 var File_dengine_v1_client_proto protoreflect.FileDescriptor
 
 const file_dengine_v1_client_proto_rawDesc = "" +
@@ -6467,7 +6595,14 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\x14AuthRoleListResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12*\n" +
 	"\x05roles\x18\x02 \x03(\v2\x14.dengine.v1.AuthRoleR\x05roles\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision*\xaf\x02\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"]\n" +
+	"\x11AppProposeRequest\x12\x18\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\x12.\n" +
+	"\bwrite_id\x18\x02 \x01(\v2\x13.dengine.v1.WriteIdR\awriteId\"|\n" +
+	"\x12AppProposeResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.dengine.v1.ResponseHeaderR\x06header\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06output\x18\x03 \x01(\fR\x06output*\xaf\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -6570,7 +6705,9 @@ const file_dengine_v1_client_proto_rawDesc = "" +
 	"\aRoleGet\x12\x1e.dengine.v1.AuthRoleGetRequest\x1a\x1f.dengine.v1.AuthRoleGetResponse\x12M\n" +
 	"\bRoleList\x12\x1f.dengine.v1.AuthRoleListRequest\x1a .dengine.v1.AuthRoleListResponse\x12V\n" +
 	"\vTokenCreate\x12\".dengine.v1.AuthTokenCreateRequest\x1a#.dengine.v1.AuthTokenCreateResponse\x12Q\n" +
-	"\vTokenRevoke\x12\".dengine.v1.AuthTokenRevokeRequest\x1a\x1e.dengine.v1.AuthChangeResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
+	"\vTokenRevoke\x12\".dengine.v1.AuthTokenRevokeRequest\x1a\x1e.dengine.v1.AuthChangeResponse2O\n" +
+	"\x03App\x12H\n" +
+	"\aPropose\x12\x1d.dengine.v1.AppProposeRequest\x1a\x1e.dengine.v1.AppProposeResponseBCZAgithub.com/d-engine/d-engine/clients/go/proto/dengine/v1;enginev1b\x06proto3"
 
 var (
 	file_dengine_v1_client_proto_rawDescOnce sync.Once
@@ -6585,7 +6722,7 @@ func file_dengine_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_dengine_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
+var file_dengine_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_dengine_v1_client_proto_goTypes = []any{
 	(ErrorCode)(0),                          // 0: dengine.v1.ErrorCode
 	(Consistency)(0),                        // 1: dengine.v1.Consistency
@@ -6685,6 +6822,8 @@ var file_dengine_v1_client_proto_goTypes = []any{
 	(*AuthRole)(nil),                        // 95: dengine.v1.AuthRole
 	(*AuthRoleGetResponse)(nil),             // 96: dengine.v1.AuthRoleGetResponse
 	(*AuthRoleListResponse)(nil),            // 97: dengine.v1.AuthRoleListResponse
+	(*AppProposeRequest)(nil),               // 98: dengine.v1.AppProposeRequest
+	(*AppProposeResponse)(nil),              // 99: dengine.v1.AppProposeResponse
 }
 var file_dengine_v1_client_proto_depIdxs = []int32{
 	8,   // 0: dengine.v1.PutRequest.write_id:type_name -> dengine.v1.WriteId
@@ -6771,107 +6910,111 @@ var file_dengine_v1_client_proto_depIdxs = []int32{
 	95,  // 81: dengine.v1.AuthRoleGetResponse.role:type_name -> dengine.v1.AuthRole
 	6,   // 82: dengine.v1.AuthRoleListResponse.header:type_name -> dengine.v1.ResponseHeader
 	95,  // 83: dengine.v1.AuthRoleListResponse.roles:type_name -> dengine.v1.AuthRole
-	9,   // 84: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
-	11,  // 85: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
-	13,  // 86: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
-	15,  // 87: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
-	17,  // 88: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
-	28,  // 89: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
-	30,  // 90: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
-	19,  // 91: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
-	21,  // 92: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
-	26,  // 93: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
-	40,  // 94: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
-	42,  // 95: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
-	44,  // 96: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
-	44,  // 97: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
-	46,  // 98: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
-	48,  // 99: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
-	34,  // 100: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
-	36,  // 101: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
-	38,  // 102: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
-	51,  // 103: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
-	52,  // 104: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
-	53,  // 105: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
-	54,  // 106: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
-	55,  // 107: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
-	58,  // 108: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
-	60,  // 109: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
-	62,  // 110: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
-	65,  // 111: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
-	67,  // 112: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
-	69,  // 113: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
-	69,  // 114: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
-	71,  // 115: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
-	73,  // 116: dengine.v1.Maintenance.Snapshot:input_type -> dengine.v1.BackupRequest
-	75,  // 117: dengine.v1.Auth.UserAdd:input_type -> dengine.v1.AuthUserAddRequest
-	76,  // 118: dengine.v1.Auth.UserDelete:input_type -> dengine.v1.AuthUserDeleteRequest
-	77,  // 119: dengine.v1.Auth.UserChangePassword:input_type -> dengine.v1.AuthUserChangePasswordRequest
-	78,  // 120: dengine.v1.Auth.UserGrantRole:input_type -> dengine.v1.AuthUserRoleRequest
-	78,  // 121: dengine.v1.Auth.UserRevokeRole:input_type -> dengine.v1.AuthUserRoleRequest
-	79,  // 122: dengine.v1.Auth.UserGet:input_type -> dengine.v1.AuthUserGetRequest
-	80,  // 123: dengine.v1.Auth.UserList:input_type -> dengine.v1.AuthUserListRequest
-	81,  // 124: dengine.v1.Auth.RoleAdd:input_type -> dengine.v1.AuthRoleAddRequest
-	82,  // 125: dengine.v1.Auth.RoleDelete:input_type -> dengine.v1.AuthRoleDeleteRequest
-	86,  // 126: dengine.v1.Auth.RoleGrantPermission:input_type -> dengine.v1.AuthRoleGrantPermissionRequest
-	87,  // 127: dengine.v1.Auth.RoleRevokePermission:input_type -> dengine.v1.AuthRoleRevokePermissionRequest
-	83,  // 128: dengine.v1.Auth.RoleGet:input_type -> dengine.v1.AuthRoleGetRequest
-	84,  // 129: dengine.v1.Auth.RoleList:input_type -> dengine.v1.AuthRoleListRequest
-	88,  // 130: dengine.v1.Auth.TokenCreate:input_type -> dengine.v1.AuthTokenCreateRequest
-	90,  // 131: dengine.v1.Auth.TokenRevoke:input_type -> dengine.v1.AuthTokenRevokeRequest
-	10,  // 132: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
-	12,  // 133: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
-	14,  // 134: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
-	16,  // 135: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
-	18,  // 136: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
-	29,  // 137: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
-	32,  // 138: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
-	20,  // 139: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
-	22,  // 140: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
-	27,  // 141: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
-	41,  // 142: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
-	43,  // 143: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
-	45,  // 144: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
-	45,  // 145: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
-	47,  // 146: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
-	50,  // 147: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
-	35,  // 148: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
-	37,  // 149: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
-	39,  // 150: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
-	57,  // 151: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
-	57,  // 152: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
-	57,  // 153: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
-	57,  // 154: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
-	56,  // 155: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
-	59,  // 156: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
-	61,  // 157: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
-	63,  // 158: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
-	66,  // 159: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
-	68,  // 160: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
-	70,  // 161: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
-	70,  // 162: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
-	72,  // 163: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
-	74,  // 164: dengine.v1.Maintenance.Snapshot:output_type -> dengine.v1.BackupChunk
-	91,  // 165: dengine.v1.Auth.UserAdd:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 166: dengine.v1.Auth.UserDelete:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 167: dengine.v1.Auth.UserChangePassword:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 168: dengine.v1.Auth.UserGrantRole:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 169: dengine.v1.Auth.UserRevokeRole:output_type -> dengine.v1.AuthChangeResponse
-	93,  // 170: dengine.v1.Auth.UserGet:output_type -> dengine.v1.AuthUserGetResponse
-	94,  // 171: dengine.v1.Auth.UserList:output_type -> dengine.v1.AuthUserListResponse
-	91,  // 172: dengine.v1.Auth.RoleAdd:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 173: dengine.v1.Auth.RoleDelete:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 174: dengine.v1.Auth.RoleGrantPermission:output_type -> dengine.v1.AuthChangeResponse
-	91,  // 175: dengine.v1.Auth.RoleRevokePermission:output_type -> dengine.v1.AuthChangeResponse
-	96,  // 176: dengine.v1.Auth.RoleGet:output_type -> dengine.v1.AuthRoleGetResponse
-	97,  // 177: dengine.v1.Auth.RoleList:output_type -> dengine.v1.AuthRoleListResponse
-	89,  // 178: dengine.v1.Auth.TokenCreate:output_type -> dengine.v1.AuthTokenCreateResponse
-	91,  // 179: dengine.v1.Auth.TokenRevoke:output_type -> dengine.v1.AuthChangeResponse
-	132, // [132:180] is the sub-list for method output_type
-	84,  // [84:132] is the sub-list for method input_type
-	84,  // [84:84] is the sub-list for extension type_name
-	84,  // [84:84] is the sub-list for extension extendee
-	0,   // [0:84] is the sub-list for field type_name
+	8,   // 84: dengine.v1.AppProposeRequest.write_id:type_name -> dengine.v1.WriteId
+	6,   // 85: dengine.v1.AppProposeResponse.header:type_name -> dengine.v1.ResponseHeader
+	9,   // 86: dengine.v1.Kv.Put:input_type -> dengine.v1.PutRequest
+	11,  // 87: dengine.v1.Kv.Get:input_type -> dengine.v1.GetRequest
+	13,  // 88: dengine.v1.Kv.GetMulti:input_type -> dengine.v1.GetMultiRequest
+	15,  // 89: dengine.v1.Kv.Delete:input_type -> dengine.v1.DeleteRequest
+	17,  // 90: dengine.v1.Kv.CompareAndSwap:input_type -> dengine.v1.CompareAndSwapRequest
+	28,  // 91: dengine.v1.Kv.ScanPrefix:input_type -> dengine.v1.ScanPrefixRequest
+	30,  // 92: dengine.v1.Kv.Watch:input_type -> dengine.v1.WatchRequest
+	19,  // 93: dengine.v1.Kv.Range:input_type -> dengine.v1.RangeRequest
+	21,  // 94: dengine.v1.Kv.DeleteRange:input_type -> dengine.v1.DeleteRangeRequest
+	26,  // 95: dengine.v1.Kv.Txn:input_type -> dengine.v1.TxnRequest
+	40,  // 96: dengine.v1.Lease.LeaseGrant:input_type -> dengine.v1.LeaseGrantRequest
+	42,  // 97: dengine.v1.Lease.LeaseRevoke:input_type -> dengine.v1.LeaseRevokeRequest
+	44,  // 98: dengine.v1.Lease.LeaseKeepAlive:input_type -> dengine.v1.LeaseKeepAliveRequest
+	44,  // 99: dengine.v1.Lease.LeaseRenew:input_type -> dengine.v1.LeaseKeepAliveRequest
+	46,  // 100: dengine.v1.Lease.LeaseTimeToLive:input_type -> dengine.v1.LeaseTimeToLiveRequest
+	48,  // 101: dengine.v1.Lease.LeaseList:input_type -> dengine.v1.LeaseListRequest
+	34,  // 102: dengine.v1.Cluster.Members:input_type -> dengine.v1.MembersRequest
+	36,  // 103: dengine.v1.Cluster.Leader:input_type -> dengine.v1.LeaderRequest
+	38,  // 104: dengine.v1.Cluster.WatchCluster:input_type -> dengine.v1.WatchClusterRequest
+	51,  // 105: dengine.v1.Admin.AddLearner:input_type -> dengine.v1.AddLearnerRequest
+	52,  // 106: dengine.v1.Admin.Promote:input_type -> dengine.v1.PromoteRequest
+	53,  // 107: dengine.v1.Admin.RemoveMember:input_type -> dengine.v1.RemoveMemberRequest
+	54,  // 108: dengine.v1.Admin.TransferLeader:input_type -> dengine.v1.TransferLeaderRequest
+	55,  // 109: dengine.v1.Admin.TriggerSnapshot:input_type -> dengine.v1.TriggerSnapshotRequest
+	58,  // 110: dengine.v1.Admin.NodeStatus:input_type -> dengine.v1.NodeStatusRequest
+	60,  // 111: dengine.v1.Lock.Lock:input_type -> dengine.v1.LockRequest
+	62,  // 112: dengine.v1.Lock.Unlock:input_type -> dengine.v1.UnlockRequest
+	65,  // 113: dengine.v1.Election.Campaign:input_type -> dengine.v1.CampaignRequest
+	67,  // 114: dengine.v1.Election.Proclaim:input_type -> dengine.v1.ProclaimRequest
+	69,  // 115: dengine.v1.Election.Leader:input_type -> dengine.v1.ElectionLeaderRequest
+	69,  // 116: dengine.v1.Election.Observe:input_type -> dengine.v1.ElectionLeaderRequest
+	71,  // 117: dengine.v1.Election.Resign:input_type -> dengine.v1.ResignRequest
+	73,  // 118: dengine.v1.Maintenance.Snapshot:input_type -> dengine.v1.BackupRequest
+	75,  // 119: dengine.v1.Auth.UserAdd:input_type -> dengine.v1.AuthUserAddRequest
+	76,  // 120: dengine.v1.Auth.UserDelete:input_type -> dengine.v1.AuthUserDeleteRequest
+	77,  // 121: dengine.v1.Auth.UserChangePassword:input_type -> dengine.v1.AuthUserChangePasswordRequest
+	78,  // 122: dengine.v1.Auth.UserGrantRole:input_type -> dengine.v1.AuthUserRoleRequest
+	78,  // 123: dengine.v1.Auth.UserRevokeRole:input_type -> dengine.v1.AuthUserRoleRequest
+	79,  // 124: dengine.v1.Auth.UserGet:input_type -> dengine.v1.AuthUserGetRequest
+	80,  // 125: dengine.v1.Auth.UserList:input_type -> dengine.v1.AuthUserListRequest
+	81,  // 126: dengine.v1.Auth.RoleAdd:input_type -> dengine.v1.AuthRoleAddRequest
+	82,  // 127: dengine.v1.Auth.RoleDelete:input_type -> dengine.v1.AuthRoleDeleteRequest
+	86,  // 128: dengine.v1.Auth.RoleGrantPermission:input_type -> dengine.v1.AuthRoleGrantPermissionRequest
+	87,  // 129: dengine.v1.Auth.RoleRevokePermission:input_type -> dengine.v1.AuthRoleRevokePermissionRequest
+	83,  // 130: dengine.v1.Auth.RoleGet:input_type -> dengine.v1.AuthRoleGetRequest
+	84,  // 131: dengine.v1.Auth.RoleList:input_type -> dengine.v1.AuthRoleListRequest
+	88,  // 132: dengine.v1.Auth.TokenCreate:input_type -> dengine.v1.AuthTokenCreateRequest
+	90,  // 133: dengine.v1.Auth.TokenRevoke:input_type -> dengine.v1.AuthTokenRevokeRequest
+	98,  // 134: dengine.v1.App.Propose:input_type -> dengine.v1.AppProposeRequest
+	10,  // 135: dengine.v1.Kv.Put:output_type -> dengine.v1.PutResponse
+	12,  // 136: dengine.v1.Kv.Get:output_type -> dengine.v1.GetResponse
+	14,  // 137: dengine.v1.Kv.GetMulti:output_type -> dengine.v1.GetMultiResponse
+	16,  // 138: dengine.v1.Kv.Delete:output_type -> dengine.v1.DeleteResponse
+	18,  // 139: dengine.v1.Kv.CompareAndSwap:output_type -> dengine.v1.CompareAndSwapResponse
+	29,  // 140: dengine.v1.Kv.ScanPrefix:output_type -> dengine.v1.ScanPrefixResponse
+	32,  // 141: dengine.v1.Kv.Watch:output_type -> dengine.v1.WatchResponse
+	20,  // 142: dengine.v1.Kv.Range:output_type -> dengine.v1.RangeResponse
+	22,  // 143: dengine.v1.Kv.DeleteRange:output_type -> dengine.v1.DeleteRangeResponse
+	27,  // 144: dengine.v1.Kv.Txn:output_type -> dengine.v1.TxnResponse
+	41,  // 145: dengine.v1.Lease.LeaseGrant:output_type -> dengine.v1.LeaseGrantResponse
+	43,  // 146: dengine.v1.Lease.LeaseRevoke:output_type -> dengine.v1.LeaseRevokeResponse
+	45,  // 147: dengine.v1.Lease.LeaseKeepAlive:output_type -> dengine.v1.LeaseKeepAliveResponse
+	45,  // 148: dengine.v1.Lease.LeaseRenew:output_type -> dengine.v1.LeaseKeepAliveResponse
+	47,  // 149: dengine.v1.Lease.LeaseTimeToLive:output_type -> dengine.v1.LeaseTimeToLiveResponse
+	50,  // 150: dengine.v1.Lease.LeaseList:output_type -> dengine.v1.LeaseListResponse
+	35,  // 151: dengine.v1.Cluster.Members:output_type -> dengine.v1.MembersResponse
+	37,  // 152: dengine.v1.Cluster.Leader:output_type -> dengine.v1.LeaderResponse
+	39,  // 153: dengine.v1.Cluster.WatchCluster:output_type -> dengine.v1.ClusterEvent
+	57,  // 154: dengine.v1.Admin.AddLearner:output_type -> dengine.v1.ChangeResponse
+	57,  // 155: dengine.v1.Admin.Promote:output_type -> dengine.v1.ChangeResponse
+	57,  // 156: dengine.v1.Admin.RemoveMember:output_type -> dengine.v1.ChangeResponse
+	57,  // 157: dengine.v1.Admin.TransferLeader:output_type -> dengine.v1.ChangeResponse
+	56,  // 158: dengine.v1.Admin.TriggerSnapshot:output_type -> dengine.v1.TriggerSnapshotResponse
+	59,  // 159: dengine.v1.Admin.NodeStatus:output_type -> dengine.v1.NodeStatusResponse
+	61,  // 160: dengine.v1.Lock.Lock:output_type -> dengine.v1.LockResponse
+	63,  // 161: dengine.v1.Lock.Unlock:output_type -> dengine.v1.UnlockResponse
+	66,  // 162: dengine.v1.Election.Campaign:output_type -> dengine.v1.CampaignResponse
+	68,  // 163: dengine.v1.Election.Proclaim:output_type -> dengine.v1.ProclaimResponse
+	70,  // 164: dengine.v1.Election.Leader:output_type -> dengine.v1.ElectionLeaderResponse
+	70,  // 165: dengine.v1.Election.Observe:output_type -> dengine.v1.ElectionLeaderResponse
+	72,  // 166: dengine.v1.Election.Resign:output_type -> dengine.v1.ResignResponse
+	74,  // 167: dengine.v1.Maintenance.Snapshot:output_type -> dengine.v1.BackupChunk
+	91,  // 168: dengine.v1.Auth.UserAdd:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 169: dengine.v1.Auth.UserDelete:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 170: dengine.v1.Auth.UserChangePassword:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 171: dengine.v1.Auth.UserGrantRole:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 172: dengine.v1.Auth.UserRevokeRole:output_type -> dengine.v1.AuthChangeResponse
+	93,  // 173: dengine.v1.Auth.UserGet:output_type -> dengine.v1.AuthUserGetResponse
+	94,  // 174: dengine.v1.Auth.UserList:output_type -> dengine.v1.AuthUserListResponse
+	91,  // 175: dengine.v1.Auth.RoleAdd:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 176: dengine.v1.Auth.RoleDelete:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 177: dengine.v1.Auth.RoleGrantPermission:output_type -> dengine.v1.AuthChangeResponse
+	91,  // 178: dengine.v1.Auth.RoleRevokePermission:output_type -> dengine.v1.AuthChangeResponse
+	96,  // 179: dengine.v1.Auth.RoleGet:output_type -> dengine.v1.AuthRoleGetResponse
+	97,  // 180: dengine.v1.Auth.RoleList:output_type -> dengine.v1.AuthRoleListResponse
+	89,  // 181: dengine.v1.Auth.TokenCreate:output_type -> dengine.v1.AuthTokenCreateResponse
+	91,  // 182: dengine.v1.Auth.TokenRevoke:output_type -> dengine.v1.AuthChangeResponse
+	99,  // 183: dengine.v1.App.Propose:output_type -> dengine.v1.AppProposeResponse
+	135, // [135:184] is the sub-list for method output_type
+	86,  // [86:135] is the sub-list for method input_type
+	86,  // [86:86] is the sub-list for extension type_name
+	86,  // [86:86] is the sub-list for extension extendee
+	0,   // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_dengine_v1_client_proto_init() }
@@ -6906,9 +7049,9 @@ func file_dengine_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dengine_v1_client_proto_rawDesc), len(file_dengine_v1_client_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   92,
+			NumMessages:   94,
 			NumExtensions: 0,
-			NumServices:   8,
+			NumServices:   9,
 		},
 		GoTypes:           file_dengine_v1_client_proto_goTypes,
 		DependencyIndexes: file_dengine_v1_client_proto_depIdxs,

@@ -2440,3 +2440,113 @@ var Auth_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "dengine/v1/client.proto",
 }
+
+const (
+	App_Propose_FullMethodName = "/dengine.v1.App/Propose"
+)
+
+// AppClient is the client API for App service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Needs, with [auth] on, an authenticated caller holding a readwrite grant
+// of the whole keyspace (prefix "") or the admin role: a command names no
+// key, so it may change anything. A follower or learner answers NOT_LEADER.
+type AppClient interface {
+	Propose(ctx context.Context, in *AppProposeRequest, opts ...grpc.CallOption) (*AppProposeResponse, error)
+}
+
+type appClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAppClient(cc grpc.ClientConnInterface) AppClient {
+	return &appClient{cc}
+}
+
+func (c *appClient) Propose(ctx context.Context, in *AppProposeRequest, opts ...grpc.CallOption) (*AppProposeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AppProposeResponse)
+	err := c.cc.Invoke(ctx, App_Propose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AppServer is the server API for App service.
+// All implementations must embed UnimplementedAppServer
+// for forward compatibility.
+//
+// Needs, with [auth] on, an authenticated caller holding a readwrite grant
+// of the whole keyspace (prefix "") or the admin role: a command names no
+// key, so it may change anything. A follower or learner answers NOT_LEADER.
+type AppServer interface {
+	Propose(context.Context, *AppProposeRequest) (*AppProposeResponse, error)
+	mustEmbedUnimplementedAppServer()
+}
+
+// UnimplementedAppServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAppServer struct{}
+
+func (UnimplementedAppServer) Propose(context.Context, *AppProposeRequest) (*AppProposeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedAppServer) mustEmbedUnimplementedAppServer() {}
+func (UnimplementedAppServer) testEmbeddedByValue()             {}
+
+// UnsafeAppServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AppServer will
+// result in compilation errors.
+type UnsafeAppServer interface {
+	mustEmbedUnimplementedAppServer()
+}
+
+func RegisterAppServer(s grpc.ServiceRegistrar, srv AppServer) {
+	// If the following call panics, it indicates UnimplementedAppServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&App_ServiceDesc, srv)
+}
+
+func _App_Propose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AppProposeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AppServer).Propose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: App_Propose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AppServer).Propose(ctx, req.(*AppProposeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// App_ServiceDesc is the grpc.ServiceDesc for App service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var App_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "dengine.v1.App",
+	HandlerType: (*AppServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Propose",
+			Handler:    _App_Propose_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "dengine/v1/client.proto",
+}

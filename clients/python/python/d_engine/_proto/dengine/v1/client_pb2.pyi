@@ -965,3 +965,21 @@ class AuthRoleListResponse(_message.Message):
     roles: _containers.RepeatedCompositeFieldContainer[AuthRole]
     revision: int
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., roles: _Optional[_Iterable[_Union[AuthRole, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class AppProposeRequest(_message.Message):
+    __slots__ = ("command", "write_id")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ID_FIELD_NUMBER: _ClassVar[int]
+    command: bytes
+    write_id: WriteId
+    def __init__(self, command: _Optional[bytes] = ..., write_id: _Optional[_Union[WriteId, _Mapping]] = ...) -> None: ...
+
+class AppProposeResponse(_message.Message):
+    __slots__ = ("header", "revision", "output")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    revision: int
+    output: bytes
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., revision: _Optional[int] = ..., output: _Optional[bytes] = ...) -> None: ...

@@ -2386,3 +2386,84 @@ class Auth(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AppStub(object):
+    """Needs, with [auth] on, an authenticated caller holding a readwrite grant
+    of the whole keyspace (prefix "") or the admin role: a command names no
+    key, so it may change anything. A follower or learner answers NOT_LEADER.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Propose = channel.unary_unary(
+                '/dengine.v1.App/Propose',
+                request_serializer=dengine_dot_v1_dot_client__pb2.AppProposeRequest.SerializeToString,
+                response_deserializer=dengine_dot_v1_dot_client__pb2.AppProposeResponse.FromString,
+                _registered_method=True)
+
+
+class AppServicer(object):
+    """Needs, with [auth] on, an authenticated caller holding a readwrite grant
+    of the whole keyspace (prefix "") or the admin role: a command names no
+    key, so it may change anything. A follower or learner answers NOT_LEADER.
+    """
+
+    def Propose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AppServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Propose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Propose,
+                    request_deserializer=dengine_dot_v1_dot_client__pb2.AppProposeRequest.FromString,
+                    response_serializer=dengine_dot_v1_dot_client__pb2.AppProposeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dengine.v1.App', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dengine.v1.App', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class App(object):
+    """Needs, with [auth] on, an authenticated caller holding a readwrite grant
+    of the whole keyspace (prefix "") or the admin role: a command names no
+    key, so it may change anything. A follower or learner answers NOT_LEADER.
+    """
+
+    @staticmethod
+    def Propose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dengine.v1.App/Propose',
+            dengine_dot_v1_dot_client__pb2.AppProposeRequest.SerializeToString,
+            dengine_dot_v1_dot_client__pb2.AppProposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
