@@ -349,7 +349,7 @@ async fn has_all(n: &Node, count: u32) {
                 .get_with(format!("k{i}"), Consistency::Eventual)
                 .await
                 .unwrap()
-                .map(|kv| kv.value);
+                .map(|kv| kv.value.to_vec());
             if got != Some(format!("v{i}").into_bytes()) {
                 assert!(
                     Instant::now() < deadline,
