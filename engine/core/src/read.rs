@@ -70,9 +70,21 @@ impl RaftNode {
         });
     }
 
-    /// A ReadIndex request waits for a heartbeat round not yet started.
+    /// A ReadIndex request waits for a heartbeat round not yet started, and
+    /// the previous round started for reads is confirmed.
+    ///
+    /// One read round in flight at a time: every read registered while it
+    /// is out waits for the next one, so a round serves all the reads that
+    /// arrived during the previous round trip (one message per follower for
+    /// all of them) instead of one round per batch the host happened to
+    /// hand over. The next round starts at the first `ready()` after the
+    /// confirmation, in the same host iteration that stepped the answer.
+    /// A periodic heartbeat round is a round like any other: reads
+    /// registered before it started are released when it is confirmed, and
+    /// its confirmation also unblocks a read round whose messages were lost.
     pub(crate) fn read_round_wanted(&self) -> bool {
         self.role == Role::Leader
+            && self.confirmed_seq >= self.read_round_seq
             && self
                 .pending_reads
                 .back()

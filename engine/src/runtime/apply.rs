@@ -27,17 +27,13 @@ use d_engine_storage::sm::{SmError, SnapshotRecord, SnapshotSource, StateMachine
 use tokio::sync::watch;
 
 use super::failure::NodeFailure;
-use super::input::{Input, ProposalWaiter, ReadWaiter};
+use super::input::{Input, ProposalWaiter};
 use super::shared::Shared;
 use super::types::ProposeOutcome;
 
 pub(crate) enum ApplyTask {
     Register(Vec<(Index, Term, ProposalWaiter)>),
     Apply(Vec<Entry>),
-    ReadAt {
-        index: Index,
-        waiters: Vec<ReadWaiter>,
-    },
     Install {
         path: PathBuf,
         done: std_mpsc::Sender<Result<SnapshotMeta, NodeFailure>>,
@@ -51,7 +47,6 @@ struct Applier {
     sm: Arc<dyn StateMachine>,
     applied_tx: watch::Sender<u64>,
     waiters: BTreeMap<Index, (Term, ProposalWaiter)>,
-    reads: BTreeMap<Index, Vec<ReadWaiter>>,
 }
 
 pub(crate) fn spawn(
@@ -69,7 +64,6 @@ pub(crate) fn spawn(
                 sm,
                 applied_tx,
                 waiters: BTreeMap::new(),
-                reads: BTreeMap::new(),
             };
             a.run(&rx);
         })?;
@@ -102,7 +96,6 @@ impl Applier {
                 match t {
                     ApplyTask::Apply(_) => unreachable!(),
                     ApplyTask::Register(list) => self.register(list),
-                    ApplyTask::ReadAt { index, waiters } => self.read_at(index, waiters),
                     ApplyTask::Install { path, done } => {
                         let _ = done.send(self.install(&path));
                     }
@@ -227,27 +220,8 @@ impl Applier {
             let (index, (_, w)) = entry.remove_entry();
             w.complete(Err(self.not_committed(index)));
         }
-        self.release_reads(applied);
         self.applied_tx.send_replace(applied);
         Ok(())
-    }
-
-    fn release_reads(&mut self, applied: Index) {
-        while let Some(entry) = self.reads.first_entry() {
-            if *entry.key() > applied {
-                break;
-            }
-            for w in entry.remove() {
-                w.complete(Ok(applied));
-            }
-        }
-    }
-
-    fn read_at(&mut self, index: Index, waiters: Vec<ReadWaiter>) {
-        let applied = self.shared.applied.load(Ordering::Acquire);
-        if let Some(waiters) = ReadWaiter::release_if_applied(index, applied, waiters) {
-            self.reads.entry(index).or_default().extend(waiters);
-        }
     }
 
     fn install(&mut self, path: &std::path::Path) -> Result<SnapshotMeta, NodeFailure> {
@@ -269,7 +243,6 @@ impl Applier {
                 meta.last_index
             ))));
         }
-        self.release_reads(applied);
         self.applied_tx.send_replace(applied);
         Ok(meta)
     }
@@ -289,11 +262,6 @@ impl Applier {
         let e = || Error::ShuttingDown("the node stopped before the request completed".into());
         for (_, (_, w)) in std::mem::take(&mut self.waiters) {
             w.complete(Err(e()));
-        }
-        for (_, ws) in std::mem::take(&mut self.reads) {
-            for w in ws {
-                w.complete(Err(e()));
-            }
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The consensus loop: one dedicated thread that owns the [`RaftNode`].
 //!
 //! Each iteration: wait for an input or the next tick; drain every waiting
-//! input (coalescing proposals into one `propose` batch and linearizable
-//! reads into one ReadIndex request); catch up on ticks; then execute every
+//! input (coalescing proposals into one `propose` batch); catch up on
+//! ticks; hand the core one ReadIndex request if a linearizable reader asked
+//! for one (`runtime/read_rounds.rs`: readers wait on a published
+//! watermark, not in the loop); then execute every
 //! pending `Ready` through [`super::host::process_ready`] (the contract's
 //! order, shared with the simulator) with this loop's effects
 //! (`core_loop/ready.rs`):
@@ -15,7 +17,8 @@
 //! 4. send messages — so followers receive entries while the leader's own
 //!    fsync is still running;
 //! 5. hand committed entries to the apply thread;
-//! 6. release confirmed reads (or park them on the apply thread until applied);
+//! 6. publish the ReadIndex batches the core confirmed or refused (the
+//!    waiting readers wake, wait for their read index to be applied, read);
 //! 7. start snapshot builds and transfers: when the core asks for one
 //!    (`snapshot.threshold_entries`), or when the committed log since the
 //!    latest snapshot holds more than `snapshot.threshold_bytes` of payload
@@ -47,6 +50,7 @@ use tokio::sync::oneshot;
 use super::apply::ApplyTask;
 use super::failure::NodeFailure;
 use super::input::ProposeReply;
+use super::read_rounds::ReadBatches;
 use super::shared::*;
 use super::wal_thread::WalTask;
 use crate::transport::Transport;
@@ -80,8 +84,11 @@ pub(crate) struct CoreLoop {
     pub(crate) snapshot_building: bool,
     pub(crate) snapshot_waiters: Vec<oneshot::Sender<Result<u64, Error>>>,
 
+    /// The next ReadIndex batch id (ids start at 1 and only grow).
     pub(crate) next_read_id: ReadId,
-    pub(crate) read_batches: HashMap<ReadId, Vec<ReadWaiter>>,
+    /// What this loop last published on the read watermark (so it touches
+    /// the watch channel only when something changed).
+    pub(crate) read_batches: ReadBatches,
 
     /// Ticks: the core's tick `k` is never processed before real time
     /// `epoch + (k - tick_offset) * tick` (catch-up, never early), which
@@ -119,7 +126,9 @@ pub(crate) struct CoreLoop {
     /// wake-up of the apply thread, and always before the entries they wait
     /// for can be applied.
     pub(crate) unregistered: Vec<(Index, u64, ProposalWaiter)>,
-    pub(crate) reads: Vec<ReadWaiter>,
+    /// ReadIndex batches handed to the core and not answered yet, oldest
+    /// first (the core answers them in order).
+    pub(crate) reads: Vec<ReadId>,
     /// Committed payload bytes since the latest snapshot.
     pub(crate) log_bytes: LogBytes,
 }
@@ -241,7 +250,8 @@ impl CoreLoop {
                     self.flush_proposals();
                 }
             }
-            Input::Read { waiter } => self.reads.push(waiter),
+            // Only a wake-up: `flush_reads` looks at the flag.
+            Input::ReadRound => {}
             Input::ConfChange { change, waiter } => {
                 self.flush_proposals();
                 match self.core.propose_conf_change(change) {
@@ -359,14 +369,19 @@ impl CoreLoop {
         }
     }
 
+    /// If a linearizable reader asked since the last iteration, hands the
+    /// core one ReadIndex request for all of them (the batch id is
+    /// published before the core sees it: `runtime/read_rounds.rs` says why
+    /// that order makes the reads linearizable). The core starts a
+    /// heartbeat round for it at the next `ready()`, or when the round in
+    /// flight is confirmed.
     fn flush_reads(&mut self) {
-        if self.reads.is_empty() {
+        let id = self.next_read_id;
+        if !self.shared.published.reads.take_wanted(id) {
             return;
         }
-        let id = self.next_read_id;
         self.next_read_id += 1;
-        self.read_batches
-            .insert(id, std::mem::take(&mut self.reads));
+        self.reads.push(id);
         self.core.read(id, ReadConsistency::Linearizable);
     }
 

@@ -2,8 +2,9 @@
 //! waiters a request leaves behind.
 //!
 //! Contracts:
-//! - client inputs are admitted against bounded counters; a waiter holds a
-//!   [`Slot`] of its counter (`queues.max_pending_proposals`,
+//! - client inputs are admitted against bounded counters; a waiter (and a
+//!   linearizable reader waiting for its ReadIndex round) holds a [`Slot`]
+//!   of its counter (`queues.max_pending_proposals`,
 //!   `queues.max_pending_reads`) until it completes or is dropped, so a
 //!   caller that goes away frees its slot;
 //! - a full counter refuses at once with `Overloaded` naming the limit;
@@ -41,40 +42,6 @@ impl ProposalWaiter {
 
     pub(crate) fn complete(self, r: ProposeReply) {
         let _ = self.tx.send(r);
-    }
-}
-
-/// Something waiting for the applied index to reach a read index. Dropping
-/// it releases its slot in `max_pending_reads`.
-pub(crate) struct ReadWaiter {
-    pub(crate) tx: oneshot::Sender<Result<u64>>,
-    _slot: Slot,
-}
-
-impl ReadWaiter {
-    pub(crate) fn new(tx: oneshot::Sender<Result<u64>>, slot: Slot) -> Self {
-        ReadWaiter { tx, _slot: slot }
-    }
-
-    pub(crate) fn complete(self, r: Result<u64>) {
-        let _ = self.tx.send(r);
-    }
-
-    /// Releases reads confirmed at `read_index` if the state machine has
-    /// applied that far (`applied`); otherwise hands them back to be parked
-    /// until it has.
-    pub(crate) fn release_if_applied(
-        read_index: u64,
-        applied: u64,
-        waiters: Vec<ReadWaiter>,
-    ) -> Option<Vec<ReadWaiter>> {
-        if read_index > applied {
-            return Some(waiters);
-        }
-        for w in waiters {
-            w.complete(Ok(applied));
-        }
-        None
     }
 }
 
@@ -119,9 +86,6 @@ pub(crate) enum Input {
         cmd: Bytes,
         waiter: ProposalWaiter,
     },
-    Read {
-        waiter: ReadWaiter,
-    },
     ConfChange {
         change: ConfChange,
         waiter: ProposalWaiter,
@@ -138,6 +102,10 @@ pub(crate) enum Input {
     /// delay reported when an election starts).
     Peer(Message, Instant),
     // -- internal (never refused) --
+    /// A reader raised `ReadProgress::wanted` (`runtime/read_rounds.rs`):
+    /// wakes the loop, which registers a ReadIndex batch. At most one per
+    /// loop iteration, so it needs no admission.
+    ReadRound,
     Unreachable(NodeId),
     SnapshotStaged {
         from: NodeId,
@@ -166,7 +134,6 @@ impl Input {
         matches!(
             self,
             Input::Propose { .. }
-                | Input::Read { .. }
                 | Input::ConfChange { .. }
                 | Input::Transfer { .. }
                 | Input::Snapshot { .. }
@@ -179,7 +146,6 @@ impl Input {
             Input::Propose { waiter, .. } | Input::ConfChange { waiter, .. } => {
                 waiter.complete(Err(e))
             }
-            Input::Read { waiter } => waiter.complete(Err(e)),
             Input::Transfer { tx, .. } => {
                 let _ = tx.send(Err(e));
             }

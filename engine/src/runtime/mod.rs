@@ -12,7 +12,7 @@
 //! - the **WAL thread** appends everything pending, issues ONE fdatasync
 //!   (group commit) and reports `log_persisted`;
 //! - the **apply thread** applies committed entries to the state machine,
-//!   completes the waiting proposals and reads, and feeds the watch hub;
+//!   completes the waiting proposals and feeds the watch hub;
 //! - lease and eventual reads are served off the loop from published atomics.
 //!
 //! Start a node with [`start`]; talk to it through [`NodeHandle`].
@@ -47,6 +47,7 @@ mod node;
 mod observe;
 pub(crate) mod quota;
 pub(crate) mod ranges;
+pub(crate) mod read_rounds;
 pub(crate) mod reads;
 mod recovery;
 pub(crate) mod shared;

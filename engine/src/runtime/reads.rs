@@ -3,9 +3,12 @@
 //!
 //! Contracts:
 //! - `Linearizable` (default): leader only, through a batched ReadIndex
-//!   round of the consensus loop; served once applied >= the read index. A
-//!   leader that is the only voter (and has committed an entry of its term)
-//!   serves it off the loop;
+//!   round of the consensus loop; served once applied >= the read index.
+//!   The reader sends nothing per read: it waits on the loop's published
+//!   watermark for a batch registered after it arrived
+//!   (`runtime/read_rounds.rs`), and at most one reader per loop iteration
+//!   wakes the loop. A leader that is the only voter (and has committed an
+//!   entry of its term) serves it without a round;
 //! - `Lease`: leader only, off the loop while the published lease holds and
 //!   the leader has committed an entry of its term; else as `Linearizable`;
 //! - `Eventual`: any node, the local state machine as it is;
@@ -19,10 +22,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use d_engine_storage::sm::KeyValue as SmKv;
-use tokio::sync::oneshot;
 
 use super::handle::NodeHandle;
-use super::input::{take_slot, Input, ReadWaiter};
+use super::input::{take_slot, Input};
 use super::shared::now_ms;
 use super::types::{to_client_kv, Consistency, Error, KeyValue, Result};
 use super::validate::{duplicate_key_message, first_duplicate};
@@ -82,23 +84,47 @@ impl NodeHandle {
                 )
                 .inspect_err(|_| self.shared.metrics.overloaded("queues.max_pending_reads"))?;
                 let started = std::time::Instant::now();
-                let (tx, rx) = oneshot::channel();
-                self.shared.send_client(Input::Read {
-                    waiter: ReadWaiter::new(tx, slot),
-                })?;
-                let r = self
-                    .shared
-                    .wait(rx, "the linearizable read")
-                    .await
-                    .map(|_| ());
-                if r.is_ok() {
-                    self.shared
-                        .metrics
-                        .read_index_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                r
+                let index = self.read_index_round().await;
+                drop(slot);
+                let index = index?;
+                self.shared
+                    .metrics
+                    .read_index_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.wait_applied(index).await
             }
+        }
+    }
+
+    /// Waits for a ReadIndex batch registered after this call to be
+    /// confirmed, and returns its read index (the protocol and why it is
+    /// linearizable: `runtime/read_rounds.rs`).
+    async fn read_index_round(&self) -> Result<u64> {
+        let progress = &self.shared.published.reads;
+        let mut rx = progress.subscribe();
+        let after = progress.arrive();
+        if progress.want() {
+            self.shared.send_internal(Input::ReadRound);
+        }
+        let waited = async {
+            rx.wait_for(|w| w.confirmed > after || w.refused > after)
+                .await
+                .map(|w| *w)
+        };
+        let outcome = tokio::time::timeout(self.shared.config.request_timeout(), waited).await;
+        match outcome {
+            Ok(Ok(w)) if w.confirmed > after => Ok(w.index),
+            // Refused: the node lost leadership (or stopped) meanwhile.
+            Ok(Ok(_)) => {
+                self.shared.check_running()?;
+                Err(self.shared.leader_hint_error())
+            }
+            Ok(Err(_)) => Err(self.shared.stopped_error()),
+            Err(_) => Err(Error::Timeout(format!(
+                "the linearizable read was not confirmed by a quorum within \
+                 queues.request_timeout_ms = {} ms",
+                self.shared.config.queues.request_timeout_ms
+            ))),
         }
     }
 

@@ -28,9 +28,10 @@ use tokio::sync::{oneshot, watch};
 use super::addr::MemberAddr;
 use super::failure::NodeFailure;
 use super::input::{take_slot, Slot};
-pub(crate) use super::input::{Input, ProposalWaiter, ReadWaiter};
+pub(crate) use super::input::{Input, ProposalWaiter};
 use super::lease_clock::LeaseClock;
 use super::quota::Quota;
+use super::read_rounds::ReadProgress;
 use super::types::{Error, LeaderInfo, MemberInfo, MemberRole, Result};
 use super::watch_hub::WatchHub;
 use crate::config::Config;
@@ -132,6 +133,9 @@ pub(crate) struct Published {
     /// iteration, before the new voter even learns of it.
     pub(crate) sole_voter: AtomicBool,
     pub(crate) members: RwLock<Arc<MembersView>>,
+    /// The ReadIndex watermark linearizable readers wait on
+    /// (`runtime/read_rounds.rs`).
+    pub(crate) reads: ReadProgress,
 }
 
 /// See the module docs.

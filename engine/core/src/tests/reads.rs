@@ -226,3 +226,145 @@ fn pending_reads_are_refused_when_leadership_is_lost() {
     assert_eq!(net.refused[&1][0].id, 5);
     assert!(net.reads[&1].is_empty());
 }
+
+/// Delivers `msgs` to their followers and the followers' answers back to
+/// the leader `1`, stepping only (no `ready()` of the leader).
+fn answer_round(net: &mut Network, msgs: Vec<Message>) {
+    for m in msgs {
+        let to = m.to;
+        net.node_mut(to).step(m).unwrap();
+        for r in net.take_msgs(to) {
+            net.node_mut(1).step(r).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_read_registered_after_a_read_round_started_is_not_released_by_it() {
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.node_mut(1).read(1, ReadConsistency::Linearizable);
+    let round1 = net.take_msgs(1);
+    assert_eq!(heartbeat_seqs(&round1).len(), 2, "round for read 1");
+    // Read 2 arrives while round 1 is out: no second round meanwhile.
+    net.node_mut(1).read(2, ReadConsistency::Linearizable);
+    assert!(
+        heartbeat_seqs(&net.take_msgs(1)).is_empty(),
+        "one read round in flight at a time"
+    );
+    let seq1 = heartbeat_seqs(&round1)[0].1;
+    answer_round(&mut net, round1);
+    let rd = net.node_mut(1).ready();
+    assert_eq!(
+        rd.reads.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [1],
+        "round 1 releases read 1 only: {rd:?}"
+    );
+    // The next round starts in the same `ready()` that released round 1.
+    let round2 = heartbeat_seqs(&rd.messages);
+    assert_eq!(round2.len(), 2, "round 2 starts at once: {rd:?}");
+    assert!(round2.iter().all(|(_, s)| *s == seq1 + 1));
+    answer_round(&mut net, rd.messages);
+    net.process(1);
+    assert_eq!(net.reads[&1].iter().map(|r| r.id).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn one_round_releases_every_read_that_waited_for_it() {
+    const N: u64 = 50;
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.node_mut(1).read(0, ReadConsistency::Linearizable);
+    let round1 = net.take_msgs(1);
+    for id in 1..=N {
+        net.node_mut(1).read(id, ReadConsistency::Linearizable);
+        // A host iteration per read: still no new round.
+        assert!(heartbeat_seqs(&net.take_msgs(1)).is_empty());
+    }
+    answer_round(&mut net, round1);
+    let rd = net.node_mut(1).ready();
+    assert_eq!(rd.reads.len(), 1);
+    let round2 = rd.messages;
+    assert_eq!(heartbeat_seqs(&round2).len(), 2, "one message per follower");
+    // Only one follower answers: with the leader, a quorum.
+    let to2: Vec<Message> = round2.into_iter().filter(|m| m.to == 2).collect();
+    answer_round(&mut net, to2);
+    let rd = net.node_mut(1).ready();
+    assert_eq!(
+        rd.reads.iter().map(|r| r.id).collect::<Vec<_>>(),
+        (1..=N).collect::<Vec<_>>(),
+        "one round releases all {N} waiting reads"
+    );
+    assert!(heartbeat_seqs(&rd.messages).is_empty(), "nobody waits");
+}
+
+#[test]
+fn a_lost_read_round_is_replaced_by_the_next_periodic_heartbeat() {
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.node_mut(1).read(1, ReadConsistency::Linearizable);
+    let _lost = net.take_msgs(1);
+    net.node_mut(1).read(2, ReadConsistency::Linearizable);
+    for _ in 0..H {
+        net.node_mut(1).tick();
+    }
+    let hb = net.take_msgs(1);
+    assert_eq!(heartbeat_seqs(&hb).len(), 2, "periodic round");
+    answer_round(&mut net, hb);
+    net.process(1);
+    assert_eq!(
+        net.reads[&1].iter().map(|r| r.id).collect::<Vec<_>>(),
+        [1, 2],
+        "the periodic round started after both reads confirms both"
+    );
+}
+
+#[test]
+fn a_deposed_leader_never_releases_a_read() {
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.tick_all(H);
+    // 1 is cut off; 2 and 3 elect 2 and commit a write 1 never sees.
+    net.isolate(1);
+    for _ in 0..4 * E {
+        for id in [2, 3] {
+            net.node_mut(id).tick();
+        }
+        net.settle();
+        if net.status(2).role == Role::Leader || net.status(3).role == Role::Leader {
+            break;
+        }
+    }
+    let new_leader = if net.status(2).role == Role::Leader {
+        2
+    } else {
+        3
+    };
+    let (index, _) = net.propose(new_leader, "written under the new leader");
+    net.settle();
+    assert!(net.status(new_leader).commit >= index);
+    // 1 has not noticed (its clock stood still: no check-quorum) and takes
+    // a ReadIndex read, which does not depend on clocks. (A lease read
+    // would be served here: leases assume bounded clock drift, which the
+    // simulation's lease checker covers.)
+    assert_eq!(net.status(1).role, Role::Leader);
+    net.node_mut(1).read(7, ReadConsistency::Linearizable);
+    let out = net.take_msgs(1);
+    assert_eq!(heartbeat_seqs(&out).len(), 2);
+    // Its round reaches the others once the partition heals; they answer
+    // with the newer term.
+    net.heal();
+    net.queue.extend(out);
+    net.settle();
+    net.tick_all(2 * E);
+    assert!(
+        net.reads
+            .get(&1)
+            .is_none_or(|r| r.iter().all(|r| r.id != 7)),
+        "a deposed leader released a read: {:?}",
+        net.reads.get(&1)
+    );
+    let refused: Vec<ReadId> = net.refused[&1].iter().map(|r| r.id).collect();
+    assert_eq!(refused, [7]);
+    assert_ne!(net.status(1).role, Role::Leader);
+}

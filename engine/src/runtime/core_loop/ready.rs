@@ -7,21 +7,16 @@
 //!   wake-up), which fsyncs in groups and reports `log_persisted` through the
 //!   input queue: messages go out while the leader's own fsync runs;
 //! - committed entries and the waiters registered for them go to the apply
-//!   thread; confirmed reads are released at once when already applied,
-//!   otherwise parked on the apply thread;
+//!   thread; confirmed and refused ReadIndex batches are published on the
+//!   read watermark (`runtime/read_rounds.rs`), which wakes their readers;
 //! - snapshot creation and transfers start here and finish on other threads
 //!   (`snapshot.rs`).
 
-use std::sync::atomic::Ordering;
-
-use d_engine_core::{
-    Entry, HardState, Index, Message, NodeId, ReadReady, ReadRefused, SnapshotMeta,
-};
+use d_engine_core::{Entry, HardState, Message, NodeId, ReadReady, ReadRefused, SnapshotMeta};
 
 use super::super::apply::ApplyTask;
 use super::super::failure::NodeFailure;
 use super::super::host::{self, HostEffects};
-use super::super::shared::ReadWaiter;
 use super::super::wal_thread::WalTask;
 use super::CoreLoop;
 
@@ -45,21 +40,6 @@ impl CoreLoop {
         if !self.unregistered.is_empty() {
             let list = std::mem::take(&mut self.unregistered);
             let _ = self.apply_tx.send(ApplyTask::Register(list));
-        }
-    }
-
-    /// Confirmed reads at `read_index`: released here when the state machine
-    /// has already applied that far (the common case: no hop through the
-    /// apply thread), otherwise parked on the apply thread, which releases
-    /// them once it applies `read_index` (it re-checks, so an apply racing
-    /// with this check loses no read).
-    fn release_or_park_reads(&mut self, read_index: Index, waiters: Vec<ReadWaiter>) {
-        let applied = self.shared.applied.load(Ordering::Acquire);
-        if let Some(waiters) = ReadWaiter::release_if_applied(read_index, applied, waiters) {
-            let _ = self.apply_tx.send(ApplyTask::ReadAt {
-                index: read_index,
-                waiters,
-            });
         }
     }
 
@@ -120,18 +100,29 @@ impl HostEffects for CoreLoop {
         reads: Vec<ReadReady>,
         refused: Vec<ReadRefused>,
     ) -> Result<(), NodeFailure> {
-        for r in reads {
-            if let Some(waiters) = self.read_batches.remove(&r.id) {
-                self.release_or_park_reads(r.read_index, waiters);
+        if reads.is_empty() && refused.is_empty() {
+            return Ok(());
+        }
+        // The core answers batches in the order they were registered; a
+        // batch is answered once (confirmed or refused).
+        let mut confirmed = None;
+        for r in &reads {
+            if r.id > self.read_batches.confirmed {
+                self.read_batches.confirmed = r.id;
+                confirmed = Some((r.id, r.read_index));
             }
         }
-        for r in refused {
-            if let Some(waiters) = self.read_batches.remove(&r.id) {
-                let e = self.shared.map_propose_error(r.error);
-                for w in waiters {
-                    w.complete(Err(e.clone()));
-                }
+        let mut refused_upto = 0;
+        for r in &refused {
+            if r.id > self.read_batches.refused {
+                self.read_batches.refused = r.id;
+                refused_upto = r.id;
             }
+        }
+        let answered = self.read_batches.confirmed.max(self.read_batches.refused);
+        self.reads.retain(|id| *id > answered);
+        if confirmed.is_some() || refused_upto > 0 {
+            self.shared.published.reads.publish(confirmed, refused_upto);
         }
         Ok(())
     }

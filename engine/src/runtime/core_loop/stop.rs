@@ -42,14 +42,10 @@ impl CoreLoop {
         for w in self.batch_waiters.drain(..).flatten() {
             w.complete(Err(err()));
         }
-        for w in self.reads.drain(..) {
-            w.complete(Err(err()));
-        }
-        for (_, ws) in self.read_batches.drain() {
-            for w in ws {
-                w.complete(Err(err()));
-            }
-        }
+        // Every waiting linearizable reader wakes, finds the node stopped
+        // and fails with its error.
+        self.reads.clear();
+        shared.published.reads.publish(None, u64::MAX);
         for tx in self.snapshot_waiters.drain(..) {
             let _ = tx.send(Err(err()));
         }
