@@ -512,7 +512,7 @@ async fn concurrent_linearizable_reads_see_every_acknowledged_write() {
                     .await
                     .unwrap()
                     .unwrap();
-                let seen = u64::from_be_bytes(kv.value.as_slice().try_into().unwrap());
+                let seen = u64::from_be_bytes(kv.value[..].try_into().unwrap());
                 assert!(seen >= floor, "read {seen} after {floor} was acknowledged");
                 n += 1;
             }
