@@ -419,10 +419,16 @@ async fn three_nodes_run_on_a_custom_log_store() {
     nodes[g].engine.take().unwrap().stop().await.unwrap();
     write(&nodes, 60, 80).await;
     e(&nodes[l]).handle().trigger_snapshot().await.unwrap();
-    assert!(
-        Counts::get(&stores.counts(nodes[l].cfg.node_id).compacts) > 0,
-        "the leader compacted its store after the snapshot"
-    );
+    // The log thread compacts after the snapshot is saved, asynchronously.
+    let lid = nodes[l].cfg.node_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Counts::get(&stores.counts(lid).compacts) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader compacted its store within 10 s of the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     write(&nodes, 80, 90).await;
     nodes[g].engine = Some(start(&nodes[g].cfg, &stores, None).await);
     has_all(&nodes[g], 90).await;
