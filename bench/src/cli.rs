@@ -165,6 +165,11 @@ pub struct Args {
     /// State machine backend of the d-engine nodes (embedded and standalone).
     #[arg(long, value_enum, default_value = "memory")]
     pub state_machine: SmBackend,
+    /// `raft.max_read_rounds_in_flight` of the d-engine nodes (embedded and
+    /// standalone): heartbeat rounds for linearizable reads out at once.
+    /// Unset: the engine's default.
+    #[arg(long)]
+    pub read_rounds: Option<usize>,
     /// Consistency of the `read` and `hot-key` scenarios.
     #[arg(long, value_enum, default_value = "linearizable")]
     pub consistency: Consistency,

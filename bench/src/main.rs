@@ -513,6 +513,9 @@ async fn run(mut args: Args) -> Result<bool> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    systems::set_node_tuning(systems::NodeTuning {
+        read_rounds: args.read_rounds,
+    });
     // The engines' own logs (elections, snapshot transfers) go to stderr;
     // `RUST_LOG=d_engine=info` shows every leader change during a run.
     tracing_subscriber::fmt()

@@ -63,6 +63,7 @@ impl EmbeddedCluster {
             let dir = tempfile::Builder::new().prefix("emb-").tempdir_in(base)?;
             let mut cfg = Config::single_node(dir.path());
             cfg.state_machine.backend = sm.config();
+            apply_node_tuning(&mut cfg);
             tune(&mut cfg);
             let e = EmbeddedEngine::start_in_process(cfg)
                 .await
@@ -91,6 +92,7 @@ impl EmbeddedCluster {
                 cfg.client_addr = ca;
                 cfg.members = members.clone();
                 cfg.state_machine.backend = sm.config();
+                apply_node_tuning(&mut cfg);
                 tune(&mut cfg);
                 let e = EmbeddedEngine::builder(cfg)
                     .peer_listener(pl)
@@ -120,6 +122,13 @@ impl EmbeddedCluster {
         for e in &self.engines {
             let _ = e.stop().await;
         }
+    }
+}
+
+/// The run's command-line node settings ([`super::node_tuning`]).
+fn apply_node_tuning(cfg: &mut Config) {
+    if let Some(n) = super::node_tuning().read_rounds {
+        cfg.raft.max_read_rounds_in_flight = n;
     }
 }
 

@@ -8,6 +8,7 @@ pub mod standalone;
 #[cfg(feature = "upstream")]
 pub mod upstream;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use d_engine_client::{
@@ -15,6 +16,26 @@ use d_engine_client::{
 };
 
 use crate::workload::{Consistency, OpError, PageReply, TxnReply};
+
+/// Node settings given on the command line that every d-engine node of
+/// the run gets (set once, before any system starts).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeTuning {
+    /// `raft.max_read_rounds_in_flight`; `None`: the engine's default.
+    pub read_rounds: Option<usize>,
+}
+
+static NODE_TUNING: OnceLock<NodeTuning> = OnceLock::new();
+
+/// Sets the run's [`NodeTuning`]; later calls are ignored.
+pub fn set_node_tuning(t: NodeTuning) {
+    let _ = NODE_TUNING.set(t);
+}
+
+/// The run's [`NodeTuning`] (the default if none was set).
+pub fn node_tuning() -> NodeTuning {
+    NODE_TUNING.get().copied().unwrap_or_default()
+}
 
 /// Maps a d-engine client error to the benchmark's error classes.
 pub fn dengine_error(e: d_engine_client::Error) -> OpError {

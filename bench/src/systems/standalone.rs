@@ -73,6 +73,9 @@ pub fn node_config(id: usize, data_dir: &Path, nodes: &[(u16, u16)], sm: SmBacke
         data_dir.display(),
         sm.toml_name()
     );
+    if let Some(n) = super::node_tuning().read_rounds {
+        s += &format!("\n[raft]\nmax_read_rounds_in_flight = {n}\n");
+    }
     if nodes.len() > 1 {
         for (i, (p, c)) in nodes.iter().enumerate() {
             s += &format!(

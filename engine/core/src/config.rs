@@ -29,6 +29,12 @@ pub struct Config {
     /// Ask the host for a snapshot once this many entries have been applied
     /// since the last one. 0 disables automatic snapshots.
     pub snapshot_threshold: u64,
+    /// Heartbeat rounds started for waiting ReadIndex requests that may be
+    /// unconfirmed at once (at least 1). With 1, reads that arrive while a
+    /// round is out wait for it to return before the next one starts (up to
+    /// two round trips); with more, the next round starts at once, so a
+    /// read waits about one round trip, at the cost of more heartbeats.
+    pub max_read_rounds_in_flight: usize,
     /// Seed of the core's internal PRNG (election timeout jitter).
     pub seed: u64,
 }
@@ -59,6 +65,7 @@ impl Config {
             max_entries_per_msg: 4096,
             max_bytes_per_msg: 4 << 20,
             snapshot_threshold: 100_000,
+            max_read_rounds_in_flight: 1,
             seed: id,
         }
     }
@@ -89,6 +96,9 @@ impl Config {
                 "lease_drift_margin_ticks ({}) must be less than election_ticks ({})",
                 self.lease_drift_margin_ticks, self.election_ticks
             )));
+        }
+        if self.max_read_rounds_in_flight == 0 {
+            return Err(ConfigError("max_read_rounds_in_flight must be >= 1".into()));
         }
         if self.max_inflight_msgs == 0 || self.max_entries_per_msg == 0 {
             return Err(ConfigError(

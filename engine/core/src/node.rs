@@ -88,11 +88,13 @@ pub struct RaftNode {
     pub(crate) hb_seq: u64,
     pub(crate) seq_sent_tick: BTreeMap<u64, u64>,
     pub(crate) confirmed_seq: u64,
-    /// The latest heartbeat round started for waiting ReadIndex requests.
-    /// While it is unconfirmed no other round is started for reads: reads
-    /// that arrive meanwhile wait for the next round, which starts as soon
-    /// as this one is confirmed (or ride on a periodic heartbeat round).
-    pub(crate) read_round_seq: u64,
+    /// Heartbeat rounds started for waiting ReadIndex requests, oldest
+    /// first; those at or below `confirmed_seq` are pruned. While
+    /// `cfg.max_read_rounds_in_flight` of them are unconfirmed no other
+    /// round is started for reads: reads that arrive meanwhile wait for the
+    /// next round, which starts as soon as one is confirmed (or ride on a
+    /// periodic heartbeat round).
+    pub(crate) read_rounds_out: VecDeque<u64>,
     pub(crate) pending_reads: VecDeque<PendingRead>,
     pub(crate) reads_await_commit: Vec<ReadId>,
     pub(crate) lease_until: u64,
@@ -180,7 +182,7 @@ impl RaftNode {
             hb_seq: 0,
             seq_sent_tick: BTreeMap::new(),
             confirmed_seq: 0,
-            read_round_seq: 0,
+            read_rounds_out: VecDeque::new(),
             pending_reads: VecDeque::new(),
             reads_await_commit: Vec::new(),
             lease_until: 0,
@@ -611,7 +613,7 @@ impl RaftNode {
         }
         if self.read_round_wanted() {
             self.broadcast_heartbeat();
-            self.read_round_seq = self.hb_seq;
+            self.read_rounds_out.push_back(self.hb_seq);
         }
     }
 }

@@ -84,11 +84,19 @@ impl RaftNode {
     /// its confirmation also unblocks a read round whose messages were lost.
     pub(crate) fn read_round_wanted(&self) -> bool {
         self.role == Role::Leader
-            && self.confirmed_seq >= self.read_round_seq
+            && self.read_rounds_unconfirmed() < self.cfg.max_read_rounds_in_flight
             && self
                 .pending_reads
                 .back()
                 .is_some_and(|r| r.seq > self.hb_seq)
+    }
+
+    /// Read rounds started and not confirmed yet.
+    fn read_rounds_unconfirmed(&self) -> usize {
+        self.read_rounds_out
+            .iter()
+            .filter(|s| **s > self.confirmed_seq)
+            .count()
     }
 
     /// The leader just committed an entry: reads that waited for its first
@@ -136,6 +144,13 @@ impl RaftNode {
             return;
         }
         self.confirmed_seq = confirmed;
+        while self
+            .read_rounds_out
+            .front()
+            .is_some_and(|s| *s <= confirmed)
+        {
+            self.read_rounds_out.pop_front();
+        }
         if let Some(sent) = self.seq_sent_tick.get(&confirmed).copied() {
             if self.transfer.is_none() && !self.lease_disabled {
                 let lease = sent + self.cfg.election_ticks - self.cfg.lease_drift_margin_ticks;

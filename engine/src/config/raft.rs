@@ -36,6 +36,12 @@ pub struct RaftConfig {
     pub max_entries_per_msg: usize,
     /// Payload bytes per AppendEntries. Default 4 MiB; 4 KiB..=64 MiB.
     pub max_bytes_per_msg: usize,
+    /// Heartbeat rounds for linearizable reads that may be out at once.
+    /// 1: reads arriving while a round is out wait for its answer before
+    /// the next round starts; more: the next round starts at once (a read
+    /// waits about one round trip instead of up to two, for more
+    /// heartbeats). Default 1; 1..=16.
+    pub max_read_rounds_in_flight: usize,
 }
 
 impl Default for RaftConfig {
@@ -50,6 +56,7 @@ impl Default for RaftConfig {
             max_inflight_msgs: 64,
             max_entries_per_msg: 4096,
             max_bytes_per_msg: 4 << 20,
+            max_read_rounds_in_flight: 1,
         }
     }
 }
@@ -75,6 +82,7 @@ impl Config {
         c.max_inflight_msgs = self.raft.max_inflight_msgs;
         c.max_entries_per_msg = self.raft.max_entries_per_msg;
         c.max_bytes_per_msg = self.raft.max_bytes_per_msg;
+        c.max_read_rounds_in_flight = self.raft.max_read_rounds_in_flight;
         c.snapshot_threshold = self.snapshot.threshold_entries;
         c
     }
@@ -112,6 +120,12 @@ impl Config {
             r.election_timeout_ms.saturating_sub(r.tick_ms),
         )?;
         range("raft.max_inflight_msgs", r.max_inflight_msgs, 1, 4096)?;
+        range(
+            "raft.max_read_rounds_in_flight",
+            r.max_read_rounds_in_flight,
+            1,
+            16,
+        )?;
         range(
             "raft.max_entries_per_msg",
             r.max_entries_per_msg,

@@ -270,6 +270,41 @@ fn a_read_registered_after_a_read_round_started_is_not_released_by_it() {
 }
 
 #[test]
+fn with_two_read_rounds_allowed_the_second_starts_while_the_first_is_out() {
+    let mut net = Network::new(&[1, 2, 3], &[]);
+    net.elect(1);
+    net.node_mut(1).cfg.max_read_rounds_in_flight = 2;
+    net.node_mut(1).read(1, ReadConsistency::Linearizable);
+    let round1 = net.take_msgs(1);
+    assert_eq!(heartbeat_seqs(&round1).len(), 2, "round for read 1");
+    // Read 2 arrives while round 1 is out: round 2 starts at once.
+    net.node_mut(1).read(2, ReadConsistency::Linearizable);
+    let round2 = net.take_msgs(1);
+    assert_eq!(heartbeat_seqs(&round2).len(), 2, "round 2 while 1 is out");
+    // Read 3: two rounds are out, so it waits.
+    net.node_mut(1).read(3, ReadConsistency::Linearizable);
+    assert!(
+        heartbeat_seqs(&net.take_msgs(1)).is_empty(),
+        "at most two read rounds out"
+    );
+    // Round 1's answers release read 1 only (2 and 3 came after it
+    // started), and make room for round 3, which read 3 waits for.
+    answer_round(&mut net, round1);
+    let rd = net.node_mut(1).ready();
+    assert_eq!(rd.reads.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
+    let round3 = rd.messages;
+    assert_eq!(heartbeat_seqs(&round3).len(), 2, "round 3 for read 3");
+    // Round 2 releases read 2 but not read 3 (registered after it started).
+    answer_round(&mut net, round2);
+    let rd = net.node_mut(1).ready();
+    assert_eq!(rd.reads.iter().map(|r| r.id).collect::<Vec<_>>(), [2]);
+    assert!(heartbeat_seqs(&rd.messages).is_empty(), "nobody else waits");
+    answer_round(&mut net, round3);
+    net.process(1);
+    assert_eq!(net.reads[&1].iter().map(|r| r.id).collect::<Vec<_>>(), [3]);
+}
+
+#[test]
 fn one_round_releases_every_read_that_waited_for_it() {
     const N: u64 = 50;
     let mut net = Network::new(&[1, 2, 3], &[]);

@@ -752,7 +752,14 @@ impl World {
             max_entries_per_msg: self.rng.range(1, 16) as usize,
             max_bytes_per_msg: self.rng.range(64, 4096) as usize,
             snapshot_threshold: self.rng.range(4, 40),
+            max_read_rounds_in_flight: 1,
             seed: self.rng.next_u64(),
+        };
+        // 1 to 3 read rounds out at once, derived from the seed already
+        // drawn so that existing seeds replay the same schedules.
+        let cfg = Config {
+            max_read_rounds_in_flight: 1 + (cfg.seed % 3) as usize,
+            ..cfg
         };
         let initial = self.initial.clone();
         let slot = self.slots.get_mut(&id).expect("slot exists");
