@@ -40,7 +40,7 @@ pub struct RaftConfig {
     /// 1: reads arriving while a round is out wait for its answer before
     /// the next round starts; more: the next round starts at once (a read
     /// waits about one round trip instead of up to two, for more
-    /// heartbeats). Default 1; 1..=16.
+    /// heartbeats). Default 2; 1..=16.
     pub max_read_rounds_in_flight: usize,
 }
 
@@ -56,7 +56,7 @@ impl Default for RaftConfig {
             max_inflight_msgs: 64,
             max_entries_per_msg: 4096,
             max_bytes_per_msg: 4 << 20,
-            max_read_rounds_in_flight: 1,
+            max_read_rounds_in_flight: 2,
         }
     }
 }

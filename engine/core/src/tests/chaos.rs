@@ -55,6 +55,7 @@ fn restart(net: &mut Network, id: NodeId, boot: &Membership, seed: u64) {
     c.pre_vote = net.nodes[&id].cfg.pre_vote;
     c.check_quorum = net.nodes[&id].cfg.check_quorum;
     c.snapshot_threshold = net.nodes[&id].cfg.snapshot_threshold;
+    c.max_read_rounds_in_flight = net.nodes[&id].cfg.max_read_rounds_in_flight;
     let applied = d.applied.last().map(|e| e.index).unwrap_or(0);
     let snap_idx = d.snapshot.as_ref().map(|s| s.last_index).unwrap_or(0);
     let restore = RestoreState {
@@ -86,6 +87,7 @@ fn run(seed: u64, steps: usize) -> (usize, usize) {
         n.cfg.snapshot_threshold = 5 + rng.below(20);
         n.cfg.max_inflight_msgs = 1 + rng.below(4) as usize;
         n.cfg.max_entries_per_msg = 1 + rng.below(5) as usize;
+        n.cfg.max_read_rounds_in_flight = 1 + (seed % 3) as usize;
     }
     let mut chk = Checker {
         leaders: BTreeMap::new(),

@@ -227,10 +227,15 @@ impl DedupTable {
         result: ApplyResult,
         changes: &mut Vec<SessionChange>,
     ) {
-        if !self.clients.contains_key(key) {
-            self.insert(key.clone(), ClientSession::default());
-        }
-        let s = self.clients.get_mut(key).expect("inserted above");
+        // One lookup: the entry API (the key's user string is empty for
+        // anonymous sessions, so cloning it does not allocate).
+        let s = match self.clients.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                *self.per_user.entry(key.user.clone()).or_default() += 1;
+                e.insert(ClientSession::default())
+            }
+        };
         s.last_index = index;
         s.results.insert(
             seq,
