@@ -418,6 +418,7 @@ fn settings_json(a: &Args) -> serde_json::Value {
         "key_size": a.key_size,
         "value_size": a.value_size,
         "memory_keys": a.memory_keys,
+        "read_rounds": a.read_rounds,
         "consistency": a.consistency.name(),
         "connections": a.connections,
         "request_timeout_ms": a.request_timeout_ms,
