@@ -646,7 +646,10 @@ mod tests {
                 expires_at_ms: None,
                 lease: 0,
             };
-            assert!(set.insert(Stored::new(kv)).is_none(), "{k:?} inserted twice");
+            assert!(
+                set.insert(Stored::new(kv)).is_none(),
+                "{k:?} inserted twice"
+            );
         }
         let mut sorted: Vec<&[u8]> = keys.to_vec();
         sorted.sort();
