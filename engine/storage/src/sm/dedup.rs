@@ -119,6 +119,12 @@ pub struct DedupTable {
     per_user: BTreeMap<String, usize>,
 }
 
+/// Counts a session just added to the table for its user (`per_user` is
+/// derived from the table's keys).
+fn count_new_session(per_user: &mut BTreeMap<String, usize>, user: String) {
+    *per_user.entry(user).or_default() += 1;
+}
+
 /// Change to persist for one session.
 pub enum SessionChange {
     Upsert(SessionKey),
@@ -154,7 +160,7 @@ impl DedupTable {
     pub fn insert(&mut self, key: SessionKey, session: ClientSession) {
         let user = key.user.clone();
         if self.clients.insert(key, session).is_none() {
-            *self.per_user.entry(user).or_default() += 1;
+            count_new_session(&mut self.per_user, user);
         }
     }
 
@@ -227,12 +233,13 @@ impl DedupTable {
         result: ApplyResult,
         changes: &mut Vec<SessionChange>,
     ) {
-        // One lookup: the entry API (the key's user string is empty for
-        // anonymous sessions, so cloning it does not allocate).
+        // One lookup (the entry API) instead of a check and a second
+        // lookup. The key clone allocates only for an authenticated user's
+        // name; the change list below clones it on every write anyway.
         let s = match self.clients.entry(key.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                *self.per_user.entry(key.user.clone()).or_default() += 1;
+                count_new_session(&mut self.per_user, key.user.clone());
                 e.insert(ClientSession::default())
             }
         };
